@@ -1,0 +1,77 @@
+//! Link set-up for libtorch that torch-sys does not do for us (see shared toolchain notes):
+//!
+//! - an rpath to the libtorch the binary was built against, so it runs without
+//!   LD_LIBRARY_PATH (torch-sys passes the path only to its own C++ helper);
+//! - libtorch_cuda kept in the link when it exists: with the default `--as-needed` the
+//!   linker drops it (nothing references it by symbol) and CUDA reads as unavailable on a
+//!   GPU machine. Kept, the same binary still runs on a CPU-only machine.
+//!
+//! The libtorch location follows torch-sys: `LIBTORCH` (a user's own libtorch, e.g. on a
+//! Jetson) or, with `LIBTORCH_USE_PYTORCH`, the torch package of the first `python3` on PATH.
+//! The version and library directory are baked in for `bayes_perception doctor`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
+
+    let Some((lib_dir, version)) = locate_libtorch() else {
+        println!(
+            "cargo:warning=libtorch not located (set LIBTORCH, or LIBTORCH_USE_PYTORCH=1 with \
+             torch installed; `make setup` does the latter); the binary will need LD_LIBRARY_PATH"
+        );
+        println!("cargo:rustc-env=BAYES_LIBTORCH_LIB_DIR=unknown");
+        println!("cargo:rustc-env=BAYES_LIBTORCH_VERSION=unknown");
+        return;
+    };
+
+    println!(
+        "cargo:rustc-env=BAYES_LIBTORCH_LIB_DIR={}",
+        lib_dir.display()
+    );
+    println!("cargo:rustc-env=BAYES_LIBTORCH_VERSION={version}");
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    if lib_dir.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+}
+
+/// The libtorch library directory and version string, if they can be found.
+fn locate_libtorch() -> Option<(PathBuf, String)> {
+    if let Ok(root) = env::var("LIBTORCH") {
+        let root = PathBuf::from(root);
+        let version = read_build_version(&root).unwrap_or_else(|| "unknown".to_owned());
+        return Some((root.join("lib"), version));
+    }
+    if env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
+        let output = Command::new("python3")
+            .args([
+                "-c",
+                "import os, torch; print(torch.__version__); \
+                 print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+            ])
+            .output()
+            .ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        let text = String::from_utf8(output.stdout).ok()?;
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let version = lines.next()?.trim().to_owned();
+        let lib_dir = PathBuf::from(lines.next()?.trim());
+        return Some((lib_dir, version));
+    }
+    None
+}
+
+fn read_build_version(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("build-version")).ok()?;
+    Some(text.trim().to_owned())
+}

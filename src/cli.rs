@@ -1,0 +1,116 @@
+//! Every command and flag of the `bayes_perception` binary; the doc comments are the help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use bayes_perception::config::Mode;
+
+/// Bayesian semantic segmentation and depth with separate aleatoric and epistemic
+/// uncertainty (FC-DenseNet + MC dropout).
+#[derive(Debug, Parser)]
+#[command(name = "bayes_perception", version, long_version = crate::cmd::doctor::LONG_VERSION)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a model on images and write labels, depth and uncertainty images.
+    Infer(InferArgs),
+    /// Measure speed and memory of a random-weight model on synthetic frames.
+    Bench(BenchArgs),
+    /// Print the libtorch version, CUDA/cuDNN availability and thread count.
+    Doctor,
+}
+
+/// Settings that override the params file for one run.
+#[derive(Debug, Args)]
+pub struct Overrides {
+    /// aleatoric (one pass) or mc (MC dropout sampling); overrides `mode`.
+    #[arg(long)]
+    pub mode: Option<Mode>,
+    /// auto, cpu, cuda or cuda:N; overrides `device`.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// MC samples T; overrides `mc.samples`.
+    #[arg(long)]
+    pub samples: Option<i64>,
+    /// MC passes per batched forward (-1 = per device); overrides `mc.batch_size`.
+    #[arg(long, allow_negative_numbers = true)]
+    pub batch_size: Option<i64>,
+    /// Seed for dropout masks and logit noise (-1 = unseeded); overrides `seed`.
+    #[arg(long, allow_negative_numbers = true)]
+    pub seed: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// Model directory (model.yaml + model.safetensors); defaults to the params file's `model`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Params file (ROS 2 format, see config/params.yaml); defaults apply without one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Output directory; each input gets a subdirectory named after it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Append a colour bar with the value range under each false-colour PNG.
+    #[arg(long)]
+    pub colorbar: bool,
+    /// Images (PNG, JPEG, TIFF, BMP, WebP, PNM, GIF) or directories of them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Network preset: fcdensenet56, fcdensenet67 or fcdensenet103.
+    #[arg(long, default_value = "fcdensenet56")]
+    pub arch: String,
+    /// Frame height in pixels (the model's native size, a multiple of 32).
+    #[arg(long, default_value_t = 360)]
+    pub height: i64,
+    /// Frame width in pixels (a multiple of 32).
+    #[arg(long, default_value_t = 480)]
+    pub width: i64,
+    /// aleatoric or mc.
+    #[arg(long, default_value = "aleatoric")]
+    pub mode: Mode,
+    /// MC samples T (mc mode).
+    #[arg(long, default_value_t = 50)]
+    pub samples: usize,
+    /// MC passes per batched forward; default per device.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Logit-noise draws per pass.
+    #[arg(long, default_value_t = 10)]
+    pub noise_samples: usize,
+    /// Semantic classes of the random model (0 = no semantic head).
+    #[arg(long, default_value_t = 11)]
+    pub classes: usize,
+    /// Leave out the depth head.
+    #[arg(long)]
+    pub no_depth: bool,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// libtorch CPU threads (0 = libtorch default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Timed frames.
+    #[arg(long, default_value_t = 10)]
+    pub frames: usize,
+    /// Untimed frames first (allocator and kernel warm-up).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,234 @@
+//! `bayes_perception bench`: speed and memory of the engine with a random-weight model on
+//! synthetic frames. This is how speed is measured (BENCHMARKS.md); tests never time.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use bayes_perception::config::Mode;
+use bayes_perception::device::{device_name, DeviceRequest};
+use bayes_perception::engine::Timing;
+use bayes_perception::model::{random_spec, ArchConfig, Model, PRESETS};
+use bayes_perception::{Engine, EngineConfig};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::cli::BenchArgs;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    arch: String,
+    parameters: i64,
+    height: i64,
+    width: i64,
+    mode: String,
+    samples: usize,
+    batch_size: Option<usize>,
+    noise_samples: usize,
+    device: String,
+    cpu_threads: i32,
+    frames: usize,
+    median_ms: f64,
+    p95_ms: f64,
+    mean_ms: f64,
+    /// Share of the frame time spent in the network's forward passes.
+    forward_share: f64,
+    /// Host peak resident memory (VmHWM), MiB.
+    peak_rss_mib: Option<f64>,
+    /// mc only: median of single-pass (aleatoric) frames, and the ratio of one T-sample
+    /// frame to T single-pass frames.
+    single_pass_median_ms: Option<f64>,
+    mc_vs_sequential_ratio: Option<f64>,
+    libtorch: &'static str,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let Some(arch) = ArchConfig::preset(&args.arch) else {
+        bail!(
+            "unknown --arch `{}`; expected one of {}",
+            args.arch,
+            PRESETS.join(", ")
+        );
+    };
+    if args.frames == 0 {
+        bail!("--frames must be at least 1");
+    }
+    let device_request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
+    let device = device_request.resolve()?;
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads as i32);
+    }
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let spec = random_spec(
+        arch,
+        Some(&args.arch),
+        args.classes,
+        !args.no_depth,
+        args.height,
+        args.width,
+    );
+    spec.validate()
+        .map_err(anyhow::Error::msg)
+        .context("bench model")?;
+    let model = Model::new(spec, device)?;
+    let parameters = model.num_parameters();
+    let config = EngineConfig {
+        mode: args.mode,
+        device: device_request,
+        noise_samples: args.noise_samples,
+        mc_samples: args.samples,
+        mc_batch_size: args.batch_size,
+        seed: None,
+        cpu_threads: args.threads,
+        profile: true,
+    };
+    let mut engine = Engine::new(model, config.clone())?;
+    let frames = synthetic_frames(args.frames.min(8), args.height, args.width);
+
+    let timings = time_frames(&engine, &frames, args.warmup, args.frames)?;
+    let mut report = summarise(&args, &engine, parameters, device, &timings);
+    if args.mode == Mode::Mc {
+        // The same frames through one deterministic pass each, for the batching ratio.
+        engine.set_config(EngineConfig {
+            mode: Mode::Aleatoric,
+            ..config
+        })?;
+        let single = time_frames(&engine, &frames, args.warmup, args.frames)?;
+        let single_median = percentile(&single.iter().map(|t| t.total_ms).collect::<Vec<_>>(), 0.5);
+        report.single_pass_median_ms = Some(single_median);
+        report.mc_vs_sequential_ratio =
+            Some(report.median_ms / (args.samples as f64 * single_median));
+    }
+    report.peak_rss_mib = peak_rss_mib();
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time_frames(
+    engine: &Engine,
+    frames: &[image::RgbImage],
+    warmup: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Timing>> {
+    for i in 0..warmup {
+        engine.predict(&frames[i % frames.len()])?;
+    }
+    (0..count)
+        .map(|i| Ok(engine.predict(&frames[i % frames.len()])?.timing))
+        .collect()
+}
+
+fn summarise(
+    args: &BenchArgs,
+    engine: &Engine,
+    parameters: i64,
+    device: Device,
+    timings: &[Timing],
+) -> Report {
+    let totals: Vec<f64> = timings.iter().map(|t| t.total_ms).collect();
+    let total: f64 = totals.iter().sum();
+    let forward: f64 = timings.iter().filter_map(|t| t.forward_ms).sum();
+    Report {
+        arch: args.arch.clone(),
+        parameters,
+        height: args.height,
+        width: args.width,
+        mode: args.mode.to_string(),
+        samples: if args.mode == Mode::Mc {
+            args.samples
+        } else {
+            1
+        },
+        batch_size: (args.mode == Mode::Mc).then(|| engine.mc_batch_size()),
+        noise_samples: args.noise_samples,
+        device: device_name(device),
+        cpu_threads: tch::get_num_threads(),
+        frames: timings.len(),
+        median_ms: percentile(&totals, 0.5),
+        p95_ms: percentile(&totals, 0.95),
+        mean_ms: total / totals.len() as f64,
+        forward_share: forward / total,
+        peak_rss_mib: None,
+        single_pass_median_ms: None,
+        mc_vs_sequential_ratio: None,
+        libtorch: bayes_perception::LIBTORCH_VERSION,
+    }
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "{} ({:.2} M parameters), {}x{}, mode {}{}, device {} ({} CPU threads), {} frames",
+        r.arch,
+        r.parameters as f64 / 1e6,
+        r.height,
+        r.width,
+        r.mode,
+        match r.batch_size {
+            Some(b) => format!(" T={} batch {}", r.samples, b),
+            None => String::new(),
+        },
+        r.device,
+        r.cpu_threads,
+        r.frames
+    );
+    println!(
+        "  per frame: median {:.1} ms, p95 {:.1} ms, mean {:.1} ms",
+        r.median_ms, r.p95_ms, r.mean_ms
+    );
+    println!("  network forward share: {:.1} %", r.forward_share * 100.0);
+    if let (Some(single), Some(ratio)) = (r.single_pass_median_ms, r.mc_vs_sequential_ratio) {
+        println!(
+            "  single pass: median {single:.1} ms; one T={} frame / {} single-pass frames = {ratio:.2}",
+            r.samples, r.samples
+        );
+    }
+    match r.peak_rss_mib {
+        Some(mib) => println!("  peak host memory (RSS): {mib:.0} MiB"),
+        None => println!("  peak host memory: not available on this OS"),
+    }
+}
+
+/// Deterministic pseudo-random RGB frames (smooth gradients plus noise, like a scene
+/// more than white noise is).
+fn synthetic_frames(count: usize, height: i64, width: i64) -> Vec<image::RgbImage> {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(0);
+    (0..count)
+        .map(|_| {
+            let base = Tensor::rand([3, 4, 4], (Kind::Float, Device::Cpu))
+                .unsqueeze(0)
+                .upsample_bilinear2d([height, width], false, None, None)
+                .squeeze_dim(0);
+            let noisy = (base * 200.0
+                + Tensor::rand([3, height, width], (Kind::Float, Device::Cpu)) * 55.0)
+                .clamp(0.0, 255.0)
+                .to_kind(Kind::Uint8)
+                .permute([1, 2, 0])
+                .contiguous()
+                .view(-1);
+            let data = Vec::<u8>::try_from(&noisy).expect("u8 tensor");
+            image::RgbImage::from_raw(width as u32, height as u32, data).expect("sized")
+        })
+        .collect()
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank]
+}
+
+/// Peak resident set size of this process (Linux VmHWM), MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

@@ -1,0 +1,200 @@
+//! `bayes_perception infer`: images in, one output directory per image.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use bayes_perception::config::Params;
+use bayes_perception::device::device_name;
+use bayes_perception::output::write_prediction;
+use bayes_perception::{Engine, EngineConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{InferArgs, Overrides};
+
+/// Reads the params file (or the defaults) and applies command-line overrides.
+pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Params> {
+    let mut params = match config {
+        Some(path) => Params::load(path)?,
+        None => Params::default(),
+    };
+    if let Some(mode) = overrides.mode {
+        params.mode = mode;
+    }
+    if let Some(device) = &overrides.device {
+        params.device = device.clone();
+    }
+    if let Some(samples) = overrides.samples {
+        params.mc.samples = samples;
+    }
+    if let Some(batch_size) = overrides.batch_size {
+        params.mc.batch_size = batch_size;
+    }
+    if let Some(seed) = overrides.seed {
+        params.seed = seed;
+    }
+    params.validate("command line")?;
+    Ok(params)
+}
+
+pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
+    let params = load_params(args.config.as_deref(), &args.overrides)?;
+    let model_dir = match (&args.model, params.model.as_str()) {
+        (Some(dir), _) => dir.clone(),
+        (None, "") => bail!("no model: pass --model DIR or set `model` in the params file"),
+        (None, dir) => PathBuf::from(dir),
+    };
+    let inputs = collect_inputs(&args.inputs)?;
+    let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
+    let palette: Vec<[u8; 3]> = engine
+        .model()
+        .spec
+        .tasks
+        .semantic
+        .as_ref()
+        .map(|s| s.classes.iter().map(|c| c.color).collect())
+        .unwrap_or_default();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    log::info!(
+        "model {} on {}, mode {}, {} image(s)",
+        model_dir.display(),
+        device_name(engine.device()),
+        params.mode,
+        inputs.len()
+    );
+
+    let progress = if inputs.len() > 3 {
+        ProgressBar::new(inputs.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, ETA {eta} {msg}")
+            .expect("valid template"),
+    );
+    let names = output_names(&inputs);
+    let mut skipped = Vec::new();
+    let mut total_ms = 0.0;
+    for (input, name) in inputs.iter().zip(&names) {
+        progress.set_message(name.clone());
+        let result = decode_rgb(input).and_then(|image| {
+            let prediction = engine.predict(&image)?;
+            total_ms += prediction.timing.total_ms;
+            write_prediction(
+                &args.out.join(name),
+                &prediction,
+                &palette,
+                &params.colormap,
+                args.colorbar,
+            )?;
+            Ok(())
+        });
+        if let Err(err) = result {
+            progress.suspend(|| log::warn!("skipped {}: {err:#}", input.display()));
+            skipped.push((input, err));
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+
+    let done = inputs.len() - skipped.len();
+    println!(
+        "{done} of {} image(s) written to {} (mode {}, {} per frame on {}, mean {:.0} ms)",
+        inputs.len(),
+        args.out.display(),
+        params.mode,
+        samples_label(&engine),
+        device_name(engine.device()),
+        if done > 0 {
+            total_ms / done as f64
+        } else {
+            0.0
+        }
+    );
+    for (input, err) in &skipped {
+        println!("skipped {}: {err:#}", input.display());
+    }
+    Ok(if skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn samples_label(engine: &Engine) -> String {
+    match engine.config().mode {
+        bayes_perception::config::Mode::Aleatoric => "1 pass".into(),
+        bayes_perception::config::Mode::Mc => format!(
+            "{} passes in batches of {}",
+            engine.config().mc_samples,
+            engine.mc_batch_size()
+        ),
+    }
+}
+
+fn decode_rgb(path: &Path) -> anyhow::Result<image::RgbImage> {
+    let image = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .decode()
+        .with_context(|| format!("cannot decode {}", path.display()))?;
+    Ok(image.to_rgb8())
+}
+
+/// Files as given, plus the images directly inside given directories (sorted).
+fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot list {}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && image::ImageFormat::from_path(p).is_ok())
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            bail!("input {} does not exist", path.display());
+        }
+    }
+    if files.is_empty() {
+        bail!("no images found in the inputs given");
+    }
+    Ok(files)
+}
+
+/// One output directory name per input: the file stem, with the extension (and then a
+/// counter) appended where stems collide.
+fn output_names(inputs: &[PathBuf]) -> Vec<String> {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map_or("image".into(), |s| s.to_string_lossy().into_owned())
+    };
+    let mut seen = HashSet::new();
+    let stems: Vec<String> = inputs.iter().map(|p| stem(p)).collect();
+    inputs
+        .iter()
+        .zip(&stems)
+        .map(|(path, stem)| {
+            let mut name = stem.clone();
+            if stems.iter().filter(|s| *s == stem).count() > 1 {
+                let ext = path
+                    .extension()
+                    .map_or(String::new(), |e| e.to_string_lossy().into_owned());
+                name = format!("{stem}_{ext}");
+            }
+            let base = name.clone();
+            let mut n = 2;
+            while !seen.insert(name.clone()) {
+                name = format!("{base}_{n}");
+                n += 1;
+            }
+            name
+        })
+        .collect()
+}

@@ -1,0 +1,408 @@
+//! The parameters file: one YAML file shared by the CLI and the ROS node.
+//!
+//! It has the ROS 2 params-file shape (`/**:` or a node name, then `ros__parameters:`,
+//! then the keys), so `ros2 launch` can pass it to the node unchanged and the CLI reads the
+//! same `ros__parameters` block. Unknown keys and out-of-range values are errors naming
+//! the dotted key. Integers are i64 and reals f64, the ROS parameter types.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceRequest;
+use crate::error::{Error, Result};
+
+/// The node name whose params-file entry the CLI also reads (besides `/**`).
+pub const NODE_NAME: &str = "bayes_perception";
+
+/// Real-time (one deterministic pass) or full Monte Carlo dropout sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One pass, dropout off: aleatoric uncertainty only.
+    Aleatoric,
+    /// `mc.samples` stochastic passes: aleatoric and epistemic uncertainty.
+    Mc,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "aleatoric" => Ok(Mode::Aleatoric),
+            "mc" => Ok(Mode::Mc),
+            _ => Err(format!("`{s}` is not a mode; expected aleatoric or mc")),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Aleatoric => "aleatoric",
+            Mode::Mc => "mc",
+        })
+    }
+}
+
+/// Every parameter, with the defaults of `config/params.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Model directory (model.yaml + model.safetensors); empty = given on the command line.
+    pub model: String,
+    /// `aleatoric` or `mc`.
+    pub mode: Mode,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Random seed for dropout masks and logit noise; -1 = not seeded. When set, every
+    /// frame is sampled from this seed (same frame in, same outputs out).
+    pub seed: i64,
+    /// libtorch intra-op CPU threads; 0 = libtorch's default (one per physical core).
+    pub cpu_threads: i64,
+    /// Logit-noise draws per pass for the semantic aleatoric uncertainty (0 = none).
+    pub noise_samples: i64,
+    pub mc: McParams,
+    pub colormap: ColormapParams,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McParams {
+    /// T, the number of stochastic forward passes in mc mode (at least 2).
+    pub samples: i64,
+    /// Passes run together as one batch; -1 = per device (CPU 1, CUDA 16).
+    pub batch_size: i64,
+}
+
+/// Fixed ranges of the false-colour images, so colours compare across frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColormapParams {
+    /// Depth colour range, metres.
+    pub depth_min_m: f64,
+    pub depth_max_m: f64,
+    /// Upper end of the semantic aleatoric (expected entropy) range, nats; lower end 0.
+    pub semantic_aleatoric_max_nats: f64,
+    /// Upper end of the semantic epistemic (mutual information) range, nats.
+    pub semantic_epistemic_max_nats: f64,
+    /// Upper end of the depth aleatoric std range, metres.
+    pub depth_aleatoric_max_m: f64,
+    /// Upper end of the depth epistemic std range, metres.
+    pub depth_epistemic_max_m: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            model: String::new(),
+            mode: Mode::Aleatoric,
+            device: "auto".into(),
+            seed: -1,
+            cpu_threads: 0,
+            noise_samples: 10,
+            mc: McParams::default(),
+            colormap: ColormapParams::default(),
+        }
+    }
+}
+
+impl Default for McParams {
+    fn default() -> Self {
+        McParams {
+            samples: 50,
+            batch_size: -1,
+        }
+    }
+}
+
+impl Default for ColormapParams {
+    fn default() -> Self {
+        ColormapParams {
+            depth_min_m: 0.0,
+            depth_max_m: 50.0,
+            semantic_aleatoric_max_nats: 1.0,
+            semantic_epistemic_max_nats: 0.3,
+            depth_aleatoric_max_m: 5.0,
+            depth_epistemic_max_m: 2.0,
+        }
+    }
+}
+
+impl Params {
+    /// Reads a params file and validates it.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses params-file text; `origin` names it in errors. The `/**` entry and the
+    /// entry for this node (`bayes_perception` or `/ns/bayes_perception`) are merged in
+    /// file order, as rcl does.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self> {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| Error::config(origin, "(file)", e.to_string()))?;
+        let serde_yaml::Value::Mapping(nodes) = doc else {
+            return Err(Error::config(
+                origin,
+                "(file)",
+                "expected a mapping `/**:` -> `ros__parameters:` -> keys",
+            ));
+        };
+        let mut merged = serde_yaml::Mapping::new();
+        let mut found = false;
+        for (node, entry) in &nodes {
+            let name = node.as_str().unwrap_or_default();
+            if name != "/**" && name.trim_start_matches('/').rsplit('/').next() != Some(NODE_NAME) {
+                continue;
+            }
+            let params = entry
+                .get("ros__parameters")
+                .ok_or_else(|| Error::config(origin, name, "has no `ros__parameters:` block"))?;
+            let serde_yaml::Value::Mapping(params) = params else {
+                return Err(Error::config(
+                    origin,
+                    format!("{name}.ros__parameters"),
+                    "must be a mapping of keys",
+                ));
+            };
+            merge(&mut merged, params);
+            found = true;
+        }
+        if !found {
+            return Err(Error::config(
+                origin,
+                "(file)",
+                format!("no `/**:` or `{NODE_NAME}:` entry with `ros__parameters:`"),
+            ));
+        }
+        let params: Params =
+            serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged))
+                .map_err(|e| Error::config(origin, e.path().to_string(), e.inner().to_string()))?;
+        params.validate(origin)?;
+        Ok(params)
+    }
+
+    /// Checks ranges; the error names the key and the allowed values.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let err = |key: &str, message: String| Err(Error::config(origin, key, message));
+        self.device_request()
+            .map_err(|m| Error::config(origin, "device", m))?;
+        if self.seed < -1 {
+            return err(
+                "seed",
+                format!(
+                    "{} is not allowed; use -1 (not seeded) or a seed >= 0",
+                    self.seed
+                ),
+            );
+        }
+        if self.cpu_threads < 0 {
+            return err(
+                "cpu_threads",
+                format!(
+                    "{} is not allowed; use 0 (libtorch default) or >= 1",
+                    self.cpu_threads
+                ),
+            );
+        }
+        if !(0..=1000).contains(&self.noise_samples) {
+            return err(
+                "noise_samples",
+                format!("{} is out of range 0..=1000", self.noise_samples),
+            );
+        }
+        if self.mode == Mode::Mc && self.mc.samples < 2 {
+            return err(
+                "mc.samples",
+                format!(
+                    "{} is too small: mc mode needs at least 2 samples",
+                    self.mc.samples
+                ),
+            );
+        }
+        if !(1..=10_000).contains(&self.mc.samples) {
+            return err(
+                "mc.samples",
+                format!("{} is out of range 1..=10000", self.mc.samples),
+            );
+        }
+        if self.mc.batch_size == 0 || self.mc.batch_size < -1 {
+            return err(
+                "mc.batch_size",
+                format!(
+                    "{} is not allowed; use -1 (per device) or >= 1",
+                    self.mc.batch_size
+                ),
+            );
+        }
+        let c = &self.colormap;
+        if !(c.depth_min_m.is_finite()
+            && c.depth_max_m.is_finite()
+            && c.depth_min_m < c.depth_max_m)
+        {
+            return err(
+                "colormap.depth_max_m",
+                format!(
+                    "depth range [{}, {}] must be finite with min < max",
+                    c.depth_min_m, c.depth_max_m
+                ),
+            );
+        }
+        for (key, value) in [
+            (
+                "colormap.semantic_aleatoric_max_nats",
+                c.semantic_aleatoric_max_nats,
+            ),
+            (
+                "colormap.semantic_epistemic_max_nats",
+                c.semantic_epistemic_max_nats,
+            ),
+            ("colormap.depth_aleatoric_max_m", c.depth_aleatoric_max_m),
+            ("colormap.depth_epistemic_max_m", c.depth_epistemic_max_m),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return err(key, format!("{value} must be a positive number"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn device_request(&self) -> Result<DeviceRequest, String> {
+        self.device.parse()
+    }
+
+    /// Seed as an option (`None` for -1).
+    pub fn seed(&self) -> Option<u64> {
+        u64::try_from(self.seed).ok()
+    }
+}
+
+/// Deep-merges `src` into `dst` (later entries override earlier ones key by key).
+fn merge(dst: &mut serde_yaml::Mapping, src: &serde_yaml::Mapping) {
+    for (key, value) in src {
+        match (dst.get_mut(key), value) {
+            (Some(serde_yaml::Value::Mapping(d)), serde_yaml::Value::Mapping(s)) => merge(d, s),
+            _ => {
+                dst.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Params> {
+        Params::from_yaml(&format!("/**:\n  ros__parameters:\n{body}"), "test.yaml")
+    }
+
+    fn error_of(body: &str) -> String {
+        parse(body).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn shipped_params_file_equals_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/params.yaml");
+        assert_eq!(Params::load(&path).unwrap(), Params::default());
+    }
+
+    #[test]
+    fn nested_keys_and_node_entries_merge() {
+        let text = "/**:\n  ros__parameters:\n    mode: mc\n    mc:\n      samples: 8\n\
+                    /robot/bayes_perception:\n  ros__parameters:\n    mc:\n      batch_size: 4\n\
+                    other_node:\n  ros__parameters:\n    unrelated: 1\n";
+        let p = Params::from_yaml(text, "t").unwrap();
+        assert_eq!(p.mode, Mode::Mc);
+        assert_eq!(
+            p.mc,
+            McParams {
+                samples: 8,
+                batch_size: 4
+            }
+        );
+        assert_eq!(p.device, "auto");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = error_of("    mcsamples: 3\n");
+        assert!(
+            e.contains("`mcsamples`") && e.contains("expected one of") && e.contains("`mode`"),
+            "{e}"
+        );
+        let e = error_of("    mc:\n      sample: 3\n");
+        assert!(
+            e.contains("`mc.sample`") && e.contains("expected `samples` or `batch_size`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_key_and_allowed_values() {
+        let cases = [
+            ("    mode: fast\n", "mode", "aleatoric"),
+            (
+                "    device: gpu\n",
+                "device",
+                "expected auto, cpu, cuda or cuda:N",
+            ),
+            (
+                "    mode: mc\n    mc:\n      samples: 1\n",
+                "mc.samples",
+                "at least 2",
+            ),
+            (
+                "    mc:\n      batch_size: 0\n",
+                "mc.batch_size",
+                "-1 (per device) or >= 1",
+            ),
+            ("    noise_samples: -3\n", "noise_samples", "0..=1000"),
+            ("    seed: -7\n", "seed", "-1"),
+            ("    cpu_threads: -2\n", "cpu_threads", ">= 1"),
+            (
+                "    colormap:\n      depth_max_m: -1.0\n",
+                "colormap.depth_max_m",
+                "min < max",
+            ),
+            (
+                "    colormap:\n      depth_epistemic_max_m: 0.0\n",
+                "colormap.depth_epistemic_max_m",
+                "positive",
+            ),
+            (
+                "    mc:\n      samples: ten\n",
+                "mc.samples",
+                "invalid type",
+            ),
+        ];
+        for (body, key, allowed) in cases {
+            let e = error_of(body);
+            assert!(e.contains(key) && e.contains(allowed), "for {body:?}: {e}");
+            assert!(e.starts_with("test.yaml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn aleatoric_mode_accepts_one_sample() {
+        assert_eq!(parse("    mc:\n      samples: 1\n").unwrap().mc.samples, 1);
+    }
+
+    #[test]
+    fn file_shape_errors() {
+        let e = Params::from_yaml("mode: mc\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ros__parameters"), "{e}");
+        let e = Params::from_yaml("/**:\n  mode: mc\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no `ros__parameters:` block"), "{e}");
+        let e = Params::from_yaml("[1, 2]", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected a mapping"), "{e}");
+    }
+}

@@ -1,0 +1,451 @@
+//! The inference engine: owns the device, the weights, `no_grad` and the sampling loop,
+//! and turns one RGB image into per-pixel labels, depth and uncertainty images at the
+//! image's own resolution. The node, `infer`, `bench` and the bag tools all call
+//! [`Engine::predict`] the same way.
+//!
+//! Resize policy: the image is resized (bilinear, antialiased) to the model's native input
+//! size (`input.height` x `input.width` of model.yaml, multiples of 32 for five poolings),
+//! the network runs there, and every output is resized back to the image's size: class
+//! labels nearest-neighbour, float images bilinear. Nothing is padded or cropped, so the
+//! outputs cover exactly the input's field of view.
+
+use std::path::Path;
+use std::time::Instant;
+
+use image::{ImageBuffer, Luma, RgbImage};
+use tch::{Device, Kind, Tensor};
+
+use crate::colormap::FloatImage;
+use crate::config::{Mode, Params};
+use crate::device::DeviceRequest;
+use crate::error::{Error, Result};
+use crate::model::{Model, Pass};
+use crate::uncertainty::{
+    depth_aleatoric_variance, noise_averaged_softmax, DepthMoments, SemanticMoments,
+};
+
+/// The MC chunk size used when `mc.batch_size` is -1. On the CPU one pass at a time is
+/// fastest (batching only adds memory traffic, see BENCHMARKS.md); on CUDA batching is the
+/// main lever and 16 passes of FC-DenseNet103 at 360x480 fit in a few GB.
+pub const DEFAULT_CPU_BATCH: usize = 1;
+pub const DEFAULT_CUDA_BATCH: usize = 16;
+
+/// Everything the engine needs besides the model; built from [`Params`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    pub mode: Mode,
+    pub device: DeviceRequest,
+    /// Logit-noise draws per pass for the semantic aleatoric uncertainty.
+    pub noise_samples: usize,
+    /// T, the stochastic passes per frame in mc mode.
+    pub mc_samples: usize,
+    /// Passes per batched forward; `None` picks per device.
+    pub mc_batch_size: Option<usize>,
+    /// When set, every frame is sampled from this seed.
+    pub seed: Option<u64>,
+    /// libtorch intra-op threads; 0 leaves libtorch's default.
+    pub cpu_threads: usize,
+    /// Measure the network's share of the time (synchronises CUDA after each forward).
+    pub profile: bool,
+}
+
+impl EngineConfig {
+    /// The engine settings of a validated parameter set.
+    pub fn from_params(params: &Params) -> Result<Self> {
+        params.validate("parameters")?;
+        let device = params
+            .device_request()
+            .map_err(|m| Error::config("parameters", "device", m))?;
+        Ok(EngineConfig {
+            mode: params.mode,
+            device,
+            noise_samples: params.noise_samples as usize,
+            mc_samples: params.mc.samples as usize,
+            mc_batch_size: usize::try_from(params.mc.batch_size).ok(),
+            seed: params.seed(),
+            cpu_threads: params.cpu_threads as usize,
+            profile: false,
+        })
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig::from_params(&Params::default()).expect("default params are valid")
+    }
+}
+
+/// Class ids per pixel: 8-bit for up to 256 classes, else 16-bit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelImage {
+    U8(ImageBuffer<Luma<u8>, Vec<u8>>),
+    U16(ImageBuffer<Luma<u16>, Vec<u16>>),
+}
+
+impl LabelImage {
+    pub fn dimensions(&self) -> (u32, u32) {
+        match self {
+            LabelImage::U8(img) => img.dimensions(),
+            LabelImage::U16(img) => img.dimensions(),
+        }
+    }
+
+    /// The class id at (x, y).
+    pub fn get(&self, x: u32, y: u32) -> usize {
+        match self {
+            LabelImage::U8(img) => img.get_pixel(x, y).0[0] as usize,
+            LabelImage::U16(img) => img.get_pixel(x, y).0[0] as usize,
+        }
+    }
+}
+
+/// Semantic outputs at the input's resolution.
+#[derive(Debug, Clone)]
+pub struct SemanticPrediction {
+    /// argmax of the mean class probability p̄.
+    pub labels: LabelImage,
+    /// p̄ of the chosen label, in [0, 1].
+    pub confidence: FloatImage,
+    /// Expected entropy (1/T) Σ_t H[p_t], nats.
+    pub aleatoric_entropy: FloatImage,
+    /// Mutual information H[p̄] − (1/T) Σ_t H[p_t], nats; mc mode only.
+    pub epistemic_mutual_information: Option<FloatImage>,
+}
+
+/// Depth outputs at the input's resolution.
+#[derive(Debug, Clone)]
+pub struct DepthPrediction {
+    /// Mean depth, metres; NaN where the network predicts no positive depth.
+    pub depth_m: FloatImage,
+    /// Aleatoric std sqrt((1/T) Σ_t σ̂²_t), metres.
+    pub aleatoric_std_m: FloatImage,
+    /// Epistemic std (std of the T sampled means), metres; mc mode only.
+    pub epistemic_std_m: Option<FloatImage>,
+}
+
+/// Wall-clock split of one prediction.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timing {
+    /// From the image in to the images out, milliseconds.
+    pub total_ms: f64,
+    /// Time inside the network's forward passes; only measured with `profile`.
+    pub forward_ms: Option<f64>,
+}
+
+/// What [`Engine::predict`] returns.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub width: u32,
+    pub height: u32,
+    pub mode: Mode,
+    /// Stochastic passes behind the outputs (1 in aleatoric mode).
+    pub samples: usize,
+    pub semantic: Option<SemanticPrediction>,
+    pub depth: Option<DepthPrediction>,
+    pub timing: Timing,
+}
+
+/// A loaded model on a device, ready to predict.
+#[derive(Debug)]
+pub struct Engine {
+    model: Model,
+    device: Device,
+    config: EngineConfig,
+    /// Input normalisation as `[1, 3, 1, 1]` on the device.
+    mean: Tensor,
+    std: Tensor,
+}
+
+impl Engine {
+    /// Resolves the device, applies the thread setting and loads the model directory.
+    pub fn load(model_dir: &Path, config: EngineConfig) -> Result<Self> {
+        let device = config.device.resolve()?;
+        apply_threads(&config);
+        let model = Model::load(model_dir, device)?;
+        Self::new(model, config)
+    }
+
+    /// Wraps a model that is already on its device (e.g. freshly initialised).
+    pub fn new(model: Model, config: EngineConfig) -> Result<Self> {
+        let device = model.vs.device();
+        apply_threads(&config);
+        check_config(&config)?;
+        let input = &model.spec.input;
+        let mean = Tensor::from_slice(&input.mean)
+            .view([1, 3, 1, 1])
+            .to_device(device);
+        let std = Tensor::from_slice(&input.std)
+            .view([1, 3, 1, 1])
+            .to_device(device);
+        Ok(Engine {
+            model,
+            device,
+            config,
+            mean,
+            std,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Changes mode, sample counts, seed or batch size between frames. The device stays
+    /// what the engine was loaded on.
+    pub fn set_config(&mut self, config: EngineConfig) -> Result<()> {
+        check_config(&config)?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// The MC chunk size in effect: the configured one, or the per-device default,
+    /// never more than T.
+    pub fn mc_batch_size(&self) -> usize {
+        let per_device = if self.device.is_cuda() {
+            DEFAULT_CUDA_BATCH
+        } else {
+            DEFAULT_CPU_BATCH
+        };
+        self.config
+            .mc_batch_size
+            .unwrap_or(per_device)
+            .clamp(1, self.config.mc_samples.max(1))
+    }
+
+    /// Runs the network on one image and reduces the samples to per-pixel outputs.
+    pub fn predict(&self, image: &RgbImage) -> Result<Prediction> {
+        let started = Instant::now();
+        let (width, height) = image.dimensions();
+        if width == 0 || height == 0 {
+            return Err(Error::Image {
+                path: "(frame)".into(),
+                message: format!("empty image {width}x{height}"),
+            });
+        }
+        let _no_grad = tch::no_grad_guard();
+        if let Some(seed) = self.config.seed {
+            tch::manual_seed(seed as i64);
+        }
+        let spec = &self.model.spec;
+        let input = self.prepare(image);
+
+        let mut semantic = spec.tasks.semantic.as_ref().map(|_| SemanticMoments::new());
+        let mut depth = spec
+            .tasks
+            .depth
+            .as_ref()
+            .map(|d| (DepthMoments::new(), d.likelihood));
+        let mut forward_s = 0.0;
+        let mut run = |batch: &Tensor, pass: Pass| {
+            let t = Instant::now();
+            let out = self.model.net.forward(batch, pass);
+            if self.config.profile {
+                self.synchronize();
+                forward_s += t.elapsed().as_secs_f64();
+            }
+            if let (Some(moments), Some((logits, s))) = (semantic.as_mut(), out.semantic) {
+                moments.add(&noise_averaged_softmax(
+                    &logits,
+                    &s,
+                    self.config.noise_samples,
+                ));
+            }
+            if let (Some((moments, likelihood)), Some((mean, s))) = (depth.as_mut(), out.depth) {
+                moments.add(
+                    &mean.squeeze_dim(1),
+                    &depth_aleatoric_variance(&s.squeeze_dim(1), *likelihood),
+                );
+            }
+        };
+        let samples = match self.config.mode {
+            Mode::Aleatoric => {
+                run(&input, Pass::Eval);
+                1
+            }
+            Mode::Mc => {
+                let total = self.config.mc_samples;
+                let chunk = self.mc_batch_size();
+                let size = input.size();
+                let mut done = 0;
+                while done < total {
+                    let b = chunk.min(total - done);
+                    // [1, 3, H, W] -> [b, 3, H, W]; BatchNorm in eval mode keeps the b
+                    // samples independent, dropout draws a fresh mask for each.
+                    run(
+                        &input.expand([b as i64, size[1], size[2], size[3]], false),
+                        Pass::McSample,
+                    );
+                    done += b;
+                }
+                total
+            }
+        };
+
+        let semantic = semantic.map(|m| self.semantic_images(m, width, height));
+        let depth = depth.map(|(m, _)| self.depth_images(m, width, height));
+        self.synchronize();
+        Ok(Prediction {
+            width,
+            height,
+            mode: self.config.mode,
+            samples,
+            semantic,
+            depth,
+            timing: Timing {
+                total_ms: started.elapsed().as_secs_f64() * 1e3,
+                forward_ms: self.config.profile.then_some(forward_s * 1e3),
+            },
+        })
+    }
+
+    /// RGB u8 `[H, W, 3]` -> normalised float `[1, 3, h, w]` at native size, on the device.
+    fn prepare(&self, image: &RgbImage) -> Tensor {
+        let (width, height) = image.dimensions();
+        let input = &self.model.spec.input;
+        let rgb = Tensor::from_slice(image.as_raw())
+            .view([height as i64, width as i64, 3])
+            .to_device(self.device)
+            .permute([2, 0, 1])
+            .unsqueeze(0)
+            .to_kind(Kind::Float)
+            / 255.0;
+        let resized = if (height as i64, width as i64) == (input.height, input.width) {
+            rgb
+        } else {
+            rgb.internal_upsample_bilinear2d_aa([input.height, input.width], false, None, None)
+        };
+        (resized - &self.mean) / &self.std
+    }
+
+    fn semantic_images(
+        &self,
+        moments: SemanticMoments,
+        width: u32,
+        height: u32,
+    ) -> SemanticPrediction {
+        let out = moments.finish();
+        let (confidence, labels) = out.mean_probs.max_dim(0, false);
+        let mut maps = vec![confidence, out.aleatoric];
+        maps.extend(out.epistemic);
+        let mut floats = resize_floats(&maps, width, height).into_iter();
+        let labels = resize_labels(&labels, width, height);
+        let labels = if self.model.spec.num_classes() <= 256 {
+            LabelImage::U8(
+                ImageBuffer::from_raw(
+                    width,
+                    height,
+                    tensor_to_vec::<u8>(&labels.to_kind(Kind::Uint8)),
+                )
+                .expect("sized"),
+            )
+        } else {
+            let ids: Vec<i32> = tensor_to_vec(&labels.to_kind(Kind::Int));
+            LabelImage::U16(
+                ImageBuffer::from_raw(width, height, ids.into_iter().map(|v| v as u16).collect())
+                    .expect("sized"),
+            )
+        };
+        SemanticPrediction {
+            labels,
+            confidence: floats.next().expect("confidence"),
+            aleatoric_entropy: floats.next().expect("aleatoric"),
+            epistemic_mutual_information: floats.next(),
+        }
+    }
+
+    fn depth_images(&self, moments: DepthMoments, width: u32, height: u32) -> DepthPrediction {
+        let out = moments.finish();
+        let mut maps = vec![out.mean, out.aleatoric_std];
+        maps.extend(out.epistemic_std);
+        let mut floats = resize_floats(&maps, width, height).into_iter();
+        let mut depth_m = floats.next().expect("depth");
+        // REP 118: invalid depth is NaN. Marked after resizing so NaN does not bleed.
+        for d in depth_m.iter_mut() {
+            if !(*d > 0.0) {
+                *d = f32::NAN;
+            }
+        }
+        DepthPrediction {
+            depth_m,
+            aleatoric_std_m: floats.next().expect("aleatoric std"),
+            epistemic_std_m: floats.next(),
+        }
+    }
+
+    fn synchronize(&self) {
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+}
+
+fn check_config(config: &EngineConfig) -> Result<()> {
+    if config.mode == Mode::Mc && config.mc_samples < 2 {
+        return Err(Error::config(
+            "engine",
+            "mc.samples",
+            format!(
+                "{} is too small: mc mode needs at least 2 samples",
+                config.mc_samples
+            ),
+        ));
+    }
+    if config.mc_batch_size == Some(0) {
+        return Err(Error::config(
+            "engine",
+            "mc.batch_size",
+            "0 is not allowed; use -1 (per device) or >= 1",
+        ));
+    }
+    Ok(())
+}
+
+fn apply_threads(config: &EngineConfig) {
+    if config.cpu_threads > 0 {
+        tch::set_num_threads(config.cpu_threads as i32);
+    }
+}
+
+/// Resizes `[h, w]` float maps to the input size (bilinear) in one call and copies them
+/// to the host.
+fn resize_floats(maps: &[Tensor], width: u32, height: u32) -> Vec<FloatImage> {
+    let stacked = Tensor::stack(maps, 0).unsqueeze(0).to_kind(Kind::Float);
+    let size = stacked.size();
+    let resized = if (size[2], size[3]) == (height as i64, width as i64) {
+        stacked
+    } else {
+        stacked.upsample_bilinear2d([height as i64, width as i64], false, None, None)
+    };
+    let host = resized.squeeze_dim(0).to_device(Device::Cpu);
+    (0..maps.len() as i64)
+        .map(|i| FloatImage::from_raw(width, height, tensor_to_vec(&host.get(i))).expect("sized"))
+        .collect()
+}
+
+/// Resizes an `[h, w]` label map nearest-neighbour to the input size, on the host.
+fn resize_labels(labels: &Tensor, width: u32, height: u32) -> Tensor {
+    let size = labels.size();
+    let labels = if (size[0], size[1]) == (height as i64, width as i64) {
+        labels.shallow_clone()
+    } else {
+        labels
+            .view([1, 1, size[0], size[1]])
+            .to_kind(Kind::Float)
+            .upsample_nearest2d([height as i64, width as i64], None, None)
+            .view([height as i64, width as i64])
+    };
+    labels.to_device(Device::Cpu)
+}
+
+fn tensor_to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {
+    let t = t.contiguous().view(-1);
+    Vec::<T>::try_from(&t).expect("tensor kind matches the element type")
+}

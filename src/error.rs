@@ -1,0 +1,63 @@
+//! The library's error type. Every variant carries the context a user needs to fix the
+//! problem (the file, the key, the tensor); the binary prints it as one line.
+
+use std::path::PathBuf;
+
+/// Errors from loading models and configs, choosing devices, and running the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A params file or a parameter value that is not acceptable.
+    #[error("{origin}: `{key}`: {message}")]
+    Config {
+        /// The file (or "command line") the value came from.
+        origin: String,
+        /// The dotted parameter name, e.g. `mc.samples`.
+        key: String,
+        message: String,
+    },
+    /// A model directory that cannot be used.
+    #[error("model {path}: {message}")]
+    Model { path: PathBuf, message: String },
+    #[error("device: {0}")]
+    Device(String),
+    #[error("image {path}: {message}")]
+    Image { path: PathBuf, message: String },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Model {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn config(
+        origin: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            origin: origin.into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! bayes_perception: Bayesian semantic segmentation and depth with separate aleatoric and
+//! epistemic uncertainty (FC-DenseNet with Monte Carlo dropout, after Kendall & Gal 2017).
+//!
+//! - [`model`]: the network and model directories (model.yaml + model.safetensors);
+//! - [`uncertainty`]: the per-pixel uncertainty math as pure tensor functions;
+//! - [`engine`]: one image in, labels, depth and uncertainty images out;
+//! - [`config`]: the params file shared with the ROS node;
+//! - [`colormap`], [`output`]: false colour and the files `infer` writes.
+
+pub mod colormap;
+pub mod config;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod output;
+pub mod uncertainty;
+
+pub use engine::{Engine, EngineConfig, Prediction};
+pub use error::{Error, Result};
+
+/// The libtorch version this binary was built against (from build.rs).
+pub const LIBTORCH_VERSION: &str = env!("BAYES_LIBTORCH_VERSION");
+/// The libtorch library directory baked into the binary's rpath (from build.rs).
+pub const LIBTORCH_LIB_DIR: &str = env!("BAYES_LIBTORCH_LIB_DIR");
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::{Mutex, MutexGuard};
+
+    /// libtorch's random generator is global; tests that seed it and then draw take this
+    /// lock so parallel tests do not interleave their draws.
+    pub fn torch_rng_lock() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

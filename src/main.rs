@@ -1,0 +1,33 @@
+//! The `bayes_perception` binary: parse the command line, dispatch, print one readable
+//! line on error and return an exit code.
+
+mod cli;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    let result = match cli.command {
+        cli::Command::Infer(args) => cmd::infer::run(args),
+        cli::Command::Bench(args) => cmd::bench::run(args),
+        cli::Command::Doctor => cmd::doctor::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! FC-DenseNet, "The One Hundred Layers Tiramisu" (Jégou et al. 2017, arXiv 1611.09326),
+//! with the Bayesian heads of Kendall & Gal, "What Uncertainties Do We Need in Bayesian
+//! Deep Learning for Computer Vision?" (NeurIPS 2017, arXiv 1703.04977).
+//!
+//! Each task reads the shared decoder output through 1x1 convolutions: a prediction and
+//! its log variance `s` (semantic: C logits and C log variances; depth: mean and s).
+//! MC dropout is an explicit [`Pass`], not tch's `train` flag: that flag would also switch
+//! BatchNorm to batch statistics, and for MC sampling only dropout may be stochastic.
+
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::Tensor;
+
+/// How a forward pass treats the stochastic and batch-dependent layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Training: BatchNorm uses (and updates) batch statistics, dropout active.
+    Train,
+    /// Deterministic inference: BatchNorm running statistics, dropout off.
+    Eval,
+    /// One Monte Carlo dropout sample: BatchNorm running statistics, dropout active.
+    McSample,
+}
+
+impl Pass {
+    fn batch_statistics(self) -> bool {
+        self == Pass::Train
+    }
+
+    fn dropout_active(self) -> bool {
+        self != Pass::Eval
+    }
+}
+
+/// The network's shape. Presets follow the Tiramisu paper; any other shape can be written
+/// in a model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Output channels of the first 3x3 convolution.
+    pub first_conv_channels: i64,
+    /// Feature maps added by each dense layer (k).
+    pub growth_rate: i64,
+    /// Dense layers per block on the way down; one max-pool per block.
+    pub down_blocks: Vec<i64>,
+    /// Dense layers in the bottleneck block.
+    pub bottleneck_layers: i64,
+    /// Dense layers per block on the way up (same count as `down_blocks`).
+    pub up_blocks: Vec<i64>,
+    /// Dropout probability after every dense-layer conv and in transitions down.
+    pub dropout: f64,
+}
+
+/// Names of the built-in presets, in the order `--help` lists them.
+pub const PRESETS: [&str; 3] = ["fcdensenet56", "fcdensenet67", "fcdensenet103"];
+
+impl Config {
+    /// FC-DenseNet56: k = 12, 4 layers in every block (~1.5 M parameters).
+    pub fn fcdensenet56() -> Self {
+        Self::uniform(12, 4)
+    }
+
+    /// FC-DenseNet67: k = 16, 5 layers in every block (~3.5 M parameters).
+    pub fn fcdensenet67() -> Self {
+        Self::uniform(16, 5)
+    }
+
+    /// FC-DenseNet103: k = 16, blocks [4, 5, 7, 10, 12] / 15 / [12, 10, 7, 5, 4] (~9.4 M).
+    pub fn fcdensenet103() -> Self {
+        Config {
+            first_conv_channels: 48,
+            growth_rate: 16,
+            down_blocks: vec![4, 5, 7, 10, 12],
+            bottleneck_layers: 15,
+            up_blocks: vec![12, 10, 7, 5, 4],
+            dropout: 0.2,
+        }
+    }
+
+    fn uniform(growth_rate: i64, layers: i64) -> Self {
+        Config {
+            first_conv_channels: 48,
+            growth_rate,
+            down_blocks: vec![layers; 5],
+            bottleneck_layers: layers,
+            up_blocks: vec![layers; 5],
+            dropout: 0.2,
+        }
+    }
+
+    /// The preset of that name, if there is one.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "fcdensenet56" => Some(Self::fcdensenet56()),
+            "fcdensenet67" => Some(Self::fcdensenet67()),
+            "fcdensenet103" => Some(Self::fcdensenet103()),
+            _ => None,
+        }
+    }
+
+    /// Input height and width must be multiples of this (one 2x2 pool per down block).
+    pub fn size_multiple(&self) -> i64 {
+        1 << self.down_blocks.len()
+    }
+
+    /// Checks the shape; the message names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.first_conv_channels < 1 {
+            return Err("first_conv_channels must be at least 1".into());
+        }
+        if self.growth_rate < 1 {
+            return Err("growth_rate must be at least 1".into());
+        }
+        if self.down_blocks.is_empty() || self.down_blocks.len() > 8 {
+            return Err(format!(
+                "down_blocks must list 1 to 8 blocks, not {}",
+                self.down_blocks.len()
+            ));
+        }
+        if self.up_blocks.len() != self.down_blocks.len() {
+            return Err(format!(
+                "up_blocks has {} blocks but down_blocks has {}; they must match",
+                self.up_blocks.len(),
+                self.down_blocks.len()
+            ));
+        }
+        let all = self.down_blocks.iter().chain(&self.up_blocks);
+        if let Some(bad) = all.chain([&self.bottleneck_layers]).find(|&&n| n < 1) {
+            return Err(format!("every block needs at least 1 layer, found {bad}"));
+        }
+        if !(self.dropout > 0.0 && self.dropout < 1.0) {
+            return Err(format!(
+                "dropout must be in (0, 1) (MC dropout needs it), not {}",
+                self.dropout
+            ));
+        }
+        Ok(())
+    }
+
+    /// Channels of the decoder output that the heads read.
+    pub fn decoder_channels(&self) -> i64 {
+        let k = self.growth_rate;
+        let mut channels = self.first_conv_channels;
+        let mut skips = Vec::with_capacity(self.down_blocks.len());
+        for &layers in &self.down_blocks {
+            channels += layers * k;
+            skips.push(channels);
+        }
+        let mut upsampled = self.bottleneck_layers * k;
+        let mut out = 0;
+        for (&layers, skip) in self.up_blocks.iter().zip(skips.iter().rev()) {
+            out = upsampled + skip + layers * k;
+            upsampled = layers * k;
+        }
+        out
+    }
+}
+
+/// The heads a model carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    /// Number of semantic classes, if the model segments.
+    pub semantic_classes: Option<i64>,
+    /// Whether the model regresses depth.
+    pub depth: bool,
+}
+
+/// Raw head outputs of one batch, at network resolution.
+#[derive(Debug)]
+pub struct HeadOutputs {
+    /// Logits `[B, C, H, W]` and their log variances s = log σ² `[B, C, H, W]`.
+    pub semantic: Option<(Tensor, Tensor)>,
+    /// Depth mean `[B, 1, H, W]` (metres) and s `[B, 1, H, W]` (log σ² or log b).
+    pub depth: Option<(Tensor, Tensor)>,
+}
+
+#[derive(Debug)]
+struct DenseLayer {
+    norm: nn::BatchNorm,
+    conv: nn::Conv2D,
+    dropout: f64,
+}
+
+impl DenseLayer {
+    fn new(vs: nn::Path, in_channels: i64, growth_rate: i64, dropout: f64) -> Self {
+        let conv_cfg = nn::ConvConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        DenseLayer {
+            norm: nn::batch_norm2d(&vs / "norm", in_channels, Default::default()),
+            conv: nn::conv2d(&vs / "conv", in_channels, growth_rate, 3, conv_cfg),
+            dropout,
+        }
+    }
+
+    fn forward(&self, xs: &Tensor, pass: Pass) -> Tensor {
+        // [B, C_in, H, W] -> [B, k, H, W]
+        xs.apply_t(&self.norm, pass.batch_statistics())
+            .relu()
+            .apply(&self.conv)
+            .dropout(self.dropout, pass.dropout_active())
+    }
+}
+
+#[derive(Debug)]
+struct DenseBlock {
+    layers: Vec<DenseLayer>,
+}
+
+impl DenseBlock {
+    fn new(vs: nn::Path, in_channels: i64, layers: i64, growth_rate: i64, dropout: f64) -> Self {
+        let layers = (0..layers)
+            .map(|i| DenseLayer::new(&vs / i, in_channels + i * growth_rate, growth_rate, dropout))
+            .collect();
+        DenseBlock { layers }
+    }
+
+    /// Returns (input and all new maps concatenated, the new maps alone).
+    fn forward(&self, xs: &Tensor, pass: Pass) -> (Tensor, Tensor) {
+        let mut stack = xs.shallow_clone();
+        let mut new_maps = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let out = layer.forward(&stack, pass);
+            stack = Tensor::cat(&[&stack, &out], 1);
+            new_maps.push(out);
+        }
+        (stack, Tensor::cat(&new_maps, 1))
+    }
+}
+
+#[derive(Debug)]
+struct TransitionDown {
+    norm: nn::BatchNorm,
+    conv: nn::Conv2D,
+    dropout: f64,
+}
+
+impl TransitionDown {
+    fn new(vs: nn::Path, channels: i64, dropout: f64) -> Self {
+        TransitionDown {
+            norm: nn::batch_norm2d(&vs / "norm", channels, Default::default()),
+            conv: nn::conv2d(&vs / "conv", channels, channels, 1, Default::default()),
+            dropout,
+        }
+    }
+
+    fn forward(&self, xs: &Tensor, pass: Pass) -> Tensor {
+        // [B, C, H, W] -> [B, C, H/2, W/2]
+        xs.apply_t(&self.norm, pass.batch_statistics())
+            .relu()
+            .apply(&self.conv)
+            .dropout(self.dropout, pass.dropout_active())
+            .max_pool2d_default(2)
+    }
+}
+
+/// 3x3 transposed convolution, stride 2: [B, C, H, W] -> [B, C, 2H, 2W].
+fn transition_up(vs: nn::Path, channels: i64) -> nn::ConvTranspose2D {
+    let cfg = nn::ConvTransposeConfig {
+        stride: 2,
+        padding: 1,
+        output_padding: 1,
+        ..Default::default()
+    };
+    nn::conv_transpose2d(vs, channels, channels, 3, cfg)
+}
+
+/// The Bayesian FC-DenseNet. Tensor names follow the field names (`down.0.3.conv.weight`).
+#[derive(Debug)]
+pub struct FcDenseNet {
+    first_conv: nn::Conv2D,
+    down: Vec<(DenseBlock, TransitionDown)>,
+    bottleneck: DenseBlock,
+    up: Vec<(nn::ConvTranspose2D, DenseBlock)>,
+    semantic_heads: Option<(nn::Conv2D, nn::Conv2D)>,
+    depth_heads: Option<(nn::Conv2D, nn::Conv2D)>,
+    size_multiple: i64,
+}
+
+impl FcDenseNet {
+    /// Builds the network with freshly initialised weights under `vs`. `cfg` must be valid
+    /// (see [`Config::validate`]).
+    pub fn new(vs: &nn::Path, cfg: &Config, heads: Heads) -> Self {
+        let k = cfg.growth_rate;
+        let p = cfg.dropout;
+        let conv3 = nn::ConvConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let first_conv = nn::conv2d(vs / "first_conv", 3, cfg.first_conv_channels, 3, conv3);
+
+        let mut channels = cfg.first_conv_channels;
+        let mut skip_channels = Vec::with_capacity(cfg.down_blocks.len());
+        let mut down = Vec::with_capacity(cfg.down_blocks.len());
+        for (i, &layers) in cfg.down_blocks.iter().enumerate() {
+            let block = DenseBlock::new(vs / "down" / i / "block", channels, layers, k, p);
+            channels += layers * k;
+            skip_channels.push(channels);
+            down.push((
+                block,
+                TransitionDown::new(vs / "down" / i / "transition", channels, p),
+            ));
+        }
+
+        let bottleneck = DenseBlock::new(vs / "bottleneck", channels, cfg.bottleneck_layers, k, p);
+        let mut upsampled = cfg.bottleneck_layers * k;
+        let mut up = Vec::with_capacity(cfg.up_blocks.len());
+        for (i, (&layers, &skip)) in cfg
+            .up_blocks
+            .iter()
+            .zip(skip_channels.iter().rev())
+            .enumerate()
+        {
+            let transition = transition_up(vs / "up" / i / "transition", upsampled);
+            let block = DenseBlock::new(vs / "up" / i / "block", upsampled + skip, layers, k, p);
+            channels = upsampled + skip + layers * k;
+            upsampled = layers * k;
+            up.push((transition, block));
+        }
+        debug_assert_eq!(channels, cfg.decoder_channels());
+
+        let head = |task: &str, name: &str, out: i64| {
+            nn::conv2d(
+                vs / "heads" / task / name,
+                channels,
+                out,
+                1,
+                Default::default(),
+            )
+        };
+        let semantic_heads = heads.semantic_classes.map(|classes| {
+            (
+                head("semantic", "logits", classes),
+                head("semantic", "s", classes),
+            )
+        });
+        let depth_heads = heads
+            .depth
+            .then(|| (head("depth", "mean", 1), head("depth", "s", 1)));
+
+        FcDenseNet {
+            first_conv,
+            down,
+            bottleneck,
+            up,
+            semantic_heads,
+            depth_heads,
+            size_multiple: cfg.size_multiple(),
+        }
+    }
+
+    /// Runs the network on normalised images `[B, 3, H, W]`, H and W multiples of
+    /// [`Config::size_multiple`].
+    pub fn forward(&self, xs: &Tensor, pass: Pass) -> HeadOutputs {
+        let size = xs.size();
+        assert!(
+            size.len() == 4
+                && size[2] % self.size_multiple == 0
+                && size[3] % self.size_multiple == 0,
+            "FcDenseNet input must be [B, 3, H, W] with H, W multiples of {}, got {size:?}",
+            self.size_multiple
+        );
+        let mut stack = xs.apply(&self.first_conv);
+        let mut skips = Vec::with_capacity(self.down.len());
+        for (block, transition) in &self.down {
+            let (out, _) = block.forward(&stack, pass);
+            stack = transition.forward(&out, pass);
+            skips.push(out);
+        }
+        // Only the bottleneck's new maps are upsampled (the paper's parameter saving).
+        let (_, mut to_upsample) = self.bottleneck.forward(&stack, pass);
+        for ((transition, block), skip) in self.up.iter().zip(skips.iter().rev()) {
+            let upsampled = to_upsample.apply(transition);
+            let (out, new_maps) = block.forward(&Tensor::cat(&[&upsampled, skip], 1), pass);
+            stack = out;
+            to_upsample = new_maps;
+        }
+        HeadOutputs {
+            semantic: self
+                .semantic_heads
+                .as_ref()
+                .map(|(f, s)| (stack.apply(f), stack.apply(s))),
+            depth: self
+                .depth_heads
+                .as_ref()
+                .map(|(m, s)| (stack.apply(m), stack.apply(s))),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Writing a prediction to files: PNG for people (colour labels, false colour), 16/8-bit
+//! PNG for class ids, and 32-bit float TIFF for the exact values.
+//!
+//! Files in the output directory of one image (`*` only in mc mode):
+//!
+//! | file                         | content                                           |
+//! |------------------------------|---------------------------------------------------|
+//! | labels.png                   | class ids (8-bit grey, 16-bit above 256 classes)  |
+//! | labels_color.png             | model palette                                     |
+//! | confidence.tiff / _color.png | p̄ of the label, 0..1                              |
+//! | semantic_aleatoric.tiff/.png | expected entropy, nats                            |
+//! | semantic_epistemic.tiff/.png*| mutual information, nats                          |
+//! | depth.tiff / depth_color.png | metres, NaN where invalid                         |
+//! | depth_aleatoric.tiff/.png    | std, metres                                       |
+//! | depth_epistemic.tiff/.png*   | std, metres                                       |
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use crate::colormap::{colorize_labels, with_colorbar, ColorScale, FloatImage};
+use crate::config::ColormapParams;
+use crate::engine::{LabelImage, Prediction};
+use crate::error::{Error, Result};
+
+/// Writes a single-channel 32-bit float TIFF (readable by OpenCV, PIL, tifffile, GDAL).
+pub fn write_float_tiff(path: &Path, image: &FloatImage) -> Result<()> {
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut encoder =
+        tiff::encoder::TiffEncoder::new(BufWriter::new(file)).map_err(|e| Error::Image {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+    encoder
+        .write_image::<tiff::encoder::colortype::Gray32Float>(
+            image.width(),
+            image.height(),
+            image.as_raw(),
+        )
+        .map_err(|e| Error::Image {
+            path: path.into(),
+            message: e.to_string(),
+        })
+}
+
+/// Reads a single-channel 32-bit float TIFF written by [`write_float_tiff`].
+pub fn read_float_tiff(path: &Path) -> Result<FloatImage> {
+    let err = |message: String| Error::Image {
+        path: path.into(),
+        message,
+    };
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut decoder = tiff::decoder::Decoder::new(std::io::BufReader::new(file))
+        .map_err(|e| err(e.to_string()))?;
+    let (width, height) = decoder.dimensions().map_err(|e| err(e.to_string()))?;
+    match decoder.read_image().map_err(|e| err(e.to_string()))? {
+        tiff::decoder::DecodingResult::F32(data) => FloatImage::from_raw(width, height, data)
+            .ok_or_else(|| err("pixel count does not match the size".into())),
+        _ => Err(err("not a 32-bit float TIFF".into())),
+    }
+}
+
+fn save_png(path: &Path, save: impl FnOnce(&Path) -> image::ImageResult<()>) -> Result<()> {
+    save(path).map_err(|e| Error::Image {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes every output image of `prediction` into `dir` (created if needed) and returns
+/// the paths written. `palette` gives one colour per class.
+pub fn write_prediction(
+    dir: &Path,
+    prediction: &Prediction,
+    palette: &[[u8; 3]],
+    ranges: &ColormapParams,
+    colorbar: bool,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut written = Vec::new();
+    let mut float = |name: &str, image: &FloatImage, scale: ColorScale| -> Result<()> {
+        let tiff = dir.join(format!("{name}.tiff"));
+        write_float_tiff(&tiff, image)?;
+        let png = dir.join(format!("{name}_color.png"));
+        let colored = scale.colorize(image);
+        let colored = if colorbar {
+            with_colorbar(&colored, &scale)
+        } else {
+            colored
+        };
+        save_png(&png, |p| colored.save(p))?;
+        written.extend([tiff, png]);
+        Ok(())
+    };
+    if let Some(semantic) = &prediction.semantic {
+        float("confidence", &semantic.confidence, ColorScale::confidence())?;
+        float(
+            "semantic_aleatoric",
+            &semantic.aleatoric_entropy,
+            ColorScale::uncertainty(ranges.semantic_aleatoric_max_nats, "nats"),
+        )?;
+        if let Some(mi) = &semantic.epistemic_mutual_information {
+            float(
+                "semantic_epistemic",
+                mi,
+                ColorScale::uncertainty(ranges.semantic_epistemic_max_nats, "nats"),
+            )?;
+        }
+    }
+    if let Some(depth) = &prediction.depth {
+        float("depth", &depth.depth_m, ColorScale::depth(ranges))?;
+        float(
+            "depth_aleatoric",
+            &depth.aleatoric_std_m,
+            ColorScale::uncertainty(ranges.depth_aleatoric_max_m, "m"),
+        )?;
+        if let Some(std) = &depth.epistemic_std_m {
+            float(
+                "depth_epistemic",
+                std,
+                ColorScale::uncertainty(ranges.depth_epistemic_max_m, "m"),
+            )?;
+        }
+    }
+    if let Some(semantic) = &prediction.semantic {
+        let raw = dir.join("labels.png");
+        match &semantic.labels {
+            LabelImage::U8(img) => save_png(&raw, |p| img.save(p))?,
+            LabelImage::U16(img) => save_png(&raw, |p| img.save(p))?,
+        }
+        let (w, h) = semantic.labels.dimensions();
+        let colored: RgbImage = colorize_labels(w, h, |x, y| semantic.labels.get(x, y), palette);
+        let color_path = dir.join("labels_color.png");
+        save_png(&color_path, |p| colored.save(p))?;
+        written.extend([raw, color_path]);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_tiff_round_trips_exactly_including_nan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.tiff");
+        let img = FloatImage::from_fn(7, 5, |x, y| {
+            image::Luma([if x == 3 {
+                f32::NAN
+            } else {
+                x as f32 * 0.1 + y as f32 * 1e-7
+            }])
+        });
+        write_float_tiff(&path, &img).unwrap();
+        let back = read_float_tiff(&path).unwrap();
+        assert_eq!(back.dimensions(), (7, 5));
+        for (a, b) in img.pixels().zip(back.pixels()) {
+            assert_eq!(a.0[0].to_bits(), b.0[0].to_bits());
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The uncertainty math of Kendall & Gal (2017) as pure tensor functions: no I/O, no model,
+//! no device choice. The engine feeds head outputs in; definitions are those of
+//! `shared/docs/method.md` ("What is reported per pixel").
+//!
+//! MC samples arrive in chunks (a batch of stochastic passes at a time), so the reductions
+//! are running sums that never hold all T samples at once.
+
+use tch::{Kind, Tensor};
+
+use crate::model::Likelihood;
+
+/// Bounds for a predicted log variance s before exponentiating, so that no output can
+/// overflow to Inf (exp(20) ≈ 4.9e8).
+pub const LOG_VARIANCE_CLAMP: (f64, f64) = (-20.0, 20.0);
+
+/// Probabilities below this are treated as this in p log p (0 log 0 = 0 in the limit).
+const PROB_FLOOR: f64 = 1e-12;
+
+/// Softmax over classes averaged over `noise_samples` draws of Gaussian logit noise:
+/// p = (1/S) Σ_s softmax(f + σ ⊙ ε_s), σ = exp(s / 2), ε_s ~ N(0, I).
+///
+/// `logits` and `log_variance` are `[B, C, H, W]`; the result is `[B, C, H, W]`.
+/// With `noise_samples == 0` the noise is ignored (plain softmax).
+pub fn noise_averaged_softmax(
+    logits: &Tensor,
+    log_variance: &Tensor,
+    noise_samples: usize,
+) -> Tensor {
+    if noise_samples == 0 {
+        return logits.softmax(1, Kind::Float);
+    }
+    let sigma = (log_variance.clamp(LOG_VARIANCE_CLAMP.0, LOG_VARIANCE_CLAMP.1) * 0.5).exp();
+    let mut sum = logits.zeros_like();
+    for _ in 0..noise_samples {
+        let noisy = logits + &sigma * logits.randn_like();
+        sum += noisy.softmax(1, Kind::Float);
+    }
+    sum / noise_samples as f64
+}
+
+/// Entropy in nats over dimension 1: `[B, C, H, W]` probabilities -> `[B, H, W]`.
+pub fn entropy(probs: &Tensor) -> Tensor {
+    -(probs * probs.clamp_min(PROB_FLOOR).log()).sum_dim_intlist(1, false, Kind::Float)
+}
+
+/// Running sums over MC samples of semantic class probabilities.
+#[derive(Debug)]
+pub struct SemanticMoments {
+    /// Σ_t p_t, `[C, H, W]`.
+    prob_sum: Option<Tensor>,
+    /// Σ_t H[p_t], `[H, W]` (nats).
+    entropy_sum: Option<Tensor>,
+    count: i64,
+}
+
+/// Per-pixel semantic outputs at network resolution.
+#[derive(Debug)]
+pub struct SemanticUncertainty {
+    /// p̄ = (1/T) Σ_t p_t, `[C, H, W]`.
+    pub mean_probs: Tensor,
+    /// H[p̄] in nats, `[H, W]`.
+    pub total_entropy: Tensor,
+    /// Expected entropy (1/T) Σ_t H[p_t] in nats, `[H, W]`.
+    pub aleatoric: Tensor,
+    /// Mutual information H[p̄] − (1/T) Σ_t H[p_t] in nats, `[H, W]`; `None` for T = 1.
+    pub epistemic: Option<Tensor>,
+}
+
+impl Default for SemanticMoments {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SemanticMoments {
+    pub fn new() -> Self {
+        SemanticMoments {
+            prob_sum: None,
+            entropy_sum: None,
+            count: 0,
+        }
+    }
+
+    /// Adds a chunk of MC samples: probabilities `[B, C, H, W]` (each already averaged
+    /// over logit noise).
+    pub fn add(&mut self, probs: &Tensor) {
+        let chunk_prob_sum = probs.sum_dim_intlist(0, false, Kind::Float);
+        let chunk_entropy_sum = entropy(probs).sum_dim_intlist(0, false, Kind::Float);
+        accumulate(&mut self.prob_sum, chunk_prob_sum);
+        accumulate(&mut self.entropy_sum, chunk_entropy_sum);
+        self.count += probs.size()[0];
+    }
+
+    /// The reductions over all samples added. Panics if none were added.
+    pub fn finish(self) -> SemanticUncertainty {
+        let t = self.count as f64;
+        let mean_probs = self
+            .prob_sum
+            .expect("SemanticMoments::finish without samples")
+            / t;
+        let aleatoric = self.entropy_sum.expect("entropy sum exists with prob sum") / t;
+        let total_entropy = entropy(&mean_probs.unsqueeze(0)).squeeze_dim(0);
+        // H[p̄] ≥ mean H[p_t] by concavity; rounding can dip below 0 by ~1e-7.
+        let epistemic = (self.count > 1).then(|| (&total_entropy - &aleatoric).clamp_min(0.0));
+        SemanticUncertainty {
+            mean_probs,
+            total_entropy,
+            aleatoric,
+            epistemic,
+        }
+    }
+}
+
+/// The aleatoric variance (m²) of one depth sample from the head's s.
+pub fn depth_aleatoric_variance(s: &Tensor, likelihood: Likelihood) -> Tensor {
+    let s = s.clamp(LOG_VARIANCE_CLAMP.0, LOG_VARIANCE_CLAMP.1);
+    match likelihood {
+        Likelihood::Gaussian => s.exp(),
+        Likelihood::Laplace => (s * 2.0).exp() * 2.0,
+    }
+}
+
+/// Running sums over MC samples of depth means and aleatoric variances.
+///
+/// The epistemic variance is accumulated relative to the first sample (shifted data), so
+/// that E[d²] − E[d]² does not lose the small variance of large depths to f32 rounding.
+#[derive(Debug, Default)]
+pub struct DepthMoments {
+    shift: Option<Tensor>,
+    /// Σ_t (ŷ_t − shift), Σ_t (ŷ_t − shift)², Σ_t σ̂²_t; each `[H, W]`.
+    diff_sum: Option<Tensor>,
+    diff_sq_sum: Option<Tensor>,
+    variance_sum: Option<Tensor>,
+    count: i64,
+}
+
+/// Per-pixel depth outputs at network resolution, all `[H, W]`.
+#[derive(Debug)]
+pub struct DepthUncertainty {
+    /// ŷ = (1/T) Σ_t ŷ_t, metres.
+    pub mean: Tensor,
+    /// sqrt((1/T) Σ_t σ̂²_t), metres.
+    pub aleatoric_std: Tensor,
+    /// sqrt of the (population) variance of ŷ_t over t, metres; `None` for T = 1.
+    pub epistemic_std: Option<Tensor>,
+}
+
+impl DepthMoments {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a chunk of samples: means `[B, H, W]` (metres) and aleatoric variances
+    /// `[B, H, W]` (m²).
+    pub fn add(&mut self, means: &Tensor, aleatoric_variances: &Tensor) {
+        let shift = self
+            .shift
+            .get_or_insert_with(|| means.get(0).detach().copy());
+        let diff = means - &*shift;
+        accumulate(
+            &mut self.diff_sum,
+            diff.sum_dim_intlist(0, false, Kind::Float),
+        );
+        accumulate(
+            &mut self.diff_sq_sum,
+            diff.square().sum_dim_intlist(0, false, Kind::Float),
+        );
+        accumulate(
+            &mut self.variance_sum,
+            aleatoric_variances.sum_dim_intlist(0, false, Kind::Float),
+        );
+        self.count += means.size()[0];
+    }
+
+    /// The reductions over all samples added. Panics if none were added.
+    pub fn finish(self) -> DepthUncertainty {
+        let t = self.count as f64;
+        let shift = self.shift.expect("DepthMoments::finish without samples");
+        let mean_diff = self.diff_sum.expect("sums exist with shift") / t;
+        let aleatoric_std = (self.variance_sum.expect("sums exist with shift") / t).sqrt();
+        let epistemic_std = (self.count > 1).then(|| {
+            let mean_sq_diff = self.diff_sq_sum.as_ref().expect("sums exist with shift") / t;
+            (mean_sq_diff - mean_diff.square()).clamp_min(0.0).sqrt()
+        });
+        DepthUncertainty {
+            mean: shift + mean_diff,
+            aleatoric_std,
+            epistemic_std,
+        }
+    }
+}
+
+fn accumulate(sum: &mut Option<Tensor>, value: Tensor) {
+    match sum {
+        Some(total) => *total += value,
+        None => *sum = Some(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::torch_rng_lock;
+
+    fn close(a: &Tensor, b: &Tensor, tol: f64) -> bool {
+        let diff = (a - b).abs().max().double_value(&[]);
+        diff <= tol
+    }
+
+    #[test]
+    fn worked_example_plain_softmax() {
+        // Logits (1, 2) give softmax (26.9 %, 73.1 %).
+        let logits = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2, 1, 1]);
+        let p = noise_averaged_softmax(&logits, &logits.zeros_like(), 0);
+        let p1 = p.double_value(&[0, 0, 0, 0]);
+        assert!((p1 - 0.268_941).abs() < 1e-5, "p1 = {p1}");
+    }
+
+    /// E[σ(d)] for d ~ N(mu, var) by a fine Riemann sum: the exact noise-averaged
+    /// probability of the larger class when each of two logits gets noise of variance v
+    /// (then d = x2 − x1 has variance 2v).
+    fn expected_sigmoid(mu: f64, var: f64) -> f64 {
+        let sd = var.sqrt();
+        let n = 20_000;
+        let (lo, hi) = (mu - 10.0 * sd, mu + 10.0 * sd);
+        let h = (hi - lo) / n as f64;
+        (0..n)
+            .map(|i| {
+                let d = lo + (i as f64 + 0.5) * h;
+                let pdf = (-(d - mu).powi(2) / (2.0 * var)).exp()
+                    / (2.0 * std::f64::consts::PI * var).sqrt();
+                pdf / (1.0 + (-d).exp()) * h
+            })
+            .sum()
+    }
+
+    #[test]
+    fn worked_example_noise_flattens_towards_30_70() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(7);
+        // 4096 pixels with logits (1, 2) and log variance log(0.5); 50 noise draws each.
+        let pixels = 64;
+        let logits = Tensor::from_slice(&[1.0f32, 2.0])
+            .view([1, 2, 1, 1])
+            .repeat([1, 1, pixels, pixels]);
+        let log_var = Tensor::full(
+            [1, 2, pixels, pixels],
+            0.5f64.ln(),
+            (Kind::Float, tch::Device::Cpu),
+        );
+        let p = noise_averaged_softmax(&logits, &log_var, 50);
+        let exact_p2 = expected_sigmoid(1.0, 1.0);
+        assert!(
+            (exact_p2 - 0.70).abs() < 0.005,
+            "exact noise-averaged p2 = {exact_p2}"
+        );
+        let p2 = p.get(0).get(1);
+        // Averaged over pixels the MC estimate is within 0.005 of the exact expectation
+        // (its standard error is ~0.0005); every pixel's 50-draw estimate within 0.15.
+        let mean_p2 = p2.mean(Kind::Double).double_value(&[]);
+        assert!(
+            (mean_p2 - exact_p2).abs() < 0.005,
+            "mean p2 = {mean_p2}, exact {exact_p2}"
+        );
+        let worst = (&p2 - exact_p2).abs().max().double_value(&[]);
+        assert!(worst < 0.15, "worst pixel deviates by {worst}");
+        // Probabilities still sum to 1 per pixel.
+        assert!(close(
+            &p.sum_dim_intlist(1, false, Kind::Float),
+            &Tensor::ones([1, pixels, pixels], (Kind::Float, tch::Device::Cpu)),
+            1e-5
+        ));
+    }
+
+    #[test]
+    fn entropy_of_known_distributions() {
+        let probs = Tensor::from_slice(&[0.5f32, 0.5, 1.0, 0.0]).view([2, 2, 1, 1]);
+        let h = entropy(&probs);
+        assert!((h.double_value(&[0, 0, 0]) - std::f64::consts::LN_2).abs() < 1e-6);
+        assert_eq!(h.double_value(&[1, 0, 0]), 0.0);
+    }
+
+    fn random_probs(shape: [i64; 4]) -> Tensor {
+        (Tensor::randn(shape, (Kind::Float, tch::Device::Cpu)) * 3.0).softmax(1, Kind::Float)
+    }
+
+    #[test]
+    fn mutual_information_is_zero_when_samples_agree() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(1);
+        let p = random_probs([1, 5, 4, 6]);
+        let mut moments = SemanticMoments::new();
+        moments.add(&p.repeat([3, 1, 1, 1]));
+        moments.add(&p.repeat([2, 1, 1, 1]));
+        let out = moments.finish();
+        let mi = out.epistemic.unwrap();
+        assert!(mi.abs().max().double_value(&[]) < 1e-5);
+        assert!(close(&out.aleatoric, &entropy(&p).squeeze_dim(0), 1e-5));
+    }
+
+    #[test]
+    fn mutual_information_positive_when_samples_disagree_and_sums_to_total() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(2);
+        let samples = random_probs([6, 4, 3, 5]);
+        let mut moments = SemanticMoments::new();
+        moments.add(&samples.narrow(0, 0, 4));
+        moments.add(&samples.narrow(0, 4, 2));
+        let out = moments.finish();
+        let mi = out.epistemic.as_ref().unwrap();
+        assert!(
+            mi.min().double_value(&[]) > 0.0,
+            "MI must be > 0 where samples disagree"
+        );
+        // aleatoric + epistemic = total entropy H[p̄].
+        assert!(close(&(&out.aleatoric + mi), &out.total_entropy, 1e-5));
+        // And everything against a direct computation over all samples at once.
+        let mean = samples.mean_dim(0, false, Kind::Float);
+        assert!(close(&out.mean_probs, &mean, 1e-6));
+        let expected_total = entropy(&mean.unsqueeze(0)).squeeze_dim(0);
+        assert!(close(&out.total_entropy, &expected_total, 1e-5));
+        let expected_aleatoric = entropy(&samples).mean_dim(0, false, Kind::Float);
+        assert!(close(&out.aleatoric, &expected_aleatoric, 1e-5));
+    }
+
+    #[test]
+    fn single_sample_has_no_epistemic() {
+        let mut moments = SemanticMoments::new();
+        moments.add(&Tensor::from_slice(&[0.2f32, 0.8]).view([1, 2, 1, 1]));
+        assert!(moments.finish().epistemic.is_none());
+        let mut depth = DepthMoments::new();
+        depth.add(
+            &Tensor::from_slice(&[3.0f32]).view([1, 1, 1]),
+            &Tensor::from_slice(&[0.25f32]).view([1, 1, 1]),
+        );
+        let out = depth.finish();
+        assert!(out.epistemic_std.is_none());
+        assert!((out.aleatoric_std.double_value(&[0, 0]) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn depth_epistemic_is_sample_std_of_means() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(3);
+        // Large depths with small spread: the case where naive E[y²] − E[y]² fails in f32.
+        let means = Tensor::randn([7, 3, 4], (Kind::Float, tch::Device::Cpu)) * 0.05 + 80.0;
+        let variances = Tensor::rand([7, 3, 4], (Kind::Float, tch::Device::Cpu));
+        let mut moments = DepthMoments::new();
+        moments.add(&means.narrow(0, 0, 3), &variances.narrow(0, 0, 3));
+        moments.add(&means.narrow(0, 3, 4), &variances.narrow(0, 3, 4));
+        let out = moments.finish();
+        let means64 = means.to_kind(Kind::Double);
+        let expected_var = means64.var_dim(0, false, false);
+        let got_var = out.epistemic_std.unwrap().to_kind(Kind::Double).square();
+        let rel = ((&got_var - &expected_var).abs() / &expected_var)
+            .max()
+            .double_value(&[]);
+        assert!(rel < 1e-2, "relative error of epistemic variance {rel}");
+        assert!(close(
+            &out.mean,
+            &means.mean_dim(0, false, Kind::Float),
+            1e-4
+        ));
+        let expected_aleatoric = variances.mean_dim(0, false, Kind::Float).sqrt();
+        assert!(close(&out.aleatoric_std, &expected_aleatoric, 1e-6));
+    }
+
+    #[test]
+    fn depth_aleatoric_variance_per_likelihood() {
+        let s = Tensor::from_slice(&[0.0f32, 2.0f32.ln()]);
+        let gauss = depth_aleatoric_variance(&s, Likelihood::Gaussian);
+        assert!(close(&gauss, &Tensor::from_slice(&[1.0f32, 2.0]), 1e-6));
+        // Laplace: s = log b, variance 2 b².
+        let laplace = depth_aleatoric_variance(&s, Likelihood::Laplace);
+        assert!(close(&laplace, &Tensor::from_slice(&[2.0f32, 8.0]), 1e-5));
+        // Huge s is clamped: finite.
+        let big = depth_aleatoric_variance(&Tensor::from_slice(&[1e6f32]), Likelihood::Laplace);
+        assert!(big.isfinite().all().int64_value(&[]) == 1);
+    }
+}

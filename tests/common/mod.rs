@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests: tiny models and images, so the suite runs in
+//! seconds on a CPU.
+#![allow(dead_code)]
+
+use std::sync::{Mutex, MutexGuard};
+
+use bayes_perception::model::{random_spec, ArchConfig, Model, ModelSpec};
+use tch::Device;
+
+/// A 2-level FC-DenseNet small enough for debug-build tests (native input 32x32).
+pub fn tiny_arch() -> ArchConfig {
+    ArchConfig {
+        first_conv_channels: 8,
+        growth_rate: 4,
+        down_blocks: vec![2, 2],
+        bottleneck_layers: 2,
+        up_blocks: vec![2, 2],
+        dropout: 0.2,
+    }
+}
+
+pub fn tiny_spec(classes: usize, depth: bool) -> ModelSpec {
+    random_spec(tiny_arch(), None, classes, depth, 32, 32)
+}
+
+pub fn tiny_model(classes: usize, depth: bool) -> Model {
+    Model::new(tiny_spec(classes, depth), Device::Cpu).unwrap()
+}
+
+/// A smooth test pattern with some texture.
+pub fn pattern(width: u32, height: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            (x * 255 / width.max(1)) as u8,
+            (y * 255 / height.max(1)) as u8,
+            ((x * 7 + y * 13) % 256) as u8,
+        ])
+    })
+}
+
+/// libtorch's random generator is process-global: tests in one binary that seed it and
+/// draw take this lock so they do not interleave.
+pub fn rng_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

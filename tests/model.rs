@@ -1,0 +1,237 @@
+//! Model construction for every preset, and model directories: exact save/load round trip
+//! and load errors that name the file and the problem.
+
+mod common;
+
+use std::path::Path;
+
+use bayes_perception::model::{
+    random_spec, ArchConfig, Architecture, Model, ModelSpec, Pass, PRESETS,
+};
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn every_preset_builds_with_expected_size_and_output_shapes() {
+    // (preset, parameter count the papers give, in millions)
+    let expected = [
+        ("fcdensenet56", 1.5),
+        ("fcdensenet67", 3.5),
+        ("fcdensenet103", 9.4),
+    ];
+    assert_eq!(PRESETS.len(), expected.len());
+    for (name, millions) in expected {
+        let arch = ArchConfig::preset(name).unwrap();
+        let model =
+            Model::new(random_spec(arch, Some(name), 11, true, 32, 32), Device::Cpu).unwrap();
+        // The heads add a few thousand parameters; the backbone must be within 10 %.
+        let params = model.num_parameters() as f64 / 1e6;
+        assert!(
+            (params - millions).abs() / millions < 0.10,
+            "{name}: {params:.2} M parameters, paper {millions} M"
+        );
+        let _guard = tch::no_grad_guard();
+        let out = model.net.forward(
+            &Tensor::zeros([2, 3, 32, 64], (Kind::Float, Device::Cpu)),
+            Pass::Eval,
+        );
+        let (logits, s) = out.semantic.unwrap();
+        assert_eq!(logits.size(), [2, 11, 32, 64], "{name}");
+        assert_eq!(s.size(), [2, 11, 32, 64], "{name}");
+        assert_eq!(logits.kind(), Kind::Float);
+        let (mean, s) = out.depth.unwrap();
+        assert_eq!(mean.size(), [2, 1, 32, 64], "{name}");
+        assert_eq!(s.size(), [2, 1, 32, 64], "{name}");
+    }
+}
+
+#[test]
+fn heads_follow_the_tasks() {
+    let semantic_only = common::tiny_model(5, false);
+    let _guard = tch::no_grad_guard();
+    let x = Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let out = semantic_only.net.forward(&x, Pass::Eval);
+    assert!(out.semantic.is_some() && out.depth.is_none());
+    let depth_only = common::tiny_model(0, true);
+    let out = depth_only.net.forward(&x, Pass::Eval);
+    assert!(out.semantic.is_none() && out.depth.is_some());
+}
+
+#[test]
+fn save_load_round_trip_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny_model(4, true);
+    // Non-default running statistics, so they are part of what must round-trip.
+    {
+        let _guard = tch::no_grad_guard();
+        for (name, mut var) in model.vs.variables() {
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                var.copy_(&(Tensor::rand(var.size(), (Kind::Float, Device::Cpu)) + 0.5));
+            }
+        }
+    }
+    model.save(dir.path()).unwrap();
+    let loaded = Model::load(dir.path(), Device::Cpu).unwrap();
+    assert_eq!(loaded.spec, model.spec);
+    let a = model.vs.variables();
+    let b = loaded.vs.variables();
+    assert_eq!(a.len(), b.len());
+    for (name, tensor) in &a {
+        assert!(
+            tensor.equal(&b[name]),
+            "tensor {name} differs after the round trip"
+        );
+    }
+    // And saving the loaded model again gives the same bytes of YAML.
+    let again = tempfile::tempdir().unwrap();
+    loaded.save(again.path()).unwrap();
+    let read = |d: &Path| std::fs::read_to_string(d.join("model.yaml")).unwrap();
+    assert_eq!(read(dir.path()), read(again.path()));
+}
+
+fn saved_tiny() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_model(4, true).save(dir.path()).unwrap();
+    dir
+}
+
+fn load_error(dir: &Path) -> String {
+    Model::load(dir, Device::Cpu).unwrap_err().to_string()
+}
+
+fn edit_yaml(dir: &Path, edit: impl FnOnce(&mut ModelSpec)) {
+    let mut spec = ModelSpec::load(dir).unwrap();
+    edit(&mut spec);
+    std::fs::write(
+        dir.join("model.yaml"),
+        serde_yaml::to_string(&spec).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn missing_directory_and_files_are_named() {
+    let e = load_error(Path::new("/nonexistent/model"));
+    assert!(
+        e.contains("/nonexistent/model") && e.contains("not a directory"),
+        "{e}"
+    );
+    let dir = saved_tiny();
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("model.safetensors") && e.contains("weights file missing"),
+        "{e}"
+    );
+    std::fs::remove_file(dir.path().join("model.yaml")).unwrap();
+    let e = load_error(dir.path());
+    assert!(e.contains("model.yaml"), "{e}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = saved_tiny();
+    let path = dir.path().join("model.safetensors");
+    let kept: Vec<(String, Tensor)> = Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n != "heads.depth.s.weight")
+        .collect();
+    Tensor::write_safetensors(&kept, &path).unwrap();
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("model.safetensors") && e.contains("`heads.depth.s.weight` is missing"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_shape_and_class_count_are_named() {
+    let dir = saved_tiny();
+    edit_yaml(dir.path(), |spec| spec.architecture.growth_rate = Some(5));
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("has shape") && e.contains("the architecture needs"),
+        "{e}"
+    );
+
+    let dir = saved_tiny();
+    edit_yaml(dir.path(), |spec| {
+        let classes = &mut spec.tasks.semantic.as_mut().unwrap().classes;
+        classes.push(classes[0].clone());
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("class count mismatch")
+            && e.contains("lists 5 classes")
+            && e.contains("holds 4"),
+        "{e}"
+    );
+}
+
+#[test]
+fn extra_tensor_is_named() {
+    let dir = saved_tiny();
+    edit_yaml(dir.path(), |spec| spec.tasks.depth = None);
+    let e = load_error(dir.path());
+    assert!(e.contains("unexpected tensor `heads.depth."), "{e}");
+}
+
+#[test]
+fn bad_model_yaml_is_named() {
+    let dir = saved_tiny();
+    edit_yaml(dir.path(), |spec| {
+        spec.architecture.preset = Some("fcdensenet99".into())
+    });
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("model.yaml") && e.contains("unknown preset `fcdensenet99`"),
+        "{e}"
+    );
+
+    let dir = saved_tiny();
+    edit_yaml(dir.path(), |spec| spec.input.height = 42);
+    let e = load_error(dir.path());
+    assert!(e.contains("multiples of 4"), "{e}");
+
+    let dir = saved_tiny();
+    edit_yaml(dir.path(), |spec| spec.architecture.dropout = Some(1.0));
+    let e = load_error(dir.path());
+    assert!(e.contains("dropout must be in (0, 1)"), "{e}");
+
+    let dir = saved_tiny();
+    let text = std::fs::read_to_string(dir.path().join("model.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("model.yaml"),
+        text.replace("tasks:", "colour: red\ntasks:"),
+    )
+    .unwrap();
+    let e = load_error(dir.path());
+    assert!(e.contains("unknown field `colour`"), "{e}");
+}
+
+#[test]
+fn preset_fields_must_agree_with_the_preset() {
+    let arch = Architecture {
+        preset: Some("fcdensenet56".into()),
+        growth_rate: Some(16),
+        ..Default::default()
+    };
+    let e = arch.resolve().unwrap_err();
+    assert!(
+        e.contains("growth_rate") && e.contains("contradicts the preset"),
+        "{e}"
+    );
+    let agreeing = Architecture {
+        preset: Some("fcdensenet56".into()),
+        growth_rate: Some(12),
+        ..Default::default()
+    };
+    assert_eq!(agreeing.resolve().unwrap(), ArchConfig::fcdensenet56());
+    let e = Architecture {
+        preset: Some("custom".into()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(e.contains("first_conv_channels is missing"), "{e}");
+}
