@@ -369,7 +369,7 @@ impl Engine {
         let mut depth_m = floats.next().expect("depth");
         // REP 118: invalid depth is NaN. Marked after resizing so NaN does not bleed.
         for d in depth_m.iter_mut() {
-            if !(*d > 0.0) {
+            if d.is_nan() || *d <= 0.0 {
                 *d = f32::NAN;
             }
         }

@@ -246,7 +246,7 @@ impl ModelSpec {
                 arch.down_blocks.len()
             ));
         }
-        if std.iter().any(|s| !(*s > 0.0)) {
+        if std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(format!("input.std must be positive, got {std:?}"));
         }
         Ok(())

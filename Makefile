@@ -1,0 +1,45 @@
+# bayes_perception: `make test` sets up libtorch (once) and runs the whole test suite.
+#
+# libtorch: `make setup` installs PyTorch 2.11.0 into a venv under $(CACHE_DIR) and the
+# build uses its libtorch (LIBTORCH_USE_PYTORCH). With LIBTORCH set (your own libtorch
+# 2.11, e.g. on a Jetson) nothing is installed and torch-sys builds against that.
+
+SHELL := /bin/bash
+CACHE_DIR ?= $(or $(BAYES_PERCEPTION_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/bayes_perception)
+export BAYES_PERCEPTION_CACHE := $(CACHE_DIR)
+VENV := $(CACHE_DIR)/venv
+
+ifeq ($(strip $(LIBTORCH)),)
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(VENV)/bin:$(PATH)
+endif
+
+CARGO ?= cargo
+
+.PHONY: setup build release test lint fmt doc clean-cache
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build
+
+release: setup
+	$(CARGO) build --release
+
+test: setup
+	$(CARGO) test --all-targets
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+lint: setup
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+doc: setup
+	$(CARGO) doc --no-deps
+
+clean-cache:
+	rm -rf "$(CACHE_DIR)"

@@ -1,0 +1,279 @@
+//! The `bayes_perception` binary as a user runs it: infer on small images writes every
+//! documented file at the input's size; bad inputs and bad configs give clear errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bayes_perception::output::read_float_tiff;
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bayes_perception"));
+    cmd.env_remove("RUST_LOG").env("RUST_BACKTRACE", "0");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (Output, String) {
+    let out = cmd.output().expect("binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A tiny semantic + depth model and one 45x30 PNG.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        common::tiny_model(4, true)
+            .save(&dir.path().join("model"))
+            .unwrap();
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        common::pattern(45, 30)
+            .save(dir.path().join("images/frame.png"))
+            .unwrap();
+        Fixture { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn infer(&self, extra: &[&str], inputs: &[PathBuf]) -> (Output, String) {
+        let mut cmd = bin();
+        cmd.arg("infer")
+            .arg("--model")
+            .arg(self.path("model"))
+            .arg("--out")
+            .arg(self.path("out"));
+        cmd.args(extra).args(inputs);
+        run(&mut cmd)
+    }
+}
+
+const ALWAYS: [&str; 10] = [
+    "labels.png",
+    "labels_color.png",
+    "confidence.tiff",
+    "confidence_color.png",
+    "semantic_aleatoric.tiff",
+    "semantic_aleatoric_color.png",
+    "depth.tiff",
+    "depth_color.png",
+    "depth_aleatoric.tiff",
+    "depth_aleatoric_color.png",
+];
+const MC_ONLY: [&str; 4] = [
+    "semantic_epistemic.tiff",
+    "semantic_epistemic_color.png",
+    "depth_epistemic.tiff",
+    "depth_epistemic_color.png",
+];
+
+fn dimensions(path: &Path) -> (u32, u32) {
+    if path.extension().unwrap() == "tiff" {
+        read_float_tiff(path).unwrap().dimensions()
+    } else {
+        image::image_dimensions(path).unwrap()
+    }
+}
+
+#[test]
+fn infer_mc_writes_every_documented_file_at_input_size() {
+    let f = Fixture::new();
+    let (out, text) = f.infer(
+        &[
+            "--mode",
+            "mc",
+            "--samples",
+            "3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        &[f.path("images/frame.png")],
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 of 1 image(s) written"), "{text}");
+    for name in ALWAYS.iter().chain(&MC_ONLY) {
+        let path = f.path("out/frame").join(name);
+        assert!(path.is_file(), "{name} missing: {text}");
+        assert_eq!(dimensions(&path), (45, 30), "{name}");
+    }
+    // Raw labels are 8-bit class ids below the class count.
+    let labels = image::open(f.path("out/frame/labels.png")).unwrap();
+    assert!(matches!(labels, image::DynamicImage::ImageLuma8(_)));
+    assert!(labels.to_luma8().pixels().all(|p| p.0[0] < 4));
+    // Float images hold the values: uncertainties finite and >= 0.
+    for name in [
+        "semantic_aleatoric.tiff",
+        "semantic_epistemic.tiff",
+        "depth_aleatoric.tiff",
+        "depth_epistemic.tiff",
+    ] {
+        let img = read_float_tiff(&f.path("out/frame").join(name)).unwrap();
+        assert!(img.iter().all(|v| v.is_finite() && *v >= 0.0), "{name}");
+    }
+}
+
+#[test]
+fn infer_aleatoric_writes_no_epistemic_files_and_colorbar_extends_pngs() {
+    let f = Fixture::new();
+    let (out, text) = f.infer(&["--colorbar", "--device", "cpu"], &[f.path("images")]);
+    assert!(out.status.success(), "{text}");
+    for name in ALWAYS {
+        assert!(f.path("out/frame").join(name).is_file(), "{name} missing");
+    }
+    for name in MC_ONLY {
+        assert!(
+            !f.path("out/frame").join(name).exists(),
+            "{name} written in aleatoric mode"
+        );
+    }
+    let (w, h) = dimensions(&f.path("out/frame/depth_color.png"));
+    assert_eq!(w, 45);
+    assert!(h > 30, "colour bar adds rows below the image");
+    assert_eq!(dimensions(&f.path("out/frame/depth.tiff")), (45, 30));
+    assert_eq!(dimensions(&f.path("out/frame/labels_color.png")), (45, 30));
+}
+
+#[test]
+fn corrupt_image_is_skipped_and_reported_while_good_ones_are_written() {
+    let f = Fixture::new();
+    std::fs::write(
+        f.path("images/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really a png",
+    )
+    .unwrap();
+    common::pattern(20, 10)
+        .save(f.path("images/zz_small.jpg"))
+        .unwrap();
+    let (out, text) = f.infer(&["--device", "cpu"], &[f.path("images")]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("2 of 3 image(s) written"), "{text}");
+    assert!(
+        text.contains("skipped") && text.contains("broken.png"),
+        "{text}"
+    );
+    assert_eq!(dimensions(&f.path("out/frame/depth.tiff")), (45, 30));
+    assert_eq!(dimensions(&f.path("out/zz_small/labels.png")), (20, 10));
+    assert!(!f.path("out/broken").join("labels.png").exists());
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let f = Fixture::new();
+    let params = f.path("params.yaml");
+    std::fs::write(
+        &params,
+        "/**:\n  ros__parameters:\n    mode: mc\n    mc:\n      samples: 1\n",
+    )
+    .unwrap();
+    let (out, text) = f.infer(&["--config", params.to_str().unwrap()], &[f.path("images")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("mc.samples") && text.contains("at least 2"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+
+    let (out, text) = f.infer(&["--device", "tpu"], &[f.path("images")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("device") && text.contains("expected auto, cpu, cuda or cuda:N"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_model_and_missing_input_are_clear_errors() {
+    let f = Fixture::new();
+    let (out, text) = run(bin()
+        .args(["infer", "--model"])
+        .arg(f.path("nope"))
+        .arg("--out")
+        .arg(f.path("out"))
+        .arg(f.path("images")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("nope") && text.contains("not a directory"),
+        "{text}"
+    );
+    let (out, text) = f.infer(&[], &[f.path("images/missing.png")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("missing.png") && text.contains("does not exist"),
+        "{text}"
+    );
+}
+
+#[test]
+fn shipped_params_file_runs() {
+    let f = Fixture::new();
+    let params = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/params.yaml");
+    let (out, text) = f.infer(
+        &["--config", params.to_str().unwrap(), "--device", "cpu"],
+        &[f.path("images/frame.png")],
+    );
+    assert!(out.status.success(), "{text}");
+}
+
+#[test]
+fn cuda_request_without_cuda_fails_at_start_up() {
+    if tch::Cuda::is_available() {
+        return;
+    }
+    let f = Fixture::new();
+    let (out, text) = f.infer(&["--device", "cuda"], &[f.path("images")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("CUDA is not available"), "{text}");
+}
+
+#[test]
+fn doctor_and_bench_run() {
+    let (out, text) = run(bin().arg("doctor"));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("libtorch version:   2.11.0"), "{text}");
+    let (out, text) = run(bin().args([
+        "bench",
+        "--arch",
+        "fcdensenet56",
+        "--height",
+        "32",
+        "--width",
+        "64",
+        "--mode",
+        "mc",
+        "--samples",
+        "2",
+        "--frames",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    ]));
+    assert!(out.status.success(), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["samples"], 2);
+    assert_eq!(report["frames"], 1);
+    assert!(report["median_ms"].as_f64().unwrap() > 0.0);
+    let share = report["forward_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{share}");
+    assert!(report["mc_vs_sequential_ratio"].as_f64().unwrap() > 0.0);
+    let (out, text) = run(bin().args(["bench", "--arch", "fcdensenet99"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("fcdensenet56, fcdensenet67, fcdensenet103"),
+        "{text}"
+    );
+}

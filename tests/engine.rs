@@ -1,0 +1,307 @@
+//! The engine end to end on tiny models: output shapes and types, the two modes, MC
+//! dropout leaving BatchNorm alone, seeding, chunking and the resize policy.
+
+mod common;
+
+use bayes_perception::config::Mode;
+use bayes_perception::engine::{Engine, EngineConfig, LabelImage, Prediction};
+use bayes_perception::model::Pass;
+use tch::{Device, Kind, Tensor};
+
+fn config(mode: Mode, samples: usize, seed: Option<u64>) -> EngineConfig {
+    EngineConfig {
+        mode,
+        mc_samples: samples,
+        seed,
+        device: "cpu".parse().unwrap(),
+        ..EngineConfig::default()
+    }
+}
+
+fn engine(classes: usize, depth: bool, cfg: EngineConfig) -> Engine {
+    Engine::new(common::tiny_model(classes, depth), cfg).unwrap()
+}
+
+fn floats(p: &Prediction) -> Vec<(&'static str, &bayes_perception::colormap::FloatImage)> {
+    let mut out = Vec::new();
+    if let Some(s) = &p.semantic {
+        out.push(("confidence", &s.confidence));
+        out.push(("semantic_aleatoric", &s.aleatoric_entropy));
+        if let Some(mi) = &s.epistemic_mutual_information {
+            out.push(("semantic_epistemic", mi));
+        }
+    }
+    if let Some(d) = &p.depth {
+        out.push(("depth", &d.depth_m));
+        out.push(("depth_aleatoric", &d.aleatoric_std_m));
+        if let Some(e) = &d.epistemic_std_m {
+            out.push(("depth_epistemic", e));
+        }
+    }
+    out
+}
+
+fn same_outputs(a: &Prediction, b: &Prediction) -> bool {
+    let labels_equal = match (&a.semantic, &b.semantic) {
+        (Some(x), Some(y)) => x.labels == y.labels,
+        (None, None) => true,
+        _ => false,
+    };
+    labels_equal
+        && floats(a).iter().zip(floats(b)).all(|((_, x), (_, y))| {
+            x.as_raw()
+                .iter()
+                .zip(y.as_raw())
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+        })
+}
+
+#[test]
+fn aleatoric_mode_outputs_at_input_size_without_epistemic() {
+    let _lock = common::rng_lock();
+    // 50x37 is not the native 32x32: resized in, resized back.
+    let image = common::pattern(50, 37);
+    let p = engine(5, true, config(Mode::Aleatoric, 50, Some(1)))
+        .predict(&image)
+        .unwrap();
+    assert_eq!((p.width, p.height, p.samples), (50, 37, 1));
+    let semantic = p.semantic.as_ref().unwrap();
+    assert!(matches!(semantic.labels, LabelImage::U8(_)));
+    assert_eq!(semantic.labels.dimensions(), (50, 37));
+    assert!(
+        semantic.epistemic_mutual_information.is_none(),
+        "aleatoric mode has no epistemic image"
+    );
+    assert!(p.depth.as_ref().unwrap().epistemic_std_m.is_none());
+    for (name, img) in floats(&p) {
+        assert_eq!(img.dimensions(), (50, 37), "{name}");
+        assert!(img.iter().all(|v| !v.is_infinite()), "{name} has Inf");
+        if name != "depth" {
+            assert!(
+                img.iter().all(|v| v.is_finite() && *v >= 0.0),
+                "{name} must be finite and >= 0"
+            );
+        }
+    }
+    assert!(semantic.confidence.iter().all(|&c| c > 0.0 && c <= 1.0));
+    // Entropy of 5 classes is at most ln 5.
+    assert!(semantic
+        .aleatoric_entropy
+        .iter()
+        .all(|&h| h <= 5f32.ln() + 1e-5));
+    // Labels are valid class ids.
+    assert!((0..37).all(|y| (0..50).all(|x| semantic.labels.get(x, y) < 5)));
+}
+
+#[test]
+fn mc_mode_adds_epistemic_images() {
+    let _lock = common::rng_lock();
+    let image = common::pattern(32, 32);
+    let p = engine(3, true, config(Mode::Mc, 6, Some(2)))
+        .predict(&image)
+        .unwrap();
+    assert_eq!(p.samples, 6);
+    let mi = p
+        .semantic
+        .as_ref()
+        .unwrap()
+        .epistemic_mutual_information
+        .as_ref()
+        .unwrap();
+    let depth_std = p.depth.as_ref().unwrap().epistemic_std_m.as_ref().unwrap();
+    assert!(mi.iter().all(|v| v.is_finite() && *v >= 0.0));
+    assert!(depth_std.iter().all(|v| v.is_finite() && *v >= 0.0));
+    // With dropout active the samples disagree somewhere.
+    assert!(
+        mi.iter().any(|&v| v > 0.0),
+        "MI is zero everywhere: dropout not active in mc mode?"
+    );
+    assert!(depth_std.iter().any(|&v| v > 0.0));
+}
+
+#[test]
+fn mc_sampling_leaves_batchnorm_running_statistics_unchanged() {
+    let _lock = common::rng_lock();
+    let engine = engine(3, true, config(Mode::Mc, 4, Some(3)));
+    let stats = |e: &Engine| -> Vec<(String, Tensor)> {
+        let mut v: Vec<_> = e
+            .model()
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| n.contains("running_"))
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let before = stats(&engine);
+    assert!(!before.is_empty());
+    engine.predict(&common::pattern(40, 24)).unwrap();
+    for ((name, a), (_, b)) in before.iter().zip(stats(&engine)) {
+        assert!(a.equal(&b), "{name} changed during MC sampling");
+    }
+}
+
+#[test]
+fn identical_seeds_give_identical_outputs_and_different_seeds_differ() {
+    let _lock = common::rng_lock();
+    let model_dir = tempfile::tempdir().unwrap();
+    common::tiny_model(4, true).save(model_dir.path()).unwrap();
+    let image = common::pattern(33, 29);
+    let run = |seed| {
+        let e = Engine::load(model_dir.path(), config(Mode::Mc, 5, Some(seed))).unwrap();
+        e.predict(&image).unwrap()
+    };
+    let (a, b, c) = (run(11), run(11), run(12));
+    assert!(same_outputs(&a, &b), "same seed, different outputs");
+    assert!(!same_outputs(&a, &c), "different seeds, identical outputs");
+}
+
+#[test]
+fn dropout_is_inactive_in_eval_passes_and_active_in_mc_passes() {
+    let _lock = common::rng_lock();
+    let model = common::tiny_model(3, true);
+    let _guard = tch::no_grad_guard();
+    let x = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let eval = |m: &bayes_perception::model::Model| m.net.forward(&x, Pass::Eval).depth.unwrap().0;
+    assert!(
+        eval(&model).equal(&eval(&model)),
+        "two eval passes differ: dropout active?"
+    );
+    let mc =
+        |m: &bayes_perception::model::Model| m.net.forward(&x, Pass::McSample).depth.unwrap().0;
+    assert!(
+        !mc(&model).equal(&mc(&model)),
+        "two MC passes agree: dropout inactive?"
+    );
+    // Unseeded aleatoric-mode engine: depth uses no noise, so runs agree exactly.
+    let engine = Engine::new(model, config(Mode::Aleatoric, 50, None)).unwrap();
+    let image = common::pattern(32, 32);
+    let (a, b) = (
+        engine.predict(&image).unwrap(),
+        engine.predict(&image).unwrap(),
+    );
+    assert_eq!(
+        a.depth
+            .unwrap()
+            .depth_m
+            .as_raw()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>(),
+        b.depth
+            .unwrap()
+            .depth_m
+            .as_raw()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn chunked_mc_runs_every_sample_for_any_batch_size() {
+    let _lock = common::rng_lock();
+    let image = common::pattern(32, 32);
+    for batch in [1, 2, 4, 7, 100] {
+        let cfg = EngineConfig {
+            mc_batch_size: Some(batch),
+            ..config(Mode::Mc, 7, Some(5))
+        };
+        let e = engine(3, true, cfg);
+        assert_eq!(e.mc_batch_size(), batch.min(7));
+        let p = e.predict(&image).unwrap();
+        assert_eq!(p.samples, 7);
+        assert!(p.semantic.unwrap().epistemic_mutual_information.is_some());
+    }
+    // The CPU default is one pass at a time.
+    let e = engine(3, false, config(Mode::Mc, 7, None));
+    assert_eq!(
+        e.mc_batch_size(),
+        bayes_perception::engine::DEFAULT_CPU_BATCH
+    );
+}
+
+#[test]
+fn same_image_size_as_native_needs_no_resize_and_labels_follow_probabilities() {
+    let _lock = common::rng_lock();
+    let e = engine(4, false, config(Mode::Aleatoric, 50, Some(9)));
+    let p = e.predict(&common::pattern(32, 32)).unwrap();
+    assert!(p.depth.is_none());
+    let s = p.semantic.unwrap();
+    // Confidence is the probability of the argmax, so with 4 classes at least 1/4.
+    assert!(s.confidence.iter().all(|&c| c >= 0.25 - 1e-6));
+}
+
+#[test]
+fn more_than_256_classes_give_16_bit_labels() {
+    let _lock = common::rng_lock();
+    let p = engine(300, false, config(Mode::Aleatoric, 50, Some(4)))
+        .predict(&common::pattern(20, 20))
+        .unwrap();
+    let labels = p.semantic.unwrap().labels;
+    assert!(matches!(labels, LabelImage::U16(_)));
+    assert!((0..20).all(|y| (0..20).all(|x| labels.get(x, y) < 300)));
+}
+
+#[test]
+fn nearest_neighbour_labels_keep_class_ids_when_upscaling() {
+    let _lock = common::rng_lock();
+    // Upscaling 32x32 outputs to 96x64: every output label must be one of the labels the
+    // network produced at native size (no blending of ids).
+    let e = engine(6, false, config(Mode::Aleatoric, 50, Some(8)));
+    let native = e
+        .predict(&common::pattern(32, 32))
+        .unwrap()
+        .semantic
+        .unwrap()
+        .labels;
+    let native_ids: std::collections::HashSet<usize> = (0..32)
+        .flat_map(|y| (0..32).map(move |x| (x, y)))
+        .map(|(x, y)| native.get(x, y))
+        .collect();
+    let big = e
+        .predict(&image::imageops::resize(
+            &common::pattern(32, 32),
+            96,
+            64,
+            image::imageops::FilterType::Nearest,
+        ))
+        .unwrap();
+    let labels = big.semantic.unwrap().labels;
+    assert_eq!(labels.dimensions(), (96, 64));
+    assert!((0..64).all(|y| (0..96).all(|x| native_ids.contains(&labels.get(x, y)))));
+}
+
+#[test]
+fn invalid_engine_settings_are_rejected() {
+    let _lock = common::rng_lock();
+    let model = common::tiny_model(3, false);
+    let e = Engine::new(model, config(Mode::Mc, 1, None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mc.samples") && e.contains("at least 2"), "{e}");
+    let mut ok = engine(3, false, config(Mode::Aleatoric, 1, None));
+    let e = ok
+        .set_config(EngineConfig {
+            mc_batch_size: Some(0),
+            ..config(Mode::Mc, 4, None)
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mc.batch_size"), "{e}");
+    ok.set_config(config(Mode::Mc, 4, None)).unwrap();
+    assert_eq!(ok.config().mode, Mode::Mc);
+}
+
+#[test]
+fn empty_image_is_an_error_not_a_panic() {
+    let _lock = common::rng_lock();
+    let e = engine(3, true, config(Mode::Aleatoric, 1, None));
+    let err = e
+        .predict(&image::RgbImage::new(0, 5))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty image"), "{err}");
+}
