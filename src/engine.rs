@@ -3,11 +3,13 @@
 //! image's own resolution. The node, `infer`, `bench` and the bag tools all call
 //! [`Engine::predict`] the same way.
 //!
-//! Resize policy: the image is resized (bilinear, antialiased) to the model's native input
-//! size (`input.height` x `input.width` of model.yaml, multiples of 32 for five poolings),
-//! the network runs there, and every output is resized back to the image's size: class
-//! labels nearest-neighbour, float images bilinear. Nothing is padded or cropped, so the
-//! outputs cover exactly the input's field of view.
+//! Resize and pad policy: the image is resized (bilinear, antialiased) to the model's
+//! native input size (`input.height` x `input.width` of model.yaml) unless it already has
+//! it, then padded at the bottom and right (edge pixels repeated) to multiples of 32 (one
+//! per pooling: 2^5 for the presets). The padding is cropped off the head outputs before
+//! any reduction, and every output is resized back to the image's size: class labels
+//! nearest-neighbour, float images bilinear. The outputs cover exactly the input's field
+//! of view.
 
 use std::path::Path;
 use std::time::Instant;
@@ -19,7 +21,7 @@ use crate::colormap::FloatImage;
 use crate::config::{Mode, Params};
 use crate::device::DeviceRequest;
 use crate::error::{Error, Result};
-use crate::model::{Model, Pass};
+use crate::model::{HeadOutputs, Model, Pass};
 use crate::uncertainty::{
     depth_aleatoric_variance, noise_averaged_softmax, DepthMoments, SemanticMoments,
 };
@@ -154,6 +156,8 @@ pub struct Engine {
     /// Input normalisation as `[1, 3, 1, 1]` on the device.
     mean: Tensor,
     std: Tensor,
+    /// Network input sides must be multiples of this (one pooling per down block).
+    size_multiple: i64,
 }
 
 impl Engine {
@@ -177,12 +181,18 @@ impl Engine {
         let std = Tensor::from_slice(&input.std)
             .view([1, 3, 1, 1])
             .to_device(device);
+        let size_multiple = model
+            .spec
+            .arch()
+            .map_err(|m| Error::model(crate::model::SPEC_FILE, m))?
+            .size_multiple();
         Ok(Engine {
             model,
             device,
             config,
             mean,
             std,
+            size_multiple,
         })
     }
 
@@ -251,6 +261,11 @@ impl Engine {
                 self.synchronize();
                 forward_s += t.elapsed().as_secs_f64();
             }
+            let crop = |(a, b): (Tensor, Tensor)| (self.crop_to_native(a), self.crop_to_native(b));
+            let out = HeadOutputs {
+                semantic: out.semantic.map(crop),
+                depth: out.depth.map(crop),
+            };
             if let (Some(moments), Some((logits, s))) = (semantic.as_mut(), out.semantic) {
                 moments.add(&noise_averaged_softmax(
                     &logits,
@@ -322,7 +337,22 @@ impl Engine {
         } else {
             rgb.internal_upsample_bilinear2d_aa([input.height, input.width], false, None, None)
         };
-        (resized - &self.mean) / &self.std
+        let normalised = (resized - &self.mean) / &self.std;
+        // Pad bottom and right up to the network's size multiple (edge pixels repeated);
+        // the padding is cropped from the head outputs again in `crop_to_native`.
+        let m = self.size_multiple;
+        let (pad_h, pad_w) = ((m - input.height % m) % m, (m - input.width % m) % m);
+        if pad_h == 0 && pad_w == 0 {
+            normalised
+        } else {
+            normalised.replication_pad2d([0, pad_w, 0, pad_h])
+        }
+    }
+
+    /// Crops padded head outputs `[B, C, H', W']` back to the native `[B, C, h, w]`.
+    fn crop_to_native(&self, t: Tensor) -> Tensor {
+        let input = &self.model.spec.input;
+        t.narrow(2, 0, input.height).narrow(3, 0, input.width)
     }
 
     fn semantic_images(

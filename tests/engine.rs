@@ -305,3 +305,19 @@ fn empty_image_is_an_error_not_a_panic() {
         .to_string();
     assert!(err.contains("empty image"), "{err}");
 }
+
+#[test]
+fn native_size_that_is_not_a_multiple_of_the_poolings_is_padded_and_cropped() {
+    let _lock = common::rng_lock();
+    // Native 30x45 with two poolings: padded to 32x48 inside, outputs exactly 45x30.
+    let spec = bayes_perception::model::random_spec(common::tiny_arch(), None, 3, true, 30, 45);
+    let model = bayes_perception::model::Model::new(spec, Device::Cpu).unwrap();
+    let e = Engine::new(model, config(Mode::Mc, 3, Some(6))).unwrap();
+    for (w, h) in [(45, 30), (90, 60), (17, 11)] {
+        let p = e.predict(&common::pattern(w, h)).unwrap();
+        for (name, img) in floats(&p) {
+            assert_eq!(img.dimensions(), (w, h), "{name}");
+        }
+        assert_eq!(p.semantic.unwrap().labels.dimensions(), (w, h));
+    }
+}

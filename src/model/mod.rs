@@ -168,7 +168,8 @@ pub enum Likelihood {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
-    /// Native input height and width in pixels; every image is resized to this.
+    /// Native input height and width in pixels; every image is resized to this, then
+    /// padded to multiples of the network's size multiple (32 for the presets).
     pub height: i64,
     pub width: i64,
     /// Per-channel (RGB) mean and std applied to pixel values scaled to [0, 1].
@@ -224,7 +225,7 @@ impl ModelSpec {
                 self.format_version
             ));
         }
-        let arch = self.arch()?;
+        self.arch()?;
         if self.tasks.semantic.is_none() && self.tasks.depth.is_none() {
             return Err("tasks: a model needs semantic, depth or both".into());
         }
@@ -236,14 +237,12 @@ impl ModelSpec {
                 return Err("tasks.semantic.classes: at most 65536 classes".into());
             }
         }
-        let m = arch.size_multiple();
         let InputSpec {
             height, width, std, ..
         } = &self.input;
-        if *height < m || *width < m || height % m != 0 || width % m != 0 {
+        if *height < 1 || *width < 1 || *height > 16384 || *width > 16384 {
             return Err(format!(
-                "input: {height}x{width} must be positive multiples of {m} ({} poolings)",
-                arch.down_blocks.len()
+                "input: native size {height}x{width} must be 1..=16384 pixels per side"
             ));
         }
         if std.iter().any(|s| s.is_nan() || *s <= 0.0) {

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""The same Bayesian FC-DenseNet in plain PyTorch, timed the way `bayes_perception bench`
+times the engine, so the two can be compared on one machine (see BENCHMARKS.md).
+
+Only the network's forward passes are timed (random weights, BatchNorm in eval mode,
+dropout active only for MC samples), with the same heads as the engine's models.
+
+    python3 scripts/pytorch_reference.py --arch fcdensenet56 --height 360 --width 480
+    python3 scripts/pytorch_reference.py --arch fcdensenet56 --height 180 --width 240 \
+        --mode mc --samples 10 --batch-size 10
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PRESETS = {
+    "fcdensenet56": dict(first=48, k=12, down=[4] * 5, bottleneck=4, up=[4] * 5),
+    "fcdensenet67": dict(first=48, k=16, down=[5] * 5, bottleneck=5, up=[5] * 5),
+    "fcdensenet103": dict(first=48, k=16, down=[4, 5, 7, 10, 12], bottleneck=15, up=[12, 10, 7, 5, 4]),
+}
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, cin, layers, k, p):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(cin + i * k), nn.ReLU(), nn.Conv2d(cin + i * k, k, 3, padding=1))
+            for i in range(layers)
+        )
+        self.p = p
+
+    def forward(self, x, mc):
+        new = []
+        for layer in self.layers:
+            out = F.dropout(layer(x), self.p, training=mc)
+            x = torch.cat([x, out], 1)
+            new.append(out)
+        return x, torch.cat(new, 1)
+
+
+class FcDenseNet(nn.Module):
+    def __init__(self, first, k, down, bottleneck, up, classes=11, p=0.2):
+        super().__init__()
+        self.p = p
+        self.first = nn.Conv2d(3, first, 3, padding=1)
+        c, skips = first, []
+        self.down, self.td = nn.ModuleList(), nn.ModuleList()
+        for n in down:
+            self.down.append(DenseBlock(c, n, k, p))
+            c += n * k
+            skips.append(c)
+            self.td.append(nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c, 1)))
+        self.bottleneck = DenseBlock(c, bottleneck, k, p)
+        up_c = bottleneck * k
+        self.tu, self.up = nn.ModuleList(), nn.ModuleList()
+        for n, skip in zip(up, reversed(skips)):
+            self.tu.append(nn.ConvTranspose2d(up_c, up_c, 3, stride=2, padding=1, output_padding=1))
+            self.up.append(DenseBlock(up_c + skip, n, k, p))
+            c = up_c + skip + n * k
+            up_c = n * k
+        self.heads = nn.ModuleList(nn.Conv2d(c, out, 1) for out in (classes, classes, 1, 1))
+
+    def forward(self, x, mc):
+        x = self.first(x)
+        skips = []
+        for block, td in zip(self.down, self.td):
+            out, _ = block(x, mc)
+            skips.append(out)
+            x = F.max_pool2d(F.dropout(td(out), self.p, training=mc), 2)
+        _, x = self.bottleneck(x, mc)
+        for tu, block, skip in zip(self.tu, self.up, reversed(skips)):
+            stack, x = block(torch.cat([tu(x), skip], 1), mc)
+        return [head(stack) for head in self.heads]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="fcdensenet56", choices=PRESETS)
+    ap.add_argument("--height", type=int, default=360)
+    ap.add_argument("--width", type=int, default=480)
+    ap.add_argument("--mode", default="aleatoric", choices=["aleatoric", "mc"])
+    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--frames", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    net = FcDenseNet(**PRESETS[args.arch]).to(device).eval()
+    x = torch.rand(1, 3, args.height, args.width, device=device)
+
+    def frame():
+        if args.mode == "aleatoric":
+            net(x, mc=False)
+        else:
+            done = 0
+            while done < args.samples:
+                b = min(args.batch_size, args.samples - done)
+                net(x.expand(b, -1, -1, -1), mc=True)
+                done += b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = []
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            frame()
+        for _ in range(args.frames):
+            t = time.perf_counter()
+            frame()
+            times.append((time.perf_counter() - t) * 1e3)
+    params = sum(p.numel() for p in net.parameters())
+    mc = f" T={args.samples} batch {args.batch_size}" if args.mode == "mc" else ""
+    print(f"pytorch {torch.__version__} {args.arch} ({params / 1e6:.2f} M), {args.height}x{args.width}, "
+          f"mode {args.mode}{mc}, {args.device} ({torch.get_num_threads()} threads), {args.frames} frames")
+    print(f"  network forward per frame: median {statistics.median(times):.1f} ms, "
+          f"min {min(times):.1f} ms, max {max(times):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
