@@ -17,13 +17,21 @@ ref() { echo "\$ python3 scripts/pytorch_reference.py $*"; "$python" scripts/pyt
 lscpu | grep -E "Model name|^CPU\(s\)" || true
 "$bin" --version
 echo
-run bench --arch fcdensenet56 --height 360 --width 480 --mode aleatoric --device cpu --frames 5
-run bench --arch fcdensenet103 --height 360 --width 480 --mode aleatoric --device cpu --frames 3
+run bench --arch fcdensenet56 --height 360 --width 480 --mode aleatoric --device cpu --frames 10
+run bench --arch fcdensenet103 --height 360 --width 480 --mode aleatoric --device cpu --frames 5
 for b in 1 5 10; do
     run bench --arch fcdensenet56 --height 180 --width 240 --mode mc --samples 10 --batch-size "$b" --device cpu --frames 3
 done
-ref --arch fcdensenet56 --height 360 --width 480 --frames 5
-ref --arch fcdensenet103 --height 360 --width 480 --frames 3
-for b in 1 10; do
-    ref --arch fcdensenet56 --height 180 --width 240 --mode mc --samples 10 --batch-size "$b" --frames 3
+# PyTorch as installed, then with the huge-page allocator setting the engine turns on.
+for thp in 0 1; do
+    export THP_MEM_ALLOC_ENABLE=$thp
+    echo "# THP_MEM_ALLOC_ENABLE=$thp"
+    ref --arch fcdensenet56 --height 360 --width 480 --frames 10
+    ref --arch fcdensenet103 --height 360 --width 480 --frames 5
+    for b in 1 10; do
+        ref --arch fcdensenet56 --height 180 --width 240 --mode mc --samples 10 --batch-size "$b" --frames 3
+    done
 done
+unset THP_MEM_ALLOC_ENABLE
+# The engine without huge pages, for the record.
+THP_MEM_ALLOC_ENABLE=0 run bench --arch fcdensenet56 --height 360 --width 480 --mode aleatoric --device cpu --frames 10

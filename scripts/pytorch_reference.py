@@ -2,7 +2,8 @@
 """The same Bayesian FC-DenseNet in plain PyTorch, timed the way `bayes_perception bench`
 times the engine, so the two can be compared on one machine (see BENCHMARKS.md).
 
-Only the network's forward passes are timed (random weights, BatchNorm in eval mode,
+Only the network's forward passes are timed, on the input padded to multiples of 32 as
+the engine pads it (random weights, BatchNorm in eval mode,
 dropout active only for MC samples), with the same heads as the engine's models.
 
     python3 scripts/pytorch_reference.py --arch fcdensenet56 --height 360 --width 480
@@ -12,10 +13,12 @@ dropout active only for MC samples), with the same heads as the engine's models.
 import argparse
 import statistics
 import time
+import warnings
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 PRESETS = {
     "fcdensenet56": dict(first=48, k=12, down=[4] * 5, bottleneck=4, up=[4] * 5),
@@ -92,7 +95,9 @@ def main():
 
     device = torch.device(args.device)
     net = FcDenseNet(**PRESETS[args.arch]).to(device).eval()
-    x = torch.rand(1, 3, args.height, args.width, device=device)
+    # Padded to multiples of 32 (five poolings), as the engine pads.
+    pad = lambda n: -(-n // 32) * 32  # noqa: E731
+    x = torch.rand(1, 3, pad(args.height), pad(args.width), device=device)
 
     def frame():
         if args.mode == "aleatoric":

@@ -40,12 +40,12 @@ echo "setup: installing torch==$TORCH_VERSION ${PY_TEST_PACKAGES[*]:-} (about 2 
 "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
     "torch==$TORCH_VERSION" "${PY_TEST_PACKAGES[@]}"
 
-installed="$("$VENV/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
+installed="$("$VENV/bin/python" -W ignore -c 'import torch; print(torch.__version__.split("+")[0])')"
 if [[ "$installed" != "$TORCH_VERSION" ]]; then
     echo "setup: expected torch $TORCH_VERSION, the venv has $installed" >&2
     exit 1
 fi
-libdir="$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+libdir="$("$VENV/bin/python" -W ignore -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 if [[ ! -f "$libdir/libtorch_cpu.so" ]]; then
     echo "setup: $libdir/libtorch_cpu.so is missing; the torch install is broken" >&2
     exit 1

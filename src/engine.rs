@@ -11,6 +11,7 @@
 //! nearest-neighbour, float images bilinear. The outputs cover exactly the input's field
 //! of view.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::time::Instant;
 
@@ -231,7 +232,26 @@ impl Engine {
     }
 
     /// Runs the network on one image and reduces the samples to per-pixel outputs.
+    ///
+    /// libtorch failures (CUDA out of memory, say) come back as [`Error::Inference`]
+    /// rather than ending the process, so one bad frame never takes a node down.
     pub fn predict(&self, image: &RgbImage) -> Result<Prediction> {
+        // tch reports libtorch errors by panicking in its non-`f_` methods.
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.predict_unguarded(image))).unwrap_or_else(
+            |payload| {
+                let message = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("libtorch failed");
+                Err(Error::Inference(
+                    message.lines().next().unwrap_or_default().to_owned(),
+                ))
+            },
+        )
+    }
+
+    fn predict_unguarded(&self, image: &RgbImage) -> Result<Prediction> {
         let started = Instant::now();
         let (width, height) = image.dimensions();
         if width == 0 || height == 0 {

@@ -30,6 +30,9 @@ pub enum Error {
     Image { path: PathBuf, message: String },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// libtorch failed during a prediction (e.g. out of memory: lower `mc.batch_size`).
+    #[error("inference failed: {0}")]
+    Inference(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

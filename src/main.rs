@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    bayes_perception::enable_huge_page_allocations();
     let cli = cli::Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

@@ -321,3 +321,17 @@ fn native_size_that_is_not_a_multiple_of_the_poolings_is_padded_and_cropped() {
         assert_eq!(p.semantic.unwrap().labels.dimensions(), (w, h));
     }
 }
+
+#[test]
+fn libtorch_failure_during_predict_is_an_error_not_a_crash() {
+    let _lock = common::rng_lock();
+    let model = common::tiny_model(3, true);
+    // Corrupt a weight's shape behind the network's back: the first conv now expects 5
+    // input channels, so libtorch fails inside the forward pass.
+    let mut weight = model.vs.variables()["first_conv.weight"].shallow_clone();
+    tch::no_grad(|| weight.set_data(&Tensor::zeros([8, 5, 3, 3], (Kind::Float, Device::Cpu))));
+    let e = Engine::new(model, config(Mode::Aleatoric, 1, None)).unwrap();
+    let err = e.predict(&common::pattern(32, 32)).unwrap_err().to_string();
+    assert!(err.starts_with("inference failed:"), "{err}");
+    assert!(err.contains("channels"), "{err}");
+}
