@@ -34,6 +34,9 @@ struct Report {
     forward_share: f64,
     /// Host peak resident memory (VmHWM), MiB.
     peak_rss_mib: Option<f64>,
+    /// CUDA only: device memory in use after the run (total − free, whole device: CUDA
+    /// context plus libtorch's caching allocator, which keeps its peak), MiB.
+    gpu_memory_used_mib: Option<f64>,
     /// mc only: median of single-pass (aleatoric) frames, and the ratio of one T-sample
     /// frame to T single-pass frames.
     single_pass_median_ms: Option<f64>,
@@ -101,6 +104,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Some(report.median_ms / (args.samples as f64 * single_median));
     }
     report.peak_rss_mib = peak_rss_mib();
+    if device.is_cuda() {
+        report.gpu_memory_used_mib = cuda_memory_used_mib();
+    }
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -155,6 +161,7 @@ fn summarise(
         mean_ms: total / totals.len() as f64,
         forward_share: forward / total,
         peak_rss_mib: None,
+        gpu_memory_used_mib: None,
         single_pass_median_ms: None,
         mc_vs_sequential_ratio: None,
         libtorch: bayes_perception::LIBTORCH_VERSION,
@@ -187,6 +194,9 @@ fn print_report(r: &Report) {
             "  single pass: median {single:.1} ms; one T={} frame / {} single-pass frames = {ratio:.2}",
             r.samples, r.samples
         );
+    }
+    if let Some(mib) = r.gpu_memory_used_mib {
+        println!("  GPU memory in use after the run (context + cached peak): {mib:.0} MiB");
     }
     match r.peak_rss_mib {
         Some(mib) => println!("  peak host memory (RSS): {mib:.0} MiB"),
@@ -231,4 +241,37 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Device-wide CUDA memory in use (total − free), MiB, through the CUDA runtime that
+/// libtorch_cuda already loaded (tch has no memory statistics). `None` when it cannot be
+/// found.
+fn cuda_memory_used_mib() -> Option<f64> {
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    for name in [
+        c"libcudart.so.13",
+        c"libcudart.so.12",
+        c"libcudart.so.11.0",
+        c"libcudart.so",
+    ] {
+        // SAFETY: RTLD_NOLOAD only returns a library already mapped into the process;
+        // cudaMemGetInfo has this C signature in every CUDA runtime and writes the two
+        // out-parameters on success (return code 0).
+        unsafe {
+            let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+            if handle.is_null() {
+                continue;
+            }
+            let symbol = libc::dlsym(handle, c"cudaMemGetInfo".as_ptr());
+            if symbol.is_null() {
+                continue;
+            }
+            let mem_get_info: MemGetInfo = std::mem::transmute(symbol);
+            let (mut free, mut total) = (0usize, 0usize);
+            if mem_get_info(&mut free, &mut total) == 0 {
+                return Some((total - free) as f64 / (1024.0 * 1024.0));
+            }
+        }
+    }
+    None
 }
