@@ -13,6 +13,8 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod msg;
+pub mod node;
 pub mod output;
 pub mod uncertainty;
 

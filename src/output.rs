@@ -69,6 +69,81 @@ fn save_png(path: &Path, save: impl FnOnce(&Path) -> image::ImageResult<()>) -> 
     })
 }
 
+/// The float images of a prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatKind {
+    Confidence,
+    SemanticAleatoric,
+    SemanticEpistemic,
+    Depth,
+    DepthAleatoric,
+    DepthEpistemic,
+}
+
+impl FloatKind {
+    /// File name stem used by `infer` (`<stem>.tiff`, `<stem>_color.png`).
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            FloatKind::Confidence => "confidence",
+            FloatKind::SemanticAleatoric => "semantic_aleatoric",
+            FloatKind::SemanticEpistemic => "semantic_epistemic",
+            FloatKind::Depth => "depth",
+            FloatKind::DepthAleatoric => "depth_aleatoric",
+            FloatKind::DepthEpistemic => "depth_epistemic",
+        }
+    }
+}
+
+/// Every float image the prediction has, with the fixed colour scale of its false-colour
+/// rendering. Epistemic images appear only in mc mode.
+pub fn float_images<'a>(
+    p: &'a Prediction,
+    ranges: &ColormapParams,
+) -> Vec<(FloatKind, &'a FloatImage, ColorScale)> {
+    let mut out = Vec::new();
+    if let Some(s) = &p.semantic {
+        out.push((
+            FloatKind::Confidence,
+            &s.confidence,
+            ColorScale::confidence(),
+        ));
+        out.push((
+            FloatKind::SemanticAleatoric,
+            &s.aleatoric_entropy,
+            ColorScale::uncertainty(ranges.semantic_aleatoric_max_nats, "nats"),
+        ));
+        if let Some(mi) = &s.epistemic_mutual_information {
+            out.push((
+                FloatKind::SemanticEpistemic,
+                mi,
+                ColorScale::uncertainty(ranges.semantic_epistemic_max_nats, "nats"),
+            ));
+        }
+    }
+    if let Some(d) = &p.depth {
+        out.push((FloatKind::Depth, &d.depth_m, ColorScale::depth(ranges)));
+        out.push((
+            FloatKind::DepthAleatoric,
+            &d.aleatoric_std_m,
+            ColorScale::uncertainty(ranges.depth_aleatoric_max_m, "m"),
+        ));
+        if let Some(std) = &d.epistemic_std_m {
+            out.push((
+                FloatKind::DepthEpistemic,
+                std,
+                ColorScale::uncertainty(ranges.depth_epistemic_max_m, "m"),
+            ));
+        }
+    }
+    out
+}
+
+/// The label image in the model's class colours.
+pub fn label_colors(labels: &LabelImage, palette: &[[u8; 3]]) -> RgbImage {
+    let (w, h) = labels.dimensions();
+    colorize_labels(w, h, |x, y| labels.get(x, y), palette)
+}
+
 /// Writes every output image of `prediction` into `dir` (created if needed) and returns
 /// the paths written. `palette` gives one colour per class.
 pub fn write_prediction(
@@ -80,10 +155,10 @@ pub fn write_prediction(
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut written = Vec::new();
-    let mut float = |name: &str, image: &FloatImage, scale: ColorScale| -> Result<()> {
-        let tiff = dir.join(format!("{name}.tiff"));
+    for (kind, image, scale) in float_images(prediction, ranges) {
+        let tiff = dir.join(format!("{}.tiff", kind.file_stem()));
         write_float_tiff(&tiff, image)?;
-        let png = dir.join(format!("{name}_color.png"));
+        let png = dir.join(format!("{}_color.png", kind.file_stem()));
         let colored = scale.colorize(image);
         let colored = if colorbar {
             with_colorbar(&colored, &scale)
@@ -92,37 +167,6 @@ pub fn write_prediction(
         };
         save_png(&png, |p| colored.save(p))?;
         written.extend([tiff, png]);
-        Ok(())
-    };
-    if let Some(semantic) = &prediction.semantic {
-        float("confidence", &semantic.confidence, ColorScale::confidence())?;
-        float(
-            "semantic_aleatoric",
-            &semantic.aleatoric_entropy,
-            ColorScale::uncertainty(ranges.semantic_aleatoric_max_nats, "nats"),
-        )?;
-        if let Some(mi) = &semantic.epistemic_mutual_information {
-            float(
-                "semantic_epistemic",
-                mi,
-                ColorScale::uncertainty(ranges.semantic_epistemic_max_nats, "nats"),
-            )?;
-        }
-    }
-    if let Some(depth) = &prediction.depth {
-        float("depth", &depth.depth_m, ColorScale::depth(ranges))?;
-        float(
-            "depth_aleatoric",
-            &depth.aleatoric_std_m,
-            ColorScale::uncertainty(ranges.depth_aleatoric_max_m, "m"),
-        )?;
-        if let Some(std) = &depth.epistemic_std_m {
-            float(
-                "depth_epistemic",
-                std,
-                ColorScale::uncertainty(ranges.depth_epistemic_max_m, "m"),
-            )?;
-        }
     }
     if let Some(semantic) = &prediction.semantic {
         let raw = dir.join("labels.png");
@@ -130,9 +174,8 @@ pub fn write_prediction(
             LabelImage::U8(img) => save_png(&raw, |p| img.save(p))?,
             LabelImage::U16(img) => save_png(&raw, |p| img.save(p))?,
         }
-        let (w, h) = semantic.labels.dimensions();
-        let colored: RgbImage = colorize_labels(w, h, |x, y| semantic.labels.get(x, y), palette);
         let color_path = dir.join("labels_color.png");
+        let colored = label_colors(&semantic.labels, palette);
         save_png(&color_path, |p| colored.save(p))?;
         written.extend([raw, color_path]);
     }

@@ -1,0 +1,582 @@
+//! Camera images in, RGB out: one explicit decoder per sensor_msgs encoding, plus
+//! CompressedImage (JPEG/PNG).
+//!
+//! Sizes and steps are checked before any pixel is read, so a malformed message is a typed
+//! error, never a panic. 16-bit data honours `is_bigendian` and is scaled to 8 bits by
+//! keeping the high byte (as cv_bridge does); YUV 4:2:2 uses the BT.601 video-range matrix
+//! (as OpenCV's `COLOR_YUV2RGB_UYVY`/`_YUYV`); Bayer mosaics are demosaiced bilinearly.
+
+use image::{Rgb, RgbImage};
+
+use super::{CompressedImage, Image};
+
+/// Why a camera image could not be turned into RGB.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unsupported encoding `{0}`")]
+    UnsupportedEncoding(String),
+    #[error("malformed {encoding} image: {message}")]
+    Malformed { encoding: String, message: String },
+    #[error("undecodable compressed image (format `{format}`): {message}")]
+    Compressed { format: String, message: String },
+}
+
+/// The encodings [`decode_image`] accepts, for documentation and messages.
+pub const SUPPORTED_ENCODINGS: &[&str] = &[
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "mono8",
+    "mono16",
+    "rgb16",
+    "bgr16",
+    "rgba16",
+    "bgra16",
+    "yuv422",
+    "uyvy",
+    "yuv422_yuy2",
+    "yuyv",
+    "bayer_rggb8",
+    "bayer_bggr8",
+    "bayer_gbrg8",
+    "bayer_grbg8",
+    "bayer_rggb16",
+    "bayer_bggr16",
+    "bayer_gbrg16",
+    "bayer_grbg16",
+];
+
+/// Channel order of packed RGB-like encodings.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    Rgb,
+    Bgr,
+}
+
+/// What one encoding is made of.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// `channels` interleaved samples of `depth` bytes; channel order for colour.
+    Packed {
+        channels: usize,
+        depth: usize,
+        order: Order,
+    },
+    /// 4:2:2 chroma-subsampled, 2 bytes per pixel; `uyvy` or else `yuyv` byte order.
+    Yuv422 { uyvy: bool },
+    /// Bayer mosaic: colour (0 R, 1 G, 2 B) of the 2x2 cell at (row % 2, col % 2).
+    Bayer { cell: [[usize; 2]; 2], depth: usize },
+}
+
+impl Layout {
+    fn of(encoding: &str) -> Option<Layout> {
+        use Order::*;
+        let packed = |channels, depth, order| {
+            Some(Layout::Packed {
+                channels,
+                depth,
+                order,
+            })
+        };
+        const RGGB: [[usize; 2]; 2] = [[0, 1], [1, 2]];
+        const BGGR: [[usize; 2]; 2] = [[2, 1], [1, 0]];
+        const GBRG: [[usize; 2]; 2] = [[1, 2], [0, 1]];
+        const GRBG: [[usize; 2]; 2] = [[1, 0], [2, 1]];
+        match encoding {
+            "rgb8" => packed(3, 1, Rgb),
+            "bgr8" => packed(3, 1, Bgr),
+            "rgba8" => packed(4, 1, Rgb),
+            "bgra8" => packed(4, 1, Bgr),
+            "mono8" => packed(1, 1, Rgb),
+            "mono16" => packed(1, 2, Rgb),
+            "rgb16" => packed(3, 2, Rgb),
+            "bgr16" => packed(3, 2, Bgr),
+            "rgba16" => packed(4, 2, Rgb),
+            "bgra16" => packed(4, 2, Bgr),
+            "yuv422" | "uyvy" => Some(Layout::Yuv422 { uyvy: true }),
+            "yuv422_yuy2" | "yuyv" => Some(Layout::Yuv422 { uyvy: false }),
+            "bayer_rggb8" => Some(Layout::Bayer {
+                cell: RGGB,
+                depth: 1,
+            }),
+            "bayer_bggr8" => Some(Layout::Bayer {
+                cell: BGGR,
+                depth: 1,
+            }),
+            "bayer_gbrg8" => Some(Layout::Bayer {
+                cell: GBRG,
+                depth: 1,
+            }),
+            "bayer_grbg8" => Some(Layout::Bayer {
+                cell: GRBG,
+                depth: 1,
+            }),
+            "bayer_rggb16" => Some(Layout::Bayer {
+                cell: RGGB,
+                depth: 2,
+            }),
+            "bayer_bggr16" => Some(Layout::Bayer {
+                cell: BGGR,
+                depth: 2,
+            }),
+            "bayer_gbrg16" => Some(Layout::Bayer {
+                cell: GBRG,
+                depth: 2,
+            }),
+            "bayer_grbg16" => Some(Layout::Bayer {
+                cell: GRBG,
+                depth: 2,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Bytes that the pixels of one row occupy (without padding).
+    fn row_bytes(&self, width: usize) -> usize {
+        match *self {
+            Layout::Packed {
+                channels, depth, ..
+            } => width * channels * depth,
+            Layout::Yuv422 { .. } => width * 2,
+            Layout::Bayer { depth, .. } => width * depth,
+        }
+    }
+}
+
+/// Decodes a sensor_msgs/Image into 8-bit RGB.
+pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
+    let layout = Layout::of(&msg.encoding)
+        .ok_or_else(|| DecodeError::UnsupportedEncoding(msg.encoding.clone()))?;
+    let malformed = |message: String| DecodeError::Malformed {
+        encoding: msg.encoding.clone(),
+        message,
+    };
+    let (width, height, step) = (msg.width as usize, msg.height as usize, msg.step as usize);
+    if width == 0 || height == 0 {
+        return Err(malformed(format!("empty size {width}x{height}")));
+    }
+    let row_bytes = layout.row_bytes(width);
+    if step < row_bytes {
+        return Err(malformed(format!(
+            "step {step} is shorter than a row of {width} pixels ({row_bytes} bytes)"
+        )));
+    }
+    // The last row need not carry its padding.
+    let needed = step * (height - 1) + row_bytes;
+    if msg.data.len() < needed {
+        return Err(malformed(format!(
+            "{} data bytes, {width}x{height} with step {step} needs {needed}",
+            msg.data.len()
+        )));
+    }
+    let rows = Rows {
+        data: &msg.data,
+        step,
+        row_bytes,
+        big_endian: msg.is_bigendian != 0,
+    };
+    Ok(match layout {
+        Layout::Packed {
+            channels,
+            depth,
+            order,
+        } => decode_packed(&rows, width, height, channels, depth, order),
+        Layout::Yuv422 { uyvy } => decode_yuv422(&rows, width, height, uyvy),
+        Layout::Bayer { cell, depth } => decode_bayer(&rows, width, height, cell, depth),
+    })
+}
+
+/// Decodes a sensor_msgs/CompressedImage (JPEG or PNG, recognised by content) to RGB.
+pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError> {
+    let err = |message: String| DecodeError::Compressed {
+        format: msg.format.clone(),
+        message,
+    };
+    if msg.format.contains("compressedDepth") {
+        return Err(DecodeError::UnsupportedEncoding(msg.format.clone()));
+    }
+    let format = image::guess_format(&msg.data).map_err(|e| err(e.to_string()))?;
+    if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
+        return Err(err(format!("{format:?} data; expected JPEG or PNG")));
+    }
+    let image =
+        image::load_from_memory_with_format(&msg.data, format).map_err(|e| err(e.to_string()))?;
+    Ok(image.to_rgb8())
+}
+
+/// Row access to validated image data.
+struct Rows<'a> {
+    data: &'a [u8],
+    step: usize,
+    row_bytes: usize,
+    big_endian: bool,
+}
+
+impl Rows<'_> {
+    fn row(&self, y: usize) -> &[u8] {
+        &self.data[y * self.step..y * self.step + self.row_bytes]
+    }
+
+    /// Sample `i` of a row as 8 bits; 16-bit samples keep their high byte.
+    fn sample(&self, row: &[u8], i: usize, depth: usize) -> u8 {
+        match depth {
+            1 => row[i],
+            _ => {
+                let (hi, lo) = if self.big_endian {
+                    (row[2 * i], row[2 * i + 1])
+                } else {
+                    (row[2 * i + 1], row[2 * i])
+                };
+                (u16::from_be_bytes([hi, lo]) >> 8) as u8
+            }
+        }
+    }
+}
+
+fn decode_packed(
+    rows: &Rows,
+    width: usize,
+    height: usize,
+    channels: usize,
+    depth: usize,
+    order: Order,
+) -> RgbImage {
+    let mut out = RgbImage::new(width as u32, height as u32);
+    for y in 0..height {
+        let row = rows.row(y);
+        for x in 0..width {
+            let s = |c: usize| rows.sample(row, x * channels + c, depth);
+            let pixel = match (channels, order) {
+                (1, _) => [s(0); 3],
+                (_, Order::Rgb) => [s(0), s(1), s(2)],
+                (_, Order::Bgr) => [s(2), s(1), s(0)],
+            };
+            out.put_pixel(x as u32, y as u32, Rgb(pixel));
+        }
+    }
+    out
+}
+
+fn decode_yuv422(rows: &Rows, width: usize, height: usize, uyvy: bool) -> RgbImage {
+    let (y_offset, u_offset, v_offset) = if uyvy { (1, 0, 2) } else { (0, 1, 3) };
+    let mut out = RgbImage::new(width as u32, height as u32);
+    for y in 0..height {
+        let row = rows.row(y);
+        for x in 0..width {
+            let base = (x / 2) * 4;
+            let luma = row[base + (x % 2) * 2 + y_offset];
+            // An odd width leaves the last pixel without its pair's V (and, for yuyv, U):
+            // borrow the previous pair's chroma, or grey when there is none.
+            let chroma = |offset: usize| -> u8 {
+                if base + offset < row.len() {
+                    row[base + offset]
+                } else if base >= 4 {
+                    row[base - 4 + offset]
+                } else {
+                    128
+                }
+            };
+            out.put_pixel(
+                x as u32,
+                y as u32,
+                Rgb(yuv_to_rgb(luma, chroma(u_offset), chroma(v_offset))),
+            );
+        }
+    }
+    out
+}
+
+/// BT.601 video range (Y 16..235), as OpenCV converts 4:2:2 camera data.
+fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = 1.164 * (y as f32 - 16.0);
+    let (d, e) = (u as f32 - 128.0, v as f32 - 128.0);
+    let clamp = |value: f32| value.round().clamp(0.0, 255.0) as u8;
+    [
+        clamp(c + 1.596 * e),
+        clamp(c - 0.392 * d - 0.813 * e),
+        clamp(c + 2.017 * d),
+    ]
+}
+
+/// Bilinear demosaic: each channel of a pixel is the mean of the samples of that colour in
+/// its 3x3 neighbourhood (itself included), which is bilinear interpolation inside the
+/// image and stays defined at borders and odd sizes.
+fn decode_bayer(
+    rows: &Rows,
+    width: usize,
+    height: usize,
+    cell: [[usize; 2]; 2],
+    depth: usize,
+) -> RgbImage {
+    let samples: Vec<Vec<u8>> = (0..height)
+        .map(|y| {
+            (0..width)
+                .map(|x| rows.sample(rows.row(y), x, depth))
+                .collect()
+        })
+        .collect();
+    let mut out = RgbImage::new(width as u32, height as u32);
+    for y in 0..height {
+        for x in 0..width {
+            let mut sum = [0u32; 3];
+            let mut count = [0u32; 3];
+            for ny in y.saturating_sub(1)..(y + 2).min(height) {
+                for nx in x.saturating_sub(1)..(x + 2).min(width) {
+                    let colour = cell[ny % 2][nx % 2];
+                    sum[colour] += samples[ny][nx] as u32;
+                    count[colour] += 1;
+                }
+            }
+            // A 1-pixel-wide or -high image can lack a colour entirely: use grey.
+            let channel = |c: usize| {
+                (sum[c] + count[c] / 2)
+                    .checked_div(count[c])
+                    .map_or(samples[y][x], |mean| mean as u8)
+            };
+            out.put_pixel(
+                x as u32,
+                y as u32,
+                Rgb([channel(0), channel(1), channel(2)]),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Image message with rows padded by `pad` bytes of 0xEE (which must never show).
+    fn msg(
+        encoding: &str,
+        width: u32,
+        height: u32,
+        row_bytes: usize,
+        pad: usize,
+        pixels: &[u8],
+    ) -> Image {
+        let step = row_bytes + pad;
+        let mut data = Vec::new();
+        for row in pixels.chunks(row_bytes) {
+            data.extend_from_slice(row);
+            data.extend(std::iter::repeat_n(0xEE, pad));
+        }
+        Image {
+            encoding: encoding.into(),
+            width,
+            height,
+            step: step as u32,
+            data,
+            ..Default::default()
+        }
+    }
+
+    fn pixels(img: &RgbImage) -> Vec<[u8; 3]> {
+        img.pixels().map(|p| p.0).collect()
+    }
+
+    #[test]
+    fn packed_8bit_encodings_with_padded_steps_and_odd_sizes() {
+        // 3x1 image: red, green, blue; 5 bytes of padding per row.
+        let rgb = [255, 0, 0, 0, 255, 0, 0, 0, 255];
+        let expect = vec![[255, 0, 0], [0, 255, 0], [0, 0, 255]];
+        assert_eq!(
+            pixels(&decode_image(&msg("rgb8", 3, 1, 9, 5, &rgb)).unwrap()),
+            expect
+        );
+        let bgr = [0, 0, 255, 0, 255, 0, 255, 0, 0];
+        assert_eq!(
+            pixels(&decode_image(&msg("bgr8", 3, 1, 9, 5, &bgr)).unwrap()),
+            expect
+        );
+        let rgba = [255, 0, 0, 9, 0, 255, 0, 9, 0, 0, 255, 9];
+        assert_eq!(
+            pixels(&decode_image(&msg("rgba8", 3, 1, 12, 3, &rgba)).unwrap()),
+            expect
+        );
+        let bgra = [0, 0, 255, 9, 0, 255, 0, 9, 255, 0, 0, 9];
+        assert_eq!(
+            pixels(&decode_image(&msg("bgra8", 3, 1, 12, 1, &bgra)).unwrap()),
+            expect
+        );
+        // mono8 3x3 with 1 byte padding: grey replicated.
+        let mono: Vec<u8> = (0..9).map(|i| i * 20).collect();
+        let img = decode_image(&msg("mono8", 3, 3, 3, 1, &mono)).unwrap();
+        assert_eq!(img.get_pixel(2, 1).0, [100, 100, 100]);
+        assert_eq!(img.dimensions(), (3, 3));
+    }
+
+    #[test]
+    fn sixteen_bit_honours_endianness() {
+        // 0x1234 -> high byte 0x12.
+        let le = msg("mono16", 1, 1, 2, 2, &[0x34, 0x12]);
+        assert_eq!(decode_image(&le).unwrap().get_pixel(0, 0).0, [0x12; 3]);
+        let mut be = msg("mono16", 1, 1, 2, 0, &[0x12, 0x34]);
+        be.is_bigendian = 1;
+        assert_eq!(decode_image(&be).unwrap().get_pixel(0, 0).0, [0x12; 3]);
+        // bgr16 big-endian: B=0x0100, G=0x8000, R=0xFF00.
+        let mut bgr16 = msg("bgr16", 1, 1, 6, 2, &[0x01, 0x00, 0x80, 0x00, 0xFF, 0x00]);
+        bgr16.is_bigendian = 1;
+        assert_eq!(
+            decode_image(&bgr16).unwrap().get_pixel(0, 0).0,
+            [0xFF, 0x80, 0x01]
+        );
+        let rgba16 = msg("rgba16", 1, 1, 8, 0, &[0, 0xFF, 0, 0x80, 0, 0x01, 0, 0]);
+        assert_eq!(
+            decode_image(&rgba16).unwrap().get_pixel(0, 0).0,
+            [0xFF, 0x80, 0x01]
+        );
+    }
+
+    #[test]
+    fn yuv422_both_byte_orders_and_odd_width() {
+        // Grey (Y=126, U=V=128) and white (Y=235) and black (Y=16).
+        let uyvy = [128, 126, 128, 235, 128, 16, 128, 16];
+        let img = decode_image(&msg("yuv422", 4, 1, 8, 4, &uyvy)).unwrap();
+        assert_eq!(
+            pixels(&img),
+            vec![[128, 128, 128], [255, 255, 255], [0, 0, 0], [0, 0, 0]]
+        );
+        let yuyv = [126, 128, 235, 128];
+        let img = decode_image(&msg("yuv422_yuy2", 2, 1, 4, 0, &yuyv)).unwrap();
+        assert_eq!(pixels(&img), vec![[128, 128, 128], [255, 255, 255]]);
+        // Pure red in BT.601 video range: Y=81, U=90, V=240.
+        let red = decode_image(&msg("uyvy", 2, 1, 4, 0, &[90, 81, 240, 81])).unwrap();
+        let [r, g, b] = red.get_pixel(0, 0).0;
+        assert!(r > 250 && g < 5 && b < 5, "{:?}", [r, g, b]);
+        // Odd width 3: 6 bytes per row, the last pixel borrows the previous chroma.
+        let odd = decode_image(&msg(
+            "yuyv",
+            3,
+            2,
+            6,
+            2,
+            &[81, 90, 81, 240, 81, 90, 81, 90, 81, 240, 81, 90],
+        ))
+        .unwrap();
+        assert_eq!(odd.dimensions(), (3, 2));
+        assert_eq!(odd.get_pixel(2, 1), odd.get_pixel(0, 1));
+    }
+
+    #[test]
+    fn bayer_patterns_demosaic_flat_colours_exactly() {
+        // A flat scene of R=200, G=100, B=50 seen through each pattern must decode to it.
+        let colour = [200u8, 100, 50];
+        for (encoding, cell) in [
+            ("bayer_rggb8", [[0, 1], [1, 2]]),
+            ("bayer_bggr8", [[2, 1], [1, 0]]),
+            ("bayer_gbrg8", [[1, 2], [0, 1]]),
+            ("bayer_grbg8", [[1, 0], [2, 1]]),
+        ] {
+            let (w, h) = (5usize, 3usize);
+            let raw: Vec<u8> = (0..h)
+                .flat_map(|y| (0..w).map(move |x| colour[cell[y % 2][x % 2]]))
+                .collect();
+            let img = decode_image(&msg(encoding, w as u32, h as u32, w, 3, &raw)).unwrap();
+            assert!(
+                img.pixels().all(|p| p.0 == colour),
+                "{encoding}: {:?}",
+                pixels(&img)
+            );
+            // The 16-bit twin (little-endian) gives the same.
+            let raw16: Vec<u8> = raw.iter().flat_map(|&v| [0x7F, v]).collect();
+            let enc16 = encoding.replace('8', "16");
+            let img16 = decode_image(&msg(&enc16, w as u32, h as u32, 2 * w, 1, &raw16)).unwrap();
+            assert!(img16.pixels().all(|p| p.0 == colour), "{enc16}");
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        let e = decode_image(&msg("rgb8", 4, 2, 12, 0, &[0; 23])).unwrap_err();
+        assert!(matches!(e, DecodeError::Malformed { .. }), "{e}");
+        assert!(e.to_string().contains("23 data bytes"), "{e}");
+        let mut short_step = msg("rgb8", 4, 1, 12, 0, &[0; 12]);
+        short_step.step = 11;
+        assert!(decode_image(&short_step)
+            .unwrap_err()
+            .to_string()
+            .contains("step 11"));
+        let empty = Image {
+            encoding: "mono8".into(),
+            ..Default::default()
+        };
+        assert!(decode_image(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("empty size"));
+        let e = decode_image(&msg("nv12", 2, 2, 2, 0, &[0; 6])).unwrap_err();
+        assert_eq!(e, DecodeError::UnsupportedEncoding("nv12".into()));
+        // A last row without its padding is accepted.
+        let mut no_last_pad = msg("mono8", 2, 2, 2, 2, &[1, 2, 3, 4]);
+        no_last_pad.data.truncate(6);
+        assert_eq!(
+            decode_image(&no_last_pad).unwrap().get_pixel(1, 1).0,
+            [4; 3]
+        );
+    }
+
+    #[test]
+    fn every_listed_encoding_is_supported() {
+        for encoding in SUPPORTED_ENCODINGS {
+            assert!(Layout::of(encoding).is_some(), "{encoding}");
+        }
+    }
+
+    #[test]
+    fn compressed_png_and_jpeg_decode_and_garbage_is_an_error() {
+        let img = RgbImage::from_fn(8, 6, |x, y| Rgb([x as u8 * 30, y as u8 * 40, 77]));
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let msg = CompressedImage {
+            format: "png".into(),
+            data: png,
+            ..Default::default()
+        };
+        assert_eq!(decode_compressed(&msg).unwrap(), img);
+        let mut jpeg = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        let msg = CompressedImage {
+            format: "rgb8; jpeg compressed bgr8".into(),
+            data: jpeg,
+            ..Default::default()
+        };
+        let decoded = decode_compressed(&msg).unwrap();
+        assert_eq!(decoded.dimensions(), (8, 6));
+        let diff = decoded
+            .pixels()
+            .zip(img.pixels())
+            .map(|(a, b)| (a.0[2] as i32 - b.0[2] as i32).abs())
+            .max()
+            .unwrap();
+        assert!(
+            diff < 20,
+            "JPEG blue channel off by {diff}: channels swapped?"
+        );
+        let garbage = CompressedImage {
+            format: "jpeg".into(),
+            data: vec![0xFF, 0xD8, 0xFF, 1, 2, 3],
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_compressed(&garbage),
+            Err(DecodeError::Compressed { .. })
+        ));
+        let depth = CompressedImage {
+            format: "16UC1; compressedDepth".into(),
+            data: vec![1, 2],
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_compressed(&depth),
+            Err(DecodeError::UnsupportedEncoding(_))
+        ));
+    }
+}

@@ -1,0 +1,81 @@
+//! ROS 2 message contents as plain Rust types, with no ROS dependency.
+//!
+//! The node's r2r layer converts these to and from r2r's generated types field by field;
+//! the rosbag tools serialise them. Everything about pixels (decoding camera encodings,
+//! building output images) works on these types and is tested without ROS.
+
+pub mod encoding;
+pub mod outputs;
+
+/// builtin_interfaces/Time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time {
+    pub sec: i32,
+    pub nanosec: u32,
+}
+
+impl Time {
+    /// Nanoseconds since the epoch (negative before it).
+    pub fn as_nanos(&self) -> i64 {
+        self.sec as i64 * 1_000_000_000 + self.nanosec as i64
+    }
+
+    pub fn from_nanos(nanos: i64) -> Self {
+        Time {
+            sec: nanos.div_euclid(1_000_000_000) as i32,
+            nanosec: nanos.rem_euclid(1_000_000_000) as u32,
+        }
+    }
+}
+
+/// std_msgs/Header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Header {
+    pub stamp: Time,
+    pub frame_id: String,
+}
+
+/// sensor_msgs/Image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    pub header: Header,
+    pub height: u32,
+    pub width: u32,
+    /// sensor_msgs/image_encodings name, e.g. `rgb8`, `32FC1`.
+    pub encoding: String,
+    pub is_bigendian: u8,
+    /// Row length in bytes, padding included.
+    pub step: u32,
+    pub data: Vec<u8>,
+}
+
+/// sensor_msgs/CompressedImage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompressedImage {
+    pub header: Header,
+    /// e.g. `jpeg`, `png`, `rgb8; jpeg compressed bgr8`.
+    pub format: String,
+    pub data: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_nanos_round_trip() {
+        for t in [
+            Time { sec: 0, nanosec: 0 },
+            Time {
+                sec: 1_700_000_000,
+                nanosec: 999_999_999,
+            },
+            Time {
+                sec: -2,
+                nanosec: 5,
+            },
+        ] {
+            assert_eq!(Time::from_nanos(t.as_nanos()), t);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The node's output topics and their messages, built from a [`Prediction`].
+//!
+//! Every output is at the input's resolution and carries the input's exact header (stamp
+//! and frame_id), so outputs line up with the camera image in RViz, message_filters and
+//! bag evaluation. Float images are `32FC1` (no Inf; NaN only for invalid depth, REP 118);
+//! labels are `mono8` (`16UC1` above 256 classes); colour twins are `rgb8`.
+
+use image::RgbImage;
+
+use super::{Header, Image};
+use crate::colormap::FloatImage;
+use crate::config::ColormapParams;
+use crate::engine::{LabelImage, Prediction};
+use crate::output::{float_images, label_colors, FloatKind};
+
+/// One published image topic, named relative to the node's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutputTopic {
+    SemanticLabels,
+    SemanticColor,
+    SemanticConfidence,
+    Depth,
+    SemanticAleatoric,
+    SemanticAleatoricColor,
+    SemanticEpistemic,
+    SemanticEpistemicColor,
+    DepthAleatoric,
+    DepthAleatoricColor,
+    DepthEpistemic,
+    DepthEpistemicColor,
+}
+
+/// The camera_info republished next to `depth` (same header as the image).
+pub const DEPTH_CAMERA_INFO_TOPIC: &str = "depth/camera_info";
+
+impl OutputTopic {
+    pub const ALL: [OutputTopic; 12] = [
+        OutputTopic::SemanticLabels,
+        OutputTopic::SemanticColor,
+        OutputTopic::SemanticConfidence,
+        OutputTopic::Depth,
+        OutputTopic::SemanticAleatoric,
+        OutputTopic::SemanticAleatoricColor,
+        OutputTopic::SemanticEpistemic,
+        OutputTopic::SemanticEpistemicColor,
+        OutputTopic::DepthAleatoric,
+        OutputTopic::DepthAleatoricColor,
+        OutputTopic::DepthEpistemic,
+        OutputTopic::DepthEpistemicColor,
+    ];
+
+    /// Topic name relative to the node namespace.
+    pub fn name(self) -> &'static str {
+        use OutputTopic::*;
+        match self {
+            SemanticLabels => "semantic/labels",
+            SemanticColor => "semantic/color",
+            SemanticConfidence => "semantic/confidence",
+            Depth => "depth",
+            SemanticAleatoric => "uncertainty/semantic/aleatoric",
+            SemanticAleatoricColor => "uncertainty/semantic/aleatoric/color",
+            SemanticEpistemic => "uncertainty/semantic/epistemic",
+            SemanticEpistemicColor => "uncertainty/semantic/epistemic/color",
+            DepthAleatoric => "uncertainty/depth/aleatoric",
+            DepthAleatoricColor => "uncertainty/depth/aleatoric/color",
+            DepthEpistemic => "uncertainty/depth/epistemic",
+            DepthEpistemicColor => "uncertainty/depth/epistemic/color",
+        }
+    }
+
+    /// Whether the topic belongs to the semantic task (else depth).
+    pub fn is_semantic(self) -> bool {
+        use OutputTopic::*;
+        matches!(
+            self,
+            SemanticLabels
+                | SemanticColor
+                | SemanticConfidence
+                | SemanticAleatoric
+                | SemanticAleatoricColor
+                | SemanticEpistemic
+                | SemanticEpistemicColor
+        )
+    }
+
+    /// Whether messages appear only in mc mode.
+    pub fn is_epistemic(self) -> bool {
+        use OutputTopic::*;
+        matches!(
+            self,
+            SemanticEpistemic | SemanticEpistemicColor | DepthEpistemic | DepthEpistemicColor
+        )
+    }
+
+    /// Whether this is an rgb8 false-colour rendering (worth skipping without subscribers).
+    pub fn is_color(self) -> bool {
+        use OutputTopic::*;
+        matches!(
+            self,
+            SemanticColor
+                | SemanticAleatoricColor
+                | SemanticEpistemicColor
+                | DepthAleatoricColor
+                | DepthEpistemicColor
+        )
+    }
+
+    /// The topics a model with these tasks advertises (epistemic ones included: they carry
+    /// messages whenever the mode is mc, which can change at runtime).
+    pub fn advertised(semantic: bool, depth: bool) -> Vec<OutputTopic> {
+        Self::ALL
+            .into_iter()
+            .filter(|t| if t.is_semantic() { semantic } else { depth })
+            .collect()
+    }
+}
+
+/// The topic of a float image and of its false-colour twin (if it has one).
+fn float_topics(kind: FloatKind) -> (OutputTopic, Option<OutputTopic>) {
+    use OutputTopic::*;
+    match kind {
+        FloatKind::Confidence => (SemanticConfidence, None),
+        FloatKind::SemanticAleatoric => (SemanticAleatoric, Some(SemanticAleatoricColor)),
+        FloatKind::SemanticEpistemic => (SemanticEpistemic, Some(SemanticEpistemicColor)),
+        FloatKind::Depth => (Depth, None),
+        FloatKind::DepthAleatoric => (DepthAleatoric, Some(DepthAleatoricColor)),
+        FloatKind::DepthEpistemic => (DepthEpistemic, Some(DepthEpistemicColor)),
+    }
+}
+
+/// Builds the output messages of one prediction, for the topics `wanted` accepts (the
+/// node passes "has subscribers" for colour twins, the bag writer accepts all), in
+/// [`OutputTopic`] order.
+pub fn build_outputs(
+    prediction: &Prediction,
+    header: &Header,
+    palette: &[[u8; 3]],
+    ranges: &ColormapParams,
+    wanted: impl Fn(OutputTopic) -> bool,
+) -> Vec<(OutputTopic, Image)> {
+    let mut out = Vec::new();
+    for (kind, image, scale) in float_images(prediction, ranges) {
+        let (topic, color) = float_topics(kind);
+        if wanted(topic) {
+            out.push((topic, float_message(header, image)));
+        }
+        if let Some(color) = color.filter(|&c| wanted(c)) {
+            out.push((color, rgb_message(header, &scale.colorize(image))));
+        }
+    }
+    if let Some(semantic) = &prediction.semantic {
+        if wanted(OutputTopic::SemanticLabels) {
+            out.push((
+                OutputTopic::SemanticLabels,
+                label_message(header, &semantic.labels),
+            ));
+        }
+        if wanted(OutputTopic::SemanticColor) {
+            out.push((
+                OutputTopic::SemanticColor,
+                rgb_message(header, &label_colors(&semantic.labels, palette)),
+            ));
+        }
+    }
+    out.sort_by_key(|(topic, _)| *topic);
+    out
+}
+
+/// `32FC1` in the host's byte order (flagged in `is_bigendian`).
+pub fn float_message(header: &Header, image: &FloatImage) -> Image {
+    let data = image
+        .as_raw()
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    Image {
+        header: header.clone(),
+        height: image.height(),
+        width: image.width(),
+        encoding: "32FC1".into(),
+        is_bigendian: cfg!(target_endian = "big") as u8,
+        step: image.width() * 4,
+        data,
+    }
+}
+
+/// `rgb8`.
+pub fn rgb_message(header: &Header, image: &RgbImage) -> Image {
+    Image {
+        header: header.clone(),
+        height: image.height(),
+        width: image.width(),
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: image.width() * 3,
+        data: image.as_raw().clone(),
+    }
+}
+
+/// `mono8` class ids, or `16UC1` (host byte order) above 256 classes.
+pub fn label_message(header: &Header, labels: &LabelImage) -> Image {
+    let (width, height) = labels.dimensions();
+    let (encoding, step, data, is_bigendian) = match labels {
+        LabelImage::U8(img) => ("mono8", width, img.as_raw().clone(), 0),
+        LabelImage::U16(img) => (
+            "16UC1",
+            width * 2,
+            img.as_raw().iter().flat_map(|v| v.to_ne_bytes()).collect(),
+            cfg!(target_endian = "big") as u8,
+        ),
+    };
+    Image {
+        header: header.clone(),
+        height,
+        width,
+        encoding: encoding.into(),
+        is_bigendian,
+        step,
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::engine::{DepthPrediction, SemanticPrediction, Timing};
+    use crate::msg::Time;
+    use image::{ImageBuffer, Luma};
+
+    fn prediction(mc: bool, labels: LabelImage) -> Prediction {
+        let (w, h) = labels.dimensions();
+        let f = |v: f32| FloatImage::from_pixel(w, h, Luma([v]));
+        let mut depth = f(12.5);
+        depth.put_pixel(1, 0, Luma([f32::NAN]));
+        Prediction {
+            width: w,
+            height: h,
+            mode: if mc { Mode::Mc } else { Mode::Aleatoric },
+            samples: if mc { 4 } else { 1 },
+            semantic: Some(SemanticPrediction {
+                labels,
+                confidence: f(0.75),
+                aleatoric_entropy: f(0.5),
+                epistemic_mutual_information: mc.then(|| f(0.1)),
+            }),
+            depth: Some(DepthPrediction {
+                depth_m: depth,
+                aleatoric_std_m: f(1.0),
+                epistemic_std_m: mc.then(|| f(0.2)),
+            }),
+            timing: Timing::default(),
+        }
+    }
+
+    fn header() -> Header {
+        Header {
+            stamp: Time {
+                sec: 1_700_000_123,
+                nanosec: 456,
+            },
+            frame_id: "camera_optical".into(),
+        }
+    }
+
+    #[test]
+    fn every_topic_in_mc_mode_with_input_header_size_and_encoding() {
+        let labels = LabelImage::U8(ImageBuffer::from_fn(5, 3, |x, _| Luma([x as u8 % 2])));
+        let p = prediction(true, labels);
+        let out = build_outputs(
+            &p,
+            &header(),
+            &[[1, 2, 3], [4, 5, 6]],
+            &ColormapParams::default(),
+            |_| true,
+        );
+        let topics: Vec<_> = out.iter().map(|(t, _)| *t).collect();
+        assert_eq!(topics, OutputTopic::ALL.to_vec());
+        for (topic, msg) in &out {
+            assert_eq!(msg.header, header(), "{topic:?}");
+            assert_eq!((msg.width, msg.height), (5, 3), "{topic:?}");
+            let bpp = match msg.encoding.as_str() {
+                "32FC1" => 4,
+                "rgb8" => 3,
+                "mono8" => 1,
+                other => panic!("unexpected encoding {other}"),
+            };
+            assert_eq!(msg.step, 5 * bpp, "{topic:?}");
+            assert_eq!(
+                msg.data.len(),
+                (msg.step * msg.height) as usize,
+                "{topic:?}"
+            );
+            assert_eq!(msg.encoding == "rgb8", topic.is_color(), "{topic:?}");
+        }
+        let find = |t: OutputTopic| &out.iter().find(|(x, _)| *x == t).unwrap().1;
+        // Depth keeps NaN for the invalid pixel and the value elsewhere, little-endian here.
+        let depth = find(OutputTopic::Depth);
+        let value = |i: usize| f32::from_ne_bytes(depth.data[4 * i..4 * i + 4].try_into().unwrap());
+        assert_eq!(value(0), 12.5);
+        assert!(value(1).is_nan());
+        assert_eq!(depth.is_bigendian, cfg!(target_endian = "big") as u8);
+        // Label colours come from the palette.
+        assert_eq!(
+            &find(OutputTopic::SemanticColor).data[0..6],
+            &[1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(find(OutputTopic::SemanticLabels).data[0..2], [0, 1]);
+    }
+
+    #[test]
+    fn aleatoric_mode_has_no_epistemic_messages_and_unwanted_topics_are_skipped() {
+        let labels = LabelImage::U8(ImageBuffer::new(2, 2));
+        let p = prediction(false, labels);
+        let out = build_outputs(
+            &p,
+            &header(),
+            &[[0, 0, 0]],
+            &ColormapParams::default(),
+            |t| !t.is_color(),
+        );
+        assert!(out.iter().all(|(t, _)| !t.is_epistemic() && !t.is_color()));
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn many_classes_give_16uc1_labels() {
+        let labels = LabelImage::U16(ImageBuffer::from_fn(3, 2, |x, y| {
+            Luma([300 + x as u16 + 10 * y as u16])
+        }));
+        let msg = label_message(&header(), &labels);
+        assert_eq!(
+            (msg.encoding.as_str(), msg.step, msg.data.len()),
+            ("16UC1", 6, 12)
+        );
+        assert_eq!(u16::from_ne_bytes([msg.data[2], msg.data[3]]), 301);
+    }
+
+    #[test]
+    fn advertised_topics_follow_the_tasks() {
+        assert_eq!(OutputTopic::advertised(true, true).len(), 12);
+        let semantic = OutputTopic::advertised(true, false);
+        assert!(semantic.iter().all(|t| t.is_semantic()) && semantic.len() == 7);
+        let depth = OutputTopic::advertised(false, true);
+        assert!(depth.iter().all(|t| !t.is_semantic()) && depth.len() == 5);
+        // Names are relative (no leading slash) and unique.
+        let names: std::collections::HashSet<_> =
+            OutputTopic::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), 12);
+        assert!(names.iter().all(|n| !n.starts_with('/')));
+    }
+}
