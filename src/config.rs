@@ -65,6 +65,79 @@ pub struct Params {
     pub noise_samples: i64,
     pub mc: McParams,
     pub colormap: ColormapParams,
+    /// ROS node only: which camera topic to subscribe to.
+    pub input: InputParams,
+    /// ROS node only: quality of service of subscriptions and publications.
+    pub qos: QosParams,
+    /// ROS node only: when `/diagnostics` reports WARN.
+    pub diagnostics: DiagnosticsParams,
+}
+
+/// `raw` subscribes to `image` (sensor_msgs/Image), `compressed` to `image/compressed`
+/// (sensor_msgs/CompressedImage, JPEG or PNG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Raw,
+    Compressed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputParams {
+    pub transport: Transport,
+}
+
+/// ROS 2 QoS reliability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reliability {
+    BestEffort,
+    Reliable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QosParams {
+    /// Camera subscriptions; best_effort (sensor data QoS) receives from any publisher.
+    pub input_reliability: Reliability,
+    /// Published outputs; reliable (system default) is received by both kinds of subscriber.
+    pub output_reliability: Reliability,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnosticsParams {
+    /// WARN when the p95 latency (image stamp to publish) exceeds this, milliseconds.
+    pub latency_warn_ms: f64,
+    /// WARN when more than this fraction of incoming frames is dropped (0..1).
+    pub drop_warn_fraction: f64,
+}
+
+impl Default for InputParams {
+    fn default() -> Self {
+        InputParams {
+            transport: Transport::Raw,
+        }
+    }
+}
+
+impl Default for QosParams {
+    fn default() -> Self {
+        QosParams {
+            input_reliability: Reliability::BestEffort,
+            output_reliability: Reliability::Reliable,
+        }
+    }
+}
+
+impl Default for DiagnosticsParams {
+    fn default() -> Self {
+        DiagnosticsParams {
+            latency_warn_ms: 1000.0,
+            drop_warn_fraction: 0.5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +177,9 @@ impl Default for Params {
             noise_samples: 10,
             mc: McParams::default(),
             colormap: ColormapParams::default(),
+            input: InputParams::default(),
+            qos: QosParams::default(),
+            diagnostics: DiagnosticsParams::default(),
         }
     }
 }
@@ -265,6 +341,19 @@ impl Params {
             if !(value.is_finite() && value > 0.0) {
                 return err(key, format!("{value} must be a positive number"));
             }
+        }
+        let d = &self.diagnostics;
+        if !(d.latency_warn_ms.is_finite() && d.latency_warn_ms > 0.0) {
+            return err(
+                "diagnostics.latency_warn_ms",
+                format!("{} must be a positive number of ms", d.latency_warn_ms),
+            );
+        }
+        if !(0.0..=1.0).contains(&d.drop_warn_fraction) {
+            return err(
+                "diagnostics.drop_warn_fraction",
+                format!("{} is outside 0.0..=1.0", d.drop_warn_fraction),
+            );
         }
         Ok(())
     }
