@@ -5,3 +5,4 @@
 pub mod diagnostics;
 pub mod params;
 pub mod slot;
+pub mod throttle;
