@@ -1,0 +1,83 @@
+"""Start bayes_perception_node with a params file, and optionally RViz2.
+
+    ros2 launch bayes_perception perception.launch.py model:=/path/to/model \
+        image:=/camera/image_raw camera_info:=/camera/camera_info [mode:=mc] [rviz:=true]
+
+Launch arguments that are left empty keep the value of the params file.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "bayes_perception"
+
+
+def launch_setup(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    use_sim_time = arg("use_sim_time").lower() in ("true", "1", "yes")
+    # Parameters set from launch arguments (each is a key of config/params.yaml).
+    overrides = {}
+    if arg("model"):
+        overrides["model"] = arg("model")
+    if arg("mode"):
+        overrides["mode"] = arg("mode")
+    overrides["use_sim_time"] = use_sim_time
+
+    image = arg("image")
+    node = Node(
+        package=PACKAGE,
+        executable="bayes_perception_node",
+        name="bayes_perception",
+        namespace=arg("namespace"),
+        parameters=[arg("params_file"), overrides],
+        remappings=[
+            ("image", image),
+            ("image/compressed", image + "/compressed"),
+            ("camera_info", arg("camera_info")),
+        ],
+        output="screen",
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", arg("rviz_config")],
+        parameters=[{"use_sim_time": use_sim_time}],
+        condition=IfCondition(arg("rviz")),
+        output="screen",
+    )
+    return [node, rviz]
+
+
+def generate_launch_description():
+    share = FindPackageShare(PACKAGE)
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            "params_file", default_value=PathJoinSubstitution([share, "config", "params.yaml"]),
+            description="Params file (ROS 2 format); every key is a node parameter"),
+        DeclareLaunchArgument(
+            "model", default_value="",
+            description="Model directory (model.yaml + model.safetensors); empty keeps the params file's `model`"),
+        DeclareLaunchArgument(
+            "image", default_value="/camera/image_raw",
+            description="Camera image topic (image/compressed is <image>/compressed)"),
+        DeclareLaunchArgument(
+            "camera_info", default_value="/camera/camera_info", description="Camera info topic"),
+        DeclareLaunchArgument(
+            "namespace", default_value="", description="Namespace of the node and its output topics"),
+        DeclareLaunchArgument(
+            "mode", default_value="", description="aleatoric or mc; empty keeps the params file's `mode`"),
+        DeclareLaunchArgument(
+            "use_sim_time", default_value="false",
+            description="Use /clock (set true when replaying a bag with `ros2 bag play --clock`)"),
+        DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz2"),
+        DeclareLaunchArgument(
+            "rviz_config", default_value=PathJoinSubstitution([share, "rviz", "bayes_perception.rviz"]),
+            description="RViz2 config to open"),
+        OpaqueFunction(function=launch_setup),
+    ])
