@@ -29,7 +29,7 @@ release: setup
 
 # The ROS node cannot link without a sourced ROS 2; r2r's doc-only feature lets clippy
 # compile it (and everything else) here, so the r2r layer is always checked.
-ROS_CHECK_FEATURES := ros,r2r/doc-only
+ROS_CHECK_FEATURES := ros-doc-only
 
 test: setup
 	$(CARGO) test --all-targets

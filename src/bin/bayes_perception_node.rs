@@ -34,6 +34,12 @@ use r2r::{ParameterValue, QosProfile};
 
 const NODE_NAME: &str = "bayes_perception";
 
+// `use_sim_time` (bag replay) needs r2r built with rosgraph_msgs: fail the build, not the
+// replay, when IDL_PACKAGE_FILTER leaves it out. (r2r's doc-only bindings, used to check
+// this file without ROS, do not carry that flag.)
+#[cfg(not(feature = "ros-doc-only"))]
+r2r::assert_compiled_with_use_sim_time_support!();
+
 fn main() -> ExitCode {
     bayes_perception::enable_huge_page_allocations();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
