@@ -518,6 +518,77 @@ mod tests {
         );
     }
 
+    /// Encodes `img` as `encoding` (a packed one) the way a camera driver would, with
+    /// `pad` bytes of row padding and the given byte order for 16-bit samples.
+    fn encode_packed(img: &RgbImage, encoding: &str, pad: usize, big_endian: bool) -> Image {
+        let Some(Layout::Packed {
+            channels,
+            depth,
+            order,
+        }) = Layout::of(encoding)
+        else {
+            panic!("{encoding}")
+        };
+        let mut data = Vec::new();
+        for y in 0..img.height() {
+            for x in 0..img.width() {
+                let [r, g, b] = img.get_pixel(x, y).0;
+                let samples: Vec<u8> = match (channels, order) {
+                    (1, _) => vec![r],
+                    (3, Order::Rgb) => vec![r, g, b],
+                    (3, Order::Bgr) => vec![b, g, r],
+                    (_, Order::Rgb) => vec![r, g, b, 255],
+                    (_, Order::Bgr) => vec![b, g, r, 255],
+                };
+                for v in samples {
+                    // 16-bit: the 8-bit value in the high byte, noise in the low byte.
+                    match (depth, big_endian) {
+                        (1, _) => data.push(v),
+                        (_, true) => data.extend([v, 0x5A]),
+                        (_, false) => data.extend([0x5A, v]),
+                    }
+                }
+            }
+            data.extend(std::iter::repeat_n(0xEE, pad));
+        }
+        let row_bytes = img.width() as usize * channels * depth;
+        Image {
+            encoding: encoding.into(),
+            width: img.width(),
+            height: img.height(),
+            step: (row_bytes + pad) as u32,
+            is_bigendian: big_endian as u8,
+            data,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_packed_encoding_round_trips_with_padding_odd_sizes_and_both_byte_orders() {
+        let img = RgbImage::from_fn(5, 3, |x, y| {
+            Rgb([x as u8 * 50 + 1, y as u8 * 70 + 2, (x * y) as u8 * 9 + 3])
+        });
+        let grey = RgbImage::from_fn(5, 3, |x, y| Rgb([img.get_pixel(x, y).0[0]; 3]));
+        for encoding in [
+            "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "rgb16", "bgr16", "rgba16", "bgra16",
+            "mono16",
+        ] {
+            for (pad, big_endian) in [(0, false), (3, false), (7, true), (1, true)] {
+                let msg = encode_packed(&img, encoding, pad, big_endian);
+                let decoded = decode_image(&msg).unwrap_or_else(|e| panic!("{encoding}: {e}"));
+                let expected = if encoding.starts_with("mono") {
+                    &grey
+                } else {
+                    &img
+                };
+                assert_eq!(
+                    &decoded, expected,
+                    "{encoding} pad {pad} big-endian {big_endian}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_listed_encoding_is_supported() {
         for encoding in SUPPORTED_ENCODINGS {
