@@ -57,13 +57,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line through ROS logging, no backtrace.
-            r2r::log(
-                &format!("{e:#}"),
-                NODE_NAME,
-                file!(),
-                line!(),
-                r2r::LogSeverity::Fatal,
-            );
+            ros_log(NODE_NAME, r2r::LogSeverity::Fatal, &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -75,25 +69,33 @@ enum Input {
     Compressed(msg::CompressedImage),
 }
 
-/// Publishers of the current QoS; replaced when `qos.output_reliability` changes.
+/// Image and camera_info publishers of the current output QoS; replaced (and the old ones
+/// destroyed) when `qos.output_reliability` changes.
+#[derive(Clone)]
 struct Publishers {
     images: HashMap<OutputTopic, r2r::Publisher<sensor::Image>>,
     camera_info: Option<r2r::Publisher<sensor::CameraInfo>>,
-    diagnostics: r2r::Publisher<diagnostic::DiagnosticArray>,
 }
+
+/// Work that needs `&mut Node`, run by the spin thread between `spin_once` calls: the spin
+/// thread owns the node, so nothing else ever waits for it.
+type NodeJob = Box<dyn FnOnce(&mut r2r::Node) + Send>;
 
 /// State shared by the spin thread, the tokio tasks and the inference thread.
 struct Shared {
     params: Mutex<Params>,
-    /// Bumped on every accepted parameter change.
+    /// Bumped on every accepted parameter change; the inference thread reloads on change.
     params_version: AtomicU64,
     slot: LatestSlot<Input>,
     monitor: Mutex<Monitor>,
     camera_info: Mutex<Option<sensor::CameraInfo>>,
-    /// A Mutex, not an RwLock: r2r publishers are Send but not Sync.
+    /// Mutexes, not RwLocks: r2r publishers are Send but not Sync.
     publishers: Mutex<Publishers>,
+    diagnostics: Mutex<r2r::Publisher<diagnostic::DiagnosticArray>>,
+    subscriptions: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     clock: Arc<Mutex<r2r::Clock>>,
     logger: String,
+    runtime: tokio::runtime::Handle,
     shutdown: AtomicBool,
 }
 
@@ -111,23 +113,7 @@ async fn run() -> anyhow::Result<()> {
     .ok();
     log::set_max_level(log::LevelFilter::Info);
 
-    let params = {
-        let values: Vec<(String, ParameterValue)> = lock(&node.params)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect();
-        let converted = values
-            .iter()
-            .map(|(name, value)| {
-                from_ros_value(value)
-                    .map(|v| (name.as_str(), v))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("parameter `{name}`: unsupported type {value:?}")
-                    })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        node_params::from_ros(converted).map_err(|e| anyhow::anyhow!("bad parameters: {e}"))?
-    };
+    let params = start_up_params(&node)?;
     if params.model.is_empty() {
         anyhow::bail!(
             "parameter `model` is empty: set it to a model directory (launch argument model:=DIR)"
@@ -154,6 +140,9 @@ async fn run() -> anyhow::Result<()> {
 
     let topics = OutputTopic::advertised(spec.tasks.semantic.is_some(), spec.tasks.depth.is_some());
     let publishers = create_publishers(&mut node, &topics, params.qos.output_reliability)?;
+    let diagnostics = node
+        .create_publisher::<diagnostic::DiagnosticArray>("/diagnostics", QosProfile::default())
+        .context("cannot advertise /diagnostics")?;
     let shared = Arc::new(Shared {
         params: Mutex::new(params.clone()),
         params_version: AtomicU64::new(0),
@@ -161,8 +150,11 @@ async fn run() -> anyhow::Result<()> {
         monitor: Mutex::new(Monitor::new()),
         camera_info: Mutex::new(None),
         publishers: Mutex::new(publishers),
+        diagnostics: Mutex::new(diagnostics),
+        subscriptions: Mutex::new(Vec::new()),
         clock: node.get_ros_clock(),
         logger: logger.clone(),
+        runtime: tokio::runtime::Handle::current(),
         shutdown: AtomicBool::new(false),
     });
 
@@ -172,23 +164,26 @@ async fn run() -> anyhow::Result<()> {
         })))
         .context("cannot create the parameter services")?;
     tokio::spawn(param_handler);
+    replace_subscriptions(&mut node, &shared, &params)?;
 
-    let node = Arc::new(Mutex::new(node));
-    let subscriptions = Arc::new(Mutex::new(spawn_subscriptions(&node, &shared, &params)?));
-
-    // rcl needs spin_once called continuously; it owns the node between calls.
+    // rcl needs spin_once called continuously; this thread owns the node from now on and
+    // runs the node jobs sent to it between spins.
+    let (jobs, job_queue) = std::sync::mpsc::channel::<NodeJob>();
     let spinner = {
-        let (node, shared) = (node.clone(), shared.clone());
+        let shared = shared.clone();
         std::thread::spawn(move || {
             while !shared.shutdown.load(Ordering::Relaxed) {
-                lock(&node).spin_once(Duration::from_millis(20));
+                node.spin_once(Duration::from_millis(20));
+                while let Ok(job) = job_queue.try_recv() {
+                    job(&mut node);
+                }
             }
         })
     };
 
-    let inference = {
+    let mut inference = {
         let shared = shared.clone();
-        std::thread::spawn(move || inference_loop(shared, engine, palette))
+        tokio::task::spawn_blocking(move || inference_loop(shared, engine, palette))
     };
 
     // Diagnostics about once a second.
@@ -196,7 +191,7 @@ async fn run() -> anyhow::Result<()> {
         let shared = shared.clone();
         let info = NodeInfo {
             node_name: format!("/{}", logger.replace('.', "/")),
-            device: device.clone(),
+            device,
         };
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(1));
@@ -207,41 +202,78 @@ async fn run() -> anyhow::Result<()> {
         });
     }
 
-    // Live QoS changes: recreate what the new QoS applies to.
-    while let Some((name, _value)) = param_events.next().await {
-        shared.params_version.fetch_add(1, Ordering::SeqCst);
-        let current = lock(&shared.params).clone();
-        ros_log(
-            &logger,
-            r2r::LogSeverity::Info,
-            &format!("parameter {name} changed"),
-        );
-        let result = match name.as_str() {
-            "qos.output_reliability" => {
-                create_publishers(&mut lock(&node), &topics, current.qos.output_reliability)
-                    .map(|p| *lock(&shared.publishers) = p)
+    // Until Ctrl-C: apply QoS changes (they need the node, so they go to the spin thread).
+    let outcome = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            finished = &mut inference => {
+                break Err(anyhow::anyhow!("the inference thread stopped: {}", match finished {
+                    Err(e) if e.is_panic() => "it panicked".to_owned(),
+                    Err(e) => e.to_string(),
+                    Ok(()) => "unexpectedly".to_owned(),
+                }));
             }
-            "qos.input_reliability" => spawn_subscriptions(&node, &shared, &current).map(|new| {
-                let mut tasks = lock(&subscriptions);
-                tasks.iter().for_each(|t| t.abort());
-                *tasks = new;
-            }),
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            ros_log(
-                &logger,
-                r2r::LogSeverity::Error,
-                &format!("applying {name}: {e:#}"),
-            );
+            event = param_events.next() => {
+                let Some((name, _value)) = event else {
+                    break Err(anyhow::anyhow!("the parameter services stopped"));
+                };
+                ros_log(&logger, r2r::LogSeverity::Info, &format!("parameter {name} changed"));
+                let current = lock(&shared.params).clone();
+                let job: Option<NodeJob> = match name.as_str() {
+                    "qos.output_reliability" => {
+                        let (shared, topics) = (shared.clone(), topics.clone());
+                        Some(Box::new(move |node: &mut r2r::Node| {
+                            match create_publishers(node, &topics, current.qos.output_reliability) {
+                                Ok(new) => {
+                                    let old = std::mem::replace(&mut *lock(&shared.publishers), new);
+                                    old.images.into_values().for_each(|p| node.destroy_publisher(p));
+                                    old.camera_info.into_iter().for_each(|p| node.destroy_publisher(p));
+                                }
+                                Err(e) => ros_log(&shared.logger, r2r::LogSeverity::Error, &format!("{e:#}")),
+                            }
+                        }))
+                    }
+                    "qos.input_reliability" => {
+                        let shared = shared.clone();
+                        Some(Box::new(move |node: &mut r2r::Node| {
+                            if let Err(e) = replace_subscriptions(node, &shared, &current) {
+                                ros_log(&shared.logger, r2r::LogSeverity::Error, &format!("{e:#}"));
+                            }
+                        }))
+                    }
+                    _ => None,
+                };
+                if let Some(job) = job {
+                    jobs.send(job).ok();
+                }
+            }
         }
-    }
+    };
 
     shared.shutdown.store(true, Ordering::Relaxed);
     shared.slot.close();
-    inference.join().ok();
+    if !inference.is_finished() {
+        inference.await.ok();
+    }
     spinner.join().ok();
-    Ok(())
+    outcome
+}
+
+/// The node's parameters from what rcl read (params file, launch, `-p`).
+fn start_up_params(node: &r2r::Node) -> anyhow::Result<Params> {
+    let values: Vec<(String, ParameterValue)> = lock(&node.params)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    let converted = values
+        .iter()
+        .map(|(name, value)| {
+            from_ros_value(value)
+                .map(|v| (name.as_str(), v))
+                .ok_or_else(|| anyhow::anyhow!("parameter `{name}`: unsupported type {value:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    node_params::from_ros(converted).map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
 }
 
 fn input_qos(reliability: Reliability) -> QosProfile {
@@ -276,35 +308,34 @@ fn create_publishers(
     } else {
         None
     };
-    let diagnostics = node
-        .create_publisher::<diagnostic::DiagnosticArray>("/diagnostics", QosProfile::default())?;
     Ok(Publishers {
         images,
         camera_info,
-        diagnostics,
     })
 }
 
-/// Subscribes to the camera (raw or compressed) and camera_info; each task moves messages
-/// into the shared state as fast as they come.
-fn spawn_subscriptions(
-    node: &Arc<Mutex<r2r::Node>>,
+/// (Re)subscribes to the camera (raw or compressed) and camera_info with the params' input
+/// QoS. The old subscription tasks are stopped first: dropping their streams is how r2r
+/// subscriptions end. Each task moves messages into the shared state as fast as they come,
+/// so r2r's 10-message channel never fills.
+fn replace_subscriptions(
+    node: &mut r2r::Node,
     shared: &Arc<Shared>,
     params: &Params,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<()> {
+    let mut tasks = lock(&shared.subscriptions);
+    tasks.drain(..).for_each(|task| task.abort());
     let qos = input_qos(params.qos.input_reliability);
-    let mut node = lock(node);
-    let mut tasks = Vec::new();
     match params.input.transport {
         Transport::Raw => {
             let mut stream = node
                 .subscribe::<sensor::Image>("image", qos.clone())
                 .context("cannot subscribe to image")?;
-            let shared = shared.clone();
-            tasks.push(tokio::spawn(async move {
+            let shared2 = shared.clone();
+            tasks.push(shared.runtime.spawn(async move {
                 while let Some(image) = stream.next().await {
-                    lock(&shared.monitor).on_input(Instant::now());
-                    shared.slot.put(Input::Raw(image_from_ros(image)));
+                    lock(&shared2.monitor).on_input(Instant::now());
+                    shared2.slot.put(Input::Raw(image_from_ros(image)));
                 }
             }));
         }
@@ -312,11 +343,11 @@ fn spawn_subscriptions(
             let mut stream = node
                 .subscribe::<sensor::CompressedImage>("image/compressed", qos.clone())
                 .context("cannot subscribe to image/compressed")?;
-            let shared = shared.clone();
-            tasks.push(tokio::spawn(async move {
+            let shared2 = shared.clone();
+            tasks.push(shared.runtime.spawn(async move {
                 while let Some(image) = stream.next().await {
-                    lock(&shared.monitor).on_input(Instant::now());
-                    shared.slot.put(Input::Compressed(msg::CompressedImage {
+                    lock(&shared2.monitor).on_input(Instant::now());
+                    shared2.slot.put(Input::Compressed(msg::CompressedImage {
                         header: header_from_ros(&image.header),
                         format: image.format,
                         data: image.data,
@@ -328,13 +359,13 @@ fn spawn_subscriptions(
     let mut info_stream = node
         .subscribe::<sensor::CameraInfo>("camera_info", qos)
         .context("cannot subscribe to camera_info")?;
-    let shared = shared.clone();
-    tasks.push(tokio::spawn(async move {
+    let shared2 = shared.clone();
+    tasks.push(shared.runtime.spawn(async move {
         while let Some(info) = info_stream.next().await {
-            *lock(&shared.camera_info) = Some(info);
+            *lock(&shared2.camera_info) = Some(info);
         }
     }));
-    Ok(tasks)
+    Ok(())
 }
 
 fn inference_loop(shared: Arc<Shared>, mut engine: Engine, palette: Vec<[u8; 3]>) {
@@ -396,7 +427,8 @@ fn inference_loop(shared: Arc<Shared>, mut engine: Engine, palette: Vec<[u8; 3]>
                 continue;
             }
         };
-        let publishers = lock(&shared.publishers);
+        // A copy, so the lock is not held while rendering (publishers are cheap handles).
+        let publishers = lock(&shared.publishers).clone();
         // Colour twins nobody subscribes to are not rendered.
         let wanted = |topic: OutputTopic| {
             publishers.images.get(&topic).is_some_and(|p| {
@@ -416,9 +448,8 @@ fn inference_loop(shared: Arc<Shared>, mut engine: Engine, palette: Vec<[u8; 3]>
             }
         }
         if prediction.depth.is_some() {
-            if let (Some(publisher), Some(mut info)) =
-                (&publishers.camera_info, lock(&shared.camera_info).clone())
-            {
+            let info = lock(&shared.camera_info).clone();
+            if let (Some(publisher), Some(mut info)) = (&publishers.camera_info, info) {
                 info.header = header_to_ros(header);
                 if let Err(e) = publisher.publish(&info) {
                     ros_log(
@@ -429,10 +460,8 @@ fn inference_loop(shared: Arc<Shared>, mut engine: Engine, palette: Vec<[u8; 3]>
                 }
             }
         }
-        drop(publishers);
-        let latency_ms = ros_now(&shared).map_or(f64::NAN, |now| {
-            (now.as_nanos() - header.stamp.as_nanos()) as f64 / 1e6
-        });
+        let latency_ms =
+            ros_now(&shared).map(|now| (now.as_nanos() - header.stamp.as_nanos()) as f64 / 1e6);
         lock(&shared.monitor).on_output(Instant::now(), latency_ms);
     }
 }
@@ -466,8 +495,7 @@ fn publish_diagnostics(shared: &Shared, info: &NodeInfo) {
         }),
         status: vec![status_to_ros(status)],
     };
-    let publishers = lock(&shared.publishers);
-    if let Err(e) = publishers.diagnostics.publish(&array) {
+    if let Err(e) = lock(&shared.diagnostics).publish(&array) {
         ros_log(
             &shared.logger,
             r2r::LogSeverity::Error,
@@ -476,10 +504,11 @@ fn publish_diagnostics(shared: &Shared, info: &NodeInfo) {
     }
 }
 
-/// Now on the node's ROS clock (simulated time under `use_sim_time`).
+/// Now on the node's ROS clock (simulated time under `use_sim_time`); `None` until the
+/// clock runs (sim time reads 0 before the first /clock message).
 fn ros_now(shared: &Shared) -> Option<Time> {
     let now = lock(&shared.clock).get_now().ok()?;
-    Some(Time::from_nanos(now.as_nanos() as i64))
+    (!now.is_zero()).then(|| Time::from_nanos(now.as_nanos() as i64))
 }
 
 /// Parameters as r2r sees them: declared from [`Params`], every set validated by the
@@ -527,6 +556,8 @@ impl r2r::RosParams for LiveParams {
     fn set_parameter(&mut self, param_name: &str, param_val: &ParameterValue) -> r2r::Result<()> {
         let updated = self.validated(param_name, param_val)?;
         *lock(&self.shared.params) = updated;
+        // The inference thread picks the change up before its next frame.
+        self.shared.params_version.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -567,14 +598,7 @@ impl log::Log for RosLog {
             log::Level::Info => r2r::LogSeverity::Info,
             log::Level::Debug | log::Level::Trace => r2r::LogSeverity::Debug,
         };
-        let message = record.args().to_string();
-        r2r::log(
-            &message,
-            &self.logger,
-            record.file().unwrap_or(""),
-            record.line().unwrap_or(0),
-            severity,
-        );
+        ros_log(&self.logger, severity, &record.args().to_string());
     }
 
     fn flush(&self) {}

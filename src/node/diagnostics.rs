@@ -42,7 +42,8 @@ pub struct NodeInfo {
 #[derive(Debug)]
 pub struct Monitor {
     inputs: VecDeque<Instant>,
-    outputs: VecDeque<(Instant, f64)>,
+    /// Publish times and latencies (`None` while the ROS clock is not running yet).
+    outputs: VecDeque<(Instant, Option<f64>)>,
     skipped: u64,
     errors: u64,
     last_error: Option<String>,
@@ -82,8 +83,9 @@ impl Monitor {
         self.trim(now);
     }
 
-    /// Outputs of a frame were published `latency_ms` after the image's stamp.
-    pub fn on_output(&mut self, now: Instant, latency_ms: f64) {
+    /// Outputs of a frame were published `latency_ms` after the image's stamp (`None` when
+    /// the ROS clock cannot tell yet, e.g. sim time before the first /clock message).
+    pub fn on_output(&mut self, now: Instant, latency_ms: Option<f64>) {
         self.outputs.push_back((now, latency_ms));
         self.outputs_total += 1;
         self.trim(now);
@@ -125,7 +127,7 @@ impl Monitor {
         let window_s = Self::WINDOW.as_secs_f64();
         let input_hz = self.inputs.len() as f64 / window_s;
         let output_hz = self.outputs.len() as f64 / window_s;
-        let mut latencies: Vec<f64> = self.outputs.iter().map(|(_, l)| *l).collect();
+        let mut latencies: Vec<f64> = self.outputs.iter().filter_map(|(_, l)| *l).collect();
         latencies.sort_by(f64::total_cmp);
         let p50 = percentile(&latencies, 0.50);
         let p95 = percentile(&latencies, 0.95);
@@ -245,7 +247,7 @@ mod tests {
             let t = t0 + Duration::from_millis(100 * i);
             m.on_input(t);
             if i % 2 == 0 {
-                m.on_output(t, (i / 2 + 1) as f64);
+                m.on_output(t, Some((i / 2 + 1) as f64));
             }
         }
         let now = t0 + Duration::from_millis(4950);
@@ -296,7 +298,8 @@ mod tests {
         };
         let mut m = Monitor::new();
         m.on_input(t0);
-        m.on_output(t0, 250.0);
+        m.on_output(t0, Some(250.0));
+        m.on_output(t0, None);
         let s = m.report(
             t0,
             &info(),
@@ -316,7 +319,7 @@ mod tests {
         // The drop fraction is per report period: no new drops, no drop warning.
         let later = t0 + Duration::from_secs(6);
         m.on_input(later);
-        m.on_output(later, 20.0);
+        m.on_output(later, Some(20.0));
         let s = m.report(
             later,
             &info(),

@@ -114,7 +114,7 @@ pub fn apply(params: &Params, name: &str, value: &ParamValue) -> Result<Params, 
 
 /// Checks that a running node may change `name`.
 pub fn check_runtime_change(name: &str) -> Result<(), String> {
-    if RESTART_ONLY.contains(&name) {
+    if RESTART_ONLY.contains(&name) || ROS_RESERVED.contains(&name) {
         return Err(format!(
             "`{name}` only takes effect at start-up; restart the node to change it"
         ));
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn restart_only_parameters_are_refused_at_runtime() {
-        for name in RESTART_ONLY {
+        for name in RESTART_ONLY.iter().chain(ROS_RESERVED) {
             let reason = check_runtime_change(name).unwrap_err();
             assert!(reason.contains("restart"), "{reason}");
         }
