@@ -84,7 +84,13 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<(String, Param
 /// reason given back to `ros2 param set`.
 pub fn apply(params: &Params, name: &str, value: &ParamValue) -> Result<Params, String> {
     let mut tree = serde_yaml::to_value(params).expect("Params serialise to YAML");
-    let mut slot = &mut tree;
+    set_in_tree(&mut tree, name, value)?;
+    from_tree(tree)
+}
+
+/// Sets one typed leaf of the YAML form of [`Params`].
+fn set_in_tree(tree: &mut serde_yaml::Value, name: &str, value: &ParamValue) -> Result<(), String> {
+    let mut slot = tree;
     for part in name.split('.') {
         slot = slot
             .as_mapping_mut()
@@ -106,10 +112,14 @@ pub fn apply(params: &Params, name: &str, value: &ParamValue) -> Result<Params, 
         ));
     }
     *slot = value.to_yaml();
-    let updated: Params = serde_path_to_error::deserialize(tree)
+    Ok(())
+}
+
+fn from_tree(tree: serde_yaml::Value) -> Result<Params, String> {
+    let params: Params = serde_path_to_error::deserialize(tree)
         .map_err(|e| format!("`{}`: {}", e.path(), e.inner()))?;
-    updated.validate("parameter").map_err(|e| e.to_string())?;
-    Ok(updated)
+    params.validate("parameter").map_err(|e| e.to_string())?;
+    Ok(params)
 }
 
 /// Checks that a running node may change `name`.
@@ -123,18 +133,20 @@ pub fn check_runtime_change(name: &str) -> Result<(), String> {
 }
 
 /// The node's parameters from what the ROS client library read (params file, `-p`),
-/// starting from the defaults. Unknown names are errors, except the client library's own.
+/// starting from the defaults. All values are set first and checked together, so the order
+/// of the file does not matter (a depth range moved up entirely is fine). Unknown names
+/// are errors, except the client library's own.
 pub fn from_ros<'a>(
     values: impl IntoIterator<Item = (&'a str, ParamValue)>,
 ) -> Result<Params, String> {
-    let mut params = Params::default();
+    let mut tree = serde_yaml::to_value(Params::default()).expect("Params serialise to YAML");
     for (name, value) in values {
         if ROS_RESERVED.contains(&name) || name.starts_with("qos_overrides.") {
             continue;
         }
-        params = apply(&params, name, &value)?;
+        set_in_tree(&mut tree, name, &value)?;
     }
-    Ok(params)
+    from_tree(tree)
 }
 
 #[cfg(test)]
@@ -238,6 +250,22 @@ mod tests {
         assert_eq!(p.mc.samples, 20);
         let e = from_ros([("mcsamples", ParamValue::Integer(3))]).unwrap_err();
         assert!(e.contains("unknown parameter `mcsamples`"), "{e}");
+        // Checked as a whole: a depth range above the default maximum, minimum first.
+        let p = from_ros([
+            ("colormap.depth_min_m", ParamValue::Double(60.0)),
+            ("colormap.depth_max_m", ParamValue::Double(100.0)),
+        ])
+        .unwrap();
+        assert_eq!(
+            (p.colormap.depth_min_m, p.colormap.depth_max_m),
+            (60.0, 100.0)
+        );
+        let e = from_ros([
+            ("mode", ParamValue::String("mc".into())),
+            ("mc.samples", ParamValue::Integer(1)),
+        ])
+        .unwrap_err();
+        assert!(e.contains("mc.samples"), "{e}");
     }
 
     #[test]
