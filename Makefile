@@ -8,6 +8,8 @@ SHELL := /bin/bash
 CACHE_DIR ?= $(or $(BAYES_PERCEPTION_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/bayes_perception)
 export BAYES_PERCEPTION_CACHE := $(CACHE_DIR)
 VENV := $(CACHE_DIR)/venv
+# The Python with rosbags / mcap that the bag tests use as independent readers and writers.
+export BAYES_PERCEPTION_PYTHON := $(VENV)/bin/python
 
 ifeq ($(strip $(LIBTORCH)),)
 export LIBTORCH_USE_PYTORCH := 1

@@ -7,6 +7,7 @@
 //! - [`config`]: the params file shared with the ROS node;
 //! - [`colormap`], [`output`]: false colour and the files `infer` writes.
 
+pub mod bag;
 pub mod colormap;
 pub mod config;
 pub mod device;

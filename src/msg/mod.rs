@@ -58,6 +58,32 @@ pub struct CompressedImage {
     pub data: Vec<u8>,
 }
 
+/// sensor_msgs/RegionOfInterest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionOfInterest {
+    pub x_offset: u32,
+    pub y_offset: u32,
+    pub height: u32,
+    pub width: u32,
+    pub do_rectify: bool,
+}
+
+/// sensor_msgs/CameraInfo.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CameraInfo {
+    pub header: Header,
+    pub height: u32,
+    pub width: u32,
+    pub distortion_model: String,
+    pub d: Vec<f64>,
+    pub k: [f64; 9],
+    pub r: [f64; 9],
+    pub p: [f64; 12],
+    pub binning_x: u32,
+    pub binning_y: u32,
+    pub roi: RegionOfInterest,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

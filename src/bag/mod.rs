@@ -1,0 +1,10 @@
+//! rosbag2 files without ROS: CDR for the message types involved, `ros2msg` schemas, a
+//! streaming reader (MCAP and SQLite3) and an MCAP writer with metadata.yaml.
+
+pub mod cdr;
+pub mod read;
+pub mod schema;
+pub mod write;
+
+pub use read::{BagError, BagInfo, BagMessage, BagReader, Storage, TopicInfo};
+pub use write::{BagWriter, WriteSummary};

@@ -1,0 +1,392 @@
+//! Reading rosbag2 bags without ROS: a bag directory (metadata.yaml + storage files) or a
+//! single `.mcap` / `.db3` file, storage MCAP or SQLite3.
+//!
+//! Messages are visited one at a time, in storage order, straight from the files (MCAP is
+//! memory-mapped, SQLite rows are streamed), so memory stays flat with bag length. When a
+//! file is truncated or corrupt, every message before the damage is visited and the error
+//! says where reading stopped.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Storage plugins this reader understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    Mcap,
+    Sqlite3,
+}
+
+impl Storage {
+    pub fn identifier(self) -> &'static str {
+        match self {
+            Storage::Mcap => "mcap",
+            Storage::Sqlite3 => "sqlite3",
+        }
+    }
+
+    fn of_file(path: &Path) -> Option<Storage> {
+        match path.extension()?.to_str()? {
+            "mcap" => Some(Storage::Mcap),
+            "db3" => Some(Storage::Sqlite3),
+            _ => None,
+        }
+    }
+}
+
+/// Why a bag cannot be read (or stopped being readable).
+#[derive(Debug, thiserror::Error)]
+pub enum BagError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bag as a whole is unusable (no metadata.yaml, unknown storage, ...).
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    /// A storage file is damaged; `messages_read` messages of it were read before.
+    #[error("{path}: reading stopped after {messages_read} message(s) of this file: {message}")]
+    Corrupt {
+        path: PathBuf,
+        messages_read: u64,
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, BagError>;
+
+/// One topic of a bag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    /// ROS type, e.g. `sensor_msgs/msg/Image`.
+    pub type_name: String,
+    pub message_count: u64,
+}
+
+/// What `bag info` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BagInfo {
+    pub storage: Storage,
+    pub files: Vec<PathBuf>,
+    pub size_bytes: u64,
+    pub topics: Vec<TopicInfo>,
+    pub message_count: u64,
+    /// Log time of the first message and the span to the last, nanoseconds.
+    pub start_ns: u64,
+    pub duration_ns: u64,
+}
+
+/// A message as stored: CDR bytes and the time it was logged.
+#[derive(Debug, Clone, Copy)]
+pub struct BagMessage<'a> {
+    pub topic: &'a str,
+    pub type_name: &'a str,
+    /// Nanoseconds since the epoch (rosbag2's receive time).
+    pub log_time: u64,
+    pub data: &'a [u8],
+}
+
+/// An opened bag: where its files are and how they are stored.
+#[derive(Debug)]
+pub struct BagReader {
+    path: PathBuf,
+    storage: Storage,
+    files: Vec<PathBuf>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct MetadataFile {
+    rosbag2_bagfile_information: Metadata,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Metadata {
+    storage_identifier: String,
+    relative_file_paths: Vec<String>,
+    #[serde(default)]
+    duration: Option<Nanoseconds>,
+    #[serde(default)]
+    starting_time: Option<NanosecondsSinceEpoch>,
+    #[serde(default)]
+    message_count: u64,
+    #[serde(default)]
+    topics_with_message_count: Vec<TopicWithCount>,
+    #[serde(default)]
+    compression_format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Nanoseconds {
+    nanoseconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct NanosecondsSinceEpoch {
+    nanoseconds_since_epoch: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct TopicWithCount {
+    topic_metadata: TopicMetadata,
+    message_count: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct TopicMetadata {
+    name: String,
+    #[serde(rename = "type")]
+    type_name: String,
+}
+
+impl BagReader {
+    /// Opens a bag directory (with metadata.yaml) or a single `.mcap` / `.db3` file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let invalid = |message: String| BagError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if path.is_file() {
+            let storage = Storage::of_file(path).ok_or_else(|| {
+                invalid("not a bag: expected a directory, a .mcap or a .db3 file".into())
+            })?;
+            return Ok(BagReader {
+                path: path.to_owned(),
+                storage,
+                files: vec![path.to_owned()],
+                metadata: None,
+            });
+        }
+        if !path.is_dir() {
+            return Err(invalid("does not exist".into()));
+        }
+        let meta_path = path.join("metadata.yaml");
+        if !meta_path.is_file() {
+            return Err(invalid(
+                "no metadata.yaml: a rosbag2 directory needs one (recreate it with `ros2 bag reindex`, \
+                 or pass the .mcap / .db3 file itself)"
+                    .into(),
+            ));
+        }
+        let text = std::fs::read_to_string(&meta_path).map_err(|source| BagError::Io {
+            path: meta_path.clone(),
+            source,
+        })?;
+        let metadata = serde_yaml::from_str::<MetadataFile>(&text)
+            .map_err(|e| BagError::Invalid {
+                path: meta_path.clone(),
+                message: e.to_string(),
+            })?
+            .rosbag2_bagfile_information;
+        let storage = match metadata.storage_identifier.as_str() {
+            "mcap" => Storage::Mcap,
+            "sqlite3" => Storage::Sqlite3,
+            other => {
+                return Err(invalid(format!(
+                    "storage `{other}` is not supported (mcap and sqlite3 are)"
+                )))
+            }
+        };
+        if !metadata.compression_format.is_empty() {
+            return Err(invalid(format!(
+                "bag-level compression `{}` is not supported; decompress with `ros2 bag convert`",
+                metadata.compression_format
+            )));
+        }
+        let files: Vec<PathBuf> = metadata
+            .relative_file_paths
+            .iter()
+            .map(|f| path.join(f))
+            .collect();
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            return Err(invalid(format!(
+                "storage file {} listed in metadata.yaml is missing",
+                missing.display()
+            )));
+        }
+        Ok(BagReader {
+            path: path.to_owned(),
+            storage,
+            files,
+            metadata: Some(metadata),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// Topics, counts and times: from metadata.yaml when there is one, otherwise from the
+    /// storage file (MCAP summary or SQLite tables; counted by reading when needed).
+    pub fn info(&self) -> Result<BagInfo> {
+        let size_bytes = self
+            .files
+            .iter()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if let Some(meta) = &self.metadata {
+            let topics = meta
+                .topics_with_message_count
+                .iter()
+                .map(|t| TopicInfo {
+                    name: t.topic_metadata.name.clone(),
+                    type_name: t.topic_metadata.type_name.clone(),
+                    message_count: t.message_count,
+                })
+                .collect();
+            return Ok(BagInfo {
+                storage: self.storage,
+                files: self.files.clone(),
+                size_bytes,
+                topics,
+                message_count: meta.message_count,
+                start_ns: meta
+                    .starting_time
+                    .as_ref()
+                    .map_or(0, |t| t.nanoseconds_since_epoch),
+                duration_ns: meta.duration.as_ref().map_or(0, |d| d.nanoseconds),
+            });
+        }
+        // No metadata: count by reading (fast: no message is decoded).
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let (mut first, mut last) = (u64::MAX, 0u64);
+        self.read(|m| {
+            *counts
+                .entry((m.topic.to_owned(), m.type_name.to_owned()))
+                .or_default() += 1;
+            first = first.min(m.log_time);
+            last = last.max(m.log_time);
+            ControlFlow::Continue(())
+        })?;
+        let topics: Vec<TopicInfo> = counts
+            .into_iter()
+            .map(|((name, type_name), message_count)| TopicInfo {
+                name,
+                type_name,
+                message_count,
+            })
+            .collect();
+        let message_count = topics.iter().map(|t| t.message_count).sum();
+        Ok(BagInfo {
+            storage: self.storage,
+            files: self.files.clone(),
+            size_bytes,
+            topics,
+            message_count,
+            start_ns: if message_count > 0 { first } else { 0 },
+            duration_ns: last.saturating_sub(if message_count > 0 { first } else { 0 }),
+        })
+    }
+
+    /// Visits every message in storage order until `visit` breaks. A damaged file ends
+    /// reading with [`BagError::Corrupt`] after every readable message was visited.
+    pub fn read(&self, mut visit: impl FnMut(&BagMessage) -> ControlFlow<()>) -> Result<()> {
+        for file in &self.files {
+            let flow = match self.storage {
+                Storage::Mcap => read_mcap(file, &mut visit)?,
+                Storage::Sqlite3 => read_sqlite(file, &mut visit)?,
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_mcap(
+    path: &Path,
+    visit: &mut impl FnMut(&BagMessage) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let file = std::fs::File::open(path).map_err(|source| BagError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    // SAFETY: the map is read-only and lives only for this function; a bag being modified
+    // while it is read can give wrong bytes, which the MCAP and CDR parsers reject as
+    // corrupt data, not undefined behaviour of ours.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| BagError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let corrupt = |messages_read: u64, message: String| BagError::Corrupt {
+        path: path.to_owned(),
+        messages_read,
+        message,
+    };
+    let stream = mcap::MessageStream::new(&map).map_err(|e| corrupt(0, e.to_string()))?;
+    let mut read = 0u64;
+    for message in stream {
+        let message = message.map_err(|e| corrupt(read, e.to_string()))?;
+        let type_name = message
+            .channel
+            .schema
+            .as_ref()
+            .map_or("", |s| s.name.as_str());
+        let msg = BagMessage {
+            topic: &message.channel.topic,
+            type_name,
+            log_time: message.log_time,
+            data: &message.data,
+        };
+        read += 1;
+        if visit(&msg).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
+fn read_sqlite(
+    path: &Path,
+    visit: &mut impl FnMut(&BagMessage) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let corrupt = |messages_read: u64, message: String| BagError::Corrupt {
+        path: path.to_owned(),
+        messages_read,
+        message,
+    };
+    let db =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| corrupt(0, e.to_string()))?;
+    let mut statement = db
+        .prepare(
+            "SELECT topics.name, topics.type, messages.timestamp, messages.data \
+             FROM messages JOIN topics ON messages.topic_id = topics.id ORDER BY messages.timestamp",
+        )
+        .map_err(|e| corrupt(0, e.to_string()))?;
+    let mut rows = statement.query([]).map_err(|e| corrupt(0, e.to_string()))?;
+    let mut read = 0u64;
+    loop {
+        let row = match rows.next() {
+            Ok(Some(row)) => row,
+            Ok(None) => return Ok(ControlFlow::Continue(())),
+            Err(e) => return Err(corrupt(read, e.to_string())),
+        };
+        let fields = (|| -> rusqlite::Result<(String, String, i64, Vec<u8>)> {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })();
+        let (topic, type_name, timestamp, data) =
+            fields.map_err(|e| corrupt(read, e.to_string()))?;
+        let msg = BagMessage {
+            topic: &topic,
+            type_name: &type_name,
+            log_time: timestamp.max(0) as u64,
+            data: &data,
+        };
+        read += 1;
+        if visit(&msg).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+}

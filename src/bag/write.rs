@@ -1,0 +1,250 @@
+//! Writing rosbag2 bags in MCAP storage: one `<name>_0.mcap` file plus the metadata.yaml
+//! that `ros2 bag` and rosbags read. Channels carry message encoding `cdr` and schema
+//! encoding `ros2msg` with full definitions, as rosbag2 writes them.
+//!
+//! Like mcap's writer: create, write, then an explicit [`BagWriter::finish`]; a writer
+//! dropped without `finish` leaves an MCAP file without its summary.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::read::BagError;
+use super::schema;
+
+/// What a finished bag holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteSummary {
+    pub dir: PathBuf,
+    pub message_count: u64,
+    /// Messages per topic, with the topic's type.
+    pub topics: BTreeMap<String, (String, u64)>,
+    pub size_bytes: u64,
+}
+
+/// A bag directory being written.
+pub struct BagWriter {
+    dir: PathBuf,
+    file_name: String,
+    mcap: mcap::Writer<BufWriter<File>>,
+    schemas: HashMap<String, u16>,
+    channels: HashMap<String, u16>,
+    topics: BTreeMap<String, (String, u64)>,
+    sequence: u32,
+    first_ns: Option<u64>,
+    last_ns: u64,
+}
+
+impl BagWriter {
+    /// Creates `dir` (it must not exist) and the MCAP file inside.
+    pub fn create(dir: &Path) -> Result<Self, BagError> {
+        let io = |source| BagError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir(dir).map_err(io)?;
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("bag");
+        let file_name = format!("{name}_0.mcap");
+        let file = File::create(dir.join(&file_name)).map_err(io)?;
+        let mcap = mcap::WriteOptions::new()
+            .profile("ros2")
+            .library(format!("bayes_perception {}", env!("CARGO_PKG_VERSION")))
+            .compression(Some(mcap::Compression::Zstd))
+            .create(BufWriter::new(file))
+            .map_err(|e| BagError::Invalid {
+                path: dir.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(BagWriter {
+            dir: dir.to_owned(),
+            file_name,
+            mcap,
+            schemas: HashMap::new(),
+            channels: HashMap::new(),
+            topics: BTreeMap::new(),
+            sequence: 0,
+            first_ns: None,
+            last_ns: 0,
+        })
+    }
+
+    fn mcap_error(&self, e: mcap::McapError) -> BagError {
+        BagError::Invalid {
+            path: self.dir.join(&self.file_name),
+            message: e.to_string(),
+        }
+    }
+
+    fn channel(&mut self, topic: &str, type_name: &str) -> Result<u16, BagError> {
+        if let Some(&id) = self.channels.get(topic) {
+            return Ok(id);
+        }
+        let schema_id = match self.schemas.get(type_name) {
+            Some(&id) => id,
+            None => {
+                let definition =
+                    schema::definition(type_name).ok_or_else(|| BagError::Invalid {
+                        path: self.dir.clone(),
+                        message: format!("no message definition for type {type_name}"),
+                    })?;
+                let id = self
+                    .mcap
+                    .add_schema(type_name, "ros2msg", definition.as_bytes())
+                    .map_err(|e| self.mcap_error(e))?;
+                self.schemas.insert(type_name.to_owned(), id);
+                id
+            }
+        };
+        let metadata = BTreeMap::from([("offered_qos_profiles".to_owned(), String::new())]);
+        let id = self
+            .mcap
+            .add_channel(schema_id, topic, "cdr", &metadata)
+            .map_err(|e| self.mcap_error(e))?;
+        self.channels.insert(topic.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Writes one CDR message logged at `log_time` (ns since the epoch).
+    pub fn write(
+        &mut self,
+        topic: &str,
+        type_name: &str,
+        log_time: u64,
+        cdr: &[u8],
+    ) -> Result<(), BagError> {
+        let channel_id = self.channel(topic, type_name)?;
+        self.sequence += 1;
+        let header = mcap::records::MessageHeader {
+            channel_id,
+            sequence: self.sequence,
+            log_time,
+            publish_time: log_time,
+        };
+        self.mcap
+            .write_to_known_channel(&header, cdr)
+            .map_err(|e| self.mcap_error(e))?;
+        let entry = self
+            .topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| (type_name.to_owned(), 0));
+        entry.1 += 1;
+        self.first_ns = Some(self.first_ns.map_or(log_time, |f| f.min(log_time)));
+        self.last_ns = self.last_ns.max(log_time);
+        Ok(())
+    }
+
+    /// Closes the MCAP file (summary and index) and writes metadata.yaml.
+    pub fn finish(mut self) -> Result<WriteSummary, BagError> {
+        self.mcap.finish().map_err(|e| self.mcap_error(e))?;
+        let start = self.first_ns.unwrap_or(0);
+        let duration = self.last_ns.saturating_sub(start);
+        let message_count: u64 = self.topics.values().map(|(_, n)| n).sum();
+        let metadata = MetadataFile {
+            rosbag2_bagfile_information: Metadata {
+                version: 5,
+                storage_identifier: "mcap",
+                duration: Nanoseconds {
+                    nanoseconds: duration,
+                },
+                starting_time: NanosecondsSinceEpoch {
+                    nanoseconds_since_epoch: start,
+                },
+                message_count,
+                topics_with_message_count: self
+                    .topics
+                    .iter()
+                    .map(|(name, (type_name, count))| TopicWithCount {
+                        topic_metadata: TopicMetadata {
+                            name: name.clone(),
+                            type_name: type_name.clone(),
+                            serialization_format: "cdr",
+                            offered_qos_profiles: "",
+                        },
+                        message_count: *count,
+                    })
+                    .collect(),
+                compression_format: "",
+                compression_mode: "",
+                relative_file_paths: vec![self.file_name.clone()],
+                files: vec![FileInfo {
+                    path: self.file_name.clone(),
+                    starting_time: NanosecondsSinceEpoch {
+                        nanoseconds_since_epoch: start,
+                    },
+                    duration: Nanoseconds {
+                        nanoseconds: duration,
+                    },
+                    message_count,
+                }],
+            },
+        };
+        let yaml = serde_yaml::to_string(&metadata).expect("metadata serialises");
+        let meta_path = self.dir.join("metadata.yaml");
+        std::fs::write(&meta_path, yaml).map_err(|source| BagError::Io {
+            path: meta_path,
+            source,
+        })?;
+        let size_bytes = std::fs::metadata(self.dir.join(&self.file_name)).map_or(0, |m| m.len());
+        Ok(WriteSummary {
+            dir: self.dir.clone(),
+            message_count,
+            topics: self.topics.clone(),
+            size_bytes,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct MetadataFile {
+    rosbag2_bagfile_information: Metadata,
+}
+
+#[derive(Serialize)]
+struct Metadata {
+    version: u32,
+    storage_identifier: &'static str,
+    duration: Nanoseconds,
+    starting_time: NanosecondsSinceEpoch,
+    message_count: u64,
+    topics_with_message_count: Vec<TopicWithCount>,
+    compression_format: &'static str,
+    compression_mode: &'static str,
+    relative_file_paths: Vec<String>,
+    files: Vec<FileInfo>,
+}
+
+#[derive(Serialize)]
+struct Nanoseconds {
+    nanoseconds: u64,
+}
+
+#[derive(Serialize)]
+struct NanosecondsSinceEpoch {
+    nanoseconds_since_epoch: u64,
+}
+
+#[derive(Serialize)]
+struct TopicWithCount {
+    topic_metadata: TopicMetadata,
+    message_count: u64,
+}
+
+#[derive(Serialize)]
+struct TopicMetadata {
+    name: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    serialization_format: &'static str,
+    offered_qos_profiles: &'static str,
+}
+
+#[derive(Serialize)]
+struct FileInfo {
+    path: String,
+    starting_time: NanosecondsSinceEpoch,
+    duration: Nanoseconds,
+    message_count: u64,
+}

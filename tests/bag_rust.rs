@@ -1,0 +1,150 @@
+//! The project's bag writer and reader against each other, and the reader's failure modes.
+
+use std::ops::ControlFlow;
+
+use bayes_perception::bag::cdr::CdrMessage;
+use bayes_perception::bag::{BagError, BagReader, BagWriter, Storage};
+use bayes_perception::msg::{Header, Image, Time};
+
+fn image(i: u32) -> Image {
+    Image {
+        header: Header {
+            stamp: Time {
+                sec: 100 + i as i32,
+                nanosec: 7 * i,
+            },
+            frame_id: "cam".into(),
+        },
+        height: 2,
+        width: 3,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: 9,
+        data: (0..18).map(|v| (v + i) as u8).collect(),
+    }
+}
+
+fn write_bag(dir: &std::path::Path, frames: u32) {
+    let mut w = BagWriter::create(dir).unwrap();
+    for i in 0..frames {
+        w.write(
+            "/camera/image_raw",
+            "sensor_msgs/msg/Image",
+            1_000 + i as u64 * 100,
+            &image(i).to_cdr(),
+        )
+        .unwrap();
+    }
+    let summary = w.finish().unwrap();
+    assert_eq!(summary.message_count, frames as u64);
+}
+
+fn read_all(reader: &BagReader) -> (Vec<(String, String, u64, Image)>, Result<(), BagError>) {
+    let mut out = Vec::new();
+    let result = reader.read(|m| {
+        out.push((
+            m.topic.to_owned(),
+            m.type_name.to_owned(),
+            m.log_time,
+            Image::from_cdr(m.data).unwrap(),
+        ));
+        ControlFlow::Continue(())
+    });
+    (out, result)
+}
+
+#[test]
+fn write_then_read_back_dir_and_single_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run1");
+    write_bag(&dir, 5);
+    let reader = BagReader::open(&dir).unwrap();
+    assert_eq!(reader.storage(), Storage::Mcap);
+    let info = reader.info().unwrap();
+    assert_eq!(info.message_count, 5);
+    assert_eq!(info.topics.len(), 1);
+    assert_eq!(
+        (
+            info.topics[0].name.as_str(),
+            info.topics[0].type_name.as_str()
+        ),
+        ("/camera/image_raw", "sensor_msgs/msg/Image")
+    );
+    assert_eq!((info.start_ns, info.duration_ns), (1_000, 400));
+    let (messages, result) = read_all(&reader);
+    result.unwrap();
+    assert_eq!(messages.len(), 5);
+    for (i, (topic, type_name, log_time, msg)) in messages.into_iter().enumerate() {
+        assert_eq!(
+            (topic.as_str(), type_name.as_str()),
+            ("/camera/image_raw", "sensor_msgs/msg/Image")
+        );
+        assert_eq!(log_time, 1_000 + i as u64 * 100);
+        assert_eq!(msg, image(i as u32));
+    }
+    // The .mcap file alone reads the same, with info computed from the file.
+    let single = BagReader::open(&dir.join("run1_0.mcap")).unwrap();
+    let info = single.info().unwrap();
+    assert_eq!(
+        (info.message_count, info.start_ns, info.duration_ns),
+        (5, 1_000, 400)
+    );
+    // A visitor can stop early.
+    let mut seen = 0;
+    single
+        .read(|_| {
+            seen += 1;
+            if seen == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(seen, 2);
+}
+
+#[test]
+fn truncated_mcap_reads_what_is_there_then_reports_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("full");
+    write_bag(&dir, 40);
+    let bytes = std::fs::read(dir.join("full_0.mcap")).unwrap();
+    let cut = tmp.path().join("cut.mcap");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let (messages, result) = read_all(&BagReader::open(&cut).unwrap());
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, BagError::Corrupt { messages_read, .. } if messages_read == messages.len() as u64),
+        "{err}"
+    );
+    assert!(err.to_string().contains("reading stopped after"), "{err}");
+    // Every message before the damage was delivered intact and in order.
+    for (i, (_, _, _, msg)) in messages.iter().enumerate() {
+        assert_eq!(*msg, image(i as u32));
+    }
+}
+
+#[test]
+fn bad_paths_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = BagReader::open(&tmp.path().join("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not exist"), "{e}");
+    let e = BagReader::open(tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("no metadata.yaml"), "{e}");
+    let txt = tmp.path().join("notes.txt");
+    std::fs::write(&txt, "hi").unwrap();
+    assert!(BagReader::open(&txt)
+        .unwrap_err()
+        .to_string()
+        .contains("not a bag"));
+    let dir = tmp.path().join("b");
+    write_bag(&dir, 1);
+    std::fs::remove_file(dir.join("b_0.mcap")).unwrap();
+    let e = BagReader::open(&dir).unwrap_err().to_string();
+    assert!(e.contains("b_0.mcap") && e.contains("missing"), "{e}");
+    // Writing over an existing directory is refused.
+    assert!(BagWriter::create(&dir).is_err());
+}
