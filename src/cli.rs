@@ -26,6 +26,115 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the libtorch version, CUDA/cuDNN availability and thread count.
     Doctor,
+    /// Work on rosbag2 files (MCAP or SQLite3) without ROS.
+    #[command(subcommand)]
+    Bag(BagCommand),
+    /// Model directories.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BagCommand {
+    /// Run the model on every camera frame of a bag and write a bag with all node outputs.
+    Process(BagProcessArgs),
+    /// Topics, types, counts and duration of a bag, like `ros2 bag info`.
+    Info(BagInfoArgs),
+    /// Write a small synthetic camera bag (test pattern) for trying the tools.
+    Sample(BagSampleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BagProcessArgs {
+    /// Input: a rosbag2 directory (metadata.yaml + files) or a single .mcap / .db3 file.
+    pub input: PathBuf,
+    /// Output rosbag2 directory (MCAP storage); must not exist unless --force.
+    pub output: PathBuf,
+    /// Model directory; defaults to the params file's `model`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Params file (ROS 2 format, see config/params.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Camera topic to process (repeatable); default: every Image and CompressedImage topic.
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// Skip this many seconds from the start of the bag.
+    #[arg(long, default_value_t = 0.0)]
+    pub start: f64,
+    /// Only this many seconds (from --start).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Process every N-th frame of each camera topic (all frames are still copied).
+    #[arg(long, default_value_t = 1)]
+    pub every: u64,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BagInfoArgs {
+    /// A rosbag2 directory or a single .mcap / .db3 file.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BagSampleArgs {
+    /// Output rosbag2 directory (MCAP storage); must not exist.
+    pub output: PathBuf,
+    /// Frames to write.
+    #[arg(long, default_value_t = 30)]
+    pub frames: u32,
+    #[arg(long, default_value_t = 360)]
+    pub height: u32,
+    #[arg(long, default_value_t = 480)]
+    pub width: u32,
+    /// Frames per second (spacing of the stamps).
+    #[arg(long, default_value_t = 10.0)]
+    pub fps: f64,
+    /// Raw image encoding: rgb8, bgr8, rgba8, bgra8 or mono8.
+    #[arg(long, default_value = "bgr8")]
+    pub encoding: String,
+    /// Write JPEG CompressedImage on `<topic>/compressed` instead of raw images.
+    #[arg(long)]
+    pub compressed: bool,
+    /// Camera image topic (camera_info goes next to it).
+    #[arg(long, default_value = "/camera/image_raw")]
+    pub topic: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Write a model directory with random weights (for trying the pipeline and timing;
+    /// its outputs mean nothing).
+    Init(ModelInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelInitArgs {
+    /// Output directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Network preset: fcdensenet56, fcdensenet67 or fcdensenet103.
+    #[arg(long, default_value = "fcdensenet56")]
+    pub arch: String,
+    /// Semantic classes (0 = no semantic head).
+    #[arg(long, default_value_t = 11)]
+    pub classes: usize,
+    /// Leave out the depth head.
+    #[arg(long)]
+    pub no_depth: bool,
+    /// Native input height and width.
+    #[arg(long, default_value_t = 360)]
+    pub height: i64,
+    #[arg(long, default_value_t = 480)]
+    pub width: i64,
+    /// Seed for the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
 }
 
 /// Settings that override the params file for one run.

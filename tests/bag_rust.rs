@@ -39,7 +39,10 @@ fn write_bag(dir: &std::path::Path, frames: u32) {
     assert_eq!(summary.message_count, frames as u64);
 }
 
-fn read_all(reader: &BagReader) -> (Vec<(String, String, u64, Image)>, Result<(), BagError>) {
+/// (topic, type, log time, decoded image) of every message read.
+type Read = Vec<(String, String, u64, Image)>;
+
+fn read_all(reader: &BagReader) -> (Read, Result<(), BagError>) {
     let mut out = Vec::new();
     let result = reader.read(|m| {
         out.push((

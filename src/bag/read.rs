@@ -79,6 +79,9 @@ pub struct BagInfo {
     /// Log time of the first message and the span to the last, nanoseconds.
     pub start_ns: u64,
     pub duration_ns: u64,
+    /// Set when the counts come from reading a damaged file: where reading stopped (the
+    /// counts cover the messages before it).
+    pub damage: Option<String>,
 }
 
 /// A message as stored: CDR bytes and the time it was logged.
@@ -255,19 +258,24 @@ impl BagReader {
                     .as_ref()
                     .map_or(0, |t| t.nanoseconds_since_epoch),
                 duration_ns: meta.duration.as_ref().map_or(0, |d| d.nanoseconds),
+                damage: None,
             });
         }
         // No metadata: count by reading (fast: no message is decoded).
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         let (mut first, mut last) = (u64::MAX, 0u64);
-        self.read(|m| {
+        let damage = match self.read(|m| {
             *counts
                 .entry((m.topic.to_owned(), m.type_name.to_owned()))
                 .or_default() += 1;
             first = first.min(m.log_time);
             last = last.max(m.log_time);
             ControlFlow::Continue(())
-        })?;
+        }) {
+            Ok(()) => None,
+            Err(e @ BagError::Corrupt { .. }) => Some(e.to_string()),
+            Err(e) => return Err(e),
+        };
         let topics: Vec<TopicInfo> = counts
             .into_iter()
             .map(|((name, type_name), message_count)| TopicInfo {
@@ -285,6 +293,7 @@ impl BagReader {
             message_count,
             start_ns: if message_count > 0 { first } else { 0 },
             duration_ns: last.saturating_sub(if message_count > 0 { first } else { 0 }),
+            damage,
         })
     }
 
@@ -325,9 +334,8 @@ fn read_mcap(
         message,
     };
     let stream = mcap::MessageStream::new(&map).map_err(|e| corrupt(0, e.to_string()))?;
-    let mut read = 0u64;
-    for message in stream {
-        let message = message.map_err(|e| corrupt(read, e.to_string()))?;
+    for (read, message) in stream.enumerate() {
+        let message = message.map_err(|e| corrupt(read as u64, e.to_string()))?;
         let type_name = message
             .channel
             .schema
@@ -339,7 +347,6 @@ fn read_mcap(
             log_time: message.log_time,
             data: &message.data,
         };
-        read += 1;
         if visit(&msg).is_break() {
             return Ok(ControlFlow::Break(()));
         }

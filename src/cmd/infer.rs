@@ -5,46 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use bayes_perception::config::Params;
 use bayes_perception::device::device_name;
 use bayes_perception::output::write_prediction;
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{InferArgs, Overrides};
-
-/// Reads the params file (or the defaults) and applies command-line overrides.
-pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Params> {
-    let mut params = match config {
-        Some(path) => Params::load(path)?,
-        None => Params::default(),
-    };
-    if let Some(mode) = overrides.mode {
-        params.mode = mode;
-    }
-    if let Some(device) = &overrides.device {
-        params.device = device.clone();
-    }
-    if let Some(samples) = overrides.samples {
-        params.mc.samples = samples;
-    }
-    if let Some(batch_size) = overrides.batch_size {
-        params.mc.batch_size = batch_size;
-    }
-    if let Some(seed) = overrides.seed {
-        params.seed = seed;
-    }
-    params.validate("command line")?;
-    Ok(params)
-}
+use crate::cli::InferArgs;
 
 pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
-    let params = load_params(args.config.as_deref(), &args.overrides)?;
-    let model_dir = match (&args.model, params.model.as_str()) {
-        (Some(dir), _) => dir.clone(),
-        (None, "") => bail!("no model: pass --model DIR or set `model` in the params file"),
-        (None, dir) => PathBuf::from(dir),
-    };
+    let params = super::load_params(args.config.as_deref(), &args.overrides)?;
+    let model_dir = super::model_dir(args.model.as_deref(), &params)?;
     let inputs = collect_inputs(&args.inputs)?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
     let palette: Vec<[u8; 3]> = engine

@@ -1,5 +1,47 @@
 //! One module per subcommand; each `run` returns the process exit code.
 
+pub mod bag;
 pub mod bench;
 pub mod doctor;
 pub mod infer;
+pub mod model;
+
+use std::path::{Path, PathBuf};
+
+use bayes_perception::config::Params;
+
+use crate::cli::Overrides;
+
+/// Reads the params file (or the defaults) and applies command-line overrides.
+pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Params> {
+    let mut params = match config {
+        Some(path) => Params::load(path)?,
+        None => Params::default(),
+    };
+    if let Some(mode) = overrides.mode {
+        params.mode = mode;
+    }
+    if let Some(device) = &overrides.device {
+        params.device = device.clone();
+    }
+    if let Some(samples) = overrides.samples {
+        params.mc.samples = samples;
+    }
+    if let Some(batch_size) = overrides.batch_size {
+        params.mc.batch_size = batch_size;
+    }
+    if let Some(seed) = overrides.seed {
+        params.seed = seed;
+    }
+    params.validate("command line")?;
+    Ok(params)
+}
+
+/// The model directory: `--model`, else the params file's `model`.
+pub fn model_dir(arg: Option<&Path>, params: &Params) -> anyhow::Result<PathBuf> {
+    match (arg, params.model.as_str()) {
+        (Some(dir), _) => Ok(dir.to_owned()),
+        (None, "") => anyhow::bail!("no model: pass --model DIR or set `model` in the params file"),
+        (None, dir) => Ok(PathBuf::from(dir)),
+    }
+}

@@ -1,0 +1,713 @@
+//! `bayes_perception bag process|info|sample`: rosbag2 files in and out, no ROS needed.
+//!
+//! `process` reads a camera bag, copies the camera topics (and their camera_info) byte for
+//! byte, runs the engine on every frame and writes the node's output topics under each
+//! camera's namespace with the input's header and log time, so the result plays back like
+//! a recording of the live node. It writes to a temporary directory and renames it at the
+//! end; Ctrl-C finishes the current frame and closes a valid bag of what was done.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use bayes_perception::bag::cdr::CdrMessage;
+use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
+use bayes_perception::config::Params;
+use bayes_perception::device::device_name;
+use bayes_perception::msg::encoding::{decode_compressed, decode_image};
+use bayes_perception::msg::outputs::{build_outputs, DEPTH_CAMERA_INFO_TOPIC};
+use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
+use bayes_perception::{Engine, EngineConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{BagInfoArgs, BagProcessArgs, BagSampleArgs};
+
+const IMAGE: &str = "sensor_msgs/msg/Image";
+const COMPRESSED: &str = "sensor_msgs/msg/CompressedImage";
+const CAMERA_INFO: &str = "sensor_msgs/msg/CameraInfo";
+
+/// The namespace a node processing `topic` would live in: the topic's parent, after
+/// dropping image_transport's `/compressed` suffix (`/cam/image_raw/compressed` -> `/cam`).
+pub fn camera_namespace(topic: &str, type_name: &str) -> String {
+    let base = if type_name == COMPRESSED {
+        topic.strip_suffix("/compressed").unwrap_or(topic)
+    } else {
+        topic
+    };
+    match base.rfind('/') {
+        Some(i) => base[..i].to_owned(),
+        None => String::new(),
+    }
+}
+
+/// Per camera topic bookkeeping.
+#[derive(Debug, Default)]
+struct CameraState {
+    namespace: String,
+    read: u64,
+    processed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    cameras: BTreeMap<String, CameraState>,
+    /// Skipped frames by reason.
+    skipped: BTreeMap<String, u64>,
+    not_sampled: u64,
+    other_messages: u64,
+    outside_window: u64,
+    /// Time inside the network's forward passes, milliseconds.
+    forward_ms: f64,
+}
+
+pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
+    if args.every == 0 {
+        bail!("--every must be at least 1");
+    }
+    if args.start < 0.0 || args.duration.is_some_and(|d| d <= 0.0) {
+        bail!("--start must be >= 0 and --duration > 0");
+    }
+    let params = super::load_params(args.config.as_deref(), &args.overrides)?;
+    let model_dir = super::model_dir(args.model.as_deref(), &params)?;
+    let reader = BagReader::open(&args.input)?;
+    let info = reader.info()?;
+
+    let available: Vec<_> = info
+        .topics
+        .iter()
+        .filter(|t| t.type_name == IMAGE || t.type_name == COMPRESSED)
+        .collect();
+    let raw_namespaces: Vec<String> = available
+        .iter()
+        .filter(|t| t.type_name == IMAGE)
+        .map(|t| camera_namespace(&t.name, &t.type_name))
+        .collect();
+    let selected: Vec<_> = if args.topics.is_empty() {
+        // A camera recorded both raw and compressed is one camera: use the raw stream, as
+        // the node does with `input.transport: raw`.
+        available
+            .iter()
+            .copied()
+            .filter(|t| {
+                let twin = t.type_name == COMPRESSED
+                    && raw_namespaces.contains(&camera_namespace(&t.name, &t.type_name));
+                if twin {
+                    println!(
+                        "{} is the compressed twin of a raw camera topic; not processed (pick it with --topic)",
+                        t.name
+                    );
+                }
+                !twin
+            })
+            .collect()
+    } else {
+        args.topics
+            .iter()
+            .map(|wanted| {
+                available.iter().copied().find(|t| &t.name == wanted).ok_or_else(|| {
+                    let names: Vec<_> = available.iter().map(|t| t.name.as_str()).collect();
+                    anyhow::anyhow!("--topic {wanted} is not a camera topic of this bag (camera topics: {names:?})")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    if selected.is_empty() {
+        bail!(
+            "{} has no sensor_msgs/Image or CompressedImage topic",
+            args.input.display()
+        );
+    }
+    let mut namespaces: Vec<String> = selected
+        .iter()
+        .map(|t| camera_namespace(&t.name, &t.type_name))
+        .collect();
+    namespaces.sort();
+    if let Some(pair) = namespaces.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "two selected camera topics share the namespace `{}`, so their outputs would mix; pick one with --topic",
+            pair[0]
+        );
+    }
+    let mut tally = Tally::default();
+    for t in &selected {
+        tally.cameras.insert(
+            t.name.clone(),
+            CameraState {
+                namespace: camera_namespace(&t.name, &t.type_name),
+                ..Default::default()
+            },
+        );
+    }
+    let info_topics: HashMap<String, String> = tally
+        .cameras
+        .values()
+        .map(|c| (format!("{}/camera_info", c.namespace), c.namespace.clone()))
+        .collect();
+
+    if args.output.exists() && !args.force {
+        bail!(
+            "{} exists; pass --force to replace it",
+            args.output.display()
+        );
+    }
+    let temp = partial_path(&args.output)?;
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp)
+            .with_context(|| format!("cannot remove {}", temp.display()))?;
+    }
+
+    // Profiled, so the summary can say how much time the network itself takes.
+    let engine_config = EngineConfig {
+        profile: true,
+        ..EngineConfig::from_params(&params)?
+    };
+    let engine = Engine::load(&model_dir, engine_config)?;
+    let palette: Vec<[u8; 3]> = engine
+        .model()
+        .spec
+        .tasks
+        .semantic
+        .as_ref()
+        .map(|s| s.classes.iter().map(|c| c.color).collect())
+        .unwrap_or_default();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        // A second handler cannot be installed in one process; ignore that case (tests).
+        ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst)).ok();
+    }
+
+    let total_frames: u64 = selected.iter().map(|t| t.message_count).sum();
+    let progress = ProgressBar::new(total_frames);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} frames, {per_sec}, ETA {eta}")
+            .expect("valid template"),
+    );
+    let window_start = info.start_ns + (args.start * 1e9) as u64;
+    let window_end = args
+        .duration
+        .map_or(u64::MAX, |d| window_start.saturating_add((d * 1e9) as u64));
+    let mut writer = BagWriter::create(&temp)?;
+    let mut latest_info: HashMap<String, CameraInfo> = HashMap::new();
+    let mut write_error: Option<anyhow::Error> = None;
+    let started = Instant::now();
+
+    let read_result = reader.read(|m: &BagMessage| {
+        if interrupted.load(Ordering::SeqCst) {
+            return ControlFlow::Break(());
+        }
+        let in_window = m.log_time >= window_start && m.log_time <= window_end;
+        let step = (|| -> anyhow::Result<()> {
+            if let Some(camera) = tally.cameras.get_mut(m.topic) {
+                progress.inc(1);
+                if !in_window {
+                    tally.outside_window += 1;
+                    return Ok(());
+                }
+                writer.write(m.topic, m.type_name, m.log_time, m.data)?;
+                camera.read += 1;
+                if (camera.read - 1) % args.every != 0 {
+                    tally.not_sampled += 1;
+                    return Ok(());
+                }
+                let namespace = camera.namespace.clone();
+                match process_frame(
+                    &engine,
+                    m,
+                    &palette,
+                    &params,
+                    &namespace,
+                    latest_info.get(&namespace),
+                    &mut writer,
+                ) {
+                    Ok(forward_ms) => {
+                        tally.forward_ms += forward_ms;
+                        tally
+                            .cameras
+                            .get_mut(m.topic)
+                            .expect("known camera")
+                            .processed += 1;
+                    }
+                    Err(FrameError::Skip(reason)) => {
+                        progress.suspend(|| {
+                            log::warn!("{} at {} ns: skipped: {reason}", m.topic, m.log_time)
+                        });
+                        *tally.skipped.entry(reason_key(&reason)).or_default() += 1;
+                    }
+                    Err(FrameError::Write(e)) => return Err(e),
+                }
+            } else if let Some(namespace) = info_topics.get(m.topic) {
+                if !in_window {
+                    tally.outside_window += 1;
+                    return Ok(());
+                }
+                writer.write(m.topic, m.type_name, m.log_time, m.data)?;
+                match CameraInfo::from_cdr(m.data) {
+                    Ok(info) => {
+                        latest_info.insert(namespace.clone(), info);
+                    }
+                    Err(e) => {
+                        *tally
+                            .skipped
+                            .entry(format!("camera_info not decodable ({e})"))
+                            .or_default() += 1
+                    }
+                }
+            } else {
+                tally.other_messages += 1;
+            }
+            Ok(())
+        })();
+        match step {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    progress.finish_and_clear();
+    let elapsed = started.elapsed();
+
+    if let Some(e) = write_error {
+        std::fs::remove_dir_all(&temp).ok();
+        return Err(e.context("writing the output bag failed; nothing was kept"));
+    }
+    let summary = writer.finish()?;
+    if args.output.exists() {
+        std::fs::remove_dir_all(&args.output)
+            .with_context(|| format!("cannot replace {}", args.output.display()))?;
+    }
+    // rosbag2 names the storage file after the directory; keep that after the rename.
+    finalize_dir(&temp, &args.output)?;
+
+    let processed: u64 = tally.cameras.values().map(|c| c.processed).sum();
+    let read: u64 = tally.cameras.values().map(|c| c.read).sum();
+    println!(
+        "{} camera frame(s) read, {processed} processed ({} on {}, mode {}), {} skipped, {} not sampled (--every {})",
+        read + tally.outside_window,
+        engine.model().spec.name,
+        device_name(engine.device()),
+        params.mode,
+        tally.skipped.values().sum::<u64>(),
+        tally.not_sampled,
+        args.every
+    );
+    if tally.outside_window > 0 {
+        println!(
+            "  {} camera frame(s) outside --start/--duration were left out",
+            tally.outside_window
+        );
+    }
+    for (reason, count) in &tally.skipped {
+        println!("  skipped {count}: {reason}");
+    }
+    for (topic, camera) in &tally.cameras {
+        let ns = if camera.namespace.is_empty() {
+            "/"
+        } else {
+            camera.namespace.as_str()
+        };
+        println!(
+            "  {topic}: {} read, {} processed, outputs under {ns}",
+            camera.read, camera.processed
+        );
+    }
+    if processed > 0 {
+        let wall_ms = elapsed.as_secs_f64() * 1e3;
+        println!(
+            "  {:.2} frames/s: {:.0} ms per frame overall, {:.0} ms of it in the network's forward passes; \
+             {:.1} % of the time outside the network (decode, encode, bag I/O)",
+            processed as f64 / elapsed.as_secs_f64(),
+            wall_ms / processed as f64,
+            tally.forward_ms / processed as f64,
+            100.0 * (1.0 - tally.forward_ms / wall_ms)
+        );
+    }
+    if tally.other_messages > 0 {
+        println!(
+            "  {} message(s) of other topics not copied",
+            tally.other_messages
+        );
+    }
+    let size = dir_size(&args.output);
+    println!(
+        "wrote {} ({} messages, {} topics, {:.1} MiB)",
+        args.output.display(),
+        summary.message_count,
+        summary.topics.len(),
+        size as f64 / (1024.0 * 1024.0)
+    );
+
+    if interrupted.load(Ordering::SeqCst) {
+        println!("interrupted: the output holds the frames done so far");
+        return Ok(ExitCode::from(130));
+    }
+    if let Err(e) = read_result {
+        println!("input damaged: {e}");
+        println!("the output holds every frame read before that point");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+enum FrameError {
+    /// Bad input frame: counted and skipped.
+    Skip(String),
+    /// The output cannot be written: stop.
+    Write(anyhow::Error),
+}
+
+impl From<BagError> for FrameError {
+    fn from(e: BagError) -> Self {
+        FrameError::Write(e.into())
+    }
+}
+
+/// Decodes, predicts and writes the outputs of one camera frame; returns the time spent in
+/// the network's forward passes (ms).
+fn process_frame(
+    engine: &Engine,
+    m: &BagMessage,
+    palette: &[[u8; 3]],
+    params: &Params,
+    namespace: &str,
+    camera_info: Option<&CameraInfo>,
+    writer: &mut BagWriter,
+) -> Result<f64, FrameError> {
+    let skip = |e: &dyn std::fmt::Display| FrameError::Skip(e.to_string());
+    let (header, rgb) = if m.type_name == COMPRESSED {
+        let msg = CompressedImage::from_cdr(m.data).map_err(|e| skip(&e))?;
+        (
+            msg.header.clone(),
+            decode_compressed(&msg).map_err(|e| skip(&e))?,
+        )
+    } else {
+        let msg = Image::from_cdr(m.data).map_err(|e| skip(&e))?;
+        (
+            msg.header.clone(),
+            decode_image(&msg).map_err(|e| skip(&e))?,
+        )
+    };
+    let prediction = engine.predict(&rgb).map_err(|e| skip(&e))?;
+    for (topic, image) in build_outputs(&prediction, &header, palette, &params.colormap, |_| true) {
+        writer.write(
+            &format!("{namespace}/{}", topic.name()),
+            IMAGE,
+            m.log_time,
+            &image.to_cdr(),
+        )?;
+    }
+    if let (Some(info), Some(_)) = (camera_info, &prediction.depth) {
+        let info = CameraInfo {
+            header: header.clone(),
+            ..info.clone()
+        };
+        writer.write(
+            &format!("{namespace}/{DEPTH_CAMERA_INFO_TOPIC}"),
+            CAMERA_INFO,
+            m.log_time,
+            &info.to_cdr(),
+        )?;
+    }
+    Ok(prediction
+        .timing
+        .forward_ms
+        .unwrap_or(prediction.timing.total_ms))
+}
+
+/// Groups skip reasons for the summary: "unsupported encoding `nv12`" stays whole, the
+/// per-frame details of other reasons (byte counts, offsets) are cut at the first colon.
+fn reason_key(reason: &str) -> String {
+    if reason.starts_with("unsupported encoding") {
+        return reason.to_owned();
+    }
+    reason.split(": ").next().unwrap_or(reason).to_owned()
+}
+
+/// `.NAME.partial-PID` next to OUTPUT.
+fn partial_path(output: &Path) -> anyhow::Result<PathBuf> {
+    let name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("OUTPUT needs a directory name")?;
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("{} does not exist", parent.display());
+    }
+    Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
+}
+
+/// Renames the finished temporary bag to `output`, renaming its storage file and fixing
+/// metadata.yaml to match (rosbag2 names the file after the directory).
+fn finalize_dir(temp: &Path, output: &Path) -> anyhow::Result<()> {
+    let temp_name = temp
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("temporary name")?;
+    let out_name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("output name")?;
+    let (old_file, new_file) = (format!("{temp_name}_0.mcap"), format!("{out_name}_0.mcap"));
+    std::fs::rename(temp.join(&old_file), temp.join(&new_file))?;
+    let meta = temp.join("metadata.yaml");
+    let text = std::fs::read_to_string(&meta)?;
+    std::fs::write(&meta, text.replace(&old_file, &new_file))?;
+    std::fs::rename(temp, output)
+        .with_context(|| format!("cannot rename {} to {}", temp.display(), output.display()))?;
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub fn info(args: BagInfoArgs) -> anyhow::Result<ExitCode> {
+    let reader = BagReader::open(&args.path)?;
+    let info = reader.info()?;
+    let seconds = |ns: u64| ns as f64 / 1e9;
+    let files: Vec<String> = info
+        .files
+        .iter()
+        .map(|f| {
+            f.file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+        })
+        .collect();
+    println!("Files:             {}", files.join(", "));
+    println!(
+        "Bag size:          {:.1} MiB",
+        info.size_bytes as f64 / (1024.0 * 1024.0)
+    );
+    println!("Storage id:        {}", info.storage.identifier());
+    println!("Duration:          {:.3}s", seconds(info.duration_ns));
+    println!(
+        "Start:             {:.3} (s since epoch)",
+        seconds(info.start_ns)
+    );
+    println!(
+        "End:               {:.3} (s since epoch)",
+        seconds(info.start_ns + info.duration_ns)
+    );
+    println!("Messages:          {}", info.message_count);
+    if let Some(damage) = &info.damage {
+        println!("Damaged:           {damage}");
+    }
+    let width = info.topics.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for (i, t) in info.topics.iter().enumerate() {
+        let label = if i == 0 {
+            "Topic information: "
+        } else {
+            "                   "
+        };
+        println!(
+            "{label}Topic: {:width$} | Type: {} | Count: {} | Serialization Format: cdr",
+            t.name, t.type_name, t.message_count
+        );
+    }
+    Ok(if info.damage.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn sample(args: BagSampleArgs) -> anyhow::Result<ExitCode> {
+    if args.frames == 0
+        || args.width == 0
+        || args.height == 0
+        || args.fps.is_nan()
+        || args.fps <= 0.0
+    {
+        bail!("--frames, --width, --height and --fps must be positive");
+    }
+    let channels = match args.encoding.as_str() {
+        "rgb8" | "bgr8" => 3,
+        "rgba8" | "bgra8" => 4,
+        "mono8" => 1,
+        other => bail!("--encoding {other} is not one of rgb8, bgr8, rgba8, bgra8, mono8"),
+    };
+    let namespace = camera_namespace(&args.topic, IMAGE);
+    let mut writer = BagWriter::create(&args.output)?;
+    let t0: i64 = 1_700_000_000_000_000_000;
+    for i in 0..args.frames {
+        let stamp_ns = t0 + (i as f64 * 1e9 / args.fps) as i64;
+        let header = Header {
+            stamp: Time::from_nanos(stamp_ns),
+            frame_id: "camera_optical_frame".into(),
+        };
+        let log_time = stamp_ns as u64;
+        // camera_info before its image, so a consumer has it when the image arrives.
+        let f = args.width as f64 * 0.8;
+        let info = CameraInfo {
+            header: header.clone(),
+            height: args.height,
+            width: args.width,
+            distortion_model: "plumb_bob".into(),
+            d: vec![0.0; 5],
+            k: [
+                f,
+                0.0,
+                args.width as f64 / 2.0,
+                0.0,
+                f,
+                args.height as f64 / 2.0,
+                0.0,
+                0.0,
+                1.0,
+            ],
+            r: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            p: [
+                f,
+                0.0,
+                args.width as f64 / 2.0,
+                0.0,
+                0.0,
+                f,
+                args.height as f64 / 2.0,
+                0.0,
+                0.0,
+                0.0,
+                1.0,
+                0.0,
+            ],
+            ..Default::default()
+        };
+        writer.write(
+            &format!("{namespace}/camera_info"),
+            CAMERA_INFO,
+            log_time,
+            &info.to_cdr(),
+        )?;
+        let rgb = test_pattern(args.width, args.height, i);
+        if args.compressed {
+            let mut jpeg = Vec::new();
+            rgb.write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )?;
+            let msg = CompressedImage {
+                header: header.clone(),
+                format: "rgb8; jpeg compressed bgr8".into(),
+                data: jpeg,
+            };
+            writer.write(
+                &format!("{}/compressed", args.topic),
+                COMPRESSED,
+                log_time,
+                &msg.to_cdr(),
+            )?;
+        } else {
+            let data: Vec<u8> = rgb
+                .pixels()
+                .flat_map(|p| {
+                    let [r, g, b] = p.0;
+                    match args.encoding.as_str() {
+                        "rgb8" => vec![r, g, b],
+                        "bgr8" => vec![b, g, r],
+                        "rgba8" => vec![r, g, b, 255],
+                        "bgra8" => vec![b, g, r, 255],
+                        _ => {
+                            vec![((r as u32 * 299 + g as u32 * 587 + b as u32 * 114) / 1000) as u8]
+                        }
+                    }
+                })
+                .collect();
+            let msg = Image {
+                header: header.clone(),
+                height: args.height,
+                width: args.width,
+                encoding: args.encoding.clone(),
+                is_bigendian: 0,
+                step: args.width * channels,
+                data,
+            };
+            writer.write(&args.topic, IMAGE, log_time, &msg.to_cdr())?;
+        }
+    }
+    let summary = writer.finish()?;
+    println!(
+        "wrote {} ({} frames of {}x{} {}, {} messages)",
+        summary.dir.display(),
+        args.frames,
+        args.width,
+        args.height,
+        if args.compressed {
+            "JPEG"
+        } else {
+            args.encoding.as_str()
+        },
+        summary.message_count
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A synthetic street-like test pattern: sky gradient, road, and a box moving across.
+fn test_pattern(width: u32, height: u32, frame: u32) -> image::RgbImage {
+    let horizon = height / 2;
+    let box_x = (frame * 7) % width.max(1);
+    image::RgbImage::from_fn(width, height, |x, y| {
+        let in_box = x >= box_x && x < box_x + width / 6 && y > horizon && y < horizon + height / 5;
+        if in_box {
+            image::Rgb([200, 40, 40])
+        } else if y < horizon {
+            let t = y as f32 / horizon.max(1) as f32;
+            image::Rgb([(90.0 + 80.0 * t) as u8, (140.0 + 60.0 * t) as u8, 230])
+        } else {
+            let lane = (x as i32 - width as i32 / 2).abs() < 3 && (y / 8) % 2 == 0;
+            if lane {
+                image::Rgb([240, 240, 240])
+            } else {
+                image::Rgb([70, 70, 75])
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camera_namespaces() {
+        assert_eq!(camera_namespace("/camera/image_raw", IMAGE), "/camera");
+        assert_eq!(
+            camera_namespace("/camera/image_raw/compressed", COMPRESSED),
+            "/camera"
+        );
+        assert_eq!(
+            camera_namespace("/robot/front/image", IMAGE),
+            "/robot/front"
+        );
+        assert_eq!(camera_namespace("/image", IMAGE), "");
+        assert_eq!(camera_namespace("/image/compressed", COMPRESSED), "");
+    }
+
+    #[test]
+    fn skip_reasons_group() {
+        assert_eq!(
+            reason_key("unsupported encoding `nv12`"),
+            "unsupported encoding `nv12`"
+        );
+        assert_eq!(
+            reason_key("malformed rgb8 image: 23 data bytes, 4x2 with step 12 needs 24"),
+            "malformed rgb8 image"
+        );
+    }
+}

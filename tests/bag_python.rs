@@ -1,0 +1,498 @@
+//! `bag process` checked by independent implementations: input bags are written by the
+//! Python `rosbags` package (MCAP and SQLite3; raw and compressed images; several
+//! encodings), and the output is read back with `rosbags` and with `mcap` +
+//! `mcap-ros2-support` decoding through the schemas embedded in the file.
+//!
+//! The Python packages come from `make setup` (BAYES_PERCEPTION_PYTHON, set by `make
+//! test`). Without them these tests say so and return, so a bare `cargo test` still runs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("BAYES_PERCEPTION_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let home = std::env::var_os("HOME")?;
+            Some(Path::new(&home).join(".cache/bayes_perception/venv/bin/python"))
+        })?;
+    let ok = Command::new(&candidate)
+        .args(["-c", "import rosbags, mcap_ros2"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some(candidate)
+    } else {
+        eprintln!("SKIPPED: no Python with rosbags and mcap-ros2-support (run `make test`, which installs them)");
+        None
+    }
+}
+
+/// Writes the input bags. Arguments: output dir, a JPEG file, a PNG file.
+const MAKE_BAGS: &str = r#"
+import sys
+from pathlib import Path
+import numpy as np
+from rosbags.rosbag2 import Writer, StoragePlugin
+from rosbags.typesys import Stores, get_typestore
+
+out, jpeg, png = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]).read_bytes()
+ts = get_typestore(Stores.ROS2_HUMBLE)
+T = ts.types
+Time, Header = T['builtin_interfaces/msg/Time'], T['std_msgs/msg/Header']
+Image, Compressed = T['sensor_msgs/msg/Image'], T['sensor_msgs/msg/CompressedImage']
+Info, Roi = T['sensor_msgs/msg/CameraInfo'], T['sensor_msgs/msg/RegionOfInterest']
+
+def header(i, frame):
+    return Header(stamp=Time(sec=100 + i, nanosec=1000 * i + 7), frame_id=frame)
+
+def image(i, frame, w, h, encoding, bpp, pad, big=0):
+    step = w * bpp + pad
+    data = np.frombuffer(bytes((x * 7 + i) % 256 for x in range(step * h)), dtype=np.uint8)
+    return Image(header=header(i, frame), height=h, width=w, encoding=encoding, is_bigendian=big, step=step, data=data)
+
+def info(i, frame, w, h):
+    return Info(header=header(i, frame), height=h, width=w, distortion_model='plumb_bob',
+                d=np.zeros(5), k=np.eye(3).flatten(), r=np.eye(3).flatten(), p=np.zeros(12),
+                binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+def write(path, plugin, streams):
+    with Writer(path, version=8, storage_plugin=plugin) as w:
+        conns = {}
+        for topic, msgtype, msgs in streams:
+            conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
+        events = sorted((int(m.header.stamp.sec) * 10**9 + int(m.header.stamp.nanosec), k, topic, m)
+                        for topic, _, msgs in streams for k, m in enumerate(msgs))
+        for t, _, topic, m in events:
+            w.write(conns[topic], t, ts.serialize_cdr(m, m.__msgtype__))
+
+write(out / 'in_mcap', StoragePlugin.MCAP, [
+    ('/front/camera_info', Info.__msgtype__, [info(i, 'front', 40, 30) for i in range(3)]),
+    ('/front/image_raw', Image.__msgtype__, [image(i, 'front', 40, 30, 'rgb8', 3, 8) for i in range(3)]),
+    ('/rear/image_raw/compressed', Compressed.__msgtype__,
+     [Compressed(header=header(i, 'rear'), format='rgb8; jpeg compressed bgr8', data=np.frombuffer(jpeg, dtype=np.uint8)) for i in range(2)]),
+    ('/side/image', Image.__msgtype__, [image(i, 'side', 17, 9, 'yuv422_yuy2', 2, 2) for i in range(2)]
+                                       + [image(5, 'side', 4, 4, 'nv12', 1, 0)]),
+])
+write(out / 'in_sqlite', StoragePlugin.SQLITE3, [
+    ('/camera/image_raw', Image.__msgtype__, [image(i, 'cam', 21, 13, 'mono16', 2, 6, big=1) for i in range(3)]
+                                             + [image(4, 'cam', 20, 10, 'bayer_rggb8', 1, 0)]),
+    ('/camera/image_raw/compressed', Compressed.__msgtype__,
+     [Compressed(header=header(i, 'cam'), format='png', data=np.frombuffer(png, dtype=np.uint8)) for i in range(2)]),
+])
+"#;
+
+/// Reads a bag with both independent readers and prints one JSON object:
+/// {"rosbags": {topic: {type, count, stamps, sizes, encodings, sha}}, "mcap": {...}}.
+const READ_BAG: &str = r#"
+import sys, json, hashlib
+from pathlib import Path
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
+
+path = Path(sys.argv[1])
+ts = get_typestore(Stores.ROS2_HUMBLE)
+
+def record(out, topic, msgtype, msg, raw):
+    t = out.setdefault(topic, {'type': msgtype, 'count': 0, 'stamps': [], 'sizes': [], 'encodings': [], 'sha': []})
+    t['count'] += 1
+    t['stamps'].append([int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)])
+    t['sizes'].append([int(getattr(msg, 'width', 0)), int(getattr(msg, 'height', 0))])
+    t['encodings'].append(str(getattr(msg, 'encoding', getattr(msg, 'format', ''))))
+    if raw is not None:
+        t['sha'].append(hashlib.sha256(bytes(raw)).hexdigest())
+    if getattr(msg, 'encoding', None) == '32FC1':
+        import numpy as np
+        values = np.frombuffer(bytes(msg.data), dtype='<f4')
+        t.setdefault('inf', 0)
+        t['inf'] += int(np.isinf(values).sum())
+
+result = {'rosbags': {}}
+with Reader(path) as reader:
+    for conn, _, raw in reader.messages():
+        record(result['rosbags'], conn.topic, conn.msgtype, ts.deserialize_cdr(raw, conn.msgtype), raw)
+
+mcaps = sorted(path.glob('*.mcap'))
+if mcaps:
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    result['mcap'] = {}
+    with open(mcaps[0], 'rb') as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for schema, channel, message, decoded in reader.iter_decoded_messages():
+            assert channel.message_encoding == 'cdr' and schema.encoding == 'ros2msg', (channel, schema)
+            record(result['mcap'], channel.topic, schema.name, decoded, message.data)
+print(json.dumps(result))
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    python: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Option<Self> {
+        let python = python()?;
+        let dir = tempfile::tempdir().unwrap();
+        common::tiny_model(4, true)
+            .save(&dir.path().join("model"))
+            .unwrap();
+        let img = common::pattern(24, 16);
+        img.save(dir.path().join("frame.jpg")).unwrap();
+        img.save(dir.path().join("frame.png")).unwrap();
+        let f = Fixture { dir, python };
+        f.py(
+            MAKE_BAGS,
+            &[f.path(""), f.path("frame.jpg"), f.path("frame.png")],
+        );
+        Some(f)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn py(&self, script: &str, args: &[PathBuf]) -> String {
+        let script_path = self.path("script.py");
+        std::fs::write(&script_path, script).unwrap();
+        let out = Command::new(&self.python)
+            .arg(&script_path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn read(&self, bag: &str) -> Value {
+        serde_json::from_str(&self.py(READ_BAG, &[self.path(bag)])).unwrap()
+    }
+
+    fn process(&self, input: &str, output: &str, extra: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+            .args(["bag", "process"])
+            .arg(self.path(input))
+            .arg(self.path(output))
+            .arg("--model")
+            .arg(self.path("model"))
+            .args(["--device", "cpu"])
+            .args(extra)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+const OUTPUTS_ALEATORIC: [(&str, &str); 10] = [
+    ("semantic/labels", "mono8"),
+    ("semantic/color", "rgb8"),
+    ("semantic/confidence", "32FC1"),
+    ("depth", "32FC1"),
+    ("uncertainty/semantic/aleatoric", "32FC1"),
+    ("uncertainty/semantic/aleatoric/color", "rgb8"),
+    ("uncertainty/depth/aleatoric", "32FC1"),
+    ("uncertainty/depth/aleatoric/color", "rgb8"),
+    ("uncertainty/semantic/epistemic", "32FC1"),
+    ("uncertainty/depth/epistemic", "32FC1"),
+];
+
+/// Checks one camera's outputs against its input topic, in one reader's view.
+fn check_camera(
+    input: &BTreeMap<String, Value>,
+    output: &BTreeMap<String, Value>,
+    camera: &str,
+    ns: &str,
+    mc: bool,
+    reader: &str,
+) {
+    let cam = &input[camera];
+    // Passthrough: same type, same bytes, same order.
+    assert_eq!(output[camera]["type"], cam["type"], "{reader} {camera}");
+    assert_eq!(
+        output[camera]["sha"], cam["sha"],
+        "{reader} {camera}: passthrough not byte for byte"
+    );
+    // Frames the decoder accepts: everything but the nv12 one.
+    let good: Vec<usize> = (0..cam["count"].as_u64().unwrap() as usize)
+        .filter(|&i| cam["encodings"][i] != "nv12")
+        .collect();
+    for (suffix, encoding) in OUTPUTS_ALEATORIC {
+        let topic = format!("{ns}/{suffix}");
+        if suffix.contains("epistemic") && !mc {
+            assert!(
+                !output.contains_key(&topic),
+                "{reader}: {topic} written in aleatoric mode"
+            );
+            continue;
+        }
+        let out = output
+            .get(&topic)
+            .unwrap_or_else(|| panic!("{reader}: {topic} missing; have {:?}", output.keys()));
+        assert_eq!(out["type"], "sensor_msgs/msg/Image", "{reader} {topic}");
+        assert_eq!(
+            out["count"].as_u64().unwrap() as usize,
+            good.len(),
+            "{reader} {topic}"
+        );
+        for (k, &i) in good.iter().enumerate() {
+            assert_eq!(
+                out["stamps"][k], cam["stamps"][i],
+                "{reader} {topic}: header stamp not the input's"
+            );
+            let size = if cam["type"] == "sensor_msgs/msg/CompressedImage" {
+                serde_json::json!([24, 16])
+            } else {
+                cam["sizes"][i].clone()
+            };
+            assert_eq!(
+                out["sizes"][k], size,
+                "{reader} {topic}: not at input resolution"
+            );
+            assert_eq!(out["encodings"][k], encoding, "{reader} {topic}");
+        }
+        if encoding == "32FC1" {
+            assert_eq!(out["inf"], 0, "{reader} {topic} has Inf");
+        }
+    }
+}
+
+fn as_map(v: &Value) -> BTreeMap<String, Value> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn mcap_input_from_rosbags_processes_and_output_decodes_in_both_readers() {
+    let Some(f) = Fixture::new() else { return };
+    let (code, text) = f.process(
+        "in_mcap",
+        "out_mcap",
+        &["--mode", "mc", "--samples", "2", "--seed", "3"],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("skipped 1: unsupported encoding `nv12`"),
+        "{text}"
+    );
+    let input = as_map(&f.read("in_mcap")["rosbags"]);
+    let result = f.read("out_mcap");
+    for reader in ["rosbags", "mcap"] {
+        let output = as_map(&result[reader]);
+        check_camera(&input, &output, "/front/image_raw", "/front", true, reader);
+        check_camera(
+            &input,
+            &output,
+            "/rear/image_raw/compressed",
+            "/rear",
+            true,
+            reader,
+        );
+        check_camera(&input, &output, "/side/image", "/side", true, reader);
+        // camera_info passes through, and depth/camera_info carries each image's header.
+        assert_eq!(
+            output["/front/camera_info"]["sha"],
+            input["/front/camera_info"]["sha"]
+        );
+        assert_eq!(
+            output["/front/depth/camera_info"]["stamps"],
+            input["/front/image_raw"]["stamps"]
+        );
+        assert_eq!(
+            output["/front/depth/camera_info"]["sizes"][0],
+            serde_json::json!([40, 30])
+        );
+    }
+    assert_eq!(
+        result["rosbags"], result["mcap"],
+        "the two readers disagree"
+    );
+}
+
+#[test]
+fn sqlite_input_with_every_option() {
+    let Some(f) = Fixture::new() else { return };
+    // Raw and compressed streams of one camera: the raw one is processed by default...
+    let (code, text) = f.process("in_sqlite", "out_sqlite", &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("/camera/image_raw/compressed is the compressed twin"),
+        "{text}"
+    );
+    let input = as_map(&f.read("in_sqlite")["rosbags"]);
+    let result = f.read("out_sqlite");
+    for reader in ["rosbags", "mcap"] {
+        let output = as_map(&result[reader]);
+        check_camera(
+            &input,
+            &output,
+            "/camera/image_raw",
+            "/camera",
+            false,
+            reader,
+        );
+        assert!(!output.contains_key("/camera/image_raw/compressed"));
+    }
+    // ...the compressed one on request; both at once would mix their outputs.
+    let (code, text) = f.process(
+        "in_sqlite",
+        "out_png",
+        &["--topic", "/camera/image_raw/compressed"],
+    );
+    assert_eq!(code, 0, "{text}");
+    let result = f.read("out_png");
+    for reader in ["rosbags", "mcap"] {
+        let output = as_map(&result[reader]);
+        check_camera(
+            &input,
+            &output,
+            "/camera/image_raw/compressed",
+            "/camera",
+            false,
+            reader,
+        );
+    }
+    let both = [
+        "--topic",
+        "/camera/image_raw",
+        "--topic",
+        "/camera/image_raw/compressed",
+    ];
+    let (code, text) = f.process("in_sqlite", "both", &both);
+    assert_eq!(code, 1);
+    assert!(text.contains("share the namespace `/camera`"), "{text}");
+    // --topic, --every and --start/--duration select frames; the others are not processed.
+    let (code, text) = f.process(
+        "in_sqlite",
+        "picked",
+        &[
+            "--topic",
+            "/camera/image_raw",
+            "--every",
+            "2",
+            "--start",
+            "1",
+            "--duration",
+            "1.5",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let picked = as_map(&f.read("picked")["rosbags"]);
+    // Frames at t = 101 and 102 s are inside [101, 102.5]; every 2nd of them is processed.
+    assert_eq!(picked["/camera/image_raw"]["count"], 2, "{text}");
+    assert_eq!(picked["/camera/semantic/labels"]["count"], 1, "{text}");
+    assert_eq!(
+        picked["/camera/semantic/labels"]["stamps"][0],
+        serde_json::json!([101, 1007])
+    );
+    assert!(!picked.contains_key("/camera/image_raw/compressed"));
+}
+
+#[test]
+fn damaged_inputs_and_existing_outputs() {
+    let Some(f) = Fixture::new() else { return };
+    // Existing output: refused without --force, replaced with it.
+    std::fs::create_dir(f.path("taken")).unwrap();
+    let (code, text) = f.process("in_mcap", "taken", &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("exists; pass --force"), "{text}");
+    let (code, text) = f.process("in_mcap", "taken", &["--force"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(f.path("taken/metadata.yaml").is_file() && f.path("taken/taken_0.mcap").is_file());
+
+    // Missing metadata.yaml.
+    std::fs::create_dir(f.path("nometa")).unwrap();
+    let (code, text) = f.process("nometa", "o1", &[]);
+    assert_eq!(code, 1);
+    assert!(text.contains("no metadata.yaml"), "{text}");
+    assert!(!f.path("o1").exists());
+
+    // Truncated MCAP: what was readable is processed, the error says where reading
+    // stopped, the exit code is non-zero and the output is still a valid bag.
+    let mcap = std::fs::read_dir(f.path("in_mcap"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "mcap"))
+        .unwrap();
+    let bytes = std::fs::read(&mcap).unwrap();
+    std::fs::write(f.path("cut.mcap"), &bytes[..bytes.len() * 3 / 4]).unwrap();
+    let (code, text) = f.process("cut.mcap", "from_cut", &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("input damaged") && text.contains("reading stopped after"),
+        "{text}"
+    );
+    let salvaged = f.read("from_cut");
+    assert!(
+        salvaged["rosbags"].as_object().is_some(),
+        "output of a damaged input must be a readable bag"
+    );
+    assert_eq!(salvaged["rosbags"], salvaged["mcap"]);
+    // No temporary directory is left behind by any of the runs.
+    let leftovers: Vec<_> = std::fs::read_dir(f.path(""))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn sample_bag_is_readable_by_rosbags_and_bag_info_matches() {
+    let Some(f) = Fixture::new() else { return };
+    for (name, extra) in [
+        ("sample_raw", vec![]),
+        ("sample_jpeg", vec!["--compressed"]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+            .args(["bag", "sample"])
+            .arg(f.path(name))
+            .args(["--frames", "4", "--width", "48", "--height", "32"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = f.read(name);
+        let topics = as_map(&read["rosbags"]);
+        assert_eq!(topics["/camera/camera_info"]["count"], 4);
+        let image_topic = if extra.is_empty() {
+            "/camera/image_raw"
+        } else {
+            "/camera/image_raw/compressed"
+        };
+        assert_eq!(topics[image_topic]["count"], 4);
+        let info = Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+            .args(["bag", "info"])
+            .arg(f.path(name))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&info.stdout);
+        assert!(
+            text.contains("Messages:          8")
+                && text.contains(image_topic)
+                && text.contains("Count: 4"),
+            "{text}"
+        );
+    }
+}
