@@ -151,3 +151,88 @@ fn bad_paths_are_clear_errors() {
     // Writing over an existing directory is refused.
     assert!(BagWriter::create(&dir).is_err());
 }
+
+#[test]
+fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_bayes_perception");
+    let sample = tmp.path().join("sample");
+    let status = std::process::Command::new(bin)
+        .args(["bag", "sample"])
+        .arg(&sample)
+        .args(["--frames", "3000", "--width", "40", "--height", "30"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    common_model(tmp.path());
+    let out = tmp.path().join("out");
+    let mut child = std::process::Command::new(bin)
+        .args(["bag", "process"])
+        .arg(&sample)
+        .arg(&out)
+        .arg("--model")
+        .arg(tmp.path().join("model"))
+        .args(["--device", "cpu"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run has started writing (its temporary directory exists), then
+    // interrupt it like Ctrl-C does.
+    let started = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains(".partial-"))
+    };
+    while !started() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{text}");
+    assert!(text.contains("interrupted"), "{text}");
+    // The output is complete and consistent: every processed frame has all its outputs.
+    let info = BagReader::open(&out).unwrap().info().unwrap();
+    assert!(info.damage.is_none());
+    let count = |name: &str| {
+        info.topics
+            .iter()
+            .find(|t| t.name == name)
+            .map_or(0, |t| t.message_count)
+    };
+    let processed = count("/camera/semantic/labels");
+    assert!(
+        processed > 0 && processed < 3000,
+        "{processed} frames processed"
+    );
+    assert_eq!(count("/camera/depth"), processed);
+    assert_eq!(
+        count("/camera/image_raw"),
+        processed,
+        "every copied frame was processed"
+    );
+}
+
+fn common_model(dir: &std::path::Path) {
+    let arch = bayes_perception::model::ArchConfig {
+        first_conv_channels: 8,
+        growth_rate: 4,
+        down_blocks: vec![1, 1],
+        bottleneck_layers: 1,
+        up_blocks: vec![1, 1],
+        dropout: 0.2,
+    };
+    let spec = bayes_perception::model::random_spec(arch, None, 3, true, 32, 32);
+    bayes_perception::model::Model::new(spec, tch::Device::Cpu)
+        .unwrap()
+        .save(&dir.join("model"))
+        .unwrap();
+}
