@@ -32,6 +32,31 @@ pub enum Command {
     /// Model directories.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Render synthetic street scenes with exact labels and depth (CamVid layout + depth).
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output directory (the dataset root).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of scenes.
+    #[arg(long)]
+    pub count: u32,
+    /// Seed; the same seed and split give the same scenes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Split name: writes SPLIT/, SPLITannot/, SPLITdepth/, SPLITnoise/ (and SPLITood/).
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Out-of-distribution scenes: add objects never seen in normal scenes (masked in SPLITood/).
+    #[arg(long)]
+    pub ood: bool,
+    #[arg(long, default_value_t = 480)]
+    pub width: u32,
+    #[arg(long, default_value_t = 360)]
+    pub height: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,7 @@ pub mod model;
 pub mod msg;
 pub mod node;
 pub mod output;
+pub mod synth;
 pub mod train;
 pub mod uncertainty;
 

@@ -236,3 +236,46 @@ fn common_model(dir: &std::path::Path) {
         .save(&dir.join("model"))
         .unwrap();
 }
+
+#[test]
+fn odd_output_names_and_bad_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_bayes_perception");
+    let sample = tmp.path().join("s");
+    assert!(std::process::Command::new(bin)
+        .args(["bag", "sample"])
+        .arg(&sample)
+        .args(["--frames", "2", "--width", "40", "--height", "30"])
+        .status()
+        .unwrap()
+        .success());
+    common_model(tmp.path());
+    let run = |out: &str, extra: &[&str]| {
+        std::process::Command::new(bin)
+            .args(["bag", "process"])
+            .arg(&sample)
+            .arg(tmp.path().join(out))
+            .arg("--model")
+            .arg(tmp.path().join("model"))
+            .args(["--device", "cpu"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // A name YAML would misread unquoted: the metadata still names the file correctly.
+    let out = run("#[run] *1", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reader = BagReader::open(&tmp.path().join("#[run] *1")).unwrap();
+    // 2 images, 2 camera_info, and per frame 8 aleatoric-mode images + depth/camera_info.
+    assert_eq!(reader.info().unwrap().message_count, 2 + 2 + 2 * 9);
+    for bad in ["--duration=nan", "--start=-1", "--start=inf"] {
+        let out = run("never", &[bad]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--start must be"));
+        assert!(!tmp.path().join("never").exists());
+    }
+}

@@ -321,9 +321,11 @@ fn read_mcap(
         path: path.to_owned(),
         source,
     })?;
-    // SAFETY: the map is read-only and lives only for this function; a bag being modified
-    // while it is read can give wrong bytes, which the MCAP and CDR parsers reject as
-    // corrupt data, not undefined behaviour of ours.
+    // SAFETY: the map is read-only and lives only for this function. If another process
+    // truncates the file while it is mapped, reading the lost pages raises SIGBUS (the
+    // process ends); changed bytes are caught by the MCAP and CDR parsers as corrupt data.
+    // Bags are not written in place while being read, so this is the accepted trade for
+    // not loading whole bags into memory.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| BagError::Io {
         path: path.to_owned(),
         source,

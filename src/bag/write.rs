@@ -39,15 +39,26 @@ pub struct BagWriter {
 }
 
 impl BagWriter {
-    /// Creates `dir` (it must not exist) and the MCAP file inside.
+    /// Creates `dir` (it must not exist) and the MCAP file inside, named
+    /// `<dir name>_0.mcap` as rosbag2 does.
     pub fn create(dir: &Path) -> Result<Self, BagError> {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("bag")
+            .to_owned();
+        Self::create_named(dir, &name)
+    }
+
+    /// Like [`BagWriter::create`], with the storage file named `<stem>_0.mcap`: for a bag
+    /// written under a temporary directory name and renamed when complete.
+    pub fn create_named(dir: &Path, stem: &str) -> Result<Self, BagError> {
         let io = |source| BagError::Io {
             path: dir.to_owned(),
             source,
         };
         std::fs::create_dir(dir).map_err(io)?;
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("bag");
-        let file_name = format!("{name}_0.mcap");
+        let file_name = format!("{stem}_0.mcap");
         let file = File::create(dir.join(&file_name)).map_err(io)?;
         let mcap = mcap::WriteOptions::new()
             .profile("ros2")

@@ -20,7 +20,7 @@ use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
 use bayes_perception::config::Params;
 use bayes_perception::device::device_name;
 use bayes_perception::msg::encoding::{decode_compressed, decode_image};
-use bayes_perception::msg::outputs::{build_outputs, DEPTH_CAMERA_INFO_TOPIC};
+use bayes_perception::msg::outputs::{build_outputs, OutputTopic, DEPTH_CAMERA_INFO_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -59,6 +59,8 @@ struct Tally {
     /// Skipped frames by reason.
     skipped: BTreeMap<String, u64>,
     not_sampled: u64,
+    /// camera_info messages that could not be decoded (copied, not used).
+    bad_camera_info: u64,
     other_messages: u64,
     outside_window: u64,
     /// Time inside the network's forward passes, milliseconds.
@@ -69,8 +71,10 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     if args.every == 0 {
         bail!("--every must be at least 1");
     }
-    if args.start < 0.0 || args.duration.is_some_and(|d| d <= 0.0) {
-        bail!("--start must be >= 0 and --duration > 0");
+    if !(args.start.is_finite() && args.start >= 0.0)
+        || args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0))
+    {
+        bail!("--start must be a number >= 0 and --duration a number > 0 (seconds)");
     }
     let params = super::load_params(args.config.as_deref(), &args.overrides)?;
     let model_dir = super::model_dir(args.model.as_deref(), &params)?;
@@ -149,13 +153,31 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         .map(|c| (format!("{}/camera_info", c.namespace), c.namespace.clone()))
         .collect();
 
+    // An input topic named like an output would mix two streams in one channel.
+    let copied: Vec<&String> = tally.cameras.keys().chain(info_topics.keys()).collect();
+    for camera in tally.cameras.values() {
+        let outputs = OutputTopic::ALL
+            .iter()
+            .map(|t| t.name())
+            .chain([DEPTH_CAMERA_INFO_TOPIC]);
+        for output in outputs.map(|name| format!("{}/{name}", camera.namespace)) {
+            if let Some(clash) = info
+                .topics
+                .iter()
+                .find(|t| t.name == output && copied.contains(&&t.name))
+            {
+                bail!("input topic {} has the name of an output topic; pick other camera topics with --topic", clash.name);
+            }
+        }
+    }
+
     if args.output.exists() && !args.force {
         bail!(
             "{} exists; pass --force to replace it",
             args.output.display()
         );
     }
-    let temp = partial_path(&args.output)?;
+    let (temp, stem) = partial_path(&args.output)?;
     if temp.exists() {
         std::fs::remove_dir_all(&temp)
             .with_context(|| format!("cannot remove {}", temp.display()))?;
@@ -188,11 +210,14 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} frames, {per_sec}, ETA {eta}")
             .expect("valid template"),
     );
-    let window_start = info.start_ns + (args.start * 1e9) as u64;
+    // Float-to-int casts saturate, so huge values give an empty window, never a wrap.
+    let window_start = info.start_ns.saturating_add((args.start * 1e9) as u64);
     let window_end = args
         .duration
         .map_or(u64::MAX, |d| window_start.saturating_add((d * 1e9) as u64));
-    let mut writer = BagWriter::create(&temp)?;
+    let mut writer = BagWriter::create_named(&temp, &stem)?;
+    // Until the rename, the temporary directory goes away with any early return.
+    let mut guard = TempDir(Some(temp.clone()));
     let mut latest_info: HashMap<String, CameraInfo> = HashMap::new();
     let mut write_error: Option<anyhow::Error> = None;
     let started = Instant::now();
@@ -252,10 +277,12 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         latest_info.insert(namespace.clone(), info);
                     }
                     Err(e) => {
-                        *tally
-                            .skipped
-                            .entry(format!("camera_info not decodable ({e})"))
-                            .or_default() += 1
+                        tally.bad_camera_info += 1;
+                        log::warn!(
+                            "{} at {} ns: camera_info not decodable: {e}",
+                            m.topic,
+                            m.log_time
+                        );
                     }
                 }
             } else {
@@ -275,16 +302,11 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
 
     if let Some(e) = write_error {
-        std::fs::remove_dir_all(&temp).ok();
         return Err(e.context("writing the output bag failed; nothing was kept"));
     }
     let summary = writer.finish()?;
-    if args.output.exists() {
-        std::fs::remove_dir_all(&args.output)
-            .with_context(|| format!("cannot replace {}", args.output.display()))?;
-    }
-    // rosbag2 names the storage file after the directory; keep that after the rename.
-    finalize_dir(&temp, &args.output)?;
+    install(&temp, &args.output, args.force)?;
+    guard.0 = None;
 
     let processed: u64 = tally.cameras.values().map(|c| c.processed).sum();
     let read: u64 = tally.cameras.values().map(|c| c.read).sum();
@@ -298,6 +320,12 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         tally.not_sampled,
         args.every
     );
+    if tally.bad_camera_info > 0 {
+        println!(
+            "  {} camera_info message(s) not decodable (copied, not used for depth/camera_info)",
+            tally.bad_camera_info
+        );
+    }
     if tally.outside_window > 0 {
         println!(
             "  {} camera frame(s) outside --start/--duration were left out",
@@ -430,11 +458,12 @@ fn reason_key(reason: &str) -> String {
     reason.split(": ").next().unwrap_or(reason).to_owned()
 }
 
-/// `.NAME.partial-PID` next to OUTPUT.
-fn partial_path(output: &Path) -> anyhow::Result<PathBuf> {
+/// `.NAME.partial-PID` next to OUTPUT, and NAME (the storage file stem).
+fn partial_path(output: &Path) -> anyhow::Result<(PathBuf, String)> {
     let name = output
         .file_name()
         .and_then(|n| n.to_str())
+        .filter(|n| *n != "." && *n != "..")
         .context("OUTPUT needs a directory name")?;
     let parent = output
         .parent()
@@ -443,27 +472,58 @@ fn partial_path(output: &Path) -> anyhow::Result<PathBuf> {
     if !parent.is_dir() {
         bail!("{} does not exist", parent.display());
     }
-    Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
+    let temp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    Ok((temp, name.to_owned()))
 }
 
-/// Renames the finished temporary bag to `output`, renaming its storage file and fixing
-/// metadata.yaml to match (rosbag2 names the file after the directory).
-fn finalize_dir(temp: &Path, output: &Path) -> anyhow::Result<()> {
-    let temp_name = temp
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("temporary name")?;
-    let out_name = output
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("output name")?;
-    let (old_file, new_file) = (format!("{temp_name}_0.mcap"), format!("{out_name}_0.mcap"));
-    std::fs::rename(temp.join(&old_file), temp.join(&new_file))?;
-    let meta = temp.join("metadata.yaml");
-    let text = std::fs::read_to_string(&meta)?;
-    std::fs::write(&meta, text.replace(&old_file, &new_file))?;
-    std::fs::rename(temp, output)
-        .with_context(|| format!("cannot rename {} to {}", temp.display(), output.display()))?;
+/// Removes the directory it holds when dropped (an unfinished output).
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            std::fs::remove_dir_all(dir).ok();
+        }
+    }
+}
+
+/// Moves the finished bag at `temp` to `output`. Without `force` an output that appeared
+/// meanwhile is never touched; with it, the old output is moved aside first and removed
+/// only once the new one is in place.
+fn install(temp: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
+    let aside = output.with_file_name(format!(
+        ".{}.replaced-{}",
+        output.file_name().and_then(|n| n.to_str()).unwrap_or("bag"),
+        std::process::id()
+    ));
+    let replacing = output.exists();
+    if replacing && !force {
+        bail!(
+            "{} appeared while processing; pass --force to replace it",
+            output.display()
+        );
+    }
+    if replacing {
+        std::fs::rename(output, &aside)
+            .with_context(|| format!("cannot move the old {} aside", output.display()))?;
+    }
+    if let Err(e) = std::fs::rename(temp, output) {
+        if replacing {
+            std::fs::rename(&aside, output).ok();
+        }
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot rename {} to {}",
+            temp.display(),
+            output.display()
+        )));
+    }
+    if replacing {
+        if aside.is_dir() {
+            std::fs::remove_dir_all(&aside).ok();
+        } else {
+            std::fs::remove_file(&aside).ok();
+        }
+    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod doctor;
 pub mod infer;
 pub mod model;
+pub mod synth;
 
 use std::path::{Path, PathBuf};
 
