@@ -1,4 +1,6 @@
-//! Training: the paper's losses (the trainer, data loaders and synthetic scenes build on
-//! them).
+//! Training: the paper's losses, dataset layouts and batches, accuracy metrics and the
+//! training loop.
 
+pub mod data;
 pub mod loss;
+pub mod metrics;
