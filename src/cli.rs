@@ -34,6 +34,24 @@ pub enum Command {
     Model(ModelCommand),
     /// Render synthetic street scenes with exact labels and depth (CamVid layout + depth).
     Synth(SynthArgs),
+    /// Train a model with the paper's losses (see config/train.yaml).
+    Train(TrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training config (YAML, see config/train.yaml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// auto, cpu, cuda or cuda:N; overrides `training.device`.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Overrides `training.epochs`.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Continue from the run directory's last/ checkpoint.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]

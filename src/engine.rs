@@ -357,16 +357,8 @@ impl Engine {
         } else {
             rgb.internal_upsample_bilinear2d_aa([input.height, input.width], false, None, None)
         };
-        let normalised = (resized - &self.mean) / &self.std;
-        // Pad bottom and right up to the network's size multiple (edge pixels repeated);
-        // the padding is cropped from the head outputs again in `crop_to_native`.
-        let m = self.size_multiple;
-        let (pad_h, pad_w) = ((m - input.height % m) % m, (m - input.width % m) % m);
-        if pad_h == 0 && pad_w == 0 {
-            normalised
-        } else {
-            normalised.replication_pad2d([0, pad_w, 0, pad_h])
-        }
+        // Padding is cropped from the head outputs again in `crop_to_native`.
+        pad_to_multiple(&((resized - &self.mean) / &self.std), self.size_multiple)
     }
 
     /// Crops padded head outputs `[B, C, H', W']` back to the native `[B, C, h, w]`.
@@ -434,6 +426,18 @@ impl Engine {
         if let Device::Cuda(i) = self.device {
             tch::Cuda::synchronize(i as i64);
         }
+    }
+}
+
+/// Pads `[B, C, H, W]` at the bottom and right (edge pixels repeated) so H and W become
+/// multiples of `m`, as the network's poolings need.
+pub fn pad_to_multiple(x: &Tensor, m: i64) -> Tensor {
+    let size = x.size();
+    let (pad_h, pad_w) = ((m - size[2] % m) % m, (m - size[3] % m) % m);
+    if pad_h == 0 && pad_w == 0 {
+        x.shallow_clone()
+    } else {
+        x.replication_pad2d([0, pad_w, 0, pad_h])
     }
 }
 

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Bag(cli::BagCommand::Sample(args)) => cmd::bag::sample(args),
         cli::Command::Model(cli::ModelCommand::Init(args)) => cmd::model::init(args),
         cli::Command::Synth(args) => cmd::synth::run(args),
+        cli::Command::Train(args) => cmd::train::run(args),
     };
     match result {
         Ok(code) => code,

@@ -55,3 +55,96 @@ fn loss_falls_over_a_few_steps() {
         "loss did not fall: first {first:.3}, last {last:.3} ({losses:?})"
     );
 }
+
+#[test]
+fn trainer_writes_checkpoints_and_metrics_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_bayes_perception");
+    for (split, count) in [("train", "6"), ("val", "2")] {
+        let out = std::process::Command::new(bin)
+            .args(["synth", "--out"])
+            .arg(tmp.path().join("data"))
+            .args([
+                "--count", count, "--split", split, "--width", "64", "--height", "48",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let config = "data:\n  layout: camvid\n  root: data\nmodel:\n  name: tiny\n  architecture:\n    preset: custom\n    first_conv_channels: 8\n    growth_rate: 4\n    down_blocks: [1, 1]\n    bottleneck_layers: 1\n    up_blocks: [1, 1]\n  tasks: [semantic, depth]\ntraining:\n  epochs: 2\n  batch_size: 3\n  crop: [32, 32]\n  device: cpu\noutput:\n  dir: run\n";
+    std::fs::write(tmp.path().join("train.yaml"), config).unwrap();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("train")
+            .arg("--config")
+            .arg(tmp.path().join("train.yaml"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(&[]);
+    assert!(
+        text.contains("epoch 2: train loss") && text.contains("val mIoU"),
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(tmp.path().join("run/metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // The checkpoints are model directories the engine loads, at the data's native size.
+    for dir in ["best", "last"] {
+        let engine = bayes_perception::Engine::load(
+            &tmp.path().join("run").join(dir),
+            bayes_perception::EngineConfig {
+                device: "cpu".parse().unwrap(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                engine.model().spec.input.height,
+                engine.model().spec.input.width
+            ),
+            (48, 64)
+        );
+        assert_eq!(engine.model().spec.num_classes(), 11);
+        assert!(engine.model().spec.provenance.contains_key("command"));
+    }
+    // Resume continues from last/ up to the new epoch count.
+    let text = run(&["--resume", "--epochs", "3"]);
+    assert!(
+        text.contains("epoch 3:") && !text.contains("epoch 1:"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("run/metrics.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+    // Config errors name the key.
+    std::fs::write(
+        tmp.path().join("bad.yaml"),
+        config.replace("layout: camvid", "layout: kitti"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("train")
+        .arg("--config")
+        .arg(tmp.path().join("bad.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data.layout"));
+}

@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod infer;
 pub mod model;
 pub mod synth;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 

@@ -4,3 +4,4 @@
 pub mod data;
 pub mod loss;
 pub mod metrics;
+pub mod trainer;

@@ -1,0 +1,94 @@
+//! `bayes_perception train --config train.yaml`: train a model on a dataset.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bayes_perception::train::trainer::{train, Progress, TrainConfig, Validation};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::TrainArgs;
+
+struct Bars {
+    bar: ProgressBar,
+    loss: f64,
+}
+
+impl Progress for Bars {
+    fn epoch_started(&mut self, epoch: usize, batches: usize) {
+        self.bar = ProgressBar::new(batches as u64);
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} {bar:30} {pos}/{len} batches {msg} ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        self.bar.set_prefix(epoch.to_string());
+    }
+
+    fn batch_done(&mut self, loss: f64, images_per_second: f64) {
+        self.loss = if self.bar.position() == 0 {
+            loss
+        } else {
+            0.9 * self.loss + 0.1 * loss
+        };
+        self.bar.set_message(format!(
+            "loss {:.3}, {images_per_second:.1} img/s",
+            self.loss
+        ));
+        self.bar.inc(1);
+    }
+
+    fn epoch_done(&mut self, epoch: usize, train_loss: f64, v: &Validation, lr: f64) {
+        self.bar.finish_and_clear();
+        let fmt = |name: &str, value: Option<f64>| {
+            value.map_or(String::new(), |x| format!(", {name} {x:.3}"))
+        };
+        println!(
+            "epoch {epoch}: train loss {train_loss:.4}, lr {lr:.2e}{}{}{}{}",
+            fmt("val mIoU", v.mean_iou),
+            fmt("pixel acc", v.pixel_accuracy),
+            fmt("depth rel", v.depth_rel),
+            fmt("depth rms", v.depth_rms)
+        );
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = TrainConfig::load(&args.config)?;
+    if let Some(device) = args.device {
+        cfg.training.device = device;
+    }
+    if let Some(epochs) = args.epochs {
+        cfg.training.epochs = epochs;
+    }
+    cfg.output.resume |= args.resume;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst)).ok();
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut bars = Bars {
+        bar: ProgressBar::hidden(),
+        loss: 0.0,
+    };
+    let run_dir = train(&cfg, &command, &interrupted, &mut bars)?;
+    bars.bar.finish_and_clear();
+    println!(
+        "{}: best model in {}, last in {}, per-epoch figures in {}",
+        if interrupted.load(Ordering::SeqCst) {
+            "interrupted, checkpoint saved"
+        } else {
+            "done"
+        },
+        run_dir.join("best").display(),
+        run_dir.join("last").display(),
+        run_dir.join("metrics.csv").display()
+    );
+    Ok(if interrupted.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,602 @@
+//! The training loop: a YAML config in, model directories out (`best/` and `last/` in the
+//! engine's format), with a per-epoch validation summary appended to `metrics.csv`.
+//!
+//! Losses: the logit-noise semantic loss and the heteroscedastic depth loss of Kendall &
+//! Gal; weight decay is the prior. RMSProp or Adam with exponential decay per epoch,
+//! random crops and flips, early stopping on validation mean IoU (or depth rel for
+//! depth-only models), resume from `last/`, and a checkpoint on interruption.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::OptimizerConfig;
+use tch::{Device, Kind, Tensor};
+
+use super::data::{make_batch, Augment, Dataset, Sample};
+use super::loss::{depth_loss, median_frequency_weights, semantic_loss};
+use super::metrics::{Confusion, DepthErrors};
+use crate::device::DeviceRequest;
+use crate::engine::pad_to_multiple;
+use crate::error::{Error, Result};
+use crate::model::{
+    Architecture, DepthTask, InputSpec, Likelihood, Model, ModelSpec, Pass, SemanticTask, Tasks,
+    FORMAT_VERSION,
+};
+
+/// `train.yaml`; see config/train.yaml for every key with comments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub loss: LossConfig,
+    #[serde(default)]
+    pub optimizer: OptimizerSettings,
+    pub training: TrainingSettings,
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `camvid`, `nyuv2` or `generic`.
+    pub layout: String,
+    /// Dataset root (camvid, nyuv2) or the layout YAML (generic); relative to the config.
+    pub root: PathBuf,
+    #[serde(default = "default_train_split")]
+    pub train_split: String,
+    #[serde(default = "default_val_split")]
+    pub val_split: String,
+    /// Validate on at most this many images (0 = all).
+    #[serde(default)]
+    pub val_max_images: usize,
+}
+
+fn default_train_split() -> String {
+    "train".into()
+}
+
+fn default_val_split() -> String {
+    "val".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    /// Preset or custom shape, as in model.yaml.
+    pub architecture: Architecture,
+    /// `semantic`, `depth` or both (each needs matching data).
+    pub tasks: Vec<String>,
+    #[serde(default = "default_likelihood")]
+    pub likelihood: Likelihood,
+}
+
+fn default_likelihood() -> Likelihood {
+    Likelihood::Gaussian
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// Logit-noise draws in the semantic loss.
+    pub noise_samples: usize,
+    /// `none` or `median_frequency`.
+    pub class_weights: String,
+    /// Weight of the depth loss against the semantic loss.
+    pub depth_weight: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            noise_samples: 10,
+            class_weights: "none".into(),
+            depth_weight: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerSettings {
+    /// `rmsprop` or `adam`.
+    pub kind: String,
+    pub lr: f64,
+    /// Learning rate factor per epoch.
+    pub lr_decay: f64,
+    /// L2 weight decay (the prior).
+    pub weight_decay: f64,
+}
+
+impl Default for OptimizerSettings {
+    fn default() -> Self {
+        OptimizerSettings {
+            kind: "rmsprop".into(),
+            lr: 1e-3,
+            lr_decay: 0.995,
+            weight_decay: 1e-4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSettings {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Random crop [height, width]; [0, 0] trains on full frames (fine-tuning).
+    #[serde(default = "default_crop")]
+    pub crop: [u32; 2],
+    #[serde(default = "default_true")]
+    pub flip: bool,
+    #[serde(default)]
+    pub color_jitter: f32,
+    /// Stop after this many epochs without a better validation score (0 = never).
+    #[serde(default)]
+    pub early_stopping: usize,
+    /// Stop after this many minutes (0 = no limit).
+    #[serde(default)]
+    pub max_minutes: f64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_crop() -> [u32; 2] {
+    [224, 224]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Run directory: best/, last/, metrics.csv (relative to the config file).
+    pub dir: PathBuf,
+    /// Continue from dir/last if it exists.
+    #[serde(default)]
+    pub resume: bool,
+}
+
+/// Where training stands; saved next to the `last/` checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TrainState {
+    epoch: usize,
+    best_score: Option<f64>,
+    epochs_since_best: usize,
+}
+
+/// One epoch's validation figures.
+#[derive(Debug, Clone, Default)]
+pub struct Validation {
+    pub mean_iou: Option<f64>,
+    pub pixel_accuracy: Option<f64>,
+    pub depth_rel: Option<f64>,
+    pub depth_rms: Option<f64>,
+}
+
+impl Validation {
+    /// Higher is better: mean IoU when the model segments, else −depth rel.
+    fn score(&self) -> f64 {
+        self.mean_iou
+            .unwrap_or_else(|| -self.depth_rel.unwrap_or(f64::INFINITY))
+    }
+}
+
+/// What the caller sees as training goes (progress bars in the CLI).
+pub trait Progress {
+    fn epoch_started(&mut self, epoch: usize, batches: usize);
+    fn batch_done(&mut self, loss: f64, images_per_second: f64);
+    fn epoch_done(&mut self, epoch: usize, train_loss: f64, validation: &Validation, lr: f64);
+}
+
+impl TrainConfig {
+    /// Reads the YAML; relative paths become relative to the file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let origin = path.display().to_string();
+        let mut cfg: TrainConfig =
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
+                .map_err(|e| Error::config(&origin, e.path().to_string(), e.inner().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.data.root = base.join(&cfg.data.root);
+        cfg.output.dir = base.join(&cfg.output.dir);
+        cfg.validate(&origin)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        let err = |key: &str, m: String| Err(Error::config(origin, key, m));
+        if !["camvid", "nyuv2", "generic"].contains(&self.data.layout.as_str()) {
+            return err(
+                "data.layout",
+                format!("`{}`; expected camvid, nyuv2 or generic", self.data.layout),
+            );
+        }
+        if self.model.tasks.is_empty()
+            || self
+                .model
+                .tasks
+                .iter()
+                .any(|t| t != "semantic" && t != "depth")
+        {
+            return err(
+                "model.tasks",
+                format!("{:?}; expected semantic, depth or both", self.model.tasks),
+            );
+        }
+        self.model
+            .architecture
+            .resolve()
+            .map_err(|m| Error::config(origin, "model.architecture", m))?;
+        if !["none", "median_frequency"].contains(&self.loss.class_weights.as_str()) {
+            return err(
+                "loss.class_weights",
+                format!(
+                    "`{}`; expected none or median_frequency",
+                    self.loss.class_weights
+                ),
+            );
+        }
+        if !["rmsprop", "adam"].contains(&self.optimizer.kind.as_str()) {
+            return err(
+                "optimizer.kind",
+                format!("`{}`; expected rmsprop or adam", self.optimizer.kind),
+            );
+        }
+        if !(self.optimizer.lr > 0.0)
+            || !(self.optimizer.lr_decay > 0.0 && self.optimizer.lr_decay <= 1.0)
+        {
+            return err(
+                "optimizer.lr",
+                "lr must be > 0 and lr_decay in (0, 1]".into(),
+            );
+        }
+        if self.training.epochs == 0 || self.training.batch_size == 0 {
+            return err(
+                "training.epochs",
+                "epochs and batch_size must be at least 1".into(),
+            );
+        }
+        self.training
+            .device
+            .parse::<DeviceRequest>()
+            .map_err(|m| Error::config(origin, "training.device", m))?;
+        Ok(())
+    }
+
+    fn dataset(&self, split: &str) -> Result<Dataset> {
+        match self.data.layout.as_str() {
+            "camvid" => Dataset::camvid(&self.data.root, split),
+            "nyuv2" => Dataset::nyuv2(&self.data.root, split),
+            _ => Dataset::generic(&self.data.root, split),
+        }
+    }
+}
+
+fn load_all(ds: &Dataset, limit: usize) -> Result<Vec<Sample>> {
+    let n = if limit == 0 {
+        ds.len()
+    } else {
+        ds.len().min(limit)
+    };
+    (0..n).map(|i| ds.load(i)).collect()
+}
+
+/// Trains as configured; returns the run directory. `interrupted` stops after the current
+/// batch with a checkpoint.
+pub fn train(
+    cfg: &TrainConfig,
+    command: &str,
+    interrupted: &AtomicBool,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf> {
+    let device = cfg
+        .training
+        .device
+        .parse::<DeviceRequest>()
+        .map_err(Error::Device)?
+        .resolve()?;
+    let train_set = cfg.dataset(&cfg.data.train_split)?;
+    let val_set = cfg.dataset(&cfg.data.val_split)?;
+    let want_semantic = cfg.model.tasks.iter().any(|t| t == "semantic");
+    let want_depth = cfg.model.tasks.iter().any(|t| t == "depth");
+    if want_semantic && !train_set.has_labels() {
+        return Err(Error::config(
+            "train config",
+            "model.tasks",
+            "semantic needs label files in the training split",
+        ));
+    }
+    if want_depth && !train_set.has_depth() {
+        return Err(Error::config(
+            "train config",
+            "model.tasks",
+            "depth needs depth files in the training split",
+        ));
+    }
+    let train_samples = load_all(&train_set, 0)?;
+    let val_samples = load_all(&val_set, cfg.data.val_max_images)?;
+    let (native_w, native_h) = train_samples[0].rgb.dimensions();
+    let void_id = train_set.void_id();
+
+    let run_dir = cfg.output.dir.clone();
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    let last_dir = run_dir.join("last");
+    let (model, mut state) = if cfg.output.resume && last_dir.join("model.yaml").is_file() {
+        let model = Model::load(&last_dir, device)?;
+        let state_path = last_dir.join("train_state.yaml");
+        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let state: TrainState =
+            serde_yaml::from_str(&text).map_err(|e| Error::model(&state_path, e.to_string()))?;
+        (model, state)
+    } else {
+        tch::manual_seed(cfg.training.seed as i64);
+        let mut provenance = BTreeMap::new();
+        provenance.insert("command".into(), command.into());
+        provenance.insert(
+            "config".into(),
+            serde_yaml::to_value(cfg).map_err(|e| Error::model(&run_dir, e.to_string()))?,
+        );
+        provenance.insert("seed".into(), cfg.training.seed.into());
+        provenance.insert(
+            "training_images".into(),
+            (train_samples.len() as u64).into(),
+        );
+        let arch_cfg = cfg
+            .model
+            .architecture
+            .resolve()
+            .map_err(|m| Error::model(&run_dir, m))?;
+        let spec = ModelSpec {
+            format_version: FORMAT_VERSION,
+            name: cfg.model.name.clone(),
+            architecture: Architecture::from_config(
+                cfg.model.architecture.preset.as_deref(),
+                &arch_cfg,
+            ),
+            tasks: Tasks {
+                semantic: want_semantic.then(|| SemanticTask {
+                    classes: train_set.classes.clone(),
+                }),
+                depth: want_depth.then_some(DepthTask {
+                    likelihood: cfg.model.likelihood,
+                }),
+            },
+            input: InputSpec {
+                height: native_h as i64,
+                width: native_w as i64,
+                ..InputSpec::default()
+            },
+            provenance,
+        };
+        (Model::new(spec, device)?, TrainState::default())
+    };
+    let size_multiple = model
+        .spec
+        .arch()
+        .map_err(|m| Error::model(&run_dir, m))?
+        .size_multiple();
+
+    let class_weights =
+        (want_semantic && cfg.loss.class_weights == "median_frequency").then(|| {
+            let classes = void_id as usize;
+            let (mut counts, mut pixels) = (vec![0u64; classes], vec![0u64; classes]);
+            for s in &train_samples {
+                let labels = s.labels.as_ref().expect("semantic data has labels");
+                let mut here = vec![0u64; classes];
+                labels
+                    .iter()
+                    .filter(|&&l| l < void_id)
+                    .for_each(|&l| here[l as usize] += 1);
+                for c in 0..classes {
+                    if here[c] > 0 {
+                        counts[c] += here[c];
+                        pixels[c] += labels.len() as u64;
+                    }
+                }
+            }
+            Tensor::from_slice(&median_frequency_weights(&counts, &pixels)).to_device(device)
+        });
+
+    let o = &cfg.optimizer;
+    let lr_at = |epoch: usize| o.lr * o.lr_decay.powi(epoch as i32);
+    let mut optimizer = match o.kind.as_str() {
+        "adam" => tch::nn::Adam {
+            wd: o.weight_decay,
+            ..Default::default()
+        }
+        .build(&model.vs, lr_at(state.epoch))?,
+        _ => tch::nn::RmsProp {
+            wd: o.weight_decay,
+            ..Default::default()
+        }
+        .build(&model.vs, lr_at(state.epoch))?,
+    };
+    let augment = Augment {
+        crop: (cfg.training.crop != [0, 0]).then_some((cfg.training.crop[0], cfg.training.crop[1])),
+        flip: cfg.training.flip,
+        color_jitter: cfg.training.color_jitter,
+    };
+    let started = Instant::now();
+    let csv_path = run_dir.join("metrics.csv");
+    if !csv_path.exists() {
+        std::fs::write(&csv_path, "epoch,train_loss,val_mean_iou,val_pixel_accuracy,val_depth_rel,val_depth_rms,lr,seconds\n")
+            .map_err(|e| Error::io(&csv_path, e))?;
+    }
+
+    while state.epoch < cfg.training.epochs {
+        let epoch = state.epoch;
+        let lr = lr_at(epoch);
+        optimizer.set_lr(lr);
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(cfg.training.seed.wrapping_add(epoch as u64 * 7919));
+        let mut order: Vec<usize> = (0..train_samples.len()).collect();
+        order.shuffle(&mut rng);
+        let batches: Vec<&[usize]> = order.chunks(cfg.training.batch_size).collect();
+        progress.epoch_started(epoch + 1, batches.len());
+        let (mut loss_sum, mut loss_count) = (0.0, 0usize);
+        for batch_ids in batches {
+            let t = Instant::now();
+            let samples: Vec<&Sample> = batch_ids.iter().map(|&i| &train_samples[i]).collect();
+            let batch = make_batch(
+                &samples,
+                &model.spec.input,
+                augment,
+                void_id,
+                &mut rng,
+                device,
+            );
+            let images = pad_to_multiple(&batch.images, size_multiple);
+            let (h, w) = (batch.images.size()[2], batch.images.size()[3]);
+            let out = model.net.forward(&images, Pass::Train);
+            let crop = |x: Tensor| x.narrow(2, 0, h).narrow(3, 0, w);
+            let mut loss = Tensor::zeros([], (Kind::Float, device));
+            if let (Some((logits, s)), Some(labels)) = (out.semantic, &batch.labels) {
+                loss += semantic_loss(
+                    &crop(logits),
+                    &crop(s),
+                    labels,
+                    void_id,
+                    class_weights.as_ref(),
+                    cfg.loss.noise_samples,
+                );
+            }
+            if let (Some((mean, s)), Some(depth)) = (out.depth, &batch.depth) {
+                loss += depth_loss(&crop(mean), &crop(s), depth, cfg.model.likelihood)
+                    * cfg.loss.depth_weight;
+            }
+            optimizer.backward_step(&loss);
+            let value = loss.double_value(&[]);
+            if value.is_finite() {
+                loss_sum += value;
+                loss_count += 1;
+            }
+            progress.batch_done(value, samples.len() as f64 / t.elapsed().as_secs_f64());
+            if interrupted.load(Ordering::SeqCst) {
+                save_checkpoint(&model, &last_dir, &state)?;
+                return Ok(run_dir);
+            }
+        }
+        let validation = validate(&model, &val_samples, size_multiple, void_id, device);
+        let train_loss = loss_sum / loss_count.max(1) as f64;
+        state.epoch += 1;
+        let score = validation.score();
+        if state.best_score.is_none_or(|best| score > best) {
+            state.best_score = Some(score);
+            state.epochs_since_best = 0;
+            model.save(&run_dir.join("best"))?;
+        } else {
+            state.epochs_since_best += 1;
+        }
+        save_checkpoint(&model, &last_dir, &state)?;
+        let fmt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.5}"));
+        let line = format!(
+            "{},{train_loss:.5},{},{},{},{},{lr:.6},{:.1}\n",
+            state.epoch,
+            fmt(validation.mean_iou),
+            fmt(validation.pixel_accuracy),
+            fmt(validation.depth_rel),
+            fmt(validation.depth_rms),
+            started.elapsed().as_secs_f64()
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&csv_path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| Error::io(&csv_path, e))?;
+        progress.epoch_done(state.epoch, train_loss, &validation, lr);
+        let out_of_time = cfg.training.max_minutes > 0.0
+            && started.elapsed().as_secs_f64() > cfg.training.max_minutes * 60.0;
+        let stalled = cfg.training.early_stopping > 0
+            && state.epochs_since_best >= cfg.training.early_stopping;
+        if out_of_time || stalled || interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    Ok(run_dir)
+}
+
+fn save_checkpoint(model: &Model, dir: &Path, state: &TrainState) -> Result<()> {
+    model.save(dir)?;
+    let path = dir.join("train_state.yaml");
+    let yaml = serde_yaml::to_string(state).map_err(|e| Error::model(dir, e.to_string()))?;
+    std::fs::write(&path, yaml).map_err(|e| Error::io(&path, e))
+}
+
+/// Full-frame evaluation with dropout off: labels are the argmax of the logits.
+pub fn validate(
+    model: &Model,
+    samples: &[Sample],
+    size_multiple: i64,
+    void_id: i64,
+    device: Device,
+) -> Validation {
+    let _guard = tch::no_grad_guard();
+    let mut confusion = Confusion::new(void_id.max(0) as usize);
+    let mut depth_errors = DepthErrors::default();
+    let no_augment = Augment {
+        crop: None,
+        flip: false,
+        color_jitter: 0.0,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    for sample in samples {
+        let batch = make_batch(
+            &[sample],
+            &model.spec.input,
+            no_augment,
+            void_id,
+            &mut rng,
+            device,
+        );
+        let (h, w) = (batch.images.size()[2], batch.images.size()[3]);
+        let out = model
+            .net
+            .forward(&pad_to_multiple(&batch.images, size_multiple), Pass::Eval);
+        let crop = |x: Tensor| x.narrow(2, 0, h).narrow(3, 0, w);
+        if let (Some((logits, _)), Some(labels)) = (out.semantic, &batch.labels) {
+            let predicted = Vec::<i64>::try_from(
+                &crop(logits)
+                    .argmax(1, false)
+                    .view(-1)
+                    .to_device(Device::Cpu),
+            )
+            .unwrap_or_default();
+            let truth =
+                Vec::<i64>::try_from(&labels.view(-1).to_device(Device::Cpu)).unwrap_or_default();
+            confusion.add(&truth, &predicted);
+        }
+        if let (Some((mean, _)), Some(depth)) = (out.depth, &batch.depth) {
+            let predicted = Vec::<f32>::try_from(&crop(mean).view(-1).to_device(Device::Cpu))
+                .unwrap_or_default();
+            let truth =
+                Vec::<f32>::try_from(&depth.view(-1).to_device(Device::Cpu)).unwrap_or_default();
+            depth_errors.add(&truth, &predicted);
+        }
+    }
+    let semantic = model.spec.tasks.semantic.is_some();
+    let depth = model.spec.tasks.depth.is_some() && depth_errors.count() > 0;
+    Validation {
+        mean_iou: semantic.then(|| confusion.mean_iou()),
+        pixel_accuracy: semantic.then(|| confusion.pixel_accuracy()),
+        depth_rel: depth.then(|| depth_errors.rel()),
+        depth_rms: depth.then(|| depth_errors.rms()),
+    }
+}
