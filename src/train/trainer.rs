@@ -260,9 +260,9 @@ impl TrainConfig {
                 format!("`{}`; expected rmsprop or adam", self.optimizer.kind),
             );
         }
-        if !(self.optimizer.lr > 0.0)
-            || !(self.optimizer.lr_decay > 0.0 && self.optimizer.lr_decay <= 1.0)
-        {
+        let lr_ok = self.optimizer.lr > 0.0;
+        let decay_ok = self.optimizer.lr_decay > 0.0 && self.optimizer.lr_decay <= 1.0;
+        if !(lr_ok && decay_ok) {
             return err(
                 "optimizer.lr",
                 "lr must be > 0 and lr_decay in (0, 1]".into(),
