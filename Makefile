@@ -18,7 +18,7 @@ endif
 
 CARGO ?= cargo
 
-.PHONY: setup build release test lint fmt doc clean-cache
+.PHONY: setup build release test lint fmt doc demo clean-cache
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,10 @@ lint: setup
 
 fmt:
 	$(CARGO) fmt --all
+
+# The bundled demo model on synthetic scenes, in MC mode; prints where the outputs are.
+demo: release
+	@bash scripts/demo.sh
 
 doc: setup
 	$(CARGO) doc --no-deps

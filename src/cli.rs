@@ -36,6 +36,32 @@ pub enum Command {
     Synth(SynthArgs),
     /// Train a model with the paper's losses (see config/train.yaml).
     Train(TrainArgs),
+    /// Accuracy and uncertainty quality of a model on a labelled split (CamVid layout).
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model directory; defaults to the params file's `model`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Params file (ROS 2 format): mode, samples, device...
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// Dataset root in the CamVid layout (SPLIT/, SPLITannot/, optional SPLITdepth/,
+    /// SPLITnoise/, SPLITood/).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Evaluate at most this many images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub max_images: usize,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +242,9 @@ pub struct InferArgs {
     /// Append a colour bar with the value range under each false-colour PNG.
     #[arg(long)]
     pub colorbar: bool,
+    /// Also write contact_sheet.png: input, labels, depth and the four uncertainty images.
+    #[arg(long)]
+    pub contact_sheet: bool,
     /// Images (PNG, JPEG, TIFF, BMP, WebP, PNM, GIF) or directories of them.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,

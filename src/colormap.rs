@@ -144,7 +144,7 @@ fn format_value(v: f64) -> String {
 }
 
 /// Draws ASCII text in black with the 8x8 bitmap font; clipped at the image edge.
-fn draw_text(image: &mut RgbImage, text: &str, x0: u32, y0: u32) {
+pub fn draw_text(image: &mut RgbImage, text: &str, x0: u32, y0: u32) {
     use font8x8::UnicodeFonts;
     for (i, ch) in text.chars().enumerate() {
         let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod model;
 pub mod msg;
 pub mod node;

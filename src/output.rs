@@ -182,6 +182,93 @@ pub fn write_prediction(
     Ok(written)
 }
 
+/// One picture of a prediction for a person: the input, the colour labels and depth, and
+/// the four uncertainty images (with colour bars), each titled. Tiles a mode lacks
+/// (epistemic in aleatoric mode) say so instead of showing zeros.
+pub fn contact_sheet(
+    input: &RgbImage,
+    prediction: &Prediction,
+    palette: &[[u8; 3]],
+    ranges: &ColormapParams,
+) -> RgbImage {
+    let (w, h) = input.dimensions();
+    let (tw, th) = if w > 480 {
+        (480, (h as u64 * 480 / w as u64).max(1) as u32)
+    } else {
+        (w, h)
+    };
+    let fit = |img: &RgbImage| {
+        image::imageops::resize(img, tw, th, image::imageops::FilterType::Triangle)
+    };
+    let floats = float_images(prediction, ranges);
+    let find = |kind: FloatKind| floats.iter().find(|(k, _, _)| *k == kind);
+    let float_tile = |kind: FloatKind| {
+        find(kind).map(|(_, image, scale)| with_colorbar(&fit(&scale.colorize(image)), scale))
+    };
+    let labels = prediction
+        .semantic
+        .as_ref()
+        .map(|s| fit(&label_colors(&s.labels, palette)));
+    let tiles: Vec<(&str, Option<RgbImage>)> = vec![
+        ("input", Some(fit(input))),
+        ("labels", labels),
+        ("depth (m)", float_tile(FloatKind::Depth)),
+        ("confidence", float_tile(FloatKind::Confidence)),
+        (
+            "semantic aleatoric (nats)",
+            float_tile(FloatKind::SemanticAleatoric),
+        ),
+        (
+            "semantic epistemic (nats)",
+            float_tile(FloatKind::SemanticEpistemic),
+        ),
+        (
+            "depth aleatoric std (m)",
+            float_tile(FloatKind::DepthAleatoric),
+        ),
+        (
+            "depth epistemic std (m)",
+            float_tile(FloatKind::DepthEpistemic),
+        ),
+    ];
+    const TITLE: u32 = 12;
+    const GAP: u32 = 4;
+    let cell_h = tiles
+        .iter()
+        .filter_map(|(_, t)| t.as_ref())
+        .map(|t| t.height())
+        .max()
+        .unwrap_or(th)
+        + TITLE;
+    let (cols, rows) = (4u32, 2u32);
+    let mut sheet = RgbImage::from_pixel(
+        cols * (tw + GAP) + GAP,
+        rows * (cell_h + GAP) + GAP,
+        image::Rgb([255, 255, 255]),
+    );
+    for (i, (title, tile)) in tiles.iter().enumerate() {
+        let (x, y) = (
+            GAP + (i as u32 % cols) * (tw + GAP),
+            GAP + (i as u32 / cols) * (cell_h + GAP),
+        );
+        crate::colormap::draw_text(&mut sheet, title, x, y + 2);
+        match tile {
+            Some(tile) => image::imageops::replace(&mut sheet, tile, x as i64, (y + TITLE) as i64),
+            None => {
+                let note = if title.contains("epistemic") {
+                    "mc mode only"
+                } else {
+                    "not in this model"
+                };
+                let blank = RgbImage::from_pixel(tw, th, image::Rgb([230, 230, 230]));
+                image::imageops::replace(&mut sheet, &blank, x as i64, (y + TITLE) as i64);
+                crate::colormap::draw_text(&mut sheet, note, x + 4, y + TITLE + th / 2);
+            }
+        }
+    }
+    sheet
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -277,3 +277,90 @@ fn doctor_and_bench_run() {
         "{text}"
     );
 }
+
+#[test]
+fn contact_sheet_shows_all_tiles() {
+    let f = Fixture::new();
+    let (out, text) = f.infer(
+        &["--contact-sheet", "--device", "cpu"],
+        &[f.path("images/frame.png")],
+    );
+    assert!(out.status.success(), "{text}");
+    let sheet = image::open(f.path("out/frame/contact_sheet.png"))
+        .unwrap()
+        .to_rgb8();
+    // 4 tiles of the 45-pixel-wide input per row, 2 rows, with gaps.
+    assert_eq!(sheet.width(), 4 * (45 + 4) + 4);
+    assert!(sheet.height() > 2 * 30);
+    // The input tile holds the input's pixels.
+    let input = image::open(f.path("images/frame.png")).unwrap().to_rgb8();
+    assert_eq!(
+        sheet.get_pixel(4 + 10, 4 + 12 + 10),
+        input.get_pixel(10, 10)
+    );
+}
+
+#[test]
+fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
+    let f = Fixture::new();
+    let synth = |split: &str, ood: bool| {
+        let mut cmd = bin();
+        cmd.args(["synth", "--out"]).arg(f.path("data")).args([
+            "--count", "2", "--split", split, "--width", "64", "--height", "48",
+        ]);
+        if ood {
+            cmd.arg("--ood");
+        }
+        assert!(cmd.status().unwrap().success());
+    };
+    synth("test", false);
+    synth("ood", true);
+    // The fixture model has 4 classes; the data 11: refused with a reason.
+    let (out, text) = run(bin()
+        .args(["eval", "--model"])
+        .arg(f.path("model"))
+        .arg("--data")
+        .arg(f.path("data")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("the model has 4 classes, the data 11"),
+        "{text}"
+    );
+    common::tiny_model(11, true)
+        .save(&f.path("model11"))
+        .unwrap();
+    let json = f.path("report.json");
+    let (out, text) = run(bin()
+        .args(["eval", "--model"])
+        .arg(f.path("model11"))
+        .arg("--data")
+        .arg(f.path("data"))
+        .args([
+            "--split",
+            "ood",
+            "--mode",
+            "mc",
+            "--samples",
+            "3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+        ])
+        .arg(&json));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("mean IoU") && text.contains("precision by sem. epistemic"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["images"], 2);
+    assert_eq!(
+        report["precision_by_aleatoric"].as_array().unwrap().len(),
+        10
+    );
+    assert!(report["semantic_epistemic_ood_ratio"].as_f64().unwrap() > 0.0);
+    assert!(report["depth_rel"].as_f64().unwrap() > 0.0);
+}

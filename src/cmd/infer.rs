@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use bayes_perception::device::device_name;
-use bayes_perception::output::write_prediction;
+use bayes_perception::output::{contact_sheet, write_prediction};
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -52,13 +52,15 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         let result = decode_rgb(input).and_then(|image| {
             let prediction = engine.predict(&image)?;
             total_ms += prediction.timing.total_ms;
-            write_prediction(
-                &args.out.join(name),
-                &prediction,
-                &palette,
-                &params.colormap,
-                args.colorbar,
-            )?;
+            let dir = args.out.join(name);
+            write_prediction(&dir, &prediction, &palette, &params.colormap, args.colorbar)?;
+            if args.contact_sheet {
+                let sheet = contact_sheet(&image, &prediction, &palette, &params.colormap);
+                let path = dir.join("contact_sheet.png");
+                sheet
+                    .save(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             Ok(())
         });
         if let Err(err) = result {

@@ -3,6 +3,7 @@
 pub mod bag;
 pub mod bench;
 pub mod doctor;
+pub mod eval;
 pub mod infer;
 pub mod model;
 pub mod synth;
