@@ -120,8 +120,9 @@ pub struct SemanticPrediction {
 pub struct DepthPrediction {
     /// Mean depth, metres; NaN where the network predicts no positive depth.
     pub depth_m: FloatImage,
-    /// Aleatoric std sqrt((1/T) Σ_t σ̂²_t), metres.
-    pub aleatoric_std_m: FloatImage,
+    /// Aleatoric std sqrt((1/T) Σ_t σ̂²_t), metres; `None` for a model without a trained
+    /// variance head (homoscedastic baseline).
+    pub aleatoric_std_m: Option<FloatImage>,
     /// Epistemic std (std of the T sampled means), metres; mc mode only.
     pub epistemic_std_m: Option<FloatImage>,
 }
@@ -267,12 +268,17 @@ impl Engine {
         let spec = &self.model.spec;
         let input = self.prepare(image);
 
+        // A model whose variance head was not trained (homoscedastic) gets no logit noise.
+        let semantic_noise = match &spec.tasks.semantic {
+            Some(task) if task.aleatoric => self.config.noise_samples,
+            _ => 0,
+        };
         let mut semantic = spec.tasks.semantic.as_ref().map(|_| SemanticMoments::new());
         let mut depth = spec
             .tasks
             .depth
             .as_ref()
-            .map(|d| (DepthMoments::new(), d.likelihood));
+            .map(|d| (DepthMoments::new(), d.likelihood, d.unit_m));
         let mut forward_s = 0.0;
         let mut run = |batch: &Tensor, pass: Pass| {
             let t = Instant::now();
@@ -287,16 +293,15 @@ impl Engine {
                 depth: out.depth.map(crop),
             };
             if let (Some(moments), Some((logits, s))) = (semantic.as_mut(), out.semantic) {
-                moments.add(&noise_averaged_softmax(
-                    &logits,
-                    &s,
-                    self.config.noise_samples,
-                ));
+                moments.add(&noise_averaged_softmax(&logits, &s, semantic_noise));
             }
-            if let (Some((moments, likelihood)), Some((mean, s))) = (depth.as_mut(), out.depth) {
+            if let (Some((moments, likelihood, unit)), Some((mean, s))) =
+                (depth.as_mut(), out.depth)
+            {
+                // Head units to metres: means scale by the unit, variances by its square.
                 moments.add(
-                    &mean.squeeze_dim(1),
-                    &depth_aleatoric_variance(&s.squeeze_dim(1), *likelihood),
+                    &(mean.squeeze_dim(1) * *unit),
+                    &(depth_aleatoric_variance(&s.squeeze_dim(1), *likelihood) * (*unit * *unit)),
                 );
             }
         };
@@ -325,7 +330,7 @@ impl Engine {
         };
 
         let semantic = semantic.map(|m| self.semantic_images(m, width, height));
-        let depth = depth.map(|(m, _)| self.depth_images(m, width, height));
+        let depth = depth.map(|(m, _, _)| self.depth_images(m, width, height));
         self.synchronize();
         Ok(Prediction {
             width,
@@ -415,9 +420,17 @@ impl Engine {
                 *d = f32::NAN;
             }
         }
+        let aleatoric_std_m = floats.next().expect("aleatoric std");
+        let trained = self
+            .model
+            .spec
+            .tasks
+            .depth
+            .as_ref()
+            .is_some_and(|d| d.aleatoric);
         DepthPrediction {
             depth_m,
-            aleatoric_std_m: floats.next().expect("aleatoric std"),
+            aleatoric_std_m: trained.then_some(aleatoric_std_m),
             epistemic_std_m: floats.next(),
         }
     }

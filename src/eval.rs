@@ -208,14 +208,16 @@ pub fn evaluate(
             for (k, (&y, &pr)) in truth.iter().zip(d.depth_m.as_raw()).enumerate() {
                 if y.is_finite() && y > 0.0 && pr.is_finite() {
                     let sq = (y - pr).powi(2);
-                    rms_ale.add(d.aleatoric_std_m.as_raw()[k], sq);
+                    if let Some(a) = &d.aleatoric_std_m {
+                        rms_ale.add(a.as_raw()[k], sq);
+                    }
                     if let Some(e) = &d.epistemic_std_m {
                         rms_epi.add(e.as_raw()[k], sq);
                     }
                 }
             }
-            if let Some(mask) = &noise {
-                depth_noise.add(d.aleatoric_std_m.as_raw(), mask);
+            if let (Some(mask), Some(a)) = (&noise, &d.aleatoric_std_m) {
+                depth_noise.add(a.as_raw(), mask);
             }
             if let (Some(mask), Some(e)) = (&ood, &d.epistemic_std_m) {
                 depth_ood.add(e.as_raw(), mask);

@@ -122,11 +122,13 @@ pub fn float_images<'a>(
     }
     if let Some(d) = &p.depth {
         out.push((FloatKind::Depth, &d.depth_m, ColorScale::depth(ranges)));
-        out.push((
-            FloatKind::DepthAleatoric,
-            &d.aleatoric_std_m,
-            ColorScale::uncertainty(ranges.depth_aleatoric_max_m, "m"),
-        ));
+        if let Some(std) = &d.aleatoric_std_m {
+            out.push((
+                FloatKind::DepthAleatoric,
+                std,
+                ColorScale::uncertainty(ranges.depth_aleatoric_max_m, "m"),
+            ));
+        }
         if let Some(std) = &d.epistemic_std_m {
             out.push((
                 FloatKind::DepthEpistemic,

@@ -33,7 +33,9 @@ fn floats(p: &Prediction) -> Vec<(&'static str, &bayes_perception::colormap::Flo
     }
     if let Some(d) = &p.depth {
         out.push(("depth", &d.depth_m));
-        out.push(("depth_aleatoric", &d.aleatoric_std_m));
+        if let Some(a) = &d.aleatoric_std_m {
+            out.push(("depth_aleatoric", a));
+        }
         if let Some(e) = &d.epistemic_std_m {
             out.push(("depth_epistemic", e));
         }
@@ -334,4 +336,63 @@ fn libtorch_failure_during_predict_is_an_error_not_a_crash() {
     let err = e.predict(&common::pattern(32, 32)).unwrap_err().to_string();
     assert!(err.starts_with("inference failed:"), "{err}");
     assert!(err.contains("channels"), "{err}");
+}
+
+#[test]
+fn depth_unit_scales_outputs_and_untrained_variance_heads_are_not_reported() {
+    let _lock = common::rng_lock();
+    let model = common::tiny_model(3, true);
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let load = |edit: &dyn Fn(&mut bayes_perception::model::ModelSpec)| {
+        let mut spec = bayes_perception::model::ModelSpec::load(dir.path()).unwrap();
+        edit(&mut spec);
+        let other = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            dir.path().join("model.safetensors"),
+            other.path().join("model.safetensors"),
+        )
+        .unwrap();
+        std::fs::write(
+            other.path().join("model.yaml"),
+            serde_yaml::to_string(&spec).unwrap(),
+        )
+        .unwrap();
+        Engine::load(other.path(), config(Mode::Aleatoric, 1, Some(1))).unwrap()
+    };
+    let image = common::pattern(32, 32);
+    let base = load(&|_| {}).predict(&image).unwrap().depth.unwrap();
+    let scaled = load(&|s| s.tasks.depth.as_mut().unwrap().unit_m = 10.0)
+        .predict(&image)
+        .unwrap()
+        .depth
+        .unwrap();
+    for (a, b) in base.depth_m.iter().zip(scaled.depth_m.iter()) {
+        assert!(
+            a.is_nan() && b.is_nan() || (b - 10.0 * a).abs() <= 1e-4 * b.abs().max(1.0),
+            "{a} vs {b}"
+        );
+    }
+    for (a, b) in base
+        .aleatoric_std_m
+        .as_ref()
+        .unwrap()
+        .iter()
+        .zip(scaled.aleatoric_std_m.as_ref().unwrap().iter())
+    {
+        assert!((b - 10.0 * a).abs() <= 1e-4 * b.max(1.0), "{a} vs {b}");
+    }
+    let homoscedastic = load(&|s| {
+        s.tasks.depth.as_mut().unwrap().aleatoric = false;
+        s.tasks.semantic.as_mut().unwrap().aleatoric = false;
+    });
+    let p = homoscedastic.predict(&image).unwrap();
+    assert!(p.depth.unwrap().aleatoric_std_m.is_none());
+    // Without logit noise the semantic aleatoric image is the entropy of the plain softmax:
+    // the same for every seed.
+    let again = homoscedastic.predict(&image).unwrap();
+    assert_eq!(
+        p.semantic.unwrap().aleatoric_entropy,
+        again.semantic.unwrap().aleatoric_entropy
+    );
 }

@@ -133,6 +133,28 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
             .count(),
         4
     );
+    // The homoscedastic baseline trains and says so in model.yaml.
+    std::fs::write(
+        tmp.path().join("homo.yaml"),
+        config.replace(
+            "output:\n  dir: run",
+            "loss:\n  homoscedastic: true\noutput:\n  dir: homo",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("train")
+        .arg("--config")
+        .arg(tmp.path().join("homo.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spec = bayes_perception::model::ModelSpec::load(&tmp.path().join("homo/best")).unwrap();
+    assert!(!spec.tasks.semantic.unwrap().aleatoric && !spec.tasks.depth.unwrap().aleatoric);
     // Config errors name the key.
     std::fs::write(
         tmp.path().join("bad.yaml"),

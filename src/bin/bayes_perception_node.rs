@@ -138,7 +138,11 @@ async fn run() -> anyhow::Result<()> {
         ),
     );
 
-    let topics = OutputTopic::advertised(spec.tasks.semantic.is_some(), spec.tasks.depth.is_some());
+    let topics = OutputTopic::advertised(
+        spec.tasks.semantic.is_some(),
+        spec.tasks.depth.is_some(),
+        spec.tasks.depth.as_ref().is_some_and(|d| d.aleatoric),
+    );
     let publishers = create_publishers(&mut node, &topics, params.qos.output_reliability)?;
     let diagnostics = node
         .create_publisher::<diagnostic::DiagnosticArray>("/diagnostics", QosProfile::default())

@@ -138,6 +138,18 @@ pub struct Tasks {
 pub struct SemanticTask {
     /// Class names and display colours, in class-id order.
     pub classes: Vec<ClassInfo>,
+    /// Whether the logit log-variance head was trained (false for a homoscedastic
+    /// baseline: the engine then ignores it and uses no logit noise).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub aleatoric: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +164,23 @@ pub struct ClassInfo {
 #[serde(deny_unknown_fields)]
 pub struct DepthTask {
     pub likelihood: Likelihood,
+    /// Whether the log-variance head was trained (false for a homoscedastic baseline: no
+    /// depth aleatoric image).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub aleatoric: bool,
+    /// Metres per unit of the depth head's output: the head works in these units (targets
+    /// are divided by it in training, predictions multiplied by it), which keeps residuals
+    /// near 1 so the learned variance does not swamp the mean's gradient early on.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub unit_m: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 /// The depth head's likelihood, which fixes what its `s` output means.
@@ -384,6 +413,7 @@ pub fn random_spec(
                 color: crate::colormap::distinct_color(i),
             })
             .collect(),
+        aleatoric: true,
     });
     ModelSpec {
         format_version: FORMAT_VERSION,
@@ -393,6 +423,8 @@ pub fn random_spec(
             semantic,
             depth: depth.then_some(DepthTask {
                 likelihood: Likelihood::Gaussian,
+                aleatoric: true,
+                unit_m: 1.0,
             }),
         },
         input: InputSpec {

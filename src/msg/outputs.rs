@@ -106,11 +106,17 @@ impl OutputTopic {
     }
 
     /// The topics a model with these tasks advertises (epistemic ones included: they carry
-    /// messages whenever the mode is mc, which can change at runtime).
-    pub fn advertised(semantic: bool, depth: bool) -> Vec<OutputTopic> {
+    /// messages whenever the mode is mc, which can change at runtime). A depth model
+    /// without a trained variance head has no depth aleatoric topics.
+    pub fn advertised(semantic: bool, depth: bool, depth_aleatoric: bool) -> Vec<OutputTopic> {
+        let aleatoric_depth = [
+            OutputTopic::DepthAleatoric,
+            OutputTopic::DepthAleatoricColor,
+        ];
         Self::ALL
             .into_iter()
             .filter(|t| if t.is_semantic() { semantic } else { depth })
+            .filter(|t| depth_aleatoric || !aleatoric_depth.contains(t))
             .collect()
     }
 }
@@ -246,7 +252,7 @@ mod tests {
             }),
             depth: Some(DepthPrediction {
                 depth_m: depth,
-                aleatoric_std_m: f(1.0),
+                aleatoric_std_m: Some(f(1.0)),
                 epistemic_std_m: mc.then(|| f(0.2)),
             }),
             timing: Timing::default(),
@@ -338,10 +344,11 @@ mod tests {
 
     #[test]
     fn advertised_topics_follow_the_tasks() {
-        assert_eq!(OutputTopic::advertised(true, true).len(), 12);
-        let semantic = OutputTopic::advertised(true, false);
+        assert_eq!(OutputTopic::advertised(true, true, true).len(), 12);
+        assert_eq!(OutputTopic::advertised(true, true, false).len(), 10);
+        let semantic = OutputTopic::advertised(true, false, true);
         assert!(semantic.iter().all(|t| t.is_semantic()) && semantic.len() == 7);
-        let depth = OutputTopic::advertised(false, true);
+        let depth = OutputTopic::advertised(false, true, true);
         assert!(depth.iter().all(|t| !t.is_semantic()) && depth.len() == 5);
         // Names are relative (no leading slash) and unique.
         let names: std::collections::HashSet<_> =

@@ -20,7 +20,7 @@ use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
 
 use super::data::{make_batch, Augment, Dataset, Sample};
-use super::loss::{depth_loss, median_frequency_weights, semantic_loss};
+use super::loss::{cross_entropy, depth_l1, depth_loss, median_frequency_weights, semantic_loss};
 use super::metrics::{Confusion, DepthErrors};
 use crate::device::DeviceRequest;
 use crate::engine::pad_to_multiple;
@@ -78,6 +78,13 @@ pub struct ModelConfig {
     pub tasks: Vec<String>,
     #[serde(default = "default_likelihood")]
     pub likelihood: Likelihood,
+    /// Metres per unit of the depth head (see model.yaml `unit_m`); ~ a typical depth.
+    #[serde(default = "default_depth_unit")]
+    pub depth_unit_m: f64,
+}
+
+fn default_depth_unit() -> f64 {
+    1.0
 }
 
 fn default_likelihood() -> Likelihood {
@@ -93,6 +100,9 @@ pub struct LossConfig {
     pub class_weights: String,
     /// Weight of the depth loss against the semantic loss.
     pub depth_weight: f64,
+    /// The paper's baseline: plain cross-entropy and L1, variance heads untrained (the
+    /// model then reports no learned aleatoric uncertainty).
+    pub homoscedastic: bool,
 }
 
 impl Default for LossConfig {
@@ -101,6 +111,7 @@ impl Default for LossConfig {
             noise_samples: 10,
             class_weights: "none".into(),
             depth_weight: 1.0,
+            homoscedastic: false,
         }
     }
 }
@@ -223,6 +234,15 @@ impl TrainConfig {
 
     fn validate(&self, origin: &str) -> Result<()> {
         let err = |key: &str, m: String| Err(Error::config(origin, key, m));
+        if !(self.model.depth_unit_m.is_finite() && self.model.depth_unit_m > 0.0) {
+            return err(
+                "model.depth_unit_m",
+                format!(
+                    "{} must be a positive number of metres",
+                    self.model.depth_unit_m
+                ),
+            );
+        }
         if !["camvid", "nyuv2", "generic"].contains(&self.data.layout.as_str()) {
             return err(
                 "data.layout",
@@ -374,9 +394,12 @@ pub fn train(
             tasks: Tasks {
                 semantic: want_semantic.then(|| SemanticTask {
                     classes: train_set.classes.clone(),
+                    aleatoric: !cfg.loss.homoscedastic,
                 }),
                 depth: want_depth.then_some(DepthTask {
                     likelihood: cfg.model.likelihood,
+                    aleatoric: !cfg.loss.homoscedastic,
+                    unit_m: cfg.model.depth_unit_m,
                 }),
             },
             input: InputSpec {
@@ -468,19 +491,32 @@ pub fn train(
             let out = model.net.forward(&images, Pass::Train);
             let crop = |x: Tensor| x.narrow(2, 0, h).narrow(3, 0, w);
             let mut loss = Tensor::zeros([], (Kind::Float, device));
+            let homoscedastic = cfg.loss.homoscedastic;
+            let depth_unit = model.spec.tasks.depth.as_ref().map_or(1.0, |d| d.unit_m);
             if let (Some((logits, s)), Some(labels)) = (out.semantic, &batch.labels) {
-                loss += semantic_loss(
-                    &crop(logits),
-                    &crop(s),
-                    labels,
-                    void_id,
-                    class_weights.as_ref(),
-                    cfg.loss.noise_samples,
-                );
+                let (logits, s) = (crop(logits), crop(s));
+                loss += if homoscedastic {
+                    cross_entropy(&logits, labels, void_id, class_weights.as_ref())
+                } else {
+                    semantic_loss(
+                        &logits,
+                        &s,
+                        labels,
+                        void_id,
+                        class_weights.as_ref(),
+                        cfg.loss.noise_samples,
+                    )
+                };
             }
             if let (Some((mean, s)), Some(depth)) = (out.depth, &batch.depth) {
-                loss += depth_loss(&crop(mean), &crop(s), depth, cfg.model.likelihood)
-                    * cfg.loss.depth_weight;
+                let (mean, s) = (crop(mean), crop(s));
+                let depth = &(depth / depth_unit);
+                let depth_term = if homoscedastic {
+                    depth_l1(&mean, depth)
+                } else {
+                    depth_loss(&mean, &s, depth, cfg.model.likelihood)
+                };
+                loss += depth_term * cfg.loss.depth_weight;
             }
             optimizer.backward_step(&loss);
             let value = loss.double_value(&[]);
@@ -584,8 +620,10 @@ pub fn validate(
             confusion.add(&truth, &predicted);
         }
         if let (Some((mean, _)), Some(depth)) = (out.depth, &batch.depth) {
-            let predicted = Vec::<f32>::try_from(&crop(mean).view(-1).to_device(Device::Cpu))
-                .unwrap_or_default();
+            let unit = model.spec.tasks.depth.as_ref().map_or(1.0, |d| d.unit_m);
+            let predicted =
+                Vec::<f32>::try_from(&(crop(mean) * unit).view(-1).to_device(Device::Cpu))
+                    .unwrap_or_default();
             let truth =
                 Vec::<f32>::try_from(&depth.view(-1).to_device(Device::Cpu)).unwrap_or_default();
             depth_errors.add(&truth, &predicted);
