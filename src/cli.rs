@@ -42,14 +42,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Model directory; defaults to the params file's `model`.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Params file (ROS 2 format): mode, samples, device...
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub overrides: Overrides,
+    pub run: RunArgs,
     /// Dataset root in the CamVid layout (SPLIT/, SPLITannot/, optional SPLITdepth/,
     /// SPLITnoise/, SPLITood/).
     #[arg(long)]
@@ -119,14 +113,8 @@ pub struct BagProcessArgs {
     pub input: PathBuf,
     /// Output rosbag2 directory (MCAP storage); must not exist unless --force.
     pub output: PathBuf,
-    /// Model directory; defaults to the params file's `model`.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Params file (ROS 2 format, see config/params.yaml).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub overrides: Overrides,
+    pub run: RunArgs,
     /// Camera topic to process (repeatable); default: every Image and CompressedImage topic.
     #[arg(long = "topic")]
     pub topics: Vec<String>,
@@ -206,6 +194,19 @@ pub struct ModelInitArgs {
     pub seed: i64,
 }
 
+/// The model and parameters a command runs the engine with.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Model directory (model.yaml + model.safetensors); defaults to the params file's `model`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Params file (ROS 2 format, see config/params.yaml); defaults apply without one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
 /// Settings that override the params file for one run.
 #[derive(Debug, Args)]
 pub struct Overrides {
@@ -228,14 +229,8 @@ pub struct Overrides {
 
 #[derive(Debug, Args)]
 pub struct InferArgs {
-    /// Model directory (model.yaml + model.safetensors); defaults to the params file's `model`.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Params file (ROS 2 format, see config/params.yaml); defaults apply without one.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub overrides: Overrides,
+    pub run: RunArgs,
     /// Output directory; each input gets a subdirectory named after it.
     #[arg(long)]
     pub out: PathBuf,

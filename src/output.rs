@@ -13,6 +13,7 @@
 //! | depth.tiff / depth_color.png | metres, NaN where invalid                         |
 //! | depth_aleatoric.tiff/.png    | std, metres                                       |
 //! | depth_epistemic.tiff/.png*   | std, metres                                       |
+//! | contact_sheet.png (option)   | all of the above side by side, titled             |
 
 use std::fs::File;
 use std::io::BufWriter;

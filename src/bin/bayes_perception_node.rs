@@ -122,12 +122,7 @@ async fn run() -> anyhow::Result<()> {
     let engine = Engine::load(params.model.as_ref(), EngineConfig::from_params(&params)?)
         .with_context(|| format!("cannot start with model {}", params.model))?;
     let spec = engine.model().spec.clone();
-    let palette: Vec<[u8; 3]> = spec
-        .tasks
-        .semantic
-        .as_ref()
-        .map(|s| s.classes.iter().map(|c| c.color).collect())
-        .unwrap_or_default();
+    let palette = spec.palette();
     let device = device_name(engine.device());
     ros_log(
         &logger,

@@ -76,8 +76,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     {
         bail!("--start must be a number >= 0 and --duration a number > 0 (seconds)");
     }
-    let params = super::load_params(args.config.as_deref(), &args.overrides)?;
-    let model_dir = super::model_dir(args.model.as_deref(), &params)?;
+    let (params, model_dir) = super::params_and_model(&args.run)?;
     let reader = BagReader::open(&args.input)?;
     let info = reader.info()?;
 
@@ -189,14 +188,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         ..EngineConfig::from_params(&params)?
     };
     let engine = Engine::load(&model_dir, engine_config)?;
-    let palette: Vec<[u8; 3]> = engine
-        .model()
-        .spec
-        .tasks
-        .semantic
-        .as_ref()
-        .map(|s| s.classes.iter().map(|c| c.color).collect())
-        .unwrap_or_default();
+    let palette = engine.model().spec.palette();
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();

@@ -9,8 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::EvalArgs;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let params = super::load_params(args.config.as_deref(), &args.overrides)?;
-    let model_dir = super::model_dir(args.model.as_deref(), &params)?;
+    let (params, model_dir) = super::params_and_model(&args.run)?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
     let progress = ProgressBar::new(0);
     progress.set_style(

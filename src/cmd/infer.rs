@@ -13,18 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::InferArgs;
 
 pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
-    let params = super::load_params(args.config.as_deref(), &args.overrides)?;
-    let model_dir = super::model_dir(args.model.as_deref(), &params)?;
+    let (params, model_dir) = super::params_and_model(&args.run)?;
     let inputs = collect_inputs(&args.inputs)?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
-    let palette: Vec<[u8; 3]> = engine
-        .model()
-        .spec
-        .tasks
-        .semantic
-        .as_ref()
-        .map(|s| s.classes.iter().map(|c| c.color).collect())
-        .unwrap_or_default();
+    let palette = engine.model().spec.palette();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     log::info!(

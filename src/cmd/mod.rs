@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use bayes_perception::config::Params;
 
-use crate::cli::Overrides;
+use crate::cli::{Overrides, RunArgs};
 
 /// Reads the params file (or the defaults) and applies command-line overrides.
 pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Params> {
@@ -38,6 +38,13 @@ pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Resu
     }
     params.validate("command line")?;
     Ok(params)
+}
+
+/// The parameters (file and overrides) and the model directory of a run.
+pub fn params_and_model(run: &RunArgs) -> anyhow::Result<(Params, PathBuf)> {
+    let params = load_params(run.config.as_deref(), &run.overrides)?;
+    let dir = model_dir(run.model.as_deref(), &params)?;
+    Ok((params, dir))
 }
 
 /// The model directory: `--model`, else the params file's `model`.

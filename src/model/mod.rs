@@ -242,6 +242,15 @@ impl ModelSpec {
         }
     }
 
+    /// One display colour per class (empty without a semantic task).
+    pub fn palette(&self) -> Vec<[u8; 3]> {
+        self.tasks
+            .semantic
+            .as_ref()
+            .map(|s| s.classes.iter().map(|c| c.color).collect())
+            .unwrap_or_default()
+    }
+
     pub fn num_classes(&self) -> usize {
         self.tasks.semantic.as_ref().map_or(0, |s| s.classes.len())
     }
