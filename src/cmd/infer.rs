@@ -139,18 +139,30 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
         p.file_stem()
             .map_or("image".into(), |s| s.to_string_lossy().into_owned())
     };
-    let mut seen = HashSet::new();
     let stems: Vec<String> = inputs.iter().map(|p| stem(p)).collect();
+    let mut seen = HashSet::new();
     inputs
         .iter()
         .zip(&stems)
         .map(|(path, stem)| {
+            // Same stem from different folders (test/0001.png, ood/0001.png): prefix the
+            // folder; the extension tells a.png from a.jpg; a counter settles the rest.
             let mut name = stem.clone();
             if stems.iter().filter(|s| *s == stem).count() > 1 {
+                let folder = path
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|f| f.to_string_lossy().into_owned());
                 let ext = path
                     .extension()
                     .map_or(String::new(), |e| e.to_string_lossy().into_owned());
-                name = format!("{stem}_{ext}");
+                name = match folder {
+                    Some(folder) if !folder.is_empty() => format!("{folder}_{stem}"),
+                    _ => format!("{stem}_{ext}"),
+                };
+                if seen.contains(&name) {
+                    name = format!("{name}_{ext}");
+                }
             }
             let base = name.clone();
             let mut n = 2;
