@@ -5,7 +5,12 @@
 //! - [`uncertainty`]: the per-pixel uncertainty math as pure tensor functions;
 //! - [`engine`]: one image in, labels, depth and uncertainty images out;
 //! - [`config`]: the params file shared with the ROS node;
-//! - [`colormap`], [`output`]: false colour and the files `infer` writes.
+//! - [`colormap`], [`output`]: false colour and the files `infer` writes;
+//! - [`msg`], [`node`]: ROS message contents, camera encodings and the node's logic, all
+//!   without ROS (the r2r glue is `src/bin/bayes_perception_node.rs`);
+//! - [`bag`]: rosbag2 files (CDR, MCAP, SQLite3) without ROS;
+//! - [`train`], [`synth`], [`eval`]: losses, data, training loop, synthetic scenes and
+//!   evaluation of accuracy and uncertainty quality.
 
 pub mod bag;
 pub mod colormap;
