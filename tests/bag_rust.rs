@@ -1,5 +1,7 @@
 //! The project's bag writer and reader against each other, and the reader's failure modes.
 
+mod common;
+
 use std::ops::ControlFlow;
 
 use bayes_perception::bag::cdr::CdrMessage;
@@ -222,60 +224,7 @@ fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
 }
 
 fn common_model(dir: &std::path::Path) {
-    let arch = bayes_perception::model::ArchConfig {
-        first_conv_channels: 8,
-        growth_rate: 4,
-        down_blocks: vec![1, 1],
-        bottleneck_layers: 1,
-        up_blocks: vec![1, 1],
-        dropout: 0.2,
-    };
-    let spec = bayes_perception::model::random_spec(arch, None, 3, true, 32, 32);
-    bayes_perception::model::Model::new(spec, tch::Device::Cpu)
-        .unwrap()
+    common::tiny_model(3, true)
         .save(&dir.join("model"))
         .unwrap();
-}
-
-#[test]
-fn odd_output_names_and_bad_windows() {
-    let tmp = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_bayes_perception");
-    let sample = tmp.path().join("s");
-    assert!(std::process::Command::new(bin)
-        .args(["bag", "sample"])
-        .arg(&sample)
-        .args(["--frames", "2", "--width", "40", "--height", "30"])
-        .status()
-        .unwrap()
-        .success());
-    common_model(tmp.path());
-    let run = |out: &str, extra: &[&str]| {
-        std::process::Command::new(bin)
-            .args(["bag", "process"])
-            .arg(&sample)
-            .arg(tmp.path().join(out))
-            .arg("--model")
-            .arg(tmp.path().join("model"))
-            .args(["--device", "cpu"])
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    // A name YAML would misread unquoted: the metadata still names the file correctly.
-    let out = run("#[run] *1", &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reader = BagReader::open(&tmp.path().join("#[run] *1")).unwrap();
-    // 2 images, 2 camera_info, and per frame 8 aleatoric-mode images + depth/camera_info.
-    assert_eq!(reader.info().unwrap().message_count, 2 + 2 + 2 * 9);
-    for bad in ["--duration=nan", "--start=-1", "--start=inf"] {
-        let out = run("never", &[bad]);
-        assert_eq!(out.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("--start must be"));
-        assert!(!tmp.path().join("never").exists());
-    }
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use bayes_perception::config::Mode;
 use bayes_perception::device::{device_name, DeviceRequest};
 use bayes_perception::engine::Timing;
-use bayes_perception::model::{random_spec, ArchConfig, Model, PRESETS};
+use bayes_perception::model::{random_spec, Model};
 use bayes_perception::{Engine, EngineConfig};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -45,13 +45,7 @@ struct Report {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let Some(arch) = ArchConfig::preset(&args.arch) else {
-        bail!(
-            "unknown --arch `{}`; expected one of {}",
-            args.arch,
-            PRESETS.join(", ")
-        );
-    };
+    let arch = super::preset(&args.arch)?;
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }

@@ -12,6 +12,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 use bayes_perception::config::Params;
+use bayes_perception::model::{ArchConfig, PRESETS};
 
 use crate::cli::{Overrides, RunArgs};
 
@@ -54,4 +55,14 @@ pub fn model_dir(arg: Option<&Path>, params: &Params) -> anyhow::Result<PathBuf>
         (None, "") => anyhow::bail!("no model: pass --model DIR or set `model` in the params file"),
         (None, dir) => Ok(PathBuf::from(dir)),
     }
+}
+
+/// The network preset named by `--arch`.
+pub fn preset(name: &str) -> anyhow::Result<ArchConfig> {
+    ArchConfig::preset(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown --arch `{name}`; expected one of {}",
+            PRESETS.join(", ")
+        )
+    })
 }

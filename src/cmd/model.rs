@@ -3,19 +3,13 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use bayes_perception::model::{random_spec, ArchConfig, Model, PRESETS};
+use bayes_perception::model::{random_spec, Model};
 use tch::Device;
 
 use crate::cli::ModelInitArgs;
 
 pub fn init(args: ModelInitArgs) -> anyhow::Result<ExitCode> {
-    let Some(arch) = ArchConfig::preset(&args.arch) else {
-        bail!(
-            "unknown --arch `{}`; expected one of {}",
-            args.arch,
-            PRESETS.join(", ")
-        );
-    };
+    let arch = super::preset(&args.arch)?;
     if args.out.exists() {
         bail!("{} already exists", args.out.display());
     }
