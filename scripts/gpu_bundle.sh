@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 make release
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p .gpu
-cp "$target/release/bayes_perception" .gpu/
+# Stripped: the debug line tables triple the size and the device copy has a size limit.
+strip -o .gpu/bayes_perception "$target/release/bayes_perception"
 cp scripts/pytorch_reference.py .gpu/
 cat > .gpu/run.sh <<'RUN'
 #!/usr/bin/env bash

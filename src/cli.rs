@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use bayes_perception::config::Mode;
+use bayes_perception::synth::SceneConfig;
 
 /// Bayesian semantic segmentation and depth with separate aleatoric and epistemic
 /// uncertainty (FC-DenseNet + MC dropout).
@@ -95,6 +96,10 @@ pub struct SynthArgs {
     pub width: u32,
     #[arg(long, default_value_t = 360)]
     pub height: u32,
+    /// Standard deviation range LO,HI (8-bit grey levels) of the sensor-noise patches
+    /// (aleatoric test regions, masked in SPLITnoise/); each patch draws from it.
+    #[arg(long, value_name = "LO,HI", value_delimiter = ',', default_values_t = [SceneConfig::NOISE_SIGMA.0, SceneConfig::NOISE_SIGMA.1])]
+    pub noise_sigma: Vec<f32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,9 +42,15 @@ pub struct Report {
     /// Depth RMS (m) at each of [`RECALLS`], pixels sorted by depth uncertainty.
     pub depth_rms_by_aleatoric: Option<Vec<f64>>,
     pub depth_rms_by_epistemic: Option<Vec<f64>>,
-    /// Mean uncertainty on masked pixels / mean on unmasked pixels of the same frames.
+    /// Mean uncertainty on masked pixels / mean on unmasked pixels of the same frames (for
+    /// depth, pixels with ground-truth depth only).
     pub semantic_aleatoric_noise_ratio: Option<f64>,
     pub depth_aleatoric_noise_ratio: Option<f64>,
+    /// Pixel accuracy on the noise patches and on clean pixels of the same frames: how
+    /// much the noise actually costs (aleatoric uncertainty should follow the errors).
+    pub noise_patch_accuracy: Option<[f64; 2]>,
+    /// Depth rel on the noise patches and on clean pixels of the same frames.
+    pub noise_patch_depth_rel: Option<[f64; 2]>,
     pub semantic_epistemic_ood_ratio: Option<f64>,
     pub depth_epistemic_ood_ratio: Option<f64>,
 }
@@ -70,6 +76,15 @@ impl MaskedMeans {
             slot.0 += v as f64;
             slot.1 += 1;
         }
+    }
+
+    fn means(&self) -> Option<[f64; 2]> {
+        (self.inside.1 > 0 && self.outside.1 > 0).then(|| {
+            [
+                self.inside.0 / self.inside.1 as f64,
+                self.outside.0 / self.outside.1 as f64,
+            ]
+        })
     }
 
     fn ratio(&self) -> Option<f64> {
@@ -167,7 +182,9 @@ pub fn evaluate(
         Curve::default(),
         Curve::default(),
     );
-    let (mut sem_noise, mut depth_noise, mut sem_ood, mut depth_ood) = (
+    let (mut sem_noise, mut depth_noise, mut sem_ood, mut depth_ood, mut noise_acc, mut noise_rel) = (
+        MaskedMeans::default(),
+        MaskedMeans::default(),
         MaskedMeans::default(),
         MaskedMeans::default(),
         MaskedMeans::default(),
@@ -198,6 +215,15 @@ pub fn evaluate(
             }
             if let Some(mask) = &noise {
                 sem_noise.add(s.aleatoric_entropy.as_raw(), mask);
+                let correct: Vec<f32> = truth
+                    .iter()
+                    .zip(&predicted)
+                    .map(|(&t, &pr)| match t < classes as i64 {
+                        true => (t == pr) as u8 as f32,
+                        false => f32::NAN, // void: not scored
+                    })
+                    .collect();
+                noise_acc.add(&correct, mask);
             }
             if let (Some(mask), Some(mi)) = (&ood, &s.epistemic_mutual_information) {
                 sem_ood.add(mi.as_raw(), mask);
@@ -216,11 +242,37 @@ pub fn evaluate(
                     }
                 }
             }
+            // Depth uncertainty is compared where depth exists: on pixels without ground
+            // truth (sky) the variance head was never trained.
+            let where_depth = |values: &[f32]| -> Vec<f32> {
+                values
+                    .iter()
+                    .zip(truth)
+                    .map(|(&v, &y)| {
+                        if y.is_finite() && y > 0.0 {
+                            v
+                        } else {
+                            f32::NAN
+                        }
+                    })
+                    .collect()
+            };
             if let (Some(mask), Some(a)) = (&noise, &d.aleatoric_std_m) {
-                depth_noise.add(a.as_raw(), mask);
+                depth_noise.add(&where_depth(a.as_raw()), mask);
+            }
+            if let Some(mask) = &noise {
+                let rel: Vec<f32> = truth
+                    .iter()
+                    .zip(d.depth_m.as_raw())
+                    .map(|(&y, &pr)| match y.is_finite() && y > 0.0 {
+                        true => (y - pr.max(1e-3)).abs() / y,
+                        false => f32::NAN, // no depth (sky): not scored
+                    })
+                    .collect();
+                noise_rel.add(&rel, mask);
             }
             if let (Some(mask), Some(e)) = (&ood, &d.epistemic_std_m) {
-                depth_ood.add(e.as_raw(), mask);
+                depth_ood.add(&where_depth(e.as_raw()), mask);
             }
         }
     }
@@ -246,6 +298,8 @@ pub fn evaluate(
         depth_rms_by_epistemic: sqrt_all(rms_epi.means()),
         semantic_aleatoric_noise_ratio: sem_noise.ratio(),
         depth_aleatoric_noise_ratio: depth_noise.ratio(),
+        noise_patch_accuracy: noise_acc.means(),
+        noise_patch_depth_rel: noise_rel.means(),
         semantic_epistemic_ood_ratio: sem_ood.ratio(),
         depth_epistemic_ood_ratio: depth_ood.ratio(),
     })
@@ -277,6 +331,7 @@ mod tests {
             &[true, true, false, false, true],
         );
         assert_eq!(m.ratio(), Some(4.0));
+        assert_eq!(m.means(), Some([4.0, 1.0]));
         assert_eq!(MaskedMeans::default().ratio(), None);
     }
 }

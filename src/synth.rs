@@ -83,6 +83,16 @@ pub struct SceneConfig {
     pub height: u32,
     /// Add out-of-distribution objects.
     pub ood: bool,
+    /// Range of the standard deviation (in 8-bit grey levels) of the sensor-noise
+    /// patches; each patch draws its own value from it.
+    pub noise_sigma: (f32, f32),
+}
+
+impl SceneConfig {
+    /// The default noise-patch strength: standard deviation 60 to 130 grey levels, strong
+    /// enough that a patch hides most of what is under it (at 35 to 70 a network sees
+    /// through the noise on these flat surfaces, so there is little to be uncertain about).
+    pub const NOISE_SIGMA: (f32, f32) = (60.0, 130.0);
 }
 
 /// The per-pixel buffers objects are painted into, nearest surface wins.
@@ -295,7 +305,14 @@ pub fn render(seed: u64, index: u64, cfg: SceneConfig) -> Scene {
             rng.gen_range(0..w - pw.min(w - 1)),
             rng.gen_range(0..h - ph.min(h - 1)),
         );
-        let sigma = rng.gen_range(35.0..70.0);
+        let (lo, hi) = cfg.noise_sigma;
+        // One draw either way, so the strength changes nothing else in the scene.
+        let sigma = if lo < hi {
+            rng.gen_range(lo..hi)
+        } else {
+            let _ = rng.gen::<f32>();
+            lo
+        };
         for y in y0..(y0 + ph).min(h) {
             for x in x0..(x0 + pw).min(w) {
                 let p = rgb.get_pixel_mut(x, y);
@@ -651,6 +668,7 @@ mod tests {
         width: 160,
         height: 120,
         ood: false,
+        noise_sigma: SceneConfig::NOISE_SIGMA,
     };
 
     #[test]
@@ -666,6 +684,37 @@ mod tests {
             .all(|(x, y)| x.to_bits() == y.to_bits()));
         assert_ne!(render(8, 3, CFG).rgb, a.rgb);
         assert_ne!(render(7, 4, CFG).rgb, a.rgb);
+    }
+
+    #[test]
+    fn noise_strength_changes_only_the_noise_patches() {
+        let strong = SceneConfig {
+            noise_sigma: (150.0, 150.0),
+            ..CFG
+        };
+        let mut patched_frames = 0;
+        for index in 0..6 {
+            let (a, b) = (render(2, index, CFG), render(2, index, strong));
+            assert_eq!(a.labels, b.labels);
+            assert_eq!(a.noise_mask, b.noise_mask);
+            let mut differ_inside = 0;
+            for ((pa, pb), m) in a
+                .rgb
+                .pixels()
+                .zip(b.rgb.pixels())
+                .zip(a.noise_mask.pixels())
+            {
+                match m.0[0] {
+                    0 => assert_eq!(pa, pb, "a clean pixel changed"),
+                    _ => differ_inside += (pa != pb) as usize,
+                }
+            }
+            if a.noise_mask.pixels().any(|m| m.0[0] > 0) {
+                patched_frames += 1;
+                assert!(differ_inside > 0, "scene {index}: patches unchanged");
+            }
+        }
+        assert!(patched_frames > 0, "no scene had a noise patch");
     }
 
     #[test]

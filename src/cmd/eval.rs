@@ -90,4 +90,10 @@ fn print_report(r: &Report, split: &str) {
             println!("  {name}: {v:.2}x");
         }
     }
+    if let Some([noisy, clean]) = r.noise_patch_accuracy {
+        println!("  pixel accuracy on noise patches: {noisy:.3} (clean pixels: {clean:.3})");
+    }
+    if let Some([noisy, clean]) = r.noise_patch_depth_rel {
+        println!("  depth rel on noise patches: {noisy:.3} (clean pixels: {clean:.3})");
+    }
 }

@@ -13,6 +13,12 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     if args.count == 0 || args.width < 32 || args.height < 32 {
         bail!("--count must be positive and the size at least 32x32");
     }
+    let [lo, hi] = args.noise_sigma[..] else {
+        bail!("--noise-sigma takes two values, LO,HI");
+    };
+    if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi) {
+        bail!("--noise-sigma needs 0 <= LO <= HI, got {lo},{hi}");
+    }
     let split = args.split.as_str();
     let dirs = [
         split.to_owned(),
@@ -43,6 +49,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
         width: args.width,
         height: args.height,
         ood: args.ood,
+        noise_sigma: (lo, hi),
     };
     let progress = ProgressBar::new(args.count as u64);
     progress.set_style(

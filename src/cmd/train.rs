@@ -3,18 +3,29 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bayes_perception::train::trainer::{train, Progress, TrainConfig, Validation};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::TrainArgs;
 
+/// A progress bar on a terminal; without one (a log file, a service) the bar is hidden
+/// and a plain line is printed every [`LOG_EVERY`] instead.
 struct Bars {
     bar: ProgressBar,
     loss: f64,
+    last_line: Instant,
 }
 
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
 impl Progress for Bars {
+    fn started(&mut self, summary: &str) {
+        println!("{summary}");
+        self.last_line = Instant::now();
+    }
+
     fn epoch_started(&mut self, epoch: usize, batches: usize) {
         self.bar = ProgressBar::new(batches as u64);
         self.bar.set_style(
@@ -37,6 +48,16 @@ impl Progress for Bars {
             self.loss
         ));
         self.bar.inc(1);
+        if self.bar.is_hidden() && self.last_line.elapsed() >= LOG_EVERY {
+            self.last_line = Instant::now();
+            println!(
+                "epoch {}: batch {}/{}, loss {:.3}, {images_per_second:.1} img/s",
+                self.bar.prefix(),
+                self.bar.position(),
+                self.bar.length().unwrap_or(0),
+                self.loss
+            );
+        }
     }
 
     fn epoch_done(&mut self, epoch: usize, train_loss: f64, v: &Validation, lr: f64) {
@@ -72,20 +93,29 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut bars = Bars {
         bar: ProgressBar::hidden(),
         loss: 0.0,
+        last_line: Instant::now(),
     };
     let run_dir = train(&cfg, &command, &interrupted, &mut bars)?;
     bars.bar.finish_and_clear();
-    println!(
-        "{}: best model in {}, last in {}, per-epoch figures in {}",
-        if interrupted.load(Ordering::SeqCst) {
-            "interrupted, checkpoint saved"
-        } else {
-            "done"
-        },
-        run_dir.join("best").display(),
-        run_dir.join("last").display(),
-        run_dir.join("metrics.csv").display()
-    );
+    let status = if interrupted.load(Ordering::SeqCst) {
+        "interrupted, checkpoint saved"
+    } else {
+        "done"
+    };
+    let best = run_dir.join("best");
+    if best.join(bayes_perception::model::SPEC_FILE).exists() {
+        println!(
+            "{status}: best model in {}, last in {}, per-epoch figures in {}",
+            best.display(),
+            run_dir.join("last").display(),
+            run_dir.join("metrics.csv").display()
+        );
+    } else {
+        println!(
+            "{status}: no epoch was completed, so there is no best model yet; last in {}",
+            run_dir.join("last").display()
+        );
+    }
     Ok(if interrupted.load(Ordering::SeqCst) {
         ExitCode::from(130)
     } else {

@@ -212,6 +212,8 @@ impl Validation {
 
 /// What the caller sees as training goes (progress bars in the CLI).
 pub trait Progress {
+    /// Called once the data is loaded, before the first epoch.
+    fn started(&mut self, summary: &str);
     fn epoch_started(&mut self, epoch: usize, batches: usize);
     fn batch_done(&mut self, loss: f64, images_per_second: f64);
     fn epoch_done(&mut self, epoch: usize, train_loss: f64, validation: &Validation, lr: f64);
@@ -457,6 +459,16 @@ pub fn train(
         flip: cfg.training.flip,
         color_jitter: cfg.training.color_jitter,
     };
+    progress.started(&format!(
+        "training {} ({} parameters) on {device:?}: {} training and {} validation images, \
+         {} batches of {} per epoch",
+        model.spec.name,
+        model.num_parameters(),
+        train_samples.len(),
+        val_samples.len(),
+        train_samples.len().div_ceil(cfg.training.batch_size),
+        cfg.training.batch_size,
+    ));
     let started = Instant::now();
     let csv_path = run_dir.join("metrics.csv");
     if !csv_path.exists() {
