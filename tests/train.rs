@@ -170,3 +170,79 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("data.layout"));
 }
+
+/// The documented config (config/train.yaml) is valid as committed, and trains on a
+/// directory laid out like the real CamVid (SPLIT/ and SPLITannot/ PNGs, ids 0..10 with 11
+/// = void, no depth) once its data root, tasks and size are pointed at it.
+#[test]
+fn documented_config_trains_on_a_camvid_directory_without_depth() {
+    use bayes_perception::train::trainer::TrainConfig;
+    let documented = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/train.yaml");
+    let cfg = TrainConfig::load(&documented).unwrap();
+    assert_eq!(cfg.model.tasks, ["semantic", "depth"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, h) = (64u32, 48u32);
+    for (split, count) in [("train", 4), ("val", 2)] {
+        for dir in [split.to_owned(), format!("{split}annot")] {
+            std::fs::create_dir_all(tmp.path().join("camvid").join(dir)).unwrap();
+        }
+        for i in 0..count {
+            let name = format!("0001TP_{i:06}.png");
+            let rgb = image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x * 4) as u8, (y * 5) as u8, (i * 40) as u8])
+            });
+            // Left half road (3), right half sky (0), a void (11) stripe between.
+            let labels = image::GrayImage::from_fn(w, h, |x, _| {
+                image::Luma([match x {
+                    0..=29 => 3,
+                    30..=33 => 11,
+                    _ => 0,
+                }])
+            });
+            rgb.save(tmp.path().join("camvid").join(split).join(&name))
+                .unwrap();
+            labels
+                .save(
+                    tmp.path()
+                        .join("camvid")
+                        .join(format!("{split}annot"))
+                        .join(&name),
+                )
+                .unwrap();
+        }
+    }
+    // The documented file with only the data, task and size keys changed.
+    let text = std::fs::read_to_string(&documented).unwrap();
+    let edited = text
+        .replace("root: ../data/synth", &format!("root: {}", tmp.path().join("camvid").display()))
+        .replace("tasks: [semantic, depth]", "tasks: [semantic]")
+        .replace("preset: fcdensenet56", "preset: custom\n    first_conv_channels: 8\n    growth_rate: 4\n    down_blocks: [1, 1]\n    bottleneck_layers: 1\n    up_blocks: [1, 1]")
+        .replace("epochs: 12", "epochs: 1")
+        .replace("crop: [160, 160]", "crop: [32, 32]")
+        .replace("device: auto", "device: cpu")
+        .replace("dir: ../runs/demo", &format!("dir: {}", tmp.path().join("run").display()));
+    assert_ne!(edited, text);
+    let config = tmp.path().join("train.yaml");
+    std::fs::write(&config, edited).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        .args(["train", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("epoch 1: train loss") && stdout.contains("val mIoU"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("depth rel"), "{stdout}");
+    let spec = bayes_perception::model::ModelSpec::load(&tmp.path().join("run/best")).unwrap();
+    assert_eq!(spec.num_classes(), 11);
+    assert!(spec.tasks.depth.is_none());
+    assert_eq!((spec.input.width, spec.input.height), (w as i64, h as i64));
+}
