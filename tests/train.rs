@@ -118,7 +118,15 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
             (48, 64)
         );
         assert_eq!(engine.model().spec.num_classes(), 11);
-        assert!(engine.model().spec.provenance.contains_key("command"));
+        let provenance = &engine.model().spec.provenance;
+        assert!(provenance.contains_key("command"));
+        let epoch = provenance["epoch"].as_u64().unwrap();
+        assert!(if dir == "last" {
+            epoch == 2
+        } else {
+            (1..=2).contains(&epoch)
+        });
+        assert!(provenance["validation"]["mean_iou"].as_f64().is_some());
     }
     // Resume continues from last/ up to the new epoch count.
     let text = run(&["--resume", "--epochs", "3"]);

@@ -194,7 +194,7 @@ struct TrainState {
 }
 
 /// One epoch's validation figures.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Validation {
     pub mean_iou: Option<f64>,
     pub pixel_accuracy: Option<f64>,
@@ -361,7 +361,7 @@ pub fn train(
     let run_dir = cfg.output.dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let last_dir = run_dir.join("last");
-    let (model, mut state) = if cfg.output.resume && last_dir.join("model.yaml").is_file() {
+    let (mut model, mut state) = if cfg.output.resume && last_dir.join("model.yaml").is_file() {
         let model = Model::load(&last_dir, device)?;
         let state_path = last_dir.join("train_state.yaml");
         let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
@@ -545,6 +545,13 @@ pub fn train(
         let validation = validate(&model, &val_samples, size_multiple, void_id, device);
         let train_loss = loss_sum / loss_count.max(1) as f64;
         state.epoch += 1;
+        // Each checkpoint says which epoch it is and how it validated.
+        let provenance = &mut model.spec.provenance;
+        provenance.insert("epoch".into(), state.epoch.into());
+        provenance.insert(
+            "validation".into(),
+            serde_yaml::to_value(&validation).map_err(|e| Error::model(&run_dir, e.to_string()))?,
+        );
         let score = validation.score();
         if state.best_score.is_none_or(|best| score > best) {
             state.best_score = Some(score);
