@@ -143,10 +143,41 @@ impl Curve {
     }
 }
 
-fn mask_for(root: &Path, split: &str, kind: &str, image: &Path) -> Option<Vec<bool>> {
-    let path = root.join(format!("{split}{kind}")).join(image.file_name()?);
-    let img = image::open(path).ok()?.to_luma8();
-    Some(img.into_raw().into_iter().map(|v| v > 127).collect())
+/// The SPLIT{kind}/ mask of `image` (`None` if the split has none for it); a mask that
+/// cannot be read or has another size than the image is an error naming the file.
+fn mask_for(
+    root: &Path,
+    split: &str,
+    kind: &str,
+    image: &Path,
+    size: (u32, u32),
+) -> Result<Option<Vec<bool>>> {
+    let Some(name) = image.file_name() else {
+        return Ok(None);
+    };
+    let path = root.join(format!("{split}{kind}")).join(name);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let img = image::open(&path)
+        .map_err(|e| Error::Image {
+            path: path.clone(),
+            message: format!("cannot read the {kind} mask: {e}"),
+        })?
+        .to_luma8();
+    if img.dimensions() != size {
+        return Err(Error::Image {
+            path,
+            message: format!(
+                "{kind} mask is {}x{}, the image {}x{}",
+                img.width(),
+                img.height(),
+                size.0,
+                size.1
+            ),
+        });
+    }
+    Ok(Some(img.into_raw().into_iter().map(|v| v > 127).collect()))
 }
 
 /// Evaluates `engine` on a CamVid-layout split (labels, optional depth, noise and OOD
@@ -195,8 +226,9 @@ pub fn evaluate(
         let sample = dataset.load(i)?;
         let image_path = &dataset.files[i].image;
         let p = engine.predict(&sample.rgb)?;
-        let noise = mask_for(root, split, "noise", image_path);
-        let ood = mask_for(root, split, "ood", image_path);
+        let size = sample.rgb.dimensions();
+        let noise = mask_for(root, split, "noise", image_path, size)?;
+        let ood = mask_for(root, split, "ood", image_path, size)?;
         if let (Some(s), Some(truth)) = (&p.semantic, &sample.labels) {
             let (w, h) = s.labels.dimensions();
             let predicted: Vec<i64> = (0..h)

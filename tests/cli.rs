@@ -363,4 +363,21 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
     );
     assert!(report["semantic_epistemic_ood_ratio"].as_f64().unwrap() > 0.0);
     assert!(report["depth_rel"].as_f64().unwrap() > 0.0);
+    let [noisy, clean] = [0, 1].map(|i| report["noise_patch_accuracy"][i].as_f64());
+    assert!(noisy.is_some() && clean.is_some(), "{report}");
+    // A mask of another size than its image is named, not zipped against wrong pixels.
+    let mask = f.path("data/oodnoise/00000.png");
+    image::GrayImage::new(10, 10).save(&mask).unwrap();
+    let (out, text) = run(bin()
+        .args(["eval", "--model"])
+        .arg(f.path("model11"))
+        .arg("--data")
+        .arg(f.path("data"))
+        .args(["--split", "ood", "--device", "cpu"]));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("oodnoise/00000.png")
+            && text.contains("noise mask is 10x10, the image 64x48"),
+        "{text}"
+    );
 }

@@ -400,7 +400,8 @@ fn depth_unit_scales_outputs_and_untrained_variance_heads_are_not_reported() {
 /// The bundled demo model (models/demo) loads and does its job on synthetic scenes it has
 /// not seen: a regression check on the model files, loading and pre/post-processing. The
 /// bounds are far below its measured test figures (models/demo/README.md), far above what
-/// a broken pipeline gives (random weights: accuracy ~0.1, depth rel ~1).
+/// a broken pipeline gives (random weights: accuracy ~0.1, depth rel ~1; swapped colour
+/// channels: 0.59 and 0.17).
 #[test]
 fn demo_model_segments_and_measures_unseen_synthetic_scenes() {
     use bayes_perception::synth::{render, SceneConfig};
@@ -435,5 +436,5 @@ fn demo_model_segments_and_measures_unseen_synthetic_scenes() {
     }
     let (accuracy, rel) = (confusion.pixel_accuracy(), depth.rel());
     assert!(accuracy > 0.8, "pixel accuracy {accuracy:.3}");
-    assert!(rel < 0.3, "depth rel {rel:.3}");
+    assert!(rel < 0.2, "depth rel {rel:.3}");
 }

@@ -16,6 +16,8 @@ struct Bars {
     bar: ProgressBar,
     loss: f64,
     last_line: Instant,
+    /// Images since the last plain line, for its average rate.
+    images_since_line: usize,
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(30);
@@ -24,6 +26,7 @@ impl Progress for Bars {
     fn started(&mut self, summary: &str) {
         println!("{summary}");
         self.last_line = Instant::now();
+        self.images_since_line = 0;
     }
 
     fn epoch_started(&mut self, epoch: usize, batches: usize) {
@@ -37,26 +40,32 @@ impl Progress for Bars {
         self.bar.set_prefix(epoch.to_string());
     }
 
-    fn batch_done(&mut self, loss: f64, images_per_second: f64) {
+    fn batch_done(&mut self, loss: f64, images: usize, seconds: f64) {
         self.loss = if self.bar.position() == 0 {
             loss
         } else {
             0.9 * self.loss + 0.1 * loss
         };
         self.bar.set_message(format!(
-            "loss {:.3}, {images_per_second:.1} img/s",
-            self.loss
+            "loss {:.3}, {:.1} img/s",
+            self.loss,
+            images as f64 / seconds.max(1e-9)
         ));
+        self.images_since_line += images;
         self.bar.inc(1);
-        if self.bar.is_hidden() && self.last_line.elapsed() >= LOG_EVERY {
-            self.last_line = Instant::now();
+        let since = self.last_line.elapsed();
+        if self.bar.is_hidden() && since >= LOG_EVERY {
             println!(
-                "epoch {}: batch {}/{}, loss {:.3}, {images_per_second:.1} img/s",
+                "epoch {}: batch {}/{}, loss {:.3}, {:.1} img/s over the last {:.0} s",
                 self.bar.prefix(),
                 self.bar.position(),
                 self.bar.length().unwrap_or(0),
-                self.loss
+                self.loss,
+                self.images_since_line as f64 / since.as_secs_f64(),
+                since.as_secs_f64()
             );
+            self.last_line = Instant::now();
+            self.images_since_line = 0;
         }
     }
 
@@ -94,8 +103,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         bar: ProgressBar::hidden(),
         loss: 0.0,
         last_line: Instant::now(),
+        images_since_line: 0,
     };
-    let run_dir = train(&cfg, &command, &interrupted, &mut bars)?;
+    let trained = train(&cfg, &command, &interrupted, &mut bars)?;
+    let run_dir = trained.run_dir;
     bars.bar.finish_and_clear();
     let status = if interrupted.load(Ordering::SeqCst) {
         "interrupted, checkpoint saved"
@@ -103,7 +114,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         "done"
     };
     let best = run_dir.join("best");
-    if best.join(bayes_perception::model::SPEC_FILE).exists() {
+    if trained.has_best {
         println!(
             "{status}: best model in {}, last in {}, per-epoch figures in {}",
             best.display(),

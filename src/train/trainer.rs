@@ -215,7 +215,8 @@ pub trait Progress {
     /// Called once the data is loaded, before the first epoch.
     fn started(&mut self, summary: &str);
     fn epoch_started(&mut self, epoch: usize, batches: usize);
-    fn batch_done(&mut self, loss: f64, images_per_second: f64);
+    /// One optimiser step: its loss, and how many images it took in how many seconds.
+    fn batch_done(&mut self, loss: f64, images: usize, seconds: f64);
     fn epoch_done(&mut self, epoch: usize, train_loss: f64, validation: &Validation, lr: f64);
 }
 
@@ -323,12 +324,21 @@ fn load_all(ds: &Dataset, limit: usize) -> Result<Vec<Sample>> {
 
 /// Trains as configured; returns the run directory. `interrupted` stops after the current
 /// batch with a checkpoint.
+/// Where a training run wrote its checkpoints.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub run_dir: PathBuf,
+    /// Whether `run_dir/best/` holds a model of this run (or of the run it resumed): false
+    /// when it stopped before its first validation.
+    pub has_best: bool,
+}
+
 pub fn train(
     cfg: &TrainConfig,
     command: &str,
     interrupted: &AtomicBool,
     progress: &mut dyn Progress,
-) -> Result<PathBuf> {
+) -> Result<Trained> {
     let device = cfg
         .training
         .device
@@ -536,10 +546,17 @@ pub fn train(
                 loss_sum += value;
                 loss_count += 1;
             }
-            progress.batch_done(value, samples.len() as f64 / t.elapsed().as_secs_f64());
+            progress.batch_done(value, samples.len(), t.elapsed().as_secs_f64());
             if interrupted.load(Ordering::SeqCst) {
+                // Mid-epoch weights: the last completed epoch's figures no longer apply.
+                let provenance = &mut model.spec.provenance;
+                provenance.remove("validation");
+                provenance.insert("interrupted_in_epoch".into(), (epoch + 1).into());
                 save_checkpoint(&model, &last_dir, &state)?;
-                return Ok(run_dir);
+                return Ok(Trained {
+                    run_dir,
+                    has_best: state.best_score.is_some(),
+                });
             }
         }
         let validation = validate(&model, &val_samples, size_multiple, void_id, device);
@@ -547,6 +564,7 @@ pub fn train(
         state.epoch += 1;
         // Each checkpoint says which epoch it is and how it validated.
         let provenance = &mut model.spec.provenance;
+        provenance.remove("interrupted_in_epoch");
         provenance.insert("epoch".into(), state.epoch.into());
         provenance.insert(
             "validation".into(),
@@ -585,7 +603,10 @@ pub fn train(
             break;
         }
     }
-    Ok(run_dir)
+    Ok(Trained {
+        run_dir,
+        has_best: state.best_score.is_some(),
+    })
 }
 
 fn save_checkpoint(model: &Model, dir: &Path, state: &TrainState) -> Result<()> {
