@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::train::data::Dataset;
-use crate::train::metrics::{Confusion, DepthErrors};
+use crate::train::metrics::{abs_rel, has_depth, Confusion, DepthErrors};
 
 /// Recall levels of the uncertainty curves: fraction of pixels kept, least uncertain first.
 pub const RECALLS: [f64; 10] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
@@ -236,25 +236,25 @@ pub fn evaluate(
                 .map(|(x, y)| s.labels.get(x, y) as i64)
                 .collect();
             confusion.add(truth, &predicted);
-            for (k, (&t, &pr)) in truth.iter().zip(&predicted).enumerate() {
-                if t < classes as i64 {
-                    let correct = (t == pr) as u8 as f32;
-                    prec_ale.add(s.aleatoric_entropy.as_raw()[k], correct);
+            // 1/0 per labelled pixel; NaN for void, which is not scored.
+            let correct: Vec<f32> = truth
+                .iter()
+                .zip(&predicted)
+                .map(|(&t, &pr)| match t < classes as i64 {
+                    true => (t == pr) as u8 as f32,
+                    false => f32::NAN,
+                })
+                .collect();
+            for (k, &c) in correct.iter().enumerate() {
+                if !c.is_nan() {
+                    prec_ale.add(s.aleatoric_entropy.as_raw()[k], c);
                     if let Some(mi) = &s.epistemic_mutual_information {
-                        prec_epi.add(mi.as_raw()[k], correct);
+                        prec_epi.add(mi.as_raw()[k], c);
                     }
                 }
             }
             if let Some(mask) = &noise {
                 sem_noise.add(s.aleatoric_entropy.as_raw(), mask);
-                let correct: Vec<f32> = truth
-                    .iter()
-                    .zip(&predicted)
-                    .map(|(&t, &pr)| match t < classes as i64 {
-                        true => (t == pr) as u8 as f32,
-                        false => f32::NAN, // void: not scored
-                    })
-                    .collect();
                 noise_acc.add(&correct, mask);
             }
             if let (Some(mask), Some(mi)) = (&ood, &s.epistemic_mutual_information) {
@@ -264,7 +264,7 @@ pub fn evaluate(
         if let (Some(d), Some(truth)) = (&p.depth, &sample.depth) {
             depth_errors.add(truth, d.depth_m.as_raw());
             for (k, (&y, &pr)) in truth.iter().zip(d.depth_m.as_raw()).enumerate() {
-                if y.is_finite() && y > 0.0 && pr.is_finite() {
+                if has_depth(y) && pr.is_finite() {
                     let sq = (y - pr).powi(2);
                     if let Some(a) = &d.aleatoric_std_m {
                         rms_ale.add(a.as_raw()[k], sq);
@@ -280,13 +280,7 @@ pub fn evaluate(
                 values
                     .iter()
                     .zip(truth)
-                    .map(|(&v, &y)| {
-                        if y.is_finite() && y > 0.0 {
-                            v
-                        } else {
-                            f32::NAN
-                        }
-                    })
+                    .map(|(&v, &y)| if has_depth(y) { v } else { f32::NAN })
                     .collect()
             };
             if let (Some(mask), Some(a)) = (&noise, &d.aleatoric_std_m) {
@@ -296,8 +290,8 @@ pub fn evaluate(
                 let rel: Vec<f32> = truth
                     .iter()
                     .zip(d.depth_m.as_raw())
-                    .map(|(&y, &pr)| match y.is_finite() && y > 0.0 {
-                        true => (y - pr.max(1e-3)).abs() / y,
+                    .map(|(&y, &pr)| match has_depth(y) {
+                        true => abs_rel(y as f64, pr as f64) as f32,
                         false => f32::NAN, // no depth (sky): not scored
                     })
                     .collect();

@@ -8,6 +8,20 @@ use bayes_perception::train::loss::{depth_loss, semantic_loss};
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
 
+/// The tiny FC-DenseNet the trainer tests train, as YAML under `architecture:`.
+const TINY_ARCH: &str = "preset: custom\n    first_conv_channels: 8\n    growth_rate: 4\n    down_blocks: [1, 1]\n    bottleneck_layers: 1\n    up_blocks: [1, 1]";
+
+/// Runs `bayes_perception train --config CONFIG EXTRA...`.
+fn train(config: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        .arg("train")
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn loss_falls_over_a_few_steps() {
     let _lock = common::rng_lock();
@@ -75,16 +89,10 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let config = "data:\n  layout: camvid\n  root: data\nmodel:\n  name: tiny\n  architecture:\n    preset: custom\n    first_conv_channels: 8\n    growth_rate: 4\n    down_blocks: [1, 1]\n    bottleneck_layers: 1\n    up_blocks: [1, 1]\n  tasks: [semantic, depth]\ntraining:\n  epochs: 2\n  batch_size: 3\n  crop: [32, 32]\n  device: cpu\noutput:\n  dir: run\n";
-    std::fs::write(tmp.path().join("train.yaml"), config).unwrap();
+    let config = format!("data:\n  layout: camvid\n  root: data\nmodel:\n  name: tiny\n  architecture:\n    {TINY_ARCH}\n  tasks: [semantic, depth]\ntraining:\n  epochs: 2\n  batch_size: 3\n  crop: [32, 32]\n  device: cpu\noutput:\n  dir: run\n");
+    std::fs::write(tmp.path().join("train.yaml"), &config).unwrap();
     let run = |extra: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .arg("train")
-            .arg("--config")
-            .arg(tmp.path().join("train.yaml"))
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = train(&tmp.path().join("train.yaml"), extra);
         assert!(
             out.status.success(),
             "{}{}",
@@ -161,12 +169,7 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(bin)
-        .arg("train")
-        .arg("--config")
-        .arg(tmp.path().join("homo.yaml"))
-        .output()
-        .unwrap();
+    let out = train(&tmp.path().join("homo.yaml"), &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -180,12 +183,7 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
         config.replace("layout: camvid", "layout: kitti"),
     )
     .unwrap();
-    let out = std::process::Command::new(bin)
-        .arg("train")
-        .arg("--config")
-        .arg(tmp.path().join("bad.yaml"))
-        .output()
-        .unwrap();
+    let out = train(&tmp.path().join("bad.yaml"), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("data.layout"));
 }
@@ -234,32 +232,28 @@ fn documented_config_trains_on_a_camvid_directory_without_depth() {
     // The documented file with only the data, task and size keys changed; each edited
     // line must be there exactly once (else the test would train something else).
     let text = std::fs::read_to_string(&documented).unwrap();
-    for line in [
-        "root: ../data/synth",
-        "tasks: [semantic, depth]",
-        "preset: fcdensenet56",
-        "epochs: 12",
-        "crop: [160, 160]",
-        "device: auto",
-        "dir: ../runs/demo",
+    let mut edited = text.clone();
+    for (line, new) in [
+        (
+            "root: ../data/synth",
+            format!("root: {}", tmp.path().join("camvid").display()),
+        ),
+        ("tasks: [semantic, depth]", "tasks: [semantic]".into()),
+        ("preset: fcdensenet56", TINY_ARCH.into()),
+        ("epochs: 12", "epochs: 1".into()),
+        ("crop: [160, 160]", "crop: [32, 32]".into()),
+        ("device: auto", "device: cpu".into()),
+        (
+            "dir: ../runs/demo",
+            format!("dir: {}", tmp.path().join("run").display()),
+        ),
     ] {
-        assert_eq!(text.matches(line).count(), 1, "{line}");
+        assert_eq!(edited.matches(line).count(), 1, "{line}");
+        edited = edited.replace(line, &new);
     }
-    let edited = text
-        .replace("root: ../data/synth", &format!("root: {}", tmp.path().join("camvid").display()))
-        .replace("tasks: [semantic, depth]", "tasks: [semantic]")
-        .replace("preset: fcdensenet56", "preset: custom\n    first_conv_channels: 8\n    growth_rate: 4\n    down_blocks: [1, 1]\n    bottleneck_layers: 1\n    up_blocks: [1, 1]")
-        .replace("epochs: 12", "epochs: 1")
-        .replace("crop: [160, 160]", "crop: [32, 32]")
-        .replace("device: auto", "device: cpu")
-        .replace("dir: ../runs/demo", &format!("dir: {}", tmp.path().join("run").display()));
     let config = tmp.path().join("train.yaml");
     std::fs::write(&config, edited).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
-        .args(["train", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = train(&config, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

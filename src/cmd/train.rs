@@ -108,16 +108,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let trained = train(&cfg, &command, &interrupted, &mut bars)?;
     let run_dir = trained.run_dir;
     bars.bar.finish_and_clear();
-    let status = if interrupted.load(Ordering::SeqCst) {
+    let was_interrupted = interrupted.load(Ordering::SeqCst);
+    let status = if was_interrupted {
         "interrupted, checkpoint saved"
     } else {
         "done"
     };
-    let best = run_dir.join("best");
     if trained.has_best {
         println!(
             "{status}: best model in {}, last in {}, per-epoch figures in {}",
-            best.display(),
+            run_dir.join("best").display(),
             run_dir.join("last").display(),
             run_dir.join("metrics.csv").display()
         );
@@ -127,7 +127,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             run_dir.join("last").display()
         );
     }
-    Ok(if interrupted.load(Ordering::SeqCst) {
+    Ok(if was_interrupted {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS

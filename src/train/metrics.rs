@@ -64,6 +64,16 @@ impl Confusion {
     }
 }
 
+/// Whether a ground-truth depth value is valid (finite and positive; 0 or NaN = no depth).
+pub fn has_depth(truth: f32) -> bool {
+    truth.is_finite() && truth > 0.0
+}
+
+/// |y − ŷ| / y, with the prediction floored at 1 mm.
+pub fn abs_rel(truth: f64, predicted: f64) -> f64 {
+    (truth - predicted.max(1e-3)).abs() / truth
+}
+
 /// Running depth error sums over valid pixels (finite, positive ground truth).
 #[derive(Debug, Clone, Default)]
 pub struct DepthErrors {
@@ -77,12 +87,12 @@ pub struct DepthErrors {
 impl DepthErrors {
     pub fn add(&mut self, truth: &[f32], predicted: &[f32]) {
         for (&y, &p) in truth.iter().zip(predicted) {
-            if !(y.is_finite() && y > 0.0) {
+            if !has_depth(y) {
                 continue;
             }
             let (y, p) = (y as f64, (p as f64).max(1e-3));
             self.count += 1;
-            self.abs_rel += (y - p).abs() / y;
+            self.abs_rel += abs_rel(y, p);
             self.squared += (y - p).powi(2);
             self.log10 += (y.log10() - p.log10()).abs();
             let ratio = (y / p).max(p / y);
