@@ -1,8 +1,13 @@
-# bayes_perception: `make test` sets up libtorch (once) and runs the whole test suite.
+# bayes_perception: `make test` sets up libtorch and ROS 2 (once) and runs the whole test
+# suite, the end-to-end tests of the running ROS 2 node included.
 #
 # libtorch: `make setup` installs PyTorch 2.11.0 into a venv under $(CACHE_DIR) and the
 # build uses its libtorch (LIBTORCH_USE_PYTORCH). With LIBTORCH set (your own libtorch
 # 2.11, e.g. on a Jetson) nothing is installed and torch-sys builds against that.
+#
+# ROS 2: a sourced ROS 2 (`source /opt/ros/jazzy/setup.bash`) is used as it is; without
+# one, `make ros-setup` installs the ROS 2 Jazzy core from the Python package index into
+# $(CACHE_DIR)/ros. scripts/ros-env.sh sets either up for building and running the node.
 
 SHELL := /bin/bash
 CACHE_DIR ?= $(or $(BAYES_PERCEPTION_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/bayes_perception)
@@ -17,11 +22,27 @@ export PATH := $(VENV)/bin:$(PATH)
 endif
 
 CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: setup build release test lint fmt doc demo clean-cache
+# Runs the rest of a recipe line with ROS 2 set up (scripts/ros-env.sh) and the torch
+# venv's python first on PATH again, which torch-sys's build asks for libtorch.
+WITH_ROS := source scripts/ros-env.sh && export PATH="$(VENV)/bin:$$PATH" &&
+
+# The end-to-end tests start these (debug builds, shared with `cargo test`).
+E2E_ENV := BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception \
+	BAYES_PERCEPTION_NODE=$(TARGET_DIR)/debug/bayes_perception_node
+
+.PHONY: setup ros-setup build release node test test-node colcon-check lint fmt doc demo clean-cache
 
 setup:
 	@bash scripts/setup.sh
+
+ros-setup:
+	@if [[ -n "$${ROS_DISTRO:-}" && -n "$${AMENT_PREFIX_PATH:-}" && "$${AMENT_PREFIX_PATH}" != "$(CACHE_DIR)/ros" ]]; then \
+		echo "ros-setup: using the sourced ROS 2 $${ROS_DISTRO}; nothing to install"; \
+	else \
+		bash scripts/ros-setup.sh; \
+	fi
 
 build: setup
 	$(CARGO) build
@@ -29,17 +50,32 @@ build: setup
 release: setup
 	$(CARGO) build --release
 
-# The ROS node cannot link without a sourced ROS 2; r2r's doc-only feature lets clippy
-# compile it (and everything else) here, so the r2r layer is always checked.
-ROS_CHECK_FEATURES := ros-doc-only
+# The ROS 2 node, release build: $(TARGET_DIR)/release/bayes_perception_node.
+node: setup ros-setup
+	$(WITH_ROS) $(CARGO) build --release --features ros --bin bayes_perception_node
+	@echo "built $(TARGET_DIR)/release/bayes_perception_node; run it in a shell that sourced scripts/ros-env.sh"
 
-test: setup
-	$(CARGO) test --all-targets
+# Unit and integration tests (the node is built against ROS 2 with them), the end-to-end
+# tests of the running node, formatting, and clippy on everything including the node.
+test: setup ros-setup
+	$(WITH_ROS) $(CARGO) test --all-targets --features ros
+	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --features $(ROS_CHECK_FEATURES) -- -D warnings
+	$(WITH_ROS) $(CARGO) clippy --all-targets --features ros -- -D warnings
 
-lint: setup
-	$(CARGO) clippy --all-targets --features $(ROS_CHECK_FEATURES) -- -D warnings
+# Only the end-to-end tests of the running node (builds what they start).
+test-node: setup ros-setup
+	$(WITH_ROS) $(CARGO) build --features ros --bins
+	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
+
+# `colcon build` of this package in a workspace in the cache, then the installed node,
+# started from its installed params file, probed end to end (run by CI).
+colcon-check: setup ros-setup
+	@bash scripts/ros-setup.sh colcon
+	$(WITH_ROS) bash scripts/colcon-check.sh
+
+lint: setup ros-setup
+	$(WITH_ROS) $(CARGO) clippy --all-targets --features ros -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

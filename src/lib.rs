@@ -4,6 +4,7 @@
 //! - [`model`]: the network and model directories (model.yaml + model.safetensors);
 //! - [`uncertainty`]: the per-pixel uncertainty math as pure tensor functions;
 //! - [`engine`]: one image in, labels, depth and uncertainty images out;
+//! - [`pipeline`]: one camera message in, the node's output messages out (node and bags);
 //! - [`config`]: the params file shared with the ROS node;
 //! - [`colormap`], [`output`]: false colour and the files `infer` writes;
 //! - [`msg`], [`node`]: ROS message contents, camera encodings and the node's logic, all
@@ -23,6 +24,7 @@ pub mod model;
 pub mod msg;
 pub mod node;
 pub mod output;
+pub mod pipeline;
 pub mod synth;
 pub mod train;
 pub mod uncertainty;

@@ -1,43 +1,44 @@
 //! `bayes_perception_node`: the ROS 2 node (r2r 0.9.7).
 //!
-//! This file only wires: parameters, topics, QoS, threads and message conversion. Pixel
-//! decoding, output messages, parameter rules, the keep-latest slot and diagnostics live in
-//! the library (`msg`, `node`, `engine`) and are tested without ROS.
+//! This file only wires r2r to the library: it converts messages, creates topics, services
+//! and threads, and applies QoS changes. What the node does with a frame, its parameter
+//! rules and services, keep-latest and diagnostics live in `bayes_perception::node` and
+//! `bayes_perception::pipeline`, tested without ROS.
 //!
-//! Threads: a spin thread owns rcl (`spin_once` in a loop); tokio tasks move each camera
-//! message into the keep-latest slot (so r2r's 10-message channel never fills) and publish
-//! `/diagnostics` once a second; one inference thread takes the newest frame, runs the
-//! engine and publishes the outputs with the input's header.
+//! Threads: a spin thread owns the node (`spin_once` in a loop, plus jobs that need
+//! `&mut Node`); tokio tasks move camera messages into the keep-latest slot, serve the
+//! parameter services and publish `/diagnostics` once a second; the inference thread runs
+//! [`Worker::run`].
 
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bayes_perception::config::{Mode, Params, Reliability, Transport};
+use bayes_perception::config::{Reliability, Transport};
 use bayes_perception::device::device_name;
 use bayes_perception::engine::{Engine, EngineConfig};
-use bayes_perception::msg::encoding::{decode_compressed, decode_image, DecodeError};
-use bayes_perception::msg::outputs::{build_outputs, OutputTopic, DEPTH_CAMERA_INFO_TOPIC};
+use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC};
 use bayes_perception::msg::{self, Header, Time};
-use bayes_perception::node::diagnostics::{DiagnosticStatus, Monitor, NodeInfo};
-use bayes_perception::node::params::{self as node_params, ParamValue};
-use bayes_perception::node::slot::LatestSlot;
-use bayes_perception::node::throttle::Throttle;
-use futures::StreamExt;
+use bayes_perception::node::diagnostics::{DiagnosticStatus, NodeInfo};
+use bayes_perception::node::params::{LiveParams, ParamServer, ParamValue};
+use bayes_perception::node::worker::{NodeState, Sink, Worker};
+use bayes_perception::pipeline::CameraFrame;
+use futures::{Stream, StreamExt};
 use r2r::diagnostic_msgs::msg as diagnostic;
+use r2r::rcl_interfaces::{msg as rcl_msg, srv as rcl_srv};
 use r2r::sensor_msgs::msg as sensor;
 use r2r::std_msgs::msg as std_msgs;
-use r2r::{ParameterValue, QosProfile};
+use r2r::QosProfile;
 
 const NODE_NAME: &str = "bayes_perception";
+/// How long shut-down waits for a frame in flight before leaving without it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 // `use_sim_time` (bag replay) needs r2r built with rosgraph_msgs: fail the build, not the
-// replay, when IDL_PACKAGE_FILTER leaves it out. (r2r's doc-only bindings, used to check
-// this file without ROS, do not carry that flag.)
-#[cfg(not(feature = "ros-doc-only"))]
+// replay, when IDL_PACKAGE_FILTER leaves it out.
 r2r::assert_compiled_with_use_sim_time_support!();
 
 fn main() -> ExitCode {
@@ -53,20 +54,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run()) {
+    let outcome = runtime.block_on(run());
+    // Blocking work (none is left after a clean shut-down) must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One clear line through ROS logging, no backtrace.
+            // One clear line on stderr (rcutils logs there), no backtrace.
             ros_log(NODE_NAME, r2r::LogSeverity::Fatal, &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
-}
-
-/// A camera message waiting for inference (decoded only when taken).
-enum Input {
-    Raw(msg::Image),
-    Compressed(msg::CompressedImage),
 }
 
 /// Image and camera_info publishers of the current output QoS; replaced (and the old ones
@@ -81,22 +79,15 @@ struct Publishers {
 /// thread owns the node, so nothing else ever waits for it.
 type NodeJob = Box<dyn FnOnce(&mut r2r::Node) + Send>;
 
-/// State shared by the spin thread, the tokio tasks and the inference thread.
-struct Shared {
-    params: Mutex<Params>,
-    /// Bumped on every accepted parameter change; the inference thread reloads on change.
-    params_version: AtomicU64,
-    slot: LatestSlot<Input>,
-    monitor: Mutex<Monitor>,
-    camera_info: Mutex<Option<sensor::CameraInfo>>,
+/// The library's node state plus what only the r2r layer holds.
+struct Glue {
+    state: NodeState,
     /// Mutexes, not RwLocks: r2r publishers are Send but not Sync.
     publishers: Mutex<Publishers>,
-    diagnostics: Mutex<r2r::Publisher<diagnostic::DiagnosticArray>>,
     subscriptions: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     clock: Arc<Mutex<r2r::Clock>>,
     logger: String,
     runtime: tokio::runtime::Handle,
-    shutdown: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,7 +95,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let ctx = r2r::Context::create().context("cannot initialise ROS 2")?;
+    let ctx = create_context()?;
     let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("cannot create the node")?;
     let logger = node.logger().to_owned();
     log::set_boxed_logger(Box::new(RosLog {
@@ -113,16 +104,18 @@ async fn run() -> anyhow::Result<()> {
     .ok();
     log::set_max_level(log::LevelFilter::Info);
 
-    let params = start_up_params(&node)?;
+    // Everything that can refuse to start does so before any topic is advertised.
+    let server = start_up_params(&node)?;
+    let params = server.params().clone();
     if params.model.is_empty() {
         anyhow::bail!(
             "parameter `model` is empty: set it to a model directory (launch argument model:=DIR)"
         );
     }
+    let use_sim_time = server.get("use_sim_time") == Some(ParamValue::Bool(true));
     let engine = Engine::load(params.model.as_ref(), EngineConfig::from_params(&params)?)
         .with_context(|| format!("cannot start with model {}", params.model))?;
     let spec = engine.model().spec.clone();
-    let palette = spec.palette();
     let device = device_name(engine.device());
     ros_log(
         &logger,
@@ -133,6 +126,11 @@ async fn run() -> anyhow::Result<()> {
         ),
     );
 
+    if use_sim_time {
+        node.get_time_source()
+            .enable_sim_time(&mut node)
+            .context("cannot subscribe to /clock for use_sim_time")?;
+    }
     let topics = OutputTopic::advertised(
         spec.tasks.semantic.is_some(),
         spec.tasks.depth.is_some(),
@@ -142,36 +140,42 @@ async fn run() -> anyhow::Result<()> {
     let diagnostics = node
         .create_publisher::<diagnostic::DiagnosticArray>("/diagnostics", QosProfile::default())
         .context("cannot advertise /diagnostics")?;
-    let shared = Arc::new(Shared {
-        params: Mutex::new(params.clone()),
-        params_version: AtomicU64::new(0),
-        slot: LatestSlot::new(),
-        monitor: Mutex::new(Monitor::new()),
-        camera_info: Mutex::new(None),
+    let glue = Arc::new(Glue {
+        state: NodeState::new(LiveParams::new(server)),
         publishers: Mutex::new(publishers),
-        diagnostics: Mutex::new(diagnostics),
         subscriptions: Mutex::new(Vec::new()),
         clock: node.get_ros_clock(),
         logger: logger.clone(),
         runtime: tokio::runtime::Handle::current(),
-        shutdown: AtomicBool::new(false),
     });
+    let mut param_changes = serve_parameters(&mut node, &glue)?;
+    replace_subscriptions(
+        &mut node,
+        &glue,
+        params.input.transport,
+        params.qos.input_reliability,
+    )?;
+    let camera = match params.input.transport {
+        Transport::Raw => "image",
+        Transport::Compressed => "image/compressed",
+    };
+    ros_log(
+        &logger,
+        r2r::LogSeverity::Info,
+        &format!(
+            "ready: subscribed to {camera} and camera_info under namespace '{}', publishing {} output topics",
+            node.namespace()?,
+            topics.len()
+        ),
+    );
 
-    let (param_handler, mut param_events) = node
-        .make_derived_parameter_handler(Arc::new(Mutex::new(LiveParams {
-            shared: shared.clone(),
-        })))
-        .context("cannot create the parameter services")?;
-    tokio::spawn(param_handler);
-    replace_subscriptions(&mut node, &shared, &params)?;
-
-    // rcl needs spin_once called continuously; this thread owns the node from now on and
-    // runs the node jobs sent to it between spins.
+    // rcl needs spin_once called continuously; this thread owns the node from now on.
     let (jobs, job_queue) = std::sync::mpsc::channel::<NodeJob>();
+    let stop_spinning = Arc::new(AtomicBool::new(false));
     let spinner = {
-        let shared = shared.clone();
+        let stop = stop_spinning.clone();
         std::thread::spawn(move || {
-            while !shared.shutdown.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 node.spin_once(Duration::from_millis(20));
                 while let Ok(job) = job_queue.try_recv() {
                     job(&mut node);
@@ -180,14 +184,22 @@ async fn run() -> anyhow::Result<()> {
         })
     };
 
-    let mut inference = {
-        let shared = shared.clone();
-        tokio::task::spawn_blocking(move || inference_loop(shared, engine, palette))
+    // The inference thread; `done` drops when it ends, also by a panic.
+    let (done, mut inference_done) = tokio::sync::oneshot::channel::<()>();
+    let inference = {
+        let glue = glue.clone();
+        let worker = Worker::new(engine);
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || {
+                let _done = done;
+                worker.run(&glue.state, &mut RosSink { glue: &glue });
+            })
+            .context("cannot start the inference thread")?
     };
 
-    // Diagnostics about once a second.
     {
-        let shared = shared.clone();
+        let glue = glue.clone();
         let info = NodeInfo {
             node_name: format!("/{}", logger.replace('.', "/")),
             device,
@@ -196,83 +208,156 @@ async fn run() -> anyhow::Result<()> {
             let mut interval = tokio::time::interval(Duration::from_secs(1));
             loop {
                 interval.tick().await;
-                publish_diagnostics(&shared, &info);
+                let array = diagnostic::DiagnosticArray {
+                    header: header_to_ros(&Header {
+                        stamp: ros_now(&glue.clock).unwrap_or_default(),
+                        frame_id: String::new(),
+                    }),
+                    status: vec![status_to_ros(glue.state.diagnostics(&info))],
+                };
+                if let Err(e) = diagnostics.publish(&array) {
+                    ros_log(
+                        &glue.logger,
+                        r2r::LogSeverity::Error,
+                        &format!("publishing /diagnostics: {e}"),
+                    );
+                }
             }
         });
     }
 
-    // Until Ctrl-C: apply QoS changes (they need the node, so they go to the spin thread).
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
     let outcome = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
-            finished = &mut inference => {
-                break Err(anyhow::anyhow!("the inference thread stopped: {}", match finished {
-                    Err(e) if e.is_panic() => "it panicked".to_owned(),
-                    Err(e) => e.to_string(),
-                    Ok(()) => "unexpectedly".to_owned(),
-                }));
-            }
-            event = param_events.next() => {
-                let Some((name, _value)) = event else {
+            _ = terminate.recv() => break Ok(()),
+            _ = &mut inference_done => break Err(anyhow::anyhow!("the inference thread stopped unexpectedly")),
+            changed = param_changes.recv() => {
+                let Some(changed) = changed else {
                     break Err(anyhow::anyhow!("the parameter services stopped"));
                 };
-                ros_log(&logger, r2r::LogSeverity::Info, &format!("parameter {name} changed"));
-                let current = lock(&shared.params).clone();
-                let job: Option<NodeJob> = match name.as_str() {
-                    "qos.output_reliability" => {
-                        let (shared, topics) = (shared.clone(), topics.clone());
-                        Some(Box::new(move |node: &mut r2r::Node| {
-                            match create_publishers(node, &topics, current.qos.output_reliability) {
-                                Ok(new) => {
-                                    let old = std::mem::replace(&mut *lock(&shared.publishers), new);
-                                    old.images.into_values().for_each(|p| node.destroy_publisher(p));
-                                    old.camera_info.into_iter().for_each(|p| node.destroy_publisher(p));
-                                }
-                                Err(e) => ros_log(&shared.logger, r2r::LogSeverity::Error, &format!("{e:#}")),
-                            }
-                        }))
-                    }
-                    "qos.input_reliability" => {
-                        let shared = shared.clone();
-                        Some(Box::new(move |node: &mut r2r::Node| {
-                            if let Err(e) = replace_subscriptions(node, &shared, &current) {
-                                ros_log(&shared.logger, r2r::LogSeverity::Error, &format!("{e:#}"));
-                            }
-                        }))
-                    }
-                    _ => None,
-                };
-                if let Some(job) = job {
+                ros_log(&logger, r2r::LogSeverity::Info, &format!("parameters changed: {}", changed.join(", ")));
+                if let Some(job) = qos_job(&glue, &topics, &changed) {
                     jobs.send(job).ok();
                 }
             }
         }
     };
 
-    shared.shutdown.store(true, Ordering::Relaxed);
-    shared.slot.close();
-    if !inference.is_finished() {
-        inference.await.ok();
+    glue.state.slot.close();
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while !inference.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    if !inference.is_finished() {
+        // A frame still in libtorch (a long MC frame on a CPU): leave without it. _exit
+        // skips destructors that would run under that thread's feet.
+        ros_log(
+            &logger,
+            r2r::LogSeverity::Warn,
+            &format!(
+                "a frame is still being processed after {SHUTDOWN_GRACE:?}; exiting without it"
+            ),
+        );
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
+    }
+    if inference.join().is_err() {
+        ros_log(
+            &logger,
+            r2r::LogSeverity::Error,
+            "the inference thread panicked",
+        );
+    }
+    stop_spinning.store(true, Ordering::Relaxed);
     spinner.join().ok();
     outcome
 }
 
+/// The rcl context from the process arguments (`--ros-args`). r2r panics instead of
+/// returning an error when rcl rejects them (a params file that is not valid YAML, say):
+/// that panic becomes the error, without a backtrace.
+fn create_context() -> anyhow::Result<r2r::Context> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let created = std::panic::catch_unwind(r2r::Context::create);
+    std::panic::set_hook(hook);
+    match created {
+        Ok(context) => context.context("cannot initialise ROS 2"),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown error".into());
+            anyhow::bail!("cannot initialise ROS 2: {reason}")
+        }
+    }
+}
+
 /// The node's parameters from what rcl read (params file, launch, `-p`).
-fn start_up_params(node: &r2r::Node) -> anyhow::Result<Params> {
-    let values: Vec<(String, ParameterValue)> = lock(&node.params)
+fn start_up_params(node: &r2r::Node) -> anyhow::Result<ParamServer> {
+    use r2r::ParameterValue as V;
+    let values: Vec<(String, ParamValue)> = lock(&node.params)
         .iter()
-        .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect();
-    let converted = values
-        .iter()
-        .map(|(name, value)| {
-            from_ros_value(value)
-                .map(|v| (name.as_str(), v))
-                .ok_or_else(|| anyhow::anyhow!("parameter `{name}`: unsupported type {value:?}"))
+        .map(|(name, p)| {
+            let value = match &p.value {
+                V::Bool(b) => ParamValue::Bool(*b),
+                V::Integer(i) => ParamValue::Integer(*i),
+                V::Double(d) => ParamValue::Double(*d),
+                V::String(s) => ParamValue::String(s.clone()),
+                other => ParamValue::Other(match other {
+                    V::NotSet => 0,
+                    V::ByteArray(_) => 5,
+                    V::BoolArray(_) => 6,
+                    V::IntegerArray(_) => 7,
+                    V::DoubleArray(_) => 8,
+                    _ => 9,
+                }),
+            };
+            (name.clone(), value)
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    node_params::from_ros(converted).map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
+        .collect();
+    ParamServer::from_ros(values.iter().map(|(n, v)| (n.as_str(), v.clone())))
+        .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
+}
+
+/// The QoS change a set of changed parameters needs, run by the spin thread.
+fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Option<NodeJob> {
+    let params = glue.state.params.params();
+    let outputs = changed.iter().any(|n| n == "qos.output_reliability");
+    let inputs = changed.iter().any(|n| n == "qos.input_reliability");
+    if !(outputs || inputs) {
+        return None;
+    }
+    let (glue, topics) = (glue.clone(), topics.to_vec());
+    Some(Box::new(move |node: &mut r2r::Node| {
+        if outputs {
+            match create_publishers(node, &topics, params.qos.output_reliability) {
+                Ok(new) => {
+                    let old = std::mem::replace(&mut *lock(&glue.publishers), new);
+                    old.images
+                        .into_values()
+                        .for_each(|p| node.destroy_publisher(p));
+                    old.camera_info
+                        .into_iter()
+                        .for_each(|p| node.destroy_publisher(p));
+                }
+                Err(e) => ros_log(&glue.logger, r2r::LogSeverity::Error, &format!("{e:#}")),
+            }
+        }
+        if inputs {
+            let replaced = replace_subscriptions(
+                node,
+                &glue,
+                params.input.transport,
+                params.qos.input_reliability,
+            );
+            if let Err(e) = replaced {
+                ros_log(&glue.logger, r2r::LogSeverity::Error, &format!("{e:#}"));
+            }
+        }
+    }))
 }
 
 fn input_qos(reliability: Reliability) -> QosProfile {
@@ -303,7 +388,7 @@ fn create_publishers(
         images.insert(topic, publisher);
     }
     let camera_info = if topics.contains(&OutputTopic::Depth) {
-        Some(node.create_publisher::<sensor::CameraInfo>(DEPTH_CAMERA_INFO_TOPIC, qos.clone())?)
+        Some(node.create_publisher::<sensor::CameraInfo>(DEPTH_CAMERA_INFO_TOPIC, qos)?)
     } else {
         None
     };
@@ -313,256 +398,249 @@ fn create_publishers(
     })
 }
 
-/// (Re)subscribes to the camera (raw or compressed) and camera_info with the params' input
-/// QoS. The old subscription tasks are stopped first: dropping their streams is how r2r
-/// subscriptions end. Each task moves messages into the shared state as fast as they come,
-/// so r2r's 10-message channel never fills.
+/// (Re)subscribes to the camera (raw or compressed) and camera_info. The old subscription
+/// tasks are stopped first: dropping their streams is how r2r subscriptions end. Each task
+/// hands messages to the library as fast as they come, so r2r's 10-message channel never
+/// fills.
 fn replace_subscriptions(
     node: &mut r2r::Node,
-    shared: &Arc<Shared>,
-    params: &Params,
+    glue: &Arc<Glue>,
+    transport: Transport,
+    reliability: Reliability,
 ) -> anyhow::Result<()> {
-    let mut tasks = lock(&shared.subscriptions);
+    let mut tasks = lock(&glue.subscriptions);
     tasks.drain(..).for_each(|task| task.abort());
-    let qos = input_qos(params.qos.input_reliability);
-    match params.input.transport {
+    let qos = input_qos(reliability);
+    let forward = |stream: Box<dyn Stream<Item = CameraFrame> + Send + Unpin>| {
+        let glue = glue.clone();
+        glue.runtime.clone().spawn(async move {
+            let mut stream = stream;
+            while let Some(frame) = stream.next().await {
+                glue.state.on_frame(frame);
+            }
+        })
+    };
+    match transport {
         Transport::Raw => {
-            let mut stream = node
+            let stream = node
                 .subscribe::<sensor::Image>("image", qos.clone())
                 .context("cannot subscribe to image")?;
-            let shared2 = shared.clone();
-            tasks.push(shared.runtime.spawn(async move {
-                while let Some(image) = stream.next().await {
-                    lock(&shared2.monitor).on_input(Instant::now());
-                    shared2.slot.put(Input::Raw(image_from_ros(image)));
-                }
-            }));
+            tasks.push(forward(Box::new(
+                stream.map(|m| CameraFrame::Raw(image_from_ros(m))),
+            )));
         }
         Transport::Compressed => {
-            let mut stream = node
+            let stream = node
                 .subscribe::<sensor::CompressedImage>("image/compressed", qos.clone())
                 .context("cannot subscribe to image/compressed")?;
-            let shared2 = shared.clone();
-            tasks.push(shared.runtime.spawn(async move {
-                while let Some(image) = stream.next().await {
-                    lock(&shared2.monitor).on_input(Instant::now());
-                    shared2.slot.put(Input::Compressed(msg::CompressedImage {
-                        header: header_from_ros(&image.header),
-                        format: image.format,
-                        data: image.data,
-                    }));
-                }
-            }));
+            tasks.push(forward(Box::new(stream.map(|m| {
+                CameraFrame::Compressed(msg::CompressedImage {
+                    header: header_from_ros(&m.header),
+                    format: m.format,
+                    data: m.data,
+                })
+            }))));
         }
     }
     let mut info_stream = node
         .subscribe::<sensor::CameraInfo>("camera_info", qos)
         .context("cannot subscribe to camera_info")?;
-    let shared2 = shared.clone();
-    tasks.push(shared.runtime.spawn(async move {
+    let glue2 = glue.clone();
+    tasks.push(glue.runtime.spawn(async move {
         while let Some(info) = info_stream.next().await {
-            *lock(&shared2.camera_info) = Some(info);
+            glue2.state.on_camera_info(camera_info_from_ros(info));
         }
     }));
     Ok(())
 }
 
-fn inference_loop(shared: Arc<Shared>, mut engine: Engine, palette: Vec<[u8; 3]>) {
-    let logger = shared.logger.clone();
-    let mut throttle = Throttle::new(Duration::from_secs(5));
-    let mut version = u64::MAX;
-    let mut params = Params::default();
-    loop {
-        let Some(input) = shared.slot.take(Duration::from_millis(200)) else {
-            if shared.slot.is_closed() {
-                return;
-            }
-            continue;
-        };
-        // Live parameter changes take effect between frames.
-        let current = shared.params_version.load(Ordering::SeqCst);
-        if current != version {
-            params = lock(&shared.params).clone();
-            version = current;
-            if let Err(e) =
-                EngineConfig::from_params(&params).and_then(|cfg| engine.set_config(cfg))
-            {
-                ros_log(
-                    &logger,
-                    r2r::LogSeverity::Error,
-                    &format!("keeping the previous engine settings: {e}"),
-                );
-            }
-        }
-        let (header, decoded) = match &input {
-            Input::Raw(image) => (&image.header, decode_image(image)),
-            Input::Compressed(image) => (&image.header, decode_compressed(image)),
-        };
-        let rgb = match decoded {
-            Ok(rgb) => rgb,
-            Err(e) => {
-                lock(&shared.monitor).on_skip(&e.to_string());
-                let key = match &e {
-                    DecodeError::UnsupportedEncoding(encoding) => encoding.clone(),
-                    _ => "malformed".to_owned(),
-                };
-                if throttle.allow(&key, Instant::now()) {
-                    ros_log(
-                        &logger,
-                        r2r::LogSeverity::Warn,
-                        &format!("skipping frame: {e}"),
-                    );
-                }
-                continue;
-            }
-        };
-        let prediction = match engine.predict(&rgb) {
-            Ok(prediction) => prediction,
-            Err(e) => {
-                lock(&shared.monitor).on_error(&e.to_string());
-                if throttle.allow("inference", Instant::now()) {
-                    ros_log(&logger, r2r::LogSeverity::Error, &format!("{e}"));
-                }
-                continue;
-            }
-        };
-        // A copy, so the lock is not held while rendering (publishers are cheap handles).
-        let publishers = lock(&shared.publishers).clone();
-        // Colour twins nobody subscribes to are not rendered.
-        let wanted = |topic: OutputTopic| {
-            publishers.images.get(&topic).is_some_and(|p| {
+/// Publishers and the ROS clock, for the inference thread.
+struct RosSink<'a> {
+    glue: &'a Glue,
+}
+
+impl Sink for RosSink<'_> {
+    fn wants(&self, topic: OutputTopic) -> bool {
+        lock(&self.glue.publishers)
+            .images
+            .get(&topic)
+            .is_some_and(|p| {
                 !topic.is_color()
                     || p.get_inter_process_subscription_count()
                         .map_or(true, |n| n > 0)
             })
-        };
-        for (topic, image) in build_outputs(&prediction, header, &palette, &params.colormap, wanted)
-        {
-            if let Err(e) = publishers.images[&topic].publish(&image_to_ros(image)) {
-                ros_log(
-                    &logger,
-                    r2r::LogSeverity::Error,
-                    &format!("publishing {}: {e}", topic.name()),
-                );
-            }
-        }
-        if prediction.depth.is_some() {
-            let info = lock(&shared.camera_info).clone();
-            if let (Some(publisher), Some(mut info)) = (&publishers.camera_info, info) {
-                info.header = header_to_ros(header);
-                if let Err(e) = publisher.publish(&info) {
-                    ros_log(
-                        &logger,
-                        r2r::LogSeverity::Error,
-                        &format!("publishing {DEPTH_CAMERA_INFO_TOPIC}: {e}"),
-                    );
-                }
-            }
-        }
-        let latency_ms =
-            ros_now(&shared).map(|now| (now.as_nanos() - header.stamp.as_nanos()) as f64 / 1e6);
-        lock(&shared.monitor).on_output(Instant::now(), latency_ms);
     }
-}
 
-fn publish_diagnostics(shared: &Shared, info: &NodeInfo) {
-    let params = lock(&shared.params).clone();
-    let extra = [
-        ("mode", params.mode.to_string()),
-        (
-            "mc samples",
-            if params.mode == Mode::Mc {
-                params.mc.samples.to_string()
-            } else {
-                "1".into()
-            },
-        ),
-        ("model", params.model.clone()),
-    ];
-    let status = lock(&shared.monitor).report(
-        Instant::now(),
-        info,
-        &extra,
-        shared.slot.counts(),
-        &params.diagnostics,
-    );
-    let stamp = ros_now(shared).unwrap_or_default();
-    let array = diagnostic::DiagnosticArray {
-        header: header_to_ros(&Header {
-            stamp,
-            frame_id: String::new(),
-        }),
-        status: vec![status_to_ros(status)],
-    };
-    if let Err(e) = lock(&shared.diagnostics).publish(&array) {
-        ros_log(
-            &shared.logger,
-            r2r::LogSeverity::Error,
-            &format!("publishing /diagnostics: {e}"),
-        );
+    fn publish_image(&mut self, topic: OutputTopic, image: msg::Image) -> Result<(), String> {
+        let publisher = lock(&self.glue.publishers).images.get(&topic).cloned();
+        let publisher = publisher.ok_or_else(|| "not advertised".to_owned())?;
+        publisher
+            .publish(&image_to_ros(image))
+            .map_err(|e| e.to_string())
+    }
+
+    fn publish_camera_info(&mut self, info: msg::CameraInfo) -> Result<(), String> {
+        let publisher = lock(&self.glue.publishers).camera_info.clone();
+        let publisher = publisher.ok_or_else(|| "not advertised".to_owned())?;
+        publisher
+            .publish(&camera_info_to_ros(info))
+            .map_err(|e| e.to_string())
+    }
+
+    fn now(&self) -> Option<Time> {
+        ros_now(&self.glue.clock)
     }
 }
 
 /// Now on the node's ROS clock (simulated time under `use_sim_time`); `None` until the
 /// clock runs (sim time reads 0 before the first /clock message).
-fn ros_now(shared: &Shared) -> Option<Time> {
-    let now = lock(&shared.clock).get_now().ok()?;
+fn ros_now(clock: &Mutex<r2r::Clock>) -> Option<Time> {
+    let now = lock(clock).get_now().ok()?;
     (!now.is_zero()).then(|| Time::from_nanos(now.as_nanos() as i64))
 }
 
-/// Parameters as r2r sees them: declared from [`Params`], every set validated by the
-/// library's rules, the reason returned to `ros2 param set` on refusal.
-struct LiveParams {
-    shared: Arc<Shared>,
-}
-
-impl LiveParams {
-    fn validated(&self, name: &str, value: &ParameterValue) -> r2r::Result<Params> {
-        let refuse = |msg: String| r2r::Error::ParameterValueConv {
-            name: name.to_owned(),
-            msg,
-        };
-        let value =
-            from_ros_value(value).ok_or_else(|| refuse(format!("unsupported type {value:?}")))?;
-        node_params::check_runtime_change(name).map_err(refuse)?;
-        node_params::apply(&lock(&self.shared.params), name, &value).map_err(refuse)
-    }
-}
-
-impl r2r::RosParams for LiveParams {
-    fn register_parameters(
-        &mut self,
-        _prefix: &str,
-        _param: Option<r2r::Parameter>,
-        params: &mut indexmap::IndexMap<String, r2r::Parameter>,
-    ) -> r2r::Result<()> {
-        for (name, value) in node_params::declared(&lock(&self.shared.params)) {
-            params.insert(name, r2r::Parameter::new(to_ros_value(&value)));
+/// Serves the six rcl_interfaces parameter services from the library's [`ParamServer`];
+/// the names of changed parameters come out of the returned channel.
+fn serve_parameters(
+    node: &mut r2r::Node,
+    glue: &Arc<Glue>,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<Vec<String>>> {
+    use rcl_srv::*;
+    let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
+    let request = |ps: &[rcl_msg::Parameter]| -> Vec<(String, ParamValue)> {
+        ps.iter()
+            .map(|p| (p.name.clone(), param_from_msg(&p.value)))
+            .collect()
+    };
+    let (g, tx) = (glue.clone(), changes.clone());
+    serve::<SetParameters::Service>(node, glue, "set_parameters", move |req| {
+        let outcome = g.state.params.set_each(&request(&req.parameters));
+        if !outcome.changed.is_empty() {
+            tx.send(outcome.changed).ok();
         }
-        Ok(())
-    }
+        let results = outcome.results.into_iter().map(result_to_msg).collect();
+        SetParameters::Response { results }
+    })?;
+    let g = glue.clone();
+    serve::<SetParametersAtomically::Service>(
+        node,
+        glue,
+        "set_parameters_atomically",
+        move |req| {
+            let outcome = g.state.params.set_atomically(&request(&req.parameters));
+            let result = outcome.map(|changed| {
+                if !changed.is_empty() {
+                    changes.send(changed).ok();
+                }
+            });
+            SetParametersAtomically::Response {
+                result: result_to_msg(result),
+            }
+        },
+    )?;
+    let g = glue.clone();
+    serve::<GetParameters::Service>(node, glue, "get_parameters", move |req| {
+        let values = g.state.params.read(|s| {
+            let value = |n: &String| s.get(n).unwrap_or(ParamValue::Other(0));
+            req.names.iter().map(|n| param_to_msg(value(n))).collect()
+        });
+        GetParameters::Response { values }
+    })?;
+    let g = glue.clone();
+    serve::<GetParameterTypes::Service>(node, glue, "get_parameter_types", move |req| {
+        let types = g
+            .state
+            .params
+            .read(|s| req.names.iter().map(|n| s.describe(n).type_id).collect());
+        GetParameterTypes::Response { types }
+    })?;
+    let g = glue.clone();
+    serve::<DescribeParameters::Service>(node, glue, "describe_parameters", move |req| {
+        let describe =
+            |d: bayes_perception::node::params::Descriptor| rcl_msg::ParameterDescriptor {
+                name: d.name,
+                type_: d.type_id,
+                description: d.description,
+                read_only: d.read_only,
+                ..Default::default()
+            };
+        let descriptors = g
+            .state
+            .params
+            .read(|s| req.names.iter().map(|n| describe(s.describe(n))).collect());
+        DescribeParameters::Response { descriptors }
+    })?;
+    let g = glue.clone();
+    serve::<ListParameters::Service>(node, glue, "list_parameters", move |req| {
+        let (names, prefixes) = g.state.params.read(|s| s.list(&req.prefixes, req.depth));
+        ListParameters::Response {
+            result: rcl_msg::ListParametersResult { names, prefixes },
+        }
+    })?;
+    Ok(changed)
+}
 
-    fn get_parameter(&mut self, param_name: &str) -> r2r::Result<ParameterValue> {
-        node_params::declared(&lock(&self.shared.params))
-            .into_iter()
-            .find(|(name, _)| name == param_name)
-            .map(|(_, value)| to_ros_value(&value))
-            .ok_or_else(|| r2r::Error::InvalidParameterName {
-                name: param_name.to_owned(),
-            })
-    }
+/// The service `<node name>/<service>`, answered by `handle` on a tokio task.
+fn serve<T>(
+    node: &mut r2r::Node,
+    glue: &Arc<Glue>,
+    service: &str,
+    handle: impl Fn(T::Request) -> T::Response + Send + 'static,
+) -> anyhow::Result<()>
+where
+    T: r2r::WrappedServiceTypeSupport + 'static,
+{
+    let full = format!("{}/{service}", node.name()?);
+    let mut requests = node
+        .create_service::<T>(&full, QosProfile::default())
+        .with_context(|| format!("cannot create the {full} service"))?;
+    let logger = glue.logger.clone();
+    glue.runtime.spawn(async move {
+        while let Some(request) = requests.next().await {
+            let response = handle(request.message.clone());
+            if let Err(e) = request.respond(response) {
+                ros_log(
+                    &logger,
+                    r2r::LogSeverity::Error,
+                    &format!("answering {full}: {e}"),
+                );
+            }
+        }
+    });
+    Ok(())
+}
 
-    fn set_parameter(&mut self, param_name: &str, param_val: &ParameterValue) -> r2r::Result<()> {
-        let updated = self.validated(param_name, param_val)?;
-        *lock(&self.shared.params) = updated;
-        // The inference thread picks the change up before its next frame.
-        self.shared.params_version.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+fn result_to_msg(result: Result<(), String>) -> rcl_msg::SetParametersResult {
+    rcl_msg::SetParametersResult {
+        successful: result.is_ok(),
+        reason: result.err().unwrap_or_default(),
     }
+}
 
-    fn check_parameter(&self, param_name: &str, param_val: &ParameterValue) -> r2r::Result<()> {
-        self.validated(param_name, param_val).map(|_| ())
+/// rcl_interfaces/ParameterValue by its type field (1 bool, 2 integer, 3 double, 4 string).
+fn param_from_msg(value: &rcl_msg::ParameterValue) -> ParamValue {
+    match value.type_ {
+        1 => ParamValue::Bool(value.bool_value),
+        2 => ParamValue::Integer(value.integer_value),
+        3 => ParamValue::Double(value.double_value),
+        4 => ParamValue::String(value.string_value.clone()),
+        other => ParamValue::Other(other),
     }
+}
+
+fn param_to_msg(value: ParamValue) -> rcl_msg::ParameterValue {
+    let mut msg = rcl_msg::ParameterValue {
+        type_: value.type_id(),
+        ..Default::default()
+    };
+    match value {
+        ParamValue::Bool(b) => msg.bool_value = b,
+        ParamValue::Integer(i) => msg.integer_value = i,
+        ParamValue::Double(d) => msg.double_value = d,
+        ParamValue::String(s) => msg.string_value = s,
+        ParamValue::Other(_) => {}
+    }
+    msg
 }
 
 /// Logs through rcl. r2r turns the message into a C string and panics on a NUL byte, so
@@ -601,25 +679,6 @@ impl log::Log for RosLog {
     }
 
     fn flush(&self) {}
-}
-
-fn from_ros_value(value: &ParameterValue) -> Option<ParamValue> {
-    match value {
-        ParameterValue::Bool(b) => Some(ParamValue::Bool(*b)),
-        ParameterValue::Integer(i) => Some(ParamValue::Integer(*i)),
-        ParameterValue::Double(d) => Some(ParamValue::Double(*d)),
-        ParameterValue::String(s) => Some(ParamValue::String(s.clone())),
-        _ => None,
-    }
-}
-
-fn to_ros_value(value: &ParamValue) -> ParameterValue {
-    match value {
-        ParamValue::Bool(b) => ParameterValue::Bool(*b),
-        ParamValue::Integer(i) => ParameterValue::Integer(*i),
-        ParamValue::Double(d) => ParameterValue::Double(*d),
-        ParamValue::String(s) => ParameterValue::String(s.clone()),
-    }
 }
 
 fn header_from_ros(header: &std_msgs::Header) -> Header {
@@ -663,6 +722,55 @@ fn image_to_ros(image: msg::Image) -> sensor::Image {
         is_bigendian: image.is_bigendian,
         step: image.step,
         data: image.data,
+    }
+}
+
+/// Fixed-size arrays arrive with their sizes; anything else reads as zeros.
+fn fixed<const N: usize>(values: &[f64]) -> [f64; N] {
+    values.try_into().unwrap_or([0.0; N])
+}
+
+fn camera_info_from_ros(info: sensor::CameraInfo) -> msg::CameraInfo {
+    msg::CameraInfo {
+        header: header_from_ros(&info.header),
+        height: info.height,
+        width: info.width,
+        distortion_model: info.distortion_model,
+        d: info.d,
+        k: fixed(&info.k),
+        r: fixed(&info.r),
+        p: fixed(&info.p),
+        binning_x: info.binning_x,
+        binning_y: info.binning_y,
+        roi: msg::RegionOfInterest {
+            x_offset: info.roi.x_offset,
+            y_offset: info.roi.y_offset,
+            height: info.roi.height,
+            width: info.roi.width,
+            do_rectify: info.roi.do_rectify,
+        },
+    }
+}
+
+fn camera_info_to_ros(info: msg::CameraInfo) -> sensor::CameraInfo {
+    sensor::CameraInfo {
+        header: header_to_ros(&info.header),
+        height: info.height,
+        width: info.width,
+        distortion_model: info.distortion_model,
+        d: info.d,
+        k: info.k.to_vec(),
+        r: info.r.to_vec(),
+        p: info.p.to_vec(),
+        binning_x: info.binning_x,
+        binning_y: info.binning_y,
+        roi: sensor::RegionOfInterest {
+            x_offset: info.roi.x_offset,
+            y_offset: info.roi.y_offset,
+            height: info.roi.height,
+            width: info.roi.width,
+            do_rectify: info.roi.do_rectify,
+        },
     }
 }
 

@@ -19,9 +19,9 @@ use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
 use bayes_perception::config::Params;
 use bayes_perception::device::device_name;
-use bayes_perception::msg::encoding::{decode_compressed, decode_image};
-use bayes_perception::msg::outputs::{build_outputs, OutputTopic, DEPTH_CAMERA_INFO_TOPIC};
+use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
+use bayes_perception::pipeline::{self, CameraFrame};
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -401,21 +401,21 @@ fn process_frame(
     writer: &mut BagWriter,
 ) -> Result<f64, FrameError> {
     let skip = |e: &dyn std::fmt::Display| FrameError::Skip(e.to_string());
-    let (header, rgb) = if m.type_name == COMPRESSED {
-        let msg = CompressedImage::from_cdr(m.data).map_err(|e| skip(&e))?;
-        (
-            msg.header.clone(),
-            decode_compressed(&msg).map_err(|e| skip(&e))?,
-        )
+    let frame = if m.type_name == COMPRESSED {
+        CameraFrame::Compressed(CompressedImage::from_cdr(m.data).map_err(|e| skip(&e))?)
     } else {
-        let msg = Image::from_cdr(m.data).map_err(|e| skip(&e))?;
-        (
-            msg.header.clone(),
-            decode_image(&msg).map_err(|e| skip(&e))?,
-        )
+        CameraFrame::Raw(Image::from_cdr(m.data).map_err(|e| skip(&e))?)
     };
-    let prediction = engine.predict(&rgb).map_err(|e| skip(&e))?;
-    for (topic, image) in build_outputs(&prediction, &header, palette, &params.colormap, |_| true) {
+    let outputs = pipeline::process_frame(
+        engine,
+        &frame,
+        palette,
+        &params.colormap,
+        camera_info,
+        |_| true,
+    )
+    .map_err(|e| skip(&e))?;
+    for (topic, image) in outputs.images {
         writer.write(
             &format!("{namespace}/{}", topic.name()),
             IMAGE,
@@ -423,11 +423,7 @@ fn process_frame(
             &image.to_cdr(),
         )?;
     }
-    if let (Some(info), Some(_)) = (camera_info, &prediction.depth) {
-        let info = CameraInfo {
-            header: header.clone(),
-            ..info.clone()
-        };
+    if let Some(info) = outputs.camera_info {
         writer.write(
             &format!("{namespace}/{DEPTH_CAMERA_INFO_TOPIC}"),
             CAMERA_INFO,
@@ -435,10 +431,7 @@ fn process_frame(
             &info.to_cdr(),
         )?;
     }
-    Ok(prediction
-        .timing
-        .forward_ms
-        .unwrap_or(prediction.timing.total_ms))
+    Ok(outputs.forward_ms)
 }
 
 /// Groups skip reasons for the summary: "unsupported encoding `nv12`" stays whole, the

@@ -1,6 +1,7 @@
 //! What the node reports on `/diagnostics` about once a second: input and output rates,
-//! latency percentiles (image stamp to publish), dropped and skipped frames, the last
-//! error, and a level (OK, WARN, ERROR) from the bounds in the params file.
+//! latency percentiles (image stamp to publish), dropped and skipped frames, publish
+//! failures, the last error, and a level (OK, WARN, ERROR) from what happened since the
+//! last report and the bounds in the params file.
 //!
 //! Time is passed in by the caller (monotonic `Instant`s for rates, milliseconds for
 //! latencies), so the aggregation is tested without clocks or ROS.
@@ -46,8 +47,15 @@ pub struct Monitor {
     outputs: VecDeque<(Instant, Option<f64>)>,
     skipped: u64,
     errors: u64,
+    publish_failures: u64,
+    /// Outputs of frames stamped ahead of the node's clock (no latency recorded).
+    stamps_ahead: u64,
     last_error: Option<String>,
+    last_skip: Option<String>,
+    last_publish_failure: Option<String>,
     errors_at_last_report: u64,
+    skipped_at_last_report: u64,
+    publish_failures_at_last_report: u64,
     outputs_at_last_report: u64,
     outputs_total: u64,
     slot_at_last_report: SlotCounts,
@@ -69,8 +77,14 @@ impl Monitor {
             outputs: VecDeque::new(),
             skipped: 0,
             errors: 0,
+            publish_failures: 0,
+            stamps_ahead: 0,
             last_error: None,
+            last_skip: None,
+            last_publish_failure: None,
             errors_at_last_report: 0,
+            skipped_at_last_report: 0,
+            publish_failures_at_last_report: 0,
             outputs_at_last_report: 0,
             outputs_total: 0,
             slot_at_last_report: SlotCounts::default(),
@@ -84,8 +98,17 @@ impl Monitor {
     }
 
     /// Outputs of a frame were published `latency_ms` after the image's stamp (`None` when
-    /// the ROS clock cannot tell yet, e.g. sim time before the first /clock message).
+    /// the ROS clock cannot tell yet, e.g. sim time before the first /clock message). A
+    /// negative latency (the stamp is ahead of the node's clock: clocks disagree) is
+    /// counted, not used in the percentiles.
     pub fn on_output(&mut self, now: Instant, latency_ms: Option<f64>) {
+        let latency_ms = match latency_ms {
+            Some(ms) if ms < 0.0 => {
+                self.stamps_ahead += 1;
+                None
+            }
+            other => other,
+        };
         self.outputs.push_back((now, latency_ms));
         self.outputs_total += 1;
         self.trim(now);
@@ -95,6 +118,14 @@ impl Monitor {
     pub fn on_skip(&mut self, reason: &str) {
         self.skipped += 1;
         self.last_error = Some(reason.to_owned());
+        self.last_skip = Some(reason.to_owned());
+    }
+
+    /// Publishing an output message failed.
+    pub fn on_publish_failure(&mut self, reason: &str) {
+        self.publish_failures += 1;
+        self.last_error = Some(reason.to_owned());
+        self.last_publish_failure = Some(reason.to_owned());
     }
 
     /// Inference or publishing failed for a frame.
@@ -140,10 +171,15 @@ impl Monitor {
             0.0
         };
         let new_errors = self.errors - self.errors_at_last_report;
+        let new_skips = self.skipped - self.skipped_at_last_report;
+        let new_publish_failures = self.publish_failures - self.publish_failures_at_last_report;
         let new_outputs = self.outputs_total - self.outputs_at_last_report;
         self.slot_at_last_report = slot;
         self.errors_at_last_report = self.errors;
+        self.skipped_at_last_report = self.skipped;
+        self.publish_failures_at_last_report = self.publish_failures;
         self.outputs_at_last_report = self.outputs_total;
+        let reason = |r: &Option<String>| r.clone().unwrap_or_else(|| "unknown".to_owned());
 
         let mut problems = Vec::new();
         let mut level = Level::Ok;
@@ -156,6 +192,26 @@ impl Monitor {
         } else if new_errors > 0 {
             level = Level::Warn;
             problems.push(format!("{new_errors} frame(s) failed"));
+        }
+        if new_skips > 0 && new_outputs == 0 && new_errors == 0 {
+            level = Level::Error;
+            problems.push(format!(
+                "every frame skipped as bad input: {}",
+                reason(&self.last_skip)
+            ));
+        } else if new_skips > 0 {
+            level = level.max(Level::Warn);
+            problems.push(format!(
+                "{new_skips} frame(s) skipped as bad input: {}",
+                reason(&self.last_skip)
+            ));
+        }
+        if new_publish_failures > 0 {
+            level = level.max(Level::Warn);
+            problems.push(format!(
+                "{new_publish_failures} publish failure(s): {}",
+                reason(&self.last_publish_failure)
+            ));
         }
         if drop_fraction > bounds.drop_warn_fraction {
             level = level.max(Level::Warn);
@@ -198,6 +254,14 @@ impl Monitor {
                 self.skipped.to_string(),
             ),
             ("frames failed".to_owned(), self.errors.to_string()),
+            (
+                "publish failures".to_owned(),
+                self.publish_failures.to_string(),
+            ),
+            (
+                "frames stamped ahead of the node clock".to_owned(),
+                self.stamps_ahead.to_string(),
+            ),
             (
                 "last error".to_owned(),
                 self.last_error.clone().unwrap_or_default(),

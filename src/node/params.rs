@@ -1,19 +1,28 @@
 //! The params file as ROS 2 parameters: dotted names (`mc.samples`), typed values, and the
-//! rules for changing them while the node runs (`ros2 param set`).
+//! parameter services of a running node (`ros2 param get/set/list/describe`, rclpy's
+//! parameter clients) as plain functions of [`ParamServer`].
 //!
-//! Every key of [`Params`] is one ROS parameter; the r2r layer declares exactly
-//! [`declared`] and routes every set request through [`apply`], so the node validates a
-//! live change with the same checks as the params file.
+//! Every key of [`Params`] is one ROS parameter. The r2r layer serves the six
+//! rcl_interfaces services from a [`ParamServer`] and only converts messages, so a live
+//! change is validated with the same checks as the params file. A request that sets
+//! several parameters is checked as a whole: moving the depth colour range from 0..50 m to
+//! 60..100 m, or switching to mc with a new sample count, is accepted in one request
+//! whatever the order of its values.
+
+use std::sync::{Mutex, MutexGuard};
 
 use crate::config::Params;
 
-/// A ROS 2 parameter value (the scalar kinds our parameters use).
+/// A ROS 2 parameter value: the scalar kinds our parameters use, and any other kind
+/// (arrays, "not set") by its rcl_interfaces/ParameterType, which every set refuses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
     Bool(bool),
     Integer(i64),
     Double(f64),
     String(String),
+    /// Another rcl_interfaces/ParameterType (0 not set, 5..9 arrays).
+    Other(u8),
 }
 
 impl ParamValue {
@@ -23,6 +32,24 @@ impl ParamValue {
             ParamValue::Integer(_) => "integer",
             ParamValue::Double(_) => "double",
             ParamValue::String(_) => "string",
+            ParamValue::Other(0) => "value that is not set",
+            ParamValue::Other(5) => "byte array",
+            ParamValue::Other(6) => "bool array",
+            ParamValue::Other(7) => "integer array",
+            ParamValue::Other(8) => "double array",
+            ParamValue::Other(9) => "string array",
+            ParamValue::Other(_) => "value of unknown type",
+        }
+    }
+
+    /// The rcl_interfaces/ParameterType constant of this value.
+    pub fn type_id(&self) -> u8 {
+        match self {
+            ParamValue::Bool(_) => 1,
+            ParamValue::Integer(_) => 2,
+            ParamValue::Double(_) => 3,
+            ParamValue::String(_) => 4,
+            ParamValue::Other(id) => *id,
         }
     }
 
@@ -32,6 +59,7 @@ impl ParamValue {
             ParamValue::Integer(i) => (*i).into(),
             ParamValue::Double(d) => (*d).into(),
             ParamValue::String(s) => s.clone().into(),
+            ParamValue::Other(_) => serde_yaml::Value::Null,
         }
     }
 
@@ -80,14 +108,6 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<(String, Param
     }
 }
 
-/// `params` with parameter `name` set to `value`, validated as a whole. The error is the
-/// reason given back to `ros2 param set`.
-pub fn apply(params: &Params, name: &str, value: &ParamValue) -> Result<Params, String> {
-    let mut tree = serde_yaml::to_value(params).expect("Params serialise to YAML");
-    set_in_tree(&mut tree, name, value)?;
-    from_tree(tree)
-}
-
 /// Sets one typed leaf of the YAML form of [`Params`].
 fn set_in_tree(tree: &mut serde_yaml::Value, name: &str, value: &ParamValue) -> Result<(), String> {
     let mut slot = tree;
@@ -106,7 +126,7 @@ fn set_in_tree(tree: &mut serde_yaml::Value, name: &str, value: &ParamValue) -> 
             ""
         };
         return Err(format!(
-            "`{name}` is a {} parameter, got a {}{hint}",
+            "`{name}` has type {}, not {}{hint}",
             current.type_name(),
             value.type_name()
         ));
@@ -122,9 +142,251 @@ fn from_tree(tree: serde_yaml::Value) -> Result<Params, String> {
     Ok(params)
 }
 
+/// `params` with every `(name, value)` of `request` set (later values win), validated as a
+/// whole.
+fn with_values(params: &Params, request: &[(String, ParamValue)]) -> Result<Params, String> {
+    let mut tree = serde_yaml::to_value(params).expect("Params serialise to YAML");
+    for (name, value) in request {
+        set_in_tree(&mut tree, name, value)?;
+    }
+    from_tree(tree)
+}
+
+/// The names whose values differ between `old` and `new`, in file order.
+pub fn changed(old: &Params, new: &Params) -> Vec<String> {
+    declared(old)
+        .into_iter()
+        .zip(declared(new))
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, _), _)| name)
+        .collect()
+}
+
+/// rcl_interfaces/ListParameters: `depth` 0 lists every level.
+pub const LIST_DEPTH_RECURSIVE: u64 = 0;
+
+/// rcl_interfaces/ParameterDescriptor contents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Descriptor {
+    pub name: String,
+    /// rcl_interfaces/ParameterType (0 = not set: no such parameter).
+    pub type_id: u8,
+    pub description: String,
+    /// Set at start-up only; a running node refuses to change it.
+    pub read_only: bool,
+}
+
+/// What `set_parameters` did: one result per requested value, and the names whose values
+/// changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetOutcome {
+    pub results: Vec<Result<(), String>>,
+    pub changed: Vec<String>,
+}
+
+/// The node's parameters as the ROS parameter services see them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamServer {
+    params: Params,
+    /// The client library's own parameters ([`ROS_RESERVED`]) as given at start-up.
+    client_library: Vec<(String, ParamValue)>,
+}
+
+impl ParamServer {
+    /// The node's parameters from what the ROS client library read (params file, `-p`),
+    /// starting from the defaults. All values are set first and checked together, so the
+    /// order of the file does not matter (a depth range moved up entirely is fine). Unknown
+    /// names are errors, except the client library's own.
+    pub fn from_ros<'a>(
+        values: impl IntoIterator<Item = (&'a str, ParamValue)>,
+    ) -> Result<Self, String> {
+        let mut ours = Vec::new();
+        let mut client_library = Vec::new();
+        for (name, value) in values {
+            if ROS_RESERVED.contains(&name) {
+                client_library.push((name.to_owned(), value));
+            } else if !name.starts_with("qos_overrides.") {
+                ours.push((name.to_owned(), value));
+            }
+        }
+        Ok(ParamServer {
+            params: with_values(&Params::default(), &ours)?,
+            client_library,
+        })
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Every parameter name: the params file's, then the client library's that were set.
+    pub fn names(&self) -> Vec<String> {
+        self.all().into_iter().map(|(name, _)| name).collect()
+    }
+
+    fn all(&self) -> Vec<(String, ParamValue)> {
+        let mut all = declared(&self.params);
+        all.extend(self.client_library.iter().cloned());
+        all
+    }
+
+    /// `get_parameters`: the value of `name`, `None` when there is no such parameter.
+    pub fn get(&self, name: &str) -> Option<ParamValue> {
+        self.all()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value)
+    }
+
+    /// `describe_parameters` for one name.
+    pub fn describe(&self, name: &str) -> Descriptor {
+        let read_only = is_read_only(name);
+        Descriptor {
+            name: name.to_owned(),
+            type_id: self.get(name).map_or(0, |v| v.type_id()),
+            description: if read_only {
+                "read at start-up (params file or -p); restart the node to change it".to_owned()
+            } else {
+                String::new()
+            },
+            read_only,
+        }
+    }
+
+    /// `list_parameters`: the names under any of `prefixes` (all when empty) at most
+    /// `depth` levels deep ([`LIST_DEPTH_RECURSIVE`]: any depth), and their prefixes.
+    pub fn list(&self, prefixes: &[String], depth: u64) -> (Vec<String>, Vec<String>) {
+        let deep_enough = |rest: &str| {
+            depth == LIST_DEPTH_RECURSIVE || (rest.matches('.').count() as u64) < depth
+        };
+        let mut names = Vec::new();
+        let mut found_prefixes: Vec<String> = Vec::new();
+        for name in self.names() {
+            let listed = if prefixes.is_empty() {
+                deep_enough(&name)
+            } else {
+                prefixes.iter().any(|prefix| {
+                    name == *prefix
+                        || name
+                            .strip_prefix(prefix.as_str())
+                            .and_then(|rest| rest.strip_prefix('.'))
+                            .is_some_and(deep_enough)
+                })
+            };
+            if !listed {
+                continue;
+            }
+            if let Some((prefix, _)) = name.rsplit_once('.') {
+                if !found_prefixes.iter().any(|p| p == prefix) {
+                    found_prefixes.push(prefix.to_owned());
+                }
+            }
+            names.push(name);
+        }
+        (names, found_prefixes)
+    }
+
+    /// `set_parameters_atomically`: all values or none. The request is refused when any
+    /// name is unknown or read-only, any value has the wrong type, or the resulting
+    /// parameters are invalid together; on success returns the names that changed.
+    pub fn set_atomically(
+        &mut self,
+        request: &[(String, ParamValue)],
+    ) -> Result<Vec<String>, String> {
+        for (name, _) in request {
+            check_runtime_change(name)?;
+        }
+        let updated = with_values(&self.params, request)?;
+        let changed = changed(&self.params, &updated);
+        self.params = updated;
+        Ok(changed)
+    }
+
+    /// `set_parameters`: one result per value. When the whole request leaves valid
+    /// parameters, every value is set (as [`Self::set_atomically`]); otherwise each value
+    /// is set alone, in order, against the parameters as the earlier ones left them, as
+    /// ROS defines this service: the valid ones take effect, the others are refused with
+    /// their reason and change nothing.
+    pub fn set_each(&mut self, request: &[(String, ParamValue)]) -> SetOutcome {
+        let before = self.params.clone();
+        let results = match self.set_atomically(request) {
+            Ok(_) => vec![Ok(()); request.len()],
+            Err(reason) if request.len() == 1 => vec![Err(reason)],
+            Err(_) => request
+                .iter()
+                .map(|one| self.set_atomically(std::slice::from_ref(one)).map(|_| ()))
+                .collect(),
+        };
+        SetOutcome {
+            results,
+            changed: changed(&before, &self.params),
+        }
+    }
+}
+
+/// The parameters of a running node, shared by the parameter services (which change them)
+/// and the inference thread (which picks changes up between frames).
+#[derive(Debug)]
+pub struct LiveParams {
+    /// The server and a version bumped on every change, under one lock so a reader sees a
+    /// consistent pair.
+    inner: Mutex<(ParamServer, u64)>,
+}
+
+impl LiveParams {
+    pub fn new(server: ParamServer) -> Self {
+        LiveParams {
+            inner: Mutex::new((server, 0)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (ParamServer, u64)> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For the read-only services (get, list, describe).
+    pub fn read<T>(&self, f: impl FnOnce(&ParamServer) -> T) -> T {
+        f(&self.lock().0)
+    }
+
+    /// The current parameters and their version.
+    pub fn snapshot(&self) -> (u64, Params) {
+        let inner = self.lock();
+        (inner.1, inner.0.params().clone())
+    }
+
+    pub fn params(&self) -> Params {
+        self.lock().0.params().clone()
+    }
+
+    /// [`ParamServer::set_each`], bumping the version when something changed.
+    pub fn set_each(&self, request: &[(String, ParamValue)]) -> SetOutcome {
+        let mut inner = self.lock();
+        let outcome = inner.0.set_each(request);
+        if !outcome.changed.is_empty() {
+            inner.1 += 1;
+        }
+        outcome
+    }
+
+    /// [`ParamServer::set_atomically`], bumping the version when something changed.
+    pub fn set_atomically(&self, request: &[(String, ParamValue)]) -> Result<Vec<String>, String> {
+        let mut inner = self.lock();
+        let changed = inner.0.set_atomically(request)?;
+        if !changed.is_empty() {
+            inner.1 += 1;
+        }
+        Ok(changed)
+    }
+}
+
+fn is_read_only(name: &str) -> bool {
+    RESTART_ONLY.contains(&name) || ROS_RESERVED.contains(&name)
+}
+
 /// Checks that a running node may change `name`.
-pub fn check_runtime_change(name: &str) -> Result<(), String> {
-    if RESTART_ONLY.contains(&name) || ROS_RESERVED.contains(&name) {
+fn check_runtime_change(name: &str) -> Result<(), String> {
+    if is_read_only(name) {
         return Err(format!(
             "`{name}` only takes effect at start-up; restart the node to change it"
         ));
@@ -132,27 +394,21 @@ pub fn check_runtime_change(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The node's parameters from what the ROS client library read (params file, `-p`),
-/// starting from the defaults. All values are set first and checked together, so the order
-/// of the file does not matter (a depth range moved up entirely is fine). Unknown names
-/// are errors, except the client library's own.
-pub fn from_ros<'a>(
-    values: impl IntoIterator<Item = (&'a str, ParamValue)>,
-) -> Result<Params, String> {
-    let mut tree = serde_yaml::to_value(Params::default()).expect("Params serialise to YAML");
-    for (name, value) in values {
-        if ROS_RESERVED.contains(&name) || name.starts_with("qos_overrides.") {
-            continue;
-        }
-        set_in_tree(&mut tree, name, &value)?;
-    }
-    from_tree(tree)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Mode, Reliability};
+
+    fn server() -> ParamServer {
+        ParamServer::from_ros([("use_sim_time", ParamValue::Bool(true))]).unwrap()
+    }
+
+    fn req(values: &[(&str, ParamValue)]) -> Vec<(String, ParamValue)> {
+        values
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    }
 
     #[test]
     fn declared_names_are_dotted_and_typed() {
@@ -178,60 +434,156 @@ mod tests {
     }
 
     #[test]
-    fn live_updates_apply_and_invalid_ones_are_rejected_with_a_reason() {
-        let p = Params::default();
-        let p = apply(&p, "mode", &ParamValue::String("mc".into())).unwrap();
-        assert_eq!(p.mode, Mode::Mc);
-        let p = apply(&p, "mc.samples", &ParamValue::Integer(12)).unwrap();
-        assert_eq!(p.mc.samples, 12);
-        let p = apply(
-            &p,
-            "qos.output_reliability",
-            &ParamValue::String("best_effort".into()),
-        )
-        .unwrap();
-        assert_eq!(p.qos.output_reliability, Reliability::BestEffort);
+    fn single_sets_apply_and_invalid_ones_are_refused_with_a_reason() {
+        let mut s = server();
+        let mut set = |name: &str, value: ParamValue| {
+            let outcome = s.set_each(&req(&[(name, value)]));
+            assert_eq!(outcome.results.len(), 1);
+            outcome.results[0].clone().map(|()| outcome.changed)
+        };
+        assert_eq!(
+            set("mode", ParamValue::String("mc".into())),
+            Ok(vec!["mode".to_owned()])
+        );
+        assert_eq!(
+            set("mc.samples", ParamValue::Integer(12)),
+            Ok(vec!["mc.samples".to_owned()])
+        );
+        assert_eq!(
+            set(
+                "qos.output_reliability",
+                ParamValue::String("best_effort".into())
+            ),
+            Ok(vec!["qos.output_reliability".to_owned()])
+        );
+        // The same value again changes nothing.
+        assert_eq!(set("mc.samples", ParamValue::Integer(12)), Ok(vec![]));
 
-        let reason = apply(&p, "mc.samples", &ParamValue::Integer(1)).unwrap_err();
+        let reason = set("mc.samples", ParamValue::Integer(1)).unwrap_err();
         assert!(
             reason.contains("mc.samples") && reason.contains("at least 2"),
             "{reason}"
         );
-        let reason = apply(&p, "mode", &ParamValue::String("turbo".into())).unwrap_err();
+        let reason = set("mode", ParamValue::String("turbo".into())).unwrap_err();
         assert!(
             reason.contains("mode") && reason.contains("aleatoric"),
             "{reason}"
         );
-        let reason = apply(&p, "colormap.depth_max_m", &ParamValue::Integer(80)).unwrap_err();
+        let reason = set("colormap.depth_max_m", ParamValue::Integer(80)).unwrap_err();
         assert!(
             reason.contains("double") && reason.contains("1.0"),
             "{reason}"
         );
-        let reason = apply(&p, "mc.sample", &ParamValue::Integer(3)).unwrap_err();
+        let reason = set("mc.sample", ParamValue::Integer(3)).unwrap_err();
         assert!(reason.contains("unknown parameter `mc.sample`"), "{reason}");
-        let reason = apply(&p, "mc", &ParamValue::Integer(3)).unwrap_err();
+        let reason = set("mc", ParamValue::Integer(3)).unwrap_err();
         assert!(reason.contains("group"), "{reason}");
-        let reason = apply(&p, "device", &ParamValue::String("gpu".into())).unwrap_err();
+        let reason = set("mc.samples", ParamValue::Other(7)).unwrap_err();
         assert!(
-            reason.contains("expected auto, cpu, cuda or cuda:N"),
+            reason.contains("`mc.samples` has type integer, not integer array"),
             "{reason}"
         );
+        // Nothing refused took effect.
+        assert_eq!(s.params().mode, Mode::Mc);
+        assert_eq!(s.params().mc.samples, 12);
+        assert_eq!(s.params().colormap.depth_max_m, 50.0);
+        assert_eq!(s.params().qos.output_reliability, Reliability::BestEffort);
     }
 
     #[test]
-    fn restart_only_parameters_are_refused_at_runtime() {
+    fn restart_only_and_client_library_parameters_are_read_only_at_runtime() {
+        let mut s = server();
         for name in RESTART_ONLY.iter().chain(ROS_RESERVED) {
-            let reason = check_runtime_change(name).unwrap_err();
+            let value = s.get(name).unwrap_or(ParamValue::Bool(false));
+            let reason = s
+                .set_atomically(&req(&[(name, value.clone())]))
+                .unwrap_err();
             assert!(reason.contains("restart"), "{reason}");
+            let outcome = s.set_each(&req(&[
+                ("mode", ParamValue::String("mc".into())),
+                (name, value),
+            ]));
+            assert!(outcome.results[1].as_ref().unwrap_err().contains("restart"));
+            assert!(s.describe(name).read_only, "{name}");
         }
+        assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(true)));
         for name in [
             "mode",
             "mc.samples",
             "colormap.depth_max_m",
             "qos.input_reliability",
         ] {
-            check_runtime_change(name).unwrap();
+            assert!(!s.describe(name).read_only, "{name}");
         }
+    }
+
+    /// Issue 9: a range moved entirely above the old one was refused, because each value
+    /// was checked alone against the values before the request.
+    #[test]
+    fn several_values_in_one_request_are_checked_together_in_either_order() {
+        let up = [
+            ("colormap.depth_min_m", ParamValue::Double(60.0)),
+            ("colormap.depth_max_m", ParamValue::Double(100.0)),
+        ];
+        for order in [up.clone(), [up[1].clone(), up[0].clone()]] {
+            let mut s = server();
+            let outcome = s.set_each(&req(&order));
+            assert_eq!(outcome.results, vec![Ok(()), Ok(())]);
+            assert_eq!(outcome.changed.len(), 2);
+            assert_eq!(
+                (
+                    s.params().colormap.depth_min_m,
+                    s.params().colormap.depth_max_m
+                ),
+                (60.0, 100.0)
+            );
+
+            let mut s = server();
+            let changed = s.set_atomically(&req(&order)).unwrap();
+            assert_eq!(changed, ["colormap.depth_min_m", "colormap.depth_max_m"]);
+            assert_eq!(
+                (
+                    s.params().colormap.depth_min_m,
+                    s.params().colormap.depth_max_m
+                ),
+                (60.0, 100.0)
+            );
+        }
+        let mut s = server();
+        s.set_atomically(&req(&[
+            ("mc.samples", ParamValue::Integer(4)),
+            ("mode", ParamValue::String("mc".into())),
+        ]))
+        .unwrap();
+        assert_eq!((s.params().mode, s.params().mc.samples), (Mode::Mc, 4));
+    }
+
+    #[test]
+    fn an_invalid_atomic_request_changes_nothing_and_set_each_applies_the_valid_values() {
+        let bad = req(&[
+            ("mode", ParamValue::String("mc".into())),
+            ("colormap.depth_min_m", ParamValue::Double(60.0)),
+            ("mc.samples", ParamValue::Integer(1)),
+        ]);
+        let mut s = server();
+        let reason = s.set_atomically(&bad).unwrap_err();
+        assert!(reason.contains("mc.samples"), "{reason}");
+        assert_eq!(s, server());
+
+        let outcome = s.set_each(&bad);
+        assert_eq!(outcome.results[0], Ok(()));
+        assert!(outcome.results[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("depth range"));
+        assert!(outcome.results[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("at least 2"));
+        assert_eq!(outcome.changed, ["mode"]);
+        assert_eq!(s.params().mode, Mode::Mc);
+        assert_eq!(s.params().colormap, Params::default().colormap);
+        assert_eq!(s.params().mc.samples, 50);
     }
 
     #[test]
@@ -245,34 +597,97 @@ mod tests {
                 ParamValue::String("reliable".into()),
             ),
         ];
-        let p = from_ros(values.iter().map(|(k, v)| (*k, v.clone()))).unwrap();
-        assert_eq!(p.model, "/opt/models/camvid");
-        assert_eq!(p.mc.samples, 20);
-        let e = from_ros([("mcsamples", ParamValue::Integer(3))]).unwrap_err();
+        let s = ParamServer::from_ros(values.iter().map(|(k, v)| (*k, v.clone()))).unwrap();
+        assert_eq!(s.params().model, "/opt/models/camvid");
+        assert_eq!(s.params().mc.samples, 20);
+        assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(true)));
+        assert_eq!(s.get("qos_overrides./image.subscription.reliability"), None);
+        let e = ParamServer::from_ros([("mcsamples", ParamValue::Integer(3))]).unwrap_err();
         assert!(e.contains("unknown parameter `mcsamples`"), "{e}");
         // Checked as a whole: a depth range above the default maximum, minimum first.
-        let p = from_ros([
+        let s = ParamServer::from_ros([
             ("colormap.depth_min_m", ParamValue::Double(60.0)),
             ("colormap.depth_max_m", ParamValue::Double(100.0)),
         ])
         .unwrap();
         assert_eq!(
-            (p.colormap.depth_min_m, p.colormap.depth_max_m),
+            (
+                s.params().colormap.depth_min_m,
+                s.params().colormap.depth_max_m
+            ),
             (60.0, 100.0)
         );
-        let e = from_ros([
+        let e = ParamServer::from_ros([
             ("mode", ParamValue::String("mc".into())),
             ("mc.samples", ParamValue::Integer(1)),
         ])
         .unwrap_err();
         assert!(e.contains("mc.samples"), "{e}");
+        let e = ParamServer::from_ros([("device", ParamValue::String("gpu".into()))]).unwrap_err();
+        assert!(e.contains("expected auto, cpu, cuda or cuda:N"), "{e}");
     }
 
     #[test]
-    fn every_declared_parameter_round_trips_through_apply() {
-        let p = Params::default();
-        for (name, value) in declared(&p) {
-            assert_eq!(apply(&p, &name, &value).unwrap(), p, "{name}");
+    fn every_declared_parameter_round_trips_and_reads_back() {
+        let mut s = server();
+        for (name, value) in declared(&Params::default()) {
+            assert_eq!(s.get(&name), Some(value.clone()), "{name}");
+            assert_eq!(s.describe(&name).type_id, value.type_id(), "{name}");
+            if !RESTART_ONLY.contains(&name.as_str()) {
+                assert_eq!(
+                    s.set_atomically(&req(&[(&name, value)])),
+                    Ok(vec![]),
+                    "{name}"
+                );
+            }
         }
+        assert_eq!(s.params(), &Params::default());
+        assert_eq!(s.get("no.such"), None);
+        assert_eq!(s.describe("no.such").type_id, 0);
+        let types = [
+            ("mode", 4),
+            ("mc.samples", 2),
+            ("colormap.depth_max_m", 3),
+            ("use_sim_time", 1),
+        ];
+        for (name, id) in types {
+            assert_eq!(s.describe(name).type_id, id, "{name}");
+        }
+    }
+
+    #[test]
+    fn live_params_bump_their_version_only_on_change() {
+        let live = LiveParams::new(server());
+        let (v0, p0) = live.snapshot();
+        assert_eq!(p0, *server().params());
+        live.set_each(&req(&[("mode", ParamValue::String("aleatoric".into()))]));
+        assert_eq!(live.snapshot().0, v0, "same value: no new version");
+        live.set_each(&req(&[("mode", ParamValue::String("turbo".into()))]));
+        assert_eq!(live.snapshot().0, v0, "refused: no new version");
+        live.set_atomically(&req(&[("mode", ParamValue::String("mc".into()))]))
+            .unwrap();
+        let (v1, p1) = live.snapshot();
+        assert!(v1 > v0);
+        assert_eq!(p1.mode, Mode::Mc);
+        assert_eq!(
+            live.read(|s| s.get("mode")),
+            Some(ParamValue::String("mc".into()))
+        );
+    }
+
+    #[test]
+    fn list_by_prefix_and_depth() {
+        let s = server();
+        let (all, prefixes) = s.list(&[], LIST_DEPTH_RECURSIVE);
+        assert_eq!(all, s.names());
+        assert!(all.contains(&"use_sim_time".to_owned()));
+        assert!(prefixes.contains(&"mc".to_owned()) && prefixes.contains(&"colormap".to_owned()));
+        let (top, _) = s.list(&[], 1);
+        assert!(top.contains(&"mode".to_owned()) && !top.contains(&"mc.samples".to_owned()));
+        let (mc, prefixes) = s.list(&["mc".to_owned()], LIST_DEPTH_RECURSIVE);
+        assert_eq!(mc, ["mc.samples", "mc.batch_size"]);
+        assert_eq!(prefixes, ["mc"]);
+        let (none, _) = s.list(&["m".to_owned()], LIST_DEPTH_RECURSIVE);
+        assert!(none.is_empty(), "{none:?}");
     }
 }

@@ -1,0 +1,209 @@
+//! The node's inference thread, without ROS: take the newest camera frame, pick up
+//! parameter changes between frames, run the frame through the engine, hand the outputs to
+//! a [`Sink`] and count what happened for `/diagnostics`.
+//!
+//! The r2r layer implements [`Sink`] with its publishers and the node's ROS clock; the
+//! tests use a plain one. Bad input and failures never stop the loop: they are counted,
+//! logged at most every few seconds per kind, and the next frame is processed.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::diagnostics::{DiagnosticStatus, Monitor, NodeInfo};
+use super::params::LiveParams;
+use super::slot::LatestSlot;
+use super::throttle::Throttle;
+use crate::config::{Mode, Params};
+use crate::engine::{Engine, EngineConfig};
+use crate::msg::encoding::DecodeError;
+use crate::msg::outputs::OutputTopic;
+use crate::msg::{CameraInfo, Image, Time};
+use crate::pipeline::{process_frame, CameraFrame, FrameError};
+
+/// How often a log line of one kind (an encoding, a topic, ...) may repeat.
+pub const LOG_PERIOD: Duration = Duration::from_secs(5);
+
+/// Where outputs go: publishers and the ROS clock in the node.
+pub trait Sink {
+    /// Whether `topic` is worth rendering (the node skips colour twins nobody subscribes to).
+    fn wants(&self, topic: OutputTopic) -> bool;
+    fn publish_image(&mut self, topic: OutputTopic, image: Image) -> Result<(), String>;
+    /// `depth/camera_info`.
+    fn publish_camera_info(&mut self, info: CameraInfo) -> Result<(), String>;
+    /// Now on the node's ROS clock (simulated under `use_sim_time`); `None` while that
+    /// clock does not run yet (sim time before the first /clock message).
+    fn now(&self) -> Option<Time>;
+}
+
+/// State the subscriptions, the parameter services, the diagnostics timer and the
+/// inference thread share.
+#[derive(Debug)]
+pub struct NodeState {
+    pub params: LiveParams,
+    /// The newest camera frame (keep-latest).
+    pub slot: LatestSlot<CameraFrame>,
+    pub monitor: Mutex<Monitor>,
+    /// The camera's latest camera_info.
+    pub camera_info: Mutex<Option<CameraInfo>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl NodeState {
+    pub fn new(params: LiveParams) -> Self {
+        NodeState {
+            params,
+            slot: LatestSlot::new(),
+            monitor: Mutex::new(Monitor::new()),
+            camera_info: Mutex::new(None),
+        }
+    }
+
+    /// A camera message arrived: it becomes the newest frame.
+    pub fn on_frame(&self, frame: CameraFrame) {
+        lock(&self.monitor).on_input(Instant::now());
+        self.slot.put(frame);
+    }
+
+    pub fn on_camera_info(&self, info: CameraInfo) {
+        *lock(&self.camera_info) = Some(info);
+    }
+
+    /// The `/diagnostics` status for this moment.
+    pub fn diagnostics(&self, info: &NodeInfo) -> DiagnosticStatus {
+        let params = self.params.params();
+        let samples = match params.mode {
+            Mode::Mc => params.mc.samples,
+            Mode::Aleatoric => 1,
+        };
+        let extra = [
+            ("mode", params.mode.to_string()),
+            ("mc samples", samples.to_string()),
+            ("model", params.model.clone()),
+        ];
+        lock(&self.monitor).report(
+            Instant::now(),
+            info,
+            &extra,
+            self.slot.counts(),
+            &params.diagnostics,
+        )
+    }
+}
+
+/// Milliseconds from `stamp` to `now` (negative when the stamp is ahead of the clock).
+pub fn latency_ms(now: Option<Time>, stamp: Time) -> Option<f64> {
+    now.map(|now| (now.as_nanos() - stamp.as_nanos()) as f64 / 1e6)
+}
+
+/// The inference side of the node: the engine and the parameters it runs with.
+#[derive(Debug)]
+pub struct Worker {
+    engine: Engine,
+    palette: Vec<[u8; 3]>,
+    params: Params,
+    /// Version of `params` in [`LiveParams`]; `None` before the first frame.
+    version: Option<u64>,
+    throttle: Throttle,
+}
+
+impl Worker {
+    pub fn new(engine: Engine) -> Self {
+        let palette = engine.model().spec.palette();
+        Worker {
+            engine,
+            palette,
+            params: Params::default(),
+            version: None,
+            throttle: Throttle::new(LOG_PERIOD),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Processes frames until the slot is closed and empty.
+    pub fn run(mut self, state: &NodeState, sink: &mut impl Sink) {
+        loop {
+            match state.slot.take(Duration::from_millis(200)) {
+                Some(frame) => self.handle(frame, state, sink),
+                None if state.slot.is_closed() => return,
+                None => {}
+            }
+        }
+    }
+
+    /// One frame: applies parameter changes made since the last frame, processes it and
+    /// publishes its outputs, or counts it as skipped or failed.
+    pub fn handle(&mut self, frame: CameraFrame, state: &NodeState, sink: &mut impl Sink) {
+        self.refresh_params(state);
+        let camera_info = lock(&state.camera_info).clone();
+        let processed = process_frame(
+            &self.engine,
+            &frame,
+            &self.palette,
+            &self.params.colormap,
+            camera_info.as_ref(),
+            |topic| sink.wants(topic),
+        );
+        let outputs = match processed {
+            Ok(outputs) => outputs,
+            Err(FrameError::BadInput(e)) => {
+                lock(&state.monitor).on_skip(&e.to_string());
+                let kind = match &e {
+                    DecodeError::UnsupportedEncoding(encoding) => format!("encoding {encoding}"),
+                    DecodeError::Malformed { encoding, .. } => format!("malformed {encoding}"),
+                    DecodeError::Compressed { format, .. } => format!("compressed {format}"),
+                };
+                if self.throttle.allow(&kind, Instant::now()) {
+                    log::warn!("skipping frame: {e}");
+                }
+                return;
+            }
+            Err(FrameError::Inference(e)) => {
+                lock(&state.monitor).on_error(&e.to_string());
+                if self.throttle.allow("inference", Instant::now()) {
+                    log::error!("inference failed: {e}");
+                }
+                return;
+            }
+        };
+        for (topic, image) in outputs.images {
+            if let Err(e) = sink.publish_image(topic, image) {
+                self.publish_failed(topic.name(), &e, state);
+            }
+        }
+        if let Some(info) = outputs.camera_info {
+            if let Err(e) = sink.publish_camera_info(info) {
+                self.publish_failed(crate::msg::outputs::DEPTH_CAMERA_INFO_TOPIC, &e, state);
+            }
+        }
+        let latency = latency_ms(sink.now(), frame.header().stamp);
+        lock(&state.monitor).on_output(Instant::now(), latency);
+    }
+
+    fn publish_failed(&mut self, topic: &str, error: &str, state: &NodeState) {
+        let reason = format!("publishing {topic}: {error}");
+        lock(&state.monitor).on_publish_failure(&reason);
+        if self.throttle.allow(topic, Instant::now()) {
+            log::error!("{reason}");
+        }
+    }
+
+    /// Live parameter changes take effect between frames.
+    fn refresh_params(&mut self, state: &NodeState) {
+        let (version, params) = state.params.snapshot();
+        if self.version == Some(version) {
+            return;
+        }
+        let applied = EngineConfig::from_params(&params).and_then(|c| self.engine.set_config(c));
+        if let Err(e) = applied {
+            log::error!("keeping the previous engine settings: {e}");
+        }
+        self.params = params;
+        self.version = Some(version);
+    }
+}

@@ -1,0 +1,335 @@
+//! The node's inference side without ROS: the worker with a plain sink. Malformed frames
+//! first, then a valid one; publish failures; live parameter changes between frames;
+//! keep-latest; what `/diagnostics` says about each.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bayes_perception::config::Mode;
+use bayes_perception::engine::{Engine, EngineConfig};
+use bayes_perception::msg::outputs::OutputTopic;
+use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
+use bayes_perception::node::diagnostics::{DiagnosticStatus, Level, NodeInfo};
+use bayes_perception::node::params::{LiveParams, ParamServer, ParamValue};
+use bayes_perception::node::worker::{latency_ms, NodeState, Sink, Worker};
+use bayes_perception::pipeline::CameraFrame;
+
+/// Records what the worker publishes; can be told to fail a topic and to show a clock.
+#[derive(Default)]
+struct TestSink {
+    images: Vec<(OutputTopic, Image)>,
+    camera_infos: Vec<CameraInfo>,
+    failing: HashSet<OutputTopic>,
+    unwanted: HashSet<OutputTopic>,
+    clock: Option<Time>,
+}
+
+impl Sink for TestSink {
+    fn wants(&self, topic: OutputTopic) -> bool {
+        !self.unwanted.contains(&topic)
+    }
+
+    fn publish_image(&mut self, topic: OutputTopic, image: Image) -> Result<(), String> {
+        if self.failing.contains(&topic) {
+            return Err("publisher is gone".into());
+        }
+        self.images.push((topic, image));
+        Ok(())
+    }
+
+    fn publish_camera_info(&mut self, info: CameraInfo) -> Result<(), String> {
+        self.camera_infos.push(info);
+        Ok(())
+    }
+
+    fn now(&self) -> Option<Time> {
+        self.clock
+    }
+}
+
+impl TestSink {
+    fn topics_of(&self, stamp: Time) -> Vec<OutputTopic> {
+        self.images
+            .iter()
+            .filter(|(_, m)| m.header.stamp == stamp)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+}
+
+fn state(values: &[(&str, ParamValue)]) -> NodeState {
+    let mut all = vec![
+        ("model", ParamValue::String("tiny".into())),
+        ("seed", ParamValue::Integer(3)),
+    ];
+    all.extend(values.iter().cloned());
+    NodeState::new(LiveParams::new(ParamServer::from_ros(all).unwrap()))
+}
+
+fn worker(state: &NodeState) -> Worker {
+    let cfg = EngineConfig::from_params(&state.params.params()).unwrap();
+    Worker::new(Engine::new(common::tiny_model(4, true), cfg).unwrap())
+}
+
+fn header(sec: i32) -> Header {
+    Header {
+        stamp: Time { sec, nanosec: 5 },
+        frame_id: "camera_optical".into(),
+    }
+}
+
+fn rgb8(sec: i32, width: u32, height: u32) -> CameraFrame {
+    CameraFrame::Raw(Image {
+        header: header(sec),
+        height,
+        width,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: width * 3,
+        data: common::pattern(width, height).into_raw(),
+    })
+}
+
+fn report(state: &NodeState) -> DiagnosticStatus {
+    state.diagnostics(&NodeInfo {
+        node_name: "/cam/bayes_perception".into(),
+        device: "cpu".into(),
+    })
+}
+
+fn value<'a>(s: &'a DiagnosticStatus, key: &str) -> &'a str {
+    &s.values.iter().find(|(k, _)| k == key).unwrap().1
+}
+
+const ALEATORIC: [OutputTopic; 8] = [
+    OutputTopic::SemanticLabels,
+    OutputTopic::SemanticColor,
+    OutputTopic::SemanticConfidence,
+    OutputTopic::Depth,
+    OutputTopic::SemanticAleatoric,
+    OutputTopic::SemanticAleatoricColor,
+    OutputTopic::DepthAleatoric,
+    OutputTopic::DepthAleatoricColor,
+];
+
+#[test]
+fn bad_frames_are_counted_skips_and_the_next_good_frame_comes_through() {
+    let _rng = common::rng_lock();
+    let state = state(&[]);
+    let mut worker = worker(&state);
+    let mut sink = TestSink::default();
+    let raw = |encoding: &str, width, height, step, len: usize| {
+        CameraFrame::Raw(Image {
+            header: header(1),
+            height,
+            width,
+            encoding: encoding.into(),
+            is_bigendian: 0,
+            step,
+            data: vec![7; len],
+        })
+    };
+    let bad = [
+        ("step too small", raw("rgb8", 8, 4, 20, 80)),
+        ("shorter than height x step", raw("rgb8", 8, 4, 24, 95)),
+        ("unknown encoding", raw("nv12", 8, 4, 8, 48)),
+        ("0x0", raw("rgb8", 0, 0, 0, 0)),
+        ("huge header", raw("rgb8", 20_000, 20_000, 60_000, 10)),
+        (
+            "corrupt JPEG",
+            CameraFrame::Compressed(CompressedImage {
+                header: header(1),
+                format: "jpeg".into(),
+                data: vec![0xff, 0xd8, 0xff, 0xe0, 1, 2, 3],
+            }),
+        ),
+    ];
+    for (i, (what, frame)) in bad.into_iter().enumerate() {
+        worker.handle(frame, &state, &mut sink);
+        assert!(sink.images.is_empty(), "{what} produced outputs");
+        let s = report(&state);
+        assert_eq!(s.level, Level::Error, "{what}: {}", s.message);
+        assert!(s.message.contains("every frame skipped"), "{}", s.message);
+        assert_eq!(value(&s, "frames skipped (bad input)"), (i + 1).to_string());
+        assert!(!value(&s, "last error").is_empty(), "{what}: no reason");
+    }
+    assert!(value(&report(&state), "last error").contains("undecodable compressed image"));
+
+    worker.handle(rgb8(2, 40, 30), &state, &mut sink);
+    assert_eq!(sink.topics_of(Time { sec: 2, nanosec: 5 }), ALEATORIC);
+    let s = report(&state);
+    assert_eq!(s.level, Level::Ok, "{}", s.message);
+}
+
+#[test]
+fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
+    let _rng = common::rng_lock();
+    let state = state(&[]);
+    let mut worker = worker(&state);
+    let mut sink = TestSink::default();
+    worker.handle(rgb8(3, 40, 30), &state, &mut sink);
+    assert!(sink.camera_infos.is_empty(), "no camera_info known yet");
+    state.on_camera_info(CameraInfo {
+        header: header(0),
+        width: 40,
+        height: 30,
+        k: [50.0, 0.0, 20.0, 0.0, 50.0, 15.0, 0.0, 0.0, 1.0],
+        ..CameraInfo::default()
+    });
+    worker.handle(rgb8(4, 40, 30), &state, &mut sink);
+    for (topic, image) in &sink.images {
+        assert!(
+            image.header == header(3) || image.header == header(4),
+            "{topic:?}"
+        );
+        assert_eq!((image.width, image.height), (40, 30), "{topic:?}");
+    }
+    assert_eq!(sink.camera_infos.len(), 1);
+    assert_eq!(sink.camera_infos[0].header, header(4));
+    assert_eq!(sink.camera_infos[0].k[0], 50.0);
+}
+
+#[test]
+fn parameter_changes_take_effect_at_the_next_frame() {
+    let _rng = common::rng_lock();
+    let state = state(&[]);
+    let mut worker = worker(&state);
+    let mut sink = TestSink::default();
+    worker.handle(rgb8(1, 32, 32), &state, &mut sink);
+    assert_eq!(sink.topics_of(Time { sec: 1, nanosec: 5 }), ALEATORIC);
+
+    let changed = state
+        .params
+        .set_atomically(&[
+            ("mode".into(), ParamValue::String("mc".into())),
+            ("mc.samples".into(), ParamValue::Integer(3)),
+        ])
+        .unwrap();
+    assert_eq!(changed, ["mode", "mc.samples"]);
+    worker.handle(rgb8(2, 32, 32), &state, &mut sink);
+    assert_eq!(worker.engine().config().mode, Mode::Mc);
+    assert_eq!(worker.engine().config().mc_samples, 3);
+    let mc = sink.topics_of(Time { sec: 2, nanosec: 5 });
+    assert_eq!(mc.len(), 12, "{mc:?}");
+    assert_eq!(value(&report(&state), "mc samples"), "3");
+
+    // A colour range change shows in the next frame's colour twin: with a tiny maximum
+    // every pixel of the semantic aleatoric colour image is the top of the colormap.
+    state
+        .params
+        .set_atomically(&[(
+            "colormap.semantic_aleatoric_max_nats".into(),
+            ParamValue::Double(1e-6),
+        )])
+        .unwrap();
+    worker.handle(rgb8(3, 32, 32), &state, &mut sink);
+    let color = sink
+        .images
+        .iter()
+        .find(|(t, m)| *t == OutputTopic::SemanticAleatoricColor && m.header.stamp.sec == 3)
+        .unwrap();
+    let first = &color.1.data[..3];
+    assert!(color.1.data.chunks(3).all(|px| px == first));
+
+    state
+        .params
+        .set_each(&[("mode".into(), ParamValue::String("aleatoric".into()))]);
+    worker.handle(rgb8(4, 32, 32), &state, &mut sink);
+    assert_eq!(sink.topics_of(Time { sec: 4, nanosec: 5 }), ALEATORIC);
+}
+
+#[test]
+fn unwanted_colour_twins_are_not_rendered_and_publish_failures_are_counted() {
+    let _rng = common::rng_lock();
+    let state = state(&[]);
+    let mut worker = worker(&state);
+    let mut sink = TestSink {
+        unwanted: [OutputTopic::SemanticColor].into(),
+        failing: [OutputTopic::Depth].into(),
+        ..TestSink::default()
+    };
+    worker.handle(rgb8(1, 32, 32), &state, &mut sink);
+    let topics = sink.topics_of(Time { sec: 1, nanosec: 5 });
+    assert!(!topics.contains(&OutputTopic::SemanticColor));
+    assert!(!topics.contains(&OutputTopic::Depth));
+    assert!(topics.contains(&OutputTopic::SemanticLabels));
+    let s = report(&state);
+    assert_eq!(s.level, Level::Warn, "{}", s.message);
+    assert!(s
+        .message
+        .contains("1 publish failure(s): publishing depth: publisher is gone"));
+    assert_eq!(value(&s, "publish failures"), "1");
+    // Counted per report: a clean frame afterwards reads OK again.
+    sink.failing.clear();
+    worker.handle(rgb8(2, 32, 32), &state, &mut sink);
+    assert_eq!(report(&state).level, Level::Ok);
+}
+
+#[test]
+fn latency_comes_from_the_sink_clock_and_stamps_ahead_of_it_are_counted() {
+    let _rng = common::rng_lock();
+    assert_eq!(latency_ms(None, Time::default()), None);
+    assert_eq!(
+        latency_ms(
+            Some(Time {
+                sec: 10,
+                nanosec: 0
+            }),
+            Time {
+                sec: 9,
+                nanosec: 500_000_000
+            }
+        ),
+        Some(500.0)
+    );
+    let state = state(&[]);
+    let mut worker = worker(&state);
+    let mut sink = TestSink {
+        clock: Some(Time {
+            sec: 2,
+            nanosec: 5 + 250_000_000,
+        }),
+        ..TestSink::default()
+    };
+    worker.handle(rgb8(2, 32, 32), &state, &mut sink);
+    let s = report(&state);
+    assert_eq!(value(&s, "latency p50 (ms)"), "250.0");
+    // A frame stamped after the node's now: no negative latency, counted instead.
+    worker.handle(rgb8(9, 32, 32), &state, &mut sink);
+    let s = report(&state);
+    assert_eq!(value(&s, "latency p95 (ms)"), "250.0");
+    assert_eq!(value(&s, "frames stamped ahead of the node clock"), "1");
+}
+
+#[test]
+fn the_run_loop_takes_the_newest_frame_and_ends_when_closed() {
+    let _rng = common::rng_lock();
+    let state = state(&[]);
+    let worker = worker(&state);
+    for sec in 1..=5 {
+        state.on_frame(rgb8(sec, 32, 32));
+    }
+    state.slot.close();
+    let mut sink = TestSink::default();
+    let runner = std::thread::spawn(move || {
+        worker.run(&state, &mut sink);
+        (state, sink)
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !runner.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "run did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (state, sink) = runner.join().unwrap();
+    let stamps: HashSet<i32> = sink
+        .images
+        .iter()
+        .map(|(_, m)| m.header.stamp.sec)
+        .collect();
+    assert_eq!(stamps, [5].into(), "only the newest frame is processed");
+    let s = report(&state);
+    assert_eq!(value(&s, "frames received"), "5");
+    assert_eq!(value(&s, "frames dropped (keep-latest)"), "4");
+}

@@ -1,0 +1,237 @@
+"""Bad frames on the wire, /diagnostics levels, signals, start-up failures and simulated
+time, against the running node."""
+import signal
+import time
+
+import pytest
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CompressedImage
+
+from conftest import (
+    ALEATORIC_TOPICS,
+    NodeProcess,
+    Outputs,
+    compressed_msg,
+    image_msg,
+    rgb8_msg,
+    send_until_output,
+    set_stamp,
+    stamp_ns,
+    status_values,
+    test_pattern,
+    wait_for,
+    write_params,
+)
+
+OK, WARN, ERROR = 0, 1, 2
+
+
+def level(status):
+    return int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else status.level
+
+
+def test_bad_frames_are_counted_skips_and_the_next_good_frame_is_processed(start_node, probe):
+    # Reliable input: each frame is published once and must arrive.
+    node = start_node(params={"qos.input_reliability": "reliable"})
+    outputs = Outputs(node, ALEATORIC_TOPICS)
+    camera = probe.publisher(node.topic("image"))
+    good = test_pattern(6)
+    send_until_output(node, camera, lambda s: rgb8_msg(good, s), outputs, ALEATORIC_TOPICS, first_stamp=1)
+    rss_before = node.process.peak_rss_kib()
+    bad = [
+        ("step too small", image_msg(bytes(60 * 200), "rgb8", 60, 80, 200, 0), "step"),
+        ("data shorter than height x step", image_msg(bytes(60 * 240 - 1), "rgb8", 60, 80, 240, 0), "rgb8"),
+        ("unknown encoding", image_msg(bytes(60 * 80 * 2), "nv12", 60, 80, 80, 0), "unsupported encoding `nv12`"),
+        ("0x0 image", image_msg(b"", "rgb8", 0, 0, 0, 0), "rgb8"),
+        ("20000x20000 header, 10 bytes", image_msg(bytes(10), "rgb8", 20000, 20000, 60000, 0), "rgb8"),
+    ]
+    for i, (what, msg, reason) in enumerate(bad):
+        stamp = 5000 + 10 * i
+        set_stamp(msg.header, stamp)
+        after = time.monotonic()
+        camera.publish(msg)
+        status = node.wait_status(
+            lambda s: int(status_values(s)["frames skipped (bad input)"]) == i + 1,
+            10,
+            f"the skip of the {what} frame counted",
+            after=after - 2,
+        )
+        assert reason in status_values(status)["last error"], (what, status_values(status))
+        # The next good frame is processed.
+        camera.publish(rgb8_msg(good, stamp + 1))
+        outputs.wait_frame(stamp + 1, ALEATORIC_TOPICS)
+        assert not any(outputs.recorders[t].by_stamp(stamp) for t in ALEATORIC_TOPICS), what
+    # No allocation of what the huge header claims (20000 x 60000 bytes = 1.2 GB).
+    assert node.process.peak_rss_kib() - rss_before < 100 * 1024
+    log = node.process.output()
+    assert "skipping frame: unsupported encoding `nv12`" in log
+    assert "skipping frame: malformed rgb8 image" in log
+    assert node.process.proc.poll() is None
+
+
+def test_corrupt_jpeg_is_a_counted_skip(start_node, probe):
+    node = start_node(params={"input.transport": "compressed", "qos.input_reliability": "reliable"})
+    outputs = Outputs(node, ["depth"])
+    camera = probe.publisher(node.topic("image/compressed"), CompressedImage)
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(test_pattern(7)).save(buffer, format="JPEG")
+    jpeg = buffer.getvalue()
+    send_until_output(node, camera, lambda s: compressed_msg(jpeg, "jpeg", s), outputs, ["depth"], first_stamp=1)
+    # A JPEG start marker, then garbage. (A JPEG cut short decodes as far as its data goes.)
+    camera.publish(compressed_msg(jpeg[:2] + bytes(range(200)), "jpeg", 900))
+    status = node.wait_status(
+        lambda s: status_values(s)["frames skipped (bad input)"] == "1", 10, "the corrupt JPEG counted", after=0
+    )
+    assert "undecodable compressed image" in status_values(status)["last error"]
+    camera.publish(compressed_msg(jpeg, "jpeg", 901))
+    outputs.wait_frame(901, ["depth"])
+    assert not outputs.recorders["depth"].by_stamp(900)
+    assert "skipping frame: undecodable compressed image" in node.process.output()
+
+
+def test_diagnostics_ok_while_frames_flow_and_error_when_every_frame_is_skipped(start_node, probe):
+    node = start_node()
+    outputs = Outputs(node, ["depth"])
+    camera = probe.publisher(node.topic("image"))
+    good = test_pattern(8)
+    stamp = send_until_output(node, camera, lambda s: rgb8_msg(good, s), outputs, ["depth"], first_stamp=time.time_ns())
+    # Frames stamped now, at a rate inference keeps up with, until a report covers only them.
+    flowing = time.monotonic()
+
+    def ok_report(status):
+        return level(status) == OK and float(status_values(status)["output rate (Hz)"]) > 0
+
+    deadline = time.monotonic() + 20
+    status = None
+    while status is None and time.monotonic() < deadline:
+        stamp = time.time_ns()
+        camera.publish(rgb8_msg(good, stamp))
+        outputs.wait_frame(stamp, ["depth"])
+        status = next((s for s in node.statuses(flowing + 1.5) if ok_report(s)), None)
+    assert status is not None, [s.message for s in node.statuses(flowing)]
+    assert status.message == "running"
+    assert status.hardware_id == "cpu"
+    values = status_values(status)
+    assert values["mode"] == "aleatoric" and values["publish failures"] == "0"
+
+    # Only unsupported frames: ERROR, with the reason.
+    skipping = time.monotonic()
+    deadline = time.monotonic() + 20
+    status = None
+    while status is None and time.monotonic() < deadline:
+        stamp += 1
+        msg = image_msg(bytes(60 * 80 * 2), "yuv420", 60, 80, 80, stamp)
+        camera.publish(msg)
+        time.sleep(0.05)  # a 20 Hz camera
+        status = next((s for s in node.statuses(skipping + 1.5) if level(s) == ERROR), None)
+    assert status is not None, [s.message for s in node.statuses(skipping)]
+    assert "every frame skipped" in status.message and "yuv420" in status.message, status.message
+    # The warning is throttled: far fewer log lines than frames.
+    skips = int(status_values(status)["frames skipped (bad input)"])
+    lines = node.process.output().count("unsupported encoding `yuv420`")
+    assert skips >= 10 and 1 <= lines <= 2 + (time.monotonic() - skipping) / 5, (skips, lines)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_a_frame_is_in_flight_exits_cleanly(start_node, probe, sig):
+    # 60 MC samples: a frame takes about a second here.
+    node = start_node(params={"mode": "mc", "mc.samples": 60, "qos.input_reliability": "reliable"})
+    outputs = Outputs(node, ["depth"])
+    camera = probe.publisher(node.topic("image"))
+    frame = test_pattern(9)
+    send_until_output(node, camera, lambda s: rgb8_msg(frame, s), outputs, ["depth"], first_stamp=1, timeout=60)
+    seen = time.monotonic()
+    camera.publish(rgb8_msg(frame, 777))
+    # Taken by the inference thread (received and not waiting in the slot), not out yet.
+    node.wait_status(
+        lambda s: int(status_values(s)["frames received"]) >= 2, 10, "the frame received", after=seen
+    )
+    assert not outputs.recorders["depth"].by_stamp(777), "the frame finished too soon to test this"
+    sent = time.monotonic()
+    code = node.process.stop(sig, timeout=5)
+    assert code == 0, f"exit code {code} after {sig!r}:\n{node.process.output()}"
+    assert time.monotonic() - sent < 5
+
+
+def test_start_up_failures_exit_non_zero_with_the_reason(model_dir, tmp_path, ros):
+    def run(name, args):
+        process = NodeProcess(tmp_path / f"{name}.log", args)
+        code = process.exit_code(timeout=30)
+        out = process.output()
+        process.stop()
+        assert code not in (None, 0), f"{name}: exit code {code}\n{out}"
+        # It stopped before advertising any output (the node logs "ready:" once it has).
+        assert "ready:" not in out, out
+        return out
+
+    missing = write_params(tmp_path / "missing.yaml", tmp_path / "no_such_model")
+    out = run("missing-model", ["--params-file", str(missing)])
+    assert "cannot start with model" in out and "no_such_model" in out, out
+
+    no_model = write_params(tmp_path / "empty.yaml", "")
+    out = run("empty-model", ["--params-file", str(no_model)])
+    assert "parameter `model` is empty" in out, out
+
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(f"/**:\n  ros__parameters:\n    model: {model_dir}\n    mc:\n      sample: 3\n")
+    out = run("unknown-key", ["--params-file", str(unknown)])
+    assert "unknown parameter `mc.sample`" in out, out
+
+    invalid = write_params(tmp_path / "invalid.yaml", model_dir, **{"mode": "mc", "mc.samples": 1})
+    out = run("invalid-value", ["--params-file", str(invalid)])
+    assert "mc.samples" in out and "at least 2" in out, out
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**:\n  ros__parameters:\n    mode: [aleatoric\n")
+    out = run("broken-yaml", ["--params-file", str(broken)])
+    assert "cannot initialise ROS 2" in out, out
+
+
+def test_sim_time_latencies_come_from_the_clock(start_node, probe):
+    node = start_node(ros_args=["-p", "use_sim_time:=true"])
+    assert node.get_params(["use_sim_time"]) == {"use_sim_time": True}
+    clock = probe.publisher("/clock", Clock)
+    outputs = Outputs(node, ["depth"])
+    camera = probe.publisher(node.topic("image"))
+    frame = test_pattern(10)
+    sim_start = 1000 * 10**9  # 1000 s of simulated time; the wall clock is decades ahead.
+
+    def tick(ns):
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(ns, 10**9)
+        clock.publish(msg)
+
+    # Frames stamped at the sim clock's now, as a bag replay with --clock gives them.
+    sim_now = sim_start
+    tick(sim_now)
+
+    def frame_at(stamp):
+        tick(stamp)
+        return rgb8_msg(frame, stamp)
+
+    sim_now = send_until_output(node, camera, frame_at, outputs, ["depth"], first_stamp=sim_start)
+    started = time.monotonic()
+    status = None
+    while status is None and time.monotonic() - started < 20:
+        sim_now += 50_000_000
+        camera.publish(frame_at(sim_now))
+        outputs.wait_frame(sim_now, ["depth"])
+        for _ in range(5):  # the sim clock moves on while the node works
+            sim_now += 10_000_000
+            tick(sim_now)
+        status = next(
+            (s for s in node.statuses(started + 1.5) if status_values(s)["latency p50 (ms)"] != "n/a"), None
+        )
+    assert status is not None
+    values = status_values(status)
+    p50, p95 = float(values["latency p50 (ms)"]), float(values["latency p95 (ms)"])
+    # From the sim clock: small and never negative (wall-clock latency would be ~1.7e12 ms).
+    assert 0 <= p50 <= p95 < 10_000, values
+    assert values["frames stamped ahead of the node clock"] == "0"
+    # /diagnostics itself is stamped in simulated time.
+    stamped = [a for _, a in probe.diagnostics.timed() if a.status and a.status[0].name == status.name]
+    assert abs(stamp_ns(stamped[-1].header) - sim_start) < 3600 * 10**9

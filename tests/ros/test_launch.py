@@ -1,0 +1,75 @@
+"""The node started with exactly the command line `ros2 launch bayes_perception
+perception.launch.py ...` would give it (the launch file's own code evaluated with stand-in
+launch modules, tests/ros/launch_shim): params file, overrides, remappings, namespace.
+
+BAYES_PERCEPTION_SHARE names the package's share directory (the repository by default; the
+colcon check points it at install/share/bayes_perception)."""
+import os
+from pathlib import Path
+
+from sensor_msgs.msg import CameraInfo, Image
+
+from conftest import (
+    ALL_TOPICS,
+    NODE,
+    REPO,
+    NodeProcess,
+    Outputs,
+    RunningNode,
+    camera_info_msg,
+    rgb8_msg,
+    send_until_output,
+    test_pattern,
+)
+from launch_shim.shim import launch_command
+
+SHARE = Path(os.environ.get("BAYES_PERCEPTION_SHARE", REPO))
+
+
+def test_node_runs_with_the_launch_files_arguments(probe, model_dir, tmp_path):
+    executable, args = launch_command(
+        SHARE / "launch" / "perception.launch.py",
+        {
+            "model": str(model_dir),
+            "mode": "mc",
+            "namespace": "robot1/perception",
+            "image": "/robot1/front/image_raw",
+            "camera_info": "/robot1/front/camera_info",
+        },
+        {"bayes_perception": str(SHARE)},
+        tmp_path,
+    )
+    assert executable == Path(NODE).name
+    assert ["--params-file", str(SHARE / "config" / "params.yaml")] == args[
+        args.index("--params-file") : args.index("--params-file") + 2
+    ]
+    process = NodeProcess(tmp_path / "launched.log", args[1:])
+    node = RunningNode(probe, process, "/robot1/perception")
+    try:
+        node.wait_ready(timeout=60)
+        # The launch arguments reached the node; the rest comes from the shipped params file.
+        got = node.get_params(["model", "mode", "use_sim_time", "mc.samples", "qos.input_reliability"])
+        assert got == {
+            "model": str(model_dir),
+            "mode": "mc",
+            "use_sim_time": False,
+            "mc.samples": 50,
+            "qos.input_reliability": "best_effort",
+        }
+        # Fewer samples so frames come out quickly (changed live; the file says 50).
+        assert node.set_params({"mc.samples": 2})[0].successful
+        outputs = Outputs(node, ALL_TOPICS)
+        depth_info = probe.subscribe("/robot1/perception/depth/camera_info", CameraInfo)
+        info = probe.publisher("/robot1/front/camera_info", CameraInfo)
+        camera = probe.publisher("/robot1/front/image_raw", Image)
+        frame = test_pattern(12)
+
+        def make(stamp):
+            info.publish(camera_info_msg(1))
+            return rgb8_msg(frame, stamp)
+
+        # The image and camera_info remappings: outputs and depth/camera_info come back.
+        send_until_output(node, camera, make, outputs, ALL_TOPICS, 1, 60, also=[depth_info])
+    finally:
+        code = process.stop()
+    assert code == 0, process.output()

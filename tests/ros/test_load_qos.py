@@ -1,0 +1,132 @@
+"""Keep-latest under a camera faster than inference, and the QoS parameters: camera
+publishers of either reliability, and a live change of the output reliability."""
+import time
+
+from sensor_msgs.msg import Image
+
+from conftest import (
+    ALEATORIC_TOPICS,
+    Outputs,
+    best_effort,
+    reliable,
+    rgb8_msg,
+    send_until_output,
+    stamp_ns,
+    status_values,
+    test_pattern,
+    wait_for,
+)
+
+RATE_HZ = 30.0
+LOAD_SECONDS = 20.0
+
+
+def test_keep_latest_under_a_30_hz_camera(start_node, probe):
+    # MC with 20 samples takes far longer than 33 ms per frame here. Reliable transport,
+    # so every frame published reaches the node and each one is accounted for.
+    node = start_node(params={"mode": "mc", "mc.samples": 20, "qos.input_reliability": "reliable"})
+    outputs = Outputs(node, ["depth"])
+    depth = outputs.recorders["depth"]
+    camera = probe.publisher(node.topic("image"), Image, reliable())
+    frame = test_pattern(3)
+    send_until_output(node, camera, lambda s: rgb8_msg(frame, s), outputs, ["depth"], first_stamp=1)
+
+    def idle(status):
+        """Every frame received is dropped or out (none waiting or in flight)."""
+        v = status_values(status)
+        return int(v["frames received"]) - int(v["frames dropped (keep-latest)"]) == len(depth)
+
+    before = status_values(node.wait_status(idle, 30, "the node idle after warm-up"))
+    outputs_before = len(depth)
+
+    # stamp -> monotonic time it was published.
+    published = {}
+    period = 1.0 / RATE_HZ
+    stamp = 10**12
+    started = next_at = time.monotonic()
+    while time.monotonic() - started < LOAD_SECONDS:
+        camera.publish(rgb8_msg(frame, stamp))
+        published[stamp] = time.monotonic()
+        stamp += 1
+        next_at += period
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    # The last frame published is the newest one left: it must come out.
+    outputs.wait_frame(stamp - 1, ["depth"], timeout=30)
+
+    timed = depth.timed()[outputs_before:]
+    stamps = [stamp_ns(m.header) for _, m in timed]
+    assert all(s in published for s in stamps), "an output of a frame that was not published"
+    assert stamps == sorted(set(stamps)), "output stamps not strictly increasing"
+    assert len(stamps) < len(published) / 3, f"{len(stamps)} outputs of {len(published)} frames: not dropping?"
+    # Each output after the first is of the newest frame there was when its inference
+    # started, which is after the previous output was published: a frame at least as new
+    # as the one published just before the previous output arrived (less a little
+    # transport time). A queue (oldest first) would fall seconds behind this.
+    slack = 0.1
+    for (arrived, _), stamp in zip(timed, stamps[1:]):
+        newest_then = max((s for s, t in published.items() if t <= arrived - slack), default=None)
+        if newest_then is not None:
+            assert stamp >= newest_then, f"stale frame {stamp}, {newest_then} was available"
+
+    # Drops are counted: every frame received was dropped or processed.
+    after = status_values(node.wait_status(idle, 30, "the node idle after the load"))
+    received = int(after["frames received"]) - int(before["frames received"])
+    dropped = int(after["frames dropped (keep-latest)"]) - int(before["frames dropped (keep-latest)"])
+    assert received == len(published), f"node received {received} of {len(published)} frames"
+    assert dropped + len(stamps) == received, (dropped, len(stamps), received)
+    assert dropped > 0
+    assert after["frames skipped (bad input)"] == "0"
+
+
+def test_camera_publishers_of_either_reliability(start_node, probe):
+    # Default input QoS (best effort) takes frames from both kinds of publisher.
+    node = start_node()
+    outputs = Outputs(node, ["depth"])
+    frame = test_pattern(4)
+    for qos in (best_effort(), reliable()):
+        camera = probe.publisher(node.topic("image"), Image, qos)
+        send_until_output(node, camera, lambda s: rgb8_msg(frame, s), outputs, ["depth"], first_stamp=10**6 * qos.reliability.value)
+        probe.node.destroy_publisher(camera)
+
+    # qos.input_reliability: reliable takes a reliable publisher, not a best-effort one.
+    node = start_node(params={"qos.input_reliability": "reliable"})
+    outputs = Outputs(node, ["depth"])
+    camera = probe.publisher(node.topic("image"), Image, reliable())
+    send_until_output(node, camera, lambda s: rgb8_msg(frame, s), outputs, ["depth"], first_stamp=1)
+    probe.node.destroy_publisher(camera)
+    lossy = probe.publisher(node.topic("image"), Image, best_effort())
+    # Incompatible QoS: DDS never matches them, and the node counts nothing received.
+    before = node.wait_status(lambda s: True, 5, "a diagnostics status")
+    for stamp in range(100, 110):
+        lossy.publish(rgb8_msg(frame, stamp))
+    after_publish = time.monotonic()
+    # Two reports after the last publish, the count has not moved.
+    node.wait_status(lambda s: True, 5, "a report", after=after_publish)
+    later = node.wait_status(lambda s: True, 5, "a second report", after=time.monotonic())
+    assert status_values(later)["frames received"] == status_values(before)["frames received"]
+    assert lossy.get_subscription_count() == 0
+    assert not any(outputs.recorders["depth"].by_stamp(s) for s in range(100, 110))
+
+
+def test_output_reliability_changes_live_without_losing_subscribers(start_node, probe):
+    node = start_node()
+    # A best-effort subscriber receives from a reliable and from a best-effort publisher.
+    outputs = Outputs(node, ALEATORIC_TOPICS, best_effort(100))
+    camera = probe.publisher(node.topic("image"))
+    frame = test_pattern(5)
+    make = lambda s: rgb8_msg(frame, s)  # noqa: E731
+    send_until_output(node, camera, make, outputs, ALEATORIC_TOPICS, first_stamp=1)
+    for reliability, first in (("best_effort", 1000), ("reliable", 2000), ("best_effort", 3000)):
+        [result] = node.set_params({"qos.output_reliability": reliability})
+        assert result.successful, result.reason
+        stamp = send_until_output(node, camera, make, outputs, ALEATORIC_TOPICS, first_stamp=first)
+        assert stamp < first + 60, f"outputs took {stamp - first} frames to come back after the change"
+        publisher = probe.node.get_publishers_info_by_topic(node.topic("depth"))
+        assert [p.qos_profile.reliability.name for p in publisher] == [reliability.upper()]
+    status = node.wait_status(lambda s: True, 5, "a diagnostics status")
+    values = status_values(status)
+    assert values["publish failures"] == "0", values
+    log = node.process.output()
+    assert "ERROR" not in log, log
+    assert node.process.proc.poll() is None
+    wait_for(lambda: outputs.matched(ALEATORIC_TOPICS), 5, "subscribers matched after the changes")

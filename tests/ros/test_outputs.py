@@ -1,0 +1,224 @@
+"""Every output topic of the running node, for raw input in several encodings and for JPEG
+CompressedImage input: encodings, sizes, steps, the exact input header, and values equal to
+`bayes_perception infer` on the same image with the same seed and params file."""
+import io
+
+import numpy as np
+from PIL import Image as PILImage
+from sensor_msgs.msg import CameraInfo, CompressedImage
+
+from conftest import (
+    ALEATORIC_TOPICS,
+    ALL_TOPICS,
+    CAMERA_HW,
+    Outputs,
+    as_array,
+    camera_info_msg,
+    compressed_msg,
+    image_msg,
+    rgb8_msg,
+    run_cli,
+    send_until_output,
+    stamp_ns,
+    test_pattern,
+)
+
+# Node topic -> file `infer` writes for the same output.
+INFER_FILES = {
+    "semantic/labels": "labels.png",
+    "semantic/color": "labels_color.png",
+    "semantic/confidence": "confidence.tiff",
+    "depth": "depth.tiff",
+    "uncertainty/semantic/aleatoric": "semantic_aleatoric.tiff",
+    "uncertainty/semantic/aleatoric/color": "semantic_aleatoric_color.png",
+    "uncertainty/semantic/epistemic": "semantic_epistemic.tiff",
+    "uncertainty/semantic/epistemic/color": "semantic_epistemic_color.png",
+    "uncertainty/depth/aleatoric": "depth_aleatoric.tiff",
+    "uncertainty/depth/aleatoric/color": "depth_aleatoric_color.png",
+    "uncertainty/depth/epistemic": "depth_epistemic.tiff",
+    "uncertainty/depth/epistemic/color": "depth_epistemic_color.png",
+}
+ENCODING_OF = {"labels.png": "mono8", ".tiff": "32FC1", "_color.png": "rgb8"}
+
+
+def round_half_away(x):
+    """Rust's f32::round for x >= -0.5 (negative values are clamped to 0 anyway)."""
+    floor = np.floor(x)
+    return floor + ((x - floor) >= np.float32(0.5))
+
+
+def yuyv_to_rgb(yuyv, height, width):
+    """The node's BT.601 video-range decode of yuv422_yuy2 (src/msg/encoding.rs), in f32."""
+    row = yuyv.reshape(height, width * 2)
+    y = row[:, 0::2].astype(np.float32)
+    u = np.repeat(row[:, 1::4], 2, axis=1)[:, :width].astype(np.float32) - np.float32(128)
+    v = np.repeat(row[:, 3::4], 2, axis=1)[:, :width].astype(np.float32) - np.float32(128)
+    c = np.float32(1.164) * (y - np.float32(16))
+    rgb = [
+        c + np.float32(1.596) * v,
+        c - np.float32(0.392) * u - np.float32(0.813) * v,
+        c + np.float32(2.017) * u,
+    ]
+    return np.stack([np.clip(round_half_away(ch), 0, 255) for ch in rgb], -1).astype(np.uint8)
+
+
+def raw_frames():
+    """(name, make_msg(stamp), the RGB image the node decodes it to) per encoding; rows
+    padded where the encoding allows, 16-bit data in both byte orders."""
+    h, w = CAMERA_HW
+    rng = np.random.default_rng(1)
+    frames = []
+
+    rgb = test_pattern(1)
+    padded = np.zeros((h, w * 3 + 5), np.uint8)
+    padded[:, : w * 3] = rgb.reshape(h, -1)
+    frames.append(("rgb8", lambda s, d=padded: image_msg(d.tobytes(), "rgb8", h, w, w * 3 + 5, s), rgb))
+
+    rgb = test_pattern(2)
+    frames.append(
+        ("bgr8", lambda s, d=rgb[..., ::-1].copy(): image_msg(d.tobytes(), "bgr8", h, w, w * 3, s), rgb)
+    )
+
+    grey = test_pattern(3)[..., 1].copy()
+    frames.append(
+        ("mono8", lambda s, d=grey: image_msg(d.tobytes(), "mono8", h, w, w, s), np.stack([grey] * 3, -1))
+    )
+
+    yuyv = rng.integers(16, 236, size=(h, w * 2), dtype=np.uint8)
+    frames.append(
+        (
+            "yuv422_yuy2",
+            lambda s, d=yuyv: image_msg(d.tobytes(), "yuv422_yuy2", h, w, w * 2, s),
+            yuyv_to_rgb(yuyv, h, w),
+        )
+    )
+
+    rgb = test_pattern(4)
+    wide = rgb.astype(np.uint16) * 256 + rng.integers(0, 256, size=rgb.shape, dtype=np.uint16)
+    frames.append(
+        (
+            "rgb16 big-endian",
+            lambda s, d=wide.astype(">u2"): image_msg(d.tobytes(), "rgb16", h, w, w * 6, s, bigendian=1),
+            rgb,
+        )
+    )
+    grey = test_pattern(5)[..., 2].copy()
+    wide = grey.astype(np.uint16) * 256 + 255
+    frames.append(
+        (
+            "mono16 little-endian",
+            lambda s, d=wide.astype("<u2"): image_msg(d.tobytes(), "mono16", h, w, w * 2, s),
+            np.stack([grey] * 3, -1),
+        )
+    )
+    return frames
+
+
+def run_infer(tmp_path, params_file, images, *extra):
+    """`bayes_perception infer` on {name: RGB array or encoded file bytes}; the output
+    directory of each name."""
+    inputs = tmp_path / "infer_in"
+    inputs.mkdir(exist_ok=True)
+    paths = []
+    for name, image in images.items():
+        if isinstance(image, bytes):
+            path = inputs / f"{name}.jpg"
+            path.write_bytes(image)
+        else:
+            path = inputs / f"{name}.png"
+            PILImage.fromarray(image).save(path)
+        paths.append(str(path))
+    out = tmp_path / "infer_out"
+    run_cli("infer", "--config", params_file, "--out", out, *extra, *paths)
+    return {name: out / name for name in images}
+
+
+def read_infer(path):
+    if path.suffix == ".tiff":
+        return np.asarray(PILImage.open(path), dtype=np.float32)
+    return np.asarray(PILImage.open(path))
+
+
+def check_like_infer(outputs, infer_dir, header):
+    """Each output message: the input header, the input size, its encoding and step, and
+    the value infer wrote (labels and colours identical, floats within 1e-5)."""
+    h, w = CAMERA_HW
+    for topic, msg in outputs.items():
+        assert stamp_ns(msg.header) == stamp_ns(header), topic
+        assert msg.header.frame_id == header.frame_id, topic
+        assert (msg.height, msg.width) == (h, w), topic
+        file = INFER_FILES[topic]
+        encoding = next(e for suffix, e in ENCODING_OF.items() if file.endswith(suffix))
+        assert msg.encoding == encoding, topic
+        bytes_per_pixel = {"mono8": 1, "32FC1": 4, "rgb8": 3}[encoding]
+        assert msg.step == w * bytes_per_pixel, topic
+        got, want = as_array(msg), read_infer(infer_dir / file)
+        assert got.shape == want.shape, topic
+        if encoding == "32FC1":
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, equal_nan=True, err_msg=topic)
+            assert np.isfinite(got[~np.isnan(got)]).all(), f"{topic}: Inf in output"
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=topic)
+
+
+def test_raw_encodings_give_every_topic_equal_to_infer(start_node, probe, tmp_path):
+    node = start_node()
+    params_file = node.params_file
+    outputs = Outputs(node)
+    camera = probe.publisher(node.topic("image"))
+    info_pub = probe.publisher(node.topic("camera_info"), CameraInfo)
+    depth_info = probe.subscribe(node.topic("depth/camera_info"), CameraInfo)
+    first = raw_frames()[0]
+
+    def warm_up(stamp):
+        info_pub.publish(camera_info_msg(1))
+        return first[1](stamp)
+
+    send_until_output(node, camera, warm_up, outputs, ALEATORIC_TOPICS, first_stamp=10, also=[depth_info])
+
+    got = {}
+    for i, (name, make, rgb) in enumerate(raw_frames()):
+        stamp = 1_700_000_000_000_000_000 + i * 1_000_003
+        msg = make(stamp)
+        camera.publish(msg)
+        got[name] = (msg.header, rgb, outputs.wait_frame(stamp, ALEATORIC_TOPICS))
+    # Aleatoric mode: no epistemic messages.
+    assert all(len(outputs.recorders[t]) == 0 for t in ALL_TOPICS if t not in ALEATORIC_TOPICS)
+
+    infer = run_infer(tmp_path, params_file, {name: rgb for name, (_, rgb, _) in got.items()})
+    for name, (header, _, messages) in got.items():
+        check_like_infer(messages, infer[name], header)
+        # camera_info is republished with each frame's header.
+        infos = depth_info.by_stamp(stamp_ns(header))
+        assert len(infos) == 1, name
+        assert infos[0].header.frame_id == header.frame_id
+        assert list(infos[0].k) == list(camera_info_msg(1).k)
+        assert infos[0].distortion_model == "plumb_bob"
+
+    # MC mode, switched live: every topic, epistemic ones included, equal to `infer --mode mc`.
+    results = node.set_params({"mode": "mc", "mc.samples": 3})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    rgb = test_pattern(9)
+    make = lambda s: rgb8_msg(rgb, s)  # noqa: E731
+    stamp = send_until_output(node, camera, make, outputs, ALL_TOPICS, 1_800_000_000_000_000_000)
+    messages = outputs.wait_frame(stamp, ALL_TOPICS)
+    infer = run_infer(tmp_path, params_file, {"mc": rgb}, "--mode", "mc", "--samples", "3")
+    check_like_infer(messages, infer["mc"], messages["depth"].header)
+
+
+def test_jpeg_compressed_input_gives_every_topic_equal_to_infer(start_node, probe, tmp_path):
+    node = start_node(params={"input.transport": "compressed"})
+    params_file = node.params_file
+    outputs = Outputs(node, ALEATORIC_TOPICS)
+    camera = probe.publisher(node.topic("image/compressed"), CompressedImage)
+    buffer = io.BytesIO()
+    PILImage.fromarray(test_pattern(11)).save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()
+
+    def make(stamp):
+        return compressed_msg(jpeg, "rgb8; jpeg compressed bgr8", stamp)
+
+    stamp = send_until_output(node, camera, make, outputs, ALEATORIC_TOPICS, first_stamp=100)
+    messages = outputs.wait_frame(stamp, ALEATORIC_TOPICS)
+    infer = run_infer(tmp_path, params_file, {"jpeg": jpeg})
+    check_like_infer(messages, infer["jpeg"], make(stamp).header)

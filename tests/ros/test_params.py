@@ -1,0 +1,127 @@
+"""The YAML switch and the parameter services of the running node: aleatoric and mc mode
+live and from the params file, exactly one output per topic per frame around changes,
+multi-value sets checked as a whole, refusals with reasons, read-only keys."""
+from rcl_interfaces.srv import DescribeParameters, ListParameters
+
+from conftest import (
+    ALEATORIC_TOPICS,
+    ALL_TOPICS,
+    EPISTEMIC_TOPICS,
+    Outputs,
+    rgb8_msg,
+    send_until_output,
+    test_pattern,
+    wait_for,
+)
+
+
+def run_frames(node, camera, outputs, topics, first_stamp, count):
+    """Publishes `count` frames one after another (each once the previous one's outputs
+    are out, so keep-latest drops none) and returns their stamps."""
+    stamps = []
+    for i in range(count):
+        stamp = first_stamp + i
+        camera.publish(rgb8_msg(test_pattern(stamp % 7), stamp))
+        outputs.wait_frame(stamp, topics)
+        stamps.append(stamp)
+    return stamps
+
+
+def assert_one_output_per_topic_per_frame(outputs, stamps, topics):
+    for topic in ALL_TOPICS:
+        for stamp in stamps:
+            n = len(outputs.recorders[topic].by_stamp(stamp))
+            want = 1 if topic in topics else 0
+            assert n == want, f"{topic}: {n} messages for stamp {stamp}, expected {want}"
+
+
+def test_mode_switch_live_and_exactly_one_output_per_frame(start_node, probe):
+    # Reliable input: each frame is published once and must arrive.
+    node = start_node(params={"qos.input_reliability": "reliable"})
+    outputs = Outputs(node)
+    camera = probe.publisher(node.topic("image"))
+    make = lambda s: rgb8_msg(test_pattern(0), s)  # noqa: E731
+    send_until_output(node, camera, make, outputs, ALEATORIC_TOPICS, first_stamp=1)
+    wait_for(lambda: outputs.matched(ALL_TOPICS), 10, "every output subscription matched")
+
+    aleatoric = run_frames(node, camera, outputs, ALEATORIC_TOPICS, 1000, 4)
+    assert_one_output_per_topic_per_frame(outputs, aleatoric, ALEATORIC_TOPICS)
+
+    results = node.set_params({"mode": "mc", "mc.samples": 2})
+    assert [r.successful for r in results] == [True, True], [r.reason for r in results]
+    mc = run_frames(node, camera, outputs, ALL_TOPICS, 2000, 4)
+    assert_one_output_per_topic_per_frame(outputs, mc, ALL_TOPICS)
+
+    results = node.set_params({"mode": "aleatoric"})
+    assert results[0].successful, results[0].reason
+    back = run_frames(node, camera, outputs, ALEATORIC_TOPICS, 3000, 4)
+    assert_one_output_per_topic_per_frame(outputs, back, ALEATORIC_TOPICS)
+    # No epistemic message ever carried an aleatoric-mode stamp.
+    for topic in EPISTEMIC_TOPICS:
+        stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in outputs.recorders[topic].messages()}
+        assert stamps == set(mc), topic
+
+
+def test_mc_mode_from_the_params_file(start_node, probe):
+    node = start_node(params={"mode": "mc", "mc.samples": 2})
+    assert node.get_params(["mode", "mc.samples"]) == {"mode": "mc", "mc.samples": 2}
+    outputs = Outputs(node)
+    camera = probe.publisher(node.topic("image"))
+    make = lambda s: rgb8_msg(test_pattern(1), s)  # noqa: E731
+    stamp = send_until_output(node, camera, make, outputs, ALL_TOPICS, first_stamp=1)
+    assert all(outputs.recorders[t].by_stamp(stamp) for t in EPISTEMIC_TOPICS)
+
+
+def test_several_values_in_one_request_are_checked_together(start_node, probe):
+    node = start_node()
+    # Issue 9: refused before ("depth range [60, 50] must be finite with min < max").
+    result = node.set_params_atomically({"colormap.depth_min_m": 60.0, "colormap.depth_max_m": 100.0})
+    assert result.successful, result.reason
+    assert node.get_params(["colormap.depth_min_m", "colormap.depth_max_m"]) == {
+        "colormap.depth_min_m": 60.0,
+        "colormap.depth_max_m": 100.0,
+    }
+    # Back down in one set_parameters request, minimum first (invalid one by one).
+    results = node.set_params({"colormap.depth_min_m": 0.0, "colormap.depth_max_m": 10.0})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    assert node.get_params(["colormap.depth_max_m"]) == {"colormap.depth_max_m": 10.0}
+    # mode and sample count together, in either order.
+    results = node.set_params({"mc.samples": 4, "mode": "mc"})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    assert node.get_params(["mode", "mc.samples"]) == {"mode": "mc", "mc.samples": 4}
+
+
+def test_invalid_values_are_refused_with_a_reason_and_change_nothing(start_node, probe):
+    node = start_node()
+    before = node.get_params(["mode", "mc.samples", "colormap.depth_max_m", "model", "device"])
+
+    result = node.set_params_atomically({"mode": "mc", "mc.samples": 1})
+    assert not result.successful
+    assert "mc.samples" in result.reason and "at least 2" in result.reason, result.reason
+
+    cases = {
+        "mode": ("turbo", "expected `aleatoric` or `mc`"),
+        "mc.samples": ("ten", "integer"),
+        "colormap.depth_max_m": (80, "write reals with a decimal point"),
+        "no.such.parameter": (1, "unknown parameter"),
+        "model": ("/elsewhere", "restart the node"),
+        "device": ("cpu", "restart the node"),
+        "input.transport": ("compressed", "restart the node"),
+        "use_sim_time": (True, "restart the node"),
+    }
+    for name, (value, reason) in cases.items():
+        [result] = node.set_params({name: value})
+        assert not result.successful, name
+        assert reason in result.reason, f"{name}: {result.reason}"
+    assert node.get_params(list(before)) == before
+
+    described = node.probe.call(
+        DescribeParameters,
+        f"{node.fqn}/describe_parameters",
+        DescribeParameters.Request(names=["model", "mode"]),
+    ).descriptors
+    assert [(d.name, d.read_only) for d in described] == [("model", True), ("mode", False)]
+    listed = node.probe.call(
+        ListParameters, f"{node.fqn}/list_parameters", ListParameters.Request(prefixes=["mc"])
+    ).result
+    assert sorted(listed.names) == ["mc.batch_size", "mc.samples"]
