@@ -71,7 +71,9 @@ test-node: setup ros-setup
 # `colcon build` of this package in a workspace in the cache, then the installed node,
 # started from its installed params file, probed end to end (run by CI).
 colcon-check: setup ros-setup
-	@bash scripts/ros-setup.sh colcon
+	@if [[ -z "$${ROS_DISTRO:-}" || "$${AMENT_PREFIX_PATH:-}" == "$(CACHE_DIR)/ros" ]]; then \
+		bash scripts/ros-setup.sh colcon; \
+	fi
 	$(WITH_ROS) bash scripts/colcon-check.sh
 
 lint: setup ros-setup

@@ -67,7 +67,13 @@ else
     mkdir -p "$CACHE_DIR"
     echo "ros-setup: creating $ROS_VENV with $($PYTHON --version) (ROS 2 Jazzy wheels, about a minute, 300 MB)"
     "$PYTHON" -m venv "$ROS_VENV"
-    "${PIP[@]}" "${ROS_PACKAGES[@]}"
+    if ! "${PIP[@]}" "${ROS_PACKAGES[@]}"; then
+        echo "ros-setup: pip could not install the ROS 2 Jazzy wheels with $($PYTHON --version)" >&2
+        echo "ros-setup: they are published for CPython 3.10 to 3.12 on x86-64 Linux (this set tested with 3.11);" >&2
+        echo "ros-setup: set PYTHON=python3.11," >&2
+        echo "ros-setup: or source a ROS 2 installation (source /opt/ros/jazzy/setup.bash)" >&2
+        exit 1
+    fi
     # The wheels link rcl statically to rmw_fastrtps_cpp and ship no
     # librmw_implementation.so, which r2r links by name: point that name at Fast DDS's rmw.
     ln -sf librmw_fastrtps_cpp.so "$ROS_VENV/lib/librmw_implementation.so"

@@ -8,7 +8,7 @@
 //! - [`config`]: the params file shared with the ROS node;
 //! - [`colormap`], [`output`]: false colour and the files `infer` writes;
 //! - [`msg`], [`node`]: ROS message contents, camera encodings and the node's logic, all
-//!   without ROS (the r2r glue is `src/bin/bayes_perception_node.rs`);
+//!   without ROS (the r2r glue is `src/bin/bayes_perception_node/`);
 //! - [`bag`]: rosbag2 files (CDR, MCAP, SQLite3) without ROS;
 //! - [`train`], [`synth`], [`eval`]: losses, data, training loop, synthetic scenes and
 //!   evaluation of accuracy and uncertainty quality.

@@ -159,8 +159,15 @@ fn bad_frames_are_counted_skips_and_the_next_good_frame_comes_through() {
 
     worker.handle(rgb8(2, 40, 30), &state, &mut sink);
     assert_eq!(sink.topics_of(Time { sec: 2, nanosec: 5 }), ALEATORIC);
+    // Frames come through again: the recent skips only warn.
     let s = report(&state);
-    assert_eq!(s.level, Level::Ok, "{}", s.message);
+    assert_eq!(s.level, Level::Warn, "{}", s.message);
+    assert!(
+        s.message
+            .starts_with("6 frame(s) skipped as bad input in the last 5 s"),
+        "{}",
+        s.message
+    );
 }
 
 #[test]
@@ -257,14 +264,26 @@ fn unwanted_colour_twins_are_not_rendered_and_publish_failures_are_counted() {
     assert!(topics.contains(&OutputTopic::SemanticLabels));
     let s = report(&state);
     assert_eq!(s.level, Level::Warn, "{}", s.message);
-    assert!(s
-        .message
-        .contains("1 publish failure(s): publishing depth: publisher is gone"));
+    assert!(
+        s.message
+            .contains("1 publish failure(s) in the last 5 s: publishing depth: publisher is gone"),
+        "{}",
+        s.message
+    );
     assert_eq!(value(&s, "publish failures"), "1");
-    // Counted per report: a clean frame afterwards reads OK again.
-    sink.failing.clear();
+    // A frame none of whose outputs could be published counts as failed.
+    sink.failing = OutputTopic::ALL.into();
     worker.handle(rgb8(2, 32, 32), &state, &mut sink);
-    assert_eq!(report(&state).level, Level::Ok);
+    let s = report(&state);
+    assert_eq!(value(&s, "frames failed"), "1");
+    assert_eq!(value(&s, "publish failures"), "8");
+    assert_eq!(s.level, Level::Warn, "frame 1 came out: {}", s.message);
+    assert!(
+        s.message
+            .contains("1 frame(s) failed in the last 5 s: nothing published: publishing"),
+        "{}",
+        s.message
+    );
 }
 
 #[test]
@@ -303,32 +322,58 @@ fn latency_comes_from_the_sink_clock_and_stamps_ahead_of_it_are_counted() {
     assert_eq!(value(&s, "frames stamped ahead of the node clock"), "1");
 }
 
+/// Publishes into a shared list, so a test can watch a worker running on another thread.
+struct SharedSink(std::sync::Arc<std::sync::Mutex<Vec<Time>>>);
+
+impl Sink for SharedSink {
+    fn wants(&self, _: OutputTopic) -> bool {
+        true
+    }
+
+    fn publish_image(&mut self, topic: OutputTopic, image: Image) -> Result<(), String> {
+        if topic == OutputTopic::Depth {
+            self.0.lock().unwrap().push(image.header.stamp);
+        }
+        Ok(())
+    }
+
+    fn publish_camera_info(&mut self, _: CameraInfo) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn now(&self) -> Option<Time> {
+        None
+    }
+}
+
 #[test]
 fn the_run_loop_takes_the_newest_frame_and_ends_when_closed() {
     let _rng = common::rng_lock();
-    let state = state(&[]);
+    let state = std::sync::Arc::new(state(&[]));
     let worker = worker(&state);
     for sec in 1..=5 {
         state.on_frame(rgb8(sec, 32, 32));
     }
-    state.slot.close();
-    let mut sink = TestSink::default();
-    let runner = std::thread::spawn(move || {
-        worker.run(&state, &mut sink);
-        (state, sink)
-    });
+    let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let runner = {
+        let (state, mut sink) = (state.clone(), SharedSink(published.clone()));
+        std::thread::spawn(move || worker.run(&state, &mut sink))
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while published.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no output");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Closing ends the loop; a frame that arrives after it is not processed.
+    state.slot.close();
+    state.on_frame(rgb8(6, 32, 32));
     while !runner.is_finished() {
         assert!(std::time::Instant::now() < deadline, "run did not end");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (state, sink) = runner.join().unwrap();
-    let stamps: HashSet<i32> = sink
-        .images
-        .iter()
-        .map(|(_, m)| m.header.stamp.sec)
-        .collect();
-    assert_eq!(stamps, [5].into(), "only the newest frame is processed");
+    runner.join().unwrap();
+    let stamps: Vec<i32> = published.lock().unwrap().iter().map(|t| t.sec).collect();
+    assert_eq!(stamps, [5], "only the newest frame is processed");
     let s = report(&state);
     assert_eq!(value(&s, "frames received"), "5");
     assert_eq!(value(&s, "frames dropped (keep-latest)"), "4");

@@ -162,7 +162,8 @@ pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
             "step {step} is shorter than a row of {width} pixels ({row_bytes} bytes)"
         )));
     }
-    // The last row need not carry its padding.
+    // The last row need not carry its padding. No overflow: row_bytes <= step < 2^32, so
+    // needed <= (2^32 - 1)^2.
     let needed = step * (height - 1) + row_bytes;
     if msg.data.len() < needed {
         return Err(malformed(format!(
@@ -516,6 +517,19 @@ mod tests {
             decode_image(&no_last_pad).unwrap().get_pixel(1, 1).0,
             [4; 3]
         );
+        // The largest sizes a header can claim: refused by length, nothing allocated.
+        for encoding in ["mono8", "bayer_rggb8"] {
+            let huge = Image {
+                encoding: encoding.into(),
+                width: u32::MAX,
+                height: u32::MAX,
+                step: u32::MAX,
+                data: vec![0; 10],
+                ..Default::default()
+            };
+            let e = decode_image(&huge).unwrap_err().to_string();
+            assert!(e.contains("10 data bytes"), "{encoding}: {e}");
+        }
     }
 
     /// Encodes `img` as `encoding` (a packed one) the way a camera driver would, with

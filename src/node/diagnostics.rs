@@ -39,61 +39,72 @@ pub struct NodeInfo {
     pub device: String,
 }
 
-/// Rolling statistics over the last [`Monitor::WINDOW`].
-#[derive(Debug)]
-pub struct Monitor {
-    inputs: VecDeque<Instant>,
-    /// Publish times and latencies (`None` while the ROS clock is not running yet).
-    outputs: VecDeque<(Instant, Option<f64>)>,
-    skipped: u64,
-    errors: u64,
-    publish_failures: u64,
-    /// Outputs of frames stamped ahead of the node's clock (no latency recorded).
-    stamps_ahead: u64,
-    last_error: Option<String>,
-    last_skip: Option<String>,
-    last_publish_failure: Option<String>,
-    errors_at_last_report: u64,
-    skipped_at_last_report: u64,
-    publish_failures_at_last_report: u64,
-    outputs_at_last_report: u64,
-    outputs_total: u64,
-    slot_at_last_report: SlotCounts,
+/// One kind of event: how many in all, their times within the window, the last reason.
+#[derive(Debug, Default)]
+struct Events {
+    total: u64,
+    recent: VecDeque<Instant>,
+    last_reason: Option<String>,
 }
 
-impl Default for Monitor {
-    fn default() -> Self {
-        Self::new()
+impl Events {
+    fn record(&mut self, now: Instant, reason: Option<&str>) {
+        self.total += 1;
+        self.recent.push_back(now);
+        if let Some(reason) = reason {
+            self.last_reason = Some(reason.to_owned());
+        }
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > Monitor::WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    fn in_window(&self) -> usize {
+        self.recent.len()
+    }
+
+    fn reason(&self) -> &str {
+        self.last_reason.as_deref().unwrap_or("unknown")
     }
 }
 
+/// Rolling statistics over the last [`Monitor::WINDOW`]; the level is decided on that
+/// window too, so a slow camera's frames do not flip it between reports.
+#[derive(Debug, Default)]
+pub struct Monitor {
+    inputs: Events,
+    /// Publish times and latencies (`None` while the ROS clock is not running yet).
+    outputs: VecDeque<(Instant, Option<f64>)>,
+    /// Frames skipped as bad input.
+    skips: Events,
+    /// Frames the engine failed on, or none of whose outputs could be published.
+    failures: Events,
+    /// Output messages that could not be published.
+    publish_failures: Events,
+    /// Outputs of frames stamped ahead of the node's clock (no latency recorded).
+    stamps_ahead: u64,
+    last_error: Option<String>,
+    slot_at_last_report: SlotCounts,
+}
+
 impl Monitor {
-    /// Rates and latency percentiles cover this much recent time.
+    /// Rates, latency percentiles and the level cover this much recent time.
     pub const WINDOW: Duration = Duration::from_secs(5);
 
     pub fn new() -> Self {
-        Monitor {
-            inputs: VecDeque::new(),
-            outputs: VecDeque::new(),
-            skipped: 0,
-            errors: 0,
-            publish_failures: 0,
-            stamps_ahead: 0,
-            last_error: None,
-            last_skip: None,
-            last_publish_failure: None,
-            errors_at_last_report: 0,
-            skipped_at_last_report: 0,
-            publish_failures_at_last_report: 0,
-            outputs_at_last_report: 0,
-            outputs_total: 0,
-            slot_at_last_report: SlotCounts::default(),
-        }
+        Self::default()
     }
 
     /// A camera message arrived.
     pub fn on_input(&mut self, now: Instant) {
-        self.inputs.push_back(now);
+        self.inputs.record(now, None);
         self.trim(now);
     }
 
@@ -110,36 +121,44 @@ impl Monitor {
             other => other,
         };
         self.outputs.push_back((now, latency_ms));
-        self.outputs_total += 1;
         self.trim(now);
     }
 
     /// A message was skipped as bad input (unknown encoding, corrupt data).
-    pub fn on_skip(&mut self, reason: &str) {
-        self.skipped += 1;
+    pub fn on_skip(&mut self, now: Instant, reason: &str) {
+        self.skips.record(now, Some(reason));
         self.last_error = Some(reason.to_owned());
-        self.last_skip = Some(reason.to_owned());
+        self.trim(now);
     }
 
-    /// Publishing an output message failed.
-    pub fn on_publish_failure(&mut self, reason: &str) {
-        self.publish_failures += 1;
+    /// An output message could not be published.
+    pub fn on_publish_failure(&mut self, now: Instant, reason: &str) {
+        self.publish_failures.record(now, Some(reason));
         self.last_error = Some(reason.to_owned());
-        self.last_publish_failure = Some(reason.to_owned());
+        self.trim(now);
     }
 
-    /// Inference or publishing failed for a frame.
-    pub fn on_error(&mut self, reason: &str) {
-        self.errors += 1;
+    /// A frame produced nothing: inference failed, or none of its outputs was published.
+    pub fn on_error(&mut self, now: Instant, reason: &str) {
+        self.failures.record(now, Some(reason));
         self.last_error = Some(reason.to_owned());
+        self.trim(now);
     }
 
     fn trim(&mut self, now: Instant) {
-        let old = |t: &Instant| now.saturating_duration_since(*t) > Self::WINDOW;
-        while self.inputs.front().is_some_and(old) {
-            self.inputs.pop_front();
+        for events in [
+            &mut self.inputs,
+            &mut self.skips,
+            &mut self.failures,
+            &mut self.publish_failures,
+        ] {
+            events.trim(now);
         }
-        while self.outputs.front().is_some_and(|(t, _)| old(t)) {
+        while self
+            .outputs
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > Self::WINDOW)
+        {
             self.outputs.pop_front();
         }
     }
@@ -156,13 +175,14 @@ impl Monitor {
     ) -> DiagnosticStatus {
         self.trim(now);
         let window_s = Self::WINDOW.as_secs_f64();
-        let input_hz = self.inputs.len() as f64 / window_s;
+        let input_hz = self.inputs.in_window() as f64 / window_s;
         let output_hz = self.outputs.len() as f64 / window_s;
         let mut latencies: Vec<f64> = self.outputs.iter().filter_map(|(_, l)| *l).collect();
         latencies.sort_by(f64::total_cmp);
         let p50 = percentile(&latencies, 0.50);
         let p95 = percentile(&latencies, 0.95);
 
+        // Drops per report period: the share of the frames received since the last report.
         let received = slot.received - self.slot_at_last_report.received;
         let dropped = slot.dropped - self.slot_at_last_report.dropped;
         let drop_fraction = if received > 0 {
@@ -170,47 +190,45 @@ impl Monitor {
         } else {
             0.0
         };
-        let new_errors = self.errors - self.errors_at_last_report;
-        let new_skips = self.skipped - self.skipped_at_last_report;
-        let new_publish_failures = self.publish_failures - self.publish_failures_at_last_report;
-        let new_outputs = self.outputs_total - self.outputs_at_last_report;
         self.slot_at_last_report = slot;
-        self.errors_at_last_report = self.errors;
-        self.skipped_at_last_report = self.skipped;
-        self.publish_failures_at_last_report = self.publish_failures;
-        self.outputs_at_last_report = self.outputs_total;
-        let reason = |r: &Option<String>| r.clone().unwrap_or_else(|| "unknown".to_owned());
 
+        let (outputs, skips, failures, unpublished) = (
+            self.outputs.len(),
+            self.skips.in_window(),
+            self.failures.in_window(),
+            self.publish_failures.in_window(),
+        );
+        let window = format!("in the last {window_s:.0} s");
         let mut problems = Vec::new();
         let mut level = Level::Ok;
-        if new_errors > 0 && new_outputs == 0 {
+        if failures > 0 && outputs == 0 {
             level = Level::Error;
-            problems.push(format!(
-                "inference failing: {}",
-                self.last_error.as_deref().unwrap_or("unknown error")
-            ));
-        } else if new_errors > 0 {
+            problems.push(format!("every frame failing: {}", self.failures.reason()));
+        } else if failures > 0 {
             level = Level::Warn;
-            problems.push(format!("{new_errors} frame(s) failed"));
+            problems.push(format!(
+                "{failures} frame(s) failed {window}: {}",
+                self.failures.reason()
+            ));
         }
-        if new_skips > 0 && new_outputs == 0 && new_errors == 0 {
+        if skips > 0 && outputs == 0 && failures == 0 {
             level = Level::Error;
             problems.push(format!(
                 "every frame skipped as bad input: {}",
-                reason(&self.last_skip)
+                self.skips.reason()
             ));
-        } else if new_skips > 0 {
+        } else if skips > 0 {
             level = level.max(Level::Warn);
             problems.push(format!(
-                "{new_skips} frame(s) skipped as bad input: {}",
-                reason(&self.last_skip)
+                "{skips} frame(s) skipped as bad input {window}: {}",
+                self.skips.reason()
             ));
         }
-        if new_publish_failures > 0 {
+        if unpublished > 0 {
             level = level.max(Level::Warn);
             problems.push(format!(
-                "{new_publish_failures} publish failure(s): {}",
-                reason(&self.last_publish_failure)
+                "{unpublished} publish failure(s) {window}: {}",
+                self.publish_failures.reason()
             ));
         }
         if drop_fraction > bounds.drop_warn_fraction {
@@ -228,7 +246,7 @@ impl Monitor {
             ));
         }
         let message = if problems.is_empty() {
-            if self.inputs.is_empty() {
+            if self.inputs.in_window() == 0 {
                 "waiting for images".to_owned()
             } else {
                 "running".to_owned()
@@ -251,12 +269,12 @@ impl Monitor {
             ),
             (
                 "frames skipped (bad input)".to_owned(),
-                self.skipped.to_string(),
+                self.skips.total.to_string(),
             ),
-            ("frames failed".to_owned(), self.errors.to_string()),
+            ("frames failed".to_owned(), self.failures.total.to_string()),
             (
                 "publish failures".to_owned(),
-                self.publish_failures.to_string(),
+                self.publish_failures.total.to_string(),
             ),
             (
                 "frames stamped ahead of the node clock".to_owned(),
@@ -395,11 +413,13 @@ mod tests {
             &bounds,
         );
         assert_eq!(s.level, Level::Ok, "{}", s.message);
-        // Failures without any output: ERROR with the reason; a bad message is a skip.
-        m.on_skip("unsupported encoding `nv12`");
-        m.on_error("inference failed: CUDA out of memory");
+        // Failures without any output in the window: ERROR with the reason; a bad message
+        // is a skip.
+        let much_later = later + Duration::from_secs(6);
+        m.on_skip(much_later, "unsupported encoding `nv12`");
+        m.on_error(much_later, "inference failed: CUDA out of memory");
         let s = m.report(
-            later + Duration::from_secs(1),
+            much_later,
             &info(),
             &[],
             SlotCounts {
@@ -415,6 +435,45 @@ mod tests {
             value(&s, "last error"),
             "inference failed: CUDA out of memory"
         );
+    }
+
+    #[test]
+    fn skips_warn_while_frames_come_through_and_are_an_error_when_none_do() {
+        let t0 = Instant::now();
+        let slot = SlotCounts {
+            received: 3,
+            dropped: 0,
+        };
+        let bounds = DiagnosticsParams::default();
+        let mut m = Monitor::new();
+        m.on_input(t0);
+        m.on_skip(t0, "unsupported encoding `nv12`");
+        m.on_output(t0, Some(5.0));
+        let s = m.report(t0, &info(), &[], slot, &bounds);
+        assert_eq!(s.level, Level::Warn);
+        assert_eq!(
+            s.message,
+            "1 frame(s) skipped as bad input in the last 5 s: unsupported encoding `nv12`"
+        );
+        // Six seconds later, only a skip in the window (a camera slower than the window
+        // is long still reads ERROR between its frames).
+        let t1 = t0 + Duration::from_secs(6);
+        m.on_skip(t1, "malformed rgb8 image: step 200 is shorter than a row");
+        for at in [t1, t1 + Duration::from_secs(3)] {
+            let s = m.report(at, &info(), &[], slot, &bounds);
+            assert_eq!(s.level, Level::Error);
+            assert!(
+                s.message
+                    .starts_with("every frame skipped as bad input: malformed rgb8"),
+                "{}",
+                s.message
+            );
+            assert_eq!(value(&s, "frames skipped (bad input)"), "2");
+        }
+        // Nothing in the window: the counts stay, the level is OK again.
+        let s = m.report(t1 + Duration::from_secs(6), &info(), &[], slot, &bounds);
+        assert_eq!(s.level, Level::Ok, "{}", s.message);
+        assert_eq!(value(&s, "frames skipped (bad input)"), "2");
     }
 
     #[test]

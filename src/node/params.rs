@@ -265,11 +265,12 @@ impl ParamServer {
             let listed = if prefixes.is_empty() {
                 deep_enough(&name)
             } else {
+                // As rclcpp: the rest after the prefix keeps its leading separator.
                 prefixes.iter().any(|prefix| {
                     name == *prefix
                         || name
                             .strip_prefix(prefix.as_str())
-                            .and_then(|rest| rest.strip_prefix('.'))
+                            .filter(|rest| rest.starts_with('.'))
                             .is_some_and(deep_enough)
                 })
             };
@@ -302,25 +303,43 @@ impl ParamServer {
         Ok(changed)
     }
 
-    /// `set_parameters`: one result per value. When the whole request leaves valid
-    /// parameters, every value is set (as [`Self::set_atomically`]); otherwise each value
-    /// is set alone, in order, against the parameters as the earlier ones left them, as
-    /// ROS defines this service: the valid ones take effect, the others are refused with
-    /// their reason and change nothing.
+    /// `set_parameters`: one result per value. Values refused on their own (read-only,
+    /// unknown, wrong type) are left out; the others are set together when they leave
+    /// valid parameters (so `ros2 param load` of a whole file moves a range in one go even
+    /// though the file also holds read-only keys). Otherwise each is set alone, in order,
+    /// against the parameters as the earlier ones left them, as ROS defines this service:
+    /// the valid ones take effect, the others are refused with their reason and change
+    /// nothing.
     pub fn set_each(&mut self, request: &[(String, ParamValue)]) -> SetOutcome {
         let before = self.params.clone();
-        let results = match self.set_atomically(request) {
-            Ok(_) => vec![Ok(()); request.len()],
-            Err(reason) if request.len() == 1 => vec![Err(reason)],
-            Err(_) => request
-                .iter()
-                .map(|one| self.set_atomically(std::slice::from_ref(one)).map(|_| ()))
-                .collect(),
-        };
+        let mut results: Vec<Result<(), String>> = request
+            .iter()
+            .map(|(name, value)| self.check_alone(name, value))
+            .collect();
+        let settable: Vec<(String, ParamValue)> = request
+            .iter()
+            .zip(&results)
+            .filter(|(_, checked)| checked.is_ok())
+            .map(|(one, _)| one.clone())
+            .collect();
+        if self.set_atomically(&settable).is_err() {
+            for (one, result) in request.iter().zip(&mut results) {
+                if result.is_ok() {
+                    *result = self.set_atomically(std::slice::from_ref(one)).map(|_| ());
+                }
+            }
+        }
         SetOutcome {
             results,
             changed: changed(&before, &self.params),
         }
+    }
+
+    /// Whether `name` may be set to a value of this type at all, whatever the others.
+    fn check_alone(&self, name: &str, value: &ParamValue) -> Result<(), String> {
+        check_runtime_change(name)?;
+        let mut tree = serde_yaml::to_value(&self.params).expect("Params serialise to YAML");
+        set_in_tree(&mut tree, name, value)
     }
 }
 
@@ -559,6 +578,33 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_file_with_read_only_keys_still_moves_a_range_in_one_request() {
+        let mut s = server();
+        let mut file = declared(&Params::default());
+        for (name, value) in &mut file {
+            match name.as_str() {
+                "colormap.depth_max_m" => *value = ParamValue::Double(100.0),
+                "colormap.depth_min_m" => *value = ParamValue::Double(60.0),
+                "model" => *value = ParamValue::String("/elsewhere".into()),
+                _ => {}
+            }
+        }
+        let outcome = s.set_each(&file);
+        for ((name, _), result) in file.iter().zip(&outcome.results) {
+            if RESTART_ONLY.contains(&name.as_str()) {
+                assert!(result.as_ref().unwrap_err().contains("restart"), "{name}");
+            } else {
+                assert_eq!(result, &Ok(()), "{name}");
+            }
+        }
+        assert_eq!(
+            outcome.changed,
+            ["colormap.depth_min_m", "colormap.depth_max_m"]
+        );
+        assert_eq!(s.params().model, "");
+    }
+
+    #[test]
     fn an_invalid_atomic_request_changes_nothing_and_set_each_applies_the_valid_values() {
         let bad = req(&[
             ("mode", ParamValue::String("mc".into())),
@@ -687,6 +733,9 @@ mod tests {
         let (mc, prefixes) = s.list(&["mc".to_owned()], LIST_DEPTH_RECURSIVE);
         assert_eq!(mc, ["mc.samples", "mc.batch_size"]);
         assert_eq!(prefixes, ["mc"]);
+        // rclcpp counts the separator after the prefix: depth 2 reaches `mc.samples`.
+        assert!(s.list(&["mc".to_owned()], 1).0.is_empty());
+        assert_eq!(s.list(&["mc".to_owned()], 2).0, mc);
         let (none, _) = s.list(&["m".to_owned()], LIST_DEPTH_RECURSIVE);
         assert!(none.is_empty(), "{none:?}");
     }

@@ -54,9 +54,13 @@ impl<T> LatestSlot<T> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores `frame` as the newest; an older waiting frame is dropped (and counted).
+    /// Stores `frame` as the newest; an older waiting frame is dropped (and counted). After
+    /// [`Self::close`] frames are refused (not counted).
     pub fn put(&self, frame: T) {
         let mut state = self.lock();
+        if state.closed {
+            return;
+        }
         state.received += 1;
         if state.frame.replace(frame).is_some() {
             state.dropped += 1;
@@ -66,7 +70,7 @@ impl<T> LatestSlot<T> {
     }
 
     /// The newest frame, waiting up to `timeout` for one. `None` on timeout or once the
-    /// slot is closed and empty.
+    /// slot is closed.
     pub fn take(&self, timeout: Duration) -> Option<T> {
         let state = self.lock();
         let (mut state, _) = self
@@ -76,9 +80,15 @@ impl<T> LatestSlot<T> {
         state.frame.take()
     }
 
-    /// Wakes the consumer for shut-down; later `take`s return what is left, then `None`.
+    /// Shut-down: a frame still waiting is dropped (and counted), later `put`s are refused
+    /// and `take` returns `None` at once, so the consumer finishes only the frame in hand.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        if state.frame.take().is_some() {
+            state.dropped += 1;
+        }
+        drop(state);
         self.ready.notify_all();
     }
 
@@ -133,15 +143,14 @@ mod tests {
                     slot.put(i);
                     produced.store(i, Ordering::SeqCst);
                 }
-                slot.close();
             })
         };
         let mut taken = Vec::new();
-        loop {
+        while taken.last() != Some(&20_000) {
             let newest_before = produced.load(Ordering::SeqCst);
-            let Some(frame) = slot.take(Duration::from_secs(5)) else {
-                break;
-            };
+            let frame = slot
+                .take(Duration::from_secs(5))
+                .expect("the newest frame stays until taken");
             assert!(
                 frame >= newest_before,
                 "took {frame} although {newest_before} was already put"
@@ -180,5 +189,21 @@ mod tests {
         slot.close();
         assert_eq!(waiter.join().unwrap(), None);
         assert!(slot.is_closed());
+    }
+
+    #[test]
+    fn close_drops_the_waiting_frame_and_refuses_new_ones() {
+        let slot = LatestSlot::new();
+        slot.put(1);
+        slot.close();
+        slot.put(2);
+        assert_eq!(slot.take(Duration::from_secs(60)), None);
+        assert_eq!(
+            slot.counts(),
+            SlotCounts {
+                received: 1,
+                dropped: 1
+            }
+        );
     }
 }

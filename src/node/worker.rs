@@ -152,7 +152,7 @@ impl Worker {
         let outputs = match processed {
             Ok(outputs) => outputs,
             Err(FrameError::BadInput(e)) => {
-                lock(&state.monitor).on_skip(&e.to_string());
+                lock(&state.monitor).on_skip(Instant::now(), &e.to_string());
                 let kind = match &e {
                     DecodeError::UnsupportedEncoding(encoding) => format!("encoding {encoding}"),
                     DecodeError::Malformed { encoding, .. } => format!("malformed {encoding}"),
@@ -164,33 +164,47 @@ impl Worker {
                 return;
             }
             Err(FrameError::Inference(e)) => {
-                lock(&state.monitor).on_error(&e.to_string());
+                lock(&state.monitor).on_error(Instant::now(), &e.to_string());
                 if self.throttle.allow("inference", Instant::now()) {
                     log::error!("inference failed: {e}");
                 }
                 return;
             }
         };
+        let mut published = 0;
+        let mut failure = None;
         for (topic, image) in outputs.images {
-            if let Err(e) = sink.publish_image(topic, image) {
-                self.publish_failed(topic.name(), &e, state);
+            match sink.publish_image(topic, image) {
+                Ok(()) => published += 1,
+                Err(e) => failure = Some(self.publish_failed(topic.name(), &e, state)),
             }
         }
         if let Some(info) = outputs.camera_info {
             if let Err(e) = sink.publish_camera_info(info) {
-                self.publish_failed(crate::msg::outputs::DEPTH_CAMERA_INFO_TOPIC, &e, state);
+                let topic = crate::msg::outputs::DEPTH_CAMERA_INFO_TOPIC;
+                failure = Some(self.publish_failed(topic, &e, state));
             }
         }
-        let latency = latency_ms(sink.now(), frame.header().stamp);
-        lock(&state.monitor).on_output(Instant::now(), latency);
+        match failure {
+            Some(reason) if published == 0 => {
+                lock(&state.monitor)
+                    .on_error(Instant::now(), &format!("nothing published: {reason}"));
+            }
+            _ => {
+                let latency = latency_ms(sink.now(), frame.header().stamp);
+                lock(&state.monitor).on_output(Instant::now(), latency);
+            }
+        }
     }
 
-    fn publish_failed(&mut self, topic: &str, error: &str, state: &NodeState) {
+    /// Counts and (throttled) logs a failed publish; returns the reason.
+    fn publish_failed(&mut self, topic: &str, error: &str, state: &NodeState) -> String {
         let reason = format!("publishing {topic}: {error}");
-        lock(&state.monitor).on_publish_failure(&reason);
+        lock(&state.monitor).on_publish_failure(Instant::now(), &reason);
         if self.throttle.allow(topic, Instant::now()) {
             log::error!("{reason}");
         }
+        reason
     }
 
     /// Live parameter changes take effect between frames.
@@ -199,11 +213,10 @@ impl Worker {
         if self.version == Some(version) {
             return;
         }
-        let applied = EngineConfig::from_params(&params).and_then(|c| self.engine.set_config(c));
-        if let Err(e) = applied {
-            log::error!("keeping the previous engine settings: {e}");
-        }
-        self.params = params;
         self.version = Some(version);
+        match EngineConfig::from_params(&params).and_then(|c| self.engine.set_config(c)) {
+            Ok(()) => self.params = params,
+            Err(e) => log::error!("keeping the previous parameters: the engine refused them: {e}"),
+        }
     }
 }

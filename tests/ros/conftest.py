@@ -211,7 +211,8 @@ class NodeProcess:
         self.proc = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT)
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log_path).read_text()
 
     def exit_code(self, timeout):
@@ -336,11 +337,11 @@ def model_dir(tmp_path_factory):
 
 
 def write_params(path, model, **overrides):
-    """config/params.yaml with the test model, seed and one CPU thread, plus `overrides`
-    (dotted names), written to `path`."""
+    """config/params.yaml with the test model, seed, the CPU (also where a GPU is) and one
+    CPU thread, plus `overrides` (dotted names), written to `path`."""
     doc = yaml.safe_load(PARAMS_FILE.read_text())
     params = doc["/**"]["ros__parameters"]
-    settings = {"model": str(model), "seed": SEED, "cpu_threads": 1, **overrides}
+    settings = {"model": str(model), "seed": SEED, "device": "cpu", "cpu_threads": 1, **overrides}
     for dotted, value in settings.items():
         *groups, key = dotted.split(".")
         target = params

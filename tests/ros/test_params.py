@@ -1,6 +1,7 @@
 """The YAML switch and the parameter services of the running node: aleatoric and mc mode
 live and from the params file, exactly one output per topic per frame around changes,
 multi-value sets checked as a whole, refusals with reasons, read-only keys."""
+from rcl_interfaces.msg import ParameterEvent
 from rcl_interfaces.srv import DescribeParameters, ListParameters
 
 from conftest import (
@@ -17,14 +18,16 @@ from conftest import (
 
 def run_frames(node, camera, outputs, topics, first_stamp, count):
     """Publishes `count` frames one after another (each once the previous one's outputs
-    are out, so keep-latest drops none) and returns their stamps."""
+    are out, so keep-latest drops none) and returns their stamps. A last frame follows
+    them: outputs come in order, so once its outputs are in, any late duplicate of the
+    counted frames would be too."""
     stamps = []
-    for i in range(count):
+    for i in range(count + 1):
         stamp = first_stamp + i
         camera.publish(rgb8_msg(test_pattern(stamp % 7), stamp))
         outputs.wait_frame(stamp, topics)
         stamps.append(stamp)
-    return stamps
+    return stamps[:-1]
 
 
 def assert_one_output_per_topic_per_frame(outputs, stamps, topics):
@@ -59,7 +62,7 @@ def test_mode_switch_live_and_exactly_one_output_per_frame(start_node, probe):
     # No epistemic message ever carried an aleatoric-mode stamp.
     for topic in EPISTEMIC_TOPICS:
         stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in outputs.recorders[topic].messages()}
-        assert stamps == set(mc), topic
+        assert stamps and all(2000 <= s < 3000 for s in stamps), (topic, stamps)
 
 
 def test_mc_mode_from_the_params_file(start_node, probe):
@@ -73,22 +76,38 @@ def test_mc_mode_from_the_params_file(start_node, probe):
 
 
 def test_several_values_in_one_request_are_checked_together(start_node, probe):
-    node = start_node()
-    # Issue 9: refused before ("depth range [60, 50] must be finite with min < max").
+    node = start_node(params={"mode": "mc"})
+    events = probe.subscribe("/parameter_events", ParameterEvent)
+    # Issue 9: refused before ("depth range [60, 50] must be finite with min < max"): each
+    # value was checked alone against the values before the request.
     result = node.set_params_atomically({"colormap.depth_min_m": 60.0, "colormap.depth_max_m": 100.0})
     assert result.successful, result.reason
     assert node.get_params(["colormap.depth_min_m", "colormap.depth_max_m"]) == {
         "colormap.depth_min_m": 60.0,
         "colormap.depth_max_m": 100.0,
     }
-    # Back down in one set_parameters request, minimum first (invalid one by one).
-    results = node.set_params({"colormap.depth_min_m": 0.0, "colormap.depth_max_m": 10.0})
+    # Back down in one set_parameters request, maximum first: [60, 10] alone is invalid.
+    results = node.set_params({"colormap.depth_max_m": 10.0, "colormap.depth_min_m": 0.0})
     assert all(r.successful for r in results), [r.reason for r in results]
-    assert node.get_params(["colormap.depth_max_m"]) == {"colormap.depth_max_m": 10.0}
-    # mode and sample count together, in either order.
-    results = node.set_params({"mc.samples": 4, "mode": "mc"})
+    assert node.get_params(["colormap.depth_min_m", "colormap.depth_max_m"]) == {
+        "colormap.depth_min_m": 0.0,
+        "colormap.depth_max_m": 10.0,
+    }
+    # One sample is invalid in mc mode, fine in aleatoric: together, in this order.
+    results = node.set_params({"mc.samples": 1, "mode": "aleatoric"})
     assert all(r.successful for r in results), [r.reason for r in results]
-    assert node.get_params(["mode", "mc.samples"]) == {"mode": "mc", "mc.samples": 4}
+    assert node.get_params(["mode", "mc.samples"]) == {"mode": "aleatoric", "mc.samples": 1}
+    # Each change is announced on /parameter_events, as rclcpp nodes do.
+    def announced():
+        changed = [
+            (p.name, p.value.double_value)
+            for e in events.messages()
+            if e.node == node.fqn
+            for p in e.changed_parameters
+        ]
+        return ("colormap.depth_max_m", 10.0) in changed and ("colormap.depth_min_m", 60.0) in changed
+
+    wait_for(announced, 10, "the changes on /parameter_events")
 
 
 def test_invalid_values_are_refused_with_a_reason_and_change_nothing(start_node, probe):

@@ -10,6 +10,8 @@
 //! parameter services and publish `/diagnostics` once a second; the inference thread runs
 //! [`Worker::run`].
 
+mod convert;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,15 +24,18 @@ use bayes_perception::device::device_name;
 use bayes_perception::engine::{Engine, EngineConfig};
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC};
 use bayes_perception::msg::{self, Header, Time};
-use bayes_perception::node::diagnostics::{DiagnosticStatus, NodeInfo};
+use bayes_perception::node::diagnostics::NodeInfo;
 use bayes_perception::node::params::{LiveParams, ParamServer, ParamValue};
 use bayes_perception::node::worker::{NodeState, Sink, Worker};
 use bayes_perception::pipeline::CameraFrame;
+use convert::{
+    camera_info_from_ros, camera_info_to_ros, header_from_ros, header_to_ros, image_from_ros,
+    image_to_ros, param_from_msg, param_from_r2r, param_to_msg, result_to_msg, status_to_ros,
+};
 use futures::{Stream, StreamExt};
 use r2r::diagnostic_msgs::msg as diagnostic;
 use r2r::rcl_interfaces::{msg as rcl_msg, srv as rcl_srv};
 use r2r::sensor_msgs::msg as sensor;
-use r2r::std_msgs::msg as std_msgs;
 use r2r::QosProfile;
 
 const NODE_NAME: &str = "bayes_perception";
@@ -95,6 +100,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 async fn run() -> anyhow::Result<()> {
+    // Signals are ours from the start: one during start-up ends the node once it is up.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let ctx = create_context()?;
     let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("cannot create the node")?;
     let logger = node.logger().to_owned();
@@ -140,6 +149,14 @@ async fn run() -> anyhow::Result<()> {
     let diagnostics = node
         .create_publisher::<diagnostic::DiagnosticArray>("/diagnostics", QosProfile::default())
         .context("cannot advertise /diagnostics")?;
+    // As rclcpp nodes do, for tools that follow parameter changes (rqt_reconfigure, ...).
+    let parameter_events = node
+        .create_publisher::<rcl_msg::ParameterEvent>(
+            "/parameter_events",
+            QosProfile::default().keep_last(1000),
+        )
+        .context("cannot advertise /parameter_events")?;
+    let fqn = node.fully_qualified_name()?;
     let glue = Arc::new(Glue {
         state: NodeState::new(LiveParams::new(server)),
         publishers: Mutex::new(publishers),
@@ -226,11 +243,9 @@ async fn run() -> anyhow::Result<()> {
         });
     }
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot handle SIGTERM")?;
     let outcome = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = interrupt.recv() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
             _ = &mut inference_done => break Err(anyhow::anyhow!("the inference thread stopped unexpectedly")),
             changed = param_changes.recv() => {
@@ -238,6 +253,7 @@ async fn run() -> anyhow::Result<()> {
                     break Err(anyhow::anyhow!("the parameter services stopped"));
                 };
                 ros_log(&logger, r2r::LogSeverity::Info, &format!("parameters changed: {}", changed.join(", ")));
+                publish_parameter_event(&glue, &parameter_events, &fqn, &changed);
                 if let Some(job) = qos_job(&glue, &topics, &changed) {
                     jobs.send(job).ok();
                 }
@@ -245,6 +261,10 @@ async fn run() -> anyhow::Result<()> {
         }
     };
 
+    // No new frames: the inference thread finishes the one in hand, if any.
+    lock(&glue.subscriptions)
+        .drain(..)
+        .for_each(|task| task.abort());
     glue.state.slot.close();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while !inference.is_finished() && Instant::now() < deadline {
@@ -297,29 +317,50 @@ fn create_context() -> anyhow::Result<r2r::Context> {
 
 /// The node's parameters from what rcl read (params file, launch, `-p`).
 fn start_up_params(node: &r2r::Node) -> anyhow::Result<ParamServer> {
-    use r2r::ParameterValue as V;
     let values: Vec<(String, ParamValue)> = lock(&node.params)
         .iter()
-        .map(|(name, p)| {
-            let value = match &p.value {
-                V::Bool(b) => ParamValue::Bool(*b),
-                V::Integer(i) => ParamValue::Integer(*i),
-                V::Double(d) => ParamValue::Double(*d),
-                V::String(s) => ParamValue::String(s.clone()),
-                other => ParamValue::Other(match other {
-                    V::NotSet => 0,
-                    V::ByteArray(_) => 5,
-                    V::BoolArray(_) => 6,
-                    V::IntegerArray(_) => 7,
-                    V::DoubleArray(_) => 8,
-                    _ => 9,
-                }),
-            };
-            (name.clone(), value)
-        })
+        .map(|(name, p)| (name.clone(), param_from_r2r(&p.value)))
         .collect();
     ParamServer::from_ros(values.iter().map(|(n, v)| (n.as_str(), v.clone())))
         .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
+}
+
+/// rcl_interfaces/ParameterEvent for parameters a service request changed.
+fn publish_parameter_event(
+    glue: &Glue,
+    publisher: &r2r::Publisher<rcl_msg::ParameterEvent>,
+    node: &str,
+    changed: &[String],
+) {
+    let changed_parameters = glue.state.params.read(|s| {
+        changed
+            .iter()
+            .filter_map(|name| {
+                Some(rcl_msg::Parameter {
+                    name: name.clone(),
+                    value: param_to_msg(s.get(name)?),
+                })
+            })
+            .collect()
+    });
+    let stamp = ros_now(&glue.clock).unwrap_or_default();
+    let event = rcl_msg::ParameterEvent {
+        stamp: header_to_ros(&Header {
+            stamp,
+            frame_id: String::new(),
+        })
+        .stamp,
+        node: node.to_owned(),
+        changed_parameters,
+        ..Default::default()
+    };
+    if let Err(e) = publisher.publish(&event) {
+        ros_log(
+            &glue.logger,
+            r2r::LogSeverity::Error,
+            &format!("publishing /parameter_events: {e}"),
+        );
+    }
 }
 
 /// The QoS change a set of changed parameters needs, run by the spin thread.
@@ -471,20 +512,20 @@ impl Sink for RosSink<'_> {
             })
     }
 
+    // Publishing holds the publishers' lock, so a QoS change never destroys a publisher
+    // in use: it swaps them under the lock and destroys the old ones after.
     fn publish_image(&mut self, topic: OutputTopic, image: msg::Image) -> Result<(), String> {
-        let publisher = lock(&self.glue.publishers).images.get(&topic).cloned();
-        let publisher = publisher.ok_or_else(|| "not advertised".to_owned())?;
-        publisher
-            .publish(&image_to_ros(image))
-            .map_err(|e| e.to_string())
+        let message = image_to_ros(image);
+        let publishers = lock(&self.glue.publishers);
+        let publisher = publishers.images.get(&topic).ok_or("not advertised")?;
+        publisher.publish(&message).map_err(|e| e.to_string())
     }
 
     fn publish_camera_info(&mut self, info: msg::CameraInfo) -> Result<(), String> {
-        let publisher = lock(&self.glue.publishers).camera_info.clone();
-        let publisher = publisher.ok_or_else(|| "not advertised".to_owned())?;
-        publisher
-            .publish(&camera_info_to_ros(info))
-            .map_err(|e| e.to_string())
+        let message = camera_info_to_ros(info);
+        let publishers = lock(&self.glue.publishers);
+        let publisher = publishers.camera_info.as_ref().ok_or("not advertised")?;
+        publisher.publish(&message).map_err(|e| e.to_string())
     }
 
     fn now(&self) -> Option<Time> {
@@ -598,49 +639,24 @@ where
     glue.runtime.spawn(async move {
         while let Some(request) = requests.next().await {
             let response = handle(request.message.clone());
-            if let Err(e) = request.respond(response) {
-                ros_log(
+            match request.respond(response) {
+                Ok(()) => {}
+                // The client has not discovered the reply's writer yet (a DDS race of new
+                // clients); rclcpp warns about this case too.
+                Err(r2r::Error::RCL_RET_TIMEOUT) => ros_log(
+                    &logger,
+                    r2r::LogSeverity::Warn,
+                    &format!("answering {full}: the client did not take the reply in time"),
+                ),
+                Err(e) => ros_log(
                     &logger,
                     r2r::LogSeverity::Error,
                     &format!("answering {full}: {e}"),
-                );
+                ),
             }
         }
     });
     Ok(())
-}
-
-fn result_to_msg(result: Result<(), String>) -> rcl_msg::SetParametersResult {
-    rcl_msg::SetParametersResult {
-        successful: result.is_ok(),
-        reason: result.err().unwrap_or_default(),
-    }
-}
-
-/// rcl_interfaces/ParameterValue by its type field (1 bool, 2 integer, 3 double, 4 string).
-fn param_from_msg(value: &rcl_msg::ParameterValue) -> ParamValue {
-    match value.type_ {
-        1 => ParamValue::Bool(value.bool_value),
-        2 => ParamValue::Integer(value.integer_value),
-        3 => ParamValue::Double(value.double_value),
-        4 => ParamValue::String(value.string_value.clone()),
-        other => ParamValue::Other(other),
-    }
-}
-
-fn param_to_msg(value: ParamValue) -> rcl_msg::ParameterValue {
-    let mut msg = rcl_msg::ParameterValue {
-        type_: value.type_id(),
-        ..Default::default()
-    };
-    match value {
-        ParamValue::Bool(b) => msg.bool_value = b,
-        ParamValue::Integer(i) => msg.integer_value = i,
-        ParamValue::Double(d) => msg.double_value = d,
-        ParamValue::String(s) => msg.string_value = s,
-        ParamValue::Other(_) => {}
-    }
-    msg
 }
 
 /// Logs through rcl. r2r turns the message into a C string and panics on a NUL byte, so
@@ -679,111 +695,4 @@ impl log::Log for RosLog {
     }
 
     fn flush(&self) {}
-}
-
-fn header_from_ros(header: &std_msgs::Header) -> Header {
-    Header {
-        stamp: Time {
-            sec: header.stamp.sec,
-            nanosec: header.stamp.nanosec,
-        },
-        frame_id: header.frame_id.clone(),
-    }
-}
-
-fn header_to_ros(header: &Header) -> std_msgs::Header {
-    std_msgs::Header {
-        stamp: r2r::builtin_interfaces::msg::Time {
-            sec: header.stamp.sec,
-            nanosec: header.stamp.nanosec,
-        },
-        frame_id: header.frame_id.clone(),
-    }
-}
-
-fn image_from_ros(image: sensor::Image) -> msg::Image {
-    msg::Image {
-        header: header_from_ros(&image.header),
-        height: image.height,
-        width: image.width,
-        encoding: image.encoding,
-        is_bigendian: image.is_bigendian,
-        step: image.step,
-        data: image.data,
-    }
-}
-
-fn image_to_ros(image: msg::Image) -> sensor::Image {
-    sensor::Image {
-        header: header_to_ros(&image.header),
-        height: image.height,
-        width: image.width,
-        encoding: image.encoding,
-        is_bigendian: image.is_bigendian,
-        step: image.step,
-        data: image.data,
-    }
-}
-
-/// Fixed-size arrays arrive with their sizes; anything else reads as zeros.
-fn fixed<const N: usize>(values: &[f64]) -> [f64; N] {
-    values.try_into().unwrap_or([0.0; N])
-}
-
-fn camera_info_from_ros(info: sensor::CameraInfo) -> msg::CameraInfo {
-    msg::CameraInfo {
-        header: header_from_ros(&info.header),
-        height: info.height,
-        width: info.width,
-        distortion_model: info.distortion_model,
-        d: info.d,
-        k: fixed(&info.k),
-        r: fixed(&info.r),
-        p: fixed(&info.p),
-        binning_x: info.binning_x,
-        binning_y: info.binning_y,
-        roi: msg::RegionOfInterest {
-            x_offset: info.roi.x_offset,
-            y_offset: info.roi.y_offset,
-            height: info.roi.height,
-            width: info.roi.width,
-            do_rectify: info.roi.do_rectify,
-        },
-    }
-}
-
-fn camera_info_to_ros(info: msg::CameraInfo) -> sensor::CameraInfo {
-    sensor::CameraInfo {
-        header: header_to_ros(&info.header),
-        height: info.height,
-        width: info.width,
-        distortion_model: info.distortion_model,
-        d: info.d,
-        k: info.k.to_vec(),
-        r: info.r.to_vec(),
-        p: info.p.to_vec(),
-        binning_x: info.binning_x,
-        binning_y: info.binning_y,
-        roi: sensor::RegionOfInterest {
-            x_offset: info.roi.x_offset,
-            y_offset: info.roi.y_offset,
-            height: info.roi.height,
-            width: info.roi.width,
-            do_rectify: info.roi.do_rectify,
-        },
-    }
-}
-
-fn status_to_ros(status: DiagnosticStatus) -> diagnostic::DiagnosticStatus {
-    diagnostic::DiagnosticStatus {
-        level: status.level as u8,
-        name: status.name,
-        message: status.message,
-        hardware_id: status.hardware_id,
-        values: status
-            .values
-            .into_iter()
-            .map(|(key, value)| diagnostic::KeyValue { key, value })
-            .collect(),
-    }
 }
