@@ -1,9 +1,10 @@
 //! `bayes_perception_node`: the ROS 2 node (r2r 0.9.7).
 //!
-//! This file only wires r2r to the library: it converts messages, creates topics, services
-//! and threads, and applies QoS changes. What the node does with a frame, its parameter
-//! rules and services, keep-latest and diagnostics live in `bayes_perception::node` and
-//! `bayes_perception::pipeline`, tested without ROS.
+//! The binary only wires r2r to the library: this file creates topics and threads and
+//! applies QoS changes, `services.rs` answers the parameter services, `convert.rs` converts
+//! messages. What the node does with a frame, its parameter rules, keep-latest and
+//! diagnostics live in `bayes_perception::node` and `bayes_perception::pipeline`, tested
+//! without ROS (and all of it end to end by `tests/ros/`).
 //!
 //! Threads: a spin thread owns the node (`spin_once` in a loop, plus jobs that need
 //! `&mut Node`); tokio tasks move camera messages into the keep-latest slot, serve the
@@ -11,6 +12,7 @@
 //! [`Worker::run`].
 
 mod convert;
+mod services;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -30,13 +32,14 @@ use bayes_perception::node::worker::{NodeState, Sink, Worker};
 use bayes_perception::pipeline::CameraFrame;
 use convert::{
     camera_info_from_ros, camera_info_to_ros, header_from_ros, header_to_ros, image_from_ros,
-    image_to_ros, param_from_msg, param_from_r2r, param_to_msg, result_to_msg, status_to_ros,
+    image_to_ros, param_from_r2r, status_to_ros,
 };
 use futures::{Stream, StreamExt};
 use r2r::diagnostic_msgs::msg as diagnostic;
-use r2r::rcl_interfaces::{msg as rcl_msg, srv as rcl_srv};
+use r2r::rcl_interfaces::msg as rcl_msg;
 use r2r::sensor_msgs::msg as sensor;
 use r2r::QosProfile;
+use services::{publish_parameter_event, serve_parameters};
 
 const NODE_NAME: &str = "bayes_perception";
 /// How long shut-down waits for a frame in flight before leaving without it.
@@ -325,44 +328,6 @@ fn start_up_params(node: &r2r::Node) -> anyhow::Result<ParamServer> {
         .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
 }
 
-/// rcl_interfaces/ParameterEvent for parameters a service request changed.
-fn publish_parameter_event(
-    glue: &Glue,
-    publisher: &r2r::Publisher<rcl_msg::ParameterEvent>,
-    node: &str,
-    changed: &[String],
-) {
-    let changed_parameters = glue.state.params.read(|s| {
-        changed
-            .iter()
-            .filter_map(|name| {
-                Some(rcl_msg::Parameter {
-                    name: name.clone(),
-                    value: param_to_msg(s.get(name)?),
-                })
-            })
-            .collect()
-    });
-    let stamp = ros_now(&glue.clock).unwrap_or_default();
-    let event = rcl_msg::ParameterEvent {
-        stamp: header_to_ros(&Header {
-            stamp,
-            frame_id: String::new(),
-        })
-        .stamp,
-        node: node.to_owned(),
-        changed_parameters,
-        ..Default::default()
-    };
-    if let Err(e) = publisher.publish(&event) {
-        ros_log(
-            &glue.logger,
-            r2r::LogSeverity::Error,
-            &format!("publishing /parameter_events: {e}"),
-        );
-    }
-}
-
 /// The QoS change a set of changed parameters needs, run by the spin thread.
 fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Option<NodeJob> {
     let params = glue.state.params.params();
@@ -538,125 +503,6 @@ impl Sink for RosSink<'_> {
 fn ros_now(clock: &Mutex<r2r::Clock>) -> Option<Time> {
     let now = lock(clock).get_now().ok()?;
     (!now.is_zero()).then(|| Time::from_nanos(now.as_nanos() as i64))
-}
-
-/// Serves the six rcl_interfaces parameter services from the library's [`ParamServer`];
-/// the names of changed parameters come out of the returned channel.
-fn serve_parameters(
-    node: &mut r2r::Node,
-    glue: &Arc<Glue>,
-) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<Vec<String>>> {
-    use rcl_srv::*;
-    let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
-    let request = |ps: &[rcl_msg::Parameter]| -> Vec<(String, ParamValue)> {
-        ps.iter()
-            .map(|p| (p.name.clone(), param_from_msg(&p.value)))
-            .collect()
-    };
-    let (g, tx) = (glue.clone(), changes.clone());
-    serve::<SetParameters::Service>(node, glue, "set_parameters", move |req| {
-        let outcome = g.state.params.set_each(&request(&req.parameters));
-        if !outcome.changed.is_empty() {
-            tx.send(outcome.changed).ok();
-        }
-        let results = outcome.results.into_iter().map(result_to_msg).collect();
-        SetParameters::Response { results }
-    })?;
-    let g = glue.clone();
-    serve::<SetParametersAtomically::Service>(
-        node,
-        glue,
-        "set_parameters_atomically",
-        move |req| {
-            let outcome = g.state.params.set_atomically(&request(&req.parameters));
-            let result = outcome.map(|changed| {
-                if !changed.is_empty() {
-                    changes.send(changed).ok();
-                }
-            });
-            SetParametersAtomically::Response {
-                result: result_to_msg(result),
-            }
-        },
-    )?;
-    let g = glue.clone();
-    serve::<GetParameters::Service>(node, glue, "get_parameters", move |req| {
-        let values = g.state.params.read(|s| {
-            let value = |n: &String| s.get(n).unwrap_or(ParamValue::Other(0));
-            req.names.iter().map(|n| param_to_msg(value(n))).collect()
-        });
-        GetParameters::Response { values }
-    })?;
-    let g = glue.clone();
-    serve::<GetParameterTypes::Service>(node, glue, "get_parameter_types", move |req| {
-        let types = g
-            .state
-            .params
-            .read(|s| req.names.iter().map(|n| s.describe(n).type_id).collect());
-        GetParameterTypes::Response { types }
-    })?;
-    let g = glue.clone();
-    serve::<DescribeParameters::Service>(node, glue, "describe_parameters", move |req| {
-        let describe =
-            |d: bayes_perception::node::params::Descriptor| rcl_msg::ParameterDescriptor {
-                name: d.name,
-                type_: d.type_id,
-                description: d.description,
-                read_only: d.read_only,
-                ..Default::default()
-            };
-        let descriptors = g
-            .state
-            .params
-            .read(|s| req.names.iter().map(|n| describe(s.describe(n))).collect());
-        DescribeParameters::Response { descriptors }
-    })?;
-    let g = glue.clone();
-    serve::<ListParameters::Service>(node, glue, "list_parameters", move |req| {
-        let (names, prefixes) = g.state.params.read(|s| s.list(&req.prefixes, req.depth));
-        ListParameters::Response {
-            result: rcl_msg::ListParametersResult { names, prefixes },
-        }
-    })?;
-    Ok(changed)
-}
-
-/// The service `<node name>/<service>`, answered by `handle` on a tokio task.
-fn serve<T>(
-    node: &mut r2r::Node,
-    glue: &Arc<Glue>,
-    service: &str,
-    handle: impl Fn(T::Request) -> T::Response + Send + 'static,
-) -> anyhow::Result<()>
-where
-    T: r2r::WrappedServiceTypeSupport + 'static,
-{
-    let full = format!("{}/{service}", node.name()?);
-    let mut requests = node
-        .create_service::<T>(&full, QosProfile::default())
-        .with_context(|| format!("cannot create the {full} service"))?;
-    let logger = glue.logger.clone();
-    glue.runtime.spawn(async move {
-        while let Some(request) = requests.next().await {
-            let response = handle(request.message.clone());
-            match request.respond(response) {
-                Ok(()) => {}
-                // The client has not discovered the reply's writer yet (a DDS race of new
-                // clients); rclcpp warns about this case too.
-                Err(r2r::Error::RCL_RET_TIMEOUT) => ros_log(
-                    &logger,
-                    r2r::LogSeverity::Warn,
-                    &format!("answering {full}: the client did not take the reply in time"),
-                ),
-                Err(e) => ros_log(
-                    &logger,
-                    r2r::LogSeverity::Error,
-                    &format!("answering {full}: {e}"),
-                ),
-            }
-        }
-    });
-    Ok(())
 }
 
 /// Logs through rcl. r2r turns the message into a C string and panics on a NUL byte, so
