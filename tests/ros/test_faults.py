@@ -39,11 +39,19 @@ def test_bad_frames_are_counted_skips_and_the_next_good_frame_is_processed(start
     send_until_output(node, camera, lambda s: rgb8_msg(good, s), outputs, ALEATORIC_TOPICS, first_stamp=1)
     rss_before = node.process.peak_rss_kib()
     bad = [
-        ("step too small", image_msg(bytes(60 * 200), "rgb8", 60, 80, 200, 0), "step"),
-        ("data shorter than height x step", image_msg(bytes(60 * 240 - 1), "rgb8", 60, 80, 240, 0), "rgb8"),
+        ("step too small", image_msg(bytes(60 * 200), "rgb8", 60, 80, 200, 0), "step 200 is shorter than a row"),
+        (
+            "data shorter than height x step",
+            image_msg(bytes(60 * 240 - 1), "rgb8", 60, 80, 240, 0),
+            "14399 data bytes, 80x60 with step 240 needs 14400",
+        ),
         ("unknown encoding", image_msg(bytes(60 * 80 * 2), "nv12", 60, 80, 80, 0), "unsupported encoding `nv12`"),
-        ("0x0 image", image_msg(b"", "rgb8", 0, 0, 0, 0), "rgb8"),
-        ("20000x20000 header, 10 bytes", image_msg(bytes(10), "rgb8", 20000, 20000, 60000, 0), "rgb8"),
+        ("0x0 image", image_msg(b"", "rgb8", 0, 0, 0, 0), "empty size 0x0"),
+        (
+            "20000x20000 header, 10 bytes",
+            image_msg(bytes(10), "rgb8", 20000, 20000, 60000, 0),
+            "10 data bytes, 20000x20000 with step 60000 needs",
+        ),
     ]
     for i, (what, msg, reason) in enumerate(bad):
         stamp = 5000 + 10 * i
