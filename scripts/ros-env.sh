@@ -26,7 +26,8 @@ _bp_ros_env() {
     local venv="$cache/ros"
     if [[ -n "${ROS_DISTRO:-}" && -n "${AMENT_PREFIX_PATH:-}" && "${AMENT_PREFIX_PATH}" != "$venv" ]]; then
         echo "ros-env: using the sourced ROS 2 ${ROS_DISTRO} (AMENT_PREFIX_PATH=${AMENT_PREFIX_PATH})" >&2
-        # The Python with that ROS's rclpy: the first python3 on PATH, else the system's.
+        # The Python with that ROS's rclpy (for the end-to-end tests): the first python3 on
+        # PATH, else the system's.
         local candidate
         for candidate in "$(command -v python3)" /usr/bin/python3; do
             if [[ -x "$candidate" ]] && "$candidate" -c "import rclpy" 2>/dev/null; then
@@ -34,8 +35,9 @@ _bp_ros_env() {
                 return 0
             fi
         done
-        echo "ros-env: no python3 here imports rclpy from the sourced ROS 2" >&2
-        return 1
+        export BAYES_ROS_PYTHON=/usr/bin/python3
+        echo "ros-env: warning: no python3 here imports rclpy; the end-to-end tests will not run" >&2
+        return 0
     fi
     if [[ ! -f "$venv/.ros_complete" ]]; then
         echo "ros-env: no ROS 2: source your ROS 2 setup.bash, or run \`make ros-setup\` to install the Jazzy wheels into $venv" >&2

@@ -283,6 +283,9 @@ async fn run() -> anyhow::Result<()> {
                 "a frame is still being processed after {SHUTDOWN_GRACE:?}; exiting without it"
             ),
         );
+        if let Err(e) = &outcome {
+            ros_log(&logger, r2r::LogSeverity::Fatal, &format!("{e:#}"));
+        }
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
     }
     if inference.join().is_err() {
