@@ -7,9 +7,11 @@
 //! native input size (`input.height` x `input.width` of model.yaml) unless it already has
 //! it, then padded at the bottom and right (edge pixels repeated) to multiples of 32 (one
 //! per pooling: 2^5 for the presets). The padding is cropped off the head outputs before
-//! any reduction, and every output is resized back to the image's size: class labels
-//! nearest-neighbour, float images bilinear. The outputs cover exactly the input's field
-//! of view.
+//! any reduction, and every output is resized back to the image's size, bilinear with
+//! half-pixel centres (the images stay aligned at any scale). Labels and confidence are
+//! taken after resizing: the class probabilities p̄ are resized and the label is their
+//! argmax, the confidence p̄ of that label, pixel by pixel at the output size. The outputs
+//! cover exactly the input's field of view.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -50,6 +52,9 @@ pub struct EngineConfig {
     pub cpu_threads: usize,
     /// Measure the network's share of the time (synchronises CUDA after each forward).
     pub profile: bool,
+    /// Return every class's p̄ at the input size too (evaluation: the likelihood of the
+    /// true class); costs a class-count of images per frame.
+    pub keep_probabilities: bool,
 }
 
 impl EngineConfig {
@@ -68,6 +73,7 @@ impl EngineConfig {
             seed: params.seed(),
             cpu_threads: params.cpu_threads as usize,
             profile: false,
+            keep_probabilities: false,
         })
     }
 }
@@ -107,12 +113,15 @@ impl LabelImage {
 pub struct SemanticPrediction {
     /// argmax of the mean class probability p̄.
     pub labels: LabelImage,
-    /// p̄ of the chosen label, in [0, 1].
+    /// p̄ of the chosen label, in [0, 1] (p̄ resized to the input's size first).
     pub confidence: FloatImage,
     /// Expected entropy (1/T) Σ_t H[p_t], nats.
     pub aleatoric_entropy: FloatImage,
     /// Mutual information H[p̄] − (1/T) Σ_t H[p_t], nats; mc mode only.
     pub epistemic_mutual_information: Option<FloatImage>,
+    /// p̄ of every class at the input size, class-major `[C, H, W]`; only with
+    /// [`EngineConfig::keep_probabilities`].
+    pub probabilities: Option<Vec<f32>>,
 }
 
 /// Depth outputs at the input's resolution.
@@ -266,7 +275,7 @@ impl Engine {
             tch::manual_seed(seed as i64);
         }
         let spec = &self.model.spec;
-        let input = self.prepare(image);
+        let input = self.network_input(image);
 
         // A model whose variance head was not trained (homoscedastic) gets no logit noise.
         let semantic_noise = match &spec.tasks.semantic {
@@ -346,8 +355,9 @@ impl Engine {
         })
     }
 
-    /// RGB u8 `[H, W, 3]` -> normalised float `[1, 3, h, w]` at native size, on the device.
-    fn prepare(&self, image: &RgbImage) -> Tensor {
+    /// What the network sees of an image: RGB u8 `[H, W, 3]` -> normalised float
+    /// `[1, 3, h', w']` at native size, padded to the pooling multiple, on the device.
+    pub fn network_input(&self, image: &RgbImage) -> Tensor {
         let (width, height) = image.dimensions();
         let input = &self.model.spec.input;
         let rgb = Tensor::from_slice(image.as_raw())
@@ -379,11 +389,24 @@ impl Engine {
         height: u32,
     ) -> SemanticPrediction {
         let out = moments.finish();
-        let (confidence, labels) = out.mean_probs.max_dim(0, false);
-        let mut maps = vec![confidence, out.aleatoric];
+        let (labels, confidence) = resized_argmax(&out.mean_probs, width, height);
+        let probabilities = self.config.keep_probabilities.then(|| {
+            let size = out.mean_probs.size();
+            let resized = if (size[1], size[2]) == (height as i64, width as i64) {
+                out.mean_probs.shallow_clone()
+            } else {
+                out.mean_probs
+                    .unsqueeze(0)
+                    .upsample_bilinear2d([height as i64, width as i64], false, None, None)
+                    .squeeze_dim(0)
+            };
+            tensor_to_vec::<f32>(&resized.to_kind(Kind::Float).to_device(Device::Cpu))
+        });
+        let mut maps = vec![out.aleatoric];
         maps.extend(out.epistemic);
         let mut floats = resize_floats(&maps, width, height).into_iter();
-        let labels = resize_labels(&labels, width, height);
+        let labels = labels.to_device(Device::Cpu);
+        let confidence = confidence.to_device(Device::Cpu);
         let labels = if self.model.spec.num_classes() <= 256 {
             LabelImage::U8(
                 ImageBuffer::from_raw(
@@ -402,9 +425,11 @@ impl Engine {
         };
         SemanticPrediction {
             labels,
-            confidence: floats.next().expect("confidence"),
+            confidence: FloatImage::from_raw(width, height, tensor_to_vec(&confidence))
+                .expect("sized"),
             aleatoric_entropy: floats.next().expect("aleatoric"),
             epistemic_mutual_information: floats.next(),
+            probabilities,
         }
     }
 
@@ -497,19 +522,47 @@ fn resize_floats(maps: &[Tensor], width: u32, height: u32) -> Vec<FloatImage> {
         .collect()
 }
 
-/// Resizes an `[h, w]` label map nearest-neighbour to the input size, on the host.
-fn resize_labels(labels: &Tensor, width: u32, height: u32) -> Tensor {
-    let size = labels.size();
-    let labels = if (size[0], size[1]) == (height as i64, width as i64) {
-        labels.shallow_clone()
-    } else {
-        labels
-            .view([1, 1, size[0], size[1]])
+/// Classes resized at a time in [`resized_argmax`], which bounds its memory to this many
+/// output-sized planes whatever the class count.
+const ARGMAX_CLASS_CHUNK: i64 = 16;
+
+/// Labels and confidence at the output size from class probabilities `[C, h, w]`: p̄ is
+/// resized bilinearly (half-pixel centres, like every float image), and per output pixel
+/// the label is its argmax (the lowest id on ties) and the confidence its value there.
+/// Returns `[H, W]` int64 labels and `[H, W]` float confidence on p̄'s device.
+pub fn resized_argmax(mean_probs: &Tensor, width: u32, height: u32) -> (Tensor, Tensor) {
+    let size = mean_probs.size();
+    let (h, w) = (height as i64, width as i64);
+    if (size[1], size[2]) == (h, w) {
+        let (confidence, labels) = mean_probs.max_dim(0, false);
+        return (labels, confidence);
+    }
+    let mut best: Option<(Tensor, Tensor)> = None;
+    let mut start = 0;
+    while start < size[0] {
+        let n = ARGMAX_CLASS_CHUNK.min(size[0] - start);
+        let resized = mean_probs
+            .narrow(0, start, n)
+            .unsqueeze(0)
             .to_kind(Kind::Float)
-            .upsample_nearest2d([height as i64, width as i64], None, None)
-            .view([height as i64, width as i64])
-    };
-    labels.to_device(Device::Cpu)
+            .upsample_bilinear2d([h, w], false, None, None)
+            .squeeze_dim(0);
+        let (confidence, labels) = resized.max_dim(0, false);
+        let labels = labels + start;
+        best = Some(match best {
+            None => (labels, confidence),
+            Some((best_labels, best_confidence)) => {
+                // Strictly greater: on ties the earlier (lower) class id stays.
+                let better = confidence.gt_tensor(&best_confidence);
+                (
+                    labels.where_self(&better, &best_labels),
+                    confidence.where_self(&better, &best_confidence),
+                )
+            }
+        });
+        start += n;
+    }
+    best.expect("at least one class")
 }
 
 fn tensor_to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {

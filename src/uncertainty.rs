@@ -116,7 +116,9 @@ pub fn depth_aleatoric_variance(s: &Tensor, likelihood: Likelihood) -> Tensor {
     let s = s.clamp(LOG_VARIANCE_CLAMP.0, LOG_VARIANCE_CLAMP.1);
     match likelihood {
         Likelihood::Gaussian => s.exp(),
-        Likelihood::Laplace => (s * 2.0).exp() * 2.0,
+        // s = log σ̂ with σ̂ the Laplace distribution's standard deviation (scale σ̂/√2):
+        // the loss √2 exp(−s)|y − ŷ| + s is minimised at exactly that σ̂.
+        Likelihood::Laplace => (s * 2.0).exp(),
     }
 }
 
@@ -370,9 +372,9 @@ mod tests {
         let s = Tensor::from_slice(&[0.0f32, 2.0f32.ln()]);
         let gauss = depth_aleatoric_variance(&s, Likelihood::Gaussian);
         assert!(close(&gauss, &Tensor::from_slice(&[1.0f32, 2.0]), 1e-6));
-        // Laplace: s = log b, variance 2 b².
+        // Laplace: s = log σ̂ (the std), variance σ̂².
         let laplace = depth_aleatoric_variance(&s, Likelihood::Laplace);
-        assert!(close(&laplace, &Tensor::from_slice(&[2.0f32, 8.0]), 1e-5));
+        assert!(close(&laplace, &Tensor::from_slice(&[1.0f32, 4.0]), 1e-5));
         // Huge s is clamped: finite.
         let big = depth_aleatoric_variance(&Tensor::from_slice(&[1e6f32]), Likelihood::Laplace);
         assert!(big.isfinite().all().int64_value(&[]) == 1);

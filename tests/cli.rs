@@ -351,19 +351,104 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
         .arg(&json));
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("mean IoU") && text.contains("precision by sem. epistemic"),
+        text.contains("mean IoU")
+            && text.contains("calibration MSE")
+            && text.contains("epistemic  error AUROC"),
         "{text}"
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["images"], 2);
-    assert_eq!(
-        report["precision_by_aleatoric"].as_array().unwrap().len(),
-        10
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    let semantic = &report["semantic"];
+    let kinds = |task: &serde_json::Value| -> Vec<String> {
+        task["uncertainties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["uncertainty"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kinds(semantic), ["aleatoric", "epistemic", "total"]);
+    assert_eq!(kinds(&report["depth"]), ["aleatoric", "epistemic", "total"]);
+    // Keeping 100 % of the pixels: precision is the pixel accuracy, RMS the depth RMS.
+    for u in semantic["uncertainties"].as_array().unwrap() {
+        let kept = u["kept"].as_array().unwrap();
+        assert_eq!(kept.len(), 10);
+        let all = kept[9].as_f64().unwrap();
+        assert!(
+            close(all, semantic["pixel_accuracy"].as_f64().unwrap()),
+            "{u}"
+        );
+        for key in ["error_auroc", "ood_auroc"] {
+            let v = u[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key} missing: {u}"));
+            assert!((0.0..=1.0).contains(&v), "{key} {v}");
+        }
+    }
+    for u in report["depth"]["uncertainties"].as_array().unwrap() {
+        let all = u["kept"][9].as_f64().unwrap();
+        let rms = report["depth"]["rms"].as_f64().unwrap();
+        assert!((all - rms).abs() < 1e-6 * rms, "{all} vs {rms}");
+    }
+    // The reliability bins hold every labelled pixel once, and accuracy over them is the
+    // pixel accuracy.
+    let bins = semantic["reliability"].as_array().unwrap();
+    let pixels: f64 = bins.iter().map(|b| b["pixels"].as_f64().unwrap()).sum();
+    let correct: f64 = bins
+        .iter()
+        .map(|b| b["pixels"].as_f64().unwrap() * b["accuracy"].as_f64().unwrap())
+        .sum();
+    assert!(close(
+        correct / pixels,
+        semantic["pixel_accuracy"].as_f64().unwrap()
+    ));
+    // The OOD ratio of semantic epistemic uncertainty, recomputed from what `infer`
+    // writes for the same model, frames, mode and seed.
+    let (out, text) = run(bin()
+        .args(["infer", "--model"])
+        .arg(f.path("model11"))
+        .arg("--out")
+        .arg(f.path("out"))
+        .args([
+            "--mode",
+            "mc",
+            "--samples",
+            "3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ])
+        .arg(f.path("data/ood")));
+    assert!(out.status.success(), "{text}");
+    let (mut inside, mut outside) = ((0.0, 0u64), (0.0, 0u64));
+    for name in ["00000", "00001"] {
+        let mi =
+            read_float_tiff(&f.path("out").join(name).join("semantic_epistemic.tiff")).unwrap();
+        let mask = image::open(f.path("data/oodood").join(format!("{name}.png")))
+            .unwrap()
+            .to_luma8();
+        for (v, m) in mi.iter().zip(mask.pixels()) {
+            let slot = if m.0[0] > 127 {
+                &mut inside
+            } else {
+                &mut outside
+            };
+            slot.0 += *v as f64;
+            slot.1 += 1;
+        }
+    }
+    assert!(inside.1 > 0, "the OOD frames have OOD pixels");
+    let expected = (inside.0 / inside.1 as f64) / (outside.0 / outside.1 as f64);
+    let epistemic = &semantic["uncertainties"][1];
+    let got = epistemic["ood_ratio"].as_f64().unwrap();
+    assert!(
+        (got - expected).abs() < 1e-4 * expected,
+        "eval {got}, from infer {expected}"
     );
-    assert!(report["semantic_epistemic_ood_ratio"].as_f64().unwrap() > 0.0);
-    assert!(report["depth_rel"].as_f64().unwrap() > 0.0);
-    let [noisy, clean] = [0, 1].map(|i| report["noise_patch_accuracy"][i].as_f64());
+    let [noisy, clean] = [0, 1].map(|i| semantic["noise_patch_accuracy"][i].as_f64());
     assert!(noisy.is_some() && clean.is_some(), "{report}");
     // A mask of another size than its image is named, not zipped against wrong pixels.
     let mask = f.path("data/oodnoise/00000.png");

@@ -202,20 +202,85 @@ fn dropout_is_inactive_in_eval_passes_and_active_in_mc_passes() {
     );
 }
 
+/// Per-sample depth means `[T, H, W]` of T MC passes run in chunks of `batch` exactly as
+/// the engine runs them, drawn after seeding with `seed`.
+fn mc_depth_samples(
+    e: &Engine,
+    image: &image::RgbImage,
+    samples: usize,
+    batch: usize,
+    seed: u64,
+) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(seed as i64);
+    let x = e.network_input(image);
+    let size = x.size();
+    let mut chunks = Vec::new();
+    let mut done = 0;
+    while done < samples {
+        let b = batch.min(samples - done);
+        let out = e.model().net.forward(
+            &x.expand([b as i64, size[1], size[2], size[3]], false),
+            Pass::McSample,
+        );
+        chunks.push(out.depth.unwrap().0.squeeze_dim(1));
+        done += b;
+    }
+    Tensor::cat(&chunks, 0) * e.model().spec.tasks.depth.as_ref().unwrap().unit_m
+}
+
+/// Largest difference where the image is a number (depth marks non-positive as NaN; a
+/// random model predicts few positive depths, so the epistemic std is the full check).
+fn max_abs_diff(image: &bayes_perception::colormap::FloatImage, t: &Tensor) -> f64 {
+    let got = Tensor::from_slice(image.as_raw()).view(t.size().as_slice());
+    let finite = got.isfinite();
+    if finite.sum(Kind::Int64).int64_value(&[]) == 0 {
+        return 0.0;
+    }
+    (got - t)
+        .abs()
+        .masked_select(&finite)
+        .max()
+        .double_value(&[])
+}
+
 #[test]
 fn chunked_mc_runs_every_sample_for_any_batch_size() {
     let _lock = common::rng_lock();
+    // Native size, so no resize: the engine's depth and depth epistemic std must be the
+    // mean and population std of exactly the T sampled means, whatever the chunking.
     let image = common::pattern(32, 32);
+    let samples = 7;
     for batch in [1, 2, 4, 7, 100] {
+        // No logit noise: its draws would come between the chunks' dropout draws.
         let cfg = EngineConfig {
             mc_batch_size: Some(batch),
-            ..config(Mode::Mc, 7, Some(5))
+            noise_samples: 0,
+            ..config(Mode::Mc, samples, Some(5))
         };
         let e = engine(3, true, cfg);
-        assert_eq!(e.mc_batch_size(), batch.min(7));
+        assert_eq!(e.mc_batch_size(), batch.min(samples));
         let p = e.predict(&image).unwrap();
-        assert_eq!(p.samples, 7);
-        assert!(p.semantic.unwrap().epistemic_mutual_information.is_some());
+        assert_eq!(p.samples, samples);
+        let d = p.depth.unwrap();
+        let reference = mc_depth_samples(&e, &image, samples, batch.min(samples), 5);
+        assert_eq!(reference.size()[0], samples as i64);
+        let mean = reference.mean_dim(0, false, Kind::Float);
+        let std = reference.var_dim(0, false, false).sqrt();
+        assert!(
+            max_abs_diff(&d.depth_m, &mean) < 1e-5,
+            "batch {batch}: depth"
+        );
+        assert!(
+            max_abs_diff(d.epistemic_std_m.as_ref().unwrap(), &std) < 1e-4,
+            "batch {batch}: epistemic std"
+        );
+        // Leaving out or repeating a sample changes the std: the check can fail.
+        let fewer = reference
+            .narrow(0, 0, samples as i64 - 1)
+            .var_dim(0, false, false)
+            .sqrt();
+        assert!(max_abs_diff(d.epistemic_std_m.as_ref().unwrap(), &fewer) > 1e-3);
     }
     // The CPU default is one pass at a time.
     let e = engine(3, false, config(Mode::Mc, 7, None));
@@ -226,14 +291,87 @@ fn chunked_mc_runs_every_sample_for_any_batch_size() {
 }
 
 #[test]
+fn mc_samples_in_one_chunk_draw_independent_dropout_masks() {
+    let _lock = common::rng_lock();
+    // The CUDA default chunk: 16 passes of one image in one batched forward.
+    let e = engine(3, true, config(Mode::Mc, 16, Some(6)));
+    let image = common::pattern(32, 32);
+    let chunk = mc_depth_samples(
+        &e,
+        &image,
+        16,
+        bayes_perception::engine::DEFAULT_CUDA_BATCH,
+        6,
+    );
+    let singles = mc_depth_samples(&e, &image, 16, 1, 7);
+    // Every sample of the chunk differs from every other one...
+    for i in 0..16 {
+        for j in (i + 1)..16 {
+            assert!(
+                !chunk.get(i).equal(&chunk.get(j)),
+                "samples {i} and {j} of one chunk are identical: shared dropout mask"
+            );
+        }
+    }
+    // ...and they spread as much as 16 separate passes do: the per-pixel variance over
+    // the chunk, averaged over pixels, is within a factor 1.5 of that of single passes
+    // (independent masks; correlated masks within a chunk would shrink it).
+    let spread = |t: &Tensor| {
+        t.var_dim(0, false, false)
+            .mean(Kind::Double)
+            .double_value(&[])
+    };
+    let ratio = spread(&chunk) / spread(&singles);
+    assert!(
+        (1.0 / 1.5..1.5).contains(&ratio),
+        "variance ratio chunk/singles {ratio}"
+    );
+}
+
+#[test]
 fn same_image_size_as_native_needs_no_resize_and_labels_follow_probabilities() {
     let _lock = common::rng_lock();
-    let e = engine(4, false, config(Mode::Aleatoric, 50, Some(9)));
-    let p = e.predict(&common::pattern(32, 32)).unwrap();
+    // Without logit noise p̄ is the softmax of one eval pass, which the test recomputes.
+    let cfg = EngineConfig {
+        noise_samples: 0,
+        ..config(Mode::Aleatoric, 50, Some(9))
+    };
+    let e = engine(4, false, cfg);
+    let image = common::pattern(32, 32);
+    let p = e.predict(&image).unwrap();
     assert!(p.depth.is_none());
     let s = p.semantic.unwrap();
-    // Confidence is the probability of the argmax, so with 4 classes at least 1/4.
-    assert!(s.confidence.iter().all(|&c| c >= 0.25 - 1e-6));
+    let _guard = tch::no_grad_guard();
+    let logits = e
+        .model()
+        .net
+        .forward(&e.network_input(&image), Pass::Eval)
+        .semantic
+        .unwrap()
+        .0;
+    let probs = logits.softmax(1, Kind::Float).squeeze_dim(0);
+    let (confidence, labels) = probs.max_dim(0, false);
+    let mut seen = std::collections::HashSet::new();
+    for y in 0..32 {
+        for x in 0..32 {
+            let expected = labels.int64_value(&[y, x]) as usize;
+            assert_eq!(
+                s.labels.get(x as u32, y as u32),
+                expected,
+                "label at ({x}, {y})"
+            );
+            let c = s.confidence.get_pixel(x as u32, y as u32).0[0] as f64;
+            assert!(
+                (c - confidence.double_value(&[y, x])).abs() < 1e-6,
+                "confidence at ({x}, {y})"
+            );
+            seen.insert(expected);
+        }
+    }
+    assert!(
+        seen.len() > 1,
+        "one class everywhere: the comparison would be weak"
+    );
 }
 
 #[test]
@@ -248,32 +386,96 @@ fn more_than_256_classes_give_16_bit_labels() {
 }
 
 #[test]
-fn nearest_neighbour_labels_keep_class_ids_when_upscaling() {
+fn upscaled_labels_are_the_argmax_of_the_resized_probabilities() {
     let _lock = common::rng_lock();
-    // Upscaling 32x32 outputs to 96x64: every output label must be one of the labels the
-    // network produced at native size (no blending of ids).
-    let e = engine(6, false, config(Mode::Aleatoric, 50, Some(8)));
-    let native = e
-        .predict(&common::pattern(32, 32))
-        .unwrap()
+    let cfg = EngineConfig {
+        noise_samples: 0,
+        ..config(Mode::Aleatoric, 50, Some(8))
+    };
+    let e = engine(6, false, cfg);
+    let small = common::pattern(32, 32);
+    let big = image::imageops::resize(&small, 96, 64, image::imageops::FilterType::Nearest);
+    let p = e.predict(&big).unwrap().semantic.unwrap();
+    assert_eq!(p.labels.dimensions(), (96, 64));
+    // The network sees the image at native size (32x32); its p̄ resized to 96x64.
+    let _guard = tch::no_grad_guard();
+    let probs = e
+        .model()
+        .net
+        .forward(&e.network_input(&big), Pass::Eval)
         .semantic
         .unwrap()
-        .labels;
-    let native_ids: std::collections::HashSet<usize> = (0..32)
-        .flat_map(|y| (0..32).map(move |x| (x, y)))
-        .map(|(x, y)| native.get(x, y))
-        .collect();
-    let big = e
-        .predict(&image::imageops::resize(
-            &common::pattern(32, 32),
-            96,
-            64,
-            image::imageops::FilterType::Nearest,
-        ))
-        .unwrap();
-    let labels = big.semantic.unwrap().labels;
-    assert_eq!(labels.dimensions(), (96, 64));
-    assert!((0..64).all(|y| (0..96).all(|x| native_ids.contains(&labels.get(x, y)))));
+        .0
+        .softmax(1, Kind::Float)
+        .squeeze_dim(0);
+    let (labels, confidence) = bayes_perception::engine::resized_argmax(&probs, 96, 64);
+    for y in 0..64 {
+        for x in 0..96 {
+            assert_eq!(
+                p.labels.get(x as u32, y as u32),
+                labels.int64_value(&[y, x]) as usize
+            );
+            let c = p.confidence.get_pixel(x as u32, y as u32).0[0] as f64;
+            assert!((c - confidence.double_value(&[y, x])).abs() < 1e-6);
+        }
+    }
+}
+
+/// A sharp vertical edge in p̄ (class 0 left of column 20, class 2 from it, 36x48 at
+/// network resolution) resized by the non-integer factor 4/3 to 64x48.
+#[test]
+fn label_edge_and_confidence_dip_land_on_the_same_column_at_a_non_integer_scale() {
+    let (c, h, w) = (3, 36, 48);
+    let mut values = vec![0.1f32; c * h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let class = if x < 20 { 0 } else { 2 };
+            values[(class * h + y) * w + x] = 0.8;
+        }
+    }
+    let probs = Tensor::from_slice(&values).view([c as i64, h as i64, w as i64]);
+    let (labels, confidence) = bayes_perception::engine::resized_argmax(&probs, 64, 48);
+    for y in 0..48 {
+        let row_labels: Vec<i64> = (0..64).map(|x| labels.int64_value(&[y, x])).collect();
+        let row_conf: Vec<f64> = (0..64).map(|x| confidence.double_value(&[y, x])).collect();
+        let edge = row_labels
+            .iter()
+            .position(|&l| l == 2)
+            .expect("class 2 present");
+        assert!(
+            row_labels[..edge].iter().all(|&l| l == 0)
+                && row_labels[edge..].iter().all(|&l| l == 2)
+        );
+        // The source edge (between columns 19 and 20, at 20.0 in pixel-edge coordinates)
+        // maps to 20 * 4/3 = 26.67 at the output: class 2 starts at column 27.
+        assert_eq!(edge, 27, "row {y}");
+        // The confidence dips at the columns next to the edge and nowhere else.
+        let (dip, lowest) = row_conf
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(x, &v)| (x, v))
+            .unwrap();
+        assert!(
+            dip == edge - 1 || dip == edge,
+            "row {y}: dip at {dip}, edge at {edge}"
+        );
+        assert!(lowest < 0.7, "row {y}: no dip ({lowest})");
+        for (x, &v) in row_conf.iter().enumerate() {
+            if x + 1 < edge - 1 || x > edge + 1 {
+                assert!((v - 0.8).abs() < 1e-6, "row {y}, column {x}: {v}");
+            }
+        }
+        // p̄ of the chosen label, from the resized p̄.
+        let resized = probs
+            .unsqueeze(0)
+            .upsample_bilinear2d([48, 64], false, None, None)
+            .squeeze_dim(0);
+        for x in 0..64 {
+            let p = resized.double_value(&[row_labels[x], y, x as i64]);
+            assert!((p - row_conf[x]).abs() < 1e-6);
+        }
+    }
 }
 
 #[test]
@@ -404,6 +606,7 @@ fn depth_unit_scales_outputs_and_untrained_variance_heads_are_not_reported() {
 /// channels: 0.59 and 0.17).
 #[test]
 fn demo_model_segments_and_measures_unseen_synthetic_scenes() {
+    let _lock = common::rng_lock();
     use bayes_perception::synth::{render, SceneConfig};
     use bayes_perception::train::metrics::{Confusion, DepthErrors};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo");

@@ -79,6 +79,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         seed: None,
         cpu_threads: args.threads,
         profile: true,
+        keep_probabilities: false,
     };
     let mut engine = Engine::new(model, config.clone())?;
     let frames = synthetic_frames(args.frames.min(8), args.height, args.width);

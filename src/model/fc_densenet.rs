@@ -170,7 +170,7 @@ pub struct Heads {
 pub struct HeadOutputs {
     /// Logits `[B, C, H, W]` and their log variances s = log σ² `[B, C, H, W]`.
     pub semantic: Option<(Tensor, Tensor)>,
-    /// Depth mean `[B, 1, H, W]` (metres) and s `[B, 1, H, W]` (log σ² or log b).
+    /// Depth mean `[B, 1, H, W]` (metres) and s `[B, 1, H, W]` (log σ² or log σ̂).
     pub depth: Option<(Tensor, Tensor)>,
 }
 

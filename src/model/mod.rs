@@ -189,7 +189,8 @@ fn is_one(v: &f64) -> bool {
 pub enum Likelihood {
     /// s = log σ²; aleatoric variance σ² = exp(s).
     Gaussian,
-    /// s = log b; aleatoric variance 2b² = 2 exp(2s).
+    /// s = log σ̂, σ̂ the standard deviation (Laplace scale σ̂/√2); aleatoric variance
+    /// σ̂² = exp(2s).
     Laplace,
 }
 

@@ -249,6 +249,7 @@ mod tests {
                 confidence: f(0.75),
                 aleatoric_entropy: f(0.5),
                 epistemic_mutual_information: mc.then(|| f(0.1)),
+                probabilities: None,
             }),
             depth: Some(DepthPrediction {
                 depth_m: depth,

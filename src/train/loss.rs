@@ -2,7 +2,8 @@
 //! and the homoscedastic baselines they are compared with. Pure tensor functions.
 //!
 //! - Depth, Gaussian (s = log σ²):  mean over valid pixels of ½ exp(−s) (y − ŷ)² + ½ s.
-//! - Depth, Laplace (s = log b):    mean over valid pixels of √2 exp(−s) |y − ŷ| + s.
+//! - Depth, Laplace (s = log σ̂, σ̂ the std, scale σ̂/√2): mean over valid pixels of
+//!   √2 exp(−s) |y − ŷ| + s.
 //! - Semantic, logit noise:         −log (1/T) Σ_t softmax_c(f + σ ⊙ ε_t), σ = exp(s/2),
 //!   computed with log-sum-exp, void pixels ignored, optional per-class weights.
 //!
@@ -262,6 +263,55 @@ mod tests {
         let target = Tensor::rand([1, 4, 4], (Kind::Float, Device::Cpu)) + 1.0;
         depth_loss(&mean, &ds, &target, Likelihood::Gaussian).backward();
         assert!(value(&ds.grad().abs().sum(Kind::Float)) > 0.0);
+    }
+
+    /// Fits the log-variance head's s for one pixel by gradient descent on `depth_loss`
+    /// over `noise` (targets around a fixed prediction of 0) and returns the std the engine
+    /// reports for that s.
+    fn fitted_std(noise: &Tensor, likelihood: Likelihood) -> f64 {
+        let n = noise.size()[0];
+        let mean = Tensor::zeros([1, 1, 1, n], (Kind::Float, Device::Cpu));
+        // Targets must be positive to count as valid depth: shift both by 100 m.
+        let target = (noise + 100.0).view([1, 1, n]);
+        let mean = mean + 100.0;
+        let mut s = Tensor::zeros([1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        for _ in 0..300 {
+            let per_pixel_s = s.view([1, 1, 1, 1]).expand([1, 1, 1, n], false);
+            let loss = depth_loss(&mean, &per_pixel_s, &target, likelihood);
+            let grad = Tensor::run_backward(&[loss], &[&s], false, false).remove(0);
+            tch::no_grad(|| {
+                let _ = s.f_sub_(&(grad * 0.5)).expect("in-place step");
+            });
+        }
+        let s = s.detach();
+        crate::uncertainty::depth_aleatoric_variance(&s, likelihood)
+            .sqrt()
+            .double_value(&[0])
+    }
+
+    #[test]
+    fn the_reported_depth_std_is_the_std_the_loss_was_trained_on() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(21);
+        let n = 200_000;
+        // Laplace noise of scale b = 0.7 (std b√2 ≈ 0.99) as the difference of two
+        // exponentials; Gaussian noise of std 1.3.
+        let b = 0.7;
+        let exp = |t: Tensor| -(Tensor::ones_like(&t) - t).log();
+        let uniform = || Tensor::rand([n], (Kind::Float, Device::Cpu));
+        let laplace = (exp(uniform()) - exp(uniform())) * b;
+        let std = fitted_std(&laplace, Likelihood::Laplace);
+        let truth = b * std::f64::consts::SQRT_2;
+        assert!(
+            (std / truth - 1.0).abs() < 0.05,
+            "Laplace: reported std {std}, true std {truth}"
+        );
+        let gauss = Tensor::randn([n], (Kind::Float, Device::Cpu)) * 1.3;
+        let std = fitted_std(&gauss, Likelihood::Gaussian);
+        assert!(
+            (std / 1.3 - 1.0).abs() < 0.05,
+            "Gaussian: reported std {std}, true std 1.3"
+        );
     }
 
     #[test]

@@ -69,9 +69,15 @@ pub fn has_depth(truth: f32) -> bool {
     truth.is_finite() && truth > 0.0
 }
 
+/// A predicted depth as scored: floored at 1 mm, so that no depth (NaN, ≤ 0) counts as
+/// 1 mm rather than being left out of the errors.
+pub fn scored_depth(predicted: f64) -> f64 {
+    predicted.max(1e-3)
+}
+
 /// |y − ŷ| / y, with the prediction floored at 1 mm.
 pub fn abs_rel(truth: f64, predicted: f64) -> f64 {
-    (truth - predicted.max(1e-3)).abs() / truth
+    (truth - scored_depth(predicted)).abs() / truth
 }
 
 /// Running depth error sums over valid pixels (finite, positive ground truth).
@@ -90,7 +96,7 @@ impl DepthErrors {
             if !has_depth(y) {
                 continue;
             }
-            let (y, p) = (y as f64, (p as f64).max(1e-3));
+            let (y, p) = (y as f64, scored_depth(p as f64));
             self.count += 1;
             self.abs_rel += abs_rel(y, p);
             self.squared += (y - p).powi(2);

@@ -1,0 +1,530 @@
+//! Evaluation of accuracy and uncertainty quality on a labelled split, with the engine
+//! exactly as deployed (its mode, samples and resize policy). For semantic segmentation
+//! and depth, and for each uncertainty (aleatoric, epistemic in mc mode, and total:
+//! predictive entropy H[p̄] = aleatoric + epistemic, depth std √(aleatoric² + epistemic²)):
+//!
+//! - accuracy: mean IoU and pixel accuracy; depth rel, rms, log10, δ1..3;
+//! - calibration: the semantic reliability diagram (confidence = p̄ of the label, 10 bins),
+//!   ECE and the paper's calibration MSE, the NLL of the true class; for depth, coverage of
+//!   the ±1σ and ±2σ intervals and of central intervals at 10..90 % against what the
+//!   likelihood expects, and the NLL, with σ the total std;
+//! - error detection: AUROC and average precision of each uncertainty for wrong pixels
+//!   (misclassified; depth off by a factor 1.25 or more, the complement of δ1);
+//! - precision (semantic) and RMS (depth) when keeping only the X % least uncertain pixels
+//!   (the paper's curves): a useful uncertainty makes precision fall and RMS rise as
+//!   uncertain pixels are added back;
+//! - with noise masks (SPLITnoise/, from `synth`): each uncertainty on the noise patches
+//!   over its value on clean pixels of the same frames;
+//! - with OOD masks (SPLITood/): AUROC of each uncertainty for OOD pixels, and its mean on
+//!   them over the mean on in-distribution pixels of the same frames.
+//!
+//! Depth uncertainty is scored only where ground-truth depth exists: where there is none
+//! (sky) the variance head was never trained.
+
+pub mod quality;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::engine::{Engine, Prediction};
+use crate::error::{Error, Result};
+use crate::train::data::Dataset;
+use crate::train::metrics::{abs_rel, has_depth, scored_depth, Confusion, DepthErrors};
+use quality::{Coverage, DepthCalibration, Ranking, Reliability, ReliabilityBin, INTERVAL_LEVELS};
+
+/// Recall levels of the uncertainty curves: fraction of pixels kept, least uncertain first.
+pub const RECALLS: [f64; 10] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+/// The uncertainties scored, in this order everywhere.
+pub const UNCERTAINTIES: [&str; 3] = ["aleatoric", "epistemic", "total"];
+
+/// A depth prediction is wrong when it is off by this factor or more (fails δ1).
+pub const DEPTH_ERROR_FACTOR: f64 = 1.25;
+
+/// How well one uncertainty does its jobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct UncertaintyQuality {
+    /// aleatoric, epistemic or total.
+    pub uncertainty: String,
+    /// AUROC and average precision for flagging wrong pixels.
+    pub error_auroc: Option<f64>,
+    pub error_average_precision: Option<f64>,
+    /// AUROC for flagging OOD pixels (frames with an OOD mask).
+    pub ood_auroc: Option<f64>,
+    /// Precision (semantic) or RMS in metres (depth) of the least uncertain pixels, at
+    /// each of [`RECALLS`].
+    pub kept: Option<Vec<f64>>,
+    /// Mean on noise-patch pixels / mean on clean pixels of the same frames.
+    pub noise_ratio: Option<f64>,
+    /// Mean on OOD pixels / mean on in-distribution pixels of the same frames.
+    pub ood_ratio: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SemanticReport {
+    pub mean_iou: f64,
+    pub pixel_accuracy: f64,
+    /// Mean −log p̄(true class) over labelled pixels, nats.
+    pub nll: Option<f64>,
+    pub ece: Option<f64>,
+    pub calibration_mse: Option<f64>,
+    pub reliability: Vec<ReliabilityBin>,
+    pub uncertainties: Vec<UncertaintyQuality>,
+    /// Pixel accuracy on the noise patches and on clean pixels of the same frames: what
+    /// the noise costs (aleatoric uncertainty should follow the errors).
+    pub noise_patch_accuracy: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DepthReport {
+    pub rel: f64,
+    pub rms: f64,
+    pub log10: f64,
+    pub deltas: [f64; 3],
+    /// Mean negative log-likelihood under the predictive distribution (nats, density in
+    /// 1/m); no value without any predicted std.
+    pub nll: Option<f64>,
+    /// Coverage of ±1σ and ±2σ.
+    pub coverage: Vec<Coverage>,
+    /// Coverage of the central 10 %, 20 %, .., 90 % intervals.
+    pub calibration_curve: Vec<Coverage>,
+    pub uncertainties: Vec<UncertaintyQuality>,
+    /// Depth rel on the noise patches and on clean pixels of the same frames.
+    pub noise_patch_rel: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub images: usize,
+    pub mode: String,
+    pub samples: usize,
+    /// Mean time of one prediction (image in, all images out), milliseconds.
+    pub ms_per_frame: f64,
+    pub semantic: Option<SemanticReport>,
+    pub depth: Option<DepthReport>,
+}
+
+/// Mean of values inside and outside a mask.
+#[derive(Debug, Default, Clone, Copy)]
+struct MaskedMeans {
+    inside: (f64, u64),
+    outside: (f64, u64),
+}
+
+impl MaskedMeans {
+    fn add(&mut self, values: &[f32], mask: &[bool]) {
+        for (&v, &m) in values.iter().zip(mask) {
+            if !v.is_finite() {
+                continue;
+            }
+            let slot = if m {
+                &mut self.inside
+            } else {
+                &mut self.outside
+            };
+            slot.0 += v as f64;
+            slot.1 += 1;
+        }
+    }
+
+    fn means(&self) -> Option<[f64; 2]> {
+        (self.inside.1 > 0 && self.outside.1 > 0).then(|| {
+            [
+                self.inside.0 / self.inside.1 as f64,
+                self.outside.0 / self.outside.1 as f64,
+            ]
+        })
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        (self.inside.1 > 0 && self.outside.1 > 0 && self.outside.0 > 0.0).then(|| {
+            (self.inside.0 / self.inside.1 as f64) / (self.outside.0 / self.outside.1 as f64)
+        })
+    }
+}
+
+/// Per uncertainty kind: error and OOD rankings and the noise/OOD masked means.
+#[derive(Debug, Default, Clone)]
+pub struct TaskQuality {
+    pub error: [Ranking; 3],
+    pub ood: [Ranking; 3],
+    noise: [MaskedMeans; 3],
+    ood_means: [MaskedMeans; 3],
+}
+
+impl TaskQuality {
+    fn report(
+        &self,
+        present: [bool; 3],
+        kept: impl Fn(&Ranking) -> Option<Vec<f64>>,
+    ) -> Vec<UncertaintyQuality> {
+        (0..3)
+            .filter(|&k| present[k])
+            .map(|k| UncertaintyQuality {
+                uncertainty: UNCERTAINTIES[k].to_owned(),
+                error_auroc: self.error[k].auroc(),
+                error_average_precision: self.error[k].average_precision(),
+                ood_auroc: self.ood[k].auroc(),
+                kept: kept(&self.error[k]),
+                noise_ratio: self.noise[k].ratio(),
+                ood_ratio: self.ood_means[k].ratio(),
+            })
+            .collect()
+    }
+}
+
+/// Everything gathered over the frames; [`Evaluation::report`] summarises it.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub images: usize,
+    pub mode: String,
+    pub samples: usize,
+    time_ms: f64,
+    classes: usize,
+    confusion: Confusion,
+    pub reliability: Reliability,
+    nll: (f64, u64),
+    /// Which of [`UNCERTAINTIES`] the semantic and depth outputs have.
+    pub semantic_present: [bool; 3],
+    pub depth_present: [bool; 3],
+    pub semantic: TaskQuality,
+    pub depth: TaskQuality,
+    depth_errors: DepthErrors,
+    pub depth_calibration: Option<DepthCalibration>,
+    noise_accuracy: MaskedMeans,
+    noise_rel: MaskedMeans,
+}
+
+impl Evaluation {
+    pub fn report(&self) -> Report {
+        let semantic = (self.classes > 0 && self.confusion_total() > 0).then(|| SemanticReport {
+            mean_iou: self.confusion.mean_iou(),
+            pixel_accuracy: self.confusion.pixel_accuracy(),
+            nll: (self.nll.1 > 0).then(|| self.nll.0 / self.nll.1 as f64),
+            ece: self.reliability.ece(),
+            calibration_mse: self.reliability.calibration_mse(),
+            reliability: self.reliability.bins(),
+            uncertainties: self
+                .semantic
+                .report(self.semantic_present, |r| r.kept_means(&RECALLS)),
+            noise_patch_accuracy: self.noise_accuracy.means(),
+        });
+        let depth = (self.depth_errors.count() > 0).then(|| {
+            let cal = self.depth_calibration.as_ref();
+            DepthReport {
+                rel: self.depth_errors.rel(),
+                rms: self.depth_errors.rms(),
+                log10: self.depth_errors.log10(),
+                deltas: self.depth_errors.deltas(),
+                nll: cal.and_then(DepthCalibration::nll),
+                coverage: [1.0, 2.0]
+                    .iter()
+                    .filter_map(|&k| cal.and_then(|c| c.coverage(k)))
+                    .collect(),
+                calibration_curve: cal
+                    .and_then(|c| c.curve(&INTERVAL_LEVELS))
+                    .unwrap_or_default(),
+                uncertainties: self.depth.report(self.depth_present, |r| {
+                    r.kept_means(&RECALLS)
+                        .map(|v| v.into_iter().map(f64::sqrt).collect())
+                }),
+                noise_patch_rel: self.noise_rel.means(),
+            }
+        });
+        Report {
+            images: self.images,
+            mode: self.mode.clone(),
+            samples: self.samples,
+            ms_per_frame: if self.images > 0 {
+                self.time_ms / self.images as f64
+            } else {
+                0.0
+            },
+            semantic,
+            depth,
+        }
+    }
+
+    fn confusion_total(&self) -> u64 {
+        self.reliability.count.iter().sum()
+    }
+
+    /// Adds one frame's prediction against its ground truth and masks.
+    fn add(
+        &mut self,
+        p: &Prediction,
+        labels: Option<&[i64]>,
+        depth: Option<&[f32]>,
+        noise: Option<&[bool]>,
+        ood: Option<&[bool]>,
+    ) {
+        self.images += 1;
+        self.time_ms += p.timing.total_ms;
+        if let (Some(s), Some(truth)) = (&p.semantic, labels) {
+            let (w, h) = s.labels.dimensions();
+            let predicted: Vec<i64> = (0..h)
+                .flat_map(|y| (0..w).map(move |x| (x, y)))
+                .map(|(x, y)| s.labels.get(x, y) as i64)
+                .collect();
+            self.confusion.add(truth, &predicted);
+            let aleatoric = s.aleatoric_entropy.as_raw();
+            let epistemic = s.epistemic_mutual_information.as_ref().map(|m| m.as_raw());
+            self.semantic_present = [true, epistemic.is_some(), true];
+            let pixels = truth.len();
+            let uncertainty = |k: usize| -> [Option<f32>; 3] {
+                let e = epistemic.map(|m| m[k]);
+                [Some(aleatoric[k]), e, Some(aleatoric[k] + e.unwrap_or(0.0))]
+            };
+            // 1/0 per labelled pixel; NaN for void, which is not scored.
+            let correct: Vec<f32> = truth
+                .iter()
+                .zip(&predicted)
+                .map(|(&t, &pr)| match t >= 0 && t < self.classes as i64 {
+                    true => (t == pr) as u8 as f32,
+                    false => f32::NAN,
+                })
+                .collect();
+            for k in 0..pixels {
+                let u = uncertainty(k);
+                if !correct[k].is_nan() {
+                    let right = correct[k] == 1.0;
+                    self.reliability.add(s.confidence.as_raw()[k], right);
+                    for (kind, value) in u.iter().enumerate() {
+                        if let Some(v) = value {
+                            self.semantic.error[kind].add(*v, !right, correct[k] as f64);
+                        }
+                    }
+                    if let Some(probs) = &s.probabilities {
+                        let p_true = probs[truth[k] as usize * pixels + k] as f64;
+                        self.nll.0 -= p_true.max(1e-12).ln();
+                        self.nll.1 += 1;
+                    }
+                }
+                if let Some(mask) = ood {
+                    for (kind, value) in u.iter().enumerate() {
+                        if let Some(v) = value {
+                            self.semantic.ood[kind].add(*v, mask[k], 0.0);
+                        }
+                    }
+                }
+            }
+            for kind in 0..3 {
+                if !self.semantic_present[kind] {
+                    continue;
+                }
+                let values: Vec<f32> = (0..pixels)
+                    .map(|k| uncertainty(k)[kind].unwrap_or(f32::NAN))
+                    .collect();
+                if let Some(mask) = noise {
+                    self.semantic.noise[kind].add(&values, mask);
+                }
+                if let Some(mask) = ood {
+                    self.semantic.ood_means[kind].add(&values, mask);
+                }
+            }
+            if let Some(mask) = noise {
+                self.noise_accuracy.add(&correct, mask);
+            }
+        }
+        if let (Some(d), Some(truth)) = (&p.depth, depth) {
+            self.depth_errors.add(truth, d.depth_m.as_raw());
+            let predicted = d.depth_m.as_raw();
+            let aleatoric = d.aleatoric_std_m.as_ref().map(|a| a.as_raw());
+            let epistemic = d.epistemic_std_m.as_ref().map(|e| e.as_raw());
+            self.depth_present = [
+                aleatoric.is_some(),
+                epistemic.is_some(),
+                aleatoric.is_some() || epistemic.is_some(),
+            ];
+            let uncertainty = |k: usize| -> [Option<f32>; 3] {
+                let (a, e) = (aleatoric.map(|a| a[k]), epistemic.map(|e| e[k]));
+                let total = (a.is_some() || e.is_some())
+                    .then(|| (a.unwrap_or(0.0).powi(2) + e.unwrap_or(0.0).powi(2)).sqrt());
+                [a, e, total]
+            };
+            for (k, (&y, &pr)) in truth.iter().zip(predicted).enumerate() {
+                if !has_depth(y) {
+                    continue;
+                }
+                let u = uncertainty(k);
+                // Scored like the depth errors: no predicted depth counts as 1 mm.
+                let pr = scored_depth(pr as f64);
+                let factor = (y as f64 / pr).max(pr / y as f64);
+                let sq = (y as f64 - pr).powi(2);
+                for (kind, value) in u.iter().enumerate() {
+                    if let Some(v) = value {
+                        self.depth.error[kind].add(*v, factor >= DEPTH_ERROR_FACTOR, sq);
+                    }
+                }
+                if let (Some(cal), Some(sigma)) = (self.depth_calibration.as_mut(), u[2]) {
+                    cal.add(y, pr as f32, sigma);
+                }
+                if let Some(mask) = ood {
+                    for (kind, value) in u.iter().enumerate() {
+                        if let Some(v) = value {
+                            self.depth.ood[kind].add(*v, mask[k], 0.0);
+                        }
+                    }
+                }
+            }
+            for kind in 0..3 {
+                if !self.depth_present[kind] {
+                    continue;
+                }
+                let values: Vec<f32> = truth
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &y)| match has_depth(y) {
+                        true => uncertainty(k)[kind].unwrap_or(f32::NAN),
+                        false => f32::NAN,
+                    })
+                    .collect();
+                if let Some(mask) = noise {
+                    self.depth.noise[kind].add(&values, mask);
+                }
+                if let Some(mask) = ood {
+                    self.depth.ood_means[kind].add(&values, mask);
+                }
+            }
+            if let Some(mask) = noise {
+                let rel: Vec<f32> = truth
+                    .iter()
+                    .zip(predicted)
+                    .map(|(&y, &pr)| match has_depth(y) {
+                        true => abs_rel(y as f64, pr as f64) as f32,
+                        false => f32::NAN, // no depth (sky): not scored
+                    })
+                    .collect();
+                self.noise_rel.add(&rel, mask);
+            }
+        }
+    }
+}
+
+/// The SPLIT{kind}/ mask of `image` (`None` if the split has none for it); a mask that
+/// cannot be read or has another size than the image is an error naming the file.
+fn mask_for(
+    root: &Path,
+    split: &str,
+    kind: &str,
+    image: &Path,
+    size: (u32, u32),
+) -> Result<Option<Vec<bool>>> {
+    let Some(name) = image.file_name() else {
+        return Ok(None);
+    };
+    let path = root.join(format!("{split}{kind}")).join(name);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let img = image::open(&path)
+        .map_err(|e| Error::Image {
+            path: path.clone(),
+            message: format!("cannot read the {kind} mask: {e}"),
+        })?
+        .to_luma8();
+    if img.dimensions() != size {
+        return Err(Error::Image {
+            path,
+            message: format!(
+                "{kind} mask is {}x{}, the image {}x{}",
+                img.width(),
+                img.height(),
+                size.0,
+                size.1
+            ),
+        });
+    }
+    Ok(Some(img.into_raw().into_iter().map(|v| v > 127).collect()))
+}
+
+/// Evaluates `engine` on a CamVid-layout split (labels, optional depth, noise and OOD
+/// masks) of at most `max_images` images (0 = all). The engine should keep class
+/// probabilities ([`crate::EngineConfig::keep_probabilities`]) for the semantic NLL.
+pub fn evaluate(
+    engine: &Engine,
+    root: &Path,
+    split: &str,
+    max_images: usize,
+    mut on_image: impl FnMut(usize, usize),
+) -> Result<Evaluation> {
+    let dataset = Dataset::camvid(root, split)?;
+    let spec = &engine.model().spec;
+    let classes = spec.num_classes();
+    if classes > 0 && dataset.void_id() as usize != classes {
+        return Err(Error::model(
+            root,
+            format!(
+                "the model has {classes} classes, the data {}",
+                dataset.void_id()
+            ),
+        ));
+    }
+    let n = if max_images == 0 {
+        dataset.len()
+    } else {
+        dataset.len().min(max_images)
+    };
+    let config = engine.config();
+    let mut evaluation = Evaluation {
+        images: 0,
+        mode: config.mode.to_string(),
+        samples: if config.mode == crate::config::Mode::Mc {
+            config.mc_samples
+        } else {
+            1
+        },
+        time_ms: 0.0,
+        classes,
+        confusion: Confusion::new(classes),
+        reliability: Reliability::default(),
+        nll: (0.0, 0),
+        semantic_present: [false; 3],
+        depth_present: [false; 3],
+        semantic: TaskQuality::default(),
+        depth: TaskQuality::default(),
+        depth_errors: DepthErrors::default(),
+        depth_calibration: spec
+            .tasks
+            .depth
+            .as_ref()
+            .map(|d| DepthCalibration::new(d.likelihood)),
+        noise_accuracy: MaskedMeans::default(),
+        noise_rel: MaskedMeans::default(),
+    };
+    for i in 0..n {
+        on_image(i, n);
+        let sample = dataset.load(i)?;
+        let image_path = &dataset.files[i].image;
+        let p = engine.predict(&sample.rgb)?;
+        let size = sample.rgb.dimensions();
+        let noise = mask_for(root, split, "noise", image_path, size)?;
+        let ood = mask_for(root, split, "ood", image_path, size)?;
+        evaluation.add(
+            &p,
+            sample.labels.as_deref(),
+            sample.depth.as_deref(),
+            noise.as_deref(),
+            ood.as_deref(),
+        );
+    }
+    Ok(evaluation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_ratio() {
+        let mut m = MaskedMeans::default();
+        m.add(
+            &[4.0, 4.0, 1.0, 1.0, f32::NAN],
+            &[true, true, false, false, true],
+        );
+        assert_eq!(m.ratio(), Some(4.0));
+        assert_eq!(m.means(), Some([4.0, 1.0]));
+        assert_eq!(MaskedMeans::default().ratio(), None);
+    }
+}
