@@ -57,6 +57,25 @@ pub struct EvalArgs {
     /// Also write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the whole report into this directory: report.json, report.md, a CSV and a
+    /// PNG chart per curve, and contact sheets.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Contact sheets of the first N frames in the --out report.
+    #[arg(long, default_value_t = 3)]
+    pub sheets: usize,
+    /// The paper's comparison: the model and --baseline, each in aleatoric and mc mode,
+    /// on --split and --ood-split; one table (compare.md) plus a report per set-up in
+    /// --out.
+    #[arg(long, requires_all = ["baseline", "out"])]
+    pub compare: bool,
+    /// The homoscedastic baseline model of --compare (trained with
+    /// `loss.homoscedastic: true`).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// The OOD split of --compare (skipped if the data has none).
+    #[arg(long, default_value = "ood")]
+    pub ood_split: String,
 }
 
 #[derive(Debug, Args)]

@@ -466,3 +466,130 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
         "{text}"
     );
 }
+
+#[test]
+fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
+    let f = Fixture::new();
+    for (split, ood) in [("test", false), ("ood", true)] {
+        let mut cmd = bin();
+        cmd.args(["synth", "--out"]).arg(f.path("data")).args([
+            "--count", "2", "--split", split, "--width", "64", "--height", "48",
+        ]);
+        if ood {
+            cmd.arg("--ood");
+        }
+        assert!(cmd.status().unwrap().success());
+    }
+    common::tiny_model(11, true)
+        .save(&f.path("hetero"))
+        .unwrap();
+    let mut spec = common::tiny_spec(11, true);
+    spec.tasks.semantic.as_mut().unwrap().aleatoric = false;
+    spec.tasks.depth.as_mut().unwrap().aleatoric = false;
+    bayes_perception::model::Model::new(spec, tch::Device::Cpu)
+        .unwrap()
+        .save(&f.path("homo"))
+        .unwrap();
+    let compare = |model: &str, baseline: &str| {
+        run(bin()
+            .args(["eval", "--compare", "--model"])
+            .arg(f.path(model))
+            .arg("--baseline")
+            .arg(f.path(baseline))
+            .arg("--data")
+            .arg(f.path("data"))
+            .arg("--out")
+            .arg(f.path("cmp"))
+            .args([
+                "--samples",
+                "2",
+                "--seed",
+                "3",
+                "--device",
+                "cpu",
+                "--sheets",
+                "1",
+            ]))
+    };
+    // A baseline with trained variance heads is refused, naming the fix.
+    let (out, text) = compare("hetero", "hetero");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("loss.homoscedastic: true"), "{text}");
+
+    let (out, text) = compare("hetero", "homo");
+    assert!(out.status.success(), "{text}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("cmp/compare.json")).unwrap())
+            .unwrap();
+    let rows = rows.as_array().unwrap();
+    let setups: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["setup"].as_str().unwrap(), r["mode"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        setups,
+        [
+            ("no uncertainty", "aleatoric"),
+            ("aleatoric", "aleatoric"),
+            ("epistemic", "mc"),
+            ("aleatoric + epistemic", "mc")
+        ]
+    );
+    for (row, key) in rows.iter().zip([
+        "no_uncertainty",
+        "aleatoric",
+        "epistemic",
+        "aleatoric_epistemic",
+    ]) {
+        // Each row is its set-up's own report: the table copies, it does not recompute.
+        let dir = f.path("cmp").join(key);
+        for split in ["test", "ood"] {
+            for file in ["report.md", "report.json", "frame_000.png"] {
+                assert!(dir.join(split).join(file).is_file(), "{key}/{split}/{file}");
+            }
+        }
+        for chart in [
+            "test/semantic_reliability.png",
+            "test/roc_semantic_error.png",
+            "test/kept_semantic.png",
+            "ood/roc_semantic_ood.png",
+            "ood/histogram_semantic_ood_total.png",
+        ] {
+            let png = image::open(dir.join(chart)).unwrap_or_else(|e| panic!("{key}/{chart}: {e}"));
+            assert_eq!((png.width(), png.height()), (720, 540));
+        }
+        // Depth intervals need a predicted std: none for the baseline in one pass.
+        assert_eq!(
+            dir.join("test/depth_calibration.png").is_file(),
+            key != "no_uncertainty"
+        );
+        let test: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("test/report.json")).unwrap())
+                .unwrap();
+        assert_eq!(row["mean_iou"], test["semantic"]["mean_iou"], "{key}");
+        assert_eq!(row["depth_rms"], test["depth"]["rms"], "{key}");
+        let ood: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("ood/report.json")).unwrap())
+                .unwrap();
+        let total = ood["semantic"]["uncertainties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["uncertainty"] == "total")
+            .unwrap();
+        assert_eq!(
+            row["ood_auroc"], total["ood_auroc"],
+            "{key}: OOD AUROC of the total uncertainty on the OOD split"
+        );
+        assert!(row["ood_auroc"].as_f64().is_some(), "{key}");
+    }
+    // The baseline in one pass has no depth std: no depth NLL; every other set-up has one.
+    assert!(rows[0]["depth_nll"].is_null());
+    assert!(rows[1..].iter().all(|r| r["depth_nll"].as_f64().is_some()));
+    let table = std::fs::read_to_string(f.path("cmp/compare.md")).unwrap();
+    assert!(
+        table.contains("| aleatoric + epistemic (mc, T = 2) |")
+            && table.contains("| no uncertainty (1 pass) |"),
+        "{table}"
+    );
+}

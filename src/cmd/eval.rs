@@ -1,8 +1,16 @@
-//! `bayes_perception eval`: accuracy and uncertainty quality of a model on a split.
+//! `bayes_perception eval`: accuracy and uncertainty quality of a model on a split, and
+//! (`--compare`) the paper's four set-ups side by side.
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use bayes_perception::eval::{evaluate, Report, UncertaintyQuality, RECALLS};
+use anyhow::Context;
+use bayes_perception::config::Params;
+use bayes_perception::eval::compare::{self, check_pair, SETUPS};
+use bayes_perception::eval::files::{write_report, Provenance};
+use bayes_perception::eval::{evaluate, Evaluation, Report, UncertaintyQuality, RECALLS};
+use bayes_perception::model::ModelSpec;
+use bayes_perception::output::contact_sheet;
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -10,27 +18,188 @@ use crate::cli::EvalArgs;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let (params, model_dir) = super::params_and_model(&args.run)?;
-    let config = EngineConfig {
-        keep_probabilities: true,
-        ..EngineConfig::from_params(&params)?
-    };
-    let engine = Engine::load(&model_dir, config)?;
-    let progress = ProgressBar::new(0);
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images, ETA {eta}")
-            .expect("valid template"),
-    );
-    let evaluation = evaluate(&engine, &args.data, &args.split, args.max_images, |i, n| {
-        progress.set_length(n as u64);
-        progress.set_position(i as u64);
-    })?;
-    progress.finish_and_clear();
+    if args.compare {
+        return run_compare(&args, &params, &model_dir);
+    }
+    let engine = load(&model_dir, &params)?;
+    let evaluation = run_split(&engine, &args, &args.split, &params, args.out.as_deref())?;
     let report = evaluation.report();
     print_report(&report, &args.split);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", path.display());
     }
+    if let Some(dir) = &args.out {
+        write(dir, &evaluation, &model_dir, &args.data, &args.split)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The engine of an evaluation: as configured, keeping class probabilities for the NLL.
+fn load(model_dir: &Path, params: &Params) -> anyhow::Result<Engine> {
+    let config = EngineConfig {
+        keep_probabilities: true,
+        ..EngineConfig::from_params(params)?
+    };
+    Ok(Engine::load(model_dir, config)?)
+}
+
+/// Evaluates one split with a progress bar; contact sheets of the first frames go into
+/// `sheets_dir`.
+fn run_split(
+    engine: &Engine,
+    args: &EvalArgs,
+    split: &str,
+    params: &Params,
+    sheets_dir: Option<&Path>,
+) -> anyhow::Result<Evaluation> {
+    if let Some(dir) = sheets_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let progress = ProgressBar::new(0);
+    progress.set_style(
+        ProgressStyle::with_template(&format!(
+            "{split}: {{bar:40}} {{pos}}/{{len}} images, ETA {{eta}}"
+        ))
+        .expect("valid template"),
+    );
+    let palette = engine.model().spec.palette();
+    let evaluation = evaluate(
+        engine,
+        &args.data,
+        split,
+        args.max_images,
+        |i, n, image, prediction| {
+            progress.set_length(n as u64);
+            progress.set_position(i as u64 + 1);
+            if let Some(dir) = sheets_dir.filter(|_| i < args.sheets) {
+                let path = dir.join(sheet_name(i));
+                contact_sheet(image, prediction, &palette, &params.colormap)
+                    .save(&path)
+                    .map_err(|e| bayes_perception::Error::Image {
+                        path: path.clone(),
+                        message: format!("cannot write the contact sheet: {e}"),
+                    })?;
+            }
+            Ok(())
+        },
+    )?;
+    progress.finish_and_clear();
+    Ok(evaluation)
+}
+
+fn sheet_name(i: usize) -> String {
+    format!("frame_{i:03}.png")
+}
+
+/// Writes the report directory of one evaluation.
+fn write(
+    dir: &Path,
+    evaluation: &Evaluation,
+    model_dir: &Path,
+    data: &Path,
+    split: &str,
+) -> anyhow::Result<()> {
+    let provenance = Provenance {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        model: model_dir.display().to_string(),
+        split: format!("{split} ({})", data.display()),
+        sheets: (0..evaluation.images)
+            .map(sheet_name)
+            .filter(|name| dir.join(name).is_file())
+            .collect(),
+    };
+    let written = write_report(dir, evaluation, &provenance)?;
+    println!(
+        "wrote {} files to {} (report.md)",
+        written.len() + provenance.sheets.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Result<ExitCode> {
+    let out = args
+        .out
+        .as_deref()
+        .expect("clap requires --out with --compare");
+    let baseline_dir = args.baseline.as_deref().expect("clap requires --baseline");
+    let spec =
+        |dir: &Path| ModelSpec::load(dir).with_context(|| format!("cannot read {}", dir.display()));
+    check_pair(&spec(model_dir)?, &spec(baseline_dir)?).map_err(|m| {
+        anyhow::anyhow!(
+            "cannot compare {} with {}: {m}",
+            model_dir.display(),
+            baseline_dir.display()
+        )
+    })?;
+    let has_ood = args.data.join(&args.ood_split).is_dir();
+    if !has_ood {
+        println!(
+            "no {} split in {}: the OOD columns stay empty",
+            args.ood_split,
+            args.data.display()
+        );
+    }
+    let mut rows = Vec::new();
+    for setup in &SETUPS {
+        let dir = if setup.baseline {
+            baseline_dir
+        } else {
+            model_dir
+        };
+        let mut setup_params = params.clone();
+        setup_params.mode = setup.mode;
+        let engine = load(dir, &setup_params)?;
+        println!("{}: {} in {} mode", setup.name, dir.display(), setup.mode);
+        let root = out.join(setup.key);
+        let test_dir = root.join(&args.split);
+        let test = run_split(&engine, args, &args.split, &setup_params, Some(&test_dir))?;
+        write(&test_dir, &test, dir, &args.data, &args.split)?;
+        let ood = if has_ood {
+            let ood_dir = root.join(&args.ood_split);
+            let ood = run_split(
+                &engine,
+                args,
+                &args.ood_split,
+                &setup_params,
+                Some(&ood_dir),
+            )?;
+            write(&ood_dir, &ood, dir, &args.data, &args.ood_split)?;
+            Some(ood.report())
+        } else {
+            None
+        };
+        rows.push(compare::row(
+            setup,
+            &dir.display().to_string(),
+            &test.report(),
+            ood.as_ref(),
+        ));
+    }
+    let table = compare::markdown(&rows);
+    println!("\n{table}");
+    let md = out.join("compare.md");
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    std::fs::write(
+        &md,
+        format!(
+            "# The paper's comparison on `{}`\n\nMade by:\n\n```sh\n{command}\n```\n\n\
+             Quality columns on the `{}` split, OOD AUROC on `{}`; error and OOD detection \
+             by each set-up's total uncertainty (predictive entropy; depth std). The best \
+             value of each column is in bold. Each set-up's full report: `<set-up>/<split>/report.md`.\n\n{table}",
+            args.data.display(),
+            args.split,
+            args.ood_split
+        ),
+    )
+    .with_context(|| format!("cannot write {}", md.display()))?;
+    std::fs::write(
+        out.join("compare.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )
+    .with_context(|| format!("cannot write {}", out.join("compare.json").display()))?;
+    println!("wrote {}", md.display());
     Ok(ExitCode::SUCCESS)
 }
 

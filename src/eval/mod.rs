@@ -21,6 +21,9 @@
 //! Depth uncertainty is scored only where ground-truth depth exists: where there is none
 //! (sky) the variance head was never trained.
 
+pub mod compare;
+pub mod files;
+pub mod plot;
 pub mod quality;
 
 use std::path::Path;
@@ -442,12 +445,14 @@ fn mask_for(
 /// Evaluates `engine` on a CamVid-layout split (labels, optional depth, noise and OOD
 /// masks) of at most `max_images` images (0 = all). The engine should keep class
 /// probabilities ([`crate::EngineConfig::keep_probabilities`]) for the semantic NLL.
+/// `on_frame(i, n, image, prediction)` sees each frame after its prediction (progress,
+/// contact sheets).
 pub fn evaluate(
     engine: &Engine,
     root: &Path,
     split: &str,
     max_images: usize,
-    mut on_image: impl FnMut(usize, usize),
+    mut on_frame: impl FnMut(usize, usize, &image::RgbImage, &Prediction) -> Result<()>,
 ) -> Result<Evaluation> {
     let dataset = Dataset::camvid(root, split)?;
     let spec = &engine.model().spec;
@@ -494,7 +499,6 @@ pub fn evaluate(
         noise_rel: MaskedMeans::default(),
     };
     for i in 0..n {
-        on_image(i, n);
         let sample = dataset.load(i)?;
         let image_path = &dataset.files[i].image;
         let p = engine.predict(&sample.rgb)?;
@@ -508,6 +512,7 @@ pub fn evaluate(
             noise.as_deref(),
             ood.as_deref(),
         );
+        on_frame(i, n, &sample.rgb, &p)?;
     }
     Ok(evaluation)
 }

@@ -1,0 +1,507 @@
+//! The eval report on disk (`eval --out DIR`): `report.json`, one CSV per curve, a PNG
+//! chart per curve, and `report.md`, which embeds the charts and the contact sheets with
+//! the command that made them. Charts have fixed axes so two reports compare by eye.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::plot::{line_chart, Chart, Corner, Series};
+use super::quality::Ranking;
+use super::{Evaluation, Report, UncertaintyQuality, RECALLS, UNCERTAINTIES};
+use crate::error::{Error, Result};
+
+/// Histogram groups of the OOD charts (64 groups of the 4096 ranking bins).
+const HISTOGRAM_GROUPS: usize = 64;
+
+/// What `report.md` says about where the report came from.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// The command line, as run.
+    pub command: String,
+    pub model: String,
+    pub split: String,
+    /// Contact sheets already written into the report directory (file names).
+    pub sheets: Vec<String>,
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Per task: its name in file names and titles, the uncertainty unit, the x range of its
+/// histograms, and what its kept-fraction curve shows.
+struct Task<'a> {
+    key: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    histogram_x: (f64, f64),
+    kept_label: &'static str,
+    kept_y: (f64, f64),
+    present: [bool; 3],
+    error: &'a [Ranking; 3],
+    ood: &'a [Ranking; 3],
+    qualities: &'a [UncertaintyQuality],
+}
+
+/// Writes every file of the report into `dir` (created if missing); returns their paths.
+pub fn write_report(
+    dir: &Path,
+    evaluation: &Evaluation,
+    provenance: &Provenance,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let report = evaluation.report();
+    let mut written = Vec::new();
+    let json = dir.join("report.json");
+    write_text(
+        &json,
+        &serde_json::to_string_pretty(&report).expect("the report serialises"),
+    )?;
+    written.push(json);
+
+    let mut tasks = Vec::new();
+    if let Some(s) = &report.semantic {
+        tasks.push(Task {
+            key: "semantic",
+            title: "Semantic",
+            unit: "nats",
+            histogram_x: (1e-6, 10.0),
+            kept_label: "precision",
+            // 0.8 to 1 unless a curve goes below 0.8 (then down in steps of 0.1).
+            kept_y: (
+                s.uncertainties
+                    .iter()
+                    .flat_map(|u| u.kept.iter().flatten())
+                    .fold(0.8f64, |a, &b| a.min((b * 10.0).floor() / 10.0)),
+                1.0,
+            ),
+            present: evaluation.semantic_present,
+            error: &evaluation.semantic.error,
+            ood: &evaluation.semantic.ood,
+            qualities: &s.uncertainties,
+        });
+    }
+    if let Some(d) = &report.depth {
+        // RMS axis: 10 m unless a curve goes above it (then the next multiple of 10).
+        let top = d
+            .uncertainties
+            .iter()
+            .flat_map(|u| u.kept.iter().flatten())
+            .fold(10.0f64, |a, &b| a.max((b / 10.0).ceil() * 10.0));
+        tasks.push(Task {
+            key: "depth",
+            title: "Depth",
+            unit: "m",
+            histogram_x: (1e-3, 100.0),
+            kept_label: "RMS (m)",
+            kept_y: (0.0, top),
+            present: evaluation.depth_present,
+            error: &evaluation.depth.error,
+            ood: &evaluation.depth.ood,
+            qualities: &d.uncertainties,
+        });
+    }
+
+    let mut charts: Vec<(String, String)> = Vec::new(); // (section, file name)
+    if let Some(s) = &report.semantic {
+        let csv = dir.join("semantic_reliability.csv");
+        let mut text = String::from("lower,upper,pixels,confidence,accuracy\n");
+        for b in &s.reliability {
+            let _ = writeln!(
+                text,
+                "{},{},{},{},{}",
+                b.lower, b.upper, b.pixels, b.confidence, b.accuracy
+            );
+        }
+        write_text(&csv, &text)?;
+        written.push(csv);
+        let png = dir.join("semantic_reliability.png");
+        line_chart(
+            &png,
+            &Chart {
+                title: format!(
+                    "Semantic reliability (ECE {}, calibration MSE {})",
+                    fmt(s.ece, 4),
+                    fmt(s.calibration_mse, 5)
+                ),
+                x_label: "confidence (mean probability of the label)".into(),
+                y_label: "accuracy".into(),
+                x: (0.0, 1.0),
+                y: (0.0, 1.0),
+                log_x: false,
+                diagonal: true,
+                legend: Corner::LowerRight,
+            },
+            &[Series::new(
+                "pixels by confidence bin",
+                s.reliability
+                    .iter()
+                    .map(|b| (b.confidence, b.accuracy))
+                    .collect(),
+            )
+            .with_markers()],
+        )?;
+        written.push(png);
+        charts.push(("calibration".into(), "semantic_reliability.png".into()));
+    }
+    if let Some(d) = report
+        .depth
+        .as_ref()
+        .filter(|d| !d.calibration_curve.is_empty())
+    {
+        let csv = dir.join("depth_calibration.csv");
+        let mut text = String::from("half_width_sigma,expected,observed\n");
+        for c in d.coverage.iter().chain(&d.calibration_curve) {
+            let _ = writeln!(text, "{},{},{}", c.half_width_sigma, c.expected, c.observed);
+        }
+        write_text(&csv, &text)?;
+        written.push(csv);
+        let png = dir.join("depth_calibration.png");
+        let coverage: Vec<String> = d
+            .coverage
+            .iter()
+            .map(|c| {
+                format!(
+                    "±{:.0}σ {:.2}/{:.2}",
+                    c.half_width_sigma, c.observed, c.expected
+                )
+            })
+            .collect();
+        line_chart(
+            &png,
+            &Chart {
+                title: format!(
+                    "Depth intervals ({}; NLL {})",
+                    coverage.join(", "),
+                    fmt(d.nll, 2)
+                ),
+                x_label: "expected fraction inside the central interval".into(),
+                y_label: "observed fraction".into(),
+                x: (0.0, 1.0),
+                y: (0.0, 1.0),
+                log_x: false,
+                diagonal: true,
+                legend: Corner::LowerRight,
+            },
+            &[Series::new(
+                "central 10..90 % intervals",
+                d.calibration_curve
+                    .iter()
+                    .map(|c| (c.expected, c.observed))
+                    .collect(),
+            )
+            .with_markers()],
+        )?;
+        written.push(png);
+        charts.push(("calibration".into(), "depth_calibration.png".into()));
+    }
+
+    for task in &tasks {
+        let kinds: Vec<usize> = (0..3).filter(|&k| task.present[k]).collect();
+        let quality = |k: usize| {
+            task.qualities
+                .iter()
+                .find(|q| q.uncertainty == UNCERTAINTIES[k])
+        };
+        // ROC curves: wrong pixels and OOD pixels.
+        for (purpose, rankings, what) in [
+            ("error", task.error, "wrong pixels"),
+            ("ood", task.ood, "OOD pixels"),
+        ] {
+            let curves: Vec<(usize, Vec<(f64, f64)>)> = kinds
+                .iter()
+                .filter_map(|&k| rankings[k].roc().map(|r| (k, r)))
+                .collect();
+            if curves.is_empty() {
+                continue;
+            }
+            let name = format!("roc_{}_{purpose}", task.key);
+            let csv = dir.join(format!("{name}.csv"));
+            let mut text = String::from("uncertainty,false_positive_rate,true_positive_rate\n");
+            for (k, points) in &curves {
+                for (fpr, tpr) in points {
+                    let _ = writeln!(text, "{},{fpr},{tpr}", UNCERTAINTIES[*k]);
+                }
+            }
+            write_text(&csv, &text)?;
+            written.push(csv);
+            let series: Vec<Series> = curves
+                .into_iter()
+                .map(|(k, points)| {
+                    let auroc = if purpose == "error" {
+                        quality(k).and_then(|q| q.error_auroc)
+                    } else {
+                        quality(k).and_then(|q| q.ood_auroc)
+                    };
+                    Series::new(
+                        format!("{} (AUROC {})", UNCERTAINTIES[k], fmt(auroc, 3)),
+                        points,
+                    )
+                })
+                .collect();
+            let png = dir.join(format!("{name}.png"));
+            line_chart(
+                &png,
+                &Chart {
+                    title: format!("{}: uncertainty flags {what}", task.title),
+                    x_label: "false positive rate".into(),
+                    y_label: "true positive rate".into(),
+                    x: (0.0, 1.0),
+                    y: (0.0, 1.0),
+                    log_x: false,
+                    diagonal: true,
+                    legend: Corner::LowerRight,
+                },
+                &series,
+            )?;
+            written.push(png);
+            charts.push((purpose.into(), format!("{name}.png")));
+        }
+        // Precision / RMS of the least uncertain pixels.
+        let kept: Vec<(usize, &Vec<f64>)> = kinds
+            .iter()
+            .filter_map(|&k| quality(k).and_then(|q| q.kept.as_ref()).map(|v| (k, v)))
+            .collect();
+        if !kept.is_empty() {
+            let name = format!("kept_{}", task.key);
+            let csv = dir.join(format!("{name}.csv"));
+            let mut text = String::from("kept_percent");
+            for (k, _) in &kept {
+                let _ = write!(text, ",{}", UNCERTAINTIES[*k]);
+            }
+            text.push('\n');
+            for (i, r) in RECALLS.iter().enumerate() {
+                let _ = write!(text, "{}", r * 100.0);
+                for (_, values) in &kept {
+                    let _ = write!(text, ",{}", values[i]);
+                }
+                text.push('\n');
+            }
+            write_text(&csv, &text)?;
+            written.push(csv);
+            let series: Vec<Series> = kept
+                .iter()
+                .map(|(k, values)| {
+                    Series::new(
+                        format!("by {}", UNCERTAINTIES[*k]),
+                        RECALLS
+                            .iter()
+                            .map(|r| r * 100.0)
+                            .zip(values.iter().copied())
+                            .collect(),
+                    )
+                    .with_markers()
+                })
+                .collect();
+            let png = dir.join(format!("{name}.png"));
+            line_chart(
+                &png,
+                &Chart {
+                    title: format!(
+                        "{}: {} of the least uncertain pixels",
+                        task.title, task.kept_label
+                    ),
+                    x_label: "pixels kept, least uncertain first (%)".into(),
+                    y_label: task.kept_label.into(),
+                    x: (0.0, 100.0),
+                    y: task.kept_y,
+                    log_x: false,
+                    diagonal: false,
+                    legend: Corner::LowerLeft,
+                },
+                &series,
+            )?;
+            written.push(png);
+            charts.push(("error".into(), format!("{name}.png")));
+        }
+        // Histograms of each uncertainty on in-distribution and OOD pixels.
+        let with_ood: Vec<usize> = kinds
+            .iter()
+            .copied()
+            .filter(|&k| {
+                task.ood[k].positives() > 0 && task.ood[k].positives() < task.ood[k].pixels()
+            })
+            .collect();
+        if !with_ood.is_empty() {
+            let name = format!("histogram_{}_ood", task.key);
+            let csv = dir.join(format!("{name}.csv"));
+            let mut text =
+                String::from("uncertainty,lower_edge,in_distribution_pixels,ood_pixels\n");
+            for &k in &with_ood {
+                for (edge, inside, ood) in task.ood[k].histogram(HISTOGRAM_GROUPS) {
+                    let _ = writeln!(text, "{},{edge},{inside},{ood}", UNCERTAINTIES[k]);
+                }
+            }
+            write_text(&csv, &text)?;
+            written.push(csv);
+            for &k in &with_ood {
+                let groups = task.ood[k].histogram(HISTOGRAM_GROUPS);
+                let (n_in, n_ood) = (
+                    (task.ood[k].pixels() - task.ood[k].positives()) as f64,
+                    task.ood[k].positives() as f64,
+                );
+                let steps =
+                    |pick: &dyn Fn(&(f64, u64, u64)) -> f64, total: f64| -> Vec<(f64, f64)> {
+                        let mut points = Vec::new();
+                        for (g, group) in groups.iter().enumerate() {
+                            let upper = groups.get(g + 1).map_or(group.0 * 1.5, |next| next.0);
+                            let lower = if g == 0 { task.histogram_x.0 } else { group.0 };
+                            let f = pick(group) / total;
+                            points.push((lower, f));
+                            points.push((upper, f));
+                        }
+                        points
+                    };
+                let inside = steps(&|g| g.1 as f64, n_in);
+                let ood = steps(&|g| g.2 as f64, n_ood);
+                let top = inside.iter().chain(&ood).fold(0.0f64, |a, p| a.max(p.1));
+                let png = dir.join(format!("{name}_{}.png", UNCERTAINTIES[k]));
+                line_chart(
+                    &png,
+                    &Chart {
+                        title: format!(
+                            "{} {} uncertainty: in-distribution vs OOD pixels",
+                            task.title, UNCERTAINTIES[k]
+                        ),
+                        x_label: format!(
+                            "{} uncertainty ({}, log scale)",
+                            UNCERTAINTIES[k], task.unit
+                        ),
+                        y_label: "fraction of pixels per bin".into(),
+                        x: task.histogram_x,
+                        y: (0.0, (top * 1.1).max(1e-3)),
+                        log_x: true,
+                        diagonal: false,
+                        legend: Corner::UpperLeft,
+                    },
+                    &[
+                        Series::new(format!("in-distribution ({n_in:.0} px)"), inside),
+                        Series::new(format!("OOD ({n_ood:.0} px)"), ood),
+                    ],
+                )?;
+                written.push(png.clone());
+                charts.push(("ood".into(), format!("{name}_{}.png", UNCERTAINTIES[k])));
+            }
+        }
+    }
+
+    let md = dir.join("report.md");
+    write_text(&md, &markdown(&report, provenance, &charts))?;
+    written.push(md);
+    Ok(written)
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("n/a".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map_or("n/a".to_owned(), |v| format!("{v:.2}x"))
+}
+
+fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Evaluation of `{}` on `{}`\n",
+        provenance.model, provenance.split
+    );
+    let _ = writeln!(md, "Made by:\n\n```sh\n{}\n```\n", provenance.command);
+    let _ = writeln!(
+        md,
+        "{} images, mode {} ({} sample(s)), {:.0} ms per frame on the machine that ran it.\n",
+        report.images, report.mode, report.samples, report.ms_per_frame
+    );
+    let _ = writeln!(md, "## Accuracy and calibration\n");
+    let _ = writeln!(md, "| task | accuracy | calibration |\n|---|---|---|");
+    if let Some(s) = &report.semantic {
+        let _ = writeln!(
+            md,
+            "| semantic | mean IoU {:.3}, pixel accuracy {:.3} | ECE {}, calibration MSE {}, NLL {} |",
+            s.mean_iou,
+            s.pixel_accuracy,
+            fmt(s.ece, 4),
+            fmt(s.calibration_mse, 5),
+            fmt(s.nll, 3)
+        );
+    }
+    if let Some(d) = &report.depth {
+        let coverage: Vec<String> = d
+            .coverage
+            .iter()
+            .map(|c| {
+                format!(
+                    "±{:.0}σ {:.3} (expected {:.3})",
+                    c.half_width_sigma, c.observed, c.expected
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| depth | rel {:.3}, rms {:.2} m, δ1 {:.3} | {}; NLL {} |",
+            d.rel,
+            d.rms,
+            d.deltas[0],
+            if coverage.is_empty() {
+                "no predicted std".to_owned()
+            } else {
+                coverage.join(", ")
+            },
+            fmt(d.nll, 3)
+        );
+    }
+    md.push('\n');
+    embed(&mut md, charts, "calibration");
+
+    let _ = writeln!(md, "## Uncertainty: wrong pixels and OOD pixels\n");
+    let _ = writeln!(
+        md,
+        "Wrong: misclassified; depth off by a factor ≥ {} (fails δ1). Ratios: mean on noise \
+         patches (OOD objects) over the mean on the other pixels of the same frames.\n",
+        super::DEPTH_ERROR_FACTOR
+    );
+    let _ = writeln!(
+        md,
+        "| task | uncertainty | error AUROC | error AP | OOD AUROC | noise / clean | OOD / in-dist. |\n|---|---|---|---|---|---|---|"
+    );
+    let rows = report
+        .semantic
+        .iter()
+        .flat_map(|s| s.uncertainties.iter().map(|u| ("semantic", u)))
+        .chain(
+            report
+                .depth
+                .iter()
+                .flat_map(|d| d.uncertainties.iter().map(|u| ("depth", u))),
+        );
+    for (task, u) in rows {
+        let _ = writeln!(
+            md,
+            "| {task} | {} | {} | {} | {} | {} | {} |",
+            u.uncertainty,
+            fmt(u.error_auroc, 3),
+            fmt(u.error_average_precision, 3),
+            fmt(u.ood_auroc, 3),
+            ratio(u.noise_ratio),
+            ratio(u.ood_ratio)
+        );
+    }
+    md.push('\n');
+    embed(&mut md, charts, "error");
+    embed(&mut md, charts, "ood");
+    if !provenance.sheets.is_empty() {
+        let _ = writeln!(md, "## Frames\n");
+        for sheet in &provenance.sheets {
+            let _ = writeln!(md, "![{sheet}]({sheet})\n");
+        }
+    }
+    md
+}
+
+fn embed(md: &mut String, charts: &[(String, String)], section: &str) {
+    for (s, file) in charts {
+        if s == section {
+            let _ = writeln!(md, "![{file}]({file})\n");
+        }
+    }
+}
