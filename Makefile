@@ -32,7 +32,7 @@ WITH_ROS := source scripts/ros-env.sh && export PATH="$(VENV)/bin:$$PATH" &&
 E2E_ENV := BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception \
 	BAYES_PERCEPTION_NODE=$(TARGET_DIR)/debug/bayes_perception_node
 
-.PHONY: setup ros-setup build release node test test-node colcon-check lint fmt doc demo clean-cache
+.PHONY: setup ros-setup build release node test test-node colcon-check lint fmt doc demo report clean-cache
 
 setup:
 	@bash scripts/setup.sh
@@ -91,3 +91,8 @@ doc: setup
 
 clean-cache:
 	rm -rf "$(CACHE_DIR)"
+
+# The uncertainty-quality report (docs/uncertainty-quality.md) from the bundled models:
+# the paper's comparison with every chart, into reports/uncertainty/.
+report: build
+	BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception bash scripts/report.sh

@@ -270,3 +270,20 @@ fn documented_config_trains_on_a_camvid_directory_without_depth() {
     assert!(spec.tasks.depth.is_none());
     assert_eq!((spec.input.width, spec.input.height), (w as i64, h as i64));
 }
+
+/// The comparison's baseline config differs from the demo model's in the loss alone (and
+/// the name and output folder), so the two bundled models compare like for like.
+#[test]
+fn baseline_config_is_the_demo_config_with_the_homoscedastic_loss() {
+    use bayes_perception::train::trainer::TrainConfig;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let demo = TrainConfig::load(&dir.join("train.yaml")).unwrap();
+    let mut baseline = TrainConfig::load(&dir.join("train_baseline.yaml")).unwrap();
+    assert!(!demo.loss.homoscedastic && baseline.loss.homoscedastic);
+    assert_ne!(baseline.model.name, demo.model.name);
+    assert_ne!(baseline.output.dir, demo.output.dir);
+    baseline.loss.homoscedastic = false;
+    baseline.model.name = demo.model.name.clone();
+    baseline.output.dir = demo.output.dir.clone();
+    assert_eq!(baseline, demo);
+}

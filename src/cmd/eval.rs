@@ -277,8 +277,12 @@ fn print_uncertainties(list: &[UncertaintyQuality], score: &str, header: &[Strin
     for u in list {
         if let Some(kept) = &u.kept {
             let cells: Vec<String> = kept.iter().map(|v| format!("{v:>6.3}")).collect();
+            let shape = match u.kept_monotone {
+                Some(true) => "monotone",
+                _ => "NOT monotone",
+            };
             println!(
-                "    by {:<10}              {}",
+                "    by {:<10}              {}  ({shape})",
                 u.uncertainty,
                 cells.join(" ")
             );

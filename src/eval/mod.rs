@@ -42,6 +42,9 @@ pub const RECALLS: [f64; 10] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
 /// The uncertainties scored, in this order everywhere.
 pub const UNCERTAINTIES: [&str; 3] = ["aleatoric", "epistemic", "total"];
 
+/// Rounding slack of [`UncertaintyQuality::kept_monotone`], relative.
+pub const MONOTONE_SLACK: f64 = 1e-4;
+
 /// A depth prediction is wrong when it is off by this factor or more (fails δ1).
 pub const DEPTH_ERROR_FACTOR: f64 = 1.25;
 
@@ -58,6 +61,9 @@ pub struct UncertaintyQuality {
     /// Precision (semantic) or RMS in metres (depth) of the least uncertain pixels, at
     /// each of [`RECALLS`].
     pub kept: Option<Vec<f64>>,
+    /// Whether `kept` only gets worse as more uncertain pixels are added: precision never
+    /// rises, RMS never falls, from one recall to the next (to within [`MONOTONE_SLACK`]).
+    pub kept_monotone: Option<bool>,
     /// Mean on noise-patch pixels / mean on clean pixels of the same frames.
     pub noise_ratio: Option<f64>,
     /// Mean on OOD pixels / mean on in-distribution pixels of the same frames.
@@ -157,9 +163,11 @@ pub struct TaskQuality {
 }
 
 impl TaskQuality {
+    /// `higher_is_better`: of the kept score (precision yes, RMS no).
     fn report(
         &self,
         present: [bool; 3],
+        higher_is_better: bool,
         kept: impl Fn(&Ranking) -> Option<Vec<f64>>,
     ) -> Vec<UncertaintyQuality> {
         (0..3)
@@ -170,6 +178,15 @@ impl TaskQuality {
                 error_average_precision: self.error[k].average_precision(),
                 ood_auroc: self.ood[k].auroc(),
                 kept: kept(&self.error[k]),
+                kept_monotone: kept(&self.error[k]).map(|v| {
+                    v.windows(2).all(|w| {
+                        let slack = MONOTONE_SLACK * w[0].abs().max(1e-12);
+                        match higher_is_better {
+                            true => w[1] <= w[0] + slack,
+                            false => w[1] >= w[0] - slack,
+                        }
+                    })
+                }),
                 noise_ratio: self.noise[k].ratio(),
                 ood_ratio: self.ood_means[k].ratio(),
             })
@@ -210,7 +227,7 @@ impl Evaluation {
             reliability: self.reliability.bins(),
             uncertainties: self
                 .semantic
-                .report(self.semantic_present, |r| r.kept_means(&RECALLS)),
+                .report(self.semantic_present, true, |r| r.kept_means(&RECALLS)),
             noise_patch_accuracy: self.noise_accuracy.means(),
         });
         let depth = (self.depth_errors.count() > 0).then(|| {
@@ -228,7 +245,7 @@ impl Evaluation {
                 calibration_curve: cal
                     .and_then(|c| c.curve(&INTERVAL_LEVELS))
                     .unwrap_or_default(),
-                uncertainties: self.depth.report(self.depth_present, |r| {
+                uncertainties: self.depth.report(self.depth_present, false, |r| {
                     r.kept_means(&RECALLS)
                         .map(|v| v.into_iter().map(f64::sqrt).collect())
                 }),
@@ -520,6 +537,26 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_curves_are_checked_for_monotony_in_the_right_direction() {
+        let mut q = TaskQuality::default();
+        // Aleatoric: wrong pixels are the most uncertain (precision falls);
+        // epistemic: wrong pixels the least uncertain (precision rises).
+        for i in 0..100 {
+            let wrong = i >= 80;
+            q.error[0].add(0.01 * (i + 1) as f32, wrong, (!wrong) as u8 as f64);
+            q.error[1].add(0.01 * (100 - i) as f32, wrong, (!wrong) as u8 as f64);
+        }
+        let kept = |r: &Ranking| r.kept_means(&RECALLS);
+        let semantic = q.report([true, true, false], true, kept);
+        assert_eq!(semantic[0].kept_monotone, Some(true));
+        assert_eq!(semantic[1].kept_monotone, Some(false));
+        // Read as RMS (lower is better) the verdicts swap.
+        let depth = q.report([true, true, false], false, kept);
+        assert_eq!(depth[0].kept_monotone, Some(false));
+        assert_eq!(depth[1].kept_monotone, Some(true));
+    }
 
     #[test]
     fn masked_ratio() {
