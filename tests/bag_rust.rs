@@ -228,3 +228,76 @@ fn common_model(dir: &std::path::Path) {
         .save(&dir.join("model"))
         .unwrap();
 }
+
+/// The (offset, opcode, length) of every top-level record of an MCAP file.
+fn mcap_records(bytes: &[u8]) -> Vec<(usize, u8, u64)> {
+    let mut out = Vec::new();
+    let mut at = 8; // magic
+    while at + 9 <= bytes.len() {
+        let len = u64::from_le_bytes(bytes[at + 1..at + 9].try_into().unwrap());
+        out.push((at, bytes[at], len));
+        match (at + 9).checked_add(len as usize) {
+            Some(next) if next <= bytes.len() => at = next,
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The largest resident size of any child this test process has waited for, in bytes.
+fn children_max_rss() -> u64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    usage.ru_maxrss as u64 * 1024
+}
+
+/// Records that claim huge lengths — a chunk that says it decompresses to 4 GB, a record
+/// 4 GB long, an Image whose data field says 4 GB — are errors that say where reading
+/// stopped, never allocations of that size: the reader runs as a child whose peak memory
+/// is checked (the largest child of this test process, which stays far below 4 GB).
+#[test]
+fn records_claiming_huge_lengths_are_rejected_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ok");
+    write_bag(&dir, 5);
+    let bytes = std::fs::read(dir.join("ok_0.mcap")).unwrap();
+    let chunk = mcap_records(&bytes)
+        .into_iter()
+        .find(|r| r.1 == 0x06)
+        .expect("a chunk record");
+    let four_gb = 4_000_000_000u64.to_le_bytes();
+    // Chunk: opcode, length, start time, end time, then the uncompressed size.
+    let mut chunk_size = bytes.clone();
+    chunk_size[chunk.0 + 25..chunk.0 + 33].copy_from_slice(&four_gb);
+    let mut record_len = bytes.clone();
+    record_len[chunk.0 + 1..chunk.0 + 9].copy_from_slice(&four_gb);
+    for (name, data) in [("chunk_size", chunk_size), ("record_len", record_len)] {
+        let path = tmp.path().join(format!("{name}.mcap"));
+        std::fs::write(&path, data).unwrap();
+        let (_, result) = read_all(&BagReader::open(&path).unwrap());
+        let err = result.map(|_| ()).err();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+            .args(["bag", "info"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {text}");
+        assert!(text.contains("reading stopped after"), "{name}: {text}");
+        // In process too: an error, not a panic or an abort.
+        assert!(err.is_some(), "{name}: read without error");
+    }
+    let peak = children_max_rss();
+    assert!(peak < 2_000_000_000, "a child peaked at {peak} bytes");
+
+    // An Image whose data length field claims 4 GB: a CDR error naming the field.
+    let mut cdr = image(0).to_cdr();
+    let data_len_at = cdr.len() - 18 - 4;
+    cdr[data_len_at..data_len_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let err = Image::from_cdr(&cdr).unwrap_err().to_string();
+    assert!(err.contains("data: needs 4294967295 bytes"), "{err}");
+}

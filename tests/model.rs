@@ -21,14 +21,27 @@ fn every_preset_builds_with_expected_size_and_output_shapes() {
     assert_eq!(PRESETS.len(), expected.len());
     for (name, millions) in expected {
         let arch = ArchConfig::preset(name).unwrap();
-        let model =
-            Model::new(random_spec(arch, Some(name), 11, true, 32, 32), Device::Cpu).unwrap();
+        let model = Model::new(
+            random_spec(arch.clone(), Some(name), 11, true, 32, 32),
+            Device::Cpu,
+        )
+        .unwrap();
         // The heads add a few thousand parameters; the backbone must be within 10 %.
         let params = model.num_parameters() as f64 / 1e6;
         assert!(
             (params - millions).abs() / millions < 0.10,
             "{name}: {params:.2} M parameters, paper {millions} M"
         );
+        // The size bound that guards loading counts exactly what the VarStore holds
+        // (weights, biases, BatchNorm statistics).
+        let stored: i64 = model
+            .vs
+            .variables()
+            .values()
+            .map(|t| t.numel() as i64)
+            .sum();
+        let counted = arch.stored_values(model.spec.heads());
+        assert_eq!(counted, stored as f64, "{name}");
         let _guard = tch::no_grad_guard();
         let out = model.net.forward(
             &Tensor::zeros([2, 3, 32, 64], (Kind::Float, Device::Cpu)),
@@ -234,4 +247,40 @@ fn preset_fields_must_agree_with_the_preset() {
     .resolve()
     .unwrap_err();
     assert!(e.contains("first_conv_channels is missing"), "{e}");
+}
+
+/// A model.yaml naming a network of a billion-class size is refused from the shape alone,
+/// before any weight is allocated (also a tiny shape with a huge layer count).
+#[test]
+fn hostile_architecture_sizes_are_refused_before_allocating() {
+    for edit in [
+        |a: &mut ArchConfig| a.growth_rate = 100_000,
+        |a: &mut ArchConfig| a.first_conv_channels = 1 << 40,
+        |a: &mut ArchConfig| a.bottleneck_layers = 1 << 50,
+    ] {
+        let dir = saved_tiny();
+        edit_yaml(dir.path(), |spec| {
+            let mut arch = spec.arch().unwrap();
+            edit(&mut arch);
+            spec.architecture = Architecture::from_config(None, &arch);
+        });
+        let err = load_error(dir.path());
+        assert!(
+            err.contains("weights, more than the 2e8 this build loads"),
+            "{err}"
+        );
+    }
+    // 65536 classes on the demo shape is large but allowed (heads of 2 x 65536 x 192).
+    let mut spec = random_spec(
+        ArchConfig::preset("fcdensenet56").unwrap(),
+        None,
+        3,
+        true,
+        32,
+        32,
+    );
+    spec.tasks.semantic.as_mut().unwrap().classes = (0..65536)
+        .map(|i| spec.tasks.semantic.as_ref().unwrap().classes[i % 3].clone())
+        .collect();
+    assert_eq!(spec.validate(), Ok(()));
 }

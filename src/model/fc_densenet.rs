@@ -137,6 +137,42 @@ impl Config {
         Ok(())
     }
 
+    /// The number of values the network with `heads` stores: weights, biases and
+    /// BatchNorm statistics, counted from the shape alone (as f64, so any shape a file can
+    /// name is counted without overflow), before anything is allocated.
+    pub fn stored_values(&self, heads: Heads) -> f64 {
+        let k = self.growth_rate as f64;
+        // BatchNorm: weight, bias, running mean and variance per channel.
+        let bn = |c: f64| 4.0 * c;
+        // Layer i of a block reads c + i·k channels: BatchNorm and a 3x3 conv to k. Summed
+        // in closed form (a file may name any number of layers).
+        let dense_block = |c: f64, layers: i64| -> f64 {
+            let l = layers.max(0) as f64;
+            l * (bn(c) + 9.0 * c * k + k) + (4.0 * k + 9.0 * k * k) * l * (l - 1.0) / 2.0
+        };
+        let f = self.first_conv_channels as f64;
+        let mut total = 27.0 * f + f;
+        let mut channels = f;
+        let mut skips = Vec::new();
+        for &layers in &self.down_blocks {
+            total += dense_block(channels, layers);
+            channels += layers as f64 * k;
+            skips.push(channels);
+            total += bn(channels) + channels * channels + channels;
+        }
+        total += dense_block(channels, self.bottleneck_layers);
+        let mut upsampled = self.bottleneck_layers as f64 * k;
+        for (&layers, skip) in self.up_blocks.iter().zip(skips.iter().rev()) {
+            total += 9.0 * upsampled * upsampled + upsampled;
+            total += dense_block(upsampled + skip, layers);
+            channels = upsampled + skip + layers as f64 * k;
+            upsampled = layers as f64 * k;
+        }
+        let outputs =
+            2.0 * heads.semantic_classes.unwrap_or(0) as f64 + if heads.depth { 2.0 } else { 0.0 };
+        total + outputs * (channels + 1.0)
+    }
+
     /// Channels of the decoder output that the heads read.
     pub fn decoder_channels(&self) -> i64 {
         let k = self.growth_rate;

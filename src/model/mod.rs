@@ -18,6 +18,11 @@ pub use fc_densenet::{Config as ArchConfig, FcDenseNet, HeadOutputs, Heads, Pass
 /// File names inside a model directory.
 pub const SPEC_FILE: &str = "model.yaml";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The most weights (and BatchNorm statistics) a model may have: 2.5e8, 1 GB in f32,
+/// 25x FC-DenseNet103. A model.yaml that names more is refused before anything is
+/// allocated.
+pub const MAX_STORED_VALUES: f64 = 2.5e8;
 /// The model file format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -224,10 +229,15 @@ impl ModelSpec {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(SPEC_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        Self::from_yaml(&text, &path)
+    }
+
+    /// Parses and checks model.yaml text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Self> {
         let spec: ModelSpec =
-            serde_yaml::from_str(&text).map_err(|e| Error::model(&path, e.to_string()))?;
+            serde_yaml::from_str(text).map_err(|e| Error::model(origin, e.to_string()))?;
         spec.validate()
-            .map_err(|message| Error::model(&path, message))?;
+            .map_err(|message| Error::model(origin, message))?;
         Ok(spec)
     }
 
@@ -264,7 +274,7 @@ impl ModelSpec {
                 self.format_version
             ));
         }
-        self.arch()?;
+        let arch = self.arch()?;
         if self.tasks.semantic.is_none() && self.tasks.depth.is_none() {
             return Err("tasks: a model needs semantic, depth or both".into());
         }
@@ -286,6 +296,14 @@ impl ModelSpec {
         }
         if std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(format!("input.std must be positive, got {std:?}"));
+        }
+        // Checked from the shape, before a model file can make us allocate it.
+        let values = arch.stored_values(self.heads());
+        if values > MAX_STORED_VALUES {
+            return Err(format!(
+                "the architecture needs about {values:.2e} weights, more than the \
+                 {MAX_STORED_VALUES:.0e} this build loads (FC-DenseNet103 has 9.4e6)"
+            ));
         }
         Ok(())
     }

@@ -664,4 +664,68 @@ mod tests {
             Err(DecodeError::UnsupportedEncoding(_))
         ));
     }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    fn png_chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(body);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Compressed frames that claim a huge size in their header (a 60000x60000 PNG, a
+    /// 65500x65500 JPEG: ~11-13 GB decoded) are refused by the decoder's allocation limit
+    /// instead of allocated.
+    #[test]
+    fn compressed_frames_claiming_huge_sizes_are_refused_before_allocating() {
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&60_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&60_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(png_chunk(b"IHDR", &ihdr));
+        png.extend(png_chunk(
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        ));
+        png.extend(png_chunk(b"IEND", &[]));
+        // A real 8x6 JPEG whose frame header (SOF0) is edited to say 65500x65500.
+        let mut jpeg = include_bytes!("../../fuzz/seeds/tiny.jpg").to_vec();
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("baseline JPEG");
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xDC, 0xFF, 0xDC]);
+        for (format, data) in [("png", png), ("jpeg", jpeg)] {
+            let msg = CompressedImage {
+                format: format.into(),
+                data,
+                ..Default::default()
+            };
+            match decode_compressed(&msg) {
+                Err(DecodeError::Compressed { message, .. }) => {
+                    // The decoder's allocation limit, not a later failure on missing data.
+                    assert!(message.contains("limit"), "{format}: {message}")
+                }
+                other => panic!("{format}: {other:?}"),
+            }
+        }
+    }
 }
