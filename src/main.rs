@@ -12,8 +12,11 @@ fn main() -> ExitCode {
     // Die quietly on a closed pipe (`bayes_perception doctor | head`) like other Unix
     // tools, instead of panicking inside println!.
     // SAFETY: called before any other thread exists; SIG_DFL is a valid handler.
+    // A file-size limit (`ulimit -f`) then fails the write with EFBIG, reported like a
+    // full disk, instead of killing the process with SIGXFSZ mid-file.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     bayes_perception::enable_huge_page_allocations();
     let cli = cli::Cli::parse();

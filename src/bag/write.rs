@@ -82,10 +82,18 @@ impl BagWriter {
         })
     }
 
+    /// The MCAP error with its causes (the OS error of a full disk, say), which the
+    /// mcap crate's own message leaves out.
     fn mcap_error(&self, e: mcap::McapError) -> BagError {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
         BagError::Invalid {
             path: self.dir.join(&self.file_name),
-            message: e.to_string(),
+            message,
         }
     }
 
@@ -147,9 +155,13 @@ impl BagWriter {
         Ok(())
     }
 
-    /// Closes the MCAP file (summary and index) and writes metadata.yaml.
+    /// Closes the MCAP file (summary and index) and writes metadata.yaml, both synced to
+    /// the disk with their directory: a bag renamed into place afterwards is whole even
+    /// after a power loss.
     pub fn finish(mut self) -> Result<WriteSummary, BagError> {
         self.mcap.finish().map_err(|e| self.mcap_error(e))?;
+        let mcap_path = self.dir.join(&self.file_name);
+        sync(&mcap_path)?;
         let start = self.first_ns.unwrap_or(0);
         let duration = self.last_ns.saturating_sub(start);
         let message_count: u64 = self.topics.values().map(|(_, n)| n).sum();
@@ -195,9 +207,11 @@ impl BagWriter {
         let yaml = serde_yaml::to_string(&metadata).expect("metadata serialises");
         let meta_path = self.dir.join("metadata.yaml");
         std::fs::write(&meta_path, yaml).map_err(|source| BagError::Io {
-            path: meta_path,
+            path: meta_path.clone(),
             source,
         })?;
+        sync(&meta_path)?;
+        sync(&self.dir)?;
         let size_bytes = std::fs::metadata(self.dir.join(&self.file_name)).map_or(0, |m| m.len());
         Ok(WriteSummary {
             dir: self.dir.clone(),
@@ -258,4 +272,14 @@ struct FileInfo {
     starting_time: NanosecondsSinceEpoch,
     duration: Nanoseconds,
     message_count: u64,
+}
+
+/// fsync of a file or directory (opened read-only, which Linux allows).
+fn sync(path: &Path) -> Result<(), BagError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| BagError::Io {
+            path: path.to_owned(),
+            source,
+        })
 }

@@ -457,8 +457,36 @@ fn partial_path(output: &Path) -> anyhow::Result<(PathBuf, String)> {
     if !parent.is_dir() {
         bail!("{} does not exist", parent.display());
     }
+    remove_stale_partials(parent, name);
     let temp = parent.join(format!(".{name}.partial-{}", std::process::id()));
     Ok((temp, name.to_owned()))
+}
+
+/// Removes `.NAME.partial-PID` directories left by runs that were killed (their PID no
+/// longer exists); those of a live process writing the same OUTPUT stay.
+fn remove_stale_partials(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            .filter(|&pid| pid > 0)
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let dead = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if dead {
+            log::info!("removing {} left by a killed run", entry.path().display());
+            std::fs::remove_dir_all(entry.path()).ok();
+        }
+    }
 }
 
 /// Removes the directory it holds when dropped (an unfinished output).
@@ -501,6 +529,10 @@ fn install(temp: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
             temp.display(),
             output.display()
         )));
+    }
+    // The rename itself made durable (the bag's files were synced before it).
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).ok();
     }
     if replacing {
         if aside.is_dir() {

@@ -1,0 +1,200 @@
+//! `bag process` killed or starved of disk: OUTPUT is either absent or a complete bag
+//! whose metadata counts match its messages — never a directory that looks complete and
+//! is not. scripts/kill_writer.sh does the same at 20 random points, checked with rosbags
+//! and mcap as independent readers.
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bayes_perception::bag::BagReader;
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bayes_perception"));
+    cmd.env_remove("RUST_LOG").env("RUST_BACKTRACE", "0");
+    cmd
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A tiny model and a 300-frame sample bag.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        common::tiny_model(4, true)
+            .save(&dir.path().join("model"))
+            .unwrap();
+        let status = bin()
+            .args(["bag", "sample"])
+            .arg(dir.path().join("input"))
+            .args(["--frames", "300", "--width", "64", "--height", "48"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Fixture { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn process(&self, output: &str) -> Command {
+        let mut cmd = bin();
+        cmd.args(["bag", "process"])
+            .arg(self.path("input"))
+            .arg(self.path(output))
+            .arg("--model")
+            .arg(self.path("model"))
+            .args(["--device", "cpu"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// The `.NAME.partial-*` directories next to the outputs.
+    fn partials(&self, name: &str) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!(".{name}.partial-")))
+            })
+            .collect()
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A complete bag: it opens, every message reads, and metadata.yaml's counts (total and
+/// per topic) match the messages in the file.
+fn assert_complete(output: &Path) {
+    let reader = BagReader::open(output).unwrap();
+    let info = reader.info().unwrap();
+    let mut per_topic = std::collections::BTreeMap::<String, u64>::new();
+    reader
+        .read(|m| {
+            *per_topic.entry(m.topic.to_owned()).or_default() += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let metadata = std::fs::read_to_string(output.join("metadata.yaml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&metadata).unwrap();
+    let meta = &doc["rosbag2_bagfile_information"];
+    assert_eq!(
+        meta["message_count"].as_u64().unwrap(),
+        per_topic.values().sum::<u64>()
+    );
+    for topic in meta["topics_with_message_count"].as_sequence().unwrap() {
+        let name = topic["topic_metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            topic["message_count"].as_u64().unwrap(),
+            per_topic.get(name).copied().unwrap_or(0),
+            "{name}"
+        );
+    }
+    assert!(info.message_count > 0);
+}
+
+/// Waits until `cond` holds or the child exits; false if it exited first.
+fn wait_for(child: &mut Child, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if cond() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "neither the condition nor an exit in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up() {
+    let f = Fixture::new();
+    // Kill points: the moment the partial bag first holds data, and later ones by size.
+    for (i, threshold) in [1u64, 200_000, 600_000].into_iter().enumerate() {
+        let name = format!("out{i}");
+        let mut child = f.process(&name).spawn().unwrap();
+        let reached = wait_for(&mut child, || {
+            f.partials(&name).iter().any(|p| dir_bytes(p) >= threshold)
+        });
+        child.kill().ok(); // SIGKILL
+        child.wait().unwrap();
+        let output = f.path(&name);
+        if reached {
+            assert!(!output.exists(), "killed mid-run, yet {name} exists");
+            assert!(
+                !f.partials(&name).is_empty(),
+                "the partial directory is kept for inspection"
+            );
+        } else {
+            // Finished before the kill point: then it must be whole.
+            assert_complete(&output);
+        }
+        // The next run to the same OUTPUT removes what the killed one left, and completes.
+        let out = f.process(&name).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_complete(&output);
+        assert!(
+            f.partials(&name).is_empty(),
+            "stale partial directories remain"
+        );
+    }
+}
+
+#[test]
+fn disk_full_is_a_clear_error_with_no_output() {
+    let f = Fixture::new();
+    let mut cmd = f.process("full");
+    // 150 kB of file size allowed: the bag outgrows it after a few frames.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 150_000,
+                rlim_max: 150_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert!(!f.path("full").exists(), "an output after a failed write");
+    assert!(
+        f.partials("full").is_empty(),
+        "the partial bag is removed on error"
+    );
+}
