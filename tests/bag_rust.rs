@@ -301,3 +301,16 @@ fn records_claiming_huge_lengths_are_rejected_before_allocating() {
     let err = Image::from_cdr(&cdr).unwrap_err().to_string();
     assert!(err.contains("data: needs 4294967295 bytes"), "{err}");
 }
+
+/// Inputs found by fuzzing (fuzz/, RELIABILITY.md), kept as regression tests: each is a
+/// clear error, never a crash or an allocation of the size it claims.
+#[test]
+fn fuzz_findings_are_errors() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    // A record inside a zstd chunk whose length field says ~7e18 bytes: mcap's
+    // MessageStream reserved it and aborted the process.
+    let path = dir.join("bag_mcap_record_length.mcap");
+    let (_, result) = read_all(&BagReader::open(&path).unwrap());
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("reading stopped after"), "{err}");
+}

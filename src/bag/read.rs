@@ -6,7 +6,7 @@
 //! file is truncated or corrupt, every message before the damage is visited and the error
 //! says where reading stopped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -335,26 +335,74 @@ fn read_mcap(
         messages_read,
         message,
     };
-    let stream = mcap::MessageStream::new(&map).map_err(|e| corrupt(0, e.to_string()))?;
-    for (read, message) in stream.enumerate() {
-        let message = message.map_err(|e| corrupt(read as u64, e.to_string()))?;
-        let type_name = message
-            .channel
-            .schema
-            .as_ref()
-            .map_or("", |s| s.name.as_str());
-        let msg = BagMessage {
-            topic: &message.channel.topic,
-            type_name,
-            log_time: message.log_time,
-            data: &message.data,
+    // The sans-I/O reader with a record size limit: mcap's MessageStream reads chunk
+    // contents without one, so a record length field inside a chunk could ask for an
+    // allocation of any size (found by fuzzing, fuzz/ bag_mcap).
+    let mut reader = mcap::sans_io::LinearReader::new_with_options(
+        mcap::sans_io::LinearReaderOptions::default().with_record_length_limit(MAX_MCAP_RECORD),
+    );
+    let mut rest: &[u8] = &map;
+    // Channel id -> (topic, schema name); schema id -> name.
+    let mut schemas: HashMap<u16, String> = HashMap::new();
+    let mut channels: HashMap<u16, (String, String)> = HashMap::new();
+    let mut read = 0u64;
+    while let Some(event) = reader.next_event() {
+        let event = event.map_err(|e| corrupt(read, e.to_string()))?;
+        let (opcode, data) = match event {
+            mcap::sans_io::LinearReadEvent::ReadRequest(need) => {
+                let n = need.min(rest.len());
+                reader.insert(n).copy_from_slice(&rest[..n]);
+                reader.notify_read(n);
+                rest = &rest[n..];
+                continue;
+            }
+            mcap::sans_io::LinearReadEvent::Record { opcode, data } => (opcode, data),
         };
-        if visit(&msg).is_break() {
-            return Ok(ControlFlow::Break(()));
+        match mcap::parse_record(opcode, data).map_err(|e| corrupt(read, e.to_string()))? {
+            mcap::records::Record::Schema { header, .. } => {
+                schemas.insert(header.id, header.name);
+            }
+            mcap::records::Record::Channel(channel) => {
+                let schema = match channel.schema_id {
+                    0 => String::new(),
+                    id => schemas.get(&id).cloned().ok_or_else(|| {
+                        corrupt(
+                            read,
+                            format!("channel {} names unknown schema {id}", channel.id),
+                        )
+                    })?,
+                };
+                channels.insert(channel.id, (channel.topic, schema));
+            }
+            mcap::records::Record::Message { header, data } => {
+                let (topic, type_name) = channels.get(&header.channel_id).ok_or_else(|| {
+                    corrupt(
+                        read,
+                        format!("message on unknown channel {}", header.channel_id),
+                    )
+                })?;
+                let msg = BagMessage {
+                    topic,
+                    type_name,
+                    log_time: header.log_time,
+                    data: &data,
+                };
+                read += 1;
+                if visit(&msg).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            _ => {}
         }
     }
     Ok(ControlFlow::Continue(()))
 }
+
+/// The largest MCAP record (a message, or a chunk's decompressed content) this reader
+/// accepts: 1 GiB, far above any camera frame (an 8K 16-bit RGBA image is 265 MB). A
+/// larger length in a file is damage, and it bounds what a damaged file can make the
+/// reader allocate.
+pub const MAX_MCAP_RECORD: usize = 1 << 30;
 
 fn read_sqlite(
     path: &Path,
