@@ -49,7 +49,6 @@ def main() -> None:
             )
             for mcap in out.glob("*.mcap"):
                 shutil.copy(mcap, dirs["bag_mcap"] / f"{name}.mcap")
-                # A JPEG for the compressed target, from the bag's own frames.
         # An SQLite3 bag from rosbags: raw, compressed and camera_info messages.
         pixels = np.arange(8 * 6 * 3, dtype=np.uint8)
         raw = Image(header=header, height=6, width=8, encoding="rgb8", is_bigendian=0, step=24, data=pixels)

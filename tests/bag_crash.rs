@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 
 use bayes_perception::bag::BagReader;
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bayes_perception"));
-    cmd.env_remove("RUST_LOG").env("RUST_BACKTRACE", "0");
-    cmd
-}
+use common::bin;
 
 struct Fixture {
     dir: tempfile::TempDir,

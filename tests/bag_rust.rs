@@ -279,7 +279,7 @@ fn records_claiming_huge_lengths_are_rejected_before_allocating() {
         std::fs::write(&path, data).unwrap();
         let (_, result) = read_all(&BagReader::open(&path).unwrap());
         let err = result.map(|_| ()).err();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        let out = common::bin()
             .args(["bag", "info"])
             .arg(&path)
             .output()

@@ -8,11 +8,7 @@ use std::process::{Command, Output};
 
 use bayes_perception::output::read_float_tiff;
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bayes_perception"));
-    cmd.env_remove("RUST_LOG").env("RUST_BACKTRACE", "0");
-    cmd
-}
+use common::bin;
 
 fn run(cmd: &mut Command) -> (Output, String) {
     let out = cmd.output().expect("binary runs");

@@ -8,7 +8,9 @@ use anyhow::Context;
 use bayes_perception::config::Params;
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
 use bayes_perception::eval::files::{write_report, Provenance};
-use bayes_perception::eval::{evaluate, Evaluation, Report, UncertaintyQuality, RECALLS};
+use bayes_perception::eval::{
+    evaluate, format_ratio, format_value, Evaluation, Report, UncertaintyQuality, RECALLS,
+};
 use bayes_perception::model::ModelSpec;
 use bayes_perception::output::contact_sheet;
 use bayes_perception::{Engine, EngineConfig};
@@ -203,10 +205,6 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("n/a".to_owned(), |v| format!("{v:.digits$}"))
-}
-
 fn print_report(r: &Report, split: &str) {
     println!(
         "split {split}: {} images, mode {} ({} sample(s)), {:.0} ms per frame",
@@ -221,9 +219,9 @@ fn print_report(r: &Report, split: &str) {
             "semantic: mean IoU {:.3}, pixel accuracy {:.3}, NLL {}, ECE {}, calibration MSE {}",
             s.mean_iou,
             s.pixel_accuracy,
-            opt(s.nll, 3),
-            opt(s.ece, 4),
-            opt(s.calibration_mse, 5)
+            format_value(s.nll, 3),
+            format_value(s.ece, 4),
+            format_value(s.calibration_mse, 5)
         );
         let bins: Vec<String> = s
             .reliability
@@ -245,7 +243,7 @@ fn print_report(r: &Report, split: &str) {
             d.deltas[0],
             d.deltas[1],
             d.deltas[2],
-            opt(d.nll, 3)
+            format_value(d.nll, 3)
         );
         for c in &d.coverage {
             println!(
@@ -262,15 +260,14 @@ fn print_report(r: &Report, split: &str) {
 
 fn print_uncertainties(list: &[UncertaintyQuality], score: &str, header: &[String]) {
     for u in list {
-        let ratio = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}x"));
         println!(
             "  {:<10} error AUROC {}, AP {}; OOD AUROC {}; noise/clean {}; OOD/in-dist. {}",
             u.uncertainty,
-            opt(u.error_auroc, 3),
-            opt(u.error_average_precision, 3),
-            opt(u.ood_auroc, 3),
-            ratio(u.noise_ratio),
-            ratio(u.ood_ratio)
+            format_value(u.error_auroc, 3),
+            format_value(u.error_average_precision, 3),
+            format_value(u.ood_auroc, 3),
+            format_ratio(u.noise_ratio),
+            format_ratio(u.ood_ratio)
         );
     }
     println!("  {score} of the least uncertain:  {}", header.join(" "));

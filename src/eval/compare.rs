@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::config::Mode;
 use crate::model::ModelSpec;
 
-use super::{Report, UncertaintyQuality};
+use super::{format_value, Report, UncertaintyQuality};
 
 /// One set-up of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,10 +157,6 @@ pub fn row(setup: &Setup, model: &str, test: &Report, ood: Option<&Report>) -> R
     }
 }
 
-fn cell(v: Option<f64>, digits: usize) -> String {
-    v.map_or("n/a".to_owned(), |v| format!("{v:.digits$}"))
-}
-
 /// The table as Markdown, the best value of each quality column in bold.
 pub fn markdown(rows: &[Row]) -> String {
     type Column = (&'static str, fn(&Row) -> Option<f64>, usize, bool);
@@ -201,7 +197,7 @@ pub fn markdown(rows: &[Row]) -> String {
                         Some(b) if (*higher && b >= v) || (!*higher && b <= v) => Some(b),
                         _ => Some(v),
                     });
-            let text = cell(value(r), *digits);
+            let text = format_value(value(r), *digits);
             // Timing is reported, not ranked.
             let bold = *digits > 0 && value(r).is_some() && value(r) == best && rows.len() > 1;
             if bold {

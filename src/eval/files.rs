@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::plot::{line_chart, Chart, Corner, Series};
 use super::quality::Ranking;
-use super::{Evaluation, Report, UncertaintyQuality, RECALLS, UNCERTAINTIES};
+use super::{
+    format_ratio, format_value, Evaluation, Report, UncertaintyQuality, RECALLS, UNCERTAINTIES,
+};
 use crate::error::{Error, Result};
 
 /// Histogram groups of the OOD charts (64 groups of the 4096 ranking bins).
@@ -26,6 +28,32 @@ pub struct Provenance {
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// The report directory being written: every file goes through it, so the list of files
+/// and the charts' places in report.md are kept in one spot.
+struct Out<'a> {
+    dir: &'a Path,
+    written: Vec<PathBuf>,
+    /// (report.md section, file name) of each chart.
+    charts: Vec<(String, String)>,
+}
+
+impl Out<'_> {
+    fn text(&mut self, name: &str, text: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        write_text(&path, text)?;
+        self.written.push(path);
+        Ok(())
+    }
+
+    fn chart(&mut self, section: &str, name: &str, chart: &Chart, series: &[Series]) -> Result<()> {
+        let path = self.dir.join(name);
+        line_chart(&path, chart, series)?;
+        self.written.push(path);
+        self.charts.push((section.to_owned(), name.to_owned()));
+        Ok(())
+    }
 }
 
 /// Per task: its name in file names and titles, the uncertainty unit, the x range of its
@@ -51,13 +79,15 @@ pub fn write_report(
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let report = evaluation.report();
-    let mut written = Vec::new();
-    let json = dir.join("report.json");
-    write_text(
-        &json,
+    let mut out = Out {
+        dir,
+        written: Vec::new(),
+        charts: Vec::new(),
+    };
+    out.text(
+        "report.json",
         &serde_json::to_string_pretty(&report).expect("the report serialises"),
     )?;
-    written.push(json);
 
     let mut tasks = Vec::new();
     if let Some(s) = &report.semantic {
@@ -102,9 +132,7 @@ pub fn write_report(
         });
     }
 
-    let mut charts: Vec<(String, String)> = Vec::new(); // (section, file name)
     if let Some(s) = &report.semantic {
-        let csv = dir.join("semantic_reliability.csv");
         let mut text = String::from("lower,upper,pixels,confidence,accuracy\n");
         for b in &s.reliability {
             let _ = writeln!(
@@ -113,16 +141,15 @@ pub fn write_report(
                 b.lower, b.upper, b.pixels, b.confidence, b.accuracy
             );
         }
-        write_text(&csv, &text)?;
-        written.push(csv);
-        let png = dir.join("semantic_reliability.png");
-        line_chart(
-            &png,
+        out.text("semantic_reliability.csv", &text)?;
+        out.chart(
+            "calibration",
+            "semantic_reliability.png",
             &Chart {
                 title: format!(
                     "Semantic reliability (ECE {}, calibration MSE {})",
-                    fmt(s.ece, 4),
-                    fmt(s.calibration_mse, 5)
+                    format_value(s.ece, 4),
+                    format_value(s.calibration_mse, 5)
                 ),
                 x_label: "confidence (mean probability of the label)".into(),
                 y_label: "accuracy".into(),
@@ -141,22 +168,17 @@ pub fn write_report(
             )
             .with_markers()],
         )?;
-        written.push(png);
-        charts.push(("calibration".into(), "semantic_reliability.png".into()));
     }
     if let Some(d) = report
         .depth
         .as_ref()
         .filter(|d| !d.calibration_curve.is_empty())
     {
-        let csv = dir.join("depth_calibration.csv");
         let mut text = String::from("half_width_sigma,expected,observed\n");
         for c in d.coverage.iter().chain(&d.calibration_curve) {
             let _ = writeln!(text, "{},{},{}", c.half_width_sigma, c.expected, c.observed);
         }
-        write_text(&csv, &text)?;
-        written.push(csv);
-        let png = dir.join("depth_calibration.png");
+        out.text("depth_calibration.csv", &text)?;
         let coverage: Vec<String> = d
             .coverage
             .iter()
@@ -167,13 +189,14 @@ pub fn write_report(
                 )
             })
             .collect();
-        line_chart(
-            &png,
+        out.chart(
+            "calibration",
+            "depth_calibration.png",
             &Chart {
                 title: format!(
                     "Depth intervals ({}; NLL {})",
                     coverage.join(", "),
-                    fmt(d.nll, 2)
+                    format_value(d.nll, 2)
                 ),
                 x_label: "expected fraction inside the central interval".into(),
                 y_label: "observed fraction".into(),
@@ -192,8 +215,6 @@ pub fn write_report(
             )
             .with_markers()],
         )?;
-        written.push(png);
-        charts.push(("calibration".into(), "depth_calibration.png".into()));
     }
 
     for task in &tasks {
@@ -216,15 +237,13 @@ pub fn write_report(
                 continue;
             }
             let name = format!("roc_{}_{purpose}", task.key);
-            let csv = dir.join(format!("{name}.csv"));
             let mut text = String::from("uncertainty,false_positive_rate,true_positive_rate\n");
             for (k, points) in &curves {
                 for (fpr, tpr) in points {
                     let _ = writeln!(text, "{},{fpr},{tpr}", UNCERTAINTIES[*k]);
                 }
             }
-            write_text(&csv, &text)?;
-            written.push(csv);
+            out.text(&format!("{name}.csv"), &text)?;
             let series: Vec<Series> = curves
                 .into_iter()
                 .map(|(k, points)| {
@@ -234,14 +253,14 @@ pub fn write_report(
                         quality(k).and_then(|q| q.ood_auroc)
                     };
                     Series::new(
-                        format!("{} (AUROC {})", UNCERTAINTIES[k], fmt(auroc, 3)),
+                        format!("{} (AUROC {})", UNCERTAINTIES[k], format_value(auroc, 3)),
                         points,
                     )
                 })
                 .collect();
-            let png = dir.join(format!("{name}.png"));
-            line_chart(
-                &png,
+            out.chart(
+                purpose,
+                &format!("{name}.png"),
                 &Chart {
                     title: format!("{}: uncertainty flags {what}", task.title),
                     x_label: "false positive rate".into(),
@@ -254,8 +273,6 @@ pub fn write_report(
                 },
                 &series,
             )?;
-            written.push(png);
-            charts.push((purpose.into(), format!("{name}.png")));
         }
         // Precision / RMS of the least uncertain pixels.
         let kept: Vec<(usize, &Vec<f64>)> = kinds
@@ -264,7 +281,6 @@ pub fn write_report(
             .collect();
         if !kept.is_empty() {
             let name = format!("kept_{}", task.key);
-            let csv = dir.join(format!("{name}.csv"));
             let mut text = String::from("kept_percent");
             for (k, _) in &kept {
                 let _ = write!(text, ",{}", UNCERTAINTIES[*k]);
@@ -277,8 +293,7 @@ pub fn write_report(
                 }
                 text.push('\n');
             }
-            write_text(&csv, &text)?;
-            written.push(csv);
+            out.text(&format!("{name}.csv"), &text)?;
             let series: Vec<Series> = kept
                 .iter()
                 .map(|(k, values)| {
@@ -293,9 +308,9 @@ pub fn write_report(
                     .with_markers()
                 })
                 .collect();
-            let png = dir.join(format!("{name}.png"));
-            line_chart(
-                &png,
+            out.chart(
+                "error",
+                &format!("{name}.png"),
                 &Chart {
                     title: format!(
                         "{}: {} of the least uncertain pixels",
@@ -311,8 +326,6 @@ pub fn write_report(
                 },
                 &series,
             )?;
-            written.push(png);
-            charts.push(("error".into(), format!("{name}.png")));
         }
         // Histograms of each uncertainty on in-distribution and OOD pixels.
         let with_ood: Vec<usize> = kinds
@@ -324,7 +337,6 @@ pub fn write_report(
             .collect();
         if !with_ood.is_empty() {
             let name = format!("histogram_{}_ood", task.key);
-            let csv = dir.join(format!("{name}.csv"));
             let mut text =
                 String::from("uncertainty,lower_edge,in_distribution_pixels,ood_pixels\n");
             for &k in &with_ood {
@@ -332,8 +344,7 @@ pub fn write_report(
                     let _ = writeln!(text, "{},{edge},{inside},{ood}", UNCERTAINTIES[k]);
                 }
             }
-            write_text(&csv, &text)?;
-            written.push(csv);
+            out.text(&format!("{name}.csv"), &text)?;
             for &k in &with_ood {
                 let groups = task.ood[k].histogram(HISTOGRAM_GROUPS);
                 let (n_in, n_ood) = (
@@ -355,9 +366,9 @@ pub fn write_report(
                 let inside = steps(&|g| g.1 as f64, n_in);
                 let ood = steps(&|g| g.2 as f64, n_ood);
                 let top = inside.iter().chain(&ood).fold(0.0f64, |a, p| a.max(p.1));
-                let png = dir.join(format!("{name}_{}.png", UNCERTAINTIES[k]));
-                line_chart(
-                    &png,
+                out.chart(
+                    "ood",
+                    &format!("{name}_{}.png", UNCERTAINTIES[k]),
                     &Chart {
                         title: format!(
                             "{} {} uncertainty: in-distribution vs OOD pixels",
@@ -379,24 +390,13 @@ pub fn write_report(
                         Series::new(format!("OOD ({n_ood:.0} px)"), ood),
                     ],
                 )?;
-                written.push(png.clone());
-                charts.push(("ood".into(), format!("{name}_{}.png", UNCERTAINTIES[k])));
             }
         }
     }
 
-    let md = dir.join("report.md");
-    write_text(&md, &markdown(&report, provenance, &charts))?;
-    written.push(md);
-    Ok(written)
-}
-
-fn fmt(v: Option<f64>, digits: usize) -> String {
-    v.map_or("n/a".to_owned(), |v| format!("{v:.digits$}"))
-}
-
-fn ratio(v: Option<f64>) -> String {
-    v.map_or("n/a".to_owned(), |v| format!("{v:.2}x"))
+    let md = markdown(&report, provenance, &out.charts);
+    out.text("report.md", &md)?;
+    Ok(out.written)
 }
 
 fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)]) -> String {
@@ -420,9 +420,9 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
             "| semantic | mean IoU {:.3}, pixel accuracy {:.3} | ECE {}, calibration MSE {}, NLL {} |",
             s.mean_iou,
             s.pixel_accuracy,
-            fmt(s.ece, 4),
-            fmt(s.calibration_mse, 5),
-            fmt(s.nll, 3)
+            format_value(s.ece, 4),
+            format_value(s.calibration_mse, 5),
+            format_value(s.nll, 3)
         );
     }
     if let Some(d) = &report.depth {
@@ -447,7 +447,7 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
             } else {
                 coverage.join(", ")
             },
-            fmt(d.nll, 3)
+            format_value(d.nll, 3)
         );
     }
     md.push('\n');
@@ -481,11 +481,11 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
             md,
             "| {task} | {} | {} | {} | {} | {} | {} | {} |",
             u.uncertainty,
-            fmt(u.error_auroc, 3),
-            fmt(u.error_average_precision, 3),
-            fmt(u.ood_auroc, 3),
-            ratio(u.noise_ratio),
-            ratio(u.ood_ratio),
+            format_value(u.error_auroc, 3),
+            format_value(u.error_average_precision, 3),
+            format_value(u.ood_auroc, 3),
+            format_ratio(u.noise_ratio),
+            format_ratio(u.ood_ratio),
             match u.kept_monotone {
                 Some(true) => "monotone",
                 Some(false) => "not monotone",

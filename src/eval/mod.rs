@@ -42,6 +42,16 @@ pub const RECALLS: [f64; 10] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0
 /// The uncertainties scored, in this order everywhere.
 pub const UNCERTAINTIES: [&str; 3] = ["aleatoric", "epistemic", "total"];
 
+/// A figure for people: `digits` decimals, or `n/a` where there is none.
+pub fn format_value(v: Option<f64>, digits: usize) -> String {
+    v.map_or("n/a".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+/// A ratio for people (`2.35x`), or `n/a`.
+pub fn format_ratio(v: Option<f64>) -> String {
+    v.map_or("n/a".to_owned(), |v| format!("{v:.2}x"))
+}
+
 /// Rounding slack of [`UncertaintyQuality::kept_monotone`], relative.
 pub const MONOTONE_SLACK: f64 = 1e-4;
 
@@ -124,17 +134,22 @@ struct MaskedMeans {
 impl MaskedMeans {
     fn add(&mut self, values: &[f32], mask: &[bool]) {
         for (&v, &m) in values.iter().zip(mask) {
-            if !v.is_finite() {
-                continue;
-            }
-            let slot = if m {
-                &mut self.inside
-            } else {
-                &mut self.outside
-            };
-            slot.0 += v as f64;
-            slot.1 += 1;
+            self.add_value(v, m);
         }
+    }
+
+    /// One value, inside or outside the mask; a non-finite value is not counted.
+    fn add_value(&mut self, v: f32, inside: bool) {
+        if !v.is_finite() {
+            return;
+        }
+        let slot = if inside {
+            &mut self.inside
+        } else {
+            &mut self.outside
+        };
+        slot.0 += v as f64;
+        slot.1 += 1;
     }
 
     fn means(&self) -> Option<[f64; 2]> {
@@ -163,6 +178,29 @@ pub struct TaskQuality {
 }
 
 impl TaskQuality {
+    /// Pixel `k`'s uncertainties (by [`UNCERTAINTIES`]) against the frame's noise and OOD
+    /// masks.
+    fn add_masked(
+        &mut self,
+        u: &[Option<f32>; 3],
+        k: usize,
+        noise: Option<&[bool]>,
+        ood: Option<&[bool]>,
+    ) {
+        for (kind, value) in u.iter().enumerate() {
+            let Some(v) = *value else {
+                continue;
+            };
+            if let Some(mask) = noise {
+                self.noise[kind].add_value(v, mask[k]);
+            }
+            if let Some(mask) = ood {
+                self.ood[kind].add(v, mask[k], 0.0);
+                self.ood_means[kind].add_value(v, mask[k]);
+            }
+        }
+    }
+
     /// `higher_is_better`: of the kept score (precision yes, RMS no).
     fn report(
         &self,
@@ -218,7 +256,7 @@ pub struct Evaluation {
 
 impl Evaluation {
     pub fn report(&self) -> Report {
-        let semantic = (self.classes > 0 && self.confusion_total() > 0).then(|| SemanticReport {
+        let semantic = (self.classes > 0 && self.labelled_pixels() > 0).then(|| SemanticReport {
             mean_iou: self.confusion.mean_iou(),
             pixel_accuracy: self.confusion.pixel_accuracy(),
             nll: (self.nll.1 > 0).then(|| self.nll.0 / self.nll.1 as f64),
@@ -266,7 +304,8 @@ impl Evaluation {
         }
     }
 
-    fn confusion_total(&self) -> u64 {
+    /// Labelled (non-void) pixels seen: each went into one reliability bin.
+    fn labelled_pixels(&self) -> u64 {
         self.reliability.count.iter().sum()
     }
 
@@ -321,27 +360,7 @@ impl Evaluation {
                         self.nll.1 += 1;
                     }
                 }
-                if let Some(mask) = ood {
-                    for (kind, value) in u.iter().enumerate() {
-                        if let Some(v) = value {
-                            self.semantic.ood[kind].add(*v, mask[k], 0.0);
-                        }
-                    }
-                }
-            }
-            for kind in 0..3 {
-                if !self.semantic_present[kind] {
-                    continue;
-                }
-                let values: Vec<f32> = (0..pixels)
-                    .map(|k| uncertainty(k)[kind].unwrap_or(f32::NAN))
-                    .collect();
-                if let Some(mask) = noise {
-                    self.semantic.noise[kind].add(&values, mask);
-                }
-                if let Some(mask) = ood {
-                    self.semantic.ood_means[kind].add(&values, mask);
-                }
+                self.semantic.add_masked(&u, k, noise, ood);
             }
             if let Some(mask) = noise {
                 self.noise_accuracy.add(&correct, mask);
@@ -380,32 +399,9 @@ impl Evaluation {
                 if let (Some(cal), Some(sigma)) = (self.depth_calibration.as_mut(), u[2]) {
                     cal.add(y, pr as f32, sigma);
                 }
-                if let Some(mask) = ood {
-                    for (kind, value) in u.iter().enumerate() {
-                        if let Some(v) = value {
-                            self.depth.ood[kind].add(*v, mask[k], 0.0);
-                        }
-                    }
-                }
-            }
-            for kind in 0..3 {
-                if !self.depth_present[kind] {
-                    continue;
-                }
-                let values: Vec<f32> = truth
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &y)| match has_depth(y) {
-                        true => uncertainty(k)[kind].unwrap_or(f32::NAN),
-                        false => f32::NAN,
-                    })
-                    .collect();
-                if let Some(mask) = noise {
-                    self.depth.noise[kind].add(&values, mask);
-                }
-                if let Some(mask) = ood {
-                    self.depth.ood_means[kind].add(&values, mask);
-                }
+                // Depth uncertainty where depth exists: elsewhere (sky) the variance head
+                // was never trained.
+                self.depth.add_masked(&u, k, noise, ood);
             }
             if let Some(mask) = noise {
                 let rel: Vec<f32> = truth

@@ -44,3 +44,11 @@ pub fn rng_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The `bayes_perception` binary of this build, with no inherited log or backtrace
+/// settings (so its output is what a user sees).
+pub fn bin() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"));
+    cmd.env_remove("RUST_LOG").env("RUST_BACKTRACE", "0");
+    cmd
+}
