@@ -28,6 +28,9 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 # venv's python first on PATH again, which torch-sys's build asks for libtorch.
 WITH_ROS := source scripts/ros-env.sh && export PATH="$(VENV)/bin:$$PATH" &&
 
+# Test builds: the node, plus fail points (FAILPOINTS) for the fault-injection tests.
+TEST_FEATURES := ros,failpoints
+
 # The end-to-end tests start these (debug builds, shared with `cargo test`).
 E2E_ENV := BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception \
 	BAYES_PERCEPTION_NODE=$(TARGET_DIR)/debug/bayes_perception_node
@@ -58,14 +61,14 @@ node: setup ros-setup
 # Unit and integration tests (the node is built against ROS 2 with them), the end-to-end
 # tests of the running node, formatting, and clippy on everything including the node.
 test: setup ros-setup
-	$(WITH_ROS) $(CARGO) test --all-targets --features ros
+	$(WITH_ROS) $(CARGO) test --all-targets --features $(TEST_FEATURES)
 	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
 	$(CARGO) fmt --all -- --check
-	$(WITH_ROS) $(CARGO) clippy --all-targets --features ros -- -D warnings
+	$(WITH_ROS) $(CARGO) clippy --all-targets --features $(TEST_FEATURES) -- -D warnings
 
 # Only the end-to-end tests of the running node (builds what they start).
 test-node: setup ros-setup
-	$(WITH_ROS) $(CARGO) build --features ros --bins
+	$(WITH_ROS) $(CARGO) build --features $(TEST_FEATURES) --bins
 	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
 
 # `colcon build` of this package in a workspace in the cache, then the installed node,
@@ -77,7 +80,7 @@ colcon-check: setup ros-setup
 	$(WITH_ROS) bash scripts/colcon-check.sh
 
 lint: setup ros-setup
-	$(WITH_ROS) $(CARGO) clippy --all-targets --features ros -- -D warnings
+	$(WITH_ROS) $(CARGO) clippy --all-targets --features $(TEST_FEATURES) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -247,18 +247,7 @@ impl Engine {
     /// rather than ending the process, so one bad frame never takes a node down.
     pub fn predict(&self, image: &RgbImage) -> Result<Prediction> {
         // tch reports libtorch errors by panicking in its non-`f_` methods.
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.predict_unguarded(image))).unwrap_or_else(
-            |payload| {
-                let message = payload
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| payload.downcast_ref::<&str>().copied())
-                    .unwrap_or("libtorch failed");
-                Err(Error::Inference(
-                    message.lines().next().unwrap_or_default().to_owned(),
-                ))
-            },
-        )
+        guarded(|| self.predict_unguarded(image))
     }
 
     fn predict_unguarded(&self, image: &RgbImage) -> Result<Prediction> {
@@ -291,6 +280,7 @@ impl Engine {
         let mut forward_s = 0.0;
         let mut run = |batch: &Tensor, pass: Pass| {
             let t = Instant::now();
+            inject_forward_fault(width, height);
             let out = self.model.net.forward(batch, pass);
             if self.config.profile {
                 self.synchronize();
@@ -506,6 +496,61 @@ fn apply_threads(config: &EngineConfig) {
     }
 }
 
+thread_local! {
+    /// Whether this thread is inside [`guarded`], whose caller reports the panic itself.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic (how tch reports a libtorch exception) into
+/// [`Error::Inference`] with libtorch's message. The panic is not printed: the caller
+/// reports the error (the node logs it throttled and counts it), so one line per kind of
+/// failure rather than a C++ backtrace per frame. Panics elsewhere print as before.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                previous(info);
+            }
+        }));
+    });
+    GUARDED.with(|g| g.set(true));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(false));
+    outcome.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("libtorch failed");
+        Err(Error::Inference(libtorch_message(message)))
+    })
+}
+
+/// libtorch's own message out of a tch panic: `called `Result::unwrap()` on an `Err`
+/// value: Torch("MESSAGE\nException raised from ... (C++ backtrace)")` -> `MESSAGE`.
+fn libtorch_message(panic: &str) -> String {
+    let message = panic.split_once("Torch(\"").map_or(panic, |(_, rest)| rest);
+    // The Debug-formatted message has its newlines escaped; keep the first line.
+    let first = message.split("\\n").next().unwrap_or(message);
+    let first = first.lines().next().unwrap_or(first);
+    first.trim_end_matches("\")").to_owned()
+}
+
+/// Fault injection for the tests (feature `failpoints`): with
+/// `FAILPOINTS='engine::forward=return(WxH)'` the forward pass of every WxH frame makes
+/// libtorch throw (an impossible reshape), as a CUDA out-of-memory error would; other
+/// frames run normally. Without the feature this does nothing.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn inject_forward_fault(width: u32, height: u32) {
+    fail::fail_point!("engine::forward", |size: Option<String>| {
+        if size.as_deref() == Some(format!("{width}x{height}").as_str()) {
+            let _ = Tensor::zeros([2], (Kind::Float, Device::Cpu)).view([3]);
+        }
+    });
+}
+
 /// Resizes `[h, w]` float maps to the input size (bilinear) in one call and copies them
 /// to the host.
 fn resize_floats(maps: &[Tensor], width: u32, height: u32) -> Vec<FloatImage> {
@@ -568,4 +613,27 @@ pub fn resized_argmax(mean_probs: &Tensor, width: u32, height: u32) -> (Tensor, 
 fn tensor_to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {
     let t = t.contiguous().view(-1);
     Vec::<T>::try_from(&t).expect("tensor kind matches the element type")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_libtorch_exception_becomes_an_inference_error_with_its_own_message() {
+        let failed = guarded(|| {
+            let _ = Tensor::zeros([2], (Kind::Float, Device::Cpu)).view([3]);
+            Ok(())
+        });
+        match failed {
+            Err(Error::Inference(message)) => {
+                assert_eq!(message, "shape '[3]' is invalid for input of size 2")
+            }
+            other => panic!("expected an inference error, got {other:?}"),
+        }
+        // Not libtorch: the panic message as it is; and a success passes through.
+        let plain = guarded::<()>(|| panic!("no frame today"));
+        assert!(matches!(plain, Err(Error::Inference(m)) if m == "no frame today"));
+        assert_eq!(guarded(|| Ok(5)).unwrap(), 5);
+    }
 }

@@ -48,6 +48,13 @@ pub fn enable_huge_page_allocations() {
     }
 }
 
+/// Configures the fail points named in `FAILPOINTS` (builds with the `failpoints` feature,
+/// for the tests; see `engine::forward`). Keep the returned guard alive while the process
+/// runs. Without the feature it does nothing.
+pub fn fail_points_from_env() -> fail::FailScenario<'static> {
+    fail::FailScenario::setup()
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::sync::{Mutex, MutexGuard};

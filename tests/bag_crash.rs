@@ -1,6 +1,6 @@
 //! `bag process` killed or starved of disk: OUTPUT is either absent or a complete bag
 //! whose metadata counts match its messages — never a directory that looks complete and
-//! is not. scripts/kill_writer.sh does the same at 20 random points, checked with rosbags
+//! is not. scripts/kill_writer.py does the same at 20 random points, checked with rosbags
 //! and mcap as independent readers.
 
 mod common;

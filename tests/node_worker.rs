@@ -378,3 +378,31 @@ fn the_run_loop_takes_the_newest_frame_and_ends_when_closed() {
     assert_eq!(value(&s, "frames received"), "5");
     assert_eq!(value(&s, "frames dropped (keep-latest)"), "4");
 }
+
+/// A frame on which libtorch throws (injected at the forward pass, feature `failpoints`):
+/// counted as a failed frame with libtorch's own message, and the next frame is processed.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_libtorch_error_is_a_counted_failure_and_the_next_frame_is_processed() {
+    let _rng = common::rng_lock();
+    // Only 13x7 frames fail, so tests running beside this one are not disturbed.
+    fail::cfg("engine::forward", "return(13x7)").unwrap();
+    let state = state(&[]);
+    let mut worker = worker(&state);
+    let mut sink = TestSink::default();
+    worker.handle(rgb8(1, 13, 7), &state, &mut sink);
+    assert!(sink.images.is_empty());
+    let s = report(&state);
+    assert_eq!(value(&s, "frames failed"), "1");
+    assert_eq!(s.level, Level::Error, "{}", s.message);
+    assert!(
+        value(&s, "last error").contains("shape '[3]' is invalid for input of size 2"),
+        "{}",
+        value(&s, "last error")
+    );
+
+    worker.handle(rgb8(2, 40, 30), &state, &mut sink);
+    assert_eq!(sink.topics_of(Time { sec: 2, nanosec: 5 }), ALEATORIC);
+    assert_eq!(value(&report(&state), "frames failed"), "1");
+    fail::remove("engine::forward");
+}

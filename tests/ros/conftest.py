@@ -204,11 +204,13 @@ def status_values(status):
 class NodeProcess:
     """bayes_perception_node as a child process, its stderr/stdout in a log file."""
 
-    def __init__(self, log_path, ros_args, executable=None):
+    def __init__(self, log_path, ros_args, executable=None, env=None):
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.command = [executable or NODE, "--ros-args", *ros_args]
-        self.proc = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.command, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
 
     def output(self):
         if not self.log.closed:
@@ -362,13 +364,16 @@ def start_node(probe, model_dir, tmp_path):
     """Starts nodes (each in a namespace of its own) and stops them after the test."""
     started = []
 
-    def start(params=None, ros_args=(), namespace=None, wait=True, params_file=None):
+    def start(params=None, ros_args=(), namespace=None, wait=True, params_file=None, model=None, env=None):
+        """`env`: extra environment variables for the node (FAILPOINTS, say)."""
         _node_counter[0] += 1
         namespace = namespace or f"/e2e{_node_counter[0]}"
         if params_file is None:
-            params_file = write_params(tmp_path / f"params{_node_counter[0]}.yaml", model_dir, **(params or {}))
+            params_file = write_params(
+                tmp_path / f"params{_node_counter[0]}.yaml", model or model_dir, **(params or {})
+            )
         args = ["-r", f"__ns:={namespace}", "--params-file", str(params_file), *ros_args]
-        process = NodeProcess(tmp_path / f"node{_node_counter[0]}.log", args)
+        process = NodeProcess(tmp_path / f"node{_node_counter[0]}.log", args, env=env)
         node = RunningNode(probe, process, namespace)
         node.params_file = params_file
         started.append(node)

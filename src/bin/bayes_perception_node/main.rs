@@ -51,6 +51,7 @@ r2r::assert_compiled_with_use_sim_time_support!();
 
 fn main() -> ExitCode {
     bayes_perception::enable_huge_page_allocations();
+    let _fail_points = bayes_perception::fail_points_from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
