@@ -26,10 +26,14 @@ if [[ ${#targets[@]} -eq 0 ]]; then
     targets=(image_msg compressed cdr bag_mcap bag_sqlite params_yaml model_yaml safetensors)
 fi
 
+# The fuzz build has its own target directory (fuzz/target), whatever CARGO_TARGET_DIR
+# says for the main build.
+fuzz_cargo() { (cd fuzz && env -u CARGO_TARGET_DIR cargo +nightly fuzz "$@"); }
+
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 # -s none: the code under test is safe Rust (what is searched for is panics, hangs and
 # unbounded allocation); -a: debug assertions, so integer overflow panics.
-(cd fuzz && cargo +nightly fuzz build -s none -a)
+fuzz_cargo build -s none -a
 
 corpus=fuzz/corpus
 if [[ ! -d $corpus ]]; then
@@ -47,8 +51,8 @@ for target in "${targets[@]}"; do
     mkdir -p "$corpus/$target" "fuzz/artifacts/$target"
     echo "fuzz: $target for ${seconds}s"
     log=fuzz/artifacts/$target/last.log
-    if ! (cd fuzz && cargo +nightly fuzz run -s none -a "$target" "corpus/$target" -- \
-            -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1) >"$log" 2>&1; then
+    if ! fuzz_cargo run -s none -a "$target" "corpus/$target" -- \
+            -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 >"$log" 2>&1; then
         echo "fuzz: $target FOUND A PROBLEM, see $log and fuzz/artifacts/$target/" >&2
         failed=1
     fi

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceRequest;
 use crate::error::{Error, Result};
+use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
 
 /// The node name whose params-file entry the CLI also reads (besides `/**`).
 pub const NODE_NAME: &str = "bayes_perception";
@@ -209,7 +210,7 @@ impl Default for ColormapParams {
 impl Params {
     /// Reads a params file and validates it.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_limited(path, MAX_CONFIG_BYTES).map_err(|e| Error::io(path, e))?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 

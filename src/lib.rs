@@ -11,7 +11,8 @@
 //!   without ROS (the r2r glue is `src/bin/bayes_perception_node/`);
 //! - [`bag`]: rosbag2 files (CDR, MCAP, SQLite3) without ROS;
 //! - [`train`], [`synth`], [`eval`]: losses, data, training loop, synthetic scenes and
-//!   evaluation of accuracy and uncertainty quality.
+//!   evaluation of accuracy and uncertainty quality;
+//! - [`text_file`]: size-limited reading of the YAML files that come from outside.
 
 pub mod bag;
 pub mod colormap;
@@ -26,6 +27,7 @@ pub mod node;
 pub mod output;
 pub mod pipeline;
 pub mod synth;
+pub mod text_file;
 pub mod train;
 pub mod uncertainty;
 

@@ -135,6 +135,18 @@ fn missing_directory_and_files_are_named() {
         e.contains("model.safetensors") && e.contains("weights file missing"),
         "{e}"
     );
+    // Models are data: weights in any other format (a TorchScript or pickle file, which
+    // could run code) are never looked at.
+    let mut pickle = vec![0x80, 0x02];
+    pickle.extend_from_slice(b"cos\nsystem\n(S'echo pwned'\ntR.");
+    for name in ["model.pt", "model.pth", "model.ckpt", "model.bin"] {
+        std::fs::write(dir.path().join(name), &pickle).unwrap();
+    }
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("model.safetensors") && e.contains("weights file missing"),
+        "{e}"
+    );
     std::fs::remove_file(dir.path().join("model.yaml")).unwrap();
     let e = load_error(dir.path());
     assert!(e.contains("model.yaml"), "{e}");
@@ -283,4 +295,28 @@ fn hostile_architecture_sizes_are_refused_before_allocating() {
         .map(|i| spec.tasks.semantic.as_ref().unwrap().classes[i % 3].clone())
         .collect();
     assert_eq!(spec.validate(), Ok(()));
+}
+
+#[test]
+fn an_oversized_model_yaml_or_params_file_is_refused_before_parsing() {
+    let dir = saved_tiny();
+    let path = dir.path().join("model.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text += &format!("# {}\n", "x".repeat(5 << 20));
+    std::fs::write(&path, &text).unwrap();
+    let e = load_error(dir.path());
+    assert!(
+        e.contains("model.yaml") && e.contains("larger than the 4 MiB"),
+        "{e}"
+    );
+
+    let params = dir.path().join("params.yaml");
+    std::fs::write(&params, "x".repeat(5 << 20)).unwrap();
+    let e = bayes_perception::config::Params::load(&params)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("params.yaml") && e.contains("larger than the 4 MiB"),
+        "{e}"
+    );
 }

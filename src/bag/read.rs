@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::text_file::{read_limited, MAX_BAG_METADATA_BYTES};
+
 /// Storage plugins this reader understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
@@ -176,10 +178,11 @@ impl BagReader {
                     .into(),
             ));
         }
-        let text = std::fs::read_to_string(&meta_path).map_err(|source| BagError::Io {
-            path: meta_path.clone(),
-            source,
-        })?;
+        let text =
+            read_limited(&meta_path, MAX_BAG_METADATA_BYTES).map_err(|source| BagError::Io {
+                path: meta_path.clone(),
+                source,
+            })?;
         let metadata = serde_yaml::from_str::<MetadataFile>(&text)
             .map_err(|e| BagError::Invalid {
                 path: meta_path.clone(),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
 pub use fc_densenet::{Config as ArchConfig, FcDenseNet, HeadOutputs, Heads, Pass, PRESETS};
 
 /// File names inside a model directory.
@@ -228,7 +229,7 @@ impl ModelSpec {
     /// Reads and checks `DIR/model.yaml`.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(SPEC_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = read_limited(&path, MAX_CONFIG_BYTES).map_err(|e| Error::io(&path, e))?;
         Self::from_yaml(&text, &path)
     }
 

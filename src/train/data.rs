@@ -20,6 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{ClassInfo, InputSpec};
+use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
 
 /// A layout described in YAML, for datasets that are neither CamVid nor NYUv2.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -233,7 +234,8 @@ impl Dataset {
 
     /// The layout of a YAML file ([`GenericLayout`]).
     pub fn generic(layout_file: &Path, split: &str) -> Result<Self> {
-        let text = std::fs::read_to_string(layout_file).map_err(|e| Error::io(layout_file, e))?;
+        let text =
+            read_limited(layout_file, MAX_CONFIG_BYTES).map_err(|e| Error::io(layout_file, e))?;
         let layout: GenericLayout = serde_yaml::from_str(&text).map_err(|e| {
             Error::config(layout_file.display().to_string(), "(layout)", e.to_string())
         })?;

@@ -29,6 +29,7 @@ use crate::model::{
     Architecture, DepthTask, InputSpec, Likelihood, Model, ModelSpec, Pass, SemanticTask, Tasks,
     FORMAT_VERSION,
 };
+use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
 
 /// `train.yaml`; see config/train.yaml for every key with comments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,7 +224,7 @@ pub trait Progress {
 impl TrainConfig {
     /// Reads the YAML; relative paths become relative to the file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_limited(path, MAX_CONFIG_BYTES).map_err(|e| Error::io(path, e))?;
         let origin = path.display().to_string();
         let mut cfg: TrainConfig =
             serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
@@ -374,7 +375,8 @@ pub fn train(
     let (mut model, mut state) = if cfg.output.resume && last_dir.join("model.yaml").is_file() {
         let model = Model::load(&last_dir, device)?;
         let state_path = last_dir.join("train_state.yaml");
-        let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
+        let text =
+            read_limited(&state_path, MAX_CONFIG_BYTES).map_err(|e| Error::io(&state_path, e))?;
         let state: TrainState =
             serde_yaml::from_str(&text).map_err(|e| Error::model(&state_path, e.to_string()))?;
         (model, state)
