@@ -35,7 +35,7 @@ TEST_FEATURES := ros,failpoints
 E2E_ENV := BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception \
 	BAYES_PERCEPTION_NODE=$(TARGET_DIR)/debug/bayes_perception_node
 
-.PHONY: setup ros-setup build release node test test-node colcon-check lint fmt doc demo report clean-cache
+.PHONY: setup ros-setup build release node test test-node colcon-check lint fmt doc demo report soak kill-writer fuzz audit clean-cache
 
 setup:
 	@bash scripts/setup.sh
@@ -99,3 +99,37 @@ clean-cache:
 # the paper's comparison with every chart, into reports/uncertainty/.
 report: build
 	BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception bash scripts/report.sh
+
+# Reliability checks too long for `make test` (RELIABILITY.md has their results).
+# soak: 10 000 frames through the running node and through `bag process`, RSS sampled
+# (results and, with matplotlib, plots in soak/). kill-writer: `bag process` killed with
+# SIGKILL at 20 random points, then a full disk. fuzz: every fuzz target for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+soak: setup ros-setup
+	$(WITH_ROS) $(CARGO) build --release --features ros --bins
+	$(WITH_ROS) BAYES_PERCEPTION_BIN=$(TARGET_DIR)/release/bayes_perception \
+		BAYES_PERCEPTION_NODE=$(TARGET_DIR)/release/bayes_perception_node "$$BAYES_ROS_PYTHON" scripts/soak.py node
+	$(WITH_ROS) BAYES_PERCEPTION_BIN=$(TARGET_DIR)/release/bayes_perception "$$BAYES_ROS_PYTHON" scripts/soak.py bag
+
+kill-writer: release
+	BAYES_PERCEPTION_BIN=$(TARGET_DIR)/release/bayes_perception $(VENV)/bin/python scripts/kill_writer.py
+
+fuzz: setup
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# cargo-deny (installed once into the cache): licenses, bans and sources always; RustSec
+# advisories when the advisory database (a GitHub repository) can be fetched, else it says
+# that they were not checked. CI runs it.
+CARGO_DENY := $(CACHE_DIR)/tools/bin/cargo-deny
+audit:
+	@[[ -x "$(CARGO_DENY)" ]] || $(CARGO) install cargo-deny --version 0.20.2 --locked --root "$(CACHE_DIR)/tools"
+	"$(CARGO_DENY)" check licenses bans sources
+	@dbs="$${CARGO_HOME:-$$HOME/.cargo}/advisory-dbs"; \
+	timeout 120 "$(CARGO_DENY)" fetch db >/dev/null 2>&1 || true; \
+	db=$$(ls -d "$$dbs"/advisory-db-* 2>/dev/null | head -1); \
+	if [[ -n "$$db" ]]; then \
+		echo "audit: RustSec advisories, database as of $$(git -C "$$db" log -1 --format=%cs)"; \
+		"$(CARGO_DENY)" --offline check advisories; \
+	else \
+		echo "audit: RustSec advisories NOT checked: the advisory database (github.com/rustsec/advisory-db) cannot be fetched from here"; \
+	fi
