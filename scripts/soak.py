@@ -2,7 +2,7 @@
 """Soak: 10 000 frames through the running node, and `bag process` over a 10 000-frame
 bag, with the resident memory (RSS) of the process sampled as the frames go by.
 
-    make soak                                  # both, release builds, results in soak/
+    make soak                                  # both, release builds, results in reliability/
     python scripts/soak.py node --frames 10000 # in a shell that sourced scripts/ros-env.sh
     python scripts/soak.py bag --frames 10000
 
@@ -93,6 +93,8 @@ def write_results(out, kind, samples, summary, problems):
         f.writelines(f"{fr},{r}\n" for fr, r in samples)
     summary["problems"] = problems
     (out / f"{kind}.json").write_text(json.dumps(summary, indent=1))
+    if not samples:
+        return
     try:
         import matplotlib
 
@@ -175,7 +177,9 @@ def soak_node(args, work):
         deadline = time.monotonic() + timeout
         while not condition():
             if proc.poll() is not None:
-                raise RuntimeError(f"the node exited with {proc.returncode}; see {work / 'node.log'}")
+                log.flush()
+                tail = "".join((work / "node.log").read_text().splitlines(keepends=True)[-20:])
+                raise RuntimeError(f"the node exited with {proc.returncode}:\n{tail}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}")
             time.sleep(0.002)
@@ -316,7 +320,7 @@ def main():
     parser.add_argument("what", choices=["node", "bag"])
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--window", type=int, default=3, help="node: frames published ahead of the outputs")
-    parser.add_argument("--out", type=Path, default=REPO / "soak")
+    parser.add_argument("--out", type=Path, default=REPO / "reliability")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak.") as tmp:
         kind, samples, summary, problems = (soak_node if args.what == "node" else soak_bag)(args, Path(tmp))

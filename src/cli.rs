@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use bayes_perception::config::Mode;
+use bayes_perception::config::{Mode, Precision};
 use bayes_perception::synth::SceneConfig;
 
 /// Bayesian semantic segmentation and depth with separate aleatoric and epistemic
@@ -240,6 +240,9 @@ pub struct Overrides {
     /// auto, cpu, cuda or cuda:N; overrides `device`.
     #[arg(long)]
     pub device: Option<String>,
+    /// fp32, fp16 or bf16 (the network's number format); overrides `precision`.
+    #[arg(long)]
+    pub precision: Option<Precision>,
     /// MC samples T; overrides `mc.samples`.
     #[arg(long)]
     pub samples: Option<i64>,
@@ -301,6 +304,9 @@ pub struct BenchArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// fp32, fp16 or bf16: the network's number format.
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
     /// libtorch CPU threads (0 = libtorch default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

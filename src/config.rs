@@ -47,6 +47,53 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// The number format of the network's weights and activations during inference. The
+/// uncertainty math after the network (softmax averages, entropies, variances) always
+/// runs in fp32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
+impl Precision {
+    /// The libtorch element type of weights and activations.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 => tch::Kind::Float,
+            Precision::Fp16 => tch::Kind::Half,
+            Precision::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!(
+                "`{s}` is not a precision; expected fp32, fp16 or bf16"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 /// Every parameter, with the defaults of `config/params.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,6 +104,8 @@ pub struct Params {
     pub mode: Mode,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// `fp32`, `fp16` or `bf16`: the network's number format (read at start-up).
+    pub precision: Precision,
     /// Random seed for dropout masks and logit noise; -1 = not seeded. When set, every
     /// frame is sampled from this seed (same frame in, same outputs out).
     pub seed: i64,
@@ -173,6 +222,7 @@ impl Default for Params {
             model: String::new(),
             mode: Mode::Aleatoric,
             device: "auto".into(),
+            precision: Precision::Fp32,
             seed: -1,
             cpu_threads: 0,
             noise_samples: 10,

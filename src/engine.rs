@@ -15,16 +15,17 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use image::{ImageBuffer, Luma, RgbImage};
 use tch::{Device, Kind, Tensor};
 
 use crate::colormap::FloatImage;
-use crate::config::{Mode, Params};
+use crate::config::{Mode, Params, Precision};
 use crate::device::DeviceRequest;
 use crate::error::{Error, Result};
-use crate::model::{HeadOutputs, Model, Pass};
+use crate::model::{Model, Pass};
 use crate::uncertainty::{
     depth_aleatoric_variance, noise_averaged_softmax, DepthMoments, SemanticMoments,
 };
@@ -40,6 +41,9 @@ pub const DEFAULT_CUDA_BATCH: usize = 16;
 pub struct EngineConfig {
     pub mode: Mode,
     pub device: DeviceRequest,
+    /// Number format of the network's weights and activations; fixed when the engine is
+    /// built (the reductions after the network are fp32 whatever it is).
+    pub precision: Precision,
     /// Logit-noise draws per pass for the semantic aleatoric uncertainty.
     pub noise_samples: usize,
     /// T, the stochastic passes per frame in mc mode.
@@ -67,6 +71,7 @@ impl EngineConfig {
         Ok(EngineConfig {
             mode: params.mode,
             device,
+            precision: params.precision,
             noise_samples: params.noise_samples as usize,
             mc_samples: params.mc.samples as usize,
             mc_batch_size: usize::try_from(params.mc.batch_size).ok(),
@@ -158,6 +163,15 @@ pub struct Prediction {
     pub timing: Timing,
 }
 
+/// What one chunk of passes adds to the running moments (see [`Engine::forward_chunk`]).
+struct ChunkOutputs {
+    semantic_probs: Option<Tensor>,
+    /// Depth means and aleatoric variances, metres and m².
+    depth: Option<(Tensor, Tensor)>,
+    /// Seconds in the network (measured only when profiling).
+    forward_s: f64,
+}
+
 /// A loaded model on a device, ready to predict.
 #[derive(Debug)]
 pub struct Engine {
@@ -169,6 +183,8 @@ pub struct Engine {
     std: Tensor,
     /// Network input sides must be multiples of this (one pooling per down block).
     size_multiple: i64,
+    /// The largest MC chunk that has not run out of memory (usize::MAX until one does).
+    mc_chunk_limit: AtomicUsize,
 }
 
 impl Engine {
@@ -180,11 +196,17 @@ impl Engine {
         Self::new(model, config)
     }
 
-    /// Wraps a model that is already on its device (e.g. freshly initialised).
-    pub fn new(model: Model, config: EngineConfig) -> Result<Self> {
+    /// Wraps a model that is already on its device (e.g. freshly initialised), converting
+    /// its weights to `config.precision`.
+    pub fn new(mut model: Model, config: EngineConfig) -> Result<Self> {
         let device = model.vs.device();
         apply_threads(&config);
         check_config(&config)?;
+        match config.precision {
+            Precision::Fp32 => model.vs.float(),
+            Precision::Fp16 => model.vs.half(),
+            Precision::Bf16 => model.vs.bfloat16(),
+        }
         let input = &model.spec.input;
         let mean = Tensor::from_slice(&input.mean)
             .view([1, 3, 1, 1])
@@ -204,6 +226,7 @@ impl Engine {
             mean,
             std,
             size_multiple,
+            mc_chunk_limit: AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -219,16 +242,26 @@ impl Engine {
         &self.config
     }
 
-    /// Changes mode, sample counts, seed or batch size between frames. The device stays
-    /// what the engine was loaded on.
+    /// Changes mode, sample counts, seed or batch size between frames. The device and the
+    /// precision stay what the engine was loaded with.
     pub fn set_config(&mut self, config: EngineConfig) -> Result<()> {
         check_config(&config)?;
+        if config.precision != self.config.precision {
+            return Err(Error::config(
+                "parameters",
+                "precision",
+                format!(
+                    "the engine was loaded in {}; load it again for {}",
+                    self.config.precision, config.precision
+                ),
+            ));
+        }
         self.config = config;
         Ok(())
     }
 
-    /// The MC chunk size in effect: the configured one, or the per-device default,
-    /// never more than T.
+    /// The MC chunk size in effect: the configured one, or the per-device default, never
+    /// more than T, and halved for each time a chunk ran out of memory.
     pub fn mc_batch_size(&self) -> usize {
         let per_device = if self.device.is_cuda() {
             DEFAULT_CUDA_BATCH
@@ -239,6 +272,7 @@ impl Engine {
             .mc_batch_size
             .unwrap_or(per_device)
             .clamp(1, self.config.mc_samples.max(1))
+            .min(self.mc_chunk_limit.load(Ordering::Relaxed))
     }
 
     /// Runs the network on one image and reduces the samples to per-pixel outputs.
@@ -272,64 +306,62 @@ impl Engine {
             _ => 0,
         };
         let mut semantic = spec.tasks.semantic.as_ref().map(|_| SemanticMoments::new());
-        let mut depth = spec
-            .tasks
-            .depth
-            .as_ref()
-            .map(|d| (DepthMoments::new(), d.likelihood, d.unit_m));
+        let mut depth = spec.tasks.depth.as_ref().map(|_| DepthMoments::new());
         let mut forward_s = 0.0;
-        let mut run = |batch: &Tensor, pass: Pass| {
-            let t = Instant::now();
-            inject_forward_fault(width, height);
-            let out = self.model.net.forward(batch, pass);
-            if self.config.profile {
-                self.synchronize();
-                forward_s += t.elapsed().as_secs_f64();
+        let mut add = |out: ChunkOutputs| {
+            if let (Some(moments), Some(probs)) = (semantic.as_mut(), out.semantic_probs) {
+                moments.add(&probs);
             }
-            let crop = |(a, b): (Tensor, Tensor)| (self.crop_to_native(a), self.crop_to_native(b));
-            let out = HeadOutputs {
-                semantic: out.semantic.map(crop),
-                depth: out.depth.map(crop),
-            };
-            if let (Some(moments), Some((logits, s))) = (semantic.as_mut(), out.semantic) {
-                moments.add(&noise_averaged_softmax(&logits, &s, semantic_noise));
+            if let (Some(moments), Some((mean, variance))) = (depth.as_mut(), out.depth) {
+                moments.add(&mean, &variance);
             }
-            if let (Some((moments, likelihood, unit)), Some((mean, s))) =
-                (depth.as_mut(), out.depth)
-            {
-                // Head units to metres: means scale by the unit, variances by its square.
-                moments.add(
-                    &(mean.squeeze_dim(1) * *unit),
-                    &(depth_aleatoric_variance(&s.squeeze_dim(1), *likelihood) * (*unit * *unit)),
-                );
-            }
+            forward_s += out.forward_s;
         };
         let samples = match self.config.mode {
             Mode::Aleatoric => {
-                run(&input, Pass::Eval);
+                add(self.forward_chunk(&input, Pass::Eval, semantic_noise, (width, height)));
                 1
             }
             Mode::Mc => {
                 let total = self.config.mc_samples;
-                let chunk = self.mc_batch_size();
                 let size = input.size();
                 let mut done = 0;
                 while done < total {
-                    let b = chunk.min(total - done);
+                    let b = self.mc_batch_size().min(total - done);
                     // [1, 3, H, W] -> [b, 3, H, W]; BatchNorm in eval mode keeps the b
                     // samples independent, dropout draws a fresh mask for each.
-                    run(
-                        &input.expand([b as i64, size[1], size[2], size[3]], false),
-                        Pass::McSample,
-                    );
-                    done += b;
+                    let batch = input.expand([b as i64, size[1], size[2], size[3]], false);
+                    match guarded(|| {
+                        Ok(self.forward_chunk(
+                            &batch,
+                            Pass::McSample,
+                            semantic_noise,
+                            (width, height),
+                        ))
+                    }) {
+                        Ok(out) => {
+                            add(out);
+                            done += b;
+                        }
+                        // Out of memory: the same passes in chunks half the size, for this
+                        // and every later frame (the limit stays with the engine).
+                        Err(Error::Inference(message)) if b > 1 && is_out_of_memory(&message) => {
+                            let smaller = b / 2;
+                            self.mc_chunk_limit.fetch_min(smaller, Ordering::Relaxed);
+                            log::warn!(
+                                "out of memory running {b} MC passes at once; using chunks of \
+                                 {smaller} from now on ({message})"
+                            );
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 total
             }
         };
 
         let semantic = semantic.map(|m| self.semantic_images(m, width, height));
-        let depth = depth.map(|(m, _, _)| self.depth_images(m, width, height));
+        let depth = depth.map(|m| self.depth_images(m, width, height));
         self.synchronize();
         Ok(Prediction {
             width,
@@ -343,6 +375,51 @@ impl Engine {
                 forward_ms: self.config.profile.then_some(forward_s * 1e3),
             },
         })
+    }
+
+    /// One batched forward pass on the device and the per-sample quantities the running
+    /// moments take: noise-averaged class probabilities `[B, C, h, w]`, depth means and
+    /// aleatoric variances `[B, h, w]` in metres, all fp32 at native size.
+    fn forward_chunk(
+        &self,
+        batch: &Tensor,
+        pass: Pass,
+        semantic_noise: usize,
+        (width, height): (u32, u32),
+    ) -> ChunkOutputs {
+        let started = Instant::now();
+        inject_forward_fault(width, height);
+        if pass == Pass::McSample {
+            inject_out_of_memory(batch.size()[0]);
+        }
+        let out = self.model.net.forward(batch, pass);
+        let mut forward_s = 0.0;
+        if self.config.profile {
+            self.synchronize();
+            forward_s = started.elapsed().as_secs_f64();
+        }
+        // Everything after the network is fp32, whatever the network's precision.
+        let fp32 = |t: Tensor| self.crop_to_native(t).to_kind(Kind::Float);
+        let semantic_probs = out
+            .semantic
+            .map(|(logits, s)| noise_averaged_softmax(&fp32(logits), &fp32(s), semantic_noise));
+        let depth = match (out.depth, &self.model.spec.tasks.depth) {
+            (Some((mean, s)), Some(task)) => {
+                let unit = task.unit_m;
+                // Head units to metres: means scale by the unit, variances by its square.
+                Some((
+                    fp32(mean).squeeze_dim(1) * unit,
+                    depth_aleatoric_variance(&fp32(s).squeeze_dim(1), task.likelihood)
+                        * (unit * unit),
+                ))
+            }
+            _ => None,
+        };
+        ChunkOutputs {
+            semantic_probs,
+            depth,
+            forward_s,
+        }
     }
 
     /// What the network sees of an image: RGB u8 `[H, W, 3]` -> normalised float
@@ -364,6 +441,7 @@ impl Engine {
         };
         // Padding is cropped from the head outputs again in `crop_to_native`.
         pad_to_multiple(&((resized - &self.mean) / &self.std), self.size_multiple)
+            .to_kind(self.config.precision.kind())
     }
 
     /// Crops padded head outputs `[B, C, H', W']` back to the native `[B, C, h, w]`.
@@ -515,9 +593,9 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             }
         }));
     });
-    GUARDED.with(|g| g.set(true));
+    let outer = GUARDED.with(|g| g.replace(true));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
-    GUARDED.with(|g| g.set(false));
+    GUARDED.with(|g| g.set(outer));
     outcome.unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<String>()
@@ -549,6 +627,32 @@ fn inject_forward_fault(width: u32, height: u32) {
             let _ = Tensor::zeros([2], (Kind::Float, Device::Cpu)).view([3]);
         }
     });
+}
+
+/// Fault injection for the tests (feature `failpoints`): with
+/// `FAILPOINTS='engine::mc_chunk=return(N)'` every MC chunk of more than N passes runs
+/// libtorch out of memory (a 4 PiB allocation), as a too-large chunk does on a GPU.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn inject_out_of_memory(passes: i64) {
+    fail::fail_point!("engine::mc_chunk", |limit: Option<String>| {
+        let limit: i64 = limit.and_then(|l| l.parse().ok()).unwrap_or(0);
+        if passes > limit {
+            let _ = Tensor::empty([1 << 50], (Kind::Float, Device::Cpu));
+        }
+    });
+}
+
+/// Whether a libtorch error is an allocation failure: CUDA's caching allocator ("CUDA out
+/// of memory. Tried to allocate ...") or the CPU allocator ("DefaultCPUAllocator: can't
+/// allocate memory: ...").
+fn is_out_of_memory(message: &str) -> bool {
+    [
+        "out of memory",
+        "can't allocate memory",
+        "not enough memory",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Resizes `[h, w]` float maps to the input size (bilinear) in one call and copies them

@@ -303,10 +303,11 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let processed: u64 = tally.cameras.values().map(|c| c.processed).sum();
     let read: u64 = tally.cameras.values().map(|c| c.read).sum();
     println!(
-        "{} camera frame(s) read, {processed} processed ({} on {}, mode {}), {} skipped, {} not sampled (--every {})",
+        "{} camera frame(s) read, {processed} processed ({} on {}, {}, mode {}), {} skipped, {} not sampled (--every {})",
         read + tally.outside_window,
         engine.model().spec.name,
         device_name(engine.device()),
+        params.precision,
         params.mode,
         tally.skipped.values().sum::<u64>(),
         tally.not_sampled,

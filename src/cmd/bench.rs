@@ -25,6 +25,7 @@ struct Report {
     batch_size: Option<usize>,
     noise_samples: usize,
     device: String,
+    precision: String,
     cpu_threads: i32,
     frames: usize,
     median_ms: f64,
@@ -73,6 +74,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let config = EngineConfig {
         mode: args.mode,
         device: device_request,
+        precision: args.precision,
         noise_samples: args.noise_samples,
         mc_samples: args.samples,
         mc_batch_size: args.batch_size,
@@ -149,6 +151,7 @@ fn summarise(
         batch_size: (args.mode == Mode::Mc).then(|| engine.mc_batch_size()),
         noise_samples: args.noise_samples,
         device: device_name(device),
+        precision: args.precision.to_string(),
         cpu_threads: tch::get_num_threads(),
         frames: timings.len(),
         median_ms: percentile(&totals, 0.5),
@@ -165,11 +168,12 @@ fn summarise(
 
 fn print_report(r: &Report) {
     println!(
-        "{} ({:.2} M parameters), {}x{}, mode {}{}, device {} ({} CPU threads), {} frames",
+        "{} ({:.2} M parameters), {}x{}, {}, mode {}{}, device {} ({} CPU threads), {} frames",
         r.arch,
         r.parameters as f64 / 1e6,
         r.height,
         r.width,
+        r.precision,
         r.mode,
         match r.batch_size {
             Some(b) => format!(" T={} batch {}", r.samples, b),

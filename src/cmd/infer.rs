@@ -20,9 +20,10 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     log::info!(
-        "model {} on {}, mode {}, {} image(s)",
+        "model {} on {}, {}, mode {}, {} image(s)",
         model_dir.display(),
         device_name(engine.device()),
+        params.precision,
         params.mode,
         inputs.len()
     );

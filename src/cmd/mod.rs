@@ -28,6 +28,9 @@ pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Resu
     if let Some(device) = &overrides.device {
         params.device = device.clone();
     }
+    if let Some(precision) = overrides.precision {
+        params.precision = precision;
+    }
     if let Some(samples) = overrides.samples {
         params.mc.samples = samples;
     }

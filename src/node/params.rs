@@ -78,7 +78,13 @@ impl ParamValue {
 pub const ROS_RESERVED: &[&str] = &["use_sim_time", "start_type_description_service"];
 
 /// Parameters that only take effect at start-up; `ros2 param set` on them is rejected.
-pub const RESTART_ONLY: &[&str] = &["model", "device", "cpu_threads", "input.transport"];
+pub const RESTART_ONLY: &[&str] = &[
+    "model",
+    "device",
+    "precision",
+    "cpu_threads",
+    "input.transport",
+];
 
 /// Every parameter the node declares, with its value in `params`, in file order.
 pub fn declared(params: &Params) -> Vec<(String, ParamValue)> {

@@ -81,6 +81,7 @@ impl NodeState {
         let extra = [
             ("mode", params.mode.to_string()),
             ("mc samples", samples.to_string()),
+            ("precision", params.precision.to_string()),
             ("model", params.model.clone()),
         ];
         lock(&self.monitor).report(

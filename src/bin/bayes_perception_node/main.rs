@@ -134,8 +134,8 @@ async fn run() -> anyhow::Result<()> {
         &logger,
         r2r::LogSeverity::Info,
         &format!(
-            "model {} ({}), device {device}, mode {}, samples {}",
-            params.model, spec.name, params.mode, params.mc.samples
+            "model {} ({}), device {device}, precision {}, mode {}, samples {}",
+            params.model, spec.name, params.precision, params.mode, params.mc.samples
         ),
     );
 

@@ -1,0 +1,208 @@
+//! Half precision (`precision: fp16 | bf16`) against fp32 on the same inputs and seed, with
+//! the bundled demo model on synthetic scenes it has not seen. The tolerances are those the
+//! README states ("Precision"); on a GPU the device script checks fp16 the same way.
+
+mod common;
+
+use bayes_perception::colormap::FloatImage;
+use bayes_perception::config::{Mode, Precision};
+use bayes_perception::engine::{Engine, EngineConfig, Prediction};
+use bayes_perception::model::Model;
+use bayes_perception::synth::{render, SceneConfig};
+use tch::Device;
+
+/// Per-pixel differences of one half-precision prediction from the fp32 one.
+#[derive(Debug, Default)]
+struct Differences {
+    pixels: usize,
+    labels_differ: usize,
+    /// Largest mean absolute difference over the frames, per output.
+    confidence: f64,
+    semantic_aleatoric_nats: f64,
+    semantic_epistemic_nats: f64,
+    /// Mean |d_half − d_fp32| / d_fp32 over valid depth.
+    depth_rel: f64,
+    depth_aleatoric_rel: f64,
+    depth_epistemic_rel: f64,
+}
+
+fn mean_abs(a: &FloatImage, b: &FloatImage) -> f64 {
+    let sum: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (x - y).abs() as f64)
+        .sum();
+    sum / a.as_raw().len() as f64
+}
+
+fn mean_rel(reference: &FloatImage, other: &FloatImage) -> f64 {
+    let (mut sum, mut n) = (0.0, 0);
+    for (r, o) in reference.as_raw().iter().zip(other.as_raw()) {
+        if r.is_finite() && *r > 0.0 && o.is_finite() {
+            sum += ((o - r) / r).abs() as f64;
+            n += 1;
+        }
+    }
+    sum / n.max(1) as f64
+}
+
+fn compare(reference: &Prediction, other: &Prediction, d: &mut Differences) {
+    let (s32, s) = (
+        reference.semantic.as_ref().unwrap(),
+        other.semantic.as_ref().unwrap(),
+    );
+    let (w, h) = s32.labels.dimensions();
+    d.pixels += (w * h) as usize;
+    for y in 0..h {
+        for x in 0..w {
+            d.labels_differ += usize::from(s32.labels.get(x, y) != s.labels.get(x, y));
+        }
+    }
+    let max = |slot: &mut f64, v: f64| *slot = slot.max(v);
+    max(&mut d.confidence, mean_abs(&s32.confidence, &s.confidence));
+    max(
+        &mut d.semantic_aleatoric_nats,
+        mean_abs(&s32.aleatoric_entropy, &s.aleatoric_entropy),
+    );
+    if let (Some(a), Some(b)) = (
+        &s32.epistemic_mutual_information,
+        &s.epistemic_mutual_information,
+    ) {
+        max(&mut d.semantic_epistemic_nats, mean_abs(a, b));
+    }
+    let (d32, dh) = (
+        reference.depth.as_ref().unwrap(),
+        other.depth.as_ref().unwrap(),
+    );
+    max(&mut d.depth_rel, mean_rel(&d32.depth_m, &dh.depth_m));
+    if let (Some(a), Some(b)) = (&d32.aleatoric_std_m, &dh.aleatoric_std_m) {
+        max(&mut d.depth_aleatoric_rel, mean_rel(a, b));
+    }
+    if let (Some(a), Some(b)) = (&d32.epistemic_std_m, &dh.epistemic_std_m) {
+        max(&mut d.depth_epistemic_rel, mean_rel(a, b));
+    }
+}
+
+fn demo_engine(precision: Precision, mode: Mode) -> Engine {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo");
+    let model = Model::load(&dir, Device::Cpu).unwrap();
+    let config = EngineConfig {
+        mode,
+        precision,
+        mc_samples: 4,
+        seed: Some(3),
+        device: "cpu".parse().unwrap(),
+        ..EngineConfig::default()
+    };
+    Engine::new(model, config).unwrap()
+}
+
+/// fp32 against `precision` on `scenes` unseen scenes, at the native size and at a camera
+/// size that goes through both resizes.
+fn differences(precision: Precision, mode: Mode, scenes: u64) -> Differences {
+    let _lock = common::rng_lock();
+    let (fp32, half) = (
+        demo_engine(Precision::Fp32, mode),
+        demo_engine(precision, mode),
+    );
+    let cfg = SceneConfig {
+        width: 240,
+        height: 180,
+        ood: false,
+        noise_sigma: SceneConfig::NOISE_SIGMA,
+    };
+    let mut d = Differences::default();
+    for index in 0..scenes {
+        let rgb = render(515_151, index, cfg).rgb;
+        let camera = image::imageops::resize(&rgb, 320, 200, image::imageops::Triangle);
+        for image in [rgb, camera] {
+            let reference = fp32.predict(&image).unwrap();
+            compare(&reference, &half.predict(&image).unwrap(), &mut d);
+        }
+    }
+    eprintln!("{precision} {mode}: {d:?}");
+    d
+}
+
+fn assert_within_tolerances(d: &Differences, mode: Mode) {
+    let agree = 1.0 - d.labels_differ as f64 / d.pixels as f64;
+    assert!(agree >= 0.995, "labels agree on {:.4} of the pixels", agree);
+    assert!(d.confidence <= 0.01, "confidence {:.4}", d.confidence);
+    assert!(
+        d.semantic_aleatoric_nats <= 0.01,
+        "semantic aleatoric {:.4} nats",
+        d.semantic_aleatoric_nats
+    );
+    assert!(d.depth_rel <= 0.01, "depth {:.4}", d.depth_rel);
+    assert!(
+        d.depth_aleatoric_rel <= 0.02,
+        "depth aleatoric {:.4}",
+        d.depth_aleatoric_rel
+    );
+    if mode == Mode::Mc {
+        assert!(
+            d.semantic_epistemic_nats <= 0.01,
+            "semantic epistemic {:.4} nats",
+            d.semantic_epistemic_nats
+        );
+        assert!(
+            d.depth_epistemic_rel <= 0.05,
+            "depth epistemic {:.4}",
+            d.depth_epistemic_rel
+        );
+    }
+}
+
+#[test]
+fn bf16_agrees_with_fp32_in_one_pass() {
+    assert_within_tolerances(
+        &differences(Precision::Bf16, Mode::Aleatoric, 2),
+        Mode::Aleatoric,
+    );
+}
+
+#[test]
+fn fp16_agrees_with_fp32_in_one_pass() {
+    // fp16 convolutions are slow on a CPU (no native kernels): one scene.
+    assert_within_tolerances(
+        &differences(Precision::Fp16, Mode::Aleatoric, 1),
+        Mode::Aleatoric,
+    );
+}
+
+#[test]
+fn bf16_agrees_with_fp32_in_mc_mode() {
+    assert_within_tolerances(&differences(Precision::Bf16, Mode::Mc, 1), Mode::Mc);
+}
+
+#[test]
+fn the_precision_is_fixed_when_the_engine_loads() {
+    let mut engine = Engine::new(
+        common::tiny_model(3, true),
+        EngineConfig {
+            precision: Precision::Bf16,
+            device: "cpu".parse().unwrap(),
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
+    let err = engine
+        .set_config(EngineConfig {
+            precision: Precision::Fp32,
+            device: "cpu".parse().unwrap(),
+            ..EngineConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("precision") && err.contains("bf16"), "{err}");
+    // A bf16 engine still returns fp32 images (the reductions run in fp32).
+    let p = engine.predict(&common::pattern(40, 30)).unwrap();
+    assert!(p
+        .semantic
+        .unwrap()
+        .confidence
+        .as_raw()
+        .iter()
+        .all(|c| c.is_finite()));
+}
