@@ -146,8 +146,30 @@ pub struct DepthPrediction {
 pub struct Timing {
     /// From the image in to the images out, milliseconds.
     pub total_ms: f64,
-    /// Time inside the network's forward passes; only measured with `profile`.
-    pub forward_ms: Option<f64>,
+    /// The stages; only measured with `profile` (each ends with a device
+    /// synchronisation, which costs a little on a GPU).
+    pub stages: Option<StageTimes>,
+}
+
+/// Where the time of one prediction goes, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// The image to the device, resized to the native size, normalised and padded.
+    pub upload_ms: f64,
+    /// The network's forward passes.
+    pub forward_ms: f64,
+    /// On the device after the network: logit-noise softmax, running moments, the
+    /// reductions, resizing to the image's size and the argmax.
+    pub device_post_ms: f64,
+    /// The output planes to the host, as images.
+    pub download_ms: f64,
+}
+
+impl Timing {
+    /// Time in the network's forward passes (profiled predictions only).
+    pub fn forward_ms(&self) -> Option<f64> {
+        self.stages.map(|s| s.forward_ms)
+    }
 }
 
 /// What [`Engine::predict`] returns.
@@ -170,6 +192,20 @@ struct ChunkOutputs {
     depth: Option<(Tensor, Tensor)>,
     /// Seconds in the network (measured only when profiling).
     forward_s: f64,
+}
+
+/// Every output image of a prediction at the image's size, on the device.
+struct OutputPlanes {
+    /// Class ids `[H, W]`: uint8 for up to 256 classes, else int32.
+    labels: Option<Tensor>,
+    /// fp32 `[N, H, W]`: confidence, semantic aleatoric, semantic epistemic (mc), depth,
+    /// depth aleatoric std, depth epistemic std (mc); those of the model's tasks.
+    floats: Tensor,
+    /// p̄ `[C, H, W]` (only with `keep_probabilities`).
+    probabilities: Option<Tensor>,
+    semantic_epistemic: bool,
+    depth: bool,
+    depth_epistemic: bool,
 }
 
 /// A loaded model on a device, ready to predict.
@@ -299,6 +335,7 @@ impl Engine {
         }
         let spec = &self.model.spec;
         let input = self.network_input(image);
+        let uploaded_at = self.profile_mark();
 
         // A model whose variance head was not trained (homoscedastic) gets no logit noise.
         let semantic_noise = match &spec.tasks.semantic {
@@ -360,9 +397,20 @@ impl Engine {
             }
         };
 
-        let semantic = semantic.map(|m| self.semantic_images(m, width, height));
-        let depth = depth.map(|m| self.depth_images(m, width, height));
-        self.synchronize();
+        let sampled_at = self.profile_mark();
+        let planes = self.output_planes(semantic, depth, width, height);
+        let post_at = self.profile_mark();
+        let (semantic, depth) = self.download(planes, width, height);
+        let stages = self.config.profile.then(|| {
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            StageTimes {
+                upload_ms: ms(started, uploaded_at),
+                forward_ms: forward_s * 1e3,
+                device_post_ms: ms(uploaded_at, sampled_at) - forward_s * 1e3
+                    + ms(sampled_at, post_at),
+                download_ms: post_at.elapsed().as_secs_f64() * 1e3,
+            }
+        });
         Ok(Prediction {
             width,
             height,
@@ -372,9 +420,18 @@ impl Engine {
             depth,
             timing: Timing {
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
-                forward_ms: self.config.profile.then_some(forward_s * 1e3),
+                stages,
             },
         })
+    }
+
+    /// Now, after the device has finished its queued work when profiling (so stage
+    /// boundaries are real); just now otherwise.
+    fn profile_mark(&self) -> Instant {
+        if self.config.profile {
+            self.synchronize();
+        }
+        Instant::now()
     }
 
     /// One batched forward pass on the device and the per-sample quantities the running
@@ -450,82 +507,130 @@ impl Engine {
         t.narrow(2, 0, input.height).narrow(3, 0, input.width)
     }
 
-    fn semantic_images(
+    /// Every output image at the image's size, still on the device, as one stack of
+    /// float planes (one resize for all of them) plus the labels.
+    fn output_planes(
         &self,
-        moments: SemanticMoments,
+        semantic: Option<SemanticMoments>,
+        depth: Option<DepthMoments>,
         width: u32,
         height: u32,
-    ) -> SemanticPrediction {
-        let out = moments.finish();
-        let (labels, confidence) = resized_argmax(&out.mean_probs, width, height);
-        let probabilities = self.config.keep_probabilities.then(|| {
-            let size = out.mean_probs.size();
-            let resized = if (size[1], size[2]) == (height as i64, width as i64) {
-                out.mean_probs.shallow_clone()
+    ) -> OutputPlanes {
+        let (h, w) = (height as i64, width as i64);
+        let mut native = Vec::new();
+        let mut labels = None;
+        let mut confidence = None;
+        let mut probabilities = None;
+        let mut semantic_epistemic = false;
+        if let Some(moments) = semantic {
+            let out = moments.finish();
+            let (ids, conf) = resized_argmax(&out.mean_probs, width, height);
+            let kind = if self.model.spec.num_classes() <= 256 {
+                Kind::Uint8
             } else {
-                out.mean_probs
-                    .unsqueeze(0)
-                    .upsample_bilinear2d([height as i64, width as i64], false, None, None)
-                    .squeeze_dim(0)
+                Kind::Int
             };
-            tensor_to_vec::<f32>(&resized.to_kind(Kind::Float).to_device(Device::Cpu))
-        });
-        let mut maps = vec![out.aleatoric];
-        maps.extend(out.epistemic);
-        let mut floats = resize_floats(&maps, width, height).into_iter();
-        let labels = labels.to_device(Device::Cpu);
-        let confidence = confidence.to_device(Device::Cpu);
-        let labels = if self.model.spec.num_classes() <= 256 {
-            LabelImage::U8(
-                ImageBuffer::from_raw(
-                    width,
-                    height,
-                    tensor_to_vec::<u8>(&labels.to_kind(Kind::Uint8)),
-                )
-                .expect("sized"),
-            )
-        } else {
-            let ids: Vec<i32> = tensor_to_vec(&labels.to_kind(Kind::Int));
-            LabelImage::U16(
-                ImageBuffer::from_raw(width, height, ids.into_iter().map(|v| v as u16).collect())
-                    .expect("sized"),
-            )
-        };
-        SemanticPrediction {
+            labels = Some(ids.to_kind(kind));
+            confidence = Some(conf);
+            if self.config.keep_probabilities {
+                probabilities = Some(resize_to(&out.mean_probs.unsqueeze(0), h, w).squeeze_dim(0));
+            }
+            native.push(out.aleatoric);
+            semantic_epistemic = out.epistemic.is_some();
+            native.extend(out.epistemic);
+        }
+        let mut depth_epistemic = false;
+        let has_depth = depth.is_some();
+        if let Some(moments) = depth {
+            let out = moments.finish();
+            native.push(out.mean);
+            native.push(out.aleatoric_std);
+            depth_epistemic = out.epistemic_std.is_some();
+            native.extend(out.epistemic_std);
+        }
+        let mut floats: Vec<Tensor> = confidence.into_iter().map(|c| c.unsqueeze(0)).collect();
+        if !native.is_empty() {
+            let stacked = Tensor::stack(&native, 0).unsqueeze(0).to_kind(Kind::Float);
+            floats.push(resize_to(&stacked, h, w).squeeze_dim(0));
+        }
+        OutputPlanes {
             labels,
-            confidence: FloatImage::from_raw(width, height, tensor_to_vec(&confidence))
-                .expect("sized"),
-            aleatoric_entropy: floats.next().expect("aleatoric"),
-            epistemic_mutual_information: floats.next(),
+            floats: Tensor::cat(&floats, 0),
             probabilities,
+            semantic_epistemic,
+            depth: has_depth,
+            depth_epistemic,
         }
     }
 
-    fn depth_images(&self, moments: DepthMoments, width: u32, height: u32) -> DepthPrediction {
-        let out = moments.finish();
-        let mut maps = vec![out.mean, out.aleatoric_std];
-        maps.extend(out.epistemic_std);
-        let mut floats = resize_floats(&maps, width, height).into_iter();
-        let mut depth_m = floats.next().expect("depth");
-        // REP 118: invalid depth is NaN. Marked after resizing so NaN does not bleed.
-        for d in depth_m.iter_mut() {
-            if d.is_nan() || *d <= 0.0 {
-                *d = f32::NAN;
+    /// The planes to the host (one copy for all float planes) as the prediction's images.
+    fn download(
+        &self,
+        planes: OutputPlanes,
+        width: u32,
+        height: u32,
+    ) -> (Option<SemanticPrediction>, Option<DepthPrediction>) {
+        let plane_len = (width * height) as usize;
+        let floats = tensor_to_vec::<f32>(&planes.floats.to_device(Device::Cpu));
+        let mut images = floats
+            .chunks_exact(plane_len)
+            .map(|plane| FloatImage::from_raw(width, height, plane.to_vec()).expect("sized"));
+        let semantic = planes.labels.map(|labels| {
+            let labels = labels.to_device(Device::Cpu);
+            let labels = match labels.kind() {
+                Kind::Uint8 => LabelImage::U8(
+                    ImageBuffer::from_raw(width, height, tensor_to_vec::<u8>(&labels))
+                        .expect("sized"),
+                ),
+                _ => LabelImage::U16(
+                    ImageBuffer::from_raw(
+                        width,
+                        height,
+                        tensor_to_vec::<i32>(&labels)
+                            .into_iter()
+                            .map(|v| v as u16)
+                            .collect(),
+                    )
+                    .expect("sized"),
+                ),
+            };
+            SemanticPrediction {
+                labels,
+                confidence: images.next().expect("confidence"),
+                aleatoric_entropy: images.next().expect("semantic aleatoric"),
+                epistemic_mutual_information: planes
+                    .semantic_epistemic
+                    .then(|| images.next().expect("semantic epistemic")),
+                probabilities: planes
+                    .probabilities
+                    .map(|p| tensor_to_vec::<f32>(&p.to_device(Device::Cpu))),
             }
-        }
-        let aleatoric_std_m = floats.next().expect("aleatoric std");
-        let trained = self
-            .model
-            .spec
-            .tasks
-            .depth
-            .as_ref()
-            .is_some_and(|d| d.aleatoric);
-        DepthPrediction {
-            depth_m,
-            aleatoric_std_m: trained.then_some(aleatoric_std_m),
-            epistemic_std_m: floats.next(),
-        }
+        });
+        let depth = planes.depth.then(|| {
+            let mut depth_m = images.next().expect("depth");
+            // REP 118: invalid depth is NaN. Marked after resizing so NaN does not bleed.
+            for d in depth_m.iter_mut() {
+                if d.is_nan() || *d <= 0.0 {
+                    *d = f32::NAN;
+                }
+            }
+            let aleatoric_std_m = images.next().expect("depth aleatoric std");
+            let trained = self
+                .model
+                .spec
+                .tasks
+                .depth
+                .as_ref()
+                .is_some_and(|d| d.aleatoric);
+            DepthPrediction {
+                depth_m,
+                aleatoric_std_m: trained.then_some(aleatoric_std_m),
+                epistemic_std_m: planes
+                    .depth_epistemic
+                    .then(|| images.next().expect("depth epistemic std")),
+            }
+        });
+        (semantic, depth)
     }
 
     fn synchronize(&self) {
@@ -655,20 +760,15 @@ fn is_out_of_memory(message: &str) -> bool {
     .any(|m| message.contains(m))
 }
 
-/// Resizes `[h, w]` float maps to the input size (bilinear) in one call and copies them
-/// to the host.
-fn resize_floats(maps: &[Tensor], width: u32, height: u32) -> Vec<FloatImage> {
-    let stacked = Tensor::stack(maps, 0).unsqueeze(0).to_kind(Kind::Float);
-    let size = stacked.size();
-    let resized = if (size[2], size[3]) == (height as i64, width as i64) {
-        stacked
+/// `[B, C, h, w]` resized bilinearly (half-pixel centres) to `[B, C, height, width]`;
+/// the tensor itself when it already has that size.
+fn resize_to(x: &Tensor, height: i64, width: i64) -> Tensor {
+    let size = x.size();
+    if (size[2], size[3]) == (height, width) {
+        x.shallow_clone()
     } else {
-        stacked.upsample_bilinear2d([height as i64, width as i64], false, None, None)
-    };
-    let host = resized.squeeze_dim(0).to_device(Device::Cpu);
-    (0..maps.len() as i64)
-        .map(|i| FloatImage::from_raw(width, height, tensor_to_vec(&host.get(i))).expect("sized"))
-        .collect()
+        x.upsample_bilinear2d([height, width], false, None, None)
+    }
 }
 
 /// Classes resized at a time in [`resized_argmax`], which bounds its memory to this many

@@ -87,7 +87,7 @@ pub fn process_frame(
         camera_info,
         forward_ms: prediction
             .timing
-            .forward_ms
+            .forward_ms()
             .unwrap_or(prediction.timing.total_ms),
     })
 }

@@ -4,15 +4,41 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use bayes_perception::config::ColormapParams;
 use bayes_perception::config::Mode;
 use bayes_perception::device::{device_name, DeviceRequest};
-use bayes_perception::engine::Timing;
+use bayes_perception::engine::StageTimes;
 use bayes_perception::model::{random_spec, Model};
+use bayes_perception::msg::outputs::build_outputs;
+use bayes_perception::msg::Header;
 use bayes_perception::{Engine, EngineConfig};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::cli::BenchArgs;
+
+#[derive(Debug, Serialize)]
+struct Stages {
+    /// Image to the device, resize, normalise, pad.
+    upload: f64,
+    /// The network's forward passes.
+    forward: f64,
+    /// Softmax over logit noise, moments, reductions, resize back, argmax on the device.
+    device_post: f64,
+    /// Output planes to the host.
+    download: f64,
+    /// Host: false colour and the node's output messages (what `bag process` and the
+    /// node do after the engine).
+    host_outputs: f64,
+}
+
+/// One timed frame.
+struct FrameTime {
+    stages: StageTimes,
+    host_outputs_ms: f64,
+    /// Engine plus host outputs.
+    total_ms: f64,
+}
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -28,11 +54,18 @@ struct Report {
     precision: String,
     cpu_threads: i32,
     frames: usize,
+    /// Whole frames: image in, every output message of the node built (engine + host
+    /// colourising and packing), milliseconds.
     median_ms: f64,
     p95_ms: f64,
     mean_ms: f64,
-    /// Share of the frame time spent in the network's forward passes.
+    /// 1000 / median_ms.
+    frames_per_s: f64,
+    /// Share of the whole-frame time spent in the network's forward passes.
     forward_share: f64,
+    /// Median of each stage over the timed frames, milliseconds (they need not add up to
+    /// median_ms exactly: medians of parts).
+    stages_median_ms: Stages,
     /// Host peak resident memory (VmHWM), MiB.
     peak_rss_mib: Option<f64>,
     /// CUDA only: device memory in use after the run (total − free, whole device: CUDA
@@ -118,13 +151,26 @@ fn time_frames(
     frames: &[image::RgbImage],
     warmup: usize,
     count: usize,
-) -> anyhow::Result<Vec<Timing>> {
+) -> anyhow::Result<Vec<FrameTime>> {
+    let palette = engine.model().spec.palette();
+    let colormap = ColormapParams::default();
+    let header = Header::default();
+    let frame = |i: usize| -> anyhow::Result<FrameTime> {
+        let prediction = engine.predict(&frames[i % frames.len()])?;
+        let started = std::time::Instant::now();
+        let messages = build_outputs(&prediction, &header, &palette, &colormap, |_| true);
+        let host_outputs_ms = started.elapsed().as_secs_f64() * 1e3;
+        std::hint::black_box(messages);
+        Ok(FrameTime {
+            stages: prediction.timing.stages.expect("bench profiles the engine"),
+            host_outputs_ms,
+            total_ms: prediction.timing.total_ms + host_outputs_ms,
+        })
+    };
     for i in 0..warmup {
-        engine.predict(&frames[i % frames.len()])?;
+        frame(i)?;
     }
-    (0..count)
-        .map(|i| Ok(engine.predict(&frames[i % frames.len()])?.timing))
-        .collect()
+    (0..count).map(frame).collect()
 }
 
 fn summarise(
@@ -132,11 +178,13 @@ fn summarise(
     engine: &Engine,
     parameters: i64,
     device: Device,
-    timings: &[Timing],
+    timings: &[FrameTime],
 ) -> Report {
     let totals: Vec<f64> = timings.iter().map(|t| t.total_ms).collect();
     let total: f64 = totals.iter().sum();
-    let forward: f64 = timings.iter().filter_map(|t| t.forward_ms).sum();
+    let forward: f64 = timings.iter().map(|t| t.stages.forward_ms).sum();
+    let median =
+        |f: fn(&FrameTime) -> f64| percentile(&timings.iter().map(f).collect::<Vec<_>>(), 0.5);
     Report {
         arch: args.arch.clone(),
         parameters,
@@ -157,7 +205,15 @@ fn summarise(
         median_ms: percentile(&totals, 0.5),
         p95_ms: percentile(&totals, 0.95),
         mean_ms: total / totals.len() as f64,
+        frames_per_s: 1000.0 / percentile(&totals, 0.5),
         forward_share: forward / total,
+        stages_median_ms: Stages {
+            upload: median(|t| t.stages.upload_ms),
+            forward: median(|t| t.stages.forward_ms),
+            device_post: median(|t| t.stages.device_post_ms),
+            download: median(|t| t.stages.download_ms),
+            host_outputs: median(|t| t.host_outputs_ms),
+        },
         peak_rss_mib: None,
         gpu_memory_used_mib: None,
         single_pass_median_ms: None,
@@ -187,7 +243,16 @@ fn print_report(r: &Report) {
         "  per frame: median {:.1} ms, p95 {:.1} ms, mean {:.1} ms",
         r.median_ms, r.p95_ms, r.mean_ms
     );
-    println!("  network forward share: {:.1} %", r.forward_share * 100.0);
+    println!(
+        "  {:.1} frames/s; network forward share {:.1} %",
+        r.frames_per_s,
+        r.forward_share * 100.0
+    );
+    let st = &r.stages_median_ms;
+    println!(
+        "  stages (medians): upload {:.2} ms, forward {:.2} ms, device post {:.2} ms, download {:.2} ms, host outputs {:.2} ms",
+        st.upload, st.forward, st.device_post, st.download, st.host_outputs
+    );
     if let (Some(single), Some(ratio)) = (r.single_pass_median_ms, r.mc_vs_sequential_ratio) {
         println!(
             "  single pass: median {single:.1} ms; one T={} frame / {} single-pass frames = {ratio:.2}",
