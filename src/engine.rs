@@ -13,7 +13,6 @@
 //! argmax, the confidence p̄ of that label, pixel by pixel at the output size. The outputs
 //! cover exactly the input's field of view.
 
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -679,36 +678,13 @@ fn apply_threads(config: &EngineConfig) {
     }
 }
 
-thread_local! {
-    /// Whether this thread is inside [`guarded`], whose caller reports the panic itself.
-    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Runs `f`, turning a panic (how tch reports a libtorch exception) into
 /// [`Error::Inference`] with libtorch's message. The panic is not printed: the caller
 /// reports the error (the node logs it throttled and counts it), so one line per kind of
-/// failure rather than a C++ backtrace per frame. Panics elsewhere print as before.
+/// failure rather than a C++ backtrace per frame.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
-    QUIET_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !GUARDED.with(|g| g.get()) {
-                previous(info);
-            }
-        }));
-    });
-    let outer = GUARDED.with(|g| g.replace(true));
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
-    GUARDED.with(|g| g.set(outer));
-    outcome.unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("libtorch failed");
-        Err(Error::Inference(libtorch_message(message)))
-    })
+    crate::panic_guard::catch_quietly(f)
+        .unwrap_or_else(|message| Err(Error::Inference(libtorch_message(&message))))
 }
 
 /// libtorch's own message out of a tch panic: `called `Result::unwrap()` on an `Err`

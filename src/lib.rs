@@ -12,7 +12,8 @@
 //! - [`bag`]: rosbag2 files (CDR, MCAP, SQLite3) without ROS;
 //! - [`train`], [`synth`], [`eval`]: losses, data, training loop, synthetic scenes and
 //!   evaluation of accuracy and uncertainty quality;
-//! - [`text_file`]: size-limited reading of the YAML files that come from outside.
+//! - [`text_file`]: size-limited reading of the YAML files that come from outside;
+//!   [`panic_guard`]: panics of libtorch (tch) and mcap on bad input turned into errors.
 
 pub mod bag;
 pub mod colormap;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod msg;
 pub mod node;
 pub mod output;
+pub mod panic_guard;
 pub mod pipeline;
 pub mod synth;
 pub mod text_file;

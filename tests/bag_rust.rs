@@ -313,4 +313,14 @@ fn fuzz_findings_are_errors() {
     let (_, result) = read_all(&BagReader::open(&path).unwrap());
     let err = result.unwrap_err().to_string();
     assert!(err.contains("reading stopped after"), "{err}");
+    // A record inside an uncompressed chunk longer than what is left of the chunk: mcap
+    // 0.26 subtracts without a check (a panic with overflow checks, a wrapped count that
+    // reads on as garbage without).
+    let path = dir.join("bag_mcap_chunk_record_overflow.mcap");
+    let (_, result) = read_all(&BagReader::open(&path).unwrap());
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("reading stopped after") && err.contains("damaged MCAP data"),
+        "{err}"
+    );
 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::panic_guard::catch_quietly;
 use crate::text_file::{read_limited, MAX_BAG_METADATA_BYTES};
 
 /// Storage plugins this reader understands.
@@ -349,8 +350,18 @@ fn read_mcap(
     let mut schemas: HashMap<u16, String> = HashMap::new();
     let mut channels: HashMap<u16, (String, String)> = HashMap::new();
     let mut read = 0u64;
-    while let Some(event) = reader.next_event() {
-        let event = event.map_err(|e| corrupt(read, e.to_string()))?;
+    loop {
+        // mcap 0.26's reader can panic on damaged length fields (an unchecked subtraction
+        // inside uncompressed chunks, found by fuzzing); that is damage like any other.
+        let next = {
+            let reader = &mut reader;
+            catch_quietly(move || reader.next_event())
+        };
+        let event = match next {
+            Ok(Some(event)) => event.map_err(|e| corrupt(read, e.to_string()))?,
+            Ok(None) => break,
+            Err(panic) => return Err(corrupt(read, format!("damaged MCAP data ({panic})"))),
+        };
         let (opcode, data) = match event {
             mcap::sans_io::LinearReadEvent::ReadRequest(need) => {
                 let n = need.min(rest.len());
