@@ -6,6 +6,10 @@
 //!   linker drops it (nothing references it by symbol) and CUDA reads as unavailable on a
 //!   GPU machine. Kept, the same binary still runs on a CPU-only machine.
 //!
+//! - `csrc/cuda_memory.cpp`, the caching allocator's memory statistics (tch has none),
+//!   compiled against that libtorch's headers; where that fails the crate builds without
+//!   them (`bp_cuda_memory` unset) and reports no GPU peak memory.
+//!
 //! The libtorch location follows torch-sys: `LIBTORCH` (a user's own libtorch, e.g. on a
 //! Jetson) or, with `LIBTORCH_USE_PYTORCH`, the torch package of the first `python3` on PATH.
 //! The version and library directory are baked in for `bayes_perception doctor`.
@@ -16,6 +20,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=csrc/cuda_memory.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rustc-check-cfg=cfg(bp_cuda_memory)");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
 
@@ -40,6 +47,33 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+    compile_cuda_memory_shim(&lib_dir);
+}
+
+/// Builds csrc/cuda_memory.cpp against libtorch's headers (next to its lib directory, as
+/// in the PyTorch wheels and the C++ libtorch zips).
+fn compile_cuda_memory_shim(lib_dir: &Path) {
+    let include = lib_dir.with_file_name("include");
+    // Like torch-sys: the PyTorch wheels use the C++11 ABI, LIBTORCH_CXX11_ABI=0 for others.
+    let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    let built = cc::Build::new()
+        .cpp(true)
+        .file("csrc/cuda_memory.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .warnings(false)
+        .try_compile("bp_cuda_memory");
+    match built {
+        Ok(()) => {
+            println!("cargo:rustc-link-lib=c10");
+            println!("cargo:rustc-cfg=bp_cuda_memory");
+        }
+        Err(e) => println!(
+            "cargo:warning=GPU memory statistics left out (csrc/cuda_memory.cpp did not build: {e})"
+        ),
     }
 }
 

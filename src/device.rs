@@ -91,9 +91,91 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
+/// libtorch's CUDA caching allocator on one device, MiB: what this process's tensors hold
+/// now and at most since the last [`reset_cuda_peak_memory`] (torch.cuda.memory_allocated
+/// and max_memory_allocated), and what the allocator keeps from the driver (reserved).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CudaMemory {
+    pub allocated_mib: f64,
+    pub peak_allocated_mib: f64,
+    pub reserved_mib: f64,
+    pub peak_reserved_mib: f64,
+}
+
+#[cfg(bp_cuda_memory)]
+extern "C" {
+    fn bp_cuda_memory_stats(device: i32, out: *mut i64) -> i32;
+    fn bp_cuda_reset_peak_memory(device: i32) -> i32;
+}
+
+/// The caching allocator's statistics for CUDA device `index`; `None` without CUDA, or
+/// where the crate was built without csrc/cuda_memory.cpp.
+pub fn cuda_memory(index: usize) -> Option<CudaMemory> {
+    #[cfg(bp_cuda_memory)]
+    {
+        let mut out = [0i64; 4];
+        // SAFETY: the shim writes exactly four values into `out` and returns 0, or
+        // returns non-zero (every libtorch exception caught) and writes nothing.
+        if unsafe { bp_cuda_memory_stats(index as i32, out.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
+        Some(CudaMemory {
+            allocated_mib: mib(out[0]),
+            peak_allocated_mib: mib(out[1]),
+            reserved_mib: mib(out[2]),
+            peak_reserved_mib: mib(out[3]),
+        })
+    }
+    #[cfg(not(bp_cuda_memory))]
+    {
+        let _ = index;
+        None
+    }
+}
+
+/// Starts a new peak for [`cuda_memory`]; false where that is not possible.
+pub fn reset_cuda_peak_memory(index: usize) -> bool {
+    #[cfg(bp_cuda_memory)]
+    {
+        // SAFETY: no arguments besides the index; exceptions are caught in the shim.
+        unsafe { bp_cuda_reset_peak_memory(index as i32) == 0 }
+    }
+    #[cfg(not(bp_cuda_memory))]
+    {
+        let _ = index;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuda_memory_statistics_are_none_without_a_gpu_and_consistent_with_one() {
+        if !Cuda::is_available() {
+            assert_eq!(cuda_memory(0), None);
+            assert!(!reset_cuda_peak_memory(0));
+            return;
+        }
+        // On a GPU machine: a 64 MiB tensor shows in allocated and peak.
+        assert!(reset_cuda_peak_memory(0));
+        let before = cuda_memory(0).expect("statistics on a CUDA device");
+        let t = tch::Tensor::zeros([16 << 20], (tch::Kind::Float, Device::Cuda(0)));
+        let with = cuda_memory(0).unwrap();
+        assert!(
+            with.allocated_mib - before.allocated_mib >= 63.9,
+            "{before:?} {with:?}"
+        );
+        drop(t);
+        let after = cuda_memory(0).unwrap();
+        assert!(after.peak_allocated_mib >= with.allocated_mib, "{after:?}");
+        assert!(
+            after.peak_reserved_mib >= after.peak_allocated_mib,
+            "{after:?}"
+        );
+    }
 
     #[test]
     fn parses_every_form_and_rejects_others() {

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use bayes_perception::config::ColormapParams;
 use bayes_perception::config::Mode;
-use bayes_perception::device::{device_name, DeviceRequest};
+use bayes_perception::device::{
+    cuda_memory, device_name, reset_cuda_peak_memory, CudaMemory, DeviceRequest,
+};
 use bayes_perception::engine::StageTimes;
 use bayes_perception::model::{random_spec, Model};
 use bayes_perception::msg::outputs::build_outputs;
@@ -71,6 +73,9 @@ struct Report {
     /// CUDA only: device memory in use after the run (total − free, whole device: CUDA
     /// context plus libtorch's caching allocator, which keeps its peak), MiB.
     gpu_memory_used_mib: Option<f64>,
+    /// CUDA only: libtorch's caching allocator over the timed frames (peak allocated is
+    /// torch.cuda.max_memory_allocated), MiB.
+    gpu_memory: Option<CudaMemory>,
     /// mc only: median of single-pass (aleatoric) frames, and the ratio of one T-sample
     /// frame to T single-pass frames.
     single_pass_median_ms: Option<f64>,
@@ -121,6 +126,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     let timings = time_frames(&engine, &frames, args.warmup, args.frames)?;
     let mut report = summarise(&args, &engine, parameters, device, &timings);
+    if let Device::Cuda(index) = device {
+        report.gpu_memory = cuda_memory(index);
+    }
     if args.mode == Mode::Mc {
         // The same frames through one deterministic pass each, for the batching ratio.
         engine.set_config(EngineConfig {
@@ -170,6 +178,10 @@ fn time_frames(
     for i in 0..warmup {
         frame(i)?;
     }
+    // The peak over the timed frames only.
+    if let Device::Cuda(index) = engine.device() {
+        reset_cuda_peak_memory(index);
+    }
     (0..count).map(frame).collect()
 }
 
@@ -216,6 +228,7 @@ fn summarise(
         },
         peak_rss_mib: None,
         gpu_memory_used_mib: None,
+        gpu_memory: None,
         single_pass_median_ms: None,
         mc_vs_sequential_ratio: None,
         libtorch: bayes_perception::LIBTORCH_VERSION,
@@ -257,6 +270,12 @@ fn print_report(r: &Report) {
         println!(
             "  single pass: median {single:.1} ms; one T={} frame / {} single-pass frames = {ratio:.2}",
             r.samples, r.samples
+        );
+    }
+    if let Some(m) = r.gpu_memory {
+        println!(
+            "  GPU memory (libtorch allocator, timed frames): peak allocated {:.0} MiB, peak reserved {:.0} MiB",
+            m.peak_allocated_mib, m.peak_reserved_mib
         );
     }
     if let Some(mib) = r.gpu_memory_used_mib {
