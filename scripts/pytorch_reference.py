@@ -9,8 +9,16 @@ dropout active only for MC samples), with the same heads as the engine's models.
     python3 scripts/pytorch_reference.py --arch fcdensenet56 --height 360 --width 480
     python3 scripts/pytorch_reference.py --arch fcdensenet56 --height 180 --width 240 \
         --mode mc --samples 10 --batch-size 10
+    python3 scripts/pytorch_reference.py --device cuda --arch fcdensenet103 --dtype fp16 \
+        --channels-last --compile --json out.json   # the fastest PyTorch set-up we know
+
+--dtype converts weights and input (fp16/bf16), --channels-last uses NHWC memory format,
+--compile wraps the network in torch.compile (its compile time is not timed: the warm-up
+frames pay it). --json FILE writes the result as JSON; --profile prints the 15 costliest
+CUDA kernels of one frame (torch.profiler).
 """
 import argparse
+import json
 import statistics
 import time
 import warnings
@@ -91,22 +99,33 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--frames", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--json", help="write the result to this file")
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
 
     device = torch.device(args.device)
-    net = FcDenseNet(**PRESETS[args.arch]).to(device).eval()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    net = FcDenseNet(**PRESETS[args.arch]).to(device=device, dtype=dtype, memory_format=memory_format).eval()
+    forward = torch.compile(net) if args.compile else net
     # Padded to multiples of 32 (five poolings), as the engine pads.
     pad = lambda n: -(-n // 32) * 32  # noqa: E731
-    x = torch.rand(1, 3, pad(args.height), pad(args.width), device=device)
+    x = torch.rand(1, 3, pad(args.height), pad(args.width), device=device, dtype=dtype)
+    x = x.contiguous(memory_format=memory_format)
 
     def frame():
         if args.mode == "aleatoric":
-            net(x, mc=False)
+            forward(x, mc=False)
         else:
             done = 0
             while done < args.samples:
                 b = min(args.batch_size, args.samples - done)
-                net(x.expand(b, -1, -1, -1), mc=True)
+                forward(x.expand(b, -1, -1, -1).contiguous(memory_format=memory_format), mc=True)
                 done += b
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -115,16 +134,31 @@ def main():
     with torch.inference_mode():
         for _ in range(args.warmup):
             frame()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         for _ in range(args.frames):
             t = time.perf_counter()
             frame()
             times.append((time.perf_counter() - t) * 1e3)
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                frame()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
     params = sum(p.numel() for p in net.parameters())
     mc = f" T={args.samples} batch {args.batch_size}" if args.mode == "mc" else ""
-    print(f"pytorch {torch.__version__} {args.arch} ({params / 1e6:.2f} M), {args.height}x{args.width}, "
+    setup = args.dtype + (" channels-last" if args.channels_last else "") + (" compiled" if args.compile else "")
+    print(f"pytorch {torch.__version__} {args.arch} ({params / 1e6:.2f} M), {args.height}x{args.width}, {setup}, "
           f"mode {args.mode}{mc}, {args.device} ({torch.get_num_threads()} threads), {args.frames} frames")
     print(f"  network forward per frame: median {statistics.median(times):.1f} ms, "
           f"min {min(times):.1f} ms, max {max(times):.1f} ms")
+    if args.json:
+        result = dict(vars(args), torch=torch.__version__, parameters=params,
+                      median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
+                      peak_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None))
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 //! Half precision (`precision: fp16 | bf16`) against fp32 on the same inputs and seed, with
 //! the bundled demo model on synthetic scenes it has not seen. The tolerances are those the
-//! README states ("Precision"); on a GPU the device script checks fp16 the same way.
+//! README states ("Precision"). On a GPU the device script (scripts/gpu_bundle.sh) runs this
+//! binary with BAYES_PERCEPTION_TEST_DEVICE=cuda (and BAYES_PERCEPTION_DEMO_MODEL where the
+//! repository is elsewhere).
 
 mod common;
 
 use bayes_perception::colormap::FloatImage;
 use bayes_perception::config::{Mode, Precision};
+use bayes_perception::device::DeviceRequest;
 use bayes_perception::engine::{Engine, EngineConfig, Prediction};
-use bayes_perception::model::Model;
 use bayes_perception::synth::{render, SceneConfig};
-use tch::Device;
 
 /// Per-pixel differences of one half-precision prediction from the fp32 one.
 #[derive(Debug, Default)]
@@ -84,18 +85,28 @@ fn compare(reference: &Prediction, other: &Prediction, d: &mut Differences) {
     }
 }
 
+/// `cpu`, or the device BAYES_PERCEPTION_TEST_DEVICE names.
+fn test_device() -> DeviceRequest {
+    std::env::var("BAYES_PERCEPTION_TEST_DEVICE")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()
+        .unwrap()
+}
+
 fn demo_engine(precision: Precision, mode: Mode) -> Engine {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo");
-    let model = Model::load(&dir, Device::Cpu).unwrap();
+    let dir = std::env::var_os("BAYES_PERCEPTION_DEMO_MODEL").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo"),
+        Into::into,
+    );
     let config = EngineConfig {
         mode,
         precision,
         mc_samples: 4,
         seed: Some(3),
-        device: "cpu".parse().unwrap(),
+        device: test_device(),
         ..EngineConfig::default()
     };
-    Engine::new(model, config).unwrap()
+    Engine::load(&dir, config).unwrap()
 }
 
 /// fp32 against `precision` on one unseen scene at the native size and, with `camera`, at
