@@ -1,7 +1,7 @@
 """Start bayes_perception_node with a params file, and optionally RViz2.
 
     ros2 launch bayes_perception perception.launch.py model:=/path/to/model \
-        image:=/camera/image_raw camera_info:=/camera/camera_info [mode:=mc] [rviz:=true]
+        image:=/camera/image_raw camera_info:=/camera/camera_info [mode:=mc|moments] [rviz:=true]
 
 Launch arguments that are left empty keep the value of the params file.
 """
@@ -71,7 +71,7 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "namespace", default_value="", description="Namespace of the node and its output topics"),
         DeclareLaunchArgument(
-            "mode", default_value="", description="aleatoric or mc; empty keeps the params file's `mode`"),
+            "mode", default_value="", description="aleatoric, moments or mc; empty keeps the params file's `mode`"),
         DeclareLaunchArgument(
             "use_sim_time", default_value="false",
             description="Use /clock (set true when replaying a bag with `ros2 bag play --clock`)"),

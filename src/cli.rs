@@ -76,6 +76,11 @@ pub struct EvalArgs {
     /// The OOD split of --compare (skipped if the data has none).
     #[arg(long, default_value = "ood")]
     pub ood_split: String,
+    /// Also run MC dropout with T samples on every frame and report how closely this
+    /// mode's maps follow it (Spearman rank correlation per map): the validation of
+    /// `--mode moments`.
+    #[arg(long, value_name = "T", conflicts_with = "compare")]
+    pub agreement_with_mc: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -234,7 +239,8 @@ pub struct RunArgs {
 /// Settings that override the params file for one run.
 #[derive(Debug, Args)]
 pub struct Overrides {
-    /// aleatoric (one pass) or mc (MC dropout sampling); overrides `mode`.
+    /// aleatoric (one pass), moments (one pass of means and variances, approximate
+    /// epistemic) or mc (MC dropout sampling); overrides `mode`.
     #[arg(long)]
     pub mode: Option<Mode>,
     /// auto, cpu, cuda or cuda:N; overrides `device`.
@@ -246,6 +252,12 @@ pub struct Overrides {
     /// MC samples T; overrides `mc.samples`.
     #[arg(long)]
     pub samples: Option<i64>,
+    /// Head draws in moments mode; overrides `moments.head_samples`.
+    #[arg(long)]
+    pub head_samples: Option<i64>,
+    /// closed_form or linearized (moments mode); overrides `moments.rules`.
+    #[arg(long)]
+    pub rules: Option<bayes_perception::moments::Rules>,
     /// MC passes per batched forward (-1 = per device); overrides `mc.batch_size`.
     #[arg(long, allow_negative_numbers = true)]
     pub batch_size: Option<i64>,
@@ -283,12 +295,19 @@ pub struct BenchArgs {
     /// Frame width in pixels (a multiple of 32).
     #[arg(long, default_value_t = 480)]
     pub width: i64,
-    /// aleatoric or mc.
+    /// aleatoric, moments or mc.
     #[arg(long, default_value = "aleatoric")]
     pub mode: Mode,
     /// MC samples T (mc mode).
     #[arg(long, default_value_t = 50)]
     pub samples: usize,
+    /// Draws of the semantic head's propagated distribution (moments mode).
+    #[arg(long, default_value_t = 20)]
+    pub head_samples: usize,
+    /// closed_form or linearized: how ReLUs and max-pools transform a Gaussian (moments
+    /// mode).
+    #[arg(long, default_value = "closed_form")]
+    pub rules: bayes_perception::moments::Rules,
     /// MC passes per batched forward; default per device.
     #[arg(long)]
     pub batch_size: Option<usize>,

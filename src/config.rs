@@ -16,14 +16,25 @@ use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
 /// The node name whose params-file entry the CLI also reads (besides `/**`).
 pub const NODE_NAME: &str = "bayes_perception";
 
-/// Real-time (one deterministic pass) or full Monte Carlo dropout sampling.
+/// Real-time (one deterministic pass), sampling-free epistemic (one pass of moments) or
+/// full Monte Carlo dropout sampling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// One pass, dropout off: aleatoric uncertainty only.
     Aleatoric,
+    /// One pass of means and variances through the dropout network (experimental):
+    /// aleatoric and approximate epistemic uncertainty.
+    Moments,
     /// `mc.samples` stochastic passes: aleatoric and epistemic uncertainty.
     Mc,
+}
+
+impl Mode {
+    /// Whether the mode gives epistemic uncertainty.
+    pub fn epistemic(self) -> bool {
+        self != Mode::Aleatoric
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -32,8 +43,11 @@ impl std::str::FromStr for Mode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "aleatoric" => Ok(Mode::Aleatoric),
+            "moments" => Ok(Mode::Moments),
             "mc" => Ok(Mode::Mc),
-            _ => Err(format!("`{s}` is not a mode; expected aleatoric or mc")),
+            _ => Err(format!(
+                "`{s}` is not a mode; expected aleatoric, moments or mc"
+            )),
         }
     }
 }
@@ -42,6 +56,7 @@ impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Mode::Aleatoric => "aleatoric",
+            Mode::Moments => "moments",
             Mode::Mc => "mc",
         })
     }
@@ -100,7 +115,7 @@ impl std::fmt::Display for Precision {
 pub struct Params {
     /// Model directory (model.yaml + model.safetensors); empty = given on the command line.
     pub model: String,
-    /// `aleatoric` or `mc`.
+    /// `aleatoric`, `moments` or `mc`.
     pub mode: Mode,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
@@ -114,6 +129,7 @@ pub struct Params {
     /// Logit-noise draws per pass for the semantic aleatoric uncertainty (0 = none).
     pub noise_samples: i64,
     pub mc: McParams,
+    pub moments: MomentsParams,
     pub colormap: ColormapParams,
     /// ROS node only: which camera topic to subscribe to.
     pub input: InputParams,
@@ -199,6 +215,16 @@ pub struct McParams {
     pub batch_size: i64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MomentsParams {
+    /// Draws of the semantic head's propagated logit distribution per frame in moments
+    /// mode (at least 2): samples of the head output only, no network passes.
+    pub head_samples: i64,
+    /// How ReLUs and max-pools transform a Gaussian: `closed_form` or `linearized`.
+    pub rules: crate::moments::Rules,
+}
+
 /// Fixed ranges of the false-colour images, so colours compare across frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,6 +253,7 @@ impl Default for Params {
             cpu_threads: 0,
             noise_samples: 10,
             mc: McParams::default(),
+            moments: MomentsParams::default(),
             colormap: ColormapParams::default(),
             input: InputParams::default(),
             qos: QosParams::default(),
@@ -240,6 +267,15 @@ impl Default for McParams {
         McParams {
             samples: 50,
             batch_size: -1,
+        }
+    }
+}
+
+impl Default for MomentsParams {
+    fn default() -> Self {
+        MomentsParams {
+            head_samples: 20,
+            rules: crate::moments::Rules::ClosedForm,
         }
     }
 }
@@ -353,6 +389,12 @@ impl Params {
             return err(
                 "mc.samples",
                 format!("{} is out of range 1..=10000", self.mc.samples),
+            );
+        }
+        if !(2..=10_000).contains(&self.moments.head_samples) {
+            return err(
+                "moments.head_samples",
+                format!("{} is out of range 2..=10000", self.moments.head_samples),
             );
         }
         if self.mc.batch_size == 0 || self.mc.batch_size < -1 {
@@ -500,6 +542,11 @@ mod tests {
                 "-1 (per device) or >= 1",
             ),
             ("    noise_samples: -3\n", "noise_samples", "0..=1000"),
+            (
+                "    moments:\n      head_samples: 1\n",
+                "moments.head_samples",
+                "2..=10000",
+            ),
             ("    seed: -7\n", "seed", "-1"),
             ("    cpu_threads: -2\n", "cpu_threads", ">= 1"),
             (

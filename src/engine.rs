@@ -25,8 +25,10 @@ use crate::config::{Mode, Params, Precision};
 use crate::device::DeviceRequest;
 use crate::error::{Error, Result};
 use crate::model::{Model, Pass};
+use crate::moments::{self, Gaussian};
 use crate::uncertainty::{
-    depth_aleatoric_variance, noise_averaged_softmax, DepthMoments, SemanticMoments,
+    depth_aleatoric_variance, expected_depth_aleatoric_variance, noise_averaged_softmax,
+    noise_averaged_softmax_shared, DepthMoments, SemanticMoments,
 };
 
 /// The MC chunk size used when `mc.batch_size` is -1. On the CPU one pass at a time is
@@ -47,6 +49,10 @@ pub struct EngineConfig {
     pub noise_samples: usize,
     /// T, the stochastic passes per frame in mc mode.
     pub mc_samples: usize,
+    /// Draws of the semantic head's propagated distribution in moments mode.
+    pub moments_head_samples: usize,
+    /// How ReLUs and max-pools transform a Gaussian in moments mode.
+    pub moments_rules: moments::Rules,
     /// Passes per batched forward; `None` picks per device.
     pub mc_batch_size: Option<usize>,
     /// When set, every frame is sampled from this seed.
@@ -73,6 +79,8 @@ impl EngineConfig {
             precision: params.precision,
             noise_samples: params.noise_samples as usize,
             mc_samples: params.mc.samples as usize,
+            moments_head_samples: params.moments.head_samples as usize,
+            moments_rules: params.moments.rules,
             mc_batch_size: usize::try_from(params.mc.batch_size).ok(),
             seed: params.seed(),
             cpu_threads: params.cpu_threads as usize,
@@ -177,7 +185,7 @@ pub struct Prediction {
     pub width: u32,
     pub height: u32,
     pub mode: Mode,
-    /// Stochastic passes behind the outputs (1 in aleatoric mode).
+    /// Network passes behind the outputs (1 in aleatoric and moments mode).
     pub samples: usize,
     pub semantic: Option<SemanticPrediction>,
     pub depth: Option<DepthPrediction>,
@@ -187,10 +195,17 @@ pub struct Prediction {
 /// What one chunk of passes adds to the running moments (see [`Engine::forward_chunk`]).
 struct ChunkOutputs {
     semantic_probs: Option<Tensor>,
-    /// Depth means and aleatoric variances, metres and m².
-    depth: Option<(Tensor, Tensor)>,
+    depth: Option<DepthSamples>,
     /// Seconds in the network (measured only when profiling).
     forward_s: f64,
+}
+
+/// Depth per sample `[B, h, w]`: means (metres), aleatoric variances (m²) and, in moments
+/// mode, the propagated variance of each mean (m²).
+struct DepthSamples {
+    means: Tensor,
+    mean_variances: Option<Tensor>,
+    aleatoric_variances: Tensor,
 }
 
 /// Every output image of a prediction at the image's size, on the device.
@@ -348,14 +363,21 @@ impl Engine {
             if let (Some(moments), Some(probs)) = (semantic.as_mut(), out.semantic_probs) {
                 moments.add(&probs);
             }
-            if let (Some(moments), Some((mean, variance))) = (depth.as_mut(), out.depth) {
-                moments.add(&mean, &variance);
+            if let (Some(moments), Some(d)) = (depth.as_mut(), out.depth) {
+                match &d.mean_variances {
+                    Some(v) => moments.add_gaussian(&d.means, v, &d.aleatoric_variances),
+                    None => moments.add(&d.means, &d.aleatoric_variances),
+                }
             }
             forward_s += out.forward_s;
         };
         let samples = match self.config.mode {
             Mode::Aleatoric => {
                 add(self.forward_chunk(&input, Pass::Eval, semantic_noise, (width, height)));
+                1
+            }
+            Mode::Moments => {
+                add(self.forward_moments(&input, semantic_noise, (width, height)));
                 1
             }
             Mode::Mc => {
@@ -449,33 +471,105 @@ impl Engine {
             inject_out_of_memory(batch.size()[0]);
         }
         let out = self.model.net.forward(batch, pass);
-        let mut forward_s = 0.0;
-        if self.config.profile {
-            self.synchronize();
-            forward_s = started.elapsed().as_secs_f64();
-        }
-        // Everything after the network is fp32, whatever the network's precision.
-        let fp32 = |t: Tensor| self.crop_to_native(t).to_kind(Kind::Float);
-        let semantic_probs = out
-            .semantic
-            .map(|(logits, s)| noise_averaged_softmax(&fp32(logits), &fp32(s), semantic_noise));
-        let depth = match (out.depth, &self.model.spec.tasks.depth) {
-            (Some((mean, s)), Some(task)) => {
-                let unit = task.unit_m;
-                // Head units to metres: means scale by the unit, variances by its square.
-                Some((
-                    fp32(mean).squeeze_dim(1) * unit,
-                    depth_aleatoric_variance(&fp32(s).squeeze_dim(1), task.likelihood)
-                        * (unit * unit),
-                ))
-            }
-            _ => None,
-        };
+        let forward_s = self.forward_seconds(started);
+        let semantic_probs = out.semantic.map(|(logits, s)| {
+            noise_averaged_softmax(
+                &self.native_fp32(logits),
+                &self.native_fp32(s),
+                semantic_noise,
+            )
+        });
+        let depth = out.depth.and_then(|(mean, s)| {
+            let s = self.native_fp32(s).squeeze_dim(1);
+            self.depth_samples(self.native_fp32(mean).squeeze_dim(1), None, |likelihood| {
+                depth_aleatoric_variance(&s, likelihood)
+            })
+        });
         ChunkOutputs {
             semantic_probs,
             depth,
             forward_s,
         }
+    }
+
+    /// Moments mode: one pass of means and variances through the dropout network
+    /// ([`crate::moments`]), then `moments_head_samples` draws of the semantic head output
+    /// from its propagated Gaussian, each noise-averaged like an MC sample (with logit-noise
+    /// draws shared by the head draws); depth keeps its propagated variance (the epistemic
+    /// part) and the expected aleatoric variance.
+    fn forward_moments(
+        &self,
+        input: &Tensor,
+        semantic_noise: usize,
+        (width, height): (u32, u32),
+    ) -> ChunkOutputs {
+        let started = Instant::now();
+        inject_forward_fault(width, height);
+        let out = self
+            .model
+            .net
+            .forward_moments(input, self.config.moments_rules);
+        let forward_s = self.forward_seconds(started);
+        let native = |g: Gaussian| Gaussian {
+            mean: self.native_fp32(g.mean),
+            var: self.native_fp32(g.var),
+        };
+        let draws = self.config.moments_head_samples as i64;
+        let semantic_probs = out.semantic.map(|(logits, s)| {
+            noise_averaged_softmax_shared(
+                &moments::sample(&native(logits), draws),
+                &moments::sample(&native(s), draws),
+                semantic_noise,
+            )
+        });
+        let depth = out.depth.and_then(|(mean, s)| {
+            let (mean, s) = (native(mean), native(s));
+            let (s_mean, s_var) = (s.mean.squeeze_dim(1), s.var.squeeze_dim(1));
+            self.depth_samples(
+                mean.mean.squeeze_dim(1),
+                Some(mean.var.squeeze_dim(1)),
+                |likelihood| expected_depth_aleatoric_variance(&s_mean, &s_var, likelihood),
+            )
+        });
+        ChunkOutputs {
+            semantic_probs,
+            depth,
+            forward_s,
+        }
+    }
+
+    /// Seconds since `started` after the device finished, when profiling; else 0.
+    fn forward_seconds(&self, started: Instant) -> f64 {
+        if self.config.profile {
+            self.synchronize();
+            started.elapsed().as_secs_f64()
+        } else {
+            0.0
+        }
+    }
+
+    /// Depth head outputs in head units to metres: means (and their variances) and the
+    /// aleatoric variance `aleatoric(likelihood)` scale by the unit or its square. `None`
+    /// for a model without a depth task.
+    fn depth_samples(
+        &self,
+        means: Tensor,
+        mean_variances: Option<Tensor>,
+        aleatoric: impl FnOnce(crate::model::Likelihood) -> Tensor,
+    ) -> Option<DepthSamples> {
+        let task = self.model.spec.tasks.depth.as_ref()?;
+        let unit = task.unit_m;
+        Some(DepthSamples {
+            means: means * unit,
+            mean_variances: mean_variances.map(|v| v * (unit * unit)),
+            aleatoric_variances: aleatoric(task.likelihood) * (unit * unit),
+        })
+    }
+
+    /// A head output `[B, C, H', W']` cropped to the native size, as fp32: everything
+    /// after the network is fp32, whatever the network's precision.
+    fn native_fp32(&self, t: Tensor) -> Tensor {
+        self.crop_to_native(t).to_kind(Kind::Float)
     }
 
     /// What the network sees of an image: RGB u8 `[H, W, 3]` -> normalised float
@@ -652,6 +746,16 @@ pub fn pad_to_multiple(x: &Tensor, m: i64) -> Tensor {
 }
 
 fn check_config(config: &EngineConfig) -> Result<()> {
+    if config.mode == Mode::Moments && config.moments_head_samples < 2 {
+        return Err(Error::config(
+            "engine",
+            "moments.head_samples",
+            format!(
+                "{} is too small: moments mode needs at least 2 head samples",
+                config.moments_head_samples
+            ),
+        ));
+    }
     if config.mode == Mode::Mc && config.mc_samples < 2 {
         return Err(Error::config(
             "engine",

@@ -3,6 +3,8 @@
 //!
 //! - [`model`]: the network and model directories (model.yaml + model.safetensors);
 //! - [`uncertainty`]: the per-pixel uncertainty math as pure tensor functions;
+//! - [`moments`]: sampling-free epistemic uncertainty, means and variances propagated
+//!   through the dropout network layer by layer (`mode: moments`);
 //! - [`engine`]: one image in, labels, depth and uncertainty images out;
 //! - [`pipeline`]: one camera message in, the node's output messages out (node and bags);
 //! - [`config`]: the params file shared with the ROS node;
@@ -23,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod model;
+pub mod moments;
 pub mod msg;
 pub mod node;
 pub mod output;

@@ -20,19 +20,47 @@ const PROB_FLOOR: f64 = 1e-12;
 /// p = (1/S) Σ_s softmax(f + σ ⊙ ε_s), σ = exp(s / 2), ε_s ~ N(0, I).
 ///
 /// `logits` and `log_variance` are `[B, C, H, W]`; the result is `[B, C, H, W]`.
-/// With `noise_samples == 0` the noise is ignored (plain softmax).
+/// With `noise_samples == 0` the noise is ignored (plain softmax). Each of the B samples
+/// gets its own draws.
 pub fn noise_averaged_softmax(
     logits: &Tensor,
     log_variance: &Tensor,
     noise_samples: usize,
 ) -> Tensor {
+    averaged_softmax(logits, log_variance, noise_samples, false)
+}
+
+/// [`noise_averaged_softmax`] with the draws ε_s shared by the B samples (common random
+/// numbers): each sample's average is as unbiased as with its own draws, and differences
+/// between the samples come from their logits alone, not from their noise; B times fewer
+/// random numbers. For samples of one distribution's head output (moments mode), whose
+/// disagreement is what is measured.
+pub fn noise_averaged_softmax_shared(
+    logits: &Tensor,
+    log_variance: &Tensor,
+    noise_samples: usize,
+) -> Tensor {
+    averaged_softmax(logits, log_variance, noise_samples, true)
+}
+
+fn averaged_softmax(
+    logits: &Tensor,
+    log_variance: &Tensor,
+    noise_samples: usize,
+    shared: bool,
+) -> Tensor {
     if noise_samples == 0 {
         return logits.softmax(1, Kind::Float);
     }
     let sigma = (log_variance.clamp(LOG_VARIANCE_CLAMP.0, LOG_VARIANCE_CLAMP.1) * 0.5).exp();
+    let mut noise_shape = logits.size();
+    if shared {
+        noise_shape[0] = 1;
+    }
     let mut sum = logits.zeros_like();
     for _ in 0..noise_samples {
-        let noisy = logits + &sigma * logits.randn_like();
+        let noise = Tensor::randn(noise_shape.as_slice(), (logits.kind(), logits.device()));
+        let noisy = logits + &sigma * noise;
         sum += noisy.softmax(1, Kind::Float);
     }
     sum / noise_samples as f64
@@ -122,18 +150,40 @@ pub fn depth_aleatoric_variance(s: &Tensor, likelihood: Likelihood) -> Tensor {
     }
 }
 
+/// The expected aleatoric variance (m²) when the head's s is itself uncertain,
+/// s ~ N(`s_mean`, `s_var`) (moments mode): E[exp(k·s)] = exp(k·μ + k²·v/2), with k = 1 for
+/// the Gaussian likelihood (σ² = exp(s)) and k = 2 for the Laplace one (σ̂² = exp(2s)).
+pub fn expected_depth_aleatoric_variance(
+    s_mean: &Tensor,
+    s_var: &Tensor,
+    likelihood: Likelihood,
+) -> Tensor {
+    let k = match likelihood {
+        Likelihood::Gaussian => 1.0,
+        Likelihood::Laplace => 2.0,
+    };
+    // exp(k·(μ + k·v/2)): the plain variance of the s that has the same expectation.
+    depth_aleatoric_variance(&(s_mean + s_var * (k / 2.0)), likelihood)
+}
+
 /// Running sums over MC samples of depth means and aleatoric variances.
 ///
-/// The epistemic variance is accumulated relative to the first sample (shifted data), so
-/// that E[d²] − E[d]² does not lose the small variance of large depths to f32 rounding.
+/// A sample may itself be a distribution over the mean (moments mode: the mean with its
+/// propagated variance); by the law of total variance its variance adds to the spread of
+/// the means. The epistemic variance is accumulated relative to the first sample (shifted
+/// data), so that E[d²] − E[d]² does not lose the small variance of large depths to f32
+/// rounding.
 #[derive(Debug, Default)]
 pub struct DepthMoments {
     shift: Option<Tensor>,
-    /// Σ_t (ŷ_t − shift), Σ_t (ŷ_t − shift)², Σ_t σ̂²_t; each `[H, W]`.
+    /// Σ_t (ŷ_t − shift), Σ_t ((ŷ_t − shift)² + v_t), Σ_t σ̂²_t; each `[H, W]` (v_t: the
+    /// variance of sample t's mean, 0 for an MC sample).
     diff_sum: Option<Tensor>,
     diff_sq_sum: Option<Tensor>,
     variance_sum: Option<Tensor>,
     count: i64,
+    /// Whether a sample carried a variance of its mean.
+    spread_given: bool,
 }
 
 /// Per-pixel depth outputs at network resolution, all `[H, W]`.
@@ -143,7 +193,8 @@ pub struct DepthUncertainty {
     pub mean: Tensor,
     /// sqrt((1/T) Σ_t σ̂²_t), metres.
     pub aleatoric_std: Tensor,
-    /// sqrt of the (population) variance of ŷ_t over t, metres; `None` for T = 1.
+    /// sqrt of the (population) variance of ŷ_t over t, metres (with the variances of
+    /// Gaussian samples added); `None` for one MC-free sample.
     pub epistemic_std: Option<Tensor>,
 }
 
@@ -174,13 +225,30 @@ impl DepthMoments {
         self.count += means.size()[0];
     }
 
+    /// Adds samples whose means are themselves Gaussian: means and their variances
+    /// `[B, H, W]` (m, m²), aleatoric variances `[B, H, W]` (m²). One such sample gives an
+    /// epistemic std, sqrt of its mean's variance.
+    pub fn add_gaussian(
+        &mut self,
+        means: &Tensor,
+        mean_variances: &Tensor,
+        aleatoric_variances: &Tensor,
+    ) {
+        self.add(means, aleatoric_variances);
+        accumulate(
+            &mut self.diff_sq_sum,
+            mean_variances.sum_dim_intlist(0, false, Kind::Float),
+        );
+        self.spread_given = true;
+    }
+
     /// The reductions over all samples added. Panics if none were added.
     pub fn finish(self) -> DepthUncertainty {
         let t = self.count as f64;
         let shift = self.shift.expect("DepthMoments::finish without samples");
         let mean_diff = self.diff_sum.expect("sums exist with shift") / t;
         let aleatoric_std = (self.variance_sum.expect("sums exist with shift") / t).sqrt();
-        let epistemic_std = (self.count > 1).then(|| {
+        let epistemic_std = (self.count > 1 || self.spread_given).then(|| {
             let mean_sq_diff = self.diff_sq_sum.as_ref().expect("sums exist with shift") / t;
             (mean_sq_diff - mean_diff.square()).clamp_min(0.0).sqrt()
         });
@@ -275,6 +343,33 @@ mod tests {
     }
 
     #[test]
+    fn shared_noise_draws_make_identical_samples_agree_and_own_draws_do_not() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(8);
+        let one = Tensor::randn([1, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let (logits, log_var) = (
+            one.repeat([5, 1, 1, 1]),
+            one.zeros_like().repeat([5, 1, 1, 1]),
+        );
+        let spread = |p: &Tensor| (p - p.get(0)).abs().max().double_value(&[]);
+        let shared = noise_averaged_softmax_shared(&logits, &log_var, 4);
+        assert!(
+            spread(&shared) < 1e-6,
+            "shared draws: identical samples stay identical"
+        );
+        let own = noise_averaged_softmax(&logits, &log_var, 4);
+        assert!(
+            spread(&own) > 0.01,
+            "own draws: the noise alone separates the samples"
+        );
+        // Either way probabilities sum to 1.
+        for p in [&shared, &own] {
+            let sums = p.sum_dim_intlist(1, false, Kind::Float);
+            assert!(close(&sums, &sums.ones_like(), 1e-5));
+        }
+    }
+
+    #[test]
     fn entropy_of_known_distributions() {
         let probs = Tensor::from_slice(&[0.5f32, 0.5, 1.0, 0.0]).view([2, 2, 1, 1]);
         let h = entropy(&probs);
@@ -365,6 +460,45 @@ mod tests {
         ));
         let expected_aleatoric = variances.mean_dim(0, false, Kind::Float).sqrt();
         assert!(close(&out.aleatoric_std, &expected_aleatoric, 1e-6));
+    }
+
+    #[test]
+    fn gaussian_depth_samples_add_their_variance_to_the_spread() {
+        let t = |v: &[f32]| Tensor::from_slice(v).view([v.len() as i64, 1, 1]);
+        // One Gaussian sample: the epistemic std is its own std.
+        let mut one = DepthMoments::new();
+        one.add_gaussian(&t(&[20.0]), &t(&[0.09]), &t(&[4.0]));
+        let out = one.finish();
+        assert!((out.epistemic_std.unwrap().double_value(&[0, 0]) - 0.3).abs() < 1e-5);
+        assert!((out.aleatoric_std.double_value(&[0, 0]) - 2.0).abs() < 1e-6);
+        // Two: law of total variance, mean of the variances plus variance of the means.
+        let mut two = DepthMoments::new();
+        two.add_gaussian(&t(&[10.0, 12.0]), &t(&[1.0, 3.0]), &t(&[0.0, 0.0]));
+        let std = two.finish().epistemic_std.unwrap().double_value(&[0, 0]);
+        assert!((std - (2.0f64 + 1.0).sqrt()).abs() < 1e-5, "{std}");
+    }
+
+    #[test]
+    fn expected_aleatoric_variance_of_an_uncertain_s_is_the_log_normal_mean() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(4);
+        let (mu, var) = (0.3f64, 0.49f64);
+        let s = Tensor::randn([400_000], (Kind::Double, tch::Device::Cpu)) * var.sqrt() + mu;
+        for likelihood in [Likelihood::Gaussian, Likelihood::Laplace] {
+            let sampled = depth_aleatoric_variance(&s, likelihood)
+                .mean(Kind::Double)
+                .double_value(&[]);
+            let closed = expected_depth_aleatoric_variance(
+                &Tensor::from_slice(&[mu]),
+                &Tensor::from_slice(&[var]),
+                likelihood,
+            )
+            .double_value(&[0]);
+            assert!(
+                (closed / sampled - 1.0).abs() < 0.01,
+                "{likelihood:?}: closed form {closed}, sampled {sampled}"
+            );
+        }
     }
 
     #[test]

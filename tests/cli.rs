@@ -446,6 +446,78 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
     );
     let [noisy, clean] = [0, 1].map(|i| semantic["noise_patch_accuracy"][i].as_f64());
     assert!(noisy.is_some() && clean.is_some(), "{report}");
+    // Moments mode against MC on the same frames: the reference is evaluated exactly as
+    // the MC run above (same seed: same figures), and each map's agreement is reported.
+    let agreement_json = f.path("agreement.json");
+    let (out, text) = run(bin()
+        .args(["eval", "--model"])
+        .arg(f.path("model11"))
+        .arg("--data")
+        .arg(f.path("data"))
+        .args([
+            "--split",
+            "ood",
+            "--mode",
+            "moments",
+            "--head-samples",
+            "4",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--agreement-with-mc",
+            "3",
+            "--json",
+        ])
+        .arg(&agreement_json));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("agreement of the moments maps with mc, T = 3"),
+        "{text}"
+    );
+    let moments: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&agreement_json).unwrap()).unwrap();
+    assert_eq!(moments["mode"], "moments");
+    assert_eq!(
+        kinds(&moments["semantic"]),
+        ["aleatoric", "epistemic", "total"]
+    );
+    let reference = &moments["reference"];
+    assert_eq!(reference["mode"], "mc");
+    for (a, b) in [
+        (
+            &reference["semantic"]["pixel_accuracy"],
+            &semantic["pixel_accuracy"],
+        ),
+        (&reference["depth"]["rms"], &report["depth"]["rms"]),
+        (
+            &reference["semantic"]["uncertainties"][1]["ood_auroc"],
+            &semantic["uncertainties"][1]["ood_auroc"],
+        ),
+    ] {
+        assert!(
+            close(a.as_f64().unwrap(), b.as_f64().unwrap()),
+            "{a} vs {b}"
+        );
+    }
+    let maps = moments["agreement"]["maps"].as_array().unwrap();
+    let names: Vec<&str> = maps.iter().map(|m| m["map"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "semantic epistemic (MI)",
+            "semantic aleatoric (expected entropy)",
+            "confidence",
+            "depth epistemic std",
+            "depth aleatoric std",
+            "depth"
+        ]
+    );
+    for m in maps {
+        assert_eq!(m["frames"], 2, "{m}");
+        let rho = m["spearman_pooled"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&rho), "{m}");
+    }
     // A mask of another size than its image is named, not zipped against wrong pixels.
     let mask = f.path("data/oodnoise/00000.png");
     image::GrayImage::new(10, 10).save(&mask).unwrap();

@@ -76,10 +76,15 @@ struct Report {
     /// CUDA only: libtorch's caching allocator over the timed frames (peak allocated is
     /// torch.cuda.max_memory_allocated), MiB.
     gpu_memory: Option<CudaMemory>,
-    /// mc only: median of single-pass (aleatoric) frames, and the ratio of one T-sample
-    /// frame to T single-pass frames.
+    /// mc and moments: median of single-pass (aleatoric) frames of the same model, and
+    /// what one frame costs in them (median_ms / single_pass_median_ms).
     single_pass_median_ms: Option<f64>,
+    single_pass_equivalents: Option<f64>,
+    /// mc only: the ratio of one T-sample frame to T single-pass frames.
     mc_vs_sequential_ratio: Option<f64>,
+    /// moments only: draws of the semantic head's propagated distribution, and the rules.
+    head_samples: Option<usize>,
+    rules: Option<String>,
     libtorch: &'static str,
 }
 
@@ -115,6 +120,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         precision: args.precision,
         noise_samples: args.noise_samples,
         mc_samples: args.samples,
+        moments_head_samples: args.head_samples,
+        moments_rules: args.rules,
         mc_batch_size: args.batch_size,
         seed: None,
         cpu_threads: args.threads,
@@ -129,8 +136,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Device::Cuda(index) = device {
         report.gpu_memory = cuda_memory(index);
     }
-    if args.mode == Mode::Mc {
-        // The same frames through one deterministic pass each, for the batching ratio.
+    if args.mode.epistemic() {
+        // The same frames through one deterministic pass each: what an epistemic frame
+        // costs in single passes (and for mc, whether batching pays).
         engine.set_config(EngineConfig {
             mode: Mode::Aleatoric,
             ..config
@@ -138,8 +146,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let single = time_frames(&engine, &frames, args.warmup, args.frames)?;
         let single_median = percentile(&single.iter().map(|t| t.total_ms).collect::<Vec<_>>(), 0.5);
         report.single_pass_median_ms = Some(single_median);
-        report.mc_vs_sequential_ratio =
-            Some(report.median_ms / (args.samples as f64 * single_median));
+        report.single_pass_equivalents = Some(report.median_ms / single_median);
+        if args.mode == Mode::Mc {
+            report.mc_vs_sequential_ratio =
+                Some(report.median_ms / (args.samples as f64 * single_median));
+        }
     }
     report.peak_rss_mib = peak_rss_mib();
     if device.is_cuda() {
@@ -230,7 +241,10 @@ fn summarise(
         gpu_memory_used_mib: None,
         gpu_memory: None,
         single_pass_median_ms: None,
+        single_pass_equivalents: None,
         mc_vs_sequential_ratio: None,
+        head_samples: (args.mode == Mode::Moments).then_some(args.head_samples),
+        rules: (args.mode == Mode::Moments).then(|| args.rules.to_string()),
         libtorch: bayes_perception::LIBTORCH_VERSION,
     }
 }
@@ -244,9 +258,13 @@ fn print_report(r: &Report) {
         r.width,
         r.precision,
         r.mode,
-        match r.batch_size {
-            Some(b) => format!(" T={} batch {}", r.samples, b),
-            None => String::new(),
+        match (r.batch_size, r.head_samples) {
+            (Some(b), _) => format!(" T={} batch {}", r.samples, b),
+            (None, Some(k)) => format!(
+                " ({}, {k} head samples)",
+                r.rules.as_deref().unwrap_or_default()
+            ),
+            (None, None) => String::new(),
         },
         r.device,
         r.cpu_threads,
@@ -266,9 +284,13 @@ fn print_report(r: &Report) {
         "  stages (medians): upload {:.2} ms, forward {:.2} ms, device post {:.2} ms, download {:.2} ms, host outputs {:.2} ms",
         st.upload, st.forward, st.device_post, st.download, st.host_outputs
     );
-    if let (Some(single), Some(ratio)) = (r.single_pass_median_ms, r.mc_vs_sequential_ratio) {
+    if let (Some(single), Some(equivalents)) = (r.single_pass_median_ms, r.single_pass_equivalents)
+    {
+        println!("  single pass: median {single:.1} ms; one {} frame = {equivalents:.2} single-pass frames", r.mode);
+    }
+    if let Some(ratio) = r.mc_vs_sequential_ratio {
         println!(
-            "  single pass: median {single:.1} ms; one T={} frame / {} single-pass frames = {ratio:.2}",
+            "  one T={} frame / {} single-pass frames = {ratio:.2}",
             r.samples, r.samples
         );
     }

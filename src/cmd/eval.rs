@@ -5,11 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use bayes_perception::config::Mode;
 use bayes_perception::config::Params;
+use bayes_perception::eval::agreement::{Agreement, AgreementReport};
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
 use bayes_perception::eval::files::{write_report, Provenance};
 use bayes_perception::eval::{
-    evaluate, format_ratio, format_value, Evaluation, Report, UncertaintyQuality, RECALLS,
+    evaluate_together, format_ratio, format_value, Evaluation, Report, UncertaintyQuality, RECALLS,
 };
 use bayes_perception::model::ModelSpec;
 use bayes_perception::output::contact_sheet;
@@ -24,8 +26,29 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         return run_compare(&args, &params, &model_dir);
     }
     let engine = load(&model_dir, &params)?;
-    let evaluation = run_split(&engine, &args, &args.split, &params, args.out.as_deref())?;
-    let report = evaluation.report();
+    let reference = match args.agreement_with_mc {
+        Some(samples) => {
+            let mut mc = params.clone();
+            mc.mode = Mode::Mc;
+            mc.mc.samples = samples;
+            mc.validate("--agreement-with-mc")?;
+            Some(load(&model_dir, &mc)?)
+        }
+        None => None,
+    };
+    let (evaluation, reference) = run_split(
+        &engine,
+        &args,
+        &args.split,
+        &params,
+        args.out.as_deref(),
+        reference.as_ref(),
+    )?;
+    let mut report = evaluation.report();
+    if let Some((reference, agreement)) = reference {
+        report.agreement = Some(agreement.report());
+        report.reference = Some(Box::new(reference.report()));
+    }
     print_report(&report, &args.split);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -33,6 +56,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = &args.out {
         write(dir, &evaluation, &model_dir, &args.data, &args.split)?;
+        if report.agreement.is_some() {
+            let path = dir.join("agreement.json");
+            let both = serde_json::json!({
+                "agreement": report.agreement,
+                "reference": report.reference,
+            });
+            std::fs::write(&path, serde_json::to_string_pretty(&both)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -47,14 +79,16 @@ fn load(model_dir: &Path, params: &Params) -> anyhow::Result<Engine> {
 }
 
 /// Evaluates one split with a progress bar; contact sheets of the first frames go into
-/// `sheets_dir`.
+/// `sheets_dir`. With a `reference` engine every frame runs through it too: its own
+/// evaluation and the agreement of the two predictions' maps come back with the first.
 fn run_split(
     engine: &Engine,
     args: &EvalArgs,
     split: &str,
     params: &Params,
     sheets_dir: Option<&Path>,
-) -> anyhow::Result<Evaluation> {
+    reference: Option<&Engine>,
+) -> anyhow::Result<(Evaluation, Option<(Evaluation, Agreement)>)> {
     if let Some(dir) = sheets_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -66,17 +100,23 @@ fn run_split(
         .expect("valid template"),
     );
     let palette = engine.model().spec.palette();
-    let evaluation = evaluate(
-        engine,
+    let mut agreement =
+        reference.map(|r| Agreement::new(format!("mc, T = {}", r.config().mc_samples)));
+    let engines: Vec<&Engine> = std::iter::once(engine).chain(reference).collect();
+    let mut evaluations = evaluate_together(
+        &engines,
         &args.data,
         split,
         args.max_images,
-        |i, n, image, prediction| {
+        |i, n, image, predictions| {
             progress.set_length(n as u64);
             progress.set_position(i as u64 + 1);
+            if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), predictions) {
+                agreement.add(prediction, reference);
+            }
             if let Some(dir) = sheets_dir.filter(|_| i < args.sheets) {
                 let path = dir.join(sheet_name(i));
-                contact_sheet(image, prediction, &palette, &params.colormap)
+                contact_sheet(image, &predictions[0], &palette, &params.colormap)
                     .save(&path)
                     .map_err(|e| bayes_perception::Error::Image {
                         path: path.clone(),
@@ -87,7 +127,12 @@ fn run_split(
         },
     )?;
     progress.finish_and_clear();
-    Ok(evaluation)
+    let reference = match reference {
+        Some(_) => evaluations.pop(),
+        None => None,
+    };
+    let evaluation = evaluations.pop().expect("the engine's own evaluation");
+    Ok((evaluation, reference.zip(agreement)))
 }
 
 fn sheet_name(i: usize) -> String {
@@ -156,16 +201,24 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         println!("{}: {} in {} mode", setup.name, dir.display(), setup.mode);
         let root = out.join(setup.key);
         let test_dir = root.join(&args.split);
-        let test = run_split(&engine, args, &args.split, &setup_params, Some(&test_dir))?;
+        let (test, _) = run_split(
+            &engine,
+            args,
+            &args.split,
+            &setup_params,
+            Some(&test_dir),
+            None,
+        )?;
         write(&test_dir, &test, dir, &args.data, &args.split)?;
         let ood = if has_ood {
             let ood_dir = root.join(&args.ood_split);
-            let ood = run_split(
+            let (ood, _) = run_split(
                 &engine,
                 args,
                 &args.ood_split,
                 &setup_params,
                 Some(&ood_dir),
+                None,
             )?;
             write(&ood_dir, &ood, dir, &args.data, &args.ood_split)?;
             Some(ood.report())
@@ -255,6 +308,26 @@ fn print_report(r: &Report, split: &str) {
             println!("  depth rel on noise patches {noisy:.3}, clean pixels {clean:.3}");
         }
         print_uncertainties(&d.uncertainties, "RMS (m)", &header);
+    }
+    if let Some(agreement) = &r.agreement {
+        print_agreement(agreement, &r.mode);
+    }
+    if let Some(reference) = &r.reference {
+        println!("\nthe reference on the same frames:");
+        print_report(reference, split);
+    }
+}
+
+fn print_agreement(agreement: &AgreementReport, mode: &str) {
+    println!(
+        "agreement of the {mode} maps with {} (Spearman's rho per pixel):",
+        agreement.reference
+    );
+    for m in &agreement.maps {
+        println!(
+            "  {:<38} pooled {:.3}; per frame mean {:.3}, min {:.3} ({} frames)",
+            m.map, m.spearman_pooled, m.spearman_frame_mean, m.spearman_frame_min, m.frames
+        );
     }
 }
 

@@ -91,6 +91,10 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
 fn samples_label(engine: &Engine) -> String {
     match engine.config().mode {
         bayes_perception::config::Mode::Aleatoric => "1 pass".into(),
+        bayes_perception::config::Mode::Moments => format!(
+            "1 pass of moments, {} head samples",
+            engine.config().moments_head_samples
+        ),
         bayes_perception::config::Mode::Mc => format!(
             "{} passes in batches of {}",
             engine.config().mc_samples,

@@ -34,6 +34,12 @@ pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Resu
     if let Some(samples) = overrides.samples {
         params.mc.samples = samples;
     }
+    if let Some(head_samples) = overrides.head_samples {
+        params.moments.head_samples = head_samples;
+    }
+    if let Some(rules) = overrides.rules {
+        params.moments.rules = rules;
+    }
     if let Some(batch_size) = overrides.batch_size {
         params.mc.batch_size = batch_size;
     }

@@ -1,6 +1,7 @@
 //! Evaluation of accuracy and uncertainty quality on a labelled split, with the engine
 //! exactly as deployed (its mode, samples and resize policy). For semantic segmentation
-//! and depth, and for each uncertainty (aleatoric, epistemic in mc mode, and total:
+//! and depth, and for each uncertainty (aleatoric, epistemic in mc and moments mode, and
+//! total:
 //! predictive entropy H[p̄] = aleatoric + epistemic, depth std √(aleatoric² + epistemic²)):
 //!
 //! - accuracy: mean IoU and pixel accuracy; depth rel, rms, log10, δ1..3;
@@ -21,6 +22,7 @@
 //! Depth uncertainty is scored only where ground-truth depth exists: where there is none
 //! (sky) the variance head was never trained.
 
+pub mod agreement;
 pub mod compare;
 pub mod files;
 pub mod plot;
@@ -122,6 +124,12 @@ pub struct Report {
     pub ms_per_frame: f64,
     pub semantic: Option<SemanticReport>,
     pub depth: Option<DepthReport>,
+    /// With `eval --agreement-with-mc T`: how closely the maps follow MC dropout's...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<agreement::AgreementReport>,
+    /// ...and the evaluation of MC dropout itself on the same frames.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Box<Report>>,
 }
 
 /// Mean of values inside and outside a mask.
@@ -255,6 +263,48 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
+    /// An empty evaluation of `engine`'s predictions on `dataset` (at `root`).
+    fn new(engine: &Engine, dataset: &Dataset, root: &Path) -> Result<Self> {
+        let spec = &engine.model().spec;
+        let classes = spec.num_classes();
+        if classes > 0 && dataset.void_id() as usize != classes {
+            return Err(Error::model(
+                root,
+                format!(
+                    "the model has {classes} classes, the data {}",
+                    dataset.void_id()
+                ),
+            ));
+        }
+        let config = engine.config();
+        Ok(Evaluation {
+            images: 0,
+            mode: config.mode.to_string(),
+            samples: if config.mode == crate::config::Mode::Mc {
+                config.mc_samples
+            } else {
+                1
+            },
+            time_ms: 0.0,
+            classes,
+            confusion: Confusion::new(classes),
+            reliability: Reliability::default(),
+            nll: (0.0, 0),
+            semantic_present: [false; 3],
+            depth_present: [false; 3],
+            semantic: TaskQuality::default(),
+            depth: TaskQuality::default(),
+            depth_errors: DepthErrors::default(),
+            depth_calibration: spec
+                .tasks
+                .depth
+                .as_ref()
+                .map(|d| DepthCalibration::new(d.likelihood)),
+            noise_accuracy: MaskedMeans::default(),
+            noise_rel: MaskedMeans::default(),
+        })
+    }
+
     pub fn report(&self) -> Report {
         let semantic = (self.classes > 0 && self.labelled_pixels() > 0).then(|| SemanticReport {
             mean_iou: self.confusion.mean_iou(),
@@ -301,6 +351,8 @@ impl Evaluation {
             },
             semantic,
             depth,
+            agreement: None,
+            reference: None,
         }
     }
 
@@ -467,67 +519,53 @@ pub fn evaluate(
     max_images: usize,
     mut on_frame: impl FnMut(usize, usize, &image::RgbImage, &Prediction) -> Result<()>,
 ) -> Result<Evaluation> {
+    let mut evaluations =
+        evaluate_together(&[engine], root, split, max_images, |i, n, image, p| {
+            on_frame(i, n, image, &p[0])
+        })?;
+    Ok(evaluations.remove(0))
+}
+
+/// [`evaluate`] with several engines on the same frames (one loaded image each, e.g. a
+/// mode against its reference); `on_frame` gets the predictions in engine order.
+pub fn evaluate_together(
+    engines: &[&Engine],
+    root: &Path,
+    split: &str,
+    max_images: usize,
+    mut on_frame: impl FnMut(usize, usize, &image::RgbImage, &[Prediction]) -> Result<()>,
+) -> Result<Vec<Evaluation>> {
     let dataset = Dataset::camvid(root, split)?;
-    let spec = &engine.model().spec;
-    let classes = spec.num_classes();
-    if classes > 0 && dataset.void_id() as usize != classes {
-        return Err(Error::model(
-            root,
-            format!(
-                "the model has {classes} classes, the data {}",
-                dataset.void_id()
-            ),
-        ));
-    }
+    let mut evaluations = engines
+        .iter()
+        .map(|engine| Evaluation::new(engine, &dataset, root))
+        .collect::<Result<Vec<_>>>()?;
     let n = if max_images == 0 {
         dataset.len()
     } else {
         dataset.len().min(max_images)
     };
-    let config = engine.config();
-    let mut evaluation = Evaluation {
-        images: 0,
-        mode: config.mode.to_string(),
-        samples: if config.mode == crate::config::Mode::Mc {
-            config.mc_samples
-        } else {
-            1
-        },
-        time_ms: 0.0,
-        classes,
-        confusion: Confusion::new(classes),
-        reliability: Reliability::default(),
-        nll: (0.0, 0),
-        semantic_present: [false; 3],
-        depth_present: [false; 3],
-        semantic: TaskQuality::default(),
-        depth: TaskQuality::default(),
-        depth_errors: DepthErrors::default(),
-        depth_calibration: spec
-            .tasks
-            .depth
-            .as_ref()
-            .map(|d| DepthCalibration::new(d.likelihood)),
-        noise_accuracy: MaskedMeans::default(),
-        noise_rel: MaskedMeans::default(),
-    };
     for i in 0..n {
         let sample = dataset.load(i)?;
         let image_path = &dataset.files[i].image;
-        let p = engine.predict(&sample.rgb)?;
         let size = sample.rgb.dimensions();
         let noise = mask_for(root, split, "noise", image_path, size)?;
         let ood = mask_for(root, split, "ood", image_path, size)?;
-        evaluation.add(
-            &p,
-            sample.labels.as_deref(),
-            sample.depth.as_deref(),
-            noise.as_deref(),
-            ood.as_deref(),
-        );
-        on_frame(i, n, &sample.rgb, &p)?;
+        let mut predictions = Vec::with_capacity(engines.len());
+        for (engine, evaluation) in engines.iter().zip(&mut evaluations) {
+            let p = engine.predict(&sample.rgb)?;
+            evaluation.add(
+                &p,
+                sample.labels.as_deref(),
+                sample.depth.as_deref(),
+                noise.as_deref(),
+                ood.as_deref(),
+            );
+            predictions.push(p);
+        }
+        on_frame(i, n, &sample.rgb, &predictions)?;
     }
-    Ok(evaluation)
+    Ok(evaluations)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
+use crate::moments::{self, Gaussian, Rules, TransposedGeometry};
+
 /// How a forward pass treats the stochastic and batch-dependent layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
@@ -201,6 +203,16 @@ pub struct Heads {
     pub depth: bool,
 }
 
+/// Padding of the 3x3 convolutions (first layer, dense layers): sizes are kept.
+const CONV3_PADDING: i64 = 1;
+
+/// The transposed convolution of a transition up: [B, C, H, W] -> [B, C, 2H, 2W].
+const TRANSITION_UP: TransposedGeometry = TransposedGeometry {
+    stride: 2,
+    padding: 1,
+    output_padding: 1,
+};
+
 /// Raw head outputs of one batch, at network resolution.
 #[derive(Debug)]
 pub struct HeadOutputs {
@@ -208,6 +220,19 @@ pub struct HeadOutputs {
     pub semantic: Option<(Tensor, Tensor)>,
     /// Depth mean `[B, 1, H, W]` (metres) and s `[B, 1, H, W]` (log σ² or log σ̂).
     pub depth: Option<(Tensor, Tensor)>,
+}
+
+/// Head outputs as propagated moments (`mode: moments`): each head's prediction and its s
+/// as independent Gaussians per unit, shapes as in [`HeadOutputs`].
+#[derive(Debug)]
+pub struct HeadMoments {
+    pub semantic: Option<(Gaussian, Gaussian)>,
+    pub depth: Option<(Gaussian, Gaussian)>,
+}
+
+/// The BatchNorm epsilon of every norm layer (tch's default, as the layers are built).
+fn batch_norm_eps() -> f64 {
+    nn::BatchNormConfig::default().eps
 }
 
 #[derive(Debug)]
@@ -220,7 +245,7 @@ struct DenseLayer {
 impl DenseLayer {
     fn new(vs: nn::Path, in_channels: i64, growth_rate: i64, dropout: f64) -> Self {
         let conv_cfg = nn::ConvConfig {
-            padding: 1,
+            padding: CONV3_PADDING,
             ..Default::default()
         };
         DenseLayer {
@@ -236,6 +261,13 @@ impl DenseLayer {
             .relu()
             .apply(&self.conv)
             .dropout(self.dropout, pass.dropout_active())
+    }
+
+    fn forward_moments(&self, xs: &Gaussian, rules: Rules) -> Gaussian {
+        let normed = moments::batch_norm_eval(xs, &self.norm, batch_norm_eps());
+        let activated = moments::relu_with(&normed, rules);
+        let conv = moments::conv2d(&activated, &self.conv, CONV3_PADDING);
+        moments::dropout(&conv, self.dropout)
     }
 }
 
@@ -263,6 +295,19 @@ impl DenseBlock {
         }
         (stack, Tensor::cat(&new_maps, 1))
     }
+
+    /// [`DenseBlock::forward`] on moments.
+    fn forward_moments(&self, xs: &Gaussian, rules: Rules) -> (Gaussian, Gaussian) {
+        let mut stack = xs.shallow_clone();
+        let mut new_maps = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let out = layer.forward_moments(&stack, rules);
+            stack = Gaussian::cat(&[&stack, &out], 1);
+            new_maps.push(out);
+        }
+        let new_maps = Gaussian::cat(&new_maps.iter().collect::<Vec<_>>(), 1);
+        (stack, new_maps)
+    }
 }
 
 #[derive(Debug)]
@@ -289,14 +334,20 @@ impl TransitionDown {
             .dropout(self.dropout, pass.dropout_active())
             .max_pool2d_default(2)
     }
+
+    fn forward_moments(&self, xs: &Gaussian, rules: Rules) -> Gaussian {
+        let normed = moments::batch_norm_eval(xs, &self.norm, batch_norm_eps());
+        let conv = moments::conv2d(&moments::relu_with(&normed, rules), &self.conv, 0);
+        moments::max_pool2x2_with(&moments::dropout(&conv, self.dropout), rules)
+    }
 }
 
 /// 3x3 transposed convolution, stride 2: [B, C, H, W] -> [B, C, 2H, 2W].
 fn transition_up(vs: nn::Path, channels: i64) -> nn::ConvTranspose2D {
     let cfg = nn::ConvTransposeConfig {
-        stride: 2,
-        padding: 1,
-        output_padding: 1,
+        stride: TRANSITION_UP.stride,
+        padding: TRANSITION_UP.padding,
+        output_padding: TRANSITION_UP.output_padding,
         ..Default::default()
     };
     nn::conv_transpose2d(vs, channels, channels, 3, cfg)
@@ -321,7 +372,7 @@ impl FcDenseNet {
         let k = cfg.growth_rate;
         let p = cfg.dropout;
         let conv3 = nn::ConvConfig {
-            padding: 1,
+            padding: CONV3_PADDING,
             ..Default::default()
         };
         let first_conv = nn::conv2d(vs / "first_conv", 3, cfg.first_conv_channels, 3, conv3);
@@ -389,14 +440,7 @@ impl FcDenseNet {
     /// Runs the network on normalised images `[B, 3, H, W]`, H and W multiples of
     /// [`Config::size_multiple`].
     pub fn forward(&self, xs: &Tensor, pass: Pass) -> HeadOutputs {
-        let size = xs.size();
-        assert!(
-            size.len() == 4
-                && size[2] % self.size_multiple == 0
-                && size[3] % self.size_multiple == 0,
-            "FcDenseNet input must be [B, 3, H, W] with H, W multiples of {}, got {size:?}",
-            self.size_multiple
-        );
+        self.check_input(xs);
         let mut stack = xs.apply(&self.first_conv);
         let mut skips = Vec::with_capacity(self.down.len());
         for (block, transition) in &self.down {
@@ -422,5 +466,48 @@ impl FcDenseNet {
                 .as_ref()
                 .map(|(m, s)| (stack.apply(m), stack.apply(s))),
         }
+    }
+
+    /// One pass of means and variances instead of samples (Postels et al. 2019; see
+    /// [`crate::moments`]): the input is deterministic, every dropout adds variance, and
+    /// BatchNorm uses its running statistics, as in [`Pass::McSample`]; `rules` say how
+    /// the ReLUs and max-pools treat a Gaussian. Same input as [`FcDenseNet::forward`].
+    pub fn forward_moments(&self, xs: &Tensor, rules: Rules) -> HeadMoments {
+        self.check_input(xs);
+        // Nothing is stochastic before the first dropout: the first conv is exact.
+        let mut stack = Gaussian::deterministic(xs.apply(&self.first_conv));
+        let mut skips = Vec::with_capacity(self.down.len());
+        for (block, transition) in &self.down {
+            let (out, _) = block.forward_moments(&stack, rules);
+            stack = transition.forward_moments(&out, rules);
+            skips.push(out);
+        }
+        let (_, mut to_upsample) = self.bottleneck.forward_moments(&stack, rules);
+        for ((transition, block), skip) in self.up.iter().zip(skips.iter().rev()) {
+            let upsampled = moments::conv_transpose2d(&to_upsample, transition, TRANSITION_UP);
+            let joined = Gaussian::cat(&[&upsampled, skip], 1);
+            let (out, new_maps) = block.forward_moments(&joined, rules);
+            stack = out;
+            to_upsample = new_maps;
+        }
+        let head = |conv: &nn::Conv2D| moments::conv2d(&stack, conv, 0);
+        HeadMoments {
+            semantic: self
+                .semantic_heads
+                .as_ref()
+                .map(|(f, s)| (head(f), head(s))),
+            depth: self.depth_heads.as_ref().map(|(m, s)| (head(m), head(s))),
+        }
+    }
+
+    fn check_input(&self, xs: &Tensor) {
+        let size = xs.size();
+        assert!(
+            size.len() == 4
+                && size[2] % self.size_multiple == 0
+                && size[3] % self.size_multiple == 0,
+            "FcDenseNet input must be [B, 3, H, W] with H, W multiples of {}, got {size:?}",
+            self.size_multiple
+        );
     }
 }

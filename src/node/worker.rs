@@ -76,7 +76,7 @@ impl NodeState {
         let params = self.params.params();
         let samples = match params.mode {
             Mode::Mc => params.mc.samples,
-            Mode::Aleatoric => 1,
+            Mode::Aleatoric | Mode::Moments => 1,
         };
         let extra = [
             ("mode", params.mode.to_string()),

@@ -205,6 +205,14 @@ def test_raw_encodings_give_every_topic_equal_to_infer(start_node, probe, tmp_pa
     infer = run_infer(tmp_path, params_file, {"mc": rgb}, "--mode", "mc", "--samples", "3")
     check_like_infer(messages, infer["mc"], messages["depth"].header)
 
+    # Moments mode, switched live: every topic, equal to `infer --mode moments`.
+    results = node.set_params({"mode": "moments"})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    stamp = send_until_output(node, camera, make, outputs, ALL_TOPICS, 1_900_000_000_000_000_000)
+    messages = outputs.wait_frame(stamp, ALL_TOPICS)
+    infer = run_infer(tmp_path, params_file, {"moments": rgb}, "--mode", "moments")
+    check_like_infer(messages, infer["moments"], messages["depth"].header)
+
 
 def test_jpeg_compressed_input_gives_every_topic_equal_to_infer(start_node, probe, tmp_path):
     node = start_node(params={"input.transport": "compressed"})

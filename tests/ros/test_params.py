@@ -1,5 +1,5 @@
-"""The YAML switch and the parameter services of the running node: aleatoric and mc mode
-live and from the params file, exactly one output per topic per frame around changes,
+"""The YAML switch and the parameter services of the running node: aleatoric, moments and
+mc mode live and from the params file, exactly one output per topic per frame around changes,
 multi-value sets checked as a whole, refusals with reasons, read-only keys."""
 from rcl_interfaces.msg import ParameterEvent
 from rcl_interfaces.srv import DescribeParameters, ListParameters
@@ -54,6 +54,12 @@ def test_mode_switch_live_and_exactly_one_output_per_frame(start_node, probe):
     assert [r.successful for r in results] == [True, True], [r.reason for r in results]
     mc = run_frames(node, camera, outputs, ALL_TOPICS, 2000, 4)
     assert_one_output_per_topic_per_frame(outputs, mc, ALL_TOPICS)
+
+    # Moments: one pass, epistemic topics too.
+    results = node.set_params({"mode": "moments", "moments.head_samples": 4})
+    assert [r.successful for r in results] == [True, True], [r.reason for r in results]
+    moments = run_frames(node, camera, outputs, ALL_TOPICS, 2500, 4)
+    assert_one_output_per_topic_per_frame(outputs, moments, ALL_TOPICS)
 
     results = node.set_params({"mode": "aleatoric"})
     assert results[0].successful, results[0].reason
@@ -119,7 +125,7 @@ def test_invalid_values_are_refused_with_a_reason_and_change_nothing(start_node,
     assert "mc.samples" in result.reason and "at least 2" in result.reason, result.reason
 
     cases = {
-        "mode": ("turbo", "expected `aleatoric` or `mc`"),
+        "mode": ("turbo", "expected one of `aleatoric`, `moments`, `mc`"),
         "mc.samples": ("ten", "integer"),
         "colormap.depth_max_m": (80, "write reals with a decimal point"),
         "no.such.parameter": (1, "unknown parameter"),

@@ -1,0 +1,188 @@
+//! How closely one mode's per-pixel maps follow another's on the same frames: the
+//! validation of the sampling-free `moments` mode against MC dropout (`eval
+//! --agreement-with-mc T`). Per map, the Spearman rank correlation over the pixels of all
+//! frames pooled, and per frame (mean and worst). Pure: predictions in, figures out.
+
+use serde::Serialize;
+
+use crate::colormap::FloatImage;
+use crate::engine::Prediction;
+
+/// Pixels of one frame that enter the pooled correlation at most (a fixed stride thins
+/// larger frames), so memory stays bounded on long evaluations.
+const POOLED_PIXELS_PER_FRAME: usize = 50_000;
+
+/// Finds one map in a prediction, if it has it.
+type MapOf = fn(&Prediction) -> Option<&FloatImage>;
+
+/// The maps compared, in report order, with how to find each in a prediction.
+const MAPS: [(&str, MapOf); 6] = [
+    ("semantic epistemic (MI)", |p| {
+        p.semantic
+            .as_ref()
+            .and_then(|s| s.epistemic_mutual_information.as_ref())
+    }),
+    ("semantic aleatoric (expected entropy)", |p| {
+        p.semantic.as_ref().map(|s| &s.aleatoric_entropy)
+    }),
+    ("confidence", |p| p.semantic.as_ref().map(|s| &s.confidence)),
+    ("depth epistemic std", |p| {
+        p.depth.as_ref().and_then(|d| d.epistemic_std_m.as_ref())
+    }),
+    ("depth aleatoric std", |p| {
+        p.depth.as_ref().and_then(|d| d.aleatoric_std_m.as_ref())
+    }),
+    ("depth", |p| p.depth.as_ref().map(|d| &d.depth_m)),
+];
+
+#[derive(Debug, Default, Clone)]
+struct MapAgreement {
+    pooled: (Vec<f32>, Vec<f32>),
+    per_frame: Vec<f64>,
+}
+
+/// Per-map rank agreement between predictions and reference predictions of the same frames.
+#[derive(Debug, Clone)]
+pub struct Agreement {
+    /// What the predictions are compared against, e.g. "mc, T = 50".
+    pub reference: String,
+    maps: Vec<MapAgreement>,
+}
+
+/// One map's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapAgreementReport {
+    pub map: String,
+    /// Spearman's ρ over the (thinned) pixels of all frames.
+    pub spearman_pooled: f64,
+    /// Mean and minimum of the per-frame ρ.
+    pub spearman_frame_mean: f64,
+    pub spearman_frame_min: f64,
+    pub frames: usize,
+    pub pooled_pixels: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgreementReport {
+    pub reference: String,
+    pub maps: Vec<MapAgreementReport>,
+}
+
+impl Agreement {
+    pub fn new(reference: impl Into<String>) -> Self {
+        Agreement {
+            reference: reference.into(),
+            maps: vec![MapAgreement::default(); MAPS.len()],
+        }
+    }
+
+    /// Adds one frame: every map both predictions have, over the pixels finite in both.
+    pub fn add(&mut self, prediction: &Prediction, reference: &Prediction) {
+        for ((_, get), slot) in MAPS.iter().zip(&mut self.maps) {
+            let (Some(a), Some(b)) = (get(prediction), get(reference)) else {
+                continue;
+            };
+            let (xs, ys): (Vec<f32>, Vec<f32>) = a
+                .iter()
+                .zip(b.iter())
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|(x, y)| (*x, *y))
+                .unzip();
+            if let Some(rho) = spearman(&xs, &ys) {
+                slot.per_frame.push(rho);
+            }
+            let stride = xs.len().div_ceil(POOLED_PIXELS_PER_FRAME).max(1);
+            slot.pooled.0.extend(xs.iter().step_by(stride));
+            slot.pooled.1.extend(ys.iter().step_by(stride));
+        }
+    }
+
+    /// The figures of every map that had pixels to compare.
+    pub fn report(&self) -> AgreementReport {
+        let maps = MAPS
+            .iter()
+            .zip(&self.maps)
+            .filter_map(|((name, _), slot)| {
+                let pooled = spearman(&slot.pooled.0, &slot.pooled.1)?;
+                let frames = slot.per_frame.len();
+                Some(MapAgreementReport {
+                    map: (*name).to_owned(),
+                    spearman_pooled: pooled,
+                    spearman_frame_mean: slot.per_frame.iter().sum::<f64>() / frames.max(1) as f64,
+                    spearman_frame_min: slot.per_frame.iter().copied().fold(f64::NAN, f64::min),
+                    frames,
+                    pooled_pixels: slot.pooled.0.len(),
+                })
+            })
+            .collect();
+        AgreementReport {
+            reference: self.reference.clone(),
+            maps,
+        }
+    }
+}
+
+/// Ranks from 1, ties sharing the mean of their ranks.
+fn ranks(values: &[f32]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && values[order[end]] == values[order[start]] {
+            end += 1;
+        }
+        // Positions start..end (0-based) share the mean rank (start + 1 + end) / 2.
+        let rank = (start + 1 + end) as f64 / 2.0;
+        for &i in &order[start..end] {
+            ranks[i] = rank;
+        }
+        start = end;
+    }
+    ranks
+}
+
+/// Spearman's rank correlation (Pearson's on ranks, ties averaged); `None` with fewer than
+/// two values or when either side is constant.
+pub fn spearman(x: &[f32], y: &[f32]) -> Option<f64> {
+    assert_eq!(x.len(), y.len(), "paired values");
+    if x.len() < 2 {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = x.len() as f64;
+    let mean = (n + 1.0) / 2.0;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        let (da, db) = (a - mean, b - mean);
+        sxy += da * db;
+        sxx += da * da;
+        syy += db * db;
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_of_known_orderings() {
+        // Any increasing map: 1; reversed: −1.
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0];
+        let y = [0.1f32, 10.0, 11.0, 500.0, 501.0];
+        assert!((spearman(&x, &y).unwrap() - 1.0).abs() < 1e-12);
+        let reversed: Vec<f32> = y.iter().rev().copied().collect();
+        assert!((spearman(&x, &reversed).unwrap() + 1.0).abs() < 1e-12);
+        // By hand: ranks (1, 2, 3, 4) and (2, 1, 4, 3): d² sums to 4, ρ = 1 − 6·4/(4·15) = 0.6.
+        let rho = spearman(&[1.0, 2.0, 3.0, 4.0], &[20.0, 10.0, 40.0, 30.0]).unwrap();
+        assert!((rho - 0.6).abs() < 1e-12, "{rho}");
+        // Ties share their mean rank: (1, 2.5, 2.5, 4) against (1, 2, 3, 4).
+        assert_eq!(ranks(&[0.0, 5.0, 5.0, 9.0]), [1.0, 2.5, 2.5, 4.0]);
+        let rho = spearman(&[0.0, 5.0, 5.0, 9.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!((rho - 0.9486832980505138).abs() < 1e-12, "{rho}");
+        // A constant side has no correlation.
+        assert!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]).is_none());
+    }
+}
