@@ -21,7 +21,8 @@ all frames processed, each output topic holds one message per frame, RSS growth 
 warm-up at most 5 %.
 
 Writes OUT/{node,bag}_rss.csv, OUT/{node,bag}.json and, where matplotlib imports,
-OUT/{node,bag}_rss.png. Exits 1 when a check fails.
+OUT/{node,bag}_rss.png (`soak.py plot` draws them afterwards from the first two, with a
+Python that has matplotlib). Exits 1 when a check fails.
 """
 import argparse
 import json
@@ -93,8 +94,13 @@ def write_results(out, kind, samples, summary, problems):
         f.writelines(f"{fr},{r}\n" for fr, r in samples)
     summary["problems"] = problems
     (out / f"{kind}.json").write_text(json.dumps(summary, indent=1))
-    if not samples:
-        return
+    if samples:
+        plot(out, kind)
+
+
+def plot(out, kind):
+    """OUT/KIND_rss.png from OUT/KIND_rss.csv and OUT/KIND.json, where matplotlib imports
+    (`soak.py plot` redraws them with another Python that has it)."""
     try:
         import matplotlib
 
@@ -103,6 +109,9 @@ def write_results(out, kind, samples, summary, problems):
     except ImportError:
         print("soak: matplotlib not installed; no plot (the CSV has the samples)")
         return
+    lines = (out / f"{kind}_rss.csv").read_text().splitlines()[1:]
+    samples = [tuple(int(v) for v in line.split(",")) for line in lines]
+    summary = json.loads((out / f"{kind}.json").read_text())
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
     ax.plot([f for f, _ in samples], [r / 1024 for _, r in samples], lw=1.2)
     ax.axvline(WARM_UP, color="grey", ls="--", lw=0.8, label=f"end of warm-up ({WARM_UP} frames)")
@@ -317,11 +326,17 @@ def write_params(path, model, overrides=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["node", "bag"])
+    parser.add_argument("what", choices=["node", "bag", "plot"],
+                        help="plot: redraw OUT/{node,bag}_rss.png from the saved results")
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--window", type=int, default=3, help="node: frames published ahead of the outputs")
     parser.add_argument("--out", type=Path, default=REPO / "reliability")
     args = parser.parse_args()
+    if args.what == "plot":
+        for kind in ("node", "bag"):
+            if (args.out / f"{kind}.json").is_file():
+                plot(args.out, kind)
+        return
     with tempfile.TemporaryDirectory(prefix="soak.") as tmp:
         kind, samples, summary, problems = (soak_node if args.what == "node" else soak_bag)(args, Path(tmp))
     write_results(args.out, kind, samples, summary, problems)
