@@ -169,6 +169,8 @@ fn moments_mode_gives_every_output_in_one_pass_and_is_seeded() {
 
 #[test]
 fn one_head_sample_is_refused() {
+    // Building the model draws from libtorch's global generator.
+    let _lock = common::rng_lock();
     let config = EngineConfig {
         mode: Mode::Moments,
         moments_head_samples: 1,

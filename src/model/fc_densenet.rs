@@ -286,27 +286,103 @@ impl DenseBlock {
 
     /// Returns (input and all new maps concatenated, the new maps alone).
     fn forward(&self, xs: &Tensor, pass: Pass) -> (Tensor, Tensor) {
-        let mut stack = xs.shallow_clone();
-        let mut new_maps = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let out = layer.forward(&stack, pass);
-            stack = Tensor::cat(&[&stack, &out], 1);
-            new_maps.push(out);
+        if pass == Pass::Train {
+            // Autograd needs every layer's input intact: concatenate afresh per layer.
+            let mut stack = xs.shallow_clone();
+            let mut new_maps = Vec::with_capacity(self.layers.len());
+            for layer in &self.layers {
+                let out = layer.forward(&stack, pass);
+                stack = Tensor::cat(&[&stack, &out], 1);
+                new_maps.push(out);
+            }
+            return (stack, Tensor::cat(&new_maps, 1));
         }
-        (stack, Tensor::cat(&new_maps, 1))
+        let mut stack = GrowingStack::new(xs, self.new_channels());
+        for layer in &self.layers {
+            let out = layer.forward(&stack.all(), pass);
+            stack.push(&out);
+        }
+        stack.finish()
     }
 
     /// [`DenseBlock::forward`] on moments.
     fn forward_moments(&self, xs: &Gaussian, rules: Rules) -> (Gaussian, Gaussian) {
-        let mut stack = xs.shallow_clone();
-        let mut new_maps = Vec::with_capacity(self.layers.len());
+        let new = self.new_channels();
+        let (mut means, mut vars) = (
+            GrowingStack::new(&xs.mean, new),
+            GrowingStack::new(&xs.var, new),
+        );
         for layer in &self.layers {
-            let out = layer.forward_moments(&stack, rules);
-            stack = Gaussian::cat(&[&stack, &out], 1);
-            new_maps.push(out);
+            let input = Gaussian {
+                mean: means.all(),
+                var: vars.all(),
+            };
+            let out = layer.forward_moments(&input, rules);
+            means.push(&out.mean);
+            vars.push(&out.var);
         }
-        let new_maps = Gaussian::cat(&new_maps.iter().collect::<Vec<_>>(), 1);
-        (stack, new_maps)
+        let ((mean, new_mean), (var, new_var)) = (means.finish(), vars.finish());
+        (
+            Gaussian { mean, var },
+            Gaussian {
+                mean: new_mean,
+                var: new_var,
+            },
+        )
+    }
+
+    /// Channels the block adds to its input.
+    fn new_channels(&self) -> i64 {
+        self.layers.iter().map(|l| l.conv.ws.size()[0]).sum()
+    }
+}
+
+/// A dense block's output built in place (inference only): one buffer for the input and
+/// every layer's new maps, each layer reading the filled prefix as a view, so the growing
+/// stack is not copied again for every layer as concatenation does (the memory-efficient
+/// DenseNet of Pleiss et al. 2017). Not for training: the in-place writes would break
+/// autograd.
+struct GrowingStack {
+    buffer: Tensor,
+    input_channels: i64,
+    filled: i64,
+}
+
+impl GrowingStack {
+    /// A buffer for `xs` `[B, C, H, W]` and `new` more channels, with `xs` copied in.
+    fn new(xs: &Tensor, new: i64) -> Self {
+        let size = xs.size();
+        let buffer = Tensor::empty(
+            [size[0], size[1] + new, size[2], size[3]],
+            (xs.kind(), xs.device()),
+        );
+        buffer.narrow(1, 0, size[1]).copy_(xs);
+        GrowingStack {
+            buffer,
+            input_channels: size[1],
+            filled: size[1],
+        }
+    }
+
+    /// The channels filled so far, as a view.
+    fn all(&self) -> Tensor {
+        self.buffer.narrow(1, 0, self.filled)
+    }
+
+    /// Appends `maps` `[B, k, H, W]` after the filled channels.
+    fn push(&mut self, maps: &Tensor) {
+        let k = maps.size()[1];
+        self.buffer.narrow(1, self.filled, k).copy_(maps);
+        self.filled += k;
+    }
+
+    /// (input and all new maps, the new maps alone).
+    fn finish(self) -> (Tensor, Tensor) {
+        debug_assert_eq!(self.filled, self.buffer.size()[1], "every layer pushed");
+        let new = self
+            .buffer
+            .narrow(1, self.input_channels, self.filled - self.input_channels);
+        (self.buffer, new)
     }
 }
 
@@ -509,5 +585,38 @@ impl FcDenseNet {
             "FcDenseNet input must be [B, 3, H, W] with H, W multiples of {}, got {size:?}",
             self.size_multiple
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::torch_rng_lock;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn a_block_built_in_place_equals_concatenation_layer_by_layer() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let block = DenseBlock::new(vs.root(), 6, 3, 4, 0.2);
+        let xs = Tensor::randn([2, 6, 8, 8], (Kind::Float, Device::Cpu));
+        let _guard = tch::no_grad_guard();
+        let (stack, new) = block.forward(&xs, Pass::Eval);
+        let mut expected = xs.shallow_clone();
+        for layer in &block.layers {
+            let out = layer.forward(&expected, Pass::Eval);
+            expected = Tensor::cat(&[&expected, &out], 1);
+        }
+        // The same values (a convolution of a strided view may round differently).
+        let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-5;
+        assert_eq!(stack.size(), [2, 18, 8, 8]);
+        assert!(close(&stack, &expected));
+        assert!(close(&new, &expected.narrow(1, 6, 12)));
+        // Moments: the same buffer per mean and variance.
+        let (moments, new_moments) =
+            block.forward_moments(&Gaussian::deterministic(xs), Rules::ClosedForm);
+        assert_eq!(moments.mean.size(), [2, 18, 8, 8]);
+        assert_eq!(new_moments.var.size(), [2, 12, 8, 8]);
     }
 }
