@@ -8,7 +8,8 @@
 #     bash .gpu/run.sh            # results in $OUT (or .gpu/results): doctor.txt, *.json
 # It builds nothing and runs, in about 6 minutes on an H200: doctor; the precision test on
 # CUDA (fp16 and bf16 against fp32 with the demo model); bench of fcdensenet103 at 360x480
-# and 480x640, aleatoric and MC-50, in fp32, fp16 and bf16, MC chunks of 16 and 25; the
+# and 480x640, aleatoric and MC-50, in fp32, fp16 and bf16, MC chunks of 16 and 25;
+# moments mode (both rule sets, fp32 and fp16) at 360x480; the
 # PyTorch reference on the same card (eager fp32, eager fp16 + channels-last, and at
 # 360x480 torch.compile fp16 + channels-last) and a kernel profile of the reference's MC
 # frame.
@@ -68,6 +69,13 @@ for precision in fp32 fp16 bf16; do
             bench "103_${1}x${2}_mc50_b${b}_$precision" --arch fcdensenet103 --height "$1" --width "$2" \
                 --precision "$precision" --mode mc --samples 50 --batch-size "$b" --frames 5 --warmup 2
         done
+    done
+done
+# Sampling-free epistemic (mode moments): both rule sets, fp32 and fp16, at 360x480.
+for precision in fp32 fp16; do
+    for rules in closed_form linearized; do
+        bench "103_360x480_moments_${rules}_$precision" --arch fcdensenet103 --height 360 --width 480 \
+            --precision "$precision" --mode moments --rules "$rules" --frames 20 --warmup 3
     done
 done
 
