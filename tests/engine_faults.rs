@@ -19,6 +19,8 @@ fn mc_engine(batch: usize) -> Engine {
         device: "cpu".parse().unwrap(),
         ..EngineConfig::default()
     };
+    // The same weights for every engine (model init draws from the global generator).
+    tch::manual_seed(5);
     Engine::new(common::tiny_model(3, true), config).unwrap()
 }
 
