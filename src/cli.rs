@@ -279,6 +279,15 @@ pub struct InferArgs {
     /// Also write contact_sheet.png: input, labels, depth and the four uncertainty images.
     #[arg(long)]
     pub contact_sheet: bool,
+    /// Also write points.ply: the uncertainty point cloud (binary PLY: x y z, colour,
+    /// label, the four uncertainties) from the depth and --camera-info, with the params
+    /// file's `points.*` settings.
+    #[arg(long, requires = "camera_info")]
+    pub points: bool,
+    /// The camera's calibration file (ROS camera_calibration YAML: image_width,
+    /// image_height, camera_matrix) for --points; scaled to each image's size.
+    #[arg(long, value_name = "FILE")]
+    pub camera_info: Option<PathBuf>,
     /// Images (PNG, JPEG, TIFF, BMP, WebP, PNM, GIF) or directories of them.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -335,6 +344,9 @@ pub struct BenchArgs {
     /// Untimed frames first (allocator and kernel warm-up).
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
+    /// Stride of the point cloud built (and timed) from every frame (depth models).
+    #[arg(long, default_value_t = 1)]
+    pub points_stride: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

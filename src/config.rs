@@ -130,6 +130,7 @@ pub struct Params {
     pub noise_samples: i64,
     pub mc: McParams,
     pub moments: MomentsParams,
+    pub points: PointsParams,
     pub colormap: ColormapParams,
     /// ROS node only: which camera topic to subscribe to.
     pub input: InputParams,
@@ -225,6 +226,21 @@ pub struct MomentsParams {
     pub rules: crate::moments::Rules,
 }
 
+/// The uncertainty point cloud (node topic `points`, `bag process`, `infer --points`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PointsParams {
+    /// Build the cloud (depth models, once a camera_info is known).
+    pub enabled: bool,
+    /// Every Nth pixel in x and in y becomes a point (1 = every pixel).
+    pub stride: i64,
+    /// Leave out points farther than this from the camera, metres; 0 = no limit.
+    pub max_range_m: f64,
+    /// Leave out points whose depth epistemic std exceeds this, metres; 0 = no gate (and
+    /// none without an epistemic image, in aleatoric mode).
+    pub max_depth_epistemic_m: f64,
+}
+
 /// Fixed ranges of the false-colour images, so colours compare across frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -254,6 +270,7 @@ impl Default for Params {
             noise_samples: 10,
             mc: McParams::default(),
             moments: MomentsParams::default(),
+            points: PointsParams::default(),
             colormap: ColormapParams::default(),
             input: InputParams::default(),
             qos: QosParams::default(),
@@ -276,6 +293,17 @@ impl Default for MomentsParams {
         MomentsParams {
             head_samples: 20,
             rules: crate::moments::Rules::ClosedForm,
+        }
+    }
+}
+
+impl Default for PointsParams {
+    fn default() -> Self {
+        PointsParams {
+            enabled: true,
+            stride: 2,
+            max_range_m: 0.0,
+            max_depth_epistemic_m: 0.0,
         }
     }
 }
@@ -396,6 +424,26 @@ impl Params {
                 "moments.head_samples",
                 format!("{} is out of range 2..=10000", self.moments.head_samples),
             );
+        }
+        if !(1..=64).contains(&self.points.stride) {
+            return err(
+                "points.stride",
+                format!("{} is out of range 1..=64", self.points.stride),
+            );
+        }
+        for (key, value) in [
+            ("points.max_range_m", self.points.max_range_m),
+            (
+                "points.max_depth_epistemic_m",
+                self.points.max_depth_epistemic_m,
+            ),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return err(
+                    key,
+                    format!("{value} must be 0 (off) or a positive number of metres"),
+                );
+            }
         }
         if self.mc.batch_size == 0 || self.mc.batch_size < -1 {
             return err(
@@ -546,6 +594,12 @@ mod tests {
                 "    moments:\n      head_samples: 1\n",
                 "moments.head_samples",
                 "2..=10000",
+            ),
+            ("    points:\n      stride: 0\n", "points.stride", "1..=64"),
+            (
+                "    points:\n      max_range_m: -1.0\n",
+                "points.max_range_m",
+                "0 (off)",
             ),
             ("    seed: -7\n", "seed", "-1"),
             ("    cpu_threads: -2\n", "cpu_threads", ">= 1"),

@@ -5,6 +5,8 @@
 //! - [`uncertainty`]: the per-pixel uncertainty math as pure tensor functions;
 //! - [`moments`]: sampling-free epistemic uncertainty, means and variances propagated
 //!   through the dropout network layer by layer (`mode: moments`);
+//! - [`points`]: the uncertainty point cloud (camera model, back-projection, PointCloud2
+//!   and PLY);
 //! - [`engine`]: one image in, labels, depth and uncertainty images out;
 //! - [`pipeline`]: one camera message in, the node's output messages out (node and bags);
 //! - [`config`]: the params file shared with the ROS node;
@@ -31,6 +33,7 @@ pub mod node;
 pub mod output;
 pub mod panic_guard;
 pub mod pipeline;
+pub mod points;
 pub mod synth;
 pub mod text_file;
 pub mod train;

@@ -11,7 +11,8 @@ use crate::config::ColormapParams;
 use crate::engine::Engine;
 use crate::msg::encoding::{decode_compressed, decode_image, DecodeError};
 use crate::msg::outputs::{build_outputs, OutputTopic};
-use crate::msg::{CameraInfo, CompressedImage, Header, Image};
+use crate::msg::{CameraInfo, CompressedImage, Header, Image, PointCloud2};
+use crate::points::{frame_cloud, CloudFilter};
 
 /// A camera message as it arrived (decoded only when processed, so a frame that is
 /// replaced before its turn costs nothing).
@@ -46,6 +47,11 @@ pub struct FrameOutputs {
     /// The camera_info to republish on `depth/camera_info` with the frame's header (depth
     /// models, once a camera_info is known).
     pub camera_info: Option<CameraInfo>,
+    /// The uncertainty point cloud, with the frame's header (when asked for, for depth
+    /// models, once a camera_info is known)...
+    pub points: Option<PointCloud2>,
+    /// ...or why a cloud that was asked for could not be built (an unusable camera_info).
+    pub points_error: Option<String>,
     /// Time in the network's forward passes, milliseconds.
     pub forward_ms: f64,
 }
@@ -63,19 +69,28 @@ pub enum FrameError {
 
 /// Decodes `frame`, runs the engine and builds the output messages for the topics
 /// `wanted` accepts, each with the frame's header; `camera_info` (the camera's latest) is
-/// returned with that header too when the model predicts depth.
+/// returned with that header too when the model predicts depth, and with `points` the
+/// point cloud is built from it.
 pub fn process_frame(
     engine: &Engine,
     frame: &CameraFrame,
     palette: &[[u8; 3]],
     colormap: &ColormapParams,
     camera_info: Option<&CameraInfo>,
+    points: Option<CloudFilter>,
     wanted: impl Fn(OutputTopic) -> bool,
 ) -> Result<FrameOutputs, FrameError> {
     let rgb = frame.decode()?;
     let prediction = engine.predict(&rgb)?;
     let header = frame.header();
     let images = build_outputs(&prediction, header, palette, colormap, wanted);
+    let (points, points_error) = match (points, camera_info) {
+        (Some(filter), Some(info)) => match frame_cloud(&prediction, &rgb, info, filter, header) {
+            Ok(cloud) => (cloud, None),
+            Err(e) => (None, Some(e)),
+        },
+        _ => (None, None),
+    };
     let camera_info = camera_info
         .filter(|_| prediction.depth.is_some())
         .map(|info| CameraInfo {
@@ -85,6 +100,8 @@ pub fn process_frame(
     Ok(FrameOutputs {
         images,
         camera_info,
+        points,
+        points_error,
         forward_ms: prediction
             .timing
             .forward_ms()

@@ -106,6 +106,12 @@ def record(out, topic, msgtype, msg, raw):
     t['encodings'].append(str(getattr(msg, 'encoding', getattr(msg, 'format', ''))))
     if raw is not None:
         t['sha'].append(hashlib.sha256(bytes(raw)).hexdigest())
+    if msgtype.endswith('PointCloud2'):
+        t.setdefault('clouds', []).append({
+            'fields': [[str(f.name), int(f.offset), int(f.datatype), int(f.count)] for f in msg.fields],
+            'height': int(msg.height), 'width': int(msg.width), 'point_step': int(msg.point_step),
+            'row_step': int(msg.row_step), 'data_len': len(bytes(msg.data)), 'is_dense': bool(msg.is_dense),
+            'is_bigendian': bool(msg.is_bigendian), 'frame_id': str(msg.header.frame_id)})
     if getattr(msg, 'encoding', None) == '32FC1':
         import numpy as np
         values = np.frombuffer(bytes(msg.data), dtype='<f4')
@@ -319,6 +325,59 @@ fn mcap_input_from_rosbags_processes_and_output_decodes_in_both_readers() {
             output["/front/depth/camera_info"]["sizes"][0],
             serde_json::json!([40, 30])
         );
+        // The point cloud: with each image's header where a camera_info is known, the
+        // documented layout, every byte accounted for; none for cameras without one.
+        let points = &output["/front/points"];
+        assert_eq!(points["type"], "sensor_msgs/msg/PointCloud2", "{reader}");
+        assert_eq!(
+            points["stamps"], input["/front/image_raw"]["stamps"],
+            "{reader}"
+        );
+        for cloud in points["clouds"].as_array().unwrap() {
+            let fields: Vec<(String, u64, u64)> = cloud["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    assert_eq!(f[3], 1, "{reader}: count");
+                    (
+                        f[0].as_str().unwrap().to_owned(),
+                        f[1].as_u64().unwrap(),
+                        f[2].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            let expected: Vec<(String, u64, u64)> = [
+                ("x", 0, 7),
+                ("y", 4, 7),
+                ("z", 8, 7),
+                ("rgb", 12, 7),
+                ("label", 16, 4),
+                ("semantic_aleatoric", 20, 7),
+                ("semantic_epistemic", 24, 7),
+                ("depth_aleatoric", 28, 7),
+                ("depth_epistemic", 32, 7),
+            ]
+            .iter()
+            .map(|&(n, o, d)| (n.to_owned(), o, d))
+            .collect();
+            assert_eq!(fields, expected, "{reader}");
+            let width = cloud["width"].as_u64().unwrap();
+            assert!(
+                width > 0 && width <= 20 * 15,
+                "{reader}: {width} points at stride 2"
+            );
+            assert_eq!(cloud["height"], 1);
+            assert_eq!(cloud["point_step"], 36);
+            assert_eq!(cloud["row_step"].as_u64().unwrap(), 36 * width);
+            assert_eq!(cloud["data_len"].as_u64().unwrap(), 36 * width);
+            assert_eq!(
+                (cloud["is_dense"].as_bool(), cloud["is_bigendian"].as_bool()),
+                (Some(true), Some(false))
+            );
+            assert_eq!(cloud["frame_id"], "front");
+        }
+        assert!(!output.contains_key("/rear/points") && !output.contains_key("/side/points"));
     }
     assert_eq!(
         result["rosbags"], result["mcap"],

@@ -323,4 +323,13 @@ fn fuzz_findings_are_errors() {
         err.contains("reading stopped after") && err.contains("damaged MCAP data"),
         "{err}"
     );
+    // A record whose inner length fields point past its end: mcap 0.26's parse_record
+    // sliced out of range and panicked, in `bag info` and `bag process` alike.
+    let path = dir.join("bag_mcap_parse_record_slice.mcap");
+    let reader = BagReader::open(&path).unwrap();
+    let damage = reader.info().unwrap().damage.unwrap();
+    assert!(damage.contains("damaged MCAP record"), "{damage}");
+    let (_, result) = read_all(&reader);
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("damaged MCAP record"), "{err}");
 }

@@ -142,6 +142,72 @@ fn infer_aleatoric_writes_no_epistemic_files_and_colorbar_extends_pngs() {
 }
 
 #[test]
+fn infer_points_writes_the_cloud_as_ply_from_a_calibration_file() {
+    let f = Fixture::new();
+    // Calibrated at twice the image's resolution: K is scaled to the 45x30 frame.
+    let calibration = f.path("camera.yaml");
+    std::fs::write(
+        &calibration,
+        "image_width: 90\nimage_height: 60\ncamera_name: front\ncamera_matrix:\n  rows: 3\n  cols: 3\n  \
+         data: [80.0, 0.0, 44.5, 0.0, 80.0, 29.5, 0.0, 0.0, 1.0]\ndistortion_model: plumb_bob\n\
+         distortion_coefficients:\n  rows: 1\n  cols: 5\n  data: [0.0, 0.0, 0.0, 0.0, 0.0]\n",
+    )
+    .unwrap();
+    let (out, text) = f.infer(
+        &[
+            "--points",
+            "--camera-info",
+            calibration.to_str().unwrap(),
+            "--mode",
+            "mc",
+            "--samples",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        &[f.path("images")],
+    );
+    assert!(out.status.success(), "{text}");
+    let ply = std::fs::read(f.path("out/frame/points.ply")).unwrap();
+    let end = ply.windows(11).position(|w| w == b"end_header\n").unwrap() + 11;
+    let header = String::from_utf8(ply[..end].to_vec()).unwrap();
+    let vertices: usize = header
+        .lines()
+        .find_map(|l| l.strip_prefix("element vertex "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Stride 2 (the default) over 45x30: at most 23 x 15 points, 33 bytes each.
+    assert!(vertices > 0 && vertices <= 23 * 15, "{vertices}");
+    assert_eq!(ply.len() - end, vertices * 33);
+    // mc mode: the epistemic fields are numbers, not NaN.
+    let first = &ply[end..end + 33];
+    let depth_epistemic = f32::from_le_bytes(first[29..33].try_into().unwrap());
+    assert!(depth_epistemic.is_finite() && depth_epistemic >= 0.0);
+
+    // --points without a calibration, and a calibration that is not 3x3: clear errors.
+    let (out, text) = f.infer(&["--points"], &[f.path("images")]);
+    assert!(
+        !out.status.success() && text.contains("--camera-info"),
+        "{text}"
+    );
+    std::fs::write(
+        &calibration,
+        "image_width: 90\nimage_height: 60\ncamera_matrix: {rows: 2, cols: 2, data: [1.0, 0.0, 0.0, 1.0]}\n",
+    )
+    .unwrap();
+    let (out, text) = f.infer(
+        &["--points", "--camera-info", calibration.to_str().unwrap()],
+        &[f.path("images")],
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("camera_matrix") && text.contains("3x3"),
+        "{text}"
+    );
+}
+
+#[test]
 fn corrupt_image_is_skipped_and_reported_while_good_ones_are_written() {
     let f = Fixture::new();
     std::fs::write(

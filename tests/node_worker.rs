@@ -10,7 +10,7 @@ use std::time::Duration;
 use bayes_perception::config::Mode;
 use bayes_perception::engine::{Engine, EngineConfig};
 use bayes_perception::msg::outputs::OutputTopic;
-use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
+use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, PointCloud2, Time};
 use bayes_perception::node::diagnostics::{DiagnosticStatus, Level, NodeInfo};
 use bayes_perception::node::params::{LiveParams, ParamServer, ParamValue};
 use bayes_perception::node::worker::{latency_ms, NodeState, Sink, Worker};
@@ -21,6 +21,9 @@ use bayes_perception::pipeline::CameraFrame;
 struct TestSink {
     images: Vec<(OutputTopic, Image)>,
     camera_infos: Vec<CameraInfo>,
+    clouds: Vec<PointCloud2>,
+    /// Nobody subscribes to `points`.
+    no_points_subscriber: bool,
     failing: HashSet<OutputTopic>,
     unwanted: HashSet<OutputTopic>,
     clock: Option<Time>,
@@ -41,6 +44,15 @@ impl Sink for TestSink {
 
     fn publish_camera_info(&mut self, info: CameraInfo) -> Result<(), String> {
         self.camera_infos.push(info);
+        Ok(())
+    }
+
+    fn wants_points(&self) -> bool {
+        !self.no_points_subscriber
+    }
+
+    fn publish_points(&mut self, cloud: PointCloud2) -> Result<(), String> {
+        self.clouds.push(cloud);
         Ok(())
     }
 
@@ -196,6 +208,57 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
     assert_eq!(sink.camera_infos.len(), 1);
     assert_eq!(sink.camera_infos[0].header, header(4));
     assert_eq!(sink.camera_infos[0].k[0], 50.0);
+    // The point cloud follows the camera_info too, with the frame's header: at the
+    // default stride 2, at most 20 x 15 points (those with valid depth).
+    assert_eq!(sink.clouds.len(), 1);
+    let cloud = &sink.clouds[0];
+    assert_eq!(cloud.header, header(4));
+    assert!(cloud.width > 0 && cloud.width <= 20 * 15, "{}", cloud.width);
+    assert_eq!(cloud.data.len(), (cloud.width * cloud.point_step) as usize);
+}
+
+#[test]
+fn the_point_cloud_is_built_only_when_enabled_and_subscribed_and_a_bad_camera_info_costs_only_the_cloud(
+) {
+    let _rng = common::rng_lock();
+    let state = state(&[("points.stride", ParamValue::Integer(1))]);
+    let mut worker = worker(&state);
+    let info = |k: [f64; 9]| CameraInfo {
+        header: header(0),
+        width: 40,
+        height: 30,
+        k,
+        ..CameraInfo::default()
+    };
+    state.on_camera_info(info([50.0, 0.0, 20.0, 0.0, 50.0, 15.0, 0.0, 0.0, 1.0]));
+    let mut sink = TestSink {
+        no_points_subscriber: true,
+        ..TestSink::default()
+    };
+    worker.handle(rgb8(1, 40, 30), &state, &mut sink);
+    assert!(sink.clouds.is_empty(), "nobody subscribes: not built");
+    sink.no_points_subscriber = false;
+    worker.handle(rgb8(2, 40, 30), &state, &mut sink);
+    assert_eq!(sink.clouds.len(), 1);
+    assert!(sink.clouds[0].width <= 40 * 30);
+    state
+        .params
+        .set_atomically(&[("points.enabled".into(), ParamValue::Bool(false))])
+        .unwrap();
+    worker.handle(rgb8(3, 40, 30), &state, &mut sink);
+    assert_eq!(sink.clouds.len(), 1, "disabled: not built");
+    state
+        .params
+        .set_atomically(&[("points.enabled".into(), ParamValue::Bool(true))])
+        .unwrap();
+    // An uncalibrated camera (K all zeros): every image still goes out, no cloud, and the
+    // frame is not counted as failed.
+    state.on_camera_info(info([0.0; 9]));
+    let before = sink.images.len();
+    worker.handle(rgb8(4, 40, 30), &state, &mut sink);
+    assert_eq!(sink.clouds.len(), 1);
+    assert!(sink.images.len() > before);
+    assert_eq!(value(&report(&state), "frames failed"), "0");
 }
 
 #[test]
@@ -338,6 +401,14 @@ impl Sink for SharedSink {
     }
 
     fn publish_camera_info(&mut self, _: CameraInfo) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn wants_points(&self) -> bool {
+        false
+    }
+
+    fn publish_points(&mut self, _: PointCloud2) -> Result<(), String> {
         Ok(())
     }
 

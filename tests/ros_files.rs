@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use bayes_perception::config::Params;
-use bayes_perception::msg::outputs::OutputTopic;
+use bayes_perception::msg::outputs::{OutputTopic, POINTS_TOPIC};
 use bayes_perception::node::params::{declared, ROS_RESERVED};
 
 fn read(rel: &str) -> String {
@@ -98,14 +98,18 @@ fn launch_file_sets_only_declared_parameters_and_declares_the_documented_argumen
 }
 
 #[test]
-fn rviz_config_shows_the_camera_labels_depth_and_four_uncertainty_images() {
+fn rviz_config_shows_the_camera_labels_depth_four_uncertainty_images_and_the_cloud() {
     let rviz = read("rviz/bayes_perception.rviz");
     let topics: BTreeSet<String> = rviz
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Value: /"))
         .map(|t| t.to_owned())
         .collect();
-    let outputs: BTreeSet<&str> = OutputTopic::ALL.iter().map(|t| t.name()).collect();
+    let outputs: BTreeSet<&str> = OutputTopic::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain([POINTS_TOPIC])
+        .collect();
     for t in &topics {
         assert!(
             t.starts_with("camera/") || outputs.contains(t.as_str()),
@@ -127,6 +131,17 @@ fn rviz_config_shows_the_camera_labels_depth_and_four_uncertainty_images() {
         );
     }
     assert!(topics.contains("camera/image_raw"));
+    // The cloud, coloured by a field the cloud has (its intensity channel).
+    assert!(topics.contains(POINTS_TOPIC));
+    assert!(rviz.contains("Class: rviz_default_plugins/PointCloud2"));
+    let channel = rviz
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Channel Name: "))
+        .unwrap();
+    assert_eq!(channel, "depth_epistemic");
+    assert!(bayes_perception::points::fields()
+        .iter()
+        .any(|f| f.name == channel));
 }
 
 #[test]

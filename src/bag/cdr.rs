@@ -6,7 +6,9 @@
 //!
 //! Reading checks every length against the bytes left, so a corrupt message is an error.
 
-use super::super::msg::{CameraInfo, CompressedImage, Header, Image, RegionOfInterest, Time};
+use super::super::msg::{
+    CameraInfo, CompressedImage, Header, Image, PointCloud2, PointField, RegionOfInterest, Time,
+};
 
 /// A message that cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -308,6 +310,60 @@ impl CdrMessage for CameraInfo {
     }
 }
 
+impl CdrMessage for PointCloud2 {
+    const TYPE_NAME: &'static str = "sensor_msgs/msg/PointCloud2";
+
+    fn write(&self, w: &mut CdrWriter) {
+        write_header(w, &self.header);
+        w.u32(self.height);
+        w.u32(self.width);
+        w.u32(self.fields.len() as u32);
+        for f in &self.fields {
+            w.string(&f.name);
+            w.u32(f.offset);
+            w.u8(f.datatype);
+            w.u32(f.count);
+        }
+        w.u8(self.is_bigendian as u8);
+        w.u32(self.point_step);
+        w.u32(self.row_step);
+        w.bytes(&self.data);
+        w.u8(self.is_dense as u8);
+    }
+
+    fn read(r: &mut CdrReader) -> Result<Self> {
+        let header = read_header(r)?;
+        let height = r.u32("height")?;
+        let width = r.u32("width")?;
+        let count = r.u32("fields")? as usize;
+        // A field takes at least 13 bytes: a count claiming more cannot fit.
+        if count > r.data.len() / 13 {
+            return Err(CdrError(format!("fields: {count} elements cannot fit")));
+        }
+        let fields = (0..count)
+            .map(|_| {
+                Ok(PointField {
+                    name: r.string("fields.name")?,
+                    offset: r.u32("fields.offset")?,
+                    datatype: r.u8("fields.datatype")?,
+                    count: r.u32("fields.count")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PointCloud2 {
+            header,
+            height,
+            width,
+            fields,
+            is_bigendian: r.u8("is_bigendian")? != 0,
+            point_step: r.u32("point_step")?,
+            row_step: r.u32("row_step")?,
+            data: r.bytes("data")?,
+            is_dense: r.u8("is_dense")? != 0,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +410,28 @@ mod tests {
         ];
         assert_eq!(bytes, expected);
         assert_eq!(Image::from_cdr(&bytes).unwrap(), image);
+    }
+
+    #[test]
+    fn point_clouds_round_trip_and_a_field_count_that_cannot_fit_is_an_error() {
+        let cloud = PointCloud2 {
+            header: header("cam"),
+            height: 1,
+            width: 2,
+            fields: crate::points::fields(),
+            is_bigendian: false,
+            point_step: 36,
+            row_step: 72,
+            data: (0..72).collect(),
+            is_dense: true,
+        };
+        let bytes = cloud.to_cdr();
+        assert_eq!(PointCloud2::from_cdr(&bytes).unwrap(), cloud);
+        // The fields count sits after the header (4 + 8 + 8 bytes of "cam") and two u32.
+        let mut huge = bytes.clone();
+        huge[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e = PointCloud2::from_cdr(&huge).unwrap_err().to_string();
+        assert!(e.contains("fields") && e.contains("cannot fit"), "{e}");
     }
 
     #[test]

@@ -372,7 +372,12 @@ fn read_mcap(
             }
             mcap::sans_io::LinearReadEvent::Record { opcode, data } => (opcode, data),
         };
-        match mcap::parse_record(opcode, data).map_err(|e| corrupt(read, e.to_string()))? {
+        // mcap 0.26's record parser slices by length fields it does not check against the
+        // record (fuzzing finding 3): its panic is damage like any other.
+        let record = catch_quietly(|| mcap::parse_record(opcode, data))
+            .map_err(|panic| corrupt(read, format!("damaged MCAP record ({panic})")))?
+            .map_err(|e| corrupt(read, e.to_string()))?;
+        match record {
             mcap::records::Record::Schema { header, .. } => {
                 schemas.insert(header.id, header.name);
             }

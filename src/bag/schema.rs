@@ -8,6 +8,8 @@ const REGION_OF_INTEREST: &str =
     "uint32 x_offset\nuint32 y_offset\nuint32 height\nuint32 width\nbool do_rectify\n";
 const IMAGE: &str = "std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\nuint8 is_bigendian\nuint32 step\nuint8[] data\n";
 const COMPRESSED_IMAGE: &str = "std_msgs/Header header\nstring format\nuint8[] data\n";
+const POINT_FIELD: &str = "uint8 INT8 = 1\nuint8 UINT8 = 2\nuint8 INT16 = 3\nuint8 UINT16 = 4\nuint8 INT32 = 5\nuint8 UINT32 = 6\nuint8 FLOAT32 = 7\nuint8 FLOAT64 = 8\nstring name\nuint32 offset\nuint8 datatype\nuint32 count\n";
+const POINT_CLOUD2: &str = "std_msgs/Header header\nuint32 height\nuint32 width\nsensor_msgs/PointField[] fields\nbool is_bigendian\nuint32 point_step\nuint32 row_step\nuint8[] data\nbool is_dense\n";
 const CAMERA_INFO: &str = "std_msgs/Header header\nuint32 height\nuint32 width\nstring distortion_model\nfloat64[] d\nfloat64[9] k\nfloat64[9] r\nfloat64[12] p\nuint32 binning_x\nuint32 binning_y\nsensor_msgs/RegionOfInterest roi\n";
 
 /// The full `ros2msg` definition of a type this project writes, or `None` for others.
@@ -33,6 +35,14 @@ pub fn definition(type_name: &str) -> Option<String> {
                 ("std_msgs/Header", HEADER),
                 ("builtin_interfaces/Time", TIME),
                 ("sensor_msgs/RegionOfInterest", REGION_OF_INTEREST),
+            ],
+        ),
+        "sensor_msgs/msg/PointCloud2" => (
+            POINT_CLOUD2,
+            &[
+                ("std_msgs/Header", HEADER),
+                ("builtin_interfaces/Time", TIME),
+                ("sensor_msgs/PointField", POINT_FIELD),
             ],
         ),
         _ => return None,

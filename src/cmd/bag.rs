@@ -19,9 +19,10 @@ use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
 use bayes_perception::config::Params;
 use bayes_perception::device::device_name;
-use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC};
+use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
 use bayes_perception::pipeline::{self, CameraFrame};
+use bayes_perception::points::CloudFilter;
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -30,6 +31,7 @@ use crate::cli::{BagInfoArgs, BagProcessArgs, BagSampleArgs};
 const IMAGE: &str = "sensor_msgs/msg/Image";
 const COMPRESSED: &str = "sensor_msgs/msg/CompressedImage";
 const CAMERA_INFO: &str = "sensor_msgs/msg/CameraInfo";
+const POINT_CLOUD2: &str = "sensor_msgs/msg/PointCloud2";
 
 /// The namespace a node processing `topic` would live in: the topic's parent, after
 /// dropping image_transport's `/compressed` suffix (`/cam/image_raw/compressed` -> `/cam`).
@@ -61,6 +63,8 @@ struct Tally {
     not_sampled: u64,
     /// camera_info messages that could not be decoded (copied, not used).
     bad_camera_info: u64,
+    /// Frames whose point cloud could not be built, and the first reason.
+    no_points: (u64, Option<String>),
     other_messages: u64,
     outside_window: u64,
     /// Time inside the network's forward passes, milliseconds.
@@ -158,7 +162,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         let outputs = OutputTopic::ALL
             .iter()
             .map(|t| t.name())
-            .chain([DEPTH_CAMERA_INFO_TOPIC]);
+            .chain([DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC]);
         for output in outputs.map(|name| format!("{}/{name}", camera.namespace)) {
             if let Some(clash) = info
                 .topics
@@ -242,8 +246,12 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     latest_info.get(&namespace),
                     &mut writer,
                 ) {
-                    Ok(forward_ms) => {
+                    Ok((forward_ms, points_error)) => {
                         tally.forward_ms += forward_ms;
+                        if let Some(e) = points_error {
+                            tally.no_points.0 += 1;
+                            tally.no_points.1.get_or_insert(e);
+                        }
                         tally
                             .cameras
                             .get_mut(m.topic)
@@ -319,6 +327,9 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             tally.bad_camera_info
         );
     }
+    if let (n @ 1.., Some(reason)) = &tally.no_points {
+        println!("  {n} frame(s) without a point cloud: {reason}");
+    }
     if tally.outside_window > 0 {
         println!(
             "  {} camera frame(s) outside --start/--duration were left out",
@@ -391,7 +402,7 @@ impl From<BagError> for FrameError {
 }
 
 /// Decodes, predicts and writes the outputs of one camera frame; returns the time spent in
-/// the network's forward passes (ms).
+/// the network's forward passes (ms) and why the frame has no point cloud where it should.
 fn process_frame(
     engine: &Engine,
     m: &BagMessage,
@@ -400,7 +411,7 @@ fn process_frame(
     namespace: &str,
     camera_info: Option<&CameraInfo>,
     writer: &mut BagWriter,
-) -> Result<f64, FrameError> {
+) -> Result<(f64, Option<String>), FrameError> {
     let skip = |e: &dyn std::fmt::Display| FrameError::Skip(e.to_string());
     let frame = if m.type_name == COMPRESSED {
         CameraFrame::Compressed(CompressedImage::from_cdr(m.data).map_err(|e| skip(&e))?)
@@ -413,6 +424,10 @@ fn process_frame(
         palette,
         &params.colormap,
         camera_info,
+        params
+            .points
+            .enabled
+            .then(|| CloudFilter::from_params(&params.points)),
         |_| true,
     )
     .map_err(|e| skip(&e))?;
@@ -432,7 +447,15 @@ fn process_frame(
             &info.to_cdr(),
         )?;
     }
-    Ok(outputs.forward_ms)
+    if let Some(cloud) = outputs.points {
+        writer.write(
+            &format!("{namespace}/{POINTS_TOPIC}"),
+            POINT_CLOUD2,
+            m.log_time,
+            &cloud.to_cdr(),
+        )?;
+    }
+    Ok((outputs.forward_ms, outputs.points_error))
 }
 
 /// Groups skip reasons for the summary: "unsupported encoding `nv12`" stays whole, the

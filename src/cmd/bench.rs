@@ -12,7 +12,8 @@ use bayes_perception::device::{
 use bayes_perception::engine::StageTimes;
 use bayes_perception::model::{random_spec, Model};
 use bayes_perception::msg::outputs::build_outputs;
-use bayes_perception::msg::Header;
+use bayes_perception::msg::{CameraInfo, Header};
+use bayes_perception::points::{frame_cloud, CloudFilter};
 use bayes_perception::{Engine, EngineConfig};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -32,12 +33,21 @@ struct Stages {
     /// Host: false colour and the node's output messages (what `bag process` and the
     /// node do after the engine).
     host_outputs: f64,
+    /// Host, one thread: the uncertainty point cloud as a PointCloud2 (`--points-stride`;
+    /// depth models)...
+    points: f64,
+    /// ...and the same with valid depth at every pixel (the worst case: every pixel of
+    /// the stride grid a point).
+    points_every_pixel: f64,
 }
 
 /// One timed frame.
 struct FrameTime {
     stages: StageTimes,
     host_outputs_ms: f64,
+    points_ms: f64,
+    points: usize,
+    points_every_pixel_ms: f64,
     /// Engine plus host outputs.
     total_ms: f64,
 }
@@ -68,6 +78,9 @@ struct Report {
     /// Median of each stage over the timed frames, milliseconds (they need not add up to
     /// median_ms exactly: medians of parts).
     stages_median_ms: Stages,
+    /// Points in the median frame's cloud, and the stride they were built with.
+    points_per_frame: usize,
+    points_stride: u32,
     /// Host peak resident memory (VmHWM), MiB.
     peak_rss_mib: Option<f64>,
     /// CUDA only: device memory in use after the run (total − free, whole device: CUDA
@@ -92,6 +105,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let arch = super::preset(&args.arch)?;
     if args.frames == 0 {
         bail!("--frames must be at least 1");
+    }
+    if args.points_stride == 0 {
+        bail!("--points-stride must be at least 1");
     }
     let device_request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
     let device = device_request.resolve()?;
@@ -131,7 +147,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut engine = Engine::new(model, config.clone())?;
     let frames = synthetic_frames(args.frames.min(8), args.height, args.width);
 
-    let timings = time_frames(&engine, &frames, args.warmup, args.frames)?;
+    let timings = time_frames(
+        &engine,
+        &frames,
+        args.warmup,
+        args.frames,
+        args.points_stride,
+    )?;
     let mut report = summarise(&args, &engine, parameters, device, &timings);
     if let Device::Cuda(index) = device {
         report.gpu_memory = cuda_memory(index);
@@ -143,7 +165,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             mode: Mode::Aleatoric,
             ..config
         })?;
-        let single = time_frames(&engine, &frames, args.warmup, args.frames)?;
+        let single = time_frames(
+            &engine,
+            &frames,
+            args.warmup,
+            args.frames,
+            args.points_stride,
+        )?;
         let single_median = percentile(&single.iter().map(|t| t.total_ms).collect::<Vec<_>>(), 0.5);
         report.single_pass_median_ms = Some(single_median);
         report.single_pass_equivalents = Some(report.median_ms / single_median);
@@ -165,24 +193,77 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A pinhole camera for a synthetic frame: focal length 0.8 x width, centred.
+fn bench_camera_info(rgb: &image::RgbImage) -> CameraInfo {
+    let (w, h) = (rgb.width() as f64, rgb.height() as f64);
+    CameraInfo {
+        width: rgb.width(),
+        height: rgb.height(),
+        k: [
+            0.8 * w,
+            0.0,
+            (w - 1.0) / 2.0,
+            0.0,
+            0.8 * w,
+            (h - 1.0) / 2.0,
+            0.0,
+            0.0,
+            1.0,
+        ],
+        ..CameraInfo::default()
+    }
+}
+
 fn time_frames(
     engine: &Engine,
     frames: &[image::RgbImage],
     warmup: usize,
     count: usize,
+    points_stride: u32,
 ) -> anyhow::Result<Vec<FrameTime>> {
     let palette = engine.model().spec.palette();
     let colormap = ColormapParams::default();
     let header = Header::default();
+    let filter = CloudFilter {
+        stride: points_stride,
+        max_range_m: 0.0,
+        max_depth_epistemic_m: 0.0,
+    };
     let frame = |i: usize| -> anyhow::Result<FrameTime> {
-        let prediction = engine.predict(&frames[i % frames.len()])?;
+        let rgb = &frames[i % frames.len()];
+        let prediction = engine.predict(rgb)?;
         let started = std::time::Instant::now();
         let messages = build_outputs(&prediction, &header, &palette, &colormap, |_| true);
         let host_outputs_ms = started.elapsed().as_secs_f64() * 1e3;
         std::hint::black_box(messages);
+        let started = std::time::Instant::now();
+        let cloud = frame_cloud(&prediction, rgb, &bench_camera_info(rgb), filter, &header)
+            .map_err(anyhow::Error::msg)?;
+        let points_ms = started.elapsed().as_secs_f64() * 1e3;
+        let points = cloud.as_ref().map_or(0, |c| c.width as usize);
+        std::hint::black_box(cloud);
+        // The worst case: the same prediction with a valid depth at every pixel.
+        let mut every_pixel = prediction.clone();
+        if let Some(depth) = every_pixel.depth.as_mut() {
+            for d in depth.depth_m.iter_mut() {
+                *d = if d.is_finite() {
+                    d.abs().clamp(0.5, 100.0)
+                } else {
+                    10.0
+                };
+            }
+        }
+        let started = std::time::Instant::now();
+        let cloud = frame_cloud(&every_pixel, rgb, &bench_camera_info(rgb), filter, &header)
+            .map_err(anyhow::Error::msg)?;
+        let points_every_pixel_ms = started.elapsed().as_secs_f64() * 1e3;
+        std::hint::black_box(cloud);
         Ok(FrameTime {
             stages: prediction.timing.stages.expect("bench profiles the engine"),
             host_outputs_ms,
+            points_ms,
+            points,
+            points_every_pixel_ms,
             total_ms: prediction.timing.total_ms + host_outputs_ms,
         })
     };
@@ -236,7 +317,11 @@ fn summarise(
             device_post: median(|t| t.stages.device_post_ms),
             download: median(|t| t.stages.download_ms),
             host_outputs: median(|t| t.host_outputs_ms),
+            points: median(|t| t.points_ms),
+            points_every_pixel: median(|t| t.points_every_pixel_ms),
         },
+        points_per_frame: timings.iter().map(|t| t.points).max().unwrap_or(0),
+        points_stride: args.points_stride,
         peak_rss_mib: None,
         gpu_memory_used_mib: None,
         gpu_memory: None,
@@ -284,6 +369,12 @@ fn print_report(r: &Report) {
         "  stages (medians): upload {:.2} ms, forward {:.2} ms, device post {:.2} ms, download {:.2} ms, host outputs {:.2} ms",
         st.upload, st.forward, st.device_post, st.download, st.host_outputs
     );
+    if st.points_every_pixel > 0.0 {
+        println!(
+            "  point cloud (one thread, stride {}): {} points in {:.2} ms; with valid depth at every pixel {:.2} ms",
+            r.points_stride, r.points_per_frame, st.points, st.points_every_pixel
+        );
+    }
     if let (Some(single), Some(equivalents)) = (r.single_pass_median_ms, r.single_pass_equivalents)
     {
         println!("  single pass: median {single:.1} ms; one {} frame = {equivalents:.2} single-pass frames", r.mode);

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use bayes_perception::device::device_name;
 use bayes_perception::output::{contact_sheet, write_prediction};
+use bayes_perception::points::{
+    camera_info_from_calibration, points, to_ply, CloudFilter, PinholeCamera,
+};
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -17,6 +20,19 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let inputs = collect_inputs(&args.inputs)?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
     let palette = engine.model().spec.palette();
+    let camera_info = match (&args.camera_info, args.points) {
+        (Some(path), true) => {
+            if engine.model().spec.tasks.depth.is_none() {
+                bail!(
+                    "--points needs a model with depth; {} has none",
+                    model_dir.display()
+                );
+            }
+            Some(camera_info_from_calibration(path)?)
+        }
+        _ => None,
+    };
+    let filter = CloudFilter::from_params(&params.points);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     log::info!(
@@ -52,6 +68,15 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 let path = dir.join("contact_sheet.png");
                 sheet
                     .save(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(info) = &camera_info {
+                let camera = PinholeCamera::for_image(info, prediction.width, prediction.height)
+                    .map_err(anyhow::Error::msg)?;
+                let cloud = points(&prediction, &image, &camera, filter).expect("a depth model");
+                let path = dir.join("points.ply");
+                let comment = format!("bayes_perception infer, mode {}, {}", params.mode, name);
+                std::fs::write(&path, to_ply(&cloud, &comment))
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             Ok(())

@@ -201,10 +201,22 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
     if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
         return Err(err(format!("{format:?} data; expected JPEG or PNG")));
     }
-    let image =
-        image::load_from_memory_with_format(&msg.data, format).map_err(|e| err(e.to_string()))?;
+    // The header's size first: a kilobyte of JPEG can claim 100 megapixels, which decode
+    // (allocation and all) for seconds (fuzzing finding 4).
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(&msg.data), format);
+    let (width, height) = reader().into_dimensions().map_err(|e| err(e.to_string()))?;
+    if width as u64 * height as u64 > MAX_COMPRESSED_PIXELS {
+        return Err(err(format!(
+            "{width}x{height} is above the limit of {MAX_COMPRESSED_PIXELS} pixels for a camera frame"
+        )));
+    }
+    let image = reader().decode().map_err(|e| err(e.to_string()))?;
     Ok(image.to_rgb8())
 }
+
+/// The largest compressed frame decoded, in pixels (8192x6103; cameras on robots stay
+/// far below, and a bigger header is damage or an attack: refused before decoding).
+pub const MAX_COMPRESSED_PIXELS: u64 = 50_000_000;
 
 /// Row access to validated image data.
 struct Rows<'a> {
@@ -690,9 +702,27 @@ mod tests {
         out
     }
 
+    /// A 913-byte JPEG (from fuzzing) whose header says 2048x52992 (108 megapixels) took
+    /// 3.6 s to decode into 325 MB; it is refused from its header at once.
+    #[test]
+    fn a_compressed_frame_above_the_pixel_limit_is_refused_from_its_header() {
+        let msg = CompressedImage {
+            format: "jpeg".into(),
+            data: include_bytes!("../../tests/data/fuzz/compressed_jpeg_108_megapixels.jpg")
+                .to_vec(),
+            ..Default::default()
+        };
+        match decode_compressed(&msg) {
+            Err(DecodeError::Compressed { message, .. }) => assert!(
+                message.contains("2048x52992") && message.contains("limit of 50000000 pixels"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Compressed frames that claim a huge size in their header (a 60000x60000 PNG, a
-    /// 65500x65500 JPEG: ~11-13 GB decoded) are refused by the decoder's allocation limit
-    /// instead of allocated.
+    /// 65500x65500 JPEG: ~11-13 GB decoded) are refused before anything is allocated.
     #[test]
     fn compressed_frames_claiming_huge_sizes_are_refused_before_allocating() {
         let mut ihdr = Vec::new();
@@ -721,7 +751,7 @@ mod tests {
             };
             match decode_compressed(&msg) {
                 Err(DecodeError::Compressed { message, .. }) => {
-                    // The decoder's allocation limit, not a later failure on missing data.
+                    // The pixel limit, not a later failure on missing data.
                     assert!(message.contains("limit"), "{format}: {message}")
                 }
                 other => panic!("{format}: {other:?}"),

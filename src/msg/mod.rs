@@ -84,6 +84,40 @@ pub struct CameraInfo {
     pub roi: RegionOfInterest,
 }
 
+/// sensor_msgs/PointField.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PointField {
+    pub name: String,
+    /// Byte offset in the point.
+    pub offset: u32,
+    /// One of the datatype constants.
+    pub datatype: u8,
+    /// Elements in the field.
+    pub count: u32,
+}
+
+impl PointField {
+    pub const UINT16: u8 = 4;
+    pub const FLOAT32: u8 = 7;
+}
+
+/// sensor_msgs/PointCloud2.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PointCloud2 {
+    pub header: Header,
+    /// 1 for an unorganised cloud.
+    pub height: u32,
+    pub width: u32,
+    pub fields: Vec<PointField>,
+    pub is_bigendian: bool,
+    /// Bytes per point and per row.
+    pub point_step: u32,
+    pub row_step: u32,
+    pub data: Vec<u8>,
+    /// No invalid (NaN) points.
+    pub is_dense: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

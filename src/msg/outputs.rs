@@ -33,6 +33,9 @@ pub enum OutputTopic {
 /// The camera_info republished next to `depth` (same header as the image).
 pub const DEPTH_CAMERA_INFO_TOPIC: &str = "depth/camera_info";
 
+/// The uncertainty point cloud (sensor_msgs/PointCloud2, see [`crate::points`]).
+pub const POINTS_TOPIC: &str = "points";
+
 impl OutputTopic {
     pub const ALL: [OutputTopic; 12] = [
         OutputTopic::SemanticLabels,

@@ -16,9 +16,10 @@ use super::throttle::Throttle;
 use crate::config::{Mode, Params};
 use crate::engine::{Engine, EngineConfig};
 use crate::msg::encoding::DecodeError;
-use crate::msg::outputs::OutputTopic;
-use crate::msg::{CameraInfo, Image, Time};
+use crate::msg::outputs::{OutputTopic, POINTS_TOPIC};
+use crate::msg::{CameraInfo, Image, PointCloud2, Time};
 use crate::pipeline::{process_frame, CameraFrame, FrameError};
+use crate::points::CloudFilter;
 
 /// How often a log line of one kind (an encoding, a topic, ...) may repeat.
 pub const LOG_PERIOD: Duration = Duration::from_secs(5);
@@ -30,6 +31,10 @@ pub trait Sink {
     fn publish_image(&mut self, topic: OutputTopic, image: Image) -> Result<(), String>;
     /// `depth/camera_info`.
     fn publish_camera_info(&mut self, info: CameraInfo) -> Result<(), String>;
+    /// Whether the point cloud is worth building (someone subscribes to `points`).
+    fn wants_points(&self) -> bool;
+    /// `points`.
+    fn publish_points(&mut self, cloud: PointCloud2) -> Result<(), String>;
     /// Now on the node's ROS clock (simulated under `use_sim_time`); `None` while that
     /// clock does not run yet (sim time before the first /clock message).
     fn now(&self) -> Option<Time>;
@@ -148,6 +153,8 @@ impl Worker {
             &self.palette,
             &self.params.colormap,
             camera_info.as_ref(),
+            (self.params.points.enabled && sink.wants_points())
+                .then(|| CloudFilter::from_params(&self.params.points)),
             |topic| sink.wants(topic),
         );
         let outputs = match processed {
@@ -184,6 +191,16 @@ impl Worker {
             if let Err(e) = sink.publish_camera_info(info) {
                 let topic = crate::msg::outputs::DEPTH_CAMERA_INFO_TOPIC;
                 failure = Some(self.publish_failed(topic, &e, state));
+            }
+        }
+        if let Some(cloud) = outputs.points {
+            if let Err(e) = sink.publish_points(cloud) {
+                failure = Some(self.publish_failed(POINTS_TOPIC, &e, state));
+            }
+        }
+        if let Some(e) = outputs.points_error {
+            if self.throttle.allow(POINTS_TOPIC, Instant::now()) {
+                log::warn!("no point cloud: {e}");
             }
         }
         match failure {

@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 from PIL import Image as PILImage
-from sensor_msgs.msg import CameraInfo, CompressedImage
+from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
 
 from conftest import (
     ALEATORIC_TOPICS,
@@ -21,6 +21,7 @@ from conftest import (
     send_until_output,
     stamp_ns,
     test_pattern,
+    wait_for,
 )
 
 # Node topic -> file `infer` writes for the same output.
@@ -161,6 +162,48 @@ def check_like_infer(outputs, infer_dir, header):
             np.testing.assert_array_equal(got, want, err_msg=topic)
 
 
+# The point cloud's fields (sensor_msgs/PointField: 7 FLOAT32, 4 UINT16) and layout.
+CLOUD_FIELDS = [
+    ("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 12, 7), ("label", 16, 4),
+    ("semantic_aleatoric", 20, 7), ("semantic_epistemic", 24, 7),
+    ("depth_aleatoric", 28, 7), ("depth_epistemic", 32, 7),
+]
+CLOUD_DTYPE = np.dtype({
+    "names": [n for n, _, _ in CLOUD_FIELDS],
+    "formats": ["<f4" if d == 7 else "<u2" for _, _, d in CLOUD_FIELDS],
+    "offsets": [o for _, o, _ in CLOUD_FIELDS],
+    "itemsize": 36,
+})
+
+
+def check_cloud(cloud, messages, rgb, header, stride=2):
+    """The cloud against the frame's own depth, labels and aleatoric images: one point per
+    pixel of the stride grid with valid depth, back-projected with camera_info_msg's K,
+    in row order, with the pixel's colour, label and uncertainties."""
+    assert cloud.header.frame_id == header.frame_id and stamp_ns(cloud.header) == stamp_ns(header)
+    assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [(n, o, d, 1) for n, o, d in CLOUD_FIELDS]
+    assert (cloud.height, cloud.point_step, cloud.is_dense, cloud.is_bigendian) == (1, 36, True, False)
+    assert cloud.row_step == 36 * cloud.width and len(cloud.data) == cloud.row_step
+    points = np.frombuffer(bytes(cloud.data), dtype=CLOUD_DTYPE)
+    depth = as_array(messages["depth"])[::stride, ::stride]
+    valid = np.isfinite(depth) & (depth > 0)
+    assert len(points) == valid.sum() > 0
+    v, u = np.mgrid[0:CAMERA_HW[0]:stride, 0:CAMERA_HW[1]:stride]
+    fx, cx, fy, cy = 70.0, 40.0, 70.0, 30.0
+    z = depth[valid]
+    np.testing.assert_allclose(points["z"], z, rtol=1e-6)
+    np.testing.assert_allclose(points["x"], (u[valid] - cx) * z / fx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(points["y"], (v[valid] - cy) * z / fy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(points["label"], as_array(messages["semantic/labels"])[::stride, ::stride][valid])
+    np.testing.assert_array_equal(
+        points["semantic_aleatoric"], as_array(messages["uncertainty/semantic/aleatoric"])[::stride, ::stride][valid]
+    )
+    packed = points["rgb"].view("<u4")
+    colours = rgb[::stride, ::stride][valid].astype(np.uint32)
+    np.testing.assert_array_equal(packed, (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2])
+    return points
+
+
 def test_raw_encodings_give_every_topic_equal_to_infer(start_node, probe, tmp_path):
     node = start_node()
     params_file = node.params_file
@@ -168,13 +211,16 @@ def test_raw_encodings_give_every_topic_equal_to_infer(start_node, probe, tmp_pa
     camera = probe.publisher(node.topic("image"))
     info_pub = probe.publisher(node.topic("camera_info"), CameraInfo)
     depth_info = probe.subscribe(node.topic("depth/camera_info"), CameraInfo)
+    clouds = probe.subscribe(node.topic("points"), PointCloud2)
     first = raw_frames()[0]
 
     def warm_up(stamp):
         info_pub.publish(camera_info_msg(1))
         return first[1](stamp)
 
-    send_until_output(node, camera, warm_up, outputs, ALEATORIC_TOPICS, first_stamp=10, also=[depth_info])
+    send_until_output(
+        node, camera, warm_up, outputs, ALEATORIC_TOPICS, first_stamp=10, also=[depth_info, clouds]
+    )
 
     got = {}
     for i, (name, make, rgb) in enumerate(raw_frames()):
@@ -194,6 +240,11 @@ def test_raw_encodings_give_every_topic_equal_to_infer(start_node, probe, tmp_pa
         assert infos[0].header.frame_id == header.frame_id
         assert list(infos[0].k) == list(camera_info_msg(1).k)
         assert infos[0].distortion_model == "plumb_bob"
+        # And the point cloud of each frame, from that frame's own images.
+        cloud = clouds.by_stamp(stamp_ns(header))
+        assert len(cloud) == 1, name
+        points = check_cloud(cloud[0], got[name][2], got[name][1], header)
+        assert np.isnan(points["depth_epistemic"]).all(), "aleatoric mode: no epistemic"
 
     # MC mode, switched live: every topic, epistemic ones included, equal to `infer --mode mc`.
     results = node.set_params({"mode": "mc", "mc.samples": 3})
@@ -204,6 +255,14 @@ def test_raw_encodings_give_every_topic_equal_to_infer(start_node, probe, tmp_pa
     messages = outputs.wait_frame(stamp, ALL_TOPICS)
     infer = run_infer(tmp_path, params_file, {"mc": rgb}, "--mode", "mc", "--samples", "3")
     check_like_infer(messages, infer["mc"], messages["depth"].header)
+    # The cloud carries the epistemic std in mc mode.
+    cloud = wait_for(lambda: clouds.by_stamp(stamp), 10, "the mc frame's point cloud")[0]
+    points = check_cloud(cloud, messages, rgb, messages["depth"].header)
+    depth = as_array(messages["depth"])[::2, ::2]
+    valid = np.isfinite(depth) & (depth > 0)
+    np.testing.assert_array_equal(
+        points["depth_epistemic"], as_array(messages["uncertainty/depth/epistemic"])[::2, ::2][valid]
+    )
 
     # Moments mode, switched live: every topic, equal to `infer --mode moments`.
     results = node.set_params({"mode": "moments"})

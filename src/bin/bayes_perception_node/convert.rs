@@ -152,6 +152,29 @@ pub fn camera_info_to_ros(info: msg::CameraInfo) -> sensor::CameraInfo {
     }
 }
 
+pub fn point_cloud_to_ros(cloud: msg::PointCloud2) -> sensor::PointCloud2 {
+    sensor::PointCloud2 {
+        header: header_to_ros(&cloud.header),
+        height: cloud.height,
+        width: cloud.width,
+        fields: cloud
+            .fields
+            .into_iter()
+            .map(|f| sensor::PointField {
+                name: f.name,
+                offset: f.offset,
+                datatype: f.datatype,
+                count: f.count,
+            })
+            .collect(),
+        is_bigendian: cloud.is_bigendian,
+        point_step: cloud.point_step,
+        row_step: cloud.row_step,
+        data: cloud.data,
+        is_dense: cloud.is_dense,
+    }
+}
+
 pub fn status_to_ros(status: DiagnosticStatus) -> diagnostic::DiagnosticStatus {
     diagnostic::DiagnosticStatus {
         level: status.level as u8,

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use bayes_perception::config::{Reliability, Transport};
 use bayes_perception::device::device_name;
 use bayes_perception::engine::{Engine, EngineConfig};
-use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC};
+use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{self, Header, Time};
 use bayes_perception::node::diagnostics::NodeInfo;
 use bayes_perception::node::params::{LiveParams, ParamServer, ParamValue};
@@ -32,7 +32,7 @@ use bayes_perception::node::worker::{NodeState, Sink, Worker};
 use bayes_perception::pipeline::CameraFrame;
 use convert::{
     camera_info_from_ros, camera_info_to_ros, header_from_ros, header_to_ros, image_from_ros,
-    image_to_ros, param_from_r2r, status_to_ros,
+    image_to_ros, param_from_r2r, point_cloud_to_ros, status_to_ros,
 };
 use futures::{Stream, StreamExt};
 use r2r::diagnostic_msgs::msg as diagnostic;
@@ -76,12 +76,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Image and camera_info publishers of the current output QoS; replaced (and the old ones
-/// destroyed) when `qos.output_reliability` changes.
+/// Image, camera_info and point cloud publishers of the current output QoS; replaced (and
+/// the old ones destroyed) when `qos.output_reliability` changes.
 #[derive(Clone)]
 struct Publishers {
     images: HashMap<OutputTopic, r2r::Publisher<sensor::Image>>,
     camera_info: Option<r2r::Publisher<sensor::CameraInfo>>,
+    points: Option<r2r::Publisher<sensor::PointCloud2>>,
 }
 
 /// Work that needs `&mut Node`, run by the spin thread between `spin_once` calls: the spin
@@ -352,6 +353,9 @@ fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Opti
                     old.camera_info
                         .into_iter()
                         .for_each(|p| node.destroy_publisher(p));
+                    old.points
+                        .into_iter()
+                        .for_each(|p| node.destroy_publisher(p));
                 }
                 Err(e) => ros_log(&glue.logger, r2r::LogSeverity::Error, &format!("{e:#}")),
             }
@@ -397,14 +401,20 @@ fn create_publishers(
             .with_context(|| format!("cannot advertise {}", topic.name()))?;
         images.insert(topic, publisher);
     }
-    let camera_info = if topics.contains(&OutputTopic::Depth) {
-        Some(node.create_publisher::<sensor::CameraInfo>(DEPTH_CAMERA_INFO_TOPIC, qos)?)
+    let (camera_info, points) = if topics.contains(&OutputTopic::Depth) {
+        (
+            Some(
+                node.create_publisher::<sensor::CameraInfo>(DEPTH_CAMERA_INFO_TOPIC, qos.clone())?,
+            ),
+            Some(node.create_publisher::<sensor::PointCloud2>(POINTS_TOPIC, qos)?),
+        )
     } else {
-        None
+        (None, None)
     };
     Ok(Publishers {
         images,
         camera_info,
+        points,
     })
 }
 
@@ -494,6 +504,23 @@ impl Sink for RosSink<'_> {
         let message = camera_info_to_ros(info);
         let publishers = lock(&self.glue.publishers);
         let publisher = publishers.camera_info.as_ref().ok_or("not advertised")?;
+        publisher.publish(&message).map_err(|e| e.to_string())
+    }
+
+    fn wants_points(&self) -> bool {
+        lock(&self.glue.publishers)
+            .points
+            .as_ref()
+            .is_some_and(|p| {
+                p.get_inter_process_subscription_count()
+                    .map_or(true, |n| n > 0)
+            })
+    }
+
+    fn publish_points(&mut self, cloud: msg::PointCloud2) -> Result<(), String> {
+        let message = point_cloud_to_ros(cloud);
+        let publishers = lock(&self.glue.publishers);
+        let publisher = publishers.points.as_ref().ok_or("not advertised")?;
         publisher.publish(&message).map_err(|e| e.to_string())
     }
 

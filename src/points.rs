@@ -1,0 +1,658 @@
+//! The uncertainty point cloud: every (strided) pixel with valid depth back-projected into
+//! the camera optical frame (REP 103: x right, y down, z forward) with its colour, label
+//! and both uncertainties, as a planner or RViz takes it.
+//!
+//! The camera is the pinhole of the frame's camera_info (K); the depth image is treated
+//! as rectified, so distortion (D) is not applied: a camera whose images are not
+//! rectified gives points off by its distortion. Pixel (u, v) is centred at (u, v) in K's
+//! coordinates, as in ROS and OpenCV. Pure functions: prediction and camera in, points
+//! out; the node, `bag process` and `infer` serialise them.
+
+use image::RgbImage;
+use nalgebra::{Matrix3, Point3, Vector3};
+
+use crate::config::PointsParams;
+use crate::engine::{LabelImage, Prediction};
+use crate::msg::{CameraInfo, Header, PointCloud2, PointField};
+
+/// Bytes per point: x, y, z, rgb (float32), label (uint16, 2 bytes padding), then the four
+/// uncertainties (float32).
+pub const POINT_STEP: u32 = 36;
+
+/// Label of points from a model without a semantic head.
+pub const NO_LABEL: u16 = u16::MAX;
+
+/// The pinhole camera of an image: K^-1 as the ray of pixel (u, v) = u·c0 + v·c1 + c2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinholeCamera {
+    k: Matrix3<f64>,
+    k_inv: Matrix3<f64>,
+}
+
+impl PinholeCamera {
+    /// The camera of K (row-major, as in sensor_msgs/CameraInfo). Refused: a K with no
+    /// positive finite focal lengths or that cannot be inverted.
+    pub fn from_k(k: &[f64; 9]) -> Result<Self, String> {
+        let k = Matrix3::from_row_slice(k);
+        let (fx, fy) = (k[(0, 0)], k[(1, 1)]);
+        if !(fx.is_finite() && fy.is_finite() && fx > 0.0 && fy > 0.0) {
+            return Err(format!(
+                "camera_info K has no positive focal lengths (fx {fx}, fy {fy}); is the camera calibrated?"
+            ));
+        }
+        if k.iter().any(|v| !v.is_finite()) || k.row(2) != Vector3::new(0.0, 0.0, 1.0).transpose() {
+            return Err(format!(
+                "camera_info K is not a pinhole matrix (last row must be 0 0 1): {:?}",
+                k.as_slice()
+            ));
+        }
+        let k_inv = k
+            .try_inverse()
+            .ok_or_else(|| "camera_info K cannot be inverted".to_owned())?;
+        Ok(PinholeCamera { k, k_inv })
+    }
+
+    /// The camera for an image of `width` x `height` from a camera_info, whose K is
+    /// scaled to the image when the camera_info describes another resolution (same field
+    /// of view; pixel centres mapped as the resize maps them). A camera_info of size 0x0
+    /// is taken as the image's own.
+    pub fn for_image(info: &CameraInfo, width: u32, height: u32) -> Result<Self, String> {
+        let camera = Self::from_k(&info.k)?;
+        if (info.width, info.height) == (width, height) || info.width == 0 || info.height == 0 {
+            return Ok(camera);
+        }
+        let (sx, sy) = (
+            width as f64 / info.width as f64,
+            height as f64 / info.height as f64,
+        );
+        let mut k = camera.k;
+        // u' + 0.5 = (u + 0.5)·s: centres at integer coordinates on both sides.
+        k[(0, 0)] *= sx;
+        k[(0, 1)] *= sx;
+        k[(0, 2)] = (k[(0, 2)] + 0.5) * sx - 0.5;
+        k[(1, 1)] *= sy;
+        k[(1, 2)] = (k[(1, 2)] + 0.5) * sy - 0.5;
+        Self::from_k(&k.transpose().as_slice().try_into().expect("9 values"))
+    }
+
+    /// The intrinsic matrix in use.
+    pub fn k(&self) -> &Matrix3<f64> {
+        &self.k
+    }
+
+    /// The point at depth `z` (metres along the optical axis) seen at pixel (u, v).
+    pub fn back_project(&self, u: f64, v: f64, z: f64) -> Point3<f64> {
+        Point3::from(self.k_inv * Vector3::new(u, v, 1.0) * z)
+    }
+}
+
+/// A camera calibration file as ROS writes it (camera_calibration_parsers' YAML:
+/// `image_width`, `image_height`, `camera_matrix: {rows: 3, cols: 3, data: [...]}`, and
+/// optionally `distortion_model` and `distortion_coefficients`), as a CameraInfo.
+pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<CameraInfo> {
+    use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
+    #[derive(serde::Deserialize)]
+    struct Matrix {
+        rows: usize,
+        cols: usize,
+        data: Vec<f64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Calibration {
+        image_width: u32,
+        image_height: u32,
+        camera_matrix: Matrix,
+        #[serde(default)]
+        distortion_model: String,
+        distortion_coefficients: Option<Matrix>,
+    }
+    let origin = path.display().to_string();
+    let text = read_limited(path, MAX_CONFIG_BYTES).map_err(|e| crate::Error::io(path, e))?;
+    let calibration: Calibration = serde_yaml::from_str(&text)
+        .map_err(|e| crate::Error::config(&origin, "(file)", e.to_string()))?;
+    let m = &calibration.camera_matrix;
+    let k: [f64; 9] = match (m.rows, m.cols, m.data.as_slice().try_into()) {
+        (3, 3, Ok(k)) => k,
+        _ => {
+            return Err(crate::Error::config(
+                &origin,
+                "camera_matrix",
+                format!(
+                    "must be 3x3 with 9 values, not {}x{} with {}",
+                    m.rows,
+                    m.cols,
+                    m.data.len()
+                ),
+            ))
+        }
+    };
+    PinholeCamera::from_k(&k).map_err(|e| crate::Error::config(&origin, "camera_matrix", e))?;
+    Ok(CameraInfo {
+        width: calibration.image_width,
+        height: calibration.image_height,
+        distortion_model: calibration.distortion_model,
+        d: calibration
+            .distortion_coefficients
+            .map(|d| d.data)
+            .unwrap_or_default(),
+        k,
+        ..CameraInfo::default()
+    })
+}
+
+/// Which pixels become points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CloudFilter {
+    /// Every Nth pixel in x and in y (1 = all).
+    pub stride: u32,
+    /// Points farther than this from the camera (Euclidean, metres) are left out; 0 = no
+    /// limit.
+    pub max_range_m: f32,
+    /// Points whose depth epistemic std exceeds this (metres) are left out; 0 = no gate.
+    /// Without an epistemic image (aleatoric mode) the gate does not apply.
+    pub max_depth_epistemic_m: f32,
+}
+
+impl CloudFilter {
+    pub fn from_params(p: &PointsParams) -> Self {
+        CloudFilter {
+            stride: p.stride.max(1) as u32,
+            max_range_m: p.max_range_m as f32,
+            max_depth_epistemic_m: p.max_depth_epistemic_m as f32,
+        }
+    }
+}
+
+/// The fields of every cloud this project writes, in order (sensor_msgs/PointField
+/// datatypes: 7 = FLOAT32, 4 = UINT16).
+pub fn fields() -> Vec<PointField> {
+    let field = |name: &str, offset: u32, datatype: u8| PointField {
+        name: name.into(),
+        offset,
+        datatype,
+        count: 1,
+    };
+    vec![
+        field("x", 0, PointField::FLOAT32),
+        field("y", 4, PointField::FLOAT32),
+        field("z", 8, PointField::FLOAT32),
+        field("rgb", 12, PointField::FLOAT32),
+        field("label", 16, PointField::UINT16),
+        field("semantic_aleatoric", 20, PointField::FLOAT32),
+        field("semantic_epistemic", 24, PointField::FLOAT32),
+        field("depth_aleatoric", 28, PointField::FLOAT32),
+        field("depth_epistemic", 32, PointField::FLOAT32),
+    ]
+}
+
+/// One point with everything it carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CloudPoint {
+    /// Metres, camera optical frame.
+    pub xyz: [f32; 3],
+    /// The camera image's colour.
+    pub rgb: [u8; 3],
+    /// Class id; [`NO_LABEL`] without a semantic head.
+    pub label: u16,
+    /// nats; NaN where the prediction has no such image (epistemic in aleatoric mode).
+    pub semantic_aleatoric: f32,
+    pub semantic_epistemic: f32,
+    /// metres (std); NaN where the prediction has no such image.
+    pub depth_aleatoric: f32,
+    pub depth_epistemic: f32,
+}
+
+/// The points of one prediction: pixels on the stride grid with finite positive depth
+/// that pass the filter, row by row. `rgb` is the camera image the prediction was made
+/// from (same size). `None` for a model without depth.
+pub fn points(
+    prediction: &Prediction,
+    rgb: &RgbImage,
+    camera: &PinholeCamera,
+    filter: CloudFilter,
+) -> Option<Vec<CloudPoint>> {
+    let mut out = Vec::new();
+    visit_points(prediction, rgb, camera, filter, |p| out.push(*p)).then_some(out)
+}
+
+/// Calls `f` with each point of [`points`], in the same order, without collecting them;
+/// false (and no call) for a model without depth.
+fn visit_points(
+    prediction: &Prediction,
+    rgb: &RgbImage,
+    camera: &PinholeCamera,
+    filter: CloudFilter,
+    mut f: impl FnMut(&CloudPoint),
+) -> bool {
+    let Some(depth) = prediction.depth.as_ref() else {
+        return false;
+    };
+    let (w, h) = (prediction.width as usize, prediction.height as usize);
+    assert_eq!(
+        rgb.dimensions(),
+        (prediction.width, prediction.height),
+        "image and prediction sizes"
+    );
+    // Every image as a plain row-major slice (None where the prediction has no such image).
+    fn raw(img: Option<&crate::colormap::FloatImage>) -> Option<&[f32]> {
+        img.map(|i| i.as_raw().as_slice())
+    }
+    let semantic = prediction.semantic.as_ref();
+    let semantic_aleatoric = raw(semantic.map(|s| &s.aleatoric_entropy));
+    let semantic_epistemic = raw(semantic.and_then(|s| s.epistemic_mutual_information.as_ref()));
+    let (labels_u8, labels_u16) = match semantic.map(|s| &s.labels) {
+        Some(LabelImage::U8(l)) => (Some(l.as_raw().as_slice()), None),
+        Some(LabelImage::U16(l)) => (None, Some(l.as_raw().as_slice())),
+        None => (None, None),
+    };
+    let depth_m = depth.depth_m.as_raw().as_slice();
+    let depth_aleatoric = raw(depth.aleatoric_std_m.as_ref());
+    let depth_epistemic = raw(depth.epistemic_std_m.as_ref());
+    let at = |img: Option<&[f32]>, i: usize| img.map_or(f32::NAN, |v| v[i]);
+    let colours = rgb.as_raw().as_slice();
+    let stride = filter.stride.max(1) as usize;
+    let max_range_sq = filter.max_range_m * filter.max_range_m;
+    // K^-1 (u, v, 1) has z = 1, y depending on v alone and x = a·u + b·v + c: the ray of
+    // every pixel from one value per column and two per row.
+    let k_inv = camera.k_inv;
+    let ray_x_of_u: Vec<f32> = (0..w).map(|u| (k_inv[(0, 0)] * u as f64) as f32).collect();
+    for v in (0..h).step_by(stride) {
+        let ray_x_of_v = (k_inv[(0, 1)] * v as f64 + k_inv[(0, 2)]) as f32;
+        let ray_y = (k_inv[(1, 1)] * v as f64 + k_inv[(1, 2)]) as f32;
+        for u in (0..w).step_by(stride) {
+            let i = v * w + u;
+            let z = depth_m[i];
+            if !(z.is_finite() && z > 0.0) {
+                continue;
+            }
+            let depth_epistemic = at(depth_epistemic, i);
+            if filter.max_depth_epistemic_m > 0.0 && depth_epistemic > filter.max_depth_epistemic_m
+            {
+                continue;
+            }
+            let xyz = [(ray_x_of_u[u] + ray_x_of_v) * z, ray_y * z, z];
+            if filter.max_range_m > 0.0 && xyz[0] * xyz[0] + xyz[1] * xyz[1] + z * z > max_range_sq
+            {
+                continue;
+            }
+            let label = match (labels_u8, labels_u16) {
+                (Some(l), _) => l[i] as u16,
+                (_, Some(l)) => l[i],
+                _ => NO_LABEL,
+            };
+            f(&CloudPoint {
+                xyz,
+                rgb: [colours[3 * i], colours[3 * i + 1], colours[3 * i + 2]],
+                label,
+                semantic_aleatoric: at(semantic_aleatoric, i),
+                semantic_epistemic: at(semantic_epistemic, i),
+                depth_aleatoric: at(depth_aleatoric, i),
+                depth_epistemic,
+            });
+        }
+    }
+    true
+}
+
+/// RViz's packed colour: 0x00RRGGBB in the bits of a float32.
+pub fn packed_rgb([r, g, b]: [u8; 3]) -> f32 {
+    f32::from_bits(((r as u32) << 16) | ((g as u32) << 8) | b as u32)
+}
+
+/// The points as an unorganised sensor_msgs/PointCloud2 (height 1, little-endian,
+/// `is_dense`: no invalid points) with `header`.
+pub fn to_point_cloud2(points: &[CloudPoint], header: &Header) -> PointCloud2 {
+    let mut data = Vec::with_capacity(points.len() * POINT_STEP as usize);
+    for p in points {
+        data.extend_from_slice(&encode(p));
+    }
+    cloud_message(data, header)
+}
+
+/// One point as the [`fields`] lay it out, little-endian.
+fn encode(p: &CloudPoint) -> [u8; POINT_STEP as usize] {
+    let mut bytes = [0u8; POINT_STEP as usize];
+    let floats = [
+        (0, p.xyz[0]),
+        (4, p.xyz[1]),
+        (8, p.xyz[2]),
+        (12, packed_rgb(p.rgb)),
+        (20, p.semantic_aleatoric),
+        (24, p.semantic_epistemic),
+        (28, p.depth_aleatoric),
+        (32, p.depth_epistemic),
+    ];
+    for (offset, v) in floats {
+        bytes[offset..offset + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    bytes[16..18].copy_from_slice(&p.label.to_le_bytes());
+    bytes
+}
+
+/// The PointCloud2 of encoded points.
+fn cloud_message(data: Vec<u8>, header: &Header) -> PointCloud2 {
+    let width = (data.len() / POINT_STEP as usize) as u32;
+    PointCloud2 {
+        header: header.clone(),
+        height: 1,
+        width,
+        fields: fields(),
+        is_bigendian: false,
+        point_step: POINT_STEP,
+        row_step: POINT_STEP * width,
+        data,
+        is_dense: true,
+    }
+}
+
+/// The cloud of one frame, or why there is none: the model has no depth, or the
+/// camera_info is unusable.
+pub fn frame_cloud(
+    prediction: &Prediction,
+    rgb: &RgbImage,
+    info: &CameraInfo,
+    filter: CloudFilter,
+    header: &Header,
+) -> Result<Option<PointCloud2>, String> {
+    let camera = PinholeCamera::for_image(info, prediction.width, prediction.height)?;
+    // Encoded as they are found: no list of points in between.
+    let (w, h) = (prediction.width as usize, prediction.height as usize);
+    let stride = filter.stride.max(1) as usize;
+    let mut data =
+        Vec::with_capacity(w.div_ceil(stride) * h.div_ceil(stride) * POINT_STEP as usize);
+    let has_depth = visit_points(prediction, rgb, &camera, filter, |p| {
+        data.extend_from_slice(&encode(p))
+    });
+    Ok(has_depth.then(|| cloud_message(data, header)))
+}
+
+/// The points as a binary little-endian PLY: x, y, z (float), red, green, blue (uchar),
+/// label (ushort), then the four uncertainties (float), one vertex per point.
+pub fn to_ply(points: &[CloudPoint], comment: &str) -> Vec<u8> {
+    let mut out = format!(
+        "ply\nformat binary_little_endian 1.0\ncomment {comment}\n\
+         comment frame: camera optical (x right, y down, z forward), metres\n\
+         element vertex {}\nproperty float x\nproperty float y\nproperty float z\n\
+         property uchar red\nproperty uchar green\nproperty uchar blue\n\
+         property ushort label\nproperty float semantic_aleatoric\n\
+         property float semantic_epistemic\nproperty float depth_aleatoric\n\
+         property float depth_epistemic\nend_header\n",
+        points.len()
+    )
+    .into_bytes();
+    for p in points {
+        for v in p.xyz {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&p.rgb);
+        out.extend_from_slice(&p.label.to_le_bytes());
+        for v in [
+            p.semantic_aleatoric,
+            p.semantic_epistemic,
+            p.depth_aleatoric,
+            p.depth_epistemic,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::colormap::FloatImage;
+    use crate::config::Mode;
+    use crate::engine::{DepthPrediction, LabelImage, SemanticPrediction, Timing};
+    use image::{ImageBuffer, Luma};
+
+    const K: [f64; 9] = [500.0, 0.0, 320.0, 0.0, 400.0, 240.0, 0.0, 0.0, 1.0];
+
+    #[test]
+    fn back_projection_of_chosen_pixels_by_hand() {
+        let camera = PinholeCamera::from_k(&K).unwrap();
+        // x = (u − cx)·z/fx, y = (v − cy)·z/fy.
+        let p = camera.back_project(420.0, 140.0, 10.0);
+        assert!((p.x - 2.0).abs() < 1e-12 && (p.y + 2.5).abs() < 1e-12 && p.z == 10.0);
+        // The principal point lies on the optical axis.
+        let p = camera.back_project(320.0, 240.0, 7.0);
+        assert!(p.x.abs() < 1e-12 && p.y.abs() < 1e-12 && (p.z - 7.0).abs() < 1e-12);
+        // With skew s: x = (u − cx − s·(v − cy)/fy)·z/fx.
+        let mut skewed = K;
+        skewed[1] = 50.0;
+        let p = PinholeCamera::from_k(&skewed)
+            .unwrap()
+            .back_project(420.0, 140.0, 10.0);
+        assert!((p.x - 2.25).abs() < 1e-12, "{p}");
+    }
+
+    #[test]
+    fn unusable_camera_infos_are_refused_with_a_reason() {
+        let e = PinholeCamera::from_k(&[0.0; 9]).unwrap_err();
+        assert!(e.contains("no positive focal lengths"), "{e}");
+        let mut bad = K;
+        bad[8] = 0.0;
+        assert!(PinholeCamera::from_k(&bad)
+            .unwrap_err()
+            .contains("last row must be 0 0 1"));
+    }
+
+    #[test]
+    fn a_camera_info_of_another_resolution_is_scaled_to_the_image() {
+        let info = CameraInfo {
+            width: 640,
+            height: 480,
+            k: K,
+            ..CameraInfo::default()
+        };
+        let camera = PinholeCamera::for_image(&info, 320, 240).unwrap();
+        let k = camera.k();
+        assert_eq!((k[(0, 0)], k[(1, 1)]), (250.0, 200.0));
+        // Centres: (320 + 0.5)·0.5 − 0.5 = 159.75.
+        assert_eq!((k[(0, 2)], k[(1, 2)]), (159.75, 119.75));
+        // The same ray for the same spot of the scene: pixel (420, 140) at full size is
+        // (209.75, 69.75) at half size.
+        let full = PinholeCamera::from_k(&K)
+            .unwrap()
+            .back_project(420.0, 140.0, 10.0);
+        let half = camera.back_project(209.75, 69.75, 10.0);
+        assert!((full - half).norm() < 1e-9);
+        // An unset size (0x0) is the image's own.
+        let unset = CameraInfo {
+            k: K,
+            ..CameraInfo::default()
+        };
+        assert_eq!(
+            PinholeCamera::for_image(&unset, 320, 240).unwrap().k()[(0, 0)],
+            500.0
+        );
+    }
+
+    /// A 4x3 prediction at depth `d` m everywhere but pixel (1, 0) (invalid), with labels
+    /// x + y, and epistemic images only when `epistemic`.
+    fn prediction(d: f32, epistemic: bool) -> Prediction {
+        let (w, h) = (4, 3);
+        let f = |v: f32| FloatImage::from_pixel(w, h, Luma([v]));
+        let mut depth = f(d);
+        depth.put_pixel(1, 0, Luma([f32::NAN]));
+        let mut depth_epistemic = f(0.1);
+        depth_epistemic.put_pixel(3, 2, Luma([0.9]));
+        Prediction {
+            width: w,
+            height: h,
+            mode: if epistemic { Mode::Mc } else { Mode::Aleatoric },
+            samples: 1,
+            semantic: Some(SemanticPrediction {
+                labels: LabelImage::U8(ImageBuffer::from_fn(w, h, |x, y| Luma([(x + y) as u8]))),
+                confidence: f(0.9),
+                aleatoric_entropy: f(0.25),
+                epistemic_mutual_information: epistemic.then(|| f(0.05)),
+                probabilities: None,
+            }),
+            depth: Some(DepthPrediction {
+                depth_m: depth,
+                aleatoric_std_m: Some(f(0.5)),
+                epistemic_std_m: epistemic.then_some(depth_epistemic),
+            }),
+            timing: Timing::default(),
+        }
+    }
+
+    fn all() -> CloudFilter {
+        CloudFilter {
+            stride: 1,
+            max_range_m: 0.0,
+            max_depth_epistemic_m: 0.0,
+        }
+    }
+
+    #[test]
+    fn invalid_depth_is_left_out_and_every_field_comes_from_its_pixel() {
+        let camera = PinholeCamera::from_k(&[2.0, 0.0, 1.5, 0.0, 2.0, 1.0, 0.0, 0.0, 1.0]).unwrap();
+        let rgb = RgbImage::from_fn(4, 3, |x, y| image::Rgb([x as u8 * 10, y as u8 * 10, 7]));
+        let pts = points(&prediction(4.0, true), &rgb, &camera, all()).unwrap();
+        assert_eq!(pts.len(), 11, "12 pixels, one without depth");
+        // The frame's message encodes the same points as it finds them.
+        let info = CameraInfo {
+            k: *camera
+                .k()
+                .transpose()
+                .as_slice()
+                .first_chunk::<9>()
+                .unwrap(),
+            ..CameraInfo::default()
+        };
+        let header = Header::default();
+        let cloud = frame_cloud(&prediction(4.0, true), &rgb, &info, all(), &header)
+            .unwrap()
+            .unwrap();
+        assert_eq!(cloud, to_point_cloud2(&pts, &header));
+        // Pixel (3, 2): x = (3 − 1.5)·4/2 = 3, y = (2 − 1)·4/2 = 2.
+        let last = pts.last().unwrap();
+        assert_eq!(last.xyz, [3.0, 2.0, 4.0]);
+        assert_eq!((last.rgb, last.label), ([30, 20, 7], 5));
+        assert_eq!(
+            (
+                last.semantic_aleatoric,
+                last.semantic_epistemic,
+                last.depth_aleatoric,
+                last.depth_epistemic
+            ),
+            (0.25, 0.05, 0.5, 0.9)
+        );
+        // Aleatoric mode: the epistemic fields are NaN; the gate does not apply.
+        let gated = CloudFilter {
+            max_depth_epistemic_m: 0.5,
+            ..all()
+        };
+        let pts = points(&prediction(4.0, false), &rgb, &camera, gated).unwrap();
+        assert_eq!(pts.len(), 11);
+        assert!(pts
+            .iter()
+            .all(|p| p.semantic_epistemic.is_nan() && p.depth_epistemic.is_nan()));
+    }
+
+    #[test]
+    fn stride_range_and_epistemic_gate_select_points() {
+        let camera = PinholeCamera::from_k(&[2.0, 0.0, 1.5, 0.0, 2.0, 1.0, 0.0, 0.0, 1.0]).unwrap();
+        let rgb = RgbImage::new(4, 3);
+        let p = prediction(4.0, true);
+        // Stride 2: pixels (0, 0), (2, 0), (0, 2), (2, 2).
+        let strided = points(&p, &rgb, &camera, CloudFilter { stride: 2, ..all() }).unwrap();
+        let xs: Vec<[f32; 3]> = strided.iter().map(|p| p.xyz).collect();
+        assert_eq!(
+            xs,
+            [
+                [-3.0, -2.0, 4.0],
+                [1.0, -2.0, 4.0],
+                [-3.0, 2.0, 4.0],
+                [1.0, 2.0, 4.0]
+            ]
+        );
+        // The gate drops pixel (3, 2), whose depth epistemic std is 0.9 m.
+        let gate = CloudFilter {
+            max_depth_epistemic_m: 0.5,
+            ..all()
+        };
+        assert_eq!(points(&p, &rgb, &camera, gate).unwrap().len(), 10);
+        // Range: pixels (1, 1) and (2, 1) give (∓1, 0, 4), sqrt(17) = 4.12 m away; every
+        // other pixel is at least sqrt(1 + 4 + 16) = 4.58 m away.
+        let near = CloudFilter {
+            max_range_m: 4.2,
+            ..all()
+        };
+        let kept = points(&p, &rgb, &camera, near).unwrap();
+        assert_eq!(kept.len(), 2);
+        assert!(kept
+            .iter()
+            .all(|p| (p.xyz[0].powi(2) + p.xyz[1].powi(2) + p.xyz[2].powi(2)).sqrt() <= 4.2));
+        // No depth head, no cloud.
+        let mut no_depth = p.clone();
+        no_depth.depth = None;
+        assert!(points(&no_depth, &rgb, &camera, all()).is_none());
+    }
+
+    #[test]
+    fn point_cloud2_layout_and_ply_header() {
+        let pts = [CloudPoint {
+            xyz: [1.0, -2.0, 3.0],
+            rgb: [255, 128, 1],
+            label: 7,
+            semantic_aleatoric: 0.5,
+            semantic_epistemic: f32::NAN,
+            depth_aleatoric: 0.25,
+            depth_epistemic: f32::NAN,
+        }; 3];
+        let header = Header {
+            frame_id: "cam".into(),
+            ..Header::default()
+        };
+        let cloud = to_point_cloud2(&pts, &header);
+        assert_eq!(
+            (cloud.height, cloud.width, cloud.point_step, cloud.row_step),
+            (1, 3, 36, 108)
+        );
+        assert_eq!(cloud.data.len(), 108);
+        let names: Vec<&str> = cloud.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x",
+                "y",
+                "z",
+                "rgb",
+                "label",
+                "semantic_aleatoric",
+                "semantic_epistemic",
+                "depth_aleatoric",
+                "depth_epistemic"
+            ]
+        );
+        // Every field fits in the point without overlapping the next.
+        for pair in cloud.fields.windows(2) {
+            let size = if pair[0].datatype == PointField::UINT16 {
+                2
+            } else {
+                4
+            };
+            assert!(pair[0].offset + size <= pair[1].offset);
+        }
+        let point = &cloud.data[36..72];
+        let f32_at = |o: usize| f32::from_le_bytes(point[o..o + 4].try_into().unwrap());
+        assert_eq!((f32_at(0), f32_at(4), f32_at(8)), (1.0, -2.0, 3.0));
+        assert_eq!(f32_at(12).to_bits(), 0x00FF_8001, "packed rgb");
+        assert_eq!(u16::from_le_bytes([point[16], point[17]]), 7);
+        assert_eq!(f32_at(20), 0.5);
+        assert!(f32_at(24).is_nan());
+        let ply = to_ply(&pts, "test");
+        let text = String::from_utf8_lossy(&ply);
+        assert!(text.starts_with("ply\nformat binary_little_endian 1.0\n"));
+        assert!(text.contains("element vertex 3\n") && text.contains("property ushort label\n"));
+        let body = ply.len() - (text.find("end_header\n").unwrap() + "end_header\n".len());
+        assert_eq!(
+            body,
+            3 * (12 + 3 + 2 + 16),
+            "one vertex per point, no padding"
+        );
+    }
+}
