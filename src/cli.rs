@@ -47,8 +47,8 @@ pub struct EvalArgs {
     pub run: RunArgs,
     /// Dataset root in the CamVid layout (SPLIT/, SPLITannot/, optional SPLITdepth/,
     /// SPLITnoise/, SPLITood/).
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    pub data: Option<PathBuf>,
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Evaluate at most this many images (0 = all).
@@ -81,6 +81,14 @@ pub struct EvalArgs {
     /// `--mode moments`.
     #[arg(long, value_name = "T", conflicts_with = "compare")]
     pub agreement_with_mc: Option<i64>,
+    /// Also write the evaluation's mergeable state (counts and histograms) to FILE, for
+    /// `--merge` (evaluations of parts of the data, on one machine or many).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["compare", "merge"])]
+    pub state: Option<PathBuf>,
+    /// Run no model: merge these state files (`--state`) of disjoint parts of the data into
+    /// one report, the same as one evaluation of all of them (printed, `--json`, `--out`).
+    #[arg(long, value_name = "STATE", num_args = 1.., conflicts_with_all = ["compare", "agreement_with_mc"])]
+    pub merge: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

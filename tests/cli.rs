@@ -601,6 +601,133 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
     );
 }
 
+/// Every number in two JSON values equal within `rel` (relative), everything else exactly.
+fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, rel: f64, at: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= rel * x.abs().max(y.abs()),
+                "{at}: {x} vs {y}"
+            );
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                assert_json_close(p, q, rel, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}"
+            );
+            for (k, p) in x {
+                assert_json_close(p, &y[k], rel, &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+#[test]
+fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
+    let f = Fixture::new();
+    common::tiny_model(11, true)
+        .save(&f.path("model11"))
+        .unwrap();
+    for (split, seed) in [("a", "1"), ("b", "2")] {
+        let status = bin()
+            .args(["synth", "--out"])
+            .arg(f.path("data"))
+            .args([
+                "--count", "2", "--split", split, "--seed", seed, "--width", "64", "--height",
+                "48", "--ood",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    // The whole: both parts' files in one split (renamed apart).
+    for suffix in ["", "annot", "depth", "noise", "ood"] {
+        let all = f.path(&format!("data/all{suffix}"));
+        std::fs::create_dir_all(&all).unwrap();
+        for split in ["a", "b"] {
+            for entry in std::fs::read_dir(f.path(&format!("data/{split}{suffix}"))).unwrap() {
+                let entry = entry.unwrap();
+                let name = format!("{split}_{}", entry.file_name().to_string_lossy());
+                std::fs::copy(entry.path(), all.join(name)).unwrap();
+            }
+        }
+    }
+    let eval = |extra: &[&str]| {
+        let (out, text) = run(bin()
+            .args(["eval", "--model"])
+            .arg(f.path("model11"))
+            .arg("--data")
+            .arg(f.path("data"))
+            .args([
+                "--mode",
+                "mc",
+                "--samples",
+                "3",
+                "--seed",
+                "4",
+                "--device",
+                "cpu",
+            ])
+            .args(extra));
+        assert!(out.status.success(), "{text}");
+    };
+    let p = |name: &str| f.path(name).to_str().unwrap().to_owned();
+    eval(&["--split", "a", "--state", &p("a.state")]);
+    eval(&["--split", "b", "--state", &p("b.state")]);
+    eval(&["--split", "all", "--json", &p("all.json")]);
+    let (out, text) = run(bin()
+        .args(["eval", "--merge"])
+        .arg(f.path("a.state"))
+        .arg(f.path("b.state"))
+        .arg("--json")
+        .arg(f.path("merged.json"))
+        .arg("--out")
+        .arg(f.path("merged_report")));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("2 state(s) merged") && text.contains("mean IoU"),
+        "{text}"
+    );
+    assert!(f.path("merged_report/report.md").is_file());
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(f.path(name)).unwrap()).unwrap()
+    };
+    let (mut merged, mut whole) = (read("merged.json"), read("all.json"));
+    // Time differs run to run; everything else is the same evaluation.
+    for r in [&mut merged, &mut whole] {
+        r.as_object_mut().unwrap().remove("ms_per_frame");
+    }
+    assert_eq!(merged["images"], 4);
+    assert_json_close(&merged, &whole, 1e-9, "report");
+    // States of different set-ups do not merge.
+    let (out, text) = run(bin()
+        .args(["eval", "--model"])
+        .arg(f.path("model11"))
+        .arg("--data")
+        .arg(f.path("data"))
+        .args(["--split", "a", "--device", "cpu", "--state", &p("a1.state")]));
+    assert!(out.status.success(), "{text}");
+    let (out, text) = run(bin()
+        .args(["eval", "--merge"])
+        .arg(f.path("a.state"))
+        .arg(f.path("a1.state")));
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("cannot merge") && text.contains("mode aleatoric"),
+        "{text}"
+    );
+}
+
 #[test]
 fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
     let f = Fixture::new();

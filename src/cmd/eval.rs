@@ -11,7 +11,8 @@ use bayes_perception::eval::agreement::{Agreement, AgreementReport};
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
 use bayes_perception::eval::files::{write_report, Provenance};
 use bayes_perception::eval::{
-    evaluate_together, format_ratio, format_value, Evaluation, Report, UncertaintyQuality, RECALLS,
+    evaluate_together, format_ratio, format_value, Evaluation, EvaluationState, Report,
+    UncertaintyQuality, RECALLS,
 };
 use bayes_perception::model::ModelSpec;
 use bayes_perception::output::contact_sheet;
@@ -21,6 +22,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::EvalArgs;
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    if !args.merge.is_empty() {
+        return run_merge(&args);
+    }
     let (params, model_dir) = super::params_and_model(&args.run)?;
     if args.compare {
         return run_compare(&args, &params, &model_dir);
@@ -44,6 +48,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         args.out.as_deref(),
         reference.as_ref(),
     )?;
+    if let Some(path) = &args.state {
+        let described = format!("{} ({})", args.split, data(&args).display());
+        EvaluationState::new(evaluation.clone(), &model_dir, described).save(path)?;
+        println!("wrote the evaluation state to {}", path.display());
+    }
     let mut report = evaluation.report();
     if let Some((reference, agreement)) = reference {
         report.agreement = Some(agreement.report());
@@ -55,7 +64,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {}", path.display());
     }
     if let Some(dir) = &args.out {
-        write(dir, &evaluation, &model_dir, &args.data, &args.split)?;
+        write(dir, &evaluation, &model_dir, data(&args), &args.split)?;
         if report.agreement.is_some() {
             let path = dir.join("agreement.json");
             let both = serde_json::json!({
@@ -65,6 +74,56 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             std::fs::write(&path, serde_json::to_string_pretty(&both)?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The dataset root (clap requires `--data` unless `--merge`).
+fn data(args: &EvalArgs) -> &Path {
+    args.data
+        .as_deref()
+        .expect("clap requires --data without --merge")
+}
+
+/// `eval --merge`: the states of parts of the data as one evaluation.
+fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let mut merged: Option<EvaluationState> = None;
+    for path in &args.merge {
+        let state = EvaluationState::load(path)?;
+        match merged.as_mut() {
+            None => merged = Some(state),
+            Some(m) => {
+                m.evaluation
+                    .merge(&state.evaluation)
+                    .map_err(|e| anyhow::anyhow!("cannot merge {}: {e}", path.display()))?;
+                if m.model != state.model {
+                    m.model = format!("{}, {}", m.model, state.model);
+                }
+                m.data = format!("{}, {}", m.data, state.data);
+            }
+        }
+    }
+    let merged = merged.expect("clap requires a state");
+    let report = merged.evaluation.report();
+    let what = format!("{} state(s) merged", args.merge.len());
+    print_report(&report, &what);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.out {
+        let provenance = Provenance {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            model: merged.model.clone(),
+            split: merged.data.clone(),
+            sheets: Vec::new(),
+        };
+        let written = write_report(dir, &merged.evaluation, &provenance)?;
+        println!(
+            "wrote {} files to {} (report.md)",
+            written.len(),
+            dir.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -105,7 +164,7 @@ fn run_split(
     let engines: Vec<&Engine> = std::iter::once(engine).chain(reference).collect();
     let mut evaluations = evaluate_together(
         &engines,
-        &args.data,
+        data(args),
         split,
         args.max_images,
         |i, n, image, predictions| {
@@ -180,12 +239,12 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
             baseline_dir.display()
         )
     })?;
-    let has_ood = args.data.join(&args.ood_split).is_dir();
+    let has_ood = data(args).join(&args.ood_split).is_dir();
     if !has_ood {
         println!(
             "no {} split in {}: the OOD columns stay empty",
             args.ood_split,
-            args.data.display()
+            data(args).display()
         );
     }
     let mut rows = Vec::new();
@@ -209,7 +268,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
             Some(&test_dir),
             None,
         )?;
-        write(&test_dir, &test, dir, &args.data, &args.split)?;
+        write(&test_dir, &test, dir, data(args), &args.split)?;
         let ood = if has_ood {
             let ood_dir = root.join(&args.ood_split);
             let (ood, _) = run_split(
@@ -220,7 +279,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
                 Some(&ood_dir),
                 None,
             )?;
-            write(&ood_dir, &ood, dir, &args.data, &args.ood_split)?;
+            write(&ood_dir, &ood, dir, data(args), &args.ood_split)?;
             Some(ood.report())
         } else {
             None
@@ -243,7 +302,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
              Quality columns on the `{}` split, OOD AUROC on `{}`; error and OOD detection \
              by each set-up's total uncertainty (predictive entropy; depth std). The best \
              value of each column is in bold. Each set-up's full report: `<set-up>/<split>/report.md`.\n\n{table}",
-            args.data.display(),
+            data(args).display(),
             args.split,
             args.ood_split
         ),

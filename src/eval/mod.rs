@@ -30,7 +30,7 @@ pub mod quality;
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, Prediction};
 use crate::error::{Error, Result};
@@ -133,7 +133,7 @@ pub struct Report {
 }
 
 /// Mean of values inside and outside a mask.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct MaskedMeans {
     inside: (f64, u64),
     outside: (f64, u64),
@@ -160,6 +160,13 @@ impl MaskedMeans {
         slot.1 += 1;
     }
 
+    fn merge(&mut self, other: &MaskedMeans) {
+        self.inside.0 += other.inside.0;
+        self.inside.1 += other.inside.1;
+        self.outside.0 += other.outside.0;
+        self.outside.1 += other.outside.1;
+    }
+
     fn means(&self) -> Option<[f64; 2]> {
         (self.inside.1 > 0 && self.outside.1 > 0).then(|| {
             [
@@ -177,7 +184,7 @@ impl MaskedMeans {
 }
 
 /// Per uncertainty kind: error and OOD rankings and the noise/OOD masked means.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskQuality {
     pub error: [Ranking; 3],
     pub ood: [Ranking; 3],
@@ -206,6 +213,15 @@ impl TaskQuality {
                 self.ood[kind].add(v, mask[k], 0.0);
                 self.ood_means[kind].add_value(v, mask[k]);
             }
+        }
+    }
+
+    fn merge(&mut self, other: &TaskQuality) {
+        for k in 0..3 {
+            self.error[k].merge(&other.error[k]);
+            self.ood[k].merge(&other.ood[k]);
+            self.noise[k].merge(&other.noise[k]);
+            self.ood_means[k].merge(&other.ood_means[k]);
         }
     }
 
@@ -240,8 +256,11 @@ impl TaskQuality {
     }
 }
 
-/// Everything gathered over the frames; [`Evaluation::report`] summarises it.
-#[derive(Debug, Clone)]
+/// Everything gathered over the frames; [`Evaluation::report`] summarises it. Its state
+/// serialises (`eval --state`) and merges ([`Evaluation::merge`]): the evaluations of
+/// disjoint sets of frames merge into the evaluation of all of them, counts exactly, sums
+/// up to float rounding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub images: usize,
     pub mode: String,
@@ -303,6 +322,39 @@ impl Evaluation {
             noise_accuracy: MaskedMeans::default(),
             noise_rel: MaskedMeans::default(),
         })
+    }
+
+    /// Adds the evaluation of other frames by the same set-up (mode, samples, classes and
+    /// tasks must agree; the reason is the error otherwise).
+    pub fn merge(&mut self, other: &Evaluation) -> std::result::Result<(), String> {
+        if (&other.mode, other.samples, other.classes) != (&self.mode, self.samples, self.classes) {
+            return Err(format!(
+                "mode {} with {} sample(s) and {} classes against mode {} with {} and {}",
+                other.mode, other.samples, other.classes, self.mode, self.samples, self.classes
+            ));
+        }
+        if other.depth_calibration.is_some() != self.depth_calibration.is_some() {
+            return Err("one has depth, the other not".into());
+        }
+        self.images += other.images;
+        self.time_ms += other.time_ms;
+        self.confusion.merge(&other.confusion)?;
+        self.reliability.merge(&other.reliability);
+        self.nll.0 += other.nll.0;
+        self.nll.1 += other.nll.1;
+        for k in 0..3 {
+            self.semantic_present[k] |= other.semantic_present[k];
+            self.depth_present[k] |= other.depth_present[k];
+        }
+        self.semantic.merge(&other.semantic);
+        self.depth.merge(&other.depth);
+        self.depth_errors.merge(&other.depth_errors);
+        if let (Some(a), Some(b)) = (self.depth_calibration.as_mut(), &other.depth_calibration) {
+            a.merge(b);
+        }
+        self.noise_accuracy.merge(&other.noise_accuracy);
+        self.noise_rel.merge(&other.noise_rel);
+        Ok(())
     }
 
     pub fn report(&self) -> Report {
@@ -505,6 +557,58 @@ fn mask_for(
         });
     }
     Ok(Some(img.into_raw().into_iter().map(|v| v > 127).collect()))
+}
+
+/// What `eval --state` writes: an evaluation's mergeable state with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationState {
+    /// Always [`STATE_FORMAT`].
+    pub format: String,
+    /// The model directory and the data (root and split) evaluated.
+    pub model: String,
+    pub data: String,
+    pub evaluation: Evaluation,
+}
+
+/// The `format` of an evaluation state file.
+pub const STATE_FORMAT: &str = "bayes_perception eval state 1";
+
+impl EvaluationState {
+    pub fn new(evaluation: Evaluation, model: &Path, data: String) -> Self {
+        EvaluationState {
+            format: STATE_FORMAT.into(),
+            model: model.display().to_string(),
+            data,
+            evaluation,
+        }
+    }
+
+    /// Reads a state file written by `eval --state` (size-limited: the histograms of one
+    /// state take a few MB).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            crate::text_file::read_limited(path, 256 << 20).map_err(|e| Error::io(path, e))?;
+        let state: EvaluationState = serde_json::from_str(&text).map_err(|e| {
+            Error::config(
+                path.display().to_string(),
+                "(file)",
+                format!("not an eval state: {e}"),
+            )
+        })?;
+        if state.format != STATE_FORMAT {
+            return Err(Error::config(
+                path.display().to_string(),
+                "format",
+                format!("`{}`; expected `{STATE_FORMAT}`", state.format),
+            ));
+        }
+        Ok(state)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string(self).expect("states serialise");
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    }
 }
 
 /// Evaluates `engine` on a CamVid-layout split (labels, optional depth, noise and OOD

@@ -2,7 +2,7 @@
 //! ignored); depth rel, rms, log10 and δ thresholds over valid pixels.
 
 /// A confusion matrix over `classes` classes; labels at or above `classes` are void.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Confusion {
     classes: usize,
     /// counts[truth * classes + predicted]
@@ -24,6 +24,20 @@ impl Confusion {
                 self.counts[t as usize * self.classes + p as usize] += 1;
             }
         }
+    }
+
+    /// Adds another matrix over the same classes (the same frames counted once either way).
+    pub fn merge(&mut self, other: &Confusion) -> Result<(), String> {
+        if other.classes != self.classes {
+            return Err(format!(
+                "{} classes against {}",
+                other.classes, self.classes
+            ));
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        Ok(())
     }
 
     /// IoU per class; `None` for classes absent from both truth and prediction.
@@ -81,7 +95,7 @@ pub fn abs_rel(truth: f64, predicted: f64) -> f64 {
 }
 
 /// Running depth error sums over valid pixels (finite, positive ground truth).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DepthErrors {
     count: u64,
     abs_rel: f64,
@@ -112,6 +126,17 @@ impl DepthErrors {
 
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Adds the sums of other pixels.
+    pub fn merge(&mut self, other: &DepthErrors) {
+        self.count += other.count;
+        self.abs_rel += other.abs_rel;
+        self.squared += other.squared;
+        self.log10 += other.log10;
+        for (a, b) in self.delta.iter_mut().zip(other.delta) {
+            *a += b;
+        }
     }
 
     /// mean |y − ŷ| / y
