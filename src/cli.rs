@@ -47,8 +47,16 @@ pub struct EvalArgs {
     pub run: RunArgs,
     /// Dataset root in the CamVid layout (SPLIT/, SPLITannot/, optional SPLITdepth/,
     /// SPLITnoise/, SPLITood/).
-    #[arg(long, required_unless_present = "merge")]
+    #[arg(long, required_unless_present_any = ["merge", "bag"], conflicts_with = "bag")]
     pub data: Option<PathBuf>,
+    /// A labelled bag instead of --data: camera frames with their ground truth as
+    /// NS/ground_truth/{labels, depth, noise_mask, ood_mask} topics (see the README; `synth
+    /// --bag` writes such bags).
+    #[arg(long, conflicts_with = "compare")]
+    pub bag: Option<PathBuf>,
+    /// The camera topic of --bag, where it has several labelled cameras.
+    #[arg(long, requires = "bag")]
+    pub topic: Option<String>,
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Evaluate at most this many images (0 = all).
@@ -124,6 +132,12 @@ pub struct SynthArgs {
     /// Out-of-distribution scenes: add objects never seen in normal scenes (masked in SPLITood/).
     #[arg(long)]
     pub ood: bool,
+    /// Write one labelled bag (MCAP, 10 frames/s) at --out instead of the CamVid layout:
+    /// /camera/image_raw (rgb8), /camera/camera_info and the ground truth under
+    /// /camera/ground_truth/ (labels, depth, noise_mask and with --ood ood_mask), for
+    /// `eval --bag`.
+    #[arg(long)]
+    pub bag: bool,
     #[arg(long, default_value_t = 480)]
     pub width: u32,
     #[arg(long, default_value_t = 360)]

@@ -333,3 +333,85 @@ fn fuzz_findings_are_errors() {
     let err = result.unwrap_err().to_string();
     assert!(err.contains("damaged MCAP record"), "{err}");
 }
+
+/// A ground-truth or camera Image of `w`x`h` with stamp `sec`.
+fn ground_truth_image(sec: i32, w: u32, h: u32, encoding: &str, fill: u8) -> Image {
+    let bpp = if encoding == "rgb8" { 3 } else { 1 };
+    Image {
+        header: Header {
+            stamp: Time { sec, nanosec: 0 },
+            frame_id: "cam".into(),
+        },
+        height: h,
+        width: w,
+        encoding: encoding.into(),
+        is_bigendian: 0,
+        step: w * bpp,
+        data: vec![fill; (w * h * bpp) as usize],
+    }
+}
+
+#[test]
+fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
+    use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("labelled");
+    let mut writer = BagWriter::create(&path).unwrap();
+    let image = "sensor_msgs/msg/Image";
+    let mut t = 0u64;
+    let mut put = |topic: &str, msg: Image| {
+        t += 1;
+        writer.write(topic, image, t, &msg.to_cdr()).unwrap();
+    };
+    // Stamp 1: labels before the image; 2: after it; 3: labels of another size; 4: labels
+    // with no image; 5: an image with no labels.
+    put(
+        "/cam/ground_truth/labels",
+        ground_truth_image(1, 4, 3, "mono8", 2),
+    );
+    put("/cam/image_raw", ground_truth_image(1, 4, 3, "rgb8", 9));
+    put("/cam/image_raw", ground_truth_image(2, 4, 3, "rgb8", 9));
+    put(
+        "/cam/ground_truth/labels",
+        ground_truth_image(2, 4, 3, "mono8", 5),
+    );
+    put("/cam/image_raw", ground_truth_image(3, 4, 3, "rgb8", 9));
+    put(
+        "/cam/ground_truth/labels",
+        ground_truth_image(3, 5, 3, "mono8", 1),
+    );
+    put(
+        "/cam/ground_truth/labels",
+        ground_truth_image(4, 4, 3, "mono8", 1),
+    );
+    put("/cam/image_raw", ground_truth_image(5, 4, 3, "rgb8", 9));
+    writer.finish().unwrap();
+
+    let reader = BagReader::open(&path).unwrap();
+    let topics = LabelledTopics::find(&reader, None).unwrap();
+    assert_eq!(topics.camera, "/cam/image_raw");
+    assert_eq!(topics.labels.as_deref(), Some("/cam/ground_truth/labels"));
+    assert!(topics.depth.is_none() && topics.noise.is_none() && topics.ood.is_none());
+    let mut labels = Vec::new();
+    let tally = read_labelled_frames(&reader, &topics, |frame| -> Result<_, BagError> {
+        labels.push(frame.labels.unwrap()[0]);
+        assert!(frame.depth.is_none());
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap();
+    assert_eq!(labels, [2, 5]);
+    assert_eq!((tally.frames, tally.evaluated), (4, 2));
+    let skipped: Vec<(&str, u64)> = tally
+        .skipped
+        .iter()
+        .map(|(r, n)| (r.as_str(), *n))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("ground truth missing", 1),
+            ("ground truth without its camera frame", 1),
+            ("parts of one frame disagree in size (4x3 and 5x3)", 1),
+        ]
+    );
+}

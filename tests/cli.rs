@@ -729,6 +729,81 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
 }
 
 #[test]
+fn a_labelled_bag_evaluates_like_the_same_scenes_on_disk() {
+    let f = Fixture::new();
+    common::tiny_model(11, true)
+        .save(&f.path("model11"))
+        .unwrap();
+    let synth = |extra: &[&str]| {
+        let status = bin()
+            .args([
+                "synth", "--count", "3", "--split", "ood", "--seed", "5", "--ood",
+            ])
+            .args(["--width", "64", "--height", "48"])
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    synth(&["--out", f.path("data").to_str().unwrap()]);
+    synth(&["--bag", "--out", f.path("labelled").to_str().unwrap()]);
+    let eval = |source: &[&str], json: &str| {
+        let (out, text) = run(bin()
+            .args(["eval", "--model"])
+            .arg(f.path("model11"))
+            .args(source)
+            .args([
+                "--mode",
+                "mc",
+                "--samples",
+                "2",
+                "--seed",
+                "3",
+                "--device",
+                "cpu",
+                "--json",
+            ])
+            .arg(f.path(json)));
+        assert!(out.status.success(), "{text}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f.path(json)).unwrap()).unwrap();
+        (report, text)
+    };
+    let (on_disk, _) = eval(
+        &["--data", f.path("data").to_str().unwrap(), "--split", "ood"],
+        "disk.json",
+    );
+    let (in_bag, text) = eval(&["--bag", f.path("labelled").to_str().unwrap()], "bag.json");
+    assert!(
+        text.contains("3 camera frame(s), 3 evaluated with their ground truth"),
+        "{text}"
+    );
+    assert_eq!(in_bag["images"], 3);
+    // Labels and masks are the same bytes: every semantic figure is equal.
+    assert_json_close(&in_bag["semantic"], &on_disk["semantic"], 1e-12, "semantic");
+    // Depth is scored too; its figures differ from the dataset's by design: the bag holds
+    // metres as float, the dataset 16-bit millimetres, which drop depths beyond 65.5 m.
+    assert!(in_bag["depth"]["rel"].as_f64().unwrap() > 0.0);
+    // A bag without ground truth is refused with the reason.
+    let (out, text) = run(bin()
+        .args(["bag", "sample"])
+        .arg(f.path("plain"))
+        .args(["--frames", "2"]));
+    assert!(out.status.success(), "{text}");
+    let (out, text) = run(bin()
+        .args(["eval", "--model"])
+        .arg(f.path("model11"))
+        .arg("--bag")
+        .arg(f.path("plain"))
+        .args(["--device", "cpu"]));
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("no camera topic with ground_truth/labels"),
+        "{text}"
+    );
+}
+
+#[test]
 fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
     let f = Fixture::new();
     for (split, ood) in [("test", false), ("ood", true)] {

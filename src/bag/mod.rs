@@ -1,7 +1,9 @@
 //! rosbag2 files without ROS: CDR for the message types involved, `ros2msg` schemas, a
-//! streaming reader (MCAP and SQLite3) and an MCAP writer with metadata.yaml.
+//! streaming reader (MCAP and SQLite3), an MCAP writer with metadata.yaml, and labelled
+//! bags (camera frames with ground-truth topics) for evaluation.
 
 pub mod cdr;
+pub mod labelled;
 pub mod read;
 pub mod schema;
 pub mod write;

@@ -1,17 +1,20 @@
 //! `bayes_perception eval`: accuracy and uncertainty quality of a model on a split, and
 //! (`--compare`) the paper's four set-ups side by side.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
+use bayes_perception::bag::BagReader;
 use bayes_perception::config::Mode;
 use bayes_perception::config::Params;
 use bayes_perception::eval::agreement::{Agreement, AgreementReport};
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
 use bayes_perception::eval::files::{write_report, Provenance};
 use bayes_perception::eval::{
-    evaluate_together, format_ratio, format_value, Evaluation, EvaluationState, Report,
+    evaluate_together, format_ratio, format_value, Evaluation, EvaluationState, Evaluator, Report,
     UncertaintyQuality, RECALLS,
 };
 use bayes_perception::model::ModelSpec;
@@ -40,17 +43,31 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let (evaluation, reference) = run_split(
-        &engine,
-        &args,
-        &args.split,
-        &params,
-        args.out.as_deref(),
-        reference.as_ref(),
-    )?;
+    let (evaluation, reference, described) = match &args.bag {
+        Some(bag) => {
+            let (evaluation, reference, topics) =
+                run_bag(&engine, &args, bag, &params, reference.as_ref())?;
+            (
+                evaluation,
+                reference,
+                format!("bag {} ({})", bag.display(), topics.camera),
+            )
+        }
+        None => {
+            let (evaluation, reference) = run_split(
+                &engine,
+                &args,
+                &args.split,
+                &params,
+                args.out.as_deref(),
+                reference.as_ref(),
+            )?;
+            let described = format!("{} ({})", args.split, data(&args).display());
+            (evaluation, reference, described)
+        }
+    };
     if let Some(path) = &args.state {
-        let described = format!("{} ({})", args.split, data(&args).display());
-        EvaluationState::new(evaluation.clone(), &model_dir, described).save(path)?;
+        EvaluationState::new(evaluation.clone(), &model_dir, described.clone()).save(path)?;
         println!("wrote the evaluation state to {}", path.display());
     }
     let mut report = evaluation.report();
@@ -58,13 +75,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         report.agreement = Some(agreement.report());
         report.reference = Some(Box::new(reference.report()));
     }
-    print_report(&report, &args.split);
+    print_report(&report, &described);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", path.display());
     }
     if let Some(dir) = &args.out {
-        write(dir, &evaluation, &model_dir, data(&args), &args.split)?;
+        write(dir, &evaluation, &model_dir, &described)?;
         if report.agreement.is_some() {
             let path = dir.join("agreement.json");
             let both = serde_json::json!({
@@ -78,11 +95,86 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The dataset root (clap requires `--data` unless `--merge`).
+/// A reference engine's evaluation of the same frames, and the agreement of the maps.
+type WithReference = Option<(Evaluation, Agreement)>;
+
+/// The dataset root (clap requires `--data` unless `--merge` or `--bag`).
 fn data(args: &EvalArgs) -> &Path {
     args.data
         .as_deref()
-        .expect("clap requires --data without --merge")
+        .expect("clap requires --data without --merge or --bag")
+}
+
+/// `eval --bag`: the labelled frames of a bag (see `bag::labelled`), with a progress bar;
+/// like [`run_split`], with a reference engine its evaluation and the agreement too.
+fn run_bag(
+    engine: &Engine,
+    args: &EvalArgs,
+    bag: &Path,
+    params: &Params,
+    reference: Option<&Engine>,
+) -> anyhow::Result<(Evaluation, WithReference, LabelledTopics)> {
+    let reader = BagReader::open(bag)?;
+    let topics = LabelledTopics::find(&reader, args.topic.as_deref())?;
+    let frames = reader
+        .info()?
+        .topics
+        .iter()
+        .find(|t| t.name == topics.camera)
+        .map_or(0, |t| t.message_count);
+    let progress = ProgressBar::new(frames);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} frames, ETA {eta}")
+            .expect("valid template"),
+    );
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let palette = engine.model().spec.palette();
+    let engines: Vec<&Engine> = std::iter::once(engine).chain(reference).collect();
+    let mut evaluator = Evaluator::new(&engines);
+    let mut agreement =
+        reference.map(|r| Agreement::new(format!("mc, T = {}", r.config().mc_samples)));
+    let mut i = 0;
+    let tally = read_labelled_frames(&reader, &topics, |frame| -> anyhow::Result<_> {
+        let predictions = evaluator.add(&frame)?;
+        if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), &predictions[..]) {
+            agreement.add(prediction, reference);
+        }
+        if let Some(dir) = args.out.as_deref().filter(|_| i < args.sheets) {
+            let path = dir.join(sheet_name(i));
+            contact_sheet(&frame.rgb, &predictions[0], &palette, &params.colormap)
+                .save(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        i += 1;
+        progress.inc(1);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    progress.finish_and_clear();
+    println!(
+        "bag {}: {} camera frame(s), {} evaluated with their ground truth{}",
+        bag.display(),
+        tally.frames,
+        tally.evaluated,
+        if tally.skipped.is_empty() {
+            String::new()
+        } else {
+            let reasons: Vec<String> = tally
+                .skipped
+                .iter()
+                .map(|(r, n)| format!("{n} {r}"))
+                .collect();
+            format!("; skipped: {}", reasons.join(", "))
+        }
+    );
+    let mut evaluations = evaluator.finish();
+    let reference = match reference {
+        Some(_) => evaluations.pop(),
+        None => None,
+    };
+    let evaluation = evaluations.pop().expect("the engine's own evaluation");
+    Ok((evaluation, reference.zip(agreement), topics))
 }
 
 /// `eval --merge`: the states of parts of the data as one evaluation.
@@ -147,7 +239,7 @@ fn run_split(
     params: &Params,
     sheets_dir: Option<&Path>,
     reference: Option<&Engine>,
-) -> anyhow::Result<(Evaluation, Option<(Evaluation, Agreement)>)> {
+) -> anyhow::Result<(Evaluation, WithReference)> {
     if let Some(dir) = sheets_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -203,13 +295,12 @@ fn write(
     dir: &Path,
     evaluation: &Evaluation,
     model_dir: &Path,
-    data: &Path,
-    split: &str,
+    described: &str,
 ) -> anyhow::Result<()> {
     let provenance = Provenance {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         model: model_dir.display().to_string(),
-        split: format!("{split} ({})", data.display()),
+        split: described.to_owned(),
         sheets: (0..evaluation.images)
             .map(sheet_name)
             .filter(|name| dir.join(name).is_file())
@@ -268,7 +359,8 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
             Some(&test_dir),
             None,
         )?;
-        write(&test_dir, &test, dir, data(args), &args.split)?;
+        let described = format!("{} ({})", args.split, data(args).display());
+        write(&test_dir, &test, dir, &described)?;
         let ood = if has_ood {
             let ood_dir = root.join(&args.ood_split);
             let (ood, _) = run_split(
@@ -279,7 +371,8 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
                 Some(&ood_dir),
                 None,
             )?;
-            write(&ood_dir, &ood, dir, data(args), &args.ood_split)?;
+            let described = format!("{} ({})", args.ood_split, data(args).display());
+            write(&ood_dir, &ood, dir, &described)?;
             Some(ood.report())
         } else {
             None
@@ -319,7 +412,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
 
 fn print_report(r: &Report, split: &str) {
     println!(
-        "split {split}: {} images, mode {} ({} sample(s)), {:.0} ms per frame",
+        "{split}: {} images, mode {} ({} sample(s)), {:.0} ms per frame",
         r.images, r.mode, r.samples, r.ms_per_frame
     );
     let header: Vec<String> = RECALLS

@@ -19,6 +19,15 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi) {
         bail!("--noise-sigma needs 0 <= LO <= HI, got {lo},{hi}");
     }
+    let cfg = SceneConfig {
+        width: args.width,
+        height: args.height,
+        ood: args.ood,
+        noise_sigma: (lo, hi),
+    };
+    if args.bag {
+        return write_bag(&args, cfg);
+    }
     let split = args.split.as_str();
     let dirs = [
         split.to_owned(),
@@ -41,16 +50,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
     }
-    // Each split draws its own scenes from the one seed.
-    let split_seed = split
-        .bytes()
-        .fold(args.seed, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-    let cfg = SceneConfig {
-        width: args.width,
-        height: args.height,
-        ood: args.ood,
-        noise_sigma: (lo, hi),
-    };
+    let split_seed = split_seed(&args);
     let progress = ProgressBar::new(args.count as u64);
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} scenes, {per_sec}, ETA {eta}")
@@ -100,4 +100,100 @@ fn depth_png(depth: &bayes_perception::colormap::FloatImage) -> ImageBuffer<Luma
             0
         }])
     })
+}
+
+/// Each split draws its own scenes from the one seed.
+fn split_seed(args: &SynthArgs) -> u64 {
+    args.split
+        .bytes()
+        .fold(args.seed, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+}
+
+/// `synth --bag`: the scenes as one labelled bag (see `bag::labelled`).
+fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
+    use bayes_perception::bag::cdr::CdrMessage;
+    use bayes_perception::bag::labelled::{
+        DEPTH_TOPIC, LABELS_TOPIC, NOISE_MASK_TOPIC, OOD_MASK_TOPIC,
+    };
+    use bayes_perception::bag::BagWriter;
+    use bayes_perception::engine::LabelImage;
+    use bayes_perception::msg::outputs::{float_message, label_message, rgb_message};
+    use bayes_perception::msg::{CameraInfo, Header, Time};
+
+    if args.out.exists() {
+        bail!("{} exists; choose another --out", args.out.display());
+    }
+    const IMAGE: &str = "sensor_msgs/msg/Image";
+    let mut writer = BagWriter::create(&args.out)?;
+    let t0: i64 = 1_700_000_000_000_000_000;
+    for i in 0..args.count {
+        let scene = render(split_seed(args), i as u64, cfg);
+        let stamp_ns = t0 + i as i64 * 100_000_000;
+        let header = Header {
+            stamp: Time::from_nanos(stamp_ns),
+            frame_id: "camera_optical_frame".into(),
+        };
+        let log_time = stamp_ns as u64;
+        let c = scene.camera;
+        // The renderer's pixel centres are at u + 0.5, ROS's at u.
+        let (cx, cy) = (c.cx - 0.5, c.cy - 0.5);
+        let info = CameraInfo {
+            header: header.clone(),
+            width: args.width,
+            height: args.height,
+            distortion_model: "plumb_bob".into(),
+            d: vec![0.0; 5],
+            k: [c.focal_px, 0.0, cx, 0.0, c.focal_px, cy, 0.0, 0.0, 1.0],
+            r: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            p: [
+                c.focal_px, 0.0, cx, 0.0, 0.0, c.focal_px, cy, 0.0, 0.0, 0.0, 1.0, 0.0,
+            ],
+            ..CameraInfo::default()
+        };
+        writer.write(
+            "/camera/camera_info",
+            "sensor_msgs/msg/CameraInfo",
+            log_time,
+            &info.to_cdr(),
+        )?;
+        let mut ground_truth = vec![
+            (
+                LABELS_TOPIC,
+                label_message(&header, &LabelImage::U8(scene.labels.clone())),
+            ),
+            (DEPTH_TOPIC, float_message(&header, &scene.depth_m)),
+            (
+                NOISE_MASK_TOPIC,
+                label_message(&header, &LabelImage::U8(scene.noise_mask.clone())),
+            ),
+        ];
+        if args.ood {
+            ground_truth.push((
+                OOD_MASK_TOPIC,
+                label_message(&header, &LabelImage::U8(scene.ood_mask.clone())),
+            ));
+        }
+        for (topic, msg) in ground_truth {
+            writer.write(&format!("/camera/{topic}"), IMAGE, log_time, &msg.to_cdr())?;
+        }
+        writer.write(
+            "/camera/image_raw",
+            IMAGE,
+            log_time,
+            &rgb_message(&header, &scene.rgb).to_cdr(),
+        )?;
+    }
+    let summary = writer.finish()?;
+    println!(
+        "wrote a labelled bag of {} {}scene(s) of {}x{} to {} ({} messages: /camera/image_raw, \
+         /camera/camera_info, /camera/ground_truth/{{labels, depth, noise_mask{}}})",
+        args.count,
+        if args.ood { "out-of-distribution " } else { "" },
+        args.width,
+        args.height,
+        args.out.display(),
+        summary.message_count,
+        if args.ood { ", ood_mask" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -282,21 +282,12 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// An empty evaluation of `engine`'s predictions on `dataset` (at `root`).
-    fn new(engine: &Engine, dataset: &Dataset, root: &Path) -> Result<Self> {
+    /// An empty evaluation of `engine`'s predictions.
+    fn new(engine: &Engine) -> Self {
         let spec = &engine.model().spec;
         let classes = spec.num_classes();
-        if classes > 0 && dataset.void_id() as usize != classes {
-            return Err(Error::model(
-                root,
-                format!(
-                    "the model has {classes} classes, the data {}",
-                    dataset.void_id()
-                ),
-            ));
-        }
         let config = engine.config();
-        Ok(Evaluation {
+        Evaluation {
             images: 0,
             mode: config.mode.to_string(),
             samples: if config.mode == crate::config::Mode::Mc {
@@ -321,7 +312,7 @@ impl Evaluation {
                 .map(|d| DepthCalibration::new(d.likelihood)),
             noise_accuracy: MaskedMeans::default(),
             noise_rel: MaskedMeans::default(),
-        })
+        }
     }
 
     /// Adds the evaluation of other frames by the same set-up (mode, samples, classes and
@@ -640,10 +631,19 @@ pub fn evaluate_together(
     mut on_frame: impl FnMut(usize, usize, &image::RgbImage, &[Prediction]) -> Result<()>,
 ) -> Result<Vec<Evaluation>> {
     let dataset = Dataset::camvid(root, split)?;
-    let mut evaluations = engines
-        .iter()
-        .map(|engine| Evaluation::new(engine, &dataset, root))
-        .collect::<Result<Vec<_>>>()?;
+    for engine in engines {
+        let classes = engine.model().spec.num_classes();
+        if classes > 0 && dataset.void_id() as usize != classes {
+            return Err(Error::model(
+                root,
+                format!(
+                    "the model has {classes} classes, the data {}",
+                    dataset.void_id()
+                ),
+            ));
+        }
+    }
+    let mut evaluator = Evaluator::new(engines);
     let n = if max_images == 0 {
         dataset.len()
     } else {
@@ -653,23 +653,68 @@ pub fn evaluate_together(
         let sample = dataset.load(i)?;
         let image_path = &dataset.files[i].image;
         let size = sample.rgb.dimensions();
-        let noise = mask_for(root, split, "noise", image_path, size)?;
-        let ood = mask_for(root, split, "ood", image_path, size)?;
-        let mut predictions = Vec::with_capacity(engines.len());
-        for (engine, evaluation) in engines.iter().zip(&mut evaluations) {
-            let p = engine.predict(&sample.rgb)?;
+        let frame = LabelledFrame {
+            noise: mask_for(root, split, "noise", image_path, size)?,
+            ood: mask_for(root, split, "ood", image_path, size)?,
+            rgb: sample.rgb,
+            labels: sample.labels,
+            depth: sample.depth,
+        };
+        let predictions = evaluator.add(&frame)?;
+        on_frame(i, n, &frame.rgb, &predictions)?;
+    }
+    Ok(evaluator.finish())
+}
+
+/// One camera frame with its ground truth, wherever it is stored (a dataset on disk, a
+/// labelled bag). Every per-pixel vector is row-major at the image's size.
+#[derive(Debug, Clone)]
+pub struct LabelledFrame {
+    pub rgb: image::RgbImage,
+    /// Class ids; at or above the model's class count = void. `None`: no labels.
+    pub labels: Option<Vec<i64>>,
+    /// Metres; NaN or 0 = no depth. `None`: no depth ground truth.
+    pub depth: Option<Vec<f32>>,
+    /// Pixels under a sensor-noise patch / on an out-of-distribution object.
+    pub noise: Option<Vec<bool>>,
+    pub ood: Option<Vec<bool>>,
+}
+
+/// Runs engines on labelled frames as they come and gathers one [`Evaluation`] each.
+pub struct Evaluator<'a> {
+    engines: Vec<&'a Engine>,
+    evaluations: Vec<Evaluation>,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(engines: &[&'a Engine]) -> Self {
+        Evaluator {
+            engines: engines.to_vec(),
+            evaluations: engines.iter().map(|e| Evaluation::new(e)).collect(),
+        }
+    }
+
+    /// Predicts `frame` with every engine and scores the predictions; returns them in
+    /// engine order.
+    pub fn add(&mut self, frame: &LabelledFrame) -> Result<Vec<Prediction>> {
+        let mut predictions = Vec::with_capacity(self.engines.len());
+        for (engine, evaluation) in self.engines.iter().zip(&mut self.evaluations) {
+            let p = engine.predict(&frame.rgb)?;
             evaluation.add(
                 &p,
-                sample.labels.as_deref(),
-                sample.depth.as_deref(),
-                noise.as_deref(),
-                ood.as_deref(),
+                frame.labels.as_deref(),
+                frame.depth.as_deref(),
+                frame.noise.as_deref(),
+                frame.ood.as_deref(),
             );
             predictions.push(p);
         }
-        on_frame(i, n, &sample.rgb, &predictions)?;
+        Ok(predictions)
     }
-    Ok(evaluations)
+
+    pub fn finish(self) -> Vec<Evaluation> {
+        self.evaluations
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,398 @@
+//! Labelled bags: camera frames with their ground truth as topics of the same bag, the
+//! form in which a fleet's evaluation data (labelled drives, simulation) is kept and
+//! evaluated bag by bag (`eval --bag`, the Ray driver).
+//!
+//! Next to a camera topic `NS/...` (sensor_msgs/Image or CompressedImage), ground truth is
+//! sensor_msgs/Image under `NS/ground_truth/`, each message with the camera frame's exact
+//! header stamp:
+//!
+//! | topic | encoding | content |
+//! |---|---|---|
+//! | `labels` | mono8 or 16UC1 | class id per pixel; ids at or above the model's classes are void |
+//! | `depth` | 32FC1 | metres; NaN or 0 = no depth |
+//! | `noise_mask`, `ood_mask` | mono8 | nonzero on sensor-noise patches / out-of-distribution objects |
+//!
+//! Each topic is optional; a frame is evaluated once its image and every ground-truth topic
+//! the bag has for its camera have arrived (in any order). Nothing here runs a model.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use super::cdr::CdrMessage;
+use super::read::{BagError, BagMessage, BagReader};
+use crate::eval::LabelledFrame;
+use crate::msg::encoding::{decode_compressed, decode_image};
+use crate::msg::{CompressedImage, Image};
+
+/// Ground-truth topics, relative to the camera's namespace.
+pub const LABELS_TOPIC: &str = "ground_truth/labels";
+pub const DEPTH_TOPIC: &str = "ground_truth/depth";
+pub const NOISE_MASK_TOPIC: &str = "ground_truth/noise_mask";
+pub const OOD_MASK_TOPIC: &str = "ground_truth/ood_mask";
+
+const IMAGE: &str = "sensor_msgs/msg/Image";
+const COMPRESSED: &str = "sensor_msgs/msg/CompressedImage";
+
+/// Frames waiting for their other parts at most; beyond it the oldest is given up.
+const MAX_PENDING: usize = 64;
+
+/// What a labelled bag held, beyond the frames handed on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelledTally {
+    /// Camera frames read, and handed on with their ground truth.
+    pub frames: u64,
+    pub evaluated: u64,
+    /// Frames left out, by reason (undecodable image or ground truth, a part that never
+    /// came, sizes that disagree).
+    pub skipped: BTreeMap<String, u64>,
+}
+
+impl LabelledTally {
+    fn skip(&mut self, reason: impl Into<String>) {
+        *self.skipped.entry(reason.into()).or_default() += 1;
+    }
+}
+
+/// The camera and ground-truth topics of a labelled bag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledTopics {
+    pub camera: String,
+    /// The ground-truth topics present, full names, in [`LABELS_TOPIC`]... order.
+    pub labels: Option<String>,
+    pub depth: Option<String>,
+    pub noise: Option<String>,
+    pub ood: Option<String>,
+}
+
+impl LabelledTopics {
+    /// The camera (`camera`, or the one camera topic with ground truth next to it) and
+    /// its ground-truth topics, from the bag's topic list.
+    pub fn find(reader: &BagReader, camera: Option<&str>) -> Result<Self, BagError> {
+        let info = reader.info()?;
+        let has = |name: &str| info.topics.iter().any(|t| t.name == name);
+        let ground_truth = |camera: &str| {
+            let ns = namespace(camera);
+            let topic = |rel: &str| {
+                let name = format!("{ns}/{rel}");
+                has(&name).then_some(name)
+            };
+            LabelledTopics {
+                camera: camera.to_owned(),
+                labels: topic(LABELS_TOPIC),
+                depth: topic(DEPTH_TOPIC),
+                noise: topic(NOISE_MASK_TOPIC),
+                ood: topic(OOD_MASK_TOPIC),
+            }
+        };
+        let invalid = |message: String| BagError::Invalid {
+            path: reader.path().to_owned(),
+            message,
+        };
+        let topics = match camera {
+            Some(name) => {
+                if !has(name) {
+                    return Err(invalid(format!("no topic {name}")));
+                }
+                ground_truth(name)
+            }
+            None => {
+                let cameras: Vec<LabelledTopics> = info
+                    .topics
+                    .iter()
+                    .filter(|t| {
+                        (t.type_name == IMAGE || t.type_name == COMPRESSED)
+                            && !t.name.contains("/ground_truth/")
+                    })
+                    .map(|t| ground_truth(&t.name))
+                    .filter(|g| g.labels.is_some() || g.depth.is_some())
+                    .collect();
+                match cameras.as_slice() {
+                    [one] => one.clone(),
+                    [] => {
+                        return Err(invalid(format!(
+                            "no camera topic with {LABELS_TOPIC} or {DEPTH_TOPIC} next to it"
+                        )))
+                    }
+                    many => {
+                        let names: Vec<&str> = many.iter().map(|g| g.camera.as_str()).collect();
+                        return Err(invalid(format!(
+                            "several labelled cameras ({}); pick one with --topic",
+                            names.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        if topics.labels.is_none() && topics.depth.is_none() {
+            return Err(invalid(format!(
+                "{} has no {LABELS_TOPIC} or {DEPTH_TOPIC} next to it",
+                topics.camera
+            )));
+        }
+        Ok(topics)
+    }
+}
+
+/// The namespace of a camera topic: `/cam/image_raw` -> `/cam`.
+fn namespace(topic: &str) -> &str {
+    topic.rfind('/').map_or("", |i| &topic[..i])
+}
+
+/// One frame's parts as they arrive.
+#[derive(Default)]
+struct Partial {
+    rgb: Option<image::RgbImage>,
+    labels: Option<Vec<i64>>,
+    depth: Option<Vec<f32>>,
+    noise: Option<Vec<bool>>,
+    ood: Option<Vec<bool>>,
+    size: Option<(u32, u32)>,
+}
+
+/// Reads a labelled bag and hands each complete frame to `visit`, which may stop early
+/// with `ControlFlow::Break`. An error of `visit` stops reading and is returned.
+pub fn read_labelled_frames<E: From<BagError>>(
+    reader: &BagReader,
+    topics: &LabelledTopics,
+    mut visit: impl FnMut(LabelledFrame) -> Result<ControlFlow<()>, E>,
+) -> Result<LabelledTally, E> {
+    let mut tally = LabelledTally::default();
+    let mut pending: BTreeMap<(i32, u32), Partial> = BTreeMap::new();
+    let mut failure: Option<E> = None;
+    let read = reader.read(|m: &BagMessage| {
+        let part = match classify(topics, m) {
+            Some(part) => part,
+            None => return ControlFlow::Continue(()),
+        };
+        if part == Part::Camera {
+            tally.frames += 1;
+        }
+        let decoded = match decode_part(part, m) {
+            Ok(decoded) => decoded,
+            Err(reason) => {
+                tally.skip(reason);
+                return ControlFlow::Continue(());
+            }
+        };
+        let stamp = decoded.stamp;
+        let entry = pending.entry(stamp).or_default();
+        if let Err(reason) = entry.put(decoded) {
+            pending.remove(&stamp);
+            tally.skip(reason);
+            return ControlFlow::Continue(());
+        }
+        if entry.complete(topics) {
+            let frame = pending.remove(&stamp).expect("present").into_frame();
+            tally.evaluated += 1;
+            match visit(frame) {
+                Ok(ControlFlow::Continue(())) => {}
+                Ok(ControlFlow::Break(())) => return ControlFlow::Break(()),
+                Err(e) => {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        while pending.len() > MAX_PENDING {
+            pending.pop_first();
+            tally.skip("a part of the frame never came (more than 64 frames apart)");
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    read.map_err(E::from)?;
+    for (_, partial) in pending {
+        tally.skip(if partial.rgb.is_some() {
+            "ground truth missing"
+        } else {
+            "ground truth without its camera frame"
+        });
+    }
+    Ok(tally)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Camera,
+    Labels,
+    Depth,
+    Noise,
+    Ood,
+}
+
+fn classify(topics: &LabelledTopics, m: &BagMessage) -> Option<Part> {
+    let is = |t: &Option<String>| t.as_deref() == Some(m.topic);
+    if m.topic == topics.camera {
+        Some(Part::Camera)
+    } else if is(&topics.labels) {
+        Some(Part::Labels)
+    } else if is(&topics.depth) {
+        Some(Part::Depth)
+    } else if is(&topics.noise) {
+        Some(Part::Noise)
+    } else if is(&topics.ood) {
+        Some(Part::Ood)
+    } else {
+        None
+    }
+}
+
+enum Value {
+    Rgb(image::RgbImage),
+    Labels(Vec<i64>),
+    Depth(Vec<f32>),
+    Mask(Part, Vec<bool>),
+}
+
+struct Decoded {
+    stamp: (i32, u32),
+    size: (u32, u32),
+    value: Value,
+}
+
+/// A part's message decoded; the reason (for the tally) when it cannot be.
+fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, String> {
+    let what = match part {
+        Part::Camera => "camera frame",
+        Part::Labels => "ground-truth labels",
+        Part::Depth => "ground-truth depth",
+        Part::Noise | Part::Ood => "ground-truth mask",
+    };
+    let bad = |e: &dyn std::fmt::Display| format!("{what} not decodable: {e}");
+    if part == Part::Camera {
+        let (header, rgb) = if m.type_name == COMPRESSED {
+            let msg = CompressedImage::from_cdr(m.data).map_err(|e| bad(&e))?;
+            let rgb = decode_compressed(&msg).map_err(|e| bad(&e))?;
+            (msg.header, rgb)
+        } else {
+            let msg = Image::from_cdr(m.data).map_err(|e| bad(&e))?;
+            let rgb = decode_image(&msg).map_err(|e| bad(&e))?;
+            (msg.header, rgb)
+        };
+        return Ok(Decoded {
+            stamp: (header.stamp.sec, header.stamp.nanosec),
+            size: rgb.dimensions(),
+            value: Value::Rgb(rgb),
+        });
+    }
+    let msg = Image::from_cdr(m.data).map_err(|e| bad(&e))?;
+    let (w, h) = (msg.width as usize, msg.height as usize);
+    let row_bytes = |bytes_per_pixel: usize| -> Result<Vec<&[u8]>, String> {
+        let row = w * bytes_per_pixel;
+        let step = msg.step as usize;
+        // The last row needs only its pixels, not a whole step.
+        let needed = match h {
+            0 => Some(0),
+            _ => step.checked_mul(h - 1).and_then(|v| v.checked_add(row)),
+        };
+        if step < row || needed.is_none_or(|n| n > msg.data.len()) {
+            return Err(format!(
+                "{what}: {}x{} {} does not fit its {} bytes (step {})",
+                w,
+                h,
+                msg.encoding,
+                msg.data.len(),
+                step
+            ));
+        }
+        Ok((0..h)
+            .map(|y| &msg.data[y * step..y * step + row])
+            .collect())
+    };
+    let value = match (part, msg.encoding.as_str()) {
+        (Part::Labels, "mono8") => Value::Labels(
+            row_bytes(1)?
+                .iter()
+                .flat_map(|r| r.iter().map(|&v| v as i64))
+                .collect(),
+        ),
+        (Part::Labels, "16UC1") => Value::Labels(
+            row_bytes(2)?
+                .iter()
+                .flat_map(|r| {
+                    r.chunks_exact(2).map(|b| {
+                        let b = [b[0], b[1]];
+                        (if msg.is_bigendian != 0 {
+                            u16::from_be_bytes(b)
+                        } else {
+                            u16::from_le_bytes(b)
+                        }) as i64
+                    })
+                })
+                .collect(),
+        ),
+        (Part::Depth, "32FC1") => Value::Depth(
+            row_bytes(4)?
+                .iter()
+                .flat_map(|r| {
+                    r.chunks_exact(4).map(|b| {
+                        let b = [b[0], b[1], b[2], b[3]];
+                        if msg.is_bigendian != 0 {
+                            f32::from_be_bytes(b)
+                        } else {
+                            f32::from_le_bytes(b)
+                        }
+                    })
+                })
+                .collect(),
+        ),
+        (Part::Noise | Part::Ood, "mono8") => Value::Mask(
+            part,
+            row_bytes(1)?
+                .iter()
+                .flat_map(|r| r.iter().map(|&v| v != 0))
+                .collect(),
+        ),
+        (_, encoding) => {
+            return Err(format!("{what}: encoding {encoding} is not accepted"));
+        }
+    };
+    Ok(Decoded {
+        stamp: (msg.header.stamp.sec, msg.header.stamp.nanosec),
+        size: (msg.width, msg.height),
+        value,
+    })
+}
+
+impl Partial {
+    /// Adds a part; parts of one stamp must agree in size.
+    fn put(&mut self, d: Decoded) -> Result<(), String> {
+        if let Some(size) = self.size {
+            if size != d.size {
+                return Err(format!(
+                    "parts of one frame disagree in size ({}x{} and {}x{})",
+                    size.0, size.1, d.size.0, d.size.1
+                ));
+            }
+        }
+        self.size = Some(d.size);
+        match d.value {
+            Value::Rgb(rgb) => self.rgb = Some(rgb),
+            Value::Labels(l) => self.labels = Some(l),
+            Value::Depth(v) => self.depth = Some(v),
+            Value::Mask(Part::Noise, m) => self.noise = Some(m),
+            Value::Mask(_, m) => self.ood = Some(m),
+        }
+        Ok(())
+    }
+
+    fn complete(&self, topics: &LabelledTopics) -> bool {
+        self.rgb.is_some()
+            && (topics.labels.is_none() || self.labels.is_some())
+            && (topics.depth.is_none() || self.depth.is_some())
+            && (topics.noise.is_none() || self.noise.is_some())
+            && (topics.ood.is_none() || self.ood.is_some())
+    }
+
+    fn into_frame(self) -> LabelledFrame {
+        LabelledFrame {
+            rgb: self.rgb.expect("complete"),
+            labels: self.labels,
+            depth: self.depth,
+            noise: self.noise,
+            ood: self.ood,
+        }
+    }
+}
