@@ -181,6 +181,11 @@ pub struct BagProcessArgs {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Also write a summary of the run as JSON: status (ok, damaged, interrupted, frames
+    /// failed, retry), exit code, frames read/processed/skipped/failed by reason, timing,
+    /// output size.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -830,7 +830,7 @@ fn inject_out_of_memory(passes: i64) {
 /// Whether a libtorch error is an allocation failure: CUDA's caching allocator ("CUDA out
 /// of memory. Tried to allocate ...") or the CPU allocator ("DefaultCPUAllocator: can't
 /// allocate memory: ...").
-fn is_out_of_memory(message: &str) -> bool {
+pub fn is_out_of_memory(message: &str) -> bool {
     [
         "out of memory",
         "can't allocate memory",

@@ -38,6 +38,17 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the failure may go away on another try (on a machine with more free memory,
+    /// or once the disk has room): out of memory during inference, an output that could
+    /// not be written for lack of space. Damaged input, bad settings or models are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Inference(message) => crate::engine::is_out_of_memory(message),
+            Error::Io { source, .. } => is_transient_io(source),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
@@ -63,4 +74,14 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// I/O failures that another try may not meet: no space, quota, too many open files,
+/// interrupted or timed out.
+pub fn is_transient_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        StorageFull | QuotaExceeded | FileTooLarge | Interrupted | TimedOut | WouldBlock
+    ) || e.raw_os_error() == Some(libc::EMFILE)
 }

@@ -43,9 +43,28 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if is_transient(&err) => {
+            eprintln!("error: {err:#}");
+            eprintln!("(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})");
+            ExitCode::from(EXIT_TRANSIENT)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit code of a failure worth retrying (EX_TEMPFAIL): out of memory during inference,
+/// an output that could not be written for lack of space. Every other failure exits 1.
+pub const EXIT_TRANSIENT: u8 = 75;
+
+/// Whether anything in the error's chain is a failure that another try may not meet.
+fn is_transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<bayes_perception::Error>()
+            .is_some_and(bayes_perception::Error::is_transient)
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(bayes_perception::error::is_transient_io)
+    })
 }

@@ -186,7 +186,8 @@ fn disk_full_is_a_clear_error_with_no_output() {
     }
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // A temporary failure (EX_TEMPFAIL): another try, with room, may succeed.
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
     assert!(stderr.contains("File too large"), "{stderr}");
     assert!(!f.path("full").exists(), "an output after a failed write");
     assert!(

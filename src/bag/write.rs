@@ -83,17 +83,32 @@ impl BagWriter {
     }
 
     /// The MCAP error with its causes (the OS error of a full disk, say), which the
-    /// mcap crate's own message leaves out.
+    /// mcap crate's own message leaves out. An OS error stays one (`BagError::Io`), so
+    /// callers can tell a full disk from a malformed write.
     fn mcap_error(&self, e: mcap::McapError) -> BagError {
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
+        let mut os_error = None;
         while let Some(cause) = source {
             message.push_str(&format!(": {cause}"));
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                os_error.get_or_insert((io.kind(), io.raw_os_error()));
+            }
             source = cause.source();
         }
-        BagError::Invalid {
-            path: self.dir.join(&self.file_name),
-            message,
+        if let mcap::McapError::Io(io) = &e {
+            os_error.get_or_insert((io.kind(), io.raw_os_error()));
+        }
+        let path = self.dir.join(&self.file_name);
+        match os_error {
+            Some((kind, raw)) => BagError::Io {
+                path,
+                source: match raw {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(kind, message),
+                },
+            },
+            None => BagError::Invalid { path, message },
         }
     }
 

@@ -65,6 +65,10 @@ struct Tally {
     bad_camera_info: u64,
     /// Frames whose point cloud could not be built, and the first reason.
     no_points: (u64, Option<String>),
+    /// Frames the engine failed on (valid input: out of memory, a libtorch error), by
+    /// reason, and whether any of the failures may pass on another try.
+    failed: BTreeMap<String, u64>,
+    failed_transient: bool,
     other_messages: u64,
     outside_window: u64,
     /// Time inside the network's forward passes, milliseconds.
@@ -264,6 +268,13 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         });
                         *tally.skipped.entry(reason_key(&reason)).or_default() += 1;
                     }
+                    Err(FrameError::Failed { reason, transient }) => {
+                        progress.suspend(|| {
+                            log::error!("{} at {} ns: failed: {reason}", m.topic, m.log_time)
+                        });
+                        *tally.failed.entry(reason_key(&reason)).or_default() += 1;
+                        tally.failed_transient |= transient;
+                    }
                     Err(FrameError::Write(e)) => return Err(e),
                 }
             } else if let Some(namespace) = info_topics.get(m.topic) {
@@ -339,6 +350,9 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     for (reason, count) in &tally.skipped {
         println!("  skipped {count}: {reason}");
     }
+    for (reason, count) in &tally.failed {
+        println!("  failed {count}: {reason}");
+    }
     for (topic, camera) in &tally.cameras {
         let ns = if camera.namespace.is_empty() {
             "/"
@@ -376,21 +390,56 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         size as f64 / (1024.0 * 1024.0)
     );
 
-    if interrupted.load(Ordering::SeqCst) {
+    let (status, code) = if interrupted.load(Ordering::SeqCst) {
         println!("interrupted: the output holds the frames done so far");
-        return Ok(ExitCode::from(130));
-    }
-    if let Err(e) = read_result {
+        ("interrupted", 130)
+    } else if let Err(e) = &read_result {
         println!("input damaged: {e}");
         println!("the output holds every frame read before that point");
-        return Ok(ExitCode::FAILURE);
+        ("damaged", 1)
+    } else if tally.failed_transient {
+        println!(
+            "some frames failed for lack of memory: another try (with more free memory) may succeed"
+        );
+        ("retry", 75)
+    } else if !tally.failed.is_empty() {
+        ("frames failed", 1)
+    } else {
+        ("ok", 0)
+    };
+    if let Some(path) = &args.json {
+        let report = serde_json::json!({
+            "input": args.input.display().to_string(),
+            "output": args.output.display().to_string(),
+            "status": status,
+            "exit_code": code,
+            "camera_frames_read": read + tally.outside_window,
+            "processed": processed,
+            "skipped": tally.skipped,
+            "failed": tally.failed,
+            "not_sampled": tally.not_sampled,
+            "outside_window": tally.outside_window,
+            "damage": read_result.as_ref().err().map(|e| e.to_string()),
+            "seconds": elapsed.as_secs_f64(),
+            "forward_ms_per_frame": (processed > 0).then(|| tally.forward_ms / processed as f64),
+            "output_messages": summary.message_count,
+            "output_bytes": size,
+            "model": engine.model().spec.name,
+            "mode": params.mode.to_string(),
+            "device": device_name(engine.device()),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(code))
 }
 
 enum FrameError {
     /// Bad input frame: counted and skipped.
     Skip(String),
+    /// The engine failed on a valid frame: counted; `transient` when another try may pass
+    /// (out of memory).
+    Failed { reason: String, transient: bool },
     /// The output cannot be written: stop.
     Write(anyhow::Error),
 }
@@ -430,7 +479,13 @@ fn process_frame(
             .then(|| CloudFilter::from_params(&params.points)),
         |_| true,
     )
-    .map_err(|e| skip(&e))?;
+    .map_err(|e| match e {
+        pipeline::FrameError::BadInput(e) => skip(&e),
+        pipeline::FrameError::Inference(e) => FrameError::Failed {
+            reason: e.to_string(),
+            transient: e.is_transient(),
+        },
+    })?;
     for (topic, image) in outputs.images {
         writer.write(
             &format!("{namespace}/{}", topic.name()),
