@@ -35,7 +35,7 @@ TEST_FEATURES := ros,failpoints
 E2E_ENV := BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception \
 	BAYES_PERCEPTION_NODE=$(TARGET_DIR)/debug/bayes_perception_node
 
-.PHONY: setup ros-setup build release node test test-node colcon-check lint fmt doc demo report soak kill-writer fuzz audit clean-cache
+.PHONY: setup ros-setup build release node test test-node test-fleet colcon-check lint fmt doc demo report soak kill-writer fuzz audit clean-cache
 
 setup:
 	@bash scripts/setup.sh
@@ -59,10 +59,12 @@ node: setup ros-setup
 	@echo "built $(TARGET_DIR)/release/bayes_perception_node; run it in a shell that sourced scripts/ros-env.sh"
 
 # Unit and integration tests (the node is built against ROS 2 with them), the end-to-end
-# tests of the running node, formatting, and clippy on everything including the node.
+# tests of the running node, the Ray fleet driver's tests (local Ray), formatting, and
+# clippy on everything including the node.
 test: setup ros-setup
 	$(WITH_ROS) $(CARGO) test --all-targets --features $(TEST_FEATURES)
 	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
+	$(E2E_ENV) $(VENV)/bin/python -m pytest tests/fleet
 	$(CARGO) fmt --all -- --check
 	$(WITH_ROS) $(CARGO) clippy --all-targets --features $(TEST_FEATURES) -- -D warnings
 
@@ -70,6 +72,11 @@ test: setup ros-setup
 test-node: setup ros-setup
 	$(WITH_ROS) $(CARGO) build --features $(TEST_FEATURES) --bins
 	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
+
+# Only the tests of the Ray fleet driver (scripts/fleet.py) on a local Ray cluster.
+test-fleet: setup ros-setup
+	$(WITH_ROS) $(CARGO) build --features $(TEST_FEATURES) --bins
+	$(E2E_ENV) $(VENV)/bin/python -m pytest tests/fleet
 
 # `colcon build` of this package in a workspace in the cache, then the installed node,
 # started from its installed params file, probed end to end (run by CI).

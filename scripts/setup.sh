@@ -15,11 +15,15 @@ TORCH_STAMP="torch==${TORCH_VERSION}"
 # Test-only packages (independent rosbag2 / MCAP implementations).
 TEST_PACKAGES=(numpy rosbags==0.11.9 mcap==1.6.0 mcap-ros2-support==0.6.0)
 TEST_STAMP="${TEST_PACKAGES[*]}"
+# The Ray fleet driver (scripts/fleet.py) and its tests (tests/fleet, local Ray cluster).
+FLEET_PACKAGES=(ray==2.60.0 pytest==8.3.4)
+FLEET_STAMP="${FLEET_PACKAGES[*]}"
 
 CACHE_DIR="${BAYES_PERCEPTION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bayes_perception}"
 VENV="$CACHE_DIR/venv"
 TORCH_MARKER="$VENV/.torch_complete"
 TEST_MARKER="$VENV/.test_packages_complete"
+FLEET_MARKER="$VENV/.fleet_packages_complete"
 PYTHON="${PYTHON:-python3}"
 PIP=("$VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir)
 
@@ -65,4 +69,13 @@ else
     "${PIP[@]}" "${TEST_PACKAGES[@]}"
     "$VENV/bin/python" -c 'import rosbags, mcap, mcap_ros2, numpy'
     printf '%s' "$TEST_STAMP" > "$TEST_MARKER"
+fi
+
+if marker_is "$FLEET_MARKER" "$FLEET_STAMP"; then
+    echo "setup: fleet packages present ($FLEET_STAMP)."
+else
+    echo "setup: installing the fleet driver's packages: $FLEET_STAMP"
+    "${PIP[@]}" "${FLEET_PACKAGES[@]}"
+    "$VENV/bin/python" -c 'import ray, pytest'
+    printf '%s' "$FLEET_STAMP" > "$FLEET_MARKER"
 fi

@@ -784,6 +784,30 @@ fn a_labelled_bag_evaluates_like_the_same_scenes_on_disk() {
     // Depth is scored too; its figures differ from the dataset's by design: the bag holds
     // metres as float, the dataset 16-bit millimetres, which drop depths beyond 65.5 m.
     assert!(in_bag["depth"]["rel"].as_f64().unwrap() > 0.0);
+    // `bag process` of the labelled bag: the camera only, the ground truth is no camera.
+    let (out, text) = run(bin()
+        .args(["bag", "process"])
+        .arg(f.path("labelled"))
+        .arg(f.path("processed"))
+        .arg("--model")
+        .arg(f.path("model11"))
+        .args(["--device", "cpu", "--json"])
+        .arg(f.path("process.json")));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("/camera/ground_truth/labels is ground truth of a labelled bag"),
+        "{text}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("process.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            summary["camera_frames_read"].as_u64(),
+            summary["processed"].as_u64()
+        ),
+        (Some(3), Some(3)),
+        "{text}"
+    );
     // A bag without ground truth is refused with the reason.
     let (out, text) = run(bin()
         .args(["bag", "sample"])

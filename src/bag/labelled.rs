@@ -30,6 +30,17 @@ pub const DEPTH_TOPIC: &str = "ground_truth/depth";
 pub const NOISE_MASK_TOPIC: &str = "ground_truth/noise_mask";
 pub const OOD_MASK_TOPIC: &str = "ground_truth/ood_mask";
 
+/// Whether a topic is ground truth of a labelled bag (`.../ground_truth/labels` and the
+/// others above), not a camera.
+pub fn is_ground_truth_topic(name: &str) -> bool {
+    [LABELS_TOPIC, DEPTH_TOPIC, NOISE_MASK_TOPIC, OOD_MASK_TOPIC]
+        .iter()
+        .any(|t| {
+            name.strip_suffix(t)
+                .is_some_and(|ns| ns.is_empty() || ns.ends_with('/'))
+        })
+}
+
 const IMAGE: &str = "sensor_msgs/msg/Image";
 const COMPRESSED: &str = "sensor_msgs/msg/CompressedImage";
 
@@ -393,6 +404,32 @@ impl Partial {
             depth: self.depth,
             noise: self.noise,
             ood: self.ood,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_ground_truth_topic;
+
+    #[test]
+    fn ground_truth_topics_are_told_from_cameras() {
+        for gt in [
+            "/camera/ground_truth/labels",
+            "/front/left/ground_truth/depth",
+            "/cam/ground_truth/noise_mask",
+            "ground_truth/ood_mask",
+        ] {
+            assert!(is_ground_truth_topic(gt), "{gt}");
+        }
+        for camera in [
+            "/camera/image_raw",
+            "/camera/ground_truth",
+            "/camera/my_ground_truth/labels",
+            "/camera/ground_truth/labels/compressed",
+            "/camera/semantic/labels",
+        ] {
+            assert!(!is_ground_truth_topic(camera), "{camera}");
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bayes_perception::bag::cdr::CdrMessage;
+use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
 use bayes_perception::config::Params;
 use bayes_perception::device::device_name;
@@ -105,6 +106,13 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .copied()
             .filter(|t| {
+                if is_ground_truth_topic(&t.name) {
+                    println!(
+                        "{} is ground truth of a labelled bag, not a camera; not processed",
+                        t.name
+                    );
+                    return false;
+                }
                 let twin = t.type_name == COMPRESSED
                     && raw_namespaces.contains(&camera_namespace(&t.name, &t.type_name));
                 if twin {
@@ -128,6 +136,9 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<_>>()?
     };
     if selected.is_empty() {
+        if let Some(damage) = &info.damage {
+            bail!("input damaged before any camera frame: {damage}");
+        }
         bail!(
             "{} has no sensor_msgs/Image or CompressedImage topic",
             args.input.display()

@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""Process and evaluate many bags on a Ray cluster, with one merged report.
+
+    fleet.py BAG_OR_GLOB... [--manifest FILE] --out DIR --model DIR [--config FILE]
+             [--process] [--eval] [--mode M] [--samples T] [--seed S] [--device D]
+             [--gpus-per-task G] [--cpus-per-task C] [--address auto|HOST:PORT]
+
+Each bag is one Ray task that runs the `bayes_perception` binary on it (the project stays
+a Rust binary; Ray schedules, retries and collects):
+
+- `--process`: `bag process BAG OUT/bags/NAME/processed --json ...` (the node's outputs
+  as a bag);
+- `--eval`: `eval --bag BAG --state OUT/bags/NAME/eval_state.json ...` (the bag's frames
+  against their ground truth topics; see the README's "Labelled bags").
+
+NAME is the bag's file name and a hash of its absolute path, so every input has one
+output directory whatever order or machine runs it. When every task is done, the
+evaluation states of the bags that succeeded are merged (`eval --merge`) into OUT/report/
+(report.md, report.json, charts): the same numbers as one evaluation of all their frames.
+OUT/fleet.json lists every bag with its status, attempts, frames and times.
+
+Failures, by the binary's exit code: 75 (out of memory, no space: worth another try) and
+a worker that dies (killed, lost node) are retried by Ray, up to --max-retries times; 1
+(damaged bag, bad settings) is reported and not retried. A bag whose result marker says
+it was done with the same model, settings and input is skipped, so an interrupted run
+resumes where it stopped (--redo runs everything again).
+
+Every machine of the cluster needs the binary (--bin, or `bayes_perception` on PATH) and
+the bags, the model and OUT at the same paths (a shared filesystem). Without --address a
+local Ray instance is started with --num-cpus CPUs (all by default).
+"""
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Exit codes of the binary (README, "Exit codes").
+EXIT_OK = 0
+EXIT_TRANSIENT = 75
+EXIT_INTERRUPTED = 130
+
+RESULT = "result.json"
+
+
+class TransientFailure(RuntimeError):
+    """A failure another try may not meet (exit 75, a killed process): raised so that Ray
+    retries the task."""
+
+
+# ---------------------------------------------------------------------------------------
+# The task: one bag, on a worker.
+
+
+def _die_with_parent():
+    """The binary dies with the Ray worker that started it (PR_SET_PDEATHSIG), so a killed
+    worker leaves no process behind that writes into the bag's directory while the retry
+    does."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _run(cmd, log, env):
+    """Runs cmd, appending its output to the log; returns the exit code (negative: the
+    signal that killed it)."""
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        return subprocess.run(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+        ).returncode
+
+
+def _last_error(log):
+    """The last `error: ...` or `input damaged: ...` line of the log."""
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith(("error:", "input damaged:")):
+            return line
+    return lines[-1] if lines else ""
+
+
+def _write_json(path, value):
+    """Writes JSON atomically (a temporary file renamed over the target)."""
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
+
+
+def run_bag(job):
+    """Runs the steps of one bag. Returns its result (status ok or failed); raises
+    TransientFailure when another try may pass."""
+    work = Path(job["dir"])
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "log.txt"
+    with open(work / "attempts", "a") as f:
+        f.write(f"run {job['run']} {time.strftime('%Y-%m-%dT%H:%M:%S')} {socket.gethostname()} "
+                f"pid {os.getpid()}\n")
+    env = dict(os.environ)
+    if job["cpus_per_task"] and not job["gpus_per_task"]:
+        # libtorch's threads: as many as the task was given, not every core of the node.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, int(job["cpus_per_task"]))))
+    result = {"bag": job["bag"], "dir": str(work), "fingerprint": job["fingerprint"],
+              "host": socket.gethostname(), "steps": {}}
+    started = time.monotonic()
+
+    def failed(step, code):
+        if code == EXIT_TRANSIENT or code == EXIT_INTERRUPTED or code < 0:
+            why = f"signal {-code}" if code < 0 else f"exit {code}"
+            raise TransientFailure(f"{job['bag']}: {step} failed ({why}): {_last_error(log)}")
+        result.setdefault("status", "failed")
+        result.update(step=step, exit_code=code, reason=_last_error(log))
+        result["seconds"] = time.monotonic() - started
+        _write_json(work / RESULT, result)
+        return result
+
+    if job["process"]:
+        summary_path = work / "process.json"
+        done = _load(summary_path)
+        if not (done and done.get("status") == "ok" and done.get("fingerprint") == job["fingerprint"]
+                and (work / "processed").is_dir()):
+            summary_path.unlink(missing_ok=True)
+            t = time.monotonic()
+            code = _run([job["bin"], "bag", "process", job["bag"], str(work / "processed"),
+                         "--force", "--json", str(summary_path), *job["args"]], log, env)
+            summary = _load(summary_path) or {}
+            summary["wall_seconds"] = time.monotonic() - t
+            summary["fingerprint"] = job["fingerprint"]
+            if summary_path.exists():
+                _write_json(summary_path, summary)
+            if code != EXIT_OK:
+                if summary.get("status") == "damaged":
+                    result.update(status="damaged", damage=summary.get("damage"))
+                return failed("process", code)
+        result["steps"]["process"] = _load(summary_path)
+
+    if job["eval"]:
+        state = work / "eval_state.json"
+        for stale in (state, work / "eval.json"):
+            stale.unlink(missing_ok=True)
+        t = time.monotonic()
+        code = _run([job["bin"], "eval", "--bag", job["bag"], *job["eval_args"], "--state",
+                     str(state), "--json", str(work / "eval.json"), *job["args"]], log, env)
+        if code != EXIT_OK:
+            return failed("eval", code)
+        result["steps"]["eval"] = {"wall_seconds": time.monotonic() - t, "state": str(state)}
+
+    result["status"] = "ok"
+    result["seconds"] = time.monotonic() - started
+    _write_json(work / RESULT, result)
+    return result
+
+
+def _load(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# The driver.
+
+
+def find_bags(patterns, manifest):
+    """The bags named by paths, globs (recursive `**` too) and a manifest (one per line,
+    # comments), in order, each once."""
+    names = list(patterns)
+    if manifest:
+        for line in Path(manifest).read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                names.append(line)
+    bags, seen = [], set()
+    for name in names:
+        matches = sorted(glob.glob(name, recursive=True)) if glob.has_magic(name) else [name]
+        if not matches:
+            sys.exit(f"fleet: no bag matches {name}")
+        for m in matches:
+            path = os.path.abspath(m)
+            if not os.path.exists(path):
+                sys.exit(f"fleet: {m} does not exist")
+            if path not in seen:
+                seen.add(path)
+                bags.append(path)
+    if not bags:
+        sys.exit("fleet: no bags given (paths, globs or --manifest)")
+    return bags
+
+
+def bag_dir(out, bag):
+    """OUT/bags/NAME-HASH: one directory per input, the same on every run and machine."""
+    digest = hashlib.sha256(bag.encode()).hexdigest()[:10]
+    stem = Path(bag.rstrip("/")).name
+    for suffix in (".mcap", ".db3"):
+        stem = stem.removesuffix(suffix)
+    return out / "bags" / f"{stem}-{digest}"
+
+
+def _hash_tree(h, path):
+    """Feeds a file, or every file of a directory, into the hash (names and contents)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with open(f, "rb") as data:
+            for block in iter(lambda: data.read(1 << 20), b""):
+                h.update(block)
+
+
+def fingerprint(args, binary_version, bag):
+    """What a bag's result depends on: the binary, the model's files, the params file, the
+    settings, and the bag (path, size and modification time of its files)."""
+    h = hashlib.sha256()
+    h.update(binary_version.encode())
+    if args.model:
+        _hash_tree(h, args.model)
+    if args.config:
+        _hash_tree(h, args.config)
+    h.update(json.dumps([args.process, args.eval, run_args(args), eval_args(args)]).encode())
+    path = Path(bag)
+    for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def run_args(args):
+    """Arguments both steps take (the binary's RunArgs)."""
+    out = []
+    for flag, value in (("--model", args.model), ("--config", args.config), ("--mode", args.mode),
+                        ("--samples", args.samples), ("--seed", args.seed),
+                        ("--device", args.device), ("--precision", args.precision)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def eval_args(args):
+    return ["--topic", args.topic] if args.topic else []
+
+
+def binary(args):
+    path = args.bin or os.environ.get("BAYES_PERCEPTION_BIN") or shutil.which("bayes_perception")
+    if not path or not os.access(path, os.X_OK):
+        sys.exit("fleet: no bayes_perception binary (--bin, BAYES_PERCEPTION_BIN or PATH)")
+    path = os.path.abspath(path)
+    version = subprocess.run([path, "--version"], capture_output=True, text=True)
+    if version.returncode != 0:
+        sys.exit(f"fleet: {path} --version failed: {version.stderr.strip()}")
+    return path, version.stdout.strip()
+
+
+def progress(done, total, started, frames, line):
+    elapsed = time.monotonic() - started
+    eta = elapsed / done * (total - done) if done else 0
+    rate = f", {frames / elapsed:.1f} frames/s" if frames else ""
+    print(f"[{done}/{total}] {line} ({elapsed:.0f} s{rate}, ETA {eta:.0f} s)", flush=True)
+
+
+def frames_of(result):
+    process = result.get("steps", {}).get("process") or {}
+    return process.get("processed", 0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See the README, 'Many bags: Ray'.",
+    )
+    p.add_argument("bags", nargs="*", help="bag directories or .mcap/.db3 files; globs allowed")
+    p.add_argument("--manifest", help="a file with one bag per line (# comments)")
+    p.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    p.add_argument("--model", help="model directory (default: the params file's)")
+    p.add_argument("--config", help="the node's params file (YAML)")
+    p.add_argument("--process", action="store_true", help="bag process every bag")
+    p.add_argument("--eval", action="store_true",
+                   help="evaluate every bag against its ground truth topics and merge the report")
+    p.add_argument("--topic", help="eval: the camera topic, where a bag has several labelled ones")
+    p.add_argument("--mode", choices=["aleatoric", "mc", "moments"])
+    p.add_argument("--samples", type=int, help="MC samples T")
+    p.add_argument("--seed", type=int, help="sample every frame from this seed (reproducible MC)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the params file's)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--gpus-per-task", type=float, default=0.0,
+                   help="GPUs Ray reserves for each bag (e.g. 1, or 0.5 to share a card); 0: CPU")
+    p.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs Ray reserves for each bag")
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="tries after the first for a bag whose worker died or that failed for a "
+                        "temporary reason (exit 75)")
+    p.add_argument("--address", help="a running Ray cluster (`auto`, or HOST:PORT); default: "
+                                     "start a local one")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--bin", help="the bayes_perception binary (default: BAYES_PERCEPTION_BIN, PATH)")
+    p.add_argument("--redo", action="store_true", help="run bags whose result marker says done")
+    args = p.parse_args(argv)
+    if not (args.process or args.eval):
+        p.error("say what to do: --process, --eval or both")
+
+    bags = find_bags(args.bags, args.manifest)
+    path, version = binary(args)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    jobs, skipped = [], []
+    for bag in bags:
+        job = {
+            "bag": bag, "dir": str(bag_dir(out, bag)), "bin": path, "run": run,
+            "fingerprint": fingerprint(args, version, bag),
+            "process": args.process, "eval": args.eval,
+            "args": run_args(args), "eval_args": eval_args(args),
+            "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
+        }
+        done = _load(Path(job["dir"]) / RESULT)
+        if (not args.redo and done and done.get("status") == "ok"
+                and done.get("fingerprint") == job["fingerprint"]):
+            skipped.append(done)
+        else:
+            jobs.append(job)
+    print(f"fleet: {len(bags)} bag(s), {len(skipped)} already done, {len(jobs)} to run; "
+          f"output in {out}", flush=True)
+
+    import ray
+
+    started = time.monotonic()
+    results = {r["bag"]: dict(r, resumed=True) for r in skipped}
+    if jobs:
+        if args.address:
+            ray.init(address=args.address, include_dashboard=False)
+        else:
+            ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+        print(f"fleet: Ray cluster with {ray.cluster_resources().get('CPU', 0):.0f} CPU(s), "
+              f"{ray.cluster_resources().get('GPU', 0):.0f} GPU(s)", flush=True)
+        task = ray.remote(run_bag).options(
+            num_cpus=args.cpus_per_task, num_gpus=args.gpus_per_task,
+            max_retries=args.max_retries, retry_exceptions=True,
+        )
+        pending = {task.remote(job): job for job in jobs}
+        frames = 0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as e:
+                # A temporary failure on every try.
+                cause = e.cause if getattr(e, "cause", None) else e
+                result = {"bag": job["bag"], "dir": job["dir"], "status": "failed",
+                          "reason": f"temporary failure on every try: {cause}"}
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                    ray.exceptions.RayError) as e:
+                result = {"bag": job["bag"], "dir": job["dir"], "status": "failed",
+                          "reason": f"the worker died on every try: {type(e).__name__}"}
+            result["attempts"] = _attempts(job["dir"], run)
+            results[job["bag"]] = result
+            frames += frames_of(result)
+            line = f"{Path(job['bag']).name}: {result['status']}"
+            if result["status"] != "ok":
+                line += f" ({result.get('reason', '')})"
+            elif result["attempts"] > 1:
+                line += f" after {result['attempts']} tries"
+            progress(len(jobs) - len(pending), len(jobs), started, frames, line)
+        ray.shutdown()
+    wall = time.monotonic() - started
+
+    ordered = [results[b] for b in bags]
+    for r in ordered:
+        r.setdefault("attempts", _attempts(r["dir"], run))
+    ok = [r for r in ordered if r["status"] == "ok"]
+    failed = [r for r in ordered if r["status"] != "ok"]
+    summary = {
+        "bags": len(bags), "ok": len(ok), "failed": len(failed),
+        "resumed": sum(1 for r in ordered if r.get("resumed")),
+        "wall_seconds": wall, "binary": version, "settings": run_args(args),
+        "results": ordered,
+    }
+    report_code = 0
+    if args.eval and ok:
+        states = [str(Path(r["dir"]) / "eval_state.json") for r in ok]
+        report = out / "report"
+        if report.exists():
+            shutil.rmtree(report)
+        merged = subprocess.run([path, "eval", "--merge", *states, "--json",
+                                 str(out / "report.json"), "--out", str(report)],
+                                capture_output=True, text=True)
+        report_code = merged.returncode
+        if merged.returncode != 0:
+            print(f"fleet: merging the evaluations failed:\n{merged.stderr}", file=sys.stderr)
+        else:
+            print(merged.stdout, end="")
+            summary["report"] = str(report / "report.md")
+    _write_json(out / "fleet.json", summary)
+
+    print(f"fleet: {len(ok)} of {len(bags)} bag(s) ok in {wall:.1f} s"
+          + (f" ({summary['resumed']} done before)" if summary["resumed"] else ""))
+    for r in failed:
+        print(f"  FAILED {r['bag']}: {r.get('reason', '')} ({r['attempts']} tries; log: "
+              f"{Path(r['dir']) / 'log.txt'})")
+    print(f"fleet: summary in {out / 'fleet.json'}"
+          + (f", report in {summary['report']}" if "report" in summary else ""))
+    return 1 if failed or report_code else 0
+
+
+def _attempts(work, run):
+    """How many times this run started the bag's task."""
+    try:
+        lines = Path(work, "attempts").read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(1 for line in lines if line.startswith(f"run {run} "))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The Ray fleet driver (scripts/fleet.py) on a local Ray cluster with 2 worker CPUs:
+six labelled bags processed and evaluated, one Ray worker killed in the middle of a bag,
+a damaged bag; the merged report against one evaluation of all the frames; resuming;
+a temporary failure retried and then reported.
+
+Run by `make test-fleet` (which installs Ray into the cache venv and builds the binary);
+BAYES_PERCEPTION_BIN names the binary (built with the `failpoints` feature)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bags  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+FLEET = ROOT / "scripts" / "fleet.py"
+BIN = os.path.abspath(os.environ.get("BAYES_PERCEPTION_BIN", ROOT / "target" / "debug" / "bayes_perception"))
+
+# MC with a seed: every frame is sampled from the seed, so a frame's result does not depend
+# on which bag or process it is in. One libtorch thread everywhere, so that float sums are
+# done in the same order as in the single run.
+SETTINGS = ["--mode", "mc", "--samples", "8", "--seed", "3", "--device", "cpu"]
+
+
+def binary(*args, **kwargs):
+    return subprocess.run([BIN, *map(str, args)], check=True, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A tiny random model at the scenes' size; a labelled bag of 12 scenes; the same bag cut
+    into six bags of 2 frames; a damaged bag; one evaluation of the whole bag."""
+    root = tmp_path_factory.mktemp("fleet")
+    binary("model", "init", "--out", root / "model", "--height", 48, "--width", 64, "--seed", 1)
+    binary("synth", "--bag", "--out", root / "whole", "--count", 12, "--seed", 7, "--width", 64,
+           "--height", 48, "--ood", "--split", "test")
+    (whole,) = (root / "whole").glob("*.mcap")
+    parts = bags.split(whole, root, 6, frame_ns=100_000_000)
+    damaged = bags.damaged_copy(parts[0], root / "damaged.mcap")
+    binary("eval", "--bag", root / "whole", "--model", root / "model", "--json",
+           root / "single.json", *SETTINGS)
+    return {"root": root, "model": root / "model", "parts": parts, "damaged": damaged,
+            "single": json.loads((root / "single.json").read_text())}
+
+
+def fleet(data, out, bags_, *extra, env=None, on_start=None):
+    """Runs the driver (2 local worker CPUs); `on_start(proc)` runs beside it."""
+    cmd = [sys.executable, str(FLEET), *map(str, bags_), "--out", str(out), "--model",
+           str(data["model"]), "--process", "--eval", "--num-cpus", "2", "--bin", BIN, *SETTINGS,
+           *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, **(env or {})))
+    watcher = threading.Thread(target=on_start, args=(proc,), daemon=True) if on_start else None
+    if watcher:
+        watcher.start()
+    output, _ = proc.communicate(timeout=600)
+    if watcher:
+        watcher.join(timeout=10)
+    summary = json.loads((out / "fleet.json").read_text()) if (out / "fleet.json").exists() else None
+    return proc.returncode, output, summary
+
+
+def processes():
+    """(pid, parent pid, command line) of every process."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        yield int(entry.name), ppid, [c.decode(errors="replace") for c in cmdline if c]
+
+
+def kill_worker_running(bag, killed):
+    """Waits for the binary to run on `bag` and SIGKILLs the Ray worker that started it."""
+
+    def watch(proc):
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            for pid, ppid, cmd in processes():
+                if cmd and cmd[0] == BIN and str(bag) in cmd:
+                    parent = Path(f"/proc/{ppid}/cmdline").read_bytes().decode(errors="replace")
+                    killed.append({"worker": ppid, "worker_cmd": parent, "binary": pid})
+                    os.kill(ppid, signal.SIGKILL)
+                    return
+            time.sleep(0.01)
+
+    return watch
+
+
+def metrics(report):
+    """A report without its timing."""
+    return {k: v for k, v in report.items() if k != "ms_per_frame"}
+
+
+def assert_same(a, b, path=""):
+    """Equal structure and values; floats to 1e-12 relative."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-12, abs=1e-15), path
+    else:
+        assert a == b, path
+
+
+def by_bag(summary):
+    return {Path(r["bag"]).name: r for r in summary["results"]}
+
+
+def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp_path):
+    out = tmp_path / "out"
+    killed = []
+    code, output, summary = fleet(data, out, [*data["parts"], data["damaged"]],
+                                  on_start=kill_worker_running(data["parts"][3], killed))
+    assert killed and "ray::" in killed[0]["worker_cmd"], (killed, output)
+    # The damaged bag fails the run's exit code, after one try.
+    assert code == 1, output
+    results = by_bag(summary)
+    assert (summary["bags"], summary["ok"], summary["failed"]) == (7, 6, 1), output
+    damaged = results["damaged.mcap"]
+    assert damaged["status"] != "ok" and damaged["attempts"] == 1, damaged
+    assert "damaged" in damaged["reason"], damaged
+    # The bag whose worker was killed ran again and finished.
+    part3 = results["part3.mcap"]
+    assert (part3["status"], part3["attempts"]) == ("ok", 2), (part3, output)
+    # Every part: both steps, 2 frames processed into a bag of the node's outputs.
+    for name in (f"part{k}.mcap" for k in range(6)):
+        process = results[name]["steps"]["process"]
+        assert (process["status"], process["processed"]) == ("ok", 2), process
+        assert (Path(results[name]["dir"]) / "processed" / "metadata.yaml").is_file()
+    # The merged evaluation is the evaluation of all 12 frames in one process.
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 12
+    assert_same(metrics(report), metrics(data["single"]))
+    assert (out / "report" / "report.md").is_file()
+
+    # Run again: the six done bags are skipped, the damaged one tried once more.
+    code, output, again = fleet(data, out, [*data["parts"], data["damaged"]])
+    assert code == 1, output
+    assert again["resumed"] == 6, output
+    assert by_bag(again)["damaged.mcap"]["attempts"] == 1
+    assert all(by_bag(again)[f"part{k}.mcap"]["attempts"] == 0 for k in range(6))
+    assert_same(metrics(json.loads((out / "report.json").read_text())), metrics(report))
+
+
+def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
+    # Out of memory in every MC chunk (a fail point of the binary): exit 75 each time.
+    failpoint = {"FAILPOINTS": "engine::mc_chunk=return(0)"}
+    direct = subprocess.run([BIN, "bag", "process", data["parts"][0], tmp_path / "direct",
+                             "--model", data["model"], *SETTINGS], capture_output=True, text=True,
+                            env=dict(os.environ, **failpoint))
+    assert direct.returncode == 75, (
+        "the binary must be built with the failpoints feature (make test-fleet does)",
+        direct.stdout[-500:], direct.stderr[-500:])
+    out = tmp_path / "out"
+    code, output, summary = fleet(data, out, data["parts"][:1], "--max-retries", "2",
+                                  env=failpoint)
+    assert code == 1, output
+    (result,) = summary["results"]
+    assert result["status"] == "failed" and result["attempts"] == 3, (result, output)
+    assert "temporary failure on every try" in result["reason"], result
+    assert not (out / "report.json").exists()
