@@ -155,7 +155,9 @@ def run_bag(job):
                      str(state), "--json", str(work / "eval.json"), *job["args"]], log, env)
         if code != EXIT_OK:
             return failed("eval", code)
-        result["steps"]["eval"] = {"wall_seconds": time.monotonic() - t, "state": str(state)}
+        report = _load(work / "eval.json") or {}
+        result["steps"]["eval"] = {"wall_seconds": time.monotonic() - t, "state": str(state),
+                                   "frames": report.get("images", 0)}
 
     result["status"] = "ok"
     result["seconds"] = time.monotonic() - started
@@ -272,8 +274,9 @@ def progress(done, total, started, frames, line):
 
 
 def frames_of(result):
-    process = result.get("steps", {}).get("process") or {}
-    return process.get("processed", 0)
+    """Frames the bag's task ran the network on (processed, else evaluated)."""
+    steps = result.get("steps", {})
+    return (steps.get("process") or {}).get("processed") or (steps.get("eval") or {}).get("frames", 0)
 
 
 def main(argv=None):
@@ -352,6 +355,7 @@ def main(argv=None):
         )
         pending = {task.remote(job): job for job in jobs}
         frames = 0
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
@@ -426,4 +430,10 @@ def _attempts(work, run):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        # Ray ends the workers and each binary dies with its worker; bags without a result
+        # marker run again next time.
+        print("\nfleet: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
