@@ -6,16 +6,22 @@
 # Part 2 (on the GPU machine, which needs PyTorch 2.11.0 with CUDA but no Rust), from the
 # repository root:
 #     bash .gpu/run.sh            # results in $OUT (or .gpu/results): doctor.txt, *.json
-# It builds nothing and runs, in about 6 minutes on an H200: doctor; the precision test on
-# CUDA (fp16 and bf16 against fp32 with the demo model); bench of fcdensenet103 at 360x480
-# and 480x640, aleatoric and MC-50, in fp32, fp16 and bf16, MC chunks of 16 and 25;
-# moments mode (both rule sets, fp32 and fp16) at 360x480; the
-# PyTorch reference on the same card (eager fp32, eager fp16 + channels-last, and at
-# 360x480 torch.compile fp16 + channels-last) and a kernel profile of the reference's MC
-# frame.
+#     TRAIN_BASELINE_MINUTES=3 bash .gpu/run.sh     # first trains the comparison's baseline
+# It builds nothing and runs, most important first (a run cut short keeps what it did):
+# doctor; with TRAIN_BASELINE_MINUTES, the baseline's data and training; bench of
+# fcdensenet103 at 360x480, aleatoric and MC-50 (chunks of 25), fp32 and fp16, and the
+# PyTorch reference beside it (eager fp32, eager fp16 + channels-last); the precision test
+# on CUDA (fp16 and bf16 against fp32 with the demo model); bf16, MC chunks of 16, moments
+# mode (closed form fp32/fp16, linearized fp16); 480x640 for us and the reference; a
+# kernel profile of the reference's MC frame; torch.compile (fp16 + channels-last) last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make release
+# The same libtorch for the test binary as make's build (Makefile: the cache venv's torch).
+if [[ -z "${LIBTORCH:-}" ]]; then
+    cache="${BAYES_PERCEPTION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bayes_perception}"
+    export LIBTORCH_USE_PYTORCH=1 PATH="$cache/venv/bin:$PATH"
+fi
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p .gpu
 # Stripped: the debug line tables triple the size and the device copy has a size limit.
@@ -46,6 +52,24 @@ export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
 bin="$here/bayes_perception"
 { "$bin" doctor; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } 2>&1 | tee "$out/doctor.txt"
 
+# The homoscedastic baseline of the paper's comparison (issue: uncertainty quality), when
+# TRAIN_BASELINE_MINUTES is set: the demo model's data (synth, seed 1) and config with
+# `loss.homoscedastic: true` (config/train_baseline.yaml), stopped after that many minutes
+# at the latest. The model comes back in $out/baseline/.
+if [[ -n "${TRAIN_BASELINE_MINUTES:-}" ]]; then
+    echo "== baseline: synthetic data, then training for at most $TRAIN_BASELINE_MINUTES min" | tee "$out/train_baseline.log"
+    rm -rf data/synth runs/baseline
+    "$bin" synth --out data/synth --count 2000 --split train --width 240 --height 180 --seed 1 >/dev/null &
+    "$bin" synth --out data/synth --count 40 --split val --width 240 --height 180 --seed 1 >/dev/null
+    wait
+    sed "s/^  max_minutes: .*/  max_minutes: $TRAIN_BASELINE_MINUTES/" config/train_baseline.yaml > config/.train_baseline_device.yaml
+    "$bin" train --config config/.train_baseline_device.yaml --device cuda 2>&1 | tee -a "$out/train_baseline.log"
+    mkdir -p "$out/baseline"
+    cp runs/baseline/best/model.yaml runs/baseline/best/model.safetensors "$out/baseline/" 2>/dev/null
+    cp runs/baseline/metrics.csv "$out/baseline/training_metrics.csv" 2>/dev/null
+    rm -f config/.train_baseline_device.yaml
+fi
+
 echo "== precision: fp16 and bf16 against fp32 on CUDA (tests/precision.rs)" | tee "$out/precision.txt"
 BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/demo" \
     timeout 120 "$here/precision_test" --nocapture --test-threads 1 2>&1 | tee -a "$out/precision.txt"
@@ -60,44 +84,54 @@ print("   median %.2f ms (%.1f frames/s), forward %.0f %%; upload %.2f, forward 
       % (r["median_ms"], r["frames_per_s"], 100 * r["forward_share"], s["upload"], s["forward"], s["device_post"],
          s["download"], s["host_outputs"], round(m["peak_allocated_mib"]) if m else "n/a"))' "$out/$name.json" | tee -a "$out/bench.txt"
 }
-for precision in fp32 fp16 bf16; do
-    for size in "360 480" "480 640"; do
-        set -- $size
-        bench "103_${1}x${2}_aleatoric_$precision" --arch fcdensenet103 --height "$1" --width "$2" \
-            --precision "$precision" --frames 50 --warmup 5
-        for b in 16 25; do
-            bench "103_${1}x${2}_mc50_b${b}_$precision" --arch fcdensenet103 --height "$1" --width "$2" \
-                --precision "$precision" --mode mc --samples 50 --batch-size "$b" --frames 5 --warmup 2
-        done
+ours() {  # height width precision [mc batch sizes...]
+    local h="$1" w="$2" p="$3"; shift 3
+    bench "103_${h}x${w}_aleatoric_$p" --arch fcdensenet103 --height "$h" --width "$w" \
+        --precision "$p" --frames 50 --warmup 5
+    for b in "$@"; do
+        bench "103_${h}x${w}_mc50_b${b}_$p" --arch fcdensenet103 --height "$h" --width "$w" \
+            --precision "$p" --mode mc --samples 50 --batch-size "$b" --frames 5 --warmup 2
     done
-done
-# Sampling-free epistemic (mode moments): both rule sets, fp32 and fp16, at 360x480.
-for precision in fp32 fp16; do
-    for rules in closed_form linearized; do
-        bench "103_360x480_moments_${rules}_$precision" --arch fcdensenet103 --height 360 --width 480 \
-            --precision "$precision" --mode moments --rules "$rules" --frames 20 --warmup 3
-    done
-done
-
+}
 reference() {  # name, then pytorch_reference.py arguments
     local name="$1"; shift
     echo "== pytorch $name: $*" | tee -a "$out/bench.txt"
     timeout 150 "$python" "$here/pytorch_reference.py" --device cuda --arch fcdensenet103 --json "$out/pytorch_$name.json" "$@" 2>&1 | tee -a "$out/bench.txt"
 }
-for size in "360 480" "480 640"; do
-    set -- $size
-    setups=("fp32:--dtype fp32" "fp16_cl:--dtype fp16 --channels-last")
-    # torch.compile takes a minute or two per shape: at 360x480 only.
-    [[ $1 == 360 ]] && setups+=("fp16_cl_compiled:--dtype fp16 --channels-last --compile")
-    for setup in "${setups[@]}"; do
-        name="${setup%%:*}"; flags="${setup#*:}"
-        reference "${1}x${2}_aleatoric_$name" --height "$1" --width "$2" --frames 50 --warmup 5 $flags
-        reference "${1}x${2}_mc50_b25_$name" --height "$1" --width "$2" --mode mc --samples 50 --batch-size 25 --frames 5 --warmup 2 $flags
-    done
+reference_pair() {  # height width name flags...
+    local h="$1" w="$2" name="$3"; shift 3
+    reference "${h}x${w}_aleatoric_$name" --height "$h" --width "$w" --frames 50 --warmup 5 "$@"
+    reference "${h}x${w}_mc50_b25_$name" --height "$h" --width "$w" --mode mc --samples 50 --batch-size 25 --frames 5 --warmup 2 "$@"
+}
+
+# In order of what matters most, so that a run cut short by its time limit has the rest:
+# the 360x480 target set-up against PyTorch first, then precision, other sizes and modes.
+ours 360 480 fp32 25
+ours 360 480 fp16 25
+reference_pair 360 480 fp32 --dtype fp32
+reference_pair 360 480 fp16_cl --dtype fp16 --channels-last
+
+echo "== precision: fp16 and bf16 against fp32 on CUDA (tests/precision.rs)" | tee "$out/precision.txt"
+BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/demo" \
+    timeout 120 "$here/precision_test" --nocapture --test-threads 1 2>&1 | tee -a "$out/precision.txt"
+
+ours 360 480 bf16 25
+bench 103_360x480_mc50_b16_fp16 --arch fcdensenet103 --height 360 --width 480 --precision fp16 \
+    --mode mc --samples 50 --batch-size 16 --frames 5 --warmup 2
+# Sampling-free epistemic (mode moments) at 360x480.
+for setup in closed_form:fp32 closed_form:fp16 linearized:fp16; do
+    bench "103_360x480_moments_${setup%%:*}_${setup#*:}" --arch fcdensenet103 --height 360 --width 480 \
+        --precision "${setup#*:}" --mode moments --rules "${setup%%:*}" --frames 20 --warmup 3
 done
+ours 480 640 fp32 25
+ours 480 640 fp16 25
+reference_pair 480 640 fp32 --dtype fp32
+reference_pair 480 640 fp16_cl --dtype fp16 --channels-last
 echo "== pytorch profile of one MC-50 frame, fp16 channels-last (top CUDA kernels)" | tee -a "$out/bench.txt"
 timeout 120 "$python" "$here/pytorch_reference.py" --device cuda --arch fcdensenet103 --mode mc --samples 50 \
     --batch-size 25 --frames 1 --warmup 1 --dtype fp16 --channels-last --profile 2>&1 | tee "$out/profile_mc50_fp16.txt"
+# torch.compile takes a minute or two per shape: last.
+reference_pair 360 480 fp16_cl_compiled --dtype fp16 --channels-last --compile
 RUN
 chmod +x .gpu/run.sh
 echo "bundle ready in .gpu/ ($(du -sh .gpu | cut -f1)); on the GPU machine, from the repository root: bash .gpu/run.sh"
