@@ -5,7 +5,7 @@
 #
 # Part 2 (on the GPU machine, which needs PyTorch 2.11.0 with CUDA but no Rust), from the
 # repository root:
-#     bash .gpu/run.sh            # results in $OUT (or .gpu/results): doctor.txt, *.json
+#     bash .gpu/run.sh            # results in .gpu/results, packed into $OUT/results.tgz
 #     TRAIN_BASELINE_MINUTES=3 bash .gpu/run.sh     # first trains the comparison's baseline
 # It builds nothing and runs, most important first (a run cut short keeps what it did):
 # doctor; with TRAIN_BASELINE_MINUTES, the baseline's data and training; bench of
@@ -40,8 +40,16 @@ cat > .gpu/run.sh <<'RUN'
 # them to $OUT. Run from the repository root (models/demo is used).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-out="${OUT:-$here/results}"
+# Results are written to .gpu/results and packed after every step into one archive in
+# $OUT (the device tool returns at most 8 files; a run cut off by its time limit keeps
+# everything packed so far).
+out="$here/results"
+rm -rf "$out"
 mkdir -p "$out"
+pack() {
+    [[ -n "${OUT:-}" ]] || return 0
+    tar czf "$OUT/results.tgz.part" -C "$out" . && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
+}
 python=""
 for candidate in /opt/torch/.venv/bin/python3 python3; do
     if "$candidate" -c 'import torch' 2>/dev/null; then python="$candidate"; break; fi
@@ -51,6 +59,7 @@ torch_lib="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
 bin="$here/bayes_perception"
 { "$bin" doctor; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } 2>&1 | tee "$out/doctor.txt"
+pack
 
 # The homoscedastic baseline of the paper's comparison (issue: uncertainty quality), when
 # TRAIN_BASELINE_MINUTES is set: the demo model's data (synth, seed 1) and config with
@@ -68,11 +77,13 @@ if [[ -n "${TRAIN_BASELINE_MINUTES:-}" ]]; then
     cp runs/baseline/best/model.yaml runs/baseline/best/model.safetensors "$out/baseline/" 2>/dev/null
     cp runs/baseline/metrics.csv "$out/baseline/training_metrics.csv" 2>/dev/null
     rm -f config/.train_baseline_device.yaml
+    pack
 fi
 
 echo "== precision: fp16 and bf16 against fp32 on CUDA (tests/precision.rs)" | tee "$out/precision.txt"
 BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/demo" \
     timeout 120 "$here/precision_test" --nocapture --test-threads 1 2>&1 | tee -a "$out/precision.txt"
+pack
 
 bench() {  # name, then bench arguments
     local name="$1"; shift
@@ -83,6 +94,7 @@ r = json.load(open(sys.argv[1])); s = r["stages_median_ms"]; m = r.get("gpu_memo
 print("   median %.2f ms (%.1f frames/s), forward %.0f %%; upload %.2f, forward %.2f, device post %.2f, download %.2f, host %.2f ms; peak allocated %s MiB"
       % (r["median_ms"], r["frames_per_s"], 100 * r["forward_share"], s["upload"], s["forward"], s["device_post"],
          s["download"], s["host_outputs"], round(m["peak_allocated_mib"]) if m else "n/a"))' "$out/$name.json" | tee -a "$out/bench.txt"
+    pack
 }
 ours() {  # height width precision [mc batch sizes...]
     local h="$1" w="$2" p="$3"; shift 3
@@ -97,6 +109,7 @@ reference() {  # name, then pytorch_reference.py arguments
     local name="$1"; shift
     echo "== pytorch $name: $*" | tee -a "$out/bench.txt"
     timeout 150 "$python" "$here/pytorch_reference.py" --device cuda --arch fcdensenet103 --json "$out/pytorch_$name.json" "$@" 2>&1 | tee -a "$out/bench.txt"
+    pack
 }
 reference_pair() {  # height width name flags...
     local h="$1" w="$2" name="$3"; shift 3
@@ -114,6 +127,7 @@ reference_pair 360 480 fp16_cl --dtype fp16 --channels-last
 echo "== precision: fp16 and bf16 against fp32 on CUDA (tests/precision.rs)" | tee "$out/precision.txt"
 BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/demo" \
     timeout 120 "$here/precision_test" --nocapture --test-threads 1 2>&1 | tee -a "$out/precision.txt"
+pack
 
 ours 360 480 bf16 25
 bench 103_360x480_mc50_b16_fp16 --arch fcdensenet103 --height 360 --width 480 --precision fp16 \
@@ -130,6 +144,7 @@ reference_pair 480 640 fp16_cl --dtype fp16 --channels-last
 echo "== pytorch profile of one MC-50 frame, fp16 channels-last (top CUDA kernels)" | tee -a "$out/bench.txt"
 timeout 120 "$python" "$here/pytorch_reference.py" --device cuda --arch fcdensenet103 --mode mc --samples 50 \
     --batch-size 25 --frames 1 --warmup 1 --dtype fp16 --channels-last --profile 2>&1 | tee "$out/profile_mc50_fp16.txt"
+pack
 # torch.compile takes a minute or two per shape: last.
 reference_pair 360 480 fp16_cl_compiled --dtype fp16 --channels-last --compile
 RUN
