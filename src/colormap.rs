@@ -20,6 +20,10 @@ pub enum Colormap {
     Inferno,
 }
 
+/// Entries of a colormap's lookup table: steps of 1/4095 over [0, 1], finer than 8-bit
+/// colour resolves (neighbouring entries differ by at most one level per channel).
+const LUT_SIZE: usize = 4096;
+
 impl Colormap {
     fn gradient(self) -> colorous::Gradient {
         match self {
@@ -28,11 +32,37 @@ impl Colormap {
         }
     }
 
-    /// The colour of `t` in [0, 1] (clamped).
-    pub fn at(self, t: f64) -> Rgb<u8> {
-        let c = self.gradient().eval_continuous(t.clamp(0.0, 1.0));
-        Rgb([c.r, c.g, c.b])
+    /// The colormap sampled at `LUT_SIZE` evenly spaced points, built once. Colouring a
+    /// pixel is then a table look-up instead of a spline evaluation in f64 (the node
+    /// colours several full images per frame).
+    fn table(self) -> &'static [[u8; 3]; LUT_SIZE] {
+        static TURBO: std::sync::OnceLock<Box<[[u8; 3]; LUT_SIZE]>> = std::sync::OnceLock::new();
+        static INFERNO: std::sync::OnceLock<Box<[[u8; 3]; LUT_SIZE]>> = std::sync::OnceLock::new();
+        let cell = match self {
+            Colormap::Turbo => &TURBO,
+            Colormap::Inferno => &INFERNO,
+        };
+        cell.get_or_init(|| {
+            let gradient = self.gradient();
+            let mut table = Box::new([[0u8; 3]; LUT_SIZE]);
+            for (i, entry) in table.iter_mut().enumerate() {
+                let c = gradient.eval_continuous(i as f64 / (LUT_SIZE - 1) as f64);
+                *entry = [c.r, c.g, c.b];
+            }
+            table
+        })
     }
+
+    /// The colour of `t` in [0, 1] (clamped; NaN counts as 0).
+    pub fn at(self, t: f64) -> Rgb<u8> {
+        Rgb(self.table()[lut_index(t)])
+    }
+}
+
+/// The table entry nearest to `t` (clamped to [0, 1]; NaN → 0).
+fn lut_index(t: f64) -> usize {
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+    (t * (LUT_SIZE - 1) as f64).round() as usize
 }
 
 /// What a false-colour image shows: colormap, value range and unit.
@@ -78,26 +108,40 @@ impl ColorScale {
             return Rgb([0, 0, 0]);
         }
         self.colormap
-            .at((value as f64 - self.min) / (self.max - self.min))
+            .at((value as f64 - self.min) * (1.0 / (self.max - self.min)))
     }
 
+    /// The whole image in false colour: the same colours as [`ColorScale::color`] per
+    /// pixel, in one pass over the raw values.
     pub fn colorize(&self, image: &FloatImage) -> RgbImage {
-        RgbImage::from_fn(image.width(), image.height(), |x, y| {
-            self.color(image.get_pixel(x, y).0[0])
-        })
+        let table = self.colormap.table();
+        let (offset, scale) = (self.min, 1.0 / (self.max - self.min));
+        let mut data = Vec::with_capacity(image.as_raw().len() * 3);
+        for &v in image.as_raw() {
+            let rgb = if v.is_nan() {
+                [0, 0, 0]
+            } else {
+                table[lut_index((v as f64 - offset) * scale)]
+            };
+            data.extend_from_slice(&rgb);
+        }
+        RgbImage::from_raw(image.width(), image.height(), data).expect("3 bytes per pixel")
     }
 }
 
-/// Label ids to colours; ids outside the palette are drawn black.
-pub fn colorize_labels<F: Fn(u32, u32) -> usize>(
+/// Label ids (row-major, `width * height` of them) to colours; ids outside the palette are
+/// drawn black.
+pub fn colorize_labels(
     width: u32,
     height: u32,
-    label_at: F,
+    ids: impl Iterator<Item = usize>,
     palette: &[[u8; 3]],
 ) -> RgbImage {
-    RgbImage::from_fn(width, height, |x, y| {
-        Rgb(palette.get(label_at(x, y)).copied().unwrap_or([0, 0, 0]))
-    })
+    let mut data = Vec::with_capacity(width as usize * height as usize * 3);
+    for id in ids {
+        data.extend_from_slice(palette.get(id).unwrap_or(&[0, 0, 0]));
+    }
+    RgbImage::from_raw(width, height, data).expect("one label per pixel")
 }
 
 /// A well-spread colour for class `i` (golden-ratio hue steps), for models without a
@@ -166,6 +210,41 @@ pub fn draw_text(image: &mut RgbImage, text: &str, x0: u32, y0: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lookup_table_follows_the_colormap_within_one_level() {
+        for colormap in [Colormap::Turbo, Colormap::Inferno] {
+            let exact = |t: f64| {
+                let c = colormap.gradient().eval_continuous(t);
+                [c.r, c.g, c.b]
+            };
+            assert_eq!(colormap.at(0.0).0, exact(0.0));
+            assert_eq!(colormap.at(1.0).0, exact(1.0));
+            for i in 0..=10_000 {
+                let t = i as f64 / 10_000.0;
+                let (got, want) = (colormap.at(t).0, exact(t));
+                for c in 0..3 {
+                    assert!(
+                        (got[c] as i32 - want[c] as i32).abs() <= 1,
+                        "{colormap:?} at {t}: {got:?} against {want:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn colorize_gives_each_pixel_its_color() {
+        let scale = ColorScale::uncertainty(2.0, "nats");
+        let values = [0.0, 0.3, 1.0, 1.999, 2.0, 5.0, -1.0, f32::NAN, f32::INFINITY];
+        let image = FloatImage::from_raw(3, 3, values.to_vec()).unwrap();
+        let colored = scale.colorize(&image);
+        for (i, &v) in values.iter().enumerate() {
+            let (x, y) = (i as u32 % 3, i as u32 / 3);
+            assert_eq!(*colored.get_pixel(x, y), scale.color(v), "value {v}");
+        }
+        assert_eq!(*colored.get_pixel(1, 2), Rgb([0, 0, 0]), "NaN is black");
+    }
 
     #[test]
     fn fixed_range_clamps_and_nan_is_black() {

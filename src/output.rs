@@ -144,7 +144,14 @@ pub fn float_images<'a>(
 /// The label image in the model's class colours.
 pub fn label_colors(labels: &LabelImage, palette: &[[u8; 3]]) -> RgbImage {
     let (w, h) = labels.dimensions();
-    colorize_labels(w, h, |x, y| labels.get(x, y), palette)
+    match labels {
+        LabelImage::U8(img) => {
+            colorize_labels(w, h, img.as_raw().iter().map(|&v| v as usize), palette)
+        }
+        LabelImage::U16(img) => {
+            colorize_labels(w, h, img.as_raw().iter().map(|&v| v as usize), palette)
+        }
+    }
 }
 
 /// Writes every output image of `prediction` into `dir` (created if needed) and returns

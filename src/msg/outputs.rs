@@ -177,11 +177,10 @@ pub fn build_outputs(
 
 /// `32FC1` in the host's byte order (flagged in `is_bigendian`).
 pub fn float_message(header: &Header, image: &FloatImage) -> Image {
-    let data = image
-        .as_raw()
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect();
+    let mut data = Vec::with_capacity(image.as_raw().len() * 4);
+    for v in image.as_raw() {
+        data.extend_from_slice(&v.to_ne_bytes());
+    }
     Image {
         header: header.clone(),
         height: image.height(),
@@ -214,7 +213,13 @@ pub fn label_message(header: &Header, labels: &LabelImage) -> Image {
         LabelImage::U16(img) => (
             "16UC1",
             width * 2,
-            img.as_raw().iter().flat_map(|v| v.to_ne_bytes()).collect(),
+            {
+                let mut data = Vec::with_capacity(img.as_raw().len() * 2);
+                for v in img.as_raw() {
+                    data.extend_from_slice(&v.to_ne_bytes());
+                }
+                data
+            },
             cfg!(target_endian = "big") as u8,
         ),
     };
