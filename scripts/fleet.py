@@ -240,6 +240,14 @@ def fingerprint(args, binary_version, bag):
     return h.hexdigest()[:16]
 
 
+def bag_size(bag):
+    """Bytes of a bag (a file, or every file of a bag directory)."""
+    path = Path(bag)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
 def run_args(args):
     """Arguments both steps take (the binary's RunArgs)."""
     out = []
@@ -353,6 +361,9 @@ def main(argv=None):
             num_cpus=args.cpus_per_task, num_gpus=args.gpus_per_task,
             max_retries=args.max_retries, retry_exceptions=True,
         )
+        # Largest bags first, so that a long bag does not start last and keep one worker
+        # busy while the others idle.
+        jobs.sort(key=lambda job: bag_size(job["bag"]), reverse=True)
         pending = {task.remote(job): job for job in jobs}
         frames = 0
         signal.signal(signal.SIGTERM, signal.default_int_handler)
