@@ -236,7 +236,17 @@ mod tests {
     #[test]
     fn colorize_gives_each_pixel_its_color() {
         let scale = ColorScale::uncertainty(2.0, "nats");
-        let values = [0.0, 0.3, 1.0, 1.999, 2.0, 5.0, -1.0, f32::NAN, f32::INFINITY];
+        let values = [
+            0.0,
+            0.3,
+            1.0,
+            1.999,
+            2.0,
+            5.0,
+            -1.0,
+            f32::NAN,
+            f32::INFINITY,
+        ];
         let image = FloatImage::from_raw(3, 3, values.to_vec()).unwrap();
         let colored = scale.colorize(&image);
         for (i, &v) in values.iter().enumerate() {
