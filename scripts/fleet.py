@@ -61,12 +61,22 @@ class TransientFailure(RuntimeError):
 
 
 def _die_with_parent():
-    """The binary dies with the Ray worker that started it (PR_SET_PDEATHSIG), so a killed
-    worker leaves no process behind that writes into the bag's directory while the retry
-    does."""
+    """A pre-exec hook: the binary gets SIGKILL when the Ray worker that started it dies
+    (PR_SET_PDEATHSIG), so a killed worker leaves no process writing into the bag's
+    directory while the retry does. libc is loaded here, in the worker, so that the hook
+    itself (run between fork and exec) only makes two system calls; a worker that died
+    before the hook ran is noticed by the parent pid having changed."""
     import ctypes
 
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook():
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(EXIT_TRANSIENT)
+
+    return hook
 
 
 def _run(cmd, log, env):
@@ -76,7 +86,7 @@ def _run(cmd, log, env):
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
         return subprocess.run(
-            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent()
         ).returncode
 
 
@@ -100,17 +110,31 @@ def _write_json(path, value):
 
 
 def run_bag(job):
-    """Runs the steps of one bag. Returns its result (status ok or failed); raises
-    TransientFailure when another try may pass."""
+    """Runs the steps of one bag. Returns its result (status ok, damaged or failed);
+    raises TransientFailure, which Ray retries, only when another try may pass. Any other
+    exception (a bug, a permission problem) is a failed result, not retried."""
+    try:
+        return _run_bag(job)
+    except TransientFailure:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported with its type, never retried
+        return {"bag": job["bag"], "dir": job["dir"], "status": "failed",
+                "reason": f"{type(e).__name__}: {e}"}
+
+
+def _run_bag(job):
     work = Path(job["dir"])
     work.mkdir(parents=True, exist_ok=True)
+    # A result of an earlier run must not outlive this attempt if it fails half-way.
+    (work / RESULT).unlink(missing_ok=True)
     log = work / "log.txt"
     with open(work / "attempts", "a") as f:
         f.write(f"run {job['run']} {time.strftime('%Y-%m-%dT%H:%M:%S')} {socket.gethostname()} "
                 f"pid {os.getpid()}\n")
     env = dict(os.environ)
     if job["cpus_per_task"] and not job["gpus_per_task"]:
-        # libtorch's threads: as many as the task was given, not every core of the node.
+        # libtorch's threads: as many as the task was given, not every core of the node
+        # (Ray sets this too, for tasks it gives whole CPUs).
         env.setdefault("OMP_NUM_THREADS", str(max(1, int(job["cpus_per_task"]))))
     result = {"bag": job["bag"], "dir": str(work), "fingerprint": job["fingerprint"],
               "host": socket.gethostname(), "steps": {}}
@@ -120,8 +144,11 @@ def run_bag(job):
         if code == EXIT_TRANSIENT or code == EXIT_INTERRUPTED or code < 0:
             why = f"signal {-code}" if code < 0 else f"exit {code}"
             raise TransientFailure(f"{job['bag']}: {step} failed ({why}): {_last_error(log)}")
-        result.setdefault("status", "failed")
-        result.update(step=step, exit_code=code, reason=_last_error(log))
+        reason = _last_error(log)
+        # The binary's words for a damaged input: "input damaged: ..." after processing up
+        # to the damage, "input damaged before any camera frame: ..." when nothing was.
+        result["status"] = "damaged" if "input damaged" in reason else "failed"
+        result.update(step=step, exit_code=code, reason=reason)
         result["seconds"] = time.monotonic() - started
         _write_json(work / RESULT, result)
         return result
@@ -129,8 +156,9 @@ def run_bag(job):
     if job["process"]:
         summary_path = work / "process.json"
         done = _load(summary_path)
-        if not (done and done.get("status") == "ok" and done.get("fingerprint") == job["fingerprint"]
-                and (work / "processed").is_dir()):
+        if job["redo"] or not (done and done.get("status") == "ok"
+                               and done.get("fingerprint") == job["fingerprint"]
+                               and (work / "processed").is_dir()):
             summary_path.unlink(missing_ok=True)
             t = time.monotonic()
             code = _run([job["bin"], "bag", "process", job["bag"], str(work / "processed"),
@@ -141,8 +169,7 @@ def run_bag(job):
             if summary_path.exists():
                 _write_json(summary_path, summary)
             if code != EXIT_OK:
-                if summary.get("status") == "damaged":
-                    result.update(status="damaged", damage=summary.get("damage"))
+                result["damage"] = summary.get("damage")
                 return failed("process", code)
         result["steps"]["process"] = _load(summary_path)
 
@@ -222,16 +249,21 @@ def _hash_tree(h, path):
                 h.update(block)
 
 
-def fingerprint(args, binary_version, bag):
-    """What a bag's result depends on: the binary, the model's files, the params file, the
-    settings, and the bag (path, size and modification time of its files)."""
+def setup_digest(args, binary_path):
+    """What every bag's result depends on: the binary's bytes, the model's files, the
+    params file and the settings. Computed once per run."""
     h = hashlib.sha256()
-    h.update(binary_version.encode())
-    if args.model:
-        _hash_tree(h, args.model)
+    _hash_tree(h, binary_path)
+    _hash_tree(h, args.model)
     if args.config:
         _hash_tree(h, args.config)
     h.update(json.dumps([args.process, args.eval, run_args(args), eval_args(args)]).encode())
+    return h.hexdigest()
+
+
+def fingerprint(setup, bag):
+    """The run's set-up and the bag (path, size and modification time of its files)."""
+    h = hashlib.sha256(setup.encode())
     path = Path(bag)
     for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
         if f.is_file():
@@ -296,7 +328,8 @@ def main(argv=None):
     p.add_argument("bags", nargs="*", help="bag directories or .mcap/.db3 files; globs allowed")
     p.add_argument("--manifest", help="a file with one bag per line (# comments)")
     p.add_argument("--out", required=True, type=Path, help="output directory (created)")
-    p.add_argument("--model", help="model directory (default: the params file's)")
+    p.add_argument("--model", required=True,
+                   help="model directory (its files are part of each bag's fingerprint)")
     p.add_argument("--config", help="the node's params file (YAML)")
     p.add_argument("--process", action="store_true", help="bag process every bag")
     p.add_argument("--eval", action="store_true",
@@ -323,7 +356,11 @@ def main(argv=None):
         p.error("say what to do: --process, --eval or both")
 
     bags = find_bags(args.bags, args.manifest)
+    # Workers may start in another directory: every path they get is absolute.
+    args.model = os.path.abspath(args.model)
+    args.config = os.path.abspath(args.config) if args.config else None
     path, version = binary(args)
+    setup = setup_digest(args, path)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -332,7 +369,7 @@ def main(argv=None):
     for bag in bags:
         job = {
             "bag": bag, "dir": str(bag_dir(out, bag)), "bin": path, "run": run,
-            "fingerprint": fingerprint(args, version, bag),
+            "fingerprint": fingerprint(setup, bag), "redo": args.redo,
             "process": args.process, "eval": args.eval,
             "args": run_args(args), "eval_args": eval_args(args),
             "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
@@ -355,8 +392,17 @@ def main(argv=None):
             ray.init(address=args.address, include_dashboard=False)
         else:
             ray.init(num_cpus=args.num_cpus, include_dashboard=False)
-        print(f"fleet: Ray cluster with {ray.cluster_resources().get('CPU', 0):.0f} CPU(s), "
-              f"{ray.cluster_resources().get('GPU', 0):.0f} GPU(s)", flush=True)
+        resources = ray.cluster_resources()
+        print(f"fleet: Ray cluster with {resources.get('CPU', 0):.0f} CPU(s), "
+              f"{resources.get('GPU', 0):.0f} GPU(s)", flush=True)
+        for kind, wanted in (("CPU", args.cpus_per_task), ("GPU", args.gpus_per_task)):
+            if wanted > resources.get(kind, 0):
+                message = (f"each task asks for {wanted:g} {kind}(s) and the cluster has "
+                           f"{resources.get(kind, 0):g}")
+                if not args.address:
+                    ray.shutdown()
+                    sys.exit(f"fleet: {message}; the tasks could never start")
+                print(f"fleet: warning: {message} now; the tasks wait for more", flush=True)
         task = ray.remote(run_bag).options(
             num_cpus=args.cpus_per_task, num_gpus=args.gpus_per_task,
             max_retries=args.max_retries, retry_exceptions=True,
@@ -373,14 +419,17 @@ def main(argv=None):
             try:
                 result = ray.get(ready[0])
             except ray.exceptions.RayTaskError as e:
-                # A temporary failure on every try.
+                # The task raised TransientFailure on every try (run_bag raises nothing
+                # else).
                 cause = e.cause if getattr(e, "cause", None) else e
                 result = {"bag": job["bag"], "dir": job["dir"], "status": "failed",
                           "reason": f"temporary failure on every try: {cause}"}
-            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                    ray.exceptions.RayError) as e:
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
                 result = {"bag": job["bag"], "dir": job["dir"], "status": "failed",
-                          "reason": f"the worker died on every try: {type(e).__name__}"}
+                          "reason": f"the worker died on every try ({type(e).__name__})"}
+            except ray.exceptions.RayError as e:
+                result = {"bag": job["bag"], "dir": job["dir"], "status": "failed",
+                          "reason": f"Ray gave up on the task: {type(e).__name__}: {e}"}
             result["attempts"] = _attempts(job["dir"], run)
             results[job["bag"]] = result
             frames += frames_of(result)
@@ -405,11 +454,12 @@ def main(argv=None):
         "results": ordered,
     }
     report_code = 0
+    # Last run's report must not stand beside this run's summary.
+    shutil.rmtree(out / "report", ignore_errors=True)
+    (out / "report.json").unlink(missing_ok=True)
     if args.eval and ok:
         states = [str(Path(r["dir"]) / "eval_state.json") for r in ok]
         report = out / "report"
-        if report.exists():
-            shutil.rmtree(report)
         merged = subprocess.run([path, "eval", "--merge", *states, "--json",
                                  str(out / "report.json"), "--out", str(report)],
                                 capture_output=True, text=True)

@@ -130,13 +130,16 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     code, output, summary = fleet(data, out, [*data["parts"], data["damaged"]],
                                   on_start=kill_worker_running(data["parts"][3], killed))
     assert killed and "ray::" in killed[0]["worker_cmd"], (killed, output)
+    # The binary died with its worker (gone, or a zombie nobody waits for).
+    state = Path(f"/proc/{killed[0]['binary']}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z", killed
     # The damaged bag fails the run's exit code, after one try.
     assert code == 1, output
     results = by_bag(summary)
     assert (summary["bags"], summary["ok"], summary["failed"]) == (7, 6, 1), output
     damaged = results["damaged.mcap"]
-    assert damaged["status"] != "ok" and damaged["attempts"] == 1, damaged
-    assert "damaged" in damaged["reason"], damaged
+    assert (damaged["status"], damaged["attempts"]) == ("damaged", 1), damaged
+    assert "input damaged" in damaged["reason"], damaged
     # The bag whose worker was killed ran again and finished.
     part3 = results["part3.mcap"]
     assert (part3["status"], part3["attempts"]) == ("ok", 2), (part3, output)
@@ -159,6 +162,18 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     assert all(by_bag(again)[f"part{k}.mcap"]["attempts"] == 0 for k in range(6))
     assert_same(metrics(json.loads((out / "report.json").read_text())), metrics(report))
 
+    # Other settings are another result: those bags run again; --redo runs a done bag again.
+    two = data["parts"][:2]
+    code, output, changed = fleet(data, out, two, "--samples", "4")
+    assert code == 0, output
+    assert [r["attempts"] for r in changed["results"]] == [1, 1], output
+    assert changed["resumed"] == 0
+    code, output, redone = fleet(data, out, two[:1], "--samples", "4", "--redo")
+    assert code == 0 and redone["results"][0]["attempts"] == 1, output
+    log = (Path(redone["results"][0]["dir"]) / "log.txt").read_text().splitlines()
+    runs = [line for line in log if line.startswith("$ ") and " bag process " in line]
+    assert len(runs) == 3, log  # the first run, the settings change, --redo
+
 
 def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
     # Out of memory in every MC chunk (a fail point of the binary): exit 75 each time.
@@ -176,4 +191,5 @@ def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
     (result,) = summary["results"]
     assert result["status"] == "failed" and result["attempts"] == 3, (result, output)
     assert "temporary failure on every try" in result["reason"], result
+    assert "process failed (exit 75)" in result["reason"], result
     assert not (out / "report.json").exists()
