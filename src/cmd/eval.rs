@@ -2,7 +2,7 @@
 //! (`--compare`) the paper's four set-ups side by side.
 
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -180,22 +180,25 @@ fn run_bag(
 /// `eval --merge`: the states of parts of the data as one evaluation.
 fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let mut merged: Option<EvaluationState> = None;
+    let (mut models, mut parts) = (Vec::new(), Vec::new());
     for path in &args.merge {
         let state = EvaluationState::load(path)?;
+        if !models.contains(&state.model) {
+            models.push(state.model.clone());
+        }
+        parts.push(state.data.clone());
         match merged.as_mut() {
             None => merged = Some(state),
-            Some(m) => {
-                m.evaluation
-                    .merge(&state.evaluation)
-                    .map_err(|e| anyhow::anyhow!("cannot merge {}: {e}", path.display()))?;
-                if m.model != state.model {
-                    m.model = format!("{}, {}", m.model, state.model);
-                }
-                m.data = format!("{}, {}", m.data, state.data);
-            }
+            Some(m) => m
+                .evaluation
+                .merge(&state.evaluation)
+                .map_err(|e| anyhow::anyhow!("cannot merge {}: {e}", path.display()))?,
         }
     }
-    let merged = merged.expect("clap requires a state");
+    let mut merged = merged.expect("clap requires a state");
+    // A fleet's merge has thousands of parts: the report names a few.
+    merged.model = abridged(&models);
+    merged.data = abridged(&parts);
     let report = merged.evaluation.report();
     let what = format!("{} state(s) merged", args.merge.len());
     print_report(&report, &what);
@@ -205,7 +208,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = &args.out {
         let provenance = Provenance {
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: merge_command(&args.merge),
             model: merged.model.clone(),
             split: merged.data.clone(),
             sheets: Vec::new(),
@@ -218,6 +221,36 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The items joined with commas; more than four as the first two, the last and how many
+/// are left out.
+fn abridged(items: &[String]) -> String {
+    match items {
+        [first, second, .., last] if items.len() > 4 => {
+            format!("{first}, {second}, … ({} more), {last}", items.len() - 3)
+        }
+        _ => items.join(", "),
+    }
+}
+
+/// This command line, with a long list of merged state files abridged.
+fn merge_command(states: &[PathBuf]) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    if states.len() <= 4 {
+        return args.join(" ");
+    }
+    let listed: Vec<String> = states.iter().map(|p| p.display().to_string()).collect();
+    let (first, last) = (&listed[0], &listed[listed.len() - 1]);
+    let mut out = Vec::new();
+    for arg in &args {
+        if arg == first {
+            out.push(format!("{first} … ({} more state files)", states.len() - 2));
+        } else if arg == last || !listed.contains(arg) {
+            out.push(arg.clone());
+        }
+    }
+    out.join(" ")
 }
 
 /// The engine of an evaluation: as configured, keeping class probabilities for the NLL.
@@ -509,5 +542,18 @@ fn print_uncertainties(list: &[UncertaintyQuality], score: &str, header: &[Strin
                 cells.join(" ")
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abridged;
+
+    #[test]
+    fn long_lists_of_merged_parts_are_abridged() {
+        let parts = |n: usize| (1..=n).map(|i| format!("bag{i}")).collect::<Vec<_>>();
+        assert_eq!(abridged(&parts(1)), "bag1");
+        assert_eq!(abridged(&parts(4)), "bag1, bag2, bag3, bag4");
+        assert_eq!(abridged(&parts(1000)), "bag1, bag2, … (997 more), bag1000");
     }
 }
