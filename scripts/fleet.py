@@ -238,11 +238,16 @@ def bag_dir(out, bag):
     return out / "bags" / f"{stem}-{digest}"
 
 
+def files_of(path):
+    """A file, or every file under a directory, in a fixed order."""
+    path = Path(path)
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
 def _hash_tree(h, path):
     """Feeds a file, or every file of a directory, into the hash (names and contents)."""
     path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
+    for f in files_of(path):
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         with open(f, "rb") as data:
             for block in iter(lambda: data.read(1 << 20), b""):
@@ -264,20 +269,15 @@ def setup_digest(args, binary_path):
 def fingerprint(setup, bag):
     """The run's set-up and the bag (path, size and modification time of its files)."""
     h = hashlib.sha256(setup.encode())
-    path = Path(bag)
-    for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for f in files_of(bag):
+        st = f.stat()
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
 def bag_size(bag):
     """Bytes of a bag (a file, or every file of a bag directory)."""
-    path = Path(bag)
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
+    return sum(f.stat().st_size for f in files_of(bag))
 
 
 def run_args(args):

@@ -104,28 +104,28 @@ impl ColorScale {
     }
 
     pub fn color(&self, value: f32) -> Rgb<u8> {
-        if value.is_nan() {
-            return Rgb([0, 0, 0]);
-        }
-        self.colormap
-            .at((value as f64 - self.min) * (1.0 / (self.max - self.min)))
+        Rgb(self.entry(self.colormap.table(), 1.0 / (self.max - self.min), value))
     }
 
-    /// The whole image in false colour: the same colours as [`ColorScale::color`] per
-    /// pixel, in one pass over the raw values.
+    /// The whole image in false colour: [`ColorScale::color`] of each pixel, in one pass
+    /// over the raw values.
     pub fn colorize(&self, image: &FloatImage) -> RgbImage {
-        let table = self.colormap.table();
-        let (offset, scale) = (self.min, 1.0 / (self.max - self.min));
+        let (table, scale) = (self.colormap.table(), 1.0 / (self.max - self.min));
         let mut data = Vec::with_capacity(image.as_raw().len() * 3);
         for &v in image.as_raw() {
-            let rgb = if v.is_nan() {
-                [0, 0, 0]
-            } else {
-                table[lut_index((v as f64 - offset) * scale)]
-            };
-            data.extend_from_slice(&rgb);
+            data.extend_from_slice(&self.entry(table, scale, v));
         }
         RgbImage::from_raw(image.width(), image.height(), data).expect("3 bytes per pixel")
+    }
+
+    /// The table entry of `value`, given the colormap's table and `scale` = 1 / (max -
+    /// min) (both looked up once per image by [`ColorScale::colorize`]); NaN is black.
+    #[inline]
+    fn entry(&self, table: &[[u8; 3]; LUT_SIZE], scale: f64, value: f32) -> [u8; 3] {
+        if value.is_nan() {
+            return [0, 0, 0];
+        }
+        table[lut_index((value as f64 - self.min) * scale)]
     }
 }
 

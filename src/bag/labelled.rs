@@ -21,7 +21,7 @@ use std::ops::ControlFlow;
 use super::cdr::CdrMessage;
 use super::read::{BagError, BagMessage, BagReader};
 use crate::eval::LabelledFrame;
-use crate::msg::encoding::{decode_compressed, decode_image};
+use crate::msg::encoding::{decode_compressed, decode_image, Rows};
 use crate::msg::{CompressedImage, Image};
 
 /// Ground-truth topics, relative to the camera's namespace.
@@ -291,26 +291,9 @@ fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, String> {
     let msg = Image::from_cdr(m.data).map_err(|e| bad(&e))?;
     let (w, h) = (msg.width as usize, msg.height as usize);
     let row_bytes = |bytes_per_pixel: usize| -> Result<Vec<&[u8]>, String> {
-        let row = w * bytes_per_pixel;
-        let step = msg.step as usize;
-        // The last row needs only its pixels, not a whole step.
-        let needed = match h {
-            0 => Some(0),
-            _ => step.checked_mul(h - 1).and_then(|v| v.checked_add(row)),
-        };
-        if step < row || needed.is_none_or(|n| n > msg.data.len()) {
-            return Err(format!(
-                "{what}: {}x{} {} does not fit its {} bytes (step {})",
-                w,
-                h,
-                msg.encoding,
-                msg.data.len(),
-                step
-            ));
-        }
-        Ok((0..h)
-            .map(|y| &msg.data[y * step..y * step + row])
-            .collect())
+        let rows = Rows::of(&msg, w * bytes_per_pixel)
+            .map_err(|e| format!("{what}: {} {e}", msg.encoding))?;
+        Ok((0..h).map(|y| rows.row(y)).collect())
     };
     let value = match (part, msg.encoding.as_str()) {
         (Part::Labels, "mono8") => Value::Labels(

@@ -152,31 +152,11 @@ pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
         encoding: msg.encoding.clone(),
         message,
     };
-    let (width, height, step) = (msg.width as usize, msg.height as usize, msg.step as usize);
+    let (width, height) = (msg.width as usize, msg.height as usize);
     if width == 0 || height == 0 {
         return Err(malformed(format!("empty size {width}x{height}")));
     }
-    let row_bytes = layout.row_bytes(width);
-    if step < row_bytes {
-        return Err(malformed(format!(
-            "step {step} is shorter than a row of {width} pixels ({row_bytes} bytes)"
-        )));
-    }
-    // The last row need not carry its padding. No overflow: row_bytes <= step < 2^32, so
-    // needed <= (2^32 - 1)^2.
-    let needed = step * (height - 1) + row_bytes;
-    if msg.data.len() < needed {
-        return Err(malformed(format!(
-            "{} data bytes, {width}x{height} with step {step} needs {needed}",
-            msg.data.len()
-        )));
-    }
-    let rows = Rows {
-        data: &msg.data,
-        step,
-        row_bytes,
-        big_endian: msg.is_bigendian != 0,
-    };
+    let rows = Rows::of(msg, layout.row_bytes(width)).map_err(malformed)?;
     Ok(match layout {
         Layout::Packed {
             channels,
@@ -219,15 +199,49 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
 pub const MAX_COMPRESSED_PIXELS: u64 = 50_000_000;
 
 /// Row access to validated image data.
-struct Rows<'a> {
+/// The pixel rows of a raw image, checked against its data: `row_bytes` bytes each,
+/// `step` apart.
+pub struct Rows<'a> {
     data: &'a [u8],
     step: usize,
     row_bytes: usize,
     big_endian: bool,
 }
 
-impl Rows<'_> {
-    fn row(&self, y: usize) -> &[u8] {
+impl<'a> Rows<'a> {
+    /// The rows of `msg` when each holds `row_bytes` bytes of pixels; an error when its
+    /// step is shorter than that or its data shorter than its height of rows.
+    pub fn of(msg: &'a Image, row_bytes: usize) -> Result<Self, String> {
+        let (width, height, step) = (msg.width, msg.height as usize, msg.step as usize);
+        if step < row_bytes {
+            return Err(format!(
+                "step {step} is shorter than a row of {width} pixels ({row_bytes} bytes)"
+            ));
+        }
+        // The last row need not carry its padding.
+        let needed = match height {
+            0 => Some(0),
+            _ => step
+                .checked_mul(height - 1)
+                .and_then(|n| n.checked_add(row_bytes)),
+        };
+        if needed.is_none_or(|n| msg.data.len() < n) {
+            return Err(format!(
+                "{} data bytes, {width}x{height} with step {step} needs {}",
+                msg.data.len(),
+                needed.map_or("more".to_owned(), |n| n.to_string())
+            ));
+        }
+        Ok(Rows {
+            data: &msg.data,
+            step,
+            row_bytes,
+            big_endian: msg.is_bigendian != 0,
+        })
+    }
+
+    /// Row `y` (below the image's height).
+    pub fn row(&self, y: usize) -> &'a [u8] {
         &self.data[y * self.step..y * self.step + self.row_bytes]
     }
 
