@@ -193,6 +193,11 @@ fn bf16_agrees_with_fp32_in_mc_mode() {
 }
 
 #[test]
+fn fp16_agrees_with_fp32_in_mc_mode() {
+    assert_within_tolerances(&differences(Precision::Fp16, Mode::Mc, false), Mode::Mc);
+}
+
+#[test]
 fn the_precision_is_fixed_when_the_engine_loads() {
     let mut engine = Engine::new(
         common::tiny_model(3, true),

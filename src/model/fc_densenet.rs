@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::moments::{self, Gaussian, Rules, TransposedGeometry};
 
@@ -235,6 +235,26 @@ fn batch_norm_eps() -> f64 {
     nn::BatchNormConfig::default().eps
 }
 
+/// Dropout with inverted scaling (kept values × 1/(1 − p)), as `Tensor::dropout`, but the
+/// mask is always drawn in fp32, in the tensor's memory order: the same seed gives the same
+/// masks at every precision. libtorch's fused CUDA kernel draws per vector of elements and
+/// the vector width depends on the dtype, so a bf16 MC sample was another sample than the
+/// fp32 one, not the same sample at lower precision. On the CPU with fp32 this is the very
+/// computation `Tensor::dropout` does (a Bernoulli draw into a tensor like the input).
+fn dropout(xs: &Tensor, p: f64, active: bool) -> Tensor {
+    if !active {
+        return xs.shallow_clone();
+    }
+    let mut keep = Tensor::empty_strided(xs.size(), xs.stride(), (Kind::Float, xs.device()));
+    let _ = keep.bernoulli_float_(1.0 - p);
+    let _ = keep.g_div_scalar_(1.0 - p);
+    if xs.kind() == Kind::Float {
+        xs * keep
+    } else {
+        xs * keep.to_kind(xs.kind())
+    }
+}
+
 #[derive(Debug)]
 struct DenseLayer {
     norm: nn::BatchNorm,
@@ -257,10 +277,11 @@ impl DenseLayer {
 
     fn forward(&self, xs: &Tensor, pass: Pass) -> Tensor {
         // [B, C_in, H, W] -> [B, k, H, W]
-        xs.apply_t(&self.norm, pass.batch_statistics())
+        let conv = xs
+            .apply_t(&self.norm, pass.batch_statistics())
             .relu()
-            .apply(&self.conv)
-            .dropout(self.dropout, pass.dropout_active())
+            .apply(&self.conv);
+        dropout(&conv, self.dropout, pass.dropout_active())
     }
 
     fn forward_moments(&self, xs: &Gaussian, rules: Rules) -> Gaussian {
@@ -404,11 +425,11 @@ impl TransitionDown {
 
     fn forward(&self, xs: &Tensor, pass: Pass) -> Tensor {
         // [B, C, H, W] -> [B, C, H/2, W/2]
-        xs.apply_t(&self.norm, pass.batch_statistics())
+        let conv = xs
+            .apply_t(&self.norm, pass.batch_statistics())
             .relu()
-            .apply(&self.conv)
-            .dropout(self.dropout, pass.dropout_active())
-            .max_pool2d_default(2)
+            .apply(&self.conv);
+        dropout(&conv, self.dropout, pass.dropout_active()).max_pool2d_default(2)
     }
 
     fn forward_moments(&self, xs: &Gaussian, rules: Rules) -> Gaussian {
@@ -593,6 +614,41 @@ mod tests {
     use super::*;
     use crate::test_support::torch_rng_lock;
     use tch::{Device, Kind};
+
+    #[test]
+    fn dropout_masks_are_the_same_at_every_precision() {
+        let _lock = torch_rng_lock();
+        let draw = |kind: Kind| {
+            tch::manual_seed(11);
+            let xs = Tensor::ones([2, 16, 12, 12], (kind, Device::Cpu));
+            dropout(&xs, 0.2, true).to_kind(Kind::Float)
+        };
+        let fp32 = draw(Kind::Float);
+        let kept = fp32
+            .ne(0.0)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!((kept - 0.8).abs() < 0.03, "kept {kept}");
+        // Kept values are scaled by 1/(1 - p), exactly representable in fp16 and bf16.
+        assert!(
+            fp32.eq(0.0)
+                .logical_or(&fp32.eq(1.25))
+                .all()
+                .int64_value(&[])
+                == 1
+        );
+        for kind in [Kind::BFloat16, Kind::Half] {
+            assert!(draw(kind).equal(&fp32), "{kind:?} draws other masks");
+        }
+        // On the CPU in fp32 it is libtorch's own dropout, draw for draw: the MC samples of
+        // every earlier CPU figure stay what they were.
+        tch::manual_seed(11);
+        let libtorch = Tensor::ones([2, 16, 12, 12], (Kind::Float, Device::Cpu)).dropout(0.2, true);
+        assert!(libtorch.equal(&fp32));
+        let xs = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
+        assert!(dropout(&xs, 0.2, false).equal(&xs), "inactive: the input");
+    }
 
     #[test]
     fn a_block_built_in_place_equals_concatenation_layer_by_layer() {
