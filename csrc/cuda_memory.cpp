@@ -30,3 +30,17 @@ extern "C" int bp_cuda_reset_peak_memory(int device) {
     return 1;
   }
 }
+
+// The device's free and total memory as the driver sees it (cudaMemGetInfo; what
+// torch.cuda.mem_get_info returns). Memory libtorch's allocator has cached but not handed
+// out counts as used here.
+extern "C" int bp_cuda_memory_info(int device, int64_t* out) {
+  try {
+    const auto info = at::accelerator::getMemoryInfo(static_cast<c10::DeviceIndex>(device));
+    out[0] = static_cast<int64_t>(info.first);
+    out[1] = static_cast<int64_t>(info.second);
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}

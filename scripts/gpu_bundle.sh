@@ -8,12 +8,14 @@
 #     bash .gpu/run.sh            # results in .gpu/results, packed into $OUT/results.tgz
 #     TRAIN_BASELINE_MINUTES=3 bash .gpu/run.sh     # first trains the comparison's baseline
 # It builds nothing and runs, most important first (a run cut short keeps what it did):
-# doctor; with TRAIN_BASELINE_MINUTES, the baseline's data and training; bench of
-# fcdensenet103 at 360x480, aleatoric and MC-50 (chunks of 25), fp32 and fp16, and the
-# PyTorch reference beside it (eager fp32, eager fp16 + channels-last); the precision test
-# on CUDA (fp16 and bf16 against fp32 with the demo model); bf16, MC chunks of 16, moments
-# mode (closed form fp32/fp16, linearized fp16); 480x640 for us and the reference; a
-# kernel profile of the reference's MC frame; torch.compile (fp16 + channels-last) last.
+# doctor; with TRAIN_BASELINE_MINUTES, the baseline's data and training; the precision test
+# on CUDA (fp16 and bf16 against fp32, one pass and MC, and channels-last, with the demo
+# model); bench of fcdensenet103 at 360x480, aleatoric and MC-50 (chunks of 25), fp16 and
+# fp32, channels-last and not, and the PyTorch reference beside it (eager fp32, eager
+# fp16 + channels-last); MC chunks sized from the GPU memory (free, and a 4 GiB budget);
+# bf16, MC chunks of 16, moments mode (closed form fp32/fp16, linearized fp16); 480x640
+# for us and the reference; a kernel profile of the reference's MC frame; torch.compile
+# (fp16 + channels-last) last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make release
@@ -80,29 +82,26 @@ if [[ -n "${TRAIN_BASELINE_MINUTES:-}" ]]; then
     pack
 fi
 
-echo "== precision: fp16 and bf16 against fp32 on CUDA (tests/precision.rs)" | tee "$out/precision.txt"
-BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/demo" \
-    timeout 120 "$here/precision_test" --nocapture --test-threads 1 2>&1 | tee -a "$out/precision.txt"
-pack
-
 bench() {  # name, then bench arguments
     local name="$1"; shift
     echo "== $name: bench $*" | tee -a "$out/bench.txt"
     timeout 60 "$bin" bench --device cuda --json "$@" > "$out/$name.json" 2>> "$out/bench.txt"
     "$python" -c 'import json,sys
 r = json.load(open(sys.argv[1])); s = r["stages_median_ms"]; m = r.get("gpu_memory") or {}
-print("   median %.2f ms (%.1f frames/s), forward %.0f %%; upload %.2f, forward %.2f, device post %.2f, download %.2f, host %.2f ms; peak allocated %s MiB"
+print("   median %.2f ms (%.1f frames/s), forward %.0f %%; upload %.2f, forward %.2f, device post %.2f, download %.2f, host %.2f ms; peak allocated %s MiB; batch %s"
       % (r["median_ms"], r["frames_per_s"], 100 * r["forward_share"], s["upload"], s["forward"], s["device_post"],
-         s["download"], s["host_outputs"], round(m["peak_allocated_mib"]) if m else "n/a"))' "$out/$name.json" | tee -a "$out/bench.txt"
+         s["download"], s["host_outputs"], round(m["peak_allocated_mib"]) if m else "n/a", r.get("batch_size")))' "$out/$name.json" | tee -a "$out/bench.txt"
     pack
 }
-ours() {  # height width precision [mc batch sizes...]
+ours() {  # height width precision [mc batch sizes...]; LAYOUT=cl runs channels-last
     local h="$1" w="$2" p="$3"; shift 3
-    bench "103_${h}x${w}_aleatoric_$p" --arch fcdensenet103 --height "$h" --width "$w" \
-        --precision "$p" --frames 50 --warmup 5
+    local tag="$p" layout=()
+    if [[ "${LAYOUT:-}" == cl ]]; then tag="${p}_cl"; layout=(--channels-last); fi
+    bench "103_${h}x${w}_aleatoric_$tag" --arch fcdensenet103 --height "$h" --width "$w" \
+        --precision "$p" "${layout[@]}" --frames 50 --warmup 5
     for b in "$@"; do
-        bench "103_${h}x${w}_mc50_b${b}_$p" --arch fcdensenet103 --height "$h" --width "$w" \
-            --precision "$p" --mode mc --samples 50 --batch-size "$b" --frames 5 --warmup 2
+        bench "103_${h}x${w}_mc50_b${b}_$tag" --arch fcdensenet103 --height "$h" --width "$w" \
+            --precision "$p" "${layout[@]}" --mode mc --samples 50 --batch-size "$b" --frames 5 --warmup 2
     done
 }
 reference() {  # name, then pytorch_reference.py arguments
@@ -118,27 +117,35 @@ reference_pair() {  # height width name flags...
 }
 
 # In order of what matters most, so that a run cut short by its time limit has the rest:
-# the 360x480 target set-up against PyTorch first, then precision, other sizes and modes.
-ours 360 480 fp32 25
-ours 360 480 fp16 25
-reference_pair 360 480 fp32 --dtype fp32
-reference_pair 360 480 fp16_cl --dtype fp16 --channels-last
-
+# the precision test (fp16/bf16 MC with the fp32-drawn dropout masks, channels-last),
+# then the 360x480 target set-up in both layouts against PyTorch, then the chunk sized
+# from the GPU memory, other precisions, sizes and modes.
 echo "== precision: fp16 and bf16 against fp32 on CUDA (tests/precision.rs)" | tee "$out/precision.txt"
 BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/demo" \
-    timeout 120 "$here/precision_test" --nocapture --test-threads 1 2>&1 | tee -a "$out/precision.txt"
+    timeout 180 "$here/precision_test" --nocapture --test-threads 1 2>&1 | tee -a "$out/precision.txt"
 pack
-
-ours 360 480 bf16 25
+LAYOUT=cl ours 360 480 fp16 25
+ours 360 480 fp16 25
+LAYOUT=cl ours 360 480 fp32 25
+ours 360 480 fp32 25
+reference_pair 360 480 fp32 --dtype fp32
+reference_pair 360 480 fp16_cl --dtype fp16 --channels-last
+# MC chunks sized from the GPU memory (no --batch-size): up to 16 on a free H200, and
+# under a 4 GiB budget (an 8 GB Jetson's share): the chosen batch_size and the peak.
+for budget in 0 4096; do
+    bench "103_360x480_mc50_auto_mem${budget}_fp16_cl" --arch fcdensenet103 --height 360 --width 480 \
+        --precision fp16 --channels-last --mode mc --samples 50 --max-gpu-memory-mb "$budget" --frames 5 --warmup 2
+done
+LAYOUT=cl ours 360 480 bf16 25
 bench 103_360x480_mc50_b16_fp16 --arch fcdensenet103 --height 360 --width 480 --precision fp16 \
     --mode mc --samples 50 --batch-size 16 --frames 5 --warmup 2
 # Sampling-free epistemic (mode moments) at 360x480.
 for setup in closed_form:fp32 closed_form:fp16 linearized:fp16; do
-    bench "103_360x480_moments_${setup%%:*}_${setup#*:}" --arch fcdensenet103 --height 360 --width 480 \
-        --precision "${setup#*:}" --mode moments --rules "${setup%%:*}" --frames 20 --warmup 3
+    bench "103_360x480_moments_${setup%%:*}_${setup#*:}_cl" --arch fcdensenet103 --height 360 --width 480 \
+        --precision "${setup#*:}" --channels-last --mode moments --rules "${setup%%:*}" --frames 20 --warmup 3
 done
+LAYOUT=cl ours 480 640 fp16 25
 ours 480 640 fp32 25
-ours 480 640 fp16 25
 reference_pair 480 640 fp32 --dtype fp32
 reference_pair 480 640 fp16_cl --dtype fp16 --channels-last
 echo "== pytorch profile of one MC-50 frame, fp16 channels-last (top CUDA kernels)" | tee -a "$out/bench.txt"

@@ -276,6 +276,10 @@ pub struct Overrides {
     /// fp32, fp16 or bf16 (the network's number format); overrides `precision`.
     #[arg(long)]
     pub precision: Option<Precision>,
+    /// Run the network channels-last (`--channels-last`, or `--channels-last false`);
+    /// overrides `channels_last`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub channels_last: Option<bool>,
     /// MC samples T; overrides `mc.samples`.
     #[arg(long)]
     pub samples: Option<i64>,
@@ -347,6 +351,10 @@ pub struct BenchArgs {
     /// MC passes per batched forward; default per device.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Without --batch-size on CUDA: MC chunks sized to keep the tensors under this many
+    /// MiB (0 = the device's free memory).
+    #[arg(long, default_value_t = 0)]
+    pub max_gpu_memory_mb: u64,
     /// Logit-noise draws per pass.
     #[arg(long, default_value_t = 10)]
     pub noise_samples: usize,
@@ -362,6 +370,9 @@ pub struct BenchArgs {
     /// fp32, fp16 or bf16: the network's number format.
     #[arg(long, default_value = "fp32")]
     pub precision: Precision,
+    /// Run the network channels-last (NHWC in memory).
+    #[arg(long)]
+    pub channels_last: bool,
     /// libtorch CPU threads (0 = libtorch default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

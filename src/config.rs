@@ -121,6 +121,9 @@ pub struct Params {
     pub device: String,
     /// `fp32`, `fp16` or `bf16`: the network's number format (read at start-up).
     pub precision: Precision,
+    /// Run the network channels-last (NHWC in memory; read at start-up): the layout of
+    /// cuDNN's fastest half-precision convolutions. Same outputs up to rounding.
+    pub channels_last: bool,
     /// Random seed for dropout masks and logit noise; -1 = not seeded. When set, every
     /// frame is sampled from this seed (same frame in, same outputs out).
     pub seed: i64,
@@ -212,8 +215,12 @@ impl Default for DiagnosticsParams {
 pub struct McParams {
     /// T, the number of stochastic forward passes in mc mode (at least 2).
     pub samples: i64,
-    /// Passes run together as one batch; -1 = per device (CPU 1, CUDA 16).
+    /// Passes run together as one batch; -1 = per device (CPU 1; CUDA up to 16, as many
+    /// as fit the free memory and `max_gpu_memory_mb`).
     pub batch_size: i64,
+    /// With `batch_size` -1 on CUDA: keep this process's tensors under this many MiB
+    /// (0 = only the device's free memory limits the chunk).
+    pub max_gpu_memory_mb: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,6 +272,7 @@ impl Default for Params {
             mode: Mode::Aleatoric,
             device: "auto".into(),
             precision: Precision::Fp32,
+            channels_last: false,
             seed: -1,
             cpu_threads: 0,
             noise_samples: 10,
@@ -284,6 +292,7 @@ impl Default for McParams {
         McParams {
             samples: 50,
             batch_size: -1,
+            max_gpu_memory_mb: 0,
         }
     }
 }
@@ -445,6 +454,15 @@ impl Params {
                 );
             }
         }
+        if self.mc.max_gpu_memory_mb < 0 {
+            return err(
+                "mc.max_gpu_memory_mb",
+                format!(
+                    "{} is not allowed; use 0 (no limit but the free memory) or a number of MiB",
+                    self.mc.max_gpu_memory_mb
+                ),
+            );
+        }
         if self.mc.batch_size == 0 || self.mc.batch_size < -1 {
             return err(
                 "mc.batch_size",
@@ -550,7 +568,8 @@ mod tests {
             p.mc,
             McParams {
                 samples: 8,
-                batch_size: 4
+                batch_size: 4,
+                max_gpu_memory_mb: 0
             }
         );
         assert_eq!(p.device, "auto");
@@ -565,7 +584,8 @@ mod tests {
         );
         let e = error_of("    mc:\n      sample: 3\n");
         assert!(
-            e.contains("`mc.sample`") && e.contains("expected `samples` or `batch_size`"),
+            e.contains("`mc.sample`")
+                && e.contains("expected one of `samples`, `batch_size`, `max_gpu_memory_mb`"),
             "{e}"
         );
     }
@@ -588,6 +608,11 @@ mod tests {
                 "    mc:\n      batch_size: 0\n",
                 "mc.batch_size",
                 "-1 (per device) or >= 1",
+            ),
+            (
+                "    mc:\n      max_gpu_memory_mb: -512\n",
+                "mc.max_gpu_memory_mb",
+                "0 (no limit but the free memory)",
             ),
             ("    noise_samples: -3\n", "noise_samples", "0..=1000"),
             (

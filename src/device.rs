@@ -106,6 +106,7 @@ pub struct CudaMemory {
 extern "C" {
     fn bp_cuda_memory_stats(device: i32, out: *mut i64) -> i32;
     fn bp_cuda_reset_peak_memory(device: i32) -> i32;
+    fn bp_cuda_memory_info(device: i32, out: *mut i64) -> i32;
 }
 
 /// The caching allocator's statistics for CUDA device `index`; `None` without CUDA, or
@@ -126,6 +127,27 @@ pub fn cuda_memory(index: usize) -> Option<CudaMemory> {
             reserved_mib: mib(out[2]),
             peak_reserved_mib: mib(out[3]),
         })
+    }
+    #[cfg(not(bp_cuda_memory))]
+    {
+        let _ = index;
+        None
+    }
+}
+
+/// The driver's view of CUDA device `index`: (free, total) MiB (torch.cuda.mem_get_info;
+/// memory libtorch's allocator keeps cached counts as used); `None` without CUDA.
+pub fn cuda_free_memory(index: usize) -> Option<(f64, f64)> {
+    #[cfg(bp_cuda_memory)]
+    {
+        let mut out = [0i64; 2];
+        // SAFETY: the shim writes exactly two values into `out` and returns 0, or returns
+        // non-zero (every libtorch exception caught) and writes nothing.
+        if unsafe { bp_cuda_memory_info(index as i32, out.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
+        Some((mib(out[0]), mib(out[1])))
     }
     #[cfg(not(bp_cuda_memory))]
     {
@@ -157,8 +179,11 @@ mod tests {
         if !Cuda::is_available() {
             assert_eq!(cuda_memory(0), None);
             assert!(!reset_cuda_peak_memory(0));
+            assert_eq!(cuda_free_memory(0), None);
             return;
         }
+        let (free, total) = cuda_free_memory(0).expect("memory info on a CUDA device");
+        assert!(free > 0.0 && free <= total, "free {free} of {total} MiB");
         // On a GPU machine: a 64 MiB tensor shows in allocated and peak.
         assert!(reset_cuda_peak_memory(0));
         let before = cuda_memory(0).expect("statistics on a CUDA device");

@@ -22,7 +22,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::colormap::FloatImage;
 use crate::config::{Mode, Params, Precision};
-use crate::device::DeviceRequest;
+use crate::device::{
+    cuda_free_memory, cuda_memory, reset_cuda_peak_memory, CudaMemory, DeviceRequest,
+};
 use crate::error::{Error, Result};
 use crate::model::{Model, Pass};
 use crate::moments::{self, Gaussian};
@@ -32,10 +34,16 @@ use crate::uncertainty::{
 };
 
 /// The MC chunk size used when `mc.batch_size` is -1. On the CPU one pass at a time is
-/// fastest (batching only adds memory traffic, see BENCHMARKS.md); on CUDA batching is the
-/// main lever and 16 passes of FC-DenseNet103 at 360x480 fit in a few GB.
+/// fastest (batching only adds memory traffic, see BENCHMARKS.md). On CUDA batching is the
+/// main lever: up to 16 passes at once (on the H200 chunks of 16 and 25 run FC-DenseNet103
+/// at the same speed), fewer where they do not fit the free memory or
+/// `mc.max_gpu_memory_mb` (measured on the first MC frame, [`chunk_for_memory`]).
 pub const DEFAULT_CPU_BATCH: usize = 1;
 pub const DEFAULT_CUDA_BATCH: usize = 16;
+
+/// Share of the available GPU memory an MC chunk is sized to fill (the rest is margin for
+/// the allocator's fragmentation and the post-processing).
+const MEMORY_FILL: f64 = 0.9;
 
 /// Everything the engine needs besides the model; built from [`Params`].
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +53,8 @@ pub struct EngineConfig {
     /// Number format of the network's weights and activations; fixed when the engine is
     /// built (the reductions after the network are fp32 whatever it is).
     pub precision: Precision,
+    /// Weights and activations channels-last (NHWC); fixed when the engine is built.
+    pub channels_last: bool,
     /// Logit-noise draws per pass for the semantic aleatoric uncertainty.
     pub noise_samples: usize,
     /// T, the stochastic passes per frame in mc mode.
@@ -55,6 +65,9 @@ pub struct EngineConfig {
     pub moments_rules: moments::Rules,
     /// Passes per batched forward; `None` picks per device.
     pub mc_batch_size: Option<usize>,
+    /// CUDA, `mc_batch_size` `None`: MC chunks are sized so that this process's tensors
+    /// stay under this many MiB (0: only the device's free memory limits them).
+    pub mc_max_gpu_memory_mb: u64,
     /// When set, every frame is sampled from this seed.
     pub seed: Option<u64>,
     /// libtorch intra-op threads; 0 leaves libtorch's default.
@@ -77,11 +90,13 @@ impl EngineConfig {
             mode: params.mode,
             device,
             precision: params.precision,
+            channels_last: params.channels_last,
             noise_samples: params.noise_samples as usize,
             mc_samples: params.mc.samples as usize,
             moments_head_samples: params.moments.head_samples as usize,
             moments_rules: params.moments.rules,
             mc_batch_size: usize::try_from(params.mc.batch_size).ok(),
+            mc_max_gpu_memory_mb: params.mc.max_gpu_memory_mb as u64,
             seed: params.seed(),
             cpu_threads: params.cpu_threads as usize,
             profile: false,
@@ -235,6 +250,9 @@ pub struct Engine {
     size_multiple: i64,
     /// The largest MC chunk that has not run out of memory (usize::MAX until one does).
     mc_chunk_limit: AtomicUsize,
+    /// CUDA with the per-device chunk: the chunk that fits the memory, measured on the
+    /// first MC frame after loading or a settings change (0 until then).
+    mc_memory_chunk: AtomicUsize,
 }
 
 impl Engine {
@@ -247,7 +265,7 @@ impl Engine {
     }
 
     /// Wraps a model that is already on its device (e.g. freshly initialised), converting
-    /// its weights to `config.precision`.
+    /// its weights to `config.precision` (and to channels-last with `config.channels_last`).
     pub fn new(mut model: Model, config: EngineConfig) -> Result<Self> {
         let device = model.vs.device();
         apply_threads(&config);
@@ -256,6 +274,9 @@ impl Engine {
             Precision::Fp32 => model.vs.float(),
             Precision::Fp16 => model.vs.half(),
             Precision::Bf16 => model.vs.bfloat16(),
+        }
+        if config.channels_last {
+            model.use_channels_last();
         }
         let input = &model.spec.input;
         let mean = Tensor::from_slice(&input.mean)
@@ -277,6 +298,7 @@ impl Engine {
             std,
             size_multiple,
             mc_chunk_limit: AtomicUsize::new(usize::MAX),
+            mc_memory_chunk: AtomicUsize::new(0),
         })
     }
 
@@ -292,8 +314,8 @@ impl Engine {
         &self.config
     }
 
-    /// Changes mode, sample counts, seed or batch size between frames. The device and the
-    /// precision stay what the engine was loaded with.
+    /// Changes mode, sample counts, seed or batch size between frames. The device, the
+    /// precision and the memory layout stay what the engine was loaded with.
     pub fn set_config(&mut self, config: EngineConfig) -> Result<()> {
         check_config(&config)?;
         if config.precision != self.config.precision {
@@ -306,15 +328,31 @@ impl Engine {
                 ),
             ));
         }
+        if config.channels_last != self.config.channels_last {
+            return Err(Error::config(
+                "parameters",
+                "channels_last",
+                format!(
+                    "the engine was loaded with channels_last {}; load it again to change it",
+                    self.config.channels_last
+                ),
+            ));
+        }
         self.config = config;
+        // Sized again for the new settings on the next MC frame.
+        self.mc_memory_chunk.store(0, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The MC chunk size in effect: the configured one, or the per-device default, never
-    /// more than T, and halved for each time a chunk ran out of memory.
+    /// The MC chunk size in effect: the configured one, or the per-device default (on CUDA
+    /// the one that fits the memory, once measured), never more than T, and halved for
+    /// each time a chunk ran out of memory.
     pub fn mc_batch_size(&self) -> usize {
         let per_device = if self.device.is_cuda() {
-            DEFAULT_CUDA_BATCH
+            match self.mc_memory_chunk.load(Ordering::Relaxed) {
+                0 => DEFAULT_CUDA_BATCH,
+                fits => fits,
+            }
         } else {
             DEFAULT_CPU_BATCH
         };
@@ -385,7 +423,14 @@ impl Engine {
                 let size = input.size();
                 let mut done = 0;
                 while done < total {
-                    let b = self.mc_batch_size().min(total - done);
+                    // The first pass of a frame alone, measured, when the chunk size is
+                    // to be fitted to the GPU memory.
+                    let probe = self.memory_probe_start();
+                    let b = if probe.is_some() {
+                        1
+                    } else {
+                        self.mc_batch_size().min(total - done)
+                    };
                     // [1, 3, H, W] -> [b, 3, H, W]; BatchNorm in eval mode keeps the b
                     // samples independent, dropout draws a fresh mask for each.
                     let batch = input.expand([b as i64, size[1], size[2], size[3]], false);
@@ -400,6 +445,9 @@ impl Engine {
                         Ok(out) => {
                             add(out);
                             done += b;
+                            if let Some(before) = probe {
+                                self.memory_probe_finish(before);
+                            }
                         }
                         // Out of memory: the same passes in chunks half the size, for this
                         // and every later frame (the limit stays with the engine).
@@ -444,6 +492,64 @@ impl Engine {
                 stages,
             },
         })
+    }
+
+    /// Where the MC chunk is to be fitted to the GPU memory and has not been: the
+    /// allocator's statistics before the measured pass, with a fresh peak.
+    fn memory_probe_start(&self) -> Option<CudaMemory> {
+        let Device::Cuda(index) = self.device else {
+            return None;
+        };
+        if self.config.mc_batch_size.is_some() || self.mc_memory_chunk.load(Ordering::Relaxed) != 0
+        {
+            return None;
+        }
+        self.synchronize();
+        if !reset_cuda_peak_memory(index) {
+            // No statistics (built without csrc/cuda_memory.cpp): the fixed default.
+            self.mc_memory_chunk
+                .store(DEFAULT_CUDA_BATCH, Ordering::Relaxed);
+            return None;
+        }
+        cuda_memory(index)
+    }
+
+    /// Sizes the MC chunk from one measured pass: its peak over what was allocated before
+    /// is the memory a pass needs, and the chunk takes [`MEMORY_FILL`] of what is free on
+    /// the device (and under `mc_max_gpu_memory_mb`).
+    fn memory_probe_finish(&self, before: CudaMemory) {
+        let Device::Cuda(index) = self.device else {
+            return;
+        };
+        self.synchronize();
+        let chunk = match cuda_memory(index) {
+            Some(after) => {
+                let per_pass = after.peak_allocated_mib - before.allocated_mib;
+                // Free on the device, plus what the allocator holds cached but unused.
+                let free = cuda_free_memory(index)
+                    .map(|(free, _)| free + after.reserved_mib - after.allocated_mib);
+                let limit = (self.config.mc_max_gpu_memory_mb > 0)
+                    .then_some(self.config.mc_max_gpu_memory_mb as f64 - after.allocated_mib);
+                let available = [free, limit]
+                    .into_iter()
+                    .flatten()
+                    .fold(f64::INFINITY, f64::min);
+                let chunk = chunk_for_memory(per_pass, available, DEFAULT_CUDA_BATCH);
+                if per_pass > available * MEMORY_FILL {
+                    log::warn!(
+                        "one MC pass needs {per_pass:.0} MiB of GPU memory but only                          {available:.0} MiB are available (mc.max_gpu_memory_mb {}, the                          device's free memory): running one pass at a time",
+                        self.config.mc_max_gpu_memory_mb
+                    );
+                } else {
+                    log::info!(
+                        "MC chunks of {chunk}: one pass needs {per_pass:.0} MiB,                          {available:.0} MiB available"
+                    );
+                }
+                chunk
+            }
+            None => DEFAULT_CUDA_BATCH,
+        };
+        self.mc_memory_chunk.store(chunk, Ordering::Relaxed);
     }
 
     /// Now, after the device has finished its queued work when profiling (so stage
@@ -827,6 +933,22 @@ fn inject_out_of_memory(passes: i64) {
     });
 }
 
+/// The MC passes per chunk that fit `available_mib` of GPU memory when one pass needs
+/// `per_pass_mib` (measured: its peak over what was allocated before), filling
+/// [`MEMORY_FILL`] of it: at least 1 (the out-of-memory fallback is the last word), at
+/// most `cap`.
+pub fn chunk_for_memory(per_pass_mib: f64, available_mib: f64, cap: usize) -> usize {
+    if per_pass_mib.is_nan() {
+        return 1;
+    }
+    let fits = (available_mib * MEMORY_FILL / per_pass_mib.max(1.0)).floor();
+    if fits.is_nan() || fits < 1.0 {
+        1
+    } else {
+        (fits.min(cap as f64) as usize).max(1)
+    }
+}
+
 /// Whether a libtorch error is an allocation failure: CUDA's caching allocator ("CUDA out
 /// of memory. Tried to allocate ...") or the CPU allocator ("DefaultCPUAllocator: can't
 /// allocate memory: ...").
@@ -902,6 +1024,33 @@ fn tensor_to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mc_chunks_fill_nine_tenths_of_the_available_memory_between_one_and_the_cap() {
+        // FC-DenseNet103 at 360x480 in fp16 takes ~550 MiB a pass (H200: 13.8 GB for 25).
+        assert_eq!(chunk_for_memory(550.0, 5000.0, 16), 8, "4500 / 550 = 8.2");
+        assert_eq!(chunk_for_memory(550.0, 4950.0, 16), 8, "exactly 8 fit");
+        assert_eq!(chunk_for_memory(550.0, 4880.0, 16), 7);
+        assert_eq!(chunk_for_memory(550.0, 100_000.0, 16), 16, "capped");
+        assert_eq!(
+            chunk_for_memory(550.0, f64::INFINITY, 16),
+            16,
+            "no limit known"
+        );
+        // Less than one pass fits: one pass at a time (the OOM fallback has the last word).
+        assert_eq!(chunk_for_memory(550.0, 300.0, 16), 1);
+        assert_eq!(
+            chunk_for_memory(550.0, -20.0, 16),
+            1,
+            "a budget already used up"
+        );
+        assert_eq!(
+            chunk_for_memory(0.0, 10.0, 16),
+            9,
+            "a pass counts as 1 MiB at least"
+        );
+        assert_eq!(chunk_for_memory(f64::NAN, 10.0, 16), 1);
+    }
 
     #[test]
     fn a_libtorch_exception_becomes_an_inference_error_with_its_own_message() {

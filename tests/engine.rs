@@ -282,8 +282,16 @@ fn chunked_mc_runs_every_sample_for_any_batch_size() {
             .sqrt();
         assert!(max_abs_diff(d.epistemic_std_m.as_ref().unwrap(), &fewer) > 1e-3);
     }
-    // The CPU default is one pass at a time.
-    let e = engine(3, false, config(Mode::Mc, 7, None));
+    // The CPU default is one pass at a time, whatever GPU memory budget is set.
+    let e = engine(
+        3,
+        false,
+        EngineConfig {
+            mc_max_gpu_memory_mb: 1,
+            ..config(Mode::Mc, 7, None)
+        },
+    );
+    e.predict(&common::pattern(32, 32)).unwrap();
     assert_eq!(
         e.mc_batch_size(),
         bayes_perception::engine::DEFAULT_CPU_BATCH

@@ -93,7 +93,7 @@ fn test_device() -> DeviceRequest {
         .unwrap()
 }
 
-fn demo_engine(precision: Precision, mode: Mode) -> Engine {
+fn demo_engine(precision: Precision, channels_last: bool, mode: Mode) -> Engine {
     let dir = std::env::var_os("BAYES_PERCEPTION_DEMO_MODEL").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo"),
         Into::into,
@@ -101,6 +101,7 @@ fn demo_engine(precision: Precision, mode: Mode) -> Engine {
     let config = EngineConfig {
         mode,
         precision,
+        channels_last,
         mc_samples: 4,
         seed: Some(3),
         device: test_device(),
@@ -113,10 +114,20 @@ fn demo_engine(precision: Precision, mode: Mode) -> Engine {
 /// a camera size that goes through both resizes. (Half-precision convolutions are slow on
 /// a CPU without native kernels, so the tests keep to one scene.)
 fn differences(precision: Precision, mode: Mode, camera: bool) -> Differences {
+    layout_differences(precision, false, mode, camera)
+}
+
+/// [`differences`] of `precision`, channels-last or not, from fp32 in the usual layout.
+fn layout_differences(
+    precision: Precision,
+    channels_last: bool,
+    mode: Mode,
+    camera: bool,
+) -> Differences {
     let _lock = common::rng_lock();
     let (fp32, half) = (
-        demo_engine(Precision::Fp32, mode),
-        demo_engine(precision, mode),
+        demo_engine(Precision::Fp32, false, mode),
+        demo_engine(precision, channels_last, mode),
     );
     let cfg = SceneConfig {
         width: 240,
@@ -138,7 +149,8 @@ fn differences(precision: Precision, mode: Mode, camera: bool) -> Differences {
         let reference = fp32.predict(&image).unwrap();
         compare(&reference, &half.predict(&image).unwrap(), &mut d);
     }
-    eprintln!("{precision} {mode}: {d:?}");
+    let layout = if channels_last { " channels-last" } else { "" };
+    eprintln!("{precision}{layout} {mode}: {d:?}");
     d
 }
 
@@ -195,6 +207,25 @@ fn bf16_agrees_with_fp32_in_mc_mode() {
 #[test]
 fn fp16_agrees_with_fp32_in_mc_mode() {
     assert_within_tolerances(&differences(Precision::Fp16, Mode::Mc, false), Mode::Mc);
+}
+
+/// Channels-last changes the order of the convolutions' sums, not the model: one pass
+/// must meet the same bars (MC samples draw their masks in memory order, so an MC frame
+/// in the other layout is other samples; not compared).
+#[test]
+fn channels_last_agrees_with_the_usual_layout_in_one_pass() {
+    assert_within_tolerances(
+        &layout_differences(Precision::Fp32, true, Mode::Aleatoric, true),
+        Mode::Aleatoric,
+    );
+}
+
+#[test]
+fn fp16_channels_last_agrees_with_fp32_in_one_pass() {
+    assert_within_tolerances(
+        &layout_differences(Precision::Fp16, true, Mode::Aleatoric, false),
+        Mode::Aleatoric,
+    );
 }
 
 #[test]

@@ -64,6 +64,7 @@ struct Report {
     noise_samples: usize,
     device: String,
     precision: String,
+    channels_last: bool,
     cpu_threads: i32,
     frames: usize,
     /// Whole frames: image in, every output message of the node built (engine + host
@@ -134,11 +135,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         mode: args.mode,
         device: device_request,
         precision: args.precision,
+        channels_last: args.channels_last,
         noise_samples: args.noise_samples,
         mc_samples: args.samples,
         moments_head_samples: args.head_samples,
         moments_rules: args.rules,
         mc_batch_size: args.batch_size,
+        mc_max_gpu_memory_mb: args.max_gpu_memory_mb,
         seed: None,
         cpu_threads: args.threads,
         profile: true,
@@ -196,22 +199,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 /// A pinhole camera for a synthetic frame: focal length 0.8 x width, centred.
 fn bench_camera_info(rgb: &image::RgbImage) -> CameraInfo {
     let (w, h) = (rgb.width() as f64, rgb.height() as f64);
-    CameraInfo {
-        width: rgb.width(),
-        height: rgb.height(),
-        k: [
-            0.8 * w,
-            0.0,
-            (w - 1.0) / 2.0,
-            0.0,
-            0.8 * w,
-            (h - 1.0) / 2.0,
-            0.0,
-            0.0,
-            1.0,
-        ],
-        ..CameraInfo::default()
-    }
+    CameraInfo::pinhole(
+        Header::default(),
+        rgb.width(),
+        rgb.height(),
+        0.8 * w,
+        (w - 1.0) / 2.0,
+        (h - 1.0) / 2.0,
+    )
 }
 
 fn time_frames(
@@ -304,6 +299,7 @@ fn summarise(
         noise_samples: args.noise_samples,
         device: device_name(device),
         precision: args.precision.to_string(),
+        channels_last: args.channels_last,
         cpu_threads: tch::get_num_threads(),
         frames: timings.len(),
         median_ms: percentile(&totals, 0.5),
@@ -336,12 +332,17 @@ fn summarise(
 
 fn print_report(r: &Report) {
     println!(
-        "{} ({:.2} M parameters), {}x{}, {}, mode {}{}, device {} ({} CPU threads), {} frames",
+        "{} ({:.2} M parameters), {}x{}, {}{}, mode {}{}, device {} ({} CPU threads), {} frames",
         r.arch,
         r.parameters as f64 / 1e6,
         r.height,
         r.width,
         r.precision,
+        if r.channels_last {
+            " channels-last"
+        } else {
+            ""
+        },
         r.mode,
         match (r.batch_size, r.head_samples) {
             (Some(b), _) => format!(" T={} batch {}", r.samples, b),

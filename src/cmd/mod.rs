@@ -31,6 +31,9 @@ pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Resu
     if let Some(precision) = overrides.precision {
         params.precision = precision;
     }
+    if let Some(channels_last) = overrides.channels_last {
+        params.channels_last = channels_last;
+    }
     if let Some(samples) = overrides.samples {
         params.mc.samples = samples;
     }

@@ -237,22 +237,35 @@ fn batch_norm_eps() -> f64 {
 
 /// Dropout with inverted scaling (kept values × 1/(1 − p)), as `Tensor::dropout`, but the
 /// mask is always drawn in fp32, in the tensor's memory order: the same seed gives the same
-/// masks at every precision. libtorch's fused CUDA kernel draws per vector of elements and
-/// the vector width depends on the dtype, so a bf16 MC sample was another sample than the
-/// fp32 one, not the same sample at lower precision. On the CPU with fp32 this is the very
-/// computation `Tensor::dropout` does (a Bernoulli draw into a tensor like the input).
+/// masks at every precision (not in another memory layout: channels-last visits the
+/// elements in another order). libtorch's fused CUDA kernel draws per vector of elements
+/// and the vector width depends on the dtype, so a bf16 MC sample was another sample than
+/// the fp32 one, not the same sample at lower precision. The mask is a uniform draw compared
+/// with p rather than libtorch's Bernoulli draw, which on the CPU takes twice as long in
+/// isolation (21 against 11 ms for 16 maps of 368x480 on the 2-core VM).
 fn dropout(xs: &Tensor, p: f64, active: bool) -> Tensor {
     if !active {
         return xs.shallow_clone();
     }
-    let mut keep = Tensor::empty_strided(xs.size(), xs.stride(), (Kind::Float, xs.device()));
-    let _ = keep.bernoulli_float_(1.0 - p);
-    let _ = keep.g_div_scalar_(1.0 - p);
-    if xs.kind() == Kind::Float {
-        xs * keep
-    } else {
-        xs * keep.to_kind(xs.kind())
-    }
+    let mut uniform = Tensor::empty_strided(xs.size(), xs.stride(), (Kind::Float, xs.device()));
+    let _ = uniform.uniform_(0.0, 1.0);
+    let mut keep = uniform.ge(p).to_kind(xs.kind());
+    let _ = keep.g_mul_scalar_(1.0 / (1.0 - p));
+    xs * keep
+}
+
+/// `[B, C, H, W]` with channels-last strides (NHWC in memory), the same values: the layout
+/// cuDNN's fastest half-precision convolutions work in. (tch has no memory-format API;
+/// permute, copy and permute back builds the same strides as PyTorch's
+/// `to(memory_format=torch.channels_last)`.)
+pub fn to_channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Whether `t` `[B, C, H, W]` holds its channels innermost in memory.
+pub fn is_channels_last(t: &Tensor) -> bool {
+    let (size, stride) = (t.size(), t.stride());
+    size.len() == 4 && size[1] > 1 && stride[1] == 1 && stride[3] >= size[1]
 }
 
 #[derive(Debug)]
@@ -371,12 +384,15 @@ struct GrowingStack {
 
 impl GrowingStack {
     /// A buffer for `xs` `[B, C, H, W]` and `new` more channels, with `xs` copied in.
+    /// The buffer has the layout of `xs` (channels-last stays channels-last).
     fn new(xs: &Tensor, new: i64) -> Self {
         let size = xs.size();
-        let buffer = Tensor::empty(
-            [size[0], size[1] + new, size[2], size[3]],
-            (xs.kind(), xs.device()),
-        );
+        let options = (xs.kind(), xs.device());
+        let buffer = if is_channels_last(xs) {
+            Tensor::empty([size[0], size[2], size[3], size[1] + new], options).permute([0, 3, 1, 2])
+        } else {
+            Tensor::empty([size[0], size[1] + new, size[2], size[3]], options)
+        };
         buffer.narrow(1, 0, size[1]).copy_(xs);
         GrowingStack {
             buffer,
@@ -460,6 +476,8 @@ pub struct FcDenseNet {
     semantic_heads: Option<(nn::Conv2D, nn::Conv2D)>,
     depth_heads: Option<(nn::Conv2D, nn::Conv2D)>,
     size_multiple: i64,
+    /// Inference in channels-last layout ([`FcDenseNet::set_channels_last`]).
+    channels_last: bool,
 }
 
 impl FcDenseNet {
@@ -531,6 +549,45 @@ impl FcDenseNet {
             semantic_heads,
             depth_heads,
             size_multiple: cfg.size_multiple(),
+            channels_last: false,
+        }
+    }
+
+    /// Carry the activations channels-last: [`FcDenseNet::forward`] and
+    /// [`FcDenseNet::forward_moments`] lay the input out NHWC, every layer keeps that
+    /// layout (convolutions, norms, dropout, pooling, the dense blocks' buffers and the
+    /// concatenations), and the head outputs come back in the usual layout. The weights
+    /// must be channels-last too ([`crate::model::Model::use_channels_last`] does both).
+    pub(crate) fn set_channels_last(&mut self, on: bool) {
+        self.channels_last = on;
+    }
+
+    /// The network's input in the layout it runs in.
+    fn laid_out(&self, xs: &Tensor) -> Tensor {
+        if self.channels_last {
+            to_channels_last(xs)
+        } else {
+            xs.shallow_clone()
+        }
+    }
+
+    /// Checks (debug builds) that an activation is still channels-last where it should be:
+    /// a layer that silently converted back would cost a copy per layer.
+    fn debug_check_layout(&self, t: &Tensor, what: &str) {
+        debug_assert!(
+            !self.channels_last || is_channels_last(t),
+            "{what} lost the channels-last layout: size {:?}, strides {:?}",
+            t.size(),
+            t.stride()
+        );
+    }
+
+    /// A head output in the usual layout (one copy of a few channels when channels-last).
+    fn head_output(&self, t: Tensor) -> Tensor {
+        if self.channels_last {
+            t.contiguous()
+        } else {
+            t
         }
     }
 
@@ -538,30 +595,35 @@ impl FcDenseNet {
     /// [`Config::size_multiple`].
     pub fn forward(&self, xs: &Tensor, pass: Pass) -> HeadOutputs {
         self.check_input(xs);
-        let mut stack = xs.apply(&self.first_conv);
+        let mut stack = self.laid_out(xs).apply(&self.first_conv);
+        self.debug_check_layout(&stack, "the first convolution");
         let mut skips = Vec::with_capacity(self.down.len());
         for (block, transition) in &self.down {
             let (out, _) = block.forward(&stack, pass);
+            self.debug_check_layout(&out, "a dense block");
             stack = transition.forward(&out, pass);
+            self.debug_check_layout(&stack, "a transition down");
             skips.push(out);
         }
         // Only the bottleneck's new maps are upsampled (the paper's parameter saving).
         let (_, mut to_upsample) = self.bottleneck.forward(&stack, pass);
         for ((transition, block), skip) in self.up.iter().zip(skips.iter().rev()) {
             let upsampled = to_upsample.apply(transition);
-            let (out, new_maps) = block.forward(&Tensor::cat(&[&upsampled, skip], 1), pass);
+            self.debug_check_layout(&upsampled, "a transition up");
+            let joined = Tensor::cat(&[&upsampled, skip], 1);
+            self.debug_check_layout(&joined, "a skip concatenation");
+            let (out, new_maps) = block.forward(&joined, pass);
+            self.debug_check_layout(&out, "a dense block");
             stack = out;
             to_upsample = new_maps;
         }
+        let head = |conv: &nn::Conv2D| self.head_output(stack.apply(conv));
         HeadOutputs {
             semantic: self
                 .semantic_heads
                 .as_ref()
-                .map(|(f, s)| (stack.apply(f), stack.apply(s))),
-            depth: self
-                .depth_heads
-                .as_ref()
-                .map(|(m, s)| (stack.apply(m), stack.apply(s))),
+                .map(|(f, s)| (head(f), head(s))),
+            depth: self.depth_heads.as_ref().map(|(m, s)| (head(m), head(s))),
         }
     }
 
@@ -572,7 +634,7 @@ impl FcDenseNet {
     pub fn forward_moments(&self, xs: &Tensor, rules: Rules) -> HeadMoments {
         self.check_input(xs);
         // Nothing is stochastic before the first dropout: the first conv is exact.
-        let mut stack = Gaussian::deterministic(xs.apply(&self.first_conv));
+        let mut stack = Gaussian::deterministic(self.laid_out(xs).apply(&self.first_conv));
         let mut skips = Vec::with_capacity(self.down.len());
         for (block, transition) in &self.down {
             let (out, _) = block.forward_moments(&stack, rules);
@@ -587,7 +649,13 @@ impl FcDenseNet {
             stack = out;
             to_upsample = new_maps;
         }
-        let head = |conv: &nn::Conv2D| moments::conv2d(&stack, conv, 0);
+        let head = |conv: &nn::Conv2D| {
+            let out = moments::conv2d(&stack, conv, 0);
+            Gaussian {
+                mean: self.head_output(out.mean),
+                var: self.head_output(out.var),
+            }
+        };
         HeadMoments {
             semantic: self
                 .semantic_heads
@@ -641,13 +709,79 @@ mod tests {
         for kind in [Kind::BFloat16, Kind::Half] {
             assert!(draw(kind).equal(&fp32), "{kind:?} draws other masks");
         }
-        // On the CPU in fp32 it is libtorch's own dropout, draw for draw: the MC samples of
-        // every earlier CPU figure stay what they were.
-        tch::manual_seed(11);
-        let libtorch = Tensor::ones([2, 16, 12, 12], (Kind::Float, Device::Cpu)).dropout(0.2, true);
-        assert!(libtorch.equal(&fp32));
+        // A fresh mask per call.
+        assert!(!dropout(
+            &Tensor::ones([2, 16, 12, 12], (Kind::Float, Device::Cpu)),
+            0.2,
+            true
+        )
+        .equal(&fp32));
         let xs = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
         assert!(dropout(&xs, 0.2, false).equal(&xs), "inactive: the input");
+    }
+
+    #[test]
+    fn channels_last_gives_the_same_outputs_and_keeps_its_layout_through_the_network() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(5);
+        let cfg = Config {
+            first_conv_channels: 8,
+            growth_rate: 4,
+            down_blocks: vec![2, 3],
+            bottleneck_layers: 2,
+            up_blocks: vec![3, 2],
+            dropout: 0.2,
+        };
+        let heads = Heads {
+            semantic_classes: Some(5),
+            depth: true,
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut net = FcDenseNet::new(&vs.root(), &cfg, heads);
+        let xs = Tensor::randn([2, 3, 16, 24], (Kind::Float, Device::Cpu));
+        let _guard = tch::no_grad_guard();
+        let run = |net: &FcDenseNet, pass: Pass| {
+            tch::manual_seed(8);
+            let out = net.forward(&xs, pass);
+            let (logits, s) = out.semantic.unwrap();
+            let (mean, depth_s) = out.depth.unwrap();
+            let moments = net.forward_moments(&xs, Rules::ClosedForm);
+            let (m_logits, _) = moments.semantic.unwrap();
+            [logits, s, mean, depth_s, m_logits.mean, m_logits.var]
+        };
+        let nchw = run(&net, Pass::Eval);
+        let nchw_sample = run(&net, Pass::McSample);
+        for (_, mut var) in vs.variables() {
+            if var.dim() == 4 {
+                var.set_data(&to_channels_last(&var));
+            }
+        }
+        assert!(is_channels_last(&net.first_conv.ws));
+        net.set_channels_last(true);
+        // forward checks the layout after every block in debug builds (debug_check_layout).
+        let nhwc = run(&net, Pass::Eval);
+        let nhwc_sample = run(&net, Pass::McSample);
+        let max_diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        for (a, b) in nchw.iter().zip(&nhwc) {
+            assert_eq!(a.size(), b.size());
+            assert!(b.is_contiguous(), "heads come back in the usual layout");
+            let scale = a.abs().max().double_value(&[]).max(1.0);
+            let diff = max_diff(a, b);
+            assert!(diff <= 1e-4 * scale, "differ by {diff} (scale {scale})");
+        }
+        // An MC sample draws its masks in memory order, so the two layouts draw other
+        // masks: a sample like the NCHW one (as far from the deterministic pass), not the
+        // same one.
+        for (eval, (a, b)) in nhwc
+            .iter()
+            .zip(nchw_sample.iter().zip(&nhwc_sample))
+            .take(4)
+        {
+            assert!(b.is_contiguous() && b.isfinite().all().int64_value(&[]) == 1);
+            let (off_nchw, off_nhwc) = (max_diff(eval, a), max_diff(eval, b));
+            assert!(off_nchw > 1e-3 && off_nhwc > 1e-3, "dropout was active");
+            assert!(off_nhwc < 10.0 * off_nchw && off_nchw < 10.0 * off_nhwc);
+        }
     }
 
     #[test]

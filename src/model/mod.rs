@@ -411,6 +411,20 @@ impl Model {
         rename(&spec_tmp, &dir.join(SPEC_FILE))
     }
 
+    /// Inference in channels-last layout (NHWC in memory): every convolution weight is laid
+    /// out that way and the network carries its activations so (see
+    /// [`FcDenseNet::set_channels_last`]). Same outputs up to rounding; whether it is faster
+    /// depends on the device and precision (BENCHMARKS.md).
+    pub fn use_channels_last(&mut self) {
+        let _guard = tch::no_grad_guard();
+        for (_, mut var) in self.vs.variables() {
+            if var.dim() == 4 {
+                var.set_data(&fc_densenet::to_channels_last(&var));
+            }
+        }
+        self.net.set_channels_last(true);
+    }
+
     /// The number of trainable parameters.
     pub fn num_parameters(&self) -> i64 {
         self.vs

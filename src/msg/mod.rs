@@ -84,6 +84,33 @@ pub struct CameraInfo {
     pub roi: RegionOfInterest,
 }
 
+impl CameraInfo {
+    /// An undistorted pinhole camera (plumb_bob with zero coefficients, identity R): focal
+    /// length `focal_px` in both axes and principal point (`cx`, `cy`) in ROS's pixel
+    /// convention (centre of the top-left pixel at 0, 0), in K and in P.
+    pub fn pinhole(
+        header: Header,
+        width: u32,
+        height: u32,
+        focal_px: f64,
+        cx: f64,
+        cy: f64,
+    ) -> Self {
+        let f = focal_px;
+        CameraInfo {
+            header,
+            height,
+            width,
+            distortion_model: "plumb_bob".into(),
+            d: vec![0.0; 5],
+            k: [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0],
+            r: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            p: [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+            ..CameraInfo::default()
+        }
+    }
+}
+
 /// sensor_msgs/PointField.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PointField {

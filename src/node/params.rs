@@ -82,6 +82,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "model",
     "device",
     "precision",
+    "channels_last",
     "cpu_threads",
     "input.transport",
 ];
@@ -737,7 +738,7 @@ mod tests {
         let (top, _) = s.list(&[], 1);
         assert!(top.contains(&"mode".to_owned()) && !top.contains(&"mc.samples".to_owned()));
         let (mc, prefixes) = s.list(&["mc".to_owned()], LIST_DEPTH_RECURSIVE);
-        assert_eq!(mc, ["mc.samples", "mc.batch_size"]);
+        assert_eq!(mc, ["mc.samples", "mc.batch_size", "mc.max_gpu_memory_mb"]);
         assert_eq!(prefixes, ["mc"]);
         // rclcpp counts the separator after the prefix: depth 2 reaches `mc.samples`.
         assert!(s.list(&["mc".to_owned()], 1).0.is_empty());

@@ -87,6 +87,7 @@ impl NodeState {
             ("mode", params.mode.to_string()),
             ("mc samples", samples.to_string()),
             ("precision", params.precision.to_string()),
+            ("channels last", params.channels_last.to_string()),
             ("model", params.model.clone()),
         ];
         lock(&self.monitor).report(

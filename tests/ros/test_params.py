@@ -131,6 +131,8 @@ def test_invalid_values_are_refused_with_a_reason_and_change_nothing(start_node,
         "no.such.parameter": (1, "unknown parameter"),
         "model": ("/elsewhere", "restart the node"),
         "device": ("cpu", "restart the node"),
+        "channels_last": (True, "restart the node"),
+        "mc.max_gpu_memory_mb": (-1, "0 (no limit but the free memory)"),
         "input.transport": ("compressed", "restart the node"),
         "use_sim_time": (True, "restart the node"),
     }
@@ -149,4 +151,4 @@ def test_invalid_values_are_refused_with_a_reason_and_change_nothing(start_node,
     listed = node.probe.call(
         ListParameters, f"{node.fqn}/list_parameters", ListParameters.Request(prefixes=["mc"])
     ).result
-    assert sorted(listed.names) == ["mc.batch_size", "mc.samples"]
+    assert sorted(listed.names) == ["mc.batch_size", "mc.max_gpu_memory_mb", "mc.samples"]
