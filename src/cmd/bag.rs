@@ -721,41 +721,14 @@ pub fn sample(args: BagSampleArgs) -> anyhow::Result<ExitCode> {
         };
         let log_time = stamp_ns as u64;
         // camera_info before its image, so a consumer has it when the image arrives.
-        let f = args.width as f64 * 0.8;
-        let info = CameraInfo {
-            header: header.clone(),
-            height: args.height,
-            width: args.width,
-            distortion_model: "plumb_bob".into(),
-            d: vec![0.0; 5],
-            k: [
-                f,
-                0.0,
-                args.width as f64 / 2.0,
-                0.0,
-                f,
-                args.height as f64 / 2.0,
-                0.0,
-                0.0,
-                1.0,
-            ],
-            r: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-            p: [
-                f,
-                0.0,
-                args.width as f64 / 2.0,
-                0.0,
-                0.0,
-                f,
-                args.height as f64 / 2.0,
-                0.0,
-                0.0,
-                0.0,
-                1.0,
-                0.0,
-            ],
-            ..Default::default()
-        };
+        let info = CameraInfo::pinhole(
+            header.clone(),
+            args.width,
+            args.height,
+            args.width as f64 * 0.8,
+            args.width as f64 / 2.0,
+            args.height as f64 / 2.0,
+        );
         writer.write(
             &format!("{namespace}/camera_info"),
             CAMERA_INFO,

@@ -137,19 +137,7 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
         let c = scene.camera;
         // The renderer's pixel centres are at u + 0.5, ROS's at u.
         let (cx, cy) = (c.cx - 0.5, c.cy - 0.5);
-        let info = CameraInfo {
-            header: header.clone(),
-            width: args.width,
-            height: args.height,
-            distortion_model: "plumb_bob".into(),
-            d: vec![0.0; 5],
-            k: [c.focal_px, 0.0, cx, 0.0, c.focal_px, cy, 0.0, 0.0, 1.0],
-            r: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-            p: [
-                c.focal_px, 0.0, cx, 0.0, 0.0, c.focal_px, cy, 0.0, 0.0, 0.0, 1.0, 0.0,
-            ],
-            ..CameraInfo::default()
-        };
+        let info = CameraInfo::pinhole(header.clone(), args.width, args.height, c.focal_px, cx, cy);
         writer.write(
             "/camera/camera_info",
             "sensor_msgs/msg/CameraInfo",
