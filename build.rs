@@ -21,8 +21,11 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/cuda_memory.cpp");
+    println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rustc-check-cfg=cfg(bp_cuda_memory)");
+    println!("cargo:rustc-check-cfg=cfg(bp_cuda_graph)");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
 
@@ -49,6 +52,75 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
     compile_cuda_memory_shim(&lib_dir);
+    compile_cuda_graph_shim(&lib_dir);
+}
+
+/// Builds csrc/cuda_graph.cpp (CUDA graphs, src/cuda_graph.rs) where libtorch has CUDA:
+/// libc10_cuda next to libtorch, ATen's CUDA headers, and the CUDA runtime headers (from
+/// CUDA_HOME, a CUDA toolkit in /usr/local/cuda, or the `nvidia` packages beside a PyTorch
+/// wheel; the wheels lack `crt/`, which Triton's bundled CUDA headers supply). Elsewhere
+/// the crate builds without it and CUDA graphs are refused with a clear error.
+fn compile_cuda_graph_shim(lib_dir: &Path) {
+    let include = lib_dir.with_file_name("include");
+    if !lib_dir.join("libc10_cuda.so").exists() || !include.join("ATen/cuda/CUDAGraph.h").exists() {
+        return;
+    }
+    // site-packages, when libtorch is a PyTorch wheel's (site-packages/torch/lib).
+    let site_packages = lib_dir.parent().and_then(Path::parent);
+    let mut candidates: Vec<PathBuf> = env::var_os("CUDA_HOME")
+        .map(|home| PathBuf::from(home).join("include"))
+        .into_iter()
+        .chain([PathBuf::from("/usr/local/cuda/include")])
+        .collect();
+    if let Some(site) = site_packages {
+        if let Ok(entries) = std::fs::read_dir(site.join("nvidia")) {
+            let mut found: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path().join("include"))
+                .collect();
+            found.sort();
+            candidates.extend(found);
+            candidates.push(site.join("nvidia/cuda_runtime/include"));
+        }
+        candidates.push(site.join("triton/backends/nvidia/include"));
+    }
+    let runtime = candidates
+        .iter()
+        .find(|dir| dir.join("cuda_runtime_api.h").exists());
+    let crt = candidates
+        .iter()
+        .find(|dir| dir.join("crt/host_config.h").exists());
+    let (Some(runtime), Some(crt)) = (runtime, crt) else {
+        println!(
+            "cargo:warning=CUDA graphs left out: libtorch has CUDA but the CUDA runtime headers \
+             were not found (set CUDA_HOME)"
+        );
+        return;
+    };
+    let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .file("csrc/cuda_graph.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(runtime)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .warnings(false);
+    if crt != runtime {
+        // After every other directory: only what the runtime's own directory lacks.
+        build.flag("-idirafter").flag(crt.display().to_string());
+    }
+    match build.try_compile("bp_cuda_graph") {
+        Ok(()) => {
+            println!("cargo:rustc-link-lib=c10_cuda");
+            println!("cargo:rustc-cfg=bp_cuda_graph");
+        }
+        Err(e) => {
+            println!("cargo:warning=CUDA graphs left out (csrc/cuda_graph.cpp did not build: {e})")
+        }
+    }
 }
 
 /// Builds csrc/cuda_memory.cpp against libtorch's headers (next to its lib directory, as

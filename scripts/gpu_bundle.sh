@@ -10,8 +10,9 @@
 # It builds nothing and runs, most important first (a run cut short keeps what it did):
 # doctor; with TRAIN_BASELINE_MINUTES, the baseline's data and training; the precision test
 # on CUDA (fp16 and bf16 against fp32, one pass and MC, and channels-last, with the demo
-# model); bench of fcdensenet103 at 360x480, aleatoric and MC-50 (chunks of 25), fp16 and
-# fp32, channels-last and not, and the PyTorch reference beside it (eager fp32, eager
+# model, and CUDA graphs against the eager pass); bench of fcdensenet103 at 360x480,
+# aleatoric and MC-50 (chunks of 25), fp16 and fp32, channels-last and not, the single
+# pass as a CUDA graph, and the PyTorch reference beside it (eager fp32, eager
 # fp16 + channels-last); MC chunks sized from the GPU memory (free, and a 4 GiB budget);
 # bf16, MC chunks of 16, moments mode (closed form fp32/fp16, linearized fp16); 480x640
 # for us and the reference; a kernel profile of the reference's MC frame; torch.compile
@@ -125,6 +126,11 @@ BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/d
     timeout 180 "$here/precision_test" --nocapture --test-threads 1 2>&1 | tee -a "$out/precision.txt"
 pack
 LAYOUT=cl ours 360 480 fp16 25
+# The single pass as a CUDA graph (experimental): launch overhead out of the aleatoric frame.
+bench 103_360x480_aleatoric_fp16_cl_graphs --arch fcdensenet103 --height 360 --width 480 \
+    --precision fp16 --channels-last --cuda-graphs --frames 50 --warmup 5
+bench 103_360x480_aleatoric_fp32_graphs --arch fcdensenet103 --height 360 --width 480 \
+    --precision fp32 --cuda-graphs --frames 50 --warmup 5
 ours 360 480 fp16 25
 LAYOUT=cl ours 360 480 fp32 25
 ours 360 480 fp32 25

@@ -373,6 +373,10 @@ pub struct BenchArgs {
     /// Run the network channels-last (NHWC in memory).
     #[arg(long)]
     pub channels_last: bool,
+    /// Experimental, CUDA only: run the deterministic pass (aleatoric mode) as a captured
+    /// CUDA graph.
+    #[arg(long)]
+    pub cuda_graphs: bool,
     /// libtorch CPU threads (0 = libtorch default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

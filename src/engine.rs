@@ -15,6 +15,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use image::{ImageBuffer, Luma, RgbImage};
@@ -22,11 +23,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::colormap::FloatImage;
 use crate::config::{Mode, Params, Precision};
+use crate::cuda_graph::CapturedForward;
 use crate::device::{
     cuda_free_memory, cuda_memory, reset_cuda_peak_memory, CudaMemory, DeviceRequest,
 };
 use crate::error::{Error, Result};
-use crate::model::{Model, Pass};
+use crate::model::{HeadOutputs, Model, Pass};
 use crate::moments::{self, Gaussian};
 use crate::uncertainty::{
     depth_aleatoric_variance, expected_depth_aleatoric_variance, noise_averaged_softmax,
@@ -55,6 +57,10 @@ pub struct EngineConfig {
     pub precision: Precision,
     /// Weights and activations channels-last (NHWC); fixed when the engine is built.
     pub channels_last: bool,
+    /// Experimental (`bench --cuda-graphs`): the deterministic pass (aleatoric mode) runs
+    /// as a captured CUDA graph ([`crate::cuda_graph`]); CUDA only, fixed when the engine
+    /// is built.
+    pub cuda_graphs: bool,
     /// Logit-noise draws per pass for the semantic aleatoric uncertainty.
     pub noise_samples: usize,
     /// T, the stochastic passes per frame in mc mode.
@@ -91,6 +97,7 @@ impl EngineConfig {
             device,
             precision: params.precision,
             channels_last: params.channels_last,
+            cuda_graphs: false,
             noise_samples: params.noise_samples as usize,
             mc_samples: params.mc.samples as usize,
             moments_head_samples: params.moments.head_samples as usize,
@@ -253,6 +260,8 @@ pub struct Engine {
     /// CUDA with the per-device chunk: the chunk that fits the memory, measured on the
     /// first MC frame after loading or a settings change (0 until then).
     mc_memory_chunk: AtomicUsize,
+    /// With `cuda_graphs`: the deterministic pass, captured on its first use.
+    eval_graph: Mutex<Option<CapturedForward>>,
 }
 
 impl Engine {
@@ -270,6 +279,16 @@ impl Engine {
         let device = model.vs.device();
         apply_threads(&config);
         check_config(&config)?;
+        if config.cuda_graphs && !device.is_cuda() {
+            return Err(Error::config(
+                "engine",
+                "cuda_graphs",
+                format!("CUDA graphs need a CUDA device, not {device:?}"),
+            ));
+        }
+        if config.cuda_graphs && !crate::cuda_graph::AVAILABLE {
+            return Err(crate::cuda_graph::unavailable());
+        }
         match config.precision {
             Precision::Fp32 => model.vs.float(),
             Precision::Fp16 => model.vs.half(),
@@ -299,6 +318,7 @@ impl Engine {
             size_multiple,
             mc_chunk_limit: AtomicUsize::new(usize::MAX),
             mc_memory_chunk: AtomicUsize::new(0),
+            eval_graph: Mutex::new(None),
         })
     }
 
@@ -326,6 +346,13 @@ impl Engine {
                     "the engine was loaded in {}; load it again for {}",
                     self.config.precision, config.precision
                 ),
+            ));
+        }
+        if config.cuda_graphs != self.config.cuda_graphs {
+            return Err(Error::config(
+                "parameters",
+                "cuda_graphs",
+                "fixed when the engine is loaded",
             ));
         }
         if config.channels_last != self.config.channels_last {
@@ -411,7 +438,7 @@ impl Engine {
         };
         let samples = match self.config.mode {
             Mode::Aleatoric => {
-                add(self.forward_chunk(&input, Pass::Eval, semantic_noise, (width, height)));
+                add(self.forward_chunk(&input, Pass::Eval, semantic_noise, (width, height))?);
                 1
             }
             Mode::Moments => {
@@ -435,12 +462,7 @@ impl Engine {
                     // samples independent, dropout draws a fresh mask for each.
                     let batch = input.expand([b as i64, size[1], size[2], size[3]], false);
                     match guarded(|| {
-                        Ok(self.forward_chunk(
-                            &batch,
-                            Pass::McSample,
-                            semantic_noise,
-                            (width, height),
-                        ))
+                        self.forward_chunk(&batch, Pass::McSample, semantic_noise, (width, height))
                     }) {
                         Ok(out) => {
                             add(out);
@@ -570,13 +592,17 @@ impl Engine {
         pass: Pass,
         semantic_noise: usize,
         (width, height): (u32, u32),
-    ) -> ChunkOutputs {
+    ) -> Result<ChunkOutputs> {
         let started = Instant::now();
         inject_forward_fault(width, height);
         if pass == Pass::McSample {
             inject_out_of_memory(batch.size()[0]);
         }
-        let out = self.model.net.forward(batch, pass);
+        let out = if self.config.cuda_graphs && pass == Pass::Eval {
+            self.graph_forward(batch)?
+        } else {
+            self.model.net.forward(batch, pass)
+        };
         let forward_s = self.forward_seconds(started);
         let semantic_probs = out.semantic.map(|(logits, s)| {
             noise_averaged_softmax(
@@ -591,11 +617,35 @@ impl Engine {
                 depth_aleatoric_variance(&s, likelihood)
             })
         });
-        ChunkOutputs {
+        Ok(ChunkOutputs {
             semantic_probs,
             depth,
             forward_s,
+        })
+    }
+
+    /// The deterministic pass as a CUDA graph, captured on first use (after 3 eager
+    /// warm-up passes) for the one input shape the engine has: the model's native size.
+    fn graph_forward(&self, batch: &Tensor) -> Result<HeadOutputs> {
+        let Device::Cuda(index) = self.device else {
+            unreachable!("cuda_graphs is refused off CUDA when the engine is built");
+        };
+        let mut graph = self
+            .eval_graph
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !graph.as_ref().is_some_and(|g| g.fits(batch)) {
+            let net = &self.model.net;
+            *graph = Some(CapturedForward::capture(index, batch, 3, |x| {
+                net.forward(x, Pass::Eval).into_tensors()
+            })?);
         }
+        let outputs = graph.as_ref().expect("captured above").run(batch)?;
+        Ok(HeadOutputs::from_tensors(
+            outputs,
+            self.model.spec.tasks.semantic.is_some(),
+            self.model.spec.tasks.depth.is_some(),
+        ))
     }
 
     /// Moments mode: one pass of means and variances through the dropout network
@@ -892,7 +942,7 @@ fn apply_threads(config: &EngineConfig) {
 /// [`Error::Inference`] with libtorch's message. The panic is not printed: the caller
 /// reports the error (the node logs it throttled and counts it), so one line per kind of
 /// failure rather than a C++ backtrace per frame.
-fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     crate::panic_guard::catch_quietly(f)
         .unwrap_or_else(|message| Err(Error::Inference(libtorch_message(&message))))
 }

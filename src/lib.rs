@@ -22,6 +22,7 @@
 pub mod bag;
 pub mod colormap;
 pub mod config;
+pub mod cuda_graph;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -228,6 +228,59 @@ fn fp16_channels_last_agrees_with_fp32_in_one_pass() {
     );
 }
 
+/// CUDA graphs (experimental, aleatoric mode) replay the captured pass: every frame gives
+/// what the eager pass gives, at fp32 and at fp16 channels-last. Off CUDA they are refused.
+#[test]
+fn cuda_graphs_give_the_eager_outputs_frame_by_frame() {
+    let device = test_device();
+    let dir = std::env::var_os("BAYES_PERCEPTION_DEMO_MODEL").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo"),
+        Into::into,
+    );
+    let load = |precision, channels_last, cuda_graphs| {
+        Engine::load(
+            &dir,
+            EngineConfig {
+                precision,
+                channels_last,
+                cuda_graphs,
+                device,
+                ..EngineConfig::default()
+            },
+        )
+    };
+    if device == DeviceRequest::Cpu {
+        let err = load(Precision::Fp32, false, true).unwrap_err().to_string();
+        assert!(err.contains("CUDA graphs need a CUDA device"), "{err}");
+        return;
+    }
+    let cfg = SceneConfig {
+        width: 240,
+        height: 180,
+        ood: false,
+        noise_sigma: SceneConfig::NOISE_SIGMA,
+    };
+    for (precision, channels_last) in [(Precision::Fp32, false), (Precision::Fp16, true)] {
+        let eager = load(precision, channels_last, false).unwrap();
+        let graphs = load(precision, channels_last, true).unwrap();
+        let mut d = Differences::default();
+        // Three scenes in a row through one graph: each frame's own input is replayed.
+        for index in 0..3 {
+            let rgb = render(626_262, index, cfg).rgb;
+            compare(
+                &eager.predict(&rgb).unwrap(),
+                &graphs.predict(&rgb).unwrap(),
+                &mut d,
+            );
+        }
+        eprintln!("{precision} channels-last {channels_last}, graphs against eager: {d:?}");
+        // The graph replays the kernels of the capture; without cuDNN's benchmark mode the
+        // eager pass picks the same ones, so only a rare tie may go the other way.
+        assert!(d.labels_differ * 10_000 <= d.pixels, "{d:?}");
+        assert!(d.confidence < 1e-4 && d.depth_rel < 1e-4, "{d:?}");
+    }
+}
+
 #[test]
 fn the_precision_is_fixed_when_the_engine_loads() {
     let mut engine = Engine::new(

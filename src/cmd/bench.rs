@@ -65,6 +65,7 @@ struct Report {
     device: String,
     precision: String,
     channels_last: bool,
+    cuda_graphs: bool,
     cpu_threads: i32,
     frames: usize,
     /// Whole frames: image in, every output message of the node built (engine + host
@@ -136,6 +137,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         device: device_request,
         precision: args.precision,
         channels_last: args.channels_last,
+        cuda_graphs: args.cuda_graphs,
         noise_samples: args.noise_samples,
         mc_samples: args.samples,
         moments_head_samples: args.head_samples,
@@ -300,6 +302,7 @@ fn summarise(
         device: device_name(device),
         precision: args.precision.to_string(),
         channels_last: args.channels_last,
+        cuda_graphs: args.cuda_graphs,
         cpu_threads: tch::get_num_threads(),
         frames: timings.len(),
         median_ms: percentile(&totals, 0.5),
@@ -338,10 +341,11 @@ fn print_report(r: &Report) {
         r.height,
         r.width,
         r.precision,
-        if r.channels_last {
-            " channels-last"
-        } else {
-            ""
+        match (r.channels_last, r.cuda_graphs) {
+            (true, true) => " channels-last, CUDA graphs",
+            (true, false) => " channels-last",
+            (false, true) => ", CUDA graphs",
+            (false, false) => "",
         },
         r.mode,
         match (r.batch_size, r.head_samples) {

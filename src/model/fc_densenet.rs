@@ -222,6 +222,28 @@ pub struct HeadOutputs {
     pub depth: Option<(Tensor, Tensor)>,
 }
 
+impl HeadOutputs {
+    /// The tensors in order: semantic logits and s, then depth mean and s, where present.
+    pub fn into_tensors(self) -> Vec<Tensor> {
+        let pairs = self.semantic.into_iter().chain(self.depth);
+        pairs.flat_map(|(a, b)| [a, b]).collect()
+    }
+
+    /// The inverse of [`HeadOutputs::into_tensors`] for a network with these heads.
+    pub fn from_tensors(tensors: Vec<Tensor>, semantic: bool, depth: bool) -> Self {
+        assert_eq!(tensors.len(), 2 * (semantic as usize + depth as usize));
+        let mut it = tensors.into_iter();
+        let mut pair = |present: bool| {
+            present.then(|| (it.next().expect("counted"), it.next().expect("counted")))
+        };
+        let semantic = pair(semantic);
+        HeadOutputs {
+            semantic,
+            depth: pair(depth),
+        }
+    }
+}
+
 /// Head outputs as propagated moments (`mode: moments`): each head's prediction and its s
 /// as independent Gaussians per unit, shapes as in [`HeadOutputs`].
 #[derive(Debug)]
@@ -781,6 +803,34 @@ mod tests {
             let (off_nchw, off_nhwc) = (max_diff(eval, a), max_diff(eval, b));
             assert!(off_nchw > 1e-3 && off_nhwc > 1e-3, "dropout was active");
             assert!(off_nhwc < 10.0 * off_nchw && off_nchw < 10.0 * off_nhwc);
+        }
+    }
+
+    #[test]
+    fn head_outputs_go_to_a_list_of_tensors_and_back() {
+        let t = |v: f64| Tensor::from(v);
+        for (semantic, depth) in [(true, true), (true, false), (false, true)] {
+            let heads = HeadOutputs {
+                semantic: semantic.then(|| (t(1.0), t(2.0))),
+                depth: depth.then(|| (t(3.0), t(4.0))),
+            };
+            let list = heads.into_tensors();
+            let values: Vec<f64> = list.iter().map(|x| x.double_value(&[])).collect();
+            let expected: Vec<f64> = [(semantic, [1.0, 2.0]), (depth, [3.0, 4.0])]
+                .into_iter()
+                .filter(|(present, _)| *present)
+                .flat_map(|(_, v)| v)
+                .collect();
+            assert_eq!(values, expected);
+            let back = HeadOutputs::from_tensors(list, semantic, depth);
+            assert_eq!(
+                back.semantic.map(|(a, _)| a.double_value(&[])),
+                semantic.then_some(1.0)
+            );
+            assert_eq!(
+                back.depth.map(|(_, b)| b.double_value(&[])),
+                depth.then_some(4.0)
+            );
         }
     }
 
