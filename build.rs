@@ -67,11 +67,13 @@ fn compile_cuda_graph_shim(lib_dir: &Path) {
     }
     // site-packages, when libtorch is a PyTorch wheel's (site-packages/torch/lib).
     let site_packages = lib_dir.parent().and_then(Path::parent);
+    // CUDA_HOME if set, then the wheel's own CUDA headers (the version libtorch was built
+    // with), then a system toolkit.
     let mut candidates: Vec<PathBuf> = env::var_os("CUDA_HOME")
         .map(|home| PathBuf::from(home).join("include"))
         .into_iter()
-        .chain([PathBuf::from("/usr/local/cuda/include")])
         .collect();
+    let mut fallbacks = vec![PathBuf::from("/usr/local/cuda/include")];
     if let Some(site) = site_packages {
         if let Ok(entries) = std::fs::read_dir(site.join("nvidia")) {
             let mut found: Vec<PathBuf> = entries
@@ -82,8 +84,9 @@ fn compile_cuda_graph_shim(lib_dir: &Path) {
             candidates.extend(found);
             candidates.push(site.join("nvidia/cuda_runtime/include"));
         }
-        candidates.push(site.join("triton/backends/nvidia/include"));
+        fallbacks.push(site.join("triton/backends/nvidia/include"));
     }
+    candidates.extend(fallbacks);
     let runtime = candidates
         .iter()
         .find(|dir| dir.join("cuda_runtime_api.h").exists());

@@ -5,11 +5,12 @@
 // The capture protocol is torch.cuda.graph's: warm-up and capture run on a side stream
 // (capture on the default stream is not allowed), the caller's work between
 // bp_graph_capture_begin and bp_graph_capture_end is recorded, and replay runs on the
-// current (default) stream. The default CUDA generator is registered with the graph by
-// capture_begin, so every replay draws fresh random numbers from the generator's current
-// seed and offset (dropout masks differ between replays; manual_seed before a replay makes
-// it reproducible). Every libtorch exception becomes a non-zero return, its message kept
-// for bp_graph_last_error.
+// current (default) stream. The capture's device is made the current one for the capture
+// (capture_begin takes the current device's stream and generator) and the previous one is
+// restored after. capture_begin registers that device's default generator with the graph,
+// so a replay that drew random numbers would draw fresh ones from the generator's current
+// seed and offset (the engine captures only the deterministic pass). Every libtorch
+// exception becomes a non-zero return, its message kept for bp_graph_last_error.
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
@@ -20,6 +21,8 @@
 namespace {
 
 thread_local std::string last_error;
+// The current device before bp_graph_side_stream_begin, restored by _end.
+thread_local c10::DeviceIndex previous_device = -1;
 
 template <typename F>
 int guarded(F&& f) {
@@ -48,21 +51,28 @@ extern "C" void bp_graph_free(void* graph) {
   guarded([&] { delete static_cast<at::cuda::CUDAGraph*>(graph); });
 }
 
-// Waits for the device, then makes a pooled side stream current on `device`.
+// Makes `device` the current device, waits for it, then makes a pooled side stream
+// current on it.
 extern "C" int bp_graph_side_stream_begin(int device) {
   return guarded([&] {
     const auto index = static_cast<c10::DeviceIndex>(device);
+    previous_device = c10::cuda::current_device();
+    c10::cuda::set_device(index);
     c10::cuda::device_synchronize();
     c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, index));
   });
 }
 
-// Waits for the side stream's work, then makes the default stream current again.
+// Waits for the side stream's work, makes the default stream current again, and restores
+// the previous current device.
 extern "C" int bp_graph_side_stream_end(int device) {
   return guarded([&] {
     const auto index = static_cast<c10::DeviceIndex>(device);
     c10::cuda::getCurrentCUDAStream(index).synchronize();
     c10::cuda::setCurrentCUDAStream(c10::cuda::getDefaultCUDAStream(index));
+    if (previous_device >= 0) {
+      c10::cuda::set_device(previous_device);
+    }
   });
 }
 

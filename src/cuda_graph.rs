@@ -1,14 +1,14 @@
-//! CUDA graphs for the network's forward pass (experimental; `bench --cuda-graphs`): one
-//! capture per input shape and pass, then each forward is a copy into the captured input,
-//! one graph launch, and a copy of the head outputs. A single pass of FC-DenseNet103 is
-//! hundreds of small kernels, so on a fast GPU the launches, not the arithmetic, bound it.
+//! CUDA graphs for the network's forward pass (experimental; `bench --cuda-graphs`): the
+//! engine captures its deterministic pass (aleatoric mode) once, then each forward is a
+//! copy into the captured input, one graph launch, and a copy of the head outputs. A
+//! single pass of FC-DenseNet103 is hundreds of small kernels, so on a fast GPU the
+//! launches, not the arithmetic, bound it. MC and moments passes are not captured.
 //!
 //! The C++ side is csrc/cuda_graph.cpp (torch.cuda.graph's protocol over
-//! at::cuda::CUDAGraph), built only against a libtorch with CUDA (`bp_cuda_graph`).
-//! Dropout inside a graph draws fresh masks on every replay from the default generator's
-//! current seed and offset, so MC samples stay independent and a seeded frame stays
-//! reproducible. The memory of the captured activations stays with the graph (a private
-//! pool) as long as the graph lives.
+//! at::cuda::CUDAGraph), built only against a libtorch with CUDA (`bp_cuda_graph`). The
+//! memory of the captured activations stays with the graph (a private pool) as long as
+//! the graph lives. A capture that fails partway leaves libtorch's CUDA generator in
+//! capture mode: the caller must not use CUDA random numbers in that process again.
 
 use tch::Tensor;
 
@@ -43,11 +43,11 @@ pub struct CapturedForward {
     outputs: Vec<Tensor>,
 }
 
-// SAFETY: the graph is only replayed through `&self` by the engine, which runs one frame at
-// a time (its forward passes are sequential on one device), and libtorch's CUDAGraph has
-// no thread affinity.
+// SAFETY: libtorch's CUDAGraph has no thread affinity (replay uses the calling thread's
+// current stream), and its tensors are Send. Not Sync: `run` writes the captured input
+// and outputs, so one graph must not run on two threads at once (the engine keeps it in a
+// Mutex).
 unsafe impl Send for CapturedForward {}
-unsafe impl Sync for CapturedForward {}
 
 impl std::fmt::Debug for CapturedForward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +105,8 @@ impl CapturedForward {
             };
             check(unsafe { ffi::bp_graph_capture_begin(graph) }, "capture")?;
             // A failure inside the capture must still end it (the stream would stay in
-            // capture mode); the graph is then dropped.
+            // capture mode); the graph is then dropped, but libtorch's generator stays
+            // in capture mode (see the module's documentation).
             let outputs = crate::engine::guarded(|| Ok(forward(&this.input)));
             let ended = check(unsafe { ffi::bp_graph_capture_end(graph) }, "capture end");
             this.outputs = outputs?;

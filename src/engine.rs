@@ -24,9 +24,7 @@ use tch::{Device, Kind, Tensor};
 use crate::colormap::FloatImage;
 use crate::config::{Mode, Params, Precision};
 use crate::cuda_graph::CapturedForward;
-use crate::device::{
-    cuda_free_memory, cuda_memory, reset_cuda_peak_memory, CudaMemory, DeviceRequest,
-};
+use crate::device::{cuda_free_memory, cuda_memory, reset_cuda_peak_memory, DeviceRequest};
 use crate::error::{Error, Result};
 use crate::model::{HeadOutputs, Model, Pass};
 use crate::moments::{self, Gaussian};
@@ -39,7 +37,8 @@ use crate::uncertainty::{
 /// fastest (batching only adds memory traffic, see BENCHMARKS.md). On CUDA batching is the
 /// main lever: up to 16 passes at once (on the H200 chunks of 16 and 25 run FC-DenseNet103
 /// at the same speed), fewer where they do not fit the free memory or
-/// `mc.max_gpu_memory_mb` (measured on the first MC frame, [`chunk_for_memory`]).
+/// `mc.max_gpu_memory_mb` (measured by one extra pass before the first MC frame,
+/// [`chunk_for_memory`]).
 pub const DEFAULT_CPU_BATCH: usize = 1;
 pub const DEFAULT_CUDA_BATCH: usize = 16;
 
@@ -260,8 +259,9 @@ pub struct Engine {
     /// CUDA with the per-device chunk: the chunk that fits the memory, measured on the
     /// first MC frame after loading or a settings change (0 until then).
     mc_memory_chunk: AtomicUsize,
-    /// With `cuda_graphs`: the deterministic pass, captured on its first use.
-    eval_graph: Mutex<Option<CapturedForward>>,
+    /// With `cuda_graphs`: the deterministic pass, captured on its first use, or why its
+    /// capture failed (never tried again: see [`Engine::graph_forward`]).
+    eval_graph: Mutex<Option<std::result::Result<CapturedForward, String>>>,
 }
 
 impl Engine {
@@ -409,11 +409,15 @@ impl Engine {
             });
         }
         let _no_grad = tch::no_grad_guard();
+        let spec = &self.model.spec;
+        let input = self.network_input(image);
+        if self.config.mode == Mode::Mc {
+            // Before the seed: the measuring pass draws masks a seeded frame must not see.
+            self.fit_mc_chunk_to_memory(&input)?;
+        }
         if let Some(seed) = self.config.seed {
             tch::manual_seed(seed as i64);
         }
-        let spec = &self.model.spec;
-        let input = self.network_input(image);
         let uploaded_at = self.profile_mark();
 
         // A model whose variance head was not trained (homoscedastic) gets no logit noise.
@@ -450,14 +454,7 @@ impl Engine {
                 let size = input.size();
                 let mut done = 0;
                 while done < total {
-                    // The first pass of a frame alone, measured, when the chunk size is
-                    // to be fitted to the GPU memory.
-                    let probe = self.memory_probe_start();
-                    let b = if probe.is_some() {
-                        1
-                    } else {
-                        self.mc_batch_size().min(total - done)
-                    };
+                    let b = self.mc_batch_size().min(total - done);
                     // [1, 3, H, W] -> [b, 3, H, W]; BatchNorm in eval mode keeps the b
                     // samples independent, dropout draws a fresh mask for each.
                     let batch = input.expand([b as i64, size[1], size[2], size[3]], false);
@@ -467,9 +464,6 @@ impl Engine {
                         Ok(out) => {
                             add(out);
                             done += b;
-                            if let Some(before) = probe {
-                                self.memory_probe_finish(before);
-                            }
                         }
                         // Out of memory: the same passes in chunks half the size, for this
                         // and every later frame (the limit stays with the engine).
@@ -516,62 +510,63 @@ impl Engine {
         })
     }
 
-    /// Where the MC chunk is to be fitted to the GPU memory and has not been: the
-    /// allocator's statistics before the measured pass, with a fresh peak.
-    fn memory_probe_start(&self) -> Option<CudaMemory> {
+    /// On CUDA with the per-device chunk, once after loading or a settings change: one MC
+    /// pass of `input`, measured and thrown away; its peak over what was allocated before
+    /// is the memory a pass needs, and the chunk takes [`MEMORY_FILL`] of what is free on
+    /// the device (and under `mc_max_gpu_memory_mb`). Without the allocator's statistics
+    /// (a build without csrc/cuda_memory.cpp) the fixed default.
+    fn fit_mc_chunk_to_memory(&self, input: &Tensor) -> Result<()> {
         let Device::Cuda(index) = self.device else {
-            return None;
+            return Ok(());
         };
         if self.config.mc_batch_size.is_some() || self.mc_memory_chunk.load(Ordering::Relaxed) != 0
         {
-            return None;
+            return Ok(());
         }
         self.synchronize();
-        if !reset_cuda_peak_memory(index) {
-            // No statistics (built without csrc/cuda_memory.cpp): the fixed default.
+        let before = if reset_cuda_peak_memory(index) {
+            cuda_memory(index)
+        } else {
+            None
+        };
+        let Some(before) = before else {
             self.mc_memory_chunk
                 .store(DEFAULT_CUDA_BATCH, Ordering::Relaxed);
-            return None;
-        }
-        cuda_memory(index)
-    }
-
-    /// Sizes the MC chunk from one measured pass: its peak over what was allocated before
-    /// is the memory a pass needs, and the chunk takes [`MEMORY_FILL`] of what is free on
-    /// the device (and under `mc_max_gpu_memory_mb`).
-    fn memory_probe_finish(&self, before: CudaMemory) {
-        let Device::Cuda(index) = self.device else {
-            return;
+            return Ok(());
         };
+        guarded(|| Ok(drop(self.model.net.forward(input, Pass::McSample))))?;
         self.synchronize();
-        let chunk = match cuda_memory(index) {
-            Some(after) => {
-                let per_pass = after.peak_allocated_mib - before.allocated_mib;
-                // Free on the device, plus what the allocator holds cached but unused.
-                let free = cuda_free_memory(index)
-                    .map(|(free, _)| free + after.reserved_mib - after.allocated_mib);
-                let limit = (self.config.mc_max_gpu_memory_mb > 0)
-                    .then_some(self.config.mc_max_gpu_memory_mb as f64 - after.allocated_mib);
-                let available = [free, limit]
-                    .into_iter()
-                    .flatten()
-                    .fold(f64::INFINITY, f64::min);
-                let chunk = chunk_for_memory(per_pass, available, DEFAULT_CUDA_BATCH);
-                if per_pass > available * MEMORY_FILL {
-                    log::warn!(
-                        "one MC pass needs {per_pass:.0} MiB of GPU memory but only                          {available:.0} MiB are available (mc.max_gpu_memory_mb {}, the                          device's free memory): running one pass at a time",
-                        self.config.mc_max_gpu_memory_mb
-                    );
-                } else {
-                    log::info!(
-                        "MC chunks of {chunk}: one pass needs {per_pass:.0} MiB,                          {available:.0} MiB available"
-                    );
-                }
-                chunk
-            }
-            None => DEFAULT_CUDA_BATCH,
+        let Some(after) = cuda_memory(index) else {
+            self.mc_memory_chunk
+                .store(DEFAULT_CUDA_BATCH, Ordering::Relaxed);
+            return Ok(());
         };
+        let per_pass = after.peak_allocated_mib - before.allocated_mib;
+        // Free on the device, plus what the allocator holds cached but unused.
+        let free = cuda_free_memory(index)
+            .map(|(free, _)| free + after.reserved_mib - after.allocated_mib);
+        let limit = (self.config.mc_max_gpu_memory_mb > 0)
+            .then_some(self.config.mc_max_gpu_memory_mb as f64 - after.allocated_mib);
+        let available = [free, limit]
+            .into_iter()
+            .flatten()
+            .fold(f64::INFINITY, f64::min);
+        let chunk = chunk_for_memory(per_pass, available, DEFAULT_CUDA_BATCH);
+        if per_pass > available * MEMORY_FILL {
+            log::warn!(
+                "one MC pass needs {per_pass:.0} MiB of GPU memory but only {available:.0} MiB \
+                 are available (mc.max_gpu_memory_mb {}, the device's free memory): running \
+                 one pass at a time",
+                self.config.mc_max_gpu_memory_mb
+            );
+        } else {
+            log::info!(
+                "MC chunks of {chunk}: one pass needs {per_pass:.0} MiB, {available:.0} MiB \
+                 available"
+            );
+        }
         self.mc_memory_chunk.store(chunk, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Now, after the device has finished its queued work when profiling (so stage
@@ -626,21 +621,35 @@ impl Engine {
 
     /// The deterministic pass as a CUDA graph, captured on first use (after 3 eager
     /// warm-up passes) for the one input shape the engine has: the model's native size.
+    /// A capture that fails is not tried again, and every later frame gets the same error:
+    /// libtorch leaves the device's random generator in capture mode when a capture fails
+    /// partway, so the process (not only this engine) has to start again without
+    /// `cuda_graphs`.
     fn graph_forward(&self, batch: &Tensor) -> Result<HeadOutputs> {
         let Device::Cuda(index) = self.device else {
             unreachable!("cuda_graphs is refused off CUDA when the engine is built");
         };
-        let mut graph = self
+        let mut slot = self
             .eval_graph
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !graph.as_ref().is_some_and(|g| g.fits(batch)) {
+        if slot.is_none() {
             let net = &self.model.net;
-            *graph = Some(CapturedForward::capture(index, batch, 3, |x| {
+            let captured = CapturedForward::capture(index, batch, 3, |x| {
                 net.forward(x, Pass::Eval).into_tensors()
-            })?);
+            });
+            *slot = Some(captured.map_err(|e| e.to_string()));
         }
-        let outputs = graph.as_ref().expect("captured above").run(batch)?;
+        let graph = match slot.as_ref().expect("filled above") {
+            Ok(graph) if graph.fits(batch) => graph,
+            Ok(_) => unreachable!("the network input always has the model's native size"),
+            Err(reason) => {
+                return Err(Error::Inference(format!(
+                    "{reason}; restart without cuda_graphs"
+                )))
+            }
+        };
+        let outputs = graph.run(batch)?;
         Ok(HeadOutputs::from_tensors(
             outputs,
             self.model.spec.tasks.semantic.is_some(),

@@ -230,6 +230,8 @@ fn fp16_channels_last_agrees_with_fp32_in_one_pass() {
 
 /// CUDA graphs (experimental, aleatoric mode) replay the captured pass: every frame gives
 /// what the eager pass gives, at fp32 and at fp16 channels-last. Off CUDA they are refused.
+/// (A failed capture leaves libtorch's CUDA generator unusable for the process: the device
+/// script runs this test in a process of its own.)
 #[test]
 fn cuda_graphs_give_the_eager_outputs_frame_by_frame() {
     let device = test_device();
@@ -245,6 +247,8 @@ fn cuda_graphs_give_the_eager_outputs_frame_by_frame() {
                 channels_last,
                 cuda_graphs,
                 device,
+                // The same logit-noise draws for both engines (the passes draw nothing).
+                seed: Some(3),
                 ..EngineConfig::default()
             },
         )

@@ -271,9 +271,9 @@ fn dropout(xs: &Tensor, p: f64, active: bool) -> Tensor {
     }
     let mut uniform = Tensor::empty_strided(xs.size(), xs.stride(), (Kind::Float, xs.device()));
     let _ = uniform.uniform_(0.0, 1.0);
-    let mut keep = uniform.ge(p).to_kind(xs.kind());
-    let _ = keep.g_mul_scalar_(1.0 / (1.0 - p));
-    xs * keep
+    // Multiplying by the boolean mask first keeps autograd's saved mask at one byte per
+    // element in training.
+    (xs * uniform.ge(p)) * (1.0 / (1.0 - p))
 }
 
 /// `[B, C, H, W]` with channels-last strides (NHWC in memory), the same values: the layout
@@ -584,12 +584,13 @@ impl FcDenseNet {
         self.channels_last = on;
     }
 
-    /// The network's input in the layout it runs in.
+    /// The network's input in the layout it runs in (an input that arrives channels-last,
+    /// as a camera's HWC image permuted, is laid out NCHW for NCHW weights).
     fn laid_out(&self, xs: &Tensor) -> Tensor {
         if self.channels_last {
             to_channels_last(xs)
         } else {
-            xs.shallow_clone()
+            xs.contiguous()
         }
     }
 
