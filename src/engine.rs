@@ -534,7 +534,10 @@ impl Engine {
                 .store(DEFAULT_CUDA_BATCH, Ordering::Relaxed);
             return Ok(());
         };
-        guarded(|| Ok(drop(self.model.net.forward(input, Pass::McSample))))?;
+        guarded(|| {
+            drop(self.model.net.forward(input, Pass::McSample));
+            Ok(())
+        })?;
         self.synchronize();
         let Some(after) = cuda_memory(index) else {
             self.mc_memory_chunk
