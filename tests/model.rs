@@ -101,6 +101,26 @@ fn save_load_round_trip_is_exact() {
     assert_eq!(read(dir.path()), read(again.path()));
 }
 
+#[test]
+fn a_channels_last_model_saves_the_same_file_as_the_usual_layout() {
+    let (nchw, nhwc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut model = common::tiny_model(4, true);
+    model.save(nchw.path()).unwrap();
+    model.use_channels_last();
+    let weight = &model.vs.variables()["first_conv.weight"];
+    assert!(
+        !weight.is_contiguous(),
+        "the weights are laid out channels-last"
+    );
+    model.save(nhwc.path()).unwrap();
+    let read = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(read(nchw.path()) == read(nhwc.path()), "same bytes");
+    let loaded = Model::load(nhwc.path(), Device::Cpu).unwrap();
+    for (name, tensor) in model.vs.variables() {
+        assert!(tensor.equal(&loaded.vs.variables()[&name]), "{name}");
+    }
+}
+
 fn saved_tiny() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     common::tiny_model(4, true).save(dir.path()).unwrap();

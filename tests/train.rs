@@ -177,6 +177,31 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
     );
     let spec = bayes_perception::model::ModelSpec::load(&tmp.path().join("homo/best")).unwrap();
     assert!(!spec.tasks.semantic.unwrap().aleatoric && !spec.tasks.depth.unwrap().aleatoric);
+    // Channels-last training writes checkpoints the engine loads like any other.
+    std::fs::write(
+        tmp.path().join("cl.yaml"),
+        config.replace(
+            "  device: cpu\noutput:\n  dir: run",
+            "  device: cpu\n  channels_last: true\noutput:\n  dir: cl",
+        ),
+    )
+    .unwrap();
+    let out = train(&tmp.path().join("cl.yaml"), &["--epochs", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cl = bayes_perception::Engine::load(
+        &tmp.path().join("cl/last"),
+        bayes_perception::EngineConfig {
+            device: "cpu".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let validation = &cl.model().spec.provenance["validation"];
+    assert!(validation["mean_iou"].as_f64().is_some(), "{validation:?}");
     // Config errors name the key.
     std::fs::write(
         tmp.path().join("bad.yaml"),

@@ -402,7 +402,17 @@ impl Model {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let weights_tmp = dir.join(format!("{WEIGHTS_FILE}.tmp.safetensors"));
-        self.vs.save(&weights_tmp)?;
+        // In the usual layout whatever the model runs in (safetensors holds contiguous data).
+        let mut named: Vec<(String, Tensor)> = {
+            let _guard = tch::no_grad_guard();
+            self.vs
+                .variables()
+                .into_iter()
+                .map(|(name, t)| (name, t.contiguous()))
+                .collect()
+        };
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Tensor::write_safetensors(&named, &weights_tmp)?;
         rename(&weights_tmp, &dir.join(WEIGHTS_FILE))?;
         let yaml =
             serde_yaml::to_string(&self.spec).map_err(|e| Error::model(dir, e.to_string()))?;

@@ -158,6 +158,10 @@ pub struct TrainingSettings {
     /// Stop after this many minutes (0 = no limit).
     #[serde(default)]
     pub max_minutes: f64,
+    /// Train with weights and activations channels-last (NHWC in memory); the saved model
+    /// is the same either way. On the 2-core development VM's CPU 1.2-1.5x faster.
+    #[serde(default)]
+    pub channels_last: bool,
     #[serde(default)]
     pub seed: u64,
     #[serde(default = "default_device")]
@@ -425,6 +429,9 @@ pub fn train(
         };
         (Model::new(spec, device)?, TrainState::default())
     };
+    if cfg.training.channels_last {
+        model.use_channels_last();
+    }
     let size_multiple = model
         .spec
         .arch()
