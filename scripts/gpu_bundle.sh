@@ -5,8 +5,10 @@
 #
 # Part 2 (on the GPU machine, which needs PyTorch 2.11.0 with CUDA but no Rust), from the
 # repository root:
-#     bash .gpu/run.sh            # results in .gpu/results, packed into $OUT/results.tgz
+#     bash .gpu/run.sh            # results in .gpu_results, packed into $OUT/results.tgz
 #     TRAIN_BASELINE_MINUTES=3 bash .gpu/run.sh     # first trains the comparison's baseline
+#     RESUME=1 bash .gpu/run.sh   # a second call on the same (still warm) machine: keeps
+#                                 # .gpu_results and skips every step already done
 # It builds nothing and runs, most important first (a run cut short keeps what it did):
 # doctor; with TRAIN_BASELINE_MINUTES, the baseline's data and training; the precision test
 # on CUDA (fp16 and bf16 against fp32, one pass and MC, and channels-last, with the demo
@@ -43,12 +45,17 @@ cat > .gpu/run.sh <<'RUN'
 # them to $OUT. Run from the repository root (models/demo is used).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-# Results are written to .gpu/results and packed after every step into one archive in
+# Results are written to .gpu_results (beside .gpu/, so that carrying a fresh .gpu/ to a
+# warm machine keeps them for RESUME=1) and packed after every step into one archive in
 # $OUT (the device tool returns at most 8 files; a run cut off by its time limit keeps
 # everything packed so far).
-out="$here/results"
-rm -rf "$out"
+out="$here/../.gpu_results"
+[[ "${RESUME:-}" == 1 ]] || rm -rf "$out"
 mkdir -p "$out"
+# With RESUME=1, whether a step's result is already there (non-empty).
+kept() {
+    [[ "${RESUME:-}" == 1 && -s "$1" ]] && echo "== kept from the previous call: ${1##*/}"
+}
 pack() {
     [[ -n "${OUT:-}" ]] || return 0
     tar czf "$OUT/results.tgz.part" -C "$out" . && mv "$OUT/results.tgz.part" "$OUT/results.tgz"
@@ -68,7 +75,7 @@ pack
 # TRAIN_BASELINE_MINUTES is set: the demo model's data (synth, seed 1) and config with
 # `loss.homoscedastic: true` (config/train_baseline.yaml), stopped after that many minutes
 # at the latest. The model comes back in $out/baseline/.
-if [[ -n "${TRAIN_BASELINE_MINUTES:-}" ]]; then
+if [[ -n "${TRAIN_BASELINE_MINUTES:-}" ]] && ! kept "$out/baseline/model.safetensors"; then
     echo "== baseline: synthetic data, then training for at most $TRAIN_BASELINE_MINUTES min" | tee "$out/train_baseline.log"
     rm -rf data/synth runs/baseline
     "$bin" synth --out data/synth --count 2000 --split train --width 240 --height 180 --seed 1 >/dev/null &
@@ -85,6 +92,7 @@ fi
 
 bench() {  # name, then bench arguments
     local name="$1"; shift
+    kept "$out/$name.json" && return
     echo "== $name: bench $*" | tee -a "$out/bench.txt"
     timeout 60 "$bin" bench --device cuda --json "$@" > "$out/$name.json" 2>> "$out/bench.txt"
     "$python" -c 'import json,sys
@@ -107,6 +115,7 @@ ours() {  # height width precision [mc batch sizes...]; LAYOUT=cl runs channels-
 }
 reference() {  # name, then pytorch_reference.py arguments
     local name="$1"; shift
+    kept "$out/pytorch_$name.json" && return
     echo "== pytorch $name: $*" | tee -a "$out/bench.txt"
     timeout 150 "$python" "$here/pytorch_reference.py" --device cuda --arch fcdensenet103 --json "$out/pytorch_$name.json" "$@" 2>&1 | tee -a "$out/bench.txt"
     pack
@@ -121,13 +130,16 @@ reference_pair() {  # height width name flags...
 # the precision test (fp16/bf16 MC with the fp32-drawn dropout masks, channels-last),
 # then the 360x480 target set-up in both layouts against PyTorch, then the chunk sized
 # from the GPU memory, other precisions, sizes and modes.
-echo "== precision: fp16 and bf16 against fp32 on CUDA (tests/precision.rs)" | tee "$out/precision.txt"
-# The CUDA-graph test in a process of its own: a failed capture would spoil the others.
-for filter in "--skip cuda_graphs" "cuda_graphs"; do
-    BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/demo" \
-        timeout 150 "$here/precision_test" --nocapture --test-threads 1 $filter 2>&1 | tee -a "$out/precision.txt"
-done
-pack
+if ! kept "$out/precision.done"; then
+    echo "== precision: fp16 and bf16 against fp32 on CUDA (tests/precision.rs)" | tee "$out/precision.txt"
+    # The CUDA-graph test in a process of its own: a failed capture would spoil the others.
+    for filter in "--skip cuda_graphs" "cuda_graphs"; do
+        BAYES_PERCEPTION_TEST_DEVICE=cuda BAYES_PERCEPTION_DEMO_MODEL="$here/../models/demo" \
+            timeout 150 "$here/precision_test" --nocapture --test-threads 1 $filter 2>&1 | tee -a "$out/precision.txt"
+    done
+    echo done > "$out/precision.done"
+    pack
+fi
 LAYOUT=cl ours 360 480 fp16 25
 # The single pass as a CUDA graph (experimental): launch overhead out of the aleatoric frame.
 bench 103_360x480_aleatoric_fp16_cl_graphs --arch fcdensenet103 --height 360 --width 480 \
@@ -157,10 +169,14 @@ LAYOUT=cl ours 480 640 fp16 25
 ours 480 640 fp32 25
 reference_pair 480 640 fp32 --dtype fp32
 reference_pair 480 640 fp16_cl --dtype fp16 --channels-last
-echo "== pytorch profile of one MC-50 frame, fp16 channels-last (top CUDA kernels)" | tee -a "$out/bench.txt"
-timeout 120 "$python" "$here/pytorch_reference.py" --device cuda --arch fcdensenet103 --mode mc --samples 50 \
-    --batch-size 25 --frames 1 --warmup 1 --dtype fp16 --channels-last --profile 2>&1 | tee "$out/profile_mc50_fp16.txt"
-pack
+if ! kept "$out/profile_mc50_fp16.txt"; then
+    echo "== pytorch profile of one MC-50 frame, fp16 channels-last (top CUDA kernels)" | tee -a "$out/bench.txt"
+    # Kept under its final name only when it succeeded (RESUME=1 tries a failed one again).
+    timeout 120 "$python" "$here/pytorch_reference.py" --device cuda --arch fcdensenet103 --mode mc --samples 50 \
+        --batch-size 25 --frames 1 --warmup 1 --dtype fp16 --channels-last --profile 2>&1 | tee "$out/profile_mc50_fp16.part" &&
+        mv "$out/profile_mc50_fp16.part" "$out/profile_mc50_fp16.txt"
+    pack
+fi
 # torch.compile takes a minute or two per shape: last.
 reference_pair 360 480 fp16_cl_compiled --dtype fp16 --channels-last --compile
 RUN
