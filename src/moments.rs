@@ -18,6 +18,7 @@
 //! layer order lives in `model::fc_densenet` (`FcDenseNet::forward_moments`), which calls
 //! these rules layer by layer.
 
+use crate::model::fc_densenet::{is_channels_last, to_channels_last};
 use tch::{nn, Kind, Tensor};
 
 /// Below this standard deviation an activation counts as deterministic (activations are
@@ -290,6 +291,12 @@ pub fn max_pool2x2_linearized(x: &Gaussian) -> Gaussian {
         .flatten(2, 3)
         .gather(2, &indices.flatten(2, 3), false)
         .view(size.as_slice());
+    // gather returns the usual layout: the variance follows the mean's (channels-last).
+    let var = if is_channels_last(&mean) {
+        to_channels_last(&var)
+    } else {
+        var
+    };
     Gaussian { mean, var }
 }
 

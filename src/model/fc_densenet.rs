@@ -770,7 +770,18 @@ mod tests {
             let (mean, depth_s) = out.depth.unwrap();
             let moments = net.forward_moments(&xs, Rules::ClosedForm);
             let (m_logits, _) = moments.semantic.unwrap();
-            [logits, s, mean, depth_s, m_logits.mean, m_logits.var]
+            let linearized = net.forward_moments(&xs, Rules::Linearized);
+            let (_, l_depth_s) = linearized.depth.unwrap();
+            [
+                logits,
+                s,
+                mean,
+                depth_s,
+                m_logits.mean,
+                m_logits.var,
+                l_depth_s.mean,
+                l_depth_s.var,
+            ]
         };
         let nchw = run(&net, Pass::Eval);
         let nchw_sample = run(&net, Pass::McSample);
