@@ -256,8 +256,8 @@ pub struct Engine {
     size_multiple: i64,
     /// The largest MC chunk that has not run out of memory (usize::MAX until one does).
     mc_chunk_limit: AtomicUsize,
-    /// CUDA with the per-device chunk: the chunk that fits the memory, measured on the
-    /// first MC frame after loading or a settings change (0 until then).
+    /// CUDA with the per-device chunk: the chunk that fits the memory, measured before the
+    /// first MC frame after loading or a change of `mc_max_gpu_memory_mb` (0 until then).
     mc_memory_chunk: AtomicUsize,
     /// With `cuda_graphs`: the deterministic pass, captured on its first use, or why its
     /// capture failed (never tried again: see [`Engine::graph_forward`]).
@@ -348,26 +348,30 @@ impl Engine {
                 ),
             ));
         }
-        if config.cuda_graphs != self.config.cuda_graphs {
-            return Err(Error::config(
-                "parameters",
-                "cuda_graphs",
-                "fixed when the engine is loaded",
-            ));
-        }
-        if config.channels_last != self.config.channels_last {
-            return Err(Error::config(
-                "parameters",
+        for (key, loaded, asked) in [
+            (
                 "channels_last",
-                format!(
-                    "the engine was loaded with channels_last {}; load it again to change it",
-                    self.config.channels_last
-                ),
-            ));
+                self.config.channels_last,
+                config.channels_last,
+            ),
+            ("cuda_graphs", self.config.cuda_graphs, config.cuda_graphs),
+        ] {
+            if loaded != asked {
+                return Err(Error::config(
+                    "parameters",
+                    key,
+                    format!(
+                        "the engine was loaded with {key} {loaded}; load it again to change it"
+                    ),
+                ));
+            }
+        }
+        if config.mc_max_gpu_memory_mb != self.config.mc_max_gpu_memory_mb {
+            // Sized again for the new budget on the next MC frame (other settings leave
+            // the memory a pass needs as it was).
+            self.mc_memory_chunk.store(0, Ordering::Relaxed);
         }
         self.config = config;
-        // Sized again for the new settings on the next MC frame.
-        self.mc_memory_chunk.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -510,7 +514,7 @@ impl Engine {
         })
     }
 
-    /// On CUDA with the per-device chunk, once after loading or a settings change: one MC
+    /// On CUDA with the per-device chunk, once after loading or a change of the budget: one MC
     /// pass of `input`, measured and thrown away; its peak over what was allocated before
     /// is the memory a pass needs, and the chunk takes [`MEMORY_FILL`] of what is free on
     /// the device (and under `mc_max_gpu_memory_mb`). Without the allocator's statistics
@@ -524,22 +528,21 @@ impl Engine {
             return Ok(());
         }
         self.synchronize();
-        let before = if reset_cuda_peak_memory(index) {
-            cuda_memory(index)
-        } else {
-            None
+        let before = reset_cuda_peak_memory(index)
+            .then(|| cuda_memory(index))
+            .flatten();
+        let after = match before {
+            Some(_) => {
+                guarded(|| {
+                    drop(self.model.net.forward(input, Pass::McSample));
+                    Ok(())
+                })?;
+                self.synchronize();
+                cuda_memory(index)
+            }
+            None => None,
         };
-        let Some(before) = before else {
-            self.mc_memory_chunk
-                .store(DEFAULT_CUDA_BATCH, Ordering::Relaxed);
-            return Ok(());
-        };
-        guarded(|| {
-            drop(self.model.net.forward(input, Pass::McSample));
-            Ok(())
-        })?;
-        self.synchronize();
-        let Some(after) = cuda_memory(index) else {
+        let (Some(before), Some(after)) = (before, after) else {
             self.mc_memory_chunk
                 .store(DEFAULT_CUDA_BATCH, Ordering::Relaxed);
             return Ok(());

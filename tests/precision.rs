@@ -305,6 +305,20 @@ fn the_precision_is_fixed_when_the_engine_loads() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("precision") && err.contains("bf16"), "{err}");
+    // So is the memory layout.
+    let err = engine
+        .set_config(EngineConfig {
+            precision: Precision::Bf16,
+            channels_last: true,
+            device: "cpu".parse().unwrap(),
+            ..EngineConfig::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`channels_last`") && err.contains("loaded with channels_last false"),
+        "{err}"
+    );
     // A bf16 engine still returns fp32 images (the reductions run in fp32).
     let p = engine.predict(&common::pattern(40, 30)).unwrap();
     assert!(p
