@@ -312,3 +312,139 @@ fn baseline_config_is_the_demo_config_with_the_homoscedastic_loss() {
     baseline.output.dir = demo.output.dir.clone();
     assert_eq!(baseline, demo);
 }
+
+/// Stops a run as Ctrl-C does, after `stop_after` batches; keeps the start-up line.
+struct StopAfter<'a> {
+    stop_after: usize,
+    batches: usize,
+    flag: &'a std::sync::atomic::AtomicBool,
+    summary: String,
+}
+
+impl bayes_perception::train::trainer::Progress for StopAfter<'_> {
+    fn started(&mut self, summary: &str) {
+        self.summary = summary.to_owned();
+    }
+    fn epoch_started(&mut self, _epoch: usize, _batches: usize, _done: usize) {}
+    fn batch_done(&mut self, _loss: f64, _images: usize, _seconds: f64) {
+        self.batches += 1;
+        if self.batches == self.stop_after {
+            self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn epoch_done(
+        &mut self,
+        _epoch: usize,
+        _train_loss: f64,
+        _validation: &bayes_perception::train::trainer::Validation,
+        _lr: f64,
+    ) {
+    }
+}
+
+/// A run stopped twice (mid-epoch, then again in the next epoch) and resumed from `last/`
+/// ends with the very weights and figures of the run that was never stopped: the
+/// optimiser's state travels with the checkpoint and every batch draws its crops, dropout
+/// masks and logit noise from its own seed. Without the optimiser state it would not
+/// (checked, so the comparison can fail).
+#[test]
+fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
+    use bayes_perception::train::trainer::{train, TrainConfig};
+    use std::sync::atomic::AtomicBool;
+    let _lock = common::rng_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    for (split, count) in [("train", "6"), ("val", "2")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+            .args(["synth", "--out"])
+            .arg(tmp.path().join("data"))
+            .args([
+                "--count", count, "--split", split, "--width", "64", "--height", "48",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    // Adam, dropout and logit noise: every kind of state a resume has to carry.
+    let config = |dir: &str| {
+        let path = tmp.path().join(format!("{dir}.yaml"));
+        std::fs::write(&path, format!("data:\n  layout: camvid\n  root: data\nmodel:\n  name: tiny\n  architecture:\n    {TINY_ARCH}\n  tasks: [semantic, depth]\nloss:\n  noise_samples: 3\noptimizer:\n  kind: adam\ntraining:\n  epochs: 2\n  batch_size: 2\n  crop: [32, 32]\n  device: cpu\noutput:\n  dir: {dir}\n  resume: true\n")).unwrap();
+        TrainConfig::load(&path).unwrap()
+    };
+    // Runs until `stop_after` batches (0: to the end); returns the start-up line.
+    let run = |cfg: &TrainConfig, stop_after: usize| {
+        let flag = AtomicBool::new(false);
+        let mut progress = StopAfter {
+            stop_after,
+            batches: 0,
+            flag: &flag,
+            summary: String::new(),
+        };
+        train(cfg, "test", &flag, &mut progress).unwrap();
+        progress.summary
+    };
+    let weights = |dir: &str| {
+        let mut named =
+            tch::Tensor::read_safetensors(tmp.path().join(dir).join("last/model.safetensors"))
+                .unwrap();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    };
+    let apart = |a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|((n, x), (m, y))| {
+                assert_eq!(n, m);
+                (x - y).abs().max().double_value(&[])
+            })
+            .fold(0.0, f64::max)
+    };
+    // Everything in metrics.csv but the time.
+    let figures = |dir: &str| {
+        std::fs::read_to_string(tmp.path().join(dir).join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    run(&config("whole"), 0);
+    // 3 batches an epoch: stop in epoch 1, then in epoch 2, then run to the end.
+    let parts = config("parts");
+    run(&parts, 2);
+    let line = run(&parts, 2);
+    assert!(
+        line.contains("resumed after 0 epochs and 2 batches, optimiser state restored"),
+        "{line}"
+    );
+    let stopped = tmp.path().join("parts/last");
+    // A copy of the second checkpoint without its optimiser state.
+    let bare = tmp.path().join("bare/last");
+    std::fs::create_dir_all(&bare).unwrap();
+    for f in ["model.yaml", "model.safetensors", "train_state.yaml"] {
+        std::fs::copy(stopped.join(f), bare.join(f)).unwrap();
+    }
+    std::fs::copy(
+        tmp.path().join("parts/metrics.csv"),
+        tmp.path().join("bare/metrics.csv"),
+    )
+    .unwrap();
+    let line = run(&parts, 0);
+    assert!(
+        line.contains("resumed after 1 epochs and 1 batches, optimiser state restored"),
+        "{line}"
+    );
+
+    let (whole, parts) = (weights("whole"), weights("parts"));
+    assert_eq!(apart(&whole, &parts), 0.0);
+    assert_eq!(figures("whole"), figures("parts"));
+    assert_eq!(figures("whole").len(), 3);
+
+    let line = run(&config("bare"), 0);
+    assert!(line.contains("WITHOUT optimiser state"), "{line}");
+    let off = apart(&whole, &weights("bare"));
+    assert!(
+        off > 1e-4,
+        "a restarted optimiser should land elsewhere: {off}"
+    );
+}

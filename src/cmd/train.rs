@@ -29,8 +29,10 @@ impl Progress for Bars {
         self.images_since_line = 0;
     }
 
-    fn epoch_started(&mut self, epoch: usize, batches: usize) {
+    fn epoch_started(&mut self, epoch: usize, batches: usize, done: usize) {
         self.bar = ProgressBar::new(batches as u64);
+        self.bar.set_position(done as u64);
+        self.loss = f64::NAN;
         self.bar.set_style(
             ProgressStyle::with_template(
                 "epoch {prefix} {bar:30} {pos}/{len} batches {msg} ETA {eta}",
@@ -41,7 +43,7 @@ impl Progress for Bars {
     }
 
     fn batch_done(&mut self, loss: f64, images: usize, seconds: f64) {
-        self.loss = if self.bar.position() == 0 {
+        self.loss = if self.loss.is_nan() {
             loss
         } else {
             0.9 * self.loss + 0.1 * loss

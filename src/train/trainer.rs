@@ -4,7 +4,8 @@
 //! Losses: the logit-noise semantic loss and the heteroscedastic depth loss of Kendall &
 //! Gal; weight decay is the prior. RMSProp or Adam with exponential decay per epoch,
 //! random crops and flips, early stopping on validation mean IoU (or depth rel for
-//! depth-only models), resume from `last/`, and a checkpoint on interruption.
+//! depth-only models), a checkpoint on interruption, and an exact resume from `last/`
+//! (the optimiser's state is saved with it, and each batch draws from its own seed).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,15 +14,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
 
 use super::data::{make_batch, Augment, Dataset, Sample};
 use super::loss::{cross_entropy, depth_l1, depth_loss, median_frequency_weights, semantic_loss};
 use super::metrics::{Confusion, DepthErrors};
+use super::optim::{Optimizer, Rule};
 use crate::device::DeviceRequest;
 use crate::engine::pad_to_multiple;
 use crate::error::{Error, Result};
@@ -190,12 +191,46 @@ pub struct OutputConfig {
     pub resume: bool,
 }
 
-/// Where training stands; saved next to the `last/` checkpoint.
+/// Where training stands; saved next to the `last/` checkpoint, with the optimiser's state
+/// in `optimizer.safetensors`. With both, a resumed run takes the very steps the
+/// uninterrupted run would have (each batch draws from its own seed, [`batch_rng`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TrainState {
+    /// Epochs completed.
     epoch: usize,
     best_score: Option<f64>,
     epochs_since_best: usize,
+    /// Batches of the next epoch already trained (a checkpoint taken mid-epoch), and the
+    /// sum and count of their finite losses.
+    #[serde(default)]
+    batches_done: usize,
+    #[serde(default)]
+    loss_sum: f64,
+    #[serde(default)]
+    loss_count: usize,
+    /// Optimiser steps taken; `optimizer.safetensors` of another count is not this state.
+    #[serde(default)]
+    steps: u64,
+    /// Training time of the earlier runs this one resumed (metrics.csv counts it on).
+    #[serde(default)]
+    seconds: f64,
+}
+
+/// The name of the optimiser state file next to a checkpoint.
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// The random draws of one batch: its crops, flips and colour jitter, and (through the
+/// libtorch seed drawn first) its dropout masks and logit noise. A batch's draws depend on
+/// the seed, the epoch and its index alone, so a run resumed at any batch repeats none and
+/// skips none.
+fn batch_rng(seed: u64, epoch: usize, batch: usize) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&(epoch as u64).to_le_bytes());
+    key[16..24].copy_from_slice(&(batch as u64).to_le_bytes());
+    let mut rng = ChaCha8Rng::from_seed(key);
+    tch::manual_seed((rng.next_u64() >> 1) as i64);
+    rng
 }
 
 /// One epoch's validation figures.
@@ -219,7 +254,8 @@ impl Validation {
 pub trait Progress {
     /// Called once the data is loaded, before the first epoch.
     fn started(&mut self, summary: &str);
-    fn epoch_started(&mut self, epoch: usize, batches: usize);
+    /// `done` of the `batches` were trained before a resume.
+    fn epoch_started(&mut self, epoch: usize, batches: usize, done: usize);
     /// One optimiser step: its loss, and how many images it took in how many seconds.
     fn batch_done(&mut self, loss: f64, images: usize, seconds: f64);
     fn epoch_done(&mut self, epoch: usize, train_loss: f64, validation: &Validation, lr: f64);
@@ -327,8 +363,6 @@ fn load_all(ds: &Dataset, limit: usize) -> Result<Vec<Sample>> {
     (0..n).map(|i| ds.load(i)).collect()
 }
 
-/// Trains as configured; returns the run directory. `interrupted` stops after the current
-/// batch with a checkpoint.
 /// Where a training run wrote its checkpoints.
 #[derive(Debug, Clone)]
 pub struct Trained {
@@ -338,6 +372,8 @@ pub struct Trained {
     pub has_best: bool,
 }
 
+/// Trains as configured; returns where. `interrupted` stops after the current batch with a
+/// checkpoint that `output.resume` continues exactly.
 pub fn train(
     cfg: &TrainConfig,
     command: &str,
@@ -376,7 +412,8 @@ pub fn train(
     let run_dir = cfg.output.dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let last_dir = run_dir.join("last");
-    let (mut model, mut state) = if cfg.output.resume && last_dir.join("model.yaml").is_file() {
+    let resumed = cfg.output.resume && last_dir.join("model.yaml").is_file();
+    let (mut model, mut state) = if resumed {
         let model = Model::load(&last_dir, device)?;
         let state_path = last_dir.join("train_state.yaml");
         let text =
@@ -461,18 +498,27 @@ pub fn train(
 
     let o = &cfg.optimizer;
     let lr_at = |epoch: usize| o.lr * o.lr_decay.powi(epoch as i32);
-    let mut optimizer = match o.kind.as_str() {
-        "adam" => tch::nn::Adam {
-            wd: o.weight_decay,
-            ..Default::default()
-        }
-        .build(&model.vs, lr_at(state.epoch))?,
-        _ => tch::nn::RmsProp {
-            wd: o.weight_decay,
-            ..Default::default()
-        }
-        .build(&model.vs, lr_at(state.epoch))?,
-    };
+    let rule = Rule::from_kind(&o.kind).expect("validated optimizer.kind");
+    let mut optimizer = Optimizer::new(rule, &model.vs, lr_at(state.epoch), o.weight_decay);
+    // A resumed run continues the optimiser where it stopped; a checkpoint without its
+    // state (written before it was saved, or by a run stopped between the two files)
+    // restarts the optimiser, and says so.
+    let mut resumed_note = String::new();
+    if resumed {
+        let path = last_dir.join(OPTIMIZER_FILE);
+        let restored = if path.is_file() {
+            optimizer.load(&path, state.steps)
+        } else {
+            Err(Error::model(&path, "missing"))
+        };
+        resumed_note = format!(
+            "; resumed after {} epochs and {} batches, ",
+            state.epoch, state.batches_done
+        ) + &match restored {
+            Ok(()) => "optimiser state restored".into(),
+            Err(e) => format!("WITHOUT optimiser state ({e}): the optimiser starts afresh"),
+        };
+    }
     let augment = Augment {
         crop: (cfg.training.crop != [0, 0]).then_some((cfg.training.crop[0], cfg.training.crop[1])),
         flip: cfg.training.flip,
@@ -480,7 +526,7 @@ pub fn train(
     };
     progress.started(&format!(
         "training {} ({} parameters) on {device:?}: {} training and {} validation images, \
-         {} batches of {} per epoch",
+         {} batches of {} per epoch{resumed_note}",
         model.spec.name,
         model.num_parameters(),
         train_samples.len(),
@@ -489,6 +535,7 @@ pub fn train(
         cfg.training.batch_size,
     ));
     let started = Instant::now();
+    let seconds_before = state.seconds;
     let csv_path = run_dir.join("metrics.csv");
     if !csv_path.exists() {
         std::fs::write(&csv_path, "epoch,train_loss,val_mean_iou,val_pixel_accuracy,val_depth_rel,val_depth_rms,lr,seconds\n")
@@ -499,15 +546,15 @@ pub fn train(
         let epoch = state.epoch;
         let lr = lr_at(epoch);
         optimizer.set_lr(lr);
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(cfg.training.seed.wrapping_add(epoch as u64 * 7919));
         let mut order: Vec<usize> = (0..train_samples.len()).collect();
-        order.shuffle(&mut rng);
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.training.seed.wrapping_add(epoch as u64 * 7919),
+        ));
         let batches: Vec<&[usize]> = order.chunks(cfg.training.batch_size).collect();
-        progress.epoch_started(epoch + 1, batches.len());
-        let (mut loss_sum, mut loss_count) = (0.0, 0usize);
-        for batch_ids in batches {
+        progress.epoch_started(epoch + 1, batches.len(), state.batches_done);
+        for (index, batch_ids) in batches.iter().enumerate().skip(state.batches_done) {
             let t = Instant::now();
+            let mut rng = batch_rng(cfg.training.seed, epoch, index);
             let samples: Vec<&Sample> = batch_ids.iter().map(|&i| &train_samples[i]).collect();
             let batch = make_batch(
                 &samples,
@@ -552,16 +599,18 @@ pub fn train(
             optimizer.backward_step(&loss);
             let value = loss.double_value(&[]);
             if value.is_finite() {
-                loss_sum += value;
-                loss_count += 1;
+                state.loss_sum += value;
+                state.loss_count += 1;
             }
+            state.batches_done = index + 1;
             progress.batch_done(value, samples.len(), t.elapsed().as_secs_f64());
             if interrupted.load(Ordering::SeqCst) {
                 // Mid-epoch weights: the last completed epoch's figures no longer apply.
                 let provenance = &mut model.spec.provenance;
                 provenance.remove("validation");
                 provenance.insert("interrupted_in_epoch".into(), (epoch + 1).into());
-                save_checkpoint(&model, &last_dir, &state)?;
+                state.seconds = seconds_before + started.elapsed().as_secs_f64();
+                save_checkpoint(&model, &optimizer, &last_dir, &mut state)?;
                 return Ok(Trained {
                     run_dir,
                     has_best: state.best_score.is_some(),
@@ -569,8 +618,10 @@ pub fn train(
             }
         }
         let validation = validate(&model, &val_samples, size_multiple, void_id, device);
-        let train_loss = loss_sum / loss_count.max(1) as f64;
+        let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
         state.epoch += 1;
+        (state.batches_done, state.loss_sum, state.loss_count) = (0, 0.0, 0);
+        state.seconds = seconds_before + started.elapsed().as_secs_f64();
         // Each checkpoint says which epoch it is and how it validated.
         let provenance = &mut model.spec.provenance;
         provenance.remove("interrupted_in_epoch");
@@ -587,7 +638,7 @@ pub fn train(
         } else {
             state.epochs_since_best += 1;
         }
-        save_checkpoint(&model, &last_dir, &state)?;
+        save_checkpoint(&model, &optimizer, &last_dir, &mut state)?;
         let fmt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.5}"));
         let line = format!(
             "{},{train_loss:.5},{},{},{},{},{lr:.6},{:.1}\n",
@@ -596,7 +647,7 @@ pub fn train(
             fmt(validation.pixel_accuracy),
             fmt(validation.depth_rel),
             fmt(validation.depth_rms),
-            started.elapsed().as_secs_f64()
+            state.seconds
         );
         std::fs::OpenOptions::new()
             .append(true)
@@ -618,11 +669,22 @@ pub fn train(
     })
 }
 
-fn save_checkpoint(model: &Model, dir: &Path, state: &TrainState) -> Result<()> {
+/// `last/`: the model, the optimiser's state, then where training stands (the file a resume
+/// reads first; the optimiser's step count ties the other two to it).
+fn save_checkpoint(
+    model: &Model,
+    optimizer: &Optimizer,
+    dir: &Path,
+    state: &mut TrainState,
+) -> Result<()> {
     model.save(dir)?;
+    optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+    state.steps = optimizer.steps();
     let path = dir.join("train_state.yaml");
+    let tmp = dir.join("train_state.yaml.tmp");
     let yaml = serde_yaml::to_string(state).map_err(|e| Error::model(dir, e.to_string()))?;
-    std::fs::write(&path, yaml).map_err(|e| Error::io(&path, e))
+    std::fs::write(&tmp, yaml).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
 /// Full-frame evaluation with dropout off: labels are the argmax of the logits.
