@@ -349,7 +349,7 @@ impl bayes_perception::train::trainer::Progress for StopAfter<'_> {
 /// (checked, so the comparison can fail).
 #[test]
 fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
-    use bayes_perception::train::trainer::{train, TrainConfig};
+    use bayes_perception::train::trainer::{train, Stop, TrainConfig};
     use std::sync::atomic::AtomicBool;
     let _lock = common::rng_lock();
     let tmp = tempfile::tempdir().unwrap();
@@ -365,13 +365,15 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
         assert!(out.status.success());
     }
     // Adam, dropout and logit noise: every kind of state a resume has to carry.
-    let config = |dir: &str| {
+    let config_with = |dir: &str, training: &str| {
         let path = tmp.path().join(format!("{dir}.yaml"));
-        std::fs::write(&path, format!("data:\n  layout: camvid\n  root: data\nmodel:\n  name: tiny\n  architecture:\n    {TINY_ARCH}\n  tasks: [semantic, depth]\nloss:\n  noise_samples: 3\noptimizer:\n  kind: adam\ntraining:\n  epochs: 2\n  batch_size: 2\n  crop: [32, 32]\n  device: cpu\noutput:\n  dir: {dir}\n  resume: true\n")).unwrap();
+        std::fs::write(&path, format!("data:\n  layout: camvid\n  root: data\nmodel:\n  name: tiny\n  architecture:\n    {TINY_ARCH}\n  tasks: [semantic, depth]\nloss:\n  noise_samples: 3\noptimizer:\n  kind: adam\ntraining:\n  epochs: 2\n  batch_size: 2\n  crop: [32, 32]\n  device: cpu\n{training}output:\n  dir: {dir}\n  resume: true\n")).unwrap();
         TrainConfig::load(&path).unwrap()
     };
-    // Runs until `stop_after` batches (0: to the end); returns the start-up line.
-    let run = |cfg: &TrainConfig, stop_after: usize| {
+    let config = |dir: &str| config_with(dir, "");
+    // Runs until `stop_after` batches (0: to the end); returns the start-up line, why it
+    // stopped and how many batches it trained.
+    let run_counted = |cfg: &TrainConfig, stop_after: usize| {
         let flag = AtomicBool::new(false);
         let mut progress = StopAfter {
             stop_after,
@@ -379,9 +381,10 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
             flag: &flag,
             summary: String::new(),
         };
-        train(cfg, "test", &flag, &mut progress).unwrap();
-        progress.summary
+        let trained = train(cfg, "test", &flag, &mut progress).unwrap();
+        (progress.summary, trained.stopped, progress.batches)
     };
+    let run = |cfg: &TrainConfig, stop_after: usize| run_counted(cfg, stop_after).0;
     let weights = |dir: &str| {
         let mut named =
             tch::Tensor::read_safetensors(tmp.path().join(dir).join("last/model.safetensors"))
@@ -414,7 +417,7 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
     run(&parts, 2);
     let line = run(&parts, 2);
     assert!(
-        line.contains("resumed after 0 epochs and 2 batches, optimiser state restored"),
+        line.contains("resumed at epoch 1, batch 3, optimiser state restored"),
         "{line}"
     );
     let stopped = tmp.path().join("parts/last");
@@ -431,7 +434,7 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
     .unwrap();
     let line = run(&parts, 0);
     assert!(
-        line.contains("resumed after 1 epochs and 1 batches, optimiser state restored"),
+        line.contains("resumed at epoch 2, batch 2, optimiser state restored"),
         "{line}"
     );
 
@@ -447,4 +450,21 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
         off > 1e-4,
         "a restarted optimiser should land elsewhere: {off}"
     );
+
+    // The time limit counts every part: a run that reached it stops again at once.
+    let timed = config_with("timed", "  max_minutes: 0.00001\n");
+    let (_, stopped, batches) = run_counted(&timed, 0);
+    assert_eq!((stopped, batches), (Stop::TimeLimit, 3));
+    let (_, stopped, batches) = run_counted(&timed, 0);
+    assert_eq!((stopped, batches), (Stop::TimeLimit, 0));
+    // A checkpoint taken mid-epoch under another batch size restarts that epoch.
+    run(&config("rebatched"), 2);
+    let mut rebatched = config("rebatched");
+    rebatched.training.batch_size = 3;
+    let (line, stopped, batches) = run_counted(&rebatched, 0);
+    assert!(
+        line.contains("resumed at epoch 1, batch 3, which restarts"),
+        "{line}"
+    );
+    assert_eq!((stopped, batches), (Stop::Epochs, 4));
 }

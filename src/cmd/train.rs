@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bayes_perception::train::trainer::{train, Progress, TrainConfig, Validation};
+use bayes_perception::train::trainer::{train, Progress, Stop, TrainConfig, Validation};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::TrainArgs;
@@ -32,6 +32,7 @@ impl Progress for Bars {
     fn epoch_started(&mut self, epoch: usize, batches: usize, done: usize) {
         self.bar = ProgressBar::new(batches as u64);
         self.bar.set_position(done as u64);
+        self.bar.reset_eta();
         self.loss = f64::NAN;
         self.bar.set_style(
             ProgressStyle::with_template(
@@ -110,11 +111,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let trained = train(&cfg, &command, &interrupted, &mut bars)?;
     let run_dir = trained.run_dir;
     bars.bar.finish_and_clear();
-    let was_interrupted = interrupted.load(Ordering::SeqCst);
-    let status = if was_interrupted {
-        "interrupted, checkpoint saved"
-    } else {
-        "done"
+    let was_interrupted = trained.stopped == Stop::Interrupted;
+    let status = match trained.stopped {
+        Stop::Interrupted => "interrupted, checkpoint saved".to_owned(),
+        Stop::Epochs => format!("done: {} epochs", cfg.training.epochs),
+        Stop::EarlyStopping => format!(
+            "stopped early: no better validation score in {} epochs",
+            cfg.training.early_stopping
+        ),
+        Stop::TimeLimit => format!(
+            "stopped: training.max_minutes ({}) reached, every resumed part counted",
+            cfg.training.max_minutes
+        ),
     };
     if trained.has_best {
         println!(

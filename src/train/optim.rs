@@ -50,7 +50,7 @@ struct Param {
     name: String,
     var: Tensor,
     state: Vec<Tensor>,
-    /// Steps this variable took (steps without a gradient skip it, as in libtorch).
+    /// Steps this variable took.
     steps: i64,
 }
 
@@ -116,10 +116,16 @@ impl Optimizer {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         for p in &mut self.params {
-            let grad = p.var.grad();
-            if !grad.defined() {
-                continue;
-            }
+            // No gradient yet: not stepped (as in libtorch). Once it has stepped, tch's
+            // zero_grad keeps a zero-filled gradient where libtorch would drop it, so a batch
+            // that does not reach the variable (a depth head on a batch without depth)
+            // still decays it and moves its moments; a process that has just resumed has no
+            // gradient there at all and must do the same.
+            let grad = match p.var.grad() {
+                g if g.defined() => g,
+                _ if p.steps > 0 => p.var.zeros_like(),
+                _ => continue,
+            };
             let grad = if self.weight_decay != 0.0 {
                 &grad + &p.var * self.weight_decay
             } else {
@@ -279,6 +285,7 @@ mod tests {
     /// large lr amplifies rounding differences into chaos; 0.01 stays in the smooth regime).
     #[test]
     fn steps_like_libtorch() {
+        let _lock = crate::test_support::torch_rng_lock();
         for rule in [Rule::Adam, Rule::RmsProp] {
             tch::manual_seed(3);
             let ours_vs = variables();
@@ -319,6 +326,7 @@ mod tests {
 
     #[test]
     fn saved_state_continues_the_same_steps() {
+        let _lock = crate::test_support::torch_rng_lock();
         for rule in [Rule::Adam, Rule::RmsProp] {
             tch::manual_seed(4);
             let vs = variables();

@@ -156,7 +156,7 @@ pub struct TrainingSettings {
     /// Stop after this many epochs without a better validation score (0 = never).
     #[serde(default)]
     pub early_stopping: usize,
-    /// Stop after this many minutes (0 = no limit).
+    /// Stop after this many minutes of training, every resumed part counted (0 = no limit).
     #[serde(default)]
     pub max_minutes: f64,
     /// Train with weights and activations channels-last (NHWC in memory); the saved model
@@ -211,9 +211,26 @@ struct TrainState {
     /// Optimiser steps taken; `optimizer.safetensors` of another count is not this state.
     #[serde(default)]
     steps: u64,
-    /// Training time of the earlier runs this one resumed (metrics.csv counts it on).
+    /// Training time so far, of every part of the run (metrics.csv and
+    /// `training.max_minutes` count it).
     #[serde(default)]
     seconds: f64,
+    /// Batch size, seed and number of training images: what orders the batches.
+    #[serde(default)]
+    batching: (usize, u64, usize),
+}
+
+/// Why a run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `training.epochs` done.
+    Epochs,
+    /// `training.early_stopping` epochs without a better validation score.
+    EarlyStopping,
+    /// `training.max_minutes` of training, every resumed part counted.
+    TimeLimit,
+    /// Asked to stop (Ctrl-C, SIGTERM); `last/` holds where it stood.
+    Interrupted,
 }
 
 /// The name of the optimiser state file next to a checkpoint.
@@ -370,6 +387,7 @@ pub struct Trained {
     /// Whether `run_dir/best/` holds a model of this run (or of the run it resumed): false
     /// when it stopped before its first validation.
     pub has_best: bool,
+    pub stopped: Stop,
 }
 
 /// Trains as configured; returns where. `interrupted` stops after the current batch with a
@@ -411,7 +429,7 @@ pub fn train(
 
     let run_dir = cfg.output.dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-    let last_dir = run_dir.join("last");
+    let last_dir = last_checkpoint(&run_dir)?;
     let resumed = cfg.output.resume && last_dir.join("model.yaml").is_file();
     let (mut model, mut state) = if resumed {
         let model = Model::load(&last_dir, device)?;
@@ -498,27 +516,53 @@ pub fn train(
 
     let o = &cfg.optimizer;
     let lr_at = |epoch: usize| o.lr * o.lr_decay.powi(epoch as i32);
-    let rule = Rule::from_kind(&o.kind).expect("validated optimizer.kind");
+    let rule = Rule::from_kind(&o.kind).ok_or_else(|| {
+        Error::config(
+            "train config",
+            "optimizer.kind",
+            format!("`{}`; expected rmsprop or adam", o.kind),
+        )
+    })?;
     let mut optimizer = Optimizer::new(rule, &model.vs, lr_at(state.epoch), o.weight_decay);
+    // What orders an epoch's batches: a checkpoint taken mid-epoch under other values
+    // cannot say which batches are done.
+    let batching = (
+        cfg.training.batch_size,
+        cfg.training.seed,
+        train_samples.len(),
+    );
     // A resumed run continues the optimiser where it stopped; a checkpoint without its
-    // state (written before it was saved, or by a run stopped between the two files)
-    // restarts the optimiser, and says so.
+    // state (one written before the state was saved, or for another optimiser) restarts
+    // the optimiser, and says so.
     let mut resumed_note = String::new();
     if resumed {
-        let path = last_dir.join(OPTIMIZER_FILE);
-        let restored = if path.is_file() {
-            optimizer.load(&path, state.steps)
-        } else {
-            Err(Error::model(&path, "missing"))
-        };
         resumed_note = format!(
-            "; resumed after {} epochs and {} batches, ",
-            state.epoch, state.batches_done
-        ) + &match restored {
-            Ok(()) => "optimiser state restored".into(),
-            Err(e) => format!("WITHOUT optimiser state ({e}): the optimiser starts afresh"),
+            "; resumed at epoch {}, batch {}, ",
+            state.epoch + 1,
+            state.batches_done + 1
+        );
+        if state.batches_done > 0 && state.batching != batching {
+            resumed_note += &format!(
+                "which restarts (batch size, seed or training images changed since the \
+                 checkpoint: {:?} -> {batching:?}), ",
+                state.batching
+            );
+            (state.batches_done, state.loss_sum, state.loss_count) = (0, 0.0, 0);
+        }
+        let path = last_dir.join(OPTIMIZER_FILE);
+        resumed_note += &if !path.is_file() {
+            format!(
+                "WITHOUT optimiser state (no {}): the optimiser starts afresh",
+                path.display()
+            )
+        } else {
+            match optimizer.load(&path, state.steps) {
+                Ok(()) => "optimiser state restored".into(),
+                Err(e) => format!("WITHOUT optimiser state ({e}): the optimiser starts afresh"),
+            }
         };
     }
+    state.batching = batching;
     let augment = Augment {
         crop: (cfg.training.crop != [0, 0]).then_some((cfg.training.crop[0], cfg.training.crop[1])),
         flip: cfg.training.flip,
@@ -537,12 +581,26 @@ pub fn train(
     let started = Instant::now();
     let seconds_before = state.seconds;
     let csv_path = run_dir.join("metrics.csv");
-    if !csv_path.exists() {
+    if resumed && csv_path.is_file() {
+        keep_rows_up_to(&csv_path, state.epoch)?;
+    } else {
         std::fs::write(&csv_path, "epoch,train_loss,val_mean_iou,val_pixel_accuracy,val_depth_rel,val_depth_rms,lr,seconds\n")
             .map_err(|e| Error::io(&csv_path, e))?;
     }
 
-    while state.epoch < cfg.training.epochs {
+    // Every stopping rule is checked before an epoch too, so a resumed run stops where the
+    // run it continues would have.
+    let stopped = loop {
+        if cfg.training.early_stopping > 0 && state.epochs_since_best >= cfg.training.early_stopping
+        {
+            break Stop::EarlyStopping;
+        }
+        if cfg.training.max_minutes > 0.0 && state.seconds > cfg.training.max_minutes * 60.0 {
+            break Stop::TimeLimit;
+        }
+        if state.epoch >= cfg.training.epochs {
+            break Stop::Epochs;
+        }
         let epoch = state.epoch;
         let lr = lr_at(epoch);
         optimizer.set_lr(lr);
@@ -610,10 +668,11 @@ pub fn train(
                 provenance.remove("validation");
                 provenance.insert("interrupted_in_epoch".into(), (epoch + 1).into());
                 state.seconds = seconds_before + started.elapsed().as_secs_f64();
-                save_checkpoint(&model, &optimizer, &last_dir, &mut state)?;
+                save_checkpoint(&model, &optimizer, &run_dir, &mut state)?;
                 return Ok(Trained {
                     run_dir,
                     has_best: state.best_score.is_some(),
+                    stopped: Stop::Interrupted,
                 });
             }
         }
@@ -638,7 +697,8 @@ pub fn train(
         } else {
             state.epochs_since_best += 1;
         }
-        save_checkpoint(&model, &optimizer, &last_dir, &mut state)?;
+        // The row first: a run killed before its checkpoint lands redoes the epoch, and
+        // the resume drops the row (keep_rows_up_to).
         let fmt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.5}"));
         let line = format!(
             "{},{train_loss:.5},{},{},{},{},{lr:.6},{:.1}\n",
@@ -654,37 +714,95 @@ pub fn train(
             .open(&csv_path)
             .and_then(|mut f| f.write_all(line.as_bytes()))
             .map_err(|e| Error::io(&csv_path, e))?;
+        save_checkpoint(&model, &optimizer, &run_dir, &mut state)?;
         progress.epoch_done(state.epoch, train_loss, &validation, lr);
-        let out_of_time = cfg.training.max_minutes > 0.0
-            && started.elapsed().as_secs_f64() > cfg.training.max_minutes * 60.0;
-        let stalled = cfg.training.early_stopping > 0
-            && state.epochs_since_best >= cfg.training.early_stopping;
-        if out_of_time || stalled || interrupted.load(Ordering::SeqCst) {
-            break;
+        if interrupted.load(Ordering::SeqCst) {
+            break Stop::Interrupted;
         }
-    }
+    };
     Ok(Trained {
         run_dir,
         has_best: state.best_score.is_some(),
+        stopped,
     })
 }
 
-/// `last/`: the model, the optimiser's state, then where training stands (the file a resume
-/// reads first; the optimiser's step count ties the other two to it).
+/// Drops the rows of `metrics.csv` after epoch `epoch`: written by a run killed before the
+/// checkpoint of that epoch landed, they are trained again.
+fn keep_rows_up_to(csv_path: &Path, epoch: usize) -> Result<()> {
+    let text = std::fs::read_to_string(csv_path).map_err(|e| Error::io(csv_path, e))?;
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            *i == 0
+                || line
+                    .split(',')
+                    .next()
+                    .and_then(|e| e.parse::<usize>().ok())
+                    .is_some_and(|e| e <= epoch)
+        })
+        .map(|(_, line)| line)
+        .collect();
+    if kept.len() < text.lines().count() {
+        let tmp = csv_path.with_extension("csv.tmp");
+        std::fs::write(&tmp, kept.join("\n") + "\n").map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, csv_path).map_err(|e| Error::io(csv_path, e))?;
+    }
+    Ok(())
+}
+
+/// The run's `last/` checkpoint directory, after undoing what a killed save left: a save
+/// writes `last.tmp/` whole, moves `last/` to `last.old/`, `last.tmp/` to `last/`, then
+/// removes `last.old/` ([`save_checkpoint`]). So `last.tmp/` is never complete until
+/// renamed, and `last.old/` without `last/` is the last complete checkpoint.
+fn last_checkpoint(run_dir: &Path) -> Result<PathBuf> {
+    let (last, tmp, old) = checkpoint_paths(run_dir);
+    if !last.exists() && old.join("model.yaml").is_file() {
+        std::fs::rename(&old, &last).map_err(|e| Error::io(&last, e))?;
+    }
+    for stale in [tmp, old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(&stale).map_err(|e| Error::io(&stale, e))?;
+        }
+    }
+    Ok(last)
+}
+
+fn checkpoint_paths(run_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        run_dir.join("last"),
+        run_dir.join("last.tmp"),
+        run_dir.join("last.old"),
+    )
+}
+
+/// Replaces `last/` whole with the model, the optimiser's state and where training stands,
+/// so that a kill at any moment leaves one complete checkpoint ([`last_checkpoint`]).
 fn save_checkpoint(
     model: &Model,
     optimizer: &Optimizer,
-    dir: &Path,
+    run_dir: &Path,
     state: &mut TrainState,
 ) -> Result<()> {
-    model.save(dir)?;
-    optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+    let (last, tmp, old) = checkpoint_paths(run_dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    model.save(&tmp)?;
+    optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
     state.steps = optimizer.steps();
-    let path = dir.join("train_state.yaml");
-    let tmp = dir.join("train_state.yaml.tmp");
-    let yaml = serde_yaml::to_string(state).map_err(|e| Error::model(dir, e.to_string()))?;
-    std::fs::write(&tmp, yaml).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    let path = tmp.join("train_state.yaml");
+    let yaml = serde_yaml::to_string(state).map_err(|e| Error::model(&tmp, e.to_string()))?;
+    std::fs::write(&path, yaml).map_err(|e| Error::io(&path, e))?;
+    if last.exists() {
+        std::fs::rename(&last, &old).map_err(|e| Error::io(&old, e))?;
+    }
+    std::fs::rename(&tmp, &last).map_err(|e| Error::io(&last, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
 }
 
 /// Full-frame evaluation with dropout off: labels are the argmax of the logits.
@@ -747,5 +865,54 @@ pub fn validate(
         pixel_accuracy: semantic.then(|| confusion.pixel_accuracy()),
         depth_rel: depth.then(|| depth_errors.rel()),
         depth_rms: depth.then(|| depth_errors.rms()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_save_leaves_one_complete_checkpoint() {
+        let run = tempfile::tempdir().unwrap();
+        let (last, tmp, old) = checkpoint_paths(run.path());
+        let checkpoint = |dir: &Path, tag: &str| {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("model.yaml"), tag).unwrap();
+        };
+        let tag = |dir: &Path| std::fs::read_to_string(dir.join("model.yaml")).unwrap();
+        // Killed while writing last.tmp/: last/ stands, the half-written copy goes.
+        checkpoint(&last, "1");
+        checkpoint(&tmp, "2 (half)");
+        assert_eq!(last_checkpoint(run.path()).unwrap(), last);
+        assert_eq!(tag(&last), "1");
+        assert!(!tmp.exists());
+        // Killed between the two renames: last.old/ is the checkpoint.
+        std::fs::rename(&last, &old).unwrap();
+        checkpoint(&tmp, "2");
+        last_checkpoint(run.path()).unwrap();
+        assert_eq!(tag(&last), "1");
+        assert!(!tmp.exists() && !old.exists());
+        // Killed before last.old/ was removed: last/ is the new one.
+        checkpoint(&old, "1");
+        std::fs::write(last.join("model.yaml"), "2").unwrap();
+        last_checkpoint(run.path()).unwrap();
+        assert_eq!(tag(&last), "2");
+        assert!(!old.exists());
+    }
+
+    #[test]
+    fn rows_of_epochs_trained_again_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("metrics.csv");
+        let rows = "epoch,train_loss\n1,0.5\n2,0.4\n3,0.3\n";
+        std::fs::write(&csv, rows).unwrap();
+        keep_rows_up_to(&csv, 3).unwrap();
+        assert_eq!(std::fs::read_to_string(&csv).unwrap(), rows);
+        keep_rows_up_to(&csv, 1).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&csv).unwrap(),
+            "epoch,train_loss\n1,0.5\n"
+        );
     }
 }
