@@ -30,8 +30,9 @@ done
 
 started=$SECONDS
 data="$out/data"
-# Fresh scenes with a seed no training split used (the models saw seed 1).
-rm -rf "$data"
+# Fresh scenes with a seed no training split used (the models saw seed 1), and no report
+# of an earlier run left to mix in (its contact sheets would be embedded again).
+rm -rf "$data" "$out"/{no_uncertainty,aleatoric,epistemic,aleatoric_epistemic} "$out"/compare.{md,json}
 "$bin" synth --out "$data" --count "$test_count" --split test --width 240 --height 180 --seed 7
 "$bin" synth --out "$data" --count "$ood_count" --split ood --ood --width 240 --height 180 --seed 7
 "$bin" eval --compare --model models/demo --baseline models/baseline --data "$data" \

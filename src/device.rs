@@ -91,6 +91,30 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
+/// Where a timing was taken, for reports: the device, the CPU's model and libtorch's
+/// thread count, and whether the build is optimised (a debug build's host work is slower).
+pub fn machine_summary(device: Device) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(key, _)| key.trim() == "model name")
+                .map(|(_, model)| model.trim().to_owned())
+        });
+    format!(
+        "{} on {} ({} libtorch threads), {} build",
+        device_name(device),
+        cpu.as_deref().unwrap_or("an unknown CPU"),
+        tch::get_num_threads(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    )
+}
+
 /// libtorch's CUDA caching allocator on one device, MiB: what this process's tensors hold
 /// now and at most since the last [`reset_cuda_peak_memory`] (torch.cuda.memory_allocated
 /// and max_memory_allocated), and what the allocator keeps from the driver (reserved).

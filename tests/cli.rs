@@ -878,6 +878,16 @@ fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
 
     let (out, text) = compare("hetero", "homo");
     assert!(out.status.success(), "{text}");
+    let md = std::fs::read_to_string(f.path("cmp/compare.md")).unwrap();
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    assert!(
+        md.contains("Timed on cpu on ") && md.contains(&format!("{build} build")),
+        "{md}"
+    );
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("cmp/compare.json")).unwrap())
             .unwrap();
@@ -907,6 +917,9 @@ fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
             for file in ["report.md", "report.json", "frame_000.png"] {
                 assert!(dir.join(split).join(file).is_file(), "{key}/{split}/{file}");
             }
+            // Times name where they were taken.
+            let md = std::fs::read_to_string(dir.join(split).join("report.md")).unwrap();
+            assert!(md.contains("ms per frame on cpu on "), "{md}");
         }
         for chart in [
             "test/semantic_reliability.png",

@@ -10,6 +10,7 @@ use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
 use bayes_perception::bag::BagReader;
 use bayes_perception::config::Mode;
 use bayes_perception::config::Params;
+use bayes_perception::device::machine_summary;
 use bayes_perception::eval::agreement::{Agreement, AgreementReport};
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
 use bayes_perception::eval::files::{write_report, Provenance};
@@ -81,7 +82,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {}", path.display());
     }
     if let Some(dir) = &args.out {
-        write(dir, &evaluation, &model_dir, &described)?;
+        write(dir, &evaluation, &engine, &model_dir, &described)?;
         if report.agreement.is_some() {
             let path = dir.join("agreement.json");
             let both = serde_json::json!({
@@ -212,6 +213,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             model: merged.model.clone(),
             split: merged.data.clone(),
             sheets: Vec::new(),
+            machine: None,
         };
         let written = write_report(dir, &merged.evaluation, &provenance)?;
         println!(
@@ -327,6 +329,7 @@ fn sheet_name(i: usize) -> String {
 fn write(
     dir: &Path,
     evaluation: &Evaluation,
+    engine: &Engine,
     model_dir: &Path,
     described: &str,
 ) -> anyhow::Result<()> {
@@ -338,6 +341,7 @@ fn write(
             .map(sheet_name)
             .filter(|name| dir.join(name).is_file())
             .collect(),
+        machine: Some(machine_summary(engine.device())),
     };
     let written = write_report(dir, evaluation, &provenance)?;
     println!(
@@ -372,6 +376,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         );
     }
     let mut rows = Vec::new();
+    let mut machine = String::new();
     for setup in &SETUPS {
         let dir = if setup.baseline {
             baseline_dir
@@ -381,6 +386,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         let mut setup_params = params.clone();
         setup_params.mode = setup.mode;
         let engine = load(dir, &setup_params)?;
+        machine = machine_summary(engine.device());
         println!("{}: {} in {} mode", setup.name, dir.display(), setup.mode);
         let root = out.join(setup.key);
         let test_dir = root.join(&args.split);
@@ -393,7 +399,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
             None,
         )?;
         let described = format!("{} ({})", args.split, data(args).display());
-        write(&test_dir, &test, dir, &described)?;
+        write(&test_dir, &test, &engine, dir, &described)?;
         let ood = if has_ood {
             let ood_dir = root.join(&args.ood_split);
             let (ood, _) = run_split(
@@ -405,7 +411,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
                 None,
             )?;
             let described = format!("{} ({})", args.ood_split, data(args).display());
-            write(&ood_dir, &ood, dir, &described)?;
+            write(&ood_dir, &ood, &engine, dir, &described)?;
             Some(ood.report())
         } else {
             None
@@ -425,10 +431,18 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         &md,
         format!(
             "# The paper's comparison on `{}`\n\nMade by:\n\n```sh\n{command}\n```\n\n\
+             Timed on {}: ms per frame is the mean over the `{}` split, image in to every \
+             output image, after one untimed frame.\n\n\
              Quality columns on the `{}` split, OOD AUROC on `{}`; error and OOD detection \
-             by each set-up's total uncertainty (predictive entropy; depth std). The best \
-             value of each column is in bold. Each set-up's full report: `<set-up>/<split>/report.md`.\n\n{table}",
+             by each set-up's total uncertainty (predictive entropy; depth std). For the \
+             baseline, which has no variance heads, that is the softmax's entropy in one \
+             pass and the entropy of the mean softmax in MC mode; its depth has no \
+             uncertainty in one pass. Each uncertainty alone (epistemic's OOD AUROC, say) \
+             is in each set-up's full report: `<set-up>/<split>/report.md`. The best value \
+             of each column is in bold.\n\n{table}",
             data(args).display(),
+            machine,
+            args.split,
             args.split,
             args.ood_split
         ),

@@ -24,6 +24,9 @@ pub struct Provenance {
     pub split: String,
     /// Contact sheets already written into the report directory (file names).
     pub sheets: Vec<String>,
+    /// Where the frames were timed ([`crate::device::machine_summary`]); `None` for merged
+    /// evaluations, timed wherever their parts ran.
+    pub machine: Option<String>,
 }
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
@@ -409,8 +412,16 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
     let _ = writeln!(md, "Made by:\n\n```sh\n{}\n```\n", provenance.command);
     let _ = writeln!(
         md,
-        "{} images, mode {} ({} sample(s)), {:.0} ms per frame on the machine that ran it.\n",
-        report.images, report.mode, report.samples, report.ms_per_frame
+        "{} images, mode {} ({} sample(s)), {:.0} ms per frame on {} (the first frame \
+         predicted once more, untimed, before the timed ones).\n",
+        report.images,
+        report.mode,
+        report.samples,
+        report.ms_per_frame,
+        provenance
+            .machine
+            .as_deref()
+            .unwrap_or("the machines that ran the merged parts (their mean)")
     );
     let _ = writeln!(md, "## Accuracy and calibration\n");
     let _ = writeln!(md, "| task | accuracy | calibration |\n|---|---|---|");
