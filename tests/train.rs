@@ -22,6 +22,37 @@ fn train(config: &std::path::Path, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// [`train`], which must succeed; its stdout.
+fn train_ok(config: &std::path::Path, extra: &[&str]) -> String {
+    let out = train(config, extra);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Six training and two validation scenes from `synth`, 64x48, in `DIR/data`.
+fn synth_data(dir: &std::path::Path) {
+    for (split, count) in [("train", "6"), ("val", "2")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+            .args(["synth", "--out"])
+            .arg(dir.join("data"))
+            .args([
+                "--count", count, "--split", split, "--width", "64", "--height", "48",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn loss_falls_over_a_few_steps() {
     let _lock = common::rng_lock();
@@ -73,34 +104,10 @@ fn loss_falls_over_a_few_steps() {
 #[test]
 fn trainer_writes_checkpoints_and_metrics_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_bayes_perception");
-    for (split, count) in [("train", "6"), ("val", "2")] {
-        let out = std::process::Command::new(bin)
-            .args(["synth", "--out"])
-            .arg(tmp.path().join("data"))
-            .args([
-                "--count", count, "--split", split, "--width", "64", "--height", "48",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    synth_data(tmp.path());
     let config = format!("data:\n  layout: camvid\n  root: data\nmodel:\n  name: tiny\n  architecture:\n    {TINY_ARCH}\n  tasks: [semantic, depth]\ntraining:\n  epochs: 2\n  batch_size: 3\n  crop: [32, 32]\n  device: cpu\noutput:\n  dir: run\n");
     std::fs::write(tmp.path().join("train.yaml"), &config).unwrap();
-    let run = |extra: &[&str]| {
-        let out = train(&tmp.path().join("train.yaml"), extra);
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |extra: &[&str]| train_ok(&tmp.path().join("train.yaml"), extra);
     let text = run(&[]);
     assert!(
         text.contains("epoch 2: train loss") && text.contains("val mIoU"),
@@ -169,12 +176,7 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
         ),
     )
     .unwrap();
-    let out = train(&tmp.path().join("homo.yaml"), &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_ok(&tmp.path().join("homo.yaml"), &[]);
     let spec = bayes_perception::model::ModelSpec::load(&tmp.path().join("homo/best")).unwrap();
     assert!(!spec.tasks.semantic.unwrap().aleatoric && !spec.tasks.depth.unwrap().aleatoric);
     // Channels-last training writes checkpoints the engine loads like any other.
@@ -186,12 +188,7 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
         ),
     )
     .unwrap();
-    let out = train(&tmp.path().join("cl.yaml"), &["--epochs", "1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_ok(&tmp.path().join("cl.yaml"), &["--epochs", "1"]);
     let cl = bayes_perception::Engine::load(
         &tmp.path().join("cl/last"),
         bayes_perception::EngineConfig {
@@ -353,17 +350,7 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
     use std::sync::atomic::AtomicBool;
     let _lock = common::rng_lock();
     let tmp = tempfile::tempdir().unwrap();
-    for (split, count) in [("train", "6"), ("val", "2")] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
-            .args(["synth", "--out"])
-            .arg(tmp.path().join("data"))
-            .args([
-                "--count", count, "--split", split, "--width", "64", "--height", "48",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-    }
+    synth_data(tmp.path());
     // Adam, dropout and logit noise: every kind of state a resume has to carry.
     let config_with = |dir: &str, training: &str| {
         let path = tmp.path().join(format!("{dir}.yaml"));

@@ -211,11 +211,12 @@ impl Optimizer {
                 state.push(t);
             }
             let key = format!("step/{}", p.name);
-            let steps = saved
+            let param_steps = saved
                 .remove(&key)
-                .ok_or_else(|| refuse(format!("no `{key}`")))?;
-            let steps = steps.to_kind(Kind::Int64).int64_value(&[0]);
-            restored.push((state, steps));
+                .ok_or_else(|| refuse(format!("no `{key}`")))?
+                .to_kind(Kind::Int64)
+                .int64_value(&[0]);
+            restored.push((state, param_steps));
         }
         if let Some(extra) = saved.keys().next() {
             return Err(refuse(format!(
