@@ -920,6 +920,12 @@ fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
             // Times name where they were taken.
             let md = std::fs::read_to_string(dir.join(split).join("report.md")).unwrap();
             assert!(md.contains("ms per frame on cpu on "), "{md}");
+            // The baseline's reports say what their "aleatoric" column is.
+            assert_eq!(
+                md.contains("no trained variance head"),
+                key == "no_uncertainty" || key == "epistemic",
+                "{key}/{split}"
+            );
         }
         for chart in [
             "test/semantic_reliability.png",

@@ -214,6 +214,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             split: merged.data.clone(),
             sheets: Vec::new(),
             machine: None,
+            homoscedastic: false,
         };
         let written = write_report(dir, &merged.evaluation, &provenance)?;
         println!(
@@ -342,6 +343,13 @@ fn write(
             .filter(|name| dir.join(name).is_file())
             .collect(),
         machine: Some(machine_summary(engine.device())),
+        homoscedastic: engine
+            .model()
+            .spec
+            .tasks
+            .semantic
+            .as_ref()
+            .is_some_and(|t| !t.aleatoric),
     };
     let written = write_report(dir, evaluation, &provenance)?;
     println!(

@@ -27,6 +27,9 @@ pub struct Provenance {
     /// Where the frames were timed ([`crate::device::machine_summary`]); `None` for merged
     /// evaluations, timed wherever their parts ran.
     pub machine: Option<String>,
+    /// Whether the model has no trained semantic variance head (a homoscedastic
+    /// baseline): report.md then says what its "aleatoric" column is.
+    pub homoscedastic: bool,
 }
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
@@ -410,6 +413,15 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
         provenance.model, provenance.split
     );
     let _ = writeln!(md, "Made by:\n\n```sh\n{}\n```\n", provenance.command);
+    if provenance.homoscedastic {
+        let _ = writeln!(
+            md,
+            "The model has no trained variance head (a homoscedastic baseline): its semantic \
+             \"aleatoric\" uncertainty is the entropy of its softmax (in mc mode the expected \
+             entropy over the samples), not a learned aleatoric uncertainty, and it has no \
+             depth aleatoric std.\n"
+        );
+    }
     let _ = writeln!(
         md,
         "{} images, mode {} ({} sample(s)), {:.0} ms per frame on {} (the first frame \
