@@ -6,13 +6,11 @@
 # Part 2 (on the GPU machine, which needs PyTorch 2.11.0 with CUDA but no Rust), from the
 # repository root:
 #     bash .gpu/run.sh            # results in .gpu_results, packed into $OUT/results.tgz
-#     TRAIN_BASELINE_MINUTES=3 bash .gpu/run.sh     # first trains the comparison's baseline
 #     RESUME=1 bash .gpu/run.sh   # a second call on the same (still warm) machine: keeps
 #                                 # .gpu_results and skips every step already done
 # It builds nothing and runs, most important first (a run cut short keeps what it did):
-# doctor; with TRAIN_BASELINE_MINUTES, the baseline's data and training; the precision test
-# on CUDA (fp16 and bf16 against fp32, one pass and MC, and channels-last, with the demo
-# model, and CUDA graphs against the eager pass); bench of fcdensenet103 at 360x480,
+# doctor; the precision test on CUDA (fp16 and bf16 against fp32, one pass and MC, and
+# channels-last, with the demo model, and CUDA graphs against the eager pass); bench of fcdensenet103 at 360x480,
 # aleatoric and MC-50 (chunks of 25), fp16 and fp32, channels-last and not, the single
 # pass as a CUDA graph, and the PyTorch reference beside it (eager fp32, eager
 # fp16 + channels-last); MC chunks sized from the GPU memory (free, and a 4 GiB budget);
@@ -70,25 +68,6 @@ export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
 bin="$here/bayes_perception"
 { "$bin" doctor; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } 2>&1 | tee "$out/doctor.txt"
 pack
-
-# The homoscedastic baseline of the paper's comparison (issue: uncertainty quality), when
-# TRAIN_BASELINE_MINUTES is set: the demo model's data (synth, seed 1) and config with
-# `loss.homoscedastic: true` (config/train_baseline.yaml), stopped after that many minutes
-# at the latest. The model comes back in $out/baseline/.
-if [[ -n "${TRAIN_BASELINE_MINUTES:-}" ]] && ! kept "$out/baseline/model.safetensors"; then
-    echo "== baseline: synthetic data, then training for at most $TRAIN_BASELINE_MINUTES min" | tee "$out/train_baseline.log"
-    rm -rf data/synth runs/baseline
-    "$bin" synth --out data/synth --count 2000 --split train --width 240 --height 180 --seed 1 >/dev/null &
-    "$bin" synth --out data/synth --count 40 --split val --width 240 --height 180 --seed 1 >/dev/null
-    wait
-    sed "s/^  max_minutes: .*/  max_minutes: $TRAIN_BASELINE_MINUTES/" config/train_baseline.yaml > config/.train_baseline_device.yaml
-    "$bin" train --config config/.train_baseline_device.yaml --device cuda 2>&1 | tee -a "$out/train_baseline.log"
-    mkdir -p "$out/baseline"
-    cp runs/baseline/best/model.yaml runs/baseline/best/model.safetensors "$out/baseline/" 2>/dev/null
-    cp runs/baseline/metrics.csv "$out/baseline/training_metrics.csv" 2>/dev/null
-    rm -f config/.train_baseline_device.yaml
-    pack
-fi
 
 bench() {  # name, then bench arguments
     local name="$1"; shift
