@@ -21,7 +21,7 @@ for model in models/demo models/baseline; do
     if [[ ! -f $model/model.yaml ]]; then
         echo "report: $model is missing. The comparison needs the homoscedastic baseline" >&2
         echo "report: next to the demo model; train it (on a GPU, under 4 minutes; on a 2-core" >&2
-        echo "report: CPU about 4 hours, which Ctrl-C and --resume split into parts) with" >&2
+        echo "report: CPU about 2.5 hours, which Ctrl-C and --resume split into parts) with" >&2
         echo "report:   bayes_perception train --config config/train_baseline.yaml [--device cuda]" >&2
         echo "report: and copy runs/baseline/best/{model.yaml,model.safetensors} to models/baseline/" >&2
         exit 1
