@@ -343,13 +343,7 @@ fn write(
             .filter(|name| dir.join(name).is_file())
             .collect(),
         machine: Some(machine_summary(engine.device())),
-        homoscedastic: engine
-            .model()
-            .spec
-            .tasks
-            .semantic
-            .as_ref()
-            .is_some_and(|t| !t.aleatoric),
+        homoscedastic: engine.model().spec.is_homoscedastic(),
     };
     let written = write_report(dir, evaluation, &provenance)?;
     println!(

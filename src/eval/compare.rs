@@ -63,20 +63,14 @@ pub const SETUPS: [Setup; 4] = [
 /// trained variance head, the other model one for every task, and both the same tasks
 /// and classes.
 pub fn check_pair(model: &ModelSpec, baseline: &ModelSpec) -> Result<(), String> {
-    let heads = |spec: &ModelSpec| {
-        (
-            spec.tasks.semantic.as_ref().map(|t| t.aleatoric),
-            spec.tasks.depth.as_ref().map(|t| t.aleatoric),
-        )
-    };
-    let (model_heads, baseline_heads) = (heads(model), heads(baseline));
+    let (model_heads, baseline_heads) = (model.variance_heads(), baseline.variance_heads());
     if model_heads.0.is_some() != baseline_heads.0.is_some()
         || model_heads.1.is_some() != baseline_heads.1.is_some()
         || model.num_classes() != baseline.num_classes()
     {
         return Err("the model and the baseline must have the same tasks and classes".into());
     }
-    if [baseline_heads.0, baseline_heads.1].contains(&Some(true)) {
+    if !baseline.is_homoscedastic() {
         return Err("the baseline has a trained variance head: train it with \
                     `loss.homoscedastic: true`"
             .into());

@@ -27,8 +27,8 @@ pub struct Provenance {
     /// Where the frames were timed ([`crate::device::machine_summary`]); `None` for merged
     /// evaluations, timed wherever their parts ran.
     pub machine: Option<String>,
-    /// Whether the model has no trained semantic variance head (a homoscedastic
-    /// baseline): report.md then says what its "aleatoric" column is.
+    /// Whether the model has no trained variance head ([`crate::model::ModelSpec::is_homoscedastic`]):
+    /// report.md then says what its "aleatoric" column is.
     pub homoscedastic: bool,
 }
 

@@ -267,6 +267,21 @@ impl ModelSpec {
         self.tasks.semantic.as_ref().map_or(0, |s| s.classes.len())
     }
 
+    /// Whether the semantic and the depth task have a trained variance head (`None` for a
+    /// task the model lacks).
+    pub fn variance_heads(&self) -> (Option<bool>, Option<bool>) {
+        (
+            self.tasks.semantic.as_ref().map(|t| t.aleatoric),
+            self.tasks.depth.as_ref().map(|t| t.aleatoric),
+        )
+    }
+
+    /// No task has a trained variance head: a homoscedastic model (the paper's baseline).
+    pub fn is_homoscedastic(&self) -> bool {
+        let (semantic, depth) = self.variance_heads();
+        !matches!(semantic, Some(true)) && !matches!(depth, Some(true))
+    }
+
     /// Checks everything that does not need the weights.
     pub fn validate(&self) -> Result<(), String> {
         if self.format_version != FORMAT_VERSION {
