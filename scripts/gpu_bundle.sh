@@ -125,6 +125,10 @@ bench 103_360x480_aleatoric_fp16_cl_graphs --arch fcdensenet103 --height 360 --w
     --precision fp16 --channels-last --cuda-graphs --frames 50 --warmup 5
 bench 103_360x480_aleatoric_fp32_graphs --arch fcdensenet103 --height 360 --width 480 \
     --precision fp32 --cuda-graphs --frames 50 --warmup 5
+# The output images built on one host thread instead of one per core: the host stage's
+# share of an aleatoric frame with and without the parallel build.
+RAYON_NUM_THREADS=1 bench 103_360x480_aleatoric_fp16_cl_host1 --arch fcdensenet103 --height 360 \
+    --width 480 --precision fp16 --channels-last --frames 50 --warmup 5
 ours 360 480 fp16 25
 LAYOUT=cl ours 360 480 fp32 25
 ours 360 480 fp32 25

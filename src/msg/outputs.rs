@@ -6,9 +6,10 @@
 //! labels are `mono8` (`16UC1` above 256 classes); colour twins are `rgb8`.
 
 use image::RgbImage;
+use rayon::prelude::*;
 
 use super::{Header, Image};
-use crate::colormap::FloatImage;
+use crate::colormap::{ColorScale, FloatImage};
 use crate::config::ColormapParams;
 use crate::engine::{LabelImage, Prediction};
 use crate::output::{float_images, label_colors, FloatKind};
@@ -139,7 +140,9 @@ fn float_topics(kind: FloatKind) -> (OutputTopic, Option<OutputTopic>) {
 
 /// Builds the output messages of one prediction, for the topics `wanted` accepts (the
 /// node passes "has subscribers" for colour twins, the bag writer accepts all), in
-/// [`OutputTopic`] order.
+/// [`OutputTopic`] order. Each image is built as its own task on rayon's thread pool:
+/// colouring and packing a dozen full-size images is the largest host cost of a frame
+/// on a GPU (BENCHMARKS.md), and they are independent.
 pub fn build_outputs(
     prediction: &Prediction,
     header: &Header,
@@ -147,40 +150,49 @@ pub fn build_outputs(
     ranges: &ColormapParams,
     wanted: impl Fn(OutputTopic) -> bool,
 ) -> Vec<(OutputTopic, Image)> {
-    let mut out = Vec::new();
+    enum Job<'a> {
+        Float(&'a FloatImage),
+        Color(&'a FloatImage, ColorScale),
+        Labels(&'a LabelImage),
+        LabelColors(&'a LabelImage),
+    }
+    let mut jobs = Vec::new();
     for (kind, image, scale) in float_images(prediction, ranges) {
         let (topic, color) = float_topics(kind);
         if wanted(topic) {
-            out.push((topic, float_message(header, image)));
+            jobs.push((topic, Job::Float(image)));
         }
         if let Some(color) = color.filter(|&c| wanted(c)) {
-            out.push((color, rgb_message(header, &scale.colorize(image))));
+            jobs.push((color, Job::Color(image, scale)));
         }
     }
     if let Some(semantic) = &prediction.semantic {
         if wanted(OutputTopic::SemanticLabels) {
-            out.push((
-                OutputTopic::SemanticLabels,
-                label_message(header, &semantic.labels),
-            ));
+            jobs.push((OutputTopic::SemanticLabels, Job::Labels(&semantic.labels)));
         }
         if wanted(OutputTopic::SemanticColor) {
-            out.push((
+            jobs.push((
                 OutputTopic::SemanticColor,
-                rgb_message(header, &label_colors(&semantic.labels, palette)),
+                Job::LabelColors(&semantic.labels),
             ));
         }
     }
-    out.sort_by_key(|(topic, _)| *topic);
-    out
+    jobs.sort_by_key(|(topic, _)| *topic);
+    jobs.into_par_iter()
+        .map(|(topic, job)| {
+            let message = match job {
+                Job::Float(image) => float_message(header, image),
+                Job::Color(image, scale) => rgb_message(header, &scale.colorize(image)),
+                Job::Labels(labels) => label_message(header, labels),
+                Job::LabelColors(labels) => rgb_message(header, &label_colors(labels, palette)),
+            };
+            (topic, message)
+        })
+        .collect()
 }
 
 /// `32FC1` in the host's byte order (flagged in `is_bigendian`).
 pub fn float_message(header: &Header, image: &FloatImage) -> Image {
-    let mut data = Vec::with_capacity(image.as_raw().len() * 4);
-    for v in image.as_raw() {
-        data.extend_from_slice(&v.to_ne_bytes());
-    }
     Image {
         header: header.clone(),
         height: image.height(),
@@ -188,7 +200,7 @@ pub fn float_message(header: &Header, image: &FloatImage) -> Image {
         encoding: "32FC1".into(),
         is_bigendian: cfg!(target_endian = "big") as u8,
         step: image.width() * 4,
-        data,
+        data: bytemuck::cast_slice::<f32, u8>(image.as_raw()).to_vec(),
     }
 }
 
@@ -213,13 +225,7 @@ pub fn label_message(header: &Header, labels: &LabelImage) -> Image {
         LabelImage::U16(img) => (
             "16UC1",
             width * 2,
-            {
-                let mut data = Vec::with_capacity(img.as_raw().len() * 2);
-                for v in img.as_raw() {
-                    data.extend_from_slice(&v.to_ne_bytes());
-                }
-                data
-            },
+            bytemuck::cast_slice::<u16, u8>(img.as_raw()).to_vec(),
             cfg!(target_endian = "big") as u8,
         ),
     };
