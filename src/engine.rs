@@ -834,11 +834,12 @@ impl Engine {
         width: u32,
         height: u32,
     ) -> (Option<SemanticPrediction>, Option<DepthPrediction>) {
-        let plane_len = (width * height) as usize;
-        let floats = tensor_to_vec::<f32>(&planes.floats.to_device(Device::Cpu));
-        let mut images = floats
-            .chunks_exact(plane_len)
-            .map(|plane| FloatImage::from_raw(width, height, plane.to_vec()).expect("sized"));
+        // One device-to-host copy of all planes, then each plane straight into its image.
+        let floats = planes.floats.to_device(Device::Cpu);
+        let mut images = (0..floats.size()[0]).map(|i| {
+            FloatImage::from_raw(width, height, tensor_to_vec::<f32>(&floats.get(i)))
+                .expect("sized")
+        });
         let semantic = planes.labels.map(|labels| {
             let labels = labels.to_device(Device::Cpu);
             let labels = match labels.kind() {
