@@ -9,14 +9,15 @@
 #     RESUME=1 bash .gpu/run.sh   # a second call on the same (still warm) machine: keeps
 #                                 # .gpu_results and skips every step already done
 # It builds nothing and runs, most important first (a run cut short keeps what it did):
-# doctor; the precision test on CUDA (fp16 and bf16 against fp32, one pass and MC, and
-# channels-last, with the demo model, and CUDA graphs against the eager pass); bench of fcdensenet103 at 360x480,
-# aleatoric and MC-50 (chunks of 25), fp16 and fp32, channels-last and not, the single
-# pass as a CUDA graph, and the PyTorch reference beside it (eager fp32, eager
-# fp16 + channels-last); MC chunks sized from the GPU memory (free, and a 4 GiB budget);
-# bf16, MC chunks of 16, moments mode (closed form fp32/fp16, linearized fp16); 480x640
-# for us and the reference; a kernel profile of the reference's MC frame; torch.compile
-# (fp16 + channels-last) last.
+# doctor; the precision test on CUDA (fp16 and bf16 against fp32, one pass and MC,
+# channels-last, pinned against pageable outputs, with the demo model, and CUDA graphs
+# against the eager pass); bench of fcdensenet103 at 360x480, aleatoric and MC-50 (chunks
+# of 25), fp16 and fp32, channels-last and not, the single pass as a CUDA graph, the
+# outputs through one host thread and through pageable memory, and the PyTorch reference
+# beside it (eager fp32, eager fp16 + channels-last); MC chunks sized from the GPU memory
+# (free, and a 4 GiB budget); bf16, MC chunks of 16, moments mode (closed form fp32/fp16,
+# linearized fp16); 480x640 for us and the reference; a kernel profile of the
+# reference's MC frame; torch.compile (fp16 + channels-last) last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make release
@@ -76,9 +77,9 @@ bench() {  # name, then bench arguments
     timeout 60 "$bin" bench --device cuda --json "$@" > "$out/$name.json" 2>> "$out/bench.txt"
     "$python" -c 'import json,sys
 r = json.load(open(sys.argv[1])); s = r["stages_median_ms"]; m = r.get("gpu_memory") or {}
-print("   median %.2f ms (%.1f frames/s), forward %.0f %%; upload %.2f, forward %.2f, device post %.2f, download %.2f, host %.2f ms; peak allocated %s MiB; batch %s"
+print("   median %.2f ms (%.1f frames/s), forward %.0f %%; upload %.2f, forward %.2f, device post %.2f, download %.2f (pinned %s), host %.2f ms; peak allocated %s MiB; batch %s"
       % (r["median_ms"], r["frames_per_s"], 100 * r["forward_share"], s["upload"], s["forward"], s["device_post"],
-         s["download"], s["host_outputs"], round(m["peak_allocated_mib"]) if m else "n/a", r.get("batch_size")))' "$out/$name.json" | tee -a "$out/bench.txt"
+         s["download"], r.get("pinned_download"), s["host_outputs"], round(m["peak_allocated_mib"]) if m else "n/a", r.get("batch_size")))' "$out/$name.json" | tee -a "$out/bench.txt"
     pack
 }
 ours() {  # height width precision [mc batch sizes...]; LAYOUT=cl runs channels-last
@@ -129,6 +130,10 @@ bench 103_360x480_aleatoric_fp32_graphs --arch fcdensenet103 --height 360 --widt
 # share of an aleatoric frame with and without the parallel build.
 RAYON_NUM_THREADS=1 bench 103_360x480_aleatoric_fp16_cl_host1 --arch fcdensenet103 --height 360 \
     --width 480 --precision fp16 --channels-last --frames 50 --warmup 5
+# The outputs copied to pageable host memory instead of the page-locked buffer (the
+# default): what pinning saves in the download stage.
+bench 103_360x480_aleatoric_fp16_cl_pageable --arch fcdensenet103 --height 360 --width 480 \
+    --precision fp16 --channels-last --pageable-download --frames 50 --warmup 5
 ours 360 480 fp16 25
 LAYOUT=cl ours 360 480 fp32 25
 ours 360 480 fp32 25

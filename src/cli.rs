@@ -377,6 +377,10 @@ pub struct BenchArgs {
     /// CUDA graph.
     #[arg(long)]
     pub cuda_graphs: bool,
+    /// CUDA: copy the outputs to pageable host memory instead of the page-locked buffer
+    /// (to measure what pinning gains).
+    #[arg(long)]
+    pub pageable_download: bool,
     /// libtorch CPU threads (0 = libtorch default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

@@ -60,6 +60,10 @@ pub struct EngineConfig {
     /// as a captured CUDA graph ([`crate::cuda_graph`]); CUDA only, fixed when the engine
     /// is built.
     pub cuda_graphs: bool,
+    /// CUDA: the output planes come to the host in one copy into a page-locked buffer,
+    /// kept while the frame size stays (off: into pageable memory, `bench
+    /// --pageable-download`, to measure the difference). Fixed when the engine is built.
+    pub pinned_download: bool,
     /// Logit-noise draws per pass for the semantic aleatoric uncertainty.
     pub noise_samples: usize,
     /// T, the stochastic passes per frame in mc mode.
@@ -97,6 +101,7 @@ impl EngineConfig {
             precision: params.precision,
             channels_last: params.channels_last,
             cuda_graphs: false,
+            pinned_download: true,
             noise_samples: params.noise_samples as usize,
             mc_samples: params.mc.samples as usize,
             moments_head_samples: params.moments.head_samples as usize,
@@ -262,6 +267,8 @@ pub struct Engine {
     /// With `cuda_graphs`: the deterministic pass, captured on its first use, or why its
     /// capture failed (never tried again: see [`Engine::graph_forward`]).
     eval_graph: Mutex<Option<std::result::Result<CapturedForward, String>>>,
+    /// CUDA: where the output planes land on the host.
+    host_staging: Mutex<HostStaging>,
 }
 
 impl Engine {
@@ -309,6 +316,7 @@ impl Engine {
             .arch()
             .map_err(|m| Error::model(crate::model::SPEC_FILE, m))?
             .size_multiple();
+        let host_staging = Mutex::new(HostStaging::new(config.pinned_download));
         Ok(Engine {
             model,
             device,
@@ -319,6 +327,7 @@ impl Engine {
             mc_chunk_limit: AtomicUsize::new(usize::MAX),
             mc_memory_chunk: AtomicUsize::new(0),
             eval_graph: Mutex::new(None),
+            host_staging,
         })
     }
 
@@ -328,6 +337,17 @@ impl Engine {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// CUDA: whether the outputs come to the host through page-locked memory (asked for
+    /// with `pinned_download`, and not failed).
+    pub fn pinned_download(&self) -> bool {
+        self.device.is_cuda()
+            && self
+                .host_staging
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_pinned()
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -355,6 +375,11 @@ impl Engine {
                 config.channels_last,
             ),
             ("cuda_graphs", self.config.cuda_graphs, config.cuda_graphs),
+            (
+                "pinned_download",
+                self.config.pinned_download,
+                config.pinned_download,
+            ),
         ] {
             if loaded != asked {
                 return Err(Error::config(
@@ -827,34 +852,38 @@ impl Engine {
         }
     }
 
-    /// The planes to the host (one copy for all float planes) as the prediction's images.
+    /// The planes to the host as the prediction's images. On CUDA every plane (floats and
+    /// labels) goes in one device-to-host copy, into the page-locked buffer with
+    /// `pinned_download`; on the CPU they are read where they are.
     fn download(
         &self,
         planes: OutputPlanes,
         width: u32,
         height: u32,
     ) -> (Option<SemanticPrediction>, Option<DepthPrediction>) {
-        // One device-to-host copy of all planes, then each plane straight into its image.
-        let floats = planes.floats.to_device(Device::Cpu);
-        let mut images = (0..floats.size()[0]).map(|i| {
-            FloatImage::from_raw(width, height, tensor_to_vec::<f32>(&floats.get(i)))
-                .expect("sized")
-        });
-        let semantic = planes.labels.map(|labels| {
-            let labels = labels.to_device(Device::Cpu);
-            let labels = match labels.kind() {
-                Kind::Uint8 => LabelImage::U8(
-                    ImageBuffer::from_raw(width, height, tensor_to_vec::<u8>(&labels))
-                        .expect("sized"),
-                ),
-                _ => LabelImage::U16(
+        let (floats, labels) = if self.device.is_cuda() {
+            let packed = pack_planes(&planes.floats, planes.labels.as_ref());
+            let mut staging = self.host_staging.lock().unwrap_or_else(|e| e.into_inner());
+            staging.with_host(&packed, self.device, |bytes| {
+                let (floats, labels) = unpack_planes(bytes, &planes.floats, planes.labels.as_ref());
+                host_planes(&floats, labels.as_ref())
+            })
+        } else {
+            host_planes(&planes.floats, planes.labels.as_ref())
+        };
+        let mut images = floats
+            .into_iter()
+            .map(|plane| FloatImage::from_raw(width, height, plane).expect("sized"));
+        let semantic = labels.map(|labels| {
+            let labels = match labels {
+                HostLabels::U8(ids) => {
+                    LabelImage::U8(ImageBuffer::from_raw(width, height, ids).expect("sized"))
+                }
+                HostLabels::I32(ids) => LabelImage::U16(
                     ImageBuffer::from_raw(
                         width,
                         height,
-                        tensor_to_vec::<i32>(&labels)
-                            .into_iter()
-                            .map(|v| v as u16)
-                            .collect(),
+                        ids.into_iter().map(|v| v as u16).collect(),
                     )
                     .expect("sized"),
                 ),
@@ -1082,6 +1111,113 @@ pub fn resized_argmax(mean_probs: &Tensor, width: u32, height: u32) -> (Tensor, 
     best.expect("at least one class")
 }
 
+/// Class ids on the host, in the kind the device made them.
+enum HostLabels {
+    U8(Vec<u8>),
+    I32(Vec<i32>),
+}
+
+/// Host tensors `[N, H, W]` fp32 and `[H, W]` labels as one vector per float plane and
+/// the ids.
+fn host_planes(floats: &Tensor, labels: Option<&Tensor>) -> (Vec<Vec<f32>>, Option<HostLabels>) {
+    let floats = (0..floats.size()[0])
+        .map(|i| tensor_to_vec::<f32>(&floats.get(i)))
+        .collect();
+    let labels = labels.map(|labels| match labels.kind() {
+        Kind::Uint8 => HostLabels::U8(tensor_to_vec(labels)),
+        _ => HostLabels::I32(tensor_to_vec(labels)),
+    });
+    (floats, labels)
+}
+
+/// The float planes and the labels as one flat byte tensor on their device (floats
+/// first), so that one copy brings them all to the host ([`unpack_planes`] undoes it).
+pub fn pack_planes(floats: &Tensor, labels: Option<&Tensor>) -> Tensor {
+    let bytes = |t: &Tensor| t.contiguous().view_dtype(Kind::Uint8).view(-1);
+    let mut parts = vec![bytes(floats)];
+    parts.extend(labels.map(bytes));
+    Tensor::cat(&parts, 0)
+}
+
+/// Views of `bytes` (a [`pack_planes`] result, now on the host) shaped and typed as the
+/// device's `floats` and `labels` were.
+pub fn unpack_planes(
+    bytes: &Tensor,
+    floats: &Tensor,
+    labels: Option<&Tensor>,
+) -> (Tensor, Option<Tensor>) {
+    let byte_len = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as i64;
+    let float_bytes = byte_len(floats);
+    let host_floats = bytes
+        .narrow(0, 0, float_bytes)
+        .view_dtype(floats.kind())
+        .view(floats.size().as_slice());
+    let host_labels = labels.map(|l| {
+        bytes
+            .narrow(0, float_bytes, byte_len(l))
+            .view_dtype(l.kind())
+            .view(l.size().as_slice())
+    });
+    (host_floats, host_labels)
+}
+
+/// Where packed output planes land on the host: with `pinned`, one page-locked buffer,
+/// allocated on the first frame and again only when the frame's size changes, so the copy
+/// from the device is one DMA transfer (pageable memory goes through the driver's own
+/// staging buffer: one more copy). Where pinning fails it says so once and uses pageable
+/// memory from then on.
+#[derive(Debug)]
+pub struct HostStaging {
+    pinned: bool,
+    buffer: Option<Tensor>,
+}
+
+impl HostStaging {
+    pub fn new(pinned: bool) -> Self {
+        HostStaging {
+            pinned,
+            buffer: None,
+        }
+    }
+
+    /// Whether the next copy goes to page-locked memory (false once pinning failed).
+    pub fn is_pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Runs `f` on `packed`'s bytes on the host (a view of the reused buffer: valid only
+    /// inside `f`).
+    pub fn with_host<R>(
+        &mut self,
+        packed: &Tensor,
+        device: Device,
+        f: impl FnOnce(&Tensor) -> R,
+    ) -> R {
+        let n = packed.numel() as i64;
+        if self.pinned && self.buffer.as_ref().map(Tensor::numel) != Some(n as usize) {
+            self.buffer = None;
+            match Tensor::empty([n], (Kind::Uint8, Device::Cpu)).f_internal_pin_memory(device) {
+                Ok(buffer) => self.buffer = Some(buffer),
+                Err(e) => {
+                    log::warn!(
+                        "cannot page-lock host memory for the outputs ({}); copying them \
+                         to pageable memory",
+                        libtorch_message(&e.to_string())
+                    );
+                    self.pinned = false;
+                }
+            }
+        }
+        match &mut self.buffer {
+            Some(buffer) if self.pinned => {
+                buffer.copy_(packed);
+                f(buffer)
+            }
+            _ => f(&packed.to_device(Device::Cpu)),
+        }
+    }
+}
+
 fn tensor_to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {
     let t = t.contiguous().view(-1);
     Vec::<T>::try_from(&t).expect("tensor kind matches the element type")
@@ -1090,6 +1226,58 @@ fn tensor_to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Float planes and labels of every kind survive the one-copy packing bit for bit.
+    #[test]
+    fn packed_planes_unpack_to_the_same_values_and_shapes() {
+        let floats = Tensor::randn([3, 5, 7], (Kind::Float, Device::Cpu));
+        // NaN (invalid depth) and the extremes are bytes like any other.
+        let _ = floats.get(1).get(2).fill_(f64::NAN);
+        let _ = floats.get(2).get(0).fill_(f64::from(f32::MAX));
+        let u8_labels = Tensor::randint(255, [5, 7], (Kind::Uint8, Device::Cpu));
+        let i32_labels = Tensor::randint(1000, [5, 7], (Kind::Int, Device::Cpu));
+        for labels in [None, Some(&u8_labels), Some(&i32_labels)] {
+            let packed = pack_planes(&floats, labels);
+            assert_eq!(packed.kind(), Kind::Uint8);
+            let label_bytes = labels.map_or(0, |l| l.numel() * l.kind().elt_size_in_bytes());
+            assert_eq!(packed.numel(), floats.numel() * 4 + label_bytes);
+            let (f, l) = unpack_planes(&packed, &floats, labels);
+            assert_eq!(f.size(), floats.size());
+            assert!(f.isnan().equal(&floats.isnan()));
+            assert!(f
+                .nan_to_num(0.0, None, None)
+                .equal(&floats.nan_to_num(0.0, None, None)));
+            match (labels, l) {
+                (Some(labels), Some(l)) => {
+                    assert_eq!(l.kind(), labels.kind());
+                    assert!(l.equal(labels));
+                }
+                (None, None) => {}
+                other => panic!("labels {:?}", other.1),
+            }
+        }
+    }
+
+    /// The staging buffer gives back the packed bytes whether or not the host memory
+    /// could be page-locked; without a CUDA driver (this machine, CI) pinning fails, is
+    /// reported and is not tried again.
+    #[test]
+    fn staging_copies_the_bytes_pinned_or_not() {
+        let packed = Tensor::randint(255, [1000], (Kind::Uint8, Device::Cpu));
+        for pinned in [true, false] {
+            let mut staging = HostStaging::new(pinned);
+            for _ in 0..2 {
+                let copy = staging.with_host(&packed, Device::Cuda(0), |host| {
+                    assert_eq!(host.device(), Device::Cpu);
+                    host.copy()
+                });
+                assert!(copy.equal(&packed));
+            }
+            let cuda = tch::Cuda::is_available();
+            assert_eq!(staging.is_pinned(), pinned && cuda);
+            assert_eq!(staging.buffer.is_some(), pinned && cuda);
+        }
+    }
 
     #[test]
     fn mc_chunks_fill_nine_tenths_of_the_available_memory_between_one_and_the_cap() {

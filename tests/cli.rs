@@ -332,6 +332,14 @@ fn doctor_and_bench_run() {
     let share = report["forward_share"].as_f64().unwrap();
     assert!(share > 0.0 && share <= 1.0, "{share}");
     assert!(report["mc_vs_sequential_ratio"].as_f64().unwrap() > 0.0);
+    // Nothing is copied from a device on the CPU: null, not false.
+    assert!(report["pinned_download"].is_null(), "{report}");
+    let (out, text) = run(bin().args(["bench", "--device", "cpu", "--pageable-download"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("--pageable-download applies to CUDA only"),
+        "{text}"
+    );
     let (out, text) = run(bin().args(["bench", "--arch", "fcdensenet99"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -285,6 +285,63 @@ fn cuda_graphs_give_the_eager_outputs_frame_by_frame() {
     }
 }
 
+/// The outputs come to the host through the page-locked buffer (the default) or pageable
+/// memory, in one copy on CUDA: the same images either way, MC mode with its four float
+/// planes and the labels, over frames of two sizes (the buffer is made again for the
+/// second). On the CPU the planes are read where they are and nothing is pinned.
+#[test]
+fn pinned_and_pageable_downloads_give_the_same_outputs() {
+    let device = test_device();
+    let dir = std::env::var_os("BAYES_PERCEPTION_DEMO_MODEL").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo"),
+        Into::into,
+    );
+    let load = |pinned_download| {
+        Engine::load(
+            &dir,
+            EngineConfig {
+                mode: Mode::Mc,
+                mc_samples: 4,
+                pinned_download,
+                device,
+                seed: Some(5),
+                ..EngineConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let (pinned, pageable) = (load(true), load(false));
+    let mut d = Differences::default();
+    for (index, (width, height)) in [(240, 180), (240, 180), (200, 150)].into_iter().enumerate() {
+        let cfg = SceneConfig {
+            width,
+            height,
+            ood: false,
+            noise_sigma: SceneConfig::NOISE_SIGMA,
+        };
+        let rgb = render(515_151, index as u64, cfg).rgb;
+        let (a, b) = (
+            pinned.predict(&rgb).unwrap(),
+            pageable.predict(&rgb).unwrap(),
+        );
+        assert_eq!(
+            a.semantic.as_ref().unwrap().labels.dimensions(),
+            (width, height)
+        );
+        compare(&a, &b, &mut d);
+    }
+    eprintln!("{device:?} pinned against pageable: {d:?}");
+    assert!(!pageable.pinned_download());
+    assert_eq!(pinned.pinned_download(), device != DeviceRequest::Cpu);
+    // Same seed, weights and inputs: only a kernel's run-to-run rounding could differ.
+    assert!(d.labels_differ * 10_000 <= d.pixels, "{d:?}");
+    assert!(d.confidence < 1e-5 && d.depth_rel < 1e-5, "{d:?}");
+    assert!(
+        d.semantic_epistemic_nats < 1e-5 && d.depth_epistemic_rel < 1e-5,
+        "{d:?}"
+    );
+}
+
 #[test]
 fn the_precision_is_fixed_when_the_engine_loads() {
     let mut engine = Engine::new(

@@ -66,6 +66,9 @@ struct Report {
     precision: String,
     channels_last: bool,
     cuda_graphs: bool,
+    /// CUDA: the outputs came to the host through the page-locked buffer (false where
+    /// `--pageable-download` asked otherwise or pinning failed).
+    pinned_download: Option<bool>,
     cpu_threads: i32,
     frames: usize,
     /// Whole frames: image in, every output message of the node built (engine + host
@@ -116,6 +119,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.threads > 0 {
         tch::set_num_threads(args.threads as i32);
     }
+    if args.pageable_download && !device.is_cuda() {
+        bail!("--pageable-download applies to CUDA only (on {device:?} the outputs are already on the host)");
+    }
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
@@ -138,6 +144,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         precision: args.precision,
         channels_last: args.channels_last,
         cuda_graphs: args.cuda_graphs,
+        pinned_download: !args.pageable_download,
         noise_samples: args.noise_samples,
         mc_samples: args.samples,
         moments_head_samples: args.head_samples,
@@ -303,6 +310,7 @@ fn summarise(
         precision: args.precision.to_string(),
         channels_last: args.channels_last,
         cuda_graphs: args.cuda_graphs,
+        pinned_download: device.is_cuda().then(|| engine.pinned_download()),
         cpu_threads: tch::get_num_threads(),
         frames: timings.len(),
         median_ms: percentile(&totals, 0.5),
@@ -371,8 +379,17 @@ fn print_report(r: &Report) {
     );
     let st = &r.stages_median_ms;
     println!(
-        "  stages (medians): upload {:.2} ms, forward {:.2} ms, device post {:.2} ms, download {:.2} ms, host outputs {:.2} ms",
-        st.upload, st.forward, st.device_post, st.download, st.host_outputs
+        "  stages (medians): upload {:.2} ms, forward {:.2} ms, device post {:.2} ms, download {:.2} ms{}, host outputs {:.2} ms",
+        st.upload,
+        st.forward,
+        st.device_post,
+        st.download,
+        match r.pinned_download {
+            Some(true) => " (page-locked)",
+            Some(false) => " (pageable)",
+            None => "",
+        },
+        st.host_outputs
     );
     if st.points_every_pixel > 0.0 {
         println!(
