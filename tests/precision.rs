@@ -310,6 +310,8 @@ fn pinned_and_pageable_downloads_give_the_same_outputs() {
         )
         .unwrap()
     };
+    // Seeded frames draw from libtorch's one global generator: no other test in between.
+    let _lock = common::rng_lock();
     let (pinned, pageable) = (load(true), load(false));
     let mut d = Differences::default();
     for (index, (width, height)) in [(240, 180), (240, 180), (200, 150)].into_iter().enumerate() {
