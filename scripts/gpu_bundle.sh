@@ -12,7 +12,8 @@
 # doctor; the precision test on CUDA (fp16 and bf16 against fp32, one pass and MC,
 # channels-last, pinned against pageable outputs, with the demo model, and CUDA graphs
 # against the eager pass); bench of fcdensenet103 at 360x480, aleatoric and MC-50 (chunks
-# of 25), fp16 and fp32, channels-last and not, the single pass as a CUDA graph, the
+# of 25; frames/s also with consecutive frames overlapped as the node runs them), fp16
+# and fp32, channels-last and not, the single pass as a CUDA graph, the
 # outputs through one host thread and through pageable memory, and the PyTorch reference
 # beside it (eager fp32, eager fp16 + channels-last); MC chunks sized from the GPU memory
 # (free, and a 4 GiB budget); bf16, MC chunks of 16, moments mode (closed form fp32/fp16,
@@ -77,8 +78,8 @@ bench() {  # name, then bench arguments
     timeout 60 "$bin" bench --device cuda --json "$@" > "$out/$name.json" 2>> "$out/bench.txt"
     "$python" -c 'import json,sys
 r = json.load(open(sys.argv[1])); s = r["stages_median_ms"]; m = r.get("gpu_memory") or {}
-print("   median %.2f ms (%.1f frames/s), forward %.0f %%; upload %.2f, forward %.2f, device post %.2f, download %.2f (pinned %s), host %.2f ms; peak allocated %s MiB; batch %s"
-      % (r["median_ms"], r["frames_per_s"], 100 * r["forward_share"], s["upload"], s["forward"], s["device_post"],
+print("   median %.2f ms (%.1f frames/s, overlapped %s), forward %.0f %%; upload %.2f, forward %.2f, device post %.2f, download %.2f (pinned %s), host %.2f ms; peak allocated %s MiB; batch %s"
+      % (r["median_ms"], r["frames_per_s"], r.get("overlapped_frames_per_s"), 100 * r["forward_share"], s["upload"], s["forward"], s["device_post"],
          s["download"], r.get("pinned_download"), s["host_outputs"], round(m["peak_allocated_mib"]) if m else "n/a", r.get("batch_size")))' "$out/$name.json" | tee -a "$out/bench.txt"
     pack
 }
@@ -87,10 +88,10 @@ ours() {  # height width precision [mc batch sizes...]; LAYOUT=cl runs channels-
     local tag="$p" layout=()
     if [[ "${LAYOUT:-}" == cl ]]; then tag="${p}_cl"; layout=(--channels-last); fi
     bench "103_${h}x${w}_aleatoric_$tag" --arch fcdensenet103 --height "$h" --width "$w" \
-        --precision "$p" "${layout[@]}" --frames 50 --warmup 5
+        --precision "$p" "${layout[@]}" --overlap --frames 50 --warmup 5
     for b in "$@"; do
         bench "103_${h}x${w}_mc50_b${b}_$tag" --arch fcdensenet103 --height "$h" --width "$w" \
-            --precision "$p" "${layout[@]}" --mode mc --samples 50 --batch-size "$b" --frames 5 --warmup 2
+            --precision "$p" "${layout[@]}" --overlap --mode mc --samples 50 --batch-size "$b" --frames 5 --warmup 2
     done
 }
 reference() {  # name, then pytorch_reference.py arguments

@@ -381,6 +381,11 @@ pub struct BenchArgs {
     /// (to measure what pinning gains).
     #[arg(long)]
     pub pageable_download: bool,
+    /// Also time the frames with the network of one and the output messages of the
+    /// previous one on two threads at once, as the node runs them (reported as
+    /// overlapped frames/s).
+    #[arg(long)]
+    pub overlap: bool,
     /// libtorch CPU threads (0 = libtorch default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

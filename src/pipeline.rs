@@ -1,14 +1,15 @@
 //! One camera frame's path through the engine, without ROS: a camera message in, the
 //! node's output messages out, each with the frame's exact header.
 //!
-//! The ROS node and `bag process` both call [`process_frame`], so a bag processed offline
-//! holds the same messages the live node publishes. Nothing here publishes, writes or
-//! logs; callers count and report the errors.
+//! The ROS node and `bag process` both call [`predict_frame`] and [`frame_outputs`] (the
+//! node on two threads, [`overlapped`]; the bag in turn, [`process_frame`]), so a bag
+//! processed offline holds the same messages the live node publishes. Nothing here
+//! publishes, writes or logs; callers count and report the errors.
 
 use image::RgbImage;
 
 use crate::config::ColormapParams;
-use crate::engine::Engine;
+use crate::engine::{Engine, Prediction};
 use crate::msg::encoding::{decode_compressed, decode_image, DecodeError};
 use crate::msg::outputs::{build_outputs, OutputTopic};
 use crate::msg::{CameraInfo, CompressedImage, Header, Image, PointCloud2};
@@ -67,25 +68,46 @@ pub enum FrameError {
     Inference(#[from] crate::Error),
 }
 
-/// Decodes `frame`, runs the engine and builds the output messages for the topics
-/// `wanted` accepts, each with the frame's header; `camera_info` (the camera's latest) is
-/// returned with that header too when the model predicts depth, and with `points` the
-/// point cloud is built from it.
-pub fn process_frame(
-    engine: &Engine,
-    frame: &CameraFrame,
+/// A decoded frame and the engine's prediction for it: the first half of
+/// [`process_frame`], the part that runs on the device.
+#[derive(Debug, Clone)]
+pub struct PredictedFrame {
+    pub header: Header,
+    pub rgb: RgbImage,
+    pub prediction: Prediction,
+}
+
+/// Decodes `frame` and runs the engine on it.
+pub fn predict_frame(engine: &Engine, frame: &CameraFrame) -> Result<PredictedFrame, FrameError> {
+    let rgb = frame.decode()?;
+    let prediction = engine.predict(&rgb)?;
+    Ok(PredictedFrame {
+        header: frame.header().clone(),
+        rgb,
+        prediction,
+    })
+}
+
+/// Builds the output messages of a predicted frame for the topics `wanted` accepts, each
+/// with the frame's header: the second half of [`process_frame`], all on the host.
+/// `camera_info` (the camera's latest) is returned with that header too when the model
+/// predicts depth, and with `points` the point cloud is built from it.
+pub fn frame_outputs(
+    frame: &PredictedFrame,
     palette: &[[u8; 3]],
     colormap: &ColormapParams,
     camera_info: Option<&CameraInfo>,
     points: Option<CloudFilter>,
     wanted: impl Fn(OutputTopic) -> bool,
-) -> Result<FrameOutputs, FrameError> {
-    let rgb = frame.decode()?;
-    let prediction = engine.predict(&rgb)?;
-    let header = frame.header();
-    let images = build_outputs(&prediction, header, palette, colormap, wanted);
+) -> FrameOutputs {
+    let PredictedFrame {
+        header,
+        rgb,
+        prediction,
+    } = frame;
+    let images = build_outputs(prediction, header, palette, colormap, wanted);
     let (points, points_error) = match (points, camera_info) {
-        (Some(filter), Some(info)) => match frame_cloud(&prediction, &rgb, info, filter, header) {
+        (Some(filter), Some(info)) => match frame_cloud(prediction, rgb, info, filter, header) {
             Ok(cloud) => (cloud, None),
             Err(e) => (None, Some(e)),
         },
@@ -97,7 +119,7 @@ pub fn process_frame(
             header: header.clone(),
             ..info.clone()
         });
-    Ok(FrameOutputs {
+    FrameOutputs {
         images,
         camera_info,
         points,
@@ -106,5 +128,130 @@ pub fn process_frame(
             .timing
             .forward_ms()
             .unwrap_or(prediction.timing.total_ms),
-    })
+    }
+}
+
+/// Decodes `frame`, runs the engine and builds the output messages ([`predict_frame`],
+/// then [`frame_outputs`]).
+pub fn process_frame(
+    engine: &Engine,
+    frame: &CameraFrame,
+    palette: &[[u8; 3]],
+    colormap: &ColormapParams,
+    camera_info: Option<&CameraInfo>,
+    points: Option<CloudFilter>,
+    wanted: impl Fn(OutputTopic) -> bool,
+) -> Result<FrameOutputs, FrameError> {
+    let predicted = predict_frame(engine, frame)?;
+    Ok(frame_outputs(
+        &predicted,
+        palette,
+        colormap,
+        camera_info,
+        points,
+        wanted,
+    ))
+}
+
+/// Runs `first` on each of `items` on this thread and `second` on each of its results on a
+/// second thread, in order, so that `second(n)` overlaps `first(n + 1)`: one frame's
+/// messages are built and published while the next frame is on the device. `first`
+/// hands a result over only when `second` is ready to take it (no queue builds up, and at
+/// most one result waits). Returns once `items` has ended and `second` has finished with
+/// every result; stops taking items if `second`'s thread has ended (a panic there is
+/// raised here after the join).
+pub fn overlapped<T, R: Send>(
+    items: impl IntoIterator<Item = T>,
+    mut first: impl FnMut(T) -> Option<R>,
+    mut second: impl FnMut(R) + Send,
+) {
+    let (hand_over, results) = std::sync::mpsc::sync_channel::<R>(0);
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("outputs".into())
+            .spawn_scoped(scope, move || {
+                for result in results {
+                    second(result);
+                }
+            })
+            .expect("cannot start the output thread");
+        for item in items {
+            if let Some(result) = first(item) {
+                if hand_over.send(result).is_err() {
+                    break;
+                }
+            }
+        }
+        // Closing the channel ends the output thread's loop; the scope joins it.
+        drop(hand_over);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn every_result_reaches_the_second_stage_in_order_before_it_returns() {
+        let mut seen = Vec::new();
+        let mut first_calls = 0;
+        overlapped(
+            0..20,
+            |n| {
+                first_calls += 1;
+                // Odd items give no result (a skipped frame): nothing is handed over.
+                (n % 2 == 0).then_some(n * 10)
+            },
+            |r| seen.push(r),
+        );
+        assert_eq!(first_calls, 20);
+        assert_eq!(seen, (0..20).step_by(2).map(|n| n * 10).collect::<Vec<_>>());
+    }
+
+    /// The second stage of item 0 is still running when the first stage starts item 1: it
+    /// waits for that start (were the stages run one after the other it would time out).
+    #[test]
+    fn the_second_stage_overlaps_the_next_first_stage() {
+        let (started, starts) = mpsc::channel();
+        let mut saw_next_start = None;
+        let saw = &mut saw_next_start;
+        overlapped(
+            0..3,
+            |n| {
+                started.send(n).unwrap();
+                Some(n)
+            },
+            move |r| {
+                if r == 0 {
+                    let next =
+                        std::iter::from_fn(|| starts.recv_timeout(Duration::from_secs(20)).ok())
+                            .find(|&n| n == 1);
+                    *saw = Some(next.is_some());
+                }
+            },
+        );
+        assert_eq!(saw_next_start, Some(true));
+    }
+
+    /// A panic in the second stage ends the loop (no more items are taken) and is raised
+    /// to the caller.
+    #[test]
+    fn a_panic_in_the_second_stage_stops_the_first_and_reaches_the_caller() {
+        let mut first_calls = 0;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            overlapped(
+                0..1000,
+                |n| {
+                    first_calls += 1;
+                    Some(n)
+                },
+                |r| assert!(r < 2, "stage two fails on {r}"),
+            )
+        }));
+        assert!(result.is_err());
+        // Items 0-2 handed over, at most one more computed before the hand-over failed.
+        assert!(first_calls <= 4, "{first_calls}");
+    }
 }

@@ -322,11 +322,13 @@ fn doctor_and_bench_run() {
         "0",
         "--device",
         "cpu",
+        "--overlap",
         "--json",
     ]));
     assert!(out.status.success(), "{text}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["samples"], 2);
+    assert!(report["overlapped_frames_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(report["frames"], 1);
     assert!(report["median_ms"].as_f64().unwrap() > 0.0);
     let share = report["forward_share"].as_f64().unwrap();

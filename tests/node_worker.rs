@@ -450,6 +450,56 @@ fn the_run_loop_takes_the_newest_frame_and_ends_when_closed() {
     assert_eq!(value(&s, "frames dropped (keep-latest)"), "4");
 }
 
+/// The run loop builds and publishes a frame's messages on a second thread while the next
+/// frame is inferred; when the slot closes, the outputs of the frame in flight are
+/// published before `run` returns (nothing is lost at shutdown), and a skipped frame
+/// between two good ones is counted without holding them up.
+#[test]
+fn the_run_loop_publishes_the_frame_in_flight_before_it_returns() {
+    let _rng = common::rng_lock();
+    let state = state(&[]);
+    let worker = worker(&state);
+    let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut sink = SharedSink(published.clone());
+    let mut bad = rgb8(2, 32, 32);
+    if let CameraFrame::Raw(image) = &mut bad {
+        image.data.truncate(10);
+    }
+    std::thread::scope(|scope| {
+        let runner = scope.spawn(|| worker.run(&state, &mut sink));
+        let wait_for = |n: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while published.lock().unwrap().len() < n {
+                assert!(std::time::Instant::now() < deadline, "no output");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        state.on_frame(rgb8(1, 32, 32));
+        wait_for(1);
+        state.on_frame(bad);
+        // The bad frame is taken and skipped before the next one arrives.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while value(&report(&state), "frames skipped (bad input)") != "1" {
+            assert!(std::time::Instant::now() < deadline, "not skipped");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        state.on_frame(rgb8(3, 32, 32));
+        // Closed once frame 3 is in hand (a frame still waiting would be dropped).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while state.slot.has_frame() {
+            assert!(std::time::Instant::now() < deadline, "not taken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        state.slot.close();
+        runner.join().unwrap();
+    });
+    let stamps: Vec<i32> = published.lock().unwrap().iter().map(|t| t.sec).collect();
+    assert_eq!(stamps, [1, 3]);
+    let s = report(&state);
+    assert_eq!(value(&s, "frames received"), "3");
+    assert_eq!(value(&s, "frames dropped (keep-latest)"), "0");
+}
+
 /// A frame on which libtorch throws (injected at the forward pass, feature `failpoints`):
 /// counted as a failed frame with libtorch's own message, and the next frame is processed.
 #[cfg(feature = "failpoints")]

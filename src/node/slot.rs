@@ -92,6 +92,11 @@ impl<T> LatestSlot<T> {
         self.ready.notify_all();
     }
 
+    /// Whether a frame waits to be taken.
+    pub fn has_frame(&self) -> bool {
+        self.lock().frame.is_some()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }

@@ -1,6 +1,7 @@
-//! The node's inference thread, without ROS: take the newest camera frame, pick up
+//! The node's inference side, without ROS: take the newest camera frame, pick up
 //! parameter changes between frames, run the frame through the engine, hand the outputs to
-//! a [`Sink`] and count what happened for `/diagnostics`.
+//! a [`Sink`] and count what happened for `/diagnostics`. The engine and the building of
+//! the output messages run on two threads, one frame apart ([`Worker::run`]).
 //!
 //! The r2r layer implements [`Sink`] with its publishers and the node's ROS clock; the
 //! tests use a plain one. Bad input and failures never stop the loop: they are counted,
@@ -13,12 +14,14 @@ use super::diagnostics::{DiagnosticStatus, Monitor, NodeInfo};
 use super::params::LiveParams;
 use super::slot::LatestSlot;
 use super::throttle::Throttle;
-use crate::config::{Mode, Params};
+use crate::config::{ColormapParams, Mode, Params};
 use crate::engine::{Engine, EngineConfig};
 use crate::msg::encoding::DecodeError;
 use crate::msg::outputs::{OutputTopic, POINTS_TOPIC};
 use crate::msg::{CameraInfo, Image, PointCloud2, Time};
-use crate::pipeline::{process_frame, CameraFrame, FrameError};
+use crate::pipeline::{
+    frame_outputs, overlapped, predict_frame, CameraFrame, FrameError, PredictedFrame,
+};
 use crate::points::CloudFilter;
 
 /// How often a log line of one kind (an encoding, a topic, ...) may repeat.
@@ -105,61 +108,110 @@ pub fn latency_ms(now: Option<Time>, stamp: Time) -> Option<f64> {
     now.map(|now| (now.as_nanos() - stamp.as_nanos()) as f64 / 1e6)
 }
 
-/// The inference side of the node: the engine and the parameters it runs with.
+/// The inference side of the node, in two stages: [`Inference`] (decode, parameter
+/// changes, the engine) and [`Publishing`] (the output messages built and handed to the
+/// [`Sink`]). [`Worker::run`] runs them on two threads, one frame apart
+/// ([`overlapped`]): while a frame's messages are built and published, the next frame is
+/// already on the device.
 #[derive(Debug)]
 pub struct Worker {
+    inference: Inference,
+    publishing: Publishing,
+}
+
+/// The first stage: the engine and the parameters it runs with.
+#[derive(Debug)]
+struct Inference {
     engine: Engine,
-    palette: Vec<[u8; 3]>,
     params: Params,
     /// Version of `params` in [`LiveParams`]; `None` before the first frame.
     version: Option<u64>,
     throttle: Throttle,
 }
 
+/// The second stage: the palette and its own log throttle.
+#[derive(Debug)]
+struct Publishing {
+    palette: Vec<[u8; 3]>,
+    throttle: Throttle,
+}
+
+/// What the first stage hands the second: a predicted frame and the output parameters in
+/// effect when it was predicted.
+struct Predicted {
+    frame: PredictedFrame,
+    colormap: ColormapParams,
+    /// The point cloud's filter, where `points.enabled`.
+    points: Option<CloudFilter>,
+}
+
 impl Worker {
     pub fn new(engine: Engine) -> Self {
         let palette = engine.model().spec.palette();
         Worker {
-            engine,
-            palette,
-            params: Params::default(),
-            version: None,
-            throttle: Throttle::new(LOG_PERIOD),
+            inference: Inference {
+                engine,
+                params: Params::default(),
+                version: None,
+                throttle: Throttle::new(LOG_PERIOD),
+            },
+            publishing: Publishing {
+                palette,
+                throttle: Throttle::new(LOG_PERIOD),
+            },
         }
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.inference.engine
     }
 
-    /// Processes frames until the slot is closed and empty.
-    pub fn run(mut self, state: &NodeState, sink: &mut impl Sink) {
-        loop {
+    /// Processes frames until the slot is closed and empty; the outputs of the last frame
+    /// are published before it returns.
+    pub fn run(self, state: &NodeState, sink: &mut (impl Sink + Send)) {
+        let Worker {
+            mut inference,
+            mut publishing,
+        } = self;
+        let frames = std::iter::from_fn(|| loop {
             match state.slot.take(Duration::from_millis(200)) {
-                Some(frame) => self.handle(frame, state, sink),
-                None if state.slot.is_closed() => return,
+                Some(frame) => return Some(frame),
+                None if state.slot.is_closed() => return None,
                 None => {}
             }
-        }
+        });
+        overlapped(
+            frames,
+            |frame| inference.predict(frame, state),
+            |predicted| publishing.publish(predicted, state, sink),
+        );
     }
 
-    /// One frame: applies parameter changes made since the last frame, processes it and
-    /// publishes its outputs, or counts it as skipped or failed.
+    /// One frame start to finish on this thread: applies parameter changes made since the
+    /// last frame, processes it and publishes its outputs, or counts it as skipped or
+    /// failed.
     pub fn handle(&mut self, frame: CameraFrame, state: &NodeState, sink: &mut impl Sink) {
+        if let Some(predicted) = self.inference.predict(frame, state) {
+            self.publishing.publish(predicted, state, sink);
+        }
+    }
+}
+
+impl Inference {
+    /// Applies parameter changes and runs the engine on `frame`; a frame that cannot be
+    /// decoded is counted as skipped, one the engine fails on as failed.
+    fn predict(&mut self, frame: CameraFrame, state: &NodeState) -> Option<Predicted> {
         self.refresh_params(state);
-        let camera_info = lock(&state.camera_info).clone();
-        let processed = process_frame(
-            &self.engine,
-            &frame,
-            &self.palette,
-            &self.params.colormap,
-            camera_info.as_ref(),
-            (self.params.points.enabled && sink.wants_points())
-                .then(|| CloudFilter::from_params(&self.params.points)),
-            |topic| sink.wants(topic),
-        );
-        let outputs = match processed {
-            Ok(outputs) => outputs,
+        match predict_frame(&self.engine, &frame) {
+            Ok(frame) => Some(Predicted {
+                frame,
+                colormap: self.params.colormap.clone(),
+                points: self
+                    .params
+                    .points
+                    .enabled
+                    .then(|| CloudFilter::from_params(&self.params.points)),
+            }),
             Err(FrameError::BadInput(e)) => {
                 lock(&state.monitor).on_skip(Instant::now(), &e.to_string());
                 let kind = match &e {
@@ -170,16 +222,45 @@ impl Worker {
                 if self.throttle.allow(&kind, Instant::now()) {
                     log::warn!("skipping frame: {e}");
                 }
-                return;
+                None
             }
             Err(FrameError::Inference(e)) => {
                 lock(&state.monitor).on_error(Instant::now(), &e.to_string());
                 if self.throttle.allow("inference", Instant::now()) {
                     log::error!("inference failed: {e}");
                 }
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Live parameter changes take effect between frames.
+    fn refresh_params(&mut self, state: &NodeState) {
+        let (version, params) = state.params.snapshot();
+        if self.version == Some(version) {
+            return;
+        }
+        self.version = Some(version);
+        match EngineConfig::from_params(&params).and_then(|c| self.engine.set_config(c)) {
+            Ok(()) => self.params = params,
+            Err(e) => log::error!("keeping the previous parameters: the engine refused them: {e}"),
+        }
+    }
+}
+
+impl Publishing {
+    /// Builds the frame's messages for the topics the sink wants and publishes them;
+    /// counts the frame as published (with its latency) unless nothing could be.
+    fn publish(&mut self, predicted: Predicted, state: &NodeState, sink: &mut impl Sink) {
+        let camera_info = lock(&state.camera_info).clone();
+        let outputs = frame_outputs(
+            &predicted.frame,
+            &self.palette,
+            &predicted.colormap,
+            camera_info.as_ref(),
+            predicted.points.filter(|_| sink.wants_points()),
+            |topic| sink.wants(topic),
+        );
         let mut published = 0;
         let mut failure = None;
         for (topic, image) in outputs.images {
@@ -210,7 +291,7 @@ impl Worker {
                     .on_error(Instant::now(), &format!("nothing published: {reason}"));
             }
             _ => {
-                let latency = latency_ms(sink.now(), frame.header().stamp);
+                let latency = latency_ms(sink.now(), predicted.frame.header.stamp);
                 lock(&state.monitor).on_output(Instant::now(), latency);
             }
         }
@@ -224,18 +305,5 @@ impl Worker {
             log::error!("{reason}");
         }
         reason
-    }
-
-    /// Live parameter changes take effect between frames.
-    fn refresh_params(&mut self, state: &NodeState) {
-        let (version, params) = state.params.snapshot();
-        if self.version == Some(version) {
-            return;
-        }
-        self.version = Some(version);
-        match EngineConfig::from_params(&params).and_then(|c| self.engine.set_config(c)) {
-            Ok(()) => self.params = params,
-            Err(e) => log::error!("keeping the previous parameters: the engine refused them: {e}"),
-        }
     }
 }
