@@ -93,11 +93,16 @@ fn test_device() -> DeviceRequest {
         .unwrap()
 }
 
-fn demo_engine(precision: Precision, channels_last: bool, mode: Mode) -> Engine {
-    let dir = std::env::var_os("BAYES_PERCEPTION_DEMO_MODEL").map_or_else(
+/// The bundled demo model (BAYES_PERCEPTION_DEMO_MODEL where the repository is elsewhere).
+fn demo_model_dir() -> std::path::PathBuf {
+    std::env::var_os("BAYES_PERCEPTION_DEMO_MODEL").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo"),
         Into::into,
-    );
+    )
+}
+
+fn demo_engine(precision: Precision, channels_last: bool, mode: Mode) -> Engine {
+    let dir = demo_model_dir();
     let config = EngineConfig {
         mode,
         precision,
@@ -235,10 +240,7 @@ fn fp16_channels_last_agrees_with_fp32_in_one_pass() {
 #[test]
 fn cuda_graphs_give_the_eager_outputs_frame_by_frame() {
     let device = test_device();
-    let dir = std::env::var_os("BAYES_PERCEPTION_DEMO_MODEL").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo"),
-        Into::into,
-    );
+    let dir = demo_model_dir();
     let load = |precision, channels_last, cuda_graphs| {
         Engine::load(
             &dir,
@@ -292,10 +294,7 @@ fn cuda_graphs_give_the_eager_outputs_frame_by_frame() {
 #[test]
 fn pinned_and_pageable_downloads_give_the_same_outputs() {
     let device = test_device();
-    let dir = std::env::var_os("BAYES_PERCEPTION_DEMO_MODEL").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo"),
-        Into::into,
-    );
+    let dir = demo_model_dir();
     let load = |pinned_download| {
         Engine::load(
             &dir,
