@@ -59,12 +59,13 @@ node: setup ros-setup
 	@echo "built $(TARGET_DIR)/release/bayes_perception_node; run it in a shell that sourced scripts/ros-env.sh"
 
 # Unit and integration tests (the node is built against ROS 2 with them), the end-to-end
-# tests of the running node, the Ray fleet driver's tests (local Ray), formatting, and
-# clippy on everything including the node.
+# tests of the running node, the Ray fleet driver's tests (local Ray), the benchmark
+# summary's tests, formatting, and clippy on everything including the node.
 test: setup ros-setup
 	$(WITH_ROS) $(CARGO) test --all-targets --features $(TEST_FEATURES)
 	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
 	$(E2E_ENV) $(VENV)/bin/python -m pytest tests/fleet
+	$(VENV)/bin/python -m pytest tests/scripts
 	$(CARGO) fmt --all -- --check
 	$(WITH_ROS) $(CARGO) clippy --all-targets --features $(TEST_FEATURES) -- -D warnings
 

@@ -18,7 +18,8 @@
 # beside it (eager fp32, eager fp16 + channels-last); MC chunks sized from the GPU memory
 # (free, and a 4 GiB budget); bf16, MC chunks of 16, moments mode (closed form fp32/fp16,
 # linearized fp16); 480x640 for us and the reference; a kernel profile of the
-# reference's MC frame; torch.compile (fp16 + channels-last) last.
+# reference's MC frame; the summary (scripts/gpu_summary.py: tables and targets, in
+# summary.md); torch.compile (fp16 + channels-last) last, and the summary again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make release
@@ -38,7 +39,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "precision" and m.get("executable"):
         print(m["executable"])')
 strip -o .gpu/precision_test "$precision_test"
-cp scripts/pytorch_reference.py .gpu/
+cp scripts/pytorch_reference.py scripts/gpu_summary.py .gpu/
 cat > .gpu/run.sh <<'RUN'
 #!/usr/bin/env bash
 # Runs doctor, the precision test and every GPU benchmark; prints the results and writes
@@ -166,8 +167,14 @@ if ! kept "$out/profile_mc50_fp16.txt"; then
         mv "$out/profile_mc50_fp16.part" "$out/profile_mc50_fp16.txt"
     pack
 fi
+summary() {  # the tables and the targets (scripts/gpu_summary.py), into summary.md
+    "$python" "$here/gpu_summary.py" "$out" > "$out/summary.md" 2>> "$out/bench.txt" && cat "$out/summary.md"
+    pack
+}
+summary
 # torch.compile takes a minute or two per shape: last.
 reference_pair 360 480 fp16_cl_compiled --dtype fp16 --channels-last --compile
+summary
 RUN
 chmod +x .gpu/run.sh
 echo "bundle ready in .gpu/ ($(du -sh .gpu | cut -f1)); on the GPU machine, from the repository root: bash .gpu/run.sh"

@@ -15,9 +15,12 @@ dropout active only for MC samples), with the same heads as the engine's models.
 --dtype converts weights and input (fp16/bf16), --channels-last uses NHWC memory format,
 --compile wraps the network in torch.compile (its compile time is not timed: the warm-up
 frames pay it). --json FILE writes the result as JSON; --profile prints the 15 costliest
-CUDA kernels of one frame (torch.profiler).
+CUDA kernels of one frame (torch.profiler). The work of a frame is counted on the meta
+device (GFLOP, and GB read and written by the eager ops) and reported with the TFLOP/s and
+GB/s the median reaches.
 """
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -88,6 +91,36 @@ class FcDenseNet(nn.Module):
         return [head(stack) for head in self.heads]
 
 
+def count_work(net, shape, mode, samples, batch_size, dtype, memory_format):
+    """FLOPs and bytes of one frame's forward passes, counted on the meta device (nothing
+    runs, so it is free at any size): FLOPs by torch's FlopCounterMode (a multiply-add is
+    2), bytes as every aten op reading its tensor inputs and writing its outputs once
+    (eager PyTorch, unfused: what the memory moves when nothing is fused). Either in
+    units of 1e9 (GFLOP, GB)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class ByteCounter(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+            self.bytes += sum(t.numel() * t.element_size() for t in tensors)
+            return out
+
+    meta = copy.deepcopy(net).to("meta")
+    batches = [1] if mode == "aleatoric" else [min(batch_size, samples - done) for done in range(0, samples, batch_size)]
+    flops, counter = FlopCounterMode(display=False), ByteCounter()
+    with torch.inference_mode(), flops, counter:
+        for b in batches:
+            x = torch.empty(b, *shape[1:], device="meta", dtype=dtype).contiguous(memory_format=memory_format)
+            meta(x, mc=mode == "mc")
+    return flops.get_total_flops() / 1e9, counter.bytes / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="fcdensenet56", choices=PRESETS)
@@ -147,15 +180,21 @@ def main():
                 frame()
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
     params = sum(p.numel() for p in net.parameters())
+    gflop, gbyte = count_work(net, x.shape, args.mode, args.samples, args.batch_size, dtype, memory_format)
+    median_s = statistics.median(times) / 1e3
     mc = f" T={args.samples} batch {args.batch_size}" if args.mode == "mc" else ""
     setup = args.dtype + (" channels-last" if args.channels_last else "") + (" compiled" if args.compile else "")
     print(f"pytorch {torch.__version__} {args.arch} ({params / 1e6:.2f} M), {args.height}x{args.width}, {setup}, "
           f"mode {args.mode}{mc}, {args.device} ({torch.get_num_threads()} threads), {args.frames} frames")
     print(f"  network forward per frame: median {statistics.median(times):.1f} ms, "
           f"min {min(times):.1f} ms, max {max(times):.1f} ms")
+    print(f"  work per frame: {gflop:.1f} GFLOP, {gbyte:.1f} GB moved by eager ops; at the median "
+          f"{gflop / median_s / 1e3:.2f} TFLOP/s, {gbyte / median_s:.0f} GB/s")
     if args.json:
         result = dict(vars(args), torch=torch.__version__, parameters=params,
                       median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
+                      gflop_per_frame=gflop, gbyte_per_frame=gbyte,
+                      tflop_per_s=gflop / median_s / 1e3, gbyte_per_s=gbyte / median_s,
                       peak_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None))
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""The device script's results as BENCHMARKS.md tables, with the real-time targets.
+
+    python3 scripts/gpu_summary.py .gpu_results            # after `bash .gpu/run.sh`
+    python3 scripts/gpu_summary.py benchmarks/gpu/<dir>    # results kept in the repository
+
+Reads every `bayes_perception bench --json` result (`<name>.json`) and every PyTorch
+reference result (`pytorch_<name>.json`, scripts/pytorch_reference.py) in the directory
+and prints, as Markdown: our set-ups (whole frame, its stages, the share outside the
+network, GPU memory, and the forward's TFLOP/s and GB/s), the reference's set-ups, and
+the targets of the real-time issue at 360x480 (aleatoric whole frame <= 5 ms, MC-50
+<= 100 ms, <= 10 % outside the network, >= 1.5x faster than the best PyTorch forward of
+the same mode), each met or missed by how much.
+
+The work of a frame is counted on the meta device with the reference's network
+(pytorch_reference.count_work: FLOPs, and the bytes every eager op reads and writes), so
+this needs torch but no GPU. Our forward moves less than that count (the dense blocks
+are built in place, without concatenations), so our GB/s are of the reference's op
+sequence, an upper bound on what we actually moved.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pytorch_reference as reference  # noqa: E402
+
+TARGET_ALEATORIC_MS = 5.0
+TARGET_MC50_MS = 100.0
+TARGET_OUTSIDE_SHARE = 0.10
+TARGET_SPEEDUP = 1.5
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+_work_cache = {}
+
+
+def work(arch, height, width, mode, samples, batch_size, precision, channels_last):
+    """(GFLOP, GB) of one frame's forward passes on the reference's network, or None for a
+    mode the reference does not have (moments)."""
+    if mode not in ("aleatoric", "mc"):
+        return None
+    key = (arch, height, width, mode, samples, batch_size, precision, channels_last)
+    if key not in _work_cache:
+        dtype = DTYPES[precision]
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        net = reference.FcDenseNet(**reference.PRESETS[arch]).to(dtype=dtype, memory_format=memory_format).eval()
+        pad = lambda n: -(-n // 32) * 32  # noqa: E731
+        _work_cache[key] = reference.count_work(
+            net, (1, 3, pad(height), pad(width)), mode, samples, batch_size or 1, dtype, memory_format)
+    return _work_cache[key]
+
+
+def load(directory):
+    ours, theirs = {}, {}
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        name = os.path.basename(path)[:-5]
+        with open(path) as f:
+            try:
+                result = json.load(f)
+            except json.JSONDecodeError as e:
+                print(f"skipping {path}: not JSON ({e})", file=sys.stderr)
+                continue
+        if name.startswith("pytorch_"):
+            theirs[name[len("pytorch_"):]] = result
+        elif "stages_median_ms" in result:
+            ours[name] = result
+        else:
+            print(f"skipping {path}: neither a bench nor a reference result", file=sys.stderr)
+    return ours, theirs
+
+
+def arch_of(name):
+    return {"56": "fcdensenet56", "67": "fcdensenet67", "103": "fcdensenet103"}.get(name, name)
+
+
+def our_work(r):
+    return work(arch_of(r["arch"]), r["height"], r["width"], r["mode"], r["samples"],
+                r.get("batch_size"), r["precision"], r.get("channels_last", False))
+
+
+def their_work(r):
+    if "gflop_per_frame" in r:
+        return r["gflop_per_frame"], r["gbyte_per_frame"]
+    samples = r["samples"] if r["mode"] == "mc" else 1
+    return work(r["arch"], r["height"], r["width"], r["mode"], samples, r["batch_size"], r["dtype"],
+                r["channels_last"])
+
+
+def fmt(value, digits=1, unit=""):
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def rate(w, ms):
+    """TFLOP/s and GB/s of work w = (GFLOP, GB) done in ms."""
+    if w is None or not ms:
+        return None, None
+    return w[0] / ms, w[1] / ms * 1e3
+
+
+def our_table(ours):
+    lines = ["| set-up | frame median | frames/s | overlapped frames/s | forward | outside the network "
+             "| upload | device post | download | host outputs | GPU peak allocated | forward TFLOP/s | forward GB/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in ours.items():
+        s = r["stages_median_ms"]
+        memory = (r.get("gpu_memory") or {}).get("peak_allocated_mib")
+        tflops, gbs = rate(our_work(r), s["forward"])
+        pinned = {True: " (pinned)", False: " (pageable)"}.get(r.get("pinned_download"), "")
+        lines.append(
+            f"| {name} | {r['median_ms']:.2f} ms | {r['frames_per_s']:.1f} | {fmt(r.get('overlapped_frames_per_s'))} "
+            f"| {s['forward']:.2f} ms | {100 * (1 - r['forward_share']):.0f} % | {s['upload']:.2f} ms "
+            f"| {s['device_post']:.2f} ms | {s['download']:.2f} ms{pinned} | {s['host_outputs']:.2f} ms "
+            f"| {fmt(memory, 0, ' MiB')} | {fmt(tflops)} | {fmt(gbs, 0)} |")
+    return lines
+
+
+def their_table(theirs):
+    lines = ["| set-up | forward median | GFLOP per frame | GB per frame (eager ops) | TFLOP/s | GB/s | GPU peak allocated |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in theirs.items():
+        w = their_work(r)
+        tflops, gbs = rate(w, r["median_ms"])
+        lines.append(
+            f"| {name} | {r['median_ms']:.2f} ms | {fmt(w and w[0], 0)} | {fmt(w and w[1], 1)} | {fmt(tflops)} "
+            f"| {fmt(gbs, 0)} | {fmt(r.get('peak_allocated_mib'), 0, ' MiB')} |")
+    return lines
+
+
+def targets(ours, theirs, height=360, width=480):
+    """The issue's targets at one size: met or missed, with the figures."""
+    lines = []
+    for mode, samples, target in (("aleatoric", 1, TARGET_ALEATORIC_MS), ("mc", 50, TARGET_MC50_MS)):
+        label = "aleatoric" if mode == "aleatoric" else f"MC-{samples}"
+        mine = {n: r for n, r in ours.items() if r["mode"] == mode and r["samples"] == samples
+                and (r["height"], r["width"]) == (height, width)}
+        refs = {n: r for n, r in theirs.items() if r["mode"] == mode
+                and (r["samples"] if mode == "mc" else 1) == samples and (r["height"], r["width"]) == (height, width)}
+        if not mine:
+            lines.append(f"- {label} at {height}x{width}: no result of ours")
+            continue
+        name, best = min(mine.items(), key=lambda item: item[1]["median_ms"])
+        ms, outside = best["median_ms"], 1 - best["forward_share"]
+        verdict = lambda ok: "**met**" if ok else "**missed**"  # noqa: E731
+        lines.append(f"- {label} whole frame at {height}x{width} <= {target:g} ms: {verdict(ms <= target)}, "
+                     f"best {ms:.2f} ms ({1e3 / ms:.0f} frames/s, {name})"
+                     + ("" if ms <= target else f", {ms / target:.1f}x the target"))
+        lines.append(f"- {label} outside the network <= {100 * TARGET_OUTSIDE_SHARE:.0f} %: "
+                     f"{verdict(outside <= TARGET_OUTSIDE_SHARE)}, {100 * outside:.0f} % ({name})")
+        if refs:
+            ref_name, ref = min(refs.items(), key=lambda item: item[1]["median_ms"])
+            speedup = ref["median_ms"] / ms
+            lines.append(f"- {label} >= {TARGET_SPEEDUP:g}x faster than the best PyTorch forward: "
+                         f"{verdict(speedup >= TARGET_SPEEDUP)}, {speedup:.2f}x (our whole frame {ms:.2f} ms "
+                         f"against PyTorch {ref_name} {ref['median_ms']:.2f} ms, forward only)")
+        else:
+            lines.append(f"- {label}: no PyTorch reference at {height}x{width} to compare with")
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("directory")
+    args = ap.parse_args()
+    ours, theirs = load(args.directory)
+    if not ours and not theirs:
+        sys.exit(f"no bench or reference results in {args.directory}")
+    out = []
+    if ours:
+        out += ["Ours (`bayes_perception bench`, whole frame: image on the host in, every output message built):", ""]
+        out += our_table(ours) + [""]
+    if theirs:
+        out += ["PyTorch reference (`scripts/pytorch_reference.py`, forward passes only):", ""]
+        out += their_table(theirs) + [""]
+    out += ["Targets:", ""] + targets(ours, theirs)
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
