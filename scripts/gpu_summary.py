@@ -73,12 +73,8 @@ def load(directory):
     return ours, theirs
 
 
-def arch_of(name):
-    return {"56": "fcdensenet56", "67": "fcdensenet67", "103": "fcdensenet103"}.get(name, name)
-
-
 def our_work(r):
-    return work(arch_of(r["arch"]), r["height"], r["width"], r["mode"], r["samples"],
+    return work(r["arch"], r["height"], r["width"], r["mode"], r["samples"],
                 r.get("batch_size"), r["precision"], r.get("channels_last", False))
 
 

@@ -1208,12 +1208,13 @@ impl HostStaging {
                 }
             }
         }
+        // A buffer is there only while pinning works.
         match &mut self.buffer {
-            Some(buffer) if self.pinned => {
+            Some(buffer) => {
                 buffer.copy_(packed);
                 f(buffer)
             }
-            _ => f(&packed.to_device(Device::Cpu)),
+            None => f(&packed.to_device(Device::Cpu)),
         }
     }
 }
