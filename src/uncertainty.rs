@@ -52,18 +52,41 @@ fn averaged_softmax(
     if noise_samples == 0 {
         return logits.softmax(1, Kind::Float);
     }
-    let sigma = (log_variance.clamp(LOG_VARIANCE_CLAMP.0, LOG_VARIANCE_CLAMP.1) * 0.5).exp();
+    // The loop below runs noise_samples times over B x C x H x W values, the largest cost
+    // after the network in mc mode. So: contiguous NCHW inputs once (softmax would
+    // otherwise copy a channels-last or cropped input on every draw), the draw and
+    // f + σ ⊙ ε written in place into one buffer (one fused pass for the sum), the
+    // softmax into a second buffer, and no allocation per draw (on the CPU a fresh
+    // tensor of this size is fresh pages, faulted in on first touch).
+    let logits = logits.contiguous();
+    let sigma = (log_variance.clamp(LOG_VARIANCE_CLAMP.0, LOG_VARIANCE_CLAMP.1) * 0.5)
+        .exp()
+        .contiguous();
     let mut noise_shape = logits.size();
     if shared {
         noise_shape[0] = 1;
     }
-    let mut sum = logits.zeros_like();
-    for _ in 0..noise_samples {
-        let noise = Tensor::randn(noise_shape.as_slice(), (logits.kind(), logits.device()));
-        let noisy = logits + &sigma * noise;
-        sum += noisy.softmax(1, Kind::Float);
+    let mut noise = Tensor::empty(noise_shape.as_slice(), (logits.kind(), logits.device()));
+    let noisy = if shared {
+        logits.empty_like()
+    } else {
+        noise.shallow_clone()
+    };
+    let probs = Tensor::empty(logits.size(), (Kind::Float, logits.device()));
+    let mut sum = Tensor::empty(logits.size(), (Kind::Float, logits.device()));
+    for draw in 0..noise_samples {
+        let _ = noise.normal_(0.0, 1.0);
+        // noisy = f + σ ⊙ ε (for unshared draws noisy is the noise buffer itself).
+        let _ = logits.addcmul_out(&noisy, &sigma, &noise);
+        if draw == 0 {
+            let _ = noisy.softmax_int_out(&sum, 1, Kind::Float);
+        } else {
+            let _ = noisy.softmax_int_out(&probs, 1, Kind::Float);
+            sum += &probs;
+        }
     }
-    sum / noise_samples as f64
+    sum /= noise_samples as f64;
+    sum
 }
 
 /// Entropy in nats over dimension 1: `[B, C, H, W]` probabilities -> `[B, H, W]`.
@@ -366,6 +389,35 @@ mod tests {
         for p in [&shared, &own] {
             let sums = p.sum_dim_intlist(1, false, Kind::Float);
             assert!(close(&sums, &sums.ones_like(), 1e-5));
+        }
+    }
+
+    /// The head outputs arrive cropped from the padded size and, with `channels_last`, in
+    /// NHWC strides: the same seeded draws give the same probabilities as from contiguous
+    /// copies, and the result is the usual contiguous `[B, C, H, W]`.
+    #[test]
+    fn noise_averaging_does_not_depend_on_the_input_layout() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(9);
+        let padded = Tensor::randn([3, 5, 8, 6], (Kind::Float, tch::Device::Cpu));
+        let log_var = Tensor::randn([3, 5, 8, 6], (Kind::Float, tch::Device::Cpu));
+        // Cropped (rows 0..7 of 8) and channels-last: neither contiguous nor NCHW.
+        let nhwc = |t: &Tensor| t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+        let (logits, s) = (
+            nhwc(&padded).narrow(2, 0, 7),
+            nhwc(&log_var).narrow(2, 0, 7),
+        );
+        assert!(!logits.is_contiguous());
+        for shared in [false, true] {
+            let run = |l: &Tensor, s: &Tensor| {
+                tch::manual_seed(10);
+                averaged_softmax(l, s, 3, shared)
+            };
+            let strided = run(&logits, &s);
+            let contiguous = run(&logits.contiguous(), &s.contiguous());
+            assert_eq!(strided.size(), [3, 5, 7, 6]);
+            assert!(strided.is_contiguous());
+            assert!(close(&strided, &contiguous, 0.0), "shared {shared}");
         }
     }
 
