@@ -44,15 +44,32 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) if is_transient(&err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             eprintln!("(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})");
             ExitCode::from(EXIT_TRANSIENT)
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause after a colon; a cause whose text
+/// already ends the line is left out (errors that show their source in their own message,
+/// `path: No space left on device`, also name it as their source).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain().map(|cause| cause.to_string()) {
+        if line.ends_with(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
 }
 
 /// Exit code of a failure worth retrying (EX_TEMPFAIL): out of memory during inference,
@@ -67,4 +84,31 @@ fn is_transient(err: &anyhow::Error) -> bool {
             || e.downcast_ref::<std::io::Error>()
                 .is_some_and(bayes_perception::error::is_transient_io)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_reads_as_one_line_without_repeating_its_source() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let err = anyhow::Error::new(bayes_perception::Error::Io {
+            path: "out/out_0.mcap".into(),
+            source: io,
+        })
+        .context("writing the output bag failed");
+        let line = one_line(&err);
+        assert_eq!(
+            line,
+            format!(
+                "writing the output bag failed: out/out_0.mcap: {}",
+                std::io::Error::from(std::io::ErrorKind::StorageFull)
+            )
+        );
+        assert!(is_transient(&err));
+        // Causes that say something new are kept.
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&err), "outer: inner");
+    }
 }

@@ -1,10 +1,13 @@
 //! One camera frame's path through the engine, without ROS: a camera message in, the
 //! node's output messages out, each with the frame's exact header.
 //!
-//! The ROS node and `bag process` both call [`predict_frame`] and [`frame_outputs`] (the
-//! node on two threads, [`overlapped`]; the bag in turn, [`process_frame`]), so a bag
-//! processed offline holds the same messages the live node publishes. Nothing here
+//! The ROS node and `bag process` both call [`predict_frame`] and then [`frame_outputs`],
+//! the second on another thread while the next frame is predicted ([`overlapped`],
+//! [`overlapped_with`]), so a bag processed offline holds the same messages the live node
+//! publishes. Nothing here
 //! publishes, writes or logs; callers count and report the errors.
+
+use std::ops::ControlFlow;
 
 use image::RgbImage;
 
@@ -68,8 +71,8 @@ pub enum FrameError {
     Inference(#[from] crate::Error),
 }
 
-/// A decoded frame and the engine's prediction for it: the first half of
-/// [`process_frame`], the part that runs on the device.
+/// A decoded frame and the engine's prediction for it: the part of a frame that runs on
+/// the device.
 #[derive(Debug, Clone)]
 pub struct PredictedFrame {
     pub header: Header,
@@ -89,7 +92,7 @@ pub fn predict_frame(engine: &Engine, frame: &CameraFrame) -> Result<PredictedFr
 }
 
 /// Builds the output messages of a predicted frame for the topics `wanted` accepts, each
-/// with the frame's header: the second half of [`process_frame`], all on the host.
+/// with the frame's header: the second half of a frame, all on the host.
 /// `camera_info` (the camera's latest) is returned with that header too when the model
 /// predicts depth, and with `points` the point cloud is built from it.
 pub fn frame_outputs(
@@ -131,28 +134,6 @@ pub fn frame_outputs(
     }
 }
 
-/// Decodes `frame`, runs the engine and builds the output messages ([`predict_frame`],
-/// then [`frame_outputs`]).
-pub fn process_frame(
-    engine: &Engine,
-    frame: &CameraFrame,
-    palette: &[[u8; 3]],
-    colormap: &ColormapParams,
-    camera_info: Option<&CameraInfo>,
-    points: Option<CloudFilter>,
-    wanted: impl Fn(OutputTopic) -> bool,
-) -> Result<FrameOutputs, FrameError> {
-    let predicted = predict_frame(engine, frame)?;
-    Ok(frame_outputs(
-        &predicted,
-        palette,
-        colormap,
-        camera_info,
-        points,
-        wanted,
-    ))
-}
-
 /// Runs `first` on each of `items` on this thread and `second` on each of its results on a
 /// second thread, in order, so that `second(n)` overlaps `first(n + 1)`: one frame's
 /// messages are built and published while the next frame is on the device. `first`
@@ -165,26 +146,53 @@ pub fn overlapped<T, R: Send>(
     mut first: impl FnMut(T) -> Option<R>,
     mut second: impl FnMut(R) + Send,
 ) {
-    let (hand_over, results) = std::sync::mpsc::sync_channel::<R>(0);
+    overlapped_with(
+        0,
+        |hand_over| {
+            for item in items {
+                if let Some(result) = first(item) {
+                    if !hand_over(result) {
+                        break;
+                    }
+                }
+            }
+        },
+        |result| {
+            second(result);
+            ControlFlow::Continue(())
+        },
+    );
+}
+
+/// [`overlapped`] for a first stage that is not a loop over items (a bag reader's
+/// callback): `produce` runs on this thread and hands each result over with the function
+/// it is given, and `second` takes them in order on a second thread. Up to `queue` results
+/// wait for `second` (0: each hand-over waits until `second` takes it); the hand-over
+/// returns false once `second` has stopped: after it returned `Break` (a write failed),
+/// or panicked. Returns what `produce` returns, once `second` has finished with every
+/// result handed over; a panic in `second` is raised here after the join.
+pub fn overlapped_with<R: Send, P>(
+    queue: usize,
+    produce: impl FnOnce(&mut dyn FnMut(R) -> bool) -> P,
+    mut second: impl FnMut(R) -> ControlFlow<()> + Send,
+) -> P {
+    let (hand_over, results) = std::sync::mpsc::sync_channel::<R>(queue);
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("outputs".into())
             .spawn_scoped(scope, move || {
                 for result in results {
-                    second(result);
+                    if second(result).is_break() {
+                        break;
+                    }
                 }
             })
             .expect("cannot start the output thread");
-        for item in items {
-            if let Some(result) = first(item) {
-                if hand_over.send(result).is_err() {
-                    break;
-                }
-            }
-        }
+        let produced = produce(&mut |result| hand_over.send(result).is_ok());
         // Closing the channel ends the output thread's loop; the scope joins it.
         drop(hand_over);
-    });
+        produced
+    })
 }
 
 #[cfg(test)]
@@ -233,6 +241,49 @@ mod tests {
             },
         );
         assert_eq!(saw_next_start, Some(true));
+    }
+
+    /// With a queue the first stage runs ahead of a busy second stage by that many
+    /// results; when the second stage stops (a write failed) the hand-overs fail, the first
+    /// stage ends, and what it returns comes back.
+    #[test]
+    fn a_queue_lets_the_first_stage_run_ahead_and_a_stop_ends_the_hand_overs() {
+        let (release, gate) = mpsc::channel::<()>();
+        let mut seen = Vec::new();
+        let mut released_in_time = None;
+        let (seen_ref, released_ref) = (&mut seen, &mut released_in_time);
+        let handed = overlapped_with(
+            3,
+            |hand_over| {
+                // 0 is taken by the (then blocked) second stage, 1-3 wait in the queue:
+                // none of these hand-overs waits for the second stage.
+                for n in 0..4 {
+                    assert!(hand_over(n));
+                }
+                release.send(()).unwrap();
+                let mut handed = 4;
+                while hand_over(handed) {
+                    handed += 1;
+                }
+                handed
+            },
+            move |n| {
+                if n == 0 {
+                    *released_ref = Some(gate.recv_timeout(Duration::from_secs(20)).is_ok());
+                }
+                seen_ref.push(n);
+                if n == 5 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
+        assert_eq!(released_in_time, Some(true));
+        assert_eq!(seen, (0..=5).collect::<Vec<_>>());
+        // Hand-overs failed once the second stage had stopped; at most the queue's worth
+        // were accepted after item 5.
+        assert!((6..=6 + 3).contains(&handed), "{handed}");
     }
 
     /// A panic in the second stage ends the loop (no more items are taken) and is raised

@@ -223,6 +223,68 @@ fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
     );
 }
 
+/// An output that cannot be written (here the file-size limit, as a full disk would do it)
+/// stops the run: the writing thread's error reaches the reading one, which stops reading;
+/// the error is clear and said once, the exit code says another try may pass, and neither
+/// the output nor the temporary directory is left behind.
+#[test]
+fn an_output_that_cannot_be_written_stops_the_run_and_leaves_nothing() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_bayes_perception");
+    let sample = tmp.path().join("sample");
+    let status = std::process::Command::new(bin)
+        .args(["bag", "sample"])
+        .arg(&sample)
+        .args(["--frames", "200", "--width", "40", "--height", "30"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    common_model(tmp.path());
+    let out = tmp.path().join("out");
+    let mut command = std::process::Command::new(bin);
+    command
+        .args(["bag", "process"])
+        .arg(&sample)
+        .arg(&out)
+        .arg("--model")
+        .arg(tmp.path().join("model"))
+        .args(["--device", "cpu"]);
+    // Files of at most 1 MiB (the whole output is about 10 MiB); past it a write fails with
+    // EFBIG instead of the process being killed by SIGXFSZ.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("writing the output bag failed; nothing was kept"),
+        "{stderr}"
+    );
+    let reason = std::io::Error::from_raw_os_error(libc::EFBIG).to_string();
+    assert_eq!(stderr.matches(&reason).count(), 1, "{stderr}");
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|name| !name.contains(".partial-")),
+        "{left:?}"
+    );
+}
+
 fn common_model(dir: &std::path::Path) {
     common::tiny_model(3, true)
         .save(&dir.join("model"))

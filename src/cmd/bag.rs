@@ -3,8 +3,10 @@
 //! `process` reads a camera bag, copies the camera topics (and their camera_info) byte for
 //! byte, runs the engine on every frame and writes the node's output topics under each
 //! camera's namespace with the input's header and log time, so the result plays back like
-//! a recording of the live node. It writes to a temporary directory and renames it at the
-//! end; Ctrl-C finishes the current frame and closes a valid bag of what was done.
+//! a recording of the live node. Frames are predicted on one thread and their messages
+//! built and written on a second, while the next frame is in the network. It writes to a
+//! temporary directory and renames it at the end; Ctrl-C finishes the frames in hand and
+//! closes a valid bag of what was done.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -18,11 +20,11 @@ use anyhow::{bail, Context};
 use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
-use bayes_perception::config::Params;
+use bayes_perception::config::ColormapParams;
 use bayes_perception::device::device_name;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
-use bayes_perception::pipeline::{self, CameraFrame};
+use bayes_perception::pipeline::{self, CameraFrame, PredictedFrame};
 use bayes_perception::points::CloudFilter;
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -230,101 +232,114 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     // Until the rename, the temporary directory goes away with any early return.
     let mut guard = TempDir(Some(temp.clone()));
     let mut latest_info: HashMap<String, CameraInfo> = HashMap::new();
-    let mut write_error: Option<anyhow::Error> = None;
+    let mut written = Written::default();
+    let points = params
+        .points
+        .enabled
+        .then(|| CloudFilter::from_params(&params.points));
     let started = Instant::now();
 
-    let read_result = reader.read(|m: &BagMessage| {
-        if interrupted.load(Ordering::SeqCst) {
-            return ControlFlow::Break(());
-        }
-        let in_window = m.log_time >= window_start && m.log_time <= window_end;
-        let step = (|| -> anyhow::Result<()> {
-            if let Some(camera) = tally.cameras.get_mut(m.topic) {
-                progress.inc(1);
-                if !in_window {
-                    tally.outside_window += 1;
-                    return Ok(());
+    // This thread reads and runs the engine; a second one builds the output messages and
+    // writes everything (the input copies too, so the output keeps the input's order)
+    // while the next frame is in the network.
+    let read_result = pipeline::overlapped_with(
+        WRITE_QUEUE,
+        |hand_over| {
+            reader.read(|m: &BagMessage| {
+                if interrupted.load(Ordering::SeqCst) {
+                    return ControlFlow::Break(());
                 }
-                writer.write(m.topic, m.type_name, m.log_time, m.data)?;
-                camera.read += 1;
-                if (camera.read - 1) % args.every != 0 {
-                    tally.not_sampled += 1;
-                    return Ok(());
-                }
-                let namespace = camera.namespace.clone();
-                match process_frame(
-                    &engine,
-                    m,
-                    &palette,
-                    &params,
-                    &namespace,
-                    latest_info.get(&namespace),
-                    &mut writer,
-                ) {
-                    Ok((forward_ms, points_error)) => {
-                        tally.forward_ms += forward_ms;
-                        if let Some(e) = points_error {
-                            tally.no_points.0 += 1;
-                            tally.no_points.1.get_or_insert(e);
+                let in_window = m.log_time >= window_start && m.log_time <= window_end;
+                if let Some(camera) = tally.cameras.get_mut(m.topic) {
+                    progress.inc(1);
+                    if !in_window {
+                        tally.outside_window += 1;
+                        return ControlFlow::Continue(());
+                    }
+                    if !hand_over(Output::copy_of(m)) {
+                        return ControlFlow::Break(());
+                    }
+                    camera.read += 1;
+                    if (camera.read - 1) % args.every != 0 {
+                        tally.not_sampled += 1;
+                        return ControlFlow::Continue(());
+                    }
+                    match predict(&engine, m) {
+                        Ok(frame) => {
+                            let output = Output::Frame(Box::new(PendingFrame {
+                                topic: m.topic.to_owned(),
+                                camera_info: latest_info.get(&camera.namespace).cloned(),
+                                namespace: camera.namespace.clone(),
+                                log_time: m.log_time,
+                                frame,
+                            }));
+                            if !hand_over(output) {
+                                return ControlFlow::Break(());
+                            }
                         }
-                        tally
-                            .cameras
-                            .get_mut(m.topic)
-                            .expect("known camera")
-                            .processed += 1;
+                        Err(FrameError::Skip(reason)) => {
+                            progress.suspend(|| {
+                                log::warn!("{} at {} ns: skipped: {reason}", m.topic, m.log_time)
+                            });
+                            *tally.skipped.entry(reason_key(&reason)).or_default() += 1;
+                        }
+                        Err(FrameError::Failed { reason, transient }) => {
+                            progress.suspend(|| {
+                                log::error!("{} at {} ns: failed: {reason}", m.topic, m.log_time)
+                            });
+                            *tally.failed.entry(reason_key(&reason)).or_default() += 1;
+                            tally.failed_transient |= transient;
+                        }
                     }
-                    Err(FrameError::Skip(reason)) => {
-                        progress.suspend(|| {
-                            log::warn!("{} at {} ns: skipped: {reason}", m.topic, m.log_time)
-                        });
-                        *tally.skipped.entry(reason_key(&reason)).or_default() += 1;
+                } else if let Some(namespace) = info_topics.get(m.topic) {
+                    if !in_window {
+                        tally.outside_window += 1;
+                        return ControlFlow::Continue(());
                     }
-                    Err(FrameError::Failed { reason, transient }) => {
-                        progress.suspend(|| {
-                            log::error!("{} at {} ns: failed: {reason}", m.topic, m.log_time)
-                        });
-                        *tally.failed.entry(reason_key(&reason)).or_default() += 1;
-                        tally.failed_transient |= transient;
+                    if !hand_over(Output::copy_of(m)) {
+                        return ControlFlow::Break(());
                     }
-                    Err(FrameError::Write(e)) => return Err(e),
+                    match CameraInfo::from_cdr(m.data) {
+                        Ok(info) => {
+                            latest_info.insert(namespace.clone(), info);
+                        }
+                        Err(e) => {
+                            tally.bad_camera_info += 1;
+                            log::warn!(
+                                "{} at {} ns: camera_info not decodable: {e}",
+                                m.topic,
+                                m.log_time
+                            );
+                        }
+                    }
+                } else {
+                    tally.other_messages += 1;
                 }
-            } else if let Some(namespace) = info_topics.get(m.topic) {
-                if !in_window {
-                    tally.outside_window += 1;
-                    return Ok(());
-                }
-                writer.write(m.topic, m.type_name, m.log_time, m.data)?;
-                match CameraInfo::from_cdr(m.data) {
-                    Ok(info) => {
-                        latest_info.insert(namespace.clone(), info);
-                    }
-                    Err(e) => {
-                        tally.bad_camera_info += 1;
-                        log::warn!(
-                            "{} at {} ns: camera_info not decodable: {e}",
-                            m.topic,
-                            m.log_time
-                        );
-                    }
-                }
-            } else {
-                tally.other_messages += 1;
-            }
-            Ok(())
-        })();
-        match step {
+                ControlFlow::Continue(())
+            })
+        },
+        |output| match written.write(&mut writer, output, &palette, &params.colormap, points) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
-                write_error = Some(e);
+                written.error = Some(e.into());
                 ControlFlow::Break(())
             }
-        }
-    });
+        },
+    );
     progress.finish_and_clear();
     let elapsed = started.elapsed();
 
-    if let Some(e) = write_error {
+    if let Some(e) = written.error.take() {
         return Err(e.context("writing the output bag failed; nothing was kept"));
+    }
+    tally.forward_ms = written.forward_ms;
+    tally.no_points = std::mem::take(&mut written.no_points);
+    for (topic, processed) in written.processed {
+        tally
+            .cameras
+            .get_mut(&topic)
+            .expect("known camera")
+            .processed = processed;
     }
     let summary = writer.finish()?;
     install(&temp, &args.output, args.force)?;
@@ -445,83 +460,149 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// Input messages and frames handed over in a row before the reading thread waits for
+/// the writing one: a frame being written, and behind it its camera_info, the next frame's
+/// input copy and the next frame (per camera: more cameras share it).
+const WRITE_QUEUE: usize = 4;
+
+/// What the reading thread hands the writing one, in the input's order.
+enum Output {
+    /// An input message (camera image or camera_info), copied byte for byte.
+    Copy {
+        topic: String,
+        type_name: String,
+        log_time: u64,
+        data: Vec<u8>,
+    },
+    /// A predicted camera frame.
+    Frame(Box<PendingFrame>),
+}
+
+/// A predicted camera frame, whose output messages go under `namespace` at the input's
+/// log time.
+struct PendingFrame {
+    topic: String,
+    namespace: String,
+    log_time: u64,
+    frame: PredictedFrame,
+    /// The camera's latest camera_info when the frame was read.
+    camera_info: Option<CameraInfo>,
+}
+
+impl Output {
+    fn copy_of(m: &BagMessage) -> Self {
+        Output::Copy {
+            topic: m.topic.to_owned(),
+            type_name: m.type_name.to_owned(),
+            log_time: m.log_time,
+            data: m.data.to_vec(),
+        }
+    }
+}
+
+/// The writing thread's part of the tally.
+#[derive(Default)]
+struct Written {
+    /// Frames whose outputs were written, per camera topic.
+    processed: HashMap<String, u64>,
+    /// Time inside the network's forward passes of those frames, milliseconds.
+    forward_ms: f64,
+    /// Frames whose point cloud could not be built, and the first reason.
+    no_points: (u64, Option<String>),
+    /// Why the output could not be written (the run stops).
+    error: Option<anyhow::Error>,
+}
+
+impl Written {
+    /// Writes an input copy, or builds a frame's output messages and writes them.
+    fn write(
+        &mut self,
+        writer: &mut BagWriter,
+        output: Output,
+        palette: &[[u8; 3]],
+        colormap: &ColormapParams,
+        points: Option<CloudFilter>,
+    ) -> Result<(), BagError> {
+        let PendingFrame {
+            topic,
+            namespace,
+            log_time,
+            frame,
+            camera_info,
+        } = match output {
+            Output::Copy {
+                topic,
+                type_name,
+                log_time,
+                data,
+            } => return writer.write(&topic, &type_name, log_time, &data),
+            Output::Frame(frame) => *frame,
+        };
+        let outputs = pipeline::frame_outputs(
+            &frame,
+            palette,
+            colormap,
+            camera_info.as_ref(),
+            points,
+            |_| true,
+        );
+        for (output, image) in outputs.images {
+            writer.write(
+                &format!("{namespace}/{}", output.name()),
+                IMAGE,
+                log_time,
+                &image.to_cdr(),
+            )?;
+        }
+        if let Some(info) = outputs.camera_info {
+            writer.write(
+                &format!("{namespace}/{DEPTH_CAMERA_INFO_TOPIC}"),
+                CAMERA_INFO,
+                log_time,
+                &info.to_cdr(),
+            )?;
+        }
+        if let Some(cloud) = outputs.points {
+            writer.write(
+                &format!("{namespace}/{POINTS_TOPIC}"),
+                POINT_CLOUD2,
+                log_time,
+                &cloud.to_cdr(),
+            )?;
+        }
+        if let Some(e) = outputs.points_error {
+            self.no_points.0 += 1;
+            self.no_points.1.get_or_insert(e);
+        }
+        self.forward_ms += outputs.forward_ms;
+        *self.processed.entry(topic).or_default() += 1;
+        Ok(())
+    }
+}
+
 enum FrameError {
     /// Bad input frame: counted and skipped.
     Skip(String),
     /// The engine failed on a valid frame: counted; `transient` when another try may pass
     /// (out of memory).
     Failed { reason: String, transient: bool },
-    /// The output cannot be written: stop.
-    Write(anyhow::Error),
 }
 
-impl From<BagError> for FrameError {
-    fn from(e: BagError) -> Self {
-        FrameError::Write(e.into())
-    }
-}
-
-/// Decodes, predicts and writes the outputs of one camera frame; returns the time spent in
-/// the network's forward passes (ms) and why the frame has no point cloud where it should.
-fn process_frame(
-    engine: &Engine,
-    m: &BagMessage,
-    palette: &[[u8; 3]],
-    params: &Params,
-    namespace: &str,
-    camera_info: Option<&CameraInfo>,
-    writer: &mut BagWriter,
-) -> Result<(f64, Option<String>), FrameError> {
+/// Decodes a camera message and runs the engine on it.
+fn predict(engine: &Engine, m: &BagMessage) -> Result<PredictedFrame, FrameError> {
     let skip = |e: &dyn std::fmt::Display| FrameError::Skip(e.to_string());
     let frame = if m.type_name == COMPRESSED {
         CameraFrame::Compressed(CompressedImage::from_cdr(m.data).map_err(|e| skip(&e))?)
     } else {
         CameraFrame::Raw(Image::from_cdr(m.data).map_err(|e| skip(&e))?)
     };
-    let outputs = pipeline::process_frame(
-        engine,
-        &frame,
-        palette,
-        &params.colormap,
-        camera_info,
-        params
-            .points
-            .enabled
-            .then(|| CloudFilter::from_params(&params.points)),
-        |_| true,
-    )
-    .map_err(|e| match e {
+    pipeline::predict_frame(engine, &frame).map_err(|e| match e {
         pipeline::FrameError::BadInput(e) => skip(&e),
         pipeline::FrameError::Inference(e) => FrameError::Failed {
             reason: e.to_string(),
             transient: e.is_transient(),
         },
-    })?;
-    for (topic, image) in outputs.images {
-        writer.write(
-            &format!("{namespace}/{}", topic.name()),
-            IMAGE,
-            m.log_time,
-            &image.to_cdr(),
-        )?;
-    }
-    if let Some(info) = outputs.camera_info {
-        writer.write(
-            &format!("{namespace}/{DEPTH_CAMERA_INFO_TOPIC}"),
-            CAMERA_INFO,
-            m.log_time,
-            &info.to_cdr(),
-        )?;
-    }
-    if let Some(cloud) = outputs.points {
-        writer.write(
-            &format!("{namespace}/{POINTS_TOPIC}"),
-            POINT_CLOUD2,
-            m.log_time,
-            &cloud.to_cdr(),
-        )?;
-    }
-    Ok((outputs.forward_ms, outputs.points_error))
+    })
 }
 
 /// Groups skip reasons for the summary: "unsupported encoding `nv12`" stays whole, the
