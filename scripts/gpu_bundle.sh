@@ -18,7 +18,7 @@
 # beside it (eager fp32, eager fp16 + channels-last); MC chunks sized from the GPU memory
 # (free, and a 4 GiB budget); bf16, MC chunks of 16, moments mode (closed form fp32/fp16,
 # linearized fp16); 480x640 for us and the reference; a kernel profile of the
-# reference's MC frame; the summary (scripts/gpu_summary.py: tables and targets, in
+# reference's MC frame; bag process of a 360x480 bag (aleatoric, MC-50); the summary (scripts/gpu_summary.py: tables and targets, in
 # summary.md); torch.compile (fp16 + channels-last) last, and the summary again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -167,6 +167,26 @@ if ! kept "$out/profile_mc50_fp16.txt"; then
         mv "$out/profile_mc50_fp16.part" "$out/profile_mc50_fp16.txt"
     pack
 fi
+# bag process as a user runs it offline (frames predicted while the previous ones are
+# written): a 200-frame 360x480 camera bag through a random fcdensenet103, aleatoric, and
+# every 10th frame (20) in MC-50; fp16 channels-last.
+bag_process() {  # name, then bag process arguments
+    local name="$1"; shift
+    kept "$out/$name.json" && return
+    echo "== $name: bag process $*" | tee -a "$out/bench.txt"
+    local work
+    work="$(mktemp -d)"
+    "$bin" bag sample "$work/in" --frames 200 --width 480 --height 360 > /dev/null &&
+        "$bin" model init --out "$work/model" --arch fcdensenet103 --height 360 --width 480 > /dev/null &&
+        timeout 150 "$bin" bag process "$work/in" "$work/out" --model "$work/model" --device cuda \
+            --json "$out/$name.json.part" "$@" 2>&1 | tail -4 | tee -a "$out/bench.txt"
+    [[ -s "$out/$name.json.part" ]] && mv "$out/$name.json.part" "$out/$name.json"
+    rm -rf "$work"
+    pack
+}
+bag_process bag_process_103_360x480_aleatoric_fp16_cl --precision fp16 --channels-last
+bag_process bag_process_103_360x480_mc50_fp16_cl --precision fp16 --channels-last --mode mc \
+    --samples 50 --every 10
 summary() {  # the tables and the targets (scripts/gpu_summary.py), into summary.md
     "$python" "$here/gpu_summary.py" "$out" > "$out/summary.md" 2>> "$out/bench.txt" && cat "$out/summary.md"
     pack

@@ -4,10 +4,12 @@
     python3 scripts/gpu_summary.py .gpu_results            # after `bash .gpu/run.sh`
     python3 scripts/gpu_summary.py benchmarks/gpu/<dir>    # results kept in the repository
 
-Reads every `bayes_perception bench --json` result (`<name>.json`) and every PyTorch
-reference result (`pytorch_<name>.json`, scripts/pytorch_reference.py) in the directory
-and prints, as Markdown: our set-ups (whole frame, its stages, the share outside the
-network, GPU memory, and the forward's TFLOP/s and GB/s), the reference's set-ups, and
+Reads every `bayes_perception bench --json` result (`<name>.json`), every PyTorch
+reference result (`pytorch_<name>.json`, scripts/pytorch_reference.py) and every
+`bag process --json` summary (`bag_process_<name>.json`) in the directory and prints, as
+Markdown: our set-ups (whole frame, its stages, the share outside the network, GPU
+memory, and the forward's TFLOP/s and GB/s), the reference's set-ups, the bag runs
+(frames/s over the whole run, reading and writing included), and
 the targets of the real-time issue at 360x480 (aleatoric whole frame <= 5 ms, MC-50
 <= 100 ms, <= 10 % outside the network, >= 1.5x faster than the best PyTorch forward of
 the same mode), each met or missed by how much.
@@ -55,7 +57,8 @@ def work(arch, height, width, mode, samples, batch_size, precision, channels_las
 
 
 def load(directory):
-    ours, theirs = {}, {}
+    """(bench results, reference results, bag process summaries), each by name."""
+    ours, theirs, bags = {}, {}, {}
     for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
         name = os.path.basename(path)[:-5]
         with open(path) as f:
@@ -66,11 +69,13 @@ def load(directory):
                 continue
         if name.startswith("pytorch_"):
             theirs[name[len("pytorch_"):]] = result
+        elif name.startswith("bag_process_") and "processed" in result:
+            bags[name[len("bag_process_"):]] = result
         elif "stages_median_ms" in result:
             ours[name] = result
         else:
-            print(f"skipping {path}: neither a bench nor a reference result", file=sys.stderr)
-    return ours, theirs
+            print(f"skipping {path}: neither a bench, a reference nor a bag result", file=sys.stderr)
+    return ours, theirs, bags
 
 
 def our_work(r):
@@ -126,6 +131,22 @@ def their_table(theirs):
     return lines
 
 
+def bag_table(bags):
+    lines = ["| run | status | frames processed | frames/s | per frame | forward passes per frame "
+             "| outside the network | output |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in bags.items():
+        n, seconds = r["processed"], r["seconds"]
+        per_frame = 1e3 * seconds / n if n else None
+        forward = r.get("forward_ms_per_frame")
+        outside = 1 - forward / per_frame if per_frame and forward is not None else None
+        lines.append(
+            f"| {name} | {r['status']} | {n} | {fmt(n / seconds if seconds else None)} "
+            f"| {fmt(per_frame, 1, ' ms')} | {fmt(forward, 1, ' ms')} "
+            f"| {fmt(None if outside is None else 100 * outside, 0, ' %')} | {r['output_bytes'] / 2**20:.0f} MiB |")
+    return lines
+
+
 def targets(ours, theirs, height=360, width=480):
     """The issue's targets at one size: met or missed, with the figures."""
     lines = []
@@ -161,9 +182,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("directory")
     args = ap.parse_args()
-    ours, theirs = load(args.directory)
-    if not ours and not theirs:
-        sys.exit(f"no bench or reference results in {args.directory}")
+    ours, theirs, bags = load(args.directory)
+    if not ours and not theirs and not bags:
+        sys.exit(f"no bench, reference or bag results in {args.directory}")
     out = []
     if ours:
         out += ["Ours (`bayes_perception bench`, whole frame: image on the host in, every output message built):", ""]
@@ -171,6 +192,9 @@ def main():
     if theirs:
         out += ["PyTorch reference (`scripts/pytorch_reference.py`, forward passes only):", ""]
         out += their_table(theirs) + [""]
+    if bags:
+        out += ["`bag process` (`--json` summaries; the whole run, reading and writing included):", ""]
+        out += bag_table(bags) + [""]
     out += ["Targets:", ""] + targets(ours, theirs)
     print("\n".join(out))
 

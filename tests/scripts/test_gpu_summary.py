@@ -67,3 +67,20 @@ def test_the_summary_of_the_h200_results_has_every_row_and_the_verdicts():
     assert ("aleatoric whole frame at 360x480 <= 5 ms: **missed**, best 30.79 ms "
             "(32 frames/s, 103_360x480_aleatoric_bf16), 6.2x the target") in out, out
     assert "MC-50 >= 1.5x faster than the best PyTorch forward: **missed**, 0.54x" in out, out
+
+
+def test_bag_process_summaries_get_their_own_table(tmp_path):
+    """A `bag process --json` summary (here a real one, kept from the CPU overlap
+    measurement) is a row of the bag table: frames/s and time per frame over the whole
+    run, and the share of it outside the forward passes."""
+    import shutil
+    kept = os.path.join(ROOT, "benchmarks", "cpu", "bag_overlap", "overlapped_2.json")
+    shutil.copy(kept, tmp_path / "bag_process_demo_960x720.json")
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "gpu_summary.py"), str(tmp_path)],
+        capture_output=True, text=True, check=True)
+    assert "skipping" not in out.stderr, out.stderr
+    # 40 frames in 17.74 s: 2.25 frames/s, 443.5 ms a frame, 380.6 of it in the network.
+    assert ("| demo_960x720 | ok | 40 | 2.3 | 443.5 ms | 380.6 ms | 14 % | 462 MiB |"
+            in out.stdout), out.stdout
+    assert "aleatoric at 360x480: no result of ours" in out.stdout, out.stdout
