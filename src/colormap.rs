@@ -32,20 +32,23 @@ impl Colormap {
         }
     }
 
-    /// The colormap sampled at `LUT_SIZE` evenly spaced points, built once. Colouring a
-    /// pixel is then a table look-up instead of a spline evaluation in f64 (the node
-    /// colours several full images per frame).
-    fn table(self) -> &'static [[u8; 3]; LUT_SIZE] {
-        static TURBO: std::sync::OnceLock<Box<[[u8; 3]; LUT_SIZE]>> = std::sync::OnceLock::new();
-        static INFERNO: std::sync::OnceLock<Box<[[u8; 3]; LUT_SIZE]>> = std::sync::OnceLock::new();
+    /// The colormap sampled at `LUT_SIZE` evenly spaced points, built once, and black
+    /// after them (entry `LUT_SIZE`, the colour of NaN). Colouring a pixel is then a table
+    /// look-up instead of a spline evaluation in f64 (the node colours several full images
+    /// per frame).
+    fn table(self) -> &'static [[u8; 3]; LUT_SIZE + 1] {
+        static TURBO: std::sync::OnceLock<Box<[[u8; 3]; LUT_SIZE + 1]>> =
+            std::sync::OnceLock::new();
+        static INFERNO: std::sync::OnceLock<Box<[[u8; 3]; LUT_SIZE + 1]>> =
+            std::sync::OnceLock::new();
         let cell = match self {
             Colormap::Turbo => &TURBO,
             Colormap::Inferno => &INFERNO,
         };
         cell.get_or_init(|| {
             let gradient = self.gradient();
-            let mut table = Box::new([[0u8; 3]; LUT_SIZE]);
-            for (i, entry) in table.iter_mut().enumerate() {
+            let mut table = Box::new([[0u8; 3]; LUT_SIZE + 1]);
+            for (i, entry) in table.iter_mut().take(LUT_SIZE).enumerate() {
                 let c = gradient.eval_continuous(i as f64 / (LUT_SIZE - 1) as f64);
                 *entry = [c.r, c.g, c.b];
             }
@@ -62,8 +65,7 @@ impl Colormap {
 /// The table entry nearest to `t` (clamped to [0, 1]; NaN → 0).
 fn lut_index(t: f64) -> usize {
     let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
-    // Rounds to nearest (t >= 0); `f64::round` is a libm call, a third of the colouring
-    // time of an image.
+    // Rounds to nearest (t >= 0) without `f64::round`, a libm call.
     (t * (LUT_SIZE - 1) as f64 + 0.5) as usize
 }
 
@@ -106,28 +108,46 @@ impl ColorScale {
     }
 
     pub fn color(&self, value: f32) -> Rgb<u8> {
-        Rgb(self.entry(self.colormap.table(), 1.0 / (self.max - self.min), value))
+        let (scale, offset) = self.index_scale();
+        Rgb(self.colormap.table()[table_index(value, scale, offset)])
     }
 
     /// The whole image in false colour: [`ColorScale::color`] of each pixel, in one pass
     /// over the raw values.
     pub fn colorize(&self, image: &FloatImage) -> RgbImage {
-        let (table, scale) = (self.colormap.table(), 1.0 / (self.max - self.min));
-        let mut data = vec![0u8; image.as_raw().len() * 3];
-        for (rgb, &v) in data.chunks_exact_mut(3).zip(image.as_raw()) {
-            rgb.copy_from_slice(&self.entry(table, scale, v));
-        }
+        let (table, (scale, offset)) = (self.colormap.table(), self.index_scale());
+        let mut data = Vec::with_capacity(image.as_raw().len() * 3);
+        data.extend(
+            image
+                .as_raw()
+                .iter()
+                .flat_map(|&v| table[table_index(v, scale, offset)]),
+        );
         RgbImage::from_raw(image.width(), image.height(), data).expect("3 bytes per pixel")
     }
 
-    /// The table entry of `value`, given the colormap's table and `scale` = 1 / (max -
-    /// min) (both looked up once per image by [`ColorScale::colorize`]); NaN is black.
-    #[inline]
-    fn entry(&self, table: &[[u8; 3]; LUT_SIZE], scale: f64, value: f32) -> [u8; 3] {
-        if value.is_nan() {
-            return [0, 0, 0];
-        }
-        table[lut_index((value as f64 - self.min) * scale)]
+    /// `(scale, offset)` such that `value * scale + offset`, truncated, is the table entry
+    /// nearest to `value`'s place in the range (before clamping).
+    fn index_scale(&self) -> (f32, f32) {
+        let scale = (LUT_SIZE - 1) as f64 / (self.max - self.min);
+        (scale as f32, (0.5 - self.min * scale) as f32)
+    }
+}
+
+/// The table entry of `value` (see [`ColorScale::index_scale`]): clamped to the range,
+/// `LUT_SIZE` (black) for NaN. In f32 and without a branch on the value's range: colouring
+/// is 1.7x faster than in f64, and a value within about 1e-7 of the range from the
+/// boundary between two neighbouring entries may get the other one (a colour within one
+/// level).
+#[inline]
+fn table_index(value: f32, scale: f32, offset: f32) -> usize {
+    // Through u16 (the table has 4097 entries): a float to 16-bit conversion is one
+    // instruction, to usize several.
+    let i = (value * scale + offset).clamp(0.5, LUT_SIZE as f32 - 0.5) as u16 as usize;
+    if value.is_nan() {
+        LUT_SIZE
+    } else {
+        i
     }
 }
 
@@ -256,6 +276,37 @@ mod tests {
             assert_eq!(*colored.get_pixel(x, y), scale.color(v), "value {v}");
         }
         assert_eq!(*colored.get_pixel(1, 2), Rgb([0, 0, 0]), "NaN is black");
+    }
+
+    /// The f32 index is the nearest table entry (in exact arithmetic) for values across and
+    /// beyond the range, except within a hair of a boundary between two entries, where it
+    /// may be the neighbour; ends clamp, NaN is the black entry.
+    #[test]
+    fn table_index_is_the_nearest_entry() {
+        for (min, max) in [(0.0, 1.0), (0.0, 0.3), (0.5, 80.0)] {
+            let scale = ColorScale {
+                colormap: Colormap::Turbo,
+                min,
+                max,
+                unit: "",
+            };
+            let (k, offset) = scale.index_scale();
+            for i in -1000..=101_000 {
+                let v = (min + (max - min) * i as f64 / 100_000.0) as f32;
+                let exact = ((v as f64 - min) / (max - min)).clamp(0.0, 1.0) * 4095.0;
+                let got = table_index(v, k, offset);
+                let nearest = (exact + 0.5).floor() as usize;
+                let at_boundary = (exact - exact.floor() - 0.5).abs() < 1e-3;
+                assert!(
+                    got == nearest || (at_boundary && got.abs_diff(nearest) == 1),
+                    "{v} in {min}..{max}: entry {got}, nearest {nearest} ({exact})"
+                );
+            }
+            assert_eq!(table_index(f32::NAN, k, offset), LUT_SIZE);
+            assert_eq!(table_index(f32::INFINITY, k, offset), LUT_SIZE - 1);
+            assert_eq!(table_index(f32::NEG_INFINITY, k, offset), 0);
+        }
+        assert_eq!(Colormap::Inferno.table()[LUT_SIZE], [0, 0, 0]);
     }
 
     #[test]
