@@ -158,15 +158,7 @@ fn bad_paths_are_clear_errors() {
 fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
     let tmp = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_bayes_perception");
-    let sample = tmp.path().join("sample");
-    let status = std::process::Command::new(bin)
-        .args(["bag", "sample"])
-        .arg(&sample)
-        .args(["--frames", "3000", "--width", "40", "--height", "30"])
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    common_model(tmp.path());
+    let sample = sample_bag_and_model(tmp.path(), 3000);
     let out = tmp.path().join("out");
     let mut child = std::process::Command::new(bin)
         .args(["bag", "process"])
@@ -232,15 +224,7 @@ fn an_output_that_cannot_be_written_stops_the_run_and_leaves_nothing() {
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_bayes_perception");
-    let sample = tmp.path().join("sample");
-    let status = std::process::Command::new(bin)
-        .args(["bag", "sample"])
-        .arg(&sample)
-        .args(["--frames", "200", "--width", "40", "--height", "30"])
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    common_model(tmp.path());
+    let sample = sample_bag_and_model(tmp.path(), 200);
     let out = tmp.path().join("out");
     let mut command = std::process::Command::new(bin);
     command
@@ -285,10 +269,28 @@ fn an_output_that_cannot_be_written_stops_the_run_and_leaves_nothing() {
     );
 }
 
-fn common_model(dir: &std::path::Path) {
+/// A `bag sample` bag of `frames` 40x30 frames in `dir`/sample (returned) and the tiny
+/// model in `dir`/model.
+fn sample_bag_and_model(dir: &std::path::Path, frames: u32) -> std::path::PathBuf {
+    let sample = dir.join("sample");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        .args(["bag", "sample"])
+        .arg(&sample)
+        .args([
+            "--frames",
+            &frames.to_string(),
+            "--width",
+            "40",
+            "--height",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
     common::tiny_model(3, true)
         .save(&dir.join("model"))
         .unwrap();
+    sample
 }
 
 /// The (offset, opcode, length) of every top-level record of an MCAP file.
