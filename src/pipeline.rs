@@ -169,7 +169,8 @@ pub fn overlapped<T, R: Send>(
 /// it is given, and `second` takes them in order on a second thread. Up to `queue` results
 /// wait for `second` (0: each hand-over waits until `second` takes it); the hand-over
 /// returns false once `second` has stopped: after it returned `Break` (a write failed),
-/// or panicked. Returns what `produce` returns, once `second` has finished with every
+/// or panicked. Results still queued when `second` stops are dropped unprocessed (up to
+/// `queue` of them, accepted by hand-overs that returned true). Returns what `produce` returns, once `second` has finished with every
 /// result handed over; a panic in `second` is raised here after the join.
 pub fn overlapped_with<R: Send, P>(
     queue: usize,

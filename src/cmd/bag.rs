@@ -237,6 +237,9 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         .points
         .enabled
         .then(|| CloudFilter::from_params(&params.points));
+    // Set by the writing thread when it stops (a write failed): reading stops at the next
+    // message, not only at the next hand-over (which may be a whole MC frame away).
+    let writer_stopped = AtomicBool::new(false);
     let started = Instant::now();
 
     // This thread reads and runs the engine; a second one builds the output messages and
@@ -246,7 +249,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         WRITE_QUEUE,
         |hand_over| {
             reader.read(|m: &BagMessage| {
-                if interrupted.load(Ordering::SeqCst) {
+                if interrupted.load(Ordering::SeqCst) || writer_stopped.load(Ordering::SeqCst) {
                     return ControlFlow::Break(());
                 }
                 let in_window = m.log_time >= window_start && m.log_time <= window_end;
@@ -322,6 +325,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 written.error = Some(e.into());
+                writer_stopped.store(true, Ordering::SeqCst);
                 ControlFlow::Break(())
             }
         },
