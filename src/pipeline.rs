@@ -4,8 +4,7 @@
 //! The ROS node and `bag process` both call [`predict_frame`] and then [`frame_outputs`],
 //! the second on another thread while the next frame is predicted ([`overlapped`],
 //! [`overlapped_with`]), so a bag processed offline holds the same messages the live node
-//! publishes. Nothing here
-//! publishes, writes or logs; callers count and report the errors.
+//! publishes. Nothing here publishes, writes or logs; callers count and report the errors.
 
 use std::ops::ControlFlow;
 
@@ -170,8 +169,9 @@ pub fn overlapped<T, R: Send>(
 /// wait for `second` (0: each hand-over waits until `second` takes it); the hand-over
 /// returns false once `second` has stopped: after it returned `Break` (a write failed),
 /// or panicked. Results still queued when `second` stops are dropped unprocessed (up to
-/// `queue` of them, accepted by hand-overs that returned true). Returns what `produce` returns, once `second` has finished with every
-/// result handed over; a panic in `second` is raised here after the join.
+/// `queue` of them, accepted by hand-overs that returned true). Returns what `produce`
+/// returns, once `second` has finished with every result handed over; a panic in
+/// `second` is raised here after the join.
 pub fn overlapped_with<R: Send, P>(
     queue: usize,
     produce: impl FnOnce(&mut dyn FnMut(R) -> bool) -> P,

@@ -55,7 +55,6 @@ pub fn camera_namespace(topic: &str, type_name: &str) -> String {
 struct CameraState {
     namespace: String,
     read: u64,
-    processed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -66,16 +65,12 @@ struct Tally {
     not_sampled: u64,
     /// camera_info messages that could not be decoded (copied, not used).
     bad_camera_info: u64,
-    /// Frames whose point cloud could not be built, and the first reason.
-    no_points: (u64, Option<String>),
     /// Frames the engine failed on (valid input: out of memory, a libtorch error), by
     /// reason, and whether any of the failures may pass on another try.
     failed: BTreeMap<String, u64>,
     failed_transient: bool,
     other_messages: u64,
     outside_window: u64,
-    /// Time inside the network's forward passes, milliseconds.
-    forward_ms: f64,
 }
 
 pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
@@ -336,20 +331,11 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = written.error.take() {
         return Err(e.context("writing the output bag failed; nothing was kept"));
     }
-    tally.forward_ms = written.forward_ms;
-    tally.no_points = std::mem::take(&mut written.no_points);
-    for (topic, processed) in written.processed {
-        tally
-            .cameras
-            .get_mut(&topic)
-            .expect("known camera")
-            .processed = processed;
-    }
     let summary = writer.finish()?;
     install(&temp, &args.output, args.force)?;
     guard.0 = None;
 
-    let processed: u64 = tally.cameras.values().map(|c| c.processed).sum();
+    let processed: u64 = written.processed.values().sum();
     let read: u64 = tally.cameras.values().map(|c| c.read).sum();
     println!(
         "{} camera frame(s) read, {processed} processed ({} on {}, {}, mode {}), {} skipped, {} not sampled (--every {})",
@@ -368,7 +354,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             tally.bad_camera_info
         );
     }
-    if let (n @ 1.., Some(reason)) = &tally.no_points {
+    if let (n @ 1.., Some(reason)) = &written.no_points {
         println!("  {n} frame(s) without a point cloud: {reason}");
     }
     if tally.outside_window > 0 {
@@ -391,7 +377,8 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         };
         println!(
             "  {topic}: {} read, {} processed, outputs under {ns}",
-            camera.read, camera.processed
+            camera.read,
+            written.processed.get(topic).unwrap_or(&0)
         );
     }
     if processed > 0 {
@@ -401,8 +388,8 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
              {:.1} % of the time outside the network (decode, encode, bag I/O)",
             processed as f64 / elapsed.as_secs_f64(),
             wall_ms / processed as f64,
-            tally.forward_ms / processed as f64,
-            100.0 * (1.0 - tally.forward_ms / wall_ms)
+            written.forward_ms / processed as f64,
+            100.0 * (1.0 - written.forward_ms / wall_ms)
         );
     }
     if tally.other_messages > 0 {
@@ -451,7 +438,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "outside_window": tally.outside_window,
             "damage": read_result.as_ref().err().map(|e| e.to_string()),
             "seconds": elapsed.as_secs_f64(),
-            "forward_ms_per_frame": (processed > 0).then(|| tally.forward_ms / processed as f64),
+            "forward_ms_per_frame": (processed > 0).then(|| written.forward_ms / processed as f64),
             "output_messages": summary.message_count,
             "output_bytes": size,
             "model": engine.model().spec.name,
@@ -504,7 +491,7 @@ impl Output {
     }
 }
 
-/// The writing thread's part of the tally.
+/// The writing thread's part of the tally (the reading thread keeps [`Tally`]).
 #[derive(Default)]
 struct Written {
     /// Frames whose outputs were written, per camera topic.
