@@ -76,6 +76,25 @@ impl Error {
     }
 }
 
+/// An error and its causes on one line, each cause after a colon; a cause whose text
+/// already ends the line is left out (errors that show their source in their own message,
+/// `path: No space left on device`, also name it as their source). For messages to users:
+/// the CLI's and the node's last words, `infer`'s skipped files.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let causes = std::iter::successors(Some(err), |e| e.source());
+    for cause in causes.map(|cause| cause.to_string()) {
+        if line.ends_with(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
+}
+
 /// I/O failures that another try may not meet: no space, quota, too many open files,
 /// interrupted or timed out.
 pub fn is_transient_io(e: &std::io::Error) -> bool {

@@ -6,6 +6,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
+use bayes_perception::error::one_line;
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -44,32 +45,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) if is_transient(&err) => {
-            eprintln!("error: {}", one_line(&err));
+            eprintln!("error: {}", one_line(&*err));
             eprintln!("(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})");
             ExitCode::from(EXIT_TRANSIENT)
         }
         Err(err) => {
-            eprintln!("error: {}", one_line(&err));
+            eprintln!("error: {}", one_line(&*err));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes on one line, each cause after a colon; a cause whose text
-/// already ends the line is left out (errors that show their source in their own message,
-/// `path: No space left on device`, also name it as their source).
-fn one_line(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain().map(|cause| cause.to_string()) {
-        if line.ends_with(&cause) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&cause);
-    }
-    line
 }
 
 /// Exit code of a failure worth retrying (EX_TEMPFAIL): out of memory during inference,
@@ -98,7 +82,7 @@ mod tests {
             source: io,
         })
         .context("writing the output bag failed");
-        let line = one_line(&err);
+        let line = one_line(&*err);
         assert_eq!(
             line,
             format!(
@@ -109,6 +93,6 @@ mod tests {
         assert!(is_transient(&err));
         // Causes that say something new are kept.
         let err = anyhow::anyhow!("inner").context("outer");
-        assert_eq!(one_line(&err), "outer: inner");
+        assert_eq!(one_line(&*err), "outer: inner");
     }
 }

@@ -1,5 +1,6 @@
 //! `bayes_perception infer`: images in, one output directory per image.
 
+use bayes_perception::error::one_line;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,7 +83,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             Ok(())
         });
         if let Err(err) = result {
-            progress.suspend(|| log::warn!("skipped {}: {err:#}", input.display()));
+            progress.suspend(|| log::warn!("skipped {}: {}", input.display(), one_line(&*err)));
             skipped.push((input, err));
         }
         progress.inc(1);
@@ -104,7 +105,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         }
     );
     for (input, err) in &skipped {
-        println!("skipped {}: {err:#}", input.display());
+        println!("skipped {}: {}", input.display(), one_line(&**err));
     }
     Ok(if skipped.is_empty() {
         ExitCode::SUCCESS

@@ -24,6 +24,7 @@ use anyhow::Context as _;
 use bayes_perception::config::{Reliability, Transport};
 use bayes_perception::device::device_name;
 use bayes_perception::engine::{Engine, EngineConfig};
+use bayes_perception::error::one_line;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{self, Header, Time};
 use bayes_perception::node::diagnostics::NodeInfo;
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One clear line on stderr (rcutils logs there), no backtrace.
-            ros_log(NODE_NAME, r2r::LogSeverity::Fatal, &format!("{e:#}"));
+            ros_log(NODE_NAME, r2r::LogSeverity::Fatal, &one_line(&*e));
             ExitCode::FAILURE
         }
     }
@@ -286,7 +287,7 @@ async fn run() -> anyhow::Result<()> {
             ),
         );
         if let Err(e) = &outcome {
-            ros_log(&logger, r2r::LogSeverity::Fatal, &format!("{e:#}"));
+            ros_log(&logger, r2r::LogSeverity::Fatal, &one_line(&**e));
         }
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
     }
@@ -357,7 +358,7 @@ fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Opti
                         .into_iter()
                         .for_each(|p| node.destroy_publisher(p));
                 }
-                Err(e) => ros_log(&glue.logger, r2r::LogSeverity::Error, &format!("{e:#}")),
+                Err(e) => ros_log(&glue.logger, r2r::LogSeverity::Error, &one_line(&*e)),
             }
         }
         if inputs {
@@ -368,7 +369,7 @@ fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Opti
                 params.qos.input_reliability,
             );
             if let Err(e) = replaced {
-                ros_log(&glue.logger, r2r::LogSeverity::Error, &format!("{e:#}"));
+                ros_log(&glue.logger, r2r::LogSeverity::Error, &one_line(&*e));
             }
         }
     }))
