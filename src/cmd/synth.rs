@@ -168,7 +168,7 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
             "/camera/image_raw",
             IMAGE,
             log_time,
-            &rgb_message(&header, &scene.rgb).to_cdr(),
+            &rgb_message(&header, scene.rgb).to_cdr(),
         )?;
     }
     let summary = writer.finish()?;

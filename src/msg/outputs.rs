@@ -182,9 +182,9 @@ pub fn build_outputs(
         .map(|(topic, job)| {
             let message = match job {
                 Job::Float(image) => float_message(header, image),
-                Job::Color(image, scale) => rgb_message(header, &scale.colorize(image)),
+                Job::Color(image, scale) => rgb_message(header, scale.colorize(image)),
                 Job::Labels(labels) => label_message(header, labels),
-                Job::LabelColors(labels) => rgb_message(header, &label_colors(labels, palette)),
+                Job::LabelColors(labels) => rgb_message(header, label_colors(labels, palette)),
             };
             (topic, message)
         })
@@ -204,8 +204,8 @@ pub fn float_message(header: &Header, image: &FloatImage) -> Image {
     }
 }
 
-/// `rgb8`.
-pub fn rgb_message(header: &Header, image: &RgbImage) -> Image {
+/// `rgb8`, the image's pixels moved into the message.
+pub fn rgb_message(header: &Header, image: RgbImage) -> Image {
     Image {
         header: header.clone(),
         height: image.height(),
@@ -213,7 +213,7 @@ pub fn rgb_message(header: &Header, image: &RgbImage) -> Image {
         encoding: "rgb8".into(),
         is_bigendian: 0,
         step: image.width() * 3,
-        data: image.as_raw().clone(),
+        data: image.into_raw(),
     }
 }
 
