@@ -14,7 +14,8 @@
 # against the eager pass); bench of fcdensenet103 at 360x480, aleatoric and MC-50 (chunks
 # of 25; frames/s also with consecutive frames overlapped as the node runs them), fp16
 # and fp32, channels-last and not, the single pass as a CUDA graph, the
-# outputs through one host thread and through pageable memory, and the PyTorch reference
+# outputs through one host thread, through pageable memory and with glibc's malloc
+# defaults, and the PyTorch reference
 # beside it (eager fp32, eager fp16 + channels-last); MC chunks sized from the GPU memory
 # (free, and a 4 GiB budget); bf16, MC chunks of 16, moments mode (closed form fp32/fp16,
 # linearized fp16); 480x640 for us and the reference; a kernel profile of the
@@ -136,6 +137,11 @@ RAYON_NUM_THREADS=1 bench 103_360x480_aleatoric_fp16_cl_host1 --arch fcdensenet1
 # default): what pinning saves in the download stage.
 bench 103_360x480_aleatoric_fp16_cl_pageable --arch fcdensenet103 --height 360 --width 480 \
     --precision fp16 --channels-last --pageable-download --frames 50 --warmup 5
+# glibc's malloc at its defaults (a malloc tunable is set, so the binary leaves malloc alone,
+# see configure_allocations): what keeping freed memory for the next frame saves in the
+# host stage.
+GLIBC_TUNABLES=glibc.malloc.perturb=0 bench 103_360x480_aleatoric_fp16_cl_glibc_default \
+    --arch fcdensenet103 --height 360 --width 480 --precision fp16 --channels-last --frames 50 --warmup 5
 ours 360 480 fp16 25
 LAYOUT=cl ours 360 480 fp32 25
 ours 360 480 fp32 25

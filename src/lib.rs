@@ -48,15 +48,60 @@ pub const LIBTORCH_VERSION: &str = env!("BAYES_LIBTORCH_VERSION");
 /// The libtorch library directory baked into the binary's rpath (from build.rs).
 pub const LIBTORCH_LIB_DIR: &str = env!("BAYES_LIBTORCH_LIB_DIR");
 
-/// Lets libtorch's CPU allocator back large tensors (>= 2 MB) with transparent huge pages,
-/// unless the user set `THP_MEM_ALLOC_ENABLE` themselves. FC-DenseNet's feature maps are
-/// hundreds of MB; with 4 KB pages most CPU time went to page faults (BENCHMARKS.md:
-/// about 30 % faster frames on CPU). libtorch reads the variable once, at its first
-/// allocation, so call this at the very start of `main`, before any other thread exists.
-pub fn enable_huge_page_allocations() {
+/// Sets up how the process allocates memory; call it at the very start of `main`, before
+/// any other thread exists (both settings are read once, from the environment or at the
+/// first allocation). Each is left alone where the user set it.
+///
+/// - libtorch's CPU allocator backs large tensors (>= 2 MB) with transparent huge pages
+///   (unless `THP_MEM_ALLOC_ENABLE` is set). FC-DenseNet's feature maps are hundreds of MB;
+///   with 4 KB pages most CPU time went to page faults (BENCHMARKS.md: about 30 % faster
+///   frames on CPU).
+/// - glibc keeps up to 64 MiB of freed memory for reuse and serves blocks below 32 MiB from
+///   it (unless glibc's malloc is tuned by a `MALLOC_*` variable or `glibc.malloc.*` in
+///   `GLIBC_TUNABLES`; see [`keep_freed_memory`]).
+pub fn configure_allocations() {
     if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
         std::env::set_var("THP_MEM_ALLOC_ENABLE", "1");
     }
+    if !malloc_tuned_by_user(std::env::vars_os()) {
+        keep_freed_memory();
+    }
+}
+
+/// Whether the environment tunes glibc's malloc (then [`configure_allocations`] leaves it
+/// as the user set it).
+fn malloc_tuned_by_user(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> bool {
+    vars.into_iter().any(|(name, value)| {
+        let name = name.to_string_lossy();
+        name.starts_with("MALLOC_")
+            || (name == "GLIBC_TUNABLES" && value.to_string_lossy().contains("glibc.malloc."))
+    })
+}
+
+/// Makes glibc keep freed memory for the next frame: blocks below 32 MiB (glibc's largest
+/// threshold on 64-bit) come from its heaps instead of mappings of their own, and up to
+/// 64 MiB free at a heap's top stays mapped. By default glibc raises both thresholds only
+/// as far as the largest block freed so far. A process that has freed nothing much larger
+/// than a frame's buffers (bench on a GPU: its weights are created on the device) then
+/// gives each frame's output buffers back to the kernel and faults them in again, as
+/// zeroed pages, on the next frame: more than half the time of building a frame's
+/// messages on the CPU (BENCHMARKS.md, "host outputs"). Returns whether glibc took both
+/// settings (false on other C libraries, which keep their own behaviour).
+pub fn keep_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let mmap_threshold = 4 * 1024 * 1024 * std::mem::size_of::<libc::c_long>();
+        // SAFETY: mallopt only sets glibc's allocation parameters; the values are within
+        // glibc's limits (it rejects others and returns 0).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, mmap_threshold as libc::c_int) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * mmap_threshold as libc::c_int) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
 }
 
 /// Configures the fail points named in `FAILPOINTS` (builds with the `failpoints` feature,
@@ -64,6 +109,35 @@ pub fn enable_huge_page_allocations() {
 /// runs. Without the feature it does nothing.
 pub fn fail_points_from_env() -> fail::FailScenario<'static> {
     fail::FailScenario::setup()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malloc_settings_of_the_user_are_kept() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+            pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+        };
+        assert!(!malloc_tuned_by_user(env(&[
+            ("PATH", "/bin"),
+            ("MALLOC", "x")
+        ])));
+        assert!(!malloc_tuned_by_user(env(&[(
+            "GLIBC_TUNABLES",
+            "glibc.rtld.nns=2"
+        )])));
+        assert!(malloc_tuned_by_user(env(&[("MALLOC_ARENA_MAX", "2")])));
+        assert!(malloc_tuned_by_user(env(&[(
+            "MALLOC_TRIM_THRESHOLD_",
+            "0"
+        )])));
+        assert!(malloc_tuned_by_user(env(&[(
+            "GLIBC_TUNABLES",
+            "glibc.rtld.nns=2:glibc.malloc.mmap_threshold=65536"
+        )])));
+    }
 }
 
 #[cfg(test)]

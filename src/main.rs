@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    bayes_perception::enable_huge_page_allocations();
+    bayes_perception::configure_allocations();
     let _fail_points = bayes_perception::fail_points_from_env();
     let cli = cli::Cli::parse();
     let level = match cli.verbose {

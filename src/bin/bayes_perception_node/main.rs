@@ -51,7 +51,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 r2r::assert_compiled_with_use_sim_time_support!();
 
 fn main() -> ExitCode {
-    bayes_perception::enable_huge_page_allocations();
+    bayes_perception::configure_allocations();
     let _fail_points = bayes_perception::fail_points_from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
