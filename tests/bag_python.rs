@@ -462,6 +462,34 @@ fn sqlite_input_with_every_option() {
         serde_json::json!([101, 1007])
     );
     assert!(!picked.contains_key("/camera/image_raw/compressed"));
+
+    // The window's counts are of camera frames, not of the camera_info beside them: of
+    // /front's 3 frames (t = 100, 101, 102 s, each with a camera_info) one is in
+    // [101, 101.5].
+    let window = [
+        "--topic",
+        "/front/image_raw",
+        "--start",
+        "1",
+        "--duration",
+        "0.5",
+    ];
+    let (code, text) = f.process("in_mcap", "window", &window);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("3 camera frame(s) read, 1 processed"),
+        "{text}"
+    );
+    assert!(text.contains("  2 camera frame(s) outside"), "{text}");
+    let windowed = as_map(&f.read("window")["rosbags"]);
+    assert_eq!(windowed["/front/camera_info"]["count"], 1, "{text}");
+    // A window past the end: an empty output, and a warning that says so.
+    let (code, text) = f.process("in_mcap", "past_end", &["--start", "100"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("no camera frame lies in --start/--duration"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -70,6 +70,8 @@ struct Tally {
     failed: BTreeMap<String, u64>,
     failed_transient: bool,
     other_messages: u64,
+    /// Camera frames before `--start` or after `--duration` (camera_info messages there
+    /// are left out too, not counted).
     outside_window: u64,
 }
 
@@ -291,7 +293,6 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     }
                 } else if let Some(namespace) = info_topics.get(m.topic) {
                     if !in_window {
-                        tally.outside_window += 1;
                         return ControlFlow::Continue(());
                     }
                     if !hand_over(Output::copy_of(m)) {
@@ -362,6 +363,12 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "  {} camera frame(s) outside --start/--duration were left out",
             tally.outside_window
         );
+        if read == 0 {
+            log::warn!(
+                "no camera frame lies in --start/--duration (see `bag info` for the bag's \
+                 start and duration): the output holds no camera frames"
+            );
+        }
     }
     for (reason, count) in &tally.skipped {
         println!("  skipped {count}: {reason}");
