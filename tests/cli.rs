@@ -141,6 +141,64 @@ fn infer_aleatoric_writes_no_epistemic_files_and_colorbar_extends_pngs() {
     assert_eq!(dimensions(&f.path("out/frame/labels_color.png")), (45, 30));
 }
 
+/// An image's folder is replaced whole or not at all: a rerun in another mode leaves no
+/// file of the earlier run, and a run whose writes fail (a file-size limit, as a full
+/// disk) leaves the earlier folder as it was and no partial one.
+#[test]
+fn infer_replaces_an_image_folder_whole_or_not_at_all() {
+    use std::os::unix::process::CommandExt;
+    let f = Fixture::new();
+    let mc = ["--mode", "mc", "--samples", "2", "--device", "cpu"];
+    let (out, text) = f.infer(&mc, &[f.path("images")]);
+    assert!(out.status.success(), "{text}");
+    assert!(f.path("out/frame/depth_epistemic.tiff").is_file(), "{text}");
+    let (out, text) = f.infer(&["--device", "cpu"], &[f.path("images")]);
+    assert!(out.status.success(), "{text}");
+    for name in MC_ONLY {
+        assert!(!f.path("out/frame").join(name).exists(), "stale {name}");
+    }
+    let kept = std::fs::read(f.path("out/frame/depth.tiff")).unwrap();
+
+    let mut cmd = bin();
+    cmd.arg("infer")
+        .arg("--model")
+        .arg(f.path("model"))
+        .arg("--out")
+        .arg(f.path("out"))
+        .args(mc)
+        .arg(f.path("images"));
+    // Files of at most 2000 bytes: the first float image (5400 bytes) cannot be written.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 2000,
+                rlim_max: 2000,
+            };
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let (out, text) = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("0 of 1 image(s) written"), "{text}");
+    for name in ALWAYS {
+        assert!(
+            f.path("out/frame").join(name).is_file(),
+            "{name} lost: {text}"
+        );
+    }
+    assert!(!f.path("out/frame/depth_epistemic.tiff").exists(), "{text}");
+    assert_eq!(std::fs::read(f.path("out/frame/depth.tiff")).unwrap(), kept);
+    let left: Vec<_> = std::fs::read_dir(f.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["frame"], "{text}");
+}
+
 #[test]
 fn infer_points_writes_the_cloud_as_ply_from_a_calibration_file() {
     let f = Fixture::new();

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +28,8 @@ use bayes_perception::pipeline::{self, CameraFrame, PredictedFrame};
 use bayes_perception::points::CloudFilter;
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use super::staged::StagedDir;
 
 use crate::cli::{BagInfoArgs, BagProcessArgs, BagSampleArgs};
 
@@ -194,11 +196,8 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
-    let (temp, stem) = partial_path(&args.output)?;
-    if temp.exists() {
-        std::fs::remove_dir_all(&temp)
-            .with_context(|| format!("cannot remove {}", temp.display()))?;
-    }
+    // Written under a temporary name, removed on any early return.
+    let staged = StagedDir::new(&args.output)?;
 
     // Profiled, so the summary can say how much time the network itself takes.
     let engine_config = EngineConfig {
@@ -225,9 +224,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let window_end = args
         .duration
         .map_or(u64::MAX, |d| window_start.saturating_add((d * 1e9) as u64));
-    let mut writer = BagWriter::create_named(&temp, &stem)?;
-    // Until the rename, the temporary directory goes away with any early return.
-    let mut guard = TempDir(Some(temp.clone()));
+    let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     let mut latest_info: HashMap<String, CameraInfo> = HashMap::new();
     let mut written = Written::default();
     let points = params
@@ -333,8 +330,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         return Err(e.context("writing the output bag failed; nothing was kept"));
     }
     let summary = writer.finish()?;
-    install(&temp, &args.output, args.force)?;
-    guard.0 = None;
+    staged.install(args.force)?;
 
     let processed: u64 = written.processed.values().sum();
     let read: u64 = tally.cameras.values().map(|c| c.read).sum();
@@ -610,107 +606,6 @@ fn reason_key(reason: &str) -> String {
         return reason.to_owned();
     }
     reason.split(": ").next().unwrap_or(reason).to_owned()
-}
-
-/// `.NAME.partial-PID` next to OUTPUT, and NAME (the storage file stem).
-fn partial_path(output: &Path) -> anyhow::Result<(PathBuf, String)> {
-    let name = output
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| *n != "." && *n != "..")
-        .context("OUTPUT needs a directory name")?;
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        bail!("{} does not exist", parent.display());
-    }
-    remove_stale_partials(parent, name);
-    let temp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    Ok((temp, name.to_owned()))
-}
-
-/// Removes `.NAME.partial-PID` directories left by runs that were killed (their PID no
-/// longer exists); those of a live process writing the same OUTPUT stay.
-fn remove_stale_partials(parent: &Path, name: &str) {
-    let prefix = format!(".{name}.partial-");
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(pid) = file_name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
-            .filter(|&pid| pid > 0)
-        else {
-            continue;
-        };
-        // SAFETY: signal 0 only checks whether the process exists.
-        let dead = unsafe { libc::kill(pid, 0) } == -1
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if dead {
-            log::info!("removing {} left by a killed run", entry.path().display());
-            std::fs::remove_dir_all(entry.path()).ok();
-        }
-    }
-}
-
-/// Removes the directory it holds when dropped (an unfinished output).
-struct TempDir(Option<PathBuf>);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            std::fs::remove_dir_all(dir).ok();
-        }
-    }
-}
-
-/// Moves the finished bag at `temp` to `output`. Without `force` an output that appeared
-/// meanwhile is never touched; with it, the old output is moved aside first and removed
-/// only once the new one is in place.
-fn install(temp: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
-    let aside = output.with_file_name(format!(
-        ".{}.replaced-{}",
-        output.file_name().and_then(|n| n.to_str()).unwrap_or("bag"),
-        std::process::id()
-    ));
-    let replacing = output.exists();
-    if replacing && !force {
-        bail!(
-            "{} appeared while processing; pass --force to replace it",
-            output.display()
-        );
-    }
-    if replacing {
-        std::fs::rename(output, &aside)
-            .with_context(|| format!("cannot move the old {} aside", output.display()))?;
-    }
-    if let Err(e) = std::fs::rename(temp, output) {
-        if replacing {
-            std::fs::rename(&aside, output).ok();
-        }
-        return Err(anyhow::Error::new(e).context(format!(
-            "cannot rename {} to {}",
-            temp.display(),
-            output.display()
-        )));
-    }
-    // The rename itself made durable (the bag's files were synced before it).
-    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(parent).and_then(|d| d.sync_all()).ok();
-    }
-    if replacing {
-        if aside.is_dir() {
-            std::fs::remove_dir_all(&aside).ok();
-        } else {
-            std::fs::remove_file(&aside).ok();
-        }
-    }
-    Ok(())
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -14,6 +14,7 @@ use bayes_perception::points::{
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::staged::StagedDir;
 use crate::cli::InferArgs;
 
 pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
@@ -62,8 +63,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         let result = decode_rgb(input).and_then(|image| {
             let prediction = engine.predict(&image)?;
             total_ms += prediction.timing.total_ms;
-            let dir = args.out.join(name);
-            write_prediction(&dir, &prediction, &palette, &params.colormap, args.colorbar)?;
+            // Written under a temporary name and then put in place of an earlier run's
+            // folder: a failed write leaves no partial set, a rerun no stale files.
+            let staged = StagedDir::new(&args.out.join(name))?;
+            let dir = staged.path();
+            write_prediction(dir, &prediction, &palette, &params.colormap, args.colorbar)?;
             if args.contact_sheet {
                 let sheet = contact_sheet(&image, &prediction, &palette, &params.colormap);
                 let path = dir.join("contact_sheet.png");
@@ -80,7 +84,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 std::fs::write(&path, to_ply(&cloud, &comment))
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            Ok(())
+            staged.install(true)
         });
         if let Err(err) = result {
             progress.suspend(|| log::warn!("skipped {}: {}", input.display(), one_line(&*err)));

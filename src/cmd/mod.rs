@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod eval;
 pub mod infer;
 pub mod model;
+pub mod staged;
 pub mod synth;
 pub mod train;
 
