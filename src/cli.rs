@@ -144,7 +144,12 @@ pub struct SynthArgs {
     pub height: u32,
     /// Standard deviation range LO,HI (8-bit grey levels) of the sensor-noise patches
     /// (aleatoric test regions, masked in SPLITnoise/); each patch draws from it.
-    #[arg(long, value_name = "LO,HI", value_delimiter = ',', default_values_t = [SceneConfig::NOISE_SIGMA.0, SceneConfig::NOISE_SIGMA.1])]
+    #[arg(
+        long,
+        value_name = "LO,HI",
+        value_delimiter = ',',
+        default_value = "60,130"
+    )]
     pub noise_sigma: Vec<f32>,
 }
 
@@ -329,10 +334,11 @@ pub struct BenchArgs {
     /// Network preset: fcdensenet56, fcdensenet67 or fcdensenet103.
     #[arg(long, default_value = "fcdensenet56")]
     pub arch: String,
-    /// Frame height in pixels (the model's native size, a multiple of 32).
+    /// Frame height in pixels, also the random model's native size (padded inside to a
+    /// multiple of 32, as any input is).
     #[arg(long, default_value_t = 360)]
     pub height: i64,
-    /// Frame width in pixels (a multiple of 32).
+    /// Frame width in pixels (padded inside like the height).
     #[arg(long, default_value_t = 480)]
     pub width: i64,
     /// aleatoric, moments or mc.
@@ -401,4 +407,20 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synth_noise_default_is_the_scenes_default() {
+        let cli = Cli::try_parse_from(["bayes_perception", "synth", "--out", "x", "--count", "1"])
+            .unwrap();
+        let Command::Synth(args) = cli.command else {
+            unreachable!("parsed as synth")
+        };
+        let (lo, hi) = SceneConfig::NOISE_SIGMA;
+        assert_eq!(args.noise_sigma, [lo, hi]);
+    }
 }

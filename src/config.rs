@@ -377,9 +377,8 @@ impl Params {
                 format!("no `/**:` or `{NODE_NAME}:` entry with `ros__parameters:`"),
             ));
         }
-        let params: Params =
-            serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged))
-                .map_err(|e| Error::config(origin, e.path().to_string(), e.inner().to_string()))?;
+        let params: Params = serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged))
+            .map_err(|e| Error::deserialize(origin, e))?;
         params.validate(origin)?;
         Ok(params)
     }

@@ -24,7 +24,9 @@ use tch::{Device, Kind, Tensor};
 use crate::colormap::FloatImage;
 use crate::config::{Mode, Params, Precision};
 use crate::cuda_graph::CapturedForward;
-use crate::device::{cuda_free_memory, cuda_memory, reset_cuda_peak_memory, DeviceRequest};
+use crate::device::{
+    cuda_free_memory, cuda_memory, device_name, reset_cuda_peak_memory, DeviceRequest,
+};
 use crate::error::{Error, Result};
 use crate::model::{HeadOutputs, Model, Pass};
 use crate::moments::{self, Gaussian};
@@ -290,7 +292,10 @@ impl Engine {
             return Err(Error::config(
                 "engine",
                 "cuda_graphs",
-                format!("CUDA graphs need a CUDA device, not {device:?}"),
+                format!(
+                    "CUDA graphs need a CUDA device, not {}",
+                    device_name(device)
+                ),
             ));
         }
         if config.cuda_graphs && !crate::cuda_graph::AVAILABLE {

@@ -63,6 +63,21 @@ impl Error {
         }
     }
 
+    /// A YAML file or tree that does not fit its type, named by the key where it failed.
+    /// serde_yaml starts its message with that key when it parses text; said once here.
+    pub(crate) fn deserialize(
+        origin: impl Into<String>,
+        e: serde_path_to_error::Error<serde_yaml::Error>,
+    ) -> Self {
+        let key = e.path().to_string();
+        let message = e.inner().to_string();
+        let message = message
+            .strip_prefix(&format!("{key}: "))
+            .unwrap_or(&message)
+            .to_owned();
+        Error::config(origin, key, message)
+    }
+
     pub(crate) fn config(
         origin: impl Into<String>,
         key: impl Into<String>,

@@ -152,6 +152,18 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
             assert!((iou - top).abs() < 1e-5, "{iou} vs {top}");
         }
     }
+    // A new run into the same directory would overwrite this one: refused, nothing touched.
+    let out = train(&tmp.path().join("train.yaml"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds an earlier run (last/); pass --resume"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("run/metrics.csv")).unwrap(),
+        csv
+    );
     // Resume continues from last/ up to the new epoch count.
     let text = run(&["--resume", "--epochs", "3"]);
     assert!(
@@ -176,7 +188,15 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
         ),
     )
     .unwrap();
-    train_ok(&tmp.path().join("homo.yaml"), &[]);
+    // --resume with nothing to resume starts a new run and says so on its first line.
+    let text = train_ok(&tmp.path().join("homo.yaml"), &["--resume"]);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("homo (no last/ checkpoint): a new run"),
+        "{text}"
+    );
     let spec = bayes_perception::model::ModelSpec::load(&tmp.path().join("homo/best")).unwrap();
     assert!(!spec.tasks.semantic.unwrap().aleatoric && !spec.tasks.depth.unwrap().aleatoric);
     // Channels-last training writes checkpoints the engine loads like any other.

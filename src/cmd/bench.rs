@@ -125,7 +125,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tch::set_num_threads(args.threads as i32);
     }
     if args.pageable_download && !device.is_cuda() {
-        bail!("--pageable-download applies to CUDA only (on {device:?} the outputs are already on the host)");
+        bail!(
+            "--pageable-download applies to CUDA only (on {} the outputs are already on the host)",
+            device_name(device)
+        );
     }
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);

@@ -23,7 +23,7 @@ use super::data::{make_batch, Augment, Dataset, Sample};
 use super::loss::{cross_entropy, depth_l1, depth_loss, median_frequency_weights, semantic_loss};
 use super::metrics::{Confusion, DepthErrors};
 use super::optim::{Optimizer, Rule};
-use crate::device::DeviceRequest;
+use crate::device::{device_name, DeviceRequest};
 use crate::engine::pad_to_multiple;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -285,7 +285,7 @@ impl TrainConfig {
         let origin = path.display().to_string();
         let mut cfg: TrainConfig =
             serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
-                .map_err(|e| Error::config(&origin, e.path().to_string(), e.inner().to_string()))?;
+                .map_err(|e| Error::deserialize(&origin, e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data.root = base.join(&cfg.data.root);
         cfg.output.dir = base.join(&cfg.output.dir);
@@ -422,6 +422,21 @@ pub fn train(
             "depth needs depth files in the training split",
         ));
     }
+    // An earlier run's checkpoint is continued only when asked: starting afresh would
+    // overwrite its best/, last/ and metrics.csv.
+    let (last, _, old) = checkpoint_paths(&cfg.output.dir);
+    let earlier_run = last.join("model.yaml").is_file() || old.join("model.yaml").is_file();
+    if earlier_run && !cfg.output.resume {
+        return Err(Error::config(
+            "train config",
+            "output.dir",
+            format!(
+                "{} holds an earlier run (last/); pass --resume (or set output.resume: true) \
+                 to continue it, or choose another output.dir",
+                cfg.output.dir.display()
+            ),
+        ));
+    }
     let train_samples = load_all(&train_set, 0)?;
     let val_samples = load_all(&val_set, cfg.data.val_max_images)?;
     let (native_w, native_h) = train_samples[0].rgb.dimensions();
@@ -535,6 +550,12 @@ pub fn train(
     // state (one written before the state was saved, or for another optimiser) restarts
     // the optimiser, and says so.
     let mut resumed_note = String::new();
+    if cfg.output.resume && !resumed {
+        resumed_note = format!(
+            "; nothing to resume in {} (no last/ checkpoint): a new run",
+            run_dir.display()
+        );
+    }
     if resumed {
         resumed_note = format!(
             "; resumed at epoch {}, batch {}, ",
@@ -569,10 +590,11 @@ pub fn train(
         color_jitter: cfg.training.color_jitter,
     };
     progress.started(&format!(
-        "training {} ({} parameters) on {device:?}: {} training and {} validation images, \
+        "training {} ({} parameters) on {}: {} training and {} validation images, \
          {} batches of {} per epoch{resumed_note}",
         model.spec.name,
         model.num_parameters(),
+        device_name(device),
         train_samples.len(),
         val_samples.len(),
         train_samples.len().div_ceil(cfg.training.batch_size),
@@ -899,6 +921,23 @@ mod tests {
         last_checkpoint(run.path()).unwrap();
         assert_eq!(tag(&last), "2");
         assert!(!old.exists());
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.yaml");
+        std::fs::write(&path, "training:\n  batch_size: two\n").unwrap();
+        let message = TrainConfig::load(&path).unwrap_err().to_string();
+        assert_eq!(
+            message.matches("training.batch_size").count(),
+            1,
+            "{message}"
+        );
+        assert!(
+            message.contains("invalid type: string \"two\""),
+            "{message}"
+        );
     }
 
     #[test]
