@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use bayes_perception::config::{Mode, Precision};
-use bayes_perception::synth::SceneConfig;
 
 /// Bayesian semantic segmentation and depth with separate aleatoric and epistemic
 /// uncertainty (FC-DenseNet + MC dropout).
@@ -412,6 +411,7 @@ pub struct BenchArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bayes_perception::synth::SceneConfig;
 
     #[test]
     fn synth_noise_default_is_the_scenes_default() {

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 pub const EXIT_TRANSIENT: u8 = 75;
 
 /// Whether anything in the error's chain is a failure that another try may not meet.
-fn is_transient(err: &anyhow::Error) -> bool {
+pub(crate) fn is_transient(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<bayes_perception::Error>()
             .is_some_and(bayes_perception::Error::is_transient)

@@ -479,3 +479,32 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
         ]
     );
 }
+
+/// `--json` reports a run that stops with an error too, for the scripts that read it.
+#[test]
+fn a_run_that_stops_with_an_error_still_writes_its_json_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = sample_bag_and_model(tmp.path(), 2);
+    let taken = tmp.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    let json = tmp.path().join("report.json");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        .args(["bag", "process"])
+        .arg(&sample)
+        .arg(&taken)
+        .arg("--model")
+        .arg(tmp.path().join("model"))
+        .args(["--device", "cpu", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["status"], "error");
+    assert_eq!(report["exit_code"], 1);
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("exists; pass --force"), "{error}");
+    assert!(stderr.contains(error), "{stderr}");
+}

@@ -22,6 +22,7 @@ use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
 use bayes_perception::config::ColormapParams;
 use bayes_perception::device::device_name;
+use bayes_perception::error::one_line;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
 use bayes_perception::pipeline::{self, CameraFrame, PredictedFrame};
@@ -77,7 +78,29 @@ struct Tally {
     outside_window: u64,
 }
 
+/// `bag process`; with `--json`, a run that stops with an error (before or while writing
+/// the output) still writes its report: `status` "error", the exit code and the message.
 pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
+    let (json, input, output) = (args.json.clone(), args.input.clone(), args.output.clone());
+    let result = run_process(args);
+    if let (Err(e), Some(path)) = (&result, json) {
+        let report = serde_json::json!({
+            "input": input.display().to_string(),
+            "output": output.display().to_string(),
+            "status": "error",
+            "exit_code": if crate::is_transient(e) { crate::EXIT_TRANSIENT } else { 1 },
+            "error": one_line(&**e),
+        });
+        // The error itself is what the caller reports; a report that cannot be written
+        // adds nothing to it.
+        if let Ok(text) = serde_json::to_string_pretty(&report) {
+            std::fs::write(path, text).ok();
+        }
+    }
+    result
+}
+
+fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     if args.every == 0 {
         bail!("--every must be at least 1");
     }
