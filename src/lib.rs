@@ -49,14 +49,14 @@ pub const LIBTORCH_VERSION: &str = env!("BAYES_LIBTORCH_VERSION");
 pub const LIBTORCH_LIB_DIR: &str = env!("BAYES_LIBTORCH_LIB_DIR");
 
 /// Sets up how the process allocates memory; call it at the very start of `main`, before
-/// any other thread exists (both settings are read once, from the environment or at the
-/// first allocation). Each is left alone where the user set it.
+/// any other thread exists (libtorch reads its variable once, at its first allocation).
+/// Each is left alone where the user set it.
 ///
 /// - libtorch's CPU allocator backs large tensors (>= 2 MB) with transparent huge pages
 ///   (unless `THP_MEM_ALLOC_ENABLE` is set). FC-DenseNet's feature maps are hundreds of MB;
 ///   with 4 KB pages most CPU time went to page faults (BENCHMARKS.md: about 30 % faster
 ///   frames on CPU).
-/// - glibc keeps up to 64 MiB of freed memory for reuse and serves blocks below 32 MiB from
+/// - glibc keeps up to 64 MiB of freed memory at each heap's top for reuse and serves blocks below 32 MiB from
 ///   it (unless glibc's malloc is tuned by a `MALLOC_*` variable or `glibc.malloc.*` in
 ///   `GLIBC_TUNABLES`; see [`keep_freed_memory`]).
 pub fn configure_allocations() {
@@ -86,19 +86,27 @@ fn malloc_tuned_by_user(
 /// as far as the largest block freed so far. A process that has freed nothing much larger
 /// than a frame's buffers (bench on a GPU: its weights are created on the device) then
 /// gives each frame's output buffers back to the kernel and faults them in again, as
-/// zeroed pages, on the next frame: more than half the time of building a frame's
+/// zeroed pages, on the next frame: about half the time of building a frame's
 /// messages on the CPU (BENCHMARKS.md, "host outputs"). Returns whether glibc took both
 /// settings (false on other C libraries, which keep their own behaviour).
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let mmap_threshold = 4 * 1024 * 1024 * std::mem::size_of::<libc::c_long>();
+        // glibc's largest mmap threshold: 32 MiB on 64-bit, 512 KiB on 32-bit.
+        let mmap_threshold: libc::c_int = if cfg!(target_pointer_width = "64") {
+            32 << 20
+        } else {
+            512 << 10
+        };
         // SAFETY: mallopt only sets glibc's allocation parameters; the values are within
         // glibc's limits (it rejects others and returns 0).
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, mmap_threshold as libc::c_int) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * mmap_threshold as libc::c_int) == 1
-        }
+        let (mmap, trim) = unsafe {
+            (
+                libc::mallopt(libc::M_MMAP_THRESHOLD, mmap_threshold),
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * mmap_threshold),
+            )
+        };
+        mmap == 1 && trim == 1
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     false

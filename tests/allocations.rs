@@ -1,6 +1,6 @@
 //! `keep_freed_memory`: glibc keeps a frame's freed buffers for the next frame instead of
 //! returning them to the kernel. Its own test binary: the settings are process-wide.
-#![cfg(all(target_os = "linux", target_env = "gnu"))]
+#![cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 
 /// Minor page faults of this thread so far.
 fn minor_faults() -> i64 {

@@ -197,6 +197,13 @@ fn infer_replaces_an_image_folder_whole_or_not_at_all() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["frame"], "{text}");
+
+    // What is not an earlier output (here a folder with a file of the user's) is left alone.
+    std::fs::write(f.path("out/frame/notes.txt"), "mine").unwrap();
+    let (out, text) = f.infer(&["--device", "cpu"], &[f.path("images")]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is not an earlier infer output"), "{text}");
+    assert!(f.path("out/frame/notes.txt").is_file());
 }
 
 #[test]

@@ -382,7 +382,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "  {} camera frame(s) outside --start/--duration were left out",
             tally.outside_window
         );
-        if read == 0 {
+        if read == 0 && read_result.is_ok() && !interrupted.load(Ordering::SeqCst) {
             log::warn!(
                 "no camera frame lies in --start/--duration (see `bag info` for the bag's \
                  start and duration): the output holds no camera frames"

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use bayes_perception::device::device_name;
-use bayes_perception::output::{contact_sheet, write_prediction};
+use bayes_perception::output::{contact_sheet, write_prediction, FloatKind};
 use bayes_perception::points::{
     camera_info_from_calibration, points, to_ply, CloudFilter, PinholeCamera,
 };
@@ -65,7 +65,14 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             total_ms += prediction.timing.total_ms;
             // Written under a temporary name and then put in place of an earlier run's
             // folder: a failed write leaves no partial set, a rerun no stale files.
-            let staged = StagedDir::new(&args.out.join(name))?;
+            let target = args.out.join(name);
+            if !replaceable(&target) {
+                bail!(
+                    "{} exists and is not an earlier infer output; left as it is",
+                    target.display()
+                );
+            }
+            let staged = StagedDir::new(&target)?;
             let dir = staged.path();
             write_prediction(dir, &prediction, &palette, &params.colormap, args.colorbar)?;
             if args.contact_sheet {
@@ -116,6 +123,45 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Whether `path` may be replaced by an image's new folder: absent, or a real directory
+/// holding only files `infer` writes (an earlier run's). Anything else (an input, a model
+/// directory, a folder of images) is never touched.
+fn replaceable(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return true;
+    };
+    let Ok(entries) = std::fs::read_dir(path).map(|e| e.collect::<Vec<_>>()) else {
+        return false;
+    };
+    let stems = [
+        FloatKind::Confidence,
+        FloatKind::SemanticAleatoric,
+        FloatKind::SemanticEpistemic,
+        FloatKind::Depth,
+        FloatKind::DepthAleatoric,
+        FloatKind::DepthEpistemic,
+    ]
+    .map(FloatKind::file_stem);
+    let ours = |name: &str| {
+        [
+            "labels.png",
+            "labels_color.png",
+            "contact_sheet.png",
+            "points.ply",
+        ]
+        .contains(&name)
+            || stems
+                .iter()
+                .any(|s| name == format!("{s}.tiff") || name == format!("{s}_color.png"))
+    };
+    meta.is_dir()
+        && entries.iter().all(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_type().is_ok_and(|t| t.is_file()) && e.file_name().to_str().is_some_and(ours)
+            })
+        })
 }
 
 fn samples_label(engine: &Engine) -> String {
