@@ -44,15 +44,26 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) if is_transient(&err) => {
-            eprintln!("error: {}", one_line(&*err));
-            eprintln!("(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})");
-            ExitCode::from(EXIT_TRANSIENT)
-        }
         Err(err) => {
             eprintln!("error: {}", one_line(&*err));
-            ExitCode::FAILURE
+            let code = exit_code(&err);
+            if code == EXIT_TRANSIENT {
+                eprintln!(
+                    "(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})"
+                );
+            }
+            ExitCode::from(code)
         }
+    }
+}
+
+/// The exit code of a command that stopped with `err`: [`EXIT_TRANSIENT`] where another
+/// try may succeed, else 1.
+pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
+    if is_transient(err) {
+        EXIT_TRANSIENT
+    } else {
+        1
     }
 }
 
@@ -61,7 +72,7 @@ fn main() -> ExitCode {
 pub const EXIT_TRANSIENT: u8 = 75;
 
 /// Whether anything in the error's chain is a failure that another try may not meet.
-pub(crate) fn is_transient(err: &anyhow::Error) -> bool {
+fn is_transient(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<bayes_perception::Error>()
             .is_some_and(bayes_perception::Error::is_transient)

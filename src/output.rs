@@ -82,6 +82,15 @@ pub enum FloatKind {
 }
 
 impl FloatKind {
+    pub const ALL: [FloatKind; 6] = [
+        FloatKind::Confidence,
+        FloatKind::SemanticAleatoric,
+        FloatKind::SemanticEpistemic,
+        FloatKind::Depth,
+        FloatKind::DepthAleatoric,
+        FloatKind::DepthEpistemic,
+    ];
+
     /// File name stem used by `infer` (`<stem>.tiff`, `<stem>_color.png`).
     pub fn file_stem(self) -> &'static str {
         match self {
@@ -154,6 +163,18 @@ pub fn label_colors(labels: &LabelImage, palette: &[[u8; 3]]) -> RgbImage {
     }
 }
 
+const LABELS_FILE: &str = "labels.png";
+const LABELS_COLOR_FILE: &str = "labels_color.png";
+
+/// Whether [`write_prediction`] writes files of this name (in some mode).
+pub fn is_prediction_file(name: &str) -> bool {
+    [LABELS_FILE, LABELS_COLOR_FILE].contains(&name)
+        || FloatKind::ALL.iter().any(|kind| {
+            let stem = kind.file_stem();
+            name == format!("{stem}.tiff") || name == format!("{stem}_color.png")
+        })
+}
+
 /// Writes every output image of `prediction` into `dir` (created if needed) and returns
 /// the paths written. `palette` gives one colour per class.
 pub fn write_prediction(
@@ -179,12 +200,12 @@ pub fn write_prediction(
         written.extend([tiff, png]);
     }
     if let Some(semantic) = &prediction.semantic {
-        let raw = dir.join("labels.png");
+        let raw = dir.join(LABELS_FILE);
         match &semantic.labels {
             LabelImage::U8(img) => save_png(&raw, |p| img.save(p))?,
             LabelImage::U16(img) => save_png(&raw, |p| img.save(p))?,
         }
-        let color_path = dir.join("labels_color.png");
+        let color_path = dir.join(LABELS_COLOR_FILE);
         let colored = label_colors(&semantic.labels, palette);
         save_png(&color_path, |p| colored.save(p))?;
         written.extend([raw, color_path]);

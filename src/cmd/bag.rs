@@ -88,7 +88,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "input": input.display().to_string(),
             "output": output.display().to_string(),
             "status": "error",
-            "exit_code": if crate::is_transient(e) { crate::EXIT_TRANSIENT } else { 1 },
+            "exit_code": crate::exit_code(e),
             "error": one_line(&**e),
         });
         // The error itself is what the caller reports; a report that cannot be written

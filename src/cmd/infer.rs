@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use bayes_perception::device::device_name;
-use bayes_perception::output::{contact_sheet, write_prediction, FloatKind};
+use bayes_perception::output::{contact_sheet, is_prediction_file, write_prediction};
 use bayes_perception::points::{
     camera_info_from_calibration, points, to_ply, CloudFilter, PinholeCamera,
 };
@@ -60,24 +60,26 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let mut total_ms = 0.0;
     for (input, name) in inputs.iter().zip(&names) {
         progress.set_message(name.clone());
-        let result = decode_rgb(input).and_then(|image| {
+        // Written under a temporary name and then put in place of an earlier run's folder:
+        // a failed write leaves no partial set, a rerun no stale files.
+        let target = args.out.join(name);
+        let result = if replaceable(&target) {
+            decode_rgb(input)
+        } else {
+            Err(anyhow::anyhow!(
+                "{} exists and is not an earlier infer output; left as it is",
+                target.display()
+            ))
+        }
+        .and_then(|image| {
             let prediction = engine.predict(&image)?;
             total_ms += prediction.timing.total_ms;
-            // Written under a temporary name and then put in place of an earlier run's
-            // folder: a failed write leaves no partial set, a rerun no stale files.
-            let target = args.out.join(name);
-            if !replaceable(&target) {
-                bail!(
-                    "{} exists and is not an earlier infer output; left as it is",
-                    target.display()
-                );
-            }
             let staged = StagedDir::new(&target)?;
             let dir = staged.path();
             write_prediction(dir, &prediction, &palette, &params.colormap, args.colorbar)?;
             if args.contact_sheet {
                 let sheet = contact_sheet(&image, &prediction, &palette, &params.colormap);
-                let path = dir.join("contact_sheet.png");
+                let path = dir.join(CONTACT_SHEET_FILE);
                 sheet
                     .save(&path)
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -86,7 +88,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 let camera = PinholeCamera::for_image(info, prediction.width, prediction.height)
                     .map_err(anyhow::Error::msg)?;
                 let cloud = points(&prediction, &image, &camera, filter).expect("a depth model");
-                let path = dir.join("points.ply");
+                let path = dir.join(POINTS_FILE);
                 let comment = format!("bayes_perception infer, mode {}, {}", params.mode, name);
                 std::fs::write(&path, to_ply(&cloud, &comment))
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -125,6 +127,10 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Files `infer` writes beside [`write_prediction`]'s.
+const CONTACT_SHEET_FILE: &str = "contact_sheet.png";
+const POINTS_FILE: &str = "points.ply";
+
 /// Whether `path` may be replaced by an image's new folder: absent, or a real directory
 /// holding only files `infer` writes (an earlier run's). Anything else (an input, a model
 /// directory, a folder of images) is never touched.
@@ -132,34 +138,15 @@ fn replaceable(path: &Path) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return true;
     };
-    let Ok(entries) = std::fs::read_dir(path).map(|e| e.collect::<Vec<_>>()) else {
-        return false;
-    };
-    let stems = [
-        FloatKind::Confidence,
-        FloatKind::SemanticAleatoric,
-        FloatKind::SemanticEpistemic,
-        FloatKind::Depth,
-        FloatKind::DepthAleatoric,
-        FloatKind::DepthEpistemic,
-    ]
-    .map(FloatKind::file_stem);
-    let ours = |name: &str| {
-        [
-            "labels.png",
-            "labels_color.png",
-            "contact_sheet.png",
-            "points.ply",
-        ]
-        .contains(&name)
-            || stems
-                .iter()
-                .any(|s| name == format!("{s}.tiff") || name == format!("{s}_color.png"))
-    };
+    let ours =
+        |name: &str| is_prediction_file(name) || [CONTACT_SHEET_FILE, POINTS_FILE].contains(&name);
     meta.is_dir()
-        && entries.iter().all(|e| {
-            e.as_ref().is_ok_and(|e| {
-                e.file_type().is_ok_and(|t| t.is_file()) && e.file_name().to_str().is_some_and(ours)
+        && std::fs::read_dir(path).is_ok_and(|mut entries| {
+            entries.all(|e| {
+                e.is_ok_and(|e| {
+                    e.file_type().is_ok_and(|t| t.is_file())
+                        && e.file_name().to_str().is_some_and(ours)
+                })
             })
         })
 }

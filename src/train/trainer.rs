@@ -422,18 +422,20 @@ pub fn train(
             "depth needs depth files in the training split",
         ));
     }
-    // An earlier run's checkpoint is continued only when asked: starting afresh would
-    // overwrite its best/, last/ and metrics.csv.
-    let (last, _, old) = checkpoint_paths(&cfg.output.dir);
-    let earlier_run = last.join("model.yaml").is_file() || old.join("model.yaml").is_file();
-    if earlier_run && !cfg.output.resume {
+    let run_dir = cfg.output.dir.clone();
+    // A checkpoint a kill left half-replaced is completed first (nothing to do for a new
+    // run directory). An earlier run's checkpoint is continued only when asked: starting
+    // afresh would overwrite its best/, last/ and metrics.csv.
+    let last_dir = last_checkpoint(&run_dir)?;
+    let has_checkpoint = last_dir.join("model.yaml").is_file();
+    if has_checkpoint && !cfg.output.resume {
         return Err(Error::config(
             "train config",
             "output.dir",
             format!(
                 "{} holds an earlier run (last/); pass --resume (or set output.resume: true) \
                  to continue it, or choose another output.dir",
-                cfg.output.dir.display()
+                run_dir.display()
             ),
         ));
     }
@@ -442,10 +444,8 @@ pub fn train(
     let (native_w, native_h) = train_samples[0].rgb.dimensions();
     let void_id = train_set.void_id();
 
-    let run_dir = cfg.output.dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-    let last_dir = last_checkpoint(&run_dir)?;
-    let resumed = cfg.output.resume && last_dir.join("model.yaml").is_file();
+    let resumed = cfg.output.resume && has_checkpoint;
     let (mut model, mut state) = if resumed {
         let model = Model::load(&last_dir, device)?;
         let state_path = last_dir.join("train_state.yaml");
