@@ -72,7 +72,7 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
 pub const EXIT_TRANSIENT: u8 = 75;
 
 /// Whether anything in the error's chain is a failure that another try may not meet.
-fn is_transient(err: &anyhow::Error) -> bool {
+pub(crate) fn is_transient(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<bayes_perception::Error>()
             .is_some_and(bayes_perception::Error::is_transient)

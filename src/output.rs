@@ -16,34 +16,58 @@
 //! | contact_sheet.png (option)   | all of the above side by side, titled             |
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
+use image::{EncodableLayout, ImageBuffer, ImageFormat, PixelWithColorType, RgbImage};
 
 use crate::colormap::{colorize_labels, with_colorbar, ColorScale, FloatImage};
 use crate::config::ColormapParams;
 use crate::engine::{LabelImage, Prediction};
 use crate::error::{Error, Result};
 
-/// Writes a single-channel 32-bit float TIFF (readable by OpenCV, PIL, tifffile, GDAL).
-pub fn write_float_tiff(path: &Path, image: &FloatImage) -> Result<()> {
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut encoder =
-        tiff::encoder::TiffEncoder::new(BufWriter::new(file)).map_err(|e| Error::Image {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-    encoder
-        .write_image::<tiff::encoder::colortype::Gray32Float>(
-            image.width(),
-            image.height(),
-            image.as_raw(),
-        )
+/// Writes a file whole and makes it durable: every failure (a full disk on the last block
+/// included) is an error, never lost in a buffer dropped unflushed, and a directory renamed
+/// into place afterwards holds the data after a power loss.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Writes an image as PNG (encoded in memory, then [`write_file`]).
+pub fn save_png<P>(path: &Path, image: &ImageBuffer<P, Vec<P::Subpixel>>) -> Result<()>
+where
+    P: PixelWithColorType,
+    [P::Subpixel]: EncodableLayout,
+{
+    let mut png = Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, ImageFormat::Png)
         .map_err(|e| Error::Image {
             path: path.into(),
             message: e.to_string(),
+        })?;
+    write_file(path, png.get_ref())
+}
+
+/// Writes a single-channel 32-bit float TIFF (readable by OpenCV, PIL, tifffile, GDAL).
+pub fn write_float_tiff(path: &Path, image: &FloatImage) -> Result<()> {
+    let mut tiff = Cursor::new(Vec::new());
+    tiff::encoder::TiffEncoder::new(&mut tiff)
+        .and_then(|mut encoder| {
+            encoder.write_image::<tiff::encoder::colortype::Gray32Float>(
+                image.width(),
+                image.height(),
+                image.as_raw(),
+            )
         })
+        .map_err(|e| Error::Image {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+    write_file(path, tiff.get_ref())
 }
 
 /// Reads a single-channel 32-bit float TIFF written by [`write_float_tiff`].
@@ -61,13 +85,6 @@ pub fn read_float_tiff(path: &Path) -> Result<FloatImage> {
             .ok_or_else(|| err("pixel count does not match the size".into())),
         _ => Err(err("not a 32-bit float TIFF".into())),
     }
-}
-
-fn save_png(path: &Path, save: impl FnOnce(&Path) -> image::ImageResult<()>) -> Result<()> {
-    save(path).map_err(|e| Error::Image {
-        path: path.into(),
-        message: e.to_string(),
-    })
 }
 
 /// The float images of a prediction.
@@ -196,18 +213,18 @@ pub fn write_prediction(
         } else {
             colored
         };
-        save_png(&png, |p| colored.save(p))?;
+        save_png(&png, &colored)?;
         written.extend([tiff, png]);
     }
     if let Some(semantic) = &prediction.semantic {
         let raw = dir.join(LABELS_FILE);
         match &semantic.labels {
-            LabelImage::U8(img) => save_png(&raw, |p| img.save(p))?,
-            LabelImage::U16(img) => save_png(&raw, |p| img.save(p))?,
+            LabelImage::U8(img) => save_png(&raw, img)?,
+            LabelImage::U16(img) => save_png(&raw, img)?,
         }
         let color_path = dir.join(LABELS_COLOR_FILE);
         let colored = label_colors(&semantic.labels, palette);
-        save_png(&color_path, |p| colored.save(p))?;
+        save_png(&color_path, &colored)?;
         written.extend([raw, color_path]);
     }
     Ok(written)
@@ -321,5 +338,22 @@ mod tests {
         for (a, b) in img.pixels().zip(back.pixels()) {
             assert_eq!(a.0[0].to_bits(), b.0[0].to_bits());
         }
+    }
+
+    /// A full disk is an error even for a file smaller than a write buffer (one dropped
+    /// unflushed would lose it): /dev/full fails every write with ENOSPC.
+    #[test]
+    fn a_full_disk_is_reported_for_every_small_file() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return;
+        }
+        let is_full = |r: Result<()>| match r {
+            Err(Error::Io { source, .. }) => source.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        };
+        assert!(is_full(save_png(full, &RgbImage::new(2, 2))));
+        assert!(is_full(write_float_tiff(full, &FloatImage::new(2, 2))));
+        assert!(is_full(write_file(full, b"ply")));
     }
 }

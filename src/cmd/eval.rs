@@ -19,7 +19,7 @@ use bayes_perception::eval::{
     UncertaintyQuality, RECALLS,
 };
 use bayes_perception::model::ModelSpec;
-use bayes_perception::output::contact_sheet;
+use bayes_perception::output::{contact_sheet, save_png};
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -143,10 +143,8 @@ fn run_bag(
             agreement.add(prediction, reference);
         }
         if let Some(dir) = args.out.as_deref().filter(|_| i < args.sheets) {
-            let path = dir.join(sheet_name(i));
-            contact_sheet(&frame.rgb, &predictions[0], &palette, &params.colormap)
-                .save(&path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            let sheet = contact_sheet(&frame.rgb, &predictions[0], &palette, &params.colormap);
+            save_png(&dir.join(sheet_name(i)), &sheet)?;
         }
         i += 1;
         progress.inc(1);
@@ -302,13 +300,8 @@ fn run_split(
                 agreement.add(prediction, reference);
             }
             if let Some(dir) = sheets_dir.filter(|_| i < args.sheets) {
-                let path = dir.join(sheet_name(i));
-                contact_sheet(image, &predictions[0], &palette, &params.colormap)
-                    .save(&path)
-                    .map_err(|e| bayes_perception::Error::Image {
-                        path: path.clone(),
-                        message: format!("cannot write the contact sheet: {e}"),
-                    })?;
+                let sheet = contact_sheet(image, &predictions[0], &palette, &params.colormap);
+                save_png(&dir.join(sheet_name(i)), &sheet)?;
             }
             Ok(())
         },

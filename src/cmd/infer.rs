@@ -1,13 +1,15 @@
 //! `bayes_perception infer`: images in, one output directory per image.
 
-use bayes_perception::error::one_line;
+use bayes_perception::error::{is_transient_io, one_line};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use bayes_perception::device::device_name;
-use bayes_perception::output::{contact_sheet, is_prediction_file, write_prediction};
+use bayes_perception::output::{
+    contact_sheet, is_prediction_file, save_png, write_file, write_prediction,
+};
 use bayes_perception::points::{
     camera_info_from_calibration, points, to_ply, CloudFilter, PinholeCamera,
 };
@@ -16,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::staged::StagedDir;
 use crate::cli::InferArgs;
+use crate::EXIT_TRANSIENT;
 
 pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let (params, model_dir) = super::params_and_model(&args.run)?;
@@ -58,7 +61,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let names = output_names(&inputs);
     let mut skipped = Vec::new();
     let mut total_ms = 0.0;
+    let mut attempted = 0;
     for (input, name) in inputs.iter().zip(&names) {
+        attempted += 1;
         progress.set_message(name.clone());
         // Written under a temporary name and then put in place of an earlier run's folder:
         // a failed write leaves no partial set, a rerun no stale files.
@@ -79,10 +84,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             write_prediction(dir, &prediction, &palette, &params.colormap, args.colorbar)?;
             if args.contact_sheet {
                 let sheet = contact_sheet(&image, &prediction, &palette, &params.colormap);
-                let path = dir.join(CONTACT_SHEET_FILE);
-                sheet
-                    .save(&path)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                save_png(&dir.join(CONTACT_SHEET_FILE), &sheet)?;
             }
             if let Some(info) = &camera_info {
                 let camera = PinholeCamera::for_image(info, prediction.width, prediction.height)
@@ -90,20 +92,23 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 let cloud = points(&prediction, &image, &camera, filter).expect("a depth model");
                 let path = dir.join(POINTS_FILE);
                 let comment = format!("bayes_perception infer, mode {}, {}", params.mode, name);
-                std::fs::write(&path, to_ply(&cloud, &comment))
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                write_file(&path, &to_ply(&cloud, &comment))?;
             }
             staged.install(true)
         });
         if let Err(err) = result {
             progress.suspend(|| log::warn!("skipped {}: {}", input.display(), one_line(&*err)));
+            let stop = out_of_room(&err);
             skipped.push((input, err));
+            if stop {
+                break;
+            }
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
 
-    let done = inputs.len() - skipped.len();
+    let done = attempted - skipped.len();
     println!(
         "{done} of {} image(s) written to {} (mode {}, {} per frame on {}, mean {:.0} ms)",
         inputs.len(),
@@ -120,10 +125,27 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     for (input, err) in &skipped {
         println!("skipped {}: {}", input.display(), one_line(&**err));
     }
-    Ok(if skipped.is_empty() {
+    let not_attempted = inputs.len() - attempted;
+    if not_attempted > 0 {
+        println!("stopped after that failure: {not_attempted} image(s) not attempted");
+    }
+    // Out of memory or room: another try (with more free) may succeed.
+    Ok(if skipped.iter().any(|(_, err)| crate::is_transient(err)) {
+        println!("(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})");
+        ExitCode::from(EXIT_TRANSIENT)
+    } else if skipped.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// Whether `err` is a read or write that failed for lack of space, quota or file handles:
+/// every image after it would fail the same way, so the run stops there.
+fn out_of_room(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(is_transient_io)
     })
 }
 

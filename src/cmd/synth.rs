@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use bayes_perception::output::save_png;
 use bayes_perception::synth::{render, SceneConfig};
 use image::{ImageBuffer, Luma};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -59,19 +60,13 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     for i in 0..args.count {
         let scene = render(split_seed, i as u64, cfg);
         let name = format!("{i:05}.png");
-        let save = |dir: &str, result: image::ImageResult<()>| -> anyhow::Result<()> {
-            result.with_context(|| {
-                format!("cannot write {}", args.out.join(dir).join(&name).display())
-            })
-        };
         let at = |dir: &str| args.out.join(dir).join(&name);
-        save(&dirs[0], scene.rgb.save(at(&dirs[0])))?;
-        save(&dirs[1], scene.labels.save(at(&dirs[1])))?;
-        save(&dirs[2], depth_png(&scene.depth_m).save(at(&dirs[2])))?;
-        save(&dirs[3], scene.noise_mask.save(at(&dirs[3])))?;
+        save_png(&at(&dirs[0]), &scene.rgb)?;
+        save_png(&at(&dirs[1]), &scene.labels)?;
+        save_png(&at(&dirs[2]), &depth_png(&scene.depth_m))?;
+        save_png(&at(&dirs[3]), &scene.noise_mask)?;
         if args.ood {
-            let dir = format!("{split}ood");
-            save(&dir, scene.ood_mask.save(at(&dir)))?;
+            save_png(&at(&format!("{split}ood")), &scene.ood_mask)?;
         }
         progress.inc(1);
     }

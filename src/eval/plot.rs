@@ -93,7 +93,15 @@ fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
 /// Draws `series` on `chart` into a PNG at `path`.
 pub fn line_chart(path: &Path, chart: &Chart, series: &[Series]) -> Result<()> {
     register();
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    let mut pixels = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+    draw_chart(path, &mut pixels, chart, series)?;
+    let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, pixels).expect("the chart's size");
+    crate::output::save_png(path, &image)
+}
+
+/// Draws the chart into an RGB buffer of [`SIZE`] (errors name `path`).
+fn draw_chart(path: &Path, pixels: &mut [u8], chart: &Chart, series: &[Series]) -> Result<()> {
+    let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let err = |e| plot_error(path, e);
     let mut builder = ChartBuilder::on(&root);
