@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-/// `.NAME.partial-PID` next to the output `NAME`; removed when dropped unless installed.
+/// `.NAME.partial-HOST-PID` next to the output `NAME`; removed when dropped unless
+/// installed. The host name keeps runs on different machines sharing a filesystem (a
+/// cluster's workers) apart: a run only ever removes temporary directories of its own host.
 pub struct StagedDir {
     temp: PathBuf,
     output: PathBuf,
@@ -30,7 +32,11 @@ impl StagedDir {
             bail!("{} does not exist", parent.display());
         }
         remove_stale_partials(parent, name);
-        let temp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        let temp = parent.join(format!(
+            ".{name}.partial-{}-{}",
+            host_name(),
+            std::process::id()
+        ));
         if temp.exists() {
             std::fs::remove_dir_all(&temp)
                 .with_context(|| format!("cannot remove {}", temp.display()))?;
@@ -53,45 +59,150 @@ impl StagedDir {
     }
 
     /// Moves the finished directory to the output. Without `replace` an output that
-    /// appeared meanwhile is never touched; with it, the old output is moved aside first
-    /// and removed only once the new one is in place.
+    /// appeared meanwhile is never touched; with it, the new output takes the old one's
+    /// place in one step (the old one is removed afterwards), so a run killed at any
+    /// point leaves the old output or the new one, never none.
     pub fn install(self, replace: bool) -> anyhow::Result<()> {
         let output = &self.output;
-        let aside =
-            output.with_file_name(format!(".{}.replaced-{}", self.name, std::process::id()));
-        let replacing = output.exists();
+        let replacing = std::fs::symlink_metadata(output).is_ok();
         if replacing && !replace {
             bail!(
                 "{} appeared while processing; pass --force to replace it",
                 output.display()
             );
         }
-        if replacing {
-            std::fs::rename(output, &aside)
-                .with_context(|| format!("cannot move the old {} aside", output.display()))?;
-        }
-        if let Err(e) = std::fs::rename(&self.temp, output) {
-            if replacing {
-                std::fs::rename(&aside, output).ok();
-            }
-            return Err(anyhow::Error::new(e).context(format!(
+        let moved = if replacing {
+            self.replace_output()
+        } else {
+            rename_no_replace(&self.temp, output)
+        };
+        moved.with_context(|| {
+            format!(
                 "cannot rename {} to {}",
                 self.temp.display(),
                 output.display()
-            )));
-        }
+            )
+        })?;
         // The rename itself made durable (the files were synced by their writers).
         if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::File::open(parent).and_then(|d| d.sync_all()).ok();
         }
-        if replacing {
-            if aside.is_dir() {
-                std::fs::remove_dir_all(&aside).ok();
-            } else {
-                std::fs::remove_file(&aside).ok();
-            }
-        }
         Ok(())
+    }
+
+    /// Swaps the finished directory with the output and removes the old one (now under the
+    /// temporary name, which a later run removes if this one is killed first). Where the
+    /// filesystem cannot swap, the old output is moved aside, the new one renamed into
+    /// place, and the old one removed: a kill between the two renames leaves the old output
+    /// as `.NAME.replaced-HOST-PID`.
+    fn replace_output(&self) -> std::io::Result<()> {
+        let output = &self.output;
+        match exchange(&self.temp, output) {
+            Ok(()) => {
+                remove_any(&self.temp);
+                return Ok(());
+            }
+            Err(e) if !unsupported(&e) => return Err(e),
+            Err(_) => {}
+        }
+        let aside = output.with_file_name(format!(
+            ".{}.replaced-{}-{}",
+            self.name,
+            host_name(),
+            std::process::id()
+        ));
+        std::fs::rename(output, &aside)?;
+        if let Err(e) = std::fs::rename(&self.temp, output) {
+            std::fs::rename(&aside, output).ok();
+            return Err(e);
+        }
+        remove_any(&aside);
+        Ok(())
+    }
+}
+
+/// Removes a directory tree or a file, ignoring failure (what is left is only clutter).
+fn remove_any(path: &Path) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir_all(path).ok();
+    } else {
+        std::fs::remove_file(path).ok();
+    }
+}
+
+/// Whether a rename flag failed because the system or filesystem lacks it.
+fn unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    ) || e.kind() == std::io::ErrorKind::Unsupported
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rename2(_: &Path, _: &Path, _: u32) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Atomically swaps two existing paths.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    return rename2(a, b, libc::RENAME_EXCHANGE);
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    rename2(a, b, 0)
+}
+
+/// Renames `from` to `to` unless `to` exists (a plain rename would replace an empty
+/// directory that appeared meanwhile); a plain rename where the filesystem lacks the flag.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    match rename2(from, to, libc::RENAME_NOREPLACE) {
+        Err(e) if unsupported(&e) => {}
+        done => return done,
+    }
+    std::fs::rename(from, to)
+}
+
+/// This machine's name as temporary names carry it (`/` replaced; `host` if unknown).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length; the result is NUL-terminated
+    // within it when the call succeeds and the name fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..end]).replace('/', "_")
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "host".into()
+    } else {
+        name
     }
 }
 
@@ -104,10 +215,12 @@ impl Drop for StagedDir {
     }
 }
 
-/// Removes `.NAME.partial-PID` directories left by runs that were killed (their PID no
-/// longer exists); those of a live process writing the same output stay.
+/// Removes `.NAME.partial-HOST-PID` directories left by runs on this host that were
+/// killed (their PID no longer exists); those of a live process writing the same output,
+/// and every other host's, stay.
 fn remove_stale_partials(parent: &Path, name: &str) {
     let prefix = format!(".{name}.partial-");
+    let host = host_name();
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -116,7 +229,9 @@ fn remove_stale_partials(parent: &Path, name: &str) {
         let Some(pid) = file_name
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            .and_then(|rest| rest.rsplit_once('-'))
+            .filter(|(h, _)| *h == host)
+            .and_then(|(_, pid)| pid.parse::<libc::pid_t>().ok())
             .filter(|&pid| pid > 0)
         else {
             continue;
@@ -128,5 +243,89 @@ fn remove_stale_partials(parent: &Path, name: &str) {
             log::info!("removing {} left by a killed run", entry.path().display());
             std::fs::remove_dir_all(entry.path()).ok();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn stage(output: &Path, file: &str) -> StagedDir {
+        let staged = StagedDir::new(output).unwrap();
+        std::fs::create_dir(staged.path()).unwrap();
+        std::fs::write(staged.path().join(file), file).unwrap();
+        staged
+    }
+
+    #[test]
+    fn install_replaces_the_old_output_whole_and_leaves_nothing_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        stage(&out, "old").install(false).unwrap();
+        assert_eq!(names(&out), ["old"]);
+        stage(&out, "new").install(true).unwrap();
+        assert_eq!(names(&out), ["new"]);
+        assert_eq!(names(dir.path()), ["out"]);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn exchange_swaps_two_directories_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::write(a.join("from_a"), "").unwrap();
+        std::fs::create_dir(&b).unwrap();
+        exchange(&a, &b).unwrap();
+        assert_eq!(names(&b), ["from_a"]);
+        assert!(names(&a).is_empty());
+        let err = rename_no_replace(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn without_replace_an_output_that_appeared_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let staged = stage(&out, "new");
+        // An empty directory, which a plain rename would silently replace.
+        std::fs::create_dir(&out).unwrap();
+        let err = staged.install(false).unwrap_err();
+        assert!(err.to_string().contains("appeared"), "{err}");
+        assert!(names(&out).is_empty());
+        assert_eq!(names(dir.path()), ["out"], "the unfinished one is removed");
+    }
+
+    #[test]
+    fn only_this_hosts_dead_runs_partials_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host_name();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::os::unix::process::parent_id();
+        let left = [
+            format!(".out.partial-{host}-{dead}"),
+            format!(".out.partial-{host}-{live}"),
+            format!(".out.partial-elsewhere-{dead}"),
+            format!(".other.partial-{host}-{dead}"),
+        ];
+        for name in &left {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        let staged = StagedDir::new(&dir.path().join("out")).unwrap();
+        assert!(staged.path().starts_with(dir.path()));
+        let mut expected = left[1..].to_vec();
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
     }
 }
