@@ -439,6 +439,19 @@ pub fn train(
             ),
         ));
     }
+    let results = earlier_results(&run_dir);
+    if !has_checkpoint && !results.is_empty() {
+        return Err(Error::config(
+            "train config",
+            "output.dir",
+            format!(
+                "{} holds an earlier run's {} but no last/ checkpoint to continue it from; \
+                 choose another output.dir or move them away",
+                run_dir.display(),
+                results.join(" and ")
+            ),
+        ));
+    }
     let train_samples = load_all(&train_set, 0)?;
     let val_samples = load_all(&val_set, cfg.data.val_max_images)?;
     let (native_w, native_h) = train_samples[0].rgb.dimensions();
@@ -772,6 +785,26 @@ fn keep_rows_up_to(csv_path: &Path, epoch: usize) -> Result<()> {
         std::fs::rename(&tmp, csv_path).map_err(|e| Error::io(csv_path, e))?;
     }
     Ok(())
+}
+
+/// What a run that got past its first epoch leaves besides `last/`: `best/` and epoch
+/// rows in `metrics.csv` (a run killed in its first epoch leaves only the header).
+fn earlier_results(run_dir: &Path) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    if run_dir.join("best").join("model.yaml").is_file() {
+        found.push("best/");
+    }
+    let rows = std::fs::File::open(run_dir.join("metrics.csv")).is_ok_and(|file| {
+        use std::io::BufRead;
+        std::io::BufReader::new(file)
+            .lines()
+            .skip(1)
+            .any(|l| l.is_ok_and(|l| !l.trim().is_empty()))
+    });
+    if rows {
+        found.push("metrics.csv");
+    }
+    found
 }
 
 /// The run's `last/` checkpoint directory, after undoing what a killed save left: a save
