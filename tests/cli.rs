@@ -1052,3 +1052,87 @@ fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
         "{table}"
     );
 }
+
+/// A frame that cannot be read is left out of eval's figures, counted and named (in the
+/// terminal, the JSON and report.md) and the exit code is 1; the figures are those of the
+/// frames that were read. A truncated labelled bag is evaluated up to the damage.
+#[test]
+fn eval_leaves_out_unreadable_frames_and_says_so() {
+    let f = Fixture::new();
+    common::tiny_model(11, true)
+        .save(&f.path("model11"))
+        .unwrap();
+    let synth = |count: &str, out: &str, extra: &[&str]| {
+        let status = bin()
+            .args(["synth", "--count", count, "--split", "test", "--seed", "5"])
+            .args(["--width", "64", "--height", "48", "--out"])
+            .arg(f.path(out))
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    synth("4", "data", &[]);
+    synth("4", "good", &[]);
+    synth("6", "labelled", &["--bag"]);
+    // The same scenes, one of them corrupt in `data` and absent from `good`.
+    std::fs::write(f.path("data/test/00001.png"), b"\x89PNG not really").unwrap();
+    for dir in ["test", "testannot", "testdepth", "testnoise"] {
+        std::fs::remove_file(f.path("good").join(dir).join("00001.png")).unwrap();
+    }
+    let eval = |source: &[&str], json: &str, out: Option<&str>| {
+        let mut cmd = bin();
+        cmd.args(["eval", "--model"])
+            .arg(f.path("model11"))
+            .args(source)
+            .args(["--device", "cpu", "--seed", "3", "--json"])
+            .arg(f.path(json));
+        if let Some(out) = out {
+            cmd.arg("--out").arg(f.path(out));
+        }
+        let (out, text) = run(&mut cmd);
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(f.path(json)).unwrap_or_else(|_| panic!("{text}")),
+        )
+        .unwrap();
+        (out, report, text)
+    };
+    let data = |dir: &str| f.path(dir).display().to_string();
+    let (out, with_bad, text) = eval(&["--data", &data("data")], "bad.json", Some("report"));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("1 frame(s) skipped for bad input"), "{text}");
+    assert_eq!(with_bad["images"], 3, "{text}");
+    let skipped = with_bad["left_out"]["skipped"].as_object().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped.keys().all(|k| k.contains("00001.png")),
+        "{skipped:?}"
+    );
+    let md = std::fs::read_to_string(f.path("report/report.md")).unwrap();
+    assert!(
+        md.contains("Not every frame") && md.contains("00001.png"),
+        "{md}"
+    );
+    // The contact sheets are numbered by the frames evaluated, from 0.
+    assert!(f.path("report/frame_000.png").is_file());
+    let (out, good, text) = eval(&["--data", &data("good")], "good.json", None);
+    assert!(out.status.success(), "{text}");
+    assert!(good.get("left_out").is_none(), "{good}");
+    assert_json_close(&with_bad["semantic"], &good["semantic"], 1e-12, "semantic");
+
+    // A labelled bag cut short: the frames before the damage are evaluated.
+    let mcap = std::fs::read_dir(f.path("labelled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "mcap"))
+        .unwrap();
+    let bytes = std::fs::read(&mcap).unwrap();
+    std::fs::write(f.path("cut.mcap"), &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let cut = f.path("cut.mcap").display().to_string();
+    let (out, report, text) = eval(&["--bag", &cut], "cut.json", None);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("input damaged"), "{text}");
+    let images = report["images"].as_u64().unwrap();
+    assert!((1..6).contains(&images), "{text}");
+    assert_eq!(report["left_out"]["damage"].as_array().unwrap().len(), 1);
+}

@@ -56,6 +56,9 @@ pub struct LabelledTally {
     /// Frames left out, by reason (undecodable image or ground truth, a part that never
     /// came, sizes that disagree).
     pub skipped: BTreeMap<String, u64>,
+    /// Where reading stopped at damage (a truncated or corrupt file) after frames were
+    /// handed on; damage before any frame is the error instead.
+    pub damage: Option<String>,
 }
 
 impl LabelledTally {
@@ -161,7 +164,8 @@ struct Partial {
 }
 
 /// Reads a labelled bag and hands each complete frame to `visit`, which may stop early
-/// with `ControlFlow::Break`. An error of `visit` stops reading and is returned.
+/// with `ControlFlow::Break`. An error of `visit` stops reading and is returned; so does
+/// damage before the first frame, later damage ends reading and is in the tally.
 pub fn read_labelled_frames<E: From<BagError>>(
     reader: &BagReader,
     topics: &LabelledTopics,
@@ -213,7 +217,11 @@ pub fn read_labelled_frames<E: From<BagError>>(
     if let Some(e) = failure {
         return Err(e);
     }
-    read.map_err(E::from)?;
+    match read {
+        Err(e) if tally.evaluated == 0 => return Err(E::from(e)),
+        Err(e) => tally.damage = Some(e.to_string()),
+        Ok(()) => {}
+    }
     for (_, partial) in pending {
         tally.skip(if partial.rgb.is_some() {
             "ground truth missing"

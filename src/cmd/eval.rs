@@ -15,8 +15,8 @@ use bayes_perception::eval::agreement::{Agreement, AgreementReport};
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
 use bayes_perception::eval::files::{write_report, Provenance};
 use bayes_perception::eval::{
-    evaluate_together, format_ratio, format_value, Evaluation, EvaluationState, Evaluator, Report,
-    UncertaintyQuality, RECALLS,
+    evaluate_together, format_ratio, format_value, Evaluation, EvaluationState, Evaluator, LeftOut,
+    Report, UncertaintyQuality, RECALLS,
 };
 use bayes_perception::model::ModelSpec;
 use bayes_perception::output::{contact_sheet, save_png};
@@ -77,6 +77,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         report.reference = Some(Box::new(reference.report()));
     }
     print_report(&report, &described);
+    let complete = report.left_out.is_empty();
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", path.display());
@@ -93,7 +94,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // The figures stand for the frames evaluated; that they are not all of them is a
+    // failure for scripts (exit 1), as in infer and bag process.
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A reference engine's evaluation of the same frames, and the agreement of the maps.
@@ -152,22 +159,23 @@ fn run_bag(
     })?;
     progress.finish_and_clear();
     println!(
-        "bag {}: {} camera frame(s), {} evaluated with their ground truth{}",
+        "bag {}: {} camera frame(s), {} evaluated with their ground truth",
         bag.display(),
         tally.frames,
         tally.evaluated,
-        if tally.skipped.is_empty() {
-            String::new()
-        } else {
-            let reasons: Vec<String> = tally
-                .skipped
-                .iter()
-                .map(|(r, n)| format!("{n} {r}"))
-                .collect();
-            format!("; skipped: {}", reasons.join(", "))
-        }
     );
+    let left_out = LeftOut {
+        skipped: tally.skipped,
+        damage: tally
+            .damage
+            .map(|d| format!("{}: {d}", bag.display()))
+            .into_iter()
+            .collect(),
+    };
     let mut evaluations = evaluator.finish();
+    for evaluation in &mut evaluations {
+        evaluation.left_out = left_out.clone();
+    }
     let reference = match reference {
         Some(_) => evaluations.pop(),
         None => None,
@@ -293,15 +301,15 @@ fn run_split(
         data(args),
         split,
         args.max_images,
-        |i, n, image, predictions| {
+        |k, i, n, image, predictions| {
             progress.set_length(n as u64);
             progress.set_position(i as u64 + 1);
             if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), predictions) {
                 agreement.add(prediction, reference);
             }
-            if let Some(dir) = sheets_dir.filter(|_| i < args.sheets) {
+            if let Some(dir) = sheets_dir.filter(|_| k < args.sheets) {
                 let sheet = contact_sheet(image, &predictions[0], &palette, &params.colormap);
-                save_png(&dir.join(sheet_name(i)), &sheet)?;
+                save_png(&dir.join(sheet_name(k)), &sheet)?;
             }
             Ok(())
         },
@@ -372,6 +380,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
     }
     let mut rows = Vec::new();
     let mut machine = String::new();
+    let mut left_out = LeftOut::default();
     for setup in &SETUPS {
         let dir = if setup.baseline {
             baseline_dir
@@ -411,6 +420,13 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         } else {
             None
         };
+        if setup.key == SETUPS[0].key {
+            // Every set-up reads the same files: one set-up's account is all of them.
+            left_out = test.left_out.clone();
+            if let Some(ood) = &ood {
+                left_out.merge(&ood.left_out);
+            }
+        }
         rows.push(compare::row(
             setup,
             &dir.display().to_string(),
@@ -420,6 +436,12 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
     }
     let table = compare::markdown(&rows);
     println!("\n{table}");
+    if !left_out.is_empty() {
+        println!("not every frame is in these figures (see each set-up's report.md):");
+        for line in left_out.lines() {
+            println!("{line}");
+        }
+    }
     let md = out.join("compare.md");
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     std::fs::write(
@@ -449,7 +471,11 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
     )
     .with_context(|| format!("cannot write {}", out.join("compare.json").display()))?;
     println!("wrote {}", md.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(if left_out.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_report(r: &Report, split: &str) {
@@ -457,6 +483,9 @@ fn print_report(r: &Report, split: &str) {
         "{split}: {} images, mode {} ({} sample(s)), {:.0} ms per frame",
         r.images, r.mode, r.samples, r.ms_per_frame
     );
+    for line in r.left_out.lines() {
+        println!("{line}");
+    }
     let header: Vec<String> = RECALLS
         .iter()
         .map(|r| format!("{:>5.0}%", r * 100.0))

@@ -435,6 +435,13 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
             .as_deref()
             .unwrap_or("the machines that ran the merged parts (their mean)")
     );
+    if !report.left_out.is_empty() {
+        let _ = writeln!(
+            md,
+            "**Not every frame of the input is in these figures:**\n\n```\n{}\n```\n",
+            report.left_out.lines().join("\n")
+        );
+    }
     let _ = writeln!(md, "## Accuracy and calibration\n");
     let _ = writeln!(md, "| task | accuracy | calibration |\n|---|---|---|");
     if let Some(s) = &report.semantic {

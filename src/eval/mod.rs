@@ -124,6 +124,9 @@ pub struct Report {
     pub ms_per_frame: f64,
     pub semantic: Option<SemanticReport>,
     pub depth: Option<DepthReport>,
+    /// Frames of the input not in the figures (absent when every frame is).
+    #[serde(default, skip_serializing_if = "LeftOut::is_empty")]
+    pub left_out: LeftOut,
     /// With `eval --agreement-with-mc T`: how closely the maps follow MC dropout's...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<agreement::AgreementReport>,
@@ -279,6 +282,52 @@ pub struct Evaluation {
     pub depth_calibration: Option<DepthCalibration>,
     noise_accuracy: MaskedMeans,
     noise_rel: MaskedMeans,
+    /// Frames of the input that are not in it (states saved before it existed have none).
+    #[serde(default)]
+    pub left_out: LeftOut,
+}
+
+/// What of an evaluation's input is not in its figures: frames skipped for bad input
+/// (an unreadable image or ground truth), by reason, and inputs whose reading stopped at
+/// damage (a truncated bag). The figures are those of the frames evaluated.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeftOut {
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    /// One entry per damaged input: where reading stopped and why.
+    pub damage: Vec<String>,
+}
+
+impl LeftOut {
+    pub fn is_empty(&self) -> bool {
+        self.skipped.is_empty() && self.damage.is_empty()
+    }
+
+    pub fn skip(&mut self, reason: impl Into<String>) {
+        *self.skipped.entry(reason.into()).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &LeftOut) {
+        for (reason, n) in &other.skipped {
+            *self.skipped.entry(reason.clone()).or_default() += n;
+        }
+        self.damage.extend(other.damage.iter().cloned());
+    }
+
+    /// One line per reason and damaged input, for the terminal and report.md.
+    pub fn lines(&self) -> Vec<String> {
+        let skipped = self.skipped.values().sum::<u64>();
+        let mut lines = Vec::new();
+        if skipped > 0 {
+            lines.push(format!("{skipped} frame(s) skipped for bad input:"));
+            lines.extend(self.skipped.iter().map(|(r, n)| format!("  {n} x {r}")));
+        }
+        lines.extend(
+            self.damage
+                .iter()
+                .map(|d| format!("input damaged: {d} (no frame after it is in the figures)")),
+        );
+        lines
+    }
 }
 
 impl Evaluation {
@@ -312,6 +361,7 @@ impl Evaluation {
                 .map(|d| DepthCalibration::new(d.likelihood)),
             noise_accuracy: MaskedMeans::default(),
             noise_rel: MaskedMeans::default(),
+            left_out: LeftOut::default(),
         }
     }
 
@@ -329,6 +379,7 @@ impl Evaluation {
         }
         self.images += other.images;
         self.time_ms += other.time_ms;
+        self.left_out.merge(&other.left_out);
         self.confusion.merge(&other.confusion)?;
         self.reliability.merge(&other.reliability);
         self.nll.0 += other.nll.0;
@@ -394,6 +445,7 @@ impl Evaluation {
             },
             semantic,
             depth,
+            left_out: self.left_out.clone(),
             agreement: None,
             reference: None,
         }
@@ -602,33 +654,19 @@ impl EvaluationState {
     }
 }
 
-/// Evaluates `engine` on a CamVid-layout split (labels, optional depth, noise and OOD
-/// masks) of at most `max_images` images (0 = all). The engine should keep class
-/// probabilities ([`crate::EngineConfig::keep_probabilities`]) for the semantic NLL.
-/// `on_frame(i, n, image, prediction)` sees each frame after its prediction (progress,
-/// contact sheets).
-pub fn evaluate(
-    engine: &Engine,
-    root: &Path,
-    split: &str,
-    max_images: usize,
-    mut on_frame: impl FnMut(usize, usize, &image::RgbImage, &Prediction) -> Result<()>,
-) -> Result<Evaluation> {
-    let mut evaluations =
-        evaluate_together(&[engine], root, split, max_images, |i, n, image, p| {
-            on_frame(i, n, image, &p[0])
-        })?;
-    Ok(evaluations.remove(0))
-}
-
-/// [`evaluate`] with several engines on the same frames (one loaded image each, e.g. a
-/// mode against its reference); `on_frame` gets the predictions in engine order.
+/// Evaluates engines on the same frames of a CamVid-layout split (labels, optional depth,
+/// noise and OOD masks; one loaded image each, e.g. a mode against its reference) of at
+/// most `max_images` images (0 = all). Engines should keep class probabilities
+/// ([`crate::EngineConfig::keep_probabilities`]) for the semantic NLL. `on_frame(k, i, n,
+/// image, predictions)` sees each frame after its predictions (in engine order): the
+/// `k`-th evaluated, image `i` of `n` (progress, contact sheets). Frames whose files
+/// cannot be read are skipped and counted ([`Evaluation::left_out`]).
 pub fn evaluate_together(
     engines: &[&Engine],
     root: &Path,
     split: &str,
     max_images: usize,
-    mut on_frame: impl FnMut(usize, usize, &image::RgbImage, &[Prediction]) -> Result<()>,
+    mut on_frame: impl FnMut(usize, usize, usize, &image::RgbImage, &[Prediction]) -> Result<()>,
 ) -> Result<Vec<Evaluation>> {
     let dataset = Dataset::camvid(root, split)?;
     for engine in engines {
@@ -649,30 +687,55 @@ pub fn evaluate_together(
     } else {
         dataset.len().min(max_images)
     };
-    // One untimed frame first, so that ms per frame leaves out what only the first frame
-    // pays (libtorch's lazy set-up, cuDNN's algorithm search, sizing the MC chunk to GPU
-    // memory). Seeded frames are sampled from the seed each, so it changes no result.
-    if n > 0 {
-        let first = dataset.load(0)?;
-        for engine in engines {
-            engine.predict(&first.rgb)?;
-        }
-    }
+    let mut left_out = LeftOut::default();
+    let mut warmed_up = false;
+    let mut evaluated = 0;
     for i in 0..n {
-        let sample = dataset.load(i)?;
-        let image_path = &dataset.files[i].image;
-        let size = sample.rgb.dimensions();
-        let frame = LabelledFrame {
-            noise: mask_for(root, split, "noise", image_path, size)?,
-            ood: mask_for(root, split, "ood", image_path, size)?,
-            rgb: sample.rgb,
-            labels: sample.labels,
-            depth: sample.depth,
+        // A frame whose image or ground truth cannot be read is skipped and counted; a
+        // failure another try may not meet (out of file handles) stops the evaluation.
+        let frame = match load_frame(&dataset, root, split, i) {
+            Ok(frame) => frame,
+            Err(e) if !e.is_transient() => {
+                let reason = crate::error::one_line(&e);
+                log::warn!("skipped: {reason}");
+                left_out.skip(reason);
+                continue;
+            }
+            Err(e) => return Err(e),
         };
+        // One untimed prediction first, so that ms per frame leaves out what only the
+        // first frame pays (libtorch's lazy set-up, cuDNN's algorithm search, sizing the
+        // MC chunk to GPU memory). Seeded frames are sampled from the seed each, so it
+        // changes no result.
+        if !warmed_up {
+            for engine in engines {
+                engine.predict(&frame.rgb)?;
+            }
+            warmed_up = true;
+        }
         let predictions = evaluator.add(&frame)?;
-        on_frame(i, n, &frame.rgb, &predictions)?;
+        on_frame(evaluated, i, n, &frame.rgb, &predictions)?;
+        evaluated += 1;
     }
-    Ok(evaluator.finish())
+    let mut evaluations = evaluator.finish();
+    for evaluation in &mut evaluations {
+        evaluation.left_out = left_out.clone();
+    }
+    Ok(evaluations)
+}
+
+/// Frame `i` of a CamVid-layout split with its ground truth and masks.
+fn load_frame(dataset: &Dataset, root: &Path, split: &str, i: usize) -> Result<LabelledFrame> {
+    let sample = dataset.load(i)?;
+    let image_path = &dataset.files[i].image;
+    let size = sample.rgb.dimensions();
+    Ok(LabelledFrame {
+        noise: mask_for(root, split, "noise", image_path, size)?,
+        ood: mask_for(root, split, "ood", image_path, size)?,
+        rgb: sample.rgb,
+        labels: sample.labels,
+        depth: sample.depth,
+    })
 }
 
 /// One camera frame with its ground truth, wherever it is stored (a dataset on disk, a
