@@ -179,8 +179,8 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
     );
     let last = bayes_perception::model::ModelSpec::load(&tmp.path().join("run/last")).unwrap();
     assert_eq!(last.provenance["epoch"].as_u64(), Some(3));
-    // Without last/ (removed to save space) there is nothing to continue, but best/ and
-    // metrics.csv are still an earlier run's: refused with and without --resume.
+    // Without last/ (removed to save space) there is nothing to continue, but metrics.csv
+    // (3 epochs) and best/ are still an earlier run's: refused with and without --resume.
     std::fs::remove_dir_all(tmp.path().join("run/last")).unwrap();
     let csv = std::fs::read_to_string(tmp.path().join("run/metrics.csv")).unwrap();
     for extra in [&[][..], &["--resume"]] {
@@ -188,7 +188,7 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(
-            stderr.contains("earlier run's best/ and metrics.csv but no last/ checkpoint"),
+            stderr.contains("earlier run's results (") && stderr.contains("no last/ checkpoint"),
             "{stderr}"
         );
     }

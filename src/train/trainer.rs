@@ -445,10 +445,10 @@ pub fn train(
             "train config",
             "output.dir",
             format!(
-                "{} holds an earlier run's {} but no last/ checkpoint to continue it from; \
-                 choose another output.dir or move them away",
+                "{} holds an earlier run's results ({}) but no last/ checkpoint to continue \
+                 it from; choose another output.dir or move them away",
                 run_dir.display(),
-                results.join(" and ")
+                results.join(", ")
             ),
         ));
     }
@@ -787,21 +787,29 @@ fn keep_rows_up_to(csv_path: &Path, epoch: usize) -> Result<()> {
     Ok(())
 }
 
-/// What a run that got past its first epoch leaves besides `last/`: `best/` and epoch
-/// rows in `metrics.csv` (a run killed in its first epoch leaves only the header).
+/// What an earlier run left besides `last/` that a new run would overwrite: `best/` and
+/// `metrics.csv`, once they hold more than the first epoch. A run killed in or right after
+/// its first epoch (before its first `last/` landed) leaves only that epoch's row and
+/// `best/`, which a new run redoes: it is not refused.
 fn earlier_results(run_dir: &Path) -> Vec<&'static str> {
-    let mut found = Vec::new();
-    if run_dir.join("best").join("model.yaml").is_file() {
-        found.push("best/");
-    }
-    let rows = std::fs::File::open(run_dir.join("metrics.csv")).is_ok_and(|file| {
+    let best_epoch = read_limited(&run_dir.join("best").join("model.yaml"), MAX_CONFIG_BYTES)
+        .ok()
+        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
+        .and_then(|spec| spec["provenance"]["epoch"].as_u64());
+    let rows = std::fs::File::open(run_dir.join("metrics.csv")).map_or(0, |file| {
         use std::io::BufRead;
         std::io::BufReader::new(file)
             .lines()
             .skip(1)
-            .any(|l| l.is_ok_and(|l| !l.trim().is_empty()))
+            .take(2)
+            .filter(|l| l.as_ref().is_ok_and(|l| !l.trim().is_empty()))
+            .count()
     });
-    if rows {
+    let mut found = Vec::new();
+    if best_epoch.is_some_and(|e| e > 1) {
+        found.push("best/");
+    }
+    if rows > 1 {
         found.push("metrics.csv");
     }
     found
@@ -926,6 +934,26 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_results_beyond_the_first_epoch_count_as_an_earlier_run() {
+        let run = tempfile::tempdir().unwrap();
+        let header = "epoch,train_loss\n";
+        let csv = run.path().join("metrics.csv");
+        let best = run.path().join("best");
+        std::fs::create_dir(&best).unwrap();
+        assert!(earlier_results(run.path()).is_empty());
+        // What a run killed before its first last/ landed leaves: redone, not refused.
+        std::fs::write(&csv, format!("{header}1,0.5\n")).unwrap();
+        std::fs::write(best.join("model.yaml"), "provenance:\n  epoch: 1\n").unwrap();
+        assert!(earlier_results(run.path()).is_empty());
+        std::fs::write(&csv, format!("{header}1,0.5\n2,0.4\n")).unwrap();
+        assert_eq!(earlier_results(run.path()), ["metrics.csv"]);
+        std::fs::write(best.join("model.yaml"), "provenance:\n  epoch: 2\n").unwrap();
+        assert_eq!(earlier_results(run.path()), ["best/", "metrics.csv"]);
+        std::fs::remove_file(&csv).unwrap();
+        assert_eq!(earlier_results(run.path()), ["best/"]);
+    }
 
     #[test]
     fn a_killed_save_leaves_one_complete_checkpoint() {
