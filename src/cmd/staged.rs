@@ -215,35 +215,62 @@ impl Drop for StagedDir {
     }
 }
 
-/// Removes `.NAME.partial-HOST-PID` directories left by runs on this host that were
-/// killed (their PID no longer exists); those of a live process writing the same output,
-/// and every other host's, stay.
+/// Cleans up after runs on this host that were killed (their PID no longer exists):
+/// their `.NAME.partial-HOST-PID` directories are removed, and an old output a killed
+/// two-rename replacement left as `.NAME.replaced-HOST-PID` is put back where no output
+/// took its place (removed otherwise). What belongs to a live process, or to another
+/// host, stays.
 fn remove_stale_partials(parent: &Path, name: &str) {
-    let prefix = format!(".{name}.partial-");
     let host = host_name();
+    let partial = format!(".{name}.partial-");
+    let replaced = format!(".{name}.replaced-");
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(pid) = file_name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|rest| rest.rsplit_once('-'))
-            .filter(|(h, _)| *h == host)
-            .and_then(|(_, pid)| pid.parse::<libc::pid_t>().ok())
-            .filter(|&pid| pid > 0)
-        else {
+        let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        // SAFETY: signal 0 only checks whether the process exists.
-        let dead = unsafe { libc::kill(pid, 0) } == -1
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if dead {
-            log::info!("removing {} left by a killed run", entry.path().display());
-            std::fs::remove_dir_all(entry.path()).ok();
+        let (tail, is_partial) = match file_name.strip_prefix(&partial) {
+            Some(tail) => (tail, true),
+            None => match file_name.strip_prefix(&replaced) {
+                Some(tail) => (tail, false),
+                None => continue,
+            },
+        };
+        if !owner_is_dead(tail, &host) {
+            continue;
         }
+        let output = parent.join(name);
+        if !is_partial && std::fs::symlink_metadata(&output).is_err() {
+            log::warn!(
+                "putting back {} (an output a killed run was replacing)",
+                output.display()
+            );
+            if std::fs::rename(entry.path(), &output).is_ok() {
+                continue;
+            }
+        }
+        log::info!("removing {} left by a killed run", entry.path().display());
+        remove_any(&entry.path());
     }
+}
+
+/// Whether a temporary name's `HOST-PID` tail (`PID` alone in names of earlier versions,
+/// taken as this host's) names a process of this host that no longer exists.
+fn owner_is_dead(tail: &str, this_host: &str) -> bool {
+    let (host, pid) = tail.rsplit_once('-').unwrap_or((this_host, tail));
+    let Some(pid) = pid
+        .parse::<libc::pid_t>()
+        .ok()
+        .filter(|&pid| pid > 0 && host == this_host)
+    else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks whether the process exists.
+    let gone = unsafe { libc::kill(pid, 0) } == -1;
+    gone && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 #[cfg(test)]
@@ -288,8 +315,10 @@ mod tests {
         exchange(&a, &b).unwrap();
         assert_eq!(names(&b), ["from_a"]);
         assert!(names(&a).is_empty());
-        let err = rename_no_replace(&a, &b).unwrap_err();
+        // A plain rename would replace the empty directory `a`; this one refuses.
+        let err = rename_no_replace(&b, &a).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(names(&a).is_empty() && names(&b) == ["from_a"]);
     }
 
     #[test]
@@ -315,6 +344,7 @@ mod tests {
         let live = std::os::unix::process::parent_id();
         let left = [
             format!(".out.partial-{host}-{dead}"),
+            format!(".out.partial-{dead}"),
             format!(".out.partial-{host}-{live}"),
             format!(".out.partial-elsewhere-{dead}"),
             format!(".other.partial-{host}-{dead}"),
@@ -324,8 +354,27 @@ mod tests {
         }
         let staged = StagedDir::new(&dir.path().join("out")).unwrap();
         assert!(staged.path().starts_with(dir.path()));
-        let mut expected = left[1..].to_vec();
+        let mut expected = left[2..].to_vec();
         expected.sort();
         assert_eq!(names(dir.path()), expected);
+    }
+
+    #[test]
+    fn an_old_output_a_killed_replacement_moved_aside_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host_name();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let aside = dir.path().join(format!(".out.replaced-{host}-{dead}"));
+        std::fs::create_dir(&aside).unwrap();
+        std::fs::write(aside.join("old"), "").unwrap();
+        let _staged = StagedDir::new(&dir.path().join("out")).unwrap();
+        assert_eq!(names(dir.path()), ["out"]);
+        assert_eq!(names(&dir.path().join("out")), ["old"]);
+        // Where the new output did land, the old one is only clutter.
+        std::fs::create_dir(&aside).unwrap();
+        let _staged = StagedDir::new(&dir.path().join("out")).unwrap();
+        assert_eq!(names(dir.path()), ["out"]);
     }
 }
