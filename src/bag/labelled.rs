@@ -57,7 +57,8 @@ pub struct LabelledTally {
     /// came, sizes that disagree).
     pub skipped: BTreeMap<String, u64>,
     /// Where reading stopped at damage (a truncated or corrupt file) after frames were
-    /// handed on; damage before any frame is the error instead.
+    /// handed on; damage before any frame, and every other read error (I/O), is the error
+    /// instead.
     pub damage: Option<String>,
 }
 
@@ -218,8 +219,10 @@ pub fn read_labelled_frames<E: From<BagError>>(
         return Err(e);
     }
     match read {
-        Err(e) if tally.evaluated == 0 => return Err(E::from(e)),
-        Err(e) => tally.damage = Some(e.to_string()),
+        Err(e @ BagError::Corrupt { .. }) if tally.evaluated > 0 => {
+            tally.damage = Some(e.to_string())
+        }
+        Err(e) => return Err(E::from(e)),
         Ok(()) => {}
     }
     for (_, partial) in pending {

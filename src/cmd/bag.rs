@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
@@ -25,6 +25,7 @@ use bayes_perception::device::device_name;
 use bayes_perception::error::one_line;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
+use bayes_perception::output::write_file;
 use bayes_perception::pipeline::{self, CameraFrame, PredictedFrame};
 use bayes_perception::points::CloudFilter;
 use bayes_perception::{Engine, EngineConfig};
@@ -94,7 +95,7 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         // The error itself is what the caller reports; a report that cannot be written
         // adds nothing to it.
         if let Ok(text) = serde_json::to_string_pretty(&report) {
-            std::fs::write(path, text).ok();
+            write_file(&path, text.as_bytes()).ok();
         }
     }
     result
@@ -213,7 +214,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    if args.output.exists() && !args.force {
+    if std::fs::symlink_metadata(&args.output).is_ok() && !args.force {
         bail!(
             "{} exists; pass --force to replace it",
             args.output.display()
@@ -471,8 +472,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "mode": params.mode.to_string(),
             "device": device_name(engine.device()),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_file(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     Ok(ExitCode::from(code))
 }

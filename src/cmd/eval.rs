@@ -19,7 +19,7 @@ use bayes_perception::eval::{
     Report, UncertaintyQuality, RECALLS,
 };
 use bayes_perception::model::ModelSpec;
-use bayes_perception::output::{contact_sheet, save_png};
+use bayes_perception::output::{contact_sheet, save_png, write_file};
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -77,9 +77,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         report.reference = Some(Box::new(reference.report()));
     }
     print_report(&report, &described);
-    let complete = report.left_out.is_empty();
+    let damaged = !report.left_out.damage.is_empty();
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        write_file(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
         println!("wrote {}", path.display());
     }
     if let Some(dir) = &args.out {
@@ -90,16 +90,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 "agreement": report.agreement,
                 "reference": report.reference,
             });
-            std::fs::write(&path, serde_json::to_string_pretty(&both)?)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            write_file(&path, serde_json::to_string_pretty(&both)?.as_bytes())?;
         }
     }
-    // The figures stand for the frames evaluated; that they are not all of them is a
-    // failure for scripts (exit 1), as in infer and bag process.
-    Ok(if complete {
-        ExitCode::SUCCESS
-    } else {
+    // As in bag process: frames skipped for bad input are counted and reported, an input
+    // read only up to damage fails the run (exit 1) after its report is written.
+    Ok(if damaged {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -210,7 +209,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let what = format!("{} state(s) merged", args.merge.len());
     print_report(&report, &what);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        write_file(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
         println!("wrote {}", path.display());
     }
     if let Some(dir) = &args.out {
@@ -444,10 +443,8 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
     }
     let md = out.join("compare.md");
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    std::fs::write(
-        &md,
-        format!(
-            "# The paper's comparison on `{}`\n\nMade by:\n\n```sh\n{command}\n```\n\n\
+    let text = format!(
+        "# The paper's comparison on `{}`\n\nMade by:\n\n```sh\n{command}\n```\n\n\
              Timed on {}: ms per frame is the mean over the `{}` split, image in to every \
              output image, after one untimed frame.\n\n\
              Quality columns on the `{}` split, OOD AUROC on `{}`; error and OOD detection \
@@ -457,21 +454,19 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
              uncertainty in one pass. Each uncertainty alone (epistemic's OOD AUROC, say) \
              is in each set-up's full report: `<set-up>/<split>/report.md`. The best value \
              of each column is in bold.\n\n{table}",
-            data(args).display(),
-            machine,
-            args.split,
-            args.split,
-            args.ood_split
-        ),
-    )
-    .with_context(|| format!("cannot write {}", md.display()))?;
-    std::fs::write(
-        out.join("compare.json"),
-        serde_json::to_string_pretty(&rows)?,
-    )
-    .with_context(|| format!("cannot write {}", out.join("compare.json").display()))?;
+        data(args).display(),
+        machine,
+        args.split,
+        args.split,
+        args.ood_split
+    );
+    write_file(&md, text.as_bytes())?;
+    write_file(
+        &out.join("compare.json"),
+        serde_json::to_string_pretty(&rows)?.as_bytes(),
+    )?;
     println!("wrote {}", md.display());
-    Ok(if left_out.is_empty() {
+    Ok(if left_out.damage.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

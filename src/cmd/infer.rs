@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use bayes_perception::device::device_name;
 use bayes_perception::output::{
-    contact_sheet, is_prediction_file, save_png, write_file, write_prediction,
+    contact_sheet, is_prediction_file, open_image, save_png, write_file, write_prediction,
 };
 use bayes_perception::points::{
     camera_info_from_calibration, points, to_ply, CloudFilter, PinholeCamera,
@@ -69,7 +69,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         // a failed write leaves no partial set, a rerun no stale files.
         let target = args.out.join(name);
         let result = if replaceable(&target) {
-            decode_rgb(input)
+            open_image(input)
+                .map(|image| image.to_rgb8())
+                .map_err(anyhow::Error::from)
         } else {
             Err(anyhow::anyhow!(
                 "{} exists and is not an earlier infer output; left as it is",
@@ -125,9 +127,15 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     for (input, err) in &skipped {
         println!("skipped {}: {}", input.display(), one_line(&**err));
     }
-    let not_attempted = inputs.len() - attempted;
-    if not_attempted > 0 {
-        println!("stopped after that failure: {not_attempted} image(s) not attempted");
+    let not_attempted = &inputs[attempted..];
+    if !not_attempted.is_empty() {
+        println!(
+            "stopped after that failure: {} image(s) not attempted:",
+            not_attempted.len()
+        );
+        for input in not_attempted {
+            println!("  {}", input.display());
+        }
     }
     // Out of memory or room: another try (with more free) may succeed.
     Ok(if skipped.iter().any(|(_, err)| crate::is_transient(err)) {
@@ -186,16 +194,6 @@ fn samples_label(engine: &Engine) -> String {
             engine.mc_batch_size()
         ),
     }
-}
-
-fn decode_rgb(path: &Path) -> anyhow::Result<image::RgbImage> {
-    let image = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .decode()
-        .with_context(|| format!("cannot decode {}", path.display()))?;
-    Ok(image.to_rgb8())
 }
 
 /// Files as given, plus the images directly inside given directories (sorted).

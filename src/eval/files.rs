@@ -33,7 +33,7 @@ pub struct Provenance {
 }
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    crate::output::write_file(path, text.as_bytes())
 }
 
 /// The report directory being written: every file goes through it, so the list of files

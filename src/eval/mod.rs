@@ -581,12 +581,7 @@ fn mask_for(
     if !path.is_file() {
         return Ok(None);
     }
-    let img = image::open(&path)
-        .map_err(|e| Error::Image {
-            path: path.clone(),
-            message: format!("cannot read the {kind} mask: {e}"),
-        })?
-        .to_luma8();
+    let img = crate::output::open_image(&path)?.to_luma8();
     if img.dimensions() != size {
         return Err(Error::Image {
             path,
@@ -650,7 +645,7 @@ impl EvaluationState {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string(self).expect("states serialise");
-        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+        crate::output::write_file(path, text.as_bytes())
     }
 }
 

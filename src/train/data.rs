@@ -20,6 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{ClassInfo, InputSpec};
+use crate::output::open_image;
 use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
 
 /// A layout described in YAML, for datasets that are neither CamVid nor NYUv2.
@@ -284,9 +285,7 @@ impl Dataset {
             path: path.into(),
             message,
         };
-        let rgb = image::open(&files.image)
-            .map_err(|e| err(&files.image, e.to_string()))?
-            .to_rgb8();
+        let rgb = open_image(&files.image)?.to_rgb8();
         let size = rgb.dimensions();
         let check = |path: &Path, dims: (u32, u32)| {
             if dims == size {
@@ -307,7 +306,7 @@ impl Dataset {
         };
         let labels = match &files.label {
             Some(path) => {
-                let img = image::open(path).map_err(|e| err(path, e.to_string()))?;
+                let img = open_image(path)?;
                 check(path, (img.width(), img.height()))?;
                 let stored: Vec<i64> = match img {
                     image::DynamicImage::ImageLuma8(g) => {
@@ -345,7 +344,7 @@ impl Dataset {
                 )
             }
             Some(path) => {
-                let img = image::open(path).map_err(|e| err(path, e.to_string()))?;
+                let img = open_image(path)?;
                 check(path, (img.width(), img.height()))?;
                 let image::DynamicImage::ImageLuma16(g) = img else {
                     return Err(err(path, "depth PNGs must be 16-bit single-channel".into()));
