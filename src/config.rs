@@ -377,6 +377,8 @@ impl Params {
                 format!("no `/**:` or `{NODE_NAME}:` entry with `ros__parameters:`"),
             ));
         }
+        let defaults = serde_yaml::to_value(Params::default()).expect("Params serialise to YAML");
+        check_reals(&merged, &defaults, "", origin)?;
         let params: Params = serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged))
             .map_err(|e| Error::deserialize(origin, e))?;
         params.validate(origin)?;
@@ -527,6 +529,45 @@ impl Params {
 }
 
 /// Deep-merges `src` into `dst` (later entries override earlier ones key by key).
+/// How to write a real parameter so that ROS reads it as one.
+pub const REAL_HINT: &str = "write reals with a decimal point, e.g. 1.0";
+
+/// Refuses an integer where the parameter is a real (`80` for `80.0`), as the ROS node
+/// must (rcl reads `80` as an integer parameter, and a parameter keeps its type): a params
+/// file the CLI accepts also starts the node.
+fn check_reals(
+    given: &serde_yaml::Mapping,
+    defaults: &serde_yaml::Value,
+    prefix: &str,
+    origin: &str,
+) -> Result<()> {
+    for (key, value) in given {
+        let Some(key) = key.as_str() else {
+            continue;
+        };
+        let name = if prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let default = &defaults[key];
+        match value {
+            serde_yaml::Value::Mapping(inner) => check_reals(inner, default, &name, origin)?,
+            serde_yaml::Value::Number(n)
+                if !n.is_f64() && matches!(default, serde_yaml::Value::Number(d) if d.is_f64()) =>
+            {
+                return Err(Error::config(
+                    origin,
+                    name,
+                    format!("is a real, not the integer {n} ({REAL_HINT}; the ROS node refuses an integer here)"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn merge(dst: &mut serde_yaml::Mapping, src: &serde_yaml::Mapping) {
     for (key, value) in src {
         match (dst.get_mut(key), value) {
@@ -548,6 +589,18 @@ mod tests {
 
     fn error_of(body: &str) -> String {
         parse(body).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_integer_for_a_real_is_refused_as_the_node_refuses_it() {
+        let e = error_of("    colormap:\n      depth_max_m: 80\n");
+        assert!(
+            e.contains("colormap.depth_max_m") && e.contains("80") && e.contains(REAL_HINT),
+            "{e}"
+        );
+        let p =
+            parse("    colormap:\n      depth_max_m: 80.0\n    mc:\n      samples: 12\n").unwrap();
+        assert_eq!((p.colormap.depth_max_m, p.mc.samples), (80.0, 12));
     }
 
     #[test]

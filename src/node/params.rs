@@ -128,9 +128,9 @@ fn set_in_tree(tree: &mut serde_yaml::Value, name: &str, value: &ParamValue) -> 
         .ok_or_else(|| format!("`{name}` is a group, not a parameter"))?;
     if std::mem::discriminant(&current) != std::mem::discriminant(value) {
         let hint = if matches!(current, ParamValue::Double(_)) {
-            " (write reals with a decimal point, e.g. 1.0)"
+            format!(" ({})", crate::config::REAL_HINT)
         } else {
-            ""
+            String::new()
         };
         return Err(format!(
             "`{name}` has type {}, not {}{hint}",
