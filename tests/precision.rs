@@ -345,6 +345,9 @@ fn pinned_and_pageable_downloads_give_the_same_outputs() {
 
 #[test]
 fn the_precision_is_fixed_when_the_engine_loads() {
+    // A new model draws its weights from libtorch's global generator, which the seeded
+    // tests of this binary hold.
+    let _lock = common::rng_lock();
     let mut engine = Engine::new(
         common::tiny_model(3, true),
         EngineConfig {

@@ -39,7 +39,9 @@ pub fn pattern(width: u32, height: u32) -> image::RgbImage {
 }
 
 /// libtorch's random generator is process-global: tests in one binary that seed it and
-/// draw take this lock so they do not interleave.
+/// draw take this lock so they do not interleave, and so does any test of such a binary
+/// that builds a model in-process (`Model::new`, `tiny_model`, `Engine::load`: the
+/// initial weights are drawn from it before a load overwrites them).
 pub fn rng_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
