@@ -286,6 +286,13 @@ mod tests {
         names
     }
 
+    /// The PID of a process that has exited.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    }
+
     fn stage(output: &Path, file: &str) -> StagedDir {
         let staged = StagedDir::new(output).unwrap();
         std::fs::create_dir(staged.path()).unwrap();
@@ -338,9 +345,7 @@ mod tests {
     fn only_this_hosts_dead_runs_partials_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let host = host_name();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
+        let dead = dead_pid();
         let live = std::os::unix::process::parent_id();
         let left = [
             format!(".out.partial-{host}-{dead}"),
@@ -363,9 +368,7 @@ mod tests {
     fn an_old_output_a_killed_replacement_moved_aside_is_put_back() {
         let dir = tempfile::tempdir().unwrap();
         let host = host_name();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
+        let dead = dead_pid();
         let aside = dir.path().join(format!(".out.replaced-{host}-{dead}"));
         std::fs::create_dir(&aside).unwrap();
         std::fs::write(aside.join("old"), "").unwrap();
