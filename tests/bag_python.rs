@@ -38,7 +38,7 @@ const MAKE_BAGS: &str = r#"
 import sys
 from pathlib import Path
 import numpy as np
-from rosbags.rosbag2 import Writer, StoragePlugin
+from rosbags.rosbag2 import Writer, StoragePlugin, CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, get_typestore
 
 out, jpeg, png = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]).read_bytes()
@@ -61,8 +61,11 @@ def info(i, frame, w, h):
                 d=np.zeros(5), k=np.eye(3).flatten(), r=np.eye(3).flatten(), p=np.zeros(12),
                 binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
-def write(path, plugin, streams):
-    with Writer(path, version=8, storage_plugin=plugin) as w:
+def write(path, plugin, streams, compression=None):
+    w = Writer(path, version=8, storage_plugin=plugin)
+    if compression:
+        w.set_compression(compression, CompressionFormat.ZSTD)
+    with w:
         conns = {}
         for topic, msgtype, msgs in streams:
             conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
@@ -71,20 +74,26 @@ def write(path, plugin, streams):
         for t, _, topic, m in events:
             w.write(conns[topic], t, ts.serialize_cdr(m, m.__msgtype__))
 
-write(out / 'in_mcap', StoragePlugin.MCAP, [
+mcap_streams = [
     ('/front/camera_info', Info.__msgtype__, [info(i, 'front', 40, 30) for i in range(3)]),
     ('/front/image_raw', Image.__msgtype__, [image(i, 'front', 40, 30, 'rgb8', 3, 8) for i in range(3)]),
     ('/rear/image_raw/compressed', Compressed.__msgtype__,
      [Compressed(header=header(i, 'rear'), format='rgb8; jpeg compressed bgr8', data=np.frombuffer(jpeg, dtype=np.uint8)) for i in range(2)]),
     ('/side/image', Image.__msgtype__, [image(i, 'side', 17, 9, 'yuv422_yuy2', 2, 2) for i in range(2)]
                                        + [image(5, 'side', 4, 4, 'nv12', 1, 0)]),
-])
-write(out / 'in_sqlite', StoragePlugin.SQLITE3, [
+]
+sqlite_streams = [
     ('/camera/image_raw', Image.__msgtype__, [image(i, 'cam', 21, 13, 'mono16', 2, 6, big=1) for i in range(3)]
                                              + [image(4, 'cam', 20, 10, 'bayer_rggb8', 1, 0)]),
     ('/camera/image_raw/compressed', Compressed.__msgtype__,
      [Compressed(header=header(i, 'cam'), format='png', data=np.frombuffer(png, dtype=np.uint8)) for i in range(2)]),
-])
+]
+for name, plugin, streams in [('mcap', StoragePlugin.MCAP, mcap_streams),
+                              ('sqlite', StoragePlugin.SQLITE3, sqlite_streams)]:
+    write(out / f'in_{name}', plugin, streams)
+    # rosbag2's bag-level compression: each storage file, or each message, zstd.
+    write(out / f'in_{name}_file', plugin, streams, CompressionMode.FILE)
+    write(out / f'in_{name}_message', plugin, streams, CompressionMode.MESSAGE)
 "#;
 
 /// Reads a bag with both independent readers and prints one JSON object:
@@ -581,5 +590,119 @@ fn sample_bag_is_readable_by_rosbags_and_bag_info_matches() {
                 && text.contains("Count: 4"),
             "{text}"
         );
+    }
+}
+
+/// Bags rosbag2 compressed (zstd per file or per message, as `ros2 bag record
+/// --compression-mode file|message` writes them; here written by rosbags) read message for
+/// message like their uncompressed twins, process to the same outputs, and a compressed
+/// file cut short is read up to the cut.
+#[test]
+fn compressed_bags_read_and_process_like_their_uncompressed_twins() {
+    use bayes_perception::bag::read::{BagError, BagReader, Compression};
+    let Some(f) = Fixture::new() else { return };
+    let all = |path: &Path| {
+        let mut messages = Vec::new();
+        let result = BagReader::open(path).unwrap().read(|m| {
+            messages.push((
+                m.topic.to_owned(),
+                m.type_name.to_owned(),
+                m.log_time,
+                m.data.to_vec(),
+            ));
+            std::ops::ControlFlow::Continue(())
+        });
+        (messages, result)
+    };
+    for storage in ["mcap", "sqlite"] {
+        let (plain, result) = all(&f.path(&format!("in_{storage}")));
+        result.unwrap();
+        assert!(plain.len() > 5);
+        for (mode, compression) in [
+            ("file", Compression::File),
+            ("message", Compression::Message),
+        ] {
+            let bag = f.path(&format!("in_{storage}_{mode}"));
+            assert_eq!(BagReader::open(&bag).unwrap().compression(), compression);
+            let (messages, result) = all(&bag);
+            result.unwrap();
+            assert!(messages == plain, "{storage} {mode}: not the same messages");
+        }
+    }
+    let info = Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        .args(["bag", "info"])
+        .arg(f.path("in_mcap_file"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("Compression:       zstd, per file"), "{text}");
+
+    // The same outputs from the compressed bags (seeded: the semantic aleatoric
+    // uncertainty samples logit noise); the temporary file goes away.
+    let tmp = f.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let process = |input: &str, output: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+            .args(["bag", "process"])
+            .arg(f.path(input))
+            .arg(f.path(output))
+            .arg("--model")
+            .arg(f.path("model"))
+            .args(["--device", "cpu", "--seed", "3"])
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{input}: {text}");
+    };
+    for (plain, compressed) in [
+        ("in_mcap", "in_mcap_file"),
+        ("in_sqlite", "in_sqlite_message"),
+    ] {
+        process(plain, &format!("out_{plain}"));
+        process(compressed, &format!("out_{compressed}"));
+        let (a, b) = (
+            f.read(&format!("out_{plain}")),
+            f.read(&format!("out_{compressed}")),
+        );
+        let topics = as_map(&a["rosbags"]);
+        assert!(topics.len() > 3);
+        for (topic, value) in topics {
+            assert_eq!(
+                value["sha"], b["rosbags"][&topic]["sha"],
+                "{compressed}: {topic}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "temporary files left"
+    );
+
+    // A compressed file cut short: the messages before the cut, then damage.
+    let zstd = std::fs::read_dir(f.path("in_mcap_file"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".mcap.zstd"))
+        .unwrap();
+    let bytes = std::fs::read(&zstd).unwrap();
+    let cut = f.path("cut.mcap.zstd");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let (plain, _) = all(&f.path("in_mcap"));
+    let (messages, result) = all(&cut);
+    assert!(messages.len() < plain.len());
+    assert!(messages[..] == plain[..messages.len()]);
+    match result {
+        Err(BagError::Corrupt {
+            path,
+            messages_read,
+            ..
+        }) => {
+            assert_eq!(path, cut);
+            assert_eq!(messages_read as usize, messages.len());
+        }
+        other => panic!("expected damage, got {other:?}"),
     }
 }

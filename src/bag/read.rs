@@ -1,5 +1,7 @@
 //! Reading rosbag2 bags without ROS: a bag directory (metadata.yaml + storage files) or a
-//! single `.mcap` / `.db3` file, storage MCAP or SQLite3.
+//! single `.mcap` / `.db3` file, storage MCAP or SQLite3, and bags rosbag2 compressed with
+//! zstd (`--compression-mode file`: each storage file `*.zstd`, decompressed into a
+//! temporary file while it is read; `message`: each message's data).
 //!
 //! Messages are visited one at a time, in storage order, straight from the files (MCAP is
 //! memory-mapped, SQLite rows are streamed), so memory stays flat with bag length. When a
@@ -22,6 +24,30 @@ pub enum Storage {
     Sqlite3,
 }
 
+/// rosbag2's bag-level compression (metadata.yaml `compression_mode`, format zstd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    /// Each storage file compressed whole (`bag_0.mcap.zstd`).
+    File,
+    /// Each message's serialized data compressed alone.
+    Message,
+}
+
+impl Compression {
+    /// As `bag info` shows it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::File => "zstd, per file",
+            Compression::Message => "zstd, per message",
+        }
+    }
+}
+
+/// The file extension of zstd-compressed storage files.
+const ZSTD_EXTENSION: &str = "zstd";
+
 impl Storage {
     pub fn identifier(self) -> &'static str {
         match self {
@@ -30,7 +56,11 @@ impl Storage {
         }
     }
 
+    /// The storage of a file by its name; a `.zstd` file is that of the name inside.
     fn of_file(path: &Path) -> Option<Storage> {
+        if path.extension()? == ZSTD_EXTENSION {
+            return Storage::of_file(Path::new(path.file_stem()?));
+        }
         match path.extension()?.to_str()? {
             "mcap" => Some(Storage::Mcap),
             "db3" => Some(Storage::Sqlite3),
@@ -102,6 +132,7 @@ pub struct BagMessage<'a> {
 pub struct BagReader {
     path: PathBuf,
     storage: Storage,
+    compression: Compression,
     files: Vec<PathBuf>,
     metadata: Option<Metadata>,
 }
@@ -125,6 +156,32 @@ struct Metadata {
     topics_with_message_count: Vec<TopicWithCount>,
     #[serde(default)]
     compression_format: String,
+    #[serde(default)]
+    compression_mode: String,
+}
+
+impl Metadata {
+    /// The bag's compression; an unknown mode or a format other than zstd is refused.
+    fn compression(&self) -> std::result::Result<Compression, String> {
+        let mode = self.compression_mode.to_ascii_lowercase();
+        let compression = match mode.as_str() {
+            "" | "none" => return Ok(Compression::None),
+            "file" => Compression::File,
+            "message" => Compression::Message,
+            other => {
+                return Err(format!(
+                    "compression mode `{other}` is unknown (file and message are)"
+                ))
+            }
+        };
+        if !self.compression_format.eq_ignore_ascii_case("zstd") {
+            return Err(format!(
+                "compression format `{}` is not supported (zstd is)",
+                self.compression_format
+            ));
+        }
+        Ok(compression)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,11 +216,21 @@ impl BagReader {
         };
         if path.is_file() {
             let storage = Storage::of_file(path).ok_or_else(|| {
-                invalid("not a bag: expected a directory, a .mcap or a .db3 file".into())
+                invalid(
+                    "not a bag: expected a directory, a .mcap or a .db3 file (or .mcap.zstd, \
+                     .db3.zstd)"
+                        .into(),
+                )
             })?;
+            let compression = if is_zstd(path) {
+                Compression::File
+            } else {
+                Compression::None
+            };
             return Ok(BagReader {
                 path: path.to_owned(),
                 storage,
+                compression,
                 files: vec![path.to_owned()],
                 metadata: None,
             });
@@ -199,12 +266,10 @@ impl BagReader {
                 )))
             }
         };
-        if !metadata.compression_format.is_empty() {
-            return Err(invalid(format!(
-                "bag-level compression `{}` is not supported; decompress with `ros2 bag convert`",
-                metadata.compression_format
-            )));
-        }
+        let compression = metadata.compression().map_err(|m| BagError::Invalid {
+            path: meta_path.clone(),
+            message: m,
+        })?;
         let files: Vec<PathBuf> = metadata
             .relative_file_paths
             .iter()
@@ -219,6 +284,7 @@ impl BagReader {
         Ok(BagReader {
             path: path.to_owned(),
             storage,
+            compression,
             files,
             metadata: Some(metadata),
         })
@@ -230,6 +296,10 @@ impl BagReader {
 
     pub fn storage(&self) -> Storage {
         self.storage
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
     }
 
     /// Topics, counts and times: from metadata.yaml when there is one, otherwise from the
@@ -304,11 +374,65 @@ impl BagReader {
     /// Visits every message in storage order until `visit` breaks. A damaged file ends
     /// reading with [`BagError::Corrupt`] after every readable message was visited.
     pub fn read(&self, mut visit: impl FnMut(&BagMessage) -> ControlFlow<()>) -> Result<()> {
-        for file in &self.files {
-            let flow = match self.storage {
-                Storage::Mcap => read_mcap(file, &mut visit)?,
-                Storage::Sqlite3 => read_sqlite(file, &mut visit)?,
+        if self.compression == Compression::Message {
+            let mut visit_decompressed = |m: &BagMessage| -> std::result::Result<_, String> {
+                let data = decompress_message(m.data)?;
+                Ok(visit(&BagMessage { data: &data, ..*m }))
             };
+            return self.read_files(&mut visit_decompressed);
+        }
+        self.read_files(&mut |m: &BagMessage| Ok(visit(m)))
+    }
+
+    /// [`read`](Self::read) with a visitor that may find a message damaged, which ends
+    /// reading like damage of its file.
+    fn read_files(
+        &self,
+        visit: &mut impl FnMut(&BagMessage) -> std::result::Result<ControlFlow<()>, String>,
+    ) -> Result<()> {
+        for file in &self.files {
+            // Files rosbag2 compressed whole; the one a killed recording left open is not.
+            let decompressed = if is_zstd(file) {
+                Some(decompress_file(file)?)
+            } else {
+                None
+            };
+            let (storage_file, damage) = match &decompressed {
+                Some((temp, damage)) => (temp.path(), damage.as_deref()),
+                None => (file.as_path(), None),
+            };
+            let mut read = 0u64;
+            let mut counted = |m: &BagMessage| {
+                read += 1;
+                visit(m)
+            };
+            let flow = match self.storage {
+                Storage::Mcap => read_mcap(storage_file, &mut counted),
+                Storage::Sqlite3 => read_sqlite(storage_file, &mut counted),
+            };
+            // Errors name the bag's file, not the temporary one; a compressed file cut
+            // short is read as far as it decompressed, then reported as damaged there.
+            let flow = match flow {
+                Err(BagError::Corrupt {
+                    messages_read,
+                    message,
+                    ..
+                }) => Err(BagError::Corrupt {
+                    path: file.clone(),
+                    messages_read,
+                    message: damage.map_or(message, |d| format!("{d} (decompressing)")),
+                }),
+                Err(BagError::Io { source, .. }) => Err(BagError::Io {
+                    path: file.clone(),
+                    source,
+                }),
+                Ok(ControlFlow::Continue(())) if damage.is_some() => Err(BagError::Corrupt {
+                    path: file.clone(),
+                    messages_read: read,
+                    message: format!("{} (decompressing)", damage.unwrap_or_default()),
+                }),
+                other => other,
+            }?;
             if flow.is_break() {
                 break;
             }
@@ -319,7 +443,7 @@ impl BagReader {
 
 fn read_mcap(
     path: &Path,
-    visit: &mut impl FnMut(&BagMessage) -> ControlFlow<()>,
+    visit: &mut impl FnMut(&BagMessage) -> std::result::Result<ControlFlow<()>, String>,
 ) -> Result<ControlFlow<()>> {
     let file = std::fs::File::open(path).map_err(|source| BagError::Io {
         path: path.to_owned(),
@@ -406,8 +530,9 @@ fn read_mcap(
                     log_time: header.log_time,
                     data: &data,
                 };
+                let flow = visit(&msg).map_err(|m| corrupt(read, m))?;
                 read += 1;
-                if visit(&msg).is_break() {
+                if flow.is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
             }
@@ -415,6 +540,76 @@ fn read_mcap(
         }
     }
     Ok(ControlFlow::Continue(()))
+}
+
+/// Whether a storage file is compressed whole (rosbag2's `--compression-mode file`).
+fn is_zstd(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == ZSTD_EXTENSION)
+}
+
+/// Decompresses a storage file into a temporary file (removed when dropped) next to the
+/// system's others ($TMPDIR). A file cut short or damaged is decompressed as far as it
+/// goes; the reason it stopped comes back with it.
+fn decompress_file(path: &Path) -> Result<(tempfile::NamedTempFile, Option<String>)> {
+    let io = |source: std::io::Error| BagError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let input = std::fs::File::open(path).map_err(io)?;
+    let suffix = path
+        .file_stem()
+        .and_then(|s| Path::new(s).extension())
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let mut temp = tempfile::Builder::new()
+        .prefix("bayes_perception-bag-")
+        .suffix(&suffix)
+        .tempfile()
+        .map_err(io)?;
+    log::info!(
+        "decompressing {} into {}",
+        path.display(),
+        temp.path().display()
+    );
+    let mut decoder =
+        zstd::stream::read::Decoder::new(std::io::BufReader::new(input)).map_err(io)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let damage = loop {
+        let n = match std::io::Read::read(&mut decoder, &mut buf) {
+            Ok(0) => break None,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The output side's failures (no space) are I/O errors; the input's are damage.
+            Err(e) => break Some(format!("the zstd data ends or is corrupt: {e}")),
+        };
+        std::io::Write::write_all(temp.as_file_mut(), &buf[..n]).map_err(|source| {
+            BagError::Io {
+                path: temp.path().to_owned(),
+                source,
+            }
+        })?;
+    };
+    Ok((temp, damage))
+}
+
+/// One message's data as rosbag2's `--compression-mode message` stored it: a zstd frame.
+/// At most [`MAX_MCAP_RECORD`] bytes come out (a message that claims more is damage, not
+/// an allocation of any size).
+fn decompress_message(data: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let decoder = zstd::stream::read::Decoder::with_buffer(data)
+        .map_err(|e| format!("message data is not zstd: {e}"))?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(decoder, MAX_MCAP_RECORD as u64 + 1),
+        &mut out,
+    )
+    .map_err(|e| format!("message data does not decompress: {e}"))?;
+    if out.len() > MAX_MCAP_RECORD {
+        return Err(format!(
+            "message data decompresses to more than {MAX_MCAP_RECORD} bytes"
+        ));
+    }
+    Ok(out)
 }
 
 /// The largest MCAP record (a message, or a chunk's decompressed content) this reader
@@ -425,7 +620,7 @@ pub const MAX_MCAP_RECORD: usize = 1 << 30;
 
 fn read_sqlite(
     path: &Path,
-    visit: &mut impl FnMut(&BagMessage) -> ControlFlow<()>,
+    visit: &mut impl FnMut(&BagMessage) -> std::result::Result<ControlFlow<()>, String>,
 ) -> Result<ControlFlow<()>> {
     let corrupt = |messages_read: u64, message: String| BagError::Corrupt {
         path: path.to_owned(),
@@ -460,9 +655,34 @@ fn read_sqlite(
             log_time: timestamp.max(0) as u64,
             data: &data,
         };
+        let flow = visit(&msg).map_err(|m| corrupt(read, m))?;
         read += 1;
-        if visit(&msg).is_break() {
+        if flow.is_break() {
             return Ok(ControlFlow::Break(()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compressed_message_decompresses_and_damage_is_an_error_not_a_panic() {
+        let data = b"sensor data ".repeat(100);
+        let frame = zstd::encode_all(&data[..], 3).unwrap();
+        assert_eq!(decompress_message(&frame).unwrap(), data);
+        assert!(decompress_message(b"not zstd at all").is_err());
+        assert!(decompress_message(&frame[..frame.len() / 2]).is_err());
+        assert!(decompress_message(&[]).is_err());
+    }
+
+    #[test]
+    fn compressed_storage_files_are_recognised_by_their_inner_name() {
+        let of = |name: &str| Storage::of_file(Path::new(name));
+        assert_eq!(of("bag_0.mcap.zstd"), Some(Storage::Mcap));
+        assert_eq!(of("bag_0.db3.zstd"), Some(Storage::Sqlite3));
+        assert_eq!(of("bag_0.zstd"), None);
+        assert_eq!(of("notes.txt.zstd"), None);
     }
 }

@@ -660,6 +660,7 @@ pub fn info(args: BagInfoArgs) -> anyhow::Result<ExitCode> {
         info.size_bytes as f64 / (1024.0 * 1024.0)
     );
     println!("Storage id:        {}", info.storage.identifier());
+    println!("Compression:       {}", reader.compression().describe());
     println!("Duration:          {:.3}s", seconds(info.duration_ns));
     println!(
         "Start:             {:.3} (s since epoch)",
