@@ -233,6 +233,7 @@ def bag_dir(out, bag):
     """OUT/bags/NAME-HASH: one directory per input, the same on every run and machine."""
     digest = hashlib.sha256(bag.encode()).hexdigest()[:10]
     stem = Path(bag.rstrip("/")).name
+    stem = stem.removesuffix(".zstd")
     for suffix in (".mcap", ".db3"):
         stem = stem.removesuffix(suffix)
     return out / "bags" / f"{stem}-{digest}"
@@ -325,7 +326,7 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="See the README, 'Many bags: Ray'.",
     )
-    p.add_argument("bags", nargs="*", help="bag directories or .mcap/.db3 files; globs allowed")
+    p.add_argument("bags", nargs="*", help="bag directories or .mcap/.db3 files (or .mcap.zstd/.db3.zstd); globs allowed")
     p.add_argument("--manifest", help="a file with one bag per line (# comments)")
     p.add_argument("--out", required=True, type=Path, help="output directory (created)")
     p.add_argument("--model", required=True,
