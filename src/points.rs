@@ -57,22 +57,7 @@ impl PinholeCamera {
     /// of view; pixel centres mapped as the resize maps them). A camera_info of size 0x0
     /// is taken as the image's own.
     pub fn for_image(info: &CameraInfo, width: u32, height: u32) -> Result<Self, String> {
-        let camera = Self::from_k(&info.k)?;
-        if (info.width, info.height) == (width, height) || info.width == 0 || info.height == 0 {
-            return Ok(camera);
-        }
-        let (sx, sy) = (
-            width as f64 / info.width as f64,
-            height as f64 / info.height as f64,
-        );
-        let mut k = camera.k;
-        // u' + 0.5 = (u + 0.5)·s: centres at integer coordinates on both sides.
-        k[(0, 0)] *= sx;
-        k[(0, 1)] *= sx;
-        k[(0, 2)] = (k[(0, 2)] + 0.5) * sx - 0.5;
-        k[(1, 1)] *= sy;
-        k[(1, 2)] = (k[(1, 2)] + 0.5) * sy - 0.5;
-        Self::from_k(&k.transpose().as_slice().try_into().expect("9 values"))
+        Self::from_k(&info.scaled_to(width, height).k)
     }
 
     /// The intrinsic matrix in use.

@@ -215,6 +215,19 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
     assert_eq!(cloud.header, header(4));
     assert!(cloud.width > 0 && cloud.width <= 20 * 15, "{}", cloud.width);
     assert_eq!(cloud.data.len(), (cloud.width * cloud.point_step) as usize);
+    // A camera_info of twice the resolution (a resized image stream) is republished at
+    // the depth image's size, K scaled with it.
+    state.on_camera_info(CameraInfo {
+        header: header(0),
+        width: 80,
+        height: 60,
+        k: [100.0, 0.0, 39.5, 0.0, 100.0, 29.5, 0.0, 0.0, 1.0],
+        ..CameraInfo::default()
+    });
+    worker.handle(rgb8(5, 40, 30), &state, &mut sink);
+    let info = sink.camera_infos.last().unwrap();
+    assert_eq!((info.width, info.height), (40, 30));
+    assert_eq!(info.k, [50.0, 0.0, 19.5, 0.0, 50.0, 14.5, 0.0, 0.0, 1.0]);
 }
 
 #[test]

@@ -109,6 +109,44 @@ impl CameraInfo {
             ..CameraInfo::default()
         }
     }
+
+    /// This calibration for the same camera's images at `width` x `height` (a resized
+    /// stream): K's and P's first two rows scaled per axis, pixel centres kept at integer
+    /// coordinates on both sides (u' + 0.5 = (u + 0.5)·s), and a region of interest
+    /// scaled with them. Unchanged at its own size, or without one (width or height 0).
+    pub fn scaled_to(&self, width: u32, height: u32) -> CameraInfo {
+        if (self.width, self.height) == (width, height) || self.width == 0 || self.height == 0 {
+            return self.clone();
+        }
+        let (sx, sy) = (
+            width as f64 / self.width as f64,
+            height as f64 / self.height as f64,
+        );
+        // Row `r` of a matrix with `cols` columns: focal and skew scale, the principal
+        // point moves with the centres, a translation (P's Tx, Ty) scales.
+        let scale_row = |m: &mut [f64], cols: usize, r: usize, s: f64| {
+            let row = &mut m[r * cols..(r + 1) * cols];
+            row[0] *= s;
+            row[1] *= s;
+            row[2] = (row[2] + 0.5) * s - 0.5;
+            if cols == 4 {
+                row[3] *= s;
+            }
+        };
+        let mut info = self.clone();
+        scale_row(&mut info.k, 3, 0, sx);
+        scale_row(&mut info.k, 3, 1, sy);
+        scale_row(&mut info.p, 4, 0, sx);
+        scale_row(&mut info.p, 4, 1, sy);
+        let scaled = |v: u32, s: f64| (v as f64 * s).round() as u32;
+        info.roi.x_offset = scaled(info.roi.x_offset, sx);
+        info.roi.width = scaled(info.roi.width, sx);
+        info.roi.y_offset = scaled(info.roi.y_offset, sy);
+        info.roi.height = scaled(info.roi.height, sy);
+        info.width = width;
+        info.height = height;
+        info
+    }
 }
 
 /// sensor_msgs/PointField.
@@ -147,6 +185,39 @@ pub struct PointCloud2 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_camera_info_scales_to_a_resized_image() {
+        let mut info =
+            super::CameraInfo::pinhole(Default::default(), 640, 480, 500.0, 319.5, 239.5);
+        info.p[3] = -50.0; // Tx of a right stereo camera: -fx * baseline
+        info.roi = super::RegionOfInterest {
+            x_offset: 64,
+            y_offset: 48,
+            width: 320,
+            height: 240,
+            do_rectify: true,
+        };
+        let half = info.scaled_to(320, 240);
+        assert_eq!((half.width, half.height), (320, 240));
+        assert_eq!(
+            half.k,
+            [250.0, 0.0, 159.5, 0.0, 250.0, 119.5, 0.0, 0.0, 1.0]
+        );
+        assert_eq!(
+            half.p,
+            [250.0, 0.0, 159.5, -25.0, 0.0, 250.0, 119.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+        );
+        assert_eq!((half.roi.x_offset, half.roi.y_offset), (32, 24));
+        assert_eq!((half.roi.width, half.roi.height), (160, 120));
+        assert_eq!((half.d.clone(), half.r), (info.d.clone(), info.r));
+        assert_eq!(info.scaled_to(640, 480), info);
+        let no_size = super::CameraInfo {
+            width: 0,
+            ..info.clone()
+        };
+        assert_eq!(no_size.scaled_to(320, 240), no_size);
+    }
+
     use super::*;
 
     #[test]
