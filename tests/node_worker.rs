@@ -296,7 +296,7 @@ fn parameter_changes_take_effect_at_the_next_frame() {
     assert_eq!(worker.engine().config().mc_samples, 3);
     let mc = sink.topics_of(Time { sec: 2, nanosec: 5 });
     assert_eq!(mc.len(), 12, "{mc:?}");
-    assert_eq!(value(&report(&state), "mc samples"), "3");
+    assert_eq!(value(&report(&state), "passes per frame"), "3");
 
     // A colour range change shows in the next frame's colour twin: with a tiny maximum
     // every pixel of the semantic aleatoric colour image is the top of the colormap.

@@ -74,6 +74,64 @@ impl ParamValue {
     }
 }
 
+/// Each parameter's description: the comment lines right above its key in the shipped
+/// params file (one source for the file's reader and `ros2 param describe`), joined.
+fn descriptions() -> &'static std::collections::HashMap<String, String> {
+    static PARSED: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+        std::sync::OnceLock::new();
+    PARSED.get_or_init(|| parse_descriptions(include_str!("../../config/params.yaml")))
+}
+
+/// Comment blocks above keys of a params file, by dotted key under `ros__parameters`. A
+/// block describes every key that follows it up to a blank line or the next comment.
+fn parse_descriptions(text: &str) -> std::collections::HashMap<String, String> {
+    let mut found = std::collections::HashMap::new();
+    let mut comment: Vec<&str> = Vec::new();
+    let mut after_key = false;
+    // (indentation, key) of the groups the current line is in.
+    let mut groups: Vec<(usize, String)> = Vec::new();
+    let mut base: Option<usize> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.is_empty() {
+            comment.clear();
+            continue;
+        }
+        if let Some(text) = trimmed.strip_prefix('#') {
+            if after_key {
+                comment.clear();
+                after_key = false;
+            }
+            comment.push(text.trim());
+            continue;
+        }
+        let Some((key, value)) = trimmed.split_once(':') else {
+            comment.clear();
+            continue;
+        };
+        after_key = true;
+        if key == "ros__parameters" {
+            base = Some(indent);
+            groups.clear();
+        } else if base.is_some_and(|b| indent > b) {
+            groups.retain(|(i, _)| *i < indent);
+            let mut name: Vec<&str> = groups.iter().map(|(_, k)| k.as_str()).collect();
+            name.push(key);
+            if value.trim().is_empty() {
+                groups.push((indent, key.to_owned()));
+            } else if !comment.is_empty() {
+                found.insert(name.join("."), comment.join(" "));
+            }
+        }
+        if value.trim().is_empty() {
+            // A group's comment is its own, not its first key's.
+            comment.clear();
+        }
+    }
+    found
+}
+
 /// Parameters the ROS client library itself sets; the node leaves them to it.
 pub const ROS_RESERVED: &[&str] = &["use_sim_time", "start_type_description_service"];
 
@@ -115,6 +173,37 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<(String, Param
     }
 }
 
+/// The error for a name the node does not have, with the nearest one it has (a typo
+/// such as `mdoe` or `mc.sample`).
+fn unknown_parameter(name: &str) -> String {
+    let nearest = declared(&Params::default())
+        .into_iter()
+        .map(|(known, _)| (edit_distance(name, &known), known))
+        .min();
+    match nearest {
+        Some((d, known)) if d <= 2.max(name.len() / 4) => {
+            format!("unknown parameter `{name}` (did you mean `{known}`?)")
+        }
+        _ => format!("unknown parameter `{name}`"),
+    }
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions; by chars).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// Sets one typed leaf of the YAML form of [`Params`].
 fn set_in_tree(tree: &mut serde_yaml::Value, name: &str, value: &ParamValue) -> Result<(), String> {
     let mut slot = tree;
@@ -122,7 +211,7 @@ fn set_in_tree(tree: &mut serde_yaml::Value, name: &str, value: &ParamValue) -> 
         slot = slot
             .as_mapping_mut()
             .and_then(|m| m.get_mut(part))
-            .ok_or_else(|| format!("unknown parameter `{name}`"))?;
+            .ok_or_else(|| unknown_parameter(name))?;
     }
     let current = ParamValue::from_yaml(slot)
         .ok_or_else(|| format!("`{name}` is a group, not a parameter"))?;
@@ -145,7 +234,11 @@ fn set_in_tree(tree: &mut serde_yaml::Value, name: &str, value: &ParamValue) -> 
 fn from_tree(tree: serde_yaml::Value) -> Result<Params, String> {
     let params: Params = serde_path_to_error::deserialize(tree)
         .map_err(|e| format!("`{}`: {}", e.path(), e.inner()))?;
-    params.validate("parameter").map_err(|e| e.to_string())?;
+    params.validate("parameter").map_err(|e| match e {
+        // The key and the reason; the caller says where the values came from.
+        crate::Error::Config { key, message, .. } => format!("`{key}`: {message}"),
+        e => e.to_string(),
+    })?;
     Ok(params)
 }
 
@@ -216,6 +309,13 @@ impl ParamServer {
                 ours.push((name.to_owned(), value));
             }
         }
+        // Declared by every ROS node, given or not (rclcpp's default).
+        if !client_library
+            .iter()
+            .any(|(name, _)| name == "use_sim_time")
+        {
+            client_library.push(("use_sim_time".to_owned(), ParamValue::Bool(false)));
+        }
         Ok(ParamServer {
             params: with_values(&Params::default(), &ours)?,
             client_library,
@@ -245,17 +345,22 @@ impl ParamServer {
             .map(|(_, value)| value)
     }
 
-    /// `describe_parameters` for one name.
+    /// `describe_parameters` for one name: the comment above its key in
+    /// config/params.yaml, and for those read at start-up only, that it is.
     pub fn describe(&self, name: &str) -> Descriptor {
         let read_only = is_read_only(name);
+        let mut description = descriptions().get(name).cloned().unwrap_or_default();
+        if read_only {
+            if !description.is_empty() {
+                description.push(' ');
+            }
+            description
+                .push_str("(Read at start-up (params file or -p); restart the node to change it.)");
+        }
         Descriptor {
             name: name.to_owned(),
             type_id: self.get(name).map_or(0, |v| v.type_id()),
-            description: if read_only {
-                "read at start-up (params file or -p); restart the node to change it".to_owned()
-            } else {
-                String::new()
-            },
+            description,
             read_only,
         }
     }
@@ -656,7 +761,15 @@ mod tests {
         assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(true)));
         assert_eq!(s.get("qos_overrides./image.subscription.reliability"), None);
         let e = ParamServer::from_ros([("mcsamples", ParamValue::Integer(3))]).unwrap_err();
-        assert!(e.contains("unknown parameter `mcsamples`"), "{e}");
+        assert!(
+            e.contains("unknown parameter `mcsamples` (did you mean `mc.samples`?)"),
+            "{e}"
+        );
+        let e = ParamServer::from_ros([("mdoe", ParamValue::Integer(3))]).unwrap_err();
+        assert!(e.ends_with("(did you mean `mode`?)"), "{e}");
+        let e = ParamServer::from_ros([("frobnicate", ParamValue::Integer(3))]).unwrap_err();
+        assert_eq!(e, "unknown parameter `frobnicate`");
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
         // Checked as a whole: a depth range above the default maximum, minimum first.
         let s = ParamServer::from_ros([
             ("colormap.depth_min_m", ParamValue::Double(60.0)),
@@ -678,6 +791,25 @@ mod tests {
         assert!(e.contains("mc.samples"), "{e}");
         let e = ParamServer::from_ros([("device", ParamValue::String("gpu".into()))]).unwrap_err();
         assert!(e.contains("expected auto, cpu, cuda or cuda:N"), "{e}");
+    }
+
+    #[test]
+    fn every_parameter_is_described_from_the_params_file_and_use_sim_time_is_declared() {
+        let s = ParamServer::from_ros([]).unwrap();
+        for (name, _) in declared(&Params::default()) {
+            let d = s.describe(&name).description;
+            assert!(d.len() > 10, "{name}: `{d}`");
+        }
+        assert!(s
+            .describe("mc.samples")
+            .description
+            .starts_with("T, stochastic forward passes"));
+        assert!(s
+            .describe("device")
+            .description
+            .contains("restart the node"));
+        assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(false)));
+        assert!(s.names().contains(&"use_sim_time".to_owned()));
     }
 
     #[test]

@@ -82,13 +82,14 @@ impl NodeState {
     /// The `/diagnostics` status for this moment.
     pub fn diagnostics(&self, info: &NodeInfo) -> DiagnosticStatus {
         let params = self.params.params();
-        let samples = match params.mode {
+        // Forward passes per frame: T in mc mode, one (of values or of moments) otherwise.
+        let passes = match params.mode {
             Mode::Mc => params.mc.samples,
             Mode::Aleatoric | Mode::Moments => 1,
         };
         let extra = [
             ("mode", params.mode.to_string()),
-            ("mc samples", samples.to_string()),
+            ("passes per frame", passes.to_string()),
             ("precision", params.precision.to_string()),
             ("channels last", params.channels_last.to_string()),
             ("model", params.model.clone()),

@@ -152,6 +152,9 @@ async fn run() -> anyhow::Result<()> {
         spec.tasks.depth.as_ref().is_some_and(|d| d.aleatoric),
     );
     let publishers = create_publishers(&mut node, &topics, params.qos.output_reliability)?;
+    let advertised = publishers.images.len()
+        + usize::from(publishers.camera_info.is_some())
+        + usize::from(publishers.points.is_some());
     let diagnostics = node
         .create_publisher::<diagnostic::DiagnosticArray>("/diagnostics", QosProfile::default())
         .context("cannot advertise /diagnostics")?;
@@ -186,9 +189,9 @@ async fn run() -> anyhow::Result<()> {
         &logger,
         r2r::LogSeverity::Info,
         &format!(
-            "ready: subscribed to {camera} and camera_info under namespace '{}', publishing {} output topics",
+            "ready: subscribed to {camera} and camera_info (names before remapping) under \
+             namespace '{}', publishing {advertised} output topics and /diagnostics",
             node.namespace()?,
-            topics.len()
         ),
     );
 
