@@ -148,6 +148,13 @@ def test_invalid_values_are_refused_with_a_reason_and_change_nothing(start_node,
         DescribeParameters.Request(names=["model", "mode"]),
     ).descriptors
     assert [(d.name, d.read_only) for d in described] == [("model", True), ("mode", False)]
+    # Described with the comment of its key in config/params.yaml.
+    assert described[1].description.startswith("aleatoric: one deterministic pass"), described[1]
+    assert "restart the node" in described[0].description, described[0]
+    # Declared though the node was started without it, as every ROS node does.
+    assert node.get_params(["use_sim_time"]) == {"use_sim_time": False}
+    [result] = node.set_params({"mdoe": "mc"})
+    assert "did you mean `mode`?" in result.reason, result.reason
     listed = node.probe.call(
         ListParameters, f"{node.fqn}/list_parameters", ListParameters.Request(prefixes=["mc"])
     ).result
