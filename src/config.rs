@@ -528,7 +528,6 @@ impl Params {
     }
 }
 
-/// Deep-merges `src` into `dst` (later entries override earlier ones key by key).
 /// How to write a real parameter so that ROS reads it as one.
 pub const REAL_HINT: &str = "write reals with a decimal point, e.g. 1.0";
 
@@ -568,6 +567,7 @@ fn check_reals(
     Ok(())
 }
 
+/// Deep-merges `src` into `dst` (later entries override earlier ones key by key).
 fn merge(dst: &mut serde_yaml::Mapping, src: &serde_yaml::Mapping) {
     for (key, value) in src {
         match (dst.get_mut(key), value) {

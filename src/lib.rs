@@ -35,6 +35,7 @@ pub mod output;
 pub mod panic_guard;
 pub mod pipeline;
 pub mod points;
+pub mod process;
 pub mod synth;
 pub mod text_file;
 pub mod train;

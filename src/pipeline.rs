@@ -115,13 +115,13 @@ pub fn frame_outputs(
         },
         _ => (None, None),
     };
-    // The depth image's calibration: at its size (the camera image's), which a
-    // camera_info of another resolution is scaled to, as for the cloud.
+    // The depth image's calibration (at the camera image's size): a camera_info of another
+    // resolution is scaled to it, as for the cloud.
     let camera_info = camera_info
         .filter(|_| prediction.depth.is_some())
         .map(|info| CameraInfo {
             header: header.clone(),
-            ..info.scaled_to(prediction.width, prediction.height)
+            ..info.for_image(prediction.width, prediction.height)
         });
     FrameOutputs {
         images,

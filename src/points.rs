@@ -52,12 +52,12 @@ impl PinholeCamera {
         Ok(PinholeCamera { k, k_inv })
     }
 
-    /// The camera for an image of `width` x `height` from a camera_info, whose K is
-    /// scaled to the image when the camera_info describes another resolution (same field
-    /// of view; pixel centres mapped as the resize maps them). A camera_info of size 0x0
-    /// is taken as the image's own.
+    /// The camera for an image of `width` x `height` from a camera_info: its binning and
+    /// region of interest applied (as image_geometry does), then K scaled to the image
+    /// when that describes another resolution (same field of view; pixel centres mapped as
+    /// the resize maps them). A camera_info of size 0x0 is taken as the image's own.
     pub fn for_image(info: &CameraInfo, width: u32, height: u32) -> Result<Self, String> {
-        Self::from_k(&info.scaled_to(width, height).k)
+        Self::from_k(&info.unbinned().scaled_to(width, height).k)
     }
 
     /// The intrinsic matrix in use.

@@ -547,55 +547,89 @@ fn is_zstd(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == ZSTD_EXTENSION)
 }
 
-/// Decompresses a storage file into a temporary file (removed when dropped) next to the
-/// system's others ($TMPDIR). A file cut short or damaged is decompressed as far as it
-/// goes; the reason it stopped comes back with it.
+/// Prefix of the temporary files decompressed storage files go into, before the PID.
+const TEMP_PREFIX: &str = "bayes_perception-bag-";
+
+/// Decompresses a storage file into a temporary file in $TMPDIR, named with this process's
+/// PID: removed when dropped, and by a later run if this one is killed first. A file cut
+/// short or damaged is decompressed as far as it goes; the reason it stopped comes back
+/// with it. Failing to read the file or to write the temporary one is an I/O error (the
+/// latter names the temporary file: $TMPDIR is full, say), not damage.
 fn decompress_file(path: &Path) -> Result<(tempfile::NamedTempFile, Option<String>)> {
-    let io = |source: std::io::Error| BagError::Io {
-        path: path.to_owned(),
-        source,
+    remove_stale_temporaries();
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source: std::io::Error| BagError::Io { path, source }
     };
-    let input = std::fs::File::open(path).map_err(io)?;
+    let input = std::fs::File::open(path).map_err(io(path))?;
     let suffix = path
         .file_stem()
         .and_then(|s| Path::new(s).extension())
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
     let mut temp = tempfile::Builder::new()
-        .prefix("bayes_perception-bag-")
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .suffix(&suffix)
         .tempfile()
-        .map_err(io)?;
+        .map_err(io(&std::env::temp_dir()))?;
     log::info!(
         "decompressing {} into {}",
         path.display(),
         temp.path().display()
     );
     let mut decoder =
-        zstd::stream::read::Decoder::new(std::io::BufReader::new(input)).map_err(io)?;
+        zstd::stream::read::Decoder::new(std::io::BufReader::new(input)).map_err(io(path))?;
     let mut buf = vec![0u8; 1 << 20];
     let damage = loop {
         let n = match std::io::Read::read(&mut decoder, &mut buf) {
             Ok(0) => break None,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // The output side's failures (no space) are I/O errors; the input's are damage.
+            // The system could not read the file: not the data's fault.
+            Err(e) if e.raw_os_error().is_some() => return Err(io(path)(e)),
             Err(e) => break Some(format!("the zstd data ends or is corrupt: {e}")),
         };
-        std::io::Write::write_all(temp.as_file_mut(), &buf[..n]).map_err(|source| {
-            BagError::Io {
-                path: temp.path().to_owned(),
-                source,
-            }
-        })?;
+        std::io::Write::write_all(temp.as_file_mut(), &buf[..n]).map_err(io(temp.path()))?;
     };
     Ok((temp, damage))
 }
 
+/// Removes the decompressed files that runs which were killed left in $TMPDIR.
+fn remove_stale_temporaries() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if crate::process::is_gone(pid) {
+            log::info!("removing {} left by a killed run", entry.path().display());
+            std::fs::remove_file(entry.path()).ok();
+        }
+    }
+}
+
 /// One message's data as rosbag2's `--compression-mode message` stored it: a zstd frame.
-/// At most [`MAX_MCAP_RECORD`] bytes come out (a message that claims more is damage, not
-/// an allocation of any size).
+/// At most [`MAX_MCAP_RECORD`] bytes come out (a message that claims or makes more is
+/// damage, not an allocation of any size).
 fn decompress_message(data: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    // The frame header usually says the size: allocated once, exactly.
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(data) {
+        if size > MAX_MCAP_RECORD as u64 {
+            return Err(format!(
+                "message data would decompress to {size} bytes, more than {MAX_MCAP_RECORD}"
+            ));
+        }
+        return zstd::bulk::decompress(data, size as usize)
+            .map_err(|e| format!("message data does not decompress: {e}"));
+    }
     let mut out = Vec::new();
     let decoder = zstd::stream::read::Decoder::with_buffer(data)
         .map_err(|e| format!("message data is not zstd: {e}"))?;

@@ -22,7 +22,7 @@ use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
 use bayes_perception::config::ColormapParams;
 use bayes_perception::device::device_name;
-use bayes_perception::error::one_line;
+use bayes_perception::error::{is_transient_io, one_line};
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
 use bayes_perception::output::write_file;
@@ -437,10 +437,19 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let (status, code) = if interrupted.load(Ordering::SeqCst) {
         println!("interrupted: the output holds the frames done so far");
         ("interrupted", 130)
-    } else if let Err(e) = &read_result {
+    } else if let Err(e @ BagError::Corrupt { .. }) = &read_result {
         println!("input damaged: {e}");
         println!("the output holds every frame read before that point");
         ("damaged", 1)
+    } else if let Err(e) = &read_result {
+        // Not the bag's data: the system could not read it, or $TMPDIR could not hold a
+        // decompressed file (full: worth another try).
+        println!("reading stopped: {e}");
+        println!("the output holds every frame read before that point");
+        match e {
+            BagError::Io { source, .. } if is_transient_io(source) => ("retry", 75),
+            _ => ("read failed", 1),
+        }
     } else if tally.failed_transient {
         println!(
             "some frames failed for lack of memory: another try (with more free memory) may succeed"
@@ -463,7 +472,14 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "failed": tally.failed,
             "not_sampled": tally.not_sampled,
             "outside_window": tally.outside_window,
-            "damage": read_result.as_ref().err().map(|e| e.to_string()),
+            "damage": match &read_result {
+                Err(e @ BagError::Corrupt { .. }) => Some(e.to_string()),
+                _ => None,
+            },
+            "read_error": match &read_result {
+                Err(BagError::Corrupt { .. }) | Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            },
             "seconds": elapsed.as_secs_f64(),
             "forward_ms_per_frame": (processed > 0).then(|| written.forward_ms / processed as f64),
             "output_messages": summary.message_count,

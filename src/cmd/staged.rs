@@ -261,16 +261,10 @@ fn remove_stale_partials(parent: &Path, name: &str) {
 /// taken as this host's) names a process of this host that no longer exists.
 fn owner_is_dead(tail: &str, this_host: &str) -> bool {
     let (host, pid) = tail.rsplit_once('-').unwrap_or((this_host, tail));
-    let Some(pid) = pid
-        .parse::<libc::pid_t>()
-        .ok()
-        .filter(|&pid| pid > 0 && host == this_host)
-    else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks whether the process exists.
-    let gone = unsafe { libc::kill(pid, 0) } == -1;
-    gone && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    host == this_host
+        && pid
+            .parse::<libc::pid_t>()
+            .is_ok_and(bayes_perception::process::is_gone)
 }
 
 #[cfg(test)]

@@ -110,11 +110,62 @@ impl CameraInfo {
         }
     }
 
-    /// This calibration for the same camera's images at `width` x `height` (a resized
-    /// stream): K's and P's first two rows scaled per axis, pixel centres kept at integer
-    /// coordinates on both sides (u' + 0.5 = (u + 0.5)·s), and a region of interest
-    /// scaled with them. Unchanged at its own size, or without one (width or height 0).
-    pub fn scaled_to(&self, width: u32, height: u32) -> CameraInfo {
+    /// The calibration of this camera's images at `width` x `height`, as a consumer of
+    /// the two (image_geometry, RViz) reads it. A camera_info whose binning and region of
+    /// interest already give that size is returned as it is (they apply it themselves);
+    /// otherwise (a resized stream) binning and ROI are applied and K and P scaled to the
+    /// size ([`CameraInfo::unbinned`], [`CameraInfo::scaled_to`]).
+    pub fn for_image(&self, width: u32, height: u32) -> CameraInfo {
+        let plain = self.unbinned();
+        if (plain.width, plain.height) == (width, height) {
+            self.clone()
+        } else {
+            plain.scaled_to(width, height)
+        }
+    }
+
+    /// This calibration for the images the camera sends with its binning and region of
+    /// interest applied, as image_geometry applies them (K and P: focal lengths divided by
+    /// the binning, principal point moved by the ROI's offset, then divided), with neither
+    /// left: size `roi / binning`. Unchanged without binning and ROI (or without a size).
+    pub fn unbinned(&self) -> CameraInfo {
+        let (bx, by) = (self.binning_x.max(1), self.binning_y.max(1));
+        let roi = &self.roi;
+        let full_roi = roi.width == 0 || roi.height == 0;
+        if (bx, by) == (1, 1) && full_roi {
+            return self.clone();
+        }
+        let (x0, y0, w, h) = if full_roi {
+            (0, 0, self.width, self.height)
+        } else {
+            (roi.x_offset, roi.y_offset, roi.width, roi.height)
+        };
+        let mut info = self.clone();
+        for (m, cols) in [(&mut info.k[..], 3), (&mut info.p[..], 4)] {
+            let (fx, fy) = (bx as f64, by as f64);
+            m[0] /= fx;
+            m[1] /= fx;
+            m[2] = (m[2] - x0 as f64) / fx;
+            m[cols + 1] /= fy;
+            m[cols + 2] = (m[cols + 2] - y0 as f64) / fy;
+            if cols == 4 {
+                m[3] /= fx;
+                m[7] /= fy;
+            }
+        }
+        info.width = w / bx;
+        info.height = h / by;
+        info.binning_x = 0;
+        info.binning_y = 0;
+        info.roi = RegionOfInterest::default();
+        info
+    }
+
+    /// This calibration (without binning or ROI) for the same camera's images resized to
+    /// `width` x `height`: K's and P's first two rows scaled per axis, pixel centres kept
+    /// at integer coordinates on both sides (u' + 0.5 = (u + 0.5)·s). Unchanged at its own
+    /// size, or without one (width or height 0).
+    pub(crate) fn scaled_to(&self, width: u32, height: u32) -> CameraInfo {
         if (self.width, self.height) == (width, height) || self.width == 0 || self.height == 0 {
             return self.clone();
         }
@@ -138,11 +189,6 @@ impl CameraInfo {
         scale_row(&mut info.k, 3, 1, sy);
         scale_row(&mut info.p, 4, 0, sx);
         scale_row(&mut info.p, 4, 1, sy);
-        let scaled = |v: u32, s: f64| (v as f64 * s).round() as u32;
-        info.roi.x_offset = scaled(info.roi.x_offset, sx);
-        info.roi.width = scaled(info.roi.width, sx);
-        info.roi.y_offset = scaled(info.roi.y_offset, sy);
-        info.roi.height = scaled(info.roi.height, sy);
         info.width = width;
         info.height = height;
         info
@@ -190,14 +236,7 @@ mod tests {
         let mut info =
             super::CameraInfo::pinhole(Default::default(), 640, 480, 500.0, 319.5, 239.5);
         info.p[3] = -50.0; // Tx of a right stereo camera: -fx * baseline
-        info.roi = super::RegionOfInterest {
-            x_offset: 64,
-            y_offset: 48,
-            width: 320,
-            height: 240,
-            do_rectify: true,
-        };
-        let half = info.scaled_to(320, 240);
+        let half = info.for_image(320, 240);
         assert_eq!((half.width, half.height), (320, 240));
         assert_eq!(
             half.k,
@@ -207,15 +246,46 @@ mod tests {
             half.p,
             [250.0, 0.0, 159.5, -25.0, 0.0, 250.0, 119.5, 0.0, 0.0, 0.0, 1.0, 0.0]
         );
-        assert_eq!((half.roi.x_offset, half.roi.y_offset), (32, 24));
-        assert_eq!((half.roi.width, half.roi.height), (160, 120));
         assert_eq!((half.d.clone(), half.r), (info.d.clone(), info.r));
-        assert_eq!(info.scaled_to(640, 480), info);
+        assert_eq!(info.for_image(640, 480), info);
         let no_size = super::CameraInfo {
             width: 0,
             ..info.clone()
         };
-        assert_eq!(no_size.scaled_to(320, 240), no_size);
+        assert_eq!(no_size.for_image(320, 240), no_size);
+    }
+
+    /// Binning and ROI as image_geometry reads them: a camera_info that already describes
+    /// the image passes as it is; resized further, they are applied first, then scaled.
+    #[test]
+    fn binning_and_roi_are_applied_before_scaling_and_kept_where_they_fit() {
+        let mut info =
+            super::CameraInfo::pinhole(Default::default(), 640, 480, 500.0, 320.0, 240.0);
+        info.binning_x = 2;
+        info.binning_y = 2;
+        info.roi = super::RegionOfInterest {
+            x_offset: 64,
+            y_offset: 48,
+            width: 320,
+            height: 240,
+            do_rectify: false,
+        };
+        // roi / binning = 160 x 120: the image it describes.
+        assert_eq!(info.for_image(160, 120), info);
+        let plain = info.unbinned();
+        assert_eq!((plain.width, plain.height, plain.binning_x), (160, 120, 0));
+        assert_eq!(
+            plain.k,
+            [250.0, 0.0, 128.0, 0.0, 250.0, 96.0, 0.0, 0.0, 1.0]
+        );
+        assert_eq!(plain.roi, super::RegionOfInterest::default());
+        // The binned, cropped stream resized to 80 x 60.
+        let small = info.for_image(80, 60);
+        assert_eq!((small.width, small.height, small.binning_x), (80, 60, 0));
+        assert_eq!(
+            small.k,
+            [125.0, 0.0, 63.75, 0.0, 125.0, 47.75, 0.0, 0.0, 1.0]
+        );
     }
 
     use super::*;
