@@ -354,8 +354,7 @@ impl ParamServer {
             if !description.is_empty() {
                 description.push(' ');
             }
-            description
-                .push_str("(Read at start-up (params file or -p); restart the node to change it.)");
+            description.push_str("(Only taken at start-up: restart the node to change it.)");
         }
         Descriptor {
             name: name.to_owned(),
