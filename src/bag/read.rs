@@ -135,7 +135,14 @@ pub struct BagReader {
     compression: Compression,
     files: Vec<PathBuf>,
     metadata: Option<Metadata>,
+    /// A single compressed file, once decompressed: kept while the reader lives, since
+    /// without metadata.yaml it is read twice (`info`, then the messages).
+    decompressed_single: std::sync::Mutex<Option<std::sync::Arc<Decompressed>>>,
 }
+
+/// A storage file decompressed into a temporary file, and why decompressing stopped early
+/// (damage), if it did.
+type Decompressed = (tempfile::NamedTempFile, Option<String>);
 
 #[derive(Debug, Clone, Deserialize)]
 struct MetadataFile {
@@ -233,6 +240,7 @@ impl BagReader {
                 compression,
                 files: vec![path.to_owned()],
                 metadata: None,
+                decompressed_single: Default::default(),
             });
         }
         if !path.is_dir() {
@@ -287,6 +295,7 @@ impl BagReader {
             compression,
             files,
             metadata: Some(metadata),
+            decompressed_single: Default::default(),
         })
     }
 
@@ -392,12 +401,22 @@ impl BagReader {
     ) -> Result<()> {
         for file in &self.files {
             // Files rosbag2 compressed whole; the one a killed recording left open is not.
-            let decompressed = if is_zstd(file) {
-                Some(decompress_file(file)?)
-            } else {
+            let decompressed = if !is_zstd(file) {
                 None
+            } else if self.metadata.is_none() {
+                let mut single = self
+                    .decompressed_single
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if single.is_none() {
+                    *single = Some(std::sync::Arc::new(decompress_file(file)?));
+                }
+                single.clone()
+            } else {
+                // One file of a bag at a time: the temporary one goes when it is read.
+                Some(std::sync::Arc::new(decompress_file(file)?))
             };
-            let (storage_file, damage) = match &decompressed {
+            let (storage_file, damage) = match decompressed.as_deref() {
                 Some((temp, damage)) => (temp.path(), damage.as_deref()),
                 None => (file.as_path(), None),
             };
@@ -555,7 +574,7 @@ const TEMP_PREFIX: &str = "bayes_perception-bag-";
 /// short or damaged is decompressed as far as it goes; the reason it stopped comes back
 /// with it. Failing to read the file or to write the temporary one is an I/O error (the
 /// latter names the temporary file: $TMPDIR is full, say), not damage.
-fn decompress_file(path: &Path) -> Result<(tempfile::NamedTempFile, Option<String>)> {
+fn decompress_file(path: &Path) -> Result<Decompressed> {
     remove_stale_temporaries();
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -709,6 +728,42 @@ mod tests {
         assert!(decompress_message(b"not zstd at all").is_err());
         assert!(decompress_message(&frame[..frame.len() / 2]).is_err());
         assert!(decompress_message(&[]).is_err());
+    }
+
+    /// Without metadata.yaml a compressed file is read for `info` and again for the
+    /// messages: it is decompressed once for both.
+    #[test]
+    fn a_single_compressed_file_is_decompressed_once_per_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = crate::bag::BagWriter::create(&dir.path().join("bag")).unwrap();
+        let image = crate::bag::cdr::CdrMessage::to_cdr(&crate::msg::Image::default());
+        for i in 0..3u64 {
+            w.write("/a", "sensor_msgs/msg/Image", 10 + i, &image)
+                .unwrap();
+        }
+        w.finish().unwrap();
+        let mcap = dir.path().join("bag/bag_0.mcap");
+        let zstd = dir.path().join("single.mcap.zstd");
+        let data = std::fs::read(&mcap).unwrap();
+        std::fs::write(&zstd, zstd::encode_all(&data[..], 3).unwrap()).unwrap();
+        let reader = BagReader::open(&zstd).unwrap();
+        assert_eq!(reader.compression(), Compression::File);
+        let info = reader.info().unwrap();
+        assert_eq!(info.message_count, 3);
+        let first = reader.decompressed_single.lock().unwrap().clone().unwrap();
+        let mut n = 0;
+        reader
+            .read(|_| {
+                n += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(n, 3);
+        let second = reader.decompressed_single.lock().unwrap().clone().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &second));
+        let temp = first.0.path().to_owned();
+        drop((first, second, reader));
+        assert!(!temp.exists(), "the temporary file outlived its reader");
     }
 
     #[test]
