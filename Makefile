@@ -60,7 +60,8 @@ node: setup ros-setup
 
 # Unit and integration tests (the node is built against ROS 2 with them), the end-to-end
 # tests of the running node, the Ray fleet driver's tests (local Ray), the benchmark
-# summary's tests, formatting, and clippy on everything including the node.
+# summary's tests, formatting, clippy on everything including the node, and the API docs
+# (cargo doc) without a warning.
 test: setup ros-setup
 	$(WITH_ROS) $(CARGO) test --all-targets --features $(TEST_FEATURES)
 	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
@@ -68,6 +69,7 @@ test: setup ros-setup
 	$(VENV)/bin/python -m pytest tests/scripts
 	$(CARGO) fmt --all -- --check
 	$(WITH_ROS) $(CARGO) clippy --all-targets --features $(TEST_FEATURES) -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
 # Only the end-to-end tests of the running node (builds what they start).
 test-node: setup ros-setup

@@ -155,9 +155,9 @@ pub struct SemanticPrediction {
     pub labels: LabelImage,
     /// p̄ of the chosen label, in [0, 1] (p̄ resized to the input's size first).
     pub confidence: FloatImage,
-    /// Expected entropy (1/T) Σ_t H[p_t], nats.
+    /// Expected entropy (1/T) Σ_t H\[p_t\], nats.
     pub aleatoric_entropy: FloatImage,
-    /// Mutual information H[p̄] − (1/T) Σ_t H[p_t], nats; mc mode only.
+    /// Mutual information H\[p̄\] − (1/T) Σ_t H\[p_t\], nats; mc mode only.
     pub epistemic_mutual_information: Option<FloatImage>,
     /// p̄ of every class at the input size, class-major `[C, H, W]`; only with
     /// [`EngineConfig::keep_probabilities`].
@@ -1035,7 +1035,7 @@ fn inject_out_of_memory(passes: i64) {
 
 /// The MC passes per chunk that fit `available_mib` of GPU memory when one pass needs
 /// `per_pass_mib` (measured: its peak over what was allocated before), filling
-/// [`MEMORY_FILL`] of it: at least 1 (the out-of-memory fallback is the last word), at
+/// `MEMORY_FILL` of it: at least 1 (the out-of-memory fallback is the last word), at
 /// most `cap`.
 pub fn chunk_for_memory(per_pass_mib: f64, available_mib: f64, cap: usize) -> usize {
     if per_pass_mib.is_nan() {

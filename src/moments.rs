@@ -117,7 +117,7 @@ impl Gaussian {
 }
 
 /// Inverted dropout with rate `p` (kept units scaled by 1/(1 − p)), a fresh mask per
-/// unit: the mean is kept, E[y²] = E[x²] / (1 − p), so var' = (var + p·mean²) / (1 − p).
+/// unit: the mean is kept, E\[y²\] = E\[x²\] / (1 − p), so var' = (var + p·mean²) / (1 − p).
 pub fn dropout(x: &Gaussian, p: f64) -> Gaussian {
     let keep = 1.0 - p;
     let mut var = x.mean.square();
@@ -249,7 +249,7 @@ pub fn conv_transpose2d(
 /// Clark's (1961) first two moments of max(A, B) for independent Gaussians A and B, which
 /// are exact for two: with θ² = var_A + var_B and α = (μ_A − μ_B)/θ,
 /// E = μ_A Φ(α) + μ_B Φ(−α) + θφ(α),
-/// E[max²] = (μ_A² + var_A)Φ(α) + (μ_B² + var_B)Φ(−α) + (μ_A + μ_B)θφ(α).
+/// E\[max²\] = (μ_A² + var_A)Φ(α) + (μ_B² + var_B)Φ(−α) + (μ_A + μ_B)θφ(α).
 /// Evaluated relative to the larger mean so that the variance does not cancel in f32.
 pub fn gaussian_max(a: &Gaussian, b: &Gaussian) -> Gaussian {
     let theta = (&a.var + &b.var).clamp_min(MIN_STD * MIN_STD).sqrt();

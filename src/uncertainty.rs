@@ -111,9 +111,9 @@ pub struct SemanticUncertainty {
     pub mean_probs: Tensor,
     /// H[p̄] in nats, `[H, W]`.
     pub total_entropy: Tensor,
-    /// Expected entropy (1/T) Σ_t H[p_t] in nats, `[H, W]`.
+    /// Expected entropy (1/T) Σ_t H\[p_t\] in nats, `[H, W]`.
     pub aleatoric: Tensor,
-    /// Mutual information H[p̄] − (1/T) Σ_t H[p_t] in nats, `[H, W]`; `None` for T = 1.
+    /// Mutual information H\[p̄\] − (1/T) Σ_t H\[p_t\] in nats, `[H, W]`; `None` for T = 1.
     pub epistemic: Option<Tensor>,
 }
 
@@ -194,7 +194,7 @@ pub fn expected_depth_aleatoric_variance(
 /// A sample may itself be a distribution over the mean (moments mode: the mean with its
 /// propagated variance); by the law of total variance its variance adds to the spread of
 /// the means. The epistemic variance is accumulated relative to the first sample (shifted
-/// data), so that E[d²] − E[d]² does not lose the small variance of large depths to f32
+/// data), so that E\[d²\] − E\[d\]² does not lose the small variance of large depths to f32
 /// rounding.
 #[derive(Debug, Default)]
 pub struct DepthMoments {

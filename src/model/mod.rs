@@ -438,7 +438,7 @@ impl Model {
 
     /// Inference in channels-last layout (NHWC in memory): every convolution weight is laid
     /// out that way and the network carries its activations so (see
-    /// [`FcDenseNet::set_channels_last`]). Same outputs up to rounding; whether it is faster
+    /// `FcDenseNet::set_channels_last`). Same outputs up to rounding; whether it is faster
     /// depends on the device and precision (BENCHMARKS.md).
     pub fn use_channels_last(&mut self) {
         let _guard = tch::no_grad_guard();

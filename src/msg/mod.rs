@@ -114,7 +114,7 @@ impl CameraInfo {
     /// the two (image_geometry, RViz) reads it. A camera_info whose binning and region of
     /// interest already give that size is returned as it is (they apply it themselves);
     /// otherwise (a resized stream) binning and ROI are applied and K and P scaled to the
-    /// size ([`CameraInfo::unbinned`], [`CameraInfo::scaled_to`]).
+    /// size ([`CameraInfo::unbinned`], then scaled).
     pub fn for_image(&self, width: u32, height: u32) -> CameraInfo {
         let plain = self.unbinned();
         if (plain.width, plain.height) == (width, height) {

@@ -109,8 +109,8 @@ pub fn latency_ms(now: Option<Time>, stamp: Time) -> Option<f64> {
     now.map(|now| (now.as_nanos() - stamp.as_nanos()) as f64 / 1e6)
 }
 
-/// The inference side of the node, in two stages: [`Inference`] (decode, parameter
-/// changes, the engine) and [`Publishing`] (the output messages built and handed to the
+/// The inference side of the node, in two stages: `Inference` (decode, parameter
+/// changes, the engine) and `Publishing` (the output messages built and handed to the
 /// [`Sink`]). [`Worker::run`] runs them on two threads, one frame apart
 /// ([`overlapped`]): while a frame's messages are built and published, the next frame is
 /// already on the device.
