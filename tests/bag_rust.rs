@@ -466,6 +466,7 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     assert_eq!(labels, [2, 5]);
     assert_eq!((tally.frames, tally.evaluated), (4, 2));
     let skipped: Vec<(&str, u64)> = tally
+        .left_out
         .skipped
         .iter()
         .map(|(r, n)| (r.as_str(), *n))

@@ -20,7 +20,7 @@ use std::ops::ControlFlow;
 
 use super::cdr::CdrMessage;
 use super::read::{BagError, BagMessage, BagReader};
-use crate::eval::LabelledFrame;
+use crate::eval::{LabelledFrame, LeftOut};
 use crate::msg::encoding::{decode_compressed, decode_image, Rows};
 use crate::msg::{CompressedImage, Image};
 
@@ -54,18 +54,10 @@ pub struct LabelledTally {
     pub frames: u64,
     pub evaluated: u64,
     /// Frames left out, by reason (undecodable image or ground truth, a part that never
-    /// came, sizes that disagree).
-    pub skipped: BTreeMap<String, u64>,
-    /// Where reading stopped at damage (a truncated or corrupt file) after frames were
-    /// handed on; damage before any frame, and every other read error (I/O), is the error
-    /// instead.
-    pub damage: Option<String>,
-}
-
-impl LabelledTally {
-    fn skip(&mut self, reason: impl Into<String>) {
-        *self.skipped.entry(reason.into()).or_default() += 1;
-    }
+    /// came, sizes that disagree), and where reading stopped at damage (a truncated or
+    /// corrupt file) after frames were handed on; damage before any frame, and every
+    /// other read error (I/O), is the error instead.
+    pub left_out: LeftOut,
 }
 
 /// The camera and ground-truth topics of a labelled bag.
@@ -186,7 +178,7 @@ pub fn read_labelled_frames<E: From<BagError>>(
         let decoded = match decode_part(part, m) {
             Ok(decoded) => decoded,
             Err(reason) => {
-                tally.skip(reason);
+                tally.left_out.skip(reason);
                 return ControlFlow::Continue(());
             }
         };
@@ -194,7 +186,7 @@ pub fn read_labelled_frames<E: From<BagError>>(
         let entry = pending.entry(stamp).or_default();
         if let Err(reason) = entry.put(decoded) {
             pending.remove(&stamp);
-            tally.skip(reason);
+            tally.left_out.skip(reason);
             return ControlFlow::Continue(());
         }
         if entry.complete(topics) {
@@ -211,7 +203,9 @@ pub fn read_labelled_frames<E: From<BagError>>(
         }
         while pending.len() > MAX_PENDING {
             pending.pop_first();
-            tally.skip("a part of the frame never came (more than 64 frames apart)");
+            tally
+                .left_out
+                .skip("a part of the frame never came (more than 64 frames apart)");
         }
         ControlFlow::Continue(())
     });
@@ -220,13 +214,13 @@ pub fn read_labelled_frames<E: From<BagError>>(
     }
     match read {
         Err(e @ BagError::Corrupt { .. }) if tally.evaluated > 0 => {
-            tally.damage = Some(e.to_string())
+            tally.left_out.damage.push(e.to_string())
         }
         Err(e) => return Err(E::from(e)),
         Ok(()) => {}
     }
     for (_, partial) in pending {
-        tally.skip(if partial.rgb.is_some() {
+        tally.left_out.skip(if partial.rgb.is_some() {
             "ground truth missing"
         } else {
             "ground truth without its camera frame"

@@ -163,17 +163,9 @@ fn run_bag(
         tally.frames,
         tally.evaluated,
     );
-    let left_out = LeftOut {
-        skipped: tally.skipped,
-        damage: tally
-            .damage
-            .map(|d| format!("{}: {d}", bag.display()))
-            .into_iter()
-            .collect(),
-    };
     let mut evaluations = evaluator.finish();
     for evaluation in &mut evaluations {
-        evaluation.left_out = left_out.clone();
+        evaluation.left_out = tally.left_out.clone();
     }
     let reference = match reference {
         Some(_) => evaluations.pop(),
