@@ -58,7 +58,7 @@ impl Storage {
 
     /// The storage of a file by its name; a `.zstd` file is that of the name inside.
     fn of_file(path: &Path) -> Option<Storage> {
-        if path.extension()? == ZSTD_EXTENSION {
+        if is_zstd(path) {
             return Storage::of_file(Path::new(path.file_stem()?));
         }
         match path.extension()?.to_str()? {
