@@ -1,7 +1,7 @@
 //! `bayes_perception infer`: images in, one output directory per image.
 
 use bayes_perception::error::{is_transient_io, one_line};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -59,6 +59,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             .expect("valid template"),
     );
     let names = output_names(&inputs);
+    StagedDir::sweep(&args.out, &names.iter().map(String::as_str).collect());
     let mut skipped = Vec::new();
     let mut total_ms = 0.0;
     let mut attempted = 0;
@@ -81,7 +82,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         .and_then(|image| {
             let prediction = engine.predict(&image)?;
             total_ms += prediction.timing.total_ms;
-            let staged = StagedDir::new(&target)?;
+            let staged = StagedDir::in_swept(&target)?;
             let dir = staged.path();
             write_prediction(dir, &prediction, &palette, &params.colormap, args.colorbar)?;
             if args.contact_sheet {
@@ -228,6 +229,10 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
             .map_or("image".into(), |s| s.to_string_lossy().into_owned())
     };
     let stems: Vec<String> = inputs.iter().map(|p| stem(p)).collect();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for stem in &stems {
+        *count.entry(stem).or_default() += 1;
+    }
     let mut seen = HashSet::new();
     inputs
         .iter()
@@ -236,7 +241,7 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
             // Same stem from different folders (test/0001.png, ood/0001.png): prefix the
             // folder; the extension tells a.png from a.jpg; a counter settles the rest.
             let mut name = stem.clone();
-            if stems.iter().filter(|s| *s == stem).count() > 1 {
+            if count[stem.as_str()] > 1 {
                 let folder = path
                     .parent()
                     .and_then(|p| p.file_name())
@@ -245,12 +250,16 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
                     .extension()
                     .map_or(String::new(), |e| e.to_string_lossy().into_owned());
                 name = match folder {
-                    Some(folder) if !folder.is_empty() => format!("{folder}_{stem}"),
+                    Some(folder) if !folder.is_empty() => {
+                        let name = format!("{folder}_{stem}");
+                        if seen.contains(&name) {
+                            format!("{name}_{ext}")
+                        } else {
+                            name
+                        }
+                    }
                     _ => format!("{stem}_{ext}"),
                 };
-                if seen.contains(&name) {
-                    name = format!("{name}_{ext}");
-                }
             }
             let base = name.clone();
             let mut n = 2;
@@ -261,4 +270,33 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
             name
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_names_are_unique_and_say_where_stems_collide() {
+        let inputs: Vec<PathBuf> = [
+            "test/0001.png",
+            "ood/0001.png",
+            "a/x.png",
+            "a/x.jpg",
+            "solo.png",
+            "b/a_x.png",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(
+            output_names(&inputs),
+            ["test_0001", "ood_0001", "a_x", "a_x_jpg", "solo", "a_x_2"]
+        );
+        let many: Vec<PathBuf> = (0..3).map(|_| PathBuf::from("same.png")).collect();
+        assert_eq!(
+            output_names(&many),
+            ["same_png", "same_png_2", "same_png_3"]
+        );
+    }
 }

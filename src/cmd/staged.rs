@@ -2,6 +2,7 @@
 //! place only once complete: a failed or killed run never leaves a partial output that
 //! looks finished, and a replaced output never mixes old files with new ones.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -19,19 +20,27 @@ impl StagedDir {
     /// Reserves the temporary path for `output` (not created here). Temporary directories
     /// of the same output left by killed runs are removed; an old one of this process too.
     pub fn new(output: &Path) -> anyhow::Result<Self> {
-        let name = output
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| *n != "." && *n != "..")
-            .with_context(|| format!("{} needs a directory name", output.display()))?;
-        let parent = output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !parent.is_dir() {
-            bail!("{} does not exist", parent.display());
-        }
-        remove_stale_partials(parent, name);
+        let (parent, name) = parent_and_name(output)?;
+        remove_stale_partials(parent, |n| n == name);
+        Self::reserve(parent, name, output)
+    }
+
+    /// For a run writing many outputs into one directory (`infer`): removes what killed
+    /// runs left of any of `names` there, reading the directory once. Their `StagedDir`s
+    /// then come from [`StagedDir::in_swept`], which does not read it again (`new` for
+    /// each of N outputs would read N entries N times).
+    pub fn sweep(parent: &Path, names: &HashSet<&str>) {
+        remove_stale_partials(parent, |n| names.contains(n));
+    }
+
+    /// As [`StagedDir::new`], for an output whose directory [`StagedDir::sweep`] has
+    /// cleaned: what a run killed meanwhile leaves there waits for the next run.
+    pub fn in_swept(output: &Path) -> anyhow::Result<Self> {
+        let (parent, name) = parent_and_name(output)?;
+        Self::reserve(parent, name, output)
+    }
+
+    fn reserve(parent: &Path, name: &str, output: &Path) -> anyhow::Result<Self> {
         let temp = parent.join(format!(
             ".{name}.partial-{}-{}",
             host_name(),
@@ -119,6 +128,23 @@ impl StagedDir {
         remove_any(&aside);
         Ok(())
     }
+}
+
+/// The directory an output goes into (which must exist) and its name.
+fn parent_and_name(output: &Path) -> anyhow::Result<(&Path, &str)> {
+    let name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| *n != "." && *n != "..")
+        .with_context(|| format!("{} needs a directory name", output.display()))?;
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("{} does not exist", parent.display());
+    }
+    Ok((parent, name))
 }
 
 /// Removes a directory tree or a file, ignoring failure (what is left is only clutter).
@@ -220,26 +246,17 @@ impl Drop for StagedDir {
 /// two-rename replacement left as `.NAME.replaced-HOST-PID` is put back where no output
 /// took its place (removed otherwise). What belongs to a live process, or to another
 /// host, stays.
-fn remove_stale_partials(parent: &Path, name: &str) {
+fn remove_stale_partials(parent: &Path, wanted: impl Fn(&str) -> bool) {
     let host = host_name();
-    let partial = format!(".{name}.partial-");
-    let replaced = format!(".{name}.replaced-");
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
+        let Some((name, tail, is_partial)) = file_name.to_str().and_then(temporary_name) else {
             continue;
         };
-        let (tail, is_partial) = match file_name.strip_prefix(&partial) {
-            Some(tail) => (tail, true),
-            None => match file_name.strip_prefix(&replaced) {
-                Some(tail) => (tail, false),
-                None => continue,
-            },
-        };
-        if !owner_is_dead(tail, &host) {
+        if !wanted(name) || !owner_is_dead(tail, &host) {
             continue;
         }
         let output = parent.join(name);
@@ -255,6 +272,21 @@ fn remove_stale_partials(parent: &Path, name: &str) {
         log::info!("removing {} left by a killed run", entry.path().display());
         remove_any(&entry.path());
     }
+}
+
+/// `.NAME.partial-TAIL` as (NAME, TAIL, true), `.NAME.replaced-TAIL` as (NAME, TAIL,
+/// false); the last marker counts, so NAME may itself contain one.
+fn temporary_name(file_name: &str) -> Option<(&str, &str, bool)> {
+    let rest = file_name.strip_prefix('.')?;
+    let partial = rest.rfind(".partial-");
+    let replaced = rest.rfind(".replaced-");
+    let (at, marker, is_partial) = match (partial, replaced) {
+        (Some(p), Some(r)) if r > p => (r, ".replaced-", false),
+        (Some(p), _) => (p, ".partial-", true),
+        (None, Some(r)) => (r, ".replaced-", false),
+        (None, None) => return None,
+    };
+    Some((&rest[..at], &rest[at + marker.len()..], is_partial))
 }
 
 /// Whether a temporary name's `HOST-PID` tail (`PID` alone in names of earlier versions,
@@ -373,5 +405,49 @@ mod tests {
         std::fs::create_dir(&aside).unwrap();
         let _staged = StagedDir::new(&dir.path().join("out")).unwrap();
         assert_eq!(names(dir.path()), ["out"]);
+    }
+
+    #[test]
+    fn one_sweep_cleans_the_leftovers_of_every_named_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host_name();
+        let dead = dead_pid();
+        let left = [
+            format!(".a.partial-{host}-{dead}"),
+            format!(".b.partial-{host}-{dead}"),
+            format!(".c.partial-{host}-{dead}"),
+        ];
+        for name in &left {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        StagedDir::sweep(dir.path(), &HashSet::from(["a", "b"]));
+        assert_eq!(names(dir.path()), [left[2].clone()], "c was not named");
+        // Left by a run killed after the sweep: the next run's sweep removes it.
+        std::fs::create_dir(dir.path().join(&left[0])).unwrap();
+        let staged = StagedDir::in_swept(&dir.path().join("a")).unwrap();
+        assert!(dir.path().join(&left[0]).exists());
+        drop(staged);
+    }
+
+    #[test]
+    fn temporary_names_are_split_at_their_last_marker() {
+        assert_eq!(
+            temporary_name(".out.partial-h-1"),
+            Some(("out", "h-1", true))
+        );
+        assert_eq!(
+            temporary_name(".out.replaced-h-1"),
+            Some(("out", "h-1", false))
+        );
+        assert_eq!(
+            temporary_name(".a.partial-x.replaced-h-1"),
+            Some(("a.partial-x", "h-1", false))
+        );
+        assert_eq!(
+            temporary_name(".a.replaced-x.partial-7"),
+            Some(("a.replaced-x", "7", true))
+        );
+        assert_eq!(temporary_name("out.partial-h-1"), None);
+        assert_eq!(temporary_name(".out"), None);
     }
 }
