@@ -627,7 +627,30 @@ fn compressed_bags_read_and_process_like_their_uncompressed_twins() {
             let (messages, result) = all(&bag);
             result.unwrap();
             assert!(messages == plain, "{storage} {mode}: not the same messages");
+            // Its storage file alone, without metadata.yaml to say how it was compressed.
+            let file = std::fs::read_dir(&bag)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().is_some_and(|n| n != "metadata.yaml"))
+                .unwrap();
+            assert_eq!(BagReader::open(&file).unwrap().compression(), compression);
+            let (messages, result) = all(&file);
+            result.unwrap();
+            assert!(
+                messages == plain,
+                "{}: not the same messages",
+                file.display()
+            );
         }
+        let plain_file = std::fs::read_dir(f.path(&format!("in_{storage}")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().is_some_and(|n| n != "metadata.yaml"))
+            .unwrap();
+        assert_eq!(
+            BagReader::open(&plain_file).unwrap().compression(),
+            Compression::None
+        );
     }
     let info = Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
         .args(["bag", "info"])

@@ -48,6 +48,9 @@ impl Compression {
 /// The file extension of zstd-compressed storage files.
 const ZSTD_EXTENSION: &str = "zstd";
 
+/// The first bytes of a zstd frame (its magic number, little-endian).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
 impl Storage {
     pub fn identifier(self) -> &'static str {
         match self {
@@ -229,19 +232,24 @@ impl BagReader {
                         .into(),
                 )
             })?;
-            let compression = if is_zstd(path) {
-                Compression::File
-            } else {
-                Compression::None
-            };
-            return Ok(BagReader {
+            let mut reader = BagReader {
                 path: path.to_owned(),
                 storage,
-                compression,
+                compression: Compression::None,
                 files: vec![path.to_owned()],
                 metadata: None,
                 decompressed_single: Default::default(),
-            });
+            };
+            // Without metadata.yaml to say so: a whole file by its name, compressed
+            // messages by their data.
+            reader.compression = if is_zstd(path) {
+                Compression::File
+            } else if reader.first_message_is_zstd() {
+                Compression::Message
+            } else {
+                Compression::None
+            };
+            return Ok(reader);
         }
         if !path.is_dir() {
             return Err(invalid("does not exist".into()));
@@ -391,6 +399,19 @@ impl BagReader {
             return self.read_files(&mut visit_decompressed);
         }
         self.read_files(&mut |m: &BagMessage| Ok(visit(m)))
+    }
+
+    /// Whether the first message's data is a zstd frame (how `--compression-mode message`
+    /// stores it), not CDR, whose encapsulation header starts with a zero byte. A file
+    /// that cannot be read here says no; reading it reports why.
+    fn first_message_is_zstd(&self) -> bool {
+        let mut zstd = false;
+        self.read_files(&mut |m: &BagMessage| {
+            zstd = m.data.starts_with(&ZSTD_MAGIC);
+            Ok(ControlFlow::Break(()))
+        })
+        .ok();
+        zstd
     }
 
     /// [`read`](Self::read) with a visitor that may find a message damaged, which ends
@@ -724,6 +745,7 @@ mod tests {
     fn a_compressed_message_decompresses_and_damage_is_an_error_not_a_panic() {
         let data = b"sensor data ".repeat(100);
         let frame = zstd::encode_all(&data[..], 3).unwrap();
+        assert!(frame.starts_with(&ZSTD_MAGIC));
         assert_eq!(decompress_message(&frame).unwrap(), data);
         assert!(decompress_message(b"not zstd at all").is_err());
         assert!(decompress_message(&frame[..frame.len() / 2]).is_err());
