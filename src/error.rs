@@ -28,6 +28,9 @@ pub enum Error {
     Device(String),
     #[error("image {path}: {message}")]
     Image { path: PathBuf, message: String },
+    /// A dataset whose layout is wrong: a missing or unpaired file, an empty folder.
+    #[error("{path}: {message}")]
+    Dataset { path: PathBuf, message: String },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     /// libtorch failed during a prediction (e.g. out of memory: lower `mc.batch_size`).

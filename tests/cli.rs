@@ -1082,10 +1082,14 @@ fn eval_leaves_out_unreadable_frames_and_says_so() {
     synth("4", "data", &[]);
     synth("4", "good", &[]);
     synth("6", "labelled", &["--bag"]);
-    // The same scenes, one of them corrupt in `data` and absent from `good`.
+    // The same scenes; in `data` one is corrupt and one lacks its noise mask (without it,
+    // it would count as a frame without noise patches), in `good` both are absent.
     std::fs::write(f.path("data/test/00001.png"), b"\x89PNG not really").unwrap();
+    std::fs::remove_file(f.path("data/testnoise/00002.png")).unwrap();
     for dir in ["test", "testannot", "testdepth", "testnoise"] {
-        std::fs::remove_file(f.path("good").join(dir).join("00001.png")).unwrap();
+        for frame in ["00001.png", "00002.png"] {
+            std::fs::remove_file(f.path("good").join(dir).join(frame)).unwrap();
+        }
     }
     let eval = |source: &[&str], json: &str, out: Option<&str>| {
         let mut cmd = bin();
@@ -1107,12 +1111,15 @@ fn eval_leaves_out_unreadable_frames_and_says_so() {
     let data = |dir: &str| f.path(dir).display().to_string();
     let (out, with_bad, text) = eval(&["--data", &data("data")], "bad.json", Some("report"));
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 frame(s) skipped for bad input"), "{text}");
-    assert_eq!(with_bad["images"], 3, "{text}");
+    assert!(text.contains("2 frame(s) skipped for bad input"), "{text}");
+    assert_eq!(with_bad["images"], 2, "{text}");
     let skipped = with_bad["left_out"]["skipped"].as_object().unwrap();
-    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
     assert!(
-        skipped.keys().all(|k| k.contains("00001.png")),
+        skipped.keys().any(|k| k.contains("test/00001.png"))
+            && skipped
+                .keys()
+                .any(|k| k.contains("testnoise/00002.png") && k.contains("no noise mask")),
         "{skipped:?}"
     );
     let md = std::fs::read_to_string(f.path("report/report.md")).unwrap();

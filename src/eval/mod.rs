@@ -565,8 +565,10 @@ impl Evaluation {
     }
 }
 
-/// The SPLIT{kind}/ mask of `image` (`None` if the split has none for it); a mask that
-/// cannot be read or has another size than the image is an error naming the file.
+/// The SPLIT{kind}/ mask of `image` (`None` if the split has no SPLIT{kind}/); a mask
+/// that is missing there, cannot be read or has another size than the image is an error
+/// naming the file (the frame is left out: without its mask it would count as a frame
+/// without noise or OOD pixels and change the figures unseen).
 fn mask_for(
     root: &Path,
     split: &str,
@@ -577,9 +579,16 @@ fn mask_for(
     let Some(name) = image.file_name() else {
         return Ok(None);
     };
-    let path = root.join(format!("{split}{kind}")).join(name);
-    if !path.is_file() {
+    let dir = root.join(format!("{split}{kind}"));
+    if !dir.is_dir() {
         return Ok(None);
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        return Err(Error::Dataset {
+            message: format!("no {kind} mask (every image of {split}/ needs one here)"),
+            path,
+        });
     }
     let img = crate::output::open_image(&path)?.to_luma8();
     if img.dimensions() != size {

@@ -137,24 +137,27 @@ fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 fn pair(images: &[PathBuf], dir: &Path, what: &str) -> Result<Vec<PathBuf>> {
     let others = list_images(dir)?;
     let stem = |p: &Path| p.file_stem().map(|s| s.to_owned());
+    let by_stem: std::collections::HashMap<_, &PathBuf> =
+        others.iter().map(|o| (stem(o), o)).collect();
     let mut paired = Vec::with_capacity(images.len());
     for image in images {
-        let found = others
-            .iter()
-            .find(|o| stem(o) == stem(image))
-            .ok_or_else(|| Error::Image {
-                path: image.clone(),
-                message: format!("no {what} file with the same name in {}", dir.display()),
-            })?;
-        paired.push(found.clone());
+        let found = by_stem.get(&stem(image)).ok_or_else(|| Error::Dataset {
+            path: image.clone(),
+            message: format!(
+                "no {what} file of the same name in {} (every image needs one)",
+                dir.display()
+            ),
+        })?;
+        paired.push((*found).clone());
     }
-    if let Some(extra) = others
-        .iter()
-        .find(|o| !images.iter().any(|i| stem(i) == stem(o)))
-    {
-        return Err(Error::Image {
+    let image_stems: std::collections::HashSet<_> = images.iter().map(|i| stem(i)).collect();
+    if let Some(extra) = others.iter().find(|o| !image_stems.contains(&stem(o))) {
+        return Err(Error::Dataset {
             path: extra.clone(),
-            message: format!("{what} file without an image"),
+            message: format!(
+                "a {what} file without an image of the same name in {}",
+                images[0].parent().unwrap_or(Path::new(".")).display()
+            ),
         });
     }
     Ok(paired)
@@ -171,9 +174,9 @@ impl Dataset {
     ) -> Result<Self> {
         let images = list_images(image_dir)?;
         if images.is_empty() {
-            return Err(Error::Image {
+            return Err(Error::Dataset {
                 path: image_dir.into(),
-                message: "no images".into(),
+                message: "no images (PNG, JPEG, TIFF...) in this folder".into(),
             });
         }
         let label_files = label_dir.map(|d| pair(&images, &d, "label")).transpose()?;
