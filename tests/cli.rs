@@ -796,23 +796,61 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
     }
     assert_eq!(merged["images"], 4);
     assert_json_close(&merged, &whole, 1e-9, "report");
-    // States of different set-ups do not merge.
+    // States of different set-ups do not merge, nor states of different models (another
+    // copy of the model, moved elsewhere, does), nor one part twice.
     let (out, text) = run(bin()
         .args(["eval", "--model"])
         .arg(f.path("model11"))
         .arg("--data")
         .arg(f.path("data"))
-        .args(["--split", "a", "--device", "cpu", "--state", &p("a1.state")]));
+        .args(["--split", "b", "--device", "cpu", "--state", &p("b1.state")]));
     assert!(out.status.success(), "{text}");
-    let (out, text) = run(bin()
-        .args(["eval", "--merge"])
-        .arg(f.path("a.state"))
-        .arg(f.path("a1.state")));
-    assert!(!out.status.success(), "{text}");
-    assert!(
-        text.contains("cannot merge") && text.contains("mode aleatoric"),
-        "{text}"
-    );
+    common::tiny_model(11, true)
+        .save(&f.path("other_model"))
+        .unwrap();
+    std::fs::create_dir(f.path("moved")).unwrap();
+    std::fs::rename(f.path("model11"), f.path("moved/model11")).unwrap();
+    for (model, state) in [("other_model", "b2.state"), ("moved/model11", "b3.state")] {
+        let (out, text) = run(bin()
+            .args(["eval", "--model"])
+            .arg(f.path(model))
+            .arg("--data")
+            .arg(f.path("data"))
+            .args([
+                "--split",
+                "b",
+                "--mode",
+                "mc",
+                "--samples",
+                "3",
+                "--seed",
+                "4",
+            ])
+            .args(["--device", "cpu", "--state", &p(state)]));
+        assert!(out.status.success(), "{text}");
+    }
+    let merge = |states: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(["eval", "--merge"]);
+        for state in states {
+            cmd.arg(f.path(state));
+        }
+        run(&mut cmd)
+    };
+    for (states, why) in [
+        (["a.state", "b1.state"], "mode aleatoric"),
+        (["a.state", "b2.state"], "another model"),
+        (["a.state", "a.state"], "would count twice"),
+    ] {
+        let (out, text) = merge(&states);
+        assert_eq!(out.status.code(), Some(1), "{states:?}: {text}");
+        assert!(
+            text.contains("cannot merge") && text.contains(why),
+            "{states:?}: {text}"
+        );
+    }
+    let (out, text) = merge(&["a.state", "b3.state"]);
+    assert!(out.status.success(), "{text}");
 }
 
 #[test]

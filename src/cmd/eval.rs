@@ -1,6 +1,7 @@
 //! `bayes_perception eval`: accuracy and uncertainty quality of a model on a split, and
 //! (`--compare`) the paper's four set-ups side by side.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,7 +69,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(path) = &args.state {
-        EvaluationState::new(evaluation.clone(), &model_dir, described.clone()).save(path)?;
+        EvaluationState::new(evaluation.clone(), &model_dir, described.clone())?.save(path)?;
         println!("wrote the evaluation state to {}", path.display());
     }
     let mut report = evaluation.report();
@@ -179,18 +180,30 @@ fn run_bag(
 fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let mut merged: Option<EvaluationState> = None;
     let (mut models, mut parts) = (Vec::new(), Vec::new());
+    // Which state evaluated each part of the data: a part merged twice counts twice.
+    let mut evaluated_by: HashMap<String, &PathBuf> = HashMap::new();
     for path in &args.merge {
         let state = EvaluationState::load(path)?;
+        let cannot = |why: String| anyhow::anyhow!("cannot merge {}: {why}", path.display());
+        if let Some(earlier) = evaluated_by.insert(state.data.clone(), path) {
+            return Err(cannot(format!(
+                "{} evaluated {} already (its frames would count twice)",
+                earlier.display(),
+                state.data
+            )));
+        }
         if !models.contains(&state.model) {
             models.push(state.model.clone());
         }
         parts.push(state.data.clone());
         match merged.as_mut() {
             None => merged = Some(state),
-            Some(m) => m
-                .evaluation
-                .merge(&state.evaluation)
-                .map_err(|e| anyhow::anyhow!("cannot merge {}: {e}", path.display()))?,
+            Some(m) => {
+                if let Some(why) = m.other_model(&state) {
+                    return Err(cannot(why));
+                }
+                m.evaluation.merge(&state.evaluation).map_err(cannot)?
+            }
         }
     }
     let mut merged = merged.expect("clap requires a state");

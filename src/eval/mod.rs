@@ -611,9 +611,12 @@ fn mask_for(
 pub struct EvaluationState {
     /// Always [`STATE_FORMAT`].
     pub format: String,
-    /// The model directory and the data (root and split) evaluated.
+    /// The model directory and the data (root and split, or bag) evaluated.
     pub model: String,
     pub data: String,
+    /// The model's [`crate::model::fingerprint`] (states of earlier versions have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     pub evaluation: Evaluation,
 }
 
@@ -621,13 +624,32 @@ pub struct EvaluationState {
 pub const STATE_FORMAT: &str = "bayes_perception eval state 1";
 
 impl EvaluationState {
-    pub fn new(evaluation: Evaluation, model: &Path, data: String) -> Self {
-        EvaluationState {
+    pub fn new(evaluation: Evaluation, model: &Path, data: String) -> Result<Self> {
+        Ok(EvaluationState {
             format: STATE_FORMAT.into(),
             model: model.display().to_string(),
             data,
+            model_sha256: Some(crate::model::fingerprint(model)?),
             evaluation,
-        }
+        })
+    }
+
+    /// Why `other` is not of the same model as this state: their fingerprints differ (not
+    /// their paths: workers may keep the model in other places). States without one
+    /// (earlier versions) are not compared.
+    pub fn other_model(&self, other: &EvaluationState) -> Option<String> {
+        let (Some(a), Some(b)) = (&self.model_sha256, &other.model_sha256) else {
+            return None;
+        };
+        (a != b).then(|| {
+            format!(
+                "another model: {} (sha256 {}…) against {} (sha256 {}…)",
+                other.model,
+                &b[..12.min(b.len())],
+                self.model,
+                &a[..12.min(a.len())]
+            )
+        })
     }
 
     /// Reads a state file written by `eval --state` (size-limited: the histograms of one

@@ -503,3 +503,18 @@ pub fn random_spec(
         provenance: BTreeMap::from([("weights".into(), "random initialisation".into())]),
     }
 }
+
+/// The SHA-256 of a model directory's spec and weights (hex): two directories with the same
+/// fingerprint hold the same model, wherever they are (eval states compare it before
+/// merging).
+pub fn fingerprint(dir: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for name in [SPEC_FILE, WEIGHTS_FILE] {
+        let path = dir.join(name);
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        hash.update(name.as_bytes());
+        std::io::copy(&mut file, &mut hash).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(format!("{:x}", hash.finalize()))
+}
