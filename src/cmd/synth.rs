@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use bayes_perception::colormap::FloatImage;
 use bayes_perception::output::save_png;
 use bayes_perception::synth::{render, SceneConfig};
 use image::{ImageBuffer, Luma};
@@ -84,17 +85,30 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Metres to 16-bit millimetres; no depth (NaN) and beyond 65.535 m become 0 (invalid).
-fn depth_png(depth: &bayes_perception::colormap::FloatImage) -> ImageBuffer<Luma<u16>, Vec<u16>> {
+/// A rendered depth as ground truth: `None` for no depth (NaN, not positive, or beyond
+/// what the dataset's 16-bit millimetres hold, 65.535 m). Farther pixels (the ground plane
+/// near the horizon lies kilometres away) have no ground-truth depth in the dataset and in
+/// labelled bags alike, so both evaluate the same pixels.
+fn ground_truth_m(m: f32) -> Option<f32> {
+    let mm = (m * 1000.0).round();
+    (mm.is_finite() && mm > 0.0 && mm <= u16::MAX as f32).then_some(m)
+}
+
+/// Metres to 16-bit millimetres; no ground-truth depth becomes 0 (invalid).
+fn depth_png(depth: &FloatImage) -> ImageBuffer<Luma<u16>, Vec<u16>> {
     ImageBuffer::from_fn(depth.width(), depth.height(), |x, y| {
-        let m = depth.get_pixel(x, y).0[0];
-        let mm = (m * 1000.0).round();
-        Luma([if mm.is_finite() && mm > 0.0 && mm <= u16::MAX as f32 {
-            mm as u16
-        } else {
-            0
-        }])
+        let m = ground_truth_m(depth.get_pixel(x, y).0[0]);
+        Luma([m.map_or(0, |m| (m * 1000.0).round() as u16)])
     })
+}
+
+/// Metres as a labelled bag's 32FC1 depth; no ground-truth depth becomes NaN.
+fn depth_metres(depth: &FloatImage) -> FloatImage {
+    let mut out = depth.clone();
+    for v in out.iter_mut() {
+        *v = ground_truth_m(*v).unwrap_or(f32::NAN);
+    }
+    out
 }
 
 /// Each split draws its own scenes from the one seed.
@@ -144,7 +158,10 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
                 LABELS_TOPIC,
                 label_message(&header, &LabelImage::U8(scene.labels.clone())),
             ),
-            (DEPTH_TOPIC, float_message(&header, &scene.depth_m)),
+            (
+                DEPTH_TOPIC,
+                float_message(&header, &depth_metres(&scene.depth_m)),
+            ),
             (
                 NOISE_MASK_TOPIC,
                 label_message(&header, &LabelImage::U8(scene.noise_mask.clone())),
