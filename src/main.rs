@@ -57,15 +57,31 @@ fn main() -> ExitCode {
     }
 }
 
-/// The exit code of a command that stopped with `err`: [`EXIT_TRANSIENT`] where another
-/// try may succeed, else 1.
+/// The exit code of a command that stopped with `err`: 2 for a command-line value the
+/// command refused before running ([`cmd::Usage`], or an override that is no valid
+/// parameter), [`EXIT_TRANSIENT`] where another try may succeed, else 1.
 pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
-    if is_transient(err) {
+    let usage = err.chain().any(|e| {
+        e.is::<cmd::Usage>()
+            || matches!(
+                e.downcast_ref::<bayes_perception::Error>(),
+                Some(bayes_perception::Error::Config { origin, .. }) if origin == COMMAND_LINE
+            )
+    });
+    if usage {
+        EXIT_USAGE
+    } else if is_transient(err) {
         EXIT_TRANSIENT
     } else {
         1
     }
 }
+
+/// Exit code of a wrong command line, as clap exits.
+pub const EXIT_USAGE: u8 = 2;
+
+/// The origin config errors of command-line overrides carry.
+pub(crate) const COMMAND_LINE: &str = "command line";
 
 /// Exit code of a failure worth retrying (EX_TEMPFAIL): out of memory during inference,
 /// an output that could not be written for lack of space. Every other failure exits 1.

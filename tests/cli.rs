@@ -351,6 +351,41 @@ fn missing_model_and_missing_input_are_clear_errors() {
     );
 }
 
+/// README: exit code 2 when the command line itself is wrong, whether clap or the command
+/// refuses the value; nothing is written.
+#[test]
+fn wrong_command_line_values_exit_2_and_write_nothing() {
+    let f = Fixture::new();
+    let out = f.path("out");
+    let out = out.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["bag", "sample", out, "--encoding", "foo"],
+        &["bag", "sample", out, "--fps", "0"],
+        &["bag", "process", "in", out, "--every", "0"],
+        &["bag", "process", "in", out, "--samples", "0"],
+        &["bag", "process", "in", out, "--start", "-1"],
+        &["synth", "--out", out, "--count", "0"],
+        &[
+            "synth",
+            "--out",
+            out,
+            "--count",
+            "1",
+            "--noise-sigma=130,60",
+        ],
+        &["synth", "--out", out, "--count", "1", "--split", "te/st"],
+        &["bench", "--frames", "0"],
+        &["infer", "--out", out, "--mode", "foo", "x.png"],
+        &["infer", "--out", out, "--samples", "0", "x.png"],
+    ];
+    for args in cases {
+        let (status, text) = run(bin().args(*args));
+        assert_eq!(status.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains("error"), "{args:?}: {text}");
+        assert!(!f.path("out").exists(), "{args:?} wrote output");
+    }
+}
+
 #[test]
 fn shipped_params_file_runs() {
     let f = Fixture::new();

@@ -103,12 +103,12 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
 
 fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     if args.every == 0 {
-        bail!("--every must be at least 1");
+        super::usage!("--every must be at least 1");
     }
     if !(args.start.is_finite() && args.start >= 0.0)
         || args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0))
     {
-        bail!("--start must be a number >= 0 and --duration a number > 0 (seconds)");
+        super::usage!("--start must be a number >= 0 and --duration a number > 0 (seconds)");
     }
     let (params, model_dir) = super::params_and_model(&args.run)?;
     let reader = BagReader::open(&args.input)?;
@@ -716,13 +716,13 @@ pub fn sample(args: BagSampleArgs) -> anyhow::Result<ExitCode> {
         || args.fps.is_nan()
         || args.fps <= 0.0
     {
-        bail!("--frames, --width, --height and --fps must be positive");
+        super::usage!("--frames, --width, --height and --fps must be positive");
     }
     let channels = match args.encoding.as_str() {
         "rgb8" | "bgr8" => 3,
         "rgba8" | "bgra8" => 4,
         "mono8" => 1,
-        other => bail!("--encoding {other} is not one of rgb8, bgr8, rgba8, bgra8, mono8"),
+        other => super::usage!("--encoding {other} is not one of rgb8, bgr8, rgba8, bgra8, mono8"),
     };
     let namespace = camera_namespace(&args.topic, IMAGE);
     let mut writer = BagWriter::create(&args.output)?;

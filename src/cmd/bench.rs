@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use bayes_perception::config::ColormapParams;
 use bayes_perception::config::Mode;
 use bayes_perception::device::{
@@ -114,10 +114,10 @@ struct Report {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let arch = super::preset(&args.arch)?;
     if args.frames == 0 {
-        bail!("--frames must be at least 1");
+        super::usage!("--frames must be at least 1");
     }
     if args.points_stride == 0 {
-        bail!("--points-stride must be at least 1");
+        super::usage!("--points-stride must be at least 1");
     }
     let device_request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
     let device = device_request.resolve()?;
@@ -125,7 +125,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tch::set_num_threads(args.threads as i32);
     }
     if args.pageable_download && !device.is_cuda() {
-        bail!(
+        super::usage!(
             "--pageable-download applies to CUDA only (on {} the outputs are already on the host)",
             device_name(device)
         );

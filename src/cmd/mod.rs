@@ -17,6 +17,27 @@ use bayes_perception::model::{ArchConfig, PRESETS};
 
 use crate::cli::{Overrides, RunArgs};
 
+/// A command-line value a command refuses before running anything (`--every 0`): exit
+/// code 2, like the values clap itself refuses. Made with [`usage!`].
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Returns a [`Usage`] error from the function: `usage!("--every must be at least 1")`.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::cmd::Usage(format!($($arg)*))))
+    };
+}
+pub(crate) use usage;
+
 /// Reads the params file (or the defaults) and applies command-line overrides.
 pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Params> {
     let mut params = match config {
@@ -50,7 +71,7 @@ pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Resu
     if let Some(seed) = overrides.seed {
         params.seed = seed;
     }
-    params.validate("command line")?;
+    params.validate(crate::COMMAND_LINE)?;
     Ok(params)
 }
 

@@ -13,13 +13,23 @@ use crate::cli::SynthArgs;
 
 pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     if args.count == 0 || args.width < 32 || args.height < 32 {
-        bail!("--count must be positive and the size at least 32x32");
+        super::usage!("--count must be positive and the size at least 32x32");
+    }
+    if args.split.is_empty()
+        || args.split.contains(['/', '\\'])
+        || args.split == "."
+        || args.split == ".."
+    {
+        super::usage!(
+            "--split {:?} must be a plain name (it names the folders SPLIT/, SPLITannot/...)",
+            args.split
+        );
     }
     let [lo, hi] = args.noise_sigma[..] else {
-        bail!("--noise-sigma takes two values, LO,HI");
+        super::usage!("--noise-sigma takes two values, LO,HI");
     };
     if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi) {
-        bail!("--noise-sigma needs 0 <= LO <= HI, got {lo},{hi}");
+        super::usage!("--noise-sigma needs 0 <= LO <= HI, got {lo},{hi}");
     }
     let cfg = SceneConfig {
         width: args.width,
