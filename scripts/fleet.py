@@ -356,6 +356,15 @@ def main(argv=None):
     if not (args.process or args.eval):
         p.error("say what to do: --process, --eval or both")
 
+    # What every bag would fail on the same way is refused here, before Ray starts.
+    if not os.path.isfile(os.path.join(args.model, "model.yaml")):
+        p.error(f"--model {args.model} is not a model directory (no model.yaml in it)")
+    if args.config and not os.path.isfile(args.config):
+        p.error(f"--config {args.config} is not a file")
+    if args.samples is not None and args.samples < 1:
+        p.error("--samples must be at least 1")
+    if args.max_retries < 0 or args.cpus_per_task <= 0 or args.gpus_per_task < 0:
+        p.error("--max-retries and --gpus-per-task must be >= 0, --cpus-per-task > 0")
     bags = find_bags(args.bags, args.manifest)
     # Workers may start in another directory: every path they get is absolute.
     args.model = os.path.abspath(args.model)

@@ -193,3 +193,19 @@ def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
     assert "temporary failure on every try" in result["reason"], result
     assert "process failed (exit 75)" in result["reason"], result
     assert not (out / "report.json").exists()
+
+
+def test_settings_every_bag_would_fail_on_are_refused_before_ray_starts(data, tmp_path):
+    for extra, said in (
+        (["--model", tmp_path / "nosuchmodel"], "is not a model directory"),
+        (["--model", data["model"] / "model.yaml"], "is not a model directory"),
+        (["--config", tmp_path / "nosuch.yaml"], "is not a file"),
+        (["--samples", "0"], "--samples must be at least 1"),
+    ):
+        out = tmp_path / "out"
+        cmd = [sys.executable, str(FLEET), str(data["parts"][0]), "--out", str(out), "--model",
+               str(data["model"]), "--process", "--bin", BIN, *map(str, extra)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        assert said in proc.stderr and "Traceback" not in proc.stderr, (extra, proc.stderr)
+        assert not out.exists(), extra
