@@ -160,39 +160,45 @@ fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
     let bin = env!("CARGO_BIN_EXE_bayes_perception");
     let sample = sample_bag_and_model(tmp.path(), 3000);
     let out = tmp.path().join("out");
-    let mut child = std::process::Command::new(bin)
-        .args(["bag", "process"])
-        .arg(&sample)
-        .arg(&out)
-        .arg("--model")
-        .arg(tmp.path().join("model"))
-        .args(["--device", "cpu"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the run has started writing (its temporary directory exists), then
-    // interrupt it like Ctrl-C does.
-    let started = || {
+    let partials = || {
         std::fs::read_dir(tmp.path())
             .unwrap()
             .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().contains(".partial-"))
+            .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+            .count()
     };
-    while !started() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be interrupted"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let output = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(130), "{text}");
-    assert!(text.contains("interrupted"), "{text}");
+    let interrupted_run = |extra: &[&str]| {
+        let mut child = std::process::Command::new(bin)
+            .args(["bag", "process"])
+            .arg(&sample)
+            .arg(&out)
+            .arg("--model")
+            .arg(tmp.path().join("model"))
+            .args(["--device", "cpu"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the run has started writing (its temporary directory exists), then
+        // interrupt it like Ctrl-C does.
+        while partials() == 0 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "finished before it could be interrupted"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGINT);
+        }
+        let output = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(130), "{text}");
+        assert!(text.contains("interrupted"), "{text}");
+        text
+    };
+    interrupted_run(&[]);
     // The output is complete and consistent: every processed frame has all its outputs.
     let info = BagReader::open(&out).unwrap().info().unwrap();
     assert!(info.damage.is_none());
@@ -213,6 +219,27 @@ fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
         processed,
         "every copied frame was processed"
     );
+    // An interrupted --force run does not put its shorter output in place of the earlier
+    // one: that stays as it was, and nothing of the run is left beside it.
+    let files = |dir: &std::path::Path| {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = files(&out);
+    let text = interrupted_run(&["--force"]);
+    assert!(text.contains("left as it was"), "{text}");
+    assert!(files(&out) == before, "the earlier output changed");
+    assert_eq!(partials(), 0);
 }
 
 /// An output that cannot be written (here the file-size limit, as a full disk would do it)

@@ -354,7 +354,18 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         return Err(e.context("writing the output bag failed; nothing was kept"));
     }
     let summary = writer.finish()?;
-    staged.install(args.force)?;
+    // A run cut short by something other than its input (Ctrl-C, the system failing to
+    // read the bag, frames out of memory) holds fewer frames than another try would: an
+    // earlier output it was to replace with --force is worth more, and stays.
+    let cut_short = interrupted.load(Ordering::SeqCst)
+        || tally.failed_transient
+        || matches!(&read_result, Err(e) if !matches!(e, BagError::Corrupt { .. }));
+    let kept_earlier = cut_short && std::fs::symlink_metadata(&args.output).is_ok();
+    if kept_earlier {
+        drop(staged);
+    } else {
+        staged.install(args.force)?;
+    }
 
     let processed: u64 = written.processed.values().sum();
     let read: u64 = tally.cameras.values().map(|c| c.read).sum();
@@ -425,17 +436,33 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             tally.other_messages
         );
     }
-    let size = dir_size(&args.output);
-    println!(
-        "wrote {} ({} messages, {} topics, {:.1} MiB)",
-        args.output.display(),
-        summary.message_count,
-        summary.topics.len(),
-        size as f64 / (1024.0 * 1024.0)
-    );
+    let size = if kept_earlier {
+        println!(
+            "{} left as it was (the earlier output): this run stopped short, and its {} \
+             messages were not kept in its place",
+            args.output.display(),
+            summary.message_count
+        );
+        0
+    } else {
+        let size = dir_size(&args.output);
+        println!(
+            "wrote {} ({} messages, {} topics, {:.1} MiB)",
+            args.output.display(),
+            summary.message_count,
+            summary.topics.len(),
+            size as f64 / (1024.0 * 1024.0)
+        );
+        size
+    };
+    let outcome = if kept_earlier {
+        "nothing of this run was kept"
+    } else {
+        "the output holds the frames done so far"
+    };
 
     let (status, code) = if interrupted.load(Ordering::SeqCst) {
-        println!("interrupted: the output holds the frames done so far");
+        println!("interrupted: {outcome}");
         ("interrupted", 130)
     } else if let Err(e @ BagError::Corrupt { .. }) = &read_result {
         println!("input damaged: {e}");
@@ -445,7 +472,9 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         // Not the bag's data: the system could not read it, or $TMPDIR could not hold a
         // decompressed file (full: worth another try).
         println!("reading stopped: {e}");
-        println!("the output holds every frame read before that point");
+        if !kept_earlier {
+            println!("the output holds every frame read before that point");
+        }
         match e {
             BagError::Io { source, .. } if is_transient_io(source) => ("retry", 75),
             _ => ("read failed", 1),
@@ -482,7 +511,8 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             },
             "seconds": elapsed.as_secs_f64(),
             "forward_ms_per_frame": (processed > 0).then(|| written.forward_ms / processed as f64),
-            "output_messages": summary.message_count,
+            "output_kept": !kept_earlier,
+            "output_messages": if kept_earlier { 0 } else { summary.message_count },
             "output_bytes": size,
             "model": engine.model().spec.name,
             "mode": params.mode.to_string(),
