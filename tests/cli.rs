@@ -1137,6 +1137,66 @@ fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
 /// A frame that cannot be read is left out of eval's figures, counted and named (in the
 /// terminal, the JSON and report.md); the figures are those of the frames that were read.
 /// A truncated labelled bag is evaluated up to the damage, and the exit code is then 1.
+/// A report written over an earlier one in the same folder keeps none of the earlier
+/// one's files it does not write itself (here the epistemic charts of an MC run and its
+/// further contact sheets), and none of them in report.md; a file the user put there stays.
+#[test]
+fn a_report_over_an_earlier_one_keeps_none_of_its_files() {
+    let f = Fixture::new();
+    common::tiny_model(11, true)
+        .save(&f.path("model11"))
+        .unwrap();
+    let status = bin()
+        .args(["synth", "--count", "3", "--split", "test", "--seed", "5", "--ood"])
+        .args(["--width", "64", "--height", "48", "--out"])
+        .arg(f.path("data"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let eval = |extra: &[&str]| {
+        let (out, text) = run(bin()
+            .args(["eval", "--model"])
+            .arg(f.path("model11"))
+            .arg("--data")
+            .arg(f.path("data"))
+            .args(["--device", "cpu", "--seed", "1", "--out"])
+            .arg(f.path("report"))
+            .args(extra));
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let names = || {
+        let mut names: Vec<String> = std::fs::read_dir(f.path("report"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    eval(&["--mode", "mc", "--samples", "2", "--sheets", "3"]);
+    std::fs::write(f.path("report/notes.txt"), "mine").unwrap();
+    let mc = names();
+    assert!(mc.iter().any(|n| n.contains("epistemic")), "{mc:?}");
+    let text = eval(&["--mode", "aleatoric", "--sheets", "1"]);
+    assert!(text.contains("removed"), "{text}");
+    let aleatoric = names();
+    assert!(
+        !aleatoric.iter().any(|n| n.contains("epistemic")),
+        "{aleatoric:?}"
+    );
+    assert!(aleatoric.contains(&"frame_000.png".to_owned()));
+    assert!(
+        !aleatoric.contains(&"frame_001.png".to_owned()),
+        "{aleatoric:?}"
+    );
+    assert!(aleatoric.contains(&"notes.txt".to_owned()));
+    let md = std::fs::read_to_string(f.path("report/report.md")).unwrap();
+    assert!(
+        !md.contains("frame_001") && !md.contains("epistemic.png"),
+        "{md}"
+    );
+}
+
 #[test]
 fn eval_leaves_out_unreadable_frames_and_says_so() {
     let f = Fixture::new();

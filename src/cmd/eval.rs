@@ -14,7 +14,7 @@ use bayes_perception::config::Params;
 use bayes_perception::device::machine_summary;
 use bayes_perception::eval::agreement::{Agreement, AgreementReport};
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
-use bayes_perception::eval::files::{write_report, Provenance};
+use bayes_perception::eval::files::{tidy, write_report, Provenance};
 use bayes_perception::eval::{
     evaluate_together, format_ratio, format_value, Evaluation, EvaluationState, Evaluator, LeftOut,
     Report, UncertaintyQuality, RECALLS,
@@ -84,7 +84,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         println!("wrote {}", path.display());
     }
     if let Some(dir) = &args.out {
-        write(dir, &evaluation, &engine, &model_dir, &described)?;
+        let mut written = write(
+            dir,
+            &evaluation,
+            &engine,
+            &model_dir,
+            &described,
+            args.sheets,
+        )?;
         if report.agreement.is_some() {
             let path = dir.join("agreement.json");
             let both = serde_json::json!({
@@ -92,7 +99,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 "reference": report.reference,
             });
             write_file(&path, serde_json::to_string_pretty(&both)?.as_bytes())?;
+            written.push(path);
         }
+        tidy_report(dir, &written)?;
     }
     // As in bag process: frames skipped for bad input are counted and reported, an input
     // read only up to damage fails the run (exit 1) after its report is written.
@@ -227,6 +236,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             homoscedastic: false,
         };
         let written = write_report(dir, &merged.evaluation, &provenance)?;
+        tidy_report(dir, &written)?;
         println!(
             "wrote {} files to {} (report.md)",
             written.len(),
@@ -331,31 +341,46 @@ fn sheet_name(i: usize) -> String {
     format!("frame_{i:03}.png")
 }
 
-/// Writes the report directory of one evaluation.
+/// Writes the report directory of one evaluation; returns every file of it.
 fn write(
     dir: &Path,
     evaluation: &Evaluation,
     engine: &Engine,
     model_dir: &Path,
     described: &str,
-) -> anyhow::Result<()> {
+    sheets: usize,
+) -> anyhow::Result<Vec<PathBuf>> {
     let provenance = Provenance {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         model: model_dir.display().to_string(),
         split: described.to_owned(),
-        sheets: (0..evaluation.images)
+        // This run's sheets only: an earlier report's further ones are not embedded.
+        sheets: (0..evaluation.images.min(sheets))
             .map(sheet_name)
             .filter(|name| dir.join(name).is_file())
             .collect(),
         machine: Some(machine_summary(engine.device())),
         homoscedastic: engine.model().spec.is_homoscedastic(),
     };
-    let written = write_report(dir, evaluation, &provenance)?;
+    let mut written = write_report(dir, evaluation, &provenance)?;
+    written.extend(provenance.sheets.iter().map(|name| dir.join(name)));
     println!(
         "wrote {} files to {} (report.md)",
-        written.len() + provenance.sheets.len(),
+        written.len(),
         dir.display()
     );
+    Ok(written)
+}
+
+/// [`tidy`] of a report folder, saying what it removed.
+fn tidy_report(dir: &Path, written: &[PathBuf]) -> anyhow::Result<()> {
+    let removed = tidy(dir, written)?;
+    if removed > 0 {
+        println!(
+            "removed {removed} file(s) of the earlier report in {} that this one does not have",
+            dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -383,6 +408,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         );
     }
     let mut rows = Vec::new();
+    let mut written = Vec::new();
     let mut machine = String::new();
     let mut left_out = LeftOut::default();
     for setup in &SETUPS {
@@ -407,7 +433,14 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
             None,
         )?;
         let described = format!("{} ({})", args.split, data(args).display());
-        write(&test_dir, &test, &engine, dir, &described)?;
+        written.extend(write(
+            &test_dir,
+            &test,
+            &engine,
+            dir,
+            &described,
+            args.sheets,
+        )?);
         let ood = if has_ood {
             let ood_dir = root.join(&args.ood_split);
             let (ood, _) = run_split(
@@ -419,7 +452,14 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
                 None,
             )?;
             let described = format!("{} ({})", args.ood_split, data(args).display());
-            write(&ood_dir, &ood, &engine, dir, &described)?;
+            written.extend(write(
+                &ood_dir,
+                &ood,
+                &engine,
+                dir,
+                &described,
+                args.sheets,
+            )?);
             Some(ood.report())
         } else {
             None
@@ -466,10 +506,10 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         args.ood_split
     );
     write_file(&md, text.as_bytes())?;
-    write_file(
-        &out.join("compare.json"),
-        serde_json::to_string_pretty(&rows)?.as_bytes(),
-    )?;
+    let json = out.join("compare.json");
+    write_file(&json, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    written.extend([md.clone(), json]);
+    tidy_report(out, &written)?;
     println!("wrote {}", md.display());
     Ok(if left_out.damage.is_empty() {
         ExitCode::SUCCESS

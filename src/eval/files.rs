@@ -405,6 +405,52 @@ pub fn write_report(
     Ok(out.written)
 }
 
+/// The list of the files the last report wrote into its folder (paths relative to it,
+/// one per line), kept in the folder.
+pub const FILE_LIST: &str = ".eval_report_files";
+
+/// After a report was written into `dir` (`written`: every file of it, sub-folders' too):
+/// removes what the earlier report there wrote and this one did not (the charts of
+/// another mode, contact sheets of more frames), as its [`FILE_LIST`] names them, with
+/// sub-folders left empty; then lists this report's files. Files anyone else put there
+/// are in no list and never touched. Returns how many files were removed.
+pub fn tidy(dir: &Path, written: &[PathBuf]) -> Result<usize> {
+    use std::path::Component;
+    let list = dir.join(FILE_LIST);
+    let now: std::collections::BTreeSet<String> = written
+        .iter()
+        .filter_map(|p| p.strip_prefix(dir).ok())
+        .filter_map(|p| p.to_str().map(str::to_owned))
+        .collect();
+    let mut removed = 0;
+    let earlier = crate::text_file::read_limited(&list, crate::text_file::MAX_CONFIG_BYTES)
+        .unwrap_or_default();
+    for name in earlier.lines() {
+        let relative = Path::new(name);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if name.is_empty() || !plain || now.contains(name) || name == FILE_LIST {
+            continue;
+        }
+        let path = dir.join(relative);
+        if !path.is_file() || std::fs::remove_file(&path).is_err() {
+            continue;
+        }
+        removed += 1;
+        // Folders it leaves empty (a set-up's split in `--compare`), up to `dir`.
+        for folder in path.ancestors().skip(1) {
+            if folder == dir || std::fs::remove_dir(folder).is_err() {
+                break;
+            }
+        }
+    }
+    let mut text = now.into_iter().collect::<Vec<_>>().join("\n");
+    text.push('\n');
+    write_text(&list, &text)?;
+    Ok(removed)
+}
+
 fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)]) -> String {
     let mut md = String::new();
     let _ = writeln!(
@@ -540,5 +586,43 @@ fn embed(md: &mut String, charts: &[(String, String)], section: &str) {
         if s == section {
             let _ = writeln!(md, "![{file}]({file})\n");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_removes_only_what_the_earlier_report_listed_and_this_one_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("setup/test")).unwrap();
+        for name in [
+            "report.md",
+            "old_chart.png",
+            "setup/test/report.md",
+            "mine.txt",
+        ] {
+            std::fs::write(d.join(name), name).unwrap();
+        }
+        std::fs::write(d.join("outside.txt"), "").unwrap();
+        std::fs::write(
+            d.join(FILE_LIST),
+            "report.md\nold_chart.png\nsetup/test/report.md\n../outside.txt\n",
+        )
+        .unwrap();
+        let removed = tidy(d, &[d.join("report.md")]).unwrap();
+        assert_eq!(removed, 2);
+        let mut left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [FILE_LIST, "mine.txt", "outside.txt", "report.md"]);
+        assert_eq!(
+            std::fs::read_to_string(d.join(FILE_LIST)).unwrap(),
+            "report.md\n"
+        );
     }
 }
