@@ -845,7 +845,11 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         .unwrap();
     std::fs::create_dir(f.path("moved")).unwrap();
     std::fs::rename(f.path("model11"), f.path("moved/model11")).unwrap();
-    for (model, state) in [("other_model", "b2.state"), ("moved/model11", "b3.state")] {
+    for (model, split, state) in [
+        ("other_model", "b", "b2.state"),
+        ("moved/model11", "b", "b3.state"),
+        ("moved/model11", "a", "a2.state"),
+    ] {
         let (out, text) = run(bin()
             .args(["eval", "--model"])
             .arg(f.path(model))
@@ -853,7 +857,7 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
             .arg(f.path("data"))
             .args([
                 "--split",
-                "b",
+                split,
                 "--mode",
                 "mc",
                 "--samples",
@@ -864,6 +868,12 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
             .args(["--device", "cpu", "--state", &p(state)]));
         assert!(out.status.success(), "{text}");
     }
+    // A state of an earlier version (no fingerprints) first: the others still agree.
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("a.state")).unwrap()).unwrap();
+    let fields = old.as_object_mut().unwrap();
+    assert!(fields.remove("model_sha256").is_some() && fields.remove("data_sha256").is_some());
+    std::fs::write(f.path("old.state"), old.to_string()).unwrap();
     let merge = |states: &[&str]| {
         let mut cmd = bin();
         cmd.args(["eval", "--merge"]);
@@ -872,12 +882,15 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         }
         run(&mut cmd)
     };
-    for (states, why) in [
-        (["a.state", "b1.state"], "mode aleatoric"),
-        (["a.state", "b2.state"], "another model"),
-        (["a.state", "a.state"], "would count twice"),
-    ] {
-        let (out, text) = merge(&states);
+    let refused: [(&[&str], &str); 5] = [
+        (&["a.state", "b1.state"], "mode aleatoric"),
+        (&["a.state", "b2.state"], "another model"),
+        (&["old.state", "b2.state", "a2.state"], "another model"),
+        (&["a.state", "a.state"], "would count twice"),
+        (&["a.state", "a2.state"], "would count twice"),
+    ];
+    for (states, why) in refused {
+        let (out, text) = merge(states);
         assert_eq!(out.status.code(), Some(1), "{states:?}: {text}");
         assert!(
             text.contains("cannot merge") && text.contains(why),
@@ -1147,7 +1160,9 @@ fn a_report_over_an_earlier_one_keeps_none_of_its_files() {
         .save(&f.path("model11"))
         .unwrap();
     let status = bin()
-        .args(["synth", "--count", "3", "--split", "test", "--seed", "5", "--ood"])
+        .args([
+            "synth", "--count", "3", "--split", "test", "--seed", "5", "--ood",
+        ])
         .args(["--width", "64", "--height", "48", "--out"])
         .arg(f.path("data"))
         .status()

@@ -16,8 +16,8 @@ use bayes_perception::eval::agreement::{Agreement, AgreementReport};
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
 use bayes_perception::eval::files::{tidy, write_report, Provenance};
 use bayes_perception::eval::{
-    evaluate_together, format_ratio, format_value, Evaluation, EvaluationState, Evaluator, LeftOut,
-    Report, UncertaintyQuality, RECALLS,
+    bag_fingerprint, evaluate_together, format_ratio, format_value, split_fingerprint, Evaluation,
+    EvaluationState, Evaluator, LeftOut, Report, UncertaintyQuality, RECALLS,
 };
 use bayes_perception::model::ModelSpec;
 use bayes_perception::output::{contact_sheet, save_png, write_file};
@@ -45,6 +45,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // What a state says it evaluated, taken before the evaluation: the model's files may
+    // change while it runs (a training writing checkpoints), and a failure here should not
+    // come after hours of work.
+    let identity = match &args.state {
+        Some(_) => Some(state_identity(&args, &model_dir)?),
+        None => None,
+    };
     let (evaluation, reference, described) = match &args.bag {
         Some(bag) => {
             let (evaluation, reference, topics) =
@@ -68,8 +75,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             (evaluation, reference, described)
         }
     };
-    if let Some(path) = &args.state {
-        EvaluationState::new(evaluation.clone(), &model_dir, described.clone())?.save(path)?;
+    if let (Some(path), Some((model_sha256, data_sha256))) = (&args.state, identity) {
+        let state = EvaluationState::new(
+            evaluation.clone(),
+            &model_dir,
+            described.clone(),
+            model_sha256,
+            data_sha256,
+        );
+        state.save(path)?;
         println!("wrote the evaluation state to {}", path.display());
     }
     let mut report = evaluation.report();
@@ -189,17 +203,34 @@ fn run_bag(
 fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let mut merged: Option<EvaluationState> = None;
     let (mut models, mut parts) = (Vec::new(), Vec::new());
+    // The first state's model that has a fingerprint (earlier versions' states have none),
+    // as (path, fingerprint): every other one with a fingerprint must have the same.
+    let mut model: Option<(String, String)> = None;
     // Which state evaluated each part of the data: a part merged twice counts twice.
     let mut evaluated_by: HashMap<String, &PathBuf> = HashMap::new();
     for path in &args.merge {
         let state = EvaluationState::load(path)?;
         let cannot = |why: String| anyhow::anyhow!("cannot merge {}: {why}", path.display());
-        if let Some(earlier) = evaluated_by.insert(state.data.clone(), path) {
-            return Err(cannot(format!(
-                "{} evaluated {} already (its frames would count twice)",
-                earlier.display(),
-                state.data
-            )));
+        if let Some(data) = &state.data_sha256 {
+            if let Some(earlier) = evaluated_by.insert(data.clone(), path) {
+                return Err(cannot(format!(
+                    "{} evaluated the same frames already (their files have the same names \
+                     and sizes; they would count twice)",
+                    earlier.display(),
+                )));
+            }
+        }
+        match (&model, &state.model_sha256) {
+            (Some((first, a)), Some(b)) if a != b => {
+                return Err(cannot(format!(
+                    "another model: {} (sha256 {}…) against {first} (sha256 {}…)",
+                    state.model,
+                    &b[..12.min(b.len())],
+                    &a[..12.min(a.len())]
+                )));
+            }
+            (None, Some(b)) => model = Some((state.model.clone(), b.clone())),
+            _ => {}
         }
         if !models.contains(&state.model) {
             models.push(state.model.clone());
@@ -207,12 +238,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         parts.push(state.data.clone());
         match merged.as_mut() {
             None => merged = Some(state),
-            Some(m) => {
-                if let Some(why) = m.other_model(&state) {
-                    return Err(cannot(why));
-                }
-                m.evaluation.merge(&state.evaluation).map_err(cannot)?
-            }
+            Some(m) => m.evaluation.merge(&state.evaluation).map_err(cannot)?,
         }
     }
     let mut merged = merged.expect("clap requires a state");
@@ -244,6 +270,20 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The model's and the frames' fingerprints for `eval --state`.
+fn state_identity(args: &EvalArgs, model_dir: &Path) -> anyhow::Result<(String, String)> {
+    let model = bayes_perception::model::fingerprint(model_dir)?;
+    let data = match &args.bag {
+        Some(bag) => {
+            let reader = BagReader::open(bag)?;
+            let topics = LabelledTopics::find(&reader, args.topic.as_deref())?;
+            bag_fingerprint(bag, &topics.camera)?
+        }
+        None => split_fingerprint(data(args), &args.split, args.max_images)?,
+    };
+    Ok((model, data))
 }
 
 /// The items joined with commas; more than four as the first two, the last and how many

@@ -28,7 +28,7 @@ pub mod files;
 pub mod plot;
 pub mod quality;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -617,6 +617,10 @@ pub struct EvaluationState {
     /// The model's [`crate::model::fingerprint`] (states of earlier versions have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,
+    /// The frames' [`split_fingerprint`] or [`bag_fingerprint`]: the same data wherever it
+    /// lies (states of earlier versions have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
     pub evaluation: Evaluation,
 }
 
@@ -624,32 +628,23 @@ pub struct EvaluationState {
 pub const STATE_FORMAT: &str = "bayes_perception eval state 1";
 
 impl EvaluationState {
-    pub fn new(evaluation: Evaluation, model: &Path, data: String) -> Result<Self> {
-        Ok(EvaluationState {
+    /// `model_sha256` and `data_sha256` as taken before the evaluation (the model's files
+    /// may change while it runs).
+    pub fn new(
+        evaluation: Evaluation,
+        model: &Path,
+        data: String,
+        model_sha256: String,
+        data_sha256: String,
+    ) -> Self {
+        EvaluationState {
             format: STATE_FORMAT.into(),
             model: model.display().to_string(),
             data,
-            model_sha256: Some(crate::model::fingerprint(model)?),
+            model_sha256: Some(model_sha256),
+            data_sha256: Some(data_sha256),
             evaluation,
-        })
-    }
-
-    /// Why `other` is not of the same model as this state: their fingerprints differ (not
-    /// their paths: workers may keep the model in other places). States without one
-    /// (earlier versions) are not compared.
-    pub fn other_model(&self, other: &EvaluationState) -> Option<String> {
-        let (Some(a), Some(b)) = (&self.model_sha256, &other.model_sha256) else {
-            return None;
-        };
-        (a != b).then(|| {
-            format!(
-                "another model: {} (sha256 {}…) against {} (sha256 {}…)",
-                other.model,
-                &b[..12.min(b.len())],
-                self.model,
-                &a[..12.min(a.len())]
-            )
-        })
+        }
     }
 
     /// Reads a state file written by `eval --state` (size-limited: the histograms of one
@@ -678,6 +673,56 @@ impl EvaluationState {
         let text = serde_json::to_string(self).expect("states serialise");
         crate::output::write_file(path, text.as_bytes())
     }
+}
+
+/// What identifies the frames of a CamVid-layout split that `eval` evaluates (at most
+/// `max_images`, 0 = all): the SHA-256 of their image files' names and sizes. Shards of
+/// one dataset differ, a copy of a shard elsewhere does not.
+pub fn split_fingerprint(root: &Path, split: &str, max_images: usize) -> Result<String> {
+    let dataset = Dataset::camvid(root, split)?;
+    let n = if max_images == 0 {
+        dataset.len()
+    } else {
+        dataset.len().min(max_images)
+    };
+    let files: Vec<&Path> = dataset.files[..n]
+        .iter()
+        .map(|f| f.image.as_path())
+        .collect();
+    names_and_sizes(&files, split)
+}
+
+/// What identifies the frames of a bag's camera: the SHA-256 of the bag's files' names and
+/// sizes and the camera topic.
+pub fn bag_fingerprint(bag: &Path, camera: &str) -> Result<String> {
+    let mut files = Vec::new();
+    if bag.is_dir() {
+        for entry in std::fs::read_dir(bag).map_err(|e| Error::io(bag, e))? {
+            files.push(entry.map_err(|e| Error::io(bag, e))?.path());
+        }
+        files.sort();
+    } else {
+        files.push(bag.to_owned());
+    }
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    names_and_sizes(&files, camera)
+}
+
+/// SHA-256 (hex) of `what` and each file's name and size.
+fn names_and_sizes(files: &[&Path], what: &str) -> Result<String> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(what.as_bytes());
+    for file in files {
+        let size = std::fs::metadata(file)
+            .map_err(|e| Error::io(*file, e))?
+            .len();
+        let name = file
+            .file_name()
+            .map_or(Default::default(), |n| n.to_string_lossy());
+        hash.update(format!("\n{name}\t{size}").as_bytes());
+    }
+    Ok(format!("{:x}", hash.finalize()))
 }
 
 /// Evaluates engines on the same frames of a CamVid-layout split (labels, optional depth,
