@@ -1268,7 +1268,7 @@ fn eval_leaves_out_unreadable_frames_and_says_so() {
         skipped.keys().any(|k| k.contains("test/00001.png"))
             && skipped
                 .keys()
-                .any(|k| k.contains("testnoise/00002.png") && k.contains("no noise mask")),
+                .any(|k| k.contains("test/00002.png") && k.contains("no noise mask")),
         "{skipped:?}"
     );
     let md = std::fs::read_to_string(f.path("report/report.md")).unwrap();

@@ -565,45 +565,55 @@ impl Evaluation {
     }
 }
 
-/// The SPLIT{kind}/ mask of `image` (`None` if the split has no SPLIT{kind}/); a mask
-/// that is missing there, cannot be read or has another size than the image is an error
-/// naming the file (the frame is left out: without its mask it would count as a frame
-/// without noise or OOD pixels and change the figures unseen).
-fn mask_for(
-    root: &Path,
-    split: &str,
-    kind: &str,
-    image: &Path,
-    size: (u32, u32),
-) -> Result<Option<Vec<bool>>> {
-    let Some(name) = image.file_name() else {
-        return Ok(None);
-    };
-    let dir = root.join(format!("{split}{kind}"));
-    if !dir.is_dir() {
-        return Ok(None);
+/// A split's SPLIT{kind}/ folder of masks (noise, ood), found by stem like labels.
+struct MaskFolder {
+    kind: &'static str,
+    dir: PathBuf,
+    by_stem: std::collections::HashMap<std::ffi::OsString, PathBuf>,
+}
+
+impl MaskFolder {
+    /// `None` where the split has no such folder.
+    fn open(root: &Path, split: &str, kind: &'static str) -> Result<Option<Self>> {
+        let dir = root.join(format!("{split}{kind}"));
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let by_stem = crate::train::data::images_by_stem(&dir)?;
+        Ok(Some(MaskFolder { kind, dir, by_stem }))
     }
-    let path = dir.join(name);
-    if !path.exists() {
-        return Err(Error::Dataset {
-            message: format!("no {kind} mask (every image of {split}/ needs one here)"),
-            path,
-        });
+
+    /// The mask of `image`; one that is missing, cannot be read or has another size than
+    /// the image is an error naming the file (the frame is left out: without its mask it
+    /// would count as a frame without noise or OOD pixels and change the figures unseen).
+    fn mask(&self, image: &Path, size: (u32, u32)) -> Result<Vec<bool>> {
+        let kind = self.kind;
+        let path = self
+            .by_stem
+            .get(image.file_stem().unwrap_or_default())
+            .ok_or_else(|| Error::Dataset {
+                path: image.to_owned(),
+                message: format!(
+                    "no {kind} mask of the same name in {} (a split with one needs one for \
+                     every image)",
+                    self.dir.display()
+                ),
+            })?;
+        let img = crate::output::open_image(path)?.to_luma8();
+        if img.dimensions() != size {
+            return Err(Error::Image {
+                path: path.clone(),
+                message: format!(
+                    "{kind} mask is {}x{}, the image {}x{}",
+                    img.width(),
+                    img.height(),
+                    size.0,
+                    size.1
+                ),
+            });
+        }
+        Ok(img.into_raw().into_iter().map(|v| v > 127).collect())
     }
-    let img = crate::output::open_image(&path)?.to_luma8();
-    if img.dimensions() != size {
-        return Err(Error::Image {
-            path,
-            message: format!(
-                "{kind} mask is {}x{}, the image {}x{}",
-                img.width(),
-                img.height(),
-                size.0,
-                size.1
-            ),
-        });
-    }
-    Ok(Some(img.into_raw().into_iter().map(|v| v > 127).collect()))
 }
 
 /// What `eval --state` writes: an evaluation's mergeable state with where it came from.
@@ -740,6 +750,10 @@ pub fn evaluate_together(
     mut on_frame: impl FnMut(usize, usize, usize, &image::RgbImage, &[Prediction]) -> Result<()>,
 ) -> Result<Vec<Evaluation>> {
     let dataset = Dataset::camvid(root, split)?;
+    let masks = [
+        MaskFolder::open(root, split, "noise")?,
+        MaskFolder::open(root, split, "ood")?,
+    ];
     for engine in engines {
         let classes = engine.model().spec.num_classes();
         if classes > 0 && dataset.void_id() as usize != classes {
@@ -764,7 +778,7 @@ pub fn evaluate_together(
     for i in 0..n {
         // A frame whose image or ground truth cannot be read is skipped and counted; a
         // failure another try may not meet (out of file handles) stops the evaluation.
-        let frame = match load_frame(&dataset, root, split, i) {
+        let frame = match load_frame(&dataset, &masks, i) {
             Ok(frame) => frame,
             Err(e) if !e.is_transient() => {
                 let reason = crate::error::one_line(&e);
@@ -796,13 +810,23 @@ pub fn evaluate_together(
 }
 
 /// Frame `i` of a CamVid-layout split with its ground truth and masks.
-fn load_frame(dataset: &Dataset, root: &Path, split: &str, i: usize) -> Result<LabelledFrame> {
+fn load_frame(
+    dataset: &Dataset,
+    masks: &[Option<MaskFolder>; 2],
+    i: usize,
+) -> Result<LabelledFrame> {
     let sample = dataset.load(i)?;
     let image_path = &dataset.files[i].image;
     let size = sample.rgb.dimensions();
+    let mask = |folder: &Option<MaskFolder>| {
+        folder
+            .as_ref()
+            .map(|f| f.mask(image_path, size))
+            .transpose()
+    };
     Ok(LabelledFrame {
-        noise: mask_for(root, split, "noise", image_path, size)?,
-        ood: mask_for(root, split, "ood", image_path, size)?,
+        noise: mask(&masks[0])?,
+        ood: mask(&masks[1])?,
         rgb: sample.rgb,
         labels: sample.labels,
         depth: sample.depth,
@@ -894,5 +918,30 @@ mod tests {
         assert_eq!(m.ratio(), Some(4.0));
         assert_eq!(m.means(), Some([4.0, 1.0]));
         assert_eq!(MaskedMeans::default().ratio(), None);
+    }
+
+    #[test]
+    fn masks_pair_with_images_by_stem_and_a_missing_one_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(MaskFolder::open(root.path(), "test", "noise")
+            .unwrap()
+            .is_none());
+        std::fs::create_dir(root.path().join("testnoise")).unwrap();
+        image::GrayImage::from_raw(2, 1, vec![0, 255])
+            .unwrap()
+            .save(root.path().join("testnoise/0001.png"))
+            .unwrap();
+        let masks = MaskFolder::open(root.path(), "test", "noise")
+            .unwrap()
+            .unwrap();
+        let image = root.path().join("test/0001.jpg");
+        assert_eq!(masks.mask(&image, (2, 1)).unwrap(), [false, true]);
+        let e = masks.mask(&image, (3, 1)).unwrap_err().to_string();
+        assert!(e.contains("noise mask is 2x1"), "{e}");
+        let e = masks
+            .mask(&root.path().join("test/0002.jpg"), (2, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0002.jpg") && e.contains("no noise mask"), "{e}");
     }
 }

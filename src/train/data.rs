@@ -10,6 +10,8 @@
 //!
 //! Class ids inside training run 0..C-1 with C meaning void.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -133,27 +135,42 @@ fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The image files of `dir` by stem (file name without extension), as images are paired
+/// with their labels, depth and masks; two files of one stem (`0001.png`, `0001.tif`) are
+/// an error, not a silent pick.
+pub(crate) fn images_by_stem(dir: &Path) -> Result<HashMap<OsString, PathBuf>> {
+    let mut by_stem = HashMap::new();
+    for file in list_images(dir)? {
+        let stem = file.file_stem().unwrap_or_default().to_owned();
+        if let Some(other) = by_stem.insert(stem, file.clone()) {
+            return Err(Error::Dataset {
+                path: file,
+                message: format!("has the same name as {} (which one?)", other.display()),
+            });
+        }
+    }
+    Ok(by_stem)
+}
+
 /// Pairs every image with the file of the same stem in `dir`; both sides must match.
 fn pair(images: &[PathBuf], dir: &Path, what: &str) -> Result<Vec<PathBuf>> {
-    let others = list_images(dir)?;
-    let stem = |p: &Path| p.file_stem().map(|s| s.to_owned());
-    let by_stem: std::collections::HashMap<_, &PathBuf> =
-        others.iter().map(|o| (stem(o), o)).collect();
+    let mut others = images_by_stem(dir)?;
     let mut paired = Vec::with_capacity(images.len());
     for image in images {
-        let found = by_stem.get(&stem(image)).ok_or_else(|| Error::Dataset {
-            path: image.clone(),
-            message: format!(
-                "no {what} file of the same name in {} (every image needs one)",
-                dir.display()
-            ),
-        })?;
-        paired.push((*found).clone());
+        let found = others
+            .remove(image.file_stem().unwrap_or_default())
+            .ok_or_else(|| Error::Dataset {
+                path: image.clone(),
+                message: format!(
+                    "no {what} file of the same name in {} (every image needs one)",
+                    dir.display()
+                ),
+            })?;
+        paired.push(found);
     }
-    let image_stems: std::collections::HashSet<_> = images.iter().map(|i| stem(i)).collect();
-    if let Some(extra) = others.iter().find(|o| !image_stems.contains(&stem(o))) {
+    if let Some(extra) = others.into_values().min() {
         return Err(Error::Dataset {
-            path: extra.clone(),
+            path: extra,
             message: format!(
                 "a {what} file without an image of the same name in {}",
                 images[0].parent().unwrap_or(Path::new(".")).display()
@@ -179,6 +196,8 @@ impl Dataset {
                 message: "no images (PNG, JPEG, TIFF...) in this folder".into(),
             });
         }
+        // Labels, depth and masks are found by stem: one image per stem.
+        images_by_stem(image_dir)?;
         let label_files = label_dir.map(|d| pair(&images, &d, "label")).transpose()?;
         let depth_files = depth_dir.map(|d| pair(&images, &d, "depth")).transpose()?;
         let files = images
@@ -522,6 +541,28 @@ mod tests {
             .to_string();
         assert!(e.contains("is 5x4 but its image"), "{e}");
         assert!(Dataset::camvid(&tmp.path().join("nope"), "train").is_err());
+        // Two files of one stem: which one is meant is not guessed.
+        GrayImage::new(6, 4)
+            .save(tmp.path().join("trainannot/b.png"))
+            .unwrap();
+        GrayImage::new(6, 4)
+            .save(tmp.path().join("trainannot/b.tif"))
+            .unwrap();
+        let e = Dataset::camvid(tmp.path(), "train")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.") && e.contains("has the same name as"),
+            "{e}"
+        );
+        std::fs::remove_file(tmp.path().join("trainannot/b.tif")).unwrap();
+        RgbImage::new(6, 4)
+            .save(tmp.path().join("train/b.jpg"))
+            .unwrap();
+        let e = Dataset::camvid(tmp.path(), "train")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has the same name as"), "{e}");
     }
 
     #[test]
