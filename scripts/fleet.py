@@ -21,7 +21,7 @@ OUT/fleet.json lists every bag with its status, attempts, frames and times.
 
 Failures, by the binary's exit code: 75 (out of memory, no space: worth another try) and
 a worker that dies (killed, lost node) are retried by Ray, up to --max-retries times; 1
-(damaged bag, bad settings) is reported and not retried. A bag whose result marker says
+or 2 (damaged bag, bad settings) is reported and not retried. A bag whose result marker says
 it was done with the same model, settings and input is skipped, so an interrupted run
 resumes where it stopped (--redo runs everything again).
 

@@ -219,8 +219,17 @@ fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
         processed,
         "every copied frame was processed"
     );
-    // An interrupted --force run does not put its shorter output in place of the earlier
-    // one: that stays as it was, and nothing of the run is left beside it.
+    // An interrupted --force run does not put its shorter output in place of a larger
+    // earlier one (here a bag of more messages than this input can give): that stays as it
+    // was, and nothing of the run is left beside it.
+    std::fs::remove_dir_all(&out).unwrap();
+    let status = std::process::Command::new(bin)
+        .args(["bag", "sample"])
+        .arg(&out)
+        .args(["--frames", "40000", "--width", "2", "--height", "2"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
     let files = |dir: &std::path::Path| {
         let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
             .unwrap()

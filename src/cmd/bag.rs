@@ -354,13 +354,17 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         return Err(e.context("writing the output bag failed; nothing was kept"));
     }
     let summary = writer.finish()?;
+    // Read once: a signal after this point changes neither what is kept nor what is said.
+    let interrupted = interrupted.load(Ordering::SeqCst);
     // A run cut short by something other than its input (Ctrl-C, the system failing to
-    // read the bag, frames out of memory) holds fewer frames than another try would: an
-    // earlier output it was to replace with --force is worth more, and stays.
-    let cut_short = interrupted.load(Ordering::SeqCst)
-        || tally.failed_transient
-        || matches!(&read_result, Err(e) if !matches!(e, BagError::Corrupt { .. }));
-    let kept_earlier = cut_short && std::fs::symlink_metadata(&args.output).is_ok();
+    // read the bag) does not replace a larger earlier output (--force).
+    let cut_short =
+        interrupted || matches!(&read_result, Err(e) if !matches!(e, BagError::Corrupt { .. }));
+    let earlier_messages = cut_short
+        .then(|| BagReader::open(&args.output).and_then(|r| r.info()).ok())
+        .flatten()
+        .map(|info| info.message_count);
+    let kept_earlier = keeps_earlier(cut_short, earlier_messages, summary.message_count);
     if kept_earlier {
         drop(staged);
     } else {
@@ -394,7 +398,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "  {} camera frame(s) outside --start/--duration were left out",
             tally.outside_window
         );
-        if read == 0 && read_result.is_ok() && !interrupted.load(Ordering::SeqCst) {
+        if read == 0 && read_result.is_ok() && !interrupted {
             log::warn!(
                 "no camera frame lies in --start/--duration (see `bag info` for the bag's \
                  start and duration): the output holds no camera frames"
@@ -438,9 +442,10 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     }
     let size = if kept_earlier {
         println!(
-            "{} left as it was (the earlier output): this run stopped short, and its {} \
-             messages were not kept in its place",
+            "{} left as it was: the earlier output there holds {} messages, this run stopped \
+             short with {}, which were not kept in its place",
             args.output.display(),
+            earlier_messages.unwrap_or_default(),
             summary.message_count
         );
         0
@@ -461,7 +466,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         "the output holds the frames done so far"
     };
 
-    let (status, code) = if interrupted.load(Ordering::SeqCst) {
+    let (status, code) = if interrupted {
         println!("interrupted: {outcome}");
         ("interrupted", 130)
     } else if let Err(e @ BagError::Corrupt { .. }) = &read_result {
@@ -511,7 +516,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             },
             "seconds": elapsed.as_secs_f64(),
             "forward_ms_per_frame": (processed > 0).then(|| written.forward_ms / processed as f64),
-            "output_kept": !kept_earlier,
+            "kept_earlier_output": kept_earlier,
             "output_messages": if kept_earlier { 0 } else { summary.message_count },
             "output_bytes": size,
             "model": engine.model().spec.name,
@@ -521,6 +526,14 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         write_file(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     Ok(ExitCode::from(code))
+}
+
+/// Whether a run's output stays out of place of an earlier one (`--force`): only a run cut
+/// short (interrupted, the bag unreadable for a system reason) whose output holds fewer
+/// messages than a readable earlier output. A run through its whole input replaces it, and
+/// so does a longer cut-short one (the earlier one may itself be an interrupted run's).
+fn keeps_earlier(cut_short: bool, earlier_messages: Option<u64>, this_run: u64) -> bool {
+    cut_short && earlier_messages.is_some_and(|earlier| earlier > this_run)
 }
 
 /// Input messages and frames handed over in a row before the reading thread waits for
@@ -867,6 +880,21 @@ fn test_pattern(width: u32, height: u32, frame: u32) -> image::RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_cut_short_run_with_less_than_a_readable_earlier_output_leaves_it() {
+        assert!(keeps_earlier(true, Some(100), 40));
+        assert!(!keeps_earlier(true, Some(40), 100), "the longer one wins");
+        assert!(!keeps_earlier(true, Some(40), 40));
+        assert!(
+            !keeps_earlier(true, None, 40),
+            "no earlier bag, or unreadable"
+        );
+        assert!(
+            !keeps_earlier(false, Some(100), 40),
+            "a whole run replaces it"
+        );
+    }
 
     #[test]
     fn camera_namespaces() {
