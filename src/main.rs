@@ -65,7 +65,8 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
         e.is::<cmd::Usage>()
             || matches!(
                 e.downcast_ref::<bayes_perception::Error>(),
-                Some(bayes_perception::Error::Config { origin, .. }) if origin == COMMAND_LINE
+                Some(bayes_perception::Error::Config { origin, .. })
+                    if origin == COMMAND_LINE || origin.starts_with("--")
             )
     });
     if usage {
@@ -80,7 +81,7 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
 /// Exit code of a wrong command line, as clap exits.
 pub const EXIT_USAGE: u8 = 2;
 
-/// The origin config errors of command-line overrides carry.
+/// The origin config errors of command-line overrides carry (or the flag's name, `--...`).
 pub(crate) const COMMAND_LINE: &str = "command line";
 
 /// Exit code of a failure worth retrying (EX_TEMPFAIL): out of memory during inference,

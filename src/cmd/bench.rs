@@ -119,13 +119,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.points_stride == 0 {
         super::usage!("--points-stride must be at least 1");
     }
-    let device_request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
+    let device_request: DeviceRequest = match args.device.parse() {
+        Ok(request) => request,
+        Err(e) => super::usage!("--device: {e}"),
+    };
     let device = device_request.resolve()?;
     if args.threads > 0 {
         tch::set_num_threads(args.threads as i32);
     }
     if args.pageable_download && !device.is_cuda() {
-        super::usage!(
+        log::warn!(
             "--pageable-download applies to CUDA only (on {} the outputs are already on the host)",
             device_name(device)
         );

@@ -34,17 +34,21 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if args.compare {
         return run_compare(&args, &params, &model_dir);
     }
-    let engine = load(&model_dir, &params)?;
-    let reference = match args.agreement_with_mc {
+    // Settings first, then the (slower) model loads.
+    let reference_params = match args.agreement_with_mc {
         Some(samples) => {
             let mut mc = params.clone();
             mc.mode = Mode::Mc;
             mc.mc.samples = samples;
             mc.validate("--agreement-with-mc")?;
-            Some(load(&model_dir, &mc)?)
+            Some(mc)
         }
         None => None,
     };
+    let engine = load(&model_dir, &params)?;
+    let reference = reference_params
+        .map(|mc| load(&model_dir, &mc))
+        .transpose()?;
     // What a state says it evaluated, taken before the evaluation: the model's files may
     // change while it runs (a training writing checkpoints), and a failure here should not
     // come after hours of work.

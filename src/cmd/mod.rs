@@ -93,10 +93,11 @@ pub fn model_dir(arg: Option<&Path>, params: &Params) -> anyhow::Result<PathBuf>
 
 /// The network preset named by `--arch`.
 pub fn preset(name: &str) -> anyhow::Result<ArchConfig> {
-    ArchConfig::preset(name).ok_or_else(|| {
-        anyhow::anyhow!(
+    match ArchConfig::preset(name) {
+        Some(arch) => Ok(arch),
+        None => usage!(
             "unknown --arch `{name}`; expected one of {}",
             PRESETS.join(", ")
-        )
-    })
+        ),
+    }
 }
