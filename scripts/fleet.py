@@ -307,6 +307,24 @@ def binary(args):
     return path, version.stdout.strip()
 
 
+def check_settings(path, args):
+    """What every bag would fail on the same way (a model that does not load, a params file
+    or setting the binary refuses) stops the run here, before Ray starts, with the binary's
+    words and exit code: `model check` loads them as a run would. On the CPU: the device
+    is each task's (Ray gives GPUs to tasks, not to this process)."""
+    settings = run_args(args)
+    if "--device" in settings:
+        at = settings.index("--device")
+        del settings[at:at + 2]
+    check = subprocess.run([path, "model", "check", *settings, "--device", "cpu"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        errors = [line for line in check.stderr.splitlines() if line.startswith("error")]
+        print(f"fleet: the settings do not load: {' '.join(errors) or check.stderr.strip()}",
+              file=sys.stderr)
+        sys.exit(check.returncode)
+
+
 def progress(done, total, started, frames, line):
     elapsed = time.monotonic() - started
     eta = elapsed / done * (total - done) if done else 0
@@ -356,13 +374,6 @@ def main(argv=None):
     if not (args.process or args.eval):
         p.error("say what to do: --process, --eval or both")
 
-    # What every bag would fail on the same way is refused here, before Ray starts.
-    if not os.path.isfile(os.path.join(args.model, "model.yaml")):
-        p.error(f"--model {args.model} is not a model directory (no model.yaml in it)")
-    if args.config and not os.path.isfile(args.config):
-        p.error(f"--config {args.config} is not a file")
-    if args.samples is not None and args.samples < 1:
-        p.error("--samples must be at least 1")
     if args.max_retries < 0 or args.cpus_per_task <= 0 or args.gpus_per_task < 0:
         p.error("--max-retries and --gpus-per-task must be >= 0, --cpus-per-task > 0")
     bags = find_bags(args.bags, args.manifest)
@@ -370,6 +381,7 @@ def main(argv=None):
     args.model = os.path.abspath(args.model)
     args.config = os.path.abspath(args.config) if args.config else None
     path, version = binary(args)
+    check_settings(path, args)
     setup = setup_digest(args, path)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

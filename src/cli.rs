@@ -228,6 +228,9 @@ pub enum ModelCommand {
     /// Write a model directory with random weights (for trying the pipeline and timing;
     /// its outputs mean nothing).
     Init(ModelInitArgs),
+    /// Load the params (file and overrides) and the model as a run would, and say what
+    /// would run; nothing is processed (settings checked before a launch or a fleet run).
+    Check(RunArgs),
 }
 
 #[derive(Debug, Args)]

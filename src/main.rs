@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         cli::Command::Bag(cli::BagCommand::Info(args)) => cmd::bag::info(args),
         cli::Command::Bag(cli::BagCommand::Sample(args)) => cmd::bag::sample(args),
         cli::Command::Model(cli::ModelCommand::Init(args)) => cmd::model::init(args),
+        cli::Command::Model(cli::ModelCommand::Check(args)) => cmd::model::check(args),
         cli::Command::Synth(args) => cmd::synth::run(args),
         cli::Command::Train(args) => cmd::train::run(args),
         cli::Command::Eval(args) => cmd::eval::run(args),

@@ -1,12 +1,15 @@
-//! `bayes_perception model init`: a model directory with random weights.
+//! `bayes_perception model init`: a model directory with random weights; `model check`:
+//! the settings and model of a run, loaded and described, nothing run.
 
 use std::process::ExitCode;
 
 use anyhow::bail;
+use bayes_perception::device::device_name;
 use bayes_perception::model::{random_spec, Model};
+use bayes_perception::{Engine, EngineConfig};
 use tch::Device;
 
-use crate::cli::ModelInitArgs;
+use crate::cli::{ModelInitArgs, RunArgs};
 
 pub fn init(args: ModelInitArgs) -> anyhow::Result<ExitCode> {
     let arch = super::preset(&args.arch)?;
@@ -35,6 +38,31 @@ pub fn init(args: ModelInitArgs) -> anyhow::Result<ExitCode> {
         args.out.display(),
         args.arch,
         model.num_parameters() as f64 / 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (params, dir) = super::params_and_model(&args)?;
+    let engine = Engine::load(&dir, EngineConfig::from_params(&params)?)?;
+    let spec = &engine.model().spec;
+    let passes = match params.mode {
+        bayes_perception::config::Mode::Mc => format!(", T = {}", params.mc.samples),
+        _ => String::new(),
+    };
+    println!(
+        "ok: model {} ({}, {} classes, {}) on {}, {}, mode {}{passes}",
+        dir.display(),
+        spec.name,
+        spec.num_classes(),
+        if spec.tasks.depth.is_some() {
+            "depth"
+        } else {
+            "no depth"
+        },
+        device_name(engine.device()),
+        params.precision,
+        params.mode,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -196,16 +196,21 @@ def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
 
 
 def test_settings_every_bag_would_fail_on_are_refused_before_ray_starts(data, tmp_path):
-    for extra, said in (
-        (["--model", tmp_path / "nosuchmodel"], "is not a model directory"),
-        (["--model", data["model"] / "model.yaml"], "is not a model directory"),
-        (["--config", tmp_path / "nosuch.yaml"], "is not a file"),
-        (["--samples", "0"], "--samples must be at least 1"),
+    (tmp_path / "bad.yaml").write_text("bayes_perception:\n  ros__parameters:\n    mode: mc\n"
+                                       "    mc:\n      samples: 1\n")
+    for extra, code, said in (
+        (["--model", tmp_path / "nosuchmodel"], 1, "nosuchmodel: not a directory"),
+        (["--model", data["model"] / "model.yaml"], 1, "not a directory"),
+        (["--config", tmp_path / "nosuch.yaml"], 1, "nosuch.yaml"),
+        (["--config", tmp_path / "bad.yaml"], 1, "at least 2 samples"),
+        (["--samples", "0"], 2, "mc.samples"),
+        (["--mode", "mc", "--samples", "1"], 2, "at least 2 samples"),
+        (["--max-retries", "-1"], 2, "--max-retries"),
     ):
         out = tmp_path / "out"
         cmd = [sys.executable, str(FLEET), str(data["parts"][0]), "--out", str(out), "--model",
                str(data["model"]), "--process", "--bin", BIN, *map(str, extra)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 2, (extra, proc.stderr)
+        assert proc.returncode == code, (extra, proc.stderr)
         assert said in proc.stderr and "Traceback" not in proc.stderr, (extra, proc.stderr)
         assert not out.exists(), extra
