@@ -400,6 +400,32 @@ fn wrong_command_line_values_exit_2_and_write_nothing() {
     }
 }
 
+/// `model check` says what a run would do with the settings, and fails as it would.
+#[test]
+fn model_check_describes_the_run_or_fails_as_it_would() {
+    let f = Fixture::new();
+    let model = f.path("model");
+    let check = |extra: &[&str]| {
+        run(bin()
+            .args(["model", "check", "--model"])
+            .arg(&model)
+            .args(["--device", "cpu"])
+            .args(extra))
+    };
+    let (out, text) = check(&["--mode", "mc", "--samples", "7"]);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ok: model") && text.contains("4 classes") && text.contains("mode mc, T = 7"),
+        "{text}"
+    );
+    let (out, text) = check(&["--mode", "mc", "--samples", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    let (out, text) = check(&[]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("model.safetensors"), "{text}");
+}
+
 #[test]
 fn shipped_params_file_runs() {
     let f = Fixture::new();
