@@ -1187,9 +1187,6 @@ fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
     );
 }
 
-/// A frame that cannot be read is left out of eval's figures, counted and named (in the
-/// terminal, the JSON and report.md); the figures are those of the frames that were read.
-/// A truncated labelled bag is evaluated up to the damage, and the exit code is then 1.
 /// A report written over an earlier one in the same folder keeps none of the earlier
 /// one's files it does not write itself (here the epistemic charts of an MC run and its
 /// further contact sheets), and none of them in report.md; a file the user put there stays.
@@ -1252,6 +1249,9 @@ fn a_report_over_an_earlier_one_keeps_none_of_its_files() {
     );
 }
 
+/// A frame that cannot be read is left out of eval's figures, counted and named (in the
+/// terminal, the JSON and report.md); the figures are those of the frames that were read.
+/// A truncated labelled bag is evaluated up to the damage, and the exit code is then 1.
 #[test]
 fn eval_leaves_out_unreadable_frames_and_says_so() {
     let f = Fixture::new();

@@ -403,7 +403,8 @@ impl BagReader {
 
     /// Whether the first message's data is a zstd frame (how `--compression-mode message`
     /// stores it), not CDR, whose encapsulation header starts with a zero byte. A file
-    /// that cannot be read here says no; reading it reports why.
+    /// whose first message cannot be read here is taken as uncompressed; reading it
+    /// reports the damage (as damage of the storage file, not of a compressed message).
     fn first_message_is_zstd(&self) -> bool {
         let mut zstd = false;
         self.read_files(&mut |m: &BagMessage| {

@@ -234,6 +234,7 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
         *count.entry(stem).or_default() += 1;
     }
     let mut seen = HashSet::new();
+    let mut next: HashMap<String, usize> = HashMap::new();
     inputs
         .iter()
         .zip(&stems)
@@ -261,11 +262,13 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
                     _ => format!("{stem}_{ext}"),
                 };
             }
+            // The next counter of each base name is kept: K clashes of one name cost K
+            // tries in all, not K² (many folders of frames with the same names).
             let base = name.clone();
-            let mut n = 2;
             while !seen.insert(name.clone()) {
+                let n = next.entry(base.clone()).or_insert(2);
                 name = format!("{base}_{n}");
-                n += 1;
+                *n += 1;
             }
             name
         })

@@ -434,7 +434,12 @@ pub fn tidy(dir: &Path, written: &[PathBuf]) -> Result<usize> {
             continue;
         }
         let path = dir.join(relative);
-        if !path.is_file() || std::fs::remove_file(&path).is_err() {
+        // Never through a link: a listed `sub/x` where `sub` now links elsewhere is left.
+        let through_link = path
+            .ancestors()
+            .take_while(|a| *a != dir)
+            .any(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()));
+        if through_link || !path.is_file() || std::fs::remove_file(&path).is_err() {
             continue;
         }
         removed += 1;
@@ -612,8 +617,17 @@ mod tests {
             "report.md\nold_chart.png\nsetup/test/report.md\n../outside.txt\n",
         )
         .unwrap();
+        // A listed file behind a link that leads out of the folder stays.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("x.png"), "").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), d.join("linked")).unwrap();
+        let mut list = std::fs::read_to_string(d.join(FILE_LIST)).unwrap();
+        list.push_str("linked/x.png\n");
+        std::fs::write(d.join(FILE_LIST), list).unwrap();
         let removed = tidy(d, &[d.join("report.md")]).unwrap();
         assert_eq!(removed, 2);
+        assert!(elsewhere.path().join("x.png").exists());
+        std::fs::remove_file(d.join("linked")).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
