@@ -212,6 +212,7 @@ pub fn read_labelled_frames<E: From<BagError>>(
     if let Some(e) = failure {
         return Err(e);
     }
+    let damaged = read.is_err();
     match read {
         Err(e @ BagError::Corrupt { .. }) if tally.evaluated > 0 => {
             tally.left_out.damage.push(e.to_string())
@@ -220,7 +221,10 @@ pub fn read_labelled_frames<E: From<BagError>>(
         Ok(()) => {}
     }
     for (_, partial) in pending {
-        tally.left_out.skip(if partial.rgb.is_some() {
+        tally.left_out.skip(if damaged {
+            // Its other parts lay after the damage: the damage's loss, not bad input.
+            "incomplete where reading stopped at the damage"
+        } else if partial.rgb.is_some() {
             "ground truth missing"
         } else {
             "ground truth without its camera frame"
