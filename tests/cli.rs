@@ -923,12 +923,59 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
             .args(["--device", "cpu", "--state", &p(state)]));
         assert!(out.status.success(), "{text}");
     }
-    // A state of an earlier version (no fingerprints) first: the others still agree.
+    // A state of an earlier version (no model fingerprint, no frame keys).
     let mut old: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("a.state")).unwrap()).unwrap();
     let fields = old.as_object_mut().unwrap();
-    assert!(fields.remove("model_sha256").is_some() && fields.remove("data_sha256").is_some());
+    assert!(fields.remove("model_sha256").is_some());
+    let evaluation = fields["evaluation"].as_object_mut().unwrap();
+    assert_eq!(
+        evaluation
+            .remove("frame_keys")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     std::fs::write(f.path("old.state"), old.to_string()).unwrap();
+    // Split a's frames copied to another root (the same frames elsewhere), and one folder
+    // holding a's frames and then b's (different frames at the same path: shards kept at
+    // one path on different machines).
+    for suffix in ["", "annot", "depth", "noise", "ood"] {
+        for (from, to) in [("a", "copy/a"), ("a", "shard/x"), ("b", "later/x")] {
+            let to = f.path(&format!("{to}{suffix}"));
+            std::fs::create_dir_all(&to).unwrap();
+            for entry in std::fs::read_dir(f.path(&format!("data/{from}{suffix}"))).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    let state_of = |root: &str, split: &str, state: &str| {
+        let (out, text) = run(bin()
+            .args(["eval", "--model"])
+            .arg(f.path("moved/model11"))
+            .arg("--data")
+            .arg(f.path(root))
+            .args([
+                "--split",
+                split,
+                "--mode",
+                "mc",
+                "--samples",
+                "3",
+                "--seed",
+                "4",
+            ])
+            .args(["--device", "cpu", "--state", &p(state)]));
+        assert!(out.status.success(), "{text}");
+    };
+    state_of("copy", "a", "copy.state");
+    state_of("shard", "x", "shard_a.state");
+    std::fs::rename(f.path("shard"), f.path("shard_was_a")).unwrap();
+    std::fs::rename(f.path("later"), f.path("shard")).unwrap();
+    state_of("shard", "x", "shard_b.state");
     let merge = |states: &[&str]| {
         let mut cmd = bin();
         cmd.args(["eval", "--merge"]);
@@ -937,12 +984,14 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         }
         run(&mut cmd)
     };
-    let refused: [(&[&str], &str); 5] = [
+    let refused: [(&[&str], &str); 7] = [
         (&["a.state", "b1.state"], "mode aleatoric"),
         (&["a.state", "b2.state"], "another model"),
-        (&["old.state", "b2.state", "a2.state"], "another model"),
+        (&["old.state", "b2.state", "b3.state"], "another model"),
         (&["a.state", "a.state"], "would count twice"),
+        (&["old.state", "old.state"], "would count twice"),
         (&["a.state", "a2.state"], "would count twice"),
+        (&["a.state", "copy.state"], "would count twice"),
     ];
     for (states, why) in refused {
         let (out, text) = merge(states);
@@ -954,6 +1003,9 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
     }
     let (out, text) = merge(&["a.state", "b3.state"]);
     assert!(out.status.success(), "{text}");
+    let (out, text) = merge(&["shard_a.state", "shard_b.state"]);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 state(s) merged"), "{text}");
 }
 
 #[test]
@@ -1353,13 +1405,11 @@ fn eval_leaves_out_unreadable_frames_and_says_so() {
     let images = report["images"].as_u64().unwrap();
     assert!((1..6).contains(&images), "{text}");
     assert_eq!(report["left_out"]["damage"].as_array().unwrap().len(), 1);
-    // A frame whose parts the damage cut apart is the damage's loss, not bad input.
-    if let Some(skipped) = report["left_out"]["skipped"].as_object() {
-        assert!(
-            skipped
-                .keys()
-                .all(|k| k == "incomplete where reading stopped at the damage"),
-            "{skipped:?}"
-        );
-    }
+    // The frame whose parts the cut separated is the damage's loss, not bad input.
+    let skipped = report["left_out"]["skipped"].as_object().unwrap();
+    assert_eq!(
+        skipped.keys().collect::<Vec<_>>(),
+        ["incomplete where reading stopped at the damage"],
+        "{skipped:?}"
+    );
 }

@@ -167,6 +167,8 @@ pub fn read_labelled_frames<E: From<BagError>>(
     let mut tally = LabelledTally::default();
     let mut pending: BTreeMap<(i32, u32), Partial> = BTreeMap::new();
     let mut failure: Option<E> = None;
+    // The latest camera stamp read: frames from there on may have lost parts to damage.
+    let mut last_camera: Option<(i32, u32)> = None;
     let read = reader.read(|m: &BagMessage| {
         let part = match classify(topics, m) {
             Some(part) => part,
@@ -183,6 +185,9 @@ pub fn read_labelled_frames<E: From<BagError>>(
             }
         };
         let stamp = decoded.stamp;
+        if part == Part::Camera {
+            last_camera = last_camera.max(Some(stamp));
+        }
         let entry = pending.entry(stamp).or_default();
         if let Err(reason) = entry.put(decoded) {
             pending.remove(&stamp);
@@ -220,15 +225,17 @@ pub fn read_labelled_frames<E: From<BagError>>(
         Err(e) => return Err(E::from(e)),
         Ok(()) => {}
     }
-    for (_, partial) in pending {
-        tally.left_out.skip(if damaged {
-            // Its other parts lay after the damage: the damage's loss, not bad input.
-            "incomplete where reading stopped at the damage"
-        } else if partial.rgb.is_some() {
-            "ground truth missing"
-        } else {
-            "ground truth without its camera frame"
-        });
+    for (stamp, partial) in pending {
+        tally
+            .left_out
+            .skip(if damaged && last_camera.is_none_or(|c| stamp >= c) {
+                // Its other parts may lie after the damage: the damage's loss, not bad input.
+                "incomplete where reading stopped at the damage"
+            } else if partial.rgb.is_some() {
+                "ground truth missing"
+            } else {
+                "ground truth without its camera frame"
+            });
     }
     Ok(tally)
 }

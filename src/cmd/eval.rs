@@ -16,8 +16,8 @@ use bayes_perception::eval::agreement::{Agreement, AgreementReport};
 use bayes_perception::eval::compare::{self, check_pair, SETUPS};
 use bayes_perception::eval::files::{tidy, write_report, Provenance};
 use bayes_perception::eval::{
-    bag_fingerprint, evaluate_together, format_ratio, format_value, split_fingerprint, Evaluation,
-    EvaluationState, Evaluator, LeftOut, Report, UncertaintyQuality, RECALLS,
+    evaluate_together, format_ratio, format_value, Evaluation, EvaluationState, Evaluator, LeftOut,
+    Report, UncertaintyQuality, RECALLS,
 };
 use bayes_perception::model::ModelSpec;
 use bayes_perception::output::{contact_sheet, save_png, write_file};
@@ -45,17 +45,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // The model a state names, taken before it loads: its files may change while the
+    // evaluation runs (a training writing checkpoints), and a failure here should not
+    // come after hours of work.
+    let model_sha256 = match &args.state {
+        Some(_) => Some(bayes_perception::model::fingerprint(&model_dir)?),
+        None => None,
+    };
     let engine = load(&model_dir, &params)?;
     let reference = reference_params
         .map(|mc| load(&model_dir, &mc))
         .transpose()?;
-    // What a state says it evaluated, taken before the evaluation: the model's files may
-    // change while it runs (a training writing checkpoints), and a failure here should not
-    // come after hours of work.
-    let identity = match &args.state {
-        Some(_) => Some(state_identity(&args, &model_dir)?),
-        None => None,
-    };
     let (evaluation, reference, described) = match &args.bag {
         Some(bag) => {
             let (evaluation, reference, topics) =
@@ -79,13 +79,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
             (evaluation, reference, described)
         }
     };
-    if let (Some(path), Some((model_sha256, data_sha256))) = (&args.state, identity) {
+    if let (Some(path), Some(model_sha256)) = (&args.state, model_sha256) {
         let state = EvaluationState::new(
             evaluation.clone(),
             &model_dir,
             described.clone(),
             model_sha256,
-            data_sha256,
         );
         state.save(path)?;
         println!("wrote the evaluation state to {}", path.display());
@@ -210,17 +209,22 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     // The first state's model that has a fingerprint (earlier versions' states have none),
     // as (path, fingerprint): every other one with a fingerprint must have the same.
     let mut model: Option<(String, String)> = None;
-    // Which state evaluated each part of the data: a part merged twice counts twice.
-    let mut evaluated_by: HashMap<String, &PathBuf> = HashMap::new();
+    // Frames merged twice count twice: states with frame keys are checked frame by frame
+    // (Evaluation::merge); for those of earlier versions, without keys, the same data
+    // (root and split, or bag, as given) twice is the best that can be told.
+    let mut evaluated_by: HashMap<String, (&PathBuf, bool)> = HashMap::new();
     for path in &args.merge {
         let state = EvaluationState::load(path)?;
         let cannot = |why: String| anyhow::anyhow!("cannot merge {}: {why}", path.display());
-        if let Some(data) = &state.data_sha256 {
-            if let Some(earlier) = evaluated_by.insert(data.clone(), path) {
+        let keyless = state.evaluation.frame_keys.is_empty() && state.evaluation.images > 0;
+        if let Some((earlier, earlier_keyless)) =
+            evaluated_by.insert(state.data.clone(), (path, keyless))
+        {
+            if keyless || earlier_keyless {
                 return Err(cannot(format!(
-                    "{} evaluated the same frames already (their files have the same names \
-                     and sizes; they would count twice)",
+                    "{} evaluated {} already (its frames would count twice)",
                     earlier.display(),
+                    state.data
                 )));
             }
         }
@@ -274,20 +278,6 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The model's and the frames' fingerprints for `eval --state`.
-fn state_identity(args: &EvalArgs, model_dir: &Path) -> anyhow::Result<(String, String)> {
-    let model = bayes_perception::model::fingerprint(model_dir)?;
-    let data = match &args.bag {
-        Some(bag) => {
-            let reader = BagReader::open(bag)?;
-            let topics = LabelledTopics::find(&reader, args.topic.as_deref())?;
-            bag_fingerprint(bag, &topics.camera)?
-        }
-        None => split_fingerprint(data(args), &args.split, args.max_images)?,
-    };
-    Ok((model, data))
 }
 
 /// The items joined with commas; more than four as the first two, the last and how many

@@ -285,6 +285,10 @@ pub struct Evaluation {
     /// Frames of the input that are not in it (states saved before it existed have none).
     #[serde(default)]
     pub left_out: LeftOut,
+    /// A key of each frame evaluated ([`frame_key`]): merging refuses evaluations that
+    /// share frames, which would count twice (states saved before it existed have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_keys: Vec<u64>,
 }
 
 /// What of an evaluation's input is not in its figures: frames skipped for bad input
@@ -362,6 +366,7 @@ impl Evaluation {
             noise_accuracy: MaskedMeans::default(),
             noise_rel: MaskedMeans::default(),
             left_out: LeftOut::default(),
+            frame_keys: Vec::new(),
         }
     }
 
@@ -377,6 +382,16 @@ impl Evaluation {
         if other.depth_calibration.is_some() != self.depth_calibration.is_some() {
             return Err("one has depth, the other not".into());
         }
+        let mine: std::collections::HashSet<u64> = self.frame_keys.iter().copied().collect();
+        let shared = other.frame_keys.iter().filter(|k| mine.contains(k)).count();
+        if shared > 0 {
+            return Err(format!(
+                "{shared} of its {} frames are in the evaluation already (the same images): \
+                 they would count twice",
+                other.frame_keys.len()
+            ));
+        }
+        self.frame_keys.extend_from_slice(&other.frame_keys);
         self.images += other.images;
         self.time_ms += other.time_ms;
         self.left_out.merge(&other.left_out);
@@ -627,10 +642,6 @@ pub struct EvaluationState {
     /// The model's [`crate::model::fingerprint`] (states of earlier versions have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<String>,
-    /// The frames' [`split_fingerprint`] or [`bag_fingerprint`]: the same data wherever it
-    /// lies (states of earlier versions have none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_sha256: Option<String>,
     pub evaluation: Evaluation,
 }
 
@@ -638,21 +649,14 @@ pub struct EvaluationState {
 pub const STATE_FORMAT: &str = "bayes_perception eval state 1";
 
 impl EvaluationState {
-    /// `model_sha256` and `data_sha256` as taken before the evaluation (the model's files
-    /// may change while it runs).
-    pub fn new(
-        evaluation: Evaluation,
-        model: &Path,
-        data: String,
-        model_sha256: String,
-        data_sha256: String,
-    ) -> Self {
+    /// `model_sha256` as taken before the model loaded (its files may change while the
+    /// evaluation runs).
+    pub fn new(evaluation: Evaluation, model: &Path, data: String, model_sha256: String) -> Self {
         EvaluationState {
             format: STATE_FORMAT.into(),
             model: model.display().to_string(),
             data,
             model_sha256: Some(model_sha256),
-            data_sha256: Some(data_sha256),
             evaluation,
         }
     }
@@ -683,56 +687,6 @@ impl EvaluationState {
         let text = serde_json::to_string(self).expect("states serialise");
         crate::output::write_file(path, text.as_bytes())
     }
-}
-
-/// What identifies the frames of a CamVid-layout split that `eval` evaluates (at most
-/// `max_images`, 0 = all): the SHA-256 of their image files' names and sizes. Shards of
-/// one dataset differ, a copy of a shard elsewhere does not.
-pub fn split_fingerprint(root: &Path, split: &str, max_images: usize) -> Result<String> {
-    let dataset = Dataset::camvid(root, split)?;
-    let n = if max_images == 0 {
-        dataset.len()
-    } else {
-        dataset.len().min(max_images)
-    };
-    let files: Vec<&Path> = dataset.files[..n]
-        .iter()
-        .map(|f| f.image.as_path())
-        .collect();
-    names_and_sizes(&files, split)
-}
-
-/// What identifies the frames of a bag's camera: the SHA-256 of the bag's files' names and
-/// sizes and the camera topic.
-pub fn bag_fingerprint(bag: &Path, camera: &str) -> Result<String> {
-    let mut files = Vec::new();
-    if bag.is_dir() {
-        for entry in std::fs::read_dir(bag).map_err(|e| Error::io(bag, e))? {
-            files.push(entry.map_err(|e| Error::io(bag, e))?.path());
-        }
-        files.sort();
-    } else {
-        files.push(bag.to_owned());
-    }
-    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    names_and_sizes(&files, camera)
-}
-
-/// SHA-256 (hex) of `what` and each file's name and size.
-fn names_and_sizes(files: &[&Path], what: &str) -> Result<String> {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    hash.update(what.as_bytes());
-    for file in files {
-        let size = std::fs::metadata(file)
-            .map_err(|e| Error::io(*file, e))?
-            .len();
-        let name = file
-            .file_name()
-            .map_or(Default::default(), |n| n.to_string_lossy());
-        hash.update(format!("\n{name}\t{size}").as_bytes());
-    }
-    Ok(format!("{:x}", hash.finalize()))
 }
 
 /// Evaluates engines on the same frames of a CamVid-layout split (labels, optional depth,
@@ -847,6 +801,20 @@ pub struct LabelledFrame {
     pub ood: Option<Vec<bool>>,
 }
 
+/// What identifies a frame among evaluations to be merged: the first 8 bytes of the
+/// SHA-256 of its size and pixels. The same image evaluated twice (a state merged twice, a
+/// copy of a shard, overlapping `--max-images` parts) has the same key wherever it lies;
+/// two different camera frames have the same one with odds of about 1 in 2^64 per pair.
+pub fn frame_key(rgb: &image::RgbImage) -> u64 {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(rgb.width().to_le_bytes());
+    hash.update(rgb.height().to_le_bytes());
+    hash.update(rgb.as_raw());
+    let digest = hash.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("32 bytes"))
+}
+
 /// Runs engines on labelled frames as they come and gathers one [`Evaluation`] each.
 pub struct Evaluator<'a> {
     engines: Vec<&'a Engine>,
@@ -865,8 +833,10 @@ impl<'a> Evaluator<'a> {
     /// engine order.
     pub fn add(&mut self, frame: &LabelledFrame) -> Result<Vec<Prediction>> {
         let mut predictions = Vec::with_capacity(self.engines.len());
+        let key = frame_key(&frame.rgb);
         for (engine, evaluation) in self.engines.iter().zip(&mut self.evaluations) {
             let p = engine.predict(&frame.rgb)?;
+            evaluation.frame_keys.push(key);
             evaluation.add(
                 &p,
                 frame.labels.as_deref(),

@@ -139,8 +139,13 @@ fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 /// with their labels, depth and masks; two files of one stem (`0001.png`, `0001.tif`) are
 /// an error, not a silent pick.
 pub(crate) fn images_by_stem(dir: &Path) -> Result<HashMap<OsString, PathBuf>> {
+    by_stem(list_images(dir)?)
+}
+
+/// `files` by stem; two of one stem are an error ([`images_by_stem`]).
+fn by_stem(files: Vec<PathBuf>) -> Result<HashMap<OsString, PathBuf>> {
     let mut by_stem = HashMap::new();
-    for file in list_images(dir)? {
+    for file in files {
         let stem = file.file_stem().unwrap_or_default().to_owned();
         if let Some(other) = by_stem.insert(stem, file.clone()) {
             return Err(Error::Dataset {
@@ -197,7 +202,7 @@ impl Dataset {
             });
         }
         // Labels, depth and masks are found by stem: one image per stem.
-        images_by_stem(image_dir)?;
+        by_stem(images.clone())?;
         let label_files = label_dir.map(|d| pair(&images, &d, "label")).transpose()?;
         let depth_files = depth_dir.map(|d| pair(&images, &d, "depth")).transpose()?;
         let files = images
