@@ -35,6 +35,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -205,7 +206,8 @@ def _load(path):
 
 def find_bags(patterns, manifest):
     """The bags named by paths, globs (recursive `**` too) and a manifest (one per line,
-    # comments), in order, each once."""
+    # comments), in order, each once (a bag reached by two paths, through a symbolic link,
+    is one bag: its frames would count twice in the merged report)."""
     names = list(patterns)
     if manifest:
         for line in Path(manifest).read_text().splitlines():
@@ -221,8 +223,9 @@ def find_bags(patterns, manifest):
             path = os.path.abspath(m)
             if not os.path.exists(path):
                 sys.exit(f"fleet: {m} does not exist")
-            if path not in seen:
-                seen.add(path)
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen.add(real)
                 bags.append(path)
     if not bags:
         sys.exit("fleet: no bags given (paths, globs or --manifest)")
@@ -316,13 +319,23 @@ def check_settings(path, args):
     if "--device" in settings:
         at = settings.index("--device")
         del settings[at:at + 2]
+    # The device itself is only read here (its grammar, as the binary reads it).
+    if args.device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        print(f"fleet: --device {args.device}: expected auto, cpu, cuda or cuda:N",
+              file=sys.stderr)
+        sys.exit(2)
     check = subprocess.run([path, "model", "check", *settings, "--device", "cpu"],
                            capture_output=True, text=True)
-    if check.returncode != 0:
+    code = check.returncode
+    if code != 0:
         errors = [line for line in check.stderr.splitlines() if line.startswith("error")]
-        print(f"fleet: the settings do not load: {' '.join(errors) or check.stderr.strip()}",
-              file=sys.stderr)
-        sys.exit(check.returncode)
+        why = " ".join(errors) or check.stderr.strip() or f"killed by signal {-code}"
+        if code == EXIT_TRANSIENT or code < 0:
+            print(f"fleet: checking the settings failed for a temporary reason ({why}); "
+                  "try again", file=sys.stderr)
+            sys.exit(EXIT_TRANSIENT)
+        print(f"fleet: the settings do not load: {why}", file=sys.stderr)
+        sys.exit(code)
 
 
 def progress(done, total, started, frames, line):

@@ -206,6 +206,7 @@ def test_settings_every_bag_would_fail_on_are_refused_before_ray_starts(data, tm
         (["--samples", "0"], 2, "mc.samples"),
         (["--mode", "mc", "--samples", "1"], 2, "at least 2 samples"),
         (["--max-retries", "-1"], 2, "--max-retries"),
+        (["--device", "tpu"], 2, "expected auto, cpu, cuda or cuda:N"),
     ):
         out = tmp_path / "out"
         cmd = [sys.executable, str(FLEET), str(data["parts"][0]), "--out", str(out), "--model",
@@ -214,3 +215,14 @@ def test_settings_every_bag_would_fail_on_are_refused_before_ray_starts(data, tm
         assert proc.returncode == code, (extra, proc.stderr)
         assert said in proc.stderr and "Traceback" not in proc.stderr, (extra, proc.stderr)
         assert not out.exists(), extra
+
+
+def test_a_bag_reached_by_two_paths_is_one_bag(data, tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fleet", FLEET)
+    fleet_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fleet_module)
+    bag = data["parts"][0]
+    link = tmp_path / "link.mcap"
+    link.symlink_to(bag)
+    assert fleet_module.find_bags([str(bag), str(link), str(bag)], None) == [str(bag)]
