@@ -951,7 +951,9 @@ pub fn pad_to_multiple(x: &Tensor, m: i64) -> Tensor {
     }
 }
 
-fn check_config(config: &EngineConfig) -> Result<()> {
+/// The checks [`Engine::new`] makes of its settings, for callers that want them before
+/// building a model (`bench` refuses its flags up front).
+pub fn check_config(config: &EngineConfig) -> Result<()> {
     if config.mode == Mode::Moments && config.moments_head_samples < 2 {
         return Err(Error::config(
             "engine",

@@ -183,6 +183,37 @@ fn trainer_writes_checkpoints_and_metrics_and_resumes() {
     );
     let last = bayes_perception::model::ModelSpec::load(&tmp.path().join("run/last")).unwrap();
     assert_eq!(last.provenance["epoch"].as_u64(), Some(3));
+    // The resuming command is recorded (and the one before it kept), with its config.
+    let command = last.provenance["command"].as_str().unwrap();
+    assert!(command.contains("--epochs 3"), "{command}");
+    let earlier = last.provenance["earlier_commands"].as_sequence().unwrap();
+    assert_eq!(earlier.len(), 1, "{earlier:?}");
+    assert_eq!(
+        last.provenance["config"]["training"]["epochs"].as_u64(),
+        Some(3)
+    );
+    // A config that describes another model cannot resume this one: refused, naming what
+    // differs, nothing touched.
+    std::fs::write(
+        tmp.path().join("other.yaml"),
+        config.replace("growth_rate: 4", "growth_rate: 6"),
+    )
+    .unwrap();
+    let csv = std::fs::read_to_string(tmp.path().join("run/metrics.csv")).unwrap();
+    let out = train(
+        &tmp.path().join("other.yaml"),
+        &["--resume", "--epochs", "4"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("architecture.growth_rate: 6 in the config, 4 in the checkpoint"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("run/metrics.csv")).unwrap(),
+        csv
+    );
     // Without last/ (removed to save space) there is nothing to continue, but metrics.csv
     // (3 epochs) and best/ are still an earlier run's: refused with and without --resume.
     std::fs::remove_dir_all(tmp.path().join("run/last")).unwrap();

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use bayes_perception::config::ColormapParams;
 use bayes_perception::config::Mode;
 use bayes_perception::device::{
@@ -144,11 +143,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.height,
         args.width,
     );
-    spec.validate()
-        .map_err(anyhow::Error::msg)
-        .context("bench model")?;
-    let model = Model::new(spec, device)?;
-    let parameters = model.num_parameters();
+    if let Err(e) = spec.validate() {
+        super::usage!("bench model: {e}");
+    }
     let config = EngineConfig {
         mode: args.mode,
         device: device_request,
@@ -167,6 +164,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         profile: true,
         keep_probabilities: false,
     };
+    if let Err(e) = bayes_perception::engine::check_config(&config) {
+        super::usage!("{e}");
+    }
+    let model = Model::new(spec, device)?;
+    let parameters = model.num_parameters();
     let mut engine = Engine::new(model, config.clone())?;
     let frames = synthetic_frames(args.frames.min(8), args.height, args.width);
 
@@ -503,11 +505,14 @@ fn synthetic_frames(count: usize, height: i64, width: i64) -> Vec<image::RgbImag
         .collect()
 }
 
+/// The `q` quantile of `values`, interpolated linearly between the two nearest ranks (as
+/// numpy's default): the median of an even count is the mean of the middle two.
 fn percentile(values: &[f64], q: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let rank = (q * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank]
+    let at = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
 }
 
 /// Peak resident set size of this process (Linux VmHWM), MiB.
@@ -549,4 +554,19 @@ fn cuda_memory_used_mib() -> Option<f64> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        assert_eq!(percentile(&[55.2, 51.9], 0.5), 53.55);
+        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+        assert_eq!(percentile(&[7.0], 0.95), 7.0);
+        let v: Vec<f64> = (0..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.95), 95.0);
+        assert!((percentile(&[0.0, 10.0], 0.95) - 9.5).abs() < 1e-12);
+    }
 }

@@ -30,7 +30,9 @@ pub fn init(args: ModelInitArgs) -> anyhow::Result<ExitCode> {
         std::env::args().collect::<Vec<_>>().join(" ").into(),
     );
     spec.provenance.insert("seed".into(), args.seed.into());
-    spec.validate().map_err(anyhow::Error::msg)?;
+    if let Err(e) = spec.validate() {
+        super::usage!("{e}");
+    }
     let model = Model::new(spec, Device::Cpu)?;
     model.save(&args.out)?;
     println!(

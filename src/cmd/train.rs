@@ -88,6 +88,14 @@ impl Progress for Bars {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    if let Some(device) = &args.device {
+        if let Err(e) = device.parse::<bayes_perception::device::DeviceRequest>() {
+            super::usage!("--device: {e}");
+        }
+    }
+    if args.epochs == Some(0) {
+        super::usage!("--epochs must be at least 1");
+    }
     let mut cfg = TrainConfig::load(&args.config)?;
     if let Some(device) = args.device {
         cfg.training.device = device;

@@ -349,11 +349,11 @@ impl TrainConfig {
                 "lr must be > 0 and lr_decay in (0, 1]".into(),
             );
         }
-        if self.training.epochs == 0 || self.training.batch_size == 0 {
-            return err(
-                "training.epochs",
-                "epochs and batch_size must be at least 1".into(),
-            );
+        if self.training.epochs == 0 {
+            return err("training.epochs", "must be at least 1".into());
+        }
+        if self.training.batch_size == 0 {
+            return err("training.batch_size", "must be at least 1".into());
         }
         self.training
             .device
@@ -459,57 +459,86 @@ pub fn train(
 
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let resumed = cfg.output.resume && has_checkpoint;
+    // What this config makes: the model a new run starts, and the one a resumed run's
+    // checkpoint must be (a resumed run cannot change it: its weights have that shape).
+    let arch_cfg = cfg
+        .model
+        .architecture
+        .resolve()
+        .map_err(|m| Error::model(&run_dir, m))?;
+    let configured = ModelSpec {
+        format_version: FORMAT_VERSION,
+        name: cfg.model.name.clone(),
+        architecture: Architecture::from_config(
+            cfg.model.architecture.preset.as_deref(),
+            &arch_cfg,
+        ),
+        tasks: Tasks {
+            semantic: want_semantic.then(|| SemanticTask {
+                classes: train_set.classes.clone(),
+                aleatoric: !cfg.loss.homoscedastic,
+            }),
+            depth: want_depth.then_some(DepthTask {
+                likelihood: cfg.model.likelihood,
+                aleatoric: !cfg.loss.homoscedastic,
+                unit_m: cfg.model.depth_unit_m,
+            }),
+        },
+        input: InputSpec {
+            height: native_h as i64,
+            width: native_w as i64,
+            ..InputSpec::default()
+        },
+        provenance: BTreeMap::new(),
+    };
+    let config_value =
+        serde_yaml::to_value(cfg).map_err(|e| Error::model(&run_dir, e.to_string()))?;
     let (mut model, mut state) = if resumed {
-        let model = Model::load(&last_dir, device)?;
+        let mut model = Model::load(&last_dir, device)?;
+        let changed = model_changes(&model.spec, &configured);
+        if !changed.is_empty() {
+            return Err(Error::config(
+                "train config",
+                "model",
+                format!(
+                    "the model it describes is not the one {} holds ({}): a resumed run \
+                     keeps its model; resume with the settings that started it, or train \
+                     into another output.dir",
+                    last_dir.display(),
+                    changed.join("; ")
+                ),
+            ));
+        }
         let state_path = last_dir.join("train_state.yaml");
         let text =
             read_limited(&state_path, MAX_CONFIG_BYTES).map_err(|e| Error::io(&state_path, e))?;
         let state: TrainState =
             serde_yaml::from_str(&text).map_err(|e| Error::model(&state_path, e.to_string()))?;
+        // The epochs from here on are this command's, with this config's training
+        // settings: recorded as such, the earlier commands kept.
+        let provenance = &mut model.spec.provenance;
+        if let Some(earlier) = provenance.remove("command") {
+            let mut commands = match provenance.remove("earlier_commands") {
+                Some(serde_yaml::Value::Sequence(list)) => list,
+                _ => Vec::new(),
+            };
+            commands.push(earlier);
+            provenance.insert("earlier_commands".into(), commands.into());
+        }
+        provenance.insert("command".into(), command.into());
+        provenance.insert("config".into(), config_value);
         (model, state)
     } else {
         tch::manual_seed(cfg.training.seed as i64);
-        let mut provenance = BTreeMap::new();
+        let mut spec = configured;
+        let provenance = &mut spec.provenance;
         provenance.insert("command".into(), command.into());
-        provenance.insert(
-            "config".into(),
-            serde_yaml::to_value(cfg).map_err(|e| Error::model(&run_dir, e.to_string()))?,
-        );
+        provenance.insert("config".into(), config_value);
         provenance.insert("seed".into(), cfg.training.seed.into());
         provenance.insert(
             "training_images".into(),
             (train_samples.len() as u64).into(),
         );
-        let arch_cfg = cfg
-            .model
-            .architecture
-            .resolve()
-            .map_err(|m| Error::model(&run_dir, m))?;
-        let spec = ModelSpec {
-            format_version: FORMAT_VERSION,
-            name: cfg.model.name.clone(),
-            architecture: Architecture::from_config(
-                cfg.model.architecture.preset.as_deref(),
-                &arch_cfg,
-            ),
-            tasks: Tasks {
-                semantic: want_semantic.then(|| SemanticTask {
-                    classes: train_set.classes.clone(),
-                    aleatoric: !cfg.loss.homoscedastic,
-                }),
-                depth: want_depth.then_some(DepthTask {
-                    likelihood: cfg.model.likelihood,
-                    aleatoric: !cfg.loss.homoscedastic,
-                    unit_m: cfg.model.depth_unit_m,
-                }),
-            },
-            input: InputSpec {
-                height: native_h as i64,
-                width: native_w as i64,
-                ..InputSpec::default()
-            },
-            provenance,
-        };
         (Model::new(spec, device)?, TrainState::default())
     };
     if cfg.training.channels_last {
@@ -838,6 +867,74 @@ fn checkpoint_paths(run_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         run_dir.join("last.tmp"),
         run_dir.join("last.old"),
     )
+}
+
+/// How the model `configured` differs from the checkpoint's `saved` (name, architecture,
+/// tasks, input size), as `key: config's value, checkpoint's value`; empty if it does not.
+fn model_changes(saved: &ModelSpec, configured: &ModelSpec) -> Vec<String> {
+    let as_yaml = |spec: &ModelSpec| {
+        let mut value = serde_yaml::to_value(ModelSpec {
+            provenance: BTreeMap::new(),
+            ..spec.clone()
+        })
+        .expect("specs serialise");
+        // Which name the preset goes by is not the model: its shape is.
+        if let Some(arch) = value
+            .get_mut("architecture")
+            .and_then(|a| a.as_mapping_mut())
+        {
+            arch.remove("preset");
+        }
+        value
+    };
+    let mut changes = Vec::new();
+    yaml_differences(&as_yaml(configured), &as_yaml(saved), "", &mut changes);
+    changes
+}
+
+/// The leaves where `a` and `b` differ, as `path: a's value, b's value`.
+fn yaml_differences(
+    a: &serde_yaml::Value,
+    b: &serde_yaml::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_yaml::Value;
+    match (a, b) {
+        (Value::Mapping(ma), Value::Mapping(mb)) => {
+            let keys = ma.keys().chain(mb.keys().filter(|k| !ma.contains_key(*k)));
+            for key in keys {
+                let name = key
+                    .as_str()
+                    .map_or_else(|| format!("{key:?}"), str::to_owned);
+                let path = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                };
+                let none = Value::Null;
+                yaml_differences(
+                    ma.get(key).unwrap_or(&none),
+                    mb.get(key).unwrap_or(&none),
+                    &path,
+                    out,
+                );
+            }
+        }
+        _ if a != b => {
+            let show = |v: &Value| {
+                serde_yaml::to_string(v)
+                    .map(|t| t.trim().replace('\n', " "))
+                    .unwrap_or_default()
+            };
+            out.push(format!(
+                "{path}: {} in the config, {} in the checkpoint",
+                show(a),
+                show(b)
+            ));
+        }
+        _ => {}
+    }
 }
 
 /// Replaces `last/` whole with the model, the optimiser's state and where training stands,
