@@ -302,6 +302,23 @@ fn corrupt_image_is_skipped_and_reported_while_good_ones_are_written() {
     assert_eq!(dimensions(&f.path("out/frame/depth.tiff")), (45, 30));
     assert_eq!(dimensions(&f.path("out/zz_small/labels.png")), (20, 10));
     assert!(!f.path("out/broken").join("labels.png").exists());
+    // The same image given twice (itself and in its folder) is predicted once; an --out
+    // that is a file is named as such.
+    let (out, text) = f.infer(
+        &["--device", "cpu"],
+        &[f.path("images/zz_small.jpg"), f.path("images/zz_small.jpg")],
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 of 1 image(s) written"), "{text}");
+    std::fs::write(f.path("afile"), "").unwrap();
+    let (out, text) = run(bin()
+        .args(["infer", "--model"])
+        .arg(f.path("model"))
+        .arg("--out")
+        .arg(f.path("afile"))
+        .arg(f.path("images/frame.png")));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("exists and is not a folder"), "{text}");
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let filter = CloudFilter::from_params(&params.points);
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} exists and is not a folder", args.out.display());
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     log::info!(
@@ -218,6 +221,9 @@ fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     if files.is_empty() {
         bail!("no images found in the inputs given");
     }
+    // An image given twice (a file and its folder, a link) is predicted once.
+    let mut seen = HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     Ok(files)
 }
 
