@@ -320,7 +320,7 @@ def check_settings(path, args):
         at = settings.index("--device")
         del settings[at:at + 2]
     # The device itself is only read here (its grammar, as the binary reads it).
-    if args.device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+    if args.device is not None and not re.fullmatch(r"auto|cpu|cuda(:\+?[0-9]+)?", args.device):
         print(f"fleet: --device {args.device}: expected auto, cpu, cuda or cuda:N",
               file=sys.stderr)
         sys.exit(2)
@@ -330,12 +330,14 @@ def check_settings(path, args):
     if code != 0:
         errors = [line for line in check.stderr.splitlines() if line.startswith("error")]
         why = " ".join(errors) or check.stderr.strip() or f"killed by signal {-code}"
-        if code == EXIT_TRANSIENT or code < 0:
+        # A kill (the OOM killer, a shutdown) may pass; a crash (SIGSEGV...) would recur.
+        killed = -code in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+        if code == EXIT_TRANSIENT or killed:
             print(f"fleet: checking the settings failed for a temporary reason ({why}); "
                   "try again", file=sys.stderr)
             sys.exit(EXIT_TRANSIENT)
         print(f"fleet: the settings do not load: {why}", file=sys.stderr)
-        sys.exit(code)
+        sys.exit(code if code > 0 else 1)
 
 
 def progress(done, total, started, frames, line):

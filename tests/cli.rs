@@ -398,6 +398,15 @@ fn wrong_command_line_values_exit_2_and_write_nothing() {
         &["bench", "--mode", "mc", "--batch-size", "0"],
         &["bench", "--height", "0"],
         &[
+            "bench",
+            "--device",
+            "cuda",
+            "--mode",
+            "mc",
+            "--samples",
+            "1",
+        ],
+        &[
             "model",
             "init",
             "--out",

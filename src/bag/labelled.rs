@@ -167,8 +167,9 @@ pub fn read_labelled_frames<E: From<BagError>>(
     let mut tally = LabelledTally::default();
     let mut pending: BTreeMap<(i32, u32), Partial> = BTreeMap::new();
     let mut failure: Option<E> = None;
-    // The latest camera stamp read: frames from there on may have lost parts to damage.
-    let mut last_camera: Option<(i32, u32)> = None;
+    // The latest stamp read of each part: a frame missing a part whose latest stamp read
+    // is not past its own may have lost that part to damage.
+    let mut last_read: BTreeMap<Part, (i32, u32)> = BTreeMap::new();
     let read = reader.read(|m: &BagMessage| {
         let part = match classify(topics, m) {
             Some(part) => part,
@@ -185,9 +186,8 @@ pub fn read_labelled_frames<E: From<BagError>>(
             }
         };
         let stamp = decoded.stamp;
-        if part == Part::Camera {
-            last_camera = last_camera.max(Some(stamp));
-        }
+        let last = last_read.entry(part).or_insert(stamp);
+        *last = (*last).max(stamp);
         let entry = pending.entry(stamp).or_default();
         if let Err(reason) = entry.put(decoded) {
             pending.remove(&stamp);
@@ -195,7 +195,8 @@ pub fn read_labelled_frames<E: From<BagError>>(
             return ControlFlow::Continue(());
         }
         if entry.complete(topics) {
-            let frame = pending.remove(&stamp).expect("present").into_frame();
+            let id = format!("{}@{}.{:09}", topics.camera, stamp.0, stamp.1);
+            let frame = pending.remove(&stamp).expect("present").into_frame(id);
             tally.evaluated += 1;
             match visit(frame) {
                 Ok(ControlFlow::Continue(())) => {}
@@ -226,21 +227,23 @@ pub fn read_labelled_frames<E: From<BagError>>(
         Ok(()) => {}
     }
     for (stamp, partial) in pending {
-        tally
-            .left_out
-            .skip(if damaged && last_camera.is_none_or(|c| stamp >= c) {
-                // Its other parts may lie after the damage: the damage's loss, not bad input.
-                "incomplete where reading stopped at the damage"
-            } else if partial.rgb.is_some() {
-                "ground truth missing"
-            } else {
-                "ground truth without its camera frame"
-            });
+        let cut = partial
+            .missing(topics)
+            .iter()
+            .any(|part| last_read.get(part).is_none_or(|&last| stamp >= last));
+        tally.left_out.skip(if damaged && cut {
+            // Its other parts may lie after the damage: the damage's loss, not bad input.
+            "incomplete where reading stopped at the damage"
+        } else if partial.rgb.is_some() {
+            "ground truth missing"
+        } else {
+            "ground truth without its camera frame"
+        });
     }
     Ok(tally)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Part {
     Camera,
     Labels,
@@ -396,8 +399,26 @@ impl Partial {
             && (topics.ood.is_none() || self.ood.is_some())
     }
 
-    fn into_frame(self) -> LabelledFrame {
+    /// The parts `topics` want that have not come.
+    fn missing(&self, topics: &LabelledTopics) -> Vec<Part> {
+        [
+            (Part::Camera, self.rgb.is_none()),
+            (
+                Part::Labels,
+                topics.labels.is_some() && self.labels.is_none(),
+            ),
+            (Part::Depth, topics.depth.is_some() && self.depth.is_none()),
+            (Part::Noise, topics.noise.is_some() && self.noise.is_none()),
+            (Part::Ood, topics.ood.is_some() && self.ood.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(part, missing)| missing.then_some(part))
+        .collect()
+    }
+
+    fn into_frame(self, id: String) -> LabelledFrame {
         LabelledFrame {
+            id,
             rgb: self.rgb.expect("complete"),
             labels: self.labels,
             depth: self.depth,

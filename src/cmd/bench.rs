@@ -122,19 +122,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Ok(request) => request,
         Err(e) => super::usage!("--device: {e}"),
     };
-    let device = device_request.resolve()?;
-    if args.threads > 0 {
-        tch::set_num_threads(args.threads as i32);
-    }
-    if args.pageable_download && !device.is_cuda() {
-        log::warn!(
-            "--pageable-download applies to CUDA only (on {} the outputs are already on the host)",
-            device_name(device)
-        );
-    }
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
     let spec = random_spec(
         arch,
         Some(&args.arch),
@@ -166,6 +153,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     if let Err(e) = bayes_perception::engine::check_config(&config) {
         super::usage!("{e}");
+    }
+    let device = device_request.resolve()?;
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads as i32);
+    }
+    if args.pageable_download && !device.is_cuda() {
+        log::warn!(
+            "--pageable-download applies to CUDA only (on {} the outputs are already on the host)",
+            device_name(device)
+        );
+    }
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
     }
     let model = Model::new(spec, device)?;
     let parameters = model.num_parameters();

@@ -1,7 +1,7 @@
 //! `bayes_perception eval`: accuracy and uncertainty quality of a model on a split, and
 //! (`--compare`) the paper's four set-ups side by side.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -210,9 +210,10 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     // as (path, fingerprint): every other one with a fingerprint must have the same.
     let mut model: Option<(String, String)> = None;
     // Frames merged twice count twice: states with frame keys are checked frame by frame
-    // (Evaluation::merge); for those of earlier versions, without keys, the same data
-    // (root and split, or bag, as given) twice is the best that can be told.
+    // against all before them (`frames`); for those of earlier versions, without keys,
+    // the same data (root and split, or bag, as given) twice is the best that can be told.
     let mut evaluated_by: HashMap<String, (&PathBuf, bool)> = HashMap::new();
+    let mut frames: HashSet<u64> = HashSet::new();
     for path in &args.merge {
         let state = EvaluationState::load(path)?;
         let cannot = |why: String| anyhow::anyhow!("cannot merge {}: {why}", path.display());
@@ -240,6 +241,16 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             (None, Some(b)) => model = Some((state.model.clone(), b.clone())),
             _ => {}
         }
+        let keys = &state.evaluation.frame_keys;
+        let shared = keys.iter().filter(|k| frames.contains(k)).count();
+        if shared > 0 {
+            return Err(cannot(format!(
+                "{shared} of its {} frames are in the states before it already (the same \
+                 frames): they would count twice",
+                keys.len()
+            )));
+        }
+        frames.extend(keys);
         if !models.contains(&state.model) {
             models.push(state.model.clone());
         }

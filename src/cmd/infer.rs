@@ -223,7 +223,13 @@ fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     }
     // An image given twice (a file and its folder, a link) is predicted once.
     let mut seen = HashSet::new();
-    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+    files.retain(|f| {
+        let first = seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()));
+        if !first {
+            log::warn!("{} is an image given already; predicted once", f.display());
+        }
+        first
+    });
     Ok(files)
 }
 

@@ -13,9 +13,6 @@ use crate::cli::{ModelInitArgs, RunArgs};
 
 pub fn init(args: ModelInitArgs) -> anyhow::Result<ExitCode> {
     let arch = super::preset(&args.arch)?;
-    if args.out.exists() {
-        bail!("{} already exists", args.out.display());
-    }
     tch::manual_seed(args.seed);
     let mut spec = random_spec(
         arch,
@@ -32,6 +29,9 @@ pub fn init(args: ModelInitArgs) -> anyhow::Result<ExitCode> {
     spec.provenance.insert("seed".into(), args.seed.into());
     if let Err(e) = spec.validate() {
         super::usage!("{e}");
+    }
+    if args.out.exists() {
+        bail!("{} already exists", args.out.display());
     }
     let model = Model::new(spec, Device::Cpu)?;
     model.save(&args.out)?;

@@ -285,7 +285,7 @@ pub struct Evaluation {
     /// Frames of the input that are not in it (states saved before it existed have none).
     #[serde(default)]
     pub left_out: LeftOut,
-    /// A key of each frame evaluated ([`frame_key`]): merging refuses evaluations that
+    /// A key of each frame evaluated ([`frame_key`]): `eval --merge` refuses parts that
     /// share frames, which would count twice (states saved before it existed have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frame_keys: Vec<u64>,
@@ -381,15 +381,6 @@ impl Evaluation {
         }
         if other.depth_calibration.is_some() != self.depth_calibration.is_some() {
             return Err("one has depth, the other not".into());
-        }
-        let mine: std::collections::HashSet<u64> = self.frame_keys.iter().copied().collect();
-        let shared = other.frame_keys.iter().filter(|k| mine.contains(k)).count();
-        if shared > 0 {
-            return Err(format!(
-                "{shared} of its {} frames are in the evaluation already (the same images): \
-                 they would count twice",
-                other.frame_keys.len()
-            ));
         }
         self.frame_keys.extend_from_slice(&other.frame_keys);
         self.images += other.images;
@@ -779,6 +770,9 @@ fn load_frame(
             .transpose()
     };
     Ok(LabelledFrame {
+        id: image_path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
         noise: mask(&masks[0])?,
         ood: mask(&masks[1])?,
         rgb: sample.rgb,
@@ -791,6 +785,9 @@ fn load_frame(
 /// labelled bag). Every per-pixel vector is row-major at the image's size.
 #[derive(Debug, Clone)]
 pub struct LabelledFrame {
+    /// Where the frame comes from, within its source: the image's file name, or the camera
+    /// topic and stamp (part of [`frame_key`]).
+    pub id: String,
     pub rgb: image::RgbImage,
     /// Class ids; at or above the model's class count = void. `None`: no labels.
     pub labels: Option<Vec<i64>>,
@@ -802,12 +799,16 @@ pub struct LabelledFrame {
 }
 
 /// What identifies a frame among evaluations to be merged: the first 8 bytes of the
-/// SHA-256 of its size and pixels. The same image evaluated twice (a state merged twice, a
-/// copy of a shard, overlapping `--max-images` parts) has the same key wherever it lies;
-/// two different camera frames have the same one with odds of about 1 in 2^64 per pair.
-pub fn frame_key(rgb: &image::RgbImage) -> u64 {
+/// SHA-256 of its id (file name, or camera topic and stamp), size and pixels. The same
+/// frame evaluated twice (a state merged twice, a copy of a shard or a bag, overlapping
+/// `--max-images` parts) has the same key wherever it lies; frames of equal pixels from
+/// different sources (a camera's black start-up frames in two bags) do not, and two
+/// different frames share one with odds of about 1 in 2^64 per pair.
+pub fn frame_key(id: &str, rgb: &image::RgbImage) -> u64 {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
+    hash.update((id.len() as u64).to_le_bytes());
+    hash.update(id.as_bytes());
     hash.update(rgb.width().to_le_bytes());
     hash.update(rgb.height().to_le_bytes());
     hash.update(rgb.as_raw());
@@ -833,7 +834,7 @@ impl<'a> Evaluator<'a> {
     /// engine order.
     pub fn add(&mut self, frame: &LabelledFrame) -> Result<Vec<Prediction>> {
         let mut predictions = Vec::with_capacity(self.engines.len());
-        let key = frame_key(&frame.rgb);
+        let key = frame_key(&frame.id, &frame.rgb);
         for (engine, evaluation) in self.engines.iter().zip(&mut self.evaluations) {
             let p = engine.predict(&frame.rgb)?;
             evaluation.frame_keys.push(key);
@@ -913,5 +914,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("0002.jpg") && e.contains("no noise mask"), "{e}");
+    }
+
+    #[test]
+    fn frame_keys_tell_sources_apart_and_find_the_same_frame() {
+        let black = image::RgbImage::new(4, 3);
+        let mut other = black.clone();
+        other.put_pixel(1, 1, image::Rgb([0, 0, 1]));
+        let key = frame_key("/cam@10.000000000", &black);
+        assert_eq!(key, frame_key("/cam@10.000000000", &black.clone()));
+        assert_ne!(key, frame_key("/cam@11.000000000", &black), "another stamp");
+        assert_ne!(key, frame_key("/cam@10.000000000", &other), "other pixels");
+        assert_ne!(
+            frame_key("a", &image::RgbImage::new(12, 1)),
+            frame_key("a", &image::RgbImage::new(4, 3)),
+            "same bytes, other size"
+        );
     }
 }

@@ -527,6 +527,11 @@ pub fn train(
         }
         provenance.insert("command".into(), command.into());
         provenance.insert("config".into(), config_value);
+        provenance.insert("seed".into(), cfg.training.seed.into());
+        provenance.insert(
+            "training_images".into(),
+            (train_samples.len() as u64).into(),
+        );
         (model, state)
     } else {
         tch::manual_seed(cfg.training.seed as i64);
