@@ -940,16 +940,12 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         .unwrap();
     std::fs::create_dir(f.path("moved")).unwrap();
     std::fs::rename(f.path("model11"), f.path("moved/model11")).unwrap();
-    for (model, split, state) in [
-        ("other_model", "b", "b2.state"),
-        ("moved/model11", "b", "b3.state"),
-        ("moved/model11", "a", "a2.state"),
-    ] {
+    let state_of = |model: &str, root: &str, split: &str, state: &str| {
         let (out, text) = run(bin()
             .args(["eval", "--model"])
             .arg(f.path(model))
             .arg("--data")
-            .arg(f.path("data"))
+            .arg(f.path(root))
             .args([
                 "--split",
                 split,
@@ -962,7 +958,10 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
             ])
             .args(["--device", "cpu", "--state", &p(state)]));
         assert!(out.status.success(), "{text}");
-    }
+    };
+    state_of("other_model", "data", "b", "b2.state");
+    state_of("moved/model11", "data", "b", "b3.state");
+    state_of("moved/model11", "data", "a", "a2.state");
     // A state of an earlier version (no model fingerprint, no frame keys).
     let mut old: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("a.state")).unwrap()).unwrap();
@@ -992,30 +991,11 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
             }
         }
     }
-    let state_of = |root: &str, split: &str, state: &str| {
-        let (out, text) = run(bin()
-            .args(["eval", "--model"])
-            .arg(f.path("moved/model11"))
-            .arg("--data")
-            .arg(f.path(root))
-            .args([
-                "--split",
-                split,
-                "--mode",
-                "mc",
-                "--samples",
-                "3",
-                "--seed",
-                "4",
-            ])
-            .args(["--device", "cpu", "--state", &p(state)]));
-        assert!(out.status.success(), "{text}");
-    };
-    state_of("copy", "a", "copy.state");
-    state_of("shard", "x", "shard_a.state");
+    state_of("moved/model11", "copy", "a", "copy.state");
+    state_of("moved/model11", "shard", "x", "shard_a.state");
     std::fs::rename(f.path("shard"), f.path("shard_was_a")).unwrap();
     std::fs::rename(f.path("later"), f.path("shard")).unwrap();
-    state_of("shard", "x", "shard_b.state");
+    state_of("moved/model11", "shard", "x", "shard_b.state");
     let merge = |states: &[&str]| {
         let mut cmd = bin();
         cmd.args(["eval", "--merge"]);

@@ -515,7 +515,7 @@ pub fn train(
         let state: TrainState =
             serde_yaml::from_str(&text).map_err(|e| Error::model(&state_path, e.to_string()))?;
         // The epochs from here on are this command's, with this config's training
-        // settings: recorded as such, the earlier commands kept.
+        // settings: recorded as such below, the earlier commands kept.
         let provenance = &mut model.spec.provenance;
         if let Some(earlier) = provenance.remove("command") {
             let mut commands = match provenance.remove("earlier_commands") {
@@ -525,27 +525,19 @@ pub fn train(
             commands.push(earlier);
             provenance.insert("earlier_commands".into(), commands.into());
         }
-        provenance.insert("command".into(), command.into());
-        provenance.insert("config".into(), config_value);
-        provenance.insert("seed".into(), cfg.training.seed.into());
-        provenance.insert(
-            "training_images".into(),
-            (train_samples.len() as u64).into(),
-        );
         (model, state)
     } else {
         tch::manual_seed(cfg.training.seed as i64);
-        let mut spec = configured;
-        let provenance = &mut spec.provenance;
-        provenance.insert("command".into(), command.into());
-        provenance.insert("config".into(), config_value);
-        provenance.insert("seed".into(), cfg.training.seed.into());
-        provenance.insert(
-            "training_images".into(),
-            (train_samples.len() as u64).into(),
-        );
-        (Model::new(spec, device)?, TrainState::default())
+        (Model::new(configured, device)?, TrainState::default())
     };
+    let provenance = &mut model.spec.provenance;
+    provenance.insert("command".into(), command.into());
+    provenance.insert("config".into(), config_value);
+    provenance.insert("seed".into(), cfg.training.seed.into());
+    provenance.insert(
+        "training_images".into(),
+        (train_samples.len() as u64).into(),
+    );
     if cfg.training.channels_last {
         model.use_channels_last();
     }
