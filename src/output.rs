@@ -324,7 +324,7 @@ pub fn contact_sheet(
             Some(tile) => image::imageops::replace(&mut sheet, tile, x as i64, (y + TITLE) as i64),
             None => {
                 let note = if title.contains("epistemic") {
-                    "mc mode only"
+                    "mc or moments mode"
                 } else {
                     "not in this model"
                 };

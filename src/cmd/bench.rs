@@ -257,28 +257,34 @@ fn time_frames(
         let messages = build_outputs(&prediction, &header, &palette, &colormap, |_| true);
         let host_outputs_ms = started.elapsed().as_secs_f64() * 1e3;
         std::hint::black_box(messages);
-        let started = std::time::Instant::now();
-        let cloud = frame_cloud(&prediction, rgb, &bench_camera_info(rgb), filter, &header)
-            .map_err(anyhow::Error::msg)?;
-        let points_ms = started.elapsed().as_secs_f64() * 1e3;
-        let points = cloud.as_ref().map_or(0, |c| c.width as usize);
-        std::hint::black_box(cloud);
-        // The worst case: the same prediction with a valid depth at every pixel.
-        let mut every_pixel = prediction.clone();
-        if let Some(depth) = every_pixel.depth.as_mut() {
-            for d in depth.depth_m.iter_mut() {
-                *d = if d.is_finite() {
-                    d.abs().clamp(0.5, 100.0)
-                } else {
-                    10.0
-                };
+        // The point cloud: depth models only (0 ms and 0 points without depth).
+        let (points_ms, points, points_every_pixel_ms) = if prediction.depth.is_some() {
+            let started = std::time::Instant::now();
+            let cloud = frame_cloud(&prediction, rgb, &bench_camera_info(rgb), filter, &header)
+                .map_err(anyhow::Error::msg)?;
+            let points_ms = started.elapsed().as_secs_f64() * 1e3;
+            let points = cloud.as_ref().map_or(0, |c| c.width as usize);
+            std::hint::black_box(cloud);
+            // The worst case: the same prediction with a valid depth at every pixel.
+            let mut every_pixel = prediction.clone();
+            if let Some(depth) = every_pixel.depth.as_mut() {
+                for d in depth.depth_m.iter_mut() {
+                    *d = if d.is_finite() {
+                        d.abs().clamp(0.5, 100.0)
+                    } else {
+                        10.0
+                    };
+                }
             }
-        }
-        let started = std::time::Instant::now();
-        let cloud = frame_cloud(&every_pixel, rgb, &bench_camera_info(rgb), filter, &header)
-            .map_err(anyhow::Error::msg)?;
-        let points_every_pixel_ms = started.elapsed().as_secs_f64() * 1e3;
-        std::hint::black_box(cloud);
+            let started = std::time::Instant::now();
+            let cloud = frame_cloud(&every_pixel, rgb, &bench_camera_info(rgb), filter, &header)
+                .map_err(anyhow::Error::msg)?;
+            let points_every_pixel_ms = started.elapsed().as_secs_f64() * 1e3;
+            std::hint::black_box(cloud);
+            (points_ms, points, points_every_pixel_ms)
+        } else {
+            (0.0, 0, 0.0)
+        };
         Ok(FrameTime {
             stages: prediction.timing.stages.expect("bench profiles the engine"),
             host_outputs_ms,

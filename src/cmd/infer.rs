@@ -35,6 +35,13 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             }
             Some(camera_info_from_calibration(path)?)
         }
+        (Some(path), false) => {
+            log::warn!(
+                "--camera-info {} is read only with --points (the point cloud); ignored",
+                path.display()
+            );
+            None
+        }
         _ => None,
     };
     let filter = CloudFilter::from_params(&params.points);

@@ -596,18 +596,22 @@ pub fn train(
         );
     }
     if resumed {
-        resumed_note = format!(
-            "; resumed at epoch {}, batch {}, ",
-            state.epoch + 1,
-            state.batches_done + 1
-        );
         if state.batches_done > 0 && state.batching != batching {
-            resumed_note += &format!(
-                "which restarts (batch size, seed or training images changed since the \
-                 checkpoint: {:?} -> {batching:?}), ",
+            resumed_note = format!(
+                "; resumed at epoch {} from its first batch (batch size, seed or training \
+                 images changed since the checkpoint, taken at batch {}: {:?} -> \
+                 {batching:?}), ",
+                state.epoch + 1,
+                state.batches_done + 1,
                 state.batching
             );
             (state.batches_done, state.loss_sum, state.loss_count) = (0, 0.0, 0);
+        } else {
+            resumed_note = format!(
+                "; resumed at epoch {}, batch {}, ",
+                state.epoch + 1,
+                state.batches_done + 1
+            );
         }
         let path = last_dir.join(OPTIMIZER_FILE);
         resumed_note += &if !path.is_file() {
