@@ -546,6 +546,26 @@ fn doctor_and_bench_run() {
         text.contains("--pageable-download applies to CUDA only"),
         "{text}"
     );
+    // A model without depth has no point cloud to time.
+    let (out, text) = run(bin().args([
+        "bench",
+        "--device",
+        "cpu",
+        "--no-depth",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--frames",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]));
+    assert!(out.status.success(), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["points_per_frame"], 0, "{report}");
+    assert_eq!(report["stages_median_ms"]["points"], 0.0, "{report}");
     let (out, text) = run(bin().args(["bench", "--arch", "fcdensenet99"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(

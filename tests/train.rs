@@ -545,7 +545,8 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
     rebatched.training.batch_size = 3;
     let (line, stopped, batches) = run_counted(&rebatched, 0);
     assert!(
-        line.contains("resumed at epoch 1, batch 3, which restarts"),
+        line.contains("resumed at epoch 1 from its first batch")
+            && line.contains("taken at batch 3"),
         "{line}"
     );
     assert_eq!((stopped, batches), (Stop::Epochs, 4));
