@@ -40,6 +40,29 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// serde's Rust type names in a message as a params file's reader knows them
+/// (`expected usize` -> `expected a whole number >= 0`).
+fn plain_types(message: &str) -> String {
+    const NAMES: [(&str, &str); 11] = [
+        ("usize", "a whole number >= 0"),
+        ("u64", "a whole number >= 0"),
+        ("u32", "a whole number >= 0"),
+        ("u16", "a whole number >= 0"),
+        ("u8", "a whole number from 0 to 255"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+        ("a boolean", "true or false"),
+        ("a string", "text"),
+    ];
+    let mut out = message.to_owned();
+    for (rust, plain) in NAMES {
+        out = out.replace(&format!("expected {rust}"), &format!("expected {plain}"));
+    }
+    out
+}
+
 impl Error {
     /// Whether the failure may go away on another try (on a machine with more free memory,
     /// or once the disk has room): out of memory during inference, an output that could
@@ -76,9 +99,8 @@ impl Error {
         let message = e.inner().to_string();
         let message = message
             .strip_prefix(&format!("{key}: "))
-            .unwrap_or(&message)
-            .to_owned();
-        Error::config(origin, key, message)
+            .unwrap_or(&message);
+        Error::config(origin, key, plain_types(message))
     }
 
     pub(crate) fn config(
@@ -121,4 +143,23 @@ pub fn is_transient_io(e: &std::io::Error) -> bool {
         e.kind(),
         StorageFull | QuotaExceeded | FileTooLarge | Interrupted | TimedOut | WouldBlock
     ) || e.raw_os_error() == Some(libc::EMFILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_errors_name_the_kind_of_value_not_the_rust_type() {
+        assert_eq!(
+            plain_types("invalid type: string \"two\", expected usize"),
+            "invalid type: string \"two\", expected a whole number >= 0"
+        );
+        assert_eq!(
+            plain_types("invalid value: integer `-1`, expected u32"),
+            "invalid value: integer `-1`, expected a whole number >= 0"
+        );
+        assert_eq!(plain_types("expected f64"), "expected a number");
+        assert_eq!(plain_types("unknown field `x`"), "unknown field `x`");
+    }
 }

@@ -164,6 +164,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             device_name(device)
         );
     }
+    if args.max_gpu_memory_mb > 0 && !device.is_cuda() {
+        log::warn!(
+            "--max-gpu-memory-mb applies to CUDA only (it sizes MC chunks from GPU memory; ignored on {})",
+            device_name(device)
+        );
+    }
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
