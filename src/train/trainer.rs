@@ -152,7 +152,7 @@ pub struct TrainingSettings {
     #[serde(default = "default_true")]
     pub flip: bool,
     #[serde(default)]
-    pub color_jitter: f32,
+    pub color_jitter: f64,
     /// Stop after this many epochs without a better validation score (0 = never).
     #[serde(default)]
     pub early_stopping: usize,
@@ -630,7 +630,7 @@ pub fn train(
     let augment = Augment {
         crop: (cfg.training.crop != [0, 0]).then_some((cfg.training.crop[0], cfg.training.crop[1])),
         flip: cfg.training.flip,
-        color_jitter: cfg.training.color_jitter,
+        color_jitter: cfg.training.color_jitter as f32,
     };
     progress.started(&format!(
         "training {} ({} parameters) on {}: {} training and {} validation images, \
