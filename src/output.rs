@@ -260,14 +260,23 @@ pub fn contact_sheet(
     ranges: &ColormapParams,
 ) -> RgbImage {
     let (w, h) = input.dimensions();
+    // Wide frames are shrunk to 480 px; narrow ones enlarged by a whole factor, pixel for
+    // pixel, until the longest title and the colour bars' labels fit (208 px).
+    const MIN_TILE_WIDTH: u32 = 208;
     let (tw, th) = if w > 480 {
         (480, (h as u64 * 480 / w as u64).max(1) as u32)
+    } else if w < MIN_TILE_WIDTH {
+        let k = MIN_TILE_WIDTH.div_ceil(w.max(1));
+        (w * k, h * k)
     } else {
         (w, h)
     };
-    let fit = |img: &RgbImage| {
-        image::imageops::resize(img, tw, th, image::imageops::FilterType::Triangle)
+    let filter = if tw > w {
+        image::imageops::FilterType::Nearest
+    } else {
+        image::imageops::FilterType::Triangle
     };
+    let fit = |img: &RgbImage| image::imageops::resize(img, tw, th, filter);
     let floats = float_images(prediction, ranges);
     let find = |kind: FloatKind| floats.iter().find(|(k, _, _)| *k == kind);
     let float_tile = |kind: FloatKind| {

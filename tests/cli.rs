@@ -585,15 +585,19 @@ fn contact_sheet_shows_all_tiles() {
     let sheet = image::open(f.path("out/frame/contact_sheet.png"))
         .unwrap()
         .to_rgb8();
-    // 4 tiles of the 45-pixel-wide input per row, 2 rows, with gaps.
-    assert_eq!(sheet.width(), 4 * (45 + 4) + 4);
-    assert!(sheet.height() > 2 * 30);
-    // The input tile holds the input's pixels.
+    // 4 tiles per row, 2 rows, with gaps: the 45-pixel-wide input enlarged 5 times, the
+    // smallest whole factor that makes a tile 208 px wide (its title and colour-bar
+    // labels fit).
+    assert_eq!(sheet.width(), 4 * (225 + 4) + 4);
+    assert!(sheet.height() > 2 * 150);
+    // The input tile holds the input's pixels, each as a 5x5 block.
     let input = image::open(f.path("images/frame.png")).unwrap().to_rgb8();
-    assert_eq!(
-        sheet.get_pixel(4 + 10, 4 + 12 + 10),
-        input.get_pixel(10, 10)
-    );
+    for (dx, dy) in [(0, 0), (4, 4)] {
+        assert_eq!(
+            sheet.get_pixel(4 + 10 * 5 + dx, 4 + 12 + 10 * 5 + dy),
+            input.get_pixel(10, 10)
+        );
+    }
 }
 
 #[test]
