@@ -526,42 +526,24 @@ fn doctor_and_bench_run() {
     assert!(report["mc_vs_sequential_ratio"].as_f64().unwrap() > 0.0);
     // Nothing is copied from a device on the CPU: null, not false.
     assert!(report["pinned_download"].is_null(), "{report}");
+    // One frame of a 32x32 model on the CPU, with `extra` flags.
+    let tiny_bench = |extra: &[&str]| {
+        run(bin()
+            .args([
+                "bench", "--device", "cpu", "--height", "32", "--width", "32",
+            ])
+            .args(["--frames", "1", "--warmup", "0"])
+            .args(extra))
+    };
     // Said, not refused: with --device auto the same command line is right on a GPU machine.
-    let (out, text) = run(bin().args([
-        "bench",
-        "--device",
-        "cpu",
-        "--pageable-download",
-        "--height",
-        "32",
-        "--width",
-        "32",
-        "--frames",
-        "1",
-        "--warmup",
-        "0",
-    ]));
+    let (out, text) = tiny_bench(&["--pageable-download"]);
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("--pageable-download applies to CUDA only"),
         "{text}"
     );
     // A model without depth has no point cloud to time.
-    let (out, text) = run(bin().args([
-        "bench",
-        "--device",
-        "cpu",
-        "--no-depth",
-        "--height",
-        "32",
-        "--width",
-        "32",
-        "--frames",
-        "1",
-        "--warmup",
-        "0",
-        "--json",
-    ]));
+    let (out, text) = tiny_bench(&["--no-depth", "--json"]);
     assert!(out.status.success(), "{text}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["points_per_frame"], 0, "{report}");

@@ -597,7 +597,9 @@ const TEMP_PREFIX: &str = "bayes_perception-bag-";
 /// with it. Failing to read the file or to write the temporary one is an I/O error (the
 /// latter names the temporary file: $TMPDIR is full, say), not damage.
 fn decompress_file(path: &Path) -> Result<Decompressed> {
-    remove_stale_temporaries();
+    // Once per process: what killed runs left does not change while this one reads.
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_stale_temporaries);
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source: std::io::Error| BagError::Io { path, source }

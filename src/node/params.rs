@@ -178,7 +178,7 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<(String, Param
 fn unknown_parameter(name: &str) -> String {
     let nearest = declared(&Params::default())
         .into_iter()
-        .map(|(known, _)| (edit_distance(name, &known), known))
+        .map(|(known, _)| (strsim::levenshtein(name, &known), known))
         .min();
     match nearest {
         Some((d, known)) if d <= 2.max(name.len() / 4) => {
@@ -186,22 +186,6 @@ fn unknown_parameter(name: &str) -> String {
         }
         _ => format!("unknown parameter `{name}`"),
     }
-}
-
-/// Levenshtein distance (insertions, deletions, substitutions; by chars).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substituted = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substituted.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 /// Sets one typed leaf of the YAML form of [`Params`].
@@ -768,7 +752,7 @@ mod tests {
         assert!(e.ends_with("(did you mean `mode`?)"), "{e}");
         let e = ParamServer::from_ros([("frobnicate", ParamValue::Integer(3))]).unwrap_err();
         assert_eq!(e, "unknown parameter `frobnicate`");
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(strsim::levenshtein("kitten", "sitting"), 3);
         // Checked as a whole: a depth range above the default maximum, minimum first.
         let s = ParamServer::from_ros([
             ("colormap.depth_min_m", ParamValue::Double(60.0)),
