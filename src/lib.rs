@@ -36,6 +36,7 @@ pub mod panic_guard;
 pub mod pipeline;
 pub mod points;
 pub mod process;
+pub mod stats;
 pub mod synth;
 pub mod text_file;
 pub mod train;

@@ -14,6 +14,7 @@ use bayes_perception::msg::outputs::build_outputs;
 use bayes_perception::msg::{CameraInfo, Header};
 use bayes_perception::pipeline::overlapped;
 use bayes_perception::points::{frame_cloud, CloudFilter};
+use bayes_perception::stats::quantile;
 use bayes_perception::{Engine, EngineConfig};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -517,14 +518,9 @@ fn synthetic_frames(count: usize, height: i64, width: i64) -> Vec<image::RgbImag
         .collect()
 }
 
-/// The `q` quantile of `values`, interpolated linearly between the two nearest ranks (as
-/// numpy's default): the median of an even count is the mean of the middle two.
+/// The `q` quantile of timings (interpolated between ranks; bench always has frames).
 fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let at = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
+    quantile(values, q).expect("bench times at least one frame")
 }
 
 /// Peak resident set size of this process (Linux VmHWM), MiB.
@@ -566,19 +562,4 @@ fn cuda_memory_used_mib() -> Option<f64> {
         }
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_interpolate_between_ranks() {
-        assert_eq!(percentile(&[55.2, 51.9], 0.5), 53.55);
-        assert_eq!(percentile(&[3.0, 1.0, 2.0], 0.5), 2.0);
-        assert_eq!(percentile(&[7.0], 0.95), 7.0);
-        let v: Vec<f64> = (0..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.95), 95.0);
-        assert!((percentile(&[0.0, 10.0], 0.95) - 9.5).abs() < 1e-12);
-    }
 }
