@@ -605,6 +605,23 @@ fn decompress_file(path: &Path) -> Result<Decompressed> {
         move |source: std::io::Error| BagError::Io { path, source }
     };
     let input = std::fs::File::open(path).map_err(io(path))?;
+    let temp_dir = std::env::temp_dir();
+    if let (Some(needed), Some(free)) = (declared_size(&input), free_bytes(&temp_dir)) {
+        if needed > free {
+            let source = std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "{} decompresses to {} MiB and {} has {} MiB free; \
+                     set TMPDIR to a folder with room",
+                    path.display(),
+                    needed >> 20,
+                    temp_dir.display(),
+                    free >> 20
+                ),
+            );
+            return Err(io(&temp_dir)(source));
+        }
+    }
     let suffix = path
         .file_stem()
         .and_then(|s| Path::new(s).extension())
@@ -614,7 +631,7 @@ fn decompress_file(path: &Path) -> Result<Decompressed> {
         .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
         .suffix(&suffix)
         .tempfile()
-        .map_err(io(&std::env::temp_dir()))?;
+        .map_err(io(&temp_dir))?;
     log::info!(
         "decompressing {} into {}",
         path.display(),
@@ -635,6 +652,31 @@ fn decompress_file(path: &Path) -> Result<Decompressed> {
         std::io::Write::write_all(temp.as_file_mut(), &buf[..n]).map_err(io(temp.path()))?;
     };
     Ok((temp, damage))
+}
+
+/// The decompressed size a zstd file's first frame header declares (a whole file
+/// compressed in one call records it; a streamed one may not), `None` when it does not
+/// say or cannot be read.
+fn declared_size(file: &std::fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    // A frame header is at most 18 bytes.
+    let mut header = [0u8; 18];
+    let n = file.read_at(&mut header, 0).ok()?;
+    zstd::zstd_safe::get_frame_content_size(&header[..n])
+        .ok()
+        .flatten()
+}
+
+/// Bytes an unprivileged user may still write on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes the struct on success (return 0); the path is NUL-terminated.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c_path.as_ptr(), &mut stat) == 0)
+            .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
 }
 
 /// Removes the decompressed files that runs which were killed left in $TMPDIR.
@@ -789,6 +831,66 @@ mod tests {
         let temp = first.0.path().to_owned();
         drop((first, second, reader));
         assert!(!temp.exists(), "the temporary file outlived its reader");
+    }
+
+    /// A killed run's decompressed file goes; this process's own and others' stay.
+    #[test]
+    fn stale_decompressed_files_of_killed_runs_are_swept() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let tmp = std::env::temp_dir();
+        let stale = tmp.join(format!("{TEMP_PREFIX}{dead}-sweeptest.mcap"));
+        let ours = tmp.join(format!(
+            "{TEMP_PREFIX}{}-sweeptest.mcap",
+            std::process::id()
+        ));
+        let other = tmp.join(format!("{TEMP_PREFIX}notapid-sweeptest.mcap"));
+        for file in [&stale, &ours, &other] {
+            std::fs::write(file, b"x").unwrap();
+        }
+        remove_stale_temporaries();
+        let (stale_left, ours_left, other_left) = (stale.exists(), ours.exists(), other.exists());
+        for file in [&stale, &ours, &other] {
+            std::fs::remove_file(file).ok();
+        }
+        assert!(!stale_left, "a killed run's file stayed");
+        assert!(
+            ours_left && other_left,
+            "a file of a live run or not ours went"
+        );
+    }
+
+    /// A file whose header declares more than $TMPDIR holds is refused before writing,
+    /// as a full disk (transient), naming the sizes.
+    #[test]
+    fn a_file_larger_than_free_temporary_space_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.mcap.zstd");
+        let data = vec![0u8; 4096];
+        std::fs::write(&file, zstd::bulk::compress(&data, 3).unwrap()).unwrap();
+        let input = std::fs::File::open(&file).unwrap();
+        assert_eq!(declared_size(&input), Some(4096));
+        assert!(free_bytes(dir.path()).is_some_and(|free| free > 0));
+        // A frame header declaring 2^60 bytes: magic, descriptor (8-byte content size,
+        // not single-segment), window descriptor, the size.
+        let mut huge = ZSTD_MAGIC.to_vec();
+        huge.extend([0xC0, 0x00]);
+        huge.extend((1u64 << 60).to_le_bytes());
+        std::fs::write(&file, &huge).unwrap();
+        assert_eq!(
+            declared_size(&std::fs::File::open(&file).unwrap()),
+            Some(1 << 60)
+        );
+        let err = match decompress_file(&file) {
+            Err(e) => e,
+            Ok(_) => panic!("a file declaring 1 EiB was decompressed"),
+        };
+        let BagError::Io { source, .. } = &err else {
+            panic!("not an I/O error: {err}");
+        };
+        assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{err}");
+        assert!(err.to_string().contains("set TMPDIR"), "{err}");
     }
 
     #[test]
