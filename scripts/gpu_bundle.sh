@@ -14,8 +14,8 @@
 # against the eager pass); bench of fcdensenet103 at 360x480, aleatoric and MC-50 (chunks
 # of 25; frames/s also with consecutive frames overlapped as the node runs them), fp16
 # and fp32, channels-last and not, the single pass as a CUDA graph, the
-# outputs through one host thread, through pageable memory and with glibc's malloc
-# defaults, and the PyTorch reference
+# outputs through one host thread, through pageable memory, with glibc's malloc
+# defaults and coloured on the device, and the PyTorch reference
 # beside it (eager fp32, eager fp16 + channels-last); MC chunks sized from the GPU memory
 # (free, and a 4 GiB budget); bf16, MC chunks of 16, moments mode (closed form fp32/fp16,
 # linearized fp16); 480x640 for us and the reference; a kernel profile of the
@@ -142,6 +142,12 @@ bench 103_360x480_aleatoric_fp16_cl_pageable --arch fcdensenet103 --height 360 -
 # host stage.
 GLIBC_TUNABLES=glibc.malloc.perturb=0 bench 103_360x480_aleatoric_fp16_cl_glibc_default \
     --arch fcdensenet103 --height 360 --width 480 --precision fp16 --channels-last --frames 50 --warmup 5
+# The colour messages made on the device (experimental, --device-colors): less host work,
+# more to download; against 103_360x480_aleatoric_fp16_cl and the MC-50 row of that set-up.
+bench 103_360x480_aleatoric_fp16_cl_devcolors --arch fcdensenet103 --height 360 --width 480 \
+    --precision fp16 --channels-last --device-colors --frames 50 --warmup 5
+bench 103_360x480_mc50_b25_fp16_cl_devcolors --arch fcdensenet103 --height 360 --width 480 \
+    --precision fp16 --channels-last --device-colors --mode mc --samples 50 --batch-size 25 --frames 5 --warmup 2
 ours 360 480 fp16 25
 LAYOUT=cl ours 360 480 fp32 25
 ours 360 480 fp32 25

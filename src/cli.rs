@@ -389,6 +389,11 @@ pub struct BenchArgs {
     /// (to measure what pinning gains).
     #[arg(long)]
     pub pageable_download: bool,
+    /// Experimental: colour the false-colour messages (uncertainty images, labels) on the
+    /// device and bring them to the host with the other outputs, instead of colouring on
+    /// the host (the same bytes).
+    #[arg(long)]
+    pub device_colors: bool,
     /// Also time the frames with the network of one and the output messages of the
     /// previous one on two threads at once, as the node runs them (reported as
     /// overlapped frames/s).

@@ -154,6 +154,80 @@ fn table_index(value: f32, min: f32, scale: f32) -> usize {
     }
 }
 
+/// False colour made where the outputs are, on a libtorch device (`bench
+/// --device-colors`): the same table entries as [`ColorScale::colorize`] and
+/// [`colorize_labels`] give on the host, byte for byte (the index is computed with the
+/// same f32 operations, one per tensor operation, so nothing is fused differently), in one
+/// gather over every plane. The tables (both colormaps and the model's palette, 25 kB) go
+/// to the device once.
+#[derive(Debug)]
+pub struct DeviceColoring {
+    /// `[2 * (LUT_SIZE + 1) + palette, 3]` u8: turbo, inferno, then the class colours.
+    table: tch::Tensor,
+    palette_len: i64,
+}
+
+/// Where each table starts in [`DeviceColoring`]'s table.
+const TURBO_BASE: i64 = 0;
+const INFERNO_BASE: i64 = LUT_SIZE as i64 + 1;
+const PALETTE_BASE: i64 = 2 * (LUT_SIZE as i64 + 1);
+
+impl DeviceColoring {
+    pub fn new(palette: &[[u8; 3]], device: tch::Device) -> Self {
+        let mut bytes: Vec<u8> = Vec::with_capacity((PALETTE_BASE as usize + palette.len()) * 3);
+        for colormap in [Colormap::Turbo, Colormap::Inferno] {
+            bytes.extend(colormap.table().iter().flatten());
+        }
+        bytes.extend(palette.iter().flatten());
+        let rows = bytes.len() as i64 / 3;
+        DeviceColoring {
+            table: tch::Tensor::from_slice(&bytes)
+                .view([rows, 3])
+                .to_device(device),
+            palette_len: palette.len() as i64,
+        }
+    }
+
+    /// `planes` (`[H, W]` fp32 each, with their scales) and `labels` (`[H, W]` class ids,
+    /// any integer kind) coloured: `[N, H, W, 3]` u8, the planes first, then the labels
+    /// (ids outside the palette black).
+    pub fn colorize(
+        &self,
+        planes: &[(tch::Tensor, ColorScale)],
+        labels: Option<&tch::Tensor>,
+    ) -> tch::Tensor {
+        use tch::Kind;
+        let mut indices: Vec<tch::Tensor> = planes
+            .iter()
+            .map(|(plane, scale)| {
+                let (min, step) = scale.index_scale();
+                let base = match scale.colormap {
+                    Colormap::Turbo => TURBO_BASE,
+                    Colormap::Inferno => INFERNO_BASE,
+                };
+                // As `table_index`: ((value - min) * scale + 0.5), clamped and truncated,
+                // NaN to the black entry after the table; one f32 operation at a time.
+                let at = (plane.to_kind(Kind::Float) - f64::from(min)) * f64::from(step) + 0.5;
+                at.clamp(0.5, LUT_SIZE as f64 - 0.5)
+                    .nan_to_num(Some(LUT_SIZE as f64), None, None)
+                    .to_kind(Kind::Int64)
+                    + base
+            })
+            .collect();
+        if let Some(labels) = labels {
+            let ids = labels.to_kind(Kind::Int64);
+            let known = ids.ge(0).logical_and(&ids.lt(self.palette_len));
+            // The black entry after the turbo table for ids without a colour.
+            indices.push((ids + PALETTE_BASE).where_scalarother(&known, LUT_SIZE as i64));
+        }
+        let indices = tch::Tensor::stack(&indices, 0);
+        let shape = indices.size();
+        self.table
+            .index_select(0, &indices.view(-1))
+            .view([shape[0], shape[1], shape[2], 3])
+    }
+}
+
 /// Label ids (row-major, `width * height` of them) to colours; ids outside the palette are
 /// drawn black.
 pub fn colorize_labels(
@@ -310,6 +384,69 @@ mod tests {
             assert_eq!(table_index(f32::NEG_INFINITY, lo, k), 0);
         }
         assert_eq!(Colormap::Inferno.table()[LUT_SIZE], [0, 0, 0]);
+    }
+
+    /// The device colouring (here on the CPU) gives every pixel the host's colour, byte
+    /// for byte, across and beyond each range, at entry boundaries, for NaN and infinities,
+    /// and class ids in and outside the palette.
+    #[test]
+    fn device_coloring_equals_the_host_byte_for_byte() {
+        let scales = [
+            ColorScale::uncertainty(2.0, "nats"),
+            ColorScale::uncertainty(0.3, "m"),
+            ColorScale::depth(&ColormapParams::default()),
+            ColorScale {
+                colormap: Colormap::Turbo,
+                min: 100.0,
+                max: 100.5,
+                unit: "m",
+            },
+        ];
+        let (w, h) = (257u32, 41u32);
+        let planes: Vec<(tch::Tensor, ColorScale)> = scales
+            .iter()
+            .enumerate()
+            .map(|(k, scale)| {
+                let span = (scale.max - scale.min) as f32;
+                let mut values: Vec<f32> = (0..w * h)
+                    .map(|i| {
+                        // A sweep from below to above the range, dense enough to hit entry
+                        // boundaries, with a different phase per plane.
+                        let t = ((i as f32 * 0.618_034 + k as f32 * 0.1) % 1.0) * 1.2 - 0.1;
+                        scale.min as f32 + span * t
+                    })
+                    .collect();
+                // Exact entry boundaries (halfway between two entries) and specials.
+                for (j, e) in (0..4095).step_by(97).enumerate() {
+                    values[j] = scale.min as f32 + span * (e as f32 + 0.5) / 4095.0;
+                }
+                values[100] = f32::NAN;
+                values[101] = f32::INFINITY;
+                values[102] = f32::NEG_INFINITY;
+                values[103] = scale.min as f32;
+                values[104] = scale.max as f32;
+                let image = FloatImage::from_raw(w, h, values).unwrap();
+                let tensor = tch::Tensor::from_slice(image.as_raw()).view([h as i64, w as i64]);
+                (tensor, *scale)
+            })
+            .collect();
+        let palette = [[10, 20, 30], [40, 50, 60], [70, 80, 90]];
+        let ids: Vec<u8> = (0..w * h).map(|i| (i % 5) as u8).collect();
+        let labels = tch::Tensor::from_slice(&ids).view([h as i64, w as i64]);
+        let coloring = DeviceColoring::new(&palette, tch::Device::Cpu);
+        let colored = coloring.colorize(&planes, Some(&labels));
+        assert_eq!(colored.size(), [5, h as i64, w as i64, 3]);
+        let bytes = |k: i64| Vec::<u8>::try_from(colored.get(k).contiguous().view(-1)).unwrap();
+        for (k, (tensor, scale)) in planes.iter().enumerate() {
+            let values = Vec::<f32>::try_from(tensor.view(-1)).unwrap();
+            let host = scale.colorize(&FloatImage::from_raw(w, h, values).unwrap());
+            assert!(
+                bytes(k as i64) == host.into_raw(),
+                "plane {k} ({scale:?}) differs from the host's colours"
+            );
+        }
+        let host = colorize_labels(w, h, ids.iter().map(|&i| i as usize), &palette);
+        assert_eq!(bytes(4), host.into_raw(), "label colours");
     }
 
     #[test]

@@ -21,8 +21,8 @@ use std::time::Instant;
 use image::{ImageBuffer, Luma, RgbImage};
 use tch::{Device, Kind, Tensor};
 
-use crate::colormap::FloatImage;
-use crate::config::{Mode, Params, Precision};
+use crate::colormap::{ColorScale, DeviceColoring, FloatImage};
+use crate::config::{ColormapParams, Mode, Params, Precision};
 use crate::cuda_graph::CapturedForward;
 use crate::device::{
     cuda_free_memory, cuda_memory, device_name, reset_cuda_peak_memory, DeviceRequest,
@@ -30,6 +30,8 @@ use crate::device::{
 use crate::error::{Error, Result};
 use crate::model::{HeadOutputs, Model, Pass};
 use crate::moments::{self, Gaussian};
+use crate::msg::outputs::has_color_message;
+use crate::output::FloatKind;
 use crate::uncertainty::{
     depth_aleatoric_variance, expected_depth_aleatoric_variance, noise_averaged_softmax,
     noise_averaged_softmax_shared, DepthMoments, SemanticMoments,
@@ -66,6 +68,13 @@ pub struct EngineConfig {
     /// kept while the frame size stays (off: into pageable memory, `bench
     /// --pageable-download`, to measure the difference). Fixed when the engine is built.
     pub pinned_download: bool,
+    /// Experimental (`bench --device-colors`): the false-colour twins of the messages (the
+    /// uncertainty images' and the labels') are coloured on the device and come to the
+    /// host with the other planes ([`Prediction::device_colors`]), instead of being
+    /// coloured on the host. Fixed when the engine is built.
+    pub device_colors: bool,
+    /// The false-colour ranges (used on the device with `device_colors`).
+    pub colormap: ColormapParams,
     /// Logit-noise draws per pass for the semantic aleatoric uncertainty.
     pub noise_samples: usize,
     /// T, the stochastic passes per frame in mc mode.
@@ -104,6 +113,8 @@ impl EngineConfig {
             channels_last: params.channels_last,
             cuda_graphs: false,
             pinned_download: true,
+            device_colors: false,
+            colormap: params.colormap.clone(),
             noise_samples: params.noise_samples as usize,
             mc_samples: params.mc.samples as usize,
             moments_head_samples: params.moments.head_samples as usize,
@@ -217,7 +228,27 @@ pub struct Prediction {
     pub samples: usize,
     pub semantic: Option<SemanticPrediction>,
     pub depth: Option<DepthPrediction>,
+    /// With [`EngineConfig::device_colors`]: the messages' false-colour images, made on
+    /// the device (the same bytes the host would make).
+    pub device_colors: Option<DeviceColors>,
     pub timing: Timing,
+}
+
+/// False-colour images made on the device ([`EngineConfig::device_colors`]).
+#[derive(Debug, Clone, Default)]
+pub struct DeviceColors {
+    pub floats: Vec<(FloatKind, RgbImage)>,
+    pub labels: Option<RgbImage>,
+}
+
+impl DeviceColors {
+    /// The colour image of a float output, if it was made on the device.
+    pub fn get(&self, kind: FloatKind) -> Option<&RgbImage> {
+        self.floats
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, image)| image)
+    }
 }
 
 /// What one chunk of passes adds to the running moments (see [`Engine::forward_chunk`]).
@@ -248,6 +279,9 @@ struct OutputPlanes {
     semantic_epistemic: bool,
     depth: bool,
     depth_epistemic: bool,
+    /// With `device_colors`: u8 `[N, H, W, 3]`, the false colour of these float images,
+    /// then (with `true`) of the labels.
+    colors: Option<(Tensor, Vec<FloatKind>, bool)>,
 }
 
 /// A loaded model on a device, ready to predict.
@@ -271,6 +305,8 @@ pub struct Engine {
     eval_graph: Mutex<Option<std::result::Result<CapturedForward, String>>>,
     /// CUDA: where the output planes land on the host.
     host_staging: Mutex<HostStaging>,
+    /// With `device_colors`: the colour tables on the device.
+    coloring: Option<DeviceColoring>,
 }
 
 impl Engine {
@@ -322,6 +358,9 @@ impl Engine {
             .map_err(|m| Error::model(crate::model::SPEC_FILE, m))?
             .size_multiple();
         let host_staging = Mutex::new(HostStaging::new(config.pinned_download));
+        let coloring = config
+            .device_colors
+            .then(|| DeviceColoring::new(&model.spec.palette(), device));
         Ok(Engine {
             model,
             device,
@@ -333,6 +372,7 @@ impl Engine {
             mc_memory_chunk: AtomicUsize::new(0),
             eval_graph: Mutex::new(None),
             host_staging,
+            coloring,
         })
     }
 
@@ -384,6 +424,11 @@ impl Engine {
                 "pinned_download",
                 self.config.pinned_download,
                 config.pinned_download,
+            ),
+            (
+                "device_colors",
+                self.config.device_colors,
+                config.device_colors,
             ),
         ] {
             if loaded != asked {
@@ -519,7 +564,7 @@ impl Engine {
         let sampled_at = self.profile_mark();
         let planes = self.output_planes(semantic, depth, width, height);
         let post_at = self.profile_mark();
-        let (semantic, depth) = self.download(planes, width, height);
+        let (semantic, depth, device_colors) = self.download(planes, width, height);
         let stages = self.config.profile.then(|| {
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
             StageTimes {
@@ -537,6 +582,7 @@ impl Engine {
             samples,
             semantic,
             depth,
+            device_colors,
             timing: Timing {
                 total_ms: started.elapsed().as_secs_f64() * 1e3,
                 stages,
@@ -847,13 +893,68 @@ impl Engine {
             let stacked = Tensor::stack(&native, 0).unsqueeze(0).to_kind(Kind::Float);
             floats.push(resize_to(&stacked, h, w).squeeze_dim(0));
         }
+        let floats = Tensor::cat(&floats, 0);
+        // The planes in order, as `download` reads them.
+        let mut kinds = Vec::new();
+        if labels.is_some() {
+            kinds.push(FloatKind::Confidence);
+            kinds.push(FloatKind::SemanticAleatoric);
+            if semantic_epistemic {
+                kinds.push(FloatKind::SemanticEpistemic);
+            }
+        }
+        if has_depth {
+            kinds.extend([FloatKind::Depth, FloatKind::DepthAleatoric]);
+            if depth_epistemic {
+                kinds.push(FloatKind::DepthEpistemic);
+            }
+            // REP 118: invalid depth is NaN. Marked after resizing so NaN does not bleed.
+            let at = kinds
+                .iter()
+                .position(|&k| k == FloatKind::Depth)
+                .expect("depth") as i64;
+            let mut depth_m = floats.get(at);
+            let invalid = depth_m.le(0.0);
+            let _ = depth_m.masked_fill_(&invalid, f64::NAN);
+        }
+        let colors = self.coloring.as_ref().map(|coloring| {
+            let ranges = &self.config.colormap;
+            let depth_aleatoric = self
+                .model
+                .spec
+                .tasks
+                .depth
+                .as_ref()
+                .is_some_and(|d| d.aleatoric);
+            // The images that have a colour message; the depth std only where it was
+            // trained (its plane is zeros otherwise and not an output).
+            let colored: Vec<(FloatKind, Tensor, ColorScale)> = kinds
+                .iter()
+                .enumerate()
+                .filter(|&(_, &kind)| {
+                    has_color_message(kind)
+                        && (kind != FloatKind::DepthAleatoric || depth_aleatoric)
+                })
+                .map(|(i, &kind)| (kind, floats.get(i as i64), kind.color_scale(ranges)))
+                .collect();
+            let planes: Vec<(Tensor, ColorScale)> = colored
+                .iter()
+                .map(|(_, plane, scale)| (plane.shallow_clone(), *scale))
+                .collect();
+            (
+                coloring.colorize(&planes, labels.as_ref()),
+                colored.into_iter().map(|(kind, ..)| kind).collect(),
+                labels.is_some(),
+            )
+        });
         OutputPlanes {
             labels,
-            floats: Tensor::cat(&floats, 0),
+            floats,
             probabilities,
             semantic_epistemic,
             depth: has_depth,
             depth_epistemic,
+            colors,
         }
     }
 
@@ -865,17 +966,47 @@ impl Engine {
         planes: OutputPlanes,
         width: u32,
         height: u32,
-    ) -> (Option<SemanticPrediction>, Option<DepthPrediction>) {
-        let (floats, labels) = if self.device.is_cuda() {
-            let packed = pack_planes(&planes.floats, planes.labels.as_ref());
+    ) -> (
+        Option<SemanticPrediction>,
+        Option<DepthPrediction>,
+        Option<DeviceColors>,
+    ) {
+        let colors = planes.colors.as_ref().map(|(t, ..)| t);
+        let (floats, labels, color_bytes) = if self.device.is_cuda() {
+            let parts: Vec<&Tensor> = [Some(&planes.floats), planes.labels.as_ref(), colors]
+                .into_iter()
+                .flatten()
+                .collect();
+            let packed = pack_planes(&parts);
             let mut staging = self.host_staging.lock().unwrap_or_else(|e| e.into_inner());
             staging.with_host(&packed, self.device, |bytes| {
-                let (floats, labels) = unpack_planes(bytes, &planes.floats, planes.labels.as_ref());
-                host_planes(&floats, labels.as_ref())
+                let mut host = unpack_planes(bytes, &parts).into_iter();
+                let floats = host.next().expect("floats");
+                let labels = planes.labels.as_ref().map(|_| host.next().expect("labels"));
+                let colors = colors.map(|_| host.next().expect("colours"));
+                host_planes(&floats, labels.as_ref(), colors.as_ref())
             })
         } else {
-            host_planes(&planes.floats, planes.labels.as_ref())
+            host_planes(&planes.floats, planes.labels.as_ref(), colors)
         };
+        let device_colors =
+            planes
+                .colors
+                .as_ref()
+                .zip(color_bytes)
+                .map(|((_, kinds, with_labels), bytes)| {
+                    let plane = width as usize * height as usize * 3;
+                    let mut images = bytes
+                        .chunks_exact(plane)
+                        .map(|b| RgbImage::from_raw(width, height, b.to_vec()).expect("sized"));
+                    DeviceColors {
+                        floats: kinds
+                            .iter()
+                            .map(|&k| (k, images.next().expect("colour plane")))
+                            .collect(),
+                        labels: with_labels.then(|| images.next().expect("label colours")),
+                    }
+                });
         let mut images = floats
             .into_iter()
             .map(|plane| FloatImage::from_raw(width, height, plane).expect("sized"));
@@ -906,13 +1037,8 @@ impl Engine {
             }
         });
         let depth = planes.depth.then(|| {
-            let mut depth_m = images.next().expect("depth");
-            // REP 118: invalid depth is NaN. Marked after resizing so NaN does not bleed.
-            for d in depth_m.iter_mut() {
-                if d.is_nan() || *d <= 0.0 {
-                    *d = f32::NAN;
-                }
-            }
+            // NaN where invalid (marked on the device, `output_planes`).
+            let depth_m = images.next().expect("depth");
             let aleatoric_std_m = images.next().expect("depth aleatoric std");
             let trained = self
                 .model
@@ -929,7 +1055,7 @@ impl Engine {
                     .then(|| images.next().expect("depth epistemic std")),
             }
         });
-        (semantic, depth)
+        (semantic, depth, device_colors)
     }
 
     fn synchronize(&self) {
@@ -1124,9 +1250,11 @@ enum HostLabels {
     I32(Vec<i32>),
 }
 
-/// Host tensors `[N, H, W]` fp32 and `[H, W]` labels as one vector per float plane and
-/// the ids.
-fn host_planes(floats: &Tensor, labels: Option<&Tensor>) -> (Vec<Vec<f32>>, Option<HostLabels>) {
+/// Host tensors `[N, H, W]` fp32, `[H, W]` labels and u8 colours as one vector per float
+/// plane, the ids and the colour bytes.
+type HostPlanes = (Vec<Vec<f32>>, Option<HostLabels>, Option<Vec<u8>>);
+
+fn host_planes(floats: &Tensor, labels: Option<&Tensor>, colors: Option<&Tensor>) -> HostPlanes {
     let floats = (0..floats.size()[0])
         .map(|i| tensor_to_vec::<f32>(&floats.get(i)))
         .collect();
@@ -1134,38 +1262,35 @@ fn host_planes(floats: &Tensor, labels: Option<&Tensor>) -> (Vec<Vec<f32>>, Opti
         Kind::Uint8 => HostLabels::U8(tensor_to_vec(labels)),
         _ => HostLabels::I32(tensor_to_vec(labels)),
     });
-    (floats, labels)
+    (floats, labels, colors.map(tensor_to_vec))
 }
 
-/// The float planes and the labels as one flat byte tensor on their device (floats
-/// first), so that one copy brings them all to the host ([`unpack_planes`] undoes it).
-pub fn pack_planes(floats: &Tensor, labels: Option<&Tensor>) -> Tensor {
-    let bytes = |t: &Tensor| t.contiguous().view_dtype(Kind::Uint8).view(-1);
-    let mut parts = vec![bytes(floats)];
-    parts.extend(labels.map(bytes));
-    Tensor::cat(&parts, 0)
+/// Tensors of any kinds and shapes as one flat byte tensor on their device, in order, so
+/// that one copy brings them all to the host ([`unpack_planes`] undoes it).
+pub fn pack_planes(parts: &[&Tensor]) -> Tensor {
+    let bytes: Vec<Tensor> = parts
+        .iter()
+        .map(|t| t.contiguous().view_dtype(Kind::Uint8).view(-1))
+        .collect();
+    Tensor::cat(&bytes, 0)
 }
 
 /// Views of `bytes` (a [`pack_planes`] result, now on the host) shaped and typed as the
-/// device's `floats` and `labels` were.
-pub fn unpack_planes(
-    bytes: &Tensor,
-    floats: &Tensor,
-    labels: Option<&Tensor>,
-) -> (Tensor, Option<Tensor>) {
-    let byte_len = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as i64;
-    let float_bytes = byte_len(floats);
-    let host_floats = bytes
-        .narrow(0, 0, float_bytes)
-        .view_dtype(floats.kind())
-        .view(floats.size().as_slice());
-    let host_labels = labels.map(|l| {
-        bytes
-            .narrow(0, float_bytes, byte_len(l))
-            .view_dtype(l.kind())
-            .view(l.size().as_slice())
-    });
-    (host_floats, host_labels)
+/// device's `parts` were.
+pub fn unpack_planes(bytes: &Tensor, parts: &[&Tensor]) -> Vec<Tensor> {
+    let mut start = 0;
+    parts
+        .iter()
+        .map(|t| {
+            let len = (t.numel() * t.kind().elt_size_in_bytes()) as i64;
+            let view = bytes
+                .narrow(0, start, len)
+                .view_dtype(t.kind())
+                .view(t.size().as_slice());
+            start += len;
+            view
+        })
+        .collect()
 }
 
 /// Where packed output planes land on the host: with `pinned`, one page-locked buffer,
@@ -1244,12 +1369,23 @@ mod tests {
         let _ = floats.get(2).get(0).fill_(f64::from(f32::MAX));
         let u8_labels = Tensor::randint(255, [5, 7], (Kind::Uint8, Device::Cpu));
         let i32_labels = Tensor::randint(1000, [5, 7], (Kind::Int, Device::Cpu));
+        let colors = Tensor::randint(255, [2, 5, 7, 3], (Kind::Uint8, Device::Cpu));
         for labels in [None, Some(&u8_labels), Some(&i32_labels)] {
-            let packed = pack_planes(&floats, labels);
+            let parts: Vec<&Tensor> = [Some(&floats), labels, Some(&colors)]
+                .into_iter()
+                .flatten()
+                .collect();
+            let packed = pack_planes(&parts);
             assert_eq!(packed.kind(), Kind::Uint8);
             let label_bytes = labels.map_or(0, |l| l.numel() * l.kind().elt_size_in_bytes());
-            assert_eq!(packed.numel(), floats.numel() * 4 + label_bytes);
-            let (f, l) = unpack_planes(&packed, &floats, labels);
+            assert_eq!(
+                packed.numel(),
+                floats.numel() * 4 + label_bytes + colors.numel()
+            );
+            let mut host = unpack_planes(&packed, &parts).into_iter();
+            let f = host.next().unwrap();
+            let l = labels.map(|_| host.next().unwrap());
+            assert!(host.next().unwrap().equal(&colors));
             assert_eq!(f.size(), floats.size());
             assert!(f.isnan().equal(&floats.isnan()));
             assert!(f

@@ -128,6 +128,22 @@ impl FloatKind {
         FloatKind::DepthEpistemic,
     ];
 
+    /// The fixed colour scale of this image's false colour.
+    pub fn color_scale(self, ranges: &ColormapParams) -> ColorScale {
+        match self {
+            FloatKind::Confidence => ColorScale::confidence(),
+            FloatKind::SemanticAleatoric => {
+                ColorScale::uncertainty(ranges.semantic_aleatoric_max_nats, "nats")
+            }
+            FloatKind::SemanticEpistemic => {
+                ColorScale::uncertainty(ranges.semantic_epistemic_max_nats, "nats")
+            }
+            FloatKind::Depth => ColorScale::depth(ranges),
+            FloatKind::DepthAleatoric => ColorScale::uncertainty(ranges.depth_aleatoric_max_m, "m"),
+            FloatKind::DepthEpistemic => ColorScale::uncertainty(ranges.depth_epistemic_max_m, "m"),
+        }
+    }
+
     /// File name stem used by `infer` (`<stem>.tiff`, `<stem>_color.png`).
     pub fn file_stem(self) -> &'static str {
         match self {
@@ -147,44 +163,26 @@ pub fn float_images<'a>(
     p: &'a Prediction,
     ranges: &ColormapParams,
 ) -> Vec<(FloatKind, &'a FloatImage, ColorScale)> {
-    let mut out = Vec::new();
+    let mut out: Vec<(FloatKind, &FloatImage)> = Vec::new();
     if let Some(s) = &p.semantic {
-        out.push((
-            FloatKind::Confidence,
-            &s.confidence,
-            ColorScale::confidence(),
-        ));
-        out.push((
-            FloatKind::SemanticAleatoric,
-            &s.aleatoric_entropy,
-            ColorScale::uncertainty(ranges.semantic_aleatoric_max_nats, "nats"),
-        ));
+        out.push((FloatKind::Confidence, &s.confidence));
+        out.push((FloatKind::SemanticAleatoric, &s.aleatoric_entropy));
         if let Some(mi) = &s.epistemic_mutual_information {
-            out.push((
-                FloatKind::SemanticEpistemic,
-                mi,
-                ColorScale::uncertainty(ranges.semantic_epistemic_max_nats, "nats"),
-            ));
+            out.push((FloatKind::SemanticEpistemic, mi));
         }
     }
     if let Some(d) = &p.depth {
-        out.push((FloatKind::Depth, &d.depth_m, ColorScale::depth(ranges)));
+        out.push((FloatKind::Depth, &d.depth_m));
         if let Some(std) = &d.aleatoric_std_m {
-            out.push((
-                FloatKind::DepthAleatoric,
-                std,
-                ColorScale::uncertainty(ranges.depth_aleatoric_max_m, "m"),
-            ));
+            out.push((FloatKind::DepthAleatoric, std));
         }
         if let Some(std) = &d.epistemic_std_m {
-            out.push((
-                FloatKind::DepthEpistemic,
-                std,
-                ColorScale::uncertainty(ranges.depth_epistemic_max_m, "m"),
-            ));
+            out.push((FloatKind::DepthEpistemic, std));
         }
     }
-    out
+    out.into_iter()
+        .map(|(kind, image)| (kind, image, kind.color_scale(ranges)))
+        .collect()
 }
 
 /// The label image in the model's class colours.

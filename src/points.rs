@@ -479,6 +479,7 @@ mod tests {
                 aleatoric_std_m: Some(f(0.5)),
                 epistemic_std_m: epistemic.then_some(depth_epistemic),
             }),
+            device_colors: None,
             timing: Timing::default(),
         }
     }

@@ -649,3 +649,83 @@ fn demo_model_segments_and_measures_unseen_synthetic_scenes() {
     assert!(accuracy > 0.8, "pixel accuracy {accuracy:.3}");
     assert!(rel < 0.2, "depth rel {rel:.3}");
 }
+
+/// `device_colors` (bench --device-colors): the colour messages made on the device are the
+/// bytes the host makes from the same outputs, for every colour message of both modes, with
+/// the engine's colour ranges, 8- and 16-bit labels; the other outputs do not change.
+#[test]
+fn colours_made_on_the_device_are_the_hosts_bytes() {
+    use bayes_perception::config::ColormapParams;
+    use bayes_perception::msg::outputs::{build_outputs, OutputTopic};
+    use bayes_perception::output::FloatKind;
+    let _lock = common::rng_lock();
+    let image = common::pattern(45, 27);
+    let ranges = ColormapParams {
+        semantic_aleatoric_max_nats: 0.7,
+        depth_aleatoric_max_m: 0.05,
+        ..ColormapParams::default()
+    };
+    for (classes, mode, colored) in [
+        (
+            4,
+            Mode::Mc,
+            vec![
+                FloatKind::SemanticAleatoric,
+                FloatKind::SemanticEpistemic,
+                FloatKind::DepthAleatoric,
+                FloatKind::DepthEpistemic,
+            ],
+        ),
+        (
+            300,
+            Mode::Aleatoric,
+            vec![FloatKind::SemanticAleatoric, FloatKind::DepthAleatoric],
+        ),
+    ] {
+        let model_dir = tempfile::tempdir().unwrap();
+        common::tiny_model(classes, true)
+            .save(model_dir.path())
+            .unwrap();
+        let run = |device_colors| {
+            let cfg = EngineConfig {
+                device_colors,
+                colormap: ranges.clone(),
+                ..config(mode, 3, Some(5))
+            };
+            let engine = Engine::load(model_dir.path(), cfg).unwrap();
+            let palette = engine.model().spec.palette();
+            (engine.predict(&image).unwrap(), palette)
+        };
+        let ((host, palette), (device, _)) = (run(false), run(true));
+        assert!(same_outputs(&host, &device), "{mode}: outputs changed");
+        assert!(host.device_colors.is_none());
+        let made = device.device_colors.as_ref().expect("device colours");
+        let kinds: Vec<FloatKind> = made.floats.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, colored, "{mode}");
+        assert!(made.labels.is_some());
+        let header = bayes_perception::msg::Header::default();
+        let messages = |p: &Prediction| build_outputs(p, &header, &palette, &ranges, |_| true);
+        let (on_host, on_device) = (messages(&host), messages(&device));
+        assert_eq!(on_host.len(), on_device.len());
+        let mut compared = 0;
+        for ((topic, a), (_, b)) in on_host.iter().zip(&on_device) {
+            assert!(a.data == b.data, "{mode}, {topic:?}: the messages differ");
+            compared += topic.is_color() as usize;
+        }
+        assert_eq!(compared, colored.len() + 1, "{mode}: colour messages");
+        // The device's colours are really used: a different range on the host side only
+        // changes the host's colours.
+        let other = ColormapParams {
+            semantic_aleatoric_max_nats: 2.5,
+            ..ranges.clone()
+        };
+        let topic = OutputTopic::SemanticAleatoricColor;
+        let pick = |p: &Prediction| {
+            build_outputs(p, &header, &palette, &other, |t| t == topic)
+                .remove(0)
+                .1
+                .data
+        };
+        assert!(pick(&host) != pick(&device), "{mode}: host colours used");
+    }
+}

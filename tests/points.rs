@@ -48,6 +48,7 @@ fn ground_truth_depth_puts_the_road_on_the_ground_plane() {
                 aleatoric_std_m: None,
                 epistemic_std_m: None,
             }),
+            device_colors: None,
             timing: Timing::default(),
         };
         let filter = CloudFilter {

@@ -70,6 +70,8 @@ struct Report {
     /// CUDA: the outputs came to the host through the page-locked buffer (false where
     /// `--pageable-download` asked otherwise or pinning failed).
     pinned_download: Option<bool>,
+    /// The colour images were made on the device (`--device-colors`).
+    device_colors: bool,
     cpu_threads: i32,
     frames: usize,
     /// Whole frames: image in, every output message of the node built (engine + host
@@ -141,6 +143,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         channels_last: args.channels_last,
         cuda_graphs: args.cuda_graphs,
         pinned_download: !args.pageable_download,
+        device_colors: args.device_colors,
+        colormap: ColormapParams::default(),
         noise_samples: args.noise_samples,
         mc_samples: args.samples,
         moments_head_samples: args.head_samples,
@@ -379,6 +383,7 @@ fn summarise(
         channels_last: args.channels_last,
         cuda_graphs: args.cuda_graphs,
         pinned_download: device.is_cuda().then(|| engine.pinned_download()),
+        device_colors: args.device_colors,
         cpu_threads: tch::get_num_threads(),
         frames: timings.len(),
         median_ms: percentile(&totals, 0.5),
@@ -412,7 +417,7 @@ fn summarise(
 
 fn print_report(r: &Report) {
     println!(
-        "{} ({:.2} M parameters), {}x{}, {}{}, mode {}{}, device {} ({} CPU threads), {} frames",
+        "{} ({:.2} M parameters), {}x{}, {}{}{}, mode {}{}, device {} ({} CPU threads), {} frames",
         r.arch,
         r.parameters as f64 / 1e6,
         r.height,
@@ -423,6 +428,11 @@ fn print_report(r: &Report) {
             (true, false) => " channels-last",
             (false, true) => ", CUDA graphs",
             (false, false) => "",
+        },
+        if r.device_colors {
+            ", colours on the device"
+        } else {
+            ""
         },
         r.mode,
         match (r.batch_size, r.head_samples) {

@@ -138,6 +138,11 @@ fn float_topics(kind: FloatKind) -> (OutputTopic, Option<OutputTopic>) {
     }
 }
 
+/// Whether the node publishes a false-colour twin of this float image.
+pub fn has_color_message(kind: FloatKind) -> bool {
+    float_topics(kind).1.is_some()
+}
+
 /// Builds the output messages of one prediction, for the topics `wanted` accepts (the
 /// node passes "has subscribers" for colour twins, the bag writer accepts all), in
 /// [`OutputTopic`] order. Each image is built as its own task on rayon's thread pool:
@@ -152,10 +157,12 @@ pub fn build_outputs(
 ) -> Vec<(OutputTopic, Image)> {
     enum Job<'a> {
         Float(&'a FloatImage),
-        Color(&'a FloatImage, ColorScale),
+        Color(&'a FloatImage, ColorScale, Option<&'a RgbImage>),
         Labels(&'a LabelImage),
-        LabelColors(&'a LabelImage),
+        LabelColors(&'a LabelImage, Option<&'a RgbImage>),
     }
+    // Colour images the engine made on the device, if it did.
+    let device_colors = prediction.device_colors.as_ref();
     let mut jobs = Vec::new();
     for (kind, image, scale) in float_images(prediction, ranges) {
         let (topic, color) = float_topics(kind);
@@ -163,7 +170,8 @@ pub fn build_outputs(
             jobs.push((topic, Job::Float(image)));
         }
         if let Some(color) = color.filter(|&c| wanted(c)) {
-            jobs.push((color, Job::Color(image, scale)));
+            let made = device_colors.and_then(|c| c.get(kind));
+            jobs.push((color, Job::Color(image, scale, made)));
         }
     }
     if let Some(semantic) = &prediction.semantic {
@@ -171,9 +179,10 @@ pub fn build_outputs(
             jobs.push((OutputTopic::SemanticLabels, Job::Labels(&semantic.labels)));
         }
         if wanted(OutputTopic::SemanticColor) {
+            let made = device_colors.and_then(|c| c.labels.as_ref());
             jobs.push((
                 OutputTopic::SemanticColor,
-                Job::LabelColors(&semantic.labels),
+                Job::LabelColors(&semantic.labels, made),
             ));
         }
     }
@@ -182,9 +191,14 @@ pub fn build_outputs(
         .map(|(topic, job)| {
             let message = match job {
                 Job::Float(image) => float_message(header, image),
-                Job::Color(image, scale) => rgb_message(header, scale.colorize(image)),
+                Job::Color(_, _, Some(made)) | Job::LabelColors(_, Some(made)) => {
+                    rgb_message(header, made.clone())
+                }
+                Job::Color(image, scale, None) => rgb_message(header, scale.colorize(image)),
                 Job::Labels(labels) => label_message(header, labels),
-                Job::LabelColors(labels) => rgb_message(header, label_colors(labels, palette)),
+                Job::LabelColors(labels, None) => {
+                    rgb_message(header, label_colors(labels, palette))
+                }
             };
             (topic, message)
         })
@@ -270,6 +284,7 @@ mod tests {
                 aleatoric_std_m: Some(f(1.0)),
                 epistemic_std_m: mc.then(|| f(0.2)),
             }),
+            device_colors: None,
             timing: Timing::default(),
         }
     }
