@@ -223,6 +223,11 @@ def find_bags(patterns, manifest):
             path = os.path.abspath(m)
             if not os.path.exists(path):
                 sys.exit(f"fleet: {m} does not exist")
+            directory = rosbag2_directory_of(path)
+            if directory:
+                print(f"fleet: {m} is a storage file of the rosbag2 directory {directory}: "
+                      "taking the directory", file=sys.stderr)
+                path = directory
             real = os.path.realpath(path)
             if real not in seen:
                 seen.add(real)
@@ -230,6 +235,18 @@ def find_bags(patterns, manifest):
     if not bags:
         sys.exit("fleet: no bags given (paths, globs or --manifest)")
     return bags
+
+
+def rosbag2_directory_of(path):
+    """The rosbag2 directory a storage file (`.mcap`, `.db3`, compressed or not) belongs
+    to, when its folder has a metadata.yaml (a glob such as `drives/**/*.mcap` reaches
+    them): the bag is the directory, read with all its files; else None."""
+    parent = os.path.dirname(path)
+    name = os.path.basename(path).removesuffix(".zstd")
+    if os.path.isfile(path) and name.endswith((".mcap", ".db3")) \
+            and os.path.isfile(os.path.join(parent, "metadata.yaml")):
+        return parent
+    return None
 
 
 def bag_dir(out, bag):

@@ -41,12 +41,18 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("input")
+        .required(true)
+        .multiple(true)
+        .args(["data", "bag", "merge"])
+))]
 pub struct EvalArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Dataset root in the CamVid layout (SPLIT/, SPLITannot/, optional SPLITdepth/,
     /// SPLITnoise/, SPLITood/).
-    #[arg(long, required_unless_present_any = ["merge", "bag"], conflicts_with = "bag")]
+    #[arg(long, conflicts_with = "bag")]
     pub data: Option<PathBuf>,
     /// A labelled bag instead of --data: camera frames with their ground truth as
     /// NS/ground_truth/{labels, depth, noise_mask, ood_mask} topics (see the README; `synth
@@ -174,10 +180,10 @@ pub struct BagProcessArgs {
     #[arg(long = "topic")]
     pub topics: Vec<String>,
     /// Skip this many seconds from the start of the bag.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub start: f64,
     /// Only this many seconds (from --start).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Process every N-th frame of each camera topic (all frames are still copied).
     #[arg(long, default_value_t = 1)]
@@ -186,8 +192,8 @@ pub struct BagProcessArgs {
     #[arg(long)]
     pub force: bool,
     /// Also write a summary of the run as JSON: status (ok, damaged, interrupted, frames
-    /// failed, retry), exit code, frames read/processed/skipped/failed by reason, timing,
-    /// output size.
+    /// failed, read failed, retry, error), exit code, frames read/processed/skipped/failed
+    /// by reason, timing, output size.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 }
@@ -283,9 +289,9 @@ pub struct Overrides {
     /// fp32, fp16 or bf16 (the network's number format); overrides `precision`.
     #[arg(long)]
     pub precision: Option<Precision>,
-    /// Run the network channels-last (`--channels-last`, or `--channels-last false`);
+    /// Run the network channels-last (`--channels-last`, or `--channels-last=false`);
     /// overrides `channels_last`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub channels_last: Option<bool>,
     /// MC samples T; overrides `mc.samples`.
     #[arg(long)]
@@ -314,7 +320,8 @@ pub struct InferArgs {
     /// Append a colour bar with the value range under each false-colour PNG.
     #[arg(long)]
     pub colorbar: bool,
-    /// Also write contact_sheet.png: input, labels, depth and the four uncertainty images.
+    /// Also write contact_sheet.png: input, labels, depth, confidence and the four
+    /// uncertainty images.
     #[arg(long)]
     pub contact_sheet: bool,
     /// Also write points.ply: the uncertainty point cloud (binary PLY: x y z, colour,

@@ -486,7 +486,7 @@ fn sqlite_input_with_every_option() {
     let (code, text) = f.process("in_mcap", "window", &window);
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("3 camera frame(s) read, 1 processed"),
+        text.contains("1 camera frame(s) read, 1 processed"),
         "{text}"
     );
     assert!(text.contains("  2 camera frame(s) outside"), "{text}");

@@ -816,7 +816,7 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
         .args(["--split", "ood", "--device", "cpu"]));
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("1 images,")
+        text.contains("1 image(s),")
             && text.contains("1 frame(s) skipped")
             && text.contains("oodnoise/00000.png")
             && text.contains("noise mask is 10x10, the image 64x48"),

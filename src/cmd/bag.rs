@@ -80,16 +80,18 @@ struct Tally {
 }
 
 /// `bag process`; with `--json`, a run that stops with an error (before or while writing
-/// the output) still writes its report: `status` "error", the exit code and the message.
+/// the output) still writes its report: `status` "error" ("retry" where the exit code is
+/// 75: a full disk, say), the exit code and the message.
 pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let (json, input, output) = (args.json.clone(), args.input.clone(), args.output.clone());
     let result = run_process(args);
     if let (Err(e), Some(path)) = (&result, json) {
+        let code = crate::exit_code(e);
         let report = serde_json::json!({
             "input": input.display().to_string(),
             "output": output.display().to_string(),
-            "status": "error",
-            "exit_code": crate::exit_code(e),
+            "status": if code == crate::EXIT_TRANSIENT { "retry" } else { "error" },
+            "exit_code": code,
             "error": one_line(&**e),
         });
         // The error itself is what the caller reports; a report that cannot be written
@@ -374,8 +376,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let processed: u64 = written.processed.values().sum();
     let read: u64 = tally.cameras.values().map(|c| c.read).sum();
     println!(
-        "{} camera frame(s) read, {processed} processed ({} on {}, {}, mode {}), {} skipped, {} not sampled (--every {})",
-        read + tally.outside_window,
+        "{read} camera frame(s) read, {processed} processed ({} on {}, {}, mode {}), {} skipped, {} not sampled (--every {})",
         engine.model().spec.name,
         device_name(engine.device()),
         params.precision,
@@ -500,7 +501,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "output": args.output.display().to_string(),
             "status": status,
             "exit_code": code,
-            "camera_frames_read": read + tally.outside_window,
+            "camera_frames_read": read,
             "processed": processed,
             "skipped": tally.skipped,
             "failed": tally.failed,
@@ -840,7 +841,7 @@ pub fn sample(args: BagSampleArgs) -> anyhow::Result<ExitCode> {
     }
     let summary = writer.finish()?;
     println!(
-        "wrote {} ({} frames of {}x{} {}, {} messages)",
+        "wrote {} ({} frame(s) of {}x{} {}, {} messages)",
         summary.dir.display(),
         args.frames,
         args.width,

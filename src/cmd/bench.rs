@@ -417,7 +417,7 @@ fn summarise(
 
 fn print_report(r: &Report) {
     println!(
-        "{} ({:.2} M parameters), {}x{}, {}{}{}, mode {}{}, device {} ({} CPU threads), {} frames",
+        "{} ({:.2} M parameters), {}x{}, {}{}{}, mode {}{}, device {} ({} CPU thread(s)), {} frame(s)",
         r.arch,
         r.parameters as f64 / 1e6,
         r.height,

@@ -565,7 +565,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
 
 fn print_report(r: &Report, split: &str) {
     println!(
-        "{split}: {} images, mode {} ({} sample(s)), {:.0} ms per frame",
+        "{split}: {} image(s), mode {} ({} sample(s)), {:.0} ms per frame",
         r.images, r.mode, r.samples, r.ms_per_frame
     );
     for line in r.left_out.lines() {
@@ -633,7 +633,7 @@ fn print_agreement(agreement: &AgreementReport, mode: &str) {
     );
     for m in &agreement.maps {
         println!(
-            "  {:<38} pooled {:.3}; per frame mean {:.3}, min {:.3} ({} frames)",
+            "  {:<38} pooled {:.3}; per frame mean {:.3}, min {:.3} ({} frame(s))",
             m.map, m.spearman_pooled, m.spearman_frame_mean, m.spearman_frame_min, m.frames
         );
     }

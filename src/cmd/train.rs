@@ -122,7 +122,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let was_interrupted = trained.stopped == Stop::Interrupted;
     let status = match trained.stopped {
         Stop::Interrupted => "interrupted, checkpoint saved".to_owned(),
-        Stop::Epochs => format!("done: {} epoch(s)", cfg.training.epochs),
+        Stop::Epochs => format!(
+            "done: all {} epoch(s) of training.epochs run",
+            cfg.training.epochs
+        ),
         Stop::EarlyStopping => format!(
             "stopped early: no better validation score in {} epochs",
             cfg.training.early_stopping

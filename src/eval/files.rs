@@ -475,7 +475,7 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
     }
     let _ = writeln!(
         md,
-        "{} images, mode {} ({} sample(s)), {:.0} ms per frame on {} (the first frame \
+        "{} image(s), mode {} ({} sample(s)), {:.0} ms per frame on {} (the first frame \
          predicted once more, untimed, before the timed ones).\n",
         report.images,
         report.mode,

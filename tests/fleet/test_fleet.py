@@ -226,3 +226,22 @@ def test_a_bag_reached_by_two_paths_is_one_bag(data, tmp_path):
     link = tmp_path / "link.mcap"
     link.symlink_to(bag)
     assert fleet_module.find_bags([str(bag), str(link), str(bag)], None) == [str(bag)]
+
+
+def test_a_storage_file_of_a_rosbag2_directory_is_that_directory(tmp_path):
+    """A glob like `drives/**/*.mcap` reaches the storage files inside rosbag2 directories:
+    each is taken as its directory (once), so the directory given beside it is not a
+    second bag; a lone .mcap without metadata.yaml stays a bag of its own."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fleet", FLEET)
+    fleet_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fleet_module)
+    drive = tmp_path / "drives" / "a" / "run1"
+    drive.mkdir(parents=True)
+    (drive / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    for part in ("run1_0.mcap", "run1_1.mcap.zstd"):
+        (drive / part).write_bytes(b"")
+    lone = tmp_path / "drives" / "lone.mcap"
+    lone.write_bytes(b"")
+    bags = fleet_module.find_bags([str(tmp_path / "drives" / "**" / "*.mcap*"), str(drive)], None)
+    assert bags == [str(drive), str(lone)], bags
