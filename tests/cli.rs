@@ -817,7 +817,7 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("1 image(s),")
-            && text.contains("1 frame(s) skipped")
+            && text.contains("1 frame(s) left out")
             && text.contains("oodnoise/00000.png")
             && text.contains("noise mask is 10x10, the image 64x48"),
         "{text}"
@@ -1393,7 +1393,7 @@ fn eval_leaves_out_unreadable_frames_and_says_so() {
     let data = |dir: &str| f.path(dir).display().to_string();
     let (out, with_bad, text) = eval(&["--data", &data("data")], "bad.json", Some("report"));
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("2 frame(s) skipped for bad input"), "{text}");
+    assert!(text.contains("2 frame(s) left out"), "{text}");
     assert_eq!(with_bad["images"], 2, "{text}");
     let skipped = with_bad["left_out"]["skipped"].as_object().unwrap();
     assert_eq!(skipped.len(), 2, "{skipped:?}");

@@ -322,7 +322,9 @@ impl LeftOut {
         let skipped = self.skipped.values().sum::<u64>();
         let mut lines = Vec::new();
         if skipped > 0 {
-            lines.push(format!("{skipped} frame(s) skipped for bad input:"));
+            // Bad input (an unreadable image or ground truth) or a frame the damage cut
+            // apart: the reasons say which.
+            lines.push(format!("{skipped} frame(s) left out:"));
             lines.extend(self.skipped.iter().map(|(r, n)| format!("  {n} x {r}")));
         }
         lines.extend(
