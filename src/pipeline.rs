@@ -116,9 +116,10 @@ pub fn frame_outputs(
         _ => (None, None),
     };
     // The depth image's calibration (at the camera image's size): a camera_info of another
-    // resolution is scaled to it, as for the cloud.
+    // resolution is scaled to it, as for the cloud. One with a non-finite number (Inf, NaN)
+    // is not passed on: outputs never hold them.
     let camera_info = camera_info
-        .filter(|_| prediction.depth.is_some())
+        .filter(|info| prediction.depth.is_some() && info.is_finite())
         .map(|info| CameraInfo {
             header: header.clone(),
             ..info.for_image(prediction.width, prediction.height)

@@ -272,6 +272,39 @@ fn the_point_cloud_is_built_only_when_enabled_and_subscribed_and_a_bad_camera_in
     assert_eq!(sink.clouds.len(), 1);
     assert!(sink.images.len() > before);
     assert_eq!(value(&report(&state), "frames failed"), "0");
+    // Such a driver's camera_info often has no size either: depth/camera_info gets the
+    // depth image's.
+    state.on_camera_info(CameraInfo {
+        header: header(0),
+        ..CameraInfo::default()
+    });
+    let infos = sink.camera_infos.len();
+    worker.handle(rgb8(5, 40, 30), &state, &mut sink);
+    let last = sink.camera_infos.last().unwrap();
+    assert_eq!(
+        (sink.camera_infos.len(), last.width, last.height),
+        (infos + 1, 40, 30)
+    );
+    // A calibration with Inf in it is not passed on (outputs hold no Inf); the images are.
+    state.on_camera_info(info([
+        f64::INFINITY,
+        0.0,
+        20.0,
+        0.0,
+        50.0,
+        15.0,
+        0.0,
+        0.0,
+        1.0,
+    ]));
+    let before = sink.images.len();
+    worker.handle(rgb8(6, 40, 30), &state, &mut sink);
+    assert_eq!(
+        sink.camera_infos.len(),
+        infos + 1,
+        "no camera_info with Inf"
+    );
+    assert!(sink.images.len() > before);
 }
 
 #[test]
@@ -396,6 +429,13 @@ fn latency_comes_from_the_sink_clock_and_stamps_ahead_of_it_are_counted() {
     let s = report(&state);
     assert_eq!(value(&s, "latency p95 (ms)"), "250.0");
     assert_eq!(value(&s, "frames stamped ahead of the node clock"), "1");
+    assert_eq!(s.level, Level::Warn, "{}", s.message);
+    assert!(
+        s.message
+            .starts_with("1 frame(s) stamped ahead of the node's clock"),
+        "{}",
+        s.message
+    );
 }
 
 /// Publishes into a shared list, so a test can watch a worker running on another thread.

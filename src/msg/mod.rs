@@ -115,13 +115,31 @@ impl CameraInfo {
     /// interest already give that size is returned as it is (they apply it themselves);
     /// otherwise (a resized stream) binning and ROI are applied and K and P scaled to the
     /// size ([`CameraInfo::unbinned`], then scaled).
+    /// A camera_info without a size (an uncalibrated driver's, all zeros) gets the image's,
+    /// its matrices as they are.
     pub fn for_image(&self, width: u32, height: u32) -> CameraInfo {
         let plain = self.unbinned();
         if (plain.width, plain.height) == (width, height) {
             self.clone()
+        } else if plain.width == 0 || plain.height == 0 {
+            CameraInfo {
+                width,
+                height,
+                ..plain
+            }
         } else {
             plain.scaled_to(width, height)
         }
+    }
+
+    /// Whether every number of the calibration (D, K, R, P) is finite.
+    pub fn is_finite(&self) -> bool {
+        self.d
+            .iter()
+            .chain(&self.k)
+            .chain(&self.r)
+            .chain(&self.p)
+            .all(|v| v.is_finite())
     }
 
     /// This calibration for the images the camera sends with its binning and region of
@@ -252,7 +270,14 @@ mod tests {
             width: 0,
             ..info.clone()
         };
-        assert_eq!(no_size.for_image(320, 240), no_size);
+        // Without a size (an uncalibrated driver's zeros): the image's size, matrices kept.
+        let sized = no_size.for_image(320, 240);
+        assert_eq!((sized.width, sized.height), (320, 240));
+        assert_eq!((sized.k, sized.p), (no_size.k, no_size.p));
+        assert!(sized.is_finite());
+        let mut inf = info.clone();
+        inf.k[0] = f64::INFINITY;
+        assert!(!inf.is_finite());
     }
 
     /// Binning and ROI as image_geometry reads them: a camera_info that already describes

@@ -90,7 +90,7 @@ pub struct Monitor {
     /// Output messages that could not be published.
     publish_failures: Events,
     /// Outputs of frames stamped ahead of the node's clock (no latency recorded).
-    stamps_ahead: u64,
+    stamps_ahead: Events,
     last_error: Option<String>,
     slot_at_last_report: SlotCounts,
 }
@@ -116,7 +116,7 @@ impl Monitor {
     pub fn on_output(&mut self, now: Instant, latency_ms: Option<f64>) {
         let latency_ms = match latency_ms {
             Some(ms) if ms < 0.0 => {
-                self.stamps_ahead += 1;
+                self.stamps_ahead.record(now, None);
                 None
             }
             other => other,
@@ -152,6 +152,7 @@ impl Monitor {
             &mut self.skips,
             &mut self.failures,
             &mut self.publish_failures,
+            &mut self.stamps_ahead,
         ] {
             events.trim(now);
         }
@@ -238,6 +239,15 @@ impl Monitor {
                 drop_fraction * 100.0
             ));
         }
+        let ahead = self.stamps_ahead.in_window();
+        if ahead > 0 {
+            level = level.max(Level::Warn);
+            problems.push(format!(
+                "{ahead} frame(s) stamped ahead of the node's clock {window} (the camera's \
+                 and the node's clocks disagree: synchronise them, or give both the same \
+                 use_sim_time); no latency measured for them"
+            ));
+        }
         if let Some(p95) = p95.filter(|&p| p > bounds.latency_warn_ms) {
             level = level.max(Level::Warn);
             problems.push(format!(
@@ -278,7 +288,7 @@ impl Monitor {
             ),
             (
                 "frames stamped ahead of the node clock".to_owned(),
-                self.stamps_ahead.to_string(),
+                self.stamps_ahead.total.to_string(),
             ),
             (
                 "last error".to_owned(),

@@ -121,7 +121,12 @@ fn parse_descriptions(text: &str) -> std::collections::HashMap<String, String> {
             if value.trim().is_empty() {
                 groups.push((indent, key.to_owned()));
             } else if !comment.is_empty() {
-                found.insert(name.join("."), comment.join(" "));
+                // One space between words: the file aligns its comments in columns.
+                let text = comment.join(" ");
+                found.insert(
+                    name.join("."),
+                    text.split_whitespace().collect::<Vec<_>>().join(" "),
+                );
             }
         }
         if value.trim().is_empty() {

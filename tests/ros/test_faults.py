@@ -4,6 +4,8 @@ import signal
 import time
 
 import pytest
+from rcl_interfaces.msg import Log
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage
 
@@ -75,6 +77,24 @@ def test_bad_frames_are_counted_skips_and_the_next_good_frame_is_processed(start
     assert "skipping frame: unsupported encoding `nv12`" in log
     assert "skipping frame: malformed rgb8 image" in log
     assert node.process.proc.poll() is None
+    # The log reaches /rosout too (rqt_console, a recorded /rosout), the lines from before
+    # this subscription included (transient local, as rcl's rosout).
+    rosout_qos = QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1000,
+    )
+    rosout = probe.subscribe("/rosout", Log, rosout_qos)
+
+    def ours(level, text):
+        return [
+            m for m in rosout.messages()
+            if m.name.endswith("bayes_perception") and m.level == level and text in m.msg
+        ]
+
+    wait_for(lambda: ours(Log.INFO, "ready:"), 10, "the ready line on /rosout")
+    wait_for(lambda: ours(Log.WARN, "skipping frame: unsupported encoding `nv12`"), 10, "a skip warning on /rosout")
 
 
 def test_corrupt_jpeg_is_a_counted_skip(start_node, probe):
@@ -194,7 +214,7 @@ def test_start_up_failures_exit_non_zero_with_the_reason(model_dir, tmp_path, ro
 
     missing = write_params(tmp_path / "missing.yaml", tmp_path / "no_such_model")
     out = run("missing-model", ["--params-file", str(missing)])
-    assert "cannot start with model" in out and "no_such_model" in out, out
+    assert "cannot start: the model does not load" in out and out.count("no_such_model") == 1, out
 
     no_model = write_params(tmp_path / "empty.yaml", "")
     out = run("empty-model", ["--params-file", str(no_model)])

@@ -50,7 +50,43 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 // replay, when IDL_PACKAGE_FILTER leaves it out.
 r2r::assert_compiled_with_use_sim_time_support!();
 
+/// `--help`: how the node is started (it takes no options of its own: everything is a ROS
+/// parameter or remapping after `--ros-args`).
+const USAGE: &str = "\
+bayes_perception_node: semantic labels, metric depth and separate aleatoric and epistemic
+uncertainty images from a ROS 2 camera topic (Bayesian FC-DenseNet, MC dropout).
+
+Usage:
+  ros2 launch bayes_perception perception.launch.py model:=DIR [image:=TOPIC]
+      [camera_info:=TOPIC] [params_file:=FILE] [mode:=aleatoric|moments|mc] [rviz:=true]
+  bayes_perception_node --ros-args --params-file FILE [-p model:=DIR]
+      [-r image:=TOPIC] [-r camera_info:=TOPIC] [-r __ns:=/NAMESPACE]
+
+Parameters come from the params file (config/params.yaml lists every one; `model`, the
+model directory, is required) and can be changed while it runs (ros2 param set).
+Subscribes to `image` (or `image/compressed`) and `camera_info`; publishes semantic/*,
+depth, depth/camera_info, uncertainty/*, points and /diagnostics. README.md: \"ROS 2 node\".
+
+Options (before --ros-args): -h, --help  this text; -V, --version  the version.";
+
 fn main() -> ExitCode {
+    // Our own options end where ROS's begin.
+    let own: Vec<String> = std::env::args()
+        .skip(1)
+        .take_while(|a| a != "--ros-args")
+        .collect();
+    if own.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if own.iter().any(|a| a == "-V" || a == "--version") {
+        println!(
+            "bayes_perception_node {} (libtorch {})",
+            env!("CARGO_PKG_VERSION"),
+            bayes_perception::LIBTORCH_VERSION
+        );
+        return ExitCode::SUCCESS;
+    }
     bayes_perception::configure_allocations();
     let _fail_points = bayes_perception::fail_points_from_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -113,6 +149,7 @@ async fn run() -> anyhow::Result<()> {
     let ctx = create_context()?;
     let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("cannot create the node")?;
     let logger = node.logger().to_owned();
+    open_rosout(&mut node);
     log::set_boxed_logger(Box::new(RosLog {
         logger: logger.clone(),
     }))
@@ -129,7 +166,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let use_sim_time = server.get("use_sim_time") == Some(ParamValue::Bool(true));
     let engine = Engine::load(params.model.as_ref(), EngineConfig::from_params(&params)?)
-        .with_context(|| format!("cannot start with model {}", params.model))?;
+        .context("cannot start: the model does not load")?;
     let spec = engine.model().spec.clone();
     let device = device_name(engine.device());
     ros_log(
@@ -543,13 +580,59 @@ fn ros_now(clock: &Mutex<r2r::Clock>) -> Option<Time> {
 /// Logs through rcl. r2r turns the message into a C string and panics on a NUL byte, so
 /// those are escaped first.
 fn ros_log(logger: &str, severity: r2r::LogSeverity, message: &str) {
-    r2r::log(
-        &message.replace('\0', "\\0"),
-        logger,
-        file!(),
-        line!(),
-        severity,
-    );
+    let message = message.replace('\0', "\\0");
+    let level = match severity {
+        r2r::LogSeverity::Debug | r2r::LogSeverity::Unset => rcl_msg::Log::DEBUG as u8,
+        r2r::LogSeverity::Info => rcl_msg::Log::INFO as u8,
+        r2r::LogSeverity::Warn => rcl_msg::Log::WARN as u8,
+        r2r::LogSeverity::Error => rcl_msg::Log::ERROR as u8,
+        r2r::LogSeverity::Fatal => rcl_msg::Log::FATAL as u8,
+    };
+    r2r::log(&message, logger, file!(), line!(), severity);
+    if let Some(rosout) = ROSOUT.get() {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let entry = rcl_msg::Log {
+            stamp: r2r::builtin_interfaces::msg::Time {
+                sec: since_epoch.as_secs() as i32,
+                nanosec: since_epoch.subsec_nanos(),
+            },
+            level,
+            name: logger.to_owned(),
+            msg: message,
+            file: file!().to_owned(),
+            function: String::new(),
+            line: line!(),
+        };
+        // A log line that cannot reach /rosout (shutting down) still went to stderr.
+        lock(rosout).publish(&entry).ok();
+    }
+}
+
+/// The node's `/rosout` publisher: rcl of Iron and later leaves creating it to the client
+/// library (rclcpp, rclpy), and r2r does not, so without it the node's log would reach
+/// only stderr, not rqt_console or a recorded `/rosout`. rcl's rosout QoS: reliable,
+/// transient local, the last 1000 kept for 10 s.
+static ROSOUT: std::sync::OnceLock<Mutex<r2r::Publisher<rcl_msg::Log>>> =
+    std::sync::OnceLock::new();
+
+fn open_rosout(node: &mut r2r::Node) {
+    let mut qos = QosProfile::default()
+        .keep_last(1000)
+        .reliable()
+        .transient_local();
+    qos.lifespan = Duration::from_secs(10);
+    match node.create_publisher::<rcl_msg::Log>("/rosout", qos) {
+        Ok(publisher) => {
+            ROSOUT.set(Mutex::new(publisher)).ok();
+        }
+        Err(e) => ros_log(
+            node.logger(),
+            r2r::LogSeverity::Warn,
+            &format!("cannot publish the log on /rosout ({e}); it goes to stderr only"),
+        ),
+    }
 }
 
 /// Forwards the library's `log` records to ROS logging.
