@@ -214,7 +214,7 @@ def find_bags(patterns, manifest):
             line = line.split("#", 1)[0].strip()
             if line:
                 names.append(line)
-    bags, seen = [], set()
+    bags, seen, noted = [], set(), set()
     for name in names:
         matches = sorted(glob.glob(name, recursive=True)) if glob.has_magic(name) else [name]
         if not matches:
@@ -225,8 +225,10 @@ def find_bags(patterns, manifest):
                 sys.exit(f"fleet: {m} does not exist")
             directory = rosbag2_directory_of(path)
             if directory:
-                print(f"fleet: {m} is a storage file of the rosbag2 directory {directory}: "
-                      "taking the directory", file=sys.stderr)
+                if directory not in noted:
+                    noted.add(directory)
+                    print(f"fleet: {m} is a storage file of the rosbag2 directory {directory}: "
+                          "taking the directory", file=sys.stderr)
                 path = directory
             real = os.path.realpath(path)
             if real not in seen:
@@ -242,11 +244,18 @@ def rosbag2_directory_of(path):
     to, when its folder has a metadata.yaml (a glob such as `drives/**/*.mcap` reaches
     them): the bag is the directory, read with all its files; else None."""
     parent = os.path.dirname(path)
-    name = os.path.basename(path).removesuffix(".zstd")
-    if os.path.isfile(path) and name.endswith((".mcap", ".db3")) \
-            and os.path.isfile(os.path.join(parent, "metadata.yaml")):
-        return parent
-    return None
+    name = os.path.basename(path)
+    metadata = os.path.join(parent, "metadata.yaml")
+    if not (os.path.isfile(path) and name.removesuffix(".zstd").endswith((".mcap", ".db3"))
+            and os.path.isfile(metadata)):
+        return None
+    try:
+        # Its metadata lists it (relative_file_paths): a stray file beside a bag is not
+        # that bag.
+        listed = name in Path(metadata).read_text(errors="replace")
+    except OSError:
+        return None
+    return parent if listed else None
 
 
 def bag_dir(out, bag):

@@ -44,7 +44,6 @@ pub enum Command {
 #[command(group(
     clap::ArgGroup::new("input")
         .required(true)
-        .multiple(true)
         .args(["data", "bag", "merge"])
 ))]
 pub struct EvalArgs {
@@ -437,5 +436,50 @@ mod tests {
         };
         let (lo, hi) = SceneConfig::NOISE_SIGMA;
         assert_eq!(args.noise_sigma, [lo, hi]);
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["bayes_perception"].iter().chain(args))
+    }
+
+    /// `--channels-last` takes a value only after `=`: the word after it is an input.
+    #[test]
+    fn channels_last_does_not_take_the_next_word() {
+        let infer = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Infer(a) => (a.run.overrides.channels_last, a.inputs),
+            _ => unreachable!("parsed as infer"),
+        };
+        let base = ["infer", "--model", "m", "--out", "o"];
+        let with = |extra: &[&str]| infer(&[&base[..], extra].concat());
+        assert_eq!(
+            with(&["--channels-last", "a.png"]),
+            (Some(true), vec!["a.png".into()])
+        );
+        assert_eq!(
+            with(&["--channels-last=false", "a.png"]),
+            (Some(false), vec!["a.png".into()])
+        );
+        assert_eq!(with(&["a.png"]), (None, vec!["a.png".into()]));
+    }
+
+    /// eval needs one input: --data, --bag or --merge, and takes only one of them.
+    #[test]
+    fn eval_takes_exactly_one_input() {
+        let eval = |extra: &[&str]| parse(&[&["eval", "--model", "m"][..], extra].concat());
+        let err = eval(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("--data <DATA>|--bag <BAG>|--merge <STATE>"),
+            "{err}"
+        );
+        assert!(eval(&["--data", "d"]).is_ok());
+        assert!(eval(&["--bag", "b"]).is_ok());
+        assert!(eval(&["--merge", "a.json", "b.json"]).is_ok());
+        for both in [
+            &["--data", "d", "--bag", "b"][..],
+            &["--merge", "a.json", "--data", "d"],
+            &["--bag", "b", "--merge", "a.json"],
+        ] {
+            assert!(eval(both).is_err(), "{both:?}");
+        }
     }
 }

@@ -239,6 +239,8 @@ pub struct Prediction {
 pub struct DeviceColors {
     pub floats: Vec<(FloatKind, RgbImage)>,
     pub labels: Option<RgbImage>,
+    /// The ranges they were coloured with (messages of other ranges are coloured again).
+    pub ranges: ColormapParams,
 }
 
 impl DeviceColors {
@@ -271,17 +273,23 @@ struct DepthSamples {
 struct OutputPlanes {
     /// Class ids `[H, W]`: uint8 for up to 256 classes, else int32.
     labels: Option<Tensor>,
-    /// fp32 `[N, H, W]`: confidence, semantic aleatoric, semantic epistemic (mc), depth,
-    /// depth aleatoric std, depth epistemic std (mc); those of the model's tasks.
+    /// fp32 `[N, H, W]`: the float outputs of the model's tasks and the mode, in the
+    /// order of `kinds` (confidence, semantic aleatoric, semantic epistemic, depth, depth
+    /// aleatoric std, depth epistemic std).
     floats: Tensor,
+    kinds: Vec<FloatKind>,
     /// p̄ `[C, H, W]` (only with `keep_probabilities`).
     probabilities: Option<Tensor>,
-    semantic_epistemic: bool,
-    depth: bool,
-    depth_epistemic: bool,
-    /// With `device_colors`: u8 `[N, H, W, 3]`, the false colour of these float images,
-    /// then (with `true`) of the labels.
-    colors: Option<(Tensor, Vec<FloatKind>, bool)>,
+    /// With `device_colors`: the colour messages' images.
+    colors: Option<ColorPlanes>,
+}
+
+/// u8 `[N, H, W, 3]`: the false colour of the float images `kinds`, then (with `labels`)
+/// of the labels.
+struct ColorPlanes {
+    rgb: Tensor,
+    kinds: Vec<FloatKind>,
+    labels: bool,
 }
 
 /// A loaded model on a device, ready to predict.
@@ -861,7 +869,8 @@ impl Engine {
         let mut labels = None;
         let mut confidence = None;
         let mut probabilities = None;
-        let mut semantic_epistemic = false;
+        // The float planes in order: `kinds` names them.
+        let mut kinds = Vec::new();
         if let Some(moments) = semantic {
             let out = moments.finish();
             let (ids, conf) = resized_argmax(&out.mean_probs, width, height);
@@ -872,21 +881,38 @@ impl Engine {
             };
             labels = Some(ids.to_kind(kind));
             confidence = Some(conf);
+            kinds.push(FloatKind::Confidence);
             if self.config.keep_probabilities {
                 probabilities = Some(resize_to(&out.mean_probs.unsqueeze(0), h, w).squeeze_dim(0));
             }
             native.push(out.aleatoric);
-            semantic_epistemic = out.epistemic.is_some();
-            native.extend(out.epistemic);
+            kinds.push(FloatKind::SemanticAleatoric);
+            if let Some(epistemic) = out.epistemic {
+                native.push(epistemic);
+                kinds.push(FloatKind::SemanticEpistemic);
+            }
         }
-        let mut depth_epistemic = false;
-        let has_depth = depth.is_some();
         if let Some(moments) = depth {
             let out = moments.finish();
             native.push(out.mean);
-            native.push(out.aleatoric_std);
-            depth_epistemic = out.epistemic_std.is_some();
-            native.extend(out.epistemic_std);
+            kinds.push(FloatKind::Depth);
+            // Not an output of a model without a trained variance head (its std would be
+            // the constant of an untrained head).
+            if self
+                .model
+                .spec
+                .tasks
+                .depth
+                .as_ref()
+                .is_some_and(|d| d.aleatoric)
+            {
+                native.push(out.aleatoric_std);
+                kinds.push(FloatKind::DepthAleatoric);
+            }
+            if let Some(epistemic) = out.epistemic_std {
+                native.push(epistemic);
+                kinds.push(FloatKind::DepthEpistemic);
+            }
         }
         let mut floats: Vec<Tensor> = confidence.into_iter().map(|c| c.unsqueeze(0)).collect();
         if !native.is_empty() {
@@ -894,66 +920,31 @@ impl Engine {
             floats.push(resize_to(&stacked, h, w).squeeze_dim(0));
         }
         let floats = Tensor::cat(&floats, 0);
-        // The planes in order, as `download` reads them.
-        let mut kinds = Vec::new();
-        if labels.is_some() {
-            kinds.push(FloatKind::Confidence);
-            kinds.push(FloatKind::SemanticAleatoric);
-            if semantic_epistemic {
-                kinds.push(FloatKind::SemanticEpistemic);
-            }
-        }
-        if has_depth {
-            kinds.extend([FloatKind::Depth, FloatKind::DepthAleatoric]);
-            if depth_epistemic {
-                kinds.push(FloatKind::DepthEpistemic);
-            }
+        if let Some(at) = kinds.iter().position(|&k| k == FloatKind::Depth) {
             // REP 118: invalid depth is NaN. Marked after resizing so NaN does not bleed.
-            let at = kinds
-                .iter()
-                .position(|&k| k == FloatKind::Depth)
-                .expect("depth") as i64;
-            let mut depth_m = floats.get(at);
+            let mut depth_m = floats.get(at as i64);
             let invalid = depth_m.le(0.0);
             let _ = depth_m.masked_fill_(&invalid, f64::NAN);
         }
-        let colors = self.coloring.as_ref().map(|coloring| {
+        let colors = self.coloring.as_ref().and_then(|coloring| {
             let ranges = &self.config.colormap;
-            let depth_aleatoric = self
-                .model
-                .spec
-                .tasks
-                .depth
-                .as_ref()
-                .is_some_and(|d| d.aleatoric);
-            // The images that have a colour message; the depth std only where it was
-            // trained (its plane is zeros otherwise and not an output).
-            let colored: Vec<(FloatKind, Tensor, ColorScale)> = kinds
+            let (planes, colored): (Vec<(Tensor, ColorScale)>, Vec<FloatKind>) = kinds
                 .iter()
                 .enumerate()
-                .filter(|&(_, &kind)| {
-                    has_color_message(kind)
-                        && (kind != FloatKind::DepthAleatoric || depth_aleatoric)
-                })
-                .map(|(i, &kind)| (kind, floats.get(i as i64), kind.color_scale(ranges)))
-                .collect();
-            let planes: Vec<(Tensor, ColorScale)> = colored
-                .iter()
-                .map(|(_, plane, scale)| (plane.shallow_clone(), *scale))
-                .collect();
-            (
-                coloring.colorize(&planes, labels.as_ref()),
-                colored.into_iter().map(|(kind, ..)| kind).collect(),
-                labels.is_some(),
-            )
+                .filter(|&(_, &kind)| has_color_message(kind))
+                .map(|(i, &kind)| ((floats.get(i as i64), kind.color_scale(ranges)), kind))
+                .unzip();
+            (!planes.is_empty() || labels.is_some()).then(|| ColorPlanes {
+                rgb: coloring.colorize(&planes, labels.as_ref()),
+                kinds: colored,
+                labels: labels.is_some(),
+            })
         });
         OutputPlanes {
             labels,
             floats,
+            kinds,
             probabilities,
-            semantic_epistemic,
-            depth: has_depth,
-            depth_epistemic,
             colors,
         }
     }
@@ -971,8 +962,8 @@ impl Engine {
         Option<DepthPrediction>,
         Option<DeviceColors>,
     ) {
-        let colors = planes.colors.as_ref().map(|(t, ..)| t);
-        let (floats, labels, color_bytes) = if self.device.is_cuda() {
+        let colors = planes.colors.as_ref().map(|c| &c.rgb);
+        let (floats, labels, color_planes) = if self.device.is_cuda() {
             let parts: Vec<&Tensor> = [Some(&planes.floats), planes.labels.as_ref(), colors]
                 .into_iter()
                 .flatten()
@@ -989,27 +980,35 @@ impl Engine {
         } else {
             host_planes(&planes.floats, planes.labels.as_ref(), colors)
         };
-        let device_colors =
-            planes
-                .colors
-                .as_ref()
-                .zip(color_bytes)
-                .map(|((_, kinds, with_labels), bytes)| {
-                    let plane = width as usize * height as usize * 3;
-                    let mut images = bytes
-                        .chunks_exact(plane)
-                        .map(|b| RgbImage::from_raw(width, height, b.to_vec()).expect("sized"));
-                    DeviceColors {
-                        floats: kinds
-                            .iter()
-                            .map(|&k| (k, images.next().expect("colour plane")))
-                            .collect(),
-                        labels: with_labels.then(|| images.next().expect("label colours")),
-                    }
-                });
-        let mut images = floats
-            .into_iter()
-            .map(|plane| FloatImage::from_raw(width, height, plane).expect("sized"));
+        let device_colors = planes.colors.zip(color_planes).map(|(made, rgb)| {
+            let mut images = rgb
+                .into_iter()
+                .map(|plane| RgbImage::from_raw(width, height, plane).expect("sized"));
+            DeviceColors {
+                floats: made
+                    .kinds
+                    .iter()
+                    .map(|&k| (k, images.next().expect("colour plane")))
+                    .collect(),
+                labels: made.labels.then(|| images.next().expect("label colours")),
+                ranges: self.config.colormap.clone(),
+            }
+        });
+        let mut images: Vec<(FloatKind, FloatImage)> = planes
+            .kinds
+            .iter()
+            .zip(floats)
+            .map(|(&kind, plane)| {
+                (
+                    kind,
+                    FloatImage::from_raw(width, height, plane).expect("sized"),
+                )
+            })
+            .collect();
+        let mut take = |kind: FloatKind| {
+            let at = images.iter().position(|(k, _)| *k == kind)?;
+            Some(images.swap_remove(at).1)
+        };
         let semantic = labels.map(|labels| {
             let labels = match labels {
                 HostLabels::U8(ids) => {
@@ -1026,34 +1025,19 @@ impl Engine {
             };
             SemanticPrediction {
                 labels,
-                confidence: images.next().expect("confidence"),
-                aleatoric_entropy: images.next().expect("semantic aleatoric"),
-                epistemic_mutual_information: planes
-                    .semantic_epistemic
-                    .then(|| images.next().expect("semantic epistemic")),
+                confidence: take(FloatKind::Confidence).expect("confidence"),
+                aleatoric_entropy: take(FloatKind::SemanticAleatoric).expect("semantic aleatoric"),
+                epistemic_mutual_information: take(FloatKind::SemanticEpistemic),
                 probabilities: planes
                     .probabilities
                     .map(|p| tensor_to_vec::<f32>(&p.to_device(Device::Cpu))),
             }
         });
-        let depth = planes.depth.then(|| {
-            // NaN where invalid (marked on the device, `output_planes`).
-            let depth_m = images.next().expect("depth");
-            let aleatoric_std_m = images.next().expect("depth aleatoric std");
-            let trained = self
-                .model
-                .spec
-                .tasks
-                .depth
-                .as_ref()
-                .is_some_and(|d| d.aleatoric);
-            DepthPrediction {
-                depth_m,
-                aleatoric_std_m: trained.then_some(aleatoric_std_m),
-                epistemic_std_m: planes
-                    .depth_epistemic
-                    .then(|| images.next().expect("depth epistemic std")),
-            }
+        // NaN where invalid (marked on the device, `output_planes`).
+        let depth = take(FloatKind::Depth).map(|depth_m| DepthPrediction {
+            depth_m,
+            aleatoric_std_m: take(FloatKind::DepthAleatoric),
+            epistemic_std_m: take(FloatKind::DepthEpistemic),
         });
         (semantic, depth, device_colors)
     }
@@ -1250,10 +1234,11 @@ enum HostLabels {
     I32(Vec<i32>),
 }
 
-/// Host tensors `[N, H, W]` fp32, `[H, W]` labels and u8 colours as one vector per float
-/// plane, the ids and the colour bytes.
-type HostPlanes = (Vec<Vec<f32>>, Option<HostLabels>, Option<Vec<u8>>);
+/// Per plane: the fp32 `[N, H, W]` floats, the `[H, W]` labels and the u8 `[M, H, W, 3]`
+/// colours.
+type HostPlanes = (Vec<Vec<f32>>, Option<HostLabels>, Option<Vec<Vec<u8>>>);
 
+/// Host tensors as one vector per float plane, the ids and one vector per colour plane.
 fn host_planes(floats: &Tensor, labels: Option<&Tensor>, colors: Option<&Tensor>) -> HostPlanes {
     let floats = (0..floats.size()[0])
         .map(|i| tensor_to_vec::<f32>(&floats.get(i)))
@@ -1262,7 +1247,12 @@ fn host_planes(floats: &Tensor, labels: Option<&Tensor>, colors: Option<&Tensor>
         Kind::Uint8 => HostLabels::U8(tensor_to_vec(labels)),
         _ => HostLabels::I32(tensor_to_vec(labels)),
     });
-    (floats, labels, colors.map(tensor_to_vec))
+    let colors = colors.map(|c| {
+        (0..c.size()[0])
+            .map(|i| tensor_to_vec::<u8>(&c.get(i)))
+            .collect()
+    });
+    (floats, labels, colors)
 }
 
 /// Tensors of any kinds and shapes as one flat byte tensor on their device, in order, so

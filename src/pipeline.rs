@@ -119,11 +119,12 @@ pub fn frame_outputs(
     // resolution is scaled to it, as for the cloud. One with a non-finite number (Inf, NaN)
     // is not passed on: outputs never hold them.
     let camera_info = camera_info
-        .filter(|info| prediction.depth.is_some() && info.is_finite())
+        .filter(|_| prediction.depth.is_some())
         .map(|info| CameraInfo {
             header: header.clone(),
             ..info.for_image(prediction.width, prediction.height)
-        });
+        })
+        .filter(CameraInfo::is_finite);
     FrameOutputs {
         images,
         camera_info,

@@ -713,19 +713,55 @@ fn colours_made_on_the_device_are_the_hosts_bytes() {
             compared += topic.is_color() as usize;
         }
         assert_eq!(compared, colored.len() + 1, "{mode}: colour messages");
-        // The device's colours are really used: a different range on the host side only
-        // changes the host's colours.
-        let other = ColormapParams {
-            semantic_aleatoric_max_nats: 2.5,
-            ..ranges.clone()
-        };
+        // The device's colours are what the messages carry (blanked, the message is
+        // blank), and messages asked for with other ranges are coloured again.
         let topic = OutputTopic::SemanticAleatoricColor;
-        let pick = |p: &Prediction| {
-            build_outputs(p, &header, &palette, &other, |t| t == topic)
+        let pick = |p: &Prediction, ranges: &ColormapParams| {
+            build_outputs(p, &header, &palette, ranges, |t| t == topic)
                 .remove(0)
                 .1
                 .data
         };
-        assert!(pick(&host) != pick(&device), "{mode}: host colours used");
+        let mut blanked = device.clone();
+        let made = blanked.device_colors.as_mut().unwrap();
+        for (_, image) in &mut made.floats {
+            image.fill(0);
+        }
+        assert!(pick(&blanked, &ranges).iter().all(|&b| b == 0), "{mode}");
+        let other = ColormapParams {
+            semantic_aleatoric_max_nats: 2.5,
+            ..ranges.clone()
+        };
+        assert!(
+            pick(&blanked, &other) == pick(&host, &other),
+            "{mode}: other ranges"
+        );
+        assert!(
+            pick(&host, &other) != pick(&host, &ranges),
+            "{mode}: ranges change colours"
+        );
     }
+}
+
+/// A depth-only model without a trained variance head has no colour message in aleatoric
+/// mode: nothing is coloured on the device (and nothing fails), the depth comes as usual.
+#[test]
+fn nothing_to_colour_on_the_device_is_no_device_colours() {
+    let _lock = common::rng_lock();
+    let mut spec = common::tiny_spec(0, true);
+    assert!(spec.tasks.semantic.is_none());
+    spec.tasks.depth.as_mut().unwrap().aleatoric = false;
+    let model = bayes_perception::model::Model::new(spec, Device::Cpu).unwrap();
+    let cfg = EngineConfig {
+        device_colors: true,
+        ..config(Mode::Aleatoric, 1, Some(1))
+    };
+    let p = Engine::new(model, cfg)
+        .unwrap()
+        .predict(&common::pattern(20, 12))
+        .unwrap();
+    assert!(p.device_colors.is_none());
+    let depth = p.depth.unwrap();
+    assert!(depth.aleatoric_std_m.is_none() && depth.epistemic_std_m.is_none());
+    assert_eq!(depth.depth_m.dimensions(), (20, 12));
 }

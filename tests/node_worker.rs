@@ -424,15 +424,26 @@ fn latency_comes_from_the_sink_clock_and_stamps_ahead_of_it_are_counted() {
     worker.handle(rgb8(2, 32, 32), &state, &mut sink);
     let s = report(&state);
     assert_eq!(value(&s, "latency p50 (ms)"), "250.0");
-    // A frame stamped after the node's now: no negative latency, counted instead.
+    // A frame stamped after the node's now: no negative latency, counted instead; a few
+    // milliseconds ahead (a replayed clock's 25 ms ticks) is no warning.
+    sink.clock = Some(Time {
+        sec: 8,
+        nanosec: 990_000_005,
+    });
     worker.handle(rgb8(9, 32, 32), &state, &mut sink);
     let s = report(&state);
     assert_eq!(value(&s, "latency p95 (ms)"), "250.0");
     assert_eq!(value(&s, "frames stamped ahead of the node clock"), "1");
+    assert_eq!(s.level, Level::Ok, "{}", s.message);
+    // Seconds ahead: the clocks disagree, WARN.
+    sink.clock = Some(Time { sec: 2, nanosec: 0 });
+    worker.handle(rgb8(10, 32, 32), &state, &mut sink);
+    let s = report(&state);
+    assert_eq!(value(&s, "frames stamped ahead of the node clock"), "2");
     assert_eq!(s.level, Level::Warn, "{}", s.message);
     assert!(
         s.message
-            .starts_with("1 frame(s) stamped ahead of the node's clock"),
+            .starts_with("1 frame(s) stamped more than 100 ms ahead of the node's clock"),
         "{}",
         s.message
     );

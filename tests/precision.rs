@@ -17,6 +17,8 @@ use bayes_perception::synth::{render, SceneConfig};
 struct Differences {
     pixels: usize,
     labels_differ: usize,
+    /// The lowest share of equal labels in one frame.
+    worst_frame_agreement: Option<f64>,
     /// Largest mean absolute difference over the frames, per output.
     confidence: f64,
     semantic_aleatoric_nats: f64,
@@ -55,11 +57,15 @@ fn compare(reference: &Prediction, other: &Prediction, d: &mut Differences) {
     );
     let (w, h) = s32.labels.dimensions();
     d.pixels += (w * h) as usize;
+    let mut differ = 0;
     for y in 0..h {
         for x in 0..w {
-            d.labels_differ += usize::from(s32.labels.get(x, y) != s.labels.get(x, y));
+            differ += usize::from(s32.labels.get(x, y) != s.labels.get(x, y));
         }
     }
+    d.labels_differ += differ;
+    let agree = 1.0 - differ as f64 / (w * h) as f64;
+    d.worst_frame_agreement = Some(d.worst_frame_agreement.map_or(agree, |a| a.min(agree)));
     let max = |slot: &mut f64, v: f64| *slot = slot.max(v);
     max(&mut d.confidence, mean_abs(&s32.confidence, &s.confidence));
     max(
@@ -118,8 +124,8 @@ fn demo_engine(precision: Precision, channels_last: bool, mode: Mode) -> Engine 
 /// fp32 against `precision` on unseen scenes at the native size (eight in one pass, one in
 /// MC mode: half-precision convolutions are slow on a CPU without native kernels) and,
 /// with `camera`, the first at a camera size that goes through both resizes. The label
-/// bar holds over all their pixels; one scene alone can fall below it (a dark one: bf16
-/// 99.34 %, README "Precision").
+/// bar holds over all their pixels (no frame below 99 %); one scene alone can fall below
+/// it (a dark one: bf16 99.34 %, README "Precision").
 fn differences(precision: Precision, mode: Mode, camera: bool) -> Differences {
     layout_differences(precision, false, mode, camera)
 }
@@ -166,6 +172,12 @@ fn layout_differences(
 fn assert_within_tolerances(d: &Differences, mode: Mode) {
     let agree = 1.0 - d.labels_differ as f64 / d.pixels as f64;
     assert!(agree >= 0.995, "labels agree on {:.4} of the pixels", agree);
+    // One frame alone may fall below the bar (README: a dark scene, bf16 99.34 %), not far.
+    let worst = d.worst_frame_agreement.unwrap();
+    assert!(
+        worst >= 0.99,
+        "labels agree on {worst:.4} of one frame's pixels"
+    );
     assert!(d.confidence <= 0.01, "confidence {:.4}", d.confidence);
     assert!(
         d.semantic_aleatoric_nats <= 0.01,

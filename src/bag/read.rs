@@ -606,17 +606,24 @@ fn decompress_file(path: &Path) -> Result<Decompressed> {
     };
     let input = std::fs::File::open(path).map_err(io(path))?;
     let temp_dir = std::env::temp_dir();
-    if let (Some(needed), Some(free)) = (declared_size(&input), free_bytes(&temp_dir)) {
+    if let (Some(needed), Some((free, size))) = (declared_size(&input), space(&temp_dir)) {
         if needed > free {
+            // Full for now (another try may find room: 75), or never big enough (1).
+            let kind = if needed > size {
+                std::io::ErrorKind::Other
+            } else {
+                std::io::ErrorKind::StorageFull
+            };
             let source = std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
+                kind,
                 format!(
-                    "{} decompresses to {} MiB and {} has {} MiB free; \
+                    "{} decompresses to {} MiB and {} has {} MiB free of {} MiB; \
                      set TMPDIR to a folder with room",
                     path.display(),
                     needed >> 20,
                     temp_dir.display(),
-                    free >> 20
+                    free >> 20,
+                    size >> 20
                 ),
             );
             return Err(io(&temp_dir)(source));
@@ -667,15 +674,21 @@ fn declared_size(file: &std::fs::File) -> Option<u64> {
         .flatten()
 }
 
-/// Bytes an unprivileged user may still write on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+/// Bytes an unprivileged user may still write on the file system holding `dir`, and its
+/// size.
+fn space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs writes the struct on success (return 0); the path is NUL-terminated.
     unsafe {
         let mut stat: libc::statvfs = std::mem::zeroed();
-        (libc::statvfs(c_path.as_ptr(), &mut stat) == 0)
-            .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+        (libc::statvfs(c_path.as_ptr(), &mut stat) == 0).then(|| {
+            let block = stat.f_frsize as u64;
+            (
+                (stat.f_bavail as u64).saturating_mul(block),
+                (stat.f_blocks as u64).saturating_mul(block),
+            )
+        })
     }
 }
 
@@ -861,36 +874,47 @@ mod tests {
         );
     }
 
-    /// A file whose header declares more than $TMPDIR holds is refused before writing,
-    /// as a full disk (transient), naming the sizes.
+    /// A file whose header declares more than $TMPDIR has free is refused before writing,
+    /// naming the sizes: as a full disk (transient) while it would fit an emptier $TMPDIR,
+    /// as a plain failure when it is larger than the whole file system.
     #[test]
     fn a_file_larger_than_free_temporary_space_is_refused_before_writing() {
+        use crate::error::is_transient_io;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("big.mcap.zstd");
         let data = vec![0u8; 4096];
         std::fs::write(&file, zstd::bulk::compress(&data, 3).unwrap()).unwrap();
         let input = std::fs::File::open(&file).unwrap();
         assert_eq!(declared_size(&input), Some(4096));
-        assert!(free_bytes(dir.path()).is_some_and(|free| free > 0));
-        // A frame header declaring 2^60 bytes: magic, descriptor (8-byte content size,
-        // not single-segment), window descriptor, the size.
-        let mut huge = ZSTD_MAGIC.to_vec();
-        huge.extend([0xC0, 0x00]);
-        huge.extend((1u64 << 60).to_le_bytes());
-        std::fs::write(&file, &huge).unwrap();
-        assert_eq!(
-            declared_size(&std::fs::File::open(&file).unwrap()),
-            Some(1 << 60)
-        );
-        let err = match decompress_file(&file) {
-            Err(e) => e,
-            Ok(_) => panic!("a file declaring 1 EiB was decompressed"),
+        let (free, size) = space(&std::env::temp_dir()).unwrap();
+        assert!(0 < free && free <= size, "{free} of {size}");
+        // A frame header declaring `bytes`: magic, descriptor (8-byte content size, not
+        // single-segment), window descriptor, the size.
+        let refused = |bytes: u64| {
+            let mut header = ZSTD_MAGIC.to_vec();
+            header.extend([0xC0, 0x00]);
+            header.extend(bytes.to_le_bytes());
+            std::fs::write(&file, &header).unwrap();
+            assert_eq!(
+                declared_size(&std::fs::File::open(&file).unwrap()),
+                Some(bytes)
+            );
+            let err = match decompress_file(&file) {
+                Err(e) => e,
+                Ok(_) => panic!("a file declaring {bytes} bytes was decompressed"),
+            };
+            assert!(err.to_string().contains("set TMPDIR"), "{err}");
+            match err {
+                BagError::Io { source, .. } => source,
+                other => panic!("not an I/O error: {other}"),
+            }
         };
-        let BagError::Io { source, .. } = &err else {
-            panic!("not an I/O error: {err}");
-        };
-        assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{err}");
-        assert!(err.to_string().contains("set TMPDIR"), "{err}");
+        assert!(!is_transient_io(&refused(1 << 60)), "1 EiB never fits");
+        if free < size {
+            let source = refused(size);
+            assert_eq!(source.kind(), std::io::ErrorKind::StorageFull, "{source}");
+            assert!(is_transient_io(&source));
+        }
     }
 
     #[test]

@@ -161,8 +161,11 @@ pub fn build_outputs(
         Labels(&'a LabelImage),
         LabelColors(&'a LabelImage, Option<&'a RgbImage>),
     }
-    // Colour images the engine made on the device, if it did.
-    let device_colors = prediction.device_colors.as_ref();
+    // Colour images the engine made on the device, if it did, with these ranges.
+    let device_colors = prediction
+        .device_colors
+        .as_ref()
+        .filter(|c| c.ranges == *ranges);
     let mut jobs = Vec::new();
     for (kind, image, scale) in float_images(prediction, ranges) {
         let (topic, color) = float_topics(kind);

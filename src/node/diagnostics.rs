@@ -90,7 +90,9 @@ pub struct Monitor {
     /// Output messages that could not be published.
     publish_failures: Events,
     /// Outputs of frames stamped ahead of the node's clock (no latency recorded).
-    stamps_ahead: Events,
+    stamps_ahead: u64,
+    /// Those stamped more than [`Monitor::AHEAD_WARN_MS`] ahead.
+    far_ahead: Events,
     last_error: Option<String>,
     slot_at_last_report: SlotCounts,
 }
@@ -98,6 +100,11 @@ pub struct Monitor {
 impl Monitor {
     /// Rates, latency percentiles and the level cover this much recent time.
     pub const WINDOW: Duration = Duration::from_secs(5);
+
+    /// Frames stamped further ahead of the node's clock than this make the level WARN.
+    /// Less is normal: a replayed bag's `/clock` ticks at 40 Hz (25 ms steps), and the
+    /// clocks of two machines under NTP differ by a few milliseconds.
+    pub const AHEAD_WARN_MS: f64 = 100.0;
 
     pub fn new() -> Self {
         Self::default()
@@ -116,7 +123,10 @@ impl Monitor {
     pub fn on_output(&mut self, now: Instant, latency_ms: Option<f64>) {
         let latency_ms = match latency_ms {
             Some(ms) if ms < 0.0 => {
-                self.stamps_ahead.record(now, None);
+                self.stamps_ahead += 1;
+                if ms < -Self::AHEAD_WARN_MS {
+                    self.far_ahead.record(now, None);
+                }
                 None
             }
             other => other,
@@ -152,7 +162,7 @@ impl Monitor {
             &mut self.skips,
             &mut self.failures,
             &mut self.publish_failures,
-            &mut self.stamps_ahead,
+            &mut self.far_ahead,
         ] {
             events.trim(now);
         }
@@ -239,13 +249,14 @@ impl Monitor {
                 drop_fraction * 100.0
             ));
         }
-        let ahead = self.stamps_ahead.in_window();
+        let ahead = self.far_ahead.in_window();
         if ahead > 0 {
             level = level.max(Level::Warn);
             problems.push(format!(
-                "{ahead} frame(s) stamped ahead of the node's clock {window} (the camera's \
-                 and the node's clocks disagree: synchronise them, or give both the same \
-                 use_sim_time); no latency measured for them"
+                "{ahead} frame(s) stamped more than {:.0} ms ahead of the node's clock \
+                 {window} (the camera's and the node's clocks disagree: synchronise them, or \
+                 give both the same use_sim_time); no latency measured for them",
+                Self::AHEAD_WARN_MS
             ));
         }
         if let Some(p95) = p95.filter(|&p| p > bounds.latency_warn_ms) {
@@ -288,7 +299,7 @@ impl Monitor {
             ),
             (
                 "frames stamped ahead of the node clock".to_owned(),
-                self.stamps_ahead.total.to_string(),
+                self.stamps_ahead.to_string(),
             ),
             (
                 "last error".to_owned(),

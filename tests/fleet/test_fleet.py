@@ -238,10 +238,14 @@ def test_a_storage_file_of_a_rosbag2_directory_is_that_directory(tmp_path):
     spec.loader.exec_module(fleet_module)
     drive = tmp_path / "drives" / "a" / "run1"
     drive.mkdir(parents=True)
-    (drive / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
-    for part in ("run1_0.mcap", "run1_1.mcap.zstd"):
+    (drive / "metadata.yaml").write_text(
+        "rosbag2_bagfile_information:\n  relative_file_paths:\n    - run1_0.mcap\n"
+        "    - run1_1.mcap.zstd\n"
+    )
+    for part in ("run1_0.mcap", "run1_1.mcap.zstd", "stray.mcap"):
         (drive / part).write_bytes(b"")
     lone = tmp_path / "drives" / "lone.mcap"
     lone.write_bytes(b"")
     bags = fleet_module.find_bags([str(tmp_path / "drives" / "**" / "*.mcap*"), str(drive)], None)
-    assert bags == [str(drive), str(lone)], bags
+    # A file beside the bag that its metadata does not list stays a bag of its own.
+    assert bags == [str(drive), str(drive / "stray.mcap"), str(lone)], bags

@@ -33,6 +33,14 @@ def level(status):
 
 
 def test_bad_frames_are_counted_skips_and_the_next_good_frame_is_processed(start_node, probe):
+    # /rosout from before the node starts, as rqt_console listens (QoS of rcl's rosout).
+    rosout_qos = QoSProfile(
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1000,
+    )
+    rosout = probe.subscribe("/rosout", Log, rosout_qos)
     # Reliable input: each frame is published once and must arrive.
     node = start_node(params={"qos.input_reliability": "reliable"})
     outputs = Outputs(node, ALEATORIC_TOPICS)
@@ -77,16 +85,7 @@ def test_bad_frames_are_counted_skips_and_the_next_good_frame_is_processed(start
     assert "skipping frame: unsupported encoding `nv12`" in log
     assert "skipping frame: malformed rgb8 image" in log
     assert node.process.proc.poll() is None
-    # The log reaches /rosout too (rqt_console, a recorded /rosout), the lines from before
-    # this subscription included (transient local, as rcl's rosout).
-    rosout_qos = QoSProfile(
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        history=HistoryPolicy.KEEP_LAST,
-        depth=1000,
-    )
-    rosout = probe.subscribe("/rosout", Log, rosout_qos)
-
+    # The log reaches /rosout too (rqt_console, a recorded /rosout).
     def ours(level, text):
         return [
             m for m in rosout.messages()

@@ -578,9 +578,11 @@ fn ros_now(clock: &Mutex<r2r::Clock>) -> Option<Time> {
 }
 
 /// Logs through rcl. r2r turns the message into a C string and panics on a NUL byte, so
-/// those are escaped first.
+/// those are escaped first. Lines rcutils prints (at or above the logger's level,
+/// `--log-level`) go to `/rosout` too.
 fn ros_log(logger: &str, severity: r2r::LogSeverity, message: &str) {
     let message = message.replace('\0', "\\0");
+    // rcutils' severities are rcl_interfaces/Log's levels.
     let level = match severity {
         r2r::LogSeverity::Debug | r2r::LogSeverity::Unset => rcl_msg::Log::DEBUG as u8,
         r2r::LogSeverity::Info => rcl_msg::Log::INFO as u8,
@@ -590,6 +592,39 @@ fn ros_log(logger: &str, severity: r2r::LogSeverity, message: &str) {
     };
     r2r::log(&message, logger, file!(), line!(), severity);
     if let Some(rosout) = ROSOUT.get() {
+        publish_rosout(rosout, logger, level, message);
+    }
+}
+
+thread_local! {
+    /// Set while this thread publishes a log line: r2r logs a failed publish through the
+    /// `log` crate, which comes back here, and must not publish (or lock) again.
+    static PUBLISHING_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "C" {
+    /// rcutils (linked through rcl): whether the logger prints this severity.
+    fn rcutils_logging_logger_is_enabled_for(
+        name: *const std::ffi::c_char,
+        severity: std::ffi::c_int,
+    ) -> bool;
+}
+
+fn publish_rosout(
+    rosout: &Mutex<r2r::Publisher<rcl_msg::Log>>,
+    logger: &str,
+    level: u8,
+    msg: String,
+) {
+    if PUBLISHING_LOG.with(|p| p.replace(true)) {
+        return;
+    }
+    let enabled = std::ffi::CString::new(logger).is_ok_and(|name| {
+        // SAFETY: a NUL-terminated name; rcutils only reads it (logging is initialised:
+        // r2r::log ran first).
+        unsafe { rcutils_logging_logger_is_enabled_for(name.as_ptr(), level.into()) }
+    });
+    if enabled {
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -600,7 +635,7 @@ fn ros_log(logger: &str, severity: r2r::LogSeverity, message: &str) {
             },
             level,
             name: logger.to_owned(),
-            msg: message,
+            msg,
             file: file!().to_owned(),
             function: String::new(),
             line: line!(),
@@ -608,16 +643,33 @@ fn ros_log(logger: &str, severity: r2r::LogSeverity, message: &str) {
         // A log line that cannot reach /rosout (shutting down) still went to stderr.
         lock(rosout).publish(&entry).ok();
     }
+    PUBLISHING_LOG.with(|p| p.set(false));
 }
 
-/// The node's `/rosout` publisher: rcl of Iron and later leaves creating it to the client
-/// library (rclcpp, rclpy), and r2r does not, so without it the node's log would reach
-/// only stderr, not rqt_console or a recorded `/rosout`. rcl's rosout QoS: reliable,
-/// transient local, the last 1000 kept for 10 s.
+/// The node's `/rosout` publisher. rcl of Iron and later leaves creating it to the client
+/// library (rclcpp, rclpy) and r2r makes none, so without it the node's log would reach
+/// only stderr, not rqt_console or a recorded `/rosout`. Where rcl made one itself
+/// (Humble), that one is used. rcl's rosout QoS: reliable, transient local, the last
+/// 1000 kept for 10 s.
 static ROSOUT: std::sync::OnceLock<Mutex<r2r::Publisher<rcl_msg::Log>>> =
     std::sync::OnceLock::new();
 
 fn open_rosout(node: &mut r2r::Node) {
+    // A publisher rcl created with the node is in the local graph at once.
+    let (name, namespace) = (
+        node.name().unwrap_or_default(),
+        node.namespace().unwrap_or_default(),
+    );
+    let rcl_made_one = node
+        .get_publishers_info_by_topic("/rosout", false)
+        .is_ok_and(|publishers| {
+            publishers
+                .iter()
+                .any(|p| p.node_name == name && p.node_namespace == namespace)
+        });
+    if rcl_made_one {
+        return;
+    }
     let mut qos = QosProfile::default()
         .keep_last(1000)
         .reliable()
