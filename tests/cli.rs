@@ -441,6 +441,27 @@ fn wrong_command_line_values_exit_2_and_write_nothing() {
     }
 }
 
+/// `eval --json` of a run that stops with an error leaves an error report (a script that
+/// waits for the file finds one); a finished run's report is the evaluation itself.
+#[test]
+fn eval_json_reports_the_error_it_stopped_on() {
+    let f = Fixture::new();
+    let (out, text) = run(bin()
+        .args(["eval", "--model"])
+        .arg(f.path("no_such_model"))
+        .args(["--data", "d", "--device", "cpu", "--json"])
+        .arg(f.path("e.json")));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.path("e.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "error", "{report}");
+    assert_eq!(report["exit_code"], 1, "{report}");
+    assert!(
+        report["error"].as_str().unwrap().contains("no_such_model"),
+        "{report}"
+    );
+}
+
 /// `model check` says what a run would do with the settings, and fails as it would.
 #[test]
 fn model_check_describes_the_run_or_fails_as_it_would() {

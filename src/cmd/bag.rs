@@ -22,7 +22,7 @@ use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
 use bayes_perception::config::ColormapParams;
 use bayes_perception::device::device_name;
-use bayes_perception::error::{is_transient_io, one_line};
+use bayes_perception::error::is_transient_io;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
 use bayes_perception::output::write_file;
@@ -86,19 +86,10 @@ pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let (json, input, output) = (args.json.clone(), args.input.clone(), args.output.clone());
     let result = run_process(args);
     if let (Err(e), Some(path)) = (&result, json) {
-        let code = crate::exit_code(e);
-        let report = serde_json::json!({
-            "input": input.display().to_string(),
-            "output": output.display().to_string(),
-            "status": if code == crate::EXIT_TRANSIENT { "retry" } else { "error" },
-            "exit_code": code,
-            "error": one_line(&**e),
-        });
-        // The error itself is what the caller reports; a report that cannot be written
-        // adds nothing to it.
-        if let Ok(text) = serde_json::to_string_pretty(&report) {
-            write_file(&path, text.as_bytes()).ok();
-        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("input".into(), input.display().to_string().into());
+        fields.insert("output".into(), output.display().to_string().into());
+        super::write_error_report(&path, fields, e);
     }
     result
 }

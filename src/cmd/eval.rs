@@ -26,7 +26,33 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::EvalArgs;
 
+/// Set once this process wrote its report to `--json`: a later failure (writing `--out`)
+/// must not replace it with an error report.
+static REPORT_WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `eval`; with `--json`, a run that stops with an error before its report is written
+/// leaves an error report there instead (`status` "error" or "retry", `exit_code`,
+/// `error`), so a script finds a file either way.
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json.clone();
+    let result = evaluate(args);
+    if let (Err(e), Some(path)) = (&result, json) {
+        if !REPORT_WRITTEN.load(std::sync::atomic::Ordering::SeqCst) {
+            super::write_error_report(&path, serde_json::Map::new(), e);
+        }
+    }
+    result
+}
+
+/// The report as `--json` (see [`REPORT_WRITTEN`]).
+fn write_report_json(path: &Path, report: &Report) -> anyhow::Result<()> {
+    write_file(path, serde_json::to_string_pretty(report)?.as_bytes())?;
+    REPORT_WRITTEN.store(true, std::sync::atomic::Ordering::SeqCst);
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if !args.merge.is_empty() {
         return run_merge(&args);
     }
@@ -97,8 +123,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     print_report(&report, &described);
     let damaged = !report.left_out.damage.is_empty();
     if let Some(path) = &args.json {
-        write_file(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-        println!("wrote {}", path.display());
+        write_report_json(path, &report)?;
     }
     if let Some(dir) = &args.out {
         let mut written = write(
@@ -268,8 +293,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let what = format!("{} state(s) merged", args.merge.len());
     print_report(&report, &what);
     if let Some(path) = &args.json {
-        write_file(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-        println!("wrote {}", path.display());
+        write_report_json(path, &report)?;
     }
     if let Some(dir) = &args.out {
         let provenance = Provenance {

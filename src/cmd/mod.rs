@@ -39,6 +39,32 @@ macro_rules! usage {
 pub(crate) use usage;
 
 /// Reads the params file (or the defaults) and applies command-line overrides.
+/// With `--json`, a command that stopped with `err` still leaves a report at `path`:
+/// `status` "error" ("retry" where the exit code is 75: a full disk, say), `exit_code`,
+/// `error` (the message) and the command's own `fields`. The error itself is what the
+/// caller reports: a report that cannot be written adds nothing to it.
+pub fn write_error_report(
+    path: &Path,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+    err: &anyhow::Error,
+) {
+    let code = crate::exit_code(err);
+    let status = if code == crate::EXIT_TRANSIENT {
+        "retry"
+    } else {
+        "error"
+    };
+    fields.insert("status".into(), status.into());
+    fields.insert("exit_code".into(), code.into());
+    fields.insert(
+        "error".into(),
+        bayes_perception::error::one_line(&**err).into(),
+    );
+    if let Ok(text) = serde_json::to_string_pretty(&serde_json::Value::Object(fields)) {
+        bayes_perception::output::write_file(path, text.as_bytes()).ok();
+    }
+}
+
 pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Params> {
     let mut params = match config {
         Some(path) => Params::load(path)?,
