@@ -385,7 +385,8 @@ impl Params {
         Ok(params)
     }
 
-    /// Checks ranges; the error names the key and the allowed values.
+    /// Checks ranges ([`integer_range`], [`float_range`] and the rules of the others); the
+    /// error names the key and the allowed values.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let err = |key: &str, message: String| Err(Error::config(origin, key, message));
         self.device_request()
@@ -408,12 +409,6 @@ impl Params {
                 ),
             );
         }
-        if !(0..=1000).contains(&self.noise_samples) {
-            return err(
-                "noise_samples",
-                format!("{} is out of range 0..=1000", self.noise_samples),
-            );
-        }
         if self.mode == Mode::Mc && self.mc.samples < 2 {
             return err(
                 "mc.samples",
@@ -423,23 +418,16 @@ impl Params {
                 ),
             );
         }
-        if !(1..=10_000).contains(&self.mc.samples) {
-            return err(
-                "mc.samples",
-                format!("{} is out of range 1..=10000", self.mc.samples),
-            );
-        }
-        if !(2..=10_000).contains(&self.moments.head_samples) {
-            return err(
-                "moments.head_samples",
-                format!("{} is out of range 2..=10000", self.moments.head_samples),
-            );
-        }
-        if !(1..=64).contains(&self.points.stride) {
-            return err(
-                "points.stride",
-                format!("{} is out of range 1..=64", self.points.stride),
-            );
+        for (key, value) in [
+            ("noise_samples", self.noise_samples),
+            ("mc.samples", self.mc.samples),
+            ("moments.head_samples", self.moments.head_samples),
+            ("points.stride", self.points.stride),
+        ] {
+            let (lo, hi) = integer_range(key).expect("a range for each of these keys");
+            if !(lo..=hi).contains(&value) {
+                return err(key, format!("{value} is out of range {lo}..={hi}"));
+            }
         }
         for (key, value) in [
             ("points.max_range_m", self.points.max_range_m),
@@ -509,10 +497,12 @@ impl Params {
                 format!("{} must be a positive number of ms", d.latency_warn_ms),
             );
         }
-        if !(0.0..=1.0).contains(&d.drop_warn_fraction) {
+        let key = "diagnostics.drop_warn_fraction";
+        let (lo, hi) = float_range(key).expect("a range for the key");
+        if !(lo..=hi).contains(&d.drop_warn_fraction) {
             return err(
-                "diagnostics.drop_warn_fraction",
-                format!("{} is outside 0.0..=1.0", d.drop_warn_fraction),
+                key,
+                format!("{} is outside {lo:.1}..={hi:.1}", d.drop_warn_fraction),
             );
         }
         Ok(())
@@ -577,6 +567,36 @@ fn merge(dst: &mut serde_yaml::Mapping, src: &serde_yaml::Mapping) {
             }
         }
     }
+}
+
+/// The whole-number parameters with a closed range (inclusive), as [`Params::validate`]
+/// checks them and the node describes them (`ros2 param describe`, rqt_reconfigure's
+/// sliders). Others have rules a range cannot say (`mc.batch_size`: -1 or >= 1) or no
+/// upper bound.
+const INTEGER_RANGES: &[(&str, i64, i64)] = &[
+    ("noise_samples", 0, 1000),
+    ("mc.samples", 1, 10_000),
+    ("moments.head_samples", 2, 10_000),
+    ("points.stride", 1, 64),
+];
+
+/// The real parameters with a closed range (inclusive); see [`INTEGER_RANGES`].
+const FLOAT_RANGES: &[(&str, f64, f64)] = &[("diagnostics.drop_warn_fraction", 0.0, 1.0)];
+
+/// The closed range of a whole-number parameter, if it has one.
+pub fn integer_range(name: &str) -> Option<(i64, i64)> {
+    INTEGER_RANGES
+        .iter()
+        .find(|(key, ..)| *key == name)
+        .map(|&(_, lo, hi)| (lo, hi))
+}
+
+/// The closed range of a real parameter, if it has one.
+pub fn float_range(name: &str) -> Option<(f64, f64)> {
+    FLOAT_RANGES
+        .iter()
+        .find(|(key, ..)| *key == name)
+        .map(|&(_, lo, hi)| (lo, hi))
 }
 
 #[cfg(test)]

@@ -263,6 +263,9 @@ pub struct Descriptor {
     pub description: String,
     /// Set at start-up only; a running node refuses to change it.
     pub read_only: bool,
+    /// The allowed closed range of a number, where one says it (inclusive).
+    pub integer_range: Option<(i64, i64)>,
+    pub float_range: Option<(f64, f64)>,
 }
 
 /// What `set_parameters` did: one result per requested value, and the names whose values
@@ -335,7 +338,8 @@ impl ParamServer {
     }
 
     /// `describe_parameters` for one name: the comment above its key in
-    /// config/params.yaml, and for those read at start-up only, that it is.
+    /// config/params.yaml, for those read at start-up only that it is, and the range of
+    /// numbers that have one.
     pub fn describe(&self, name: &str) -> Descriptor {
         let read_only = is_read_only(name);
         let mut description = descriptions().get(name).cloned().unwrap_or_default();
@@ -350,6 +354,8 @@ impl ParamServer {
             type_id: self.get(name).map_or(0, |v| v.type_id()),
             description,
             read_only,
+            integer_range: crate::config::integer_range(name),
+            float_range: crate::config::float_range(name),
         }
     }
 
@@ -795,6 +801,18 @@ mod tests {
             .describe("mc.samples")
             .description
             .starts_with("T, stochastic forward passes"));
+        // Ranges where a closed one says what is allowed: the same the checks use.
+        assert_eq!(s.describe("points.stride").integer_range, Some((1, 64)));
+        assert_eq!(
+            s.describe("diagnostics.drop_warn_fraction").float_range,
+            Some((0.0, 1.0))
+        );
+        assert_eq!(s.describe("mc.batch_size").integer_range, None);
+        let mut over = s.params().clone();
+        over.points.stride = 65;
+        assert!(over.validate("test").is_err());
+        over.points.stride = 64;
+        assert!(over.validate("test").is_ok());
         assert!(s
             .describe("device")
             .description

@@ -145,12 +145,18 @@ def test_invalid_values_are_refused_with_a_reason_and_change_nothing(start_node,
     described = node.probe.call(
         DescribeParameters,
         f"{node.fqn}/describe_parameters",
-        DescribeParameters.Request(names=["model", "mode"]),
+        DescribeParameters.Request(names=["model", "mode", "points.stride"]),
     ).descriptors
-    assert [(d.name, d.read_only) for d in described] == [("model", True), ("mode", False)]
+    assert [(d.name, d.read_only) for d in described] == [
+        ("model", True), ("mode", False), ("points.stride", False)
+    ]
     # Described with the comment of its key in config/params.yaml.
     assert described[1].description.startswith("aleatoric: one deterministic pass"), described[1]
     assert "restart the node" in described[0].description, described[0]
+    # A number's allowed range, as rqt_reconfigure and `ros2 param describe` show it.
+    [stride] = described[2].integer_range
+    assert (stride.from_value, stride.to_value) == (1, 64), described[2]
+    assert not described[1].integer_range and not described[1].floating_point_range
     # Declared though the node was started without it, as every ROS node does.
     assert node.get_params(["use_sim_time"]) == {"use_sim_time": False}
     [result] = node.set_params({"mdoe": "mc"})

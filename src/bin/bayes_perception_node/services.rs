@@ -76,6 +76,25 @@ pub fn serve_parameters(
             type_: d.type_id,
             description: d.description,
             read_only: d.read_only,
+            // Step 0: any value in the range.
+            integer_range: d
+                .integer_range
+                .map(|(from_value, to_value)| rcl_msg::IntegerRange {
+                    from_value,
+                    to_value,
+                    step: 0,
+                })
+                .into_iter()
+                .collect(),
+            floating_point_range: d
+                .float_range
+                .map(|(from_value, to_value)| rcl_msg::FloatingPointRange {
+                    from_value,
+                    to_value,
+                    step: 0.0,
+                })
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
         let descriptors = g
