@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::slot::SlotCounts;
-use crate::config::DiagnosticsParams;
+use crate::config::{DiagnosticsParams, Reliability};
 use crate::stats::quantile;
 
 /// diagnostic_msgs/DiagnosticStatus levels.
@@ -95,6 +95,53 @@ pub struct Monitor {
     far_ahead: Events,
     last_error: Option<String>,
     slot_at_last_report: SlotCounts,
+    /// The camera topic's publishers, as the node last looked them up.
+    camera: Option<CameraPublishers>,
+}
+
+/// The publishers of the camera topic the node subscribes to, as the ROS graph shows
+/// them, with the reliability the node asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraPublishers {
+    /// The resolved topic name (namespace and remapping applied).
+    pub topic: String,
+    pub reliable: usize,
+    pub best_effort: usize,
+    /// `qos.input_reliability` of the subscription.
+    pub subscription: Reliability,
+}
+
+impl CameraPublishers {
+    /// Publishers the subscription cannot receive from: best-effort ones, for a reliable
+    /// subscription (DDS finds the QoS incompatible and delivers nothing).
+    pub fn incompatible(&self) -> usize {
+        match self.subscription {
+            Reliability::Reliable => self.best_effort,
+            Reliability::BestEffort => 0,
+        }
+    }
+
+    /// Why frames from some of these publishers cannot arrive, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        (self.incompatible() > 0).then(|| {
+            format!(
+                "{} publisher(s) on {} offer best effort only, and qos.input_reliability \
+                 reliable receives nothing from them (set it to best_effort)",
+                self.incompatible(),
+                self.topic
+            )
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} on {} ({} reliable, {} best effort)",
+            self.reliable + self.best_effort,
+            self.topic,
+            self.reliable,
+            self.best_effort
+        )
+    }
 }
 
 impl Monitor {
@@ -136,6 +183,14 @@ impl Monitor {
     }
 
     /// A message was skipped as bad input (unknown encoding, corrupt data).
+    /// The camera's publishers as the node just looked them up; returns the problem they
+    /// pose when it is new (to be logged once, not every second).
+    pub fn on_camera_publishers(&mut self, camera: CameraPublishers) -> Option<String> {
+        let problem = camera.problem();
+        let before = self.camera.replace(camera).and_then(|c| c.problem());
+        problem.filter(|p| before.as_ref() != Some(p))
+    }
+
     pub fn on_skip(&mut self, now: Instant, reason: &str) {
         self.skips.record(now, Some(reason));
         self.last_error = Some(reason.to_owned());
@@ -266,11 +321,17 @@ impl Monitor {
                 bounds.latency_warn_ms
             ));
         }
+        if let Some(problem) = self.camera.as_ref().and_then(CameraPublishers::problem) {
+            level = level.max(Level::Warn);
+            problems.push(problem);
+        }
         let message = if problems.is_empty() {
-            if self.inputs.in_window() == 0 {
-                "waiting for images".to_owned()
-            } else {
-                "running".to_owned()
+            match &self.camera {
+                _ if self.inputs.in_window() > 0 => "running".to_owned(),
+                Some(c) if c.reliable + c.best_effort == 0 => {
+                    format!("waiting for images: no publisher on {}", c.topic)
+                }
+                _ => "waiting for images".to_owned(),
             }
         } else {
             problems.join("; ")
@@ -279,6 +340,12 @@ impl Monitor {
         let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
         let mut values = vec![
             ("device".to_owned(), info.device.clone()),
+            (
+                "camera publishers".to_owned(),
+                self.camera
+                    .as_ref()
+                    .map_or("n/a".to_owned(), CameraPublishers::describe),
+            ),
             ("input rate (Hz)".to_owned(), format!("{input_hz:.2}")),
             ("output rate (Hz)".to_owned(), format!("{output_hz:.2}")),
             ("latency p50 (ms)".to_owned(), ms(p50)),
@@ -381,6 +448,76 @@ mod tests {
         assert_eq!(value(&s, "input rate (Hz)"), "0.00");
         assert_eq!(value(&s, "latency p95 (ms)"), "n/a");
         assert_eq!(s.message, "waiting for images");
+    }
+
+    /// The camera's publishers: none yet says so while waiting; best-effort ones under a
+    /// reliable subscription (which receives nothing from them) make it WARN.
+    #[test]
+    fn camera_publishers_explain_a_wait_and_an_incompatible_qos_warns() {
+        let t0 = Instant::now();
+        let mut m = Monitor::new();
+        let report = |m: &mut Monitor| {
+            m.report(
+                t0,
+                &info(),
+                &[],
+                SlotCounts::default(),
+                &DiagnosticsParams::default(),
+            )
+        };
+        assert_eq!(report(&mut m).message, "waiting for images");
+        assert_eq!(value(&report(&mut m), "camera publishers"), "n/a");
+        let camera = |reliable, best_effort, subscription| CameraPublishers {
+            topic: "/cam/image_raw".into(),
+            reliable,
+            best_effort,
+            subscription,
+        };
+        assert_eq!(
+            m.on_camera_publishers(camera(0, 0, Reliability::BestEffort)),
+            None
+        );
+        let s = report(&mut m);
+        assert_eq!(
+            (s.level, s.message.as_str()),
+            (
+                Level::Ok,
+                "waiting for images: no publisher on /cam/image_raw"
+            )
+        );
+        assert_eq!(
+            m.on_camera_publishers(camera(0, 1, Reliability::BestEffort)),
+            None
+        );
+        let s = report(&mut m);
+        assert_eq!(
+            (s.level, s.message.as_str()),
+            (Level::Ok, "waiting for images")
+        );
+        assert_eq!(
+            value(&s, "camera publishers"),
+            "1 on /cam/image_raw (0 reliable, 1 best effort)"
+        );
+        // New: to be logged once; the same again: not.
+        let new = m.on_camera_publishers(camera(1, 1, Reliability::Reliable));
+        assert!(new.is_some_and(|p| p.starts_with("1 publisher(s) on /cam/image_raw")));
+        assert_eq!(
+            m.on_camera_publishers(camera(1, 1, Reliability::Reliable)),
+            None
+        );
+        let s = report(&mut m);
+        assert_eq!(s.level, Level::Warn);
+        assert!(
+            s.message
+                .starts_with("1 publisher(s) on /cam/image_raw offer best effort only"),
+            "{}",
+            s.message
+        );
+        assert_eq!(
+            m.on_camera_publishers(camera(2, 0, Reliability::Reliable)),
+            None
+        );
+        assert_eq!(report(&mut m).level, Level::Ok);
     }
 
     #[test]

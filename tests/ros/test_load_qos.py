@@ -89,13 +89,18 @@ def test_camera_publishers_of_either_reliability(start_node, probe):
         send_until_output(node, camera, lambda s: rgb8_msg(frame, s), outputs, ["depth"], first_stamp=10**6 * qos.reliability.value)
         probe.node.destroy_publisher(camera)
 
+    # The ready line names the camera topic as resolved: in the node's namespace.
+    assert f"ready: subscribed to {node.topic('image')} and {node.topic('camera_info')}," in node.process.output()
+
     # qos.input_reliability: reliable takes a reliable publisher, not a best-effort one.
-    node = start_node(params={"qos.input_reliability": "reliable"})
+    # (The camera remapped to a relative name: the ready line says where it resolved to.)
+    node = start_node(params={"qos.input_reliability": "reliable"}, ros_args=["-r", "image:=cam/raw"])
+    assert f"ready: subscribed to {node.topic('cam/raw')} and" in node.process.output()
     outputs = Outputs(node, ["depth"])
-    camera = probe.publisher(node.topic("image"), Image, reliable())
+    camera = probe.publisher(node.topic("cam/raw"), Image, reliable())
     send_until_output(node, camera, lambda s: rgb8_msg(frame, s), outputs, ["depth"], first_stamp=1)
     probe.node.destroy_publisher(camera)
-    lossy = probe.publisher(node.topic("image"), Image, best_effort())
+    lossy = probe.publisher(node.topic("cam/raw"), Image, best_effort())
     # Incompatible QoS: DDS never matches them, and the node counts nothing received.
     before = node.wait_status(lambda s: True, 5, "a diagnostics status")
     for stamp in range(100, 110):
@@ -107,6 +112,13 @@ def test_camera_publishers_of_either_reliability(start_node, probe):
     assert status_values(later)["frames received"] == status_values(before)["frames received"]
     assert lossy.get_subscription_count() == 0
     assert not any(outputs.recorders["depth"].by_stamp(s) for s in range(100, 110))
+    # The node sees the best-effort camera in the graph and says why nothing arrives.
+    warned = node.wait_status(
+        lambda s: "offer best effort only" in s.message, 10, "the incompatible camera reported"
+    )
+    assert node.topic("cam/raw") in warned.message, warned.message
+    assert status_values(warned)["camera publishers"] == f"1 on {node.topic('cam/raw')} (0 reliable, 1 best effort)"
+    assert "offer best effort only" in node.process.output()
 
 
 def test_output_reliability_changes_live_without_losing_subscribers(start_node, probe):

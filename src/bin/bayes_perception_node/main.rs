@@ -12,6 +12,7 @@
 //! [`Worker::run`].
 
 mod convert;
+mod names;
 mod services;
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ use bayes_perception::engine::{Engine, EngineConfig};
 use bayes_perception::error::one_line;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{self, Header, Time};
-use bayes_perception::node::diagnostics::NodeInfo;
+use bayes_perception::node::diagnostics::{CameraPublishers, NodeInfo};
 use bayes_perception::node::params::{LiveParams, ParamServer, ParamValue};
 use bayes_perception::node::worker::{NodeState, Sink, Worker};
 use bayes_perception::pipeline::CameraFrame;
@@ -222,13 +223,21 @@ async fn run() -> anyhow::Result<()> {
         Transport::Raw => "image",
         Transport::Compressed => "image/compressed",
     };
+    // The names as remapped, where the camera's publishers are looked up.
+    let resolver = names::Resolver::from_process_arguments(&node.name()?, &node.namespace()?);
+    let resolve = |name: &str| {
+        resolver
+            .as_ref()
+            .map_or(name.to_owned(), |r| r.resolve(name))
+    };
+    let camera_topic = resolve(camera);
     ros_log(
         &logger,
         r2r::LogSeverity::Info,
         &format!(
-            "ready: subscribed to {camera} and camera_info (names before remapping) under \
-             namespace '{}', publishing {advertised} output topics and /diagnostics",
-            node.namespace()?,
+            "ready: subscribed to {camera_topic} and {}, publishing {advertised} output \
+             topics and /diagnostics",
+            resolve("camera_info"),
         ),
     );
 
@@ -267,10 +276,13 @@ async fn run() -> anyhow::Result<()> {
             node_name: format!("/{}", logger.replace('.', "/")),
             device,
         };
+        let jobs = jobs.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(1));
             loop {
                 interval.tick().await;
+                // The camera's publishers for the next report (the graph is the node's).
+                jobs.send(camera_publishers_job(&glue, &camera_topic)).ok();
                 let array = diagnostic::DiagnosticArray {
                     header: header_to_ros(&Header {
                         stamp: ros_now(&glue.clock).unwrap_or_default(),
@@ -375,6 +387,36 @@ fn start_up_params(node: &r2r::Node) -> anyhow::Result<ParamServer> {
 }
 
 /// The QoS change a set of changed parameters needs, run by the spin thread.
+/// Looks up the publishers of the camera topic in the ROS graph, for `/diagnostics` (a
+/// camera of an incompatible QoS delivers nothing and says so only on its own side).
+fn camera_publishers_job(glue: &Arc<Glue>, topic: &str) -> NodeJob {
+    let (glue, topic) = (glue.clone(), topic.to_owned());
+    Box::new(move |node: &mut r2r::Node| {
+        let Ok(publishers) = node.get_publishers_info_by_topic(&topic, false) else {
+            return;
+        };
+        let best_effort = publishers
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.qos_profile.reliability,
+                    r2r::qos::ReliabilityPolicy::BestEffort
+                )
+            })
+            .count();
+        let camera = CameraPublishers {
+            topic,
+            reliable: publishers.len() - best_effort,
+            best_effort,
+            subscription: glue.state.params.params().qos.input_reliability,
+        };
+        let new_problem = lock(&glue.state.monitor).on_camera_publishers(camera);
+        if let Some(problem) = new_problem {
+            ros_log(&glue.logger, r2r::LogSeverity::Warn, &problem);
+        }
+    })
+}
+
 fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Option<NodeJob> {
     let params = glue.state.params.params();
     let outputs = changed.iter().any(|n| n == "qos.output_reliability");
