@@ -66,8 +66,9 @@ pub struct EvalArgs {
     /// Evaluate at most this many images (0 = all).
     #[arg(long, default_value_t = 0)]
     pub max_images: usize,
-    /// Also write the report as JSON.
-    #[arg(long)]
+    /// Also write the report as JSON (not with --compare, which writes compare.json in
+    /// --out).
+    #[arg(long, conflicts_with = "compare")]
     pub json: Option<PathBuf>,
     /// Write the whole report into this directory: report.json, report.md, a CSV and a
     /// PNG chart per curve, and contact sheets.

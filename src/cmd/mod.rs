@@ -38,8 +38,8 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
-/// Reads the params file (or the defaults) and applies command-line overrides.
-/// With `--json`, a command that stopped with `err` still leaves a report at `path`:
+/// With `--json`, a command that stopped with `err` (not a wrong command line, exit 2)
+/// still leaves a report at `path`:
 /// `status` "error" ("retry" where the exit code is 75: a full disk, say), `exit_code`,
 /// `error` (the message) and the command's own `fields`. The error itself is what the
 /// caller reports: a report that cannot be written adds nothing to it.
@@ -49,6 +49,10 @@ pub fn write_error_report(
     err: &anyhow::Error,
 ) {
     let code = crate::exit_code(err);
+    if code == crate::EXIT_USAGE {
+        // A wrong command line runs nothing and writes nothing (README: exit codes).
+        return;
+    }
     let status = if code == crate::EXIT_TRANSIENT {
         "retry"
     } else {
@@ -65,6 +69,7 @@ pub fn write_error_report(
     }
 }
 
+/// Reads the params file (or the defaults) and applies command-line overrides.
 pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Params> {
     let mut params = match config {
         Some(path) => Params::load(path)?,

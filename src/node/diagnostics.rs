@@ -182,7 +182,6 @@ impl Monitor {
         self.trim(now);
     }
 
-    /// A message was skipped as bad input (unknown encoding, corrupt data).
     /// The camera's publishers as the node just looked them up; returns the problem they
     /// pose when it is new (to be logged once, not every second).
     pub fn on_camera_publishers(&mut self, camera: CameraPublishers) -> Option<String> {
@@ -191,6 +190,7 @@ impl Monitor {
         problem.filter(|p| before.as_ref() != Some(p))
     }
 
+    /// A message was skipped as bad input (unknown encoding, corrupt data).
     pub fn on_skip(&mut self, now: Instant, reason: &str) {
         self.skips.record(now, Some(reason));
         self.last_error = Some(reason.to_owned());

@@ -224,11 +224,12 @@ async fn run() -> anyhow::Result<()> {
         Transport::Compressed => "image/compressed",
     };
     // The names as remapped, where the camera's publishers are looked up.
-    let resolver = names::Resolver::from_process_arguments(&node.name()?, &node.namespace()?);
-    let resolve = |name: &str| {
-        resolver
-            .as_ref()
-            .map_or(name.to_owned(), |r| r.resolve(name))
+    let namespace = node.namespace()?;
+    let resolver = names::Resolver::from_process_arguments(&node.name()?, &namespace);
+    let resolve = |name: &str| match &resolver {
+        Some(resolver) => resolver.resolve(name),
+        // Without the rules (rcl could not parse the arguments again): the namespace only.
+        None => names::expand(&namespace, name),
     };
     let camera_topic = resolve(camera);
     ros_log(
@@ -277,12 +278,17 @@ async fn run() -> anyhow::Result<()> {
             device,
         };
         let jobs = jobs.clone();
+        // One lookup queued at a time, however slow the spin thread is.
+        let lookup_pending = Arc::new(AtomicBool::new(false));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_secs(1));
             loop {
                 interval.tick().await;
                 // The camera's publishers for the next report (the graph is the node's).
-                jobs.send(camera_publishers_job(&glue, &camera_topic)).ok();
+                if !lookup_pending.swap(true, Ordering::SeqCst) {
+                    let job = camera_publishers_job(&glue, &camera_topic, &lookup_pending);
+                    jobs.send(job).ok();
+                }
                 let array = diagnostic::DiagnosticArray {
                     header: header_to_ros(&Header {
                         stamp: ros_now(&glue.clock).unwrap_or_default(),
@@ -386,12 +392,12 @@ fn start_up_params(node: &r2r::Node) -> anyhow::Result<ParamServer> {
         .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
 }
 
-/// The QoS change a set of changed parameters needs, run by the spin thread.
 /// Looks up the publishers of the camera topic in the ROS graph, for `/diagnostics` (a
 /// camera of an incompatible QoS delivers nothing and says so only on its own side).
-fn camera_publishers_job(glue: &Arc<Glue>, topic: &str) -> NodeJob {
-    let (glue, topic) = (glue.clone(), topic.to_owned());
+fn camera_publishers_job(glue: &Arc<Glue>, topic: &str, pending: &Arc<AtomicBool>) -> NodeJob {
+    let (glue, topic, pending) = (glue.clone(), topic.to_owned(), pending.clone());
     Box::new(move |node: &mut r2r::Node| {
+        pending.store(false, Ordering::SeqCst);
         let Ok(publishers) = node.get_publishers_info_by_topic(&topic, false) else {
             return;
         };
@@ -417,6 +423,7 @@ fn camera_publishers_job(glue: &Arc<Glue>, topic: &str) -> NodeJob {
     })
 }
 
+/// The QoS change a set of changed parameters needs, run by the spin thread.
 fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Option<NodeJob> {
     let params = glue.state.params.params();
     let outputs = changed.iter().any(|n| n == "qos.output_reliability");

@@ -8,7 +8,7 @@ use std::ffi::{c_char, CStr, CString};
 
 use r2r_rcl::{
     rcl_allocator_t, rcl_arguments_fini, rcl_arguments_t, rcl_get_zero_initialized_arguments,
-    rcl_parse_arguments, rcl_ret_t, rcutils_get_default_allocator,
+    rcl_parse_arguments, rcl_ret_t, rcutils_get_default_allocator, rcutils_reset_error,
 };
 
 unsafe extern "C" {
@@ -31,15 +31,12 @@ pub struct Resolver {
     namespace: String,
 }
 
-// The parsed arguments are only read (under `&self`) after parsing.
-unsafe impl Send for Resolver {}
-unsafe impl Sync for Resolver {}
-
 impl Resolver {
     /// The process's `--ros-args` rules for the node `node_name` in `namespace` (both as
     /// the node reports them, after any remapping of the node itself). `None` when rcl
     /// cannot parse them (it already did once to create the context, so it can).
     pub fn from_process_arguments(node_name: &str, namespace: &str) -> Option<Self> {
+        let node_name = CString::new(node_name).ok()?;
         let arguments: Vec<CString> = std::env::args_os()
             .filter_map(|a| CString::new(a.into_encoded_bytes()).ok())
             .collect();
@@ -55,14 +52,15 @@ impl Resolver {
                 &mut parsed,
             );
             if ret != 0 {
-                rcl_arguments_fini(&mut parsed);
+                // rcl finalised what it had parsed; its error is not ours to report.
+                rcutils_reset_error();
                 return None;
             }
             parsed
         };
         Some(Resolver {
             arguments: parsed,
-            node_name: CString::new(node_name).ok()?,
+            node_name,
             namespace: namespace.to_owned(),
         })
     }
@@ -90,7 +88,12 @@ impl Resolver {
                 allocator,
                 &mut output,
             );
-            if ret != 0 || output.is_null() {
+            if ret != 0 {
+                rcutils_reset_error();
+                return expanded;
+            }
+            if output.is_null() {
+                // No rule for this name.
                 return expanded;
             }
             let remapped = CStr::from_ptr(output).to_string_lossy().into_owned();
@@ -112,7 +115,7 @@ impl Drop for Resolver {
 }
 
 /// A relative name in `namespace` (`/` or `/robot`), as rcl expands it before remapping.
-fn expand(namespace: &str, relative: &str) -> String {
+pub fn expand(namespace: &str, relative: &str) -> String {
     if relative.starts_with('/') {
         relative.to_owned()
     } else {
