@@ -108,6 +108,7 @@ fn report(state: &NodeState) -> DiagnosticStatus {
     state.diagnostics(&NodeInfo {
         node_name: "/cam/bayes_perception".into(),
         device: "cpu".into(),
+        camera_info_topic: "/cam/camera_info".into(),
     })
 }
 
@@ -190,6 +191,24 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
     let mut sink = TestSink::default();
     worker.handle(rgb8(3, 40, 30), &state, &mut sink);
     assert!(sink.camera_infos.is_empty(), "no camera_info known yet");
+    assert!(sink.clouds.is_empty());
+    // The cloud asked for and not built says why, naming the topic (a wrong remapping of
+    // camera_info shows there); the images went out.
+    let s = report(&state);
+    assert_eq!(s.level, Level::Warn, "{}", s.message);
+    assert!(
+        s.message.contains(
+            "1 point cloud(s) not built in the last 5 s: no camera_info received on \
+             /cam/camera_info"
+        ),
+        "{}",
+        s.message
+    );
+    assert_eq!(
+        value(&s, "camera_info"),
+        "none received on /cam/camera_info"
+    );
+    assert!(!sink.images.is_empty());
     state.on_camera_info(CameraInfo {
         header: header(0),
         width: 40,
@@ -215,6 +234,10 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
     assert_eq!(cloud.header, header(4));
     assert!(cloud.width > 0 && cloud.width <= 20 * 15, "{}", cloud.width);
     assert_eq!(cloud.data.len(), (cloud.width * cloud.point_step) as usize);
+    assert_eq!(
+        value(&report(&state), "camera_info"),
+        "1 received on /cam/camera_info"
+    );
     // A camera_info of twice the resolution (a resized image stream) is republished at
     // the depth image's size, K scaled with it.
     state.on_camera_info(CameraInfo {
@@ -228,6 +251,33 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
     let info = sink.camera_infos.last().unwrap();
     assert_eq!((info.width, info.height), (40, 30));
     assert_eq!(info.k, [50.0, 0.0, 19.5, 0.0, 50.0, 14.5, 0.0, 0.0, 1.0]);
+}
+
+#[test]
+fn without_camera_info_only_a_wanted_point_cloud_makes_a_warning() {
+    let _rng = common::rng_lock();
+    let state = state(&[]);
+    let mut worker = worker(&state);
+    let mut sink = TestSink {
+        no_points_subscriber: true,
+        ..TestSink::default()
+    };
+    worker.handle(rgb8(1, 40, 30), &state, &mut sink);
+    let s = report(&state);
+    assert_eq!(s.level, Level::Ok, "{}", s.message);
+    assert_eq!(value(&s, "frames failed"), "0");
+    assert_eq!(
+        value(&s, "camera_info"),
+        "none received on /cam/camera_info"
+    );
+    // A subscriber to `points` but the cloud disabled: nothing asked for, still OK.
+    sink.no_points_subscriber = false;
+    state
+        .params
+        .set_atomically(&[("points.enabled".into(), ParamValue::Bool(false))])
+        .unwrap();
+    worker.handle(rgb8(2, 40, 30), &state, &mut sink);
+    assert_eq!(report(&state).level, Level::Ok);
 }
 
 #[test]
@@ -419,6 +469,8 @@ fn latency_comes_from_the_sink_clock_and_stamps_ahead_of_it_are_counted() {
             sec: 2,
             nanosec: 5 + 250_000_000,
         }),
+        // No camera_info here: a wanted cloud would make its own warning.
+        no_points_subscriber: true,
         ..TestSink::default()
     };
     worker.handle(rgb8(2, 32, 32), &state, &mut sink);

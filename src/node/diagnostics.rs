@@ -38,6 +38,8 @@ pub struct NodeInfo {
     pub node_name: String,
     /// Compute device, e.g. `cuda:0`; also the hardware id.
     pub device: String,
+    /// The camera_info topic as resolved (namespace and remapping applied).
+    pub camera_info_topic: String,
 }
 
 /// One kind of event: how many in all, their times within the window, the last reason.
@@ -97,6 +99,11 @@ pub struct Monitor {
     slot_at_last_report: SlotCounts,
     /// The camera topic's publishers, as the node last looked them up.
     camera: Option<CameraPublishers>,
+    /// camera_info messages received.
+    camera_infos: u64,
+    /// Point clouds asked for (`points` subscribed) that could not be built because no
+    /// camera_info had arrived.
+    clouds_without_camera_info: Events,
 }
 
 /// The publishers of the camera topic the node subscribes to, as the ROS graph shows
@@ -190,6 +197,17 @@ impl Monitor {
         problem.filter(|p| before.as_ref() != Some(p))
     }
 
+    /// A camera_info message arrived.
+    pub fn on_camera_info(&mut self) {
+        self.camera_infos += 1;
+    }
+
+    /// A frame's point cloud was asked for but not built: no camera_info has arrived.
+    pub fn on_cloud_without_camera_info(&mut self, now: Instant) {
+        self.clouds_without_camera_info.record(now, None);
+        self.trim(now);
+    }
+
     /// A message was skipped as bad input (unknown encoding, corrupt data).
     pub fn on_skip(&mut self, now: Instant, reason: &str) {
         self.skips.record(now, Some(reason));
@@ -218,6 +236,7 @@ impl Monitor {
             &mut self.failures,
             &mut self.publish_failures,
             &mut self.far_ahead,
+            &mut self.clouds_without_camera_info,
         ] {
             events.trim(now);
         }
@@ -321,6 +340,15 @@ impl Monitor {
                 bounds.latency_warn_ms
             ));
         }
+        let cloudless = self.clouds_without_camera_info.in_window();
+        if cloudless > 0 {
+            level = level.max(Level::Warn);
+            problems.push(format!(
+                "{cloudless} point cloud(s) not built {window}: no camera_info received on \
+                 {} (depth/camera_info waits for it too; check its remapping)",
+                info.camera_info_topic
+            ));
+        }
         if let Some(problem) = self.camera.as_ref().and_then(CameraPublishers::problem) {
             level = level.max(Level::Warn);
             problems.push(problem);
@@ -345,6 +373,13 @@ impl Monitor {
                 self.camera
                     .as_ref()
                     .map_or("n/a".to_owned(), CameraPublishers::describe),
+            ),
+            (
+                "camera_info".to_owned(),
+                match self.camera_infos {
+                    0 => format!("none received on {}", info.camera_info_topic),
+                    n => format!("{n} received on {}", info.camera_info_topic),
+                },
             ),
             ("input rate (Hz)".to_owned(), format!("{input_hz:.2}")),
             ("output rate (Hz)".to_owned(), format!("{output_hz:.2}")),
@@ -392,6 +427,7 @@ mod tests {
         NodeInfo {
             node_name: "/robot/bayes_perception".into(),
             device: "cuda:0".into(),
+            camera_info_topic: "/robot/camera/camera_info".into(),
         }
     }
 

@@ -76,6 +76,7 @@ impl NodeState {
     }
 
     pub fn on_camera_info(&self, info: CameraInfo) {
+        lock(&self.monitor).on_camera_info();
         *lock(&self.camera_info) = Some(info);
     }
 
@@ -254,12 +255,19 @@ impl Publishing {
     /// counts the frame as published (with its latency) unless nothing could be.
     fn publish(&mut self, predicted: Predicted, state: &NodeState, sink: &mut impl Sink) {
         let camera_info = lock(&state.camera_info).clone();
+        let points = predicted.points.filter(|_| sink.wants_points());
+        if points.is_some() && camera_info.is_none() && predicted.frame.prediction.depth.is_some() {
+            lock(&state.monitor).on_cloud_without_camera_info(Instant::now());
+            if self.throttle.allow(POINTS_TOPIC, Instant::now()) {
+                log::warn!("no point cloud: no camera_info has arrived (is camera_info remapped to the camera's?)");
+            }
+        }
         let outputs = frame_outputs(
             &predicted.frame,
             &self.palette,
             &predicted.colormap,
             camera_info.as_ref(),
-            predicted.points.filter(|_| sink.wants_points()),
+            points,
             |topic| sink.wants(topic),
         );
         let mut published = 0;

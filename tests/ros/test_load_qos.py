@@ -2,7 +2,7 @@
 publishers of either reliability, and a live change of the output reliability."""
 import time
 
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, PointCloud2
 
 from conftest import (
     ALEATORIC_TOPICS,
@@ -91,6 +91,25 @@ def test_camera_publishers_of_either_reliability(start_node, probe):
 
     # The ready line names the camera topic as resolved: in the node's namespace.
     assert f"ready: subscribed to {node.topic('image')} and {node.topic('camera_info')}," in node.process.output()
+
+    # A point cloud subscribed to while no camera_info arrives (no test here publishes one):
+    # /diagnostics says why there is none and names the topic it waits on.
+    clouds = probe.subscribe(node.topic("points"), PointCloud2)
+    camera = probe.publisher(node.topic("image"), Image, reliable())
+    after = time.monotonic()
+    deadline = after + 20
+    warned = None
+    stamp = 5 * 10**6
+    while warned is None and time.monotonic() < deadline:
+        stamp += 1
+        camera.publish(rgb8_msg(frame, stamp))
+        time.sleep(0.1)
+        warned = next((s for s in node.statuses(after) if "point cloud(s) not built" in s.message), None)
+    assert warned is not None, [s.message for s in node.statuses(after)]
+    assert f"no camera_info received on {node.topic('camera_info')}" in warned.message, warned.message
+    assert status_values(warned)["camera_info"] == f"none received on {node.topic('camera_info')}"
+    assert not clouds.messages()
+    assert "no point cloud: no camera_info has arrived" in node.process.output()
 
     # qos.input_reliability: reliable takes a reliable publisher, not a best-effort one.
     # (The camera remapped to a relative name: the ready line says where it resolved to.)

@@ -232,13 +232,13 @@ async fn run() -> anyhow::Result<()> {
         None => names::expand(&namespace, name),
     };
     let camera_topic = resolve(camera);
+    let camera_info_topic = resolve("camera_info");
     ros_log(
         &logger,
         r2r::LogSeverity::Info,
         &format!(
-            "ready: subscribed to {camera_topic} and {}, publishing {advertised} output \
-             topics and /diagnostics",
-            resolve("camera_info"),
+            "ready: subscribed to {camera_topic} and {camera_info_topic}, publishing {advertised} output \
+             topics and /diagnostics"
         ),
     );
 
@@ -276,6 +276,7 @@ async fn run() -> anyhow::Result<()> {
         let info = NodeInfo {
             node_name: format!("/{}", logger.replace('.', "/")),
             device,
+            camera_info_topic,
         };
         let jobs = jobs.clone();
         // One lookup queued at a time, however slow the spin thread is.
