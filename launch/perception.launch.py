@@ -64,10 +64,12 @@ def generate_launch_description():
             "model", default_value="",
             description="Model directory (model.yaml + model.safetensors); empty keeps the params file's `model`"),
         DeclareLaunchArgument(
-            "image", default_value="/camera/image_raw",
-            description="Camera image topic (image/compressed is <image>/compressed)"),
+            "image", default_value="camera/image_raw",
+            description="Camera image topic, relative to the namespace unless it starts with / "
+            "(image/compressed is <image>/compressed)"),
         DeclareLaunchArgument(
-            "camera_info", default_value="/camera/camera_info", description="Camera info topic"),
+            "camera_info", default_value="camera/camera_info",
+            description="Camera info topic, relative to the namespace unless it starts with /"),
         DeclareLaunchArgument(
             "namespace", default_value="", description="Namespace of the node and its output topics"),
         DeclareLaunchArgument(

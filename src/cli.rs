@@ -272,6 +272,10 @@ pub struct RunArgs {
     /// Params file (ROS 2 format, see config/params.yaml); defaults apply without one.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Read the params file's entries for this node, as ROS would give them to it (`/**`,
+    /// its name, wildcards), e.g. /front/bayes_perception for one camera's node.
+    #[arg(long, default_value = bayes_perception::config::ROOT_NODE, requires = "config")]
+    pub node: String,
     #[command(flatten)]
     pub overrides: Overrides,
 }

@@ -13,8 +13,32 @@ use crate::device::DeviceRequest;
 use crate::error::{Error, Result};
 use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
 
-/// The node name whose params-file entry the CLI also reads (besides `/**`).
+/// The node's name.
 pub const NODE_NAME: &str = "bayes_perception";
+
+/// The node whose params-file entries the CLI reads unless told another (`--node`): the
+/// node in the root namespace, as the launch file starts it without `namespace:=`.
+pub const ROOT_NODE: &str = "/bayes_perception";
+
+/// Whether a params-file entry named `pattern` applies to the node `node` (fully
+/// qualified, `/front/bayes_perception`), by the rule rclcpp and rclpy apply: the leading
+/// `/` is implied, `*` stands for one name segment and `**` for any number of them, so
+/// `/**` is every node, `/front/*` every node in `/front`, and `bayes_perception` only the
+/// one in the root namespace.
+pub fn node_name_matches(pattern: &str, node: &str) -> bool {
+    fn matches(pattern: &[&str], name: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => name.is_empty(),
+            Some((&"**", rest)) => (0..=name.len()).any(|skip| matches(rest, &name[skip..])),
+            Some((&"*", rest)) => !name.is_empty() && matches(rest, &name[1..]),
+            Some((segment, rest)) => name.first() == Some(segment) && matches(rest, &name[1..]),
+        }
+    }
+    fn segments(name: &str) -> Vec<&str> {
+        name.strip_prefix('/').unwrap_or(name).split('/').collect()
+    }
+    matches(&segments(pattern), &segments(node))
+}
 
 /// Real-time (one deterministic pass), sampling-free epistemic (one pass of moments) or
 /// full Monte Carlo dropout sampling.
@@ -331,16 +355,18 @@ impl Default for ColormapParams {
 }
 
 impl Params {
-    /// Reads a params file and validates it.
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Reads a params file and validates it, with the entries for `node` (see
+    /// [`Params::from_yaml`]).
+    pub fn load(path: &Path, node: &str) -> Result<Self> {
         let text = read_limited(path, MAX_CONFIG_BYTES).map_err(|e| Error::io(path, e))?;
-        Self::from_yaml(&text, &path.display().to_string())
+        Self::from_yaml(&text, &path.display().to_string(), node)
     }
 
-    /// Parses params-file text; `origin` names it in errors. The `/**` entry and the
-    /// entry for this node (`bayes_perception` or `/ns/bayes_perception`) are merged in
-    /// file order, as rcl does.
-    pub fn from_yaml(text: &str, origin: &str) -> Result<Self> {
+    /// Parses params-file text; `origin` names it in errors. The entries that apply to the
+    /// node `node` (fully qualified; [`node_name_matches`]: `/**`, its own name, wildcards)
+    /// are merged in file order, as rclcpp does. Entries for this node's name in other
+    /// namespaces (a params file for two cameras' nodes) are passed over with a warning.
+    pub fn from_yaml(text: &str, origin: &str, node: &str) -> Result<Self> {
         let doc: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| Error::config(origin, "(file)", e.to_string()))?;
         let serde_yaml::Value::Mapping(nodes) = doc else {
@@ -352,9 +378,13 @@ impl Params {
         };
         let mut merged = serde_yaml::Mapping::new();
         let mut found = false;
-        for (node, entry) in &nodes {
-            let name = node.as_str().unwrap_or_default();
-            if name != "/**" && name.trim_start_matches('/').rsplit('/').next() != Some(NODE_NAME) {
+        let mut others = Vec::new();
+        for (entry_name, entry) in &nodes {
+            let name = entry_name.as_str().unwrap_or_default();
+            if !node_name_matches(name, node) {
+                if name.rsplit('/').next() == Some(NODE_NAME) {
+                    others.push(name);
+                }
                 continue;
             }
             let params = entry
@@ -370,12 +400,23 @@ impl Params {
             merge(&mut merged, params);
             found = true;
         }
+        let choose = || {
+            format!(
+                "the entries for {} are for nodes in other namespaces (--node picks one)",
+                others.join(", ")
+            )
+        };
         if !found {
-            return Err(Error::config(
-                origin,
-                "(file)",
-                format!("no `/**:` or `{NODE_NAME}:` entry with `ros__parameters:`"),
-            ));
+            let mut message = format!(
+                "no entry with `ros__parameters:` for the node {node} (`/**:` or `{node}:`)"
+            );
+            if !others.is_empty() {
+                message = format!("{message}; {}", choose());
+            }
+            return Err(Error::config(origin, "(file)", message));
+        }
+        if !others.is_empty() {
+            log::warn!("{origin}: read the entries for {node}; {}", choose());
         }
         let defaults = serde_yaml::to_value(Params::default()).expect("Params serialise to YAML");
         check_reals(&merged, &defaults, "", origin)?;
@@ -604,7 +645,11 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<Params> {
-        Params::from_yaml(&format!("/**:\n  ros__parameters:\n{body}"), "test.yaml")
+        Params::from_yaml(
+            &format!("/**:\n  ros__parameters:\n{body}"),
+            "test.yaml",
+            ROOT_NODE,
+        )
     }
 
     fn error_of(body: &str) -> String {
@@ -626,7 +671,7 @@ mod tests {
     #[test]
     fn shipped_params_file_equals_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/params.yaml");
-        assert_eq!(Params::load(&path).unwrap(), Params::default());
+        assert_eq!(Params::load(&path, ROOT_NODE).unwrap(), Params::default());
     }
 
     #[test]
@@ -634,7 +679,7 @@ mod tests {
         let text = "/**:\n  ros__parameters:\n    mode: mc\n    mc:\n      samples: 8\n\
                     /robot/bayes_perception:\n  ros__parameters:\n    mc:\n      batch_size: 4\n\
                     other_node:\n  ros__parameters:\n    unrelated: 1\n";
-        let p = Params::from_yaml(text, "t").unwrap();
+        let p = Params::from_yaml(text, "t", "/robot/bayes_perception").unwrap();
         assert_eq!(p.mode, Mode::Mc);
         assert_eq!(
             p.mc,
@@ -729,16 +774,81 @@ mod tests {
     }
 
     #[test]
+    fn entries_apply_to_nodes_as_in_rclcpp() {
+        let front = "/front/bayes_perception";
+        for pattern in [
+            "/**",
+            "**",
+            "/front/bayes_perception",
+            "front/bayes_perception",
+            "/front/*",
+            "/front/**",
+            "/**/bayes_perception",
+            "/*/bayes_perception",
+            "/*/*",
+        ] {
+            assert!(node_name_matches(pattern, front), "{pattern}");
+        }
+        for pattern in [
+            "bayes_perception",
+            "/bayes_perception",
+            "/rear/bayes_perception",
+            "/*",
+            "/front",
+            "/front/*/*",
+            "/front/bayes",
+            "/*/*/*",
+        ] {
+            assert!(!node_name_matches(pattern, front), "{pattern}");
+        }
+        for pattern in [
+            "/**",
+            "bayes_perception",
+            "/bayes_perception",
+            "/*",
+            "/**/*",
+        ] {
+            assert!(node_name_matches(pattern, ROOT_NODE), "{pattern}");
+        }
+        assert!(!node_name_matches("/*/bayes_perception", ROOT_NODE));
+    }
+
+    #[test]
+    fn a_file_for_two_cameras_gives_each_node_its_entries() {
+        let text = "/**:\n  ros__parameters:\n    mc:\n      samples: 8\n\
+                    /front/bayes_perception:\n  ros__parameters:\n    mode: mc\n\
+                    /rear/*:\n  ros__parameters:\n    mode: moments\n";
+        let front = Params::from_yaml(text, "t", "/front/bayes_perception").unwrap();
+        assert_eq!((front.mode, front.mc.samples), (Mode::Mc, 8));
+        let rear = Params::from_yaml(text, "t", "/rear/bayes_perception").unwrap();
+        assert_eq!((rear.mode, rear.mc.samples), (Mode::Moments, 8));
+        let root = Params::from_yaml(text, "t", ROOT_NODE).unwrap();
+        assert_eq!((root.mode, root.mc.samples), (Mode::Aleatoric, 8));
+        // Without `/**`, the root node has no entry: the error names the others.
+        let text = "/front/bayes_perception:\n  ros__parameters:\n    mode: mc\n\
+                    rear/bayes_perception:\n  ros__parameters:\n    mode: mc\n";
+        let e = Params::from_yaml(text, "t", ROOT_NODE)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no entry with `ros__parameters:` for the node /bayes_perception")
+                && e.contains("/front/bayes_perception, rear/bayes_perception")
+                && e.contains("--node"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn file_shape_errors() {
-        let e = Params::from_yaml("mode: mc\n", "f.yaml")
+        let e = Params::from_yaml("mode: mc\n", "f.yaml", ROOT_NODE)
             .unwrap_err()
             .to_string();
         assert!(e.contains("ros__parameters"), "{e}");
-        let e = Params::from_yaml("/**:\n  mode: mc\n", "f.yaml")
+        let e = Params::from_yaml("/**:\n  mode: mc\n", "f.yaml", ROOT_NODE)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no `ros__parameters:` block"), "{e}");
-        let e = Params::from_yaml("[1, 2]", "f.yaml")
+        let e = Params::from_yaml("[1, 2]", "f.yaml", ROOT_NODE)
             .unwrap_err()
             .to_string();
         assert!(e.contains("expected a mapping"), "{e}");

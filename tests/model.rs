@@ -332,7 +332,7 @@ fn an_oversized_model_yaml_or_params_file_is_refused_before_parsing() {
 
     let params = dir.path().join("params.yaml");
     std::fs::write(&params, "x".repeat(5 << 20)).unwrap();
-    let e = bayes_perception::config::Params::load(&params)
+    let e = bayes_perception::config::Params::load(&params, bayes_perception::config::ROOT_NODE)
         .unwrap_err()
         .to_string();
     assert!(

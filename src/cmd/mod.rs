@@ -69,10 +69,15 @@ pub fn write_error_report(
     }
 }
 
-/// Reads the params file (or the defaults) and applies command-line overrides.
-pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Params> {
+/// Reads the params file's entries for `node` (or the defaults) and applies command-line
+/// overrides.
+pub fn load_params(
+    config: Option<&Path>,
+    node: &str,
+    overrides: &Overrides,
+) -> anyhow::Result<Params> {
     let mut params = match config {
-        Some(path) => Params::load(path)?,
+        Some(path) => Params::load(path, node)?,
         None => Params::default(),
     };
     if let Some(mode) = overrides.mode {
@@ -108,7 +113,7 @@ pub fn load_params(config: Option<&Path>, overrides: &Overrides) -> anyhow::Resu
 
 /// The parameters (file and overrides) and the model directory of a run.
 pub fn params_and_model(run: &RunArgs) -> anyhow::Result<(Params, PathBuf)> {
-    let params = load_params(run.config.as_deref(), &run.overrides)?;
+    let params = load_params(run.config.as_deref(), &run.node, &run.overrides)?;
     let dir = model_dir(run.model.as_deref(), &params)?;
     Ok((params, dir))
 }

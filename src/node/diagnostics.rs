@@ -47,6 +47,8 @@ pub struct NodeInfo {
 struct Events {
     total: u64,
     recent: VecDeque<Instant>,
+    /// The latest event, also once it has left the window.
+    last: Option<Instant>,
     last_reason: Option<String>,
 }
 
@@ -54,6 +56,7 @@ impl Events {
     fn record(&mut self, now: Instant, reason: Option<&str>) {
         self.total += 1;
         self.recent.push_back(now);
+        self.last = Some(now);
         if let Some(reason) = reason {
             self.last_reason = Some(reason.to_owned());
         }
@@ -96,11 +99,15 @@ pub struct Monitor {
     /// Those stamped more than [`Monitor::AHEAD_WARN_MS`] ahead.
     far_ahead: Events,
     last_error: Option<String>,
-    slot_at_last_report: SlotCounts,
+    /// The keep-latest counters at each report of the window, oldest first.
+    slot_history: VecDeque<(Instant, SlotCounts)>,
     /// The camera topic's publishers, as the node last looked them up.
     camera: Option<CameraPublishers>,
     /// camera_info messages received.
     camera_infos: u64,
+    /// Nodes of this node's name and namespace in the ROS graph, itself included, as last
+    /// looked up.
+    namesakes: usize,
     /// Point clouds asked for (`points` subscribed) that could not be built because no
     /// camera_info had arrived.
     clouds_without_camera_info: Events,
@@ -197,6 +204,20 @@ impl Monitor {
         problem.filter(|p| before.as_ref() != Some(p))
     }
 
+    /// How many nodes of this node's name and namespace (`node`, fully qualified) the
+    /// ROS graph shows, itself included; returns the problem they pose when it is new.
+    pub fn on_namesakes(&mut self, count: usize, node: &str) -> Option<String> {
+        let before = std::mem::replace(&mut self.namesakes, count);
+        (count > 1 && before != count).then(|| Self::namesakes_problem(count, node))
+    }
+
+    fn namesakes_problem(count: usize, node: &str) -> String {
+        format!(
+            "{count} nodes are named {node}: each processes every frame and they answer the \
+             same parameter calls (give each its own namespace)"
+        )
+    }
+
     /// A camera_info message arrived.
     pub fn on_camera_info(&mut self) {
         self.camera_infos += 1;
@@ -267,15 +288,28 @@ impl Monitor {
         let p50 = quantile(&latencies, 0.50);
         let p95 = quantile(&latencies, 0.95);
 
-        // Drops per report period: the share of the frames received since the last report.
-        let received = slot.received - self.slot_at_last_report.received;
-        let dropped = slot.dropped - self.slot_at_last_report.dropped;
+        // Drops over the window: the share of the frames received since the last report
+        // at or before its start (one report period held a single frame of a slow camera:
+        // 0 or 100 %).
+        while self
+            .slot_history
+            .get(1)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= Self::WINDOW)
+        {
+            self.slot_history.pop_front();
+        }
+        let base = self
+            .slot_history
+            .front()
+            .map_or_else(SlotCounts::default, |(_, c)| *c);
+        self.slot_history.push_back((now, slot));
+        let received = slot.received - base.received;
+        let dropped = slot.dropped - base.dropped;
         let drop_fraction = if received > 0 {
             dropped as f64 / received as f64
         } else {
             0.0
         };
-        self.slot_at_last_report = slot;
 
         let (outputs, skips, failures, unpublished) = (
             self.outputs.len(),
@@ -319,7 +353,7 @@ impl Monitor {
         if drop_fraction > bounds.drop_warn_fraction {
             level = level.max(Level::Warn);
             problems.push(format!(
-                "dropping {:.0} % of frames (inference slower than the camera)",
+                "dropping {:.0} % of frames {window} (inference slower than the camera)",
                 drop_fraction * 100.0
             ));
         }
@@ -349,20 +383,40 @@ impl Monitor {
                 info.camera_info_topic
             ));
         }
+        if self.namesakes > 1 {
+            level = level.max(Level::Warn);
+            problems.push(Self::namesakes_problem(self.namesakes, &info.node_name));
+        }
         if let Some(problem) = self.camera.as_ref().and_then(CameraPublishers::problem) {
             level = level.max(Level::Warn);
             problems.push(problem);
         }
-        let message = if problems.is_empty() {
-            match &self.camera {
-                _ if self.inputs.in_window() > 0 => "running".to_owned(),
-                Some(c) if c.reliable + c.best_effort == 0 => {
-                    format!("waiting for images: no publisher on {}", c.topic)
-                }
-                _ => "waiting for images".to_owned(),
+        // No camera frame in the window: a wait, which is a problem (WARN) when nothing
+        // publishes on the camera topic or frames have come before and stopped.
+        if self.inputs.in_window() == 0 {
+            let mut wait = Vec::new();
+            if let Some(last) = self.inputs.last {
+                wait.push(format!(
+                    "none for {:.0} s (the camera stopped?)",
+                    now.saturating_duration_since(last).as_secs_f64()
+                ));
             }
-        } else {
-            problems.join("; ")
+            if let Some(c) = self
+                .camera
+                .as_ref()
+                .filter(|c| c.reliable + c.best_effort == 0)
+            {
+                wait.push(format!("no publisher on {}", c.topic));
+            }
+            if !wait.is_empty() {
+                level = level.max(Level::Warn);
+                problems.insert(0, format!("waiting for images: {}", wait.join("; ")));
+            }
+        }
+        let message = match problems.is_empty() {
+            false => problems.join("; "),
+            true if self.inputs.in_window() == 0 => "waiting for images".to_owned(),
+            true => "running".to_owned(),
         };
 
         let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
@@ -483,11 +537,18 @@ mod tests {
         );
         assert_eq!(value(&s, "input rate (Hz)"), "0.00");
         assert_eq!(value(&s, "latency p95 (ms)"), "n/a");
-        assert_eq!(s.message, "waiting for images");
+        // A camera that stopped is a WARN, unlike one not started yet (below).
+        assert_eq!(
+            (s.level, s.message.as_str()),
+            (
+                Level::Warn,
+                "waiting for images: none for 10 s (the camera stopped?)"
+            )
+        );
     }
 
-    /// The camera's publishers: none yet says so while waiting; best-effort ones under a
-    /// reliable subscription (which receives nothing from them) make it WARN.
+    /// The camera's publishers: none makes the wait a WARN that says so; best-effort ones
+    /// under a reliable subscription (which receives nothing from them) make it WARN.
     #[test]
     fn camera_publishers_explain_a_wait_and_an_incompatible_qos_warns() {
         let t0 = Instant::now();
@@ -517,7 +578,7 @@ mod tests {
         assert_eq!(
             (s.level, s.message.as_str()),
             (
-                Level::Ok,
+                Level::Warn,
                 "waiting for images: no publisher on /cam/image_raw"
             )
         );
@@ -556,6 +617,71 @@ mod tests {
         assert_eq!(report(&mut m).level, Level::Ok);
     }
 
+    /// A 1 Hz camera with every other frame dropped, reported every second: each report
+    /// says about half, not 0 and 100 % in turn.
+    #[test]
+    fn the_drop_share_of_a_slow_camera_is_steady() {
+        let t0 = Instant::now();
+        let bounds = DiagnosticsParams {
+            latency_warn_ms: 1e9,
+            drop_warn_fraction: 0.3,
+        };
+        let mut m = Monitor::new();
+        for i in 1..=20u64 {
+            let now = t0 + Duration::from_secs(i);
+            m.on_input(now);
+            m.on_output(now, Some(1.0));
+            let slot = SlotCounts {
+                received: i,
+                dropped: i / 2,
+            };
+            let s = m.report(now, &info(), &[], slot, &bounds);
+            if i >= 6 {
+                let percent: f64 = s
+                    .message
+                    .strip_prefix("dropping ")
+                    .and_then(|m| m.split(' ').next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| panic!("{}", s.message));
+                assert!((40.0..=60.0).contains(&percent), "{}", s.message);
+            }
+        }
+    }
+
+    #[test]
+    fn a_namesake_in_the_graph_warns_and_is_logged_once() {
+        let t0 = Instant::now();
+        let mut m = Monitor::new();
+        let node = "/robot/bayes_perception";
+        assert_eq!(m.on_namesakes(1, node), None);
+        let new = m.on_namesakes(2, node);
+        assert!(
+            new.as_deref()
+                .is_some_and(|p| p.starts_with("2 nodes are named /robot/bayes_perception")),
+            "{new:?}"
+        );
+        assert_eq!(m.on_namesakes(2, node), None, "logged once");
+        m.on_input(t0);
+        let s = m.report(
+            t0,
+            &info(),
+            &[],
+            SlotCounts::default(),
+            &DiagnosticsParams::default(),
+        );
+        assert_eq!(s.level, Level::Warn);
+        assert_eq!(s.message, new.unwrap());
+        m.on_namesakes(1, node);
+        let s = m.report(
+            t0,
+            &info(),
+            &[],
+            SlotCounts::default(),
+            &DiagnosticsParams::default(),
+        );
+        assert_eq!((s.level, s.message.as_str()), (Level::Ok, "running"));
+    }
+
     #[test]
     fn warns_on_drops_and_latency_and_errors_when_every_frame_fails() {
         let t0 = Instant::now();
@@ -583,7 +709,7 @@ mod tests {
             "{}",
             s.message
         );
-        // The drop fraction is per report period: no new drops, no drop warning.
+        // The drop fraction is over the window: once the drops have left it, no warning.
         let later = t0 + Duration::from_secs(6);
         m.on_input(later);
         m.on_output(later, Some(20.0));
@@ -643,6 +769,7 @@ mod tests {
         // Six seconds later, only a skip in the window (a camera slower than the window
         // is long still reads ERROR between its frames).
         let t1 = t0 + Duration::from_secs(6);
+        m.on_input(t1);
         m.on_skip(t1, "malformed rgb8 image: step 200 is shorter than a row");
         for at in [t1, t1 + Duration::from_secs(3)] {
             let s = m.report(at, &info(), &[], slot, &bounds);
@@ -655,9 +782,15 @@ mod tests {
             );
             assert_eq!(value(&s, "frames skipped (bad input)"), "2");
         }
-        // Nothing in the window: the counts stay, the level is OK again.
+        // Nothing in the window: the counts stay; the camera that stopped is the news.
         let s = m.report(t1 + Duration::from_secs(6), &info(), &[], slot, &bounds);
-        assert_eq!(s.level, Level::Ok, "{}", s.message);
+        assert_eq!(
+            (s.level, s.message.as_str()),
+            (
+                Level::Warn,
+                "waiting for images: none for 6 s (the camera stopped?)"
+            )
+        );
         assert_eq!(value(&s, "frames skipped (bad input)"), "2");
     }
 }

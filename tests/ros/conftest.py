@@ -88,6 +88,14 @@ def wait_for(condition, timeout, what):
         time.sleep(0.01)
 
 
+# diagnostic_msgs/DiagnosticStatus levels.
+OK, WARN, ERROR = 0, 1, 2
+
+
+def level(status):
+    return int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else status.level
+
+
 def stamp_ns(header):
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 

@@ -11,10 +11,14 @@ from sensor_msgs.msg import CompressedImage
 
 from conftest import (
     ALEATORIC_TOPICS,
+    ERROR,
+    OK,
+    WARN,
     NodeProcess,
     Outputs,
     compressed_msg,
     image_msg,
+    level,
     rgb8_msg,
     send_until_output,
     set_stamp,
@@ -24,12 +28,6 @@ from conftest import (
     wait_for,
     write_params,
 )
-
-OK, WARN, ERROR = 0, 1, 2
-
-
-def level(status):
-    return int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else status.level
 
 
 def test_bad_frames_are_counted_skips_and_the_next_good_frame_is_processed(start_node, probe):
@@ -278,3 +276,16 @@ def test_sim_time_latencies_come_from_the_clock(start_node, probe):
     # /diagnostics itself is stamped in simulated time.
     stamped = [a for _, a in probe.diagnostics.timed() if a.status and a.status[0].name == status.name]
     assert abs(stamp_ns(stamped[-1].header) - sim_start) < 3600 * 10**9
+
+
+def test_two_nodes_of_one_name_in_one_namespace_are_reported(start_node):
+    # A launch mistake: both would process every frame and answer the same parameter calls.
+    first = start_node(namespace="/twin_e2e")
+    second = start_node(namespace="/twin_e2e")
+    status = first.wait_status(
+        lambda s: "2 nodes are named /twin_e2e/bayes_perception" in s.message, 15, "the namesake reported"
+    )
+    assert level(status) == WARN, status.message
+    wait_for(
+        lambda: "2 nodes are named /twin_e2e/bayes_perception" in second.process.output(), 10, "the warning logged"
+    )

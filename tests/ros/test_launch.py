@@ -73,3 +73,24 @@ def test_node_runs_with_the_launch_files_arguments(probe, model_dir, tmp_path):
     finally:
         code = process.stop()
     assert code == 0, process.output()
+
+
+def test_the_launch_files_default_camera_topics_follow_the_namespace(probe, model_dir, tmp_path):
+    # One launch per camera: `namespace:=rear` alone subscribes to /rear/camera/*.
+    executable, args = launch_command(
+        SHARE / "launch" / "perception.launch.py",
+        {"model": str(model_dir), "namespace": "rear_launch"},
+        {"bayes_perception": str(SHARE)},
+        tmp_path,
+    )
+    process = NodeProcess(tmp_path / "launched.log", args[1:])
+    node = RunningNode(probe, process, "/rear_launch")
+    try:
+        node.wait_ready(timeout=60)
+    finally:
+        code = process.stop()
+    assert code == 0, process.output()
+    assert (
+        "ready: subscribed to /rear_launch/camera/image_raw and /rear_launch/camera/camera_info,"
+        in process.output()
+    ), process.output()

@@ -1,6 +1,8 @@
 """The YAML switch and the parameter services of the running node: aleatoric, moments and
 mc mode live and from the params file, exactly one output per topic per frame around changes,
 multi-value sets checked as a whole, refusals with reasons, read-only keys."""
+import rclpy.node
+import yaml
 from rcl_interfaces.msg import ParameterEvent
 from rcl_interfaces.srv import DescribeParameters, ListParameters
 
@@ -13,6 +15,7 @@ from conftest import (
     send_until_output,
     test_pattern,
     wait_for,
+    write_params,
 )
 
 
@@ -79,6 +82,41 @@ def test_mc_mode_from_the_params_file(start_node, probe):
     make = lambda s: rgb8_msg(test_pattern(1), s)  # noqa: E731
     stamp = send_until_output(node, camera, make, outputs, ALL_TOPICS, first_stamp=1)
     assert all(outputs.recorders[t].by_stamp(stamp) for t in EPISTEMIC_TOPICS)
+
+
+def test_params_file_entries_apply_to_the_node_as_in_rclpy(start_node, probe, model_dir, tmp_path):
+    # One file for several cameras' nodes: the entries that name this node (with or without
+    # the leading slash, by wildcard) apply, later ones over earlier ones; a bare
+    # `bayes_perception:` is the root namespace's node only, another namespace's is not
+    # this one's. rclpy, given the same file in the same namespace, is the reference.
+    namespace = "/front_e2e"
+    base = yaml.safe_load(write_params(tmp_path / "base.yaml", model_dir).read_text())
+    doc = {
+        **base,
+        f"{namespace[1:]}/bayes_perception": {"ros__parameters": {"mode": "mc", "seed": 11}},
+        f"{namespace}/*": {"ros__parameters": {"mc": {"samples": 3}}},
+        "bayes_perception": {"ros__parameters": {"points": {"stride": 7}}},
+        "/rear_e2e/bayes_perception": {"ros__parameters": {"mc": {"batch_size": 2}}},
+        f"{namespace}/**": {"ros__parameters": {"seed": 12}},
+    }
+    params_file = tmp_path / "two_cameras.yaml"
+    params_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    names = ["mode", "seed", "mc.samples", "points.stride", "mc.batch_size"]
+    node = start_node(namespace=namespace, params_file=params_file)
+    got = node.get_params(names)
+    assert got == {"mode": "mc", "seed": 12, "mc.samples": 3, "points.stride": 2, "mc.batch_size": -1}, got
+    reference = rclpy.node.Node(
+        "bayes_perception",
+        namespace=namespace,
+        context=probe.node.context,
+        cli_args=["--ros-args", "--params-file", str(params_file)],
+        automatically_declare_parameters_from_overrides=True,
+    )
+    try:
+        expected = {name: reference.get_parameter(name).value for name in names}
+    finally:
+        reference.destroy_node()
+    assert got == expected
 
 
 def test_several_values_in_one_request_are_checked_together(start_node, probe):

@@ -13,12 +13,14 @@ from conftest import (
     CAMERA_HW,
     EPISTEMIC_TOPICS,
     Outputs,
+    level,
     rgb8_msg,
     send_until_output,
     stamp_ns,
     status_values,
     test_pattern,
     wait_for,
+    WARN,
 )
 
 DRIVER = Path(__file__).with_name("camera_driver.py")
@@ -55,11 +57,13 @@ def test_camera_driver_killed_and_restarted(start_node, probe):
         wait_for(lambda: len(stamps_from(depth, 1_000_000)) >= 3, 30, "outputs from the first driver")
     finally:
         first.kill()
-    # The node notices that no frames come in and says so, without failing (and, once
-    # DDS has noticed the killed driver's participant is gone, that no camera publishes).
+    # The node notices that no frames come in and says so with a WARN, without failing
+    # (and, once DDS has noticed the killed driver's participant is gone, that no camera
+    # publishes).
     status = node.wait_status(
-        lambda s: s.message.startswith("waiting for images"), 20, "the 'waiting for images' report"
+        lambda s: s.message.startswith("waiting for images: none for"), 20, "the 'waiting for images' report"
     )
+    assert level(status) == WARN, status.message
     assert status_values(status)["frames failed"] == "0"
     assert node.process.proc.poll() is None
 

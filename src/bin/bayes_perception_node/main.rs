@@ -11,8 +11,8 @@
 //! parameter services and publish `/diagnostics` once a second; the inference thread runs
 //! [`Worker::run`].
 
+mod arguments;
 mod convert;
-mod names;
 mod services;
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bayes_perception::config::{Reliability, Transport};
+use bayes_perception::config::{Mode, Reliability, Transport};
 use bayes_perception::device::device_name;
 use bayes_perception::engine::{Engine, EngineConfig};
 use bayes_perception::error::one_line;
@@ -157,8 +157,11 @@ async fn run() -> anyhow::Result<()> {
     .ok();
     log::set_max_level(log::LevelFilter::Info);
 
+    // The command line as rcl reads it: the node's parameters and, below, its topic names.
+    let namespace = node.namespace()?;
+    let ros_args = arguments::RosArguments::from_process_arguments(&node.name()?, &namespace);
     // Everything that can refuse to start does so before any topic is advertised.
-    let server = start_up_params(&node)?;
+    let server = start_up_params(&node, ros_args.as_ref())?;
     let params = server.params().clone();
     if params.model.is_empty() {
         anyhow::bail!(
@@ -174,8 +177,15 @@ async fn run() -> anyhow::Result<()> {
         &logger,
         r2r::LogSeverity::Info,
         &format!(
-            "model {} ({}), device {device}, precision {}, mode {}, samples {}",
-            params.model, spec.name, params.precision, params.mode, params.mc.samples
+            "model {} ({}), device {device}, precision {}, mode {}{}",
+            params.model,
+            spec.name,
+            params.precision,
+            params.mode,
+            match params.mode {
+                Mode::Mc => format!(" ({} samples)", params.mc.samples),
+                Mode::Aleatoric | Mode::Moments => String::new(),
+            }
         ),
     );
 
@@ -224,12 +234,10 @@ async fn run() -> anyhow::Result<()> {
         Transport::Compressed => "image/compressed",
     };
     // The names as remapped, where the camera's publishers are looked up.
-    let namespace = node.namespace()?;
-    let resolver = names::Resolver::from_process_arguments(&node.name()?, &namespace);
-    let resolve = |name: &str| match &resolver {
-        Some(resolver) => resolver.resolve(name),
+    let resolve = |name: &str| match &ros_args {
+        Some(ros_args) => ros_args.resolve(name),
         // Without the rules (rcl could not parse the arguments again): the namespace only.
-        None => names::expand(&namespace, name),
+        None => arguments::expand(&namespace, name),
     };
     let camera_topic = resolve(camera);
     let camera_info_topic = resolve("camera_info");
@@ -383,18 +391,30 @@ fn create_context() -> anyhow::Result<r2r::Context> {
     }
 }
 
-/// The node's parameters from what rcl read (params file, launch, `-p`).
-fn start_up_params(node: &r2r::Node) -> anyhow::Result<ParamServer> {
-    let values: Vec<(String, ParamValue)> = lock(&node.params)
-        .iter()
-        .map(|(name, p)| (name.clone(), param_from_r2r(&p.value)))
-        .collect();
+/// The node's parameters from what rcl read (params file, launch, `-p`), the params-file
+/// entries chosen as rclcpp does; r2r's own choice only where rcl could not parse the
+/// arguments again.
+fn start_up_params(
+    node: &r2r::Node,
+    ros_args: Option<&arguments::RosArguments>,
+) -> anyhow::Result<ParamServer> {
+    let overrides = match ros_args {
+        Some(ros_args) => ros_args.param_overrides(&node.fully_qualified_name()?),
+        None => None,
+    };
+    let values: Vec<(String, ParamValue)> = overrides.unwrap_or_else(|| {
+        lock(&node.params)
+            .iter()
+            .map(|(name, p)| (name.clone(), param_from_r2r(&p.value)))
+            .collect()
+    });
     ParamServer::from_ros(values.iter().map(|(n, v)| (n.as_str(), v.clone())))
         .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
 }
 
 /// Looks up the publishers of the camera topic in the ROS graph, for `/diagnostics` (a
-/// camera of an incompatible QoS delivers nothing and says so only on its own side).
+/// camera of an incompatible QoS delivers nothing and says so only on its own side), and
+/// other nodes of this node's name and namespace.
 fn camera_publishers_job(glue: &Arc<Glue>, topic: &str, pending: &Arc<AtomicBool>) -> NodeJob {
     let (glue, topic, pending) = (glue.clone(), topic.to_owned(), pending.clone());
     Box::new(move |node: &mut r2r::Node| {
@@ -417,8 +437,21 @@ fn camera_publishers_job(glue: &Arc<Glue>, topic: &str, pending: &Arc<AtomicBool
             best_effort,
             subscription: glue.state.params.params().qos.input_reliability,
         };
-        let new_problem = lock(&glue.state.monitor).on_camera_publishers(camera);
-        if let Some(problem) = new_problem {
+        let mut new_problems = vec![lock(&glue.state.monitor).on_camera_publishers(camera)];
+        // Nodes of this one's name and namespace: every node of ours publishes /diagnostics.
+        if let (Ok(name), Ok(namespace), Ok(fqn), Ok(publishers)) = (
+            node.name(),
+            node.namespace(),
+            node.fully_qualified_name(),
+            node.get_publishers_info_by_topic("/diagnostics", false),
+        ) {
+            let namesakes = publishers
+                .iter()
+                .filter(|p| p.node_name == name && p.node_namespace == namespace)
+                .count();
+            new_problems.push(lock(&glue.state.monitor).on_namesakes(namesakes, &fqn));
+        }
+        for problem in new_problems.into_iter().flatten() {
             ros_log(&glue.logger, r2r::LogSeverity::Warn, &problem);
         }
     })

@@ -1,14 +1,19 @@
-//! The node's relative topic names as ROS resolves them: the namespace expanded, then the
-//! command line's remapping rules applied by rcl itself (`rcl_remap_topic_name`, the
-//! function rcl uses when it creates a subscription). r2r does not expose its node's rcl
-//! handle, so the rules are parsed from the process arguments once more here. The names
-//! go into the ready line and are where the camera's publishers are looked up.
+//! What the process's `--ros-args` say about this node, read by rcl itself: its relative
+//! topic names as ROS resolves them (the namespace expanded, then the remapping rules
+//! applied by `rcl_remap_topic_name`, the function rcl uses when it creates a
+//! subscription), and its parameter overrides (params files, `-p`) with the params-file
+//! entries chosen as rclcpp and rclpy choose them. r2r does not expose its node's rcl
+//! handle, so the arguments are parsed once more here. The names go into the ready line
+//! and are where the camera's publishers are looked up.
 
 use std::ffi::{c_char, CStr, CString};
 
+use bayes_perception::config::node_name_matches;
+use bayes_perception::node::params::ParamValue;
 use r2r_rcl::{
-    rcl_allocator_t, rcl_arguments_fini, rcl_arguments_t, rcl_get_zero_initialized_arguments,
-    rcl_parse_arguments, rcl_ret_t, rcutils_get_default_allocator, rcutils_reset_error,
+    rcl_allocator_t, rcl_arguments_fini, rcl_arguments_get_param_overrides, rcl_arguments_t,
+    rcl_get_zero_initialized_arguments, rcl_params_t, rcl_parse_arguments, rcl_ret_t,
+    rcl_variant_t, rcl_yaml_node_struct_fini, rcutils_get_default_allocator, rcutils_reset_error,
 };
 
 unsafe extern "C" {
@@ -25,13 +30,13 @@ unsafe extern "C" {
 }
 
 /// The remapping rules of this process's command line, for one node.
-pub struct Resolver {
+pub struct RosArguments {
     arguments: rcl_arguments_t,
     node_name: CString,
     namespace: String,
 }
 
-impl Resolver {
+impl RosArguments {
     /// The process's `--ros-args` rules for the node `node_name` in `namespace` (both as
     /// the node reports them, after any remapping of the node itself). `None` when rcl
     /// cannot parse them (it already did once to create the context, so it can).
@@ -58,7 +63,7 @@ impl Resolver {
             }
             parsed
         };
-        Some(Resolver {
+        Some(RosArguments {
             arguments: parsed,
             node_name,
             namespace: namespace.to_owned(),
@@ -103,9 +108,80 @@ impl Resolver {
             remapped
         }
     }
+
+    /// The parameter values the command line gives the node `node` (fully qualified): the
+    /// params-file entries that apply to it ([`node_name_matches`]: `/**`, its name,
+    /// wildcards; r2r 0.9.7 applies a bare `bayes_perception:` entry in every namespace and
+    /// no wildcard but `/**`) and `-p` values, later entries over earlier ones as in
+    /// rclcpp. `None` when rcl cannot give them.
+    pub fn param_overrides(&self, node: &str) -> Option<Vec<(String, ParamValue)>> {
+        let mut params: *mut rcl_params_t = std::ptr::null_mut();
+        // SAFETY: the arguments were parsed by rcl; `params`, when rcl sets it, is owned
+        // here and finalised once below, after its strings were copied.
+        unsafe {
+            if rcl_arguments_get_param_overrides(&self.arguments, &mut params) != 0 {
+                rcutils_reset_error();
+                return None;
+            }
+            if params.is_null() {
+                return Some(Vec::new()); // no params file, no -p
+            }
+            let all = &*params;
+            let mut values: Vec<(String, ParamValue)> = Vec::new();
+            for n in 0..all.num_nodes {
+                let entry = CStr::from_ptr(*all.node_names.add(n)).to_string_lossy();
+                if !node_name_matches(&entry, node) {
+                    continue;
+                }
+                let entry_params = &*all.params.add(n);
+                for p in 0..entry_params.num_params {
+                    let name = CStr::from_ptr(*entry_params.parameter_names.add(p))
+                        .to_string_lossy()
+                        .into_owned();
+                    let value = param_from_rcl(&*entry_params.parameter_values.add(p));
+                    values.retain(|(known, _)| *known != name);
+                    values.push((name, value));
+                }
+            }
+            rcl_yaml_node_struct_fini(params);
+            Some(values)
+        }
+    }
 }
 
-impl Drop for Resolver {
+/// A value as rcl's YAML parser holds it (the one pointer that is set).
+fn param_from_rcl(value: &rcl_variant_t) -> ParamValue {
+    // SAFETY: rcl sets at most one pointer, to a value it owns.
+    unsafe {
+        if let Some(b) = value.bool_value.as_ref() {
+            ParamValue::Bool(*b)
+        } else if let Some(i) = value.integer_value.as_ref() {
+            ParamValue::Integer(*i)
+        } else if let Some(d) = value.double_value.as_ref() {
+            ParamValue::Double(*d)
+        } else if !value.string_value.is_null() {
+            ParamValue::String(
+                CStr::from_ptr(value.string_value)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        } else if !value.byte_array_value.is_null() {
+            ParamValue::Other(5)
+        } else if !value.bool_array_value.is_null() {
+            ParamValue::Other(6)
+        } else if !value.integer_array_value.is_null() {
+            ParamValue::Other(7)
+        } else if !value.double_array_value.is_null() {
+            ParamValue::Other(8)
+        } else if !value.string_array_value.is_null() {
+            ParamValue::Other(9)
+        } else {
+            ParamValue::Other(0)
+        }
+    }
+}
+
+impl Drop for RosArguments {
     fn drop(&mut self) {
         // SAFETY: parsed by rcl_parse_arguments, finalised once.
         unsafe {
