@@ -382,7 +382,8 @@ impl Params {
         for (entry_name, entry) in &nodes {
             let name = entry_name.as_str().unwrap_or_default();
             if !node_name_matches(name, node) {
-                if name.rsplit('/').next() == Some(NODE_NAME) {
+                // Entries that could be for this node in another namespace.
+                if matches!(name.rsplit('/').next(), Some(NODE_NAME | "*" | "**")) {
                     others.push(name);
                 }
                 continue;

@@ -322,6 +322,44 @@ fn corrupt_image_is_skipped_and_reported_while_good_ones_are_written() {
 }
 
 #[test]
+fn node_picks_a_cameras_entries_of_a_shared_params_file() {
+    let f = Fixture::new();
+    let params = f.path("robot.yaml");
+    std::fs::write(
+        &params,
+        "/**:\n  ros__parameters:\n    mc:\n      samples: 3\n\
+         /front/bayes_perception:\n  ros__parameters:\n    mode: mc\n\
+         /rear/*:\n  ros__parameters:\n    mode: moments\n",
+    )
+    .unwrap();
+    let config = params.to_str().unwrap();
+    let runs = [
+        (vec![], "mode aleatoric"),
+        (
+            vec!["--node", "/front/bayes_perception"],
+            "mode mc, 3 passes",
+        ),
+        (vec!["--node", "rear/bayes_perception"], "mode moments"),
+    ];
+    for (node, summary) in runs {
+        let mut args = vec!["--config", config];
+        args.extend(node);
+        let (out, text) = f.infer(&args, &[f.path("images")]);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains(summary), "{summary}: {text}");
+    }
+    // The root node's run says which entries it passed over.
+    let (_, text) = f.infer(&["--config", config], &[f.path("images")]);
+    assert!(
+        text.contains(
+            "read the entries for /bayes_perception; the entries for \
+             /front/bayes_perception, /rear/* are for nodes in other namespaces"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn config_errors_name_the_key() {
     let f = Fixture::new();
     let params = f.path("params.yaml");
