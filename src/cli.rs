@@ -161,7 +161,7 @@ pub struct SynthArgs {
 #[derive(Debug, Subcommand)]
 pub enum BagCommand {
     /// Run the model on every camera frame of a bag and write a bag with all node outputs.
-    Process(BagProcessArgs),
+    Process(Box<BagProcessArgs>),
     /// Topics, types, counts and duration of a bag, like `ros2 bag info`.
     Info(BagInfoArgs),
     /// Write a small synthetic camera bag (test pattern) for trying the tools.

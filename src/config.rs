@@ -35,7 +35,10 @@ pub fn node_name_matches(pattern: &str, node: &str) -> bool {
         }
     }
     fn segments(name: &str) -> Vec<&str> {
-        name.strip_prefix('/').unwrap_or(name).split('/').collect()
+        let mut segments: Vec<&str> = name.strip_prefix('/').unwrap_or(name).split('/').collect();
+        // `**/**` is `**` (and would make the matching exponential).
+        segments.dedup_by(|a, b| *a == "**" && *b == "**");
+        segments
     }
     matches(&segments(pattern), &segments(node))
 }
@@ -354,6 +357,34 @@ impl Default for ColormapParams {
     }
 }
 
+/// A params file's node entries in file order, nested namespaces joined as rcl joins them
+/// (`front:` → `bayes_perception:` → `ros__parameters:` is the entry
+/// `front/bayes_perception`). A mapping whose values are all mappings and that has no
+/// `ros__parameters` is a namespace level.
+fn node_entries<'a>(
+    nodes: &'a serde_yaml::Mapping,
+    prefix: &str,
+    out: &mut Vec<(String, &'a serde_yaml::Value)>,
+) {
+    for (key, value) in nodes {
+        let key = key.as_str().unwrap_or_default();
+        let name = match prefix {
+            "" => key.to_owned(),
+            _ => format!("{prefix}/{}", key.trim_start_matches('/')),
+        };
+        match value {
+            serde_yaml::Value::Mapping(inner)
+                if !inner.is_empty()
+                    && !inner.contains_key("ros__parameters")
+                    && inner.values().all(serde_yaml::Value::is_mapping) =>
+            {
+                node_entries(inner, &name, out)
+            }
+            _ => out.push((name, value)),
+        }
+    }
+}
+
 impl Params {
     /// Reads a params file and validates it, with the entries for `node` (see
     /// [`Params::from_yaml`]).
@@ -364,8 +395,9 @@ impl Params {
 
     /// Parses params-file text; `origin` names it in errors. The entries that apply to the
     /// node `node` (fully qualified; [`node_name_matches`]: `/**`, its own name, wildcards)
-    /// are merged in file order, as rclcpp does. Entries for this node's name in other
-    /// namespaces (a params file for two cameras' nodes) are passed over with a warning.
+    /// are merged in file order, as rclcpp does; nested namespace levels are joined as rcl
+    /// joins them. Reading the root node's entries, those for a node of its name in other
+    /// namespaces (a params file for two cameras' nodes) are named in a warning.
     pub fn from_yaml(text: &str, origin: &str, node: &str) -> Result<Self> {
         let doc: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| Error::config(origin, "(file)", e.to_string()))?;
@@ -378,12 +410,19 @@ impl Params {
         };
         let mut merged = serde_yaml::Mapping::new();
         let mut found = false;
+        // Entries that could be for a node of this name in another namespace, named in a
+        // warning when the root node's entries are read (the CLI without --node).
         let mut others = Vec::new();
-        for (entry_name, entry) in &nodes {
-            let name = entry_name.as_str().unwrap_or_default();
+        let node_name = node.rsplit('/').next().unwrap_or(node);
+        let mut entries = Vec::new();
+        node_entries(&nodes, "", &mut entries);
+        for (name, entry) in &entries {
+            let name = name.as_str();
             if !node_name_matches(name, node) {
-                // Entries that could be for this node in another namespace.
-                if matches!(name.rsplit('/').next(), Some(NODE_NAME | "*" | "**")) {
+                let last = name.rsplit('/').next();
+                if node == ROOT_NODE
+                    && (last == Some(node_name) || matches!(last, Some("*" | "**")))
+                {
                     others.push(name);
                 }
                 continue;
@@ -825,6 +864,11 @@ mod tests {
         assert_eq!((rear.mode, rear.mc.samples), (Mode::Moments, 8));
         let root = Params::from_yaml(text, "t", ROOT_NODE).unwrap();
         assert_eq!((root.mode, root.mc.samples), (Mode::Aleatoric, 8));
+        // Namespaces as nested levels, as rcl reads them.
+        let nested = "/**:\n  ros__parameters:\n    mc:\n      samples: 8\n\
+                      front:\n  bayes_perception:\n    ros__parameters:\n      mode: mc\n";
+        let front = Params::from_yaml(nested, "t", "/front/bayes_perception").unwrap();
+        assert_eq!((front.mode, front.mc.samples), (Mode::Mc, 8));
         // Without `/**`, the root node has no entry: the error names the others.
         let text = "/front/bayes_perception:\n  ros__parameters:\n    mode: mc\n\
                     rear/bayes_perception:\n  ros__parameters:\n    mode: mc\n";

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Infer(args) => cmd::infer::run(args),
         cli::Command::Bench(args) => cmd::bench::run(args),
         cli::Command::Doctor => cmd::doctor::run(),
-        cli::Command::Bag(cli::BagCommand::Process(args)) => cmd::bag::process(args),
+        cli::Command::Bag(cli::BagCommand::Process(args)) => cmd::bag::process(*args),
         cli::Command::Bag(cli::BagCommand::Info(args)) => cmd::bag::info(args),
         cli::Command::Bag(cli::BagCommand::Sample(args)) => cmd::bag::sample(args),
         cli::Command::Model(cli::ModelCommand::Init(args)) => cmd::model::init(args),

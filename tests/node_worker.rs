@@ -189,9 +189,13 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
     let state = state(&[]);
     let mut worker = worker(&state);
     let mut sink = TestSink::default();
-    worker.handle(rgb8(3, 40, 30), &state, &mut sink);
+    worker.handle(rgb8(2, 40, 30), &state, &mut sink);
     assert!(sink.camera_infos.is_empty(), "no camera_info known yet");
     assert!(sink.clouds.is_empty());
+    // The first frame's camera_info may be a moment behind it: no warning yet.
+    assert_eq!(report(&state).level, Level::Ok);
+    worker.handle(rgb8(3, 40, 30), &state, &mut sink);
+    assert!(sink.camera_infos.is_empty() && sink.clouds.is_empty());
     // The cloud asked for and not built says why, naming the topic (a wrong remapping of
     // camera_info shows there); the images went out.
     let s = report(&state);
@@ -219,7 +223,7 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
     worker.handle(rgb8(4, 40, 30), &state, &mut sink);
     for (topic, image) in &sink.images {
         assert!(
-            image.header == header(3) || image.header == header(4),
+            [header(2), header(3), header(4)].contains(&image.header),
             "{topic:?}"
         );
         assert_eq!((image.width, image.height), (40, 30), "{topic:?}");

@@ -1,7 +1,7 @@
 //! What the node reports on `/diagnostics` about once a second: input and output rates,
 //! latency percentiles (image stamp to publish), dropped and skipped frames, publish
-//! failures, the last error, and a level (OK, WARN, ERROR) from what happened since the
-//! last report and the bounds in the params file.
+//! failures, the camera's and camera_info's state, and a level (OK, WARN, ERROR) from
+//! what happened in the last few seconds and the bounds in the params file.
 //!
 //! Time is passed in by the caller (monotonic `Instant`s for rates, milliseconds for
 //! latencies), so the aggregation is tested without clocks or ROS.
@@ -106,11 +106,18 @@ pub struct Monitor {
     /// camera_info messages received.
     camera_infos: u64,
     /// Nodes of this node's name and namespace in the ROS graph, itself included, as last
-    /// looked up.
+    /// looked up, and since when there have been more than one.
     namesakes: usize,
+    namesakes_since: Option<Instant>,
+    namesakes_logged: bool,
     /// Point clouds asked for (`points` subscribed) that could not be built because no
-    /// camera_info had arrived.
+    /// camera_info had arrived (the first such frame not counted).
     clouds_without_camera_info: Events,
+    first_cloud_without_camera_info_seen: bool,
+    /// The time between the last two camera frames.
+    input_gap: Option<Duration>,
+    /// The first report.
+    started: Option<Instant>,
 }
 
 /// The publishers of the camera topic the node subscribes to, as the ROS graph shows
@@ -167,12 +174,24 @@ impl Monitor {
     /// clocks of two machines under NTP differ by a few milliseconds.
     pub const AHEAD_WARN_MS: f64 = 100.0;
 
+    /// A camera topic without a publisher is a WARN only once the node has been up this
+    /// long (a camera driver starting beside it, DDS discovering it).
+    pub const START_GRACE: Duration = Self::WINDOW;
+
+    /// More than one node of this name in the graph is a WARN only once it has lasted this
+    /// long: DDS lists a killed node's endpoints until its lease (Fast DDS: 20 s) runs
+    /// out, and a respawned node would otherwise see its dead predecessor.
+    pub const NAMESAKE_GRACE: Duration = Duration::from_secs(30);
+
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A camera message arrived.
     pub fn on_input(&mut self, now: Instant) {
+        if let Some(last) = self.inputs.last {
+            self.input_gap = Some(now.saturating_duration_since(last));
+        }
         self.inputs.record(now, None);
         self.trim(now);
     }
@@ -205,17 +224,29 @@ impl Monitor {
     }
 
     /// How many nodes of this node's name and namespace (`node`, fully qualified) the
-    /// ROS graph shows, itself included; returns the problem they pose when it is new.
-    pub fn on_namesakes(&mut self, count: usize, node: &str) -> Option<String> {
-        let before = std::mem::replace(&mut self.namesakes, count);
-        (count > 1 && before != count).then(|| Self::namesakes_problem(count, node))
+    /// ROS graph shows, itself included; returns the problem they pose when it has just
+    /// lasted [`Monitor::NAMESAKE_GRACE`] (to be logged once).
+    pub fn on_namesakes(&mut self, count: usize, node: &str, now: Instant) -> Option<String> {
+        self.namesakes = count;
+        if count <= 1 {
+            self.namesakes_since = None;
+            self.namesakes_logged = false;
+            return None;
+        }
+        self.namesakes_since.get_or_insert(now);
+        let problem = self.namesakes_problem(now, node)?;
+        (!std::mem::replace(&mut self.namesakes_logged, true)).then_some(problem)
     }
 
-    fn namesakes_problem(count: usize, node: &str) -> String {
-        format!(
-            "{count} nodes are named {node}: each processes every frame and they answer the \
-             same parameter calls (give each its own namespace)"
-        )
+    fn namesakes_problem(&self, now: Instant, node: &str) -> Option<String> {
+        let since = self.namesakes_since?;
+        (now.saturating_duration_since(since) >= Self::NAMESAKE_GRACE).then(|| {
+            format!(
+                "{} nodes are named {node}: each processes every frame and they answer the \
+                 same parameter calls (give each its own namespace)",
+                self.namesakes
+            )
+        })
     }
 
     /// A camera_info message arrived.
@@ -224,9 +255,15 @@ impl Monitor {
     }
 
     /// A frame's point cloud was asked for but not built: no camera_info has arrived.
-    pub fn on_cloud_without_camera_info(&mut self, now: Instant) {
+    /// The first such frame is not counted (its camera_info may be a moment behind it);
+    /// returns whether this one was, for the log.
+    pub fn on_cloud_without_camera_info(&mut self, now: Instant) -> bool {
+        if !std::mem::replace(&mut self.first_cloud_without_camera_info_seen, true) {
+            return false;
+        }
         self.clouds_without_camera_info.record(now, None);
         self.trim(now);
+        true
     }
 
     /// A message was skipped as bad input (unknown encoding, corrupt data).
@@ -383,28 +420,37 @@ impl Monitor {
                 info.camera_info_topic
             ));
         }
-        if self.namesakes > 1 {
+        if let Some(problem) = self.namesakes_problem(now, &info.node_name) {
             level = level.max(Level::Warn);
-            problems.push(Self::namesakes_problem(self.namesakes, &info.node_name));
+            problems.push(problem);
         }
         if let Some(problem) = self.camera.as_ref().and_then(CameraPublishers::problem) {
             level = level.max(Level::Warn);
             problems.push(problem);
         }
-        // No camera frame in the window: a wait, which is a problem (WARN) when nothing
-        // publishes on the camera topic or frames have come before and stopped.
+        // No camera frame in the window: a wait, which is a problem (WARN) when frames
+        // came and stopped (none for the window or three of the camera's last intervals,
+        // whichever is longer: a slow camera is not a dead one), or when, past the start,
+        // nothing publishes on the camera topic.
+        let up_for = now.saturating_duration_since(*self.started.get_or_insert(now));
         if self.inputs.in_window() == 0 {
             let mut wait = Vec::new();
-            if let Some(last) = self.inputs.last {
+            let stale_after = Self::WINDOW.max(self.input_gap.unwrap_or_default() * 3);
+            if let Some(since) = self
+                .inputs
+                .last
+                .map(|last| now.saturating_duration_since(last))
+                .filter(|since| *since > stale_after)
+            {
                 wait.push(format!(
                     "none for {:.0} s (the camera stopped?)",
-                    now.saturating_duration_since(last).as_secs_f64()
+                    since.as_secs_f64()
                 ));
             }
             if let Some(c) = self
                 .camera
                 .as_ref()
-                .filter(|c| c.reliable + c.best_effort == 0)
+                .filter(|c| c.reliable + c.best_effort == 0 && up_for >= Self::START_GRACE)
             {
                 wait.push(format!("no publisher on {}", c.topic));
             }
@@ -413,10 +459,12 @@ impl Monitor {
                 problems.insert(0, format!("waiting for images: {}", wait.join("; ")));
             }
         }
-        let message = match problems.is_empty() {
-            false => problems.join("; "),
-            true if self.inputs.in_window() == 0 => "waiting for images".to_owned(),
-            true => "running".to_owned(),
+        let message = if !problems.is_empty() {
+            problems.join("; ")
+        } else if self.inputs.in_window() == 0 {
+            "waiting for images".to_owned()
+        } else {
+            "running".to_owned()
         };
 
         let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
@@ -430,10 +478,14 @@ impl Monitor {
             ),
             (
                 "camera_info".to_owned(),
-                match self.camera_infos {
-                    0 => format!("none received on {}", info.camera_info_topic),
-                    n => format!("{n} received on {}", info.camera_info_topic),
-                },
+                format!(
+                    "{} received on {}",
+                    match self.camera_infos {
+                        0 => "none".to_owned(),
+                        n => n.to_string(),
+                    },
+                    info.camera_info_topic
+                ),
             ),
             ("input rate (Hz)".to_owned(), format!("{input_hz:.2}")),
             ("output rate (Hz)".to_owned(), format!("{output_hz:.2}")),
@@ -553,17 +605,18 @@ mod tests {
     fn camera_publishers_explain_a_wait_and_an_incompatible_qos_warns() {
         let t0 = Instant::now();
         let mut m = Monitor::new();
-        let report = |m: &mut Monitor| {
+        let report = |m: &mut Monitor, at: Duration| {
             m.report(
-                t0,
+                t0 + at,
                 &info(),
                 &[],
                 SlotCounts::default(),
                 &DiagnosticsParams::default(),
             )
         };
-        assert_eq!(report(&mut m).message, "waiting for images");
-        assert_eq!(value(&report(&mut m), "camera publishers"), "n/a");
+        let zero = Duration::ZERO;
+        assert_eq!(report(&mut m, zero).message, "waiting for images");
+        assert_eq!(value(&report(&mut m, zero), "camera publishers"), "n/a");
         let camera = |reliable, best_effort, subscription| CameraPublishers {
             topic: "/cam/image_raw".into(),
             reliable,
@@ -574,7 +627,13 @@ mod tests {
             m.on_camera_publishers(camera(0, 0, Reliability::BestEffort)),
             None
         );
-        let s = report(&mut m);
+        // Just started: a camera driver may be starting beside the node.
+        let s = report(&mut m, zero);
+        assert_eq!(
+            (s.level, s.message.as_str()),
+            (Level::Ok, "waiting for images")
+        );
+        let s = report(&mut m, Monitor::START_GRACE);
         assert_eq!(
             (s.level, s.message.as_str()),
             (
@@ -586,7 +645,7 @@ mod tests {
             m.on_camera_publishers(camera(0, 1, Reliability::BestEffort)),
             None
         );
-        let s = report(&mut m);
+        let s = report(&mut m, Monitor::START_GRACE);
         assert_eq!(
             (s.level, s.message.as_str()),
             (Level::Ok, "waiting for images")
@@ -602,7 +661,7 @@ mod tests {
             m.on_camera_publishers(camera(1, 1, Reliability::Reliable)),
             None
         );
-        let s = report(&mut m);
+        let s = report(&mut m, Monitor::START_GRACE);
         assert_eq!(s.level, Level::Warn);
         assert!(
             s.message
@@ -614,7 +673,7 @@ mod tests {
             m.on_camera_publishers(camera(2, 0, Reliability::Reliable)),
             None
         );
-        assert_eq!(report(&mut m).level, Level::Ok);
+        assert_eq!(report(&mut m, Monitor::START_GRACE).level, Level::Ok);
     }
 
     /// A 1 Hz camera with every other frame dropped, reported every second: each report
@@ -653,14 +712,17 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Monitor::new();
         let node = "/robot/bayes_perception";
-        assert_eq!(m.on_namesakes(1, node), None);
-        let new = m.on_namesakes(2, node);
+        assert_eq!(m.on_namesakes(1, node, t0), None);
+        // A killed namesake stays in the graph a while: not a problem at first.
+        assert_eq!(m.on_namesakes(2, node, t0), None);
+        let t0 = t0 + Monitor::NAMESAKE_GRACE;
+        let new = m.on_namesakes(2, node, t0);
         assert!(
             new.as_deref()
                 .is_some_and(|p| p.starts_with("2 nodes are named /robot/bayes_perception")),
             "{new:?}"
         );
-        assert_eq!(m.on_namesakes(2, node), None, "logged once");
+        assert_eq!(m.on_namesakes(2, node, t0), None, "logged once");
         m.on_input(t0);
         let s = m.report(
             t0,
@@ -671,7 +733,7 @@ mod tests {
         );
         assert_eq!(s.level, Level::Warn);
         assert_eq!(s.message, new.unwrap());
-        m.on_namesakes(1, node);
+        m.on_namesakes(1, node, t0);
         let s = m.report(
             t0,
             &info(),
@@ -782,13 +844,19 @@ mod tests {
             );
             assert_eq!(value(&s, "frames skipped (bad input)"), "2");
         }
-        // Nothing in the window: the counts stay; the camera that stopped is the news.
+        // Nothing in the window: the counts stay; a camera of 6 s intervals is not
+        // missed before three of them have passed, then it is the news.
         let s = m.report(t1 + Duration::from_secs(6), &info(), &[], slot, &bounds);
+        assert_eq!(
+            (s.level, s.message.as_str()),
+            (Level::Ok, "waiting for images")
+        );
+        let s = m.report(t1 + Duration::from_secs(19), &info(), &[], slot, &bounds);
         assert_eq!(
             (s.level, s.message.as_str()),
             (
                 Level::Warn,
-                "waiting for images: none for 6 s (the camera stopped?)"
+                "waiting for images: none for 19 s (the camera stopped?)"
             )
         );
         assert_eq!(value(&s, "frames skipped (bad input)"), "2");

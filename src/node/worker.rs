@@ -256,11 +256,15 @@ impl Publishing {
     fn publish(&mut self, predicted: Predicted, state: &NodeState, sink: &mut impl Sink) {
         let camera_info = lock(&state.camera_info).clone();
         let points = predicted.points.filter(|_| sink.wants_points());
-        if points.is_some() && camera_info.is_none() && predicted.frame.prediction.depth.is_some() {
-            lock(&state.monitor).on_cloud_without_camera_info(Instant::now());
-            if self.throttle.allow(POINTS_TOPIC, Instant::now()) {
-                log::warn!("no point cloud: no camera_info has arrived (is camera_info remapped to the camera's?)");
-            }
+        let cloudless = points.is_some()
+            && camera_info.is_none()
+            && predicted.frame.prediction.depth.is_some()
+            && lock(&state.monitor).on_cloud_without_camera_info(Instant::now());
+        if cloudless && self.throttle.allow("camera_info", Instant::now()) {
+            log::warn!(
+                "no point cloud: no camera_info has arrived (is camera_info remapped to the \
+                 camera's?)"
+            );
         }
         let outputs = frame_outputs(
             &predicted.frame,

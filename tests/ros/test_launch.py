@@ -7,6 +7,7 @@ colcon check points it at install/share/bayes_perception)."""
 import os
 from pathlib import Path
 
+import yaml
 from sensor_msgs.msg import CameraInfo, Image
 
 from conftest import (
@@ -20,6 +21,7 @@ from conftest import (
     rgb8_msg,
     send_until_output,
     test_pattern,
+    write_params,
 )
 from launch_shim.shim import launch_command
 
@@ -76,10 +78,16 @@ def test_node_runs_with_the_launch_files_arguments(probe, model_dir, tmp_path):
 
 
 def test_the_launch_files_default_camera_topics_follow_the_namespace(probe, model_dir, tmp_path):
-    # One launch per camera: `namespace:=rear` alone subscribes to /rear/camera/*.
+    # One launch per camera: `namespace:=rear` alone subscribes to /rear/camera/*. A shared
+    # params file's entry for this node loses to the launch argument `mode:=`, which
+    # launch_ros passes under the node's full name after the file.
+    doc = yaml.safe_load(write_params(tmp_path / "base.yaml", model_dir).read_text())
+    doc["/rear_launch/bayes_perception"] = {"ros__parameters": {"mode": "moments", "mc": {"samples": 4}}}
+    params_file = tmp_path / "robot.yaml"
+    params_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     executable, args = launch_command(
         SHARE / "launch" / "perception.launch.py",
-        {"model": str(model_dir), "namespace": "rear_launch"},
+        {"namespace": "rear_launch", "mode": "mc", "params_file": str(params_file)},
         {"bayes_perception": str(SHARE)},
         tmp_path,
     )
@@ -87,6 +95,7 @@ def test_the_launch_files_default_camera_topics_follow_the_namespace(probe, mode
     node = RunningNode(probe, process, "/rear_launch")
     try:
         node.wait_ready(timeout=60)
+        assert node.get_params(["mode", "mc.samples"]) == {"mode": "mc", "mc.samples": 4}
     finally:
         code = process.stop()
     assert code == 0, process.output()

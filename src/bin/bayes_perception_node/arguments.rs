@@ -29,7 +29,8 @@ unsafe extern "C" {
     ) -> rcl_ret_t;
 }
 
-/// The remapping rules of this process's command line, for one node.
+/// This process's `--ros-args` as rcl parsed them (remapping rules, params files, `-p`),
+/// for one node.
 pub struct RosArguments {
     arguments: rcl_arguments_t,
     node_name: CString,
@@ -112,8 +113,10 @@ impl RosArguments {
     /// The parameter values the command line gives the node `node` (fully qualified): the
     /// params-file entries that apply to it ([`node_name_matches`]: `/**`, its name,
     /// wildcards; r2r 0.9.7 applies a bare `bayes_perception:` entry in every namespace and
-    /// no wildcard but `/**`) and `-p` values, later entries over earlier ones as in
-    /// rclcpp. `None` when rcl cannot give them.
+    /// no wildcard but `/**`) and `-p` values. As in rclcpp, entries are taken in rcl's
+    /// order, a later one over an earlier one: rcl keeps one entry per name in the order
+    /// it first met them and puts `-p name:=value` into `/**`, so a node's own entry in a
+    /// params file wins over `-p`. `None` when rcl cannot give them.
     pub fn param_overrides(&self, node: &str) -> Option<Vec<(String, ParamValue)>> {
         let mut params: *mut rcl_params_t = std::ptr::null_mut();
         // SAFETY: the arguments were parsed by rcl; `params`, when rcl sets it, is owned

@@ -293,9 +293,9 @@ async fn run() -> anyhow::Result<()> {
             let mut interval = tokio::time::interval(Duration::from_secs(1));
             loop {
                 interval.tick().await;
-                // The camera's publishers for the next report (the graph is the node's).
+                // The graph (camera publishers, namesakes) for the next report (it is the node's).
                 if !lookup_pending.swap(true, Ordering::SeqCst) {
-                    let job = camera_publishers_job(&glue, &camera_topic, &lookup_pending);
+                    let job = graph_job(&glue, &camera_topic, &lookup_pending);
                     jobs.send(job).ok();
                 }
                 let array = diagnostic::DiagnosticArray {
@@ -403,6 +403,11 @@ fn start_up_params(
         None => None,
     };
     let values: Vec<(String, ParamValue)> = overrides.unwrap_or_else(|| {
+        log::warn!(
+            "rcl could not read the parameter overrides again: params-file entries are \
+             chosen by r2r's rule (a bare `{NODE_NAME}:` entry applies in every namespace, \
+             no wildcard but /**)"
+        );
         lock(&node.params)
             .iter()
             .map(|(name, p)| (name.clone(), param_from_r2r(&p.value)))
@@ -412,33 +417,33 @@ fn start_up_params(
         .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
 }
 
-/// Looks up the publishers of the camera topic in the ROS graph, for `/diagnostics` (a
+/// Looks up, in the ROS graph, the publishers of the camera topic, for `/diagnostics` (a
 /// camera of an incompatible QoS delivers nothing and says so only on its own side), and
-/// other nodes of this node's name and namespace.
-fn camera_publishers_job(glue: &Arc<Glue>, topic: &str, pending: &Arc<AtomicBool>) -> NodeJob {
+/// the other nodes of this node's name and namespace.
+fn graph_job(glue: &Arc<Glue>, topic: &str, pending: &Arc<AtomicBool>) -> NodeJob {
     let (glue, topic, pending) = (glue.clone(), topic.to_owned(), pending.clone());
     Box::new(move |node: &mut r2r::Node| {
         pending.store(false, Ordering::SeqCst);
-        let Ok(publishers) = node.get_publishers_info_by_topic(&topic, false) else {
-            return;
-        };
-        let best_effort = publishers
-            .iter()
-            .filter(|p| {
-                matches!(
-                    p.qos_profile.reliability,
-                    r2r::qos::ReliabilityPolicy::BestEffort
-                )
-            })
-            .count();
-        let camera = CameraPublishers {
-            topic,
-            reliable: publishers.len() - best_effort,
-            best_effort,
-            subscription: glue.state.params.params().qos.input_reliability,
-        };
-        let mut new_problems = vec![lock(&glue.state.monitor).on_camera_publishers(camera)];
-        // Nodes of this one's name and namespace: every node of ours publishes /diagnostics.
+        let mut new_problems = Vec::new();
+        if let Ok(publishers) = node.get_publishers_info_by_topic(&topic, false) {
+            let best_effort = publishers
+                .iter()
+                .filter(|p| {
+                    matches!(
+                        p.qos_profile.reliability,
+                        r2r::qos::ReliabilityPolicy::BestEffort
+                    )
+                })
+                .count();
+            let camera = CameraPublishers {
+                topic,
+                reliable: publishers.len() - best_effort,
+                best_effort,
+                subscription: glue.state.params.params().qos.input_reliability,
+            };
+            new_problems.push(lock(&glue.state.monitor).on_camera_publishers(camera));
+        }
+        // Every node of ours publishes /diagnostics.
         if let (Ok(name), Ok(namespace), Ok(fqn), Ok(publishers)) = (
             node.name(),
             node.namespace(),
@@ -449,7 +454,11 @@ fn camera_publishers_job(glue: &Arc<Glue>, topic: &str, pending: &Arc<AtomicBool
                 .iter()
                 .filter(|p| p.node_name == name && p.node_namespace == namespace)
                 .count();
-            new_problems.push(lock(&glue.state.monitor).on_namesakes(namesakes, &fqn));
+            new_problems.push(lock(&glue.state.monitor).on_namesakes(
+                namesakes,
+                &fqn,
+                std::time::Instant::now(),
+            ));
         }
         for problem in new_problems.into_iter().flatten() {
             ros_log(&glue.logger, r2r::LogSeverity::Warn, &problem);

@@ -53,10 +53,13 @@ def launch_command(launch_file, arguments, package_shares, tmp_dir):
         namespace = perform(kw.get("namespace", ""), context)
         if namespace:
             args += ["-r", f"__ns:={namespace if namespace.startswith('/') else '/' + namespace}"]
+        # launch_ros writes a dict of parameters under the node's full name when the
+        # launch file gives name and namespace (as ours does), else under /**.
+        fqn = f"/{namespace.strip('/')}/{kw['name']}" if namespace.strip("/") else f"/{kw['name']}"
         for i, entry in enumerate(kw.get("parameters", [])):
             if isinstance(entry, dict):
                 path = Path(tmp_dir) / f"launch_params_{i}.yaml"
-                path.write_text(yaml.safe_dump({"/**": {"ros__parameters": entry}}))
+                path.write_text(yaml.safe_dump({fqn: {"ros__parameters": entry}}))
                 entry = path
             args += ["--params-file", perform(entry, context)]
         for source, target in kw.get("remappings", []):
