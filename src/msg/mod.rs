@@ -132,6 +132,36 @@ impl CameraInfo {
         }
     }
 
+    /// Why this camera_info may not be the calibration of images `width` x `height` with
+    /// the frame `frame_id` (another camera's, or of another aspect ratio, which scales K
+    /// unevenly), if it may not. Empty frame ids and sizes are not compared.
+    pub fn doubt_for(&self, frame_id: &str, width: u32, height: u32) -> Option<String> {
+        let mut doubts = Vec::new();
+        if !self.header.frame_id.is_empty()
+            && !frame_id.is_empty()
+            && self.header.frame_id != frame_id
+        {
+            doubts.push(format!(
+                "its frame_id `{}` is not the images' `{frame_id}`",
+                self.header.frame_id
+            ));
+        }
+        let plain = self.unbinned();
+        if plain.width > 0 && plain.height > 0 && width > 0 && height > 0 {
+            let ratio = |w: u32, h: u32| w as f64 / h as f64;
+            let (theirs, ours) = (ratio(plain.width, plain.height), ratio(width, height));
+            if (theirs / ours - 1.0).abs() > 0.01 {
+                doubts.push(format!(
+                    "it is {}x{} and the images {width}x{height}, another aspect ratio (K \
+                     would be scaled unevenly)",
+                    plain.width, plain.height
+                ));
+            }
+        }
+        (!doubts.is_empty())
+            .then(|| format!("camera_info may be another camera's: {}", doubts.join("; ")))
+    }
+
     /// Whether every number of the calibration (D, K, R, P) is finite.
     pub fn is_finite(&self) -> bool {
         self.d
@@ -249,6 +279,25 @@ pub struct PointCloud2 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_camera_info_of_another_frame_or_aspect_ratio_is_doubted() {
+        let mut info =
+            super::CameraInfo::pinhole(Default::default(), 640, 360, 500.0, 319.5, 179.5);
+        info.header.frame_id = "front_optical".into();
+        // Its own camera, resized: no doubt; no frame id on either side: not compared.
+        assert_eq!(info.doubt_for("front_optical", 320, 180), None);
+        assert_eq!(info.doubt_for("", 320, 180), None);
+        let doubt = info.doubt_for("rear_optical", 240, 180).unwrap();
+        assert!(
+            doubt.contains("frame_id `front_optical` is not the images' `rear_optical`")
+                && doubt.contains("it is 640x360 and the images 240x180, another aspect ratio"),
+            "{doubt}"
+        );
+        // An uncalibrated driver's camera_info without a size: nothing to compare.
+        let blank = super::CameraInfo::default();
+        assert_eq!(blank.doubt_for("x", 240, 180), None);
+    }
+
     #[test]
     fn a_camera_info_scales_to_a_resized_image() {
         let mut info =

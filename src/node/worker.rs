@@ -136,6 +136,8 @@ struct Inference {
 struct Publishing {
     palette: Vec<[u8; 3]>,
     throttle: Throttle,
+    /// The last doubt about the camera_info that was logged (each new one is, once).
+    calibration_doubt: Option<String>,
 }
 
 /// What the first stage hands the second: a predicted frame and the output parameters in
@@ -160,6 +162,7 @@ impl Worker {
             publishing: Publishing {
                 palette,
                 throttle: Throttle::new(LOG_PERIOD),
+                calibration_doubt: None,
             },
         }
     }
@@ -255,6 +258,18 @@ impl Publishing {
     /// counts the frame as published (with its latency) unless nothing could be.
     fn publish(&mut self, predicted: Predicted, state: &NodeState, sink: &mut impl Sink) {
         let camera_info = lock(&state.camera_info).clone();
+        let doubt = camera_info.as_ref().and_then(|info| {
+            let frame = &predicted.frame;
+            info.doubt_for(
+                &frame.header.frame_id,
+                frame.rgb.width(),
+                frame.rgb.height(),
+            )
+        });
+        if doubt.is_some() && doubt != self.calibration_doubt {
+            log::warn!("{}", doubt.as_deref().unwrap_or_default());
+        }
+        self.calibration_doubt = doubt;
         let points = predicted.points.filter(|_| sink.wants_points());
         let cloudless = points.is_some()
             && camera_info.is_none()

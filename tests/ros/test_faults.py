@@ -225,6 +225,9 @@ def test_start_up_failures_exit_non_zero_with_the_reason(model_dir, tmp_path, ro
     invalid = write_params(tmp_path / "invalid.yaml", model_dir, **{"mode": "mc", "mc.samples": 1})
     out = run("invalid-value", ["--params-file", str(invalid)])
     assert "mc.samples" in out and "at least 2" in out, out
+    # Under a namespace (one camera's node of several) the FATAL line says which node.
+    out = run("invalid-value-rear", ["-r", "__ns:=/rear_e2e", "--params-file", str(invalid)])
+    assert "[rear_e2e.bayes_perception]: bad parameters" in out, out
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("/**:\n  ros__parameters:\n    mode: [aleatoric\n")

@@ -18,7 +18,7 @@ mod services;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -107,12 +107,17 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One clear line on stderr (rcutils logs there), no backtrace.
-            ros_log(NODE_NAME, r2r::LogSeverity::Fatal, &one_line(&*e));
+            // One clear line on stderr (rcutils logs there), no backtrace, under the node's
+            // logger once there is one (`rear.bayes_perception`: which camera's node).
+            let logger = STARTED_LOGGER.get().map_or(NODE_NAME, String::as_str);
+            ros_log(logger, r2r::LogSeverity::Fatal, &one_line(&*e));
             ExitCode::FAILURE
         }
     }
 }
+
+/// The node's logger name (namespace included), once the node exists.
+static STARTED_LOGGER: OnceLock<String> = OnceLock::new();
 
 /// Image, camera_info and point cloud publishers of the current output QoS; replaced (and
 /// the old ones destroyed) when `qos.output_reliability` changes.
@@ -150,6 +155,7 @@ async fn run() -> anyhow::Result<()> {
     let ctx = create_context()?;
     let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("cannot create the node")?;
     let logger = node.logger().to_owned();
+    STARTED_LOGGER.set(logger.clone()).ok();
     open_rosout(&mut node);
     log::set_boxed_logger(Box::new(RosLog {
         logger: logger.clone(),
