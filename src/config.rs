@@ -368,9 +368,10 @@ fn node_entries<'a>(
 ) {
     for (key, value) in nodes {
         let key = key.as_str().unwrap_or_default();
-        let name = match prefix {
-            "" => key.to_owned(),
-            _ => format!("{prefix}/{}", key.trim_start_matches('/')),
+        let name = if prefix.is_empty() || prefix.ends_with('/') {
+            format!("{prefix}{key}")
+        } else {
+            format!("{prefix}/{key}")
         };
         match value {
             serde_yaml::Value::Mapping(inner)
@@ -418,6 +419,11 @@ impl Params {
         node_entries(&nodes, "", &mut entries);
         for (name, entry) in &entries {
             let name = name.as_str();
+            // rcl refuses a file with an entry without parameters (a misspelt
+            // `ros__parameters`), whichever node it names: so does the CLI.
+            let params = entry
+                .get("ros__parameters")
+                .ok_or_else(|| Error::config(origin, name, "has no `ros__parameters:` block"))?;
             if !node_name_matches(name, node) {
                 let last = name.rsplit('/').next();
                 if node == ROOT_NODE
@@ -427,9 +433,6 @@ impl Params {
                 }
                 continue;
             }
-            let params = entry
-                .get("ros__parameters")
-                .ok_or_else(|| Error::config(origin, name, "has no `ros__parameters:` block"))?;
             let serde_yaml::Value::Mapping(params) = params else {
                 return Err(Error::config(
                     origin,
@@ -869,6 +872,13 @@ mod tests {
                       front:\n  bayes_perception:\n    ros__parameters:\n      mode: mc\n";
         let front = Params::from_yaml(nested, "t", "/front/bayes_perception").unwrap();
         assert_eq!((front.mode, front.mc.samples), (Mode::Mc, 8));
+        // A misspelt block is an error (rcl refuses the file), also in another node's entry.
+        let misspelt = "/**:\n  ros__parameters:\n    mode: mc\n\
+                        /front/bayes_perception:\n  ros_parameters:\n    mode: mc\n";
+        let e = Params::from_yaml(misspelt, "t", ROOT_NODE)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no `ros__parameters:` block"), "{e}");
         // Without `/**`, the root node has no entry: the error names the others.
         let text = "/front/bayes_perception:\n  ros__parameters:\n    mode: mc\n\
                     rear/bayes_perception:\n  ros__parameters:\n    mode: mc\n";

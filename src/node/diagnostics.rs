@@ -109,7 +109,8 @@ pub struct Monitor {
     /// looked up, and since when there have been more than one.
     namesakes: usize,
     namesakes_since: Option<Instant>,
-    namesakes_logged: bool,
+    /// The count last logged (0: none).
+    namesakes_logged: usize,
     /// Point clouds asked for (`points` subscribed) that could not be built because no
     /// camera_info had arrived (the first such frame not counted).
     clouds_without_camera_info: Events,
@@ -183,6 +184,9 @@ impl Monitor {
     /// out, and a respawned node would otherwise see its dead predecessor.
     pub const NAMESAKE_GRACE: Duration = Duration::from_secs(30);
 
+    /// The longest a slow camera may stay silent before it counts as stopped.
+    pub const STALE_MAX: Duration = Duration::from_secs(60);
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -230,12 +234,12 @@ impl Monitor {
         self.namesakes = count;
         if count <= 1 {
             self.namesakes_since = None;
-            self.namesakes_logged = false;
+            self.namesakes_logged = 0;
             return None;
         }
         self.namesakes_since.get_or_insert(now);
         let problem = self.namesakes_problem(now, node)?;
-        (!std::mem::replace(&mut self.namesakes_logged, true)).then_some(problem)
+        (std::mem::replace(&mut self.namesakes_logged, count) != count).then_some(problem)
     }
 
     fn namesakes_problem(&self, now: Instant, node: &str) -> Option<String> {
@@ -247,6 +251,12 @@ impl Monitor {
                 self.namesakes
             )
         })
+    }
+
+    /// After how long without a frame the camera counts as stopped: three of its last
+    /// intervals, at least the window and at most [`Monitor::STALE_MAX`].
+    fn stale_after(&self) -> Duration {
+        (self.input_gap.unwrap_or_default() * 3).clamp(Self::WINDOW, Self::STALE_MAX)
     }
 
     /// A camera_info message arrived.
@@ -435,7 +445,7 @@ impl Monitor {
         let up_for = now.saturating_duration_since(*self.started.get_or_insert(now));
         if self.inputs.in_window() == 0 {
             let mut wait = Vec::new();
-            let stale_after = Self::WINDOW.max(self.input_gap.unwrap_or_default() * 3);
+            let stale_after = self.stale_after();
             if let Some(since) = self
                 .inputs
                 .last
@@ -723,6 +733,11 @@ mod tests {
             "{new:?}"
         );
         assert_eq!(m.on_namesakes(2, node, t0), None, "logged once");
+        // A third one is news again.
+        assert!(m
+            .on_namesakes(3, node, t0)
+            .is_some_and(|p| p.starts_with("3 nodes")));
+        m.on_namesakes(2, node, t0);
         m.on_input(t0);
         let s = m.report(
             t0,
@@ -859,6 +874,20 @@ mod tests {
                 "waiting for images: none for 19 s (the camera stopped?)"
             )
         );
+        // A frame after a 10-minute outage, then silence again: missed after a minute at
+        // most, however long the last interval.
+        let t2 = t1 + Duration::from_secs(600);
+        m.on_input(t2);
+        let s = m.report(t2 + Monitor::STALE_MAX, &info(), &[], slot, &bounds);
+        assert_eq!(s.level, Level::Ok, "{}", s.message);
+        let s = m.report(t2 + Duration::from_secs(61), &info(), &[], slot, &bounds);
+        assert_eq!(s.level, Level::Warn, "{}", s.message);
+        m.on_input(t2 + Duration::from_secs(50));
+        m.on_input(t2 + Duration::from_secs(100));
+        let at = t2 + Duration::from_secs(100) + Monitor::STALE_MAX;
+        assert_eq!(m.report(at, &info(), &[], slot, &bounds).level, Level::Ok);
+        let at = at + Duration::from_secs(1);
+        assert_eq!(m.report(at, &info(), &[], slot, &bounds).level, Level::Warn);
         assert_eq!(value(&s, "frames skipped (bad input)"), "2");
     }
 }

@@ -136,8 +136,8 @@ struct Inference {
 struct Publishing {
     palette: Vec<[u8; 3]>,
     throttle: Throttle,
-    /// The last doubt about the camera_info that was logged (each new one is, once).
-    calibration_doubt: Option<String>,
+    /// The doubts about the camera_info logged so far (each once).
+    calibration_doubts: std::collections::HashSet<String>,
 }
 
 /// What the first stage hands the second: a predicted frame and the output parameters in
@@ -162,7 +162,7 @@ impl Worker {
             publishing: Publishing {
                 palette,
                 throttle: Throttle::new(LOG_PERIOD),
-                calibration_doubt: None,
+                calibration_doubts: Default::default(),
             },
         }
     }
@@ -266,10 +266,14 @@ impl Publishing {
                 frame.rgb.height(),
             )
         });
-        if doubt.is_some() && doubt != self.calibration_doubt {
-            log::warn!("{}", doubt.as_deref().unwrap_or_default());
+        // At most 16 kinds remembered: frame ids that change with every message would
+        // otherwise grow the set without end.
+        let new = |d: &String| {
+            self.calibration_doubts.len() < 16 && self.calibration_doubts.insert(d.clone())
+        };
+        if let Some(doubt) = doubt.filter(new) {
+            log::warn!("{doubt}");
         }
-        self.calibration_doubt = doubt;
         let points = predicted.points.filter(|_| sink.wants_points());
         let cloudless = points.is_some()
             && camera_info.is_none()

@@ -54,7 +54,7 @@ def launch_command(launch_file, arguments, package_shares, tmp_dir):
         if namespace:
             args += ["-r", f"__ns:={namespace if namespace.startswith('/') else '/' + namespace}"]
         # launch_ros writes a dict of parameters under the node's full name when the
-        # launch file gives name and namespace (as ours does), else under /**.
+        # launch file gives its name and namespace, as ours always does.
         fqn = f"/{namespace.strip('/')}/{kw['name']}" if namespace.strip("/") else f"/{kw['name']}"
         for i, entry in enumerate(kw.get("parameters", [])):
             if isinstance(entry, dict):
