@@ -443,7 +443,8 @@ impl Monitor {
         // whichever is longer: a slow camera is not a dead one), or when, past the start,
         // nothing publishes on the camera topic.
         let up_for = now.saturating_duration_since(*self.started.get_or_insert(now));
-        if self.inputs.in_window() == 0 {
+        let waiting = self.inputs.in_window() == 0;
+        if waiting {
             let mut wait = Vec::new();
             let stale_after = self.stale_after();
             if let Some(since) = self
@@ -471,7 +472,7 @@ impl Monitor {
         }
         let message = if !problems.is_empty() {
             problems.join("; ")
-        } else if self.inputs.in_window() == 0 {
+        } else if waiting {
             "waiting for images".to_owned()
         } else {
             "running".to_owned()

@@ -301,7 +301,7 @@ async fn run() -> anyhow::Result<()> {
                 interval.tick().await;
                 // The graph (camera publishers, namesakes) for the next report (it is the node's).
                 if !lookup_pending.swap(true, Ordering::SeqCst) {
-                    let job = graph_job(&glue, &camera_topic, &lookup_pending);
+                    let job = graph_job(&glue, &camera_topic, &info.node_name, &lookup_pending);
                     jobs.send(job).ok();
                 }
                 let array = diagnostic::DiagnosticArray {
@@ -425,9 +425,10 @@ fn start_up_params(
 
 /// Looks up, in the ROS graph, the publishers of the camera topic, for `/diagnostics` (a
 /// camera of an incompatible QoS delivers nothing and says so only on its own side), and
-/// the other nodes of this node's name and namespace.
-fn graph_job(glue: &Arc<Glue>, topic: &str, pending: &Arc<AtomicBool>) -> NodeJob {
-    let (glue, topic, pending) = (glue.clone(), topic.to_owned(), pending.clone());
+/// the other nodes named `node` (this node's fully qualified name).
+fn graph_job(glue: &Arc<Glue>, topic: &str, node: &str, pending: &Arc<AtomicBool>) -> NodeJob {
+    let (glue, pending) = (glue.clone(), pending.clone());
+    let (topic, fqn) = (topic.to_owned(), node.to_owned());
     Box::new(move |node: &mut r2r::Node| {
         pending.store(false, Ordering::SeqCst);
         let mut new_problems = Vec::new();
@@ -450,15 +451,10 @@ fn graph_job(glue: &Arc<Glue>, topic: &str, pending: &Arc<AtomicBool>) -> NodeJo
             new_problems.push(lock(&glue.state.monitor).on_camera_publishers(camera));
         }
         // Every node of ours publishes /diagnostics.
-        if let (Ok(name), Ok(namespace), Ok(fqn), Ok(publishers)) = (
-            node.name(),
-            node.namespace(),
-            node.fully_qualified_name(),
-            node.get_publishers_info_by_topic("/diagnostics", false),
-        ) {
+        if let Ok(publishers) = node.get_publishers_info_by_topic("/diagnostics", false) {
             let namesakes = publishers
                 .iter()
-                .filter(|p| p.node_name == name && p.node_namespace == namespace)
+                .filter(|p| arguments::expand(&p.node_namespace, &p.node_name) == fqn)
                 .count();
             new_problems.push(lock(&glue.state.monitor).on_namesakes(
                 namesakes,
