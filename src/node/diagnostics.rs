@@ -81,6 +81,31 @@ impl Events {
     }
 }
 
+/// Events per second from their times in the window, oldest first: from the mean interval
+/// between them, so a 1 Hz camera reads 1 Hz whether 5 or 6 of its frames fall in the
+/// window (counting them over the window's length gave 0.8-1.2 Hz under jitter). Once the
+/// time since the last event exceeds that interval, the excess counts as a longer last
+/// interval, so the rate falls as soon as a camera stops, not only once its frames have
+/// left the window. Fewer than two events: their count over the window.
+fn rate_hz(
+    mut times: impl ExactSizeIterator<Item = Instant> + DoubleEndedIterator,
+    now: Instant,
+) -> f64 {
+    let count = times.len();
+    let Some(first) = times.next() else {
+        return 0.0;
+    };
+    let last = times.next_back().unwrap_or(first);
+    let intervals = count - 1;
+    let span = last.saturating_duration_since(first).as_secs_f64();
+    if intervals == 0 || span <= 0.0 {
+        return count as f64 / Monitor::WINDOW.as_secs_f64();
+    }
+    let mean = span / intervals as f64;
+    let overdue = (now.saturating_duration_since(last).as_secs_f64() - mean).max(0.0);
+    intervals as f64 / (span + overdue)
+}
+
 /// Rolling statistics over the last [`Monitor::WINDOW`]; the level is decided on that
 /// window too, so a slow camera's frames do not flip it between reports.
 #[derive(Debug, Default)]
@@ -328,9 +353,8 @@ impl Monitor {
         bounds: &DiagnosticsParams,
     ) -> DiagnosticStatus {
         self.trim(now);
-        let window_s = Self::WINDOW.as_secs_f64();
-        let input_hz = self.inputs.in_window() as f64 / window_s;
-        let output_hz = self.outputs.len() as f64 / window_s;
+        let input_hz = rate_hz(self.inputs.recent.iter().copied(), now);
+        let output_hz = rate_hz(self.outputs.iter().map(|(t, _)| *t), now);
         let latencies: Vec<f64> = self.outputs.iter().filter_map(|(_, l)| *l).collect();
         let p50 = quantile(&latencies, 0.50);
         let p95 = quantile(&latencies, 0.95);
@@ -364,7 +388,7 @@ impl Monitor {
             self.failures.in_window(),
             self.publish_failures.in_window(),
         );
-        let window = format!("in the last {window_s:.0} s");
+        let window = format!("in the last {} s", Self::WINDOW.as_secs());
         let mut problems = Vec::new();
         let mut level = Level::Ok;
         if failures > 0 && outputs == 0 {
@@ -685,6 +709,46 @@ mod tests {
             None
         );
         assert_eq!(report(&mut m, Monitor::START_GRACE).level, Level::Ok);
+    }
+
+    /// A 1 Hz camera whose frames come 40 ms early or late, reported every second: each
+    /// report reads 1 Hz (counting the frames over the window read 0.8 or 1.2 Hz, as 4 or
+    /// 6 of them fell in it), and the rate falls as soon as the camera's next frame is
+    /// overdue.
+    #[test]
+    fn the_rate_of_a_slow_jittery_camera_is_steady_and_falls_when_it_stops() {
+        let t0 = Instant::now();
+        let mut m = Monitor::new();
+        let input_hz = |m: &mut Monitor, at: Duration| -> f64 {
+            let s = m.report(
+                t0 + at,
+                &info(),
+                &[],
+                SlotCounts::default(),
+                &DiagnosticsParams::default(),
+            );
+            value(&s, "input rate (Hz)").parse().unwrap()
+        };
+        let frame = |i: u64| Duration::from_millis(i * 1000 + if i % 2 == 0 { 40 } else { 0 });
+        let mut next = 0;
+        for k in 1..=20u64 {
+            let report = Duration::from_millis(k * 1000 + 20);
+            while frame(next) <= report {
+                m.on_input(t0 + frame(next));
+                m.on_output(t0 + frame(next), Some(1.0));
+                next += 1;
+            }
+            let hz = input_hz(&mut m, report);
+            if k >= 2 {
+                assert!((0.95..=1.05).contains(&hz), "{hz} Hz at report {k}");
+            }
+        }
+        // The camera stopped after its last frame: not news before its next frame is due.
+        let stopped = frame(next - 1);
+        assert!(input_hz(&mut m, stopped + Duration::from_millis(950)) >= 0.95);
+        let hz = input_hz(&mut m, stopped + Duration::from_millis(2500));
+        assert!(hz < 0.7, "{hz} Hz");
+        assert_eq!(input_hz(&mut m, stopped + Duration::from_secs(6)), 0.0);
     }
 
     /// A 1 Hz camera with every other frame dropped, reported every second: each report
