@@ -13,15 +13,29 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::config::Params;
 
+/// rcl_interfaces/ParameterType: the kind of a parameter value, as messages carry it.
+pub mod parameter_type {
+    pub const NOT_SET: u8 = 0;
+    pub const BOOL: u8 = 1;
+    pub const INTEGER: u8 = 2;
+    pub const DOUBLE: u8 = 3;
+    pub const STRING: u8 = 4;
+    pub const BYTE_ARRAY: u8 = 5;
+    pub const BOOL_ARRAY: u8 = 6;
+    pub const INTEGER_ARRAY: u8 = 7;
+    pub const DOUBLE_ARRAY: u8 = 8;
+    pub const STRING_ARRAY: u8 = 9;
+}
+
 /// A ROS 2 parameter value: the scalar kinds our parameters use, and any other kind
-/// (arrays, "not set") by its rcl_interfaces/ParameterType, which every set refuses.
+/// (arrays, "not set") by its [`parameter_type`], which every set refuses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
     Bool(bool),
     Integer(i64),
     Double(f64),
     String(String),
-    /// Another rcl_interfaces/ParameterType (0 not set, 5..9 arrays).
+    /// Another [`parameter_type`] (not set, the arrays).
     Other(u8),
 }
 
@@ -32,12 +46,12 @@ impl ParamValue {
             ParamValue::Integer(_) => "integer",
             ParamValue::Double(_) => "double",
             ParamValue::String(_) => "string",
-            ParamValue::Other(0) => "value that is not set",
-            ParamValue::Other(5) => "byte array",
-            ParamValue::Other(6) => "bool array",
-            ParamValue::Other(7) => "integer array",
-            ParamValue::Other(8) => "double array",
-            ParamValue::Other(9) => "string array",
+            ParamValue::Other(parameter_type::NOT_SET) => "value that is not set",
+            ParamValue::Other(parameter_type::BYTE_ARRAY) => "byte array",
+            ParamValue::Other(parameter_type::BOOL_ARRAY) => "bool array",
+            ParamValue::Other(parameter_type::INTEGER_ARRAY) => "integer array",
+            ParamValue::Other(parameter_type::DOUBLE_ARRAY) => "double array",
+            ParamValue::Other(parameter_type::STRING_ARRAY) => "string array",
             ParamValue::Other(_) => "value of unknown type",
         }
     }
@@ -45,10 +59,10 @@ impl ParamValue {
     /// The rcl_interfaces/ParameterType constant of this value.
     pub fn type_id(&self) -> u8 {
         match self {
-            ParamValue::Bool(_) => 1,
-            ParamValue::Integer(_) => 2,
-            ParamValue::Double(_) => 3,
-            ParamValue::String(_) => 4,
+            ParamValue::Bool(_) => parameter_type::BOOL,
+            ParamValue::Integer(_) => parameter_type::INTEGER,
+            ParamValue::Double(_) => parameter_type::DOUBLE,
+            ParamValue::String(_) => parameter_type::STRING,
             ParamValue::Other(id) => *id,
         }
     }
@@ -351,7 +365,9 @@ impl ParamServer {
         }
         Descriptor {
             name: name.to_owned(),
-            type_id: self.get(name).map_or(0, |v| v.type_id()),
+            type_id: self
+                .get(name)
+                .map_or(parameter_type::NOT_SET, |v| v.type_id()),
             description,
             read_only,
             integer_range: crate::config::integer_range(name),

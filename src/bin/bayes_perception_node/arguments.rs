@@ -9,7 +9,7 @@
 use std::ffi::{c_char, CStr, CString};
 
 use bayes_perception::config::node_name_matches;
-use bayes_perception::node::params::ParamValue;
+use bayes_perception::node::params::{parameter_type, ParamValue};
 use r2r_rcl::{
     rcl_allocator_t, rcl_arguments_fini, rcl_arguments_get_param_overrides, rcl_arguments_t,
     rcl_get_zero_initialized_arguments, rcl_params_t, rcl_parse_arguments, rcl_ret_t,
@@ -169,17 +169,17 @@ fn param_from_rcl(value: &rcl_variant_t) -> ParamValue {
                     .into_owned(),
             )
         } else if !value.byte_array_value.is_null() {
-            ParamValue::Other(5)
+            ParamValue::Other(parameter_type::BYTE_ARRAY)
         } else if !value.bool_array_value.is_null() {
-            ParamValue::Other(6)
+            ParamValue::Other(parameter_type::BOOL_ARRAY)
         } else if !value.integer_array_value.is_null() {
-            ParamValue::Other(7)
+            ParamValue::Other(parameter_type::INTEGER_ARRAY)
         } else if !value.double_array_value.is_null() {
-            ParamValue::Other(8)
+            ParamValue::Other(parameter_type::DOUBLE_ARRAY)
         } else if !value.string_array_value.is_null() {
-            ParamValue::Other(9)
+            ParamValue::Other(parameter_type::STRING_ARRAY)
         } else {
-            ParamValue::Other(0)
+            ParamValue::Other(parameter_type::NOT_SET)
         }
     }
 }

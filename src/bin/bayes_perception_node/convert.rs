@@ -3,7 +3,7 @@
 
 use bayes_perception::msg::{self, Header, Time};
 use bayes_perception::node::diagnostics::DiagnosticStatus;
-use bayes_perception::node::params::ParamValue;
+use bayes_perception::node::params::{parameter_type, ParamValue};
 use r2r::diagnostic_msgs::msg as diagnostic;
 use r2r::rcl_interfaces::msg as rcl_msg;
 use r2r::sensor_msgs::msg as sensor;
@@ -17,12 +17,12 @@ pub fn param_from_r2r(value: &r2r::ParameterValue) -> ParamValue {
         V::Integer(i) => ParamValue::Integer(*i),
         V::Double(d) => ParamValue::Double(*d),
         V::String(s) => ParamValue::String(s.clone()),
-        V::NotSet => ParamValue::Other(0),
-        V::ByteArray(_) => ParamValue::Other(5),
-        V::BoolArray(_) => ParamValue::Other(6),
-        V::IntegerArray(_) => ParamValue::Other(7),
-        V::DoubleArray(_) => ParamValue::Other(8),
-        V::StringArray(_) => ParamValue::Other(9),
+        V::NotSet => ParamValue::Other(parameter_type::NOT_SET),
+        V::ByteArray(_) => ParamValue::Other(parameter_type::BYTE_ARRAY),
+        V::BoolArray(_) => ParamValue::Other(parameter_type::BOOL_ARRAY),
+        V::IntegerArray(_) => ParamValue::Other(parameter_type::INTEGER_ARRAY),
+        V::DoubleArray(_) => ParamValue::Other(parameter_type::DOUBLE_ARRAY),
+        V::StringArray(_) => ParamValue::Other(parameter_type::STRING_ARRAY),
     }
 }
 
@@ -33,13 +33,13 @@ pub fn result_to_msg(result: Result<(), String>) -> rcl_msg::SetParametersResult
     }
 }
 
-/// rcl_interfaces/ParameterValue by its type field (1 bool, 2 integer, 3 double, 4 string).
+/// rcl_interfaces/ParameterValue by its type field.
 pub fn param_from_msg(value: &rcl_msg::ParameterValue) -> ParamValue {
     match value.type_ {
-        1 => ParamValue::Bool(value.bool_value),
-        2 => ParamValue::Integer(value.integer_value),
-        3 => ParamValue::Double(value.double_value),
-        4 => ParamValue::String(value.string_value.clone()),
+        parameter_type::BOOL => ParamValue::Bool(value.bool_value),
+        parameter_type::INTEGER => ParamValue::Integer(value.integer_value),
+        parameter_type::DOUBLE => ParamValue::Double(value.double_value),
+        parameter_type::STRING => ParamValue::String(value.string_value.clone()),
         other => ParamValue::Other(other),
     }
 }
