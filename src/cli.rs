@@ -334,7 +334,9 @@ pub struct InferArgs {
     #[arg(long, requires = "camera_info")]
     pub points: bool,
     /// The camera's calibration file (ROS camera_calibration YAML: image_width,
-    /// image_height, camera_matrix) for --points; scaled to each image's size.
+    /// image_height, camera_matrix, optionally distortion_model, distortion_coefficients
+    /// and projection_matrix) for --points; scaled to each image's size. Its lens
+    /// distortion is undone unless the params file sets `points.rectified: true`.
     #[arg(long, value_name = "FILE")]
     pub camera_info: Option<PathBuf>,
     /// Images (PNG, JPEG, TIFF, BMP, WebP, PNM, GIF) or directories of them.
@@ -422,6 +424,11 @@ pub struct BenchArgs {
     /// Stride of the point cloud built (and timed) from every frame (depth models).
     #[arg(long, default_value_t = 1)]
     pub points_stride: u32,
+    /// Camera calibration file (YAML, as ROS's camera calibration writes it) for the
+    /// timed point cloud, scaled to the frame: its K and lens distortion (raw images)
+    /// instead of a pinhole of focal length 0.8 x width.
+    #[arg(long)]
+    pub camera_info: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

@@ -273,6 +273,10 @@ pub struct PointsParams {
     /// Leave out points whose depth epistemic std exceeds this, metres; 0 = no gate (and
     /// none without an epistemic image, in aleatoric mode).
     pub max_depth_epistemic_m: f64,
+    /// The camera images are rectified (image_proc's `image_rect`): camera_info's P is
+    /// their camera, without distortion. Otherwise (raw images) K, with the lens
+    /// distortion of D undone.
+    pub rectified: bool,
 }
 
 /// Fixed ranges of the false-colour images, so colours compare across frames.
@@ -340,6 +344,7 @@ impl Default for PointsParams {
             stride: 2,
             max_range_m: 0.0,
             max_depth_epistemic_m: 0.0,
+            rectified: false,
         }
     }
 }

@@ -20,6 +20,7 @@
 //!   [`panic_guard`]: panics of libtorch (tch) and mcap on bad input turned into errors.
 
 pub mod bag;
+pub mod camera;
 pub mod colormap;
 pub mod config;
 pub mod cuda_graph;

@@ -15,7 +15,7 @@ use crate::engine::{Engine, Prediction};
 use crate::msg::encoding::{decode_compressed, decode_image, DecodeError};
 use crate::msg::outputs::{build_outputs, OutputTopic};
 use crate::msg::{CameraInfo, CompressedImage, Header, Image, PointCloud2};
-use crate::points::{frame_cloud, CloudFilter};
+use crate::points::{frame_cloud, CloudOptions};
 
 /// A camera message as it arrived (decoded only when processed, so a frame that is
 /// replaced before its turn costs nothing).
@@ -99,7 +99,7 @@ pub fn frame_outputs(
     palette: &[[u8; 3]],
     colormap: &ColormapParams,
     camera_info: Option<&CameraInfo>,
-    points: Option<CloudFilter>,
+    points: Option<CloudOptions>,
     wanted: impl Fn(OutputTopic) -> bool,
 ) -> FrameOutputs {
     let PredictedFrame {

@@ -2,15 +2,14 @@
 //! the camera optical frame (REP 103: x right, y down, z forward) with its colour, label
 //! and both uncertainties, as a planner or RViz takes it.
 //!
-//! The camera is the pinhole of the frame's camera_info (K); the depth image is treated
-//! as rectified, so distortion (D) is not applied: a camera whose images are not
-//! rectified gives points off by its distortion. Pixel (u, v) is centred at (u, v) in K's
+//! The camera is the frame's camera_info: K and the lens distortion D for raw images, P
+//! for rectified ones ([`crate::camera`]). Pixel (u, v) is centred at (u, v) in K's
 //! coordinates, as in ROS and OpenCV. Pure functions: prediction and camera in, points
 //! out; the node, `bag process` and `infer` serialise them.
 
 use image::RgbImage;
-use nalgebra::{Matrix3, Point3, Vector3};
 
+use crate::camera::{Distortion, PinholeCamera};
 use crate::config::PointsParams;
 use crate::engine::{LabelImage, Prediction};
 use crate::msg::{CameraInfo, Header, PointCloud2, PointField};
@@ -22,58 +21,10 @@ pub const POINT_STEP: u32 = 36;
 /// Label of points from a model without a semantic head.
 pub const NO_LABEL: u16 = u16::MAX;
 
-/// The pinhole camera of an image: K^-1 as the ray of pixel (u, v) = u·c0 + v·c1 + c2.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PinholeCamera {
-    k: Matrix3<f64>,
-    k_inv: Matrix3<f64>,
-}
-
-impl PinholeCamera {
-    /// The camera of K (row-major, as in sensor_msgs/CameraInfo). Refused: a K with no
-    /// positive finite focal lengths or that cannot be inverted.
-    pub fn from_k(k: &[f64; 9]) -> Result<Self, String> {
-        let k = Matrix3::from_row_slice(k);
-        let (fx, fy) = (k[(0, 0)], k[(1, 1)]);
-        if !(fx.is_finite() && fy.is_finite() && fx > 0.0 && fy > 0.0) {
-            return Err(format!(
-                "camera_info K has no positive focal lengths (fx {fx}, fy {fy}); is the camera calibrated?"
-            ));
-        }
-        if k.iter().any(|v| !v.is_finite()) || k.row(2) != Vector3::new(0.0, 0.0, 1.0).transpose() {
-            return Err(format!(
-                "camera_info K is not a pinhole matrix (last row must be 0 0 1): {:?}",
-                k.as_slice()
-            ));
-        }
-        let k_inv = k
-            .try_inverse()
-            .ok_or_else(|| "camera_info K cannot be inverted".to_owned())?;
-        Ok(PinholeCamera { k, k_inv })
-    }
-
-    /// The camera for an image of `width` x `height` from a camera_info: its binning and
-    /// region of interest applied (as image_geometry does), then K scaled to the image
-    /// when that describes another resolution (same field of view; pixel centres mapped as
-    /// the resize maps them). A camera_info of size 0x0 is taken as the image's own.
-    pub fn for_image(info: &CameraInfo, width: u32, height: u32) -> Result<Self, String> {
-        Self::from_k(&info.unbinned().scaled_to(width, height).k)
-    }
-
-    /// The intrinsic matrix in use.
-    pub fn k(&self) -> &Matrix3<f64> {
-        &self.k
-    }
-
-    /// The point at depth `z` (metres along the optical axis) seen at pixel (u, v).
-    pub fn back_project(&self, u: f64, v: f64, z: f64) -> Point3<f64> {
-        Point3::from(self.k_inv * Vector3::new(u, v, 1.0) * z)
-    }
-}
-
 /// A camera calibration file as ROS writes it (camera_calibration_parsers' YAML:
 /// `image_width`, `image_height`, `camera_matrix: {rows: 3, cols: 3, data: [...]}`, and
-/// optionally `distortion_model` and `distortion_coefficients`), as a CameraInfo.
+/// optionally `distortion_model`, `distortion_coefficients`, `rectification_matrix` (3x3)
+/// and `projection_matrix` (3x4)), as a CameraInfo.
 pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<CameraInfo> {
     use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
     #[derive(serde::Deserialize)]
@@ -90,20 +41,24 @@ pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<Cam
         #[serde(default)]
         distortion_model: String,
         distortion_coefficients: Option<Matrix>,
+        rectification_matrix: Option<Matrix>,
+        projection_matrix: Option<Matrix>,
     }
     let origin = path.display().to_string();
     let text = read_limited(path, MAX_CONFIG_BYTES).map_err(|e| crate::Error::io(path, e))?;
     let calibration: Calibration = serde_yaml::from_str(&text)
         .map_err(|e| crate::Error::config(&origin, "(file)", e.to_string()))?;
-    let m = &calibration.camera_matrix;
-    let k: [f64; 9] = match (m.rows, m.cols, m.data.as_slice().try_into()) {
-        (3, 3, Ok(k)) => k,
-        _ => {
-            return Err(crate::Error::config(
+    // A matrix of the file as `rows` x `cols` values, row by row.
+    let matrix = |m: &Matrix, key: &str, rows: usize, cols: usize| -> crate::Result<Vec<f64>> {
+        if (m.rows, m.cols, m.data.len()) == (rows, cols, rows * cols) {
+            Ok(m.data.clone())
+        } else {
+            Err(crate::Error::config(
                 &origin,
-                "camera_matrix",
+                key,
                 format!(
-                    "must be 3x3 with 9 values, not {}x{} with {}",
+                    "must be {rows}x{cols} with {} values, not {}x{} with {}",
+                    rows * cols,
                     m.rows,
                     m.cols,
                     m.data.len()
@@ -111,8 +66,24 @@ pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<Cam
             ))
         }
     };
+    let k: [f64; 9] = matrix(&calibration.camera_matrix, "camera_matrix", 3, 3)?
+        .try_into()
+        .expect("9 values");
     PinholeCamera::from_k(&k).map_err(|e| crate::Error::config(&origin, "camera_matrix", e))?;
-    Ok(CameraInfo {
+    let defaults = CameraInfo::default();
+    let r: [f64; 9] = match &calibration.rectification_matrix {
+        Some(m) => matrix(m, "rectification_matrix", 3, 3)?
+            .try_into()
+            .expect("9 values"),
+        None => defaults.r,
+    };
+    let p: [f64; 12] = match &calibration.projection_matrix {
+        Some(m) => matrix(m, "projection_matrix", 3, 4)?
+            .try_into()
+            .expect("12 values"),
+        None => defaults.p,
+    };
+    let info = CameraInfo {
         width: calibration.image_width,
         height: calibration.image_height,
         distortion_model: calibration.distortion_model,
@@ -121,13 +92,19 @@ pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<Cam
             .map(|d| d.data)
             .unwrap_or_default(),
         k,
-        ..CameraInfo::default()
-    })
+        r,
+        p,
+        ..defaults
+    };
+    // The lens model is checked here, not at the first image.
+    Distortion::from_camera_info(&info.distortion_model, &info.d)
+        .map_err(|e| crate::Error::config(&origin, "distortion_coefficients", e))?;
+    Ok(info)
 }
 
-/// Which pixels become points.
+/// How pixels become points, and which.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CloudFilter {
+pub struct CloudOptions {
     /// Every Nth pixel in x and in y (1 = all).
     pub stride: u32,
     /// Points farther than this from the camera (Euclidean, metres) are left out; 0 = no
@@ -136,14 +113,18 @@ pub struct CloudFilter {
     /// Points whose depth epistemic std exceeds this (metres) are left out; 0 = no gate.
     /// Without an epistemic image (aleatoric mode) the gate does not apply.
     pub max_depth_epistemic_m: f32,
+    /// The camera images are rectified: camera_info's P, no distortion (otherwise K and
+    /// D, see [`PinholeCamera::for_image`]).
+    pub rectified: bool,
 }
 
-impl CloudFilter {
+impl CloudOptions {
     pub fn from_params(p: &PointsParams) -> Self {
-        CloudFilter {
+        CloudOptions {
             stride: p.stride.max(1) as u32,
             max_range_m: p.max_range_m as f32,
             max_depth_epistemic_m: p.max_depth_epistemic_m as f32,
+            rectified: p.rectified,
         }
     }
 }
@@ -188,16 +169,16 @@ pub struct CloudPoint {
 }
 
 /// The points of one prediction: pixels on the stride grid with finite positive depth
-/// that pass the filter, row by row. `rgb` is the camera image the prediction was made
+/// that pass the options' filters, row by row. `rgb` is the camera image the prediction was made
 /// from (same size). `None` for a model without depth.
 pub fn points(
     prediction: &Prediction,
     rgb: &RgbImage,
     camera: &PinholeCamera,
-    filter: CloudFilter,
+    options: CloudOptions,
 ) -> Option<Vec<CloudPoint>> {
     let mut out = Vec::new();
-    visit_points(prediction, rgb, camera, filter, |p| out.push(*p)).then_some(out)
+    visit_points(prediction, rgb, camera, options, |p| out.push(*p)).then_some(out)
 }
 
 /// Calls `f` with each point of [`points`], in the same order, without collecting them;
@@ -206,7 +187,7 @@ fn visit_points(
     prediction: &Prediction,
     rgb: &RgbImage,
     camera: &PinholeCamera,
-    filter: CloudFilter,
+    options: CloudOptions,
     mut f: impl FnMut(&CloudPoint),
 ) -> bool {
     let Some(depth) = prediction.depth.as_ref() else {
@@ -235,28 +216,29 @@ fn visit_points(
     let depth_epistemic = raw(depth.epistemic_std_m.as_ref());
     let at = |img: Option<&[f32]>, i: usize| img.map_or(f32::NAN, |v| v[i]);
     let colours = rgb.as_raw().as_slice();
-    let stride = filter.stride.max(1) as usize;
-    let max_range_sq = filter.max_range_m * filter.max_range_m;
-    // K^-1 (u, v, 1) has z = 1, y depending on v alone and x = a·u + b·v + c: the ray of
-    // every pixel from one value per column and two per row.
-    let k_inv = camera.k_inv;
-    let ray_x_of_u: Vec<f32> = (0..w).map(|u| (k_inv[(0, 0)] * u as f64) as f32).collect();
-    for v in (0..h).step_by(stride) {
-        let ray_x_of_v = (k_inv[(0, 1)] * v as f64 + k_inv[(0, 2)]) as f32;
-        let ray_y = (k_inv[(1, 1)] * v as f64 + k_inv[(1, 2)]) as f32;
-        for u in (0..w).step_by(stride) {
+    let stride = options.stride.max(1) as usize;
+    let max_range_sq = options.max_range_m * options.max_range_m;
+    let grid = camera.ray_grid(prediction.width, prediction.height, options.stride);
+    for (v, rays) in (0..h)
+        .step_by(stride)
+        .zip(grid.rays.chunks(grid.columns.max(1)))
+    {
+        for (u, &[ray_x, ray_y]) in (0..w).step_by(stride).zip(rays) {
             let i = v * w + u;
             let z = depth_m[i];
-            if !(z.is_finite() && z > 0.0) {
+            // A pixel without depth, or without a ray (NaN: beyond what the lens model
+            // can undo).
+            if !(z.is_finite() && z > 0.0 && ray_x.is_finite()) {
                 continue;
             }
             let depth_epistemic = at(depth_epistemic, i);
-            if filter.max_depth_epistemic_m > 0.0 && depth_epistemic > filter.max_depth_epistemic_m
+            if options.max_depth_epistemic_m > 0.0
+                && depth_epistemic > options.max_depth_epistemic_m
             {
                 continue;
             }
-            let xyz = [(ray_x_of_u[u] + ray_x_of_v) * z, ray_y * z, z];
-            if filter.max_range_m > 0.0 && xyz[0] * xyz[0] + xyz[1] * xyz[1] + z * z > max_range_sq
+            let xyz = [ray_x * z, ray_y * z, z];
+            if options.max_range_m > 0.0 && xyz[0] * xyz[0] + xyz[1] * xyz[1] + z * z > max_range_sq
             {
                 continue;
             }
@@ -336,16 +318,17 @@ pub fn frame_cloud(
     prediction: &Prediction,
     rgb: &RgbImage,
     info: &CameraInfo,
-    filter: CloudFilter,
+    options: CloudOptions,
     header: &Header,
 ) -> Result<Option<PointCloud2>, String> {
-    let camera = PinholeCamera::for_image(info, prediction.width, prediction.height)?;
+    let camera =
+        PinholeCamera::for_image(info, prediction.width, prediction.height, options.rectified)?;
     // Encoded as they are found: no list of points in between.
     let (w, h) = (prediction.width as usize, prediction.height as usize);
-    let stride = filter.stride.max(1) as usize;
+    let stride = options.stride.max(1) as usize;
     let mut data =
         Vec::with_capacity(w.div_ceil(stride) * h.div_ceil(stride) * POINT_STEP as usize);
-    let has_depth = visit_points(prediction, rgb, &camera, filter, |p| {
+    let has_depth = visit_points(prediction, rgb, &camera, options, |p| {
         data.extend_from_slice(&encode(p))
     });
     Ok(has_depth.then(|| cloud_message(data, header)))
@@ -391,66 +374,40 @@ mod tests {
     use crate::engine::{DepthPrediction, LabelImage, SemanticPrediction, Timing};
     use image::{ImageBuffer, Luma};
 
-    const K: [f64; 9] = [500.0, 0.0, 320.0, 0.0, 400.0, 240.0, 0.0, 0.0, 1.0];
-
+    /// camera_calibration_parsers' YAML, as `cameracalibrator` writes it: K, D, R and P.
     #[test]
-    fn back_projection_of_chosen_pixels_by_hand() {
-        let camera = PinholeCamera::from_k(&K).unwrap();
-        // x = (u − cx)·z/fx, y = (v − cy)·z/fy.
-        let p = camera.back_project(420.0, 140.0, 10.0);
-        assert!((p.x - 2.0).abs() < 1e-12 && (p.y + 2.5).abs() < 1e-12 && p.z == 10.0);
-        // The principal point lies on the optical axis.
-        let p = camera.back_project(320.0, 240.0, 7.0);
-        assert!(p.x.abs() < 1e-12 && p.y.abs() < 1e-12 && (p.z - 7.0).abs() < 1e-12);
-        // With skew s: x = (u − cx − s·(v − cy)/fy)·z/fx.
-        let mut skewed = K;
-        skewed[1] = 50.0;
-        let p = PinholeCamera::from_k(&skewed)
-            .unwrap()
-            .back_project(420.0, 140.0, 10.0);
-        assert!((p.x - 2.25).abs() < 1e-12, "{p}");
-    }
-
-    #[test]
-    fn unusable_camera_infos_are_refused_with_a_reason() {
-        let e = PinholeCamera::from_k(&[0.0; 9]).unwrap_err();
-        assert!(e.contains("no positive focal lengths"), "{e}");
-        let mut bad = K;
-        bad[8] = 0.0;
-        assert!(PinholeCamera::from_k(&bad)
-            .unwrap_err()
-            .contains("last row must be 0 0 1"));
-    }
-
-    #[test]
-    fn a_camera_info_of_another_resolution_is_scaled_to_the_image() {
-        let info = CameraInfo {
-            width: 640,
-            height: 480,
-            k: K,
-            ..CameraInfo::default()
-        };
-        let camera = PinholeCamera::for_image(&info, 320, 240).unwrap();
-        let k = camera.k();
-        assert_eq!((k[(0, 0)], k[(1, 1)]), (250.0, 200.0));
-        // Centres: (320 + 0.5)·0.5 − 0.5 = 159.75.
-        assert_eq!((k[(0, 2)], k[(1, 2)]), (159.75, 119.75));
-        // The same ray for the same spot of the scene: pixel (420, 140) at full size is
-        // (209.75, 69.75) at half size.
-        let full = PinholeCamera::from_k(&K)
-            .unwrap()
-            .back_project(420.0, 140.0, 10.0);
-        let half = camera.back_project(209.75, 69.75, 10.0);
-        assert!((full - half).norm() < 1e-9);
-        // An unset size (0x0) is the image's own.
-        let unset = CameraInfo {
-            k: K,
-            ..CameraInfo::default()
-        };
+    fn a_calibration_file_gives_k_d_r_and_p() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("front.yaml");
+        std::fs::write(
+            &path,
+            "image_width: 640\nimage_height: 480\ncamera_name: front\n\
+             camera_matrix: {rows: 3, cols: 3, data: [520, 0, 318.5, 0, 515, 242.25, 0, 0, 1]}\n\
+             distortion_model: plumb_bob\n\
+             distortion_coefficients: {rows: 1, cols: 5, data: [-0.28, 0.07, 0.001, -0.0005, 0]}\n\
+             rectification_matrix: {rows: 3, cols: 3, data: [1, 0, 0, 0, 1, 0, 0, 0, 1]}\n\
+             projection_matrix: {rows: 3, cols: 4, data: [450, 0, 300, 0, 0, 448, 240, 0, 0, 0, 1, 0]}\n",
+        )
+        .unwrap();
+        let info = camera_info_from_calibration(&path).unwrap();
+        assert_eq!((info.width, info.height), (640, 480));
         assert_eq!(
-            PinholeCamera::for_image(&unset, 320, 240).unwrap().k()[(0, 0)],
-            500.0
+            info.k,
+            [520.0, 0.0, 318.5, 0.0, 515.0, 242.25, 0.0, 0.0, 1.0]
         );
+        assert_eq!(
+            (info.distortion_model.as_str(), info.d.len()),
+            ("plumb_bob", 5)
+        );
+        assert_eq!(info.r, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(info.p[0..3], [450.0, 0.0, 300.0]);
+        // A P of another shape is refused with its key.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("rows: 3, cols: 4", "rows: 4, cols: 3");
+        std::fs::write(&path, text).unwrap();
+        let e = camera_info_from_calibration(&path).unwrap_err().to_string();
+        assert!(e.contains("projection_matrix") && e.contains("3x4"), "{e}");
     }
 
     /// A 4x3 prediction at depth `d` m everywhere but pixel (1, 0) (invalid), with labels
@@ -484,11 +441,12 @@ mod tests {
         }
     }
 
-    fn all() -> CloudFilter {
-        CloudFilter {
+    fn all() -> CloudOptions {
+        CloudOptions {
             stride: 1,
             max_range_m: 0.0,
             max_depth_epistemic_m: 0.0,
+            rectified: false,
         }
     }
 
@@ -527,7 +485,7 @@ mod tests {
             (0.25, 0.05, 0.5, 0.9)
         );
         // Aleatoric mode: the epistemic fields are NaN; the gate does not apply.
-        let gated = CloudFilter {
+        let gated = CloudOptions {
             max_depth_epistemic_m: 0.5,
             ..all()
         };
@@ -544,7 +502,7 @@ mod tests {
         let rgb = RgbImage::new(4, 3);
         let p = prediction(4.0, true);
         // Stride 2: pixels (0, 0), (2, 0), (0, 2), (2, 2).
-        let strided = points(&p, &rgb, &camera, CloudFilter { stride: 2, ..all() }).unwrap();
+        let strided = points(&p, &rgb, &camera, CloudOptions { stride: 2, ..all() }).unwrap();
         let xs: Vec<[f32; 3]> = strided.iter().map(|p| p.xyz).collect();
         assert_eq!(
             xs,
@@ -556,14 +514,14 @@ mod tests {
             ]
         );
         // The gate drops pixel (3, 2), whose depth epistemic std is 0.9 m.
-        let gate = CloudFilter {
+        let gate = CloudOptions {
             max_depth_epistemic_m: 0.5,
             ..all()
         };
         assert_eq!(points(&p, &rgb, &camera, gate).unwrap().len(), 10);
         // Range: pixels (1, 1) and (2, 1) give (∓1, 0, 4), sqrt(17) = 4.12 m away; every
         // other pixel is at least sqrt(1 + 4 + 16) = 4.58 m away.
-        let near = CloudFilter {
+        let near = CloudOptions {
             max_range_m: 4.2,
             ..all()
         };

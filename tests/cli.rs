@@ -279,6 +279,23 @@ fn infer_points_writes_the_cloud_as_ply_from_a_calibration_file() {
         text.contains("camera_matrix") && text.contains("3x3"),
         "{text}"
     );
+    // A lens model the cloud cannot undo is refused before any image is read.
+    std::fs::write(
+        &calibration,
+        "image_width: 90\nimage_height: 60\ncamera_matrix: {rows: 3, cols: 3, data: [80.0, 0.0, 44.5, 0.0, 80.0, 29.5, 0.0, 0.0, 1.0]}\n\
+         distortion_model: kannala_brandt\ndistortion_coefficients: {rows: 1, cols: 4, data: [0.1, 0.0, 0.0, 0.0]}\n",
+    )
+    .unwrap();
+    let (out, text) = f.infer(
+        &["--points", "--camera-info", calibration.to_str().unwrap()],
+        &[f.path("images")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("distortion_coefficients")
+            && text.contains("`kannala_brandt` is not supported"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -607,6 +624,22 @@ fn doctor_and_bench_run() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["points_per_frame"], 0, "{report}");
     assert_eq!(report["stages_median_ms"]["points"], 0.0, "{report}");
+    // The cloud through a calibration file's lens (a fisheye), named in the report.
+    let dir = tempfile::tempdir().unwrap();
+    let calibration = dir.path().join("fisheye.yaml");
+    std::fs::write(
+        &calibration,
+        "image_width: 64\nimage_height: 64\n\
+         camera_matrix: {rows: 3, cols: 3, data: [23, 0, 31.5, 0, 23, 31.5, 0, 0, 1]}\n\
+         distortion_model: equidistant\n\
+         distortion_coefficients: {rows: 1, cols: 4, data: [-0.01, 0.05, -0.06, 0.02]}\n",
+    )
+    .unwrap();
+    let calibration = calibration.to_str().unwrap();
+    let (out, text) = tiny_bench(&["--camera-info", calibration, "--json"]);
+    assert!(out.status.success(), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["points_camera_info"], calibration, "{report}");
     let (out, text) = run(bin().args(["bench", "--arch", "fcdensenet99"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use bayes_perception::camera::PinholeCamera;
 use bayes_perception::config::Mode;
 use bayes_perception::engine::{Engine, EngineConfig};
 use bayes_perception::msg::outputs::OutputTopic;
@@ -359,6 +360,74 @@ fn the_point_cloud_is_built_only_when_enabled_and_subscribed_and_a_bad_camera_in
         "no camera_info with Inf"
     );
     assert!(sink.images.len() > before);
+}
+
+/// The cloud's camera: K with the lens distortion undone for raw images, P for rectified
+/// ones (`points.rectified`, changed live); each point where the camera puts its pixel of
+/// the published depth image.
+#[test]
+fn the_cloud_undoes_the_lens_distortion_of_raw_images_and_uses_p_for_rectified_ones() {
+    let _rng = common::rng_lock();
+    let state = state(&[("points.stride", ParamValue::Integer(1))]);
+    let mut worker = worker(&state);
+    let info = CameraInfo {
+        header: header(0),
+        width: 40,
+        height: 30,
+        distortion_model: "plumb_bob".into(),
+        d: vec![-0.3, 0.1, 0.002, -0.001, 0.0],
+        k: [50.0, 0.0, 19.5, 0.0, 50.0, 14.5, 0.0, 0.0, 1.0],
+        p: [
+            42.0, 0.0, 20.0, 0.0, 0.0, 41.0, 15.0, 0.0, 0.0, 0.0, 1.0, 0.0,
+        ],
+        ..CameraInfo::default()
+    };
+    state.on_camera_info(info.clone());
+    let mut sink = TestSink::default();
+    for (sec, rectified) in [(1, false), (2, true)] {
+        state
+            .params
+            .set_atomically(&[("points.rectified".into(), ParamValue::Bool(rectified))])
+            .unwrap();
+        worker.handle(rgb8(sec, 40, 30), &state, &mut sink);
+        let cloud = sink.clouds.last().unwrap();
+        let depth = &sink
+            .images
+            .iter()
+            .rfind(|(t, _)| *t == OutputTopic::Depth)
+            .unwrap()
+            .1;
+        assert_eq!(depth.encoding, "32FC1");
+        let camera = PinholeCamera::for_image(&info, 40, 30, rectified).unwrap();
+        let mut expected = Vec::new();
+        for (i, z) in depth.data.chunks(4).enumerate() {
+            let z = f32::from_le_bytes(z.try_into().unwrap());
+            if z.is_finite() && z > 0.0 {
+                let p = camera
+                    .back_project((i % 40) as f64, (i / 40) as f64, z as f64)
+                    .unwrap();
+                expected.push([p.x as f32, p.y as f32, z]);
+            }
+        }
+        assert!(expected.len() > 100, "{} points", expected.len());
+        let got: Vec<[f32; 3]> = cloud
+            .data
+            .chunks(cloud.point_step as usize)
+            .map(|p| {
+                std::array::from_fn(|j| f32::from_le_bytes(p[4 * j..4 * j + 4].try_into().unwrap()))
+            })
+            .collect();
+        assert_eq!(got.len(), expected.len());
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(
+                (0..3).all(|j| (g[j] - e[j]).abs() <= 1e-5 * (1.0 + e[j].abs())),
+                "rectified {rectified}: {g:?} against {e:?}"
+            );
+        }
+    }
+    // The two cameras differ: the check above could tell one from the other.
+    let x = |cloud: &PointCloud2| f32::from_le_bytes(cloud.data[0..4].try_into().unwrap());
+    assert!((x(&sink.clouds[0]) - x(&sink.clouds[1])).abs() > 1e-3);
 }
 
 #[test]

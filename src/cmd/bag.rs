@@ -27,7 +27,7 @@ use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINT
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
 use bayes_perception::output::write_file;
 use bayes_perception::pipeline::{self, CameraFrame, PredictedFrame};
-use bayes_perception::points::CloudFilter;
+use bayes_perception::points::CloudOptions;
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -247,7 +247,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let points = params
         .points
         .enabled
-        .then(|| CloudFilter::from_params(&params.points));
+        .then(|| CloudOptions::from_params(&params.points));
     // Set by the writing thread when it stops (a write failed): reading stops at the next
     // message, not only at the next hand-over (which may be a whole MC frame away).
     let writer_stopped = AtomicBool::new(false);
@@ -589,7 +589,7 @@ impl Written {
         output: Output,
         palette: &[[u8; 3]],
         colormap: &ColormapParams,
-        points: Option<CloudFilter>,
+        points: Option<CloudOptions>,
     ) -> Result<(), BagError> {
         let PendingFrame {
             topic,

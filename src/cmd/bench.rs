@@ -13,7 +13,7 @@ use bayes_perception::model::{random_spec, Model};
 use bayes_perception::msg::outputs::build_outputs;
 use bayes_perception::msg::{CameraInfo, Header};
 use bayes_perception::pipeline::overlapped;
-use bayes_perception::points::{frame_cloud, CloudFilter};
+use bayes_perception::points::{camera_info_from_calibration, frame_cloud, CloudOptions};
 use bayes_perception::stats::quantile;
 use bayes_perception::{Engine, EngineConfig};
 use serde::Serialize;
@@ -89,6 +89,9 @@ struct Report {
     /// Points in the median frame's cloud, and the stride they were built with.
     points_per_frame: usize,
     points_stride: u32,
+    /// The calibration file the cloud's camera came from (`--camera-info`); none: a
+    /// pinhole of focal length 0.8 x width.
+    points_camera_info: Option<String>,
     /// Host peak resident memory (VmHWM), MiB.
     peak_rss_mib: Option<f64>,
     /// CUDA only: device memory in use after the run (total − free, whole device: CUDA
@@ -121,6 +124,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.points_stride == 0 {
         super::usage!("--points-stride must be at least 1");
     }
+    let camera_info = args
+        .camera_info
+        .as_deref()
+        .map(camera_info_from_calibration)
+        .transpose()?;
     let device_request: DeviceRequest = match args.device.parse() {
         Ok(request) => request,
         Err(e) => super::usage!("--device: {e}"),
@@ -189,6 +197,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.warmup,
         args.frames,
         args.points_stride,
+        camera_info.as_ref(),
     )?;
     let mut report = summarise(&args, &engine, parameters, device, &timings);
     if let Device::Cuda(index) = device {
@@ -211,6 +220,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.warmup,
             args.frames,
             args.points_stride,
+            camera_info.as_ref(),
         )?;
         let single_median = percentile(&single.iter().map(|t| t.total_ms).collect::<Vec<_>>(), 0.5);
         report.single_pass_median_ms = Some(single_median);
@@ -252,14 +262,16 @@ fn time_frames(
     warmup: usize,
     count: usize,
     points_stride: u32,
+    camera_info: Option<&CameraInfo>,
 ) -> anyhow::Result<Vec<FrameTime>> {
     let palette = engine.model().spec.palette();
     let colormap = ColormapParams::default();
     let header = Header::default();
-    let filter = CloudFilter {
+    let filter = CloudOptions {
         stride: points_stride,
         max_range_m: 0.0,
         max_depth_epistemic_m: 0.0,
+        rectified: false,
     };
     let frame = |i: usize| -> anyhow::Result<FrameTime> {
         let rgb = &frames[i % frames.len()];
@@ -270,8 +282,10 @@ fn time_frames(
         std::hint::black_box(messages);
         // The point cloud: depth models only (0 ms and 0 points without depth).
         let (points_ms, points, points_every_pixel_ms) = if prediction.depth.is_some() {
+            let pinhole = bench_camera_info(rgb);
+            let camera = camera_info.unwrap_or(&pinhole);
             let started = std::time::Instant::now();
-            let cloud = frame_cloud(&prediction, rgb, &bench_camera_info(rgb), filter, &header)
+            let cloud = frame_cloud(&prediction, rgb, camera, filter, &header)
                 .map_err(anyhow::Error::msg)?;
             let points_ms = started.elapsed().as_secs_f64() * 1e3;
             let points = cloud.as_ref().map_or(0, |c| c.width as usize);
@@ -288,7 +302,7 @@ fn time_frames(
                 }
             }
             let started = std::time::Instant::now();
-            let cloud = frame_cloud(&every_pixel, rgb, &bench_camera_info(rgb), filter, &header)
+            let cloud = frame_cloud(&every_pixel, rgb, camera, filter, &header)
                 .map_err(anyhow::Error::msg)?;
             let points_every_pixel_ms = started.elapsed().as_secs_f64() * 1e3;
             std::hint::black_box(cloud);
@@ -402,6 +416,7 @@ fn summarise(
         },
         points_per_frame: timings.iter().map(|t| t.points).max().unwrap_or(0),
         points_stride: args.points_stride,
+        points_camera_info: args.camera_info.as_ref().map(|p| p.display().to_string()),
         peak_rss_mib: None,
         gpu_memory_used_mib: None,
         gpu_memory: None,
@@ -472,8 +487,12 @@ fn print_report(r: &Report) {
     );
     if st.points_every_pixel > 0.0 {
         println!(
-            "  point cloud (one thread, stride {}): {} points in {:.2} ms; with valid depth at every pixel {:.2} ms",
-            r.points_stride, r.points_per_frame, st.points, st.points_every_pixel
+            "  point cloud (one thread, stride {}, camera {}): {} points in {:.2} ms; with valid depth at every pixel {:.2} ms",
+            r.points_stride,
+            r.points_camera_info.as_deref().unwrap_or("pinhole"),
+            r.points_per_frame,
+            st.points,
+            st.points_every_pixel
         );
     }
     if let Some(fps) = r.overlapped_frames_per_s {

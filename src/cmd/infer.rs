@@ -6,13 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use bayes_perception::camera::PinholeCamera;
 use bayes_perception::device::device_name;
 use bayes_perception::output::{
     contact_sheet, is_prediction_file, open_image, save_png, write_file, write_prediction,
 };
-use bayes_perception::points::{
-    camera_info_from_calibration, points, to_ply, CloudFilter, PinholeCamera,
-};
+use bayes_perception::points::{camera_info_from_calibration, points, to_ply, CloudOptions};
 use bayes_perception::{Engine, EngineConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -44,7 +43,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    let filter = CloudFilter::from_params(&params.points);
+    let filter = CloudOptions::from_params(&params.points);
     if args.out.exists() && !args.out.is_dir() {
         bail!("--out {} exists and is not a folder", args.out.display());
     }
@@ -100,8 +99,13 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 save_png(&dir.join(CONTACT_SHEET_FILE), &sheet)?;
             }
             if let Some(info) = &camera_info {
-                let camera = PinholeCamera::for_image(info, prediction.width, prediction.height)
-                    .map_err(anyhow::Error::msg)?;
+                let camera = PinholeCamera::for_image(
+                    info,
+                    prediction.width,
+                    prediction.height,
+                    filter.rectified,
+                )
+                .map_err(anyhow::Error::msg)?;
                 let cloud = points(&prediction, &image, &camera, filter).expect("a depth model");
                 let path = dir.join(POINTS_FILE);
                 let comment = format!("bayes_perception infer, mode {}, {}", params.mode, name);

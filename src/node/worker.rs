@@ -22,7 +22,7 @@ use crate::msg::{CameraInfo, Image, PointCloud2, Time};
 use crate::pipeline::{
     frame_outputs, overlapped, predict_frame, CameraFrame, FrameError, PredictedFrame,
 };
-use crate::points::CloudFilter;
+use crate::points::CloudOptions;
 
 /// How often a log line of one kind (an encoding, a topic, ...) may repeat.
 pub const LOG_PERIOD: Duration = Duration::from_secs(5);
@@ -146,7 +146,7 @@ struct Predicted {
     frame: PredictedFrame,
     colormap: ColormapParams,
     /// The point cloud's filter, where `points.enabled`.
-    points: Option<CloudFilter>,
+    points: Option<CloudOptions>,
 }
 
 impl Worker {
@@ -215,7 +215,7 @@ impl Inference {
                     .params
                     .points
                     .enabled
-                    .then(|| CloudFilter::from_params(&self.params.points)),
+                    .then(|| CloudOptions::from_params(&self.params.points)),
             }),
             Err(FrameError::BadInput(e)) => {
                 lock(&state.monitor).on_skip(Instant::now(), &e.to_string());

@@ -1,0 +1,627 @@
+//! The camera model of a sensor_msgs/CameraInfo turned around: pixel to ray, for the point
+//! cloud. Pinhole (K, or P for rectified images) with the lens distortion (D) of ROS's
+//! three models, defined as image_geometry and OpenCV define them: `plumb_bob` and
+//! `rational_polynomial` (OpenCV's radial-tangential model) and `equidistant` (OpenCV's
+//! fisheye model). Undoing a distortion has no closed form; it is solved per pixel by
+//! Newton's method, and the rays of an image's pixels are kept for the next frame of the
+//! same camera. Pure functions, no I/O.
+
+use std::sync::{Arc, Mutex};
+
+use nalgebra::{Matrix2, Matrix3, Point3, Vector2, Vector3};
+use rayon::prelude::*;
+
+use crate::msg::CameraInfo;
+
+/// Lens distortion in normalized image coordinates (x/z, y/z), as sensor_msgs'
+/// distortion_models name it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Distortion {
+    /// No distortion: a rectified image, or all coefficients zero.
+    None,
+    /// `plumb_bob` (k1 k2 p1 p2 k3) and `rational_polynomial` (k1 k2 p1 p2 k3 k4 k5 k6):
+    /// radial factor (1 + k1 r² + k2 r⁴ + k3 r⁶) / (1 + k4 r² + k5 r⁴ + k6 r⁶), tangential
+    /// p1, p2.
+    RadialTangential { k: [f64; 6], p: [f64; 2] },
+    /// `equidistant` (k1 k2 k3 k4): θd = θ (1 + k1 θ² + k2 θ⁴ + k3 θ⁶ + k4 θ⁸), θ the
+    /// angle of the ray from the optical axis.
+    Equidistant { k: [f64; 4] },
+}
+
+/// Newton iterations at most, and the residual (normalized coordinates, about 1e-7 px at
+/// a focal length of 1000 px) below which a solution counts.
+const MAX_ITERATIONS: usize = 50;
+const TOLERANCE: f64 = 1e-10;
+
+impl Distortion {
+    /// The distortion of a camera_info's `distortion_model` and D. All-zero coefficients
+    /// (or none) are no distortion, whatever the model. `plumb_bob` and
+    /// `rational_polynomial` take OpenCV's order k1 k2 p1 p2 [k3 [k4 k5 k6]] (4, 5 or 8
+    /// values; more only if zero: thin-prism and tilt terms are not supported).
+    pub fn from_camera_info(model: &str, d: &[f64]) -> Result<Self, String> {
+        if d.iter().all(|c| *c == 0.0) {
+            return Ok(Distortion::None);
+        }
+        if d.iter().any(|c| !c.is_finite()) {
+            return Err(format!("camera_info D has a non-finite coefficient: {d:?}"));
+        }
+        match model {
+            "plumb_bob" | "rational_polynomial" => {
+                if d.len() < 4 || d[8.min(d.len())..].iter().any(|c| *c != 0.0) {
+                    return Err(format!(
+                        "camera_info D of {model} must have 4, 5 or 8 coefficients \
+                         (k1 k2 p1 p2 k3 k4 k5 k6), not {}: {d:?}",
+                        d.len()
+                    ));
+                }
+                let at = |i: usize| d.get(i).copied().unwrap_or(0.0);
+                Ok(Distortion::RadialTangential {
+                    k: [at(0), at(1), at(4), at(5), at(6), at(7)],
+                    p: [at(2), at(3)],
+                })
+            }
+            "equidistant" => {
+                let k: [f64; 4] = d.try_into().map_err(|_| {
+                    format!(
+                        "camera_info D of equidistant must have 4 coefficients (k1 k2 k3 k4), \
+                         not {}: {d:?}",
+                        d.len()
+                    )
+                })?;
+                Ok(Distortion::Equidistant { k })
+            }
+            other => Err(format!(
+                "camera_info distortion model `{other}` is not supported (plumb_bob, \
+                 rational_polynomial, equidistant); rectify the images and set \
+                 points.rectified: true"
+            )),
+        }
+    }
+
+    /// Where the lens puts the ray (x, y, 1): its distorted normalized coordinates.
+    pub fn distort(&self, ray: Vector2<f64>) -> Vector2<f64> {
+        match self {
+            Distortion::None => ray,
+            Distortion::RadialTangential { k, p } => radial_tangential(k, p, ray).0,
+            Distortion::Equidistant { k } => {
+                let r = ray.norm();
+                if r == 0.0 {
+                    return ray;
+                }
+                let theta = r.atan();
+                ray * (equidistant_theta(k, theta).0 / r)
+            }
+        }
+    }
+
+    /// The ray (x, y, 1) the lens put at distorted normalized coordinates `distorted`, or
+    /// `None` where the model has none: outside the region where the distortion can be
+    /// undone without ambiguity (the mapping folds over, as a strong barrel distortion's
+    /// polynomial does far from the centre) or, for the equidistant model, at 90° or more
+    /// from the optical axis.
+    pub fn undistort(&self, distorted: Vector2<f64>) -> Option<Vector2<f64>> {
+        match self {
+            Distortion::None => Some(distorted),
+            Distortion::RadialTangential { k, p } => {
+                let mut ray = distorted;
+                for _ in 0..MAX_ITERATIONS {
+                    let (at, jacobian, radial) = radial_tangential(k, p, ray);
+                    let residual = at - distorted;
+                    if residual.norm() < TOLERANCE {
+                        // A ray on the side the lens maps it to, where the lens does not
+                        // fold the image over (a barrel's polynomial also maps rays
+                        // beyond its fold, and from the opposite side, to these
+                        // coordinates).
+                        return (radial > 0.0 && jacobian.determinant() > 0.0).then_some(ray);
+                    }
+                    ray -= jacobian.try_inverse()? * residual;
+                    if !ray.iter().all(|v| v.is_finite()) {
+                        return None;
+                    }
+                }
+                None
+            }
+            Distortion::Equidistant { k } => {
+                let theta_d = distorted.norm();
+                if theta_d == 0.0 {
+                    return Some(distorted);
+                }
+                let mut theta = theta_d.min(1.5);
+                for _ in 0..MAX_ITERATIONS {
+                    let (at, slope) = equidistant_theta(k, theta);
+                    let residual = at - theta_d;
+                    if residual.abs() < TOLERANCE {
+                        let forward = (0.0..std::f64::consts::FRAC_PI_2).contains(&theta);
+                        return (forward && slope > 0.0)
+                            .then(|| distorted * (theta.tan() / theta_d));
+                    }
+                    if slope == 0.0 {
+                        return None;
+                    }
+                    theta -= residual / slope;
+                    if !theta.is_finite() {
+                        return None;
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// OpenCV's radial-tangential distortion of `ray`, its Jacobian and the radial factor.
+fn radial_tangential(
+    k: &[f64; 6],
+    p: &[f64; 2],
+    ray: Vector2<f64>,
+) -> (Vector2<f64>, Matrix2<f64>, f64) {
+    let (x, y) = (ray.x, ray.y);
+    let r2 = x * x + y * y;
+    let num = 1.0 + r2 * (k[0] + r2 * (k[1] + r2 * k[2]));
+    let den = 1.0 + r2 * (k[3] + r2 * (k[4] + r2 * k[5]));
+    let num_slope = k[0] + r2 * (2.0 * k[1] + 3.0 * r2 * k[2]);
+    let den_slope = k[3] + r2 * (2.0 * k[4] + 3.0 * r2 * k[5]);
+    let radial = num / den;
+    // d radial / d r².
+    let radial_slope = (num_slope * den - num * den_slope) / (den * den);
+    let [p1, p2] = *p;
+    let distorted = Vector2::new(
+        x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x),
+        y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y,
+    );
+    let cross = 2.0 * x * y * radial_slope + 2.0 * p1 * x + 2.0 * p2 * y;
+    let jacobian = Matrix2::new(
+        radial + 2.0 * x * x * radial_slope + 2.0 * p1 * y + 6.0 * p2 * x,
+        cross,
+        cross,
+        radial + 2.0 * y * y * radial_slope + 6.0 * p1 * y + 2.0 * p2 * x,
+    );
+    (distorted, jacobian, radial)
+}
+
+/// The equidistant model's distorted angle θd of θ, and dθd/dθ.
+fn equidistant_theta(k: &[f64; 4], theta: f64) -> (f64, f64) {
+    let t2 = theta * theta;
+    let poly = 1.0 + t2 * (k[0] + t2 * (k[1] + t2 * (k[2] + t2 * k[3])));
+    let slope = 1.0 + t2 * (3.0 * k[0] + t2 * (5.0 * k[1] + t2 * (7.0 * k[2] + t2 * 9.0 * k[3])));
+    (theta * poly, slope)
+}
+
+/// A camera's pixel-to-ray model: K (or a rectified image's P) and the lens distortion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinholeCamera {
+    k: Matrix3<f64>,
+    k_inv: Matrix3<f64>,
+    distortion: Distortion,
+}
+
+impl PinholeCamera {
+    /// The camera of K (row-major, as in sensor_msgs/CameraInfo), without distortion.
+    /// Refused: a K with no positive finite focal lengths or that cannot be inverted.
+    pub fn from_k(k: &[f64; 9]) -> Result<Self, String> {
+        let k = Matrix3::from_row_slice(k);
+        let (fx, fy) = (k[(0, 0)], k[(1, 1)]);
+        if !(fx.is_finite() && fy.is_finite() && fx > 0.0 && fy > 0.0) {
+            return Err(format!(
+                "camera_info K has no positive focal lengths (fx {fx}, fy {fy}); is the camera calibrated?"
+            ));
+        }
+        if k.iter().any(|v| !v.is_finite()) || k.row(2) != Vector3::new(0.0, 0.0, 1.0).transpose() {
+            return Err(format!(
+                "camera_info K is not a pinhole matrix (last row must be 0 0 1): {:?}",
+                k.as_slice()
+            ));
+        }
+        let k_inv = k
+            .try_inverse()
+            .ok_or_else(|| "camera_info K cannot be inverted".to_owned())?;
+        Ok(PinholeCamera {
+            k,
+            k_inv,
+            distortion: Distortion::None,
+        })
+    }
+
+    /// This camera with a lens distortion.
+    pub fn with_distortion(self, distortion: Distortion) -> Self {
+        PinholeCamera { distortion, ..self }
+    }
+
+    /// The camera for an image of `width` x `height` from a camera_info: its binning and
+    /// region of interest applied (as image_geometry does), then scaled to the image when
+    /// that has another resolution (same field of view; pixel centres mapped as the resize
+    /// maps them). A camera_info of size 0x0 is taken as the image's own.
+    ///
+    /// Raw images (`rectified` false): K and the distortion of D. Rectified images (from
+    /// image_proc): P's first three columns, no distortion (image_geometry's rectified
+    /// camera), or K where P has no positive focal lengths (a camera_info without P).
+    pub fn for_image(
+        info: &CameraInfo,
+        width: u32,
+        height: u32,
+        rectified: bool,
+    ) -> Result<Self, String> {
+        let info = info.unbinned().scaled_to(width, height);
+        if rectified {
+            let p = &info.p;
+            let k_of_p = [p[0], p[1], p[2], p[4], p[5], p[6], p[8], p[9], p[10]];
+            if p[0] > 0.0 && p[5] > 0.0 {
+                return Self::from_k(&k_of_p).map_err(|e| e.replacen(" K ", " P ", 1));
+            }
+            return Self::from_k(&info.k);
+        }
+        let distortion = Distortion::from_camera_info(&info.distortion_model, &info.d)?;
+        Ok(Self::from_k(&info.k)?.with_distortion(distortion))
+    }
+
+    /// The intrinsic matrix in use.
+    pub fn k(&self) -> &Matrix3<f64> {
+        &self.k
+    }
+
+    /// The lens distortion in use.
+    pub fn distortion(&self) -> &Distortion {
+        &self.distortion
+    }
+
+    /// The ray (x, y, 1) seen at pixel (u, v), pixel centres at integer coordinates as in
+    /// ROS and OpenCV; `None` where the lens model has none (see
+    /// [`Distortion::undistort`]).
+    pub fn ray(&self, u: f64, v: f64) -> Option<Vector2<f64>> {
+        let distorted = self.k_inv * Vector3::new(u, v, 1.0);
+        self.distortion.undistort(distorted.xy())
+    }
+
+    /// The point at depth `z` (metres along the optical axis) seen at pixel (u, v).
+    pub fn back_project(&self, u: f64, v: f64, z: f64) -> Option<Point3<f64>> {
+        self.ray(u, v).map(|r| Point3::new(r.x * z, r.y * z, z))
+    }
+
+    /// The pixel (u, v) where the point `p` (camera optical frame, z > 0) is seen.
+    pub fn project(&self, p: &Point3<f64>) -> Vector2<f64> {
+        let distorted = self.distortion.distort(Vector2::new(p.x / p.z, p.y / p.z));
+        (self.k * distorted.push(1.0)).xy()
+    }
+}
+
+/// The rays (x, y of the ray (x, y, 1)) of the pixels (i·stride, j·stride) of a `width` x
+/// `height` image, row by row; NaN where the lens model has none.
+#[derive(Debug, PartialEq)]
+pub struct RayGrid {
+    pub columns: usize,
+    pub rows: usize,
+    pub rays: Vec<[f32; 2]>,
+}
+
+/// The cameras whose rays were computed last, most recent first: undoing a distortion for
+/// every pixel of a frame costs more than building its cloud, and a camera's rays change
+/// only with its calibration, the image size or the stride. A few, for a process that
+/// serves several cameras (`bag process` of a bag with several).
+static RAY_GRIDS: Mutex<Vec<(RayGridKey, Arc<RayGrid>)>> = Mutex::new(Vec::new());
+const RAY_GRIDS_KEPT: usize = 4;
+
+#[derive(Debug, PartialEq)]
+struct RayGridKey {
+    camera: PinholeCamera,
+    width: u32,
+    height: u32,
+    stride: u32,
+}
+
+impl PinholeCamera {
+    /// The rays of the pixels on the stride grid of a `width` x `height` image, computed
+    /// once per camera, size and stride (the last few are kept).
+    pub fn ray_grid(&self, width: u32, height: u32, stride: u32) -> Arc<RayGrid> {
+        let key = RayGridKey {
+            camera: self.clone(),
+            width,
+            height,
+            stride: stride.max(1),
+        };
+        let mut grids = RAY_GRIDS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = grids.iter().position(|(k, _)| *k == key) {
+            let entry = grids.remove(i);
+            let grid = entry.1.clone();
+            grids.insert(0, entry);
+            return grid;
+        }
+        // Computed outside the lock: another thread's camera need not wait for this one.
+        drop(grids);
+        let grid = Arc::new(self.compute_ray_grid(width, height, key.stride));
+        let mut grids = RAY_GRIDS.lock().unwrap_or_else(|e| e.into_inner());
+        grids.retain(|(k, _)| *k != key);
+        grids.insert(0, (key, grid.clone()));
+        grids.truncate(RAY_GRIDS_KEPT);
+        grid
+    }
+
+    fn compute_ray_grid(&self, width: u32, height: u32, stride: u32) -> RayGrid {
+        let stride = stride as usize;
+        let columns = (width as usize).div_ceil(stride);
+        let rows = (height as usize).div_ceil(stride);
+        let mut rays = vec![[f32::NAN; 2]; columns * rows];
+        if columns > 0 {
+            rays.par_chunks_mut(columns)
+                .enumerate()
+                .for_each(|(row, out)| {
+                    let v = (row * stride) as f64;
+                    for (column, ray) in out.iter_mut().enumerate() {
+                        if let Some(r) = self.ray((column * stride) as f64, v) {
+                            *ray = [r.x as f32, r.y as f32];
+                        }
+                    }
+                });
+        }
+        RayGrid {
+            columns,
+            rows,
+            rays,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: [f64; 9] = [500.0, 0.0, 320.0, 0.0, 400.0, 240.0, 0.0, 0.0, 1.0];
+
+    #[test]
+    fn back_projection_of_chosen_pixels_by_hand() {
+        let camera = PinholeCamera::from_k(&K).unwrap();
+        // x = (u − cx)·z/fx, y = (v − cy)·z/fy.
+        let p = camera.back_project(420.0, 140.0, 10.0).unwrap();
+        assert!((p.x - 2.0).abs() < 1e-12 && (p.y + 2.5).abs() < 1e-12 && p.z == 10.0);
+        // The principal point lies on the optical axis.
+        let p = camera.back_project(320.0, 240.0, 7.0).unwrap();
+        assert!(p.x.abs() < 1e-12 && p.y.abs() < 1e-12 && (p.z - 7.0).abs() < 1e-12);
+        // With skew s: x = (u − cx − s·(v − cy)/fy)·z/fx.
+        let mut skewed = K;
+        skewed[1] = 50.0;
+        let p = PinholeCamera::from_k(&skewed)
+            .unwrap()
+            .back_project(420.0, 140.0, 10.0)
+            .unwrap();
+        assert!((p.x - 2.25).abs() < 1e-12, "{p}");
+    }
+
+    #[test]
+    fn unusable_camera_infos_are_refused_with_a_reason() {
+        let e = PinholeCamera::from_k(&[0.0; 9]).unwrap_err();
+        assert!(e.contains("no positive focal lengths"), "{e}");
+        let mut bad = K;
+        bad[8] = 0.0;
+        assert!(PinholeCamera::from_k(&bad)
+            .unwrap_err()
+            .contains("last row must be 0 0 1"));
+        let refused = |model: &str, d: &[f64]| Distortion::from_camera_info(model, d).unwrap_err();
+        assert!(refused("kannala_brandt", &[0.1, 0.0, 0.0, 0.0]).contains("not supported"));
+        assert!(refused("plumb_bob", &[0.1, 0.0, 0.0]).contains("4, 5 or 8"));
+        assert!(refused("rational_polynomial", &[0.1; 12]).contains("4, 5 or 8"));
+        assert!(refused("equidistant", &[0.1; 5]).contains("4 coefficients"));
+        assert!(refused("plumb_bob", &[f64::NAN, 0.0, 0.0, 0.0, 0.0]).contains("non-finite"));
+        // All zeros is no distortion, whatever the model says.
+        for (model, d) in [
+            ("", &[][..]),
+            ("kannala_brandt", &[0.0; 4]),
+            ("plumb_bob", &[0.0; 5]),
+        ] {
+            assert_eq!(Distortion::from_camera_info(model, d), Ok(Distortion::None));
+        }
+        // OpenCV's order: k1 k2 p1 p2 k3 k4 k5 k6; trailing zeros (12 values) taken.
+        let mut d = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        d.extend([0.0; 4]);
+        assert_eq!(
+            Distortion::from_camera_info("rational_polynomial", &d),
+            Ok(Distortion::RadialTangential {
+                k: [1.0, 2.0, 5.0, 6.0, 7.0, 8.0],
+                p: [3.0, 4.0]
+            })
+        );
+    }
+
+    /// Distortions of real lenses: undistort(distort(ray)) is the ray across the image.
+    #[test]
+    fn undistortion_inverts_distortion() {
+        let lenses = [
+            Distortion::from_camera_info("plumb_bob", &[-0.28, 0.07, 1e-3, -5e-4, 0.0]).unwrap(),
+            Distortion::from_camera_info(
+                "rational_polynomial",
+                &[2.1, 0.6, 2e-4, -3e-4, 0.02, 2.4, 1.1, 0.1],
+            )
+            .unwrap(),
+            Distortion::from_camera_info("equidistant", &[-0.01, 0.05, -0.06, 0.02]).unwrap(),
+        ];
+        for lens in &lenses {
+            for i in -8..=8 {
+                for j in -6..=6 {
+                    let ray = Vector2::new(i as f64 * 0.08, j as f64 * 0.08);
+                    let back = lens.undistort(lens.distort(ray));
+                    assert!(
+                        back.is_some_and(|b| (b - ray).norm() < 1e-9),
+                        "{lens:?}: {ray} came back as {back:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whatever the coefficients, a ray that undistortion finds is one the lens puts at the
+    /// given coordinates: where it cannot be sure it gives none, never a wrong one.
+    #[test]
+    fn every_ray_found_for_a_random_lens_is_distorted_back_onto_its_coordinates() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (mut found, mut none) = (0, 0);
+        for lens in 0..300 {
+            let mut coefficient = |scale: f64| rng.gen_range(-scale..scale);
+            let distortion = match lens % 3 {
+                0 => Distortion::from_camera_info(
+                    "plumb_bob",
+                    &[
+                        coefficient(1.0),
+                        coefficient(1.0),
+                        coefficient(0.05),
+                        coefficient(0.05),
+                        coefficient(1.0),
+                    ],
+                ),
+                1 => Distortion::from_camera_info(
+                    "rational_polynomial",
+                    &[
+                        coefficient(3.0),
+                        coefficient(3.0),
+                        coefficient(0.05),
+                        coefficient(0.05),
+                        coefficient(1.0),
+                        coefficient(3.0),
+                        coefficient(3.0),
+                        coefficient(1.0),
+                    ],
+                ),
+                _ => Distortion::from_camera_info(
+                    "equidistant",
+                    &[
+                        coefficient(0.5),
+                        coefficient(0.5),
+                        coefficient(0.5),
+                        coefficient(0.5),
+                    ],
+                ),
+            }
+            .unwrap();
+            for _ in 0..50 {
+                let at = Vector2::new(rng.gen_range(-2.0..2.0), rng.gen_range(-2.0..2.0));
+                match distortion.undistort(at) {
+                    Some(ray) => {
+                        found += 1;
+                        let back = distortion.distort(ray);
+                        assert!(
+                            (back - at).norm() < 1e-8,
+                            "{distortion:?}: {at} -> {ray} -> {back}"
+                        );
+                    }
+                    None => none += 1,
+                }
+            }
+        }
+        // Most coordinates of such lenses have a ray; some lie beyond their folds.
+        assert!(found > 5000 && none > 0, "{found} found, {none} none");
+    }
+
+    /// A barrel distortion folds over beyond the radius where r·(1 + k1 r²) peaks: those
+    /// distorted coordinates have no ray (or two); a fisheye has none at 90° and beyond.
+    #[test]
+    fn coordinates_the_lens_cannot_produce_have_no_ray() {
+        let barrel =
+            Distortion::from_camera_info("plumb_bob", &[-0.5, 0.0, 0.0, 0.0, 0.0]).unwrap();
+        // r (1 − 0.5 r²) peaks at r = sqrt(2/3), distorted radius 0.544.
+        assert!(barrel.undistort(Vector2::new(0.5, 0.0)).is_some());
+        assert_eq!(barrel.undistort(Vector2::new(0.6, 0.0)), None);
+        let fisheye = Distortion::Equidistant { k: [0.0; 4] };
+        let ray = fisheye.undistort(Vector2::new(1.0, 0.0)).unwrap();
+        assert!((ray.x - 1.0f64.tan()).abs() < 1e-9);
+        assert_eq!(fisheye.undistort(Vector2::new(1.6, 0.0)), None);
+    }
+
+    #[test]
+    fn rectified_images_use_p_and_no_distortion() {
+        let info = CameraInfo {
+            width: 640,
+            height: 480,
+            k: K,
+            distortion_model: "plumb_bob".into(),
+            d: vec![-0.28, 0.07, 0.0, 0.0, 0.0],
+            p: [
+                450.0, 0.0, 300.0, 0.0, 0.0, 450.0, 230.0, 0.0, 0.0, 0.0, 1.0, 0.0,
+            ],
+            ..CameraInfo::default()
+        };
+        let raw = PinholeCamera::for_image(&info, 640, 480, false).unwrap();
+        assert_eq!(raw.k(), &Matrix3::from_row_slice(&K));
+        assert!(matches!(
+            raw.distortion(),
+            Distortion::RadialTangential { .. }
+        ));
+        let rectified = PinholeCamera::for_image(&info, 640, 480, true).unwrap();
+        assert_eq!(rectified.distortion(), &Distortion::None);
+        let p = rectified.back_project(390.0, 230.0, 5.0).unwrap();
+        assert!((p.x - 1.0).abs() < 1e-12 && p.y.abs() < 1e-12, "{p}");
+        // Without a P: K.
+        let no_p = CameraInfo {
+            p: [0.0; 12],
+            ..info
+        };
+        let k = PinholeCamera::for_image(&no_p, 640, 480, true).unwrap();
+        assert_eq!(k.k(), &Matrix3::from_row_slice(&K));
+    }
+
+    #[test]
+    fn a_camera_info_of_another_resolution_is_scaled_to_the_image() {
+        let info = CameraInfo {
+            width: 640,
+            height: 480,
+            k: K,
+            ..CameraInfo::default()
+        };
+        let camera = PinholeCamera::for_image(&info, 320, 240, false).unwrap();
+        let k = camera.k();
+        assert_eq!((k[(0, 0)], k[(1, 1)]), (250.0, 200.0));
+        // Centres: (320 + 0.5)·0.5 − 0.5 = 159.75.
+        assert_eq!((k[(0, 2)], k[(1, 2)]), (159.75, 119.75));
+        // The same ray for the same spot of the scene: pixel (420, 140) at full size is
+        // (209.75, 69.75) at half size.
+        let full = PinholeCamera::from_k(&K)
+            .unwrap()
+            .back_project(420.0, 140.0, 10.0)
+            .unwrap();
+        let half = camera.back_project(209.75, 69.75, 10.0).unwrap();
+        assert!((full - half).norm() < 1e-9);
+        // An unset size (0x0) is the image's own.
+        let unset = CameraInfo {
+            k: K,
+            ..CameraInfo::default()
+        };
+        assert_eq!(
+            PinholeCamera::for_image(&unset, 320, 240, false)
+                .unwrap()
+                .k()[(0, 0)],
+            500.0
+        );
+    }
+
+    /// The grid holds each grid pixel's ray (f32), NaN where there is none, and is built
+    /// once per camera, size and stride.
+    #[test]
+    fn the_ray_grid_is_every_strided_pixels_ray_and_is_kept() {
+        let camera = PinholeCamera::from_k(&K).unwrap().with_distortion(
+            Distortion::from_camera_info("plumb_bob", &[-0.5, 0.0, 0.0, 0.0, 0.0]).unwrap(),
+        );
+        let grid = camera.ray_grid(640, 480, 3);
+        assert_eq!(
+            (grid.columns, grid.rows, grid.rays.len()),
+            (214, 160, 214 * 160)
+        );
+        let mut missing = 0;
+        for (j, row) in grid.rays.chunks(grid.columns).enumerate() {
+            for (i, ray) in row.iter().enumerate() {
+                match camera.ray((3 * i) as f64, (3 * j) as f64) {
+                    Some(r) => {
+                        assert!(
+                            (ray[0] as f64 - r.x).abs() < 1e-6
+                                && (ray[1] as f64 - r.y).abs() < 1e-6
+                        )
+                    }
+                    None => {
+                        assert!(ray[0].is_nan() && ray[1].is_nan());
+                        missing += 1;
+                    }
+                }
+            }
+        }
+        // The corners of this strong barrel lens lie beyond its fold.
+        assert!(missing > 0 && missing < grid.rays.len() / 2, "{missing}");
+        assert!(Arc::ptr_eq(&grid, &camera.ray_grid(640, 480, 3)), "kept");
+        assert!(!Arc::ptr_eq(&grid, &camera.ray_grid(640, 480, 2)));
+    }
+}
