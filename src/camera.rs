@@ -14,9 +14,19 @@ use rayon::prelude::*;
 use crate::msg::CameraInfo;
 
 /// Lens distortion in normalized image coordinates (x/z, y/z), as sensor_msgs'
-/// distortion_models name it.
+/// distortion_models name it, with the extent over which it can be undone.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Distortion {
+pub struct Distortion {
+    lens: Lens,
+    /// Where the lens stops mapping rays one to one: the radius r = |(x, y)| of the ray
+    /// (x, y, 1) for the radial-tangential model, the angle θ for the equidistant one,
+    /// below which the radial mapping rises (beyond it a barrel polynomial folds back
+    /// and the same coordinates come from two rays, or three).
+    limit: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Lens {
     /// No distortion: a rectified image, or all coefficients zero.
     None,
     /// `plumb_bob` (k1 k2 p1 p2 k3) and `rational_polynomial` (k1 k2 p1 p2 k3 k4 k5 k6):
@@ -33,32 +43,56 @@ pub enum Distortion {
 const MAX_ITERATIONS: usize = 50;
 const TOLERANCE: f64 = 1e-10;
 
+/// The radial-tangential model's rays are looked at out to this radius (84° from the
+/// optical axis), in steps of [`LIMIT_STEP`], for where the mapping stops rising.
+const MAX_RADIUS: f64 = 10.0;
+const LIMIT_STEP: f64 = 1e-3;
+
 impl Distortion {
+    /// No distortion.
+    pub fn none() -> Self {
+        Distortion {
+            lens: Lens::None,
+            limit: f64::INFINITY,
+        }
+    }
+
+    /// Whether this is no distortion.
+    pub fn is_none(&self) -> bool {
+        self.lens == Lens::None
+    }
+
     /// The distortion of a camera_info's `distortion_model` and D. All-zero coefficients
     /// (or none) are no distortion, whatever the model. `plumb_bob` and
     /// `rational_polynomial` take OpenCV's order k1 k2 p1 p2 [k3 [k4 k5 k6]] (4, 5 or 8
-    /// values; more only if zero: thin-prism and tilt terms are not supported).
+    /// values; 12 or 14 only if the thin-prism and tilt terms beyond the 8th are zero).
     pub fn from_camera_info(model: &str, d: &[f64]) -> Result<Self, String> {
         if d.iter().all(|c| *c == 0.0) {
-            return Ok(Distortion::None);
+            return Ok(Self::none());
         }
         if d.iter().any(|c| !c.is_finite()) {
             return Err(format!("camera_info D has a non-finite coefficient: {d:?}"));
         }
-        match model {
+        let lens = match model {
             "plumb_bob" | "rational_polynomial" => {
-                if d.len() < 4 || d[8.min(d.len())..].iter().any(|c| *c != 0.0) {
+                let supported = match d.len() {
+                    4 | 5 | 8 => true,
+                    12 | 14 => d[8..].iter().all(|c| *c == 0.0),
+                    _ => false,
+                };
+                if !supported {
                     return Err(format!(
                         "camera_info D of {model} must have 4, 5 or 8 coefficients \
-                         (k1 k2 p1 p2 k3 k4 k5 k6), not {}: {d:?}",
+                         (k1 k2 p1 p2 k3 k4 k5 k6; thin-prism and tilt terms are not \
+                         supported), not {}: {d:?}",
                         d.len()
                     ));
                 }
                 let at = |i: usize| d.get(i).copied().unwrap_or(0.0);
-                Ok(Distortion::RadialTangential {
+                Lens::RadialTangential {
                     k: [at(0), at(1), at(4), at(5), at(6), at(7)],
                     p: [at(2), at(3)],
-                })
+                }
             }
             "equidistant" => {
                 let k: [f64; 4] = d.try_into().map_err(|_| {
@@ -68,22 +102,26 @@ impl Distortion {
                         d.len()
                     )
                 })?;
-                Ok(Distortion::Equidistant { k })
+                Lens::Equidistant { k }
             }
-            other => Err(format!(
-                "camera_info distortion model `{other}` is not supported (plumb_bob, \
-                 rational_polynomial, equidistant); rectify the images and set \
-                 points.rectified: true"
-            )),
-        }
+            other => {
+                return Err(format!(
+                    "camera_info distortion model `{other}` is not supported (plumb_bob, \
+                     rational_polynomial, equidistant); rectify the images and set \
+                     points.rectified: true"
+                ))
+            }
+        };
+        let limit = lens.limit();
+        Ok(Distortion { lens, limit })
     }
 
     /// Where the lens puts the ray (x, y, 1): its distorted normalized coordinates.
     pub fn distort(&self, ray: Vector2<f64>) -> Vector2<f64> {
-        match self {
-            Distortion::None => ray,
-            Distortion::RadialTangential { k, p } => radial_tangential(k, p, ray).0,
-            Distortion::Equidistant { k } => {
+        match &self.lens {
+            Lens::None => ray,
+            Lens::RadialTangential { k, p } => radial_tangential(k, p, ray).0,
+            Lens::Equidistant { k } => {
                 let r = ray.norm();
                 if r == 0.0 {
                     return ray;
@@ -95,24 +133,23 @@ impl Distortion {
     }
 
     /// The ray (x, y, 1) the lens put at distorted normalized coordinates `distorted`, or
-    /// `None` where the model has none: outside the region where the distortion can be
-    /// undone without ambiguity (the mapping folds over, as a strong barrel distortion's
-    /// polynomial does far from the centre) or, for the equidistant model, at 90° or more
-    /// from the optical axis.
+    /// `None` where the model has none: beyond the lens's limit (where its polynomial
+    /// folds back, so the coordinates have no ray or more than one) or, for the
+    /// equidistant model, at 90° or more from the optical axis. Near the limit a ray may
+    /// be missed, never a wrong one given.
     pub fn undistort(&self, distorted: Vector2<f64>) -> Option<Vector2<f64>> {
-        match self {
-            Distortion::None => Some(distorted),
-            Distortion::RadialTangential { k, p } => {
+        match &self.lens {
+            Lens::None => Some(distorted),
+            Lens::RadialTangential { k, p } => {
                 let mut ray = distorted;
                 for _ in 0..MAX_ITERATIONS {
-                    let (at, jacobian, radial) = radial_tangential(k, p, ray);
+                    let (at, jacobian) = radial_tangential(k, p, ray);
                     let residual = at - distorted;
                     if residual.norm() < TOLERANCE {
-                        // A ray on the side the lens maps it to, where the lens does not
-                        // fold the image over (a barrel's polynomial also maps rays
-                        // beyond its fold, and from the opposite side, to these
-                        // coordinates).
-                        return (radial > 0.0 && jacobian.determinant() > 0.0).then_some(ray);
+                        // Before the fold, where the tangential terms do not fold the
+                        // image over either.
+                        let unique = ray.norm() < self.limit && jacobian.determinant() > 0.0;
+                        return unique.then_some(ray);
                     }
                     ray -= jacobian.try_inverse()? * residual;
                     if !ray.iter().all(|v| v.is_finite()) {
@@ -121,7 +158,7 @@ impl Distortion {
                 }
                 None
             }
-            Distortion::Equidistant { k } => {
+            Lens::Equidistant { k } => {
                 let theta_d = distorted.norm();
                 if theta_d == 0.0 {
                     return Some(distorted);
@@ -131,9 +168,8 @@ impl Distortion {
                     let (at, slope) = equidistant_theta(k, theta);
                     let residual = at - theta_d;
                     if residual.abs() < TOLERANCE {
-                        let forward = (0.0..std::f64::consts::FRAC_PI_2).contains(&theta);
-                        return (forward && slope > 0.0)
-                            .then(|| distorted * (theta.tan() / theta_d));
+                        let unique = (0.0..self.limit).contains(&theta) && slope > 0.0;
+                        return unique.then(|| distorted * (theta.tan() / theta_d));
                     }
                     if slope == 0.0 {
                         return None;
@@ -149,21 +185,52 @@ impl Distortion {
     }
 }
 
-/// OpenCV's radial-tangential distortion of `ray`, its Jacobian and the radial factor.
-fn radial_tangential(
-    k: &[f64; 6],
-    p: &[f64; 2],
-    ray: Vector2<f64>,
-) -> (Vector2<f64>, Matrix2<f64>, f64) {
-    let (x, y) = (ray.x, ray.y);
-    let r2 = x * x + y * y;
+impl Lens {
+    /// The first radius (angle) at which the radial mapping stops rising, found in steps
+    /// of [`LIMIT_STEP`] (the last step before it is the limit); [`MAX_RADIUS`] or 90° if
+    /// it rises throughout.
+    fn limit(&self) -> f64 {
+        let rising = |at: f64| match self {
+            Lens::None => true,
+            Lens::RadialTangential { k, .. } => {
+                // The radial part alone: r·R(r²) and its slope R + 2r²·R'.
+                let (radial, radial_slope) = radial_factor(k, at * at);
+                radial > 0.0 && radial + 2.0 * at * at * radial_slope > 0.0
+            }
+            Lens::Equidistant { k } => equidistant_theta(k, at).1 > 0.0,
+        };
+        let end = match self {
+            Lens::None => return f64::INFINITY,
+            Lens::RadialTangential { .. } => MAX_RADIUS,
+            Lens::Equidistant { .. } => std::f64::consts::FRAC_PI_2,
+        };
+        let steps = (end / LIMIT_STEP) as usize;
+        (1..=steps)
+            .map(|i| i as f64 * LIMIT_STEP)
+            .find(|at| !rising(*at))
+            .map_or(end, |at| at - LIMIT_STEP)
+    }
+}
+
+/// The radial factor R(r²) = (1 + k1 r² + k2 r⁴ + k3 r⁶) / (1 + k4 r² + k5 r⁴ + k6 r⁶)
+/// and dR/d(r²).
+fn radial_factor(k: &[f64; 6], r2: f64) -> (f64, f64) {
     let num = 1.0 + r2 * (k[0] + r2 * (k[1] + r2 * k[2]));
     let den = 1.0 + r2 * (k[3] + r2 * (k[4] + r2 * k[5]));
     let num_slope = k[0] + r2 * (2.0 * k[1] + 3.0 * r2 * k[2]);
     let den_slope = k[3] + r2 * (2.0 * k[4] + 3.0 * r2 * k[5]);
-    let radial = num / den;
-    // d radial / d r².
-    let radial_slope = (num_slope * den - num * den_slope) / (den * den);
+    (num / den, (num_slope * den - num * den_slope) / (den * den))
+}
+
+/// OpenCV's radial-tangential distortion of `ray` and its Jacobian.
+fn radial_tangential(
+    k: &[f64; 6],
+    p: &[f64; 2],
+    ray: Vector2<f64>,
+) -> (Vector2<f64>, Matrix2<f64>) {
+    let (x, y) = (ray.x, ray.y);
+    let r2 = x * x + y * y;
+    let (radial, radial_slope) = radial_factor(k, r2);
     let [p1, p2] = *p;
     let distorted = Vector2::new(
         x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x),
@@ -176,7 +243,7 @@ fn radial_tangential(
         cross,
         radial + 2.0 * y * y * radial_slope + 6.0 * p1 * y + 2.0 * p2 * x,
     );
-    (distorted, jacobian, radial)
+    (distorted, jacobian)
 }
 
 /// The equidistant model's distorted angle θd of θ, and dθd/dθ.
@@ -218,7 +285,7 @@ impl PinholeCamera {
         Ok(PinholeCamera {
             k,
             k_inv,
-            distortion: Distortion::None,
+            distortion: Distortion::none(),
         })
     }
 
@@ -286,19 +353,20 @@ impl PinholeCamera {
 
 /// The rays (x, y of the ray (x, y, 1)) of the pixels (i·stride, j·stride) of a `width` x
 /// `height` image, row by row; NaN where the lens model has none.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct RayGrid {
     pub columns: usize,
     pub rows: usize,
     pub rays: Vec<[f32; 2]>,
 }
 
-/// The cameras whose rays were computed last, most recent first: undoing a distortion for
-/// every pixel of a frame costs more than building its cloud, and a camera's rays change
-/// only with its calibration, the image size or the stride. A few, for a process that
-/// serves several cameras (`bag process` of a bag with several).
-static RAY_GRIDS: Mutex<Vec<(RayGridKey, Arc<RayGrid>)>> = Mutex::new(Vec::new());
-const RAY_GRIDS_KEPT: usize = 4;
+/// Ray grids of the cameras seen last, most recent first: undoing a distortion for every
+/// pixel of a frame costs more than building its cloud, and a camera's rays change only
+/// with its calibration, the image size or the stride.
+pub struct RayGridCache {
+    grids: Mutex<Vec<(RayGridKey, Arc<RayGrid>)>>,
+    kept: usize,
+}
 
 #[derive(Debug, PartialEq)]
 struct RayGridKey {
@@ -308,17 +376,35 @@ struct RayGridKey {
     stride: u32,
 }
 
-impl PinholeCamera {
-    /// The rays of the pixels on the stride grid of a `width` x `height` image, computed
-    /// once per camera, size and stride (the last few are kept).
-    pub fn ray_grid(&self, width: u32, height: u32, stride: u32) -> Arc<RayGrid> {
+/// The process's grids: room for the cameras of a `bag process` of a bag with several
+/// (a ninth camera evicts the grid used longest ago, to be built again when it returns).
+static RAY_GRIDS: RayGridCache = RayGridCache::new(8);
+
+impl RayGridCache {
+    /// A cache that keeps the grids of the last `kept` cameras, sizes and strides.
+    pub const fn new(kept: usize) -> Self {
+        RayGridCache {
+            grids: Mutex::new(Vec::new()),
+            kept,
+        }
+    }
+
+    /// The rays of `camera`'s pixels on the stride grid of a `width` x `height` image,
+    /// computed when not kept.
+    pub fn get(
+        &self,
+        camera: &PinholeCamera,
+        width: u32,
+        height: u32,
+        stride: u32,
+    ) -> Arc<RayGrid> {
         let key = RayGridKey {
-            camera: self.clone(),
+            camera: camera.clone(),
             width,
             height,
             stride: stride.max(1),
         };
-        let mut grids = RAY_GRIDS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut grids = self.grids.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = grids.iter().position(|(k, _)| *k == key) {
             let entry = grids.remove(i);
             let grid = entry.1.clone();
@@ -327,12 +413,20 @@ impl PinholeCamera {
         }
         // Computed outside the lock: another thread's camera need not wait for this one.
         drop(grids);
-        let grid = Arc::new(self.compute_ray_grid(width, height, key.stride));
-        let mut grids = RAY_GRIDS.lock().unwrap_or_else(|e| e.into_inner());
+        let grid = Arc::new(camera.compute_ray_grid(width, height, key.stride));
+        let mut grids = self.grids.lock().unwrap_or_else(|e| e.into_inner());
         grids.retain(|(k, _)| *k != key);
         grids.insert(0, (key, grid.clone()));
-        grids.truncate(RAY_GRIDS_KEPT);
+        grids.truncate(self.kept);
         grid
+    }
+}
+
+impl PinholeCamera {
+    /// The rays of the pixels on the stride grid of a `width` x `height` image, from the
+    /// process's [`RayGridCache`].
+    pub fn ray_grid(&self, width: u32, height: u32, stride: u32) -> Arc<RayGrid> {
+        RAY_GRIDS.get(self, width, height, stride)
     }
 
     fn compute_ray_grid(&self, width: u32, height: u32, stride: u32) -> RayGrid {
@@ -398,6 +492,7 @@ mod tests {
         assert!(refused("kannala_brandt", &[0.1, 0.0, 0.0, 0.0]).contains("not supported"));
         assert!(refused("plumb_bob", &[0.1, 0.0, 0.0]).contains("4, 5 or 8"));
         assert!(refused("rational_polynomial", &[0.1; 12]).contains("4, 5 or 8"));
+        assert!(refused("plumb_bob", &[0.1; 6]).contains("4, 5 or 8"));
         assert!(refused("equidistant", &[0.1; 5]).contains("4 coefficients"));
         assert!(refused("plumb_bob", &[f64::NAN, 0.0, 0.0, 0.0, 0.0]).contains("non-finite"));
         // All zeros is no distortion, whatever the model says.
@@ -406,17 +501,19 @@ mod tests {
             ("kannala_brandt", &[0.0; 4]),
             ("plumb_bob", &[0.0; 5]),
         ] {
-            assert_eq!(Distortion::from_camera_info(model, d), Ok(Distortion::None));
+            assert!(Distortion::from_camera_info(model, d).unwrap().is_none());
         }
         // OpenCV's order: k1 k2 p1 p2 k3 k4 k5 k6; trailing zeros (12 values) taken.
         let mut d = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         d.extend([0.0; 4]);
         assert_eq!(
-            Distortion::from_camera_info("rational_polynomial", &d),
-            Ok(Distortion::RadialTangential {
+            Distortion::from_camera_info("rational_polynomial", &d)
+                .unwrap()
+                .lens,
+            Lens::RadialTangential {
                 k: [1.0, 2.0, 5.0, 6.0, 7.0, 8.0],
                 p: [3.0, 4.0]
-            })
+            }
         );
     }
 
@@ -516,9 +613,26 @@ mod tests {
         let barrel =
             Distortion::from_camera_info("plumb_bob", &[-0.5, 0.0, 0.0, 0.0, 0.0]).unwrap();
         // r (1 − 0.5 r²) peaks at r = sqrt(2/3), distorted radius 0.544.
+        assert!((barrel.limit - (2.0f64 / 3.0).sqrt()).abs() < 2e-3);
         assert!(barrel.undistort(Vector2::new(0.5, 0.0)).is_some());
         assert_eq!(barrel.undistort(Vector2::new(0.6, 0.0)), None);
-        let fisheye = Distortion::Equidistant { k: [0.0; 4] };
+        // r (1 − 0.5 r² + 0.1 r⁴) rises to 0.6 at r = 1, falls to 0.566 at r = √2, then
+        // rises again: 0.62 is seen beyond the fold only (at r = 1.64), 0.59 before it
+        // (r = 0.87) and beyond (r = 1.24, 1.53).
+        let folding =
+            Distortion::from_camera_info("plumb_bob", &[-0.5, 0.1, 0.0, 0.0, 0.0]).unwrap();
+        assert!((folding.limit - 1.0).abs() < 2e-3);
+        assert_eq!(folding.undistort(Vector2::new(0.62, 0.0)), None);
+        assert_eq!(folding.undistort(Vector2::new(0.0, 0.9)), None);
+        let ray = folding.undistort(Vector2::new(0.59, 0.0)).unwrap();
+        assert!(
+            ray.x < 1.0 && (folding.distort(ray).x - 0.59).abs() < 1e-9,
+            "{ray}"
+        );
+        let fisheye = Distortion {
+            lens: Lens::Equidistant { k: [0.0; 4] },
+            limit: Lens::Equidistant { k: [0.0; 4] }.limit(),
+        };
         let ray = fisheye.undistort(Vector2::new(1.0, 0.0)).unwrap();
         assert!((ray.x - 1.0f64.tan()).abs() < 1e-9);
         assert_eq!(fisheye.undistort(Vector2::new(1.6, 0.0)), None);
@@ -540,11 +654,11 @@ mod tests {
         let raw = PinholeCamera::for_image(&info, 640, 480, false).unwrap();
         assert_eq!(raw.k(), &Matrix3::from_row_slice(&K));
         assert!(matches!(
-            raw.distortion(),
-            Distortion::RadialTangential { .. }
+            raw.distortion().lens,
+            Lens::RadialTangential { .. }
         ));
         let rectified = PinholeCamera::for_image(&info, 640, 480, true).unwrap();
-        assert_eq!(rectified.distortion(), &Distortion::None);
+        assert!(rectified.distortion().is_none());
         let p = rectified.back_project(390.0, 230.0, 5.0).unwrap();
         assert!((p.x - 1.0).abs() < 1e-12 && p.y.abs() < 1e-12, "{p}");
         // Without a P: K.
@@ -591,13 +705,14 @@ mod tests {
     }
 
     /// The grid holds each grid pixel's ray (f32), NaN where there is none, and is built
-    /// once per camera, size and stride.
+    /// once per camera, size and stride while it is among the last ones used.
     #[test]
     fn the_ray_grid_is_every_strided_pixels_ray_and_is_kept() {
         let camera = PinholeCamera::from_k(&K).unwrap().with_distortion(
             Distortion::from_camera_info("plumb_bob", &[-0.5, 0.0, 0.0, 0.0, 0.0]).unwrap(),
         );
-        let grid = camera.ray_grid(640, 480, 3);
+        let cache = RayGridCache::new(2);
+        let grid = cache.get(&camera, 640, 480, 3);
         assert_eq!(
             (grid.columns, grid.rows, grid.rays.len()),
             (214, 160, 214 * 160)
@@ -621,7 +736,28 @@ mod tests {
         }
         // The corners of this strong barrel lens lie beyond its fold.
         assert!(missing > 0 && missing < grid.rays.len() / 2, "{missing}");
-        assert!(Arc::ptr_eq(&grid, &camera.ray_grid(640, 480, 3)), "kept");
-        assert!(!Arc::ptr_eq(&grid, &camera.ray_grid(640, 480, 2)));
+        assert!(Arc::ptr_eq(&grid, &cache.get(&camera, 640, 480, 3)), "kept");
+        // Kept while among the two used last.
+        let pinhole = PinholeCamera::from_k(&K).unwrap();
+        let other = cache.get(&pinhole, 640, 480, 3);
+        assert!(
+            Arc::ptr_eq(&grid, &cache.get(&camera, 640, 480, 3)),
+            "used last"
+        );
+        cache.get(&camera, 640, 480, 2);
+        assert!(
+            Arc::ptr_eq(&grid, &cache.get(&camera, 640, 480, 3)),
+            "used last again"
+        );
+        assert!(
+            !Arc::ptr_eq(&other, &cache.get(&pinhole, 640, 480, 3)),
+            "evicted"
+        );
+        cache.get(&camera, 640, 480, 2);
+        let again = cache.get(&camera, 640, 480, 3);
+        assert!(!Arc::ptr_eq(&grid, &again), "evicted by the two used since");
+        let bits =
+            |g: &RayGrid| -> Vec<[u32; 2]> { g.rays.iter().map(|r| r.map(f32::to_bits)).collect() };
+        assert_eq!(bits(&grid), bits(&again));
     }
 }

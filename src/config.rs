@@ -337,6 +337,27 @@ impl Default for MomentsParams {
     }
 }
 
+impl PointsParams {
+    /// Why the cloud of images from `topic` (as remapped) may come out wrong, if it may:
+    /// a topic named as image_proc names rectified images (`image_rect`,
+    /// `image_rect_color`, ..._rect) while `rectified` is false, so the lens distortion
+    /// that camera_info still describes would be undone a second time.
+    pub fn doubt_for_topic(&self, topic: &str) -> Option<String> {
+        let rectified_name = topic.split('/').any(|segment| {
+            segment.starts_with("image_rect")
+                || segment.ends_with("_rect")
+                || segment.contains("_rect_")
+        });
+        (self.enabled && !self.rectified && rectified_name).then(|| {
+            format!(
+                "the camera topic {topic} is named like rectified images but points.rectified \
+                 is false: the point cloud undoes camera_info's lens distortion, which \
+                 rectified images no longer have; set points.rectified: true if they are"
+            )
+        })
+    }
+}
+
 impl Default for PointsParams {
     fn default() -> Self {
         PointsParams {
@@ -912,5 +933,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("expected a mapping"), "{e}");
+    }
+
+    /// image_proc's rectified topics with `points.rectified: false` are doubted; raw ones,
+    /// names that only contain "rect" elsewhere, and a cloud set up for them are not.
+    #[test]
+    fn a_rectified_topic_name_with_raw_points_is_doubted() {
+        let raw = PointsParams::default();
+        for topic in [
+            "/cam/image_rect",
+            "/cam/image_rect_color/compressed",
+            "/stereo/left/image_rect_raw",
+            "/front/color_rect",
+        ] {
+            let doubt = raw.doubt_for_topic(topic);
+            assert!(
+                doubt.as_deref().is_some_and(|d| d.contains(topic)),
+                "{topic}: {doubt:?}"
+            );
+        }
+        for topic in [
+            "/cam/image_raw",
+            "/direct/image_raw",
+            "/cam/rectangle/image",
+        ] {
+            assert_eq!(raw.doubt_for_topic(topic), None, "{topic}");
+        }
+        let rectified = PointsParams {
+            rectified: true,
+            ..PointsParams::default()
+        };
+        let disabled = PointsParams {
+            enabled: false,
+            ..PointsParams::default()
+        };
+        assert_eq!(rectified.doubt_for_topic("/cam/image_rect"), None);
+        assert_eq!(disabled.doubt_for_topic("/cam/image_rect"), None);
     }
 }

@@ -9,7 +9,7 @@
 
 use image::RgbImage;
 
-use crate::camera::{Distortion, PinholeCamera};
+use crate::camera::PinholeCamera;
 use crate::config::PointsParams;
 use crate::engine::{LabelImage, Prediction};
 use crate::msg::{CameraInfo, Header, PointCloud2, PointField};
@@ -96,9 +96,6 @@ pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<Cam
         p,
         ..defaults
     };
-    // The lens model is checked here, not at the first image.
-    Distortion::from_camera_info(&info.distortion_model, &info.d)
-        .map_err(|e| crate::Error::config(&origin, "distortion_coefficients", e))?;
     Ok(info)
 }
 

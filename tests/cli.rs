@@ -292,10 +292,30 @@ fn infer_points_writes_the_cloud_as_ply_from_a_calibration_file() {
     );
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("distortion_coefficients")
-            && text.contains("`kannala_brandt` is not supported"),
+        text.contains("camera.yaml") && text.contains("`kannala_brandt` is not supported"),
         "{text}"
     );
+    // For rectified images the lens model does not matter: the cloud is built with P (K
+    // here, the file has none).
+    let params = f.path("rectified.yaml");
+    std::fs::write(
+        &params,
+        "/bayes_perception:\n  ros__parameters:\n    points:\n      rectified: true\n",
+    )
+    .unwrap();
+    std::fs::remove_dir_all(f.path("out")).unwrap();
+    let (out, text) = f.infer(
+        &[
+            "--points",
+            "--camera-info",
+            calibration.to_str().unwrap(),
+            "--config",
+            params.to_str().unwrap(),
+        ],
+        &[f.path("images")],
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(f.path("out/frame/points.ply").is_file());
 }
 
 #[test]

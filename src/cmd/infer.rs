@@ -44,6 +44,12 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let filter = CloudOptions::from_params(&params.points);
+    // The calibration as the cloud will use it (the lens model matters for raw images
+    // only), checked before any image is read.
+    if let (Some(info), Some(path)) = (&camera_info, &args.camera_info) {
+        PinholeCamera::for_image(info, info.width, info.height, filter.rectified)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     if args.out.exists() && !args.out.is_dir() {
         bail!("--out {} exists and is not a folder", args.out.display());
     }

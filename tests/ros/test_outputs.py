@@ -176,10 +176,25 @@ CLOUD_DTYPE = np.dtype({
 })
 
 
+def undistorted(xd, yd, d):
+    """The rays (x, y, 1) a plumb_bob lens puts at normalized coordinates (xd, yd), by
+    OpenCV's fixed-point iteration (cvUndistortPoints), not the node's Newton steps."""
+    k1, k2, p1, p2, k3 = d
+    x, y = xd.copy(), yd.copy()
+    for _ in range(100):
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        x, y = (xd - dx) / radial, (yd - dy) / radial
+    return x, y
+
+
 def check_cloud(cloud, messages, rgb, header, stride=2):
     """The cloud against the frame's own depth, labels and aleatoric images: one point per
-    pixel of the stride grid with valid depth, back-projected with camera_info_msg's K,
-    in row order, with the pixel's colour, label and uncertainties."""
+    pixel of the stride grid with valid depth, back-projected with camera_info_msg's K and
+    its lens distortion undone (the images are raw), in row order, with the pixel's
+    colour, label and uncertainties."""
     assert cloud.header.frame_id == header.frame_id and stamp_ns(cloud.header) == stamp_ns(header)
     assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [(n, o, d, 1) for n, o, d in CLOUD_FIELDS]
     assert (cloud.height, cloud.point_step, cloud.is_dense, cloud.is_bigendian) == (1, 36, True, False)
@@ -189,11 +204,13 @@ def check_cloud(cloud, messages, rgb, header, stride=2):
     valid = np.isfinite(depth) & (depth > 0)
     assert len(points) == valid.sum() > 0
     v, u = np.mgrid[0:CAMERA_HW[0]:stride, 0:CAMERA_HW[1]:stride]
-    fx, cx, fy, cy = 70.0, 40.0, 70.0, 30.0
+    info = camera_info_msg(0)
+    fx, cx, fy, cy = info.k[0], info.k[2], info.k[4], info.k[5]
+    x, y = undistorted((u[valid] - cx) / fx, (v[valid] - cy) / fy, list(info.d))
     z = depth[valid]
     np.testing.assert_allclose(points["z"], z, rtol=1e-6)
-    np.testing.assert_allclose(points["x"], (u[valid] - cx) * z / fx, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(points["y"], (v[valid] - cy) * z / fy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(points["x"], x * z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(points["y"], y * z, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(points["label"], as_array(messages["semantic/labels"])[::stride, ::stride][valid])
     np.testing.assert_array_equal(
         points["semantic_aleatoric"], as_array(messages["uncertainty/semantic/aleatoric"])[::stride, ::stride][valid]

@@ -255,6 +255,9 @@ async fn run() -> anyhow::Result<()> {
              topics and /diagnostics"
         ),
     );
+    if let Some(doubt) = params.points.doubt_for_topic(&camera_topic) {
+        ros_log(&logger, r2r::LogSeverity::Warn, &doubt);
+    }
 
     // rcl needs spin_once called continuously; this thread owns the node from now on.
     let (jobs, job_queue) = std::sync::mpsc::channel::<NodeJob>();
