@@ -190,11 +190,11 @@ def undistorted(xd, yd, d):
     return x, y
 
 
-def check_cloud(cloud, messages, rgb, header, stride=2):
+def check_cloud(cloud, messages, rgb, header, stride=2, info=None, rectified=False):
     """The cloud against the frame's own depth, labels and aleatoric images: one point per
-    pixel of the stride grid with valid depth, back-projected with camera_info_msg's K and
-    its lens distortion undone (the images are raw), in row order, with the pixel's
-    colour, label and uncertainties."""
+    pixel of the stride grid with valid depth, back-projected with `info`'s (default
+    camera_info_msg's) K and its lens distortion undone (raw images), or with its P alone
+    (`rectified`), in row order, with the pixel's colour, label and uncertainties."""
     assert cloud.header.frame_id == header.frame_id and stamp_ns(cloud.header) == stamp_ns(header)
     assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [(n, o, d, 1) for n, o, d in CLOUD_FIELDS]
     assert (cloud.height, cloud.point_step, cloud.is_dense, cloud.is_bigendian) == (1, 36, True, False)
@@ -204,9 +204,13 @@ def check_cloud(cloud, messages, rgb, header, stride=2):
     valid = np.isfinite(depth) & (depth > 0)
     assert len(points) == valid.sum() > 0
     v, u = np.mgrid[0:CAMERA_HW[0]:stride, 0:CAMERA_HW[1]:stride]
-    info = camera_info_msg(0)
-    fx, cx, fy, cy = info.k[0], info.k[2], info.k[4], info.k[5]
-    x, y = undistorted((u[valid] - cx) / fx, (v[valid] - cy) / fy, list(info.d))
+    info = info or camera_info_msg(0)
+    if rectified:
+        fx, cx, fy, cy = info.p[0], info.p[2], info.p[5], info.p[6]
+        x, y = (u[valid] - cx) / fx, (v[valid] - cy) / fy
+    else:
+        fx, cx, fy, cy = info.k[0], info.k[2], info.k[4], info.k[5]
+        x, y = undistorted((u[valid] - cx) / fx, (v[valid] - cy) / fy, list(info.d))
     z = depth[valid]
     np.testing.assert_allclose(points["z"], z, rtol=1e-6)
     np.testing.assert_allclose(points["x"], x * z, rtol=1e-5, atol=1e-6)
@@ -288,6 +292,34 @@ def test_raw_encodings_give_every_topic_equal_to_infer(start_node, probe, tmp_pa
     messages = outputs.wait_frame(stamp, ALL_TOPICS)
     infer = run_infer(tmp_path, params_file, {"moments": rgb}, "--mode", "moments")
     check_like_infer(messages, infer["moments"], messages["depth"].header)
+
+
+def test_rectified_images_are_back_projected_with_p_and_a_rectified_topic_name_is_doubted(start_node, probe):
+    """A camera topic named like image_proc's rectified images while points.rectified is
+    false: a warning at start-up. With points.rectified: true, none, and the cloud is
+    built with camera_info's P (another focal length and centre than K here), D not
+    applied."""
+    remap = ["-r", "image:=image_rect"]
+    doubted = start_node(ros_args=remap)
+    wait_for(lambda: "named like rectified images" in doubted.process.output(), 10, "the warning")
+    assert doubted.topic("image_rect") in doubted.process.output()
+    node = start_node(params={"points.rectified": True}, ros_args=remap)
+    outputs = Outputs(node, ALEATORIC_TOPICS)
+    camera = probe.publisher(node.topic("image_rect"))
+    info_pub = probe.publisher(node.topic("camera_info"), CameraInfo)
+    clouds = probe.subscribe(node.topic("points"), PointCloud2)
+    info = camera_info_msg(0)
+    info.p = [60.0, 0.0, 38.0, 0.0, 0.0, 62.0, 31.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    rgb = test_pattern(5)
+
+    def frame(stamp):
+        info_pub.publish(info)
+        return rgb8_msg(rgb, stamp)
+
+    stamp = send_until_output(node, camera, frame, outputs, ALEATORIC_TOPICS, 10, also=[clouds])
+    messages = outputs.wait_frame(stamp, ALEATORIC_TOPICS)
+    check_cloud(clouds.by_stamp(stamp)[0], messages, rgb, messages["depth"].header, info=info, rectified=True)
+    assert "named like rectified images" not in node.process.output()
 
 
 def test_jpeg_compressed_input_gives_every_topic_equal_to_infer(start_node, probe, tmp_path):
