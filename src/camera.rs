@@ -82,9 +82,9 @@ impl Distortion {
                 };
                 if !supported {
                     return Err(format!(
-                        "camera_info D of {model} must have 4, 5 or 8 coefficients \
-                         (k1 k2 p1 p2 k3 k4 k5 k6; thin-prism and tilt terms are not \
-                         supported), not {}: {d:?}",
+                        "camera_info D of {model} must have 4, 5 or 8 coefficients (k1 k2 \
+                         p1 p2 k3 k4 k5 k6), or 12 or 14 with the thin-prism and tilt terms \
+                         beyond the 8th zero (those terms are not supported), not {}: {d:?}",
                         d.len()
                     ));
                 }
@@ -103,6 +103,12 @@ impl Distortion {
                     )
                 })?;
                 Lens::Equidistant { k }
+            }
+            "" => {
+                return Err(format!(
+                    "camera_info has distortion coefficients but no distortion_model: {d:?} \
+                     (plumb_bob, rational_polynomial or equidistant?)"
+                ))
             }
             other => {
                 return Err(format!(
@@ -490,6 +496,10 @@ mod tests {
             .contains("last row must be 0 0 1"));
         let refused = |model: &str, d: &[f64]| Distortion::from_camera_info(model, d).unwrap_err();
         assert!(refused("kannala_brandt", &[0.1, 0.0, 0.0, 0.0]).contains("not supported"));
+        assert!(refused("", &[0.1, 0.0, 0.0, 0.0]).contains("no distortion_model"));
+        let mut prism = vec![0.0; 14];
+        prism[9] = 0.01;
+        assert!(refused("rational_polynomial", &prism).contains("beyond the 8th zero"));
         assert!(refused("plumb_bob", &[0.1, 0.0, 0.0]).contains("4, 5 or 8"));
         assert!(refused("rational_polynomial", &[0.1; 12]).contains("4, 5 or 8"));
         assert!(refused("plumb_bob", &[0.1; 6]).contains("4, 5 or 8"));

@@ -320,13 +320,22 @@ fn the_point_cloud_is_built_only_when_enabled_and_subscribed_and_a_bad_camera_in
         .set_atomically(&[("points.enabled".into(), ParamValue::Bool(true))])
         .unwrap();
     // An uncalibrated camera (K all zeros): every image still goes out, no cloud, and the
-    // frame is not counted as failed.
+    // frame is not counted as failed; /diagnostics WARNs with the reason (a subscriber
+    // waits for clouds that do not come).
     state.on_camera_info(info([0.0; 9]));
     let before = sink.images.len();
     worker.handle(rgb8(4, 40, 30), &state, &mut sink);
     assert_eq!(sink.clouds.len(), 1);
     assert!(sink.images.len() > before);
-    assert_eq!(value(&report(&state), "frames failed"), "0");
+    let s = report(&state);
+    assert_eq!(value(&s, "frames failed"), "0");
+    assert_eq!(s.level, Level::Warn, "{}", s.message);
+    assert!(
+        s.message
+            .contains("1 point cloud(s) not built in the last 5 s: camera_info K has no positive focal lengths"),
+        "{}",
+        s.message
+    );
     // Such a driver's camera_info often has no size either: depth/camera_info gets the
     // depth image's.
     state.on_camera_info(CameraInfo {

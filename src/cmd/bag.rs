@@ -248,6 +248,11 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         .points
         .enabled
         .then(|| CloudOptions::from_params(&params.points));
+    for topic in tally.cameras.keys() {
+        if let Some(doubt) = params.points.doubt_for_topic(topic) {
+            log::warn!("{doubt}");
+        }
+    }
     // Set by the writing thread when it stops (a write failed): reading stops at the next
     // message, not only at the next hand-over (which may be a whole MC frame away).
     let writer_stopped = AtomicBool::new(false);
@@ -498,6 +503,8 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "failed": tally.failed,
             "not_sampled": tally.not_sampled,
             "outside_window": tally.outside_window,
+            "frames_without_points": written.no_points.0,
+            "no_points_reason": written.no_points.1,
             "damage": match &read_result {
                 Err(e @ BagError::Corrupt { .. }) => Some(e.to_string()),
                 _ => None,

@@ -77,6 +77,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     StagedDir::sweep(&args.out, &names.iter().map(String::as_str).collect());
     let mut skipped = Vec::new();
     let mut total_ms = 0.0;
+    // Each doubt about the calibration (another aspect ratio than an image) said once.
+    let mut doubts = std::collections::HashSet::new();
     let mut attempted = 0;
     for (input, name) in inputs.iter().zip(&names) {
         attempted += 1;
@@ -105,6 +107,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 save_png(&dir.join(CONTACT_SHEET_FILE), &sheet)?;
             }
             if let Some(info) = &camera_info {
+                if let Some(doubt) = info.doubt_for("", prediction.width, prediction.height) {
+                    if doubts.insert(doubt.clone()) {
+                        progress.suspend(|| log::warn!("{}: {doubt}", input.display()));
+                    }
+                }
                 let camera = PinholeCamera::for_image(
                     info,
                     prediction.width,

@@ -139,6 +139,9 @@ pub struct Monitor {
     /// Point clouds asked for (`points` subscribed) that could not be built because no
     /// camera_info had arrived (the first such frame not counted).
     clouds_without_camera_info: Events,
+    /// Point clouds asked for that the camera_info could not give (uncalibrated, a lens
+    /// model that cannot be undone), with the latest reason.
+    clouds_refused: Events,
     first_cloud_without_camera_info_seen: bool,
     /// The time between the last two camera frames.
     input_gap: Option<Duration>,
@@ -301,6 +304,12 @@ impl Monitor {
         true
     }
 
+    /// A frame's point cloud was asked for but the camera_info could not give one.
+    pub fn on_cloud_refused(&mut self, now: Instant, reason: &str) {
+        self.clouds_refused.record(now, Some(reason));
+        self.trim(now);
+    }
+
     /// A message was skipped as bad input (unknown encoding, corrupt data).
     pub fn on_skip(&mut self, now: Instant, reason: &str) {
         self.skips.record(now, Some(reason));
@@ -330,6 +339,7 @@ impl Monitor {
             &mut self.publish_failures,
             &mut self.far_ahead,
             &mut self.clouds_without_camera_info,
+            &mut self.clouds_refused,
         ] {
             events.trim(now);
         }
@@ -452,6 +462,14 @@ impl Monitor {
                 "{cloudless} point cloud(s) not built {window}: no camera_info received on \
                  {} (depth/camera_info waits for it too; check its remapping)",
                 info.camera_info_topic
+            ));
+        }
+        let refused = self.clouds_refused.in_window();
+        if refused > 0 {
+            level = level.max(Level::Warn);
+            problems.push(format!(
+                "{refused} point cloud(s) not built {window}: {}",
+                self.clouds_refused.reason()
             ));
         }
         if let Some(problem) = self.namesakes_problem(now, &info.node_name) {

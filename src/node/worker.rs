@@ -316,6 +316,7 @@ impl Publishing {
             if self.throttle.allow(POINTS_TOPIC, Instant::now()) {
                 log::warn!("no point cloud: {e}");
             }
+            lock(&state.monitor).on_cloud_refused(Instant::now(), &e);
         }
         match failure {
             Some(reason) if published == 0 => {
