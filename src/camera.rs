@@ -196,19 +196,16 @@ impl Lens {
     /// of [`LIMIT_STEP`] (the last step before it is the limit); [`MAX_RADIUS`] or 90° if
     /// it rises throughout.
     fn limit(&self) -> f64 {
-        let rising = |at: f64| match self {
-            Lens::None => true,
-            Lens::RadialTangential { k, .. } => {
-                // The radial part alone: r·R(r²) and its slope R + 2r²·R'.
-                let (radial, radial_slope) = radial_factor(k, at * at);
-                radial > 0.0 && radial + 2.0 * at * at * radial_slope > 0.0
-            }
-            Lens::Equidistant { k } => equidistant_theta(k, at).1 > 0.0,
-        };
-        let end = match self {
+        let (end, rising): (f64, &dyn Fn(f64) -> bool) = match self {
             Lens::None => return f64::INFINITY,
-            Lens::RadialTangential { .. } => MAX_RADIUS,
-            Lens::Equidistant { .. } => std::f64::consts::FRAC_PI_2,
+            // The radial part alone: r·R(r²) and its slope R + 2r²·R'.
+            Lens::RadialTangential { k, .. } => (MAX_RADIUS, &|r: f64| {
+                let (radial, radial_slope) = radial_factor(k, r * r);
+                radial > 0.0 && radial + 2.0 * r * r * radial_slope > 0.0
+            }),
+            Lens::Equidistant { k } => (std::f64::consts::FRAC_PI_2, &|theta: f64| {
+                equidistant_theta(k, theta).1 > 0.0
+            }),
         };
         let steps = (end / LIMIT_STEP) as usize;
         (1..=steps)

@@ -166,8 +166,8 @@ pub struct CloudPoint {
 }
 
 /// The points of one prediction: pixels on the stride grid with finite positive depth
-/// that pass the options' filters, row by row. `rgb` is the camera image the prediction was made
-/// from (same size). `None` for a model without depth.
+/// that pass the options' filters, row by row. `rgb` is the camera image the prediction
+/// was made from (same size). `None` for a model without depth.
 pub fn points(
     prediction: &Prediction,
     rgb: &RgbImage,

@@ -267,7 +267,7 @@ fn time_frames(
     let palette = engine.model().spec.palette();
     let colormap = ColormapParams::default();
     let header = Header::default();
-    let filter = CloudOptions {
+    let cloud_options = CloudOptions {
         stride: points_stride,
         max_range_m: 0.0,
         max_depth_epistemic_m: 0.0,
@@ -285,7 +285,7 @@ fn time_frames(
             let pinhole = bench_camera_info(rgb);
             let camera = camera_info.unwrap_or(&pinhole);
             let started = std::time::Instant::now();
-            let cloud = frame_cloud(&prediction, rgb, camera, filter, &header)
+            let cloud = frame_cloud(&prediction, rgb, camera, cloud_options, &header)
                 .map_err(anyhow::Error::msg)?;
             let points_ms = started.elapsed().as_secs_f64() * 1e3;
             let points = cloud.as_ref().map_or(0, |c| c.width as usize);
@@ -302,7 +302,7 @@ fn time_frames(
                 }
             }
             let started = std::time::Instant::now();
-            let cloud = frame_cloud(&every_pixel, rgb, camera, filter, &header)
+            let cloud = frame_cloud(&every_pixel, rgb, camera, cloud_options, &header)
                 .map_err(anyhow::Error::msg)?;
             let points_every_pixel_ms = started.elapsed().as_secs_f64() * 1e3;
             std::hint::black_box(cloud);

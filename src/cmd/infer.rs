@@ -43,11 +43,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    let filter = CloudOptions::from_params(&params.points);
+    let cloud_options = CloudOptions::from_params(&params.points);
     // The calibration as the cloud will use it (the lens model matters for raw images
     // only), checked before any image is read.
     if let (Some(info), Some(path)) = (&camera_info, &args.camera_info) {
-        PinholeCamera::for_image(info, info.width, info.height, filter.rectified)
+        PinholeCamera::for_image(info, info.width, info.height, cloud_options.rectified)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     if args.out.exists() && !args.out.is_dir() {
@@ -116,10 +116,11 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                     info,
                     prediction.width,
                     prediction.height,
-                    filter.rectified,
+                    cloud_options.rectified,
                 )
                 .map_err(anyhow::Error::msg)?;
-                let cloud = points(&prediction, &image, &camera, filter).expect("a depth model");
+                let cloud =
+                    points(&prediction, &image, &camera, cloud_options).expect("a depth model");
                 let path = dir.join(POINTS_FILE);
                 let comment = format!("bayes_perception infer, mode {}, {}", params.mode, name);
                 write_file(&path, &to_ply(&cloud, &comment))?;
