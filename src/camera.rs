@@ -4,7 +4,7 @@
 //! `rational_polynomial` (OpenCV's radial-tangential model) and `equidistant` (OpenCV's
 //! fisheye model). Undoing a distortion has no closed form; it is solved per pixel by
 //! Newton's method, and the rays of an image's pixels are kept for the next frame of the
-//! same camera. Pure functions, no I/O.
+//! same camera. No I/O but one log line for a camera whose pixels have no ray.
 
 use std::sync::{Arc, Mutex};
 
@@ -191,6 +191,18 @@ impl Distortion {
     }
 }
 
+impl Distortion {
+    /// The lens's limit as an angle from the optical axis, in degrees (90 with no
+    /// distortion).
+    fn limit_degrees(&self) -> f64 {
+        match self.lens {
+            Lens::None => 90.0,
+            Lens::RadialTangential { .. } => self.limit.atan().to_degrees(),
+            Lens::Equidistant { .. } => self.limit.to_degrees(),
+        }
+    }
+}
+
 impl Lens {
     /// The first radius (angle) at which the radial mapping stops rising, found in steps
     /// of [`LIMIT_STEP`] (the last step before it is the limit); [`MAX_RADIUS`] or 90° if
@@ -361,6 +373,8 @@ pub struct RayGrid {
     pub columns: usize,
     pub rows: usize,
     pub rays: Vec<[f32; 2]>,
+    /// Pixels without a ray (NaN).
+    pub without_ray: usize,
 }
 
 /// Ray grids of the cameras seen last, most recent first: undoing a distortion for every
@@ -417,6 +431,10 @@ impl RayGridCache {
         // Computed outside the lock: another thread's camera need not wait for this one.
         drop(grids);
         let grid = Arc::new(camera.compute_ray_grid(width, height, key.stride));
+        // Once per camera (while kept): its pixels without points are not silently lost.
+        if let Some(note) = camera.no_ray_note(&grid, width, height, key.stride) {
+            log::warn!("{note}");
+        }
         let mut grids = self.grids.lock().unwrap_or_else(|e| e.into_inner());
         grids.retain(|(k, _)| *k != key);
         grids.insert(0, (key, grid.clone()));
@@ -449,11 +467,29 @@ impl PinholeCamera {
                     }
                 });
         }
+        let without_ray = rays.iter().filter(|r| r[0].is_nan()).count();
         RayGrid {
             columns,
             rows,
             rays,
+            without_ray,
         }
+    }
+
+    /// What a grid's pixels without a ray mean for the user, if it has any: the lens
+    /// model cannot undo their distortion (beyond its fold), so they get no points.
+    fn no_ray_note(&self, grid: &RayGrid, width: u32, height: u32, stride: u32) -> Option<String> {
+        (grid.without_ray > 0).then(|| {
+            format!(
+                "the camera's lens model gives no ray for {} of the {} pixels of a {width}x{height} \
+                 image at points.stride {stride} (its distortion stops mapping rays one to one \
+                 {:.0} degrees from the optical axis): they get no points (does the \
+                 calibration cover the image's edges?)",
+                grid.without_ray,
+                grid.rays.len(),
+                self.distortion.limit_degrees()
+            )
+        })
     }
 }
 
@@ -741,12 +777,25 @@ mod tests {
                 }
             }
         }
-        // The corners of this strong barrel lens lie beyond its fold.
+        // The corners of this strong barrel lens lie beyond its fold (39 degrees), and the
+        // log says so when the grid is built.
         assert!(missing > 0 && missing < grid.rays.len() / 2, "{missing}");
+        assert_eq!(grid.without_ray, missing);
+        assert_eq!(
+            camera.no_ray_note(&grid, 640, 480, 3).unwrap(),
+            format!(
+                "the camera's lens model gives no ray for {missing} of the 34240 pixels of a \
+                 640x480 image at points.stride 3 (its distortion stops mapping rays one to \
+                 one 39 degrees from the optical axis): they get no points (does the \
+                 calibration cover the image's edges?)"
+            )
+        );
         assert!(Arc::ptr_eq(&grid, &cache.get(&camera, 640, 480, 3)), "kept");
         // Kept while among the two used last.
         let pinhole = PinholeCamera::from_k(&K).unwrap();
         let other = cache.get(&pinhole, 640, 480, 3);
+        assert_eq!(other.without_ray, 0);
+        assert_eq!(pinhole.no_ray_note(&other, 640, 480, 3), None);
         assert!(
             Arc::ptr_eq(&grid, &cache.get(&camera, 640, 480, 3)),
             "used last"

@@ -126,8 +126,10 @@ pub struct Monitor {
     last_error: Option<String>,
     /// The keep-latest counters at each report of the window, oldest first.
     slot_history: VecDeque<(Instant, SlotCounts)>,
-    /// The camera topic's publishers, as the node last looked them up.
-    camera: Option<CameraPublishers>,
+    /// The camera topic's and the camera_info topic's publishers, as the node last looked
+    /// them up.
+    camera_publishers: Option<TopicPublishers>,
+    camera_info_publishers: Option<TopicPublishers>,
     /// camera_info messages received.
     camera_infos: u64,
     /// Nodes of this node's name and namespace in the ROS graph, itself included, as last
@@ -149,10 +151,17 @@ pub struct Monitor {
     started: Option<Instant>,
 }
 
-/// The publishers of the camera topic the node subscribes to, as the ROS graph shows
-/// them, with the reliability the node asks for.
+/// The topics the node subscribes to whose publishers it looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    Camera,
+    CameraInfo,
+}
+
+/// The publishers of a topic the node subscribes to (the camera's or camera_info's), as
+/// the ROS graph shows them, with the reliability the node asks for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CameraPublishers {
+pub struct TopicPublishers {
     /// The resolved topic name (namespace and remapping applied).
     pub topic: String,
     pub reliable: usize,
@@ -161,7 +170,7 @@ pub struct CameraPublishers {
     pub subscription: Reliability,
 }
 
-impl CameraPublishers {
+impl TopicPublishers {
     /// Publishers the subscription cannot receive from: best-effort ones, for a reliable
     /// subscription (DDS finds the QoS incompatible and delivers nothing).
     pub fn incompatible(&self) -> usize {
@@ -171,7 +180,12 @@ impl CameraPublishers {
         }
     }
 
-    /// Why frames from some of these publishers cannot arrive, if they cannot.
+    /// Publishers the subscription can receive from.
+    pub fn receivable(&self) -> usize {
+        self.reliable + self.best_effort - self.incompatible()
+    }
+
+    /// Why messages from some of these publishers cannot arrive, if they cannot.
     pub fn problem(&self) -> Option<String> {
         (self.incompatible() > 0).then(|| {
             format!(
@@ -247,11 +261,20 @@ impl Monitor {
         self.trim(now);
     }
 
-    /// The camera's publishers as the node just looked them up; returns the problem they
-    /// pose when it is new (to be logged once, not every second).
-    pub fn on_camera_publishers(&mut self, camera: CameraPublishers) -> Option<String> {
-        let problem = camera.problem();
-        let before = self.camera.replace(camera).and_then(|c| c.problem());
+    /// The publishers of the camera or the camera_info topic as the node just looked them
+    /// up; returns the problem they pose when it is new (to be logged once, not every
+    /// second).
+    pub fn on_publishers(
+        &mut self,
+        topic: Subscribed,
+        publishers: TopicPublishers,
+    ) -> Option<String> {
+        let problem = publishers.problem();
+        let kept = match topic {
+            Subscribed::Camera => &mut self.camera_publishers,
+            Subscribed::CameraInfo => &mut self.camera_info_publishers,
+        };
+        let before = kept.replace(publishers).and_then(|c| c.problem());
         problem.filter(|p| before.as_ref() != Some(p))
     }
 
@@ -458,9 +481,22 @@ impl Monitor {
         let cloudless = self.clouds_without_camera_info.in_window();
         if cloudless > 0 {
             level = level.max(Level::Warn);
+            // What the graph shows of camera_info's publishers says where to look.
+            let why = match &self.camera_info_publishers {
+                Some(p) if p.reliable + p.best_effort == 0 => {
+                    "nothing publishes on it: check its remapping".to_owned()
+                }
+                Some(p) if p.receivable() > 0 => format!(
+                    "{} publisher(s) on it, none has sent one yet",
+                    p.receivable()
+                ),
+                // What to do about it is a problem of its own.
+                Some(_) => "its publishers' QoS does not match qos.input_reliability".to_owned(),
+                None => "check its remapping".to_owned(),
+            };
             problems.push(format!(
                 "{cloudless} point cloud(s) not built {window}: no camera_info received on \
-                 {} (depth/camera_info waits for it too; check its remapping)",
+                 {} ({why}; depth/camera_info waits for it too)",
                 info.camera_info_topic
             ));
         }
@@ -476,9 +512,11 @@ impl Monitor {
             level = level.max(Level::Warn);
             problems.push(problem);
         }
-        if let Some(problem) = self.camera.as_ref().and_then(CameraPublishers::problem) {
-            level = level.max(Level::Warn);
-            problems.push(problem);
+        for publishers in [&self.camera_publishers, &self.camera_info_publishers] {
+            if let Some(problem) = publishers.as_ref().and_then(TopicPublishers::problem) {
+                level = level.max(Level::Warn);
+                problems.push(problem);
+            }
         }
         // No camera frame in the window: a wait, which is a problem (WARN) when frames
         // came and stopped (none for the window or three of the camera's last intervals,
@@ -501,7 +539,7 @@ impl Monitor {
                 ));
             }
             if let Some(c) = self
-                .camera
+                .camera_publishers
                 .as_ref()
                 .filter(|c| c.reliable + c.best_effort == 0 && up_for >= Self::START_GRACE)
             {
@@ -521,13 +559,16 @@ impl Monitor {
         };
 
         let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
+        let describe = |publishers: &Option<TopicPublishers>| {
+            publishers
+                .as_ref()
+                .map_or("n/a".to_owned(), TopicPublishers::describe)
+        };
         let mut values = vec![
             ("device".to_owned(), info.device.clone()),
             (
                 "camera publishers".to_owned(),
-                self.camera
-                    .as_ref()
-                    .map_or("n/a".to_owned(), CameraPublishers::describe),
+                describe(&self.camera_publishers),
             ),
             (
                 "camera_info".to_owned(),
@@ -539,6 +580,10 @@ impl Monitor {
                     },
                     info.camera_info_topic
                 ),
+            ),
+            (
+                "camera_info publishers".to_owned(),
+                describe(&self.camera_info_publishers),
             ),
             ("input rate (Hz)".to_owned(), format!("{input_hz:.2}")),
             ("output rate (Hz)".to_owned(), format!("{output_hz:.2}")),
@@ -670,14 +715,14 @@ mod tests {
         let zero = Duration::ZERO;
         assert_eq!(report(&mut m, zero).message, "waiting for images");
         assert_eq!(value(&report(&mut m, zero), "camera publishers"), "n/a");
-        let camera = |reliable, best_effort, subscription| CameraPublishers {
+        let camera = |reliable, best_effort, subscription| TopicPublishers {
             topic: "/cam/image_raw".into(),
             reliable,
             best_effort,
             subscription,
         };
         assert_eq!(
-            m.on_camera_publishers(camera(0, 0, Reliability::BestEffort)),
+            m.on_publishers(Subscribed::Camera, camera(0, 0, Reliability::BestEffort)),
             None
         );
         // Just started: a camera driver may be starting beside the node.
@@ -695,7 +740,7 @@ mod tests {
             )
         );
         assert_eq!(
-            m.on_camera_publishers(camera(0, 1, Reliability::BestEffort)),
+            m.on_publishers(Subscribed::Camera, camera(0, 1, Reliability::BestEffort)),
             None
         );
         let s = report(&mut m, Monitor::START_GRACE);
@@ -708,10 +753,10 @@ mod tests {
             "1 on /cam/image_raw (0 reliable, 1 best effort)"
         );
         // New: to be logged once; the same again: not.
-        let new = m.on_camera_publishers(camera(1, 1, Reliability::Reliable));
+        let new = m.on_publishers(Subscribed::Camera, camera(1, 1, Reliability::Reliable));
         assert!(new.is_some_and(|p| p.starts_with("1 publisher(s) on /cam/image_raw")));
         assert_eq!(
-            m.on_camera_publishers(camera(1, 1, Reliability::Reliable)),
+            m.on_publishers(Subscribed::Camera, camera(1, 1, Reliability::Reliable)),
             None
         );
         let s = report(&mut m, Monitor::START_GRACE);
@@ -723,10 +768,110 @@ mod tests {
             s.message
         );
         assert_eq!(
-            m.on_camera_publishers(camera(2, 0, Reliability::Reliable)),
+            m.on_publishers(Subscribed::Camera, camera(2, 0, Reliability::Reliable)),
             None
         );
         assert_eq!(report(&mut m, Monitor::START_GRACE).level, Level::Ok);
+    }
+
+    /// A cloud without camera_info says what the graph shows of camera_info's publishers;
+    /// best-effort ones under a reliable subscription WARN, cloud or not.
+    #[test]
+    fn camera_info_publishers_explain_a_missing_cloud_and_an_incompatible_qos_warns() {
+        let t0 = Instant::now();
+        let mut m = Monitor::new();
+        let report = |m: &mut Monitor| {
+            m.report(
+                t0,
+                &info(),
+                &[],
+                SlotCounts::default(),
+                &DiagnosticsParams::default(),
+            )
+        };
+        let publishers = |reliable, best_effort, subscription| TopicPublishers {
+            topic: "/robot/camera/camera_info".into(),
+            reliable,
+            best_effort,
+            subscription,
+        };
+        assert_eq!(value(&report(&mut m), "camera_info publishers"), "n/a");
+        // The first frame without camera_info is not counted; the second is.
+        assert!(!m.on_cloud_without_camera_info(t0));
+        assert!(m.on_cloud_without_camera_info(t0));
+        let cloudless = |m: &mut Monitor| -> String {
+            let s = report(m);
+            assert_eq!(s.level, Level::Warn, "{}", s.message);
+            s.message
+        };
+        let not_built = "1 point cloud(s) not built in the last 5 s: no camera_info received \
+                         on /robot/camera/camera_info";
+        let tail = "; depth/camera_info waits for it too)";
+        // Not looked up yet.
+        assert_eq!(
+            cloudless(&mut m),
+            format!("{not_built} (check its remapping{tail}")
+        );
+        assert_eq!(
+            m.on_publishers(
+                Subscribed::CameraInfo,
+                publishers(0, 0, Reliability::BestEffort)
+            ),
+            None
+        );
+        assert_eq!(
+            cloudless(&mut m),
+            format!("{not_built} (nothing publishes on it: check its remapping{tail}")
+        );
+        assert_eq!(
+            value(&report(&mut m), "camera_info publishers"),
+            "0 on /robot/camera/camera_info (0 reliable, 0 best effort)"
+        );
+        m.on_publishers(
+            Subscribed::CameraInfo,
+            publishers(1, 0, Reliability::Reliable),
+        );
+        assert_eq!(
+            cloudless(&mut m),
+            format!("{not_built} (1 publisher(s) on it, none has sent one yet{tail}")
+        );
+        // Only a best-effort one under a reliable subscription: the cloud says so, and
+        // the QoS problem says what to do (logged once).
+        let new = m.on_publishers(
+            Subscribed::CameraInfo,
+            publishers(0, 1, Reliability::Reliable),
+        );
+        let problem = "1 publisher(s) on /robot/camera/camera_info offer best effort only, \
+                       and qos.input_reliability reliable receives nothing from them (set it \
+                       to best_effort)";
+        assert_eq!(new.as_deref(), Some(problem));
+        assert_eq!(
+            m.on_publishers(
+                Subscribed::CameraInfo,
+                publishers(0, 1, Reliability::Reliable)
+            ),
+            None
+        );
+        assert_eq!(
+            cloudless(&mut m),
+            format!(
+                "{not_built} (its publishers' QoS does not match qos.input_reliability{tail}; \
+                 {problem}"
+            )
+        );
+        // Once the cloud events have left the window, the QoS problem alone.
+        let s = m.report(
+            t0 + Monitor::WINDOW * 2,
+            &info(),
+            &[],
+            SlotCounts::default(),
+            &DiagnosticsParams::default(),
+        );
+        assert_eq!(s.level, Level::Warn);
+        assert!(s.message.contains(problem), "{}", s.message);
+        assert!(!s.message.contains("not built"), "{}", s.message);
+        // The camera's publishers are kept apart from camera_info's.
+        assert_eq!(value(&s, "camera publishers"), "n/a");
     }
 
     /// A 1 Hz camera whose frames come 40 ms early or late, reported every second: each

@@ -2,7 +2,7 @@
 publishers of either reliability, and a live change of the output reliability."""
 import time
 
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from conftest import (
     ALEATORIC_TOPICS,
@@ -108,6 +108,13 @@ def test_camera_publishers_of_either_reliability(start_node, probe):
     assert warned is not None, [s.message for s in node.statuses(after)]
     assert f"no camera_info received on {node.topic('camera_info')}" in warned.message, warned.message
     assert status_values(warned)["camera_info"] == f"none received on {node.topic('camera_info')}"
+    # The graph, looked up every second, shows that nothing publishes camera_info.
+    nothing = node.wait_status(
+        lambda s: "not built" in s.message and "nothing publishes on it: check its remapping" in s.message,
+        10,
+        "camera_info's missing publisher reported",
+    )
+    assert status_values(nothing)["camera_info publishers"] == f"0 on {node.topic('camera_info')} (0 reliable, 0 best effort)"
     assert not clouds.messages()
     assert "no point cloud: no camera_info has arrived" in node.process.output()
 
@@ -138,6 +145,15 @@ def test_camera_publishers_of_either_reliability(start_node, probe):
     assert node.topic("cam/raw") in warned.message, warned.message
     assert status_values(warned)["camera publishers"] == f"1 on {node.topic('cam/raw')} (0 reliable, 1 best effort)"
     assert "offer best effort only" in node.process.output()
+    # A best-effort camera_info publisher: the same, for camera_info (the cloud and
+    # depth/camera_info would never have one).
+    probe.publisher(node.topic("camera_info"), CameraInfo, best_effort())
+    info_topic = node.topic("camera_info")
+    warned = node.wait_status(
+        lambda s: f"publisher(s) on {info_topic} offer best effort only" in s.message, 10, "the incompatible camera_info reported"
+    )
+    assert status_values(warned)["camera_info publishers"] == f"1 on {info_topic} (0 reliable, 1 best effort)"
+    wait_for(lambda: f"on {info_topic} offer best effort only" in node.process.output(), 10, "the log line")
 
 
 def test_output_reliability_changes_live_without_losing_subscribers(start_node, probe):

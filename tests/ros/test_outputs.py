@@ -320,6 +320,14 @@ def test_rectified_images_are_back_projected_with_p_and_a_rectified_topic_name_i
     messages = outputs.wait_frame(stamp, ALEATORIC_TOPICS)
     check_cloud(clouds.by_stamp(stamp)[0], messages, rgb, messages["depth"].header, info=info, rectified=True)
     assert "named like rectified images" not in node.process.output()
+    # Switched off while it runs: the same warning, once; on again: no other.
+    [result] = node.set_params({"points.rectified": False})
+    assert result.successful, result.reason
+    wait_for(lambda: "named like rectified images" in node.process.output(), 10, "the warning on the live change")
+    [result] = node.set_params({"points.rectified": True})
+    assert result.successful, result.reason
+    wait_for(lambda: node.process.output().count("parameters changed: points.rectified") == 2, 10, "the second change")
+    assert node.process.output().count("named like rectified images") == 1
 
 
 def test_jpeg_compressed_input_gives_every_topic_equal_to_infer(start_node, probe, tmp_path):

@@ -28,7 +28,7 @@ use bayes_perception::engine::{Engine, EngineConfig};
 use bayes_perception::error::one_line;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{self, Header, Time};
-use bayes_perception::node::diagnostics::{CameraPublishers, NodeInfo};
+use bayes_perception::node::diagnostics::{NodeInfo, Subscribed, TopicPublishers};
 use bayes_perception::node::params::{LiveParams, ParamServer, ParamValue};
 use bayes_perception::node::worker::{NodeState, Sink, Worker};
 use bayes_perception::pipeline::CameraFrame;
@@ -290,6 +290,10 @@ async fn run() -> anyhow::Result<()> {
 
     {
         let glue = glue.clone();
+        let subscribed = [
+            (Subscribed::Camera, camera_topic.clone()),
+            (Subscribed::CameraInfo, camera_info_topic.clone()),
+        ];
         let info = NodeInfo {
             node_name: format!("/{}", logger.replace('.', "/")),
             device,
@@ -302,9 +306,9 @@ async fn run() -> anyhow::Result<()> {
             let mut interval = tokio::time::interval(Duration::from_secs(1));
             loop {
                 interval.tick().await;
-                // The graph (camera publishers, namesakes) for the next report (it is the node's).
+                // The graph (publishers, namesakes) for the next report (it is the node's).
                 if !lookup_pending.swap(true, Ordering::SeqCst) {
-                    let job = graph_job(&glue, &camera_topic, &info.node_name, &lookup_pending);
+                    let job = graph_job(&glue, &subscribed, &info.node_name, &lookup_pending);
                     jobs.send(job).ok();
                 }
                 let array = diagnostic::DiagnosticArray {
@@ -338,6 +342,12 @@ async fn run() -> anyhow::Result<()> {
                 publish_parameter_event(&glue, &parameter_events, &fqn, &changed);
                 if let Some(job) = qos_job(&glue, &topics, &changed) {
                     jobs.send(job).ok();
+                }
+                // As at start-up: points.rectified switched off for a rectified-looking topic.
+                if changed.iter().any(|n| n == "points.rectified" || n == "points.enabled") {
+                    if let Some(doubt) = glue.state.params.params().points.doubt_for_topic(&camera_topic) {
+                        ros_log(&logger, r2r::LogSeverity::Warn, &doubt);
+                    }
                 }
             }
         }
@@ -426,16 +436,26 @@ fn start_up_params(
         .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
 }
 
-/// Looks up, in the ROS graph, the publishers of the camera topic, for `/diagnostics` (a
-/// camera of an incompatible QoS delivers nothing and says so only on its own side), and
-/// the other nodes named `node` (this node's fully qualified name).
-fn graph_job(glue: &Arc<Glue>, topic: &str, node: &str, pending: &Arc<AtomicBool>) -> NodeJob {
+/// Looks up, in the ROS graph, the publishers of the camera and camera_info topics
+/// (`subscribed`, as resolved), for `/diagnostics` (a publisher of an incompatible QoS
+/// delivers nothing and says so only on its own side), and the other nodes named `node`
+/// (this node's fully qualified name).
+fn graph_job(
+    glue: &Arc<Glue>,
+    subscribed: &[(Subscribed, String)],
+    node: &str,
+    pending: &Arc<AtomicBool>,
+) -> NodeJob {
     let (glue, pending) = (glue.clone(), pending.clone());
-    let (topic, fqn) = (topic.to_owned(), node.to_owned());
+    let (subscribed, fqn) = (subscribed.to_vec(), node.to_owned());
     Box::new(move |node: &mut r2r::Node| {
         pending.store(false, Ordering::SeqCst);
         let mut new_problems = Vec::new();
-        if let Ok(publishers) = node.get_publishers_info_by_topic(&topic, false) {
+        let subscription = glue.state.params.params().qos.input_reliability;
+        for (kind, topic) in subscribed {
+            let Ok(publishers) = node.get_publishers_info_by_topic(&topic, false) else {
+                continue;
+            };
             let best_effort = publishers
                 .iter()
                 .filter(|p| {
@@ -445,13 +465,13 @@ fn graph_job(glue: &Arc<Glue>, topic: &str, node: &str, pending: &Arc<AtomicBool
                     )
                 })
                 .count();
-            let camera = CameraPublishers {
+            let publishers = TopicPublishers {
                 topic,
                 reliable: publishers.len() - best_effort,
                 best_effort,
-                subscription: glue.state.params.params().qos.input_reliability,
+                subscription,
             };
-            new_problems.push(lock(&glue.state.monitor).on_camera_publishers(camera));
+            new_problems.push(lock(&glue.state.monitor).on_publishers(kind, publishers));
         }
         // Every node of ours publishes /diagnostics.
         if let Ok(publishers) = node.get_publishers_info_by_topic("/diagnostics", false) {
