@@ -192,13 +192,17 @@ impl Distortion {
 }
 
 impl Distortion {
-    /// The lens's limit as an angle from the optical axis, in degrees (90 with no
-    /// distortion).
-    fn limit_degrees(&self) -> f64 {
+    /// Where the lens's radial mapping folds back, as an angle from the optical axis in
+    /// degrees, if it does within the angles looked at.
+    fn fold_degrees(&self) -> Option<f64> {
         match self.lens {
-            Lens::None => 90.0,
-            Lens::RadialTangential { .. } => self.limit.atan().to_degrees(),
-            Lens::Equidistant { .. } => self.limit.to_degrees(),
+            Lens::None => None,
+            Lens::RadialTangential { .. } => {
+                (self.limit < MAX_RADIUS).then(|| self.limit.atan().to_degrees())
+            }
+            Lens::Equidistant { .. } => {
+                (self.limit < std::f64::consts::FRAC_PI_2).then(|| self.limit.to_degrees())
+            }
         }
     }
 }
@@ -383,6 +387,9 @@ pub struct RayGrid {
 pub struct RayGridCache {
     grids: Mutex<Vec<(RayGridKey, Arc<RayGrid>)>>,
     kept: usize,
+    /// The notes about pixels without a ray logged so far (each once, 16 at most: a
+    /// camera_info that changes every frame does not log every frame).
+    noted: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -403,7 +410,18 @@ impl RayGridCache {
         RayGridCache {
             grids: Mutex::new(Vec::new()),
             kept,
+            noted: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Whether `note` is new, to be logged (and from now on not).
+    fn note_once(&self, note: &str) -> bool {
+        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        let new = noted.len() < 16 && !noted.iter().any(|n| n == note);
+        if new {
+            noted.push(note.to_owned());
+        }
+        new
     }
 
     /// The rays of `camera`'s pixels on the stride grid of a `width` x `height` image,
@@ -431,8 +449,11 @@ impl RayGridCache {
         // Computed outside the lock: another thread's camera need not wait for this one.
         drop(grids);
         let grid = Arc::new(camera.compute_ray_grid(width, height, key.stride));
-        // Once per camera (while kept): its pixels without points are not silently lost.
-        if let Some(note) = camera.no_ray_note(&grid, width, height, key.stride) {
+        // Its pixels without points are not lost silently.
+        if let Some(note) = camera
+            .no_ray_note(&grid, width, height)
+            .filter(|note| self.note_once(note))
+        {
             log::warn!("{note}");
         }
         let mut grids = self.grids.lock().unwrap_or_else(|e| e.into_inner());
@@ -476,20 +497,30 @@ impl PinholeCamera {
         }
     }
 
-    /// What a grid's pixels without a ray mean for the user, if it has any: the lens
-    /// model cannot undo their distortion (beyond its fold), so they get no points.
-    fn no_ray_note(&self, grid: &RayGrid, width: u32, height: u32, stride: u32) -> Option<String> {
-        (grid.without_ray > 0).then(|| {
-            format!(
-                "the camera's lens model gives no ray for {} of the {} pixels of a {width}x{height} \
-                 image at points.stride {stride} (its distortion stops mapping rays one to one \
-                 {:.0} degrees from the optical axis): they get no points (does the \
-                 calibration cover the image's edges?)",
-                grid.without_ray,
-                grid.rays.len(),
-                self.distortion.limit_degrees()
-            )
-        })
+    /// What a grid's pixels without a ray mean for the user, if it has any: they get no
+    /// points, and why.
+    fn no_ray_note(&self, grid: &RayGrid, width: u32, height: u32) -> Option<String> {
+        if grid.without_ray == 0 {
+            return None;
+        }
+        let why = match (&self.distortion.lens, self.distortion.fold_degrees()) {
+            (_, Some(degrees)) => format!(
+                "its lens distortion folds back {degrees:.0} degrees from the optical axis, \
+                 and pixels beyond have no single ray (does the calibration cover the \
+                 image's edges?)"
+            ),
+            (Lens::Equidistant { .. }, None) => "they lie 90 degrees or more from the optical \
+                axis (a lens wider than 180 degrees), where a depth along the axis gives no \
+                point"
+                .to_owned(),
+            _ => "the lens model cannot undo their distortion".to_owned(),
+        };
+        Some(format!(
+            "{:.1} % of the pixels of the {width}x{height} camera (fx {:.0} px) get no points: \
+             {why}",
+            100.0 * grid.without_ray as f64 / grid.rays.len() as f64,
+            self.k[(0, 0)]
+        ))
     }
 }
 
@@ -681,6 +712,26 @@ mod tests {
         assert_eq!(fisheye.undistort(Vector2::new(1.6, 0.0)), None);
     }
 
+    /// Pixels without a ray where no fold is to blame: a fisheye's beyond 90 degrees.
+    #[test]
+    fn a_fisheye_wider_than_180_degrees_is_not_blamed_on_its_calibration() {
+        let k = [100.0, 0.0, 320.0, 0.0, 100.0, 240.0, 0.0, 0.0, 1.0];
+        let fisheye = PinholeCamera::from_k(&k).unwrap().with_distortion(
+            Distortion::from_camera_info("equidistant", &[0.01, 0.0, 0.0, 0.0]).unwrap(),
+        );
+        assert_eq!(fisheye.distortion().fold_degrees(), None);
+        let grid = RayGridCache::new(1).get(&fisheye, 640, 480, 4);
+        assert!(grid.without_ray > 0);
+        let note = fisheye.no_ray_note(&grid, 640, 480).unwrap();
+        assert!(
+            note.ends_with(
+                "get no points: they lie 90 degrees or more from the optical axis (a lens \
+                 wider than 180 degrees), where a depth along the axis gives no point"
+            ),
+            "{note}"
+        );
+    }
+
     #[test]
     fn rectified_images_use_p_and_no_distortion() {
         let info = CameraInfo {
@@ -781,21 +832,24 @@ mod tests {
         // log says so when the grid is built.
         assert!(missing > 0 && missing < grid.rays.len() / 2, "{missing}");
         assert_eq!(grid.without_ray, missing);
+        let note = camera.no_ray_note(&grid, 640, 480).unwrap();
         assert_eq!(
-            camera.no_ray_note(&grid, 640, 480, 3).unwrap(),
+            note,
             format!(
-                "the camera's lens model gives no ray for {missing} of the 34240 pixels of a \
-                 640x480 image at points.stride 3 (its distortion stops mapping rays one to \
-                 one 39 degrees from the optical axis): they get no points (does the \
-                 calibration cover the image's edges?)"
+                "{:.1} % of the pixels of the 640x480 camera (fx 500 px) get no points: its \
+                 lens distortion folds back 39 degrees from the optical axis, and pixels \
+                 beyond have no single ray (does the calibration cover the image's edges?)",
+                100.0 * missing as f64 / 34240.0
             )
         );
+        // Logged when the grid was built, once.
+        assert!(!cache.note_once(&note));
         assert!(Arc::ptr_eq(&grid, &cache.get(&camera, 640, 480, 3)), "kept");
         // Kept while among the two used last.
         let pinhole = PinholeCamera::from_k(&K).unwrap();
         let other = cache.get(&pinhole, 640, 480, 3);
         assert_eq!(other.without_ray, 0);
-        assert_eq!(pinhole.no_ray_note(&other, 640, 480, 3), None);
+        assert_eq!(pinhole.no_ray_note(&other, 640, 480), None);
         assert!(
             Arc::ptr_eq(&grid, &cache.get(&camera, 640, 480, 3)),
             "used last"

@@ -130,6 +130,8 @@ pub struct Monitor {
     /// them up.
     camera_publishers: Option<TopicPublishers>,
     camera_info_publishers: Option<TopicPublishers>,
+    /// When camera_info's publishers were last looked up.
+    camera_info_looked_up: Option<Instant>,
     /// camera_info messages received.
     camera_infos: u64,
     /// Nodes of this node's name and namespace in the ROS graph, itself included, as last
@@ -261,18 +263,22 @@ impl Monitor {
         self.trim(now);
     }
 
-    /// The publishers of the camera or the camera_info topic as the node just looked them
-    /// up; returns the problem they pose when it is new (to be logged once, not every
-    /// second).
+    /// The publishers of the camera or the camera_info topic as the node looked them up
+    /// at `now`; returns the problem they pose when it is new (to be logged once, not
+    /// every second).
     pub fn on_publishers(
         &mut self,
         topic: Subscribed,
         publishers: TopicPublishers,
+        now: Instant,
     ) -> Option<String> {
         let problem = publishers.problem();
         let kept = match topic {
             Subscribed::Camera => &mut self.camera_publishers,
-            Subscribed::CameraInfo => &mut self.camera_info_publishers,
+            Subscribed::CameraInfo => {
+                self.camera_info_looked_up = Some(now);
+                &mut self.camera_info_publishers
+            }
         };
         let before = kept.replace(publishers).and_then(|c| c.problem());
         problem.filter(|p| before.as_ref() != Some(p))
@@ -481,13 +487,21 @@ impl Monitor {
         let cloudless = self.clouds_without_camera_info.in_window();
         if cloudless > 0 {
             level = level.max(Level::Warn);
-            // What the graph shows of camera_info's publishers says where to look.
-            let why = match &self.camera_info_publishers {
+            // What the graph showed of camera_info's publishers since the latest of these
+            // clouds says where to look.
+            let looked_up = self
+                .camera_info_publishers
+                .as_ref()
+                .filter(|_| self.camera_info_looked_up >= self.clouds_without_camera_info.last);
+            let why = match looked_up {
+                _ if self.camera_infos > 0 => "one has arrived since".to_owned(),
                 Some(p) if p.reliable + p.best_effort == 0 => {
                     "nothing publishes on it: check its remapping".to_owned()
                 }
                 Some(p) if p.receivable() > 0 => format!(
-                    "{} publisher(s) on it, none has sent one yet",
+                    "{} publisher(s) on it, nothing received from them: drivers publish it \
+                     with each image, and one sent before the node subscribed is not sent \
+                     again",
                     p.receivable()
                 ),
                 // What to do about it is a problem of its own.
@@ -722,7 +736,11 @@ mod tests {
             subscription,
         };
         assert_eq!(
-            m.on_publishers(Subscribed::Camera, camera(0, 0, Reliability::BestEffort)),
+            m.on_publishers(
+                Subscribed::Camera,
+                camera(0, 0, Reliability::BestEffort),
+                t0
+            ),
             None
         );
         // Just started: a camera driver may be starting beside the node.
@@ -740,7 +758,11 @@ mod tests {
             )
         );
         assert_eq!(
-            m.on_publishers(Subscribed::Camera, camera(0, 1, Reliability::BestEffort)),
+            m.on_publishers(
+                Subscribed::Camera,
+                camera(0, 1, Reliability::BestEffort),
+                t0
+            ),
             None
         );
         let s = report(&mut m, Monitor::START_GRACE);
@@ -753,10 +775,10 @@ mod tests {
             "1 on /cam/image_raw (0 reliable, 1 best effort)"
         );
         // New: to be logged once; the same again: not.
-        let new = m.on_publishers(Subscribed::Camera, camera(1, 1, Reliability::Reliable));
+        let new = m.on_publishers(Subscribed::Camera, camera(1, 1, Reliability::Reliable), t0);
         assert!(new.is_some_and(|p| p.starts_with("1 publisher(s) on /cam/image_raw")));
         assert_eq!(
-            m.on_publishers(Subscribed::Camera, camera(1, 1, Reliability::Reliable)),
+            m.on_publishers(Subscribed::Camera, camera(1, 1, Reliability::Reliable), t0),
             None
         );
         let s = report(&mut m, Monitor::START_GRACE);
@@ -768,21 +790,22 @@ mod tests {
             s.message
         );
         assert_eq!(
-            m.on_publishers(Subscribed::Camera, camera(2, 0, Reliability::Reliable)),
+            m.on_publishers(Subscribed::Camera, camera(2, 0, Reliability::Reliable), t0),
             None
         );
         assert_eq!(report(&mut m, Monitor::START_GRACE).level, Level::Ok);
     }
 
-    /// A cloud without camera_info says what the graph shows of camera_info's publishers;
-    /// best-effort ones under a reliable subscription WARN, cloud or not.
+    /// A cloud without camera_info says what the graph showed of camera_info's publishers
+    /// since; best-effort ones under a reliable subscription WARN, cloud or not.
     #[test]
     fn camera_info_publishers_explain_a_missing_cloud_and_an_incompatible_qos_warns() {
         let t0 = Instant::now();
+        let after = t0 + Duration::from_millis(500);
         let mut m = Monitor::new();
         let report = |m: &mut Monitor| {
             m.report(
-                t0,
+                after,
                 &info(),
                 &[],
                 SlotCounts::default(),
@@ -796,6 +819,12 @@ mod tests {
             subscription,
         };
         assert_eq!(value(&report(&mut m), "camera_info publishers"), "n/a");
+        // Looked up before the clouds: that lookup does not explain them.
+        m.on_publishers(
+            Subscribed::CameraInfo,
+            publishers(0, 0, Reliability::BestEffort),
+            t0 - Duration::from_secs(1),
+        );
         // The first frame without camera_info is not counted; the second is.
         assert!(!m.on_cloud_without_camera_info(t0));
         assert!(m.on_cloud_without_camera_info(t0));
@@ -807,16 +836,14 @@ mod tests {
         let not_built = "1 point cloud(s) not built in the last 5 s: no camera_info received \
                          on /robot/camera/camera_info";
         let tail = "; depth/camera_info waits for it too)";
-        // Not looked up yet.
         assert_eq!(
             cloudless(&mut m),
             format!("{not_built} (check its remapping{tail}")
         );
+        let mut look_up =
+            |m: &mut Monitor, p: TopicPublishers| m.on_publishers(Subscribed::CameraInfo, p, after);
         assert_eq!(
-            m.on_publishers(
-                Subscribed::CameraInfo,
-                publishers(0, 0, Reliability::BestEffort)
-            ),
+            look_up(&mut m, publishers(0, 0, Reliability::BestEffort)),
             None
         );
         assert_eq!(
@@ -827,29 +854,24 @@ mod tests {
             value(&report(&mut m), "camera_info publishers"),
             "0 on /robot/camera/camera_info (0 reliable, 0 best effort)"
         );
-        m.on_publishers(
-            Subscribed::CameraInfo,
-            publishers(1, 0, Reliability::Reliable),
-        );
+        look_up(&mut m, publishers(1, 0, Reliability::Reliable));
         assert_eq!(
             cloudless(&mut m),
-            format!("{not_built} (1 publisher(s) on it, none has sent one yet{tail}")
+            format!(
+                "{not_built} (1 publisher(s) on it, nothing received from them: drivers \
+                 publish it with each image, and one sent before the node subscribed is not \
+                 sent again{tail}"
+            )
         );
         // Only a best-effort one under a reliable subscription: the cloud says so, and
         // the QoS problem says what to do (logged once).
-        let new = m.on_publishers(
-            Subscribed::CameraInfo,
-            publishers(0, 1, Reliability::Reliable),
-        );
+        let new = look_up(&mut m, publishers(0, 1, Reliability::Reliable));
         let problem = "1 publisher(s) on /robot/camera/camera_info offer best effort only, \
                        and qos.input_reliability reliable receives nothing from them (set it \
                        to best_effort)";
         assert_eq!(new.as_deref(), Some(problem));
         assert_eq!(
-            m.on_publishers(
-                Subscribed::CameraInfo,
-                publishers(0, 1, Reliability::Reliable)
-            ),
+            look_up(&mut m, publishers(0, 1, Reliability::Reliable)),
             None
         );
         assert_eq!(
@@ -872,6 +894,14 @@ mod tests {
         assert!(!s.message.contains("not built"), "{}", s.message);
         // The camera's publishers are kept apart from camera_info's.
         assert_eq!(value(&s, "camera publishers"), "n/a");
+        // A camera_info that arrives while the clouds are in the window: said so.
+        look_up(&mut m, publishers(1, 0, Reliability::Reliable));
+        assert!(m.on_cloud_without_camera_info(after));
+        m.on_camera_info();
+        assert_eq!(
+            cloudless(&mut m),
+            format!("{not_built} (one has arrived since{tail}")
+        );
     }
 
     /// A 1 Hz camera whose frames come 40 ms early or late, reported every second: each

@@ -290,10 +290,11 @@ async fn run() -> anyhow::Result<()> {
 
     {
         let glue = glue.clone();
-        let subscribed = [
-            (Subscribed::Camera, camera_topic.clone()),
-            (Subscribed::CameraInfo, camera_info_topic.clone()),
-        ];
+        // camera_info matters only to a depth model (depth/camera_info, points).
+        let mut subscribed = vec![(Subscribed::Camera, camera_topic.clone())];
+        if topics.contains(&OutputTopic::Depth) {
+            subscribed.push((Subscribed::CameraInfo, camera_info_topic.clone()));
+        }
         let info = NodeInfo {
             node_name: format!("/{}", logger.replace('.', "/")),
             device,
@@ -471,7 +472,11 @@ fn graph_job(
                 best_effort,
                 subscription,
             };
-            new_problems.push(lock(&glue.state.monitor).on_publishers(kind, publishers));
+            new_problems.push(lock(&glue.state.monitor).on_publishers(
+                kind,
+                publishers,
+                std::time::Instant::now(),
+            ));
         }
         // Every node of ours publishes /diagnostics.
         if let Ok(publishers) = node.get_publishers_info_by_topic("/diagnostics", false) {
