@@ -840,7 +840,7 @@ mod tests {
             cloudless(&mut m),
             format!("{not_built} (check its remapping{tail}")
         );
-        let mut look_up =
+        let look_up =
             |m: &mut Monitor, p: TopicPublishers| m.on_publishers(Subscribed::CameraInfo, p, after);
         assert_eq!(
             look_up(&mut m, publishers(0, 0, Reliability::BestEffort)),
