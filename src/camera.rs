@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use nalgebra::{Matrix2, Matrix3, Point3, Vector2, Vector3};
 use rayon::prelude::*;
 
+use crate::log_once::LogOnce;
 use crate::msg::CameraInfo;
 
 /// Lens distortion in normalized image coordinates (x/z, y/z), as sensor_msgs'
@@ -387,9 +388,9 @@ pub struct RayGrid {
 pub struct RayGridCache {
     grids: Mutex<Vec<(RayGridKey, Arc<RayGrid>)>>,
     kept: usize,
-    /// The notes about pixels without a ray logged so far (each once, 16 at most: a
-    /// camera_info that changes every frame does not log every frame).
-    noted: Mutex<Vec<String>>,
+    /// The notes about pixels without a ray logged so far (a camera_info that changes
+    /// every frame does not log every frame).
+    noted: LogOnce,
 }
 
 #[derive(Debug, PartialEq)]
@@ -410,18 +411,8 @@ impl RayGridCache {
         RayGridCache {
             grids: Mutex::new(Vec::new()),
             kept,
-            noted: Mutex::new(Vec::new()),
+            noted: LogOnce::new(),
         }
-    }
-
-    /// Whether `note` is new, to be logged (and from now on not).
-    fn note_once(&self, note: &str) -> bool {
-        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-        let new = noted.len() < 16 && !noted.iter().any(|n| n == note);
-        if new {
-            noted.push(note.to_owned());
-        }
-        new
     }
 
     /// The rays of `camera`'s pixels on the stride grid of a `width` x `height` image,
@@ -450,11 +441,8 @@ impl RayGridCache {
         drop(grids);
         let grid = Arc::new(camera.compute_ray_grid(width, height, key.stride));
         // Its pixels without points are not lost silently.
-        if let Some(note) = camera
-            .no_ray_note(&grid, width, height)
-            .filter(|note| self.note_once(note))
-        {
-            log::warn!("{note}");
+        if let Some(note) = camera.no_ray_note(&grid, width, height) {
+            self.noted.warn(&note);
         }
         let mut grids = self.grids.lock().unwrap_or_else(|e| e.into_inner());
         grids.retain(|(k, _)| *k != key);
@@ -843,7 +831,7 @@ mod tests {
             )
         );
         // Logged when the grid was built, once.
-        assert!(!cache.note_once(&note));
+        assert!(!cache.noted.is_new(&note));
         assert!(Arc::ptr_eq(&grid, &cache.get(&camera, 640, 480, 3)), "kept");
         // Kept while among the two used last.
         let pinhole = PinholeCamera::from_k(&K).unwrap();

@@ -179,6 +179,11 @@ pub struct BagProcessArgs {
     /// Camera topic to process (repeatable); default: every Image and CompressedImage topic.
     #[arg(long = "topic")]
     pub topics: Vec<String>,
+    /// The camera_info topic of each camera, in the order of --topic (repeatable; with one
+    /// camera, its camera_info); default: `camera_info` beside each camera topic
+    /// (`/cam/image_raw` -> `/cam/camera_info`).
+    #[arg(long = "camera-info", value_name = "TOPIC")]
+    pub camera_infos: Vec<String>,
     /// Skip this many seconds from the start of the bag.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub start: f64,

@@ -28,6 +28,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod log_once;
 pub mod model;
 pub mod moments;
 pub mod msg;

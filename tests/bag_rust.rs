@@ -455,51 +455,48 @@ fn ground_truth_image(sec: i32, w: u32, h: u32, encoding: &str, fill: u8) -> Ima
 fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("labelled");
-    let mut writer = BagWriter::create(&path).unwrap();
-    let image = "sensor_msgs/msg/Image";
-    let mut t = 0u64;
-    let mut put = |topic: &str, msg: Image| {
-        t += 1;
-        writer.write(topic, image, t, &msg.to_cdr()).unwrap();
+    let (camera, labels) = ("/cam/image_raw", "/cam/ground_truth/labels");
+    let rgb = |sec| ground_truth_image(sec, 4, 3, "rgb8", 9);
+    let mono = |sec, w, fill| ground_truth_image(sec, w, 3, "mono8", fill);
+    // A bag of these messages in this order.
+    let write = |name: &str, messages: Vec<(&str, Image)>| {
+        let path = dir.path().join(name);
+        let mut writer = BagWriter::create(&path).unwrap();
+        for (t, (topic, msg)) in messages.into_iter().enumerate() {
+            writer
+                .write(topic, "sensor_msgs/msg/Image", t as u64 + 1, &msg.to_cdr())
+                .unwrap();
+        }
+        writer.finish().unwrap();
+        BagReader::open(&path).unwrap()
     };
     // Stamp 1: labels before the image; 2: after it; 3: labels of another size; 4: labels
     // with no image; 5: an image with no labels.
-    put(
-        "/cam/ground_truth/labels",
-        ground_truth_image(1, 4, 3, "mono8", 2),
+    let reader = write(
+        "labelled",
+        vec![
+            (labels, mono(1, 4, 2)),
+            (camera, rgb(1)),
+            (camera, rgb(2)),
+            (labels, mono(2, 4, 5)),
+            (camera, rgb(3)),
+            (labels, mono(3, 5, 1)),
+            (labels, mono(4, 4, 1)),
+            (camera, rgb(5)),
+        ],
     );
-    put("/cam/image_raw", ground_truth_image(1, 4, 3, "rgb8", 9));
-    put("/cam/image_raw", ground_truth_image(2, 4, 3, "rgb8", 9));
-    put(
-        "/cam/ground_truth/labels",
-        ground_truth_image(2, 4, 3, "mono8", 5),
-    );
-    put("/cam/image_raw", ground_truth_image(3, 4, 3, "rgb8", 9));
-    put(
-        "/cam/ground_truth/labels",
-        ground_truth_image(3, 5, 3, "mono8", 1),
-    );
-    put(
-        "/cam/ground_truth/labels",
-        ground_truth_image(4, 4, 3, "mono8", 1),
-    );
-    put("/cam/image_raw", ground_truth_image(5, 4, 3, "rgb8", 9));
-    writer.finish().unwrap();
-
-    let reader = BagReader::open(&path).unwrap();
     let topics = LabelledTopics::find(&reader, None).unwrap();
-    assert_eq!(topics.camera, "/cam/image_raw");
-    assert_eq!(topics.labels.as_deref(), Some("/cam/ground_truth/labels"));
+    assert_eq!(topics.camera, camera);
+    assert_eq!(topics.labels.as_deref(), Some(labels));
     assert!(topics.depth.is_none() && topics.noise.is_none() && topics.ood.is_none());
-    let mut labels = Vec::new();
+    let mut found = Vec::new();
     let tally = read_labelled_frames(&reader, &topics, |frame| -> Result<_, BagError> {
-        labels.push(frame.labels.unwrap()[0]);
+        found.push(frame.labels.unwrap()[0]);
         assert!(frame.depth.is_none());
         Ok(ControlFlow::Continue(()))
     })
     .unwrap();
-    assert_eq!(labels, [2, 5]);
+    assert_eq!(found, [2, 5]);
     assert_eq!((tally.frames, tally.evaluated), (4, 2));
     let skipped: Vec<(&str, u64)> = tally
         .left_out
@@ -515,6 +512,24 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
             ("parts of one frame disagree in size (4x3 and 5x3)", 1),
         ]
     );
+
+    // Stopped by the visitor (eval's --max-images) while a frame waits for its labels:
+    // that frame is not done, not left out.
+    let reader = write(
+        "stopped",
+        vec![
+            (camera, rgb(1)),
+            (camera, rgb(2)),
+            (labels, mono(1, 4, 2)),
+            (labels, mono(2, 4, 2)),
+        ],
+    );
+    let tally = read_labelled_frames(&reader, &topics, |_| -> Result<_, BagError> {
+        Ok(ControlFlow::Break(()))
+    })
+    .unwrap();
+    assert_eq!((tally.frames, tally.evaluated), (2, 1));
+    assert!(tally.left_out.skipped.is_empty(), "{:?}", tally.left_out);
 }
 
 /// `--json` reports a run that stops with an error too, for the scripts that read it.
@@ -544,4 +559,348 @@ fn a_run_that_stops_with_an_error_still_writes_its_json_report() {
     let error = report["error"].as_str().unwrap();
     assert!(error.contains("exists; pass --force"), "{error}");
     assert!(stderr.contains(error), "{stderr}");
+}
+
+/// Runs `bag process` with `args` (the tiny model of `dir`, on the CPU): exit code, stdout,
+/// stderr.
+fn bag_process(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        .args(["bag", "process"])
+        .args(args)
+        .arg("--model")
+        .arg(dir.join("model"))
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every file under `dir` with its bytes.
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+/// `--force` replaces OUTPUT, and the output keeps the camera topics only: an OUTPUT that
+/// is the input, or holds it, is refused and the input left as it was.
+#[test]
+fn an_output_that_is_the_input_or_holds_it_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = sample_bag_and_model(tmp.path(), 2);
+    let before = tree(&sample);
+    let file = walk(&sample)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "mcap"))
+        .unwrap();
+    for (input, output) in [
+        (&sample, &sample),
+        (&file, &sample),
+        (&sample, &tmp.path().to_path_buf()),
+    ] {
+        let (code, _, stderr) = bag_process(
+            tmp.path(),
+            &[input.as_os_str(), output.as_os_str(), "--force".as_ref()],
+        );
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("is the input bag or holds it")
+                && stderr.contains("write to another OUTPUT"),
+            "{stderr}"
+        );
+        assert_eq!(tree(&sample), before, "the input changed");
+    }
+}
+
+/// A `--start` past the bag's end and a `--json` that cannot be written are refused
+/// before any frame is processed, and nothing is written.
+#[test]
+fn a_start_past_the_end_and_an_unwritable_json_are_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = sample_bag_and_model(tmp.path(), 2);
+    let out = tmp.path().join("out");
+    let (code, _, stderr) = bag_process(
+        tmp.path(),
+        &[
+            sample.as_os_str(),
+            out.as_os_str(),
+            "--start".as_ref(),
+            "100".as_ref(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--start 100 s is past the end of the bag (0.1 s long)"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let json = tmp.path().join("no such dir").join("report.json");
+    let (code, stdout, stderr) = bag_process(
+        tmp.path(),
+        &[
+            sample.as_os_str(),
+            out.as_os_str(),
+            "--json".as_ref(),
+            json.as_os_str(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--json {}: cannot be written", json.display())),
+        "{stderr}"
+    );
+    assert!(!out.exists() && stdout.is_empty(), "{stdout}");
+    // An existing report file is written over only at the end, not emptied up front.
+    let json = tmp.path().join("report.json");
+    std::fs::write(&json, "earlier").unwrap();
+    let (code, _, stderr) = bag_process(
+        tmp.path(),
+        &[
+            sample.as_os_str(),
+            out.as_os_str(),
+            "--json".as_ref(),
+            json.as_os_str(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["processed"], 2);
+}
+
+/// A bag of 40x30 rgb8 frames on /front/image_raw with a calibrated camera_info (of size
+/// `info_size`) on `info_topic` before each frame.
+fn write_camera_bag(dir: &std::path::Path, frames: u32, info_topic: &str, info_size: (u32, u32)) {
+    use bayes_perception::msg::CameraInfo;
+    let mut w = BagWriter::create(dir).unwrap();
+    for i in 0..frames {
+        let header = Header {
+            stamp: Time {
+                sec: 100 + i as i32,
+                nanosec: 0,
+            },
+            frame_id: "front".into(),
+        };
+        let (width, height) = info_size;
+        let info = CameraInfo::pinhole(
+            header.clone(),
+            width,
+            height,
+            width as f64,
+            (width as f64 - 1.0) / 2.0,
+            (height as f64 - 1.0) / 2.0,
+        );
+        let t = 1_000_000_000 * (i as u64 + 1);
+        w.write(info_topic, "sensor_msgs/msg/CameraInfo", t, &info.to_cdr())
+            .unwrap();
+        let rgb = common::pattern(40, 30);
+        let image = Image {
+            header,
+            height: 30,
+            width: 40,
+            encoding: "rgb8".into(),
+            is_bigendian: 0,
+            step: 120,
+            data: rgb.into_raw(),
+        };
+        w.write(
+            "/front/image_raw",
+            "sensor_msgs/msg/Image",
+            t + 1,
+            &image.to_cdr(),
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Topic -> message count of a bag.
+fn topic_counts(bag: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    BagReader::open(bag)
+        .unwrap()
+        .info()
+        .unwrap()
+        .topics
+        .into_iter()
+        .map(|t| (t.name, t.message_count))
+        .collect()
+}
+
+/// A camera_info recorded on another topic than `camera_info` beside the camera: said at
+/// the start, every frame without a cloud counted with the reason, and `--camera-info`
+/// pairs it with the camera.
+#[test]
+fn a_camera_info_elsewhere_is_reported_and_can_be_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::tiny_model(3, true)
+        .save(&tmp.path().join("model"))
+        .unwrap();
+    let bag = tmp.path().join("bag");
+    let info_topic = "/front/image_raw/camera_info";
+    write_camera_bag(&bag, 3, info_topic, (40, 30));
+    let (out, json) = (tmp.path().join("out"), tmp.path().join("out.json"));
+    let (code, stdout, stderr) = bag_process(
+        tmp.path(),
+        &[
+            bag.as_os_str(),
+            out.as_os_str(),
+            "--json".as_ref(),
+            json.as_os_str(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "/front/image_raw has no camera_info: the bag has no /front/camera_info, so its \
+             frames get no depth/camera_info and no point cloud (the bag's camera_info \
+             topics: [\"{info_topic}\"]; pair one with --camera-info)"
+        )),
+        "{stderr}"
+    );
+    let reason = "no camera_info on /front/camera_info before the frame";
+    assert!(
+        stdout.contains(&format!("3 frame(s) without a point cloud: {reason}")),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        (
+            &report["frames_without_points"],
+            &report["no_points_reason"]
+        ),
+        (&serde_json::json!(3), &serde_json::json!(reason))
+    );
+    let counts = topic_counts(&out);
+    assert!(!counts.contains_key("/front/points"), "{counts:?}");
+    assert!(!counts.contains_key(info_topic), "{counts:?}");
+
+    // Named: copied, and every frame has its cloud and depth/camera_info.
+    let (code, stdout, stderr) = bag_process(
+        tmp.path(),
+        &[
+            bag.as_os_str(),
+            out.as_os_str(),
+            "--force".as_ref(),
+            "--camera-info".as_ref(),
+            info_topic.as_ref(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("has no camera_info"), "{stderr}");
+    assert!(!stdout.contains("without a point cloud"), "{stdout}");
+    let counts = topic_counts(&out);
+    for topic in [info_topic, "/front/points", "/front/depth/camera_info"] {
+        assert_eq!(counts.get(topic), Some(&3), "{topic}: {counts:?}");
+    }
+
+    // Refused: a topic that is not a camera_info of the bag, or one per camera not given.
+    let (code, _, stderr) = bag_process(
+        tmp.path(),
+        &[
+            bag.as_os_str(),
+            out.as_os_str(),
+            "--force".as_ref(),
+            "--camera-info".as_ref(),
+            "/front/image_raw".as_ref(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--camera-info /front/image_raw is not a sensor_msgs/CameraInfo topic of this bag \
+             (its camera_info topics: [\"{info_topic}\"])"
+        )),
+        "{stderr}"
+    );
+    let (code, _, stderr) = bag_process(
+        tmp.path(),
+        &[
+            bag.as_os_str(),
+            out.as_os_str(),
+            "--force".as_ref(),
+            "--camera-info".as_ref(),
+            info_topic.as_ref(),
+            "--camera-info".as_ref(),
+            info_topic.as_ref(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--camera-info pairs with the cameras in the order of --topic: 2 given for 1 camera topic(s)"),
+        "{stderr}"
+    );
+}
+
+/// A camera_info of another aspect ratio than the images is used (scaled) and doubted once,
+/// as the node does; a run that processes no frame says so.
+#[test]
+fn a_doubtful_calibration_is_said_once_and_a_run_with_nothing_processed_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::tiny_model(3, true)
+        .save(&tmp.path().join("model"))
+        .unwrap();
+    let bag = tmp.path().join("bag");
+    write_camera_bag(&bag, 3, "/front/camera_info", (400, 200));
+    let out = tmp.path().join("out");
+    let (code, _, stderr) = bag_process(tmp.path(), &[bag.as_os_str(), out.as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let doubt = "/front/image_raw: camera_info may be another camera's: it is 400x200 and the \
+                 images 40x30, another aspect ratio";
+    assert_eq!(stderr.matches(doubt).count(), 1, "{stderr}");
+    assert_eq!(topic_counts(&out).get("/front/points"), Some(&3));
+
+    // Every frame of an unknown encoding: skipped, counted, and the run says nothing was
+    // processed (the exit code stays 0: skipped frames do not change it).
+    let odd = tmp.path().join("odd");
+    let mut w = BagWriter::create(&odd).unwrap();
+    for i in 0..2 {
+        let mut frame = image(i);
+        frame.encoding = "weird8".into();
+        w.write(
+            "/cam/image_raw",
+            "sensor_msgs/msg/Image",
+            1_000 + i as u64,
+            &frame.to_cdr(),
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let (code, stdout, stderr) = bag_process(
+        tmp.path(),
+        &[odd.as_os_str(), tmp.path().join("odd_out").as_os_str()],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("2 camera frame(s) read, 0 processed"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("no frame was processed: every camera frame read was skipped or failed"),
+        "{stderr}"
+    );
 }

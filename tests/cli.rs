@@ -1213,6 +1213,39 @@ fn a_labelled_bag_evaluates_like_the_same_scenes_on_disk() {
     // float, and both leave out what 16-bit millimetres cannot hold (beyond 65.5 m).
     assert!(in_bag["depth"]["rel"].as_f64().unwrap() > 0.0);
     assert_json_close(&in_bag["depth"], &on_disk["depth"], 1e-3, "depth");
+    // --max-images N: the first N frames, from a bag as from disk; the frames read in
+    // part when it stopped are not left out.
+    let first = ["--max-images", "1"];
+    let (on_disk, _) = eval(
+        &[
+            "--data",
+            f.path("data").to_str().unwrap(),
+            "--split",
+            "ood",
+            first[0],
+            first[1],
+        ],
+        "disk1.json",
+    );
+    let (in_bag, text) = eval(
+        &[
+            "--bag",
+            f.path("labelled").to_str().unwrap(),
+            first[0],
+            first[1],
+        ],
+        "bag1.json",
+    );
+    assert!(
+        text.contains("(reading stopped at --max-images 1), 1 evaluated with their ground truth"),
+        "{text}"
+    );
+    assert_eq!(
+        (&in_bag["images"], &on_disk["images"]),
+        (&1.into(), &1.into())
+    );
+    assert_json_close(&in_bag["semantic"], &on_disk["semantic"], 1e-12, "semantic");
+    assert!(in_bag.get("left_out").is_none(), "{in_bag}");
     // `bag process` of the labelled bag: the camera only, the ground truth is no camera.
     let (out, text) = run(bin()
         .args(["bag", "process"])

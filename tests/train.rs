@@ -335,7 +335,8 @@ fn documented_config_trains_on_a_camvid_directory_without_depth() {
         ("tasks: [semantic, depth]", "tasks: [semantic]".into()),
         ("preset: fcdensenet56", TINY_ARCH.into()),
         ("epochs: 12", "epochs: 1".into()),
-        ("crop: [160, 160]", "crop: [32, 32]".into()),
+        // Wider than the 64-pixel images: cropped to their width, and said.
+        ("crop: [160, 160]", "crop: [32, 80]".into()),
         ("device: auto", "device: cpu".into()),
         (
             "dir: ../runs/demo",
@@ -359,6 +360,17 @@ fn documented_config_trains_on_a_camvid_directory_without_depth() {
         "{stdout}"
     );
     assert!(!stdout.contains("depth rel"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches(
+                "training.crop 32x80 (height x width) is larger than some training images \
+                 (48x64 for one): those are cropped to at most their own size"
+            )
+            .count(),
+        1,
+        "{stderr}"
+    );
     let spec = bayes_perception::model::ModelSpec::load(&tmp.path().join("run/best")).unwrap();
     assert_eq!(spec.num_classes(), 11);
     assert!(spec.tasks.depth.is_none());
@@ -539,6 +551,16 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
     assert_eq!((stopped, batches), (Stop::TimeLimit, 3));
     let (_, stopped, batches) = run_counted(&timed, 0);
     assert_eq!((stopped, batches), (Stop::TimeLimit, 0));
+    // Stopped after an epoch's last batch, before its validation: resumed there (not at
+    // "batch 4" of an epoch of 3), and the figures are the uninterrupted run's.
+    let edge = config("edge");
+    run(&edge, 3);
+    let line = run(&edge, 0);
+    assert!(
+        line.contains("resumed at epoch 1, its batches done, at its validation"),
+        "{line}"
+    );
+    assert_eq!(figures("whole"), figures("edge"));
     // A checkpoint taken mid-epoch under another batch size restarts that epoch.
     run(&config("rebatched"), 2);
     let mut rebatched = config("rebatched");

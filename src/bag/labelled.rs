@@ -167,6 +167,8 @@ pub fn read_labelled_frames<E: From<BagError>>(
     let mut tally = LabelledTally::default();
     let mut pending: BTreeMap<(i32, u32), Partial> = BTreeMap::new();
     let mut failure: Option<E> = None;
+    // `visit` asked to stop: frames read in part by then are not left out, only not done.
+    let mut stopped = false;
     // The latest stamp read of each part: a frame missing a part whose latest stamp read
     // is not past its own may have lost that part to damage.
     let mut last_read: BTreeMap<Part, (i32, u32)> = BTreeMap::new();
@@ -200,7 +202,10 @@ pub fn read_labelled_frames<E: From<BagError>>(
             tally.evaluated += 1;
             match visit(frame) {
                 Ok(ControlFlow::Continue(())) => {}
-                Ok(ControlFlow::Break(())) => return ControlFlow::Break(()),
+                Ok(ControlFlow::Break(())) => {
+                    stopped = true;
+                    return ControlFlow::Break(());
+                }
                 Err(e) => {
                     failure = Some(e);
                     return ControlFlow::Break(());
@@ -226,7 +231,7 @@ pub fn read_labelled_frames<E: From<BagError>>(
         Err(e) => return Err(E::from(e)),
         Ok(()) => {}
     }
-    for (stamp, partial) in pending {
+    for (stamp, partial) in pending.into_iter().filter(|_| !stopped) {
         let cut = partial
             .missing(topics)
             .iter()

@@ -19,10 +19,11 @@ use std::time::Instant;
 use anyhow::bail;
 use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
-use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter};
+use bayes_perception::bag::{BagError, BagInfo, BagMessage, BagReader, BagWriter, TopicInfo};
 use bayes_perception::config::ColormapParams;
 use bayes_perception::device::device_name;
 use bayes_perception::error::is_transient_io;
+use bayes_perception::log_once::LogOnce;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
 use bayes_perception::output::write_file;
@@ -58,6 +59,8 @@ pub fn camera_namespace(topic: &str, type_name: &str) -> String {
 #[derive(Debug, Default)]
 struct CameraState {
     namespace: String,
+    /// Where its camera_info is read from.
+    camera_info_topic: String,
     read: u64,
 }
 
@@ -84,6 +87,9 @@ struct Tally {
 /// 75: a full disk, say), the exit code and the message.
 pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let (json, input, output) = (args.json.clone(), args.input.clone(), args.output.clone());
+    if let Some(path) = &json {
+        super::check_report_path(path)?;
+    }
     let result = run_process(args);
     if let (Err(e), Some(path)) = (&result, json) {
         let mut fields = serde_json::Map::new();
@@ -183,11 +189,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             },
         );
     }
-    let info_topics: HashMap<String, String> = tally
-        .cameras
-        .values()
-        .map(|c| (format!("{}/camera_info", c.namespace), c.namespace.clone()))
-        .collect();
+    let info_topics = camera_info_topics(&args.camera_infos, &args.topics, &selected, &info)?;
+    for camera in tally.cameras.values_mut() {
+        if let Some((topic, _)) = info_topics.iter().find(|(_, ns)| **ns == camera.namespace) {
+            camera.camera_info_topic = topic.clone();
+        }
+    }
 
     // An input topic named like an output would mix two streams in one channel.
     let copied: Vec<&String> = tally.cameras.keys().chain(info_topics.keys()).collect();
@@ -207,6 +214,26 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // The output keeps the camera topics only: replacing the input with it (--force), or
+    // a directory holding the input, would lose the rest of the recording.
+    if let (Ok(input), Ok(output)) = (args.input.canonicalize(), args.output.canonicalize()) {
+        if input.starts_with(&output) {
+            bail!(
+                "{} is the input bag or holds it: the output keeps only the camera topics, \
+                 their camera_info and the outputs, so the rest of the recording would be \
+                 lost; write to another OUTPUT",
+                args.output.display()
+            );
+        }
+    }
+    let bag_seconds = info.duration_ns as f64 / 1e9;
+    if args.start > bag_seconds && info.damage.is_none() {
+        bail!(
+            "--start {} s is past the end of the bag ({bag_seconds:.1} s long): there is \
+             nothing to process",
+            args.start
+        );
+    }
     if std::fs::symlink_metadata(&args.output).is_ok() && !args.force {
         bail!(
             "{} exists; pass --force to replace it",
@@ -223,6 +250,25 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     };
     let engine = Engine::load(&model_dir, engine_config)?;
     let palette = engine.model().spec.palette();
+    // A depth model needs each camera's camera_info (depth/camera_info, points).
+    if engine.model().spec.tasks.depth.is_some() {
+        let in_bag = camera_info_topics_in(&info);
+        for (topic, namespace) in &info_topics {
+            if !in_bag.contains(&topic.as_str()) {
+                let cameras = tally
+                    .cameras
+                    .iter()
+                    .filter(|(_, c)| &c.namespace == namespace);
+                for (camera, _) in cameras {
+                    log::warn!(
+                        "{camera} has no camera_info: the bag has no {topic}, so its frames get \
+                         no depth/camera_info and no point cloud (the bag's camera_info topics: \
+                         {in_bag:?}; pair one with --camera-info)"
+                    );
+                }
+            }
+        }
+    }
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();
@@ -243,6 +289,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         .map_or(u64::MAX, |d| window_start.saturating_add((d * 1e9) as u64));
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     let mut latest_info: HashMap<String, CameraInfo> = HashMap::new();
+    let calibration_doubts = LogOnce::new();
     let mut written = Written::default();
     let points = params
         .points
@@ -285,9 +332,24 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     }
                     match predict(&engine, m) {
                         Ok(frame) => {
+                            let camera_info = latest_info.get(&camera.namespace).cloned();
+                            // As the node: each doubt about the calibration said once.
+                            let doubt = camera_info.as_ref().and_then(|info| {
+                                info.doubt_for(
+                                    &frame.header.frame_id,
+                                    frame.rgb.width(),
+                                    frame.rgb.height(),
+                                )
+                            });
+                            if let Some(doubt) = doubt.map(|d| format!("{}: {d}", m.topic)) {
+                                if calibration_doubts.is_new(&doubt) {
+                                    progress.suspend(|| log::warn!("{doubt}"));
+                                }
+                            }
                             let output = Output::Frame(Box::new(PendingFrame {
                                 topic: m.topic.to_owned(),
-                                camera_info: latest_info.get(&camera.namespace).cloned(),
+                                camera_info,
+                                camera_info_topic: camera.camera_info_topic.clone(),
                                 namespace: camera.namespace.clone(),
                                 log_time: m.log_time,
                                 frame,
@@ -431,6 +493,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             100.0 * (1.0 - written.forward_ms / wall_ms)
         );
     }
+    if processed == 0 && read > 0 && read_result.is_ok() && !interrupted {
+        log::warn!(
+            "no frame was processed: every camera frame read was skipped or failed (reasons \
+             above); the output holds the input copies only"
+        );
+    }
     if tally.other_messages > 0 {
         println!(
             "  {} message(s) of other topics not copied",
@@ -527,6 +595,60 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// The bag's sensor_msgs/CameraInfo topics.
+fn camera_info_topics_in(bag: &BagInfo) -> Vec<&str> {
+    bag.topics
+        .iter()
+        .filter(|t| t.type_name == CAMERA_INFO)
+        .map(|t| t.name.as_str())
+        .collect()
+}
+
+/// Each camera's camera_info topic, with the camera's namespace: `--camera-info` paired
+/// with the cameras in the order of `--topic`, or else `camera_info` in each camera's
+/// namespace.
+fn camera_info_topics(
+    given: &[String],
+    topics: &[String],
+    selected: &[&TopicInfo],
+    bag: &BagInfo,
+) -> anyhow::Result<HashMap<String, String>> {
+    let namespace = |t: &TopicInfo| camera_namespace(&t.name, &t.type_name);
+    if given.is_empty() {
+        return Ok(selected
+            .iter()
+            .map(|t| (format!("{}/camera_info", namespace(t)), namespace(t)))
+            .collect());
+    }
+    if given.len() != selected.len() || (topics.is_empty() && selected.len() > 1) {
+        super::usage!(
+            "--camera-info pairs with the cameras in the order of --topic: {} given for {} \
+             camera topic(s){}",
+            given.len(),
+            selected.len(),
+            if topics.is_empty() {
+                " found in the bag (name them with --topic)"
+            } else {
+                ""
+            }
+        );
+    }
+    let in_bag = camera_info_topics_in(bag);
+    let mut pairs = HashMap::new();
+    for (topic, camera) in given.iter().zip(selected) {
+        if !in_bag.contains(&topic.as_str()) {
+            bail!(
+                "--camera-info {topic} is not a sensor_msgs/CameraInfo topic of this bag (its \
+                 camera_info topics: {in_bag:?})"
+            );
+        }
+        if pairs.insert(topic.clone(), namespace(camera)).is_some() {
+            bail!("--camera-info {topic} is given for two cameras");
+        }
+    }
+    Ok(pairs)
+}
+
 /// Whether a run's output stays out of place of an earlier one (`--force`): only a run cut
 /// short (interrupted, the bag unreadable for a system reason) whose output holds fewer
 /// messages than a readable earlier output. A run through its whole input replaces it, and
@@ -560,8 +682,9 @@ struct PendingFrame {
     namespace: String,
     log_time: u64,
     frame: PredictedFrame,
-    /// The camera's latest camera_info when the frame was read.
+    /// The camera's latest camera_info when the frame was read, and its topic.
     camera_info: Option<CameraInfo>,
+    camera_info_topic: String,
 }
 
 impl Output {
@@ -604,6 +727,7 @@ impl Written {
             log_time,
             frame,
             camera_info,
+            camera_info_topic,
         } = match output {
             Output::Copy {
                 topic,
@@ -645,9 +769,12 @@ impl Written {
                 &cloud.to_cdr(),
             )?;
         }
-        if let Some(e) = outputs.points_error {
+        let no_camera_info =
+            (points.is_some() && camera_info.is_none() && frame.prediction.depth.is_some())
+                .then(|| format!("no camera_info on {camera_info_topic} before the frame"));
+        if let Some(reason) = outputs.points_error.or(no_camera_info) {
             self.no_points.0 += 1;
-            self.no_points.1.get_or_insert(e);
+            self.no_points.1.get_or_insert(reason);
         }
         self.forward_ms += outputs.forward_ms;
         *self.processed.entry(topic).or_default() += 1;

@@ -35,6 +35,9 @@ static REPORT_WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 /// `error`), so a script finds a file either way.
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let json = args.json.clone();
+    if let Some(path) = &json {
+        super::check_report_path(path)?;
+    }
     let result = evaluate(args);
     if let (Err(e), Some(path)) = (&result, json) {
         if !REPORT_WRITTEN.load(std::sync::atomic::Ordering::SeqCst) {
@@ -181,7 +184,8 @@ fn run_bag(
         .iter()
         .find(|t| t.name == topics.camera)
         .map_or(0, |t| t.message_count);
-    let progress = ProgressBar::new(frames);
+    let limit = (args.max_images > 0).then_some(args.max_images);
+    let progress = ProgressBar::new(limit.map_or(frames, |n| frames.min(n as u64)));
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} frames, ETA {eta}")
             .expect("valid template"),
@@ -206,13 +210,20 @@ fn run_bag(
         }
         i += 1;
         progress.inc(1);
-        Ok(ControlFlow::Continue(()))
+        Ok(match limit {
+            Some(n) if i >= n => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
     })?;
     progress.finish_and_clear();
     println!(
-        "bag {}: {} camera frame(s), {} evaluated with their ground truth",
+        "bag {}: {} camera frame(s){}, {} evaluated with their ground truth",
         bag.display(),
         tally.frames,
+        match limit {
+            Some(n) if i >= n => format!(" read (reading stopped at --max-images {n})"),
+            _ => String::new(),
+        },
         tally.evaluated,
     );
     let mut evaluations = evaluator.finish();

@@ -69,6 +69,23 @@ pub fn write_error_report(
     }
 }
 
+/// Refuses a `--json` report path that cannot be written before a long run rather than
+/// after it: the file is opened for writing (not truncated) and, when it did not exist,
+/// removed again.
+pub fn check_report_path(path: &Path) -> anyhow::Result<()> {
+    let existed = std::fs::symlink_metadata(path).is_ok();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("--json {}: cannot be written: {e}", path.display()))?;
+    if !existed {
+        std::fs::remove_file(path).ok();
+    }
+    Ok(())
+}
+
 /// Reads the params file's entries for `node` (or the defaults) and applies command-line
 /// overrides.
 pub fn load_params(

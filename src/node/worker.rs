@@ -16,6 +16,7 @@ use super::slot::LatestSlot;
 use super::throttle::Throttle;
 use crate::config::{ColormapParams, Mode, Params};
 use crate::engine::{Engine, EngineConfig};
+use crate::log_once::LogOnce;
 use crate::msg::encoding::DecodeError;
 use crate::msg::outputs::{OutputTopic, POINTS_TOPIC};
 use crate::msg::{CameraInfo, Image, PointCloud2, Time};
@@ -137,7 +138,7 @@ struct Publishing {
     palette: Vec<[u8; 3]>,
     throttle: Throttle,
     /// The doubts about the camera_info logged so far (each once).
-    calibration_doubts: std::collections::HashSet<String>,
+    calibration_doubts: LogOnce,
 }
 
 /// What the first stage hands the second: a predicted frame and the output parameters in
@@ -162,7 +163,7 @@ impl Worker {
             publishing: Publishing {
                 palette,
                 throttle: Throttle::new(LOG_PERIOD),
-                calibration_doubts: Default::default(),
+                calibration_doubts: LogOnce::new(),
             },
         }
     }
@@ -266,13 +267,8 @@ impl Publishing {
                 frame.rgb.height(),
             )
         });
-        // At most 16 kinds remembered: frame ids that change with every message would
-        // otherwise grow the set without end.
-        let new = |d: &String| {
-            self.calibration_doubts.len() < 16 && self.calibration_doubts.insert(d.clone())
-        };
-        if let Some(doubt) = doubt.filter(new) {
-            log::warn!("{doubt}");
+        if let Some(doubt) = doubt {
+            self.calibration_doubts.warn(&doubt);
         }
         let points = predicted.points.filter(|_| sink.wants_points());
         let cloudless = points.is_some()

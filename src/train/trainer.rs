@@ -606,6 +606,12 @@ pub fn train(
                 state.batching
             );
             (state.batches_done, state.loss_sum, state.loss_count) = (0, 0.0, 0);
+        } else if state.batches_done >= train_samples.len().div_ceil(cfg.training.batch_size) {
+            // Stopped after the epoch's last batch, before its validation.
+            resumed_note = format!(
+                "; resumed at epoch {}, its batches done, at its validation, ",
+                state.epoch + 1
+            );
         } else {
             resumed_note = format!(
                 "; resumed at epoch {}, batch {}, ",
@@ -627,6 +633,19 @@ pub fn train(
         };
     }
     state.batching = batching;
+    // A crop larger than an image takes the whole image on that side.
+    if let Some(s) = train_samples.iter().find(|s| {
+        let (w, h) = s.rgb.dimensions();
+        cfg.training.crop != [0, 0] && (cfg.training.crop[0] > h || cfg.training.crop[1] > w)
+    }) {
+        let (w, h) = s.rgb.dimensions();
+        log::warn!(
+            "training.crop {}x{} (height x width) is larger than some training images ({h}x{w} \
+             for one): those are cropped to at most their own size",
+            cfg.training.crop[0],
+            cfg.training.crop[1],
+        );
+    }
     let augment = Augment {
         crop: (cfg.training.crop != [0, 0]).then_some((cfg.training.crop[0], cfg.training.crop[1])),
         flip: cfg.training.flip,
