@@ -492,8 +492,20 @@ fn sqlite_input_with_every_option() {
     assert!(text.contains("  2 camera frame(s) outside"), "{text}");
     let windowed = as_map(&f.read("window")["rosbags"]);
     assert_eq!(windowed["/front/camera_info"]["count"], 1, "{text}");
-    // A window past the end: an empty output, and a warning that says so.
+    // A window past the end: refused before anything is written.
     let (code, text) = f.process("in_mcap", "past_end", &["--start", "100"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("--start 100 s is past the end of the bag (5.000 s long)"),
+        "{text}"
+    );
+    assert!(!f.path("past_end").exists());
+    // A window between two frames: an empty output, and a warning that says so.
+    let (code, text) = f.process(
+        "in_mcap",
+        "between_frames",
+        &["--start", "0.2", "--duration", "0.1"],
+    );
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("no camera frame lies in --start/--duration"),

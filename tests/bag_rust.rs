@@ -617,10 +617,14 @@ fn an_output_that_is_the_input_or_holds_it_is_refused() {
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "mcap"))
         .unwrap();
+    let metadata = sample.join("metadata.yaml");
     for (input, output) in [
         (&sample, &sample),
         (&file, &sample),
         (&sample, &tmp.path().to_path_buf()),
+        (&sample, &file),
+        (&sample, &metadata),
+        (&file, &file),
     ] {
         let (code, _, stderr) = bag_process(
             tmp.path(),
@@ -628,7 +632,7 @@ fn an_output_that_is_the_input_or_holds_it_is_refused() {
         );
         assert_eq!(code, Some(1), "{stderr}");
         assert!(
-            stderr.contains("is the input bag or holds it")
+            stderr.contains("is the input bag, holds it or is part of it")
                 && stderr.contains("write to another OUTPUT"),
             "{stderr}"
         );
@@ -654,7 +658,7 @@ fn a_start_past_the_end_and_an_unwritable_json_are_refused_up_front() {
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("--start 100 s is past the end of the bag (0.1 s long)"),
+        stderr.contains("--start 100 s is past the end of the bag (0.100 s long)"),
         "{stderr}"
     );
     assert!(!out.exists());
@@ -674,7 +678,8 @@ fn a_start_past_the_end_and_an_unwritable_json_are_refused_up_front() {
         "{stderr}"
     );
     assert!(!out.exists() && stdout.is_empty(), "{stdout}");
-    // An existing report file is written over only at the end, not emptied up front.
+    // An existing report file is not emptied up front: a run refused on its command line
+    // (which writes no report) leaves it as it was.
     let json = tmp.path().join("report.json");
     std::fs::write(&json, "earlier").unwrap();
     let (code, _, stderr) = bag_process(
@@ -682,6 +687,44 @@ fn a_start_past_the_end_and_an_unwritable_json_are_refused_up_front() {
         &[
             sample.as_os_str(),
             out.as_os_str(),
+            "--every".as_ref(),
+            "0".as_ref(),
+            "--json".as_ref(),
+            json.as_os_str(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&json).unwrap(), "earlier");
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        !names(tmp.path()).iter().any(|n| n.contains(".check-")),
+        "{:?}",
+        names(tmp.path())
+    );
+    // A report inside OUTPUT, which the run creates: accepted.
+    let inside = out.join("summary.json");
+    let (code, _, stderr) = bag_process(
+        tmp.path(),
+        &[
+            sample.as_os_str(),
+            out.as_os_str(),
+            "--json".as_ref(),
+            inside.as_os_str(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(inside.is_file());
+    let (code, _, stderr) = bag_process(
+        tmp.path(),
+        &[
+            sample.as_os_str(),
+            out.as_os_str(),
+            "--force".as_ref(),
             "--json".as_ref(),
             json.as_os_str(),
         ],
@@ -692,9 +735,16 @@ fn a_start_past_the_end_and_an_unwritable_json_are_refused_up_front() {
     assert_eq!(report["processed"], 2);
 }
 
-/// A bag of 40x30 rgb8 frames on /front/image_raw with a calibrated camera_info (of size
-/// `info_size`) on `info_topic` before each frame.
-fn write_camera_bag(dir: &std::path::Path, frames: u32, info_topic: &str, info_size: (u32, u32)) {
+/// A bag of 40x30 rgb8 frames on /front/image_raw, one a second, with a calibrated
+/// camera_info (of size `info_size`) on `info_topic` before each frame (`once`: before the
+/// first only, as a latched publisher records it).
+fn write_camera_bag(
+    dir: &std::path::Path,
+    frames: u32,
+    info_topic: &str,
+    info_size: (u32, u32),
+    once: bool,
+) {
     use bayes_perception::msg::CameraInfo;
     let mut w = BagWriter::create(dir).unwrap();
     for i in 0..frames {
@@ -715,8 +765,10 @@ fn write_camera_bag(dir: &std::path::Path, frames: u32, info_topic: &str, info_s
             (height as f64 - 1.0) / 2.0,
         );
         let t = 1_000_000_000 * (i as u64 + 1);
-        w.write(info_topic, "sensor_msgs/msg/CameraInfo", t, &info.to_cdr())
-            .unwrap();
+        if i == 0 || !once {
+            w.write(info_topic, "sensor_msgs/msg/CameraInfo", t, &info.to_cdr())
+                .unwrap();
+        }
         let rgb = common::pattern(40, 30);
         let image = Image {
             header,
@@ -761,7 +813,7 @@ fn a_camera_info_elsewhere_is_reported_and_can_be_named() {
         .unwrap();
     let bag = tmp.path().join("bag");
     let info_topic = "/front/image_raw/camera_info";
-    write_camera_bag(&bag, 3, info_topic, (40, 30));
+    write_camera_bag(&bag, 3, info_topic, (40, 30), false);
     let (out, json) = (tmp.path().join("out"), tmp.path().join("out.json"));
     let (code, stdout, stderr) = bag_process(
         tmp.path(),
@@ -856,6 +908,42 @@ fn a_camera_info_elsewhere_is_reported_and_can_be_named() {
     );
 }
 
+/// A camera_info recorded once, before `--start`: not copied, but the calibration of the
+/// window's frames.
+#[test]
+fn a_camera_info_before_the_window_calibrates_the_frames_in_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::tiny_model(3, true)
+        .save(&tmp.path().join("model"))
+        .unwrap();
+    let bag = tmp.path().join("bag");
+    write_camera_bag(&bag, 3, "/front/camera_info", (40, 30), true);
+    let out = tmp.path().join("out");
+    let (code, stdout, stderr) = bag_process(
+        tmp.path(),
+        &[
+            bag.as_os_str(),
+            out.as_os_str(),
+            "--start".as_ref(),
+            "0.5".as_ref(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("2 camera frame(s) read, 2 processed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("without a point cloud"), "{stdout}");
+    let counts = topic_counts(&out);
+    assert_eq!(counts.get("/front/points"), Some(&2), "{counts:?}");
+    assert_eq!(
+        counts.get("/front/depth/camera_info"),
+        Some(&2),
+        "{counts:?}"
+    );
+    assert!(!counts.contains_key("/front/camera_info"), "{counts:?}");
+}
+
 /// A camera_info of another aspect ratio than the images is used (scaled) and doubted once,
 /// as the node does; a run that processes no frame says so.
 #[test]
@@ -865,7 +953,7 @@ fn a_doubtful_calibration_is_said_once_and_a_run_with_nothing_processed_warns() 
         .save(&tmp.path().join("model"))
         .unwrap();
     let bag = tmp.path().join("bag");
-    write_camera_bag(&bag, 3, "/front/camera_info", (400, 200));
+    write_camera_bag(&bag, 3, "/front/camera_info", (400, 200), false);
     let out = tmp.path().join("out");
     let (code, _, stderr) = bag_process(tmp.path(), &[bag.as_os_str(), out.as_os_str()]);
     assert_eq!(code, Some(0), "{stderr}");

@@ -364,8 +364,8 @@ fn documented_config_trains_on_a_camvid_directory_without_depth() {
     assert_eq!(
         stderr
             .matches(
-                "training.crop 32x80 (height x width) is larger than some training images \
-                 (48x64 for one): those are cropped to at most their own size"
+                "training.crop 32x80 (height x width) is larger than the smallest training \
+                 images: crops of 32x64 are taken"
             )
             .count(),
         1,

@@ -167,7 +167,7 @@ pub fn read_labelled_frames<E: From<BagError>>(
     let mut tally = LabelledTally::default();
     let mut pending: BTreeMap<(i32, u32), Partial> = BTreeMap::new();
     let mut failure: Option<E> = None;
-    // `visit` asked to stop: frames read in part by then are not left out, only not done.
+    // `visit` asked to stop: frames whose parts may still have come are not left out.
     let mut stopped = false;
     // The latest stamp read of each part: a frame missing a part whose latest stamp read
     // is not past its own may have lost that part to damage.
@@ -231,11 +231,16 @@ pub fn read_labelled_frames<E: From<BagError>>(
         Err(e) => return Err(E::from(e)),
         Ok(()) => {}
     }
-    for (stamp, partial) in pending.into_iter().filter(|_| !stopped) {
+    for (stamp, partial) in pending {
+        // Its missing parts may still have come (reading was not through them yet).
         let cut = partial
             .missing(topics)
             .iter()
             .any(|part| last_read.get(part).is_none_or(|&last| stamp >= last));
+        if stopped && cut {
+            // Not done when the visitor stopped: not left out either.
+            continue;
+        }
         tally.left_out.skip(if damaged && cut {
             // Its other parts may lie after the damage: the damage's loss, not bad input.
             "incomplete where reading stopped at the damage"

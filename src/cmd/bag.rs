@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -88,7 +88,7 @@ struct Tally {
 pub fn process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let (json, input, output) = (args.json.clone(), args.input.clone(), args.output.clone());
     if let Some(path) = &json {
-        super::check_report_path(path)?;
+        super::check_report_path(path, Some(&output))?;
     }
     let result = run_process(args);
     if let (Err(e), Some(path)) = (&result, json) {
@@ -214,22 +214,22 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    // The output keeps the camera topics only: replacing the input with it (--force), or
-    // a directory holding the input, would lose the rest of the recording.
-    if let (Ok(input), Ok(output)) = (args.input.canonicalize(), args.output.canonicalize()) {
-        if input.starts_with(&output) {
-            bail!(
-                "{} is the input bag or holds it: the output keeps only the camera topics, \
-                 their camera_info and the outputs, so the rest of the recording would be \
-                 lost; write to another OUTPUT",
-                args.output.display()
-            );
-        }
-    }
-    let bag_seconds = info.duration_ns as f64 / 1e9;
-    if args.start > bag_seconds && info.damage.is_none() {
+    // The output keeps the camera topics only: replacing the input with it (--force), a
+    // directory holding it or one of its files, would lose the rest of the recording.
+    if let Some(file) = input_file_under(&args.input, &info, &args.output) {
         bail!(
-            "--start {} s is past the end of the bag ({bag_seconds:.1} s long): there is \
+            "{} is the input bag, holds it or is part of it ({}): the output keeps only the \
+             camera topics, their camera_info and the outputs, so the rest of the recording \
+             would be lost; write to another OUTPUT",
+            args.output.display(),
+            file.display()
+        );
+    }
+    // Known when the metadata or the file's summary gives the bag's span (0: not given).
+    let bag_seconds = info.duration_ns as f64 / 1e9;
+    if info.duration_ns > 0 && args.start > bag_seconds && info.damage.is_none() {
+        bail!(
+            "--start {} s is past the end of the bag ({bag_seconds:.3} s long): there is \
              nothing to process",
             args.start
         );
@@ -373,16 +373,19 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         }
                     }
                 } else if let Some(namespace) = info_topics.get(m.topic) {
-                    if !in_window {
+                    // Before the window: not copied, but the latest one is the calibration
+                    // of the window's first frames (a camera_info recorded once, say).
+                    if m.log_time > window_end {
                         return ControlFlow::Continue(());
                     }
-                    if !hand_over(Output::copy_of(m)) {
+                    if in_window && !hand_over(Output::copy_of(m)) {
                         return ControlFlow::Break(());
                     }
                     match CameraInfo::from_cdr(m.data) {
                         Ok(info) => {
                             latest_info.insert(namespace.clone(), info);
                         }
+                        Err(_) if !in_window => {}
                         Err(e) => {
                             tally.bad_camera_info += 1;
                             log::warn!(
@@ -595,6 +598,30 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// A file of the input bag (its storage files, and a directory's metadata.yaml) that
+/// `output` is or holds, if any: what replacing `output` would delete. `output` is taken as
+/// its parent resolved plus its own name, as it is replaced (a symlink there is replaced,
+/// not what it points to).
+fn input_file_under(input: &Path, bag: &BagInfo, output: &Path) -> Option<PathBuf> {
+    let output = match (output.parent(), output.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            parent.canonicalize().ok()?.join(name)
+        }
+        _ => output.canonicalize().ok()?,
+    };
+    let metadata = input.is_dir().then(|| input.join("metadata.yaml"));
+    bag.files
+        .iter()
+        .chain(metadata.as_ref())
+        .filter_map(|f| f.canonicalize().ok())
+        .find(|f| f.starts_with(&output))
+}
+
 /// The bag's sensor_msgs/CameraInfo topics.
 fn camera_info_topics_in(bag: &BagInfo) -> Vec<&str> {
     bag.topics
@@ -637,9 +664,15 @@ fn camera_info_topics(
     let mut pairs = HashMap::new();
     for (topic, camera) in given.iter().zip(selected) {
         if !in_bag.contains(&topic.as_str()) {
+            let file = [".yaml", ".yml"].iter().any(|e| topic.ends_with(e));
             bail!(
                 "--camera-info {topic} is not a sensor_msgs/CameraInfo topic of this bag (its \
-                 camera_info topics: {in_bag:?})"
+                 camera_info topics: {in_bag:?}){}",
+                if file {
+                    "; bag process takes a topic of the bag here, not a calibration file"
+                } else {
+                    ""
+                }
             );
         }
         if pairs.insert(topic.clone(), namespace(camera)).is_some() {

@@ -36,7 +36,7 @@ static REPORT_WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::Atomic
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let json = args.json.clone();
     if let Some(path) = &json {
-        super::check_report_path(path)?;
+        super::check_report_path(path, args.out.as_deref())?;
     }
     let result = evaluate(args);
     if let (Err(e), Some(path)) = (&result, json) {
@@ -221,7 +221,7 @@ fn run_bag(
         bag.display(),
         tally.frames,
         match limit {
-            Some(n) if i >= n => format!(" read (reading stopped at --max-images {n})"),
+            Some(n) if i >= n => format!(" read (--max-images {n} reached)"),
             _ => String::new(),
         },
         tally.evaluated,

@@ -70,19 +70,43 @@ pub fn write_error_report(
 }
 
 /// Refuses a `--json` report path that cannot be written before a long run rather than
-/// after it: the file is opened for writing (not truncated) and, when it did not exist,
-/// removed again.
-pub fn check_report_path(path: &Path) -> anyhow::Result<()> {
-    let existed = std::fs::symlink_metadata(path).is_ok();
+/// after it. An existing file is opened for writing (not created, not truncated); for a new
+/// one a probe file of a name of its own is created beside it and removed, so the report
+/// path itself is never touched before the report. A parent directory the command creates
+/// itself (`creates`: eval's `--out`, bag process's OUTPUT) is accepted as it is; paths
+/// that are not regular files (a FIFO, /dev/stdout) are not probed.
+pub fn check_report_path(path: &Path, creates: Option<&Path>) -> anyhow::Result<()> {
+    let cannot = |e: std::io::Error| {
+        anyhow::Error::new(e).context(format!("--json {}: cannot be written", path.display()))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(cannot)?;
+            return Ok(());
+        }
+        Ok(_) => return Ok(()),
+        // A dangling symlink: the report will create what it points to.
+        Err(_) if std::fs::symlink_metadata(path).is_ok() => return Ok(()),
+        Err(_) => {}
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if creates.is_some_and(|c| c == parent) && !parent.exists() {
+        return Ok(());
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let probe = parent.join(format!(".{name}.check-{}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("--json {}: cannot be written: {e}", path.display()))?;
-    if !existed {
-        std::fs::remove_file(path).ok();
-    }
+        .create_new(true)
+        .open(&probe)
+        .map_err(cannot)?;
+    std::fs::remove_file(&probe).ok();
     Ok(())
 }
 
@@ -152,5 +176,39 @@ pub fn preset(name: &str) -> anyhow::Result<ArchConfig> {
             "unknown --arch `{name}`; expected one of {}",
             PRESETS.join(", ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The report path is checked without being touched: no file appears or empties, a
+    /// missing directory is refused unless the command creates it, a FIFO is not opened.
+    #[test]
+    fn report_paths_are_checked_without_touching_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = || std::fs::read_dir(dir.path()).unwrap().count();
+        let new = dir.path().join("report.json");
+        check_report_path(&new, None).unwrap();
+        assert!(!new.exists());
+        assert_eq!(entries(), 0, "the probe is removed");
+        std::fs::write(&new, "earlier").unwrap();
+        check_report_path(&new, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&new).unwrap(), "earlier");
+        let out = dir.path().join("out");
+        let inside = out.join("report.json");
+        let message = check_report_path(&inside, None).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!("--json {}: cannot be written", inside.display())
+        );
+        check_report_path(&inside, Some(&out)).unwrap();
+        assert!(!out.exists());
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        check_report_path(&fifo, None).unwrap();
     }
 }

@@ -326,6 +326,16 @@ impl TrainConfig {
             .architecture
             .resolve()
             .map_err(|m| Error::config(origin, "model.architecture", m))?;
+        let [height, width] = self.training.crop;
+        if (height == 0) != (width == 0) {
+            return err(
+                "training.crop",
+                format!(
+                    "[{height}, {width}]: both sides positive ([height, width]), or [0, 0] for \
+                     full frames"
+                ),
+            );
+        }
         if !["none", "median_frequency"].contains(&self.loss.class_weights.as_str()) {
             return err(
                 "loss.class_weights",
@@ -633,21 +643,27 @@ pub fn train(
         };
     }
     state.batching = batching;
-    // A crop larger than an image takes the whole image on that side.
-    if let Some(s) = train_samples.iter().find(|s| {
-        let (w, h) = s.rgb.dimensions();
-        cfg.training.crop != [0, 0] && (cfg.training.crop[0] > h || cfg.training.crop[1] > w)
-    }) {
-        let (w, h) = s.rgb.dimensions();
-        log::warn!(
-            "training.crop {}x{} (height x width) is larger than some training images ({h}x{w} \
-             for one): those are cropped to at most their own size",
-            cfg.training.crop[0],
-            cfg.training.crop[1],
+    // A crop larger than the smallest training image is cut to it on that side, for every
+    // image: the crops of a batch must share a size.
+    let crop = (cfg.training.crop != [0, 0]).then(|| {
+        let [height, width] = cfg.training.crop;
+        let smallest = |side: fn(&Sample) -> u32| train_samples.iter().map(side).min();
+        let fitted = (
+            smallest(|s| s.rgb.height()).map_or(height, |h| height.min(h)),
+            smallest(|s| s.rgb.width()).map_or(width, |w| width.min(w)),
         );
-    }
+        if fitted != (height, width) {
+            log::warn!(
+                "training.crop {height}x{width} (height x width) is larger than the smallest \
+                 training images: crops of {}x{} are taken",
+                fitted.0,
+                fitted.1
+            );
+        }
+        fitted
+    });
     let augment = Augment {
-        crop: (cfg.training.crop != [0, 0]).then_some((cfg.training.crop[0], cfg.training.crop[1])),
+        crop,
         flip: cfg.training.flip,
         color_jitter: cfg.training.color_jitter as f32,
     };
@@ -1116,6 +1132,21 @@ mod tests {
             message.contains("invalid type: string \"two\""),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_crop_with_one_side_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.yaml");
+        std::fs::write(&path, "training:\n  crop: [0, 80]\n").unwrap();
+        let message = TrainConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            message.contains("training.crop")
+                && message.contains("[0, 80]: both sides positive ([height, width]), or [0, 0]"),
+            "{message}"
+        );
+        std::fs::write(&path, "training:\n  crop: [0, 0]\n").unwrap();
+        assert_eq!(TrainConfig::load(&path).unwrap().training.crop, [0, 0]);
     }
 
     #[test]
