@@ -988,6 +988,10 @@ fn a_doubtful_calibration_is_said_once_and_a_run_with_nothing_processed_warns() 
         "{stdout}"
     );
     assert!(
+        stdout.contains("/cam/image_raw: 2 read, 0 processed, no outputs"),
+        "{stdout}"
+    );
+    assert!(
         stderr.contains("no frame was processed: every camera frame read was skipped or failed"),
         "{stderr}"
     );

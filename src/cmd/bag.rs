@@ -479,10 +479,15 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         } else {
             camera.namespace.as_str()
         };
+        let done = written.processed.get(topic).copied().unwrap_or(0);
+        let outputs = if done > 0 {
+            format!("outputs under {ns}")
+        } else {
+            "no outputs".to_owned()
+        };
         println!(
-            "  {topic}: {} read, {} processed, outputs under {ns}",
-            camera.read,
-            written.processed.get(topic).unwrap_or(&0)
+            "  {topic}: {} read, {done} processed, {outputs}",
+            camera.read
         );
     }
     if processed > 0 {

@@ -1138,15 +1138,19 @@ mod tests {
     fn a_crop_with_one_side_zero_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("train.yaml");
-        std::fs::write(&path, "training:\n  crop: [0, 80]\n").unwrap();
-        let message = TrainConfig::load(&path).unwrap_err().to_string();
+        let documented = include_str!("../../config/train.yaml");
+        assert_eq!(documented.matches("crop: [160, 160]").count(), 1);
+        let with_crop = |crop: &str| {
+            std::fs::write(&path, documented.replace("crop: [160, 160]", crop)).unwrap();
+            TrainConfig::load(&path)
+        };
+        let message = with_crop("crop: [0, 80]").unwrap_err().to_string();
         assert!(
             message.contains("training.crop")
                 && message.contains("[0, 80]: both sides positive ([height, width]), or [0, 0]"),
             "{message}"
         );
-        std::fs::write(&path, "training:\n  crop: [0, 0]\n").unwrap();
-        assert_eq!(TrainConfig::load(&path).unwrap().training.crop, [0, 0]);
+        assert_eq!(with_crop("crop: [0, 0]").unwrap().training.crop, [0, 0]);
     }
 
     #[test]
