@@ -1237,7 +1237,9 @@ fn a_labelled_bag_evaluates_like_the_same_scenes_on_disk() {
         "bag1.json",
     );
     assert!(
-        text.contains("(reading stopped at --max-images 1), 1 evaluated with their ground truth"),
+        text.contains(
+            "1 camera frame(s) read (--max-images 1 reached), 1 evaluated with their ground truth"
+        ),
         "{text}"
     );
     assert_eq!(
