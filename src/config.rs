@@ -447,9 +447,20 @@ impl Params {
             let name = name.as_str();
             // rcl refuses a file with an entry without parameters (a misspelt
             // `ros__parameters`), whichever node it names: so does the CLI.
-            let params = entry
-                .get("ros__parameters")
-                .ok_or_else(|| Error::config(origin, name, "has no `ros__parameters:` block"))?;
+            let params = entry.get("ros__parameters").ok_or_else(|| {
+                // A misspelt block is read as one more level of node names.
+                let last = name.rsplit('/').next().unwrap_or(name);
+                let hint = if last.to_ascii_lowercase().contains("param") {
+                    format!(" (`{last}`: did you mean `ros__parameters`, with two underscores?)")
+                } else {
+                    String::new()
+                };
+                Error::config(
+                    origin,
+                    name,
+                    format!("has no `ros__parameters:` block{hint}"),
+                )
+            })?;
             if !node_name_matches(name, node) {
                 let last = name.rsplit('/').next();
                 if node == ROOT_NODE
@@ -904,7 +915,13 @@ mod tests {
         let e = Params::from_yaml(misspelt, "t", ROOT_NODE)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("has no `ros__parameters:` block"), "{e}");
+        assert!(
+            e.contains(
+                "`/front/bayes_perception/ros_parameters`: has no `ros__parameters:` block \
+                 (`ros_parameters`: did you mean `ros__parameters`, with two underscores?)"
+            ),
+            "{e}"
+        );
         // Without `/**`, the root node has no entry: the error names the others.
         let text = "/front/bayes_perception:\n  ros__parameters:\n    mode: mc\n\
                     rear/bayes_perception:\n  ros__parameters:\n    mode: mc\n";
