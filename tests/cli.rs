@@ -1155,9 +1155,17 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
 #[test]
 fn a_labelled_bag_evaluates_like_the_same_scenes_on_disk() {
     let f = Fixture::new();
-    common::tiny_model(11, true)
-        .save(&f.path("model11"))
-        .unwrap();
+    // Seeded weights, so that every run compares the same figures: the disk's depth is
+    // rounded to millimetres, and with some random draws a pixel's error lies that close
+    // to its ±1 sigma, so the coverage moves by one pixel in 801 between the two sources
+    // (2 of 5 runs failed the 1e-3 comparison before the seed).
+    {
+        let _lock = common::rng_lock();
+        tch::manual_seed(11);
+        common::tiny_model(11, true)
+            .save(&f.path("model11"))
+            .unwrap();
+    }
     let synth = |extra: &[&str]| {
         let status = bin()
             .args([
