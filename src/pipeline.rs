@@ -55,6 +55,8 @@ pub struct FrameOutputs {
     pub points: Option<PointCloud2>,
     /// ...or why a cloud that was asked for could not be built (an unusable camera_info).
     pub points_error: Option<String>,
+    /// A cloud was asked for a depth model's frame, but no camera_info is known yet.
+    pub points_without_camera_info: bool,
     /// Time in the network's forward passes, milliseconds.
     pub forward_ms: f64,
 }
@@ -108,6 +110,8 @@ pub fn frame_outputs(
         prediction,
     } = frame;
     let images = build_outputs(prediction, header, palette, colormap, wanted);
+    let points_without_camera_info =
+        points.is_some() && camera_info.is_none() && prediction.depth.is_some();
     let (points, points_error) = match (points, camera_info) {
         (Some(filter), Some(info)) => match frame_cloud(prediction, rgb, info, filter, header) {
             Ok(cloud) => (cloud, None),
@@ -130,6 +134,7 @@ pub fn frame_outputs(
         camera_info,
         points,
         points_error,
+        points_without_camera_info,
         forward_ms: prediction
             .timing
             .forward_ms()

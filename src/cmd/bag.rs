@@ -253,19 +253,14 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     // A depth model needs each camera's camera_info (depth/camera_info, points).
     if engine.model().spec.tasks.depth.is_some() {
         let in_bag = camera_info_topics_in(&info);
-        for (topic, namespace) in &info_topics {
+        for (camera, state) in &tally.cameras {
+            let topic = &state.camera_info_topic;
             if !in_bag.contains(&topic.as_str()) {
-                let cameras = tally
-                    .cameras
-                    .iter()
-                    .filter(|(_, c)| &c.namespace == namespace);
-                for (camera, _) in cameras {
-                    log::warn!(
-                        "{camera} has no camera_info: the bag has no {topic}, so its frames get \
-                         no depth/camera_info and no point cloud (the bag's camera_info topics: \
-                         {in_bag:?}; pair one with --camera-info)"
-                    );
-                }
+                log::warn!(
+                    "{camera} has no camera_info: the bag has no {topic}, so its frames get no \
+                     depth/camera_info and no point cloud (the bag's camera_info topics: \
+                     {in_bag:?}; pair one with --camera-info)"
+                );
             }
         }
     }
@@ -807,9 +802,9 @@ impl Written {
                 &cloud.to_cdr(),
             )?;
         }
-        let no_camera_info =
-            (points.is_some() && camera_info.is_none() && frame.prediction.depth.is_some())
-                .then(|| format!("no camera_info on {camera_info_topic} before the frame"));
+        let no_camera_info = outputs
+            .points_without_camera_info
+            .then(|| format!("no camera_info on {camera_info_topic} before the frame"));
         if let Some(reason) = outputs.points_error.or(no_camera_info) {
             self.no_points.0 += 1;
             self.no_points.1.get_or_insert(reason);

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use bayes_perception::camera::PinholeCamera;
 use bayes_perception::device::device_name;
+use bayes_perception::log_once::LogOnce;
 use bayes_perception::output::{
     contact_sheet, is_prediction_file, open_image, save_png, write_file, write_prediction,
 };
@@ -78,7 +79,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let mut skipped = Vec::new();
     let mut total_ms = 0.0;
     // Each doubt about the calibration (another aspect ratio than an image) said once.
-    let mut doubts = std::collections::HashSet::new();
+    let doubts = LogOnce::new();
     let mut attempted = 0;
     for (input, name) in inputs.iter().zip(&names) {
         attempted += 1;
@@ -108,7 +109,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             }
             if let Some(info) = &camera_info {
                 if let Some(doubt) = info.doubt_for("", prediction.width, prediction.height) {
-                    if doubts.insert(doubt.clone()) {
+                    if doubts.is_new(&doubt) {
                         progress.suspend(|| log::warn!("{}: {doubt}", input.display()));
                     }
                 }

@@ -271,16 +271,6 @@ impl Publishing {
             self.calibration_doubts.warn(&doubt);
         }
         let points = predicted.points.filter(|_| sink.wants_points());
-        let cloudless = points.is_some()
-            && camera_info.is_none()
-            && predicted.frame.prediction.depth.is_some()
-            && lock(&state.monitor).on_cloud_without_camera_info(Instant::now());
-        if cloudless && self.throttle.allow("camera_info", Instant::now()) {
-            log::warn!(
-                "no point cloud: no camera_info has arrived (is camera_info remapped to the \
-                 camera's?)"
-            );
-        }
         let outputs = frame_outputs(
             &predicted.frame,
             &self.palette,
@@ -289,6 +279,14 @@ impl Publishing {
             points,
             |topic| sink.wants(topic),
         );
+        let cloudless = outputs.points_without_camera_info
+            && lock(&state.monitor).on_cloud_without_camera_info(Instant::now());
+        if cloudless && self.throttle.allow("camera_info", Instant::now()) {
+            log::warn!(
+                "no point cloud: no camera_info has arrived (is camera_info remapped to the \
+                 camera's?)"
+            );
+        }
         let mut published = 0;
         let mut failure = None;
         for (topic, image) in outputs.images {

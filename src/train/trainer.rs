@@ -598,6 +598,7 @@ pub fn train(
     // A resumed run continues the optimiser where it stopped; a checkpoint without its
     // state (one written before the state was saved, or for another optimiser) restarts
     // the optimiser, and says so.
+    let batches_per_epoch = train_samples.len().div_ceil(cfg.training.batch_size);
     let mut resumed_note = String::new();
     if cfg.output.resume && !resumed {
         resumed_note = format!(
@@ -616,7 +617,7 @@ pub fn train(
                 state.batching
             );
             (state.batches_done, state.loss_sum, state.loss_count) = (0, 0.0, 0);
-        } else if state.batches_done >= train_samples.len().div_ceil(cfg.training.batch_size) {
+        } else if state.batches_done >= batches_per_epoch {
             // Stopped after the epoch's last batch, before its validation.
             resumed_note = format!(
                 "; resumed at epoch {}, its batches done, at its validation, ",
@@ -675,7 +676,7 @@ pub fn train(
         device_name(device),
         train_samples.len(),
         val_samples.len(),
-        train_samples.len().div_ceil(cfg.training.batch_size),
+        batches_per_epoch,
         cfg.training.batch_size,
     ));
     let started = Instant::now();
