@@ -1049,6 +1049,9 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         r.as_object_mut().unwrap().remove("ms_per_frame");
     }
     assert_eq!(merged["images"], 4);
+    for r in [&merged, &whole] {
+        assert_eq!((&r["status"], &r["exit_code"]), (&"ok".into(), &0.into()));
+    }
     assert_json_close(&merged, &whole, 1e-9, "report");
     // States of different set-ups do not merge, nor states of different models (another
     // copy of the model, moved elsewhere, does), nor one part twice.
@@ -1596,6 +1599,10 @@ fn eval_leaves_out_unreadable_frames_and_says_so() {
     let images = report["images"].as_u64().unwrap();
     assert!((1..6).contains(&images), "{text}");
     assert_eq!(report["left_out"]["damage"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (&report["status"], &report["exit_code"]),
+        (&"damaged".into(), &1.into())
+    );
     // The frame whose parts the cut separated is the damage's loss, not bad input.
     let skipped = report["left_out"]["skipped"].as_object().unwrap();
     assert_eq!(

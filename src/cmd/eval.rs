@@ -47,9 +47,18 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// The report as `--json` (see [`REPORT_WRITTEN`]).
+/// The report as `--json` (see [`REPORT_WRITTEN`]), with the run's `status` and
+/// `exit_code` as an error report and bag process's report have them: "ok" and 0, or
+/// "damaged" and 1 where an input was read only up to damage.
 fn write_report_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    write_file(path, serde_json::to_string_pretty(report)?.as_bytes())?;
+    let damaged = !report.left_out.damage.is_empty();
+    let mut value = serde_json::to_value(report)?;
+    if let Some(fields) = value.as_object_mut() {
+        let (status, code) = if damaged { ("damaged", 1) } else { ("ok", 0) };
+        fields.insert("status".into(), status.into());
+        fields.insert("exit_code".into(), code.into());
+    }
+    write_file(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
     REPORT_WRITTEN.store(true, std::sync::atomic::Ordering::SeqCst);
     println!("wrote {}", path.display());
     Ok(())
