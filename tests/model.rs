@@ -243,6 +243,24 @@ fn bad_model_yaml_is_named() {
     let e = load_error(dir.path());
     assert!(e.contains("dropout must be in (0, 1)"), "{e}");
 
+    // Numbers that would make every output NaN or zero, not only wrong.
+    for unit_m in [0.0, -1.0, f64::NAN] {
+        let dir = saved_tiny();
+        edit_yaml(dir.path(), |spec| {
+            spec.tasks.depth.as_mut().unwrap().unit_m = unit_m
+        });
+        let e = load_error(dir.path());
+        assert!(e.contains("tasks.depth.unit_m must be a positive"), "{e}");
+    }
+    let dir = saved_tiny();
+    edit_yaml(dir.path(), |spec| spec.input.mean[1] = f32::NAN);
+    let e = load_error(dir.path());
+    assert!(e.contains("input.mean must be finite"), "{e}");
+    let dir = saved_tiny();
+    edit_yaml(dir.path(), |spec| spec.input.std[2] = f32::INFINITY);
+    let e = load_error(dir.path());
+    assert!(e.contains("input.std must be positive and finite"), "{e}");
+
     let dir = saved_tiny();
     let text = std::fs::read_to_string(dir.path().join("model.yaml")).unwrap();
     std::fs::write(

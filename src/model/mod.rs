@@ -302,16 +302,32 @@ impl ModelSpec {
                 return Err("tasks.semantic.classes: at most 65536 classes".into());
             }
         }
+        if let Some(depth) = &self.tasks.depth {
+            if !(depth.unit_m.is_finite() && depth.unit_m > 0.0) {
+                return Err(format!(
+                    "tasks.depth.unit_m must be a positive number of metres, got {}",
+                    depth.unit_m
+                ));
+            }
+        }
         let InputSpec {
-            height, width, std, ..
+            height,
+            width,
+            mean,
+            std,
         } = &self.input;
         if *height < 1 || *width < 1 || *height > 16384 || *width > 16384 {
             return Err(format!(
                 "input: native size {height}x{width} must be 1..=16384 pixels per side"
             ));
         }
-        if std.iter().any(|s| s.is_nan() || *s <= 0.0) {
-            return Err(format!("input.std must be positive, got {std:?}"));
+        if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(format!(
+                "input.std must be positive and finite, got {std:?}"
+            ));
+        }
+        if mean.iter().any(|m| !m.is_finite()) {
+            return Err(format!("input.mean must be finite, got {mean:?}"));
         }
         // Checked from the shape, before a model file can make us allocate it.
         let values = arch.stored_values(self.heads());
