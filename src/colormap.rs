@@ -281,9 +281,19 @@ pub fn with_colorbar(image: &RgbImage, scale: &ColorScale) -> RgbImage {
     out
 }
 
+/// A bar's end value to three significant digits, trailing zeros dropped (0.125, 0.004,
+/// 2, 80): a range of a few thousandths is not labelled 0 to 0.
 fn format_value(v: f64) -> String {
-    let s = format!("{v:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let digits = (2 - v.abs().log10().floor() as i64).clamp(0, 12) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
 }
 
 /// Draws ASCII text in black with the 8x8 bitmap font; clipped at the image edge.
@@ -459,6 +469,25 @@ mod tests {
         // Inferno starts black and ends light yellow.
         let top = scale.color(2.0).0;
         assert!(top[0] > 200 && top[1] > 200, "{top:?}");
+    }
+
+    #[test]
+    fn bar_values_keep_three_significant_digits() {
+        let cases = [
+            (0.0, "0"),
+            (2.0, "2"),
+            (80.0, "80"),
+            (150.0, "150"),
+            (0.3, "0.3"),
+            (0.125, "0.125"),
+            (0.004, "0.004"),
+            (0.0001, "0.0001"),
+            (12.345, "12.3"),
+            (1.5, "1.5"),
+        ];
+        for (v, text) in cases {
+            assert_eq!(format_value(v), text, "{v}");
+        }
     }
 
     #[test]
