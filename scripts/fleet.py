@@ -357,7 +357,7 @@ def check_settings(path, args):
         errors = [line for line in check.stderr.splitlines() if line.startswith("error")]
         why = " ".join(errors) or check.stderr.strip() or f"killed by signal {-code}"
         # A kill (the OOM killer, a shutdown) may pass; a crash (SIGSEGV...) would recur.
-        killed = -code in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+        killed = -code in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT) or code == EXIT_INTERRUPTED
         if code == EXIT_TRANSIENT or killed:
             print(f"fleet: checking the settings failed for a temporary reason ({why}); "
                   "try again", file=sys.stderr)

@@ -286,7 +286,7 @@ pub struct RunArgs {
 }
 
 /// Settings that override the params file for one run.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct Overrides {
     /// aleatoric (one pass), moments (one pass of means and variances, approximate
     /// epistemic) or mc (MC dropout sampling); overrides `mode`.

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     bayes_perception::configure_allocations();
     let _fail_points = bayes_perception::fail_points_from_env();
     let cli = cli::Cli::parse();
+    cmd::interrupt::install();
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",

@@ -70,10 +70,21 @@ pub fn write_float_tiff(path: &Path, image: &FloatImage) -> Result<()> {
     write_file(path, tiff.get_ref())
 }
 
+/// The largest image file read, in pixels (100 megapixels: 12288x8192 and then some).
+/// Every image is resized to the model's input anyway; a larger one is refused from its
+/// header, before decoding, with its size, rather than by the decoder's memory cap.
+pub const MAX_IMAGE_PIXELS: u64 = 100_000_000;
+
+/// What a decoder may allocate for an image of [`MAX_IMAGE_PIXELS`]: 16-bit RGBA, 8
+/// bytes a pixel, and room for its working buffers (the image crate's default, 512 MiB,
+/// refuses 14000x14000 RGB with "Memory limit exceeded", which reads like a lack of
+/// memory).
+const MAX_DECODE_BYTES: u64 = 1 << 30;
+
 /// Reads an image file of any format the image crate decodes, recognised by its content
 /// (a JPEG named .png still opens). Failures to read the file are [`Error::Io`] (so that
 /// running out of file handles is told apart from a corrupt file), the rest
-/// [`Error::Image`].
+/// [`Error::Image`]; an image of more than [`MAX_IMAGE_PIXELS`] is refused with its size.
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let as_error = |e: image::ImageError| match e {
         image::ImageError::IoError(e) => Error::io(path, e),
@@ -82,12 +93,30 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
             message: e.to_string(),
         },
     };
-    image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(as_error)
+    let reader = || -> Result<_> {
+        let mut reader = image::ImageReader::open(path)
+            .map_err(|e| Error::io(path, e))?
+            .with_guessed_format()
+            .map_err(|e| Error::io(path, e))?;
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        Ok(reader)
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(as_error)?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(Error::Image {
+            path: path.into(),
+            message: format!(
+                "{width}x{height} is {:.0} megapixels, above the limit of {} for one image \
+                 (it is resized to the model's input anyway): scale it down first",
+                pixels as f64 / 1e6,
+                MAX_IMAGE_PIXELS / 1_000_000
+            ),
+        });
+    }
+    reader()?.decode().map_err(as_error)
 }
 
 /// Reads a single-channel 32-bit float TIFF written by [`write_float_tiff`].
@@ -259,22 +288,46 @@ pub fn contact_sheet(
 ) -> RgbImage {
     let (w, h) = input.dimensions();
     // Wide frames are shrunk to 480 px; narrow ones enlarged by a whole factor, pixel for
-    // pixel, until the longest title and the colour bars' labels fit (208 px).
+    // pixel, until the longest title and the colour bars' labels fit (208 px); no tile is
+    // taller than 960 px (a tall strip is enlarged less, or shrunk, and then drawn on a
+    // white tile of 208 px so its labels still fit).
     const MIN_TILE_WIDTH: u32 = 208;
-    let (tw, th) = if w > 480 {
+    const MAX_TILE_HEIGHT: u32 = 960;
+    let (w, h) = (w.max(1), h.max(1));
+    let (mut tw, mut th) = if w > 480 {
         (480, (h as u64 * 480 / w as u64).max(1) as u32)
     } else if w < MIN_TILE_WIDTH {
-        let k = MIN_TILE_WIDTH.div_ceil(w.max(1));
+        let k = MIN_TILE_WIDTH.div_ceil(w);
         (w * k, h * k)
     } else {
         (w, h)
     };
+    if th > MAX_TILE_HEIGHT {
+        (tw, th) = if h <= MAX_TILE_HEIGHT {
+            let k = MAX_TILE_HEIGHT / h;
+            (w * k, h * k)
+        } else {
+            (
+                (w as u64 * MAX_TILE_HEIGHT as u64 / h as u64).max(1) as u32,
+                MAX_TILE_HEIGHT,
+            )
+        };
+    }
+    let cell_w = tw.max(MIN_TILE_WIDTH);
     let filter = if tw > w {
         image::imageops::FilterType::Nearest
     } else {
         image::imageops::FilterType::Triangle
     };
-    let fit = |img: &RgbImage| image::imageops::resize(img, tw, th, filter);
+    let fit = |img: &RgbImage| {
+        let resized = image::imageops::resize(img, tw, th, filter);
+        if tw == cell_w {
+            return resized;
+        }
+        let mut tile = RgbImage::from_pixel(cell_w, th, image::Rgb([255, 255, 255]));
+        image::imageops::replace(&mut tile, &resized, 0, 0);
+        tile
+    };
     let floats = float_images(prediction, ranges);
     let find = |kind: FloatKind| floats.iter().find(|(k, _, _)| *k == kind);
     let float_tile = |kind: FloatKind| {
@@ -317,13 +370,13 @@ pub fn contact_sheet(
         + TITLE;
     let (cols, rows) = (4u32, 2u32);
     let mut sheet = RgbImage::from_pixel(
-        cols * (tw + GAP) + GAP,
+        cols * (cell_w + GAP) + GAP,
         rows * (cell_h + GAP) + GAP,
         image::Rgb([255, 255, 255]),
     );
     for (i, (title, tile)) in tiles.iter().enumerate() {
         let (x, y) = (
-            GAP + (i as u32 % cols) * (tw + GAP),
+            GAP + (i as u32 % cols) * (cell_w + GAP),
             GAP + (i as u32 / cols) * (cell_h + GAP),
         );
         crate::colormap::draw_text(&mut sheet, title, x, y + 2);
@@ -335,7 +388,7 @@ pub fn contact_sheet(
                 } else {
                     "not in this model"
                 };
-                let blank = RgbImage::from_pixel(tw, th, image::Rgb([230, 230, 230]));
+                let blank = RgbImage::from_pixel(cell_w, th, image::Rgb([230, 230, 230]));
                 image::imageops::replace(&mut sheet, &blank, x as i64, (y + TITLE) as i64);
                 crate::colormap::draw_text(&mut sheet, note, x + 4, y + TITLE + th / 2);
             }
@@ -365,6 +418,24 @@ mod tests {
         for (a, b) in img.pixels().zip(back.pixels()) {
             assert_eq!(a.0[0].to_bits(), b.0[0].to_bits());
         }
+    }
+
+    /// An image above the pixel limit is refused from its header, saying its size; one
+    /// below it opens.
+    #[test]
+    fn a_huge_image_is_refused_by_its_size_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("huge.ppm");
+        std::fs::write(&huge, b"P6\n20000 12000\n255\n\x00\x00\x00").unwrap();
+        let e = open_image(&huge).unwrap_err().to_string();
+        assert!(
+            e.contains("20000x12000 is 240 megapixels, above the limit of 100"),
+            "{e}"
+        );
+        let small = dir.path().join("small.ppm");
+        std::fs::write(&small, b"P6\n2 1\n255\n\x01\x02\x03\x04\x05\x06").unwrap();
+        let image = open_image(&small).unwrap().to_rgb8();
+        assert_eq!(image.as_raw(), &[1, 2, 3, 4, 5, 6]);
     }
 
     /// A full disk is an error even for a file smaller than a write buffer (one dropped

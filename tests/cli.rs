@@ -692,6 +692,27 @@ fn contact_sheet_shows_all_tiles() {
             input.get_pixel(10, 10)
         );
     }
+    // A strip 2 px wide and 1500 tall is not enlarged to 208x156000: its tiles are at
+    // most 960 tall, on white tiles wide enough for the labels.
+    std::fs::create_dir(f.path("strip")).unwrap();
+    image::RgbImage::from_pixel(2, 1500, image::Rgb([200, 30, 30]))
+        .save(f.path("strip/strip.png"))
+        .unwrap();
+    let (out, text) = f.infer(
+        &["--contact-sheet", "--device", "cpu"],
+        &[f.path("strip/strip.png")],
+    );
+    assert!(out.status.success(), "{text}");
+    let sheet = image::open(f.path("out/strip/contact_sheet.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(sheet.width(), 4 * (208 + 4) + 4);
+    assert!(
+        sheet.height() <= 2 * (960 + 40) + 4,
+        "{:?}",
+        sheet.dimensions()
+    );
+    assert_eq!(sheet.get_pixel(4, 4 + 12 + 500), &image::Rgb([200, 30, 30]));
 }
 
 #[test]
@@ -1609,5 +1630,114 @@ fn eval_leaves_out_unreadable_frames_and_says_so() {
         skipped.keys().collect::<Vec<_>>(),
         ["incomplete where reading stopped at the damage"],
         "{skipped:?}"
+    );
+}
+
+/// Ctrl-C or SIGTERM ends every command with exit code 130 (README: exit codes): `infer`
+/// finishes the image in the work, keeps every image written and lists the rest; a
+/// command without a clean stop of its own (`bench`) ends at once, saying so.
+#[test]
+fn an_interrupted_command_exits_130_and_infer_keeps_what_it_wrote() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.path("many")).unwrap();
+    let frame = std::fs::read(f.path("images/frame.png")).unwrap();
+    const IMAGES: usize = 400;
+    for i in 0..IMAGES {
+        std::fs::write(f.path(&format!("many/{i:04}.png")), &frame).unwrap();
+    }
+    let written = || {
+        std::fs::read_dir(f.path("out")).map_or(0, |d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+    };
+    let child = bin()
+        .args(["infer", "--device", "cpu", "--model"])
+        .arg(f.path("model"))
+        .arg("--out")
+        .arg(f.path("out"))
+        .arg(f.path("many"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    while written() < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(130), "{text}");
+    let done = written();
+    let line = format!("{done} of {IMAGES} image(s) written");
+    assert!(text.contains(&line), "{line}: {text}");
+    let line = format!("interrupted: {} image(s) not attempted", IMAGES - done);
+    assert!(done < IMAGES && text.contains(&line), "{line}: {text}");
+    // Every folder written is whole, and nothing half-made is left beside them.
+    for entry in std::fs::read_dir(f.path("out")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "{name} left");
+        for file in ALWAYS {
+            assert!(entry.path().join(file).is_file(), "{name}/{file} missing");
+        }
+    }
+
+    let mut child = bin()
+        .args([
+            "bench", "--device", "cpu", "--height", "32", "--width", "32",
+        ])
+        .args(["--frames", "1000000", "--warmup", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "bench ended by itself");
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.ends_with("interrupted\n"), "{stderr}");
+}
+
+/// What a run does not use is said, not silently dropped: folders inside an input folder
+/// (not searched) and flags the mode does not read.
+#[test]
+fn infer_says_what_it_does_not_read() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("images/cam1")).unwrap();
+    std::fs::copy(f.path("images/frame.png"), f.path("images/cam1/other.png")).unwrap();
+    let (out, text) = f.infer(
+        &["--device", "cpu", "--samples", "4", "--rules", "linearized"],
+        &[f.path("images")],
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 of 1 image(s) written"), "{text}");
+    assert!(
+        text.contains("1 folder(s) inside it not searched"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--samples, --rules ignored: mode aleatoric does not read them"),
+        "{text}"
+    );
+    // A folder of camera folders only: refused, with the reason.
+    std::fs::remove_file(f.path("images/frame.png")).unwrap();
+    let (out, text) = f.infer(&["--device", "cpu"], &[f.path("images")]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("no images found in the inputs given (1 folder(s) inside them not searched"),
+        "{text}"
     );
 }

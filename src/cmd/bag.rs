@@ -13,9 +13,9 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
+use super::progress::Progress;
 use anyhow::bail;
 use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
@@ -30,7 +30,6 @@ use bayes_perception::output::write_file;
 use bayes_perception::pipeline::{self, CameraFrame, PredictedFrame};
 use bayes_perception::points::CloudOptions;
 use bayes_perception::{Engine, EngineConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::staged::StagedDir;
 
@@ -110,6 +109,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         super::usage!("--start must be a number >= 0 and --duration a number > 0 (seconds)");
     }
     let (params, model_dir) = super::params_and_model(&args.run)?;
+    super::warn_unused_overrides(&args.run.overrides, params.mode);
     let reader = BagReader::open(&args.input)?;
     let info = reader.info()?;
 
@@ -264,19 +264,10 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        // A second handler cannot be installed in one process; ignore that case (tests).
-        ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst)).ok();
-    }
+    let interrupted = super::interrupt::graceful();
 
     let total_frames: u64 = selected.iter().map(|t| t.message_count).sum();
-    let progress = ProgressBar::new(total_frames);
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} frames, {per_sec}, ETA {eta}")
-            .expect("valid template"),
-    );
+    let progress = Progress::new(total_frames, "frames", "");
     // Float-to-int casts saturate, so huge values give an empty window, never a wrap.
     let window_start = info.start_ns.saturating_add((args.start * 1e9) as u64);
     let window_end = args
@@ -312,7 +303,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                 }
                 let in_window = m.log_time >= window_start && m.log_time <= window_end;
                 if let Some(camera) = tally.cameras.get_mut(m.topic) {
-                    progress.inc(1);
+                    progress.inc();
                     if !in_window {
                         tally.outside_window += 1;
                         return ControlFlow::Continue(());
@@ -536,7 +527,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
 
     let (status, code) = if interrupted {
         println!("interrupted: {outcome}");
-        ("interrupted", 130)
+        ("interrupted", super::interrupt::EXIT_INTERRUPTED)
     } else if let Err(e @ BagError::Corrupt { .. }) = &read_result {
         println!("input damaged: {e}");
         println!("the output holds every frame read before that point");

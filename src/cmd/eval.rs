@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::progress::Progress;
 use anyhow::Context;
 use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
 use bayes_perception::bag::BagReader;
@@ -22,7 +23,6 @@ use bayes_perception::eval::{
 use bayes_perception::model::ModelSpec;
 use bayes_perception::output::{contact_sheet, save_png, write_file};
 use bayes_perception::{Engine, EngineConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::EvalArgs;
 
@@ -81,7 +81,11 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
             mc.validate("--agreement-with-mc")?;
             Some(mc)
         }
-        None => None,
+        None => {
+            // (A reference engine reads the MC flags; --compare reads them all.)
+            super::warn_unused_overrides(&args.run.overrides, params.mode);
+            None
+        }
     };
     // The model a state names, taken before it loads: its files may change while the
     // evaluation runs (a training writing checkpoints), and a failure here should not
@@ -194,11 +198,7 @@ fn run_bag(
         .find(|t| t.name == topics.camera)
         .map_or(0, |t| t.message_count);
     let limit = (args.max_images > 0).then_some(args.max_images);
-    let progress = ProgressBar::new(limit.map_or(frames, |n| frames.min(n as u64)));
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} frames, ETA {eta}")
-            .expect("valid template"),
-    );
+    let progress = Progress::new(limit.map_or(frames, |n| frames.min(n as u64)), "frames", "");
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -218,7 +218,7 @@ fn run_bag(
             save_png(&dir.join(sheet_name(i)), &sheet)?;
         }
         i += 1;
-        progress.inc(1);
+        progress.inc();
         Ok(match limit {
             Some(n) if i >= n => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
@@ -388,13 +388,7 @@ fn run_split(
     if let Some(dir) = sheets_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let progress = ProgressBar::new(0);
-    progress.set_style(
-        ProgressStyle::with_template(&format!(
-            "{split}: {{bar:40}} {{pos}}/{{len}} images, ETA {{eta}}"
-        ))
-        .expect("valid template"),
-    );
+    let progress = Progress::new(0, "images", &format!("{split}: "));
     let palette = engine.model().spec.palette();
     let mut agreement =
         reference.map(|r| Agreement::new(format!("mc, T = {}", r.config().mc_samples)));
@@ -405,8 +399,7 @@ fn run_split(
         split,
         args.max_images,
         |k, i, n, image, predictions| {
-            progress.set_length(n as u64);
-            progress.set_position(i as u64 + 1);
+            progress.set(i as u64 + 1, n as u64);
             if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), predictions) {
                 agreement.add(prediction, reference);
             }

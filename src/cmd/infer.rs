@@ -14,14 +14,15 @@ use bayes_perception::output::{
 };
 use bayes_perception::points::{camera_info_from_calibration, points, to_ply, CloudOptions};
 use bayes_perception::{Engine, EngineConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 
+use super::progress::Progress;
 use super::staged::StagedDir;
 use crate::cli::InferArgs;
 use crate::EXIT_TRANSIENT;
 
 pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let (params, model_dir) = super::params_and_model(&args.run)?;
+    super::warn_unused_overrides(&args.run.overrides, params.mode);
     let inputs = collect_inputs(&args.inputs)?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
     let palette = engine.model().spec.palette();
@@ -65,15 +66,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         inputs.len()
     );
 
-    let progress = if inputs.len() > 3 {
-        ProgressBar::new(inputs.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, ETA {eta} {msg}")
-            .expect("valid template"),
-    );
+    let progress = Progress::new(inputs.len() as u64, "images", "");
     let names = output_names(&inputs);
     StagedDir::sweep(&args.out, &names.iter().map(String::as_str).collect());
     let mut skipped = Vec::new();
@@ -81,7 +74,14 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     // Each doubt about the calibration (another aspect ratio than an image) said once.
     let doubts = LogOnce::new();
     let mut attempted = 0;
+    // Ctrl-C or SIGTERM: the image in the work is finished, the rest are listed.
+    let interrupt = super::interrupt::graceful();
+    let mut interrupted = false;
     for (input, name) in inputs.iter().zip(&names) {
+        if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
         attempted += 1;
         progress.set_message(name.clone());
         // Written under a temporary name and then put in place of an earlier run's folder:
@@ -136,22 +136,22 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
         }
-        progress.inc(1);
+        progress.inc();
     }
     progress.finish_and_clear();
 
     let done = attempted - skipped.len();
     println!(
-        "{done} of {} image(s) written to {} (mode {}, {} per frame on {}, mean {:.0} ms)",
+        "{done} of {} image(s) written to {} (mode {}, {} per frame on {}{})",
         inputs.len(),
         args.out.display(),
         params.mode,
         samples_label(&engine),
         device_name(engine.device()),
         if done > 0 {
-            total_ms / done as f64
+            format!(", mean {:.0} ms", total_ms / done as f64)
         } else {
-            0.0
+            String::new()
         }
     );
     for (input, err) in &skipped {
@@ -160,7 +160,12 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let not_attempted = &inputs[attempted..];
     if !not_attempted.is_empty() {
         println!(
-            "stopped after that failure: {} image(s) not attempted:",
+            "{}: {} image(s) not attempted:",
+            if interrupted {
+                "interrupted"
+            } else {
+                "stopped after that failure"
+            },
             not_attempted.len()
         );
         for input in not_attempted {
@@ -168,7 +173,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Out of memory or room: another try (with more free) may succeed.
-    Ok(if skipped.iter().any(|(_, err)| crate::is_transient(err)) {
+    Ok(if interrupted {
+        ExitCode::from(super::interrupt::EXIT_INTERRUPTED)
+    } else if skipped.iter().any(|(_, err)| crate::is_transient(err)) {
         println!("(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})");
         ExitCode::from(EXIT_TRANSIENT)
     } else if skipped.is_empty() {
@@ -226,14 +233,29 @@ fn samples_label(engine: &Engine) -> String {
     }
 }
 
-/// Files as given, plus the images directly inside given directories (sorted).
+/// Files as given, plus the images directly inside given directories (sorted); folders
+/// inside those are not searched, and said so.
 fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let mut unsearched = 0;
     for path in paths {
         if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+            let entries: Vec<PathBuf> = std::fs::read_dir(path)
                 .with_context(|| format!("cannot list {}", path.display()))?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .collect();
+            let folders = entries.iter().filter(|p| p.is_dir()).count();
+            if folders > 0 {
+                log::warn!(
+                    "{}: {folders} folder(s) inside it not searched (images are read from the \
+                     folder itself; give the folders too, e.g. {}/*/)",
+                    path.display(),
+                    path.display()
+                );
+                unsearched += folders;
+            }
+            let mut found: Vec<PathBuf> = entries
+                .into_iter()
                 .filter(|p| p.is_file() && image::ImageFormat::from_path(p).is_ok())
                 .collect();
             found.sort();
@@ -245,6 +267,12 @@ fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
+        if unsearched > 0 {
+            bail!(
+                "no images found in the inputs given ({unsearched} folder(s) inside them not \
+                 searched: give those folders)"
+            );
+        }
         bail!("no images found in the inputs given");
     }
     // An image given twice (a file and its folder, a link) is predicted once.

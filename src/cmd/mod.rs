@@ -5,14 +5,16 @@ pub mod bench;
 pub mod doctor;
 pub mod eval;
 pub mod infer;
+pub mod interrupt;
 pub mod model;
+pub mod progress;
 pub mod staged;
 pub mod synth;
 pub mod train;
 
 use std::path::{Path, PathBuf};
 
-use bayes_perception::config::Params;
+use bayes_perception::config::{Mode, Params};
 use bayes_perception::model::{ArchConfig, PRESETS};
 
 use crate::cli::{Overrides, RunArgs};
@@ -152,6 +154,41 @@ pub fn load_params(
     Ok(params)
 }
 
+/// Engine overrides the run's mode does not read (`--samples` in aleatoric mode), for a
+/// warning: said, not refused, as a script may pass one set of flags for every mode.
+pub fn unused_overrides(overrides: &Overrides, mode: Mode) -> Vec<&'static str> {
+    let mc = [
+        ("--samples", overrides.samples.is_some()),
+        ("--batch-size", overrides.batch_size.is_some()),
+    ];
+    let moments = [
+        ("--head-samples", overrides.head_samples.is_some()),
+        ("--rules", overrides.rules.is_some()),
+    ];
+    let unread: Vec<(&str, bool)> = match mode {
+        Mode::Aleatoric => mc.into_iter().chain(moments).collect(),
+        Mode::Mc => moments.into(),
+        Mode::Moments => mc.into(),
+    };
+    unread
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .map(|(flag, _)| flag)
+        .collect()
+}
+
+/// Warns of [`unused_overrides`].
+pub fn warn_unused_overrides(overrides: &Overrides, mode: Mode) {
+    let unused = unused_overrides(overrides, mode);
+    if !unused.is_empty() {
+        log::warn!(
+            "{} ignored: mode {mode} does not read {}",
+            unused.join(", "),
+            if unused.len() == 1 { "it" } else { "them" }
+        );
+    }
+}
+
 /// The parameters (file and overrides) and the model directory of a run.
 pub fn params_and_model(run: &RunArgs) -> anyhow::Result<(Params, PathBuf)> {
     let params = load_params(run.config.as_deref(), &run.node, &run.overrides)?;
@@ -185,6 +222,26 @@ mod tests {
 
     /// The report path is checked without being touched: no file appears or empties, a
     /// missing directory is refused unless the command creates it, a FIFO is not opened.
+    #[test]
+    fn overrides_a_mode_does_not_read_are_named() {
+        let given = Overrides {
+            samples: Some(4),
+            head_samples: Some(3),
+            rules: Some(bayes_perception::moments::Rules::Linearized),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            unused_overrides(&given, Mode::Aleatoric),
+            ["--samples", "--head-samples", "--rules"]
+        );
+        assert_eq!(
+            unused_overrides(&given, Mode::Mc),
+            ["--head-samples", "--rules"]
+        );
+        assert_eq!(unused_overrides(&given, Mode::Moments), ["--samples"]);
+        assert!(unused_overrides(&Overrides::default(), Mode::Aleatoric).is_empty());
+    }
+
     #[test]
     fn report_paths_are_checked_without_touching_them() {
         let dir = tempfile::tempdir().unwrap();

@@ -2,12 +2,12 @@
 
 use std::process::ExitCode;
 
+use super::progress::Progress;
 use anyhow::{bail, Context};
 use bayes_perception::colormap::FloatImage;
 use bayes_perception::output::save_png;
 use bayes_perception::synth::{render, SceneConfig};
 use image::{ImageBuffer, Luma};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::SynthArgs;
 
@@ -63,11 +63,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot create {}", path.display()))?;
     }
     let split_seed = split_seed(&args);
-    let progress = ProgressBar::new(args.count as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} scenes, {per_sec}, ETA {eta}")
-            .expect("valid template"),
-    );
+    let progress = Progress::new(args.count as u64, "scenes", "");
     for i in 0..args.count {
         let scene = render(split_seed, i as u64, cfg);
         let name = format!("{i:05}.png");
@@ -79,7 +75,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
         if args.ood {
             save_png(&at(&format!("{split}ood")), &scene.ood_mask)?;
         }
-        progress.inc(1);
+        progress.inc();
     }
     progress.finish_and_clear();
     println!(

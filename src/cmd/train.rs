@@ -1,8 +1,6 @@
 //! `bayes_perception train --config train.yaml`: train a model on a dataset.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bayes_perception::train::trainer::{train, Progress, Stop, TrainConfig, Validation};
@@ -104,11 +102,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         cfg.training.epochs = epochs;
     }
     cfg.output.resume |= args.resume;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst)).ok();
-    }
+    let interrupted = super::interrupt::graceful();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut bars = Bars {
         bar: ProgressBar::hidden(),
@@ -116,7 +110,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         last_line: Instant::now(),
         images_since_line: 0,
     };
-    let trained = train(&cfg, &command, &interrupted, &mut bars)?;
+    let trained = train(&cfg, &command, interrupted, &mut bars)?;
     let run_dir = trained.run_dir;
     bars.bar.finish_and_clear();
     let was_interrupted = trained.stopped == Stop::Interrupted;
@@ -149,7 +143,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if was_interrupted {
-        ExitCode::from(130)
+        ExitCode::from(super::interrupt::EXIT_INTERRUPTED)
     } else {
         ExitCode::SUCCESS
     })
