@@ -93,9 +93,16 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
             message: e.to_string(),
         },
     };
+    // Read once: the header is looked at before decoding, and some decoders (JPEG) read
+    // the whole file when they are made.
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let reader = || -> Result<_> {
-        let mut reader = image::ImageReader::open(path)
-            .map_err(|e| Error::io(path, e))?
+        // As ImageReader::open: the extension's format unless the content says another.
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
+        if let Ok(format) = image::ImageFormat::from_path(path) {
+            reader.set_format(format);
+        }
+        let mut reader = reader
             .with_guessed_format()
             .map_err(|e| Error::io(path, e))?;
         let mut limits = image::Limits::default();
@@ -294,25 +301,26 @@ pub fn contact_sheet(
     const MIN_TILE_WIDTH: u32 = 208;
     const MAX_TILE_HEIGHT: u32 = 960;
     let (w, h) = (w.max(1), h.max(1));
+    // Sizes in u64: a strip millions of pixels tall times the enlargement overflows u32.
+    let (w64, h64, max_h) = (w as u64, h as u64, MAX_TILE_HEIGHT as u64);
     let (mut tw, mut th) = if w > 480 {
-        (480, (h as u64 * 480 / w as u64).max(1) as u32)
+        (480, (h64 * 480 / w64).max(1))
     } else if w < MIN_TILE_WIDTH {
-        let k = MIN_TILE_WIDTH.div_ceil(w);
-        (w * k, h * k)
+        let k = MIN_TILE_WIDTH.div_ceil(w) as u64;
+        (w64 * k, h64 * k)
     } else {
-        (w, h)
+        (w64, h64)
     };
-    if th > MAX_TILE_HEIGHT {
-        (tw, th) = if h <= MAX_TILE_HEIGHT {
-            let k = MAX_TILE_HEIGHT / h;
-            (w * k, h * k)
+    if th > max_h {
+        (tw, th) = if h64 <= max_h {
+            let k = max_h / h64;
+            (w64 * k, h64 * k)
         } else {
-            (
-                (w as u64 * MAX_TILE_HEIGHT as u64 / h as u64).max(1) as u32,
-                MAX_TILE_HEIGHT,
-            )
+            ((w64 * max_h / h64).max(1), max_h)
         };
     }
+    // Both at most 480 x 960 now.
+    let (tw, th) = (tw as u32, th as u32);
     let cell_w = tw.max(MIN_TILE_WIDTH);
     let filter = if tw > w {
         image::imageops::FilterType::Nearest

@@ -20,6 +20,14 @@ fn run(cmd: &mut Command) -> (Output, String) {
     (out, text)
 }
 
+/// A tiny model (see `common::tiny_model`), its weights drawn under the RNG lock: a test
+/// that seeds its model's weights under that lock gets the same weights every run only
+/// if no other test draws from libtorch's generator meanwhile.
+fn tiny_model(classes: usize, depth: bool) -> bayes_perception::model::Model {
+    let _lock = common::rng_lock();
+    common::tiny_model(classes, depth)
+}
+
 struct Fixture {
     dir: tempfile::TempDir,
 }
@@ -28,9 +36,7 @@ impl Fixture {
     /// A tiny semantic + depth model and one 45x30 PNG.
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        common::tiny_model(4, true)
-            .save(&dir.path().join("model"))
-            .unwrap();
+        tiny_model(4, true).save(&dir.path().join("model")).unwrap();
         std::fs::create_dir(dir.path().join("images")).unwrap();
         common::pattern(45, 30)
             .save(dir.path().join("images/frame.png"))
@@ -997,9 +1003,7 @@ fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, rel: f64, at:
 #[test]
 fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
     let f = Fixture::new();
-    common::tiny_model(11, true)
-        .save(&f.path("model11"))
-        .unwrap();
+    tiny_model(11, true).save(&f.path("model11")).unwrap();
     for (split, seed) in [("a", "1"), ("b", "2")] {
         let status = bin()
             .args(["synth", "--out"])
@@ -1083,9 +1087,7 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         .arg(f.path("data"))
         .args(["--split", "b", "--device", "cpu", "--state", &p("b1.state")]));
     assert!(out.status.success(), "{text}");
-    common::tiny_model(11, true)
-        .save(&f.path("other_model"))
-        .unwrap();
+    tiny_model(11, true).save(&f.path("other_model")).unwrap();
     std::fs::create_dir(f.path("moved")).unwrap();
     std::fs::rename(f.path("model11"), f.path("moved/model11")).unwrap();
     let state_of = |model: &str, root: &str, split: &str, state: &str| {
@@ -1336,16 +1338,15 @@ fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
         }
         assert!(cmd.status().unwrap().success());
     }
-    common::tiny_model(11, true)
-        .save(&f.path("hetero"))
-        .unwrap();
+    tiny_model(11, true).save(&f.path("hetero")).unwrap();
     let mut spec = common::tiny_spec(11, true);
     spec.tasks.semantic.as_mut().unwrap().aleatoric = false;
     spec.tasks.depth.as_mut().unwrap().aleatoric = false;
-    bayes_perception::model::Model::new(spec, tch::Device::Cpu)
-        .unwrap()
-        .save(&f.path("homo"))
-        .unwrap();
+    let homo = {
+        let _lock = common::rng_lock();
+        bayes_perception::model::Model::new(spec, tch::Device::Cpu).unwrap()
+    };
+    homo.save(&f.path("homo")).unwrap();
     let compare = |model: &str, baseline: &str| {
         run(bin()
             .args(["eval", "--compare", "--model"])
@@ -1475,9 +1476,7 @@ fn eval_compare_runs_the_four_setups_and_writes_the_table_and_reports() {
 #[test]
 fn a_report_over_an_earlier_one_keeps_none_of_its_files() {
     let f = Fixture::new();
-    common::tiny_model(11, true)
-        .save(&f.path("model11"))
-        .unwrap();
+    tiny_model(11, true).save(&f.path("model11")).unwrap();
     let status = bin()
         .args([
             "synth", "--count", "3", "--split", "test", "--seed", "5", "--ood",
@@ -1537,9 +1536,7 @@ fn a_report_over_an_earlier_one_keeps_none_of_its_files() {
 #[test]
 fn eval_leaves_out_unreadable_frames_and_says_so() {
     let f = Fixture::new();
-    common::tiny_model(11, true)
-        .save(&f.path("model11"))
-        .unwrap();
+    tiny_model(11, true).save(&f.path("model11")).unwrap();
     let synth = |count: &str, out: &str, extra: &[&str]| {
         let status = bin()
             .args(["synth", "--count", count, "--split", "test", "--seed", "5"])
@@ -1676,6 +1673,12 @@ fn an_interrupted_command_exits_130_and_infer_keeps_what_it_wrote() {
     let output = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(130), "{text}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .contains("interrupted: finishing the work in hand (interrupt again to stop at once)"),
+        "{stderr}"
+    );
     let done = written();
     let line = format!("{done} of {IMAGES} image(s) written");
     assert!(text.contains(&line), "{line}: {text}");
@@ -1691,17 +1694,33 @@ fn an_interrupted_command_exits_130_and_infer_keeps_what_it_wrote() {
         }
     }
 
-    let mut child = bin()
+    // Started as `nohup` starts it (SIGHUP ignored), bench outlives a hang-up.
+    let mut bench = bin();
+    bench
         .args([
             "bench", "--device", "cpu", "--height", "32", "--width", "32",
         ])
         .args(["--frames", "1000000", "--warmup", "0"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only signal(2) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut bench, || {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = bench.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert!(child.try_wait().unwrap().is_none(), "bench ended by itself");
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "an ignored SIGHUP ended it"
+    );
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }

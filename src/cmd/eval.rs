@@ -26,10 +26,6 @@ use bayes_perception::{Engine, EngineConfig};
 
 use crate::cli::EvalArgs;
 
-/// Set once this process wrote its report to `--json`: a later failure (writing `--out`)
-/// must not replace it with an error report.
-static REPORT_WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// `eval`; with `--json`, a run that stops with an error before its report is written
 /// leaves an error report there instead (`status` "error" or "retry", `exit_code`,
 /// `error`), so a script finds a file either way.
@@ -39,19 +35,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         super::check_report_path(path, args.out.as_deref())?;
     }
     let result = evaluate(args);
+    // The report is the run's last step: an error is never after it.
     if let (Err(e), Some(path)) = (&result, json) {
-        if !REPORT_WRITTEN.load(std::sync::atomic::Ordering::SeqCst) {
-            super::write_error_report(&path, serde_json::Map::new(), e);
-        }
+        super::write_error_report(&path, serde_json::Map::new(), e);
     }
     result
 }
 
-/// The report as `--json` (see [`REPORT_WRITTEN`]), with the run's `status` and
+/// The report as `--json`, written last (after `--out`), with the run's `status` and
 /// `exit_code` as an error report and bag process's report have them: "ok" and 0, or
-/// "damaged" and 1 where an input was read only up to damage.
-fn write_report_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let damaged = !report.left_out.damage.is_empty();
+/// "damaged" and 1 where an input was read only up to damage (`damaged`).
+fn write_report_json(path: &Path, report: &Report, damaged: bool) -> anyhow::Result<()> {
     let mut value = serde_json::to_value(report)?;
     if let Some(fields) = value.as_object_mut() {
         let (status, code) = if damaged { ("damaged", 1) } else { ("ok", 0) };
@@ -59,7 +53,6 @@ fn write_report_json(path: &Path, report: &Report) -> anyhow::Result<()> {
         fields.insert("exit_code".into(), code.into());
     }
     write_file(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
-    REPORT_WRITTEN.store(true, std::sync::atomic::Ordering::SeqCst);
     println!("wrote {}", path.display());
     Ok(())
 }
@@ -81,12 +74,19 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
             mc.validate("--agreement-with-mc")?;
             Some(mc)
         }
-        None => {
-            // (A reference engine reads the MC flags; --compare reads them all.)
-            super::warn_unused_overrides(&args.run.overrides, params.mode);
-            None
-        }
+        None => None,
     };
+    // Flags neither engine reads: the MC reference takes its T from --agreement-with-mc.
+    let overrides = &args.run.overrides;
+    let unused: Vec<&str> = super::unused_overrides(overrides, params.mode)
+        .into_iter()
+        .filter(|flag| {
+            reference_params.is_none()
+                || *flag == "--samples"
+                || super::unused_overrides(overrides, Mode::Mc).contains(flag)
+        })
+        .collect();
+    super::warn_of_unused(&unused, params.mode);
     // The model a state names, taken before it loads: its files may change while the
     // evaluation runs (a training writing checkpoints), and a failure here should not
     // come after hours of work.
@@ -138,9 +138,6 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     print_report(&report, &described);
     let damaged = !report.left_out.damage.is_empty();
-    if let Some(path) = &args.json {
-        write_report_json(path, &report)?;
-    }
     if let Some(dir) = &args.out {
         let mut written = write(
             dir,
@@ -160,6 +157,9 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
             written.push(path);
         }
         tidy_report(dir, &written)?;
+    }
+    if let Some(path) = &args.json {
+        write_report_json(path, &report, damaged)?;
     }
     // As in bag process: frames skipped for bad input are counted and reported, an input
     // read only up to damage fails the run (exit 1) after its report is written.
@@ -312,9 +312,6 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let report = merged.evaluation.report();
     let what = format!("{} state(s) merged", args.merge.len());
     print_report(&report, &what);
-    if let Some(path) = &args.json {
-        write_report_json(path, &report)?;
-    }
     if let Some(dir) = &args.out {
         let provenance = Provenance {
             command: merge_command(&args.merge),
@@ -331,6 +328,10 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             written.len(),
             dir.display()
         );
+    }
+    // A merge succeeds whatever its parts' damage (which its report carries).
+    if let Some(path) = &args.json {
+        write_report_json(path, &report, false)?;
     }
     Ok(ExitCode::SUCCESS)
 }

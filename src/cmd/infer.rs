@@ -23,7 +23,7 @@ use crate::EXIT_TRANSIENT;
 pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let (params, model_dir) = super::params_and_model(&args.run)?;
     super::warn_unused_overrides(&args.run.overrides, params.mode);
-    let inputs = collect_inputs(&args.inputs)?;
+    let inputs = collect_inputs(&args.inputs, &args.out)?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
     let palette = engine.model().spec.palette();
     let camera_info = match (&args.camera_info, args.points) {
@@ -139,6 +139,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         progress.inc();
     }
     progress.finish_and_clear();
+    // A signal during the last image: everything is written, and the run still says so.
+    interrupted |= interrupt.load(std::sync::atomic::Ordering::SeqCst);
 
     let done = attempted - skipped.len();
     println!(
@@ -171,6 +173,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         for input in not_attempted {
             println!("  {}", input.display());
         }
+    } else if interrupted {
+        println!("interrupted during the last image, which was finished");
     }
     // Out of memory or room: another try (with more free) may succeed.
     Ok(if interrupted {
@@ -234,8 +238,17 @@ fn samples_label(engine: &Engine) -> String {
 }
 
 /// Files as given, plus the images directly inside given directories (sorted); folders
-/// inside those are not searched, and said so.
-fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// inside those are not searched, and said so (hidden ones and the output folder `out`
+/// aside).
+fn collect_inputs(paths: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = std::fs::canonicalize(out).ok();
+    let unsearched_folder = |p: &Path| {
+        p.is_dir()
+            && !p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            && (out.is_none() || std::fs::canonicalize(p).ok() != out)
+    };
     let mut files = Vec::new();
     let mut unsearched = 0;
     for path in paths {
@@ -244,7 +257,7 @@ fn collect_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                 .with_context(|| format!("cannot list {}", path.display()))?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .collect();
-            let folders = entries.iter().filter(|p| p.is_dir()).count();
+            let folders = entries.iter().filter(|p| unsearched_folder(p)).count();
             if folders > 0 {
                 log::warn!(
                     "{}: {folders} folder(s) inside it not searched (images are read from the \

@@ -4,43 +4,64 @@
 //!
 //! A command that stops cleanly at its next step (`infer` after the image in the work,
 //! `bag process` closing a valid bag, `train` saving a checkpoint) asks for the flag with
-//! [`graceful`] and returns 130 itself; every other command ends at once, as the signal's
-//! default would have ended it, with a line saying so.
+//! [`graceful`] and returns 130 itself; a second signal then ends it at once. Every other
+//! command ends at once, as the signal's default would have ended it, with a line saying
+//! so. A signal the process was started with ignored (`nohup`'s SIGHUP, SIGINT of a
+//! script's background job) stays ignored.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Exit code of an interrupted command (128 + SIGINT, what shells report for Ctrl-C).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// Set by a signal once a command has asked to stop gracefully.
+/// Set by the first signal once a command has asked to stop gracefully.
 static STOP: AtomicBool = AtomicBool::new(false);
 /// Whether the running command stops by itself ([`graceful`]).
 static GRACEFUL: AtomicBool = AtomicBool::new(false);
 
-/// Installs the handler. An error (a handler already set) leaves the signals' defaults.
+const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Installs the handler. An error (no handler could be set) leaves the signals' defaults.
 pub fn install() {
+    let ignored: Vec<libc::c_int> = SIGNALS.into_iter().filter(|&s| is_ignored(s)).collect();
     let installed = ctrlc::set_handler(|| {
-        if GRACEFUL.load(Ordering::SeqCst) {
-            STOP.store(true, Ordering::SeqCst);
+        if GRACEFUL.load(Ordering::SeqCst) && !STOP.swap(true, Ordering::SeqCst) {
+            say(b"interrupted: finishing the work in hand (interrupt again to stop at once)\n");
         } else {
-            const LINE: &[u8] = b"interrupted\n";
-            // SAFETY: write(2) and _exit(2) are async-signal-safe, and this runs on
-            // ctrlc's own thread anyway; nothing is left half-written by exiting here that
-            // the signal's default action would not have left.
-            unsafe {
-                libc::write(2, LINE.as_ptr().cast(), LINE.len());
-                libc::_exit(EXIT_INTERRUPTED.into());
-            }
+            say(b"interrupted\n");
+            // SAFETY: _exit(2) is async-signal-safe (and this runs on ctrlc's own thread
+            // anyway); exiting here leaves nothing half-written that the signal's default
+            // action would not have left.
+            unsafe { libc::_exit(EXIT_INTERRUPTED.into()) };
         }
     });
     if let Err(e) = installed {
         log::debug!("no signal handler: {e}");
     }
+    for signal in ignored {
+        // SAFETY: SIG_IGN is a valid disposition; ctrlc's thread only wakes on its own
+        // handler, which this signal no longer reaches.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
 }
 
-/// The running command stops by itself when interrupted: from now on a signal only sets
-/// the returned flag, which the command reads between its steps.
+/// The running command stops by itself when interrupted: from now on a first signal only
+/// sets the returned flag, which the command reads between its steps.
 pub fn graceful() -> &'static AtomicBool {
     GRACEFUL.store(true, Ordering::SeqCst);
     &STOP
+}
+
+fn is_ignored(signal: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+fn say(line: &[u8]) {
+    // SAFETY: write(2) on stderr of a valid buffer; a failed write is of no consequence.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
 }

@@ -179,7 +179,11 @@ pub fn unused_overrides(overrides: &Overrides, mode: Mode) -> Vec<&'static str> 
 
 /// Warns of [`unused_overrides`].
 pub fn warn_unused_overrides(overrides: &Overrides, mode: Mode) {
-    let unused = unused_overrides(overrides, mode);
+    warn_of_unused(&unused_overrides(overrides, mode), mode);
+}
+
+/// Warns that the `unused` flags are not read in `mode`.
+pub fn warn_of_unused(unused: &[&str], mode: Mode) {
     if !unused.is_empty() {
         log::warn!(
             "{} ignored: mode {mode} does not read {}",

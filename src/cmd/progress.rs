@@ -1,9 +1,11 @@
 //! Progress of long work (`infer`, `bag process`, `eval`, `synth`): a bar on a terminal;
 //! where the output is a log file or a pipe (CI, `nohup`, a launch file) the bar is not
-//! drawn, and a plain line says how far the work is every [`LINE_EVERY`] instead, so a
-//! slow run (MC mode on a CPU) is never silent for long.
+//! drawn, and a plain line on stderr says how far the work is every [`LINE_EVERY`]
+//! instead, also while one slow item is in the work (MC mode on a CPU), so a run is never
+//! silent for long.
 
-use std::sync::Mutex;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,15 +15,13 @@ pub const LINE_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Progress {
     bar: ProgressBar,
-    /// What is counted ("images", "frames"), for the plain line.
-    unit: &'static str,
-    /// When the last plain line was written (or the work started) and its position.
-    last_line: Mutex<(Instant, u64)>,
+    /// Writes the plain lines where no bar is drawn; stopped by dropping the sender.
+    ticker: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
 impl Progress {
-    /// `len` things to do (0 when not known yet: see [`Progress::set_length`]); `prefix`
-    /// goes before the bar ("test: ").
+    /// `len` things to do (0 when not known yet: see [`Progress::set`]) called `unit`
+    /// ("images"); `prefix` goes before the bar ("test: ").
     pub fn new(len: u64, unit: &'static str, prefix: &str) -> Self {
         let bar = ProgressBar::new(len);
         bar.set_style(
@@ -30,24 +30,35 @@ impl Progress {
             ))
             .expect("valid template"),
         );
-        Progress {
-            bar,
-            unit,
-            last_line: Mutex::new((Instant::now(), 0)),
-        }
+        let ticker = bar.is_hidden().then(|| {
+            let (stop, stopped) = mpsc::channel::<()>();
+            let bar = bar.clone();
+            let thread = std::thread::spawn(move || {
+                let (mut since, mut at) = (Instant::now(), 0);
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(LINE_EVERY) {
+                    let position = bar.position();
+                    let recent = position.saturating_sub(at);
+                    eprintln!(
+                        "{}",
+                        line(position, bar.length(), unit, recent, since.elapsed())
+                    );
+                    (since, at) = (Instant::now(), position);
+                }
+            });
+            (stop, thread)
+        });
+        Progress { bar, ticker }
     }
 
     /// One more done.
     pub fn inc(&self) {
         self.bar.inc(1);
-        self.line_if_due();
     }
 
     /// `position` done of `len`.
     pub fn set(&self, position: u64, len: u64) {
         self.bar.set_length(len);
         self.bar.set_position(position);
-        self.line_if_due();
     }
 
     /// Shown after the bar (the image in the work).
@@ -60,31 +71,17 @@ impl Progress {
         self.bar.suspend(f)
     }
 
-    pub fn finish_and_clear(&self) {
-        self.bar.finish_and_clear();
-    }
+    /// The work is over: the bar is cleared and the plain lines stop (as when dropped).
+    pub fn finish_and_clear(self) {}
+}
 
-    fn line_if_due(&self) {
-        if !self.bar.is_hidden() {
-            return;
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+        if let Some((stop, thread)) = self.ticker.take() {
+            drop(stop);
+            thread.join().ok();
         }
-        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
-        let since = last.0.elapsed();
-        if since < LINE_EVERY {
-            return;
-        }
-        let position = self.bar.position();
-        eprintln!(
-            "{}",
-            line(
-                position,
-                self.bar.length(),
-                self.unit,
-                position - last.1,
-                since
-            )
-        );
-        *last = (Instant::now(), position);
     }
 }
 
@@ -120,7 +117,8 @@ mod tests {
             line(12, Some(40), "images", 12, s(30)),
             "12/40 images, 0.40 images/s over the last 30 s, about 70 s left"
         );
-        // Nothing done lately: no estimate rather than an infinite one.
+        // Nothing done lately (one slow item in the work): no estimate rather than an
+        // infinite one.
         assert_eq!(
             line(3, Some(9), "frames", 0, s(31)),
             "3/9 frames, 0.00 frames/s over the last 31 s"
