@@ -19,14 +19,20 @@ def launch_setup(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    use_sim_time = arg("use_sim_time").lower() in ("true", "1", "yes")
-    # Parameters set from launch arguments (each is a key of config/params.yaml).
+    # Parameters set from launch arguments (each is a key of config/params.yaml); one left
+    # empty keeps the params file's value (`use_sim_time: true` there included).
     overrides = {}
     if arg("model"):
         overrides["model"] = arg("model")
     if arg("mode"):
         overrides["mode"] = arg("mode")
-    overrides["use_sim_time"] = use_sim_time
+    sim_time = arg("use_sim_time").strip().lower()
+    if sim_time:
+        if sim_time not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"use_sim_time:={arg('use_sim_time')}: expected true or false")
+        overrides["use_sim_time"] = sim_time in ("true", "1", "yes")
+    # RViz follows the launch argument (false when it is left empty).
+    use_sim_time = overrides.get("use_sim_time", False)
 
     image = arg("image")
     node = Node(
@@ -75,8 +81,9 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "mode", default_value="", description="aleatoric, moments or mc; empty keeps the params file's `mode`"),
         DeclareLaunchArgument(
-            "use_sim_time", default_value="false",
-            description="Use /clock (set true when replaying a bag with `ros2 bag play --clock`)"),
+            "use_sim_time", default_value="",
+            description="Use /clock (set true when replaying a bag with `ros2 bag play --clock`); "
+            "empty keeps the params file's `use_sim_time` (false if it has none)"),
         DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz2"),
         DeclareLaunchArgument(
             "rviz_config", default_value=PathJoinSubstitution([share, "rviz", "bayes_perception.rviz"]),

@@ -310,6 +310,14 @@ impl ParamServer {
         let mut client_library = Vec::new();
         for (name, value) in values {
             if ROS_RESERVED.contains(&name) {
+                // Both are bools (rclcpp refuses any other type): `use_sim_time: "true"`
+                // would otherwise leave the node on the wall clock without a word.
+                if !matches!(value, ParamValue::Bool(_)) {
+                    return Err(format!(
+                        "`{name}` has type bool, not {} (write true or false, unquoted)",
+                        value.type_name()
+                    ));
+                }
                 client_library.push((name.to_owned(), value));
             } else if !name.starts_with("qos_overrides.") {
                 ours.push((name.to_owned(), value));
@@ -780,6 +788,11 @@ mod tests {
         let e = ParamServer::from_ros([("frobnicate", ParamValue::Integer(3))]).unwrap_err();
         assert_eq!(e, "unknown parameter `frobnicate`");
         assert_eq!(strsim::levenshtein("kitten", "sitting"), 3);
+        // The client library's own are bools, as rclcpp has them.
+        for value in [ParamValue::String("true".into()), ParamValue::Integer(1)] {
+            let e = ParamServer::from_ros([("use_sim_time", value)]).unwrap_err();
+            assert!(e.starts_with("`use_sim_time` has type bool, not "), "{e}");
+        }
         // Checked as a whole: a depth range above the default maximum, minimum first.
         let s = ParamServer::from_ros([
             ("colormap.depth_min_m", ParamValue::Double(60.0)),

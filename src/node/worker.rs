@@ -233,7 +233,11 @@ impl Inference {
             Err(FrameError::Inference(e)) => {
                 lock(&state.monitor).on_error(Instant::now(), &e.to_string());
                 if self.throttle.allow("inference", Instant::now()) {
-                    log::error!("inference failed: {e}");
+                    match e {
+                        // It says "inference failed: ..." itself.
+                        crate::Error::Inference(_) => log::error!("{e}"),
+                        e => log::error!("inference failed: {e}"),
+                    }
                 }
                 None
             }

@@ -7,6 +7,7 @@ colcon check points it at install/share/bayes_perception)."""
 import os
 from pathlib import Path
 
+import pytest
 import yaml
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -103,3 +104,26 @@ def test_the_launch_files_default_camera_topics_follow_the_namespace(probe, mode
         "ready: subscribed to /rear_launch/camera/image_raw and /rear_launch/camera/camera_info,"
         in process.output()
     ), process.output()
+
+
+def test_use_sim_time_is_the_params_files_unless_the_launch_argument_gives_it(model_dir, tmp_path):
+    """A params file's `use_sim_time: true` was overridden by the argument's default
+    (false); now an empty argument passes nothing, and a given one wins."""
+
+    def overrides(**arguments):
+        _, args = launch_command(
+            SHARE / "launch" / "perception.launch.py",
+            {"model": str(model_dir), **arguments},
+            {"bayes_perception": str(SHARE)},
+            tmp_path,
+        )
+        files = [args[i + 1] for i, a in enumerate(args) if a == "--params-file"][1:]
+        assert len(files) == 1, args
+        (entry,) = yaml.safe_load(Path(files[0]).read_text()).values()
+        return entry["ros__parameters"]
+
+    assert "use_sim_time" not in overrides()
+    assert overrides(use_sim_time="true")["use_sim_time"] is True
+    assert overrides(use_sim_time="False")["use_sim_time"] is False
+    with pytest.raises(ValueError, match="expected true or false"):
+        overrides(use_sim_time="maybe")

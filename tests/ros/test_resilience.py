@@ -124,4 +124,5 @@ def test_a_frame_that_makes_libtorch_throw_is_a_counted_failure(start_node, prob
     log = node.process.output()
     # One readable line per failure kind, throttled; no Rust panic or C++ backtrace.
     assert "inference failed: shape '[3]' is invalid for input of size 2" in log, log
+    assert "inference failed: inference failed" not in log, log
     assert "panicked" not in log and "Exception raised from" not in log, log
