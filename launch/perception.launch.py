@@ -40,13 +40,16 @@ def launch_setup(context):
         executable="bayes_perception_node",
         name="bayes_perception",
         namespace=arg("namespace"),
-        parameters=[arg("params_file"), overrides],
+        parameters=[arg("params_file")] + ([overrides] if overrides else []),
         remappings=[
             ("image", image),
             ("image/compressed", image + "/compressed"),
             ("camera_info", arg("camera_info")),
         ],
         output="screen",
+        # Its shutdown finishes the frame in hand (up to 3 s) and gives subscribers 3.5 s
+        # to receive the last messages: more than launch's default 5 s before SIGTERM.
+        sigterm_timeout="10",
     )
     rviz = Node(
         package="rviz2",

@@ -93,24 +93,16 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
             message: e.to_string(),
         },
     };
-    // Read once: the header is looked at before decoding, and some decoders (JPEG) read
-    // the whole file when they are made.
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let reader = || -> Result<_> {
-        // As ImageReader::open: the extension's format unless the content says another.
-        let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]));
-        if let Ok(format) = image::ImageFormat::from_path(path) {
-            reader.set_format(format);
-        }
-        let mut reader = reader
-            .with_guessed_format()
-            .map_err(|e| Error::io(path, e))?;
-        let mut limits = image::Limits::default();
-        limits.max_alloc = Some(MAX_DECODE_BYTES);
-        reader.limits(limits);
-        Ok(reader)
-    };
-    let (width, height) = reader()?.into_dimensions().map_err(as_error)?;
+    // One decoder: its header is checked before it decodes (the file is read once).
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(as_error)?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
     let pixels = u64::from(width) * u64::from(height);
     if pixels > MAX_IMAGE_PIXELS {
         return Err(Error::Image {
@@ -123,7 +115,7 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
             ),
         });
     }
-    reader()?.decode().map_err(as_error)
+    image::DynamicImage::from_decoder(decoder).map_err(as_error)
 }
 
 /// Reads a single-channel 32-bit float TIFF written by [`write_float_tiff`].

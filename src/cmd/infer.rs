@@ -139,8 +139,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         progress.inc();
     }
     progress.finish_and_clear();
-    // A signal during the last image: everything is written, and the run still says so.
-    interrupted |= interrupt.load(std::sync::atomic::Ordering::SeqCst);
+    // A signal during the last image: every image was attempted, and the run still says
+    // it was interrupted (a stop for lack of room stays that, exit 75).
+    interrupted |= attempted == inputs.len() && interrupt.load(std::sync::atomic::Ordering::SeqCst);
 
     let done = attempted - skipped.len();
     println!(
@@ -174,7 +175,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             println!("  {}", input.display());
         }
     } else if interrupted {
-        println!("interrupted during the last image, which was finished");
+        println!("interrupted during the last image, which was still attempted");
     }
     // Out of memory or room: another try (with more free) may succeed.
     Ok(if interrupted {

@@ -233,6 +233,22 @@ def test_the_last_frame_before_shutdown_reaches_every_subscriber(start_node, pro
     outputs.wait_frame(last, ALEATORIC_TOPICS, timeout=5)
 
 
+def test_a_second_signal_cuts_the_wait_for_subscribers_short(start_node, probe):
+    node = start_node()
+    outputs = Outputs(node, ALEATORIC_TOPICS)
+    camera = probe.publisher(node.topic("image"))
+    frame = test_pattern(9)
+    send_until_output(node, camera, lambda s: rgb8_msg(frame, s), outputs, ALEATORIC_TOPICS, 1, 60)
+    # The first signal starts the wait (its last publish was just now, its outputs are
+    # subscribed); the second, as ros2 launch escalating, ends it.
+    node.process.proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    code = node.process.stop(signal.SIGTERM, timeout=10)
+    log = node.process.output()
+    assert code == 0, log
+    assert "a second signal: leaving without waiting for subscribers" in log, log
+
+
 def test_start_up_failures_exit_non_zero_with_the_reason(model_dir, tmp_path, ros):
     def run(name, args):
         process = NodeProcess(tmp_path / f"{name}.log", args)

@@ -193,15 +193,18 @@ impl Glue {
         Ok(())
     }
 
-    /// Waits until [`DELIVERY_LINGER`] has passed since the last publish, if an output
-    /// has subscribers.
+    /// Returns once [`DELIVERY_LINGER`] has passed since the last publish, or no output has
+    /// a subscriber any more (looked at every 100 ms); at once for best-effort outputs,
+    /// which DDS never resends.
     async fn linger_for_delivery(&self) {
-        if !lock(&self.publishers).subscribed() {
+        if self.state.params.params().qos.output_reliability == Reliability::BestEffort {
             return;
         }
-        let last = *lock(&self.last_publish);
-        if let Some(left) = last.and_then(|t| DELIVERY_LINGER.checked_sub(t.elapsed())) {
-            tokio::time::sleep(left).await;
+        let Some(last) = *lock(&self.last_publish) else {
+            return;
+        };
+        while last.elapsed() < DELIVERY_LINGER && lock(&self.publishers).subscribed() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -352,7 +355,8 @@ async fn run() -> anyhow::Result<()> {
             .context("cannot start the inference thread")?
     };
 
-    {
+    // Diagnostics once a second, until the node shuts down.
+    let diagnostics_task = {
         let glue = glue.clone();
         // camera_info matters only to a depth model (depth/camera_info, points).
         let mut subscribed = vec![(Subscribed::Camera, camera_topic.clone())];
@@ -391,8 +395,8 @@ async fn run() -> anyhow::Result<()> {
                     );
                 }
             }
-        });
-    }
+        })
+    };
 
     let outcome = loop {
         tokio::select! {
@@ -418,29 +422,50 @@ async fn run() -> anyhow::Result<()> {
         }
     };
 
-    // No new frames: the inference thread finishes the one in hand, if any.
+    // No new frames: the inference thread finishes the one in hand, if any. Diagnostics
+    // stop too (with the camera unsubscribed they would report it stopped).
     lock(&glue.subscriptions)
         .drain(..)
         .for_each(|task| task.abort());
+    diagnostics_task.abort();
     glue.state.slot.close();
+    // A second SIGINT or SIGTERM (a second Ctrl-C, ros2 launch escalating) cuts the waits
+    // below short. Not polled again once it has completed.
+    let again = async {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    tokio::pin!(again);
+    let mut hurried = false;
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while !inference.is_finished() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::select! {
+            _ = &mut again => {
+                hurried = true;
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
     }
     if !inference.is_finished() {
-        // A frame still in libtorch (a long MC frame on a CPU): leave without it. _exit
-        // skips destructors that would run under that thread's feet.
+        // A frame still in libtorch (a long MC frame on a CPU): leave without it, and
+        // without waiting for deliveries (it could publish part of its topics meanwhile).
+        // _exit skips destructors that would run under that thread's feet.
+        let why = if hurried {
+            "a second signal".to_owned()
+        } else {
+            format!("{SHUTDOWN_GRACE:?}")
+        };
         ros_log(
             &logger,
             r2r::LogSeverity::Warn,
-            &format!(
-                "a frame is still being processed after {SHUTDOWN_GRACE:?}; exiting without it"
-            ),
+            &format!("a frame is still being processed after {why}; exiting without it"),
         );
         if let Err(e) = &outcome {
             ros_log(&logger, r2r::LogSeverity::Fatal, &one_line(&**e));
         }
-        glue.linger_for_delivery().await;
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 1 }) };
     }
     if inference.join().is_err() {
@@ -451,7 +476,16 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     // The last frame's messages reach reliable subscribers before the publishers go.
-    glue.linger_for_delivery().await;
+    if !hurried {
+        tokio::select! {
+            _ = &mut again => ros_log(
+                &logger,
+                r2r::LogSeverity::Info,
+                "a second signal: leaving without waiting for subscribers to receive the last messages",
+            ),
+            _ = glue.linger_for_delivery() => {}
+        }
+    }
     stop_spinning.store(true, Ordering::Relaxed);
     spinner.join().ok();
     outcome
