@@ -74,7 +74,9 @@ Usage:
       [-r image:=TOPIC] [-r camera_info:=TOPIC] [-r __ns:=/NAMESPACE]
 
 Parameters come from the params file (config/params.yaml lists every one; `model`, the
-model directory, is required) and can be changed while it runs (ros2 param set).
+model directory, is required); all but model, device, precision, channels_last,
+cpu_threads, input.transport and use_sim_time can be changed while it runs (ros2 param
+set).
 Subscribes to `image` (or `image/compressed`) and `camera_info`; publishes semantic/*,
 depth, depth/camera_info, uncertainty/*, points and /diagnostics. README.md: \"ROS 2 node\".
 
