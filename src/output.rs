@@ -25,6 +25,7 @@ use crate::colormap::{colorize_labels, with_colorbar, ColorScale, FloatImage};
 use crate::config::ColormapParams;
 use crate::engine::{LabelImage, Prediction};
 use crate::error::{Error, Result};
+use crate::msg::encoding::{decode_capped, Undecoded};
 
 /// Writes a file whole and makes it durable: every failure (a full disk on the last block
 /// included) is an error, never lost in a buffer dropped unflushed, and a directory renamed
@@ -93,7 +94,6 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
             message: e.to_string(),
         },
     };
-    // One decoder: its header is checked before it decodes (the file is read once).
     let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
@@ -101,21 +101,18 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let decoder = reader.into_decoder().map_err(as_error)?;
-    let (width, height) = image::ImageDecoder::dimensions(&decoder);
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > MAX_IMAGE_PIXELS {
-        return Err(Error::Image {
+    decode_capped(reader, MAX_IMAGE_PIXELS).map_err(|e| match e {
+        Undecoded::TooLarge { width, height } => Error::Image {
             path: path.into(),
             message: format!(
                 "{width}x{height} is {:.0} megapixels, above the limit of {} for one image \
                  (it is resized to the model's input anyway): scale it down first",
-                pixels as f64 / 1e6,
+                (u64::from(width) * u64::from(height)) as f64 / 1e6,
                 MAX_IMAGE_PIXELS / 1_000_000
             ),
-        });
-    }
-    image::DynamicImage::from_decoder(decoder).map_err(as_error)
+        },
+        Undecoded::Image(e) => as_error(e),
+    })
 }
 
 /// Reads a single-channel 32-bit float TIFF written by [`write_float_tiff`].

@@ -183,15 +183,40 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
     }
     // The header's size first: a kilobyte of JPEG can claim 100 megapixels, which decode
     // (allocation and all) for seconds (fuzzing finding 4).
-    let reader = || image::ImageReader::with_format(std::io::Cursor::new(&msg.data), format);
-    let (width, height) = reader().into_dimensions().map_err(|e| err(e.to_string()))?;
-    if width as u64 * height as u64 > MAX_COMPRESSED_PIXELS {
-        return Err(err(format!(
+    let reader = image::ImageReader::with_format(std::io::Cursor::new(&msg.data), format);
+    match decode_capped(reader, MAX_COMPRESSED_PIXELS) {
+        Ok(image) => Ok(image.to_rgb8()),
+        Err(Undecoded::TooLarge { width, height }) => Err(err(format!(
             "{width}x{height} is above the limit of {MAX_COMPRESSED_PIXELS} pixels for a camera frame"
-        )));
+        ))),
+        Err(Undecoded::Image(e)) => Err(err(e.to_string())),
     }
-    let image = reader().decode().map_err(|e| err(e.to_string()))?;
-    Ok(image.to_rgb8())
+}
+
+/// Why [`decode_capped`] gave no image.
+#[derive(Debug)]
+pub enum Undecoded {
+    /// The header says more than the pixels allowed.
+    TooLarge {
+        width: u32,
+        height: u32,
+    },
+    Image(image::ImageError),
+}
+
+/// Decodes from `reader` (its format and limits set) once its header says the image has at
+/// most `max_pixels` pixels: one decoder reads the header and then the pixels, so the data
+/// is read once and a huge image is refused before anything is allocated for it.
+pub fn decode_capped<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    max_pixels: u64,
+) -> Result<image::DynamicImage, Undecoded> {
+    let decoder = reader.into_decoder().map_err(Undecoded::Image)?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(Undecoded::TooLarge { width, height });
+    }
+    image::DynamicImage::from_decoder(decoder).map_err(Undecoded::Image)
 }
 
 /// The largest compressed frame decoded, in pixels (8192x6103; cameras on robots stay

@@ -152,22 +152,17 @@ struct Publishers {
 impl Publishers {
     /// Whether any output has a subscriber in another process.
     fn subscribed(&self) -> bool {
-        let count = |c: r2r::Result<usize>| c.unwrap_or(0);
-        self.images
-            .values()
-            .map(|p| count(p.get_inter_process_subscription_count()))
-            .chain(
-                self.camera_info
-                    .iter()
-                    .map(|p| count(p.get_inter_process_subscription_count())),
-            )
-            .chain(
-                self.points
-                    .iter()
-                    .map(|p| count(p.get_inter_process_subscription_count())),
-            )
-            .any(|n| n > 0)
+        self.images.values().any(has_subscribers)
+            || self.camera_info.iter().any(has_subscribers)
+            || self.points.iter().any(has_subscribers)
     }
+}
+
+/// Whether `publisher` has a subscriber in another process (or the count is unknown).
+fn has_subscribers<T: r2r::WrappedTypesupport + 'static>(publisher: &r2r::Publisher<T>) -> bool {
+    publisher
+        .get_inter_process_subscription_count()
+        .map_or(true, |n| n > 0)
 }
 
 /// Work that needs `&mut Node`, run by the spin thread between `spin_once` calls: the spin
@@ -750,11 +745,7 @@ impl Sink for RosSink<'_> {
         lock(&self.glue.publishers)
             .images
             .get(&topic)
-            .is_some_and(|p| {
-                !topic.is_color()
-                    || p.get_inter_process_subscription_count()
-                        .map_or(true, |n| n > 0)
-            })
+            .is_some_and(|p| !topic.is_color() || has_subscribers(p))
     }
 
     // Publishing holds the publishers' lock, so a QoS change never destroys a publisher
@@ -777,10 +768,7 @@ impl Sink for RosSink<'_> {
         lock(&self.glue.publishers)
             .points
             .as_ref()
-            .is_some_and(|p| {
-                p.get_inter_process_subscription_count()
-                    .map_or(true, |n| n > 0)
-            })
+            .is_some_and(has_subscribers)
     }
 
     fn publish_points(&mut self, cloud: msg::PointCloud2) -> Result<(), String> {
