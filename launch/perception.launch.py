@@ -47,9 +47,9 @@ def launch_setup(context):
             ("camera_info", arg("camera_info")),
         ],
         output="screen",
-        # Its shutdown finishes the frame in hand (up to 3 s) and gives subscribers 3.5 s
+        # Its shutdown finishes the frame in hand (up to 3 s) and gives subscribers 6.5 s
         # to receive the last messages: more than launch's default 5 s before SIGTERM.
-        sigterm_timeout="10",
+        sigterm_timeout="15",
     )
     rviz = Node(
         package="rviz2",

@@ -231,7 +231,7 @@ class NodeProcess:
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, sig=signal.SIGINT, timeout=10.0):
+    def stop(self, sig=signal.SIGINT, timeout=15.0):
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.exit_code(timeout)
