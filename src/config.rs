@@ -20,6 +20,20 @@ pub const NODE_NAME: &str = "bayes_perception";
 /// node in the root namespace, as the launch file starts it without `namespace:=`.
 pub const ROOT_NODE: &str = "/bayes_perception";
 
+/// Parameters the ROS client library itself sets (both bools): the node leaves them to it,
+/// the CLI has no use for them; a params file may hold them.
+pub const ROS_RESERVED: &[&str] = &["use_sim_time", "start_type_description_service"];
+
+/// Why a client-library parameter ([`ROS_RESERVED`]) given as a `type_name` is refused, as
+/// rclcpp refuses it (`use_sim_time: "true"` would leave the node on the wall clock).
+pub fn reserved_type_error(name: &str, type_name: &str) -> String {
+    format!("`{name}` has type bool, not {type_name} (write true or false, unquoted)")
+}
+
+/// The prefix of rclcpp's QoS override parameters (`qos_overrides./image.subscription.
+/// reliability`), which this package does not read: the `qos.*` parameters set its QoS.
+pub const QOS_OVERRIDES: &str = "qos_overrides";
+
 /// Whether a params-file entry named `pattern` applies to the node `node` (fully
 /// qualified, `/front/bayes_perception`), by the rule rclcpp and rclpy apply: the leading
 /// `/` is implied, `*` stands for one name segment and `**` for any number of them, so
@@ -498,6 +512,7 @@ impl Params {
         if !others.is_empty() {
             log::warn!("{origin}: read the entries for {node}; {}", choose());
         }
+        take_client_library_keys(&mut merged, origin)?;
         let defaults = serde_yaml::to_value(Params::default()).expect("Params serialise to YAML");
         check_reals(&merged, &defaults, "", origin)?;
         let params: Params = serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged))
@@ -639,6 +654,34 @@ impl Params {
     }
 }
 
+/// Removes what a params file may hold for the ROS client library rather than for this
+/// package, so the file that starts the node also serves the CLI: [`ROS_RESERVED`]
+/// (refused, as by the node, unless a bool) and rclcpp's `qos_overrides`.
+fn take_client_library_keys(merged: &mut serde_yaml::Mapping, origin: &str) -> Result<()> {
+    for &name in ROS_RESERVED {
+        match merged.remove(name) {
+            None | Some(serde_yaml::Value::Bool(_)) => {}
+            Some(other) => {
+                let type_name = match other {
+                    serde_yaml::Value::Number(n) if n.is_f64() => "double",
+                    serde_yaml::Value::Number(_) => "integer",
+                    serde_yaml::Value::String(_) => "string",
+                    serde_yaml::Value::Sequence(_) => "array",
+                    serde_yaml::Value::Null => "value that is not set",
+                    _ => "mapping",
+                };
+                return Err(Error::config(
+                    origin,
+                    name,
+                    reserved_type_error(name, type_name),
+                ));
+            }
+        }
+    }
+    merged.remove(QOS_OVERRIDES);
+    Ok(())
+}
+
 /// How to write a real parameter so that ROS reads it as one.
 pub const REAL_HINT: &str = "write reals with a decimal point, e.g. 1.0";
 
@@ -746,6 +789,27 @@ mod tests {
         let p =
             parse("    colormap:\n      depth_max_m: 80.0\n    mc:\n      samples: 12\n").unwrap();
         assert_eq!((p.colormap.depth_max_m, p.mc.samples), (80.0, 12));
+    }
+
+    #[test]
+    fn a_node_params_file_with_client_library_keys_serves_the_cli() {
+        let p = parse(
+            "    use_sim_time: true\n    start_type_description_service: false\n    \
+             qos_overrides:\n      /image:\n        subscription:\n          \
+             reliability: reliable\n    mode: mc\n",
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::Mc);
+        let e = error_of("    use_sim_time: \"true\"\n");
+        assert!(
+            e.contains("`use_sim_time` has type bool, not string"),
+            "{e}"
+        );
+        let e = error_of("    start_type_description_service: 1\n");
+        assert!(e.contains("has type bool, not integer"), "{e}");
+        // Only the client library's own names are passed over.
+        let e = error_of("    qos_override:\n      x: 1\n");
+        assert!(e.contains("unknown field `qos_override`"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use crate::config::Params;
+pub use crate::config::ROS_RESERVED;
+use crate::config::{reserved_type_error, Params, QOS_OVERRIDES};
 
 /// rcl_interfaces/ParameterType: the kind of a parameter value, as messages carry it.
 pub mod parameter_type {
@@ -150,9 +151,6 @@ fn parse_descriptions(text: &str) -> std::collections::HashMap<String, String> {
     }
     found
 }
-
-/// Parameters the ROS client library itself sets; the node leaves them to it.
-pub const ROS_RESERVED: &[&str] = &["use_sim_time", "start_type_description_service"];
 
 /// Parameters that only take effect at start-up; `ros2 param set` on them is rejected.
 pub const RESTART_ONLY: &[&str] = &[
@@ -296,30 +294,37 @@ pub struct ParamServer {
     params: Params,
     /// The client library's own parameters ([`ROS_RESERVED`]) as given at start-up.
     client_library: Vec<(String, ParamValue)>,
+    /// `qos_overrides.*` parameters given at start-up, which this node does not read.
+    qos_overrides: Vec<String>,
 }
 
 impl ParamServer {
     /// The node's parameters from what the ROS client library read (params file, `-p`),
     /// starting from the defaults. All values are set first and checked together, so the
     /// order of the file does not matter (a depth range moved up entirely is fine). Unknown
-    /// names are errors, except the client library's own.
+    /// names are errors, except the client library's own and rclcpp's `qos_overrides.*`
+    /// (accepted as rclcpp accepts them for a node that did not opt in, and named by
+    /// [`ParamServer::ignored_warning`]).
     pub fn from_ros<'a>(
         values: impl IntoIterator<Item = (&'a str, ParamValue)>,
     ) -> Result<Self, String> {
         let mut ours = Vec::new();
         let mut client_library = Vec::new();
+        let mut qos_overrides = Vec::new();
         for (name, value) in values {
             if ROS_RESERVED.contains(&name) {
                 // Both are bools (rclcpp refuses any other type): `use_sim_time: "true"`
                 // would otherwise leave the node on the wall clock without a word.
                 if !matches!(value, ParamValue::Bool(_)) {
-                    return Err(format!(
-                        "`{name}` has type bool, not {} (write true or false, unquoted)",
-                        value.type_name()
-                    ));
+                    return Err(reserved_type_error(name, value.type_name()));
                 }
                 client_library.push((name.to_owned(), value));
-            } else if !name.starts_with("qos_overrides.") {
+            } else if name
+                .strip_prefix(QOS_OVERRIDES)
+                .is_some_and(|rest| rest.starts_with('.'))
+            {
+                qos_overrides.push(name.to_owned());
+            } else {
                 ours.push((name.to_owned(), value));
             }
         }
@@ -333,7 +338,24 @@ impl ParamServer {
         Ok(ParamServer {
             params: with_values(&Params::default(), &ours)?,
             client_library,
+            qos_overrides,
         })
+    }
+
+    /// A warning naming the `qos_overrides.*` parameters given, which change nothing here
+    /// (rclcpp reads them only for publishers and subscriptions created with
+    /// `QosOverridingOptions`); None if there are none.
+    pub fn ignored_warning(&self) -> Option<String> {
+        let first = self.qos_overrides.first()?;
+        let more = match self.qos_overrides.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        Some(format!(
+            "`{first}`{more} ignored: this node takes no qos_overrides; set \
+             qos.input_reliability (camera subscriptions) and qos.output_reliability \
+             (outputs) instead"
+        ))
     }
 
     pub fn params(&self) -> &Params {
@@ -778,6 +800,22 @@ mod tests {
         assert_eq!(s.params().mc.samples, 20);
         assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(true)));
         assert_eq!(s.get("qos_overrides./image.subscription.reliability"), None);
+        let warning = s.ignored_warning().unwrap();
+        assert!(
+            warning.starts_with("`qos_overrides./image.subscription.reliability` ignored:"),
+            "{warning}"
+        );
+        assert!(warning.contains("qos.input_reliability"), "{warning}");
+        let two = ParamServer::from_ros([
+            ("qos_overrides./a.publisher.depth", ParamValue::Integer(3)),
+            ("qos_overrides./b.publisher.depth", ParamValue::Integer(3)),
+        ])
+        .unwrap();
+        assert!(two
+            .ignored_warning()
+            .unwrap()
+            .starts_with("`qos_overrides./a.publisher.depth` and 1 more ignored:"));
+        assert_eq!(ParamServer::from_ros([]).unwrap().ignored_warning(), None);
         let e = ParamServer::from_ros([("mcsamples", ParamValue::Integer(3))]).unwrap_err();
         assert!(
             e.contains("unknown parameter `mcsamples` (did you mean `mc.samples`?)"),

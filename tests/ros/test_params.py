@@ -12,6 +12,7 @@ from conftest import (
     EPISTEMIC_TOPICS,
     Outputs,
     rgb8_msg,
+    run_cli,
     send_until_output,
     test_pattern,
     wait_for,
@@ -88,12 +89,18 @@ def test_params_file_entries_apply_to_the_node_as_in_rclpy(start_node, probe, mo
     # One file for several cameras' nodes: the entries that name this node (with or without
     # the leading slash, by wildcard) apply, later ones over earlier ones; a bare
     # `bayes_perception:` is the root namespace's node only, another namespace's is not
-    # this one's. rclpy, given the same file in the same namespace, is the reference.
+    # this one's. rclpy, given the same file in the same namespace, is the reference. The
+    # client library's own keys (use_sim_time, rclcpp's qos_overrides) may be there: the
+    # node names the ignored overrides, and the CLI reads the same file for that node.
     namespace = "/front_e2e"
     base = yaml.safe_load(write_params(tmp_path / "base.yaml", model_dir).read_text())
+    client_library = {
+        "use_sim_time": False,
+        "qos_overrides": {"/image": {"subscription": {"reliability": "reliable"}}},
+    }
     doc = {
         **base,
-        f"{namespace[1:]}/bayes_perception": {"ros__parameters": {"mode": "mc", "seed": 11}},
+        f"{namespace[1:]}/bayes_perception": {"ros__parameters": {"mode": "mc", "seed": 11, **client_library}},
         f"{namespace}/*": {"ros__parameters": {"mc": {"samples": 3}}},
         "bayes_perception": {"ros__parameters": {"points": {"stride": 7}}},
         "/rear_e2e/bayes_perception": {"ros__parameters": {"mc": {"batch_size": 2}}},
@@ -117,6 +124,10 @@ def test_params_file_entries_apply_to_the_node_as_in_rclpy(start_node, probe, mo
     finally:
         reference.destroy_node()
     assert got == expected
+    warning = "`qos_overrides./image.subscription.reliability` ignored: this node takes no qos_overrides"
+    assert warning in node.process.output(), node.process.output()
+    checked = run_cli("model", "check", "--config", params_file, "--node", f"{namespace}/bayes_perception")
+    assert "mode mc, T = 3" in checked, checked
 
 
 def test_several_values_in_one_request_are_checked_together(start_node, probe):

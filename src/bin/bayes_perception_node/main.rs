@@ -532,8 +532,12 @@ fn start_up_params(
             .map(|(name, p)| (name.clone(), param_from_r2r(&p.value)))
             .collect()
     });
-    ParamServer::from_ros(values.iter().map(|(n, v)| (n.as_str(), v.clone())))
-        .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))
+    let server = ParamServer::from_ros(values.iter().map(|(n, v)| (n.as_str(), v.clone())))
+        .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))?;
+    if let Some(warning) = server.ignored_warning() {
+        log::warn!("{warning}");
+    }
+    Ok(server)
 }
 
 /// Looks up, in the ROS graph, the publishers of the camera and camera_info topics
