@@ -301,50 +301,74 @@ fn collect_inputs(paths: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>>
     Ok(files)
 }
 
-/// One output directory name per input: the file stem, with the extension (and then a
-/// counter) appended where stems collide.
+/// One output directory name per input: the file stem; where stems collide, the fewest
+/// folders above the files that tell them apart are put in front (`test/0001.png` and
+/// `ood/0001.png` are `test_0001` and `ood_0001`; `run1/cam/0001.png` and
+/// `run2/cam/0001.png` are `run1_cam_0001` and `run2_cam_0001`), then the extension where
+/// only that differs (`a/x.png`, `a/x.jpg`: `a_x_png`, `a_x_jpg`); a counter settles the
+/// rest (`a_x_png_2`).
 fn output_names(inputs: &[PathBuf]) -> Vec<String> {
     let stem = |p: &Path| {
         p.file_stem()
             .map_or("image".into(), |s| s.to_string_lossy().into_owned())
     };
     let stems: Vec<String> = inputs.iter().map(|p| stem(p)).collect();
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for stem in &stems {
-        *count.entry(stem).or_default() += 1;
+    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, stem) in stems.iter().enumerate() {
+        groups.entry(stem).or_default().push(i);
     }
+    let mut names = stems.clone();
+    for (stem, members) in groups.into_iter().filter(|(_, m)| m.len() > 1) {
+        // Each file's folders, nearest first.
+        let folders: Vec<Vec<String>> = members
+            .iter()
+            .map(|&i| {
+                let parent = inputs[i].parent().unwrap_or(Path::new(""));
+                let mut names: Vec<String> = parent
+                    .components()
+                    .filter_map(|c| match c {
+                        std::path::Component::Normal(name) => {
+                            Some(name.to_string_lossy().into_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                names.reverse();
+                names
+            })
+            .collect();
+        let named = |depth: usize, k: usize, ext: bool| {
+            let mut parts: Vec<String> = folders[k].iter().take(depth).rev().cloned().collect();
+            parts.push(stem.to_owned());
+            if ext {
+                parts.extend(
+                    inputs[members[k]]
+                        .extension()
+                        .map(|e| e.to_string_lossy().into_owned()),
+                );
+            }
+            parts.join("_")
+        };
+        let distinct = |depth: usize, ext: bool| {
+            let all: HashSet<String> = (0..members.len()).map(|k| named(depth, k, ext)).collect();
+            all.len() == members.len()
+        };
+        let deepest = folders.iter().map(Vec::len).max().unwrap_or(0);
+        let (depth, ext) = (1..=deepest)
+            .find(|&depth| distinct(depth, false))
+            .map_or((deepest.max(1), true), |depth| (depth, false));
+        for (k, &i) in members.iter().enumerate() {
+            names[i] = named(depth, k, ext);
+        }
+    }
+    // The next counter of each base name is kept: K clashes of one name cost K tries in
+    // all, not K² (many copies of one name).
     let mut seen = HashSet::new();
     let mut next: HashMap<String, usize> = HashMap::new();
-    inputs
-        .iter()
-        .zip(&stems)
-        .map(|(path, stem)| {
-            // Same stem from different folders (test/0001.png, ood/0001.png): prefix the
-            // folder; the extension tells a.png from a.jpg; a counter settles the rest.
-            let mut name = stem.clone();
-            if count[stem.as_str()] > 1 {
-                let folder = path
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .map(|f| f.to_string_lossy().into_owned());
-                let ext = path
-                    .extension()
-                    .map_or(String::new(), |e| e.to_string_lossy().into_owned());
-                name = match folder {
-                    Some(folder) if !folder.is_empty() => {
-                        let name = format!("{folder}_{stem}");
-                        if seen.contains(&name) {
-                            format!("{name}_{ext}")
-                        } else {
-                            name
-                        }
-                    }
-                    _ => format!("{stem}_{ext}"),
-                };
-            }
-            // The next counter of each base name is kept: K clashes of one name cost K
-            // tries in all, not K² (many folders of frames with the same names).
-            let base = name.clone();
+    names
+        .into_iter()
+        .map(|base| {
+            let mut name = base.clone();
             while !seen.insert(name.clone()) {
                 let n = next.entry(base.clone()).or_insert(2);
                 name = format!("{base}_{n}");
@@ -374,8 +398,35 @@ mod tests {
         .collect();
         assert_eq!(
             output_names(&inputs),
-            ["test_0001", "ood_0001", "a_x", "a_x_jpg", "solo", "a_x_2"]
+            ["test_0001", "ood_0001", "a_x_png", "a_x_jpg", "solo", "a_x"]
         );
+        // Two runs of one camera: the folder that differs is named, not the extension.
+        let runs: Vec<PathBuf> = [
+            "run1/cam/0001.png",
+            "run2/cam/0001.png",
+            "/data/run1/cam/0002.png",
+            "../cam/0002.png",
+            "0002.png",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(
+            output_names(&runs),
+            [
+                "run1_cam_0001",
+                "run2_cam_0001",
+                "run1_cam_0002",
+                "cam_0002",
+                "0002"
+            ]
+        );
+        // Names of one group clashing with another's are counted.
+        let clash: Vec<PathBuf> = ["a/x.png", "b/x.png", "a_x.png"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(output_names(&clash), ["a_x", "b_x", "a_x_2"]);
         let many: Vec<PathBuf> = (0..3).map(|_| PathBuf::from("same.png")).collect();
         assert_eq!(
             output_names(&many),
