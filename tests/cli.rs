@@ -543,6 +543,81 @@ fn eval_json_reports_the_error_it_stopped_on() {
     );
 }
 
+/// An interrupted eval stops after the frame in hand and reports the frames before, marked
+/// as such (`--json` status "interrupted", exit 130), so a report of an earlier run is
+/// never left where this one's belongs; no state (it would merge as the whole split).
+#[test]
+fn an_interrupted_eval_reports_the_frames_before_as_interrupted() {
+    let f = Fixture::new();
+    let synth = bin()
+        .args(["synth", "--out"])
+        .arg(f.path("data"))
+        .args([
+            "--count", "100", "--split", "test", "--width", "64", "--height", "48",
+        ])
+        .status()
+        .unwrap();
+    assert!(synth.success());
+    {
+        let _lock = common::rng_lock();
+        common::tiny_model(11, true)
+            .save(&f.path("model11"))
+            .unwrap();
+    }
+    let json = f.path("e.json");
+    std::fs::write(&json, "an earlier run's report").unwrap();
+    let mut child = bin()
+        .args([
+            "eval",
+            "--device",
+            "cpu",
+            "--mode",
+            "mc",
+            "--samples",
+            "20",
+            "--model",
+        ])
+        .arg(f.path("model11"))
+        .arg("--data")
+        .arg(f.path("data"))
+        .args(["--sheets", "1", "--out"])
+        .arg(f.path("report"))
+        .arg("--state")
+        .arg(f.path("state.json"))
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !f.path("report/frame_000.png").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(130), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["status"], "interrupted", "{report}");
+    assert_eq!(report["exit_code"], 130, "{report}");
+    let images = report["images"].as_u64().unwrap();
+    assert!((1..100).contains(&images), "{report}");
+    let line = format!(
+        "interrupted after {images} frame(s): the figures above cover those only; --out and \
+         --state are not written"
+    );
+    assert!(text.contains(&line), "{line}: {text}");
+    assert!(!f.path("state.json").exists());
+    assert!(!f.path("report/report.md").exists());
+}
+
 /// `model check` says what a run would do with the settings, and fails as it would.
 #[test]
 fn model_check_describes_the_run_or_fails_as_it_would() {

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::progress::Progress;
 use anyhow::Context;
@@ -42,13 +43,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
+/// How an evaluation ended, as its `--json` report's `status` and `exit_code` say it.
+#[derive(Clone, Copy, PartialEq)]
+enum Ended {
+    /// "ok", 0.
+    Whole,
+    /// "damaged", 1: an input was read only up to damage.
+    Damaged,
+    /// "interrupted", 130: stopped by a signal; the figures cover the frames before.
+    Interrupted,
+}
+
 /// The report as `--json`, written last (after `--out`), with the run's `status` and
-/// `exit_code` as an error report and bag process's report have them: "ok" and 0, or
-/// "damaged" and 1 where an input was read only up to damage (`damaged`).
-fn write_report_json(path: &Path, report: &Report, damaged: bool) -> anyhow::Result<()> {
+/// `exit_code` as an error report and bag process's report have them.
+fn write_report_json(path: &Path, report: &Report, ended: Ended) -> anyhow::Result<()> {
     let mut value = serde_json::to_value(report)?;
     if let Some(fields) = value.as_object_mut() {
-        let (status, code) = if damaged { ("damaged", 1) } else { ("ok", 0) };
+        let (status, code) = match ended {
+            Ended::Whole => ("ok", 0),
+            Ended::Damaged => ("damaged", 1),
+            Ended::Interrupted => ("interrupted", super::interrupt::EXIT_INTERRUPTED),
+        };
         fields.insert("status".into(), status.into());
         fields.insert("exit_code".into(), code.into());
     }
@@ -94,34 +109,36 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
         Some(_) => Some(bayes_perception::model::fingerprint(&model_dir)?),
         None => None,
     };
+    // Ctrl-C, SIGTERM or SIGHUP stops after the frame in hand with a report of the frames
+    // before (--json "interrupted", exit 130); a second one stops at once.
+    let interrupt = super::interrupt::graceful();
     let engine = load(&model_dir, &params)?;
     let reference = reference_params
         .map(|mc| load(&model_dir, &mc))
         .transpose()?;
-    let (evaluation, reference, described) = match &args.bag {
+    let (evaluation, reference, described, interrupted) = match &args.bag {
         Some(bag) => {
-            let (evaluation, reference, topics) =
-                run_bag(&engine, &args, bag, &params, reference.as_ref())?;
-            (
-                evaluation,
-                reference,
-                format!("bag {} ({})", bag.display(), topics.camera),
-            )
+            let (evaluation, reference, topics, interrupted) =
+                run_bag(&engine, &args, bag, &params, reference.as_ref(), interrupt)?;
+            let described = format!("bag {} ({})", bag.display(), topics.camera);
+            (evaluation, reference, described, interrupted)
         }
         None => {
-            let (evaluation, reference) = run_split(
+            let (evaluation, reference, interrupted) = run_split(
                 &engine,
                 &args,
                 &args.split,
                 &params,
                 args.out.as_deref(),
                 reference.as_ref(),
+                interrupt,
             )?;
             let described = format!("{} ({})", args.split, data(&args).display());
-            (evaluation, reference, described)
+            (evaluation, reference, described, interrupted)
         }
     };
-    if let (Some(path), Some(model_sha256)) = (&args.state, model_sha256) {
+    // A state of part of the data would merge as if it were the whole.
+    if let (Some(path), Some(model_sha256), false) = (&args.state, model_sha256, interrupted) {
         let state = EvaluationState::new(
             evaluation.clone(),
             &model_dir,
@@ -137,6 +154,20 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
         report.reference = Some(Box::new(reference.report()));
     }
     print_report(&report, &described);
+    if interrupted {
+        println!(
+            "interrupted after {} frame(s): the figures above cover those only{}",
+            report.images,
+            match (&args.out, &args.state) {
+                (None, None) => "",
+                _ => "; --out and --state are not written",
+            }
+        );
+        if let Some(path) = &args.json {
+            write_report_json(path, &report, Ended::Interrupted)?;
+        }
+        return Ok(ExitCode::from(super::interrupt::EXIT_INTERRUPTED));
+    }
     let damaged = !report.left_out.damage.is_empty();
     if let Some(dir) = &args.out {
         let mut written = write(
@@ -159,7 +190,12 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
         tidy_report(dir, &written)?;
     }
     if let Some(path) = &args.json {
-        write_report_json(path, &report, damaged)?;
+        let ended = if damaged {
+            Ended::Damaged
+        } else {
+            Ended::Whole
+        };
+        write_report_json(path, &report, ended)?;
     }
     // As in bag process: frames skipped for bad input are counted and reported, an input
     // read only up to damage fails the run (exit 1) after its report is written.
@@ -188,7 +224,8 @@ fn run_bag(
     bag: &Path,
     params: &Params,
     reference: Option<&Engine>,
-) -> anyhow::Result<(Evaluation, WithReference, LabelledTopics)> {
+    interrupt: &AtomicBool,
+) -> anyhow::Result<(Evaluation, WithReference, LabelledTopics, bool)> {
     let reader = BagReader::open(bag)?;
     let topics = LabelledTopics::find(&reader, args.topic.as_deref())?;
     let frames = reader
@@ -207,7 +244,7 @@ fn run_bag(
     let mut evaluator = Evaluator::new(&engines);
     let mut agreement =
         reference.map(|r| Agreement::new(format!("mc, T = {}", r.config().mc_samples)));
-    let mut i = 0;
+    let (mut i, mut interrupted) = (0, false);
     let tally = read_labelled_frames(&reader, &topics, |frame| -> anyhow::Result<_> {
         let predictions = evaluator.add(&frame)?;
         if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), &predictions[..]) {
@@ -221,6 +258,10 @@ fn run_bag(
         progress.inc();
         Ok(match limit {
             Some(n) if i >= n => ControlFlow::Break(()),
+            _ if interrupt.load(Ordering::SeqCst) => {
+                interrupted = true;
+                ControlFlow::Break(())
+            }
             _ => ControlFlow::Continue(()),
         })
     })?;
@@ -244,7 +285,7 @@ fn run_bag(
         None => None,
     };
     let evaluation = evaluations.pop().expect("the engine's own evaluation");
-    Ok((evaluation, reference.zip(agreement), topics))
+    Ok((evaluation, reference.zip(agreement), topics, interrupted))
 }
 
 /// `eval --merge`: the states of parts of the data as one evaluation.
@@ -331,7 +372,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     }
     // A merge succeeds whatever its parts' damage (which its report carries).
     if let Some(path) = &args.json {
-        write_report_json(path, &report, false)?;
+        write_report_json(path, &report, Ended::Whole)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -385,7 +426,8 @@ fn run_split(
     params: &Params,
     sheets_dir: Option<&Path>,
     reference: Option<&Engine>,
-) -> anyhow::Result<(Evaluation, WithReference)> {
+    interrupt: &AtomicBool,
+) -> anyhow::Result<(Evaluation, WithReference, bool)> {
     if let Some(dir) = sheets_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -394,6 +436,7 @@ fn run_split(
     let mut agreement =
         reference.map(|r| Agreement::new(format!("mc, T = {}", r.config().mc_samples)));
     let engines: Vec<&Engine> = std::iter::once(engine).chain(reference).collect();
+    let mut interrupted = false;
     let mut evaluations = evaluate_together(
         &engines,
         data(args),
@@ -408,7 +451,13 @@ fn run_split(
                 let sheet = contact_sheet(image, &predictions[0], &palette, &params.colormap);
                 save_png(&dir.join(sheet_name(k)), &sheet)?;
             }
-            Ok(())
+            // Past the last image, nothing is cut short.
+            interrupted = i + 1 < n && interrupt.load(Ordering::SeqCst);
+            Ok(if interrupted {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
         },
     )?;
     progress.finish_and_clear();
@@ -417,7 +466,7 @@ fn run_split(
         None => None,
     };
     let evaluation = evaluations.pop().expect("the engine's own evaluation");
-    Ok((evaluation, reference.zip(agreement)))
+    Ok((evaluation, reference.zip(agreement), interrupted))
 }
 
 fn sheet_name(i: usize) -> String {
@@ -507,13 +556,17 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         println!("{}: {} in {} mode", setup.name, dir.display(), setup.mode);
         let root = out.join(setup.key);
         let test_dir = root.join(&args.split);
-        let (test, _) = run_split(
+        // Stopped at once by a signal (nothing graceful): a comparison of part of the
+        // data is not one.
+        let never = AtomicBool::new(false);
+        let (test, _, _) = run_split(
             &engine,
             args,
             &args.split,
             &setup_params,
             Some(&test_dir),
             None,
+            &never,
         )?;
         let described = format!("{} ({})", args.split, data(args).display());
         written.extend(write(
@@ -526,13 +579,14 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         )?);
         let ood = if has_ood {
             let ood_dir = root.join(&args.ood_split);
-            let (ood, _) = run_split(
+            let (ood, _, _) = run_split(
                 &engine,
                 args,
                 &args.ood_split,
                 &setup_params,
                 Some(&ood_dir),
                 None,
+                &never,
             )?;
             let described = format!("{} ({})", args.ood_split, data(args).display());
             written.extend(write(

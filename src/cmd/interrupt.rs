@@ -3,7 +3,8 @@
 //! exit code 130 when interrupted (README: exit codes), not 143 from SIGTERM's default.
 //!
 //! A command that stops cleanly at its next step (`infer` after the image in the work,
-//! `bag process` closing a valid bag, `train` saving a checkpoint) asks for the flag with
+//! `bag process` closing a valid bag, `train` saving a checkpoint, `eval` reporting the
+//! frames before) asks for the flag with
 //! [`graceful`] and returns 130 itself; a second signal (a second after the first or later:
 //! one interrupt may arrive twice) then ends it at once. Every other
 //! command ends at once, as the signal's default would have ended it, with a line saying

@@ -28,6 +28,7 @@ pub mod files;
 pub mod plot;
 pub mod quality;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -687,14 +688,21 @@ impl EvaluationState {
 /// most `max_images` images (0 = all). Engines should keep class probabilities
 /// ([`crate::EngineConfig::keep_probabilities`]) for the semantic NLL. `on_frame(k, i, n,
 /// image, predictions)` sees each frame after its predictions (in engine order): the
-/// `k`-th evaluated, image `i` of `n` (progress, contact sheets). Frames whose files
+/// `k`-th evaluated, image `i` of `n` (progress, contact sheets); it may stop the
+/// evaluation there (`Break`: the frames so far are evaluated). Frames whose files
 /// cannot be read are skipped and counted ([`Evaluation::left_out`]).
 pub fn evaluate_together(
     engines: &[&Engine],
     root: &Path,
     split: &str,
     max_images: usize,
-    mut on_frame: impl FnMut(usize, usize, usize, &image::RgbImage, &[Prediction]) -> Result<()>,
+    mut on_frame: impl FnMut(
+        usize,
+        usize,
+        usize,
+        &image::RgbImage,
+        &[Prediction],
+    ) -> Result<ControlFlow<()>>,
 ) -> Result<Vec<Evaluation>> {
     let dataset = Dataset::camvid(root, split)?;
     let masks = [
@@ -746,8 +754,11 @@ pub fn evaluate_together(
             warmed_up = true;
         }
         let predictions = evaluator.add(&frame)?;
-        on_frame(evaluated, i, n, &frame.rgb, &predictions)?;
+        let flow = on_frame(evaluated, i, n, &frame.rgb, &predictions)?;
         evaluated += 1;
+        if flow.is_break() {
+            break;
+        }
     }
     let mut evaluations = evaluator.finish();
     for evaluation in &mut evaluations {
