@@ -34,7 +34,7 @@ use crate::msg::outputs::has_color_message;
 use crate::output::FloatKind;
 use crate::uncertainty::{
     depth_aleatoric_variance, expected_depth_aleatoric_variance, noise_averaged_softmax,
-    noise_averaged_softmax_shared, DepthMoments, SemanticMoments,
+    DepthMoments, LogitNoise, SemanticMoments,
 };
 
 /// The MC chunk size used when `mc.batch_size` is -1. On the CPU one pass at a time is
@@ -507,11 +507,12 @@ impl Engine {
         }
         let uploaded_at = self.profile_mark();
 
-        // A model whose variance head was not trained (homoscedastic) gets no logit noise.
-        let semantic_noise = match &spec.tasks.semantic {
+        // A model whose variance head was not trained (homoscedastic) gets no logit noise;
+        // the frame's draws are shared by all its samples (see noise_averaged_softmax).
+        let mut noise = LogitNoise::new(match &spec.tasks.semantic {
             Some(task) if task.aleatoric => self.config.noise_samples,
             _ => 0,
-        };
+        });
         let mut semantic = spec.tasks.semantic.as_ref().map(|_| SemanticMoments::new());
         let mut depth = spec.tasks.depth.as_ref().map(|_| DepthMoments::new());
         let mut forward_s = 0.0;
@@ -529,11 +530,11 @@ impl Engine {
         };
         let samples = match self.config.mode {
             Mode::Aleatoric => {
-                add(self.forward_chunk(&input, Pass::Eval, semantic_noise, (width, height))?);
+                add(self.forward_chunk(&input, Pass::Eval, &mut noise, (width, height))?);
                 1
             }
             Mode::Moments => {
-                add(self.forward_moments(&input, semantic_noise, (width, height)));
+                add(self.forward_moments(&input, &mut noise, (width, height)));
                 1
             }
             Mode::Mc => {
@@ -546,7 +547,7 @@ impl Engine {
                     // samples independent, dropout draws a fresh mask for each.
                     let batch = input.expand([b as i64, size[1], size[2], size[3]], false);
                     match guarded(|| {
-                        self.forward_chunk(&batch, Pass::McSample, semantic_noise, (width, height))
+                        self.forward_chunk(&batch, Pass::McSample, &mut noise, (width, height))
                     }) {
                         Ok(out) => {
                             add(out);
@@ -675,7 +676,7 @@ impl Engine {
         &self,
         batch: &Tensor,
         pass: Pass,
-        semantic_noise: usize,
+        noise: &mut LogitNoise,
         (width, height): (u32, u32),
     ) -> Result<ChunkOutputs> {
         let started = Instant::now();
@@ -690,11 +691,7 @@ impl Engine {
         };
         let forward_s = self.forward_seconds(started);
         let semantic_probs = out.semantic.map(|(logits, s)| {
-            noise_averaged_softmax(
-                &self.native_fp32(logits),
-                &self.native_fp32(s),
-                semantic_noise,
-            )
+            noise_averaged_softmax(&self.native_fp32(logits), &self.native_fp32(s), noise)
         });
         let depth = out.depth.and_then(|(mean, s)| {
             let s = self.native_fp32(s).squeeze_dim(1);
@@ -749,13 +746,13 @@ impl Engine {
 
     /// Moments mode: one pass of means and variances through the dropout network
     /// ([`crate::moments`]), then `moments_head_samples` draws of the semantic head output
-    /// from its propagated Gaussian, each noise-averaged like an MC sample (with logit-noise
-    /// draws shared by the head draws); depth keeps its propagated variance (the epistemic
+    /// from its propagated Gaussian, each noise-averaged like an MC sample (with the frame's
+    /// logit-noise draws); depth keeps its propagated variance (the epistemic
     /// part) and the expected aleatoric variance.
     fn forward_moments(
         &self,
         input: &Tensor,
-        semantic_noise: usize,
+        noise: &mut LogitNoise,
         (width, height): (u32, u32),
     ) -> ChunkOutputs {
         let started = Instant::now();
@@ -771,10 +768,10 @@ impl Engine {
         };
         let draws = self.config.moments_head_samples as i64;
         let semantic_probs = out.semantic.map(|(logits, s)| {
-            noise_averaged_softmax_shared(
+            noise_averaged_softmax(
                 &moments::sample(&native(logits), draws),
                 &moments::sample(&native(s), draws),
-                semantic_noise,
+                noise,
             )
         });
         let depth = out.depth.and_then(|(mean, s)| {

@@ -16,68 +16,77 @@ pub const LOG_VARIANCE_CLAMP: (f64, f64) = (-20.0, 20.0);
 /// Probabilities below this are treated as this in p log p (0 log 0 = 0 in the limit).
 const PROB_FLOOR: f64 = 1e-12;
 
-/// Softmax over classes averaged over `noise_samples` draws of Gaussian logit noise:
-/// p = (1/S) Σ_s softmax(f + σ ⊙ ε_s), σ = exp(s / 2), ε_s ~ N(0, I).
+/// The logit-noise draws ε_1..ε_S ~ N(0, I) of one frame, made on first use in the size of
+/// its head outputs and then shared by every sample of the frame (every chunk of MC
+/// passes, every head draw of moments mode): see [`noise_averaged_softmax`].
+#[derive(Debug)]
+pub struct LogitNoise {
+    samples: usize,
+    /// `[S, 1, C, H, W]`.
+    draws: Option<Tensor>,
+}
+
+impl LogitNoise {
+    /// `samples` draws S (0: no noise, the plain softmax).
+    pub fn new(samples: usize) -> Self {
+        LogitNoise {
+            samples,
+            draws: None,
+        }
+    }
+
+    /// The draws for logits of `[B, C, H, W]` (`[S, 1, C, H, W]`), drawn at the first call;
+    /// None without noise.
+    fn draws(&mut self, logits: &Tensor) -> Option<&Tensor> {
+        if self.samples == 0 {
+            return None;
+        }
+        let draws = self.draws.get_or_insert_with(|| {
+            let mut size = logits.size();
+            size[0] = 1;
+            size.insert(0, self.samples as i64);
+            Tensor::randn(size.as_slice(), (logits.kind(), logits.device()))
+        });
+        debug_assert_eq!(draws.size()[2..], logits.size()[1..]);
+        Some(draws)
+    }
+}
+
+/// Softmax over classes averaged over S draws of Gaussian logit noise:
+/// p = (1/S) Σ_s softmax(f + σ ⊙ ε_s), σ = exp(s / 2), ε_s from `noise`.
 ///
-/// `logits` and `log_variance` are `[B, C, H, W]`; the result is `[B, C, H, W]`.
-/// With `noise_samples == 0` the noise is ignored (plain softmax). Each of the B samples
-/// gets its own draws.
+/// `logits` and `log_variance` are `[B, C, H, W]`; the result is `[B, C, H, W]`. Without
+/// noise (S = 0) the plain softmax. The B samples use the same draws, and so does every
+/// later call with the same `noise` (common random numbers): each sample's average is as
+/// unbiased as with draws of its own, and the samples differ by their logits alone. With
+/// draws of their own, the error of each S-draw average would add to the spread between
+/// the samples and be reported as epistemic uncertainty: T identical samples would show a
+/// mutual information of ~0.02 to 0.15 nats (σ² of 1 to 4, S = 10) instead of 0.
 pub fn noise_averaged_softmax(
     logits: &Tensor,
     log_variance: &Tensor,
-    noise_samples: usize,
+    noise: &mut LogitNoise,
 ) -> Tensor {
-    averaged_softmax(logits, log_variance, noise_samples, false)
-}
-
-/// [`noise_averaged_softmax`] with the draws ε_s shared by the B samples (common random
-/// numbers): each sample's average is as unbiased as with its own draws, and differences
-/// between the samples come from their logits alone, not from their noise; B times fewer
-/// random numbers. For samples of one distribution's head output (moments mode), whose
-/// disagreement is what is measured.
-pub fn noise_averaged_softmax_shared(
-    logits: &Tensor,
-    log_variance: &Tensor,
-    noise_samples: usize,
-) -> Tensor {
-    averaged_softmax(logits, log_variance, noise_samples, true)
-}
-
-fn averaged_softmax(
-    logits: &Tensor,
-    log_variance: &Tensor,
-    noise_samples: usize,
-    shared: bool,
-) -> Tensor {
-    if noise_samples == 0 {
-        return logits.softmax(1, Kind::Float);
-    }
-    // The loop below runs noise_samples times over B x C x H x W values, the largest cost
-    // after the network in mc mode. So: contiguous NCHW inputs once (softmax would
-    // otherwise copy a channels-last or cropped input on every draw), the draw and
-    // f + σ ⊙ ε written in place into one buffer (one fused pass for the sum), the
-    // softmax into a second buffer, and no allocation per draw (on the CPU a fresh
-    // tensor of this size is fresh pages, faulted in on first touch).
     let logits = logits.contiguous();
+    let Some(noise) = noise.draws(&logits) else {
+        return logits.softmax(1, Kind::Float);
+    };
+    // The loop below runs S times over B x C x H x W values, the largest cost after the
+    // network in mc mode. So: contiguous NCHW inputs once (softmax would otherwise copy a
+    // channels-last or cropped input on every draw), f + σ ⊙ ε written into one buffer
+    // (one fused pass for the sum), the softmax into a second buffer, and no allocation
+    // per draw (on the CPU a fresh tensor of this size is fresh pages, faulted in on first
+    // touch).
     let sigma = (log_variance.clamp(LOG_VARIANCE_CLAMP.0, LOG_VARIANCE_CLAMP.1) * 0.5)
         .exp()
         .contiguous();
-    let mut noise_shape = logits.size();
-    if shared {
-        noise_shape[0] = 1;
-    }
-    let mut noise = Tensor::empty(noise_shape.as_slice(), (logits.kind(), logits.device()));
-    let noisy = if shared {
-        logits.empty_like()
-    } else {
-        noise.shallow_clone()
-    };
+    let noisy = logits.empty_like();
     let probs = Tensor::empty(logits.size(), (Kind::Float, logits.device()));
     let mut sum = Tensor::empty(logits.size(), (Kind::Float, logits.device()));
-    for draw in 0..noise_samples {
-        let _ = noise.normal_(0.0, 1.0);
-        // noisy = f + σ ⊙ ε (for unshared draws noisy is the noise buffer itself).
-        let _ = logits.addcmul_out(&noisy, &sigma, &noise);
+    let draws = noise.size()[0];
+    for draw in 0..draws {
+        // noisy = f + σ ⊙ ε_s, ε_s broadcast over the B samples.
+        let _ = logits.addcmul_out(&noisy, &sigma, &noise.get(draw));
         if draw == 0 {
             let _ = noisy.softmax_int_out(&sum, 1, Kind::Float);
         } else {
@@ -85,7 +94,7 @@ fn averaged_softmax(
             sum += &probs;
         }
     }
-    sum /= noise_samples as f64;
+    sum /= draws as f64;
     sum
 }
 
@@ -304,7 +313,7 @@ mod tests {
     fn worked_example_plain_softmax() {
         // Logits (1, 2) give softmax (26.9 %, 73.1 %).
         let logits = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2, 1, 1]);
-        let p = noise_averaged_softmax(&logits, &logits.zeros_like(), 0);
+        let p = noise_averaged_softmax(&logits, &logits.zeros_like(), &mut LogitNoise::new(0));
         let p1 = p.double_value(&[0, 0, 0, 0]);
         assert!((p1 - 0.268_941).abs() < 1e-5, "p1 = {p1}");
     }
@@ -341,7 +350,7 @@ mod tests {
             0.5f64.ln(),
             (Kind::Float, tch::Device::Cpu),
         );
-        let p = noise_averaged_softmax(&logits, &log_var, 50);
+        let p = noise_averaged_softmax(&logits, &log_var, &mut LogitNoise::new(50));
         let exact_p2 = expected_sigmoid(1.0, 1.0);
         assert!(
             (exact_p2 - 0.70).abs() < 0.005,
@@ -366,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_noise_draws_make_identical_samples_agree_and_own_draws_do_not() {
+    fn a_frames_samples_share_its_noise_draws_so_identical_samples_agree() {
         let _lock = torch_rng_lock();
         tch::manual_seed(8);
         let one = Tensor::randn([1, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
@@ -374,19 +383,32 @@ mod tests {
             one.repeat([5, 1, 1, 1]),
             one.zeros_like().repeat([5, 1, 1, 1]),
         );
-        let spread = |p: &Tensor| (p - p.get(0)).abs().max().double_value(&[]);
-        let shared = noise_averaged_softmax_shared(&logits, &log_var, 4);
+        let spread = |p: &Tensor, q: &Tensor| (p - q).abs().max().double_value(&[]);
+        // Five identical samples in one chunk, then two more chunks of the same frame.
+        let mut frame = LogitNoise::new(4);
+        let chunk = noise_averaged_softmax(&logits, &log_var, &mut frame);
         assert!(
-            spread(&shared) < 1e-6,
-            "shared draws: identical samples stay identical"
+            spread(&chunk, &chunk.get(0)) < 1e-6,
+            "identical samples of a chunk stay identical"
         );
-        let own = noise_averaged_softmax(&logits, &log_var, 4);
-        assert!(
-            spread(&own) > 0.01,
-            "own draws: the noise alone separates the samples"
-        );
-        // Either way probabilities sum to 1.
-        for p in [&shared, &own] {
+        for later in [
+            noise_averaged_softmax(&logits, &log_var, &mut frame),
+            noise_averaged_softmax(
+                &logits.narrow(0, 0, 2),
+                &log_var.narrow(0, 0, 2),
+                &mut frame,
+            ),
+        ] {
+            assert!(
+                spread(&later.get(0), &chunk.get(0)) < 1e-6,
+                "later chunks too"
+            );
+        }
+        // Draws of their own (another frame's) would separate them: the error of a
+        // 4-draw average, which would read as disagreement between samples.
+        let other = noise_averaged_softmax(&logits, &log_var, &mut LogitNoise::new(4));
+        assert!(spread(&other, &chunk) > 0.01);
+        for p in [&chunk, &other] {
             let sums = p.sum_dim_intlist(1, false, Kind::Float);
             assert!(close(&sums, &sums.ones_like(), 1e-5));
         }
@@ -408,17 +430,15 @@ mod tests {
             nhwc(&log_var).narrow(2, 0, 7),
         );
         assert!(!logits.is_contiguous());
-        for shared in [false, true] {
-            let run = |l: &Tensor, s: &Tensor| {
-                tch::manual_seed(10);
-                averaged_softmax(l, s, 3, shared)
-            };
-            let strided = run(&logits, &s);
-            let contiguous = run(&logits.contiguous(), &s.contiguous());
-            assert_eq!(strided.size(), [3, 5, 7, 6]);
-            assert!(strided.is_contiguous());
-            assert!(close(&strided, &contiguous, 0.0), "shared {shared}");
-        }
+        let run = |l: &Tensor, s: &Tensor| {
+            tch::manual_seed(10);
+            noise_averaged_softmax(l, s, &mut LogitNoise::new(3))
+        };
+        let strided = run(&logits, &s);
+        let contiguous = run(&logits.contiguous(), &s.contiguous());
+        assert_eq!(strided.size(), [3, 5, 7, 6]);
+        assert!(strided.is_contiguous());
+        assert!(close(&strided, &contiguous, 0.0));
     }
 
     #[test]
