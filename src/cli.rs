@@ -381,7 +381,7 @@ pub struct BenchArgs {
     /// MiB (0 = the device's free memory).
     #[arg(long, default_value_t = 0)]
     pub max_gpu_memory_mb: u64,
-    /// Logit-noise draws per pass.
+    /// Logit-noise draws per frame (shared by its MC samples).
     #[arg(long, default_value_t = 10)]
     pub noise_samples: usize,
     /// Semantic classes of the random model (0 = no semantic head).

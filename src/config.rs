@@ -25,9 +25,26 @@ pub const ROOT_NODE: &str = "/bayes_perception";
 pub const ROS_RESERVED: &[&str] = &["use_sim_time", "start_type_description_service"];
 
 /// Why a client-library parameter ([`ROS_RESERVED`]) given as a `type_name` is refused, as
-/// rclcpp refuses it (`use_sim_time: "true"` would leave the node on the wall clock).
-pub fn reserved_type_error(name: &str, type_name: &str) -> String {
-    format!("`{name}` has type bool, not {type_name} (write true or false, unquoted)")
+/// rclcpp refuses it (`use_sim_time: "true"` would leave the node on the wall clock); the
+/// parameter's name goes before it.
+pub fn reserved_type_error(type_name: &str) -> String {
+    format!("has type bool, not {type_name} (write true or false, unquoted)")
+}
+
+/// Words ROS's params-file parser (YAML 1.1) reads as booleans, unquoted, beside true and
+/// false; YAML 1.2, which the CLI reads, takes them for strings.
+const YAML11_BOOLS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off",
+    "OFF",
+];
+
+/// The hint for a string where a bool belongs, if it is one of [`YAML11_BOOLS`].
+fn yaml11_bool_hint(value: &serde_yaml::Value) -> Option<String> {
+    let word = value.as_str().filter(|w| YAML11_BOOLS.contains(w))?;
+    Some(format!(
+        "`{word}` is a bool to ROS (YAML 1.1) but a string to this CLI (YAML 1.2): write true \
+         or false, which both read alike"
+    ))
 }
 
 /// The prefix of rclcpp's QoS override parameters (`qos_overrides./image.subscription.
@@ -170,7 +187,8 @@ pub struct Params {
     pub seed: i64,
     /// libtorch intra-op CPU threads; 0 = libtorch's default (one per physical core).
     pub cpu_threads: i64,
-    /// Logit-noise draws per pass for the semantic aleatoric uncertainty (0 = none).
+    /// Logit-noise draws per frame (shared by its MC samples) for the semantic aleatoric
+    /// uncertainty (0 = none).
     pub noise_samples: i64,
     pub mc: McParams,
     pub moments: MomentsParams,
@@ -491,7 +509,7 @@ impl Params {
                     "must be a mapping of keys",
                 ));
             };
-            merge(&mut merged, params);
+            merge(&mut merged, &dotted_names_nested(params));
             found = true;
         }
         let choose = || {
@@ -514,7 +532,7 @@ impl Params {
         }
         take_client_library_keys(&mut merged, origin)?;
         let defaults = serde_yaml::to_value(Params::default()).expect("Params serialise to YAML");
-        check_reals(&merged, &defaults, "", origin)?;
+        check_ros_types(&merged, &defaults, "", origin)?;
         let params: Params = serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged))
             .map_err(|e| Error::deserialize(origin, e))?;
         params.validate(origin)?;
@@ -662,24 +680,59 @@ fn take_client_library_keys(merged: &mut serde_yaml::Mapping, origin: &str) -> R
         match merged.remove(name) {
             None | Some(serde_yaml::Value::Bool(_)) => {}
             Some(other) => {
-                let type_name = match other {
-                    serde_yaml::Value::Number(n) if n.is_f64() => "double",
-                    serde_yaml::Value::Number(_) => "integer",
-                    serde_yaml::Value::String(_) => "string",
-                    serde_yaml::Value::Sequence(_) => "array",
-                    serde_yaml::Value::Null => "value that is not set",
-                    _ => "mapping",
-                };
-                return Err(Error::config(
-                    origin,
-                    name,
-                    reserved_type_error(name, type_name),
-                ));
+                let message = yaml11_bool_hint(&other).unwrap_or_else(|| {
+                    reserved_type_error(match other {
+                        serde_yaml::Value::Number(n) if n.is_f64() => "double",
+                        serde_yaml::Value::Number(_) => "integer",
+                        serde_yaml::Value::String(_) => "string",
+                        serde_yaml::Value::Sequence(_) => "array",
+                        serde_yaml::Value::Null => "value that is not set",
+                        _ => "mapping",
+                    })
+                });
+                return Err(Error::config(origin, name, message));
             }
         }
     }
-    merged.remove(QOS_OVERRIDES);
+    // As the node: parameters named qos_overrides.* (a mapping here); a bare
+    // `qos_overrides: 5` is an unknown key to both.
+    if merged
+        .get(QOS_OVERRIDES)
+        .is_some_and(serde_yaml::Value::is_mapping)
+    {
+        merged.remove(QOS_OVERRIDES);
+    }
     Ok(())
+}
+
+/// A `ros__parameters` block with its dotted names (`mc.samples: 8`, which rcl reads as the
+/// parameter mc.samples) nested as the other form (`mc:` → `samples: 8`), in file order.
+fn dotted_names_nested(params: &serde_yaml::Mapping) -> serde_yaml::Mapping {
+    let mut nested = serde_yaml::Mapping::new();
+    for (key, value) in params {
+        let value = match value {
+            serde_yaml::Value::Mapping(inner) => {
+                serde_yaml::Value::Mapping(dotted_names_nested(inner))
+            }
+            other => other.clone(),
+        };
+        let entry = match key.as_str().filter(|k| k.contains('.')) {
+            Some(dotted) => dotted.rsplit('.').fold(value, |inner, part| {
+                let mut level = serde_yaml::Mapping::new();
+                level.insert(part.into(), inner);
+                serde_yaml::Value::Mapping(level)
+            }),
+            None => {
+                let mut level = serde_yaml::Mapping::new();
+                level.insert(key.clone(), value);
+                serde_yaml::Value::Mapping(level)
+            }
+        };
+        if let serde_yaml::Value::Mapping(entry) = entry {
+            merge(&mut nested, &entry);
+        }
+    }
+    nested
 }
 
 /// How to write a real parameter so that ROS reads it as one.
@@ -687,8 +740,9 @@ pub const REAL_HINT: &str = "write reals with a decimal point, e.g. 1.0";
 
 /// Refuses an integer where the parameter is a real (`80` for `80.0`), as the ROS node
 /// must (rcl reads `80` as an integer parameter, and a parameter keeps its type): a params
-/// file the CLI accepts also starts the node.
-fn check_reals(
+/// file the CLI accepts also starts the node. A bool written as ROS's YAML 1.1 allows
+/// (`yes`, `on`) gets a hint.
+fn check_ros_types(
     given: &serde_yaml::Mapping,
     defaults: &serde_yaml::Value,
     prefix: &str,
@@ -705,7 +759,7 @@ fn check_reals(
         };
         let default = &defaults[key];
         match value {
-            serde_yaml::Value::Mapping(inner) => check_reals(inner, default, &name, origin)?,
+            serde_yaml::Value::Mapping(inner) => check_ros_types(inner, default, &name, origin)?,
             serde_yaml::Value::Number(n)
                 if !n.is_f64() && matches!(default, serde_yaml::Value::Number(d) if d.is_f64()) =>
             {
@@ -714,6 +768,11 @@ fn check_reals(
                     name,
                     format!("is a real, not the integer {n} ({REAL_HINT}; the ROS node refuses an integer here)"),
                 ));
+            }
+            _ if default.is_bool() => {
+                if let Some(hint) = yaml11_bool_hint(value) {
+                    return Err(Error::config(origin, name, hint));
+                }
             }
             _ => {}
         }
@@ -796,20 +855,64 @@ mod tests {
         let p = parse(
             "    use_sim_time: true\n    start_type_description_service: false\n    \
              qos_overrides:\n      /image:\n        subscription:\n          \
-             reliability: reliable\n    mode: mc\n",
+             reliability: reliable\n    \
+             qos_overrides./camera_info.subscription.depth: 5\n    mode: mc\n",
         )
         .unwrap();
         assert_eq!(p.mode, Mode::Mc);
         let e = error_of("    use_sim_time: \"true\"\n");
         assert!(
-            e.contains("`use_sim_time` has type bool, not string"),
+            e.ends_with(
+                "`use_sim_time`: has type bool, not string (write true or false, unquoted)"
+            ),
             "{e}"
         );
         let e = error_of("    start_type_description_service: 1\n");
         assert!(e.contains("has type bool, not integer"), "{e}");
-        // Only the client library's own names are passed over.
+        // Only the client library's own names are passed over, and qos_overrides only as
+        // the parameters it names (the node refuses a bare `qos_overrides: 5` too).
         let e = error_of("    qos_override:\n      x: 1\n");
         assert!(e.contains("unknown field `qos_override`"), "{e}");
+        let e = error_of("    qos_overrides: 5\n");
+        assert!(e.contains("unknown field `qos_overrides`"), "{e}");
+    }
+
+    /// rcl reads `mc.samples: 8` as the parameter mc.samples, as the nested form; a later
+    /// entry of either form overrides an earlier one.
+    #[test]
+    fn dotted_names_are_the_nested_ones() {
+        let p =
+            parse("    mc:\n      samples: 3\n      batch_size: 2\n    mc.samples: 8\n").unwrap();
+        assert_eq!((p.mc.samples, p.mc.batch_size), (8, 2));
+        let p = parse("    mc.samples: 8\n    mc:\n      samples: 3\n").unwrap();
+        assert_eq!(p.mc.samples, 3);
+        let p = parse("    colormap.depth_max_m: 80.0\n").unwrap();
+        assert_eq!(p.colormap.depth_max_m, 80.0);
+        let e = error_of("    colormap.depth_max_m: 80\n");
+        assert!(
+            e.contains("colormap.depth_max_m") && e.contains(REAL_HINT),
+            "{e}"
+        );
+        let e = error_of("    mc.sampels: 8\n");
+        assert!(e.contains("mc.sampels"), "{e}");
+    }
+
+    /// ROS (YAML 1.1) reads an unquoted `yes` or `on` as true; this CLI (YAML 1.2) as a
+    /// string: refused with the reason, not "expected true or false" alone.
+    #[test]
+    fn yaml_1_1_bools_get_a_hint() {
+        for body in [
+            "    channels_last: yes\n",
+            "    points:\n      enabled: On\n",
+            "    use_sim_time: on\n",
+        ] {
+            let e = error_of(body);
+            assert!(
+                e.contains("is a bool to ROS (YAML 1.1) but a string to this CLI"),
+                "{e}"
+            );
+        }
+        assert!(parse("    channels_last: True\n").unwrap().channels_last);
     }
 
     #[test]

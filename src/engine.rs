@@ -75,7 +75,8 @@ pub struct EngineConfig {
     pub device_colors: bool,
     /// The false-colour ranges (used on the device with `device_colors`).
     pub colormap: ColormapParams,
-    /// Logit-noise draws per pass for the semantic aleatoric uncertainty.
+    /// Logit-noise draws per frame (shared by its MC samples) for the semantic aleatoric
+    /// uncertainty.
     pub noise_samples: usize,
     /// T, the stochastic passes per frame in mc mode.
     pub mc_samples: usize,

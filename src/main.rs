@@ -61,8 +61,12 @@ fn main() -> ExitCode {
 
 /// The exit code of a command that stopped with `err`: 2 for a command-line value the
 /// command refused before running ([`cmd::Usage`], or an override that is no valid
-/// parameter), [`EXIT_TRANSIENT`] where another try may succeed, else 1.
+/// parameter), 130 for [`cmd::Interrupted`], [`EXIT_TRANSIENT`] where another try may
+/// succeed, else 1.
 pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<cmd::Interrupted>()) {
+        return cmd::interrupt::EXIT_INTERRUPTED;
+    }
     let usage = err.chain().any(|e| {
         e.is::<cmd::Usage>()
             || matches!(

@@ -545,7 +545,8 @@ fn eval_json_reports_the_error_it_stopped_on() {
 
 /// An interrupted eval stops after the frame in hand and reports the frames before, marked
 /// as such (`--json` status "interrupted", exit 130), so a report of an earlier run is
-/// never left where this one's belongs; no state (it would merge as the whole split).
+/// never left where this one's belongs; no state (it would merge as the whole split), and
+/// an earlier report in `--out` stays as it was, its contact sheets too.
 #[test]
 fn an_interrupted_eval_reports_the_frames_before_as_interrupted() {
     let f = Fixture::new();
@@ -566,6 +567,20 @@ fn an_interrupted_eval_reports_the_frames_before_as_interrupted() {
     }
     let json = f.path("e.json");
     std::fs::write(&json, "an earlier run's report").unwrap();
+    std::fs::create_dir(f.path("report")).unwrap();
+    for earlier in ["report.md", "frame_000.png"] {
+        std::fs::write(f.path("report").join(earlier), "earlier").unwrap();
+    }
+    // This run's sheets are written into a temporary folder of the report folder.
+    let staged_sheet = || {
+        std::fs::read_dir(f.path("report")).unwrap().any(|e| {
+            let e = e.unwrap();
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".sheets.partial-")
+                && e.path().join("frame_000.png").is_file()
+        })
+    };
     let mut child = bin()
         .args([
             "eval",
@@ -590,7 +605,7 @@ fn an_interrupted_eval_reports_the_frames_before_as_interrupted() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    while !f.path("report/frame_000.png").exists() {
+    while !staged_sheet() {
         assert!(
             child.try_wait().unwrap().is_none(),
             "finished before it could be interrupted"
@@ -615,7 +630,18 @@ fn an_interrupted_eval_reports_the_frames_before_as_interrupted() {
     );
     assert!(text.contains(&line), "{line}: {text}");
     assert!(!f.path("state.json").exists());
-    assert!(!f.path("report/report.md").exists());
+    let mut left: Vec<String> = std::fs::read_dir(f.path("report"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["frame_000.png", "report.md"]);
+    for earlier in ["report.md", "frame_000.png"] {
+        assert_eq!(
+            std::fs::read(f.path("report").join(earlier)).unwrap(),
+            b"earlier"
+        );
+    }
 }
 
 /// `model check` says what a run would do with the settings, and fails as it would.

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::progress::Progress;
+use super::staged::StagedDir;
 use anyhow::Context;
 use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
 use bayes_perception::bag::BagReader;
@@ -116,6 +117,9 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let reference = reference_params
         .map(|mc| load(&model_dir, &mc))
         .transpose()?;
+    if interrupt.load(Ordering::SeqCst) {
+        return Err(super::Interrupted("before the first frame").into());
+    }
     let (evaluation, reference, described, interrupted) = match &args.bag {
         Some(bag) => {
             let (evaluation, reference, topics, interrupted) =
@@ -236,9 +240,7 @@ fn run_bag(
         .map_or(0, |t| t.message_count);
     let limit = (args.max_images > 0).then_some(args.max_images);
     let progress = Progress::new(limit.map_or(frames, |n| frames.min(n as u64)), "frames", "");
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let mut sheets = Sheets::new(args.out.as_deref(), args.sheets)?;
     let palette = engine.model().spec.palette();
     let engines: Vec<&Engine> = std::iter::once(engine).chain(reference).collect();
     let mut evaluator = Evaluator::new(&engines);
@@ -250,21 +252,21 @@ fn run_bag(
         if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), &predictions[..]) {
             agreement.add(prediction, reference);
         }
-        if let Some(dir) = args.out.as_deref().filter(|_| i < args.sheets) {
-            let sheet = contact_sheet(&frame.rgb, &predictions[0], &palette, &params.colormap);
-            save_png(&dir.join(sheet_name(i)), &sheet)?;
-        }
+        sheets.add(i, || {
+            contact_sheet(&frame.rgb, &predictions[0], &palette, &params.colormap)
+        })?;
         i += 1;
         progress.inc();
+        interrupted = interrupt.load(Ordering::SeqCst);
         Ok(match limit {
+            _ if interrupted => ControlFlow::Break(()),
             Some(n) if i >= n => ControlFlow::Break(()),
-            _ if interrupt.load(Ordering::SeqCst) => {
-                interrupted = true;
-                ControlFlow::Break(())
-            }
             _ => ControlFlow::Continue(()),
         })
     })?;
+    if !interrupted {
+        sheets.install()?;
+    }
     progress.finish_and_clear();
     println!(
         "bag {}: {} camera frame(s){}, {} evaluated with their ground truth",
@@ -428,9 +430,7 @@ fn run_split(
     reference: Option<&Engine>,
     interrupt: &AtomicBool,
 ) -> anyhow::Result<(Evaluation, WithReference, bool)> {
-    if let Some(dir) = sheets_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let mut sheets = Sheets::new(sheets_dir, args.sheets)?;
     let progress = Progress::new(0, "images", &format!("{split}: "));
     let palette = engine.model().spec.palette();
     let mut agreement =
@@ -447,12 +447,10 @@ fn run_split(
             if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), predictions) {
                 agreement.add(prediction, reference);
             }
-            if let Some(dir) = sheets_dir.filter(|_| k < args.sheets) {
-                let sheet = contact_sheet(image, &predictions[0], &palette, &params.colormap);
-                save_png(&dir.join(sheet_name(k)), &sheet)?;
-            }
-            // Past the last image, nothing is cut short.
-            interrupted = i + 1 < n && interrupt.load(Ordering::SeqCst);
+            sheets.add(k, || {
+                contact_sheet(image, &predictions[0], &palette, &params.colormap)
+            })?;
+            interrupted = interrupt.load(Ordering::SeqCst);
             Ok(if interrupted {
                 ControlFlow::Break(())
             } else {
@@ -460,6 +458,9 @@ fn run_split(
             })
         },
     )?;
+    if !interrupted {
+        sheets.install()?;
+    }
     progress.finish_and_clear();
     let reference = match reference {
         Some(_) => evaluations.pop(),
@@ -467,6 +468,66 @@ fn run_split(
     };
     let evaluation = evaluations.pop().expect("the engine's own evaluation");
     Ok((evaluation, reference.zip(agreement), interrupted))
+}
+
+/// The contact sheets of the first frames of an evaluation, written into a temporary folder
+/// in the report folder and moved beside the report once the evaluation is whole: an
+/// interrupted or failed run leaves an earlier report's sheets as they were.
+struct Sheets<'a> {
+    dir: Option<&'a Path>,
+    count: usize,
+    staged: Option<StagedDir>,
+    /// Sheets 0..written are in the temporary folder.
+    written: usize,
+}
+
+impl<'a> Sheets<'a> {
+    /// `count` sheets for the report folder `dir` (created here), or none without one.
+    fn new(dir: Option<&'a Path>, count: usize) -> anyhow::Result<Self> {
+        let mut staged = None;
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            if count > 0 {
+                let temp = StagedDir::new(&dir.join("sheets"))?;
+                std::fs::create_dir(temp.path())
+                    .with_context(|| format!("cannot create {}", temp.path().display()))?;
+                staged = Some(temp);
+            }
+        }
+        Ok(Sheets {
+            dir,
+            count,
+            staged,
+            written: 0,
+        })
+    }
+
+    /// The sheet of the `k`-th frame evaluated, if it is one of the first `count`.
+    fn add(
+        &mut self,
+        k: usize,
+        sheet: impl FnOnce() -> image::RgbImage,
+    ) -> bayes_perception::Result<()> {
+        if let Some(staged) = self.staged.as_ref().filter(|_| k < self.count) {
+            save_png(&staged.path().join(sheet_name(k)), &sheet())?;
+            self.written = self.written.max(k + 1);
+        }
+        Ok(())
+    }
+
+    /// Moves the sheets into the report folder (the temporary folder goes when dropped).
+    fn install(self) -> anyhow::Result<()> {
+        if let (Some(dir), Some(staged)) = (self.dir, &self.staged) {
+            for name in (0..self.written).map(sheet_name) {
+                let from = staged.path().join(&name);
+                std::fs::rename(&from, dir.join(&name)).with_context(|| {
+                    format!("cannot move {} into {}", from.display(), dir.display())
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn sheet_name(i: usize) -> String {

@@ -319,11 +319,13 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
     }
     let mut names = stems.clone();
     for (stem, members) in groups.into_iter().filter(|(_, m)| m.len() > 1) {
-        // Each file's folders, nearest first.
+        // Each file's folders, nearest first, as they are (`../cam` is the folder above's
+        // `cam`, not `cam`).
         let folders: Vec<Vec<String>> = members
             .iter()
             .map(|&i| {
-                let parent = inputs[i].parent().unwrap_or(Path::new(""));
+                let given = inputs[i].parent().unwrap_or(Path::new(""));
+                let parent = std::fs::canonicalize(given).unwrap_or_else(|_| given.to_owned());
                 let mut names: Vec<String> = parent
                     .components()
                     .filter_map(|c| match c {
@@ -353,10 +355,15 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
             let all: HashSet<String> = (0..members.len()).map(|k| named(depth, k, ext)).collect();
             all.len() == members.len()
         };
+        // The fewest folders that tell the files apart; with the extension where the
+        // folders do not (at least one folder where there is one).
         let deepest = folders.iter().map(Vec::len).max().unwrap_or(0);
-        let (depth, ext) = (1..=deepest)
-            .find(|&depth| distinct(depth, false))
-            .map_or((deepest.max(1), true), |depth| (depth, false));
+        let fewest = |ext: bool| (1..=deepest).find(|&depth| distinct(depth, ext));
+        let (depth, ext) = match (fewest(false), fewest(true)) {
+            (Some(depth), _) => (depth, false),
+            (None, Some(depth)) => (depth, true),
+            (None, None) => (deepest.min(1), true),
+        };
         for (k, &i) in members.iter().enumerate() {
             names[i] = named(depth, k, ext);
         }
@@ -421,6 +428,12 @@ mod tests {
                 "0002"
             ]
         );
+        // Files of one folder that differ by extension alone: that folder, not the path.
+        let deep: Vec<PathBuf> = ["/no/such/home/data/a/x.png", "/no/such/home/data/a/x.jpg"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(output_names(&deep), ["a_x_png", "a_x_jpg"]);
         // Names of one group clashing with another's are counted.
         let clash: Vec<PathBuf> = ["a/x.png", "b/x.png", "a_x.png"]
             .iter()

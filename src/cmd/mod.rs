@@ -32,6 +32,20 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// A command stopped by Ctrl-C, SIGTERM or SIGHUP before it had anything to keep: exit
+/// code 130 ([`interrupt::EXIT_INTERRUPTED`]), `status` "interrupted" in a `--json` error
+/// report.
+#[derive(Debug)]
+pub struct Interrupted(pub &'static str);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Returns a [`Usage`] error from the function: `usage!("--every must be at least 1")`.
 macro_rules! usage {
     ($($arg:tt)*) => {
@@ -55,10 +69,10 @@ pub fn write_error_report(
         // A wrong command line runs nothing and writes nothing (README: exit codes).
         return;
     }
-    let status = if code == crate::EXIT_TRANSIENT {
-        "retry"
-    } else {
-        "error"
+    let status = match code {
+        crate::EXIT_TRANSIENT => "retry",
+        interrupt::EXIT_INTERRUPTED => "interrupted",
+        _ => "error",
     };
     fields.insert("status".into(), status.into());
     fields.insert("exit_code".into(), code.into());

@@ -316,7 +316,10 @@ impl ParamServer {
                 // Both are bools (rclcpp refuses any other type): `use_sim_time: "true"`
                 // would otherwise leave the node on the wall clock without a word.
                 if !matches!(value, ParamValue::Bool(_)) {
-                    return Err(reserved_type_error(name, value.type_name()));
+                    return Err(format!(
+                        "`{name}` {}",
+                        reserved_type_error(value.type_name())
+                    ));
                 }
                 client_library.push((name.to_owned(), value));
             } else if name
