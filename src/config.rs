@@ -42,8 +42,8 @@ const YAML11_BOOLS: &[&str] = &[
 fn yaml11_bool_hint(value: &serde_yaml::Value) -> Option<String> {
     let word = value.as_str().filter(|w| YAML11_BOOLS.contains(w))?;
     Some(format!(
-        "`{word}` is a bool to ROS (YAML 1.1) but a string to this CLI (YAML 1.2): write true \
-         or false, which both read alike"
+        "unquoted, `{word}` is a bool to ROS (YAML 1.1) but a string to this CLI (YAML 1.2): \
+         write true or false, which both read alike"
     ))
 }
 
@@ -509,7 +509,15 @@ impl Params {
                     "must be a mapping of keys",
                 ));
             };
-            merge(&mut merged, &dotted_names_nested(params));
+            let both = |key: String| {
+                Error::config(
+                    origin,
+                    key,
+                    "is both a value and a group of keys (`mc: 5` and `mc.samples: 8`), which the \
+                     node refuses",
+                )
+            };
+            merge(&mut merged, &dotted_names_nested(params).map_err(both)?).map_err(both)?;
             found = true;
         }
         let choose = || {
@@ -707,13 +715,16 @@ fn take_client_library_keys(merged: &mut serde_yaml::Mapping, origin: &str) -> R
 
 /// A `ros__parameters` block with its dotted names (`mc.samples: 8`, which rcl reads as the
 /// parameter mc.samples) nested as the other form (`mc:` → `samples: 8`), in file order.
-fn dotted_names_nested(params: &serde_yaml::Mapping) -> serde_yaml::Mapping {
+fn dotted_names_nested(
+    params: &serde_yaml::Mapping,
+) -> std::result::Result<serde_yaml::Mapping, String> {
     let mut nested = serde_yaml::Mapping::new();
     for (key, value) in params {
         let value = match value {
-            serde_yaml::Value::Mapping(inner) => {
-                serde_yaml::Value::Mapping(dotted_names_nested(inner))
-            }
+            serde_yaml::Value::Mapping(inner) => serde_yaml::Value::Mapping(
+                dotted_names_nested(inner)
+                    .map_err(|inner| format!("{}.{inner}", key.as_str().unwrap_or("?")))?,
+            ),
             other => other.clone(),
         };
         let entry = match key.as_str().filter(|k| k.contains('.')) {
@@ -729,10 +740,10 @@ fn dotted_names_nested(params: &serde_yaml::Mapping) -> serde_yaml::Mapping {
             }
         };
         if let serde_yaml::Value::Mapping(entry) = entry {
-            merge(&mut nested, &entry);
+            merge(&mut nested, &entry)?;
         }
     }
-    nested
+    Ok(nested)
 }
 
 /// How to write a real parameter so that ROS reads it as one.
@@ -780,16 +791,27 @@ fn check_ros_types(
     Ok(())
 }
 
-/// Deep-merges `src` into `dst` (later entries override earlier ones key by key).
-fn merge(dst: &mut serde_yaml::Mapping, src: &serde_yaml::Mapping) {
+/// Deep-merges `src` into `dst` (later entries override earlier ones key by key). A key
+/// that is a value in one and a group of keys in the other (`mc: 5`, `mc.samples: 8`) is
+/// refused, with its dotted name: rcl passes both on as parameters, which the node refuses.
+fn merge(
+    dst: &mut serde_yaml::Mapping,
+    src: &serde_yaml::Mapping,
+) -> std::result::Result<(), String> {
     for (key, value) in src {
         match (dst.get_mut(key), value) {
-            (Some(serde_yaml::Value::Mapping(d)), serde_yaml::Value::Mapping(s)) => merge(d, s),
+            (Some(serde_yaml::Value::Mapping(d)), serde_yaml::Value::Mapping(s)) => {
+                merge(d, s).map_err(|inner| format!("{}.{inner}", key.as_str().unwrap_or("?")))?
+            }
+            (Some(serde_yaml::Value::Mapping(_)), _) | (Some(_), serde_yaml::Value::Mapping(_)) => {
+                return Err(key.as_str().unwrap_or("?").to_owned());
+            }
             _ => {
                 dst.insert(key.clone(), value.clone());
             }
         }
     }
+    Ok(())
 }
 
 /// The whole-number parameters with a closed range (inclusive), as [`Params::validate`]
@@ -893,6 +915,17 @@ mod tests {
             e.contains("colormap.depth_max_m") && e.contains(REAL_HINT),
             "{e}"
         );
+        for body in [
+            "    mc: 5\n    mc.samples: 8\n",
+            "    mc.samples: 8\n    mc: 5\n",
+            "    qos_overrides: 5\n    qos_overrides./x.y: z\n",
+        ] {
+            let e = error_of(body);
+            assert!(
+                e.contains("is both a value and a group of keys"),
+                "{body}: {e}"
+            );
+        }
         let e = error_of("    mc.sampels: 8\n");
         assert!(e.contains("mc.sampels"), "{e}");
     }

@@ -510,10 +510,13 @@ impl Engine {
 
         // A model whose variance head was not trained (homoscedastic) gets no logit noise;
         // the frame's draws are shared by all its samples (see noise_averaged_softmax).
-        let mut noise = LogitNoise::new(match &spec.tasks.semantic {
-            Some(task) if task.aleatoric => self.config.noise_samples,
-            _ => 0,
-        });
+        let mut noise = LogitNoise::new(
+            match &spec.tasks.semantic {
+                Some(task) if task.aleatoric => self.config.noise_samples,
+                _ => 0,
+            },
+            self.config.seed.unwrap_or_else(rand::random),
+        );
         let mut semantic = spec.tasks.semantic.as_ref().map(|_| SemanticMoments::new());
         let mut depth = spec.tasks.depth.as_ref().map(|_| DepthMoments::new());
         let mut forward_s = 0.0;
@@ -1351,6 +1354,8 @@ mod tests {
     /// Float planes and labels of every kind survive the one-copy packing bit for bit.
     #[test]
     fn packed_planes_unpack_to_the_same_values_and_shapes() {
+        // Draws from libtorch's global generator, which other tests seed and draw from.
+        let _lock = crate::test_support::torch_rng_lock();
         let floats = Tensor::randn([3, 5, 7], (Kind::Float, Device::Cpu));
         // NaN (invalid depth) and the extremes are bytes like any other.
         let _ = floats.get(1).get(2).fill_(f64::NAN);
@@ -1395,6 +1400,7 @@ mod tests {
     /// reported and is not tried again.
     #[test]
     fn staging_copies_the_bytes_pinned_or_not() {
+        let _lock = crate::test_support::torch_rng_lock();
         let packed = Tensor::randint(255, [1000], (Kind::Uint8, Device::Cpu));
         for pinned in [true, false] {
             let mut staging = HostStaging::new(pinned);

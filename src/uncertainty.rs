@@ -5,6 +5,8 @@
 //! MC samples arrive in chunks (a batch of stochastic passes at a time), so the reductions
 //! are running sums that never hold all T samples at once.
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
 use crate::model::Likelihood;
@@ -19,28 +21,41 @@ const PROB_FLOOR: f64 = 1e-12;
 /// The logit-noise draws ε_1..ε_S ~ N(0, I) of one frame, shared by every sample of the
 /// frame (every chunk of MC passes, every head draw of moments mode): see
 /// [`noise_averaged_softmax`]. Not held in memory (S x C x H x W numbers: 7.6 GB at
-/// S = 1000 for 11 classes at 360x480) but drawn again for each chunk from a seed of the
-/// frame's, one `[1, C, H, W]` draw at a time.
+/// S = 1000 for 11 classes at 360x480) but drawn again for each chunk, one `[1, C, H, W]`
+/// draw at a time, from libtorch's generator seeded with the frame's seed.
 #[derive(Debug)]
 pub struct LogitNoise {
     samples: usize,
-    /// The seed of the frame's draws, taken from libtorch's generator at the first use.
-    seed: Option<i64>,
+    /// The seeds: the frame's draws', then for each chunk the one libtorch's generator
+    /// continues from after them. From this stream (ChaCha, 64-bit seed) rather than from
+    /// libtorch's generator itself, whose CPU generator keeps 32 bits of a seed: seeding
+    /// it from its own draws would run in a cycle of some 10^4 to 10^5 frames.
+    seeds: ChaCha8Rng,
+    frame_seed: i64,
 }
 
 impl LogitNoise {
-    /// `samples` draws S (0: no noise, the plain softmax).
-    pub fn new(samples: usize) -> Self {
+    /// `samples` draws S (0: no noise, the plain softmax), from `seed` (a fixed seed for
+    /// reproducible frames, a random one otherwise).
+    pub fn new(samples: usize, seed: u64) -> Self {
+        let mut seeds = ChaCha8Rng::seed_from_u64(seed);
+        let frame_seed = seeds.gen();
         LogitNoise {
             samples,
-            seed: None,
+            seeds,
+            frame_seed,
         }
     }
 }
 
-/// A seed drawn from libtorch's (global) generator.
-fn draw_seed() -> i64 {
-    Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0])
+/// Seeds libtorch's generator with its seed when dropped, also when a panic (a libtorch
+/// error: out of memory) unwinds past it.
+struct SeedOnDrop(i64);
+
+impl Drop for SeedOnDrop {
+    fn drop(&mut self) {
+        tch::manual_seed(self.0);
+    }
 }
 
 /// Softmax over classes averaged over S draws of Gaussian logit noise:
@@ -54,9 +69,9 @@ fn draw_seed() -> i64 {
 /// the samples and be reported as epistemic uncertainty: T identical samples would show a
 /// mutual information of ~0.02 to 0.15 nats (σ² of 1 to 4, S = 10) instead of 0.
 ///
-/// The draws come from libtorch's generator seeded with the frame's seed; it is then
-/// seeded again with a seed drawn before, so the stream of later draws (the next chunk's
-/// dropout masks) stays random, and reproducible under a fixed seed.
+/// The draws come from libtorch's generator seeded with the frame's seed; afterwards it is
+/// seeded with the next seed of `noise`, so the draws after it (the next chunk's dropout
+/// masks) are new ones.
 pub fn noise_averaged_softmax(
     logits: &Tensor,
     log_variance: &Tensor,
@@ -66,9 +81,8 @@ pub fn noise_averaged_softmax(
     if noise.samples == 0 {
         return logits.softmax(1, Kind::Float);
     }
-    let frame_seed = *noise.seed.get_or_insert_with(draw_seed);
-    let resume = draw_seed();
-    tch::manual_seed(frame_seed);
+    let _resume = SeedOnDrop(noise.seeds.gen());
+    tch::manual_seed(noise.frame_seed);
     // The loop below runs S times over B x C x H x W values, the largest cost after the
     // network in mc mode. So: contiguous NCHW inputs once (softmax would otherwise copy a
     // channels-last or cropped input on every draw), f + σ ⊙ ε written into one buffer
@@ -95,7 +109,6 @@ pub fn noise_averaged_softmax(
             sum += &probs;
         }
     }
-    tch::manual_seed(resume);
     sum /= noise.samples as f64;
     sum
 }
@@ -315,7 +328,7 @@ mod tests {
     fn worked_example_plain_softmax() {
         // Logits (1, 2) give softmax (26.9 %, 73.1 %).
         let logits = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2, 1, 1]);
-        let p = noise_averaged_softmax(&logits, &logits.zeros_like(), &mut LogitNoise::new(0));
+        let p = noise_averaged_softmax(&logits, &logits.zeros_like(), &mut LogitNoise::new(0, 0));
         let p1 = p.double_value(&[0, 0, 0, 0]);
         assert!((p1 - 0.268_941).abs() < 1e-5, "p1 = {p1}");
     }
@@ -352,7 +365,7 @@ mod tests {
             0.5f64.ln(),
             (Kind::Float, tch::Device::Cpu),
         );
-        let p = noise_averaged_softmax(&logits, &log_var, &mut LogitNoise::new(50));
+        let p = noise_averaged_softmax(&logits, &log_var, &mut LogitNoise::new(50, 7));
         let exact_p2 = expected_sigmoid(1.0, 1.0);
         assert!(
             (exact_p2 - 0.70).abs() < 0.005,
@@ -387,7 +400,7 @@ mod tests {
         );
         let spread = |p: &Tensor, q: &Tensor| (p - q).abs().max().double_value(&[]);
         // Five identical samples in one chunk, then two more chunks of the same frame.
-        let mut frame = LogitNoise::new(4);
+        let mut frame = LogitNoise::new(4, 8);
         let chunk = noise_averaged_softmax(&logits, &log_var, &mut frame);
         assert!(
             spread(&chunk, &chunk.get(0)) < 1e-6,
@@ -408,12 +421,52 @@ mod tests {
         }
         // Draws of their own (another frame's) would separate them: the error of a
         // 4-draw average, which would read as disagreement between samples.
-        let other = noise_averaged_softmax(&logits, &log_var, &mut LogitNoise::new(4));
+        let other = noise_averaged_softmax(&logits, &log_var, &mut LogitNoise::new(4, 9));
         assert!(spread(&other, &chunk) > 0.01);
         for p in [&chunk, &other] {
             let sums = p.sum_dim_intlist(1, false, Kind::Float);
             assert!(close(&sums, &sums.ones_like(), 1e-5));
         }
+    }
+
+    /// libtorch's generator goes on with new draws after each chunk's noise (the next
+    /// chunk's dropout masks), not from where the frame's draws leave it, and is seeded
+    /// again when the noise averaging fails part-way.
+    #[test]
+    fn the_generator_goes_on_with_new_draws_after_the_noise() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(11);
+        let logits = Tensor::randn([2, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let mut frame = LogitNoise::new(4, 12);
+        let after = |frame: &mut LogitNoise| {
+            noise_averaged_softmax(&logits, &logits.zeros_like(), frame);
+            Tensor::rand([16], (Kind::Float, tch::Device::Cpu))
+        };
+        let (first, second) = (after(&mut frame), after(&mut frame));
+        assert!(
+            !close(&first, &second, 0.0),
+            "the same draws after each chunk"
+        );
+        // A log variance of another shape fails in the loop, after the frame's seed.
+        let failed = crate::panic_guard::catch_quietly(|| {
+            noise_averaged_softmax(
+                &logits,
+                &Tensor::zeros([5], (Kind::Float, tch::Device::Cpu)),
+                &mut frame,
+            )
+        });
+        assert!(failed.is_err());
+        let third = Tensor::rand([16], (Kind::Float, tch::Device::Cpu));
+        for earlier in [&first, &second] {
+            assert!(!close(&third, earlier, 0.0));
+        }
+        tch::manual_seed(LogitNoise::new(4, 12).frame_seed);
+        let _ = Tensor::randn([1, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let from_frame_seed = Tensor::rand([16], (Kind::Float, tch::Device::Cpu));
+        assert!(
+            !close(&third, &from_frame_seed, 0.0),
+            "left on the frame's seed"
+        );
     }
 
     /// The head outputs arrive cropped from the padded size and, with `channels_last`, in
@@ -434,7 +487,7 @@ mod tests {
         assert!(!logits.is_contiguous());
         let run = |l: &Tensor, s: &Tensor| {
             tch::manual_seed(10);
-            noise_averaged_softmax(l, s, &mut LogitNoise::new(3))
+            noise_averaged_softmax(l, s, &mut LogitNoise::new(3, 10))
         };
         let strided = run(&logits, &s);
         let contiguous = run(&logits.contiguous(), &s.contiguous());

@@ -81,6 +81,9 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if args.compare {
         return run_compare(&args, &params, &model_dir);
     }
+    // Ctrl-C, SIGTERM or SIGHUP stops after the frame in hand with a report of the frames
+    // before (--json "interrupted", exit 130); a second one stops at once.
+    let interrupt = super::interrupt::graceful();
     // Settings first, then the (slower) model loads.
     let reference_params = match args.agreement_with_mc {
         Some(samples) => {
@@ -110,9 +113,6 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
         Some(_) => Some(bayes_perception::model::fingerprint(&model_dir)?),
         None => None,
     };
-    // Ctrl-C, SIGTERM or SIGHUP stops after the frame in hand with a report of the frames
-    // before (--json "interrupted", exit 130); a second one stops at once.
-    let interrupt = super::interrupt::graceful();
     let engine = load(&model_dir, &params)?;
     let reference = reference_params
         .map(|mc| load(&model_dir, &mc))
@@ -120,15 +120,15 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     if interrupt.load(Ordering::SeqCst) {
         return Err(super::Interrupted("before the first frame").into());
     }
-    let (evaluation, reference, described, interrupted) = match &args.bag {
+    let (evaluation, reference, described, interrupted, sheets) = match &args.bag {
         Some(bag) => {
-            let (evaluation, reference, topics, interrupted) =
+            let (evaluation, reference, topics, interrupted, sheets) =
                 run_bag(&engine, &args, bag, &params, reference.as_ref(), interrupt)?;
             let described = format!("bag {} ({})", bag.display(), topics.camera);
-            (evaluation, reference, described, interrupted)
+            (evaluation, reference, described, interrupted, sheets)
         }
         None => {
-            let (evaluation, reference, interrupted) = run_split(
+            let (evaluation, reference, interrupted, sheets) = run_split(
                 &engine,
                 &args,
                 &args.split,
@@ -138,7 +138,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 interrupt,
             )?;
             let described = format!("{} ({})", args.split, data(&args).display());
-            (evaluation, reference, described, interrupted)
+            (evaluation, reference, described, interrupted, sheets)
         }
     };
     // A state of part of the data would merge as if it were the whole.
@@ -174,14 +174,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let damaged = !report.left_out.damage.is_empty();
     if let Some(dir) = &args.out {
-        let mut written = write(
-            dir,
-            &evaluation,
-            &engine,
-            &model_dir,
-            &described,
-            args.sheets,
-        )?;
+        let mut written = write(dir, &evaluation, &engine, &model_dir, &described, sheets)?;
         if report.agreement.is_some() {
             let path = dir.join("agreement.json");
             let both = serde_json::json!({
@@ -222,14 +215,14 @@ fn data(args: &EvalArgs) -> &Path {
 
 /// `eval --bag`: the labelled frames of a bag (see `bag::labelled`), with a progress bar;
 /// like [`run_split`], with a reference engine its evaluation and the agreement too.
-fn run_bag(
+fn run_bag<'a>(
     engine: &Engine,
-    args: &EvalArgs,
+    args: &'a EvalArgs,
     bag: &Path,
     params: &Params,
     reference: Option<&Engine>,
     interrupt: &AtomicBool,
-) -> anyhow::Result<(Evaluation, WithReference, LabelledTopics, bool)> {
+) -> anyhow::Result<(Evaluation, WithReference, LabelledTopics, bool, Sheets<'a>)> {
     let reader = BagReader::open(bag)?;
     let topics = LabelledTopics::find(&reader, args.topic.as_deref())?;
     let frames = reader
@@ -248,6 +241,12 @@ fn run_bag(
         reference.map(|r| Agreement::new(format!("mc, T = {}", r.config().mc_samples)));
     let (mut i, mut interrupted) = (0, false);
     let tally = read_labelled_frames(&reader, &topics, |frame| -> anyhow::Result<_> {
+        // Interrupted: this frame and the rest are left out (a signal during the last
+        // frame leaves nothing out, and the evaluation is whole).
+        if interrupt.load(Ordering::SeqCst) {
+            interrupted = true;
+            return Ok(ControlFlow::Break(()));
+        }
         let predictions = evaluator.add(&frame)?;
         if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), &predictions[..]) {
             agreement.add(prediction, reference);
@@ -257,16 +256,11 @@ fn run_bag(
         })?;
         i += 1;
         progress.inc();
-        interrupted = interrupt.load(Ordering::SeqCst);
         Ok(match limit {
-            _ if interrupted => ControlFlow::Break(()),
             Some(n) if i >= n => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         })
     })?;
-    if !interrupted {
-        sheets.install()?;
-    }
     progress.finish_and_clear();
     println!(
         "bag {}: {} camera frame(s){}, {} evaluated with their ground truth",
@@ -287,7 +281,13 @@ fn run_bag(
         None => None,
     };
     let evaluation = evaluations.pop().expect("the engine's own evaluation");
-    Ok((evaluation, reference.zip(agreement), topics, interrupted))
+    Ok((
+        evaluation,
+        reference.zip(agreement),
+        topics,
+        interrupted,
+        sheets,
+    ))
 }
 
 /// `eval --merge`: the states of parts of the data as one evaluation.
@@ -421,15 +421,15 @@ fn load(model_dir: &Path, params: &Params) -> anyhow::Result<Engine> {
 /// Evaluates one split with a progress bar; contact sheets of the first frames go into
 /// `sheets_dir`. With a `reference` engine every frame runs through it too: its own
 /// evaluation and the agreement of the two predictions' maps come back with the first.
-fn run_split(
+fn run_split<'a>(
     engine: &Engine,
     args: &EvalArgs,
     split: &str,
     params: &Params,
-    sheets_dir: Option<&Path>,
+    sheets_dir: Option<&'a Path>,
     reference: Option<&Engine>,
     interrupt: &AtomicBool,
-) -> anyhow::Result<(Evaluation, WithReference, bool)> {
+) -> anyhow::Result<(Evaluation, WithReference, bool, Sheets<'a>)> {
     let mut sheets = Sheets::new(sheets_dir, args.sheets)?;
     let progress = Progress::new(0, "images", &format!("{split}: "));
     let palette = engine.model().spec.palette();
@@ -450,7 +450,9 @@ fn run_split(
             sheets.add(k, || {
                 contact_sheet(image, &predictions[0], &palette, &params.colormap)
             })?;
-            interrupted = interrupt.load(Ordering::SeqCst);
+            // Interrupted with images left: they are left out (after the last one,
+            // the evaluation is whole).
+            interrupted = i + 1 < n && interrupt.load(Ordering::SeqCst);
             Ok(if interrupted {
                 ControlFlow::Break(())
             } else {
@@ -458,20 +460,17 @@ fn run_split(
             })
         },
     )?;
-    if !interrupted {
-        sheets.install()?;
-    }
     progress.finish_and_clear();
     let reference = match reference {
         Some(_) => evaluations.pop(),
         None => None,
     };
     let evaluation = evaluations.pop().expect("the engine's own evaluation");
-    Ok((evaluation, reference.zip(agreement), interrupted))
+    Ok((evaluation, reference.zip(agreement), interrupted, sheets))
 }
 
 /// The contact sheets of the first frames of an evaluation, written into a temporary folder
-/// in the report folder and moved beside the report once the evaluation is whole: an
+/// in the report folder and moved beside the report once it is written ([`write`]): an
 /// interrupted or failed run leaves an earlier report's sheets as they were.
 struct Sheets<'a> {
     dir: Option<&'a Path>,
@@ -516,6 +515,11 @@ impl<'a> Sheets<'a> {
         Ok(())
     }
 
+    /// The file names of the sheets written.
+    fn names(&self) -> Vec<String> {
+        (0..self.written).map(sheet_name).collect()
+    }
+
     /// Moves the sheets into the report folder (the temporary folder goes when dropped).
     fn install(self) -> anyhow::Result<()> {
         if let (Some(dir), Some(staged)) = (self.dir, &self.staged) {
@@ -541,21 +545,19 @@ fn write(
     engine: &Engine,
     model_dir: &Path,
     described: &str,
-    sheets: usize,
+    sheets: Sheets,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let provenance = Provenance {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         model: model_dir.display().to_string(),
         split: described.to_owned(),
         // This run's sheets only: an earlier report's further ones are not embedded.
-        sheets: (0..evaluation.images.min(sheets))
-            .map(sheet_name)
-            .filter(|name| dir.join(name).is_file())
-            .collect(),
+        sheets: sheets.names(),
         machine: Some(machine_summary(engine.device())),
         homoscedastic: engine.model().spec.is_homoscedastic(),
     };
     let mut written = write_report(dir, evaluation, &provenance)?;
+    sheets.install()?;
     written.extend(provenance.sheets.iter().map(|name| dir.join(name)));
     println!(
         "wrote {} files to {} (report.md)",
@@ -620,7 +622,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         // Stopped at once by a signal (nothing graceful): a comparison of part of the
         // data is not one.
         let never = AtomicBool::new(false);
-        let (test, _, _) = run_split(
+        let (test, _, _, sheets) = run_split(
             &engine,
             args,
             &args.split,
@@ -630,17 +632,10 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
             &never,
         )?;
         let described = format!("{} ({})", args.split, data(args).display());
-        written.extend(write(
-            &test_dir,
-            &test,
-            &engine,
-            dir,
-            &described,
-            args.sheets,
-        )?);
+        written.extend(write(&test_dir, &test, &engine, dir, &described, sheets)?);
         let ood = if has_ood {
             let ood_dir = root.join(&args.ood_split);
-            let (ood, _, _) = run_split(
+            let (ood, _, _, sheets) = run_split(
                 &engine,
                 args,
                 &args.ood_split,
@@ -650,14 +645,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
                 &never,
             )?;
             let described = format!("{} ({})", args.ood_split, data(args).display());
-            written.extend(write(
-                &ood_dir,
-                &ood,
-                &engine,
-                dir,
-                &described,
-                args.sheets,
-            )?);
+            written.extend(write(&ood_dir, &ood, &engine, dir, &described, sheets)?);
             Some(ood.report())
         } else {
             None

@@ -319,13 +319,13 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
     }
     let mut names = stems.clone();
     for (stem, members) in groups.into_iter().filter(|(_, m)| m.len() > 1) {
-        // Each file's folders, nearest first, as they are (`../cam` is the folder above's
-        // `cam`, not `cam`).
+        // Each file's folders, nearest first, from its absolute path (`../cam` is the
+        // folder above's `cam`, a bare `0001.png` is in the current folder; links are
+        // named as given, not by their targets).
         let folders: Vec<Vec<String>> = members
             .iter()
             .map(|&i| {
-                let given = inputs[i].parent().unwrap_or(Path::new(""));
-                let parent = std::fs::canonicalize(given).unwrap_or_else(|_| given.to_owned());
+                let parent = absolute(inputs[i].parent().unwrap_or(Path::new("")));
                 let mut names: Vec<String> = parent
                     .components()
                     .filter_map(|c| match c {
@@ -362,7 +362,8 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
         let (depth, ext) = match (fewest(false), fewest(true)) {
             (Some(depth), _) => (depth, false),
             (None, Some(depth)) => (depth, true),
-            (None, None) => (deepest.min(1), true),
+            // The same path more than once.
+            (None, None) => (0, true),
         };
         for (k, &i) in members.iter().enumerate() {
             names[i] = named(depth, k, ext);
@@ -384,6 +385,23 @@ fn output_names(inputs: &[PathBuf]) -> Vec<String> {
             name
         })
         .collect()
+}
+
+/// `path` made absolute (against the current folder) with `.` and `..` resolved as written,
+/// without following links; as given where the current folder is unknown.
+fn absolute(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -412,8 +430,8 @@ mod tests {
             "run1/cam/0001.png",
             "run2/cam/0001.png",
             "/data/run1/cam/0002.png",
-            "../cam/0002.png",
-            "0002.png",
+            "/data/run2/x/../cam/0002.png",
+            "/data/./0002.png",
         ]
         .iter()
         .map(PathBuf::from)
@@ -424,8 +442,8 @@ mod tests {
                 "run1_cam_0001",
                 "run2_cam_0001",
                 "run1_cam_0002",
-                "cam_0002",
-                "0002"
+                "run2_cam_0002",
+                "data_0002"
             ]
         );
         // Files of one folder that differ by extension alone: that folder, not the path.
