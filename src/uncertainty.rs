@@ -439,7 +439,7 @@ mod tests {
         let logits = Tensor::randn([2, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
         let mut frame = LogitNoise::new(4, 12);
         let after = |frame: &mut LogitNoise| {
-            noise_averaged_softmax(&logits, &logits.zeros_like(), frame);
+            let _ = noise_averaged_softmax(&logits, &logits.zeros_like(), frame);
             Tensor::rand([16], (Kind::Float, tch::Device::Cpu))
         };
         let (first, second) = (after(&mut frame), after(&mut frame));
