@@ -34,6 +34,7 @@ import argparse
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -321,8 +322,20 @@ def run_args(args):
     return out
 
 
+def positive_metres(text):
+    """argparse type of --max-depth: a positive, finite number (the binary's rule)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("expected a positive number of metres")
+    return value
+
+
 def eval_args(args):
-    return ["--topic", args.topic] if args.topic else []
+    """Arguments of the eval step only."""
+    out = ["--topic", args.topic] if args.topic else []
+    if args.max_depth is not None:
+        out += ["--max-depth", str(args.max_depth)]
+    return out
 
 
 def binary(args):
@@ -395,6 +408,8 @@ def main(argv=None):
     p.add_argument("--eval", action="store_true",
                    help="evaluate every bag against its ground truth topics and merge the report")
     p.add_argument("--topic", help="eval: the camera topic, where a bag has several labelled ones")
+    p.add_argument("--max-depth", type=positive_metres, metavar="METRES",
+                   help="eval: score depth only where the ground truth is nearer (e.g. 70)")
     p.add_argument("--mode", choices=["aleatoric", "mc", "moments"])
     p.add_argument("--samples", type=int, help="MC samples T")
     p.add_argument("--seed", type=int, help="sample every frame from this seed (reproducible MC)")

@@ -37,7 +37,7 @@ pub enum Command {
     /// Train a model with the paper's losses (see config/train.yaml).
     Train(TrainArgs),
     /// Accuracy and uncertainty quality of a model on a labelled split (CamVid layout).
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +102,19 @@ pub struct EvalArgs {
     /// one report, the same as one evaluation of all of them (printed, `--json`, `--out`).
     #[arg(long, value_name = "STATE", num_args = 1.., conflicts_with_all = ["compare", "agreement_with_mc"])]
     pub merge: Vec<PathBuf>,
+    /// Score depth only where the ground truth is nearer than this many metres (farther
+    /// pixels count as having no depth), e.g. 70 for Make3D as the paper evaluates it.
+    #[arg(long, value_name = "METRES", conflicts_with = "merge", value_parser = positive_metres)]
+    pub max_depth: Option<f32>,
+}
+
+/// A positive, finite distance in metres.
+fn positive_metres(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(m) if m.is_finite() && m > 0.0 => Ok(m),
+        Ok(_) => Err("expected a positive number of metres".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         cli::Command::Model(cli::ModelCommand::Check(args)) => cmd::model::check(args),
         cli::Command::Synth(args) => cmd::synth::run(args),
         cli::Command::Train(args) => cmd::train::run(args),
-        cli::Command::Eval(args) => cmd::eval::run(args),
+        cli::Command::Eval(args) => cmd::eval::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -1070,6 +1070,132 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
     );
 }
 
+#[test]
+fn eval_max_depth_scores_depth_only_nearer_than_the_cap() {
+    let f = Fixture::new();
+    assert!(bin()
+        .args(["synth", "--out"])
+        .arg(f.path("data"))
+        .args(["--count", "2", "--split", "test", "--width", "64", "--height", "48"])
+        .status()
+        .unwrap()
+        .success());
+    {
+        let _lock = common::rng_lock();
+        tch::manual_seed(3);
+        common::tiny_model(11, true).save(&f.path("model")).unwrap();
+    }
+    let eval = |extra: &[&str], json: &str| {
+        let (out, text) = run(bin()
+            .args(["eval", "--model"])
+            .arg(f.path("model"))
+            .arg("--data")
+            .arg(f.path("data"))
+            .args(["--mode", "aleatoric", "--seed", "1", "--device", "cpu"])
+            .args(extra)
+            .arg("--json")
+            .arg(f.path(json)));
+        assert!(out.status.success(), "{text}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f.path(json)).unwrap()).unwrap();
+        (report, text)
+    };
+    // The predicted depth, written by infer for the same model and frames.
+    let (out, text) = run(bin()
+        .args(["infer", "--model"])
+        .arg(f.path("model"))
+        .arg("--out")
+        .arg(f.path("out"))
+        .args(["--mode", "aleatoric", "--device", "cpu"])
+        .arg(f.path("data/test")));
+    assert!(out.status.success(), "{text}");
+    let mut pairs = Vec::new();
+    for name in ["00000", "00001"] {
+        let predicted = read_float_tiff(&f.path("out").join(name).join("depth.tiff")).unwrap();
+        let truth = image::open(f.path("data/testdepth").join(format!("{name}.png")))
+            .unwrap()
+            .to_luma16();
+        for (y, p) in truth.pixels().zip(predicted.pixels()) {
+            if y.0[0] > 0 {
+                pairs.push((y.0[0] as f64 / 1000.0, p.0[0] as f64));
+            }
+        }
+    }
+    // The cap: the median ground-truth depth, so that about half the pixels go.
+    let mut depths: Vec<f64> = pairs.iter().map(|&(y, _)| y).collect();
+    depths.sort_by(f64::total_cmp);
+    let cap = depths[depths.len() / 2];
+    let rel = |cap: f64| {
+        let kept: Vec<f64> = pairs
+            .iter()
+            .filter(|&&(y, _)| y < cap)
+            .map(|&(y, p)| (y - p.max(1e-3)).abs() / y)
+            .collect();
+        kept.iter().sum::<f64>() / kept.len() as f64
+    };
+    let (whole, text) = eval(&[], "whole.json");
+    assert!(whole.get("max_depth_m").is_none(), "{whole}");
+    assert!(text.contains("depth: rel"), "{text}");
+    let cap_text = format!("{}", cap as f32);
+    let (capped, text) = eval(&["--max-depth", &cap_text], "capped.json");
+    assert!(
+        text.contains(&format!("depth (ground truth < {cap_text} m): rel")),
+        "{text}"
+    );
+    assert_eq!(capped["max_depth_m"].as_f64().unwrap() as f32, cap as f32);
+    let (whole_rel, capped_rel) = (
+        whole["depth"]["rel"].as_f64().unwrap(),
+        capped["depth"]["rel"].as_f64().unwrap(),
+    );
+    assert!(
+        (whole_rel - rel(f64::INFINITY)).abs() < 1e-4 * whole_rel,
+        "{whole_rel}"
+    );
+    assert!(
+        (capped_rel - rel(cap)).abs() < 1e-4 * capped_rel,
+        "{capped_rel}"
+    );
+    assert!(
+        (capped_rel - whole_rel).abs() > 1e-3 * whole_rel,
+        "the cap changed nothing"
+    );
+    // Parts evaluated with different caps are not one evaluation.
+    let state = |name: &str| f.path(name).to_str().unwrap().to_owned();
+    eval(
+        &["--max-depth", &cap_text, "--state", &state("capped.state")],
+        "capped2.json",
+    );
+    assert!(bin()
+        .args(["synth", "--out"])
+        .arg(f.path("data"))
+        .args(["--count", "1", "--split", "b", "--width", "64", "--height", "48"])
+        .status()
+        .unwrap()
+        .success());
+    eval(
+        &["--split", "b", "--state", &state("whole.state")],
+        "whole2.json",
+    );
+    let (out, text) = run(bin()
+        .args(["eval", "--merge"])
+        .arg(f.path("capped.state"))
+        .arg(f.path("whole.state")));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("no depth cap against depth < {cap_text} m")),
+        "{text}"
+    );
+    for bad in ["0", "-5", "inf", "NaN"] {
+        let (out, text) = run(bin()
+            .args(["eval", "--model"])
+            .arg(f.path("model"))
+            .arg("--data")
+            .arg(f.path("data"))
+            .args(["--max-depth", bad]));
+        assert_eq!(out.status.code(), Some(2), "{bad}: {text}");
+    }
+}
+
 /// Every number in two JSON values equal within `rel` (relative), everything else exactly.
 fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, rel: f64, at: &str) {
     use serde_json::Value;

@@ -236,7 +236,7 @@ fn run_bag<'a>(
     let mut sheets = Sheets::new(args.out.as_deref(), args.sheets)?;
     let palette = engine.model().spec.palette();
     let engines: Vec<&Engine> = std::iter::once(engine).chain(reference).collect();
-    let mut evaluator = Evaluator::new(&engines);
+    let mut evaluator = Evaluator::new(&engines, args.max_depth);
     let mut agreement =
         reference.map(|r| Agreement::new(format!("mc, T = {}", r.config().mc_samples)));
     let (mut i, mut interrupted) = (0, false);
@@ -442,6 +442,7 @@ fn run_split<'a>(
         data(args),
         split,
         args.max_images,
+        args.max_depth,
         |k, i, n, image, predictions| {
             progress.set(i as u64 + 1, n as u64);
             if let (Some(agreement), [prediction, reference]) = (agreement.as_mut(), predictions) {
@@ -684,12 +685,16 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
              pass and the entropy of the mean softmax in MC mode; its depth has no \
              uncertainty in one pass. Each uncertainty alone (epistemic's OOD AUROC, say) \
              is in each set-up's full report: `<set-up>/<split>/report.md`. The best value \
-             of each column is in bold.\n\n{table}",
+             of each column is in bold.{}\n\n{table}",
         data(args).display(),
         machine,
         args.split,
         args.split,
-        args.ood_split
+        args.ood_split,
+        match args.max_depth {
+            Some(m) => format!(" Depth is scored where the ground truth is nearer than {m} m."),
+            None => String::new(),
+        }
     );
     write_file(&md, text.as_bytes())?;
     let json = out.join("compare.json");
@@ -738,7 +743,8 @@ fn print_report(r: &Report, split: &str) {
     }
     if let Some(d) = &r.depth {
         println!(
-            "depth: rel {:.3}, rms {:.3} m, log10 {:.3}, delta < 1.25/1.25^2/1.25^3: {:.3}/{:.3}/{:.3}, NLL {}",
+            "{}: rel {:.3}, rms {:.3} m, log10 {:.3}, delta < 1.25/1.25^2/1.25^3: {:.3}/{:.3}/{:.3}, NLL {}",
+            r.depth_title(),
             d.rel,
             d.rms,
             d.log10,

@@ -519,7 +519,8 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
             .collect();
         let _ = writeln!(
             md,
-            "| depth | rel {:.3}, rms {:.2} m, δ1 {:.3} | {}; NLL {} |",
+            "| {} | rel {:.3}, rms {:.2} m, δ1 {:.3} | {}; NLL {} |",
+            report.depth_title(),
             d.rel,
             d.rms,
             d.deltas[0],

@@ -125,6 +125,9 @@ pub struct Report {
     pub ms_per_frame: f64,
     pub semantic: Option<SemanticReport>,
     pub depth: Option<DepthReport>,
+    /// Depth scored only where the ground truth is nearer than this (metres).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_depth_m: Option<f32>,
     /// Frames of the input not in the figures (absent when every frame is).
     #[serde(default, skip_serializing_if = "LeftOut::is_empty")]
     pub left_out: LeftOut,
@@ -134,6 +137,16 @@ pub struct Report {
     /// ...and the evaluation of MC dropout itself on the same frames.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<Box<Report>>,
+}
+
+impl Report {
+    /// "depth", with the cap when there is one: "depth (ground truth < 70 m)".
+    pub fn depth_title(&self) -> String {
+        match self.max_depth_m {
+            Some(m) => format!("depth (ground truth < {m} m)"),
+            None => "depth".into(),
+        }
+    }
 }
 
 /// Mean of values inside and outside a mask.
@@ -290,6 +303,10 @@ pub struct Evaluation {
     /// share frames, which would count twice (states saved before it existed have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frame_keys: Vec<u64>,
+    /// Depth scored only where the ground truth is nearer than this (metres; `eval
+    /// --max-depth`); none: everywhere it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth_m: Option<f32>,
 }
 
 /// What of an evaluation's input is not in its figures: frames skipped for bad input
@@ -338,8 +355,9 @@ impl LeftOut {
 }
 
 impl Evaluation {
-    /// An empty evaluation of `engine`'s predictions.
-    fn new(engine: &Engine) -> Self {
+    /// An empty evaluation of `engine`'s predictions, depth scored nearer than
+    /// `max_depth_m` (metres) only.
+    fn new(engine: &Engine, max_depth_m: Option<f32>) -> Self {
         let spec = &engine.model().spec;
         let classes = spec.num_classes();
         let config = engine.config();
@@ -370,6 +388,7 @@ impl Evaluation {
             noise_rel: MaskedMeans::default(),
             left_out: LeftOut::default(),
             frame_keys: Vec::new(),
+            max_depth_m,
         }
     }
 
@@ -384,6 +403,15 @@ impl Evaluation {
         }
         if other.depth_calibration.is_some() != self.depth_calibration.is_some() {
             return Err("one has depth, the other not".into());
+        }
+        if other.max_depth_m != self.max_depth_m {
+            let cap =
+                |m: Option<f32>| m.map_or("no depth cap".into(), |m| format!("depth < {m} m"));
+            return Err(format!(
+                "{} against {}",
+                cap(other.max_depth_m),
+                cap(self.max_depth_m)
+            ));
         }
         self.frame_keys.extend_from_slice(&other.frame_keys);
         self.images += other.images;
@@ -454,6 +482,7 @@ impl Evaluation {
             },
             semantic,
             depth,
+            max_depth_m: self.max_depth_m,
             left_out: self.left_out.clone(),
             agreement: None,
             reference: None,
@@ -685,7 +714,8 @@ impl EvaluationState {
 
 /// Evaluates engines on the same frames of a CamVid-layout split (labels, optional depth,
 /// noise and OOD masks; one loaded image each, e.g. a mode against its reference) of at
-/// most `max_images` images (0 = all). Engines should keep class probabilities
+/// most `max_images` images (0 = all), depth scored nearer than `max_depth_m` metres only
+/// (see [`Evaluator::new`]). Engines should keep class probabilities
 /// ([`crate::EngineConfig::keep_probabilities`]) for the semantic NLL. `on_frame(k, i, n,
 /// image, predictions)` sees each frame after its predictions (in engine order): the
 /// `k`-th evaluated, image `i` of `n` (progress, contact sheets); it may stop the
@@ -696,6 +726,7 @@ pub fn evaluate_together(
     root: &Path,
     split: &str,
     max_images: usize,
+    max_depth_m: Option<f32>,
     mut on_frame: impl FnMut(
         usize,
         usize,
@@ -721,7 +752,7 @@ pub fn evaluate_together(
             ));
         }
     }
-    let mut evaluator = Evaluator::new(engines);
+    let mut evaluator = Evaluator::new(engines, max_depth_m);
     let n = if max_images == 0 {
         dataset.len()
     } else {
@@ -833,13 +864,20 @@ pub fn frame_key(id: &str, rgb: &image::RgbImage) -> u64 {
 pub struct Evaluator<'a> {
     engines: Vec<&'a Engine>,
     evaluations: Vec<Evaluation>,
+    max_depth_m: Option<f32>,
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(engines: &[&'a Engine]) -> Self {
+    /// Depth is scored where the ground truth is nearer than `max_depth_m` metres (all of
+    /// it: `None`); farther pixels count as having no depth, like the sky.
+    pub fn new(engines: &[&'a Engine], max_depth_m: Option<f32>) -> Self {
         Evaluator {
             engines: engines.to_vec(),
-            evaluations: engines.iter().map(|e| Evaluation::new(e)).collect(),
+            evaluations: engines
+                .iter()
+                .map(|e| Evaluation::new(e, max_depth_m))
+                .collect(),
+            max_depth_m,
         }
     }
 
@@ -848,13 +886,17 @@ impl<'a> Evaluator<'a> {
     pub fn add(&mut self, frame: &LabelledFrame) -> Result<Vec<Prediction>> {
         let mut predictions = Vec::with_capacity(self.engines.len());
         let key = frame_key(&frame.id, &frame.rgb);
+        let depth = frame
+            .depth
+            .as_deref()
+            .map(|d| capped_depth(d, self.max_depth_m));
         for (engine, evaluation) in self.engines.iter().zip(&mut self.evaluations) {
             let p = engine.predict(&frame.rgb)?;
             evaluation.frame_keys.push(key);
             evaluation.add(
                 &p,
                 frame.labels.as_deref(),
-                frame.depth.as_deref(),
+                depth.as_deref(),
                 frame.noise.as_deref(),
                 frame.ood.as_deref(),
             );
@@ -865,6 +907,17 @@ impl<'a> Evaluator<'a> {
 
     pub fn finish(self) -> Vec<Evaluation> {
         self.evaluations
+    }
+}
+
+/// Ground-truth depth with the values at or beyond `max_depth_m` as no depth (NaN).
+fn capped_depth(depth: &[f32], max_depth_m: Option<f32>) -> std::borrow::Cow<'_, [f32]> {
+    match max_depth_m {
+        Some(cap) => depth
+            .iter()
+            .map(|&d| if d >= cap { f32::NAN } else { d })
+            .collect(),
+        None => depth.into(),
     }
 }
 
