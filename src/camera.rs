@@ -328,7 +328,7 @@ impl PinholeCamera {
         height: u32,
         rectified: bool,
     ) -> Result<Self, String> {
-        let info = info.unbinned().scaled_to(width, height);
+        let info = info.unbinned().scaled_to(width, height)?;
         if rectified {
             let p = &info.p;
             let k_of_p = [p[0], p[1], p[2], p[4], p[5], p[6], p[8], p[9], p[10]];
@@ -784,6 +784,11 @@ mod tests {
                 .k()[(0, 0)],
             500.0
         );
+        // Another aspect ratio (a crop) has no camera, raw or rectified.
+        for rectified in [false, true] {
+            let e = PinholeCamera::for_image(&info, 320, 320, rectified).unwrap_err();
+            assert!(e.contains("another aspect ratio"), "{e}");
+        }
     }
 
     /// The grid holds each grid pixel's ray (f32), NaN where there is none, and is built

@@ -120,13 +120,14 @@ pub fn frame_outputs(
         _ => (None, None),
     };
     // The depth image's calibration (at the camera image's size): a camera_info of another
-    // resolution is scaled to it, as for the cloud. One with a non-finite number (Inf, NaN)
-    // is not passed on: outputs never hold them.
+    // resolution is scaled to it, as for the cloud (one of another aspect ratio is not).
+    // One with a non-finite number (Inf, NaN) is not passed on: outputs never hold them.
     let camera_info = camera_info
         .filter(|_| prediction.depth.is_some())
+        .and_then(|info| info.for_image(prediction.width, prediction.height).ok())
         .map(|info| CameraInfo {
             header: header.clone(),
-            ..info.for_image(prediction.width, prediction.height)
+            ..info
         })
         .filter(CameraInfo::is_finite);
     FrameOutputs {

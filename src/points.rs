@@ -229,12 +229,19 @@ fn visit_points(
                 continue;
             }
             let depth_epistemic = at(depth_epistemic, i);
+            // A NaN std (none in aleatoric mode) is not above the limit; in mc mode the
+            // engine's variances are finite.
             if options.max_depth_epistemic_m > 0.0
                 && depth_epistemic > options.max_depth_epistemic_m
             {
                 continue;
             }
             let xyz = [ray_x * z, ray_y * z, z];
+            // A finite but absurd depth (1e38 m) times a wide ray overflows: the cloud
+            // says it is dense (no NaN or Inf point), so such a point is left out.
+            if !(xyz[0].is_finite() && xyz[1].is_finite()) {
+                continue;
+            }
             if options.max_range_m > 0.0 && xyz[0] * xyz[0] + xyz[1] * xyz[1] + z * z > max_range_sq
             {
                 continue;
@@ -491,6 +498,12 @@ mod tests {
         assert!(pts
             .iter()
             .all(|p| p.semantic_epistemic.is_nan() && p.depth_epistemic.is_nan()));
+        // An absurd finite depth (3e38 m) overflows x = 1.5 · z on columns 0 and 3 of a
+        // camera with fx = 1: those points are left out, no Inf in a dense cloud.
+        let wide = PinholeCamera::from_k(&[1.0, 0.0, 1.5, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]).unwrap();
+        let pts = points(&prediction(3e38, true), &rgb, &wide, all()).unwrap();
+        assert_eq!(pts.len(), 5, "11 with depth, 6 of them overflowing");
+        assert!(pts.iter().all(|p| p.xyz.iter().all(|v| v.is_finite())));
     }
 
     #[test]

@@ -944,8 +944,9 @@ fn a_camera_info_before_the_window_calibrates_the_frames_in_it() {
     assert!(!counts.contains_key("/front/camera_info"), "{counts:?}");
 }
 
-/// A camera_info of another aspect ratio than the images is used (scaled) and doubted once,
-/// as the node does; a run that processes no frame says so.
+/// A camera_info of another aspect ratio than the images (a crop, which no scaling of K
+/// describes) gives no cloud and no depth/camera_info, said once and counted, as the node
+/// does; a run that processes no frame says so.
 #[test]
 fn a_doubtful_calibration_is_said_once_and_a_run_with_nothing_processed_warns() {
     let tmp = tempfile::tempdir().unwrap();
@@ -955,12 +956,22 @@ fn a_doubtful_calibration_is_said_once_and_a_run_with_nothing_processed_warns() 
     let bag = tmp.path().join("bag");
     write_camera_bag(&bag, 3, "/front/camera_info", (400, 200), false);
     let out = tmp.path().join("out");
-    let (code, _, stderr) = bag_process(tmp.path(), &[bag.as_os_str(), out.as_os_str()]);
+    let (code, stdout, stderr) = bag_process(tmp.path(), &[bag.as_os_str(), out.as_os_str()]);
     assert_eq!(code, Some(0), "{stderr}");
-    let doubt = "/front/image_raw: camera_info may be another camera's: it is 400x200 and the \
-                 images 40x30, another aspect ratio";
-    assert_eq!(stderr.matches(doubt).count(), 1, "{stderr}");
-    assert_eq!(topic_counts(&out).get("/front/points"), Some(&3));
+    let refused = "camera_info is 400x200 and the images 40x30, another aspect ratio";
+    assert_eq!(
+        stderr
+            .matches(&format!("/front/image_raw: {refused}"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let counts = topic_counts(&out);
+    assert_eq!(counts.get("/front/depth"), Some(&3), "{counts:?}");
+    for refused_topic in ["/front/points", "/front/depth/camera_info"] {
+        assert!(!counts.contains_key(refused_topic), "{counts:?}");
+    }
+    assert!(stdout.contains(refused), "{stdout}");
 
     // Every frame of an unknown encoding: skipped, counted, and the run says nothing was
     // processed (the exit code stays 0: skipped frames do not change it).

@@ -116,50 +116,41 @@ impl CameraInfo {
     /// otherwise (a resized stream) binning and ROI are applied and K and P scaled to the
     /// size ([`CameraInfo::unbinned`], then scaled).
     /// A camera_info without a size (an uncalibrated driver's, all zeros) gets the image's,
-    /// its matrices as they are.
-    pub fn for_image(&self, width: u32, height: u32) -> CameraInfo {
+    /// its matrices as they are. Images of another aspect ratio are refused with the
+    /// reason ([`CameraInfo::scaled_to`]).
+    pub fn for_image(&self, width: u32, height: u32) -> Result<CameraInfo, String> {
         let plain = self.unbinned();
         if (plain.width, plain.height) == (width, height) {
-            self.clone()
+            Ok(self.clone())
         } else if plain.width == 0 || plain.height == 0 {
-            CameraInfo {
+            Ok(CameraInfo {
                 width,
                 height,
                 ..plain
-            }
+            })
         } else {
             plain.scaled_to(width, height)
         }
     }
 
     /// Why this camera_info may not be the calibration of images `width` x `height` with
-    /// the frame `frame_id` (another camera's, or of another aspect ratio, which scales K
-    /// unevenly), if it may not. Empty frame ids and sizes are not compared.
+    /// the frame `frame_id` (another camera's frame), and why it cannot be (another aspect
+    /// ratio, see [`CameraInfo::scaled_to`]), if either. Empty frame ids and sizes are not
+    /// compared.
     pub fn doubt_for(&self, frame_id: &str, width: u32, height: u32) -> Option<String> {
-        let mut doubts = Vec::new();
-        if !self.header.frame_id.is_empty()
+        let doubt = (!self.header.frame_id.is_empty()
             && !frame_id.is_empty()
-            && self.header.frame_id != frame_id
-        {
-            doubts.push(format!(
-                "its frame_id `{}` is not the images' `{frame_id}`",
-                self.header.frame_id
-            ));
-        }
-        let plain = self.unbinned();
-        if plain.width > 0 && plain.height > 0 && width > 0 && height > 0 {
-            let ratio = |w: u32, h: u32| w as f64 / h as f64;
-            let (theirs, ours) = (ratio(plain.width, plain.height), ratio(width, height));
-            if (theirs / ours - 1.0).abs() > 0.01 {
-                doubts.push(format!(
-                    "it is {}x{} and the images {width}x{height}, another aspect ratio (K \
-                     would be scaled unevenly)",
-                    plain.width, plain.height
-                ));
-            }
-        }
-        (!doubts.is_empty())
-            .then(|| format!("camera_info may be another camera's: {}", doubts.join("; ")))
+            && self.header.frame_id != frame_id)
+            .then(|| {
+                format!(
+                    "camera_info may be another camera's: its frame_id `{}` is not the \
+                     images' `{frame_id}`",
+                    self.header.frame_id
+                )
+            });
+        let refused = self.unbinned().scaled_to(width, height).err();
+        let said: Vec<String> = doubt.into_iter().chain(refused).collect();
+        (!said.is_empty()).then(|| said.join("; "))
     }
 
     /// Whether every number of the calibration (D, K, R, P) is finite.
@@ -176,6 +167,9 @@ impl CameraInfo {
     /// interest applied, as image_geometry applies them (K and P: focal lengths divided by
     /// the binning, principal point moved by the ROI's offset, then divided), with neither
     /// left: size `roi / binning`. Unchanged without binning and ROI (or without a size).
+    /// P too is moved by the raw ROI (not REP 104's rectified ROI), as image_geometry's
+    /// `PinholeCameraModel` does and as image_proc's rectify crops its output: pixel u of
+    /// its `image_rect` is pixel u + x_offset of the full rectified image.
     pub fn unbinned(&self) -> CameraInfo {
         let (bx, by) = (self.binning_x.max(1), self.binning_y.max(1));
         let roi = &self.roi;
@@ -212,19 +206,39 @@ impl CameraInfo {
     /// This calibration (without binning or ROI) for the same camera's images resized to
     /// `width` x `height`: K's and P's first two rows scaled per axis, pixel centres kept
     /// at integer coordinates on both sides (u' + 0.5 = (u + 0.5)·s). Unchanged at its own
-    /// size, or without one (width or height 0).
-    pub(crate) fn scaled_to(&self, width: u32, height: u32) -> CameraInfo {
-        if (self.width, self.height) == (width, height) || self.width == 0 || self.height == 0 {
-            return self.clone();
+    /// size, or without one (width or height 0). Images of another aspect ratio (more
+    /// than [`ASPECT_TOLERANCE`] apart) are refused with the reason: a crop or another
+    /// camera mode, which no scaling of K describes.
+    pub(crate) fn scaled_to(&self, width: u32, height: u32) -> Result<CameraInfo, String> {
+        if (self.width, self.height) == (width, height)
+            || self.width == 0
+            || self.height == 0
+            || width == 0
+            || height == 0
+        {
+            return Ok(self.clone());
         }
         let (sx, sy) = (
             width as f64 / self.width as f64,
             height as f64 / self.height as f64,
         );
+        if (sx / sy - 1.0).abs() > ASPECT_TOLERANCE {
+            return Err(format!(
+                "camera_info is {}x{} and the images {width}x{height}, another aspect ratio (a \
+                 crop or another camera mode, which scaling K cannot follow): no point cloud \
+                 and no depth/camera_info; publish the images' own camera_info (image_proc's \
+                 resize and crop_decimate do)",
+                self.width, self.height
+            ));
+        }
         // Row `r` of a matrix with `cols` columns: focal and skew scale, the principal
-        // point moves with the centres, a translation (P's Tx, Ty) scales.
+        // point moves with the centres, a translation (P's Tx, Ty) scales. A row whose
+        // focal length is 0 (a matrix never set: an uncalibrated driver's zeros) stays.
         let scale_row = |m: &mut [f64], cols: usize, r: usize, s: f64| {
             let row = &mut m[r * cols..(r + 1) * cols];
+            if row[r] == 0.0 {
+                return;
+            }
             row[0] *= s;
             row[1] *= s;
             row[2] = (row[2] + 0.5) * s - 0.5;
@@ -239,9 +253,14 @@ impl CameraInfo {
         scale_row(&mut info.p, 4, 1, sy);
         info.width = width;
         info.height = height;
-        info
+        Ok(info)
     }
 }
+
+/// How far apart (relative) the aspect ratios of a camera_info and its images may be for
+/// the images to count as the camera_info's view resized: rounding a resized size to whole
+/// pixels moves the ratio by less (640x480 to 213x160: 0.3 %).
+pub const ASPECT_TOLERANCE: f64 = 0.01;
 
 /// sensor_msgs/PointField.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -289,8 +308,7 @@ mod tests {
         assert_eq!(info.doubt_for("", 320, 180), None);
         let doubt = info.doubt_for("rear_optical", 240, 180).unwrap();
         assert!(
-            doubt.contains("frame_id `front_optical` is not the images' `rear_optical`")
-                && doubt.contains("it is 640x360 and the images 240x180, another aspect ratio"),
+            doubt.starts_with("camera_info may be another camera's: its frame_id `front_optical` is not the images' `rear_optical`; camera_info is 640x360 and the images 240x180, another aspect ratio"),
             "{doubt}"
         );
         // An uncalibrated driver's camera_info without a size: nothing to compare.
@@ -303,7 +321,7 @@ mod tests {
         let mut info =
             super::CameraInfo::pinhole(Default::default(), 640, 480, 500.0, 319.5, 239.5);
         info.p[3] = -50.0; // Tx of a right stereo camera: -fx * baseline
-        let half = info.for_image(320, 240);
+        let half = info.for_image(320, 240).unwrap();
         assert_eq!((half.width, half.height), (320, 240));
         assert_eq!(
             half.k,
@@ -314,16 +332,31 @@ mod tests {
             [250.0, 0.0, 159.5, -25.0, 0.0, 250.0, 119.5, 0.0, 0.0, 0.0, 1.0, 0.0]
         );
         assert_eq!((half.d.clone(), half.r), (info.d.clone(), info.r));
-        assert_eq!(info.for_image(640, 480), info);
+        assert_eq!(info.for_image(640, 480).unwrap(), info);
         let no_size = super::CameraInfo {
             width: 0,
             ..info.clone()
         };
         // Without a size (an uncalibrated driver's zeros): the image's size, matrices kept.
-        let sized = no_size.for_image(320, 240);
+        let sized = no_size.for_image(320, 240).unwrap();
         assert_eq!((sized.width, sized.height), (320, 240));
         assert_eq!((sized.k, sized.p), (no_size.k, no_size.p));
         assert!(sized.is_finite());
+        // A 4:3 crop of a 16:9 camera_info is not a resize: scaling K per axis would make
+        // fx 450 where the crop has 600 (points 33 % off), so it is refused.
+        let wide = super::CameraInfo::pinhole(Default::default(), 1280, 720, 900.0, 639.5, 359.5);
+        let e = wide.for_image(640, 480).unwrap_err();
+        assert!(
+            e.starts_with("camera_info is 1280x720 and the images 640x480, another aspect"),
+            "{e}"
+        );
+        // Rounding a resize to whole pixels is not another aspect ratio.
+        assert_eq!(info.for_image(213, 160).unwrap().width, 213);
+        // Matrices never set (an uncalibrated driver's zeros) stay zero when scaled.
+        let mut uncalibrated = super::CameraInfo::default();
+        (uncalibrated.width, uncalibrated.height) = (640, 480);
+        let scaled = uncalibrated.for_image(320, 240).unwrap();
+        assert_eq!((scaled.k, scaled.p), ([0.0; 9], [0.0; 12]));
         let mut inf = info.clone();
         inf.k[0] = f64::INFINITY;
         assert!(!inf.is_finite());
@@ -345,7 +378,7 @@ mod tests {
             do_rectify: false,
         };
         // roi / binning = 160 x 120: the image it describes.
-        assert_eq!(info.for_image(160, 120), info);
+        assert_eq!(info.for_image(160, 120).unwrap(), info);
         let plain = info.unbinned();
         assert_eq!((plain.width, plain.height, plain.binning_x), (160, 120, 0));
         assert_eq!(
@@ -354,7 +387,7 @@ mod tests {
         );
         assert_eq!(plain.roi, super::RegionOfInterest::default());
         // The binned, cropped stream resized to 80 x 60.
-        let small = info.for_image(80, 60);
+        let small = info.for_image(80, 60).unwrap();
         assert_eq!((small.width, small.height, small.binning_x), (80, 60, 0));
         assert_eq!(
             small.k,
