@@ -154,6 +154,42 @@ fn bad_paths_are_clear_errors() {
     assert!(BagWriter::create(&dir).is_err());
 }
 
+/// Metadata versions 1 to 3 list `bag/bag_0.mcap` (the directory's name first), which
+/// rosbag2 resolves against the parent; a bag renamed since is read by the file's name.
+#[test]
+fn storage_paths_of_old_metadata_versions_and_renamed_bags_resolve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("old");
+    write_bag(&dir, 3);
+    let metadata = dir.join("metadata.yaml");
+    let text = std::fs::read_to_string(&metadata).unwrap();
+    let version = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("version:"))
+        .unwrap()
+        .to_owned();
+    let old = text
+        .replace(&version, "  version: 3")
+        .replace("- old_0.mcap", "- old/old_0.mcap");
+    assert_ne!(old, text);
+    std::fs::write(&metadata, &old).unwrap();
+    let read = |dir: &std::path::Path| read_all(&BagReader::open(dir).unwrap()).0.len();
+    assert_eq!(read(&dir), 3);
+    let renamed = tmp.path().join("renamed");
+    std::fs::rename(&dir, &renamed).unwrap();
+    assert_eq!(read(&renamed), 3);
+    // Version 4 and later: relative to the directory itself.
+    std::fs::write(
+        renamed.join("metadata.yaml"),
+        old.replace("version: 3", "version: 9"),
+    )
+    .unwrap();
+    assert_eq!(read(&renamed), 3, "by the file's name");
+    std::fs::remove_file(renamed.join("old_0.mcap")).unwrap();
+    let e = BagReader::open(&renamed).unwrap_err().to_string();
+    assert!(e.contains("old_0.mcap") && e.contains("missing"), "{e}");
+}
+
 #[test]
 fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1005,5 +1041,233 @@ fn a_doubtful_calibration_is_said_once_and_a_run_with_nothing_processed_warns() 
     assert!(
         stderr.contains("no frame was processed: every camera frame read was skipped or failed"),
         "{stderr}"
+    );
+}
+
+/// A message-compressed bag (rosbag2's `--compression-mode message`) with one message
+/// whose zstd data is damaged: that frame is skipped and counted, and every other message
+/// is read and processed (damage of a message's own data does not end the file).
+#[test]
+fn a_damaged_compressed_message_is_skipped_and_the_rest_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::tiny_model(3, true)
+        .save(&tmp.path().join("model"))
+        .unwrap();
+    let plain = tmp.path().join("plain");
+    write_camera_bag(&plain, 3, "/front/camera_info", (40, 30), false);
+    let mut messages = Vec::new();
+    BagReader::open(&plain)
+        .unwrap()
+        .read(|m| {
+            messages.push((
+                m.topic.to_owned(),
+                m.type_name.to_owned(),
+                m.log_time,
+                m.data.to_vec(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let mut w = BagWriter::create(&tmp.path().join("packed")).unwrap();
+    let mut images = 0;
+    for (topic, type_name, time, data) in &messages {
+        let mut packed = zstd::encode_all(&data[..], 3).unwrap();
+        if topic == "/front/image_raw" {
+            images += 1;
+            if images == 2 {
+                packed.truncate(packed.len() / 2);
+            }
+        }
+        w.write(topic, type_name, *time, &packed).unwrap();
+    }
+    w.finish().unwrap();
+    // The storage file alone: compressed messages found by their data.
+    let file = tmp.path().join("packed/packed_0.mcap");
+    let reader = BagReader::open(&file).unwrap();
+    assert_eq!(
+        reader.compression(),
+        bayes_perception::bag::read::Compression::Message
+    );
+    let mut seen = Vec::new();
+    reader
+        .read(|m| {
+            seen.push((
+                m.topic.to_owned(),
+                m.unreadable.map(str::to_owned),
+                m.data.to_vec(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(
+        seen.len(),
+        messages.len(),
+        "reading went on past the damage"
+    );
+    let damaged: Vec<_> = seen.iter().filter(|s| s.1.is_some()).collect();
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(damaged[0].0, "/front/image_raw");
+    assert!(
+        damaged[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .contains("does not decompress"),
+        "{damaged:?}"
+    );
+    assert!(damaged[0].2.is_empty());
+    for (s, m) in seen.iter().zip(&messages).filter(|(s, _)| s.1.is_none()) {
+        assert_eq!(s.2, m.3, "{}", s.0);
+    }
+    let out = tmp.path().join("out");
+    let (code, stdout, stderr) = bag_process(tmp.path(), &[file.as_os_str(), out.as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("does not decompress"), "{stdout}");
+    let counts = topic_counts(&out);
+    assert_eq!(counts.get("/front/depth"), Some(&2), "{counts:?}");
+    assert_eq!(
+        counts.get("/front/image_raw"),
+        Some(&2),
+        "the damaged frame is not copied"
+    );
+    assert_eq!(counts.get("/front/camera_info"), Some(&3), "{counts:?}");
+}
+
+/// A single MCAP file of `messages` (topic, message encoding, data) on Image channels,
+/// chunked with `compression`.
+fn write_raw_mcap(
+    path: &std::path::Path,
+    messages: &[(&str, &str, Vec<u8>)],
+    compression: Option<mcap::Compression>,
+) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = mcap::WriteOptions::new()
+        .profile("ros2")
+        .compression(compression)
+        .create(file)
+        .unwrap();
+    let schema = w
+        .add_schema("sensor_msgs/msg/Image", "ros2msg", b"")
+        .unwrap();
+    let mut channels = std::collections::HashMap::new();
+    for (i, (topic, encoding, data)) in messages.iter().enumerate() {
+        let channel = *channels.entry((*topic, *encoding)).or_insert_with(|| {
+            w.add_channel(schema, topic, encoding, &Default::default())
+                .unwrap()
+        });
+        let header = mcap::records::MessageHeader {
+            channel_id: channel,
+            sequence: i as u32,
+            log_time: 1_000 + i as u64,
+            publish_time: 1_000 + i as u64,
+        };
+        w.write_to_known_channel(&header, data).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Bit rot in an uncompressed MCAP chunk is damage (its CRC), found before any of the
+/// chunk's messages is visited, not wrong pixels passed on.
+#[test]
+fn a_chunk_whose_crc_fails_is_damage_and_none_of_its_messages_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("rot.mcap");
+    let data = image(1).to_cdr();
+    write_raw_mcap(&path, &[("/camera/image_raw", "cdr", data.clone())], None);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(data.len())
+        .position(|w| w == data)
+        .expect("the message stored as it is");
+    bytes[at + data.len() - 1] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let (messages, result) = read_all(&BagReader::open(&path).unwrap());
+    assert!(
+        messages.is_empty(),
+        "a message of the rotten chunk was read"
+    );
+    let e = result.unwrap_err();
+    assert!(matches!(e, BagError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().to_lowercase().contains("crc"), "{e}");
+}
+
+/// MCAP channels of another message encoding than CDR (other writers' JSON, say): their
+/// messages are visited as unreadable, with the reason, and the CDR ones as usual.
+#[test]
+fn messages_that_are_not_cdr_are_unreadable_not_taken_for_cdr() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("mixed.mcap");
+    write_raw_mcap(
+        &path,
+        &[
+            ("/camera/image_raw", "cdr", image(0).to_cdr()),
+            ("/other/image_raw", "json", b"{\"width\": 3}".to_vec()),
+            ("/camera/image_raw", "cdr", image(1).to_cdr()),
+        ],
+        Some(mcap::Compression::Zstd),
+    );
+    let mut seen = Vec::new();
+    BagReader::open(&path)
+        .unwrap()
+        .read(|m| {
+            seen.push((
+                m.topic.to_owned(),
+                m.unreadable.map(str::to_owned),
+                m.data.len(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen[1],
+        (
+            "/other/image_raw".to_owned(),
+            Some("message encoding `json` is not CDR (rosbag2's)".to_owned()),
+            0
+        )
+    );
+    assert!(seen[0].1.is_none() && seen[2].1.is_none() && seen[2].2 > 0);
+}
+
+/// One type per topic (metadata.yaml lists one); a bag without messages starts at 0, not
+/// at the INT64_MAX rosbag2 writes for it.
+#[test]
+fn a_topic_keeps_its_type_and_an_empty_bag_starts_at_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = BagWriter::create(&tmp.path().join("typed")).unwrap();
+    w.write("/a", "sensor_msgs/msg/Image", 1, &image(0).to_cdr())
+        .unwrap();
+    let e = w
+        .write(
+            "/a",
+            "sensor_msgs/msg/CompressedImage",
+            2,
+            &image(0).to_cdr(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("topic /a is written as sensor_msgs/msg/Image, not also as sensor_msgs/msg/CompressedImage"),
+        "{e}"
+    );
+    w.finish().unwrap();
+    let empty = tmp.path().join("empty");
+    BagWriter::create(&empty).unwrap().finish().unwrap();
+    let metadata = empty.join("metadata.yaml");
+    let text: String = std::fs::read_to_string(&metadata)
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once("nanoseconds_since_epoch:") {
+            Some((indent, _)) => format!("{indent}nanoseconds_since_epoch: 9223372036854775807\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    assert!(text.contains("9223372036854775807"), "{text}");
+    std::fs::write(&metadata, text).unwrap();
+    let info = BagReader::open(&empty).unwrap().info().unwrap();
+    assert_eq!(
+        (info.message_count, info.start_ns, info.duration_ns),
+        (0, 0, 0)
     );
 }

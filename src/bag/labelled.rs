@@ -180,6 +180,10 @@ pub fn read_labelled_frames<E: From<BagError>>(
         if part == Part::Camera {
             tally.frames += 1;
         }
+        if let Some(reason) = m.unreadable {
+            tally.left_out.skip(reason.to_owned());
+            return ControlFlow::Continue(());
+        }
         let decoded = match decode_part(part, m) {
             Ok(decoded) => decoded,
             Err(reason) => {

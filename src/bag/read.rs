@@ -128,6 +128,11 @@ pub struct BagMessage<'a> {
     /// Nanoseconds since the epoch (rosbag2's receive time).
     pub log_time: u64,
     pub data: &'a [u8],
+    /// Why this message's data cannot be read though the file around it can (a
+    /// compressed message that does not decompress, an MCAP channel whose messages are
+    /// not CDR); `data` is then empty. A visitor counts it as a skipped message (never
+    /// copies it) and reading goes on.
+    pub unreadable: Option<&'a str>,
 }
 
 /// An opened bag: where its files are and how they are stored.
@@ -154,6 +159,10 @@ struct MetadataFile {
 
 #[derive(Debug, Clone, Deserialize)]
 struct Metadata {
+    /// The metadata format's version (rosbag2 wrote 1 to 3 before its paths became
+    /// relative to the bag directory); absent: taken as current.
+    #[serde(default)]
+    version: Option<u32>,
     storage_identifier: String,
     relative_file_paths: Vec<String>,
     #[serde(default)]
@@ -215,6 +224,23 @@ struct TopicMetadata {
     name: String,
     #[serde(rename = "type")]
     type_name: String,
+}
+
+/// Where a storage file metadata.yaml lists as `listed` is, in bag directory `dir`:
+/// relative to the directory, or with metadata versions 1 to 3 to its parent (their paths
+/// start with the directory's name: `bag/bag_0.db3`), as rosbag2 resolves them; else the
+/// file of that name in the directory (a bag of those versions renamed, or moved after it
+/// was written with absolute paths), as the rosbags library reads them. `None` if neither
+/// is a file.
+fn storage_file(dir: &Path, listed: &str, version: Option<u32>) -> Option<PathBuf> {
+    let base = match version {
+        Some(v) if v < 4 => dir.parent().unwrap_or(dir),
+        _ => dir,
+    };
+    let by_name = Path::new(listed).file_name().map(|name| dir.join(name));
+    std::iter::once(base.join(listed))
+        .chain(by_name)
+        .find(|f| f.is_file())
 }
 
 impl BagReader {
@@ -286,17 +312,18 @@ impl BagReader {
             path: meta_path.clone(),
             message: m,
         })?;
-        let files: Vec<PathBuf> = metadata
+        let files = metadata
             .relative_file_paths
             .iter()
-            .map(|f| path.join(f))
-            .collect();
-        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-            return Err(invalid(format!(
-                "storage file {} listed in metadata.yaml is missing",
-                missing.display()
-            )));
-        }
+            .map(|f| {
+                storage_file(path, f, metadata.version).ok_or_else(|| {
+                    invalid(format!(
+                        "storage file {} listed in metadata.yaml is missing",
+                        path.join(f).display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<PathBuf>>>()?;
         Ok(BagReader {
             path: path.to_owned(),
             storage,
@@ -344,11 +371,18 @@ impl BagReader {
                 size_bytes,
                 topics,
                 message_count: meta.message_count,
-                start_ns: meta
-                    .starting_time
-                    .as_ref()
-                    .map_or(0, |t| t.nanoseconds_since_epoch),
-                duration_ns: meta.duration.as_ref().map_or(0, |d| d.nanoseconds),
+                // rosbag2 writes INT64_MAX as the start of a bag without messages.
+                start_ns: match meta.message_count {
+                    0 => 0,
+                    _ => meta
+                        .starting_time
+                        .as_ref()
+                        .map_or(0, |t| t.nanoseconds_since_epoch),
+                },
+                duration_ns: match meta.message_count {
+                    0 => 0,
+                    _ => meta.duration.as_ref().map_or(0, |d| d.nanoseconds),
+                },
                 damage: None,
             });
         }
@@ -389,12 +423,23 @@ impl BagReader {
     }
 
     /// Visits every message in storage order until `visit` breaks. A damaged file ends
-    /// reading with [`BagError::Corrupt`] after every readable message was visited.
+    /// reading with [`BagError::Corrupt`] after every readable message was visited; a
+    /// message whose own data cannot be read is visited with [`BagMessage::unreadable`]
+    /// set.
     pub fn read(&self, mut visit: impl FnMut(&BagMessage) -> ControlFlow<()>) -> Result<()> {
         if self.compression == Compression::Message {
             let mut visit_decompressed = |m: &BagMessage| -> std::result::Result<_, String> {
-                let data = decompress_message(m.data)?;
-                Ok(visit(&BagMessage { data: &data, ..*m }))
+                if m.unreadable.is_some() {
+                    return Ok(visit(m));
+                }
+                Ok(match decompress_message(m.data) {
+                    Ok(data) => visit(&BagMessage { data: &data, ..*m }),
+                    Err(reason) => visit(&BagMessage {
+                        data: &[],
+                        unreadable: Some(&reason),
+                        ..*m
+                    }),
+                })
             };
             return self.read_files(&mut visit_decompressed);
         }
@@ -507,13 +552,18 @@ fn read_mcap(
     // The sans-I/O reader with a record size limit: mcap's MessageStream reads chunk
     // contents without one, so a record length field inside a chunk could ask for an
     // allocation of any size (found by fuzzing, fuzz/ bag_mcap).
+    // Chunks are checked against their CRC before any of their messages is visited: bit rot
+    // in an uncompressed chunk would otherwise reach the model as wrong pixels, unnoticed.
     let mut reader = mcap::sans_io::LinearReader::new_with_options(
-        mcap::sans_io::LinearReaderOptions::default().with_record_length_limit(MAX_MCAP_RECORD),
+        mcap::sans_io::LinearReaderOptions::default()
+            .with_record_length_limit(MAX_MCAP_RECORD)
+            .with_prevalidate_chunk_crcs(true),
     );
     let mut rest: &[u8] = &map;
-    // Channel id -> (topic, schema name); schema id -> name.
+    // Channel id -> (topic, schema name, why its messages cannot be read); schema id ->
+    // name.
     let mut schemas: HashMap<u16, String> = HashMap::new();
-    let mut channels: HashMap<u16, (String, String)> = HashMap::new();
+    let mut channels: HashMap<u16, (String, String, Option<String>)> = HashMap::new();
     let mut read = 0u64;
     loop {
         // mcap 0.26's reader can panic on damaged length fields (an unchecked subtraction
@@ -556,20 +606,31 @@ fn read_mcap(
                         )
                     })?,
                 };
-                channels.insert(channel.id, (channel.topic, schema));
+                // rosbag2 writes CDR; another encoding (JSON, protobuf from other MCAP
+                // writers) is not this reader's, and copying it into a `cdr` channel of
+                // an output bag would make that bag lie.
+                let foreign = (channel.message_encoding != "cdr").then(|| {
+                    format!(
+                        "message encoding `{}` is not CDR (rosbag2's)",
+                        channel.message_encoding
+                    )
+                });
+                channels.insert(channel.id, (channel.topic, schema, foreign));
             }
             mcap::records::Record::Message { header, data } => {
-                let (topic, type_name) = channels.get(&header.channel_id).ok_or_else(|| {
-                    corrupt(
-                        read,
-                        format!("message on unknown channel {}", header.channel_id),
-                    )
-                })?;
+                let (topic, type_name, foreign) =
+                    channels.get(&header.channel_id).ok_or_else(|| {
+                        corrupt(
+                            read,
+                            format!("message on unknown channel {}", header.channel_id),
+                        )
+                    })?;
                 let msg = BagMessage {
                     topic,
                     type_name,
                     log_time: header.log_time,
-                    data: &data,
+                    data: if foreign.is_some() { &[] } else { &data },
+                    unreadable: foreign.as_deref(),
                 };
                 let flow = visit(&msg).map_err(|m| corrupt(read, m))?;
                 read += 1;
@@ -588,11 +649,13 @@ fn is_zstd(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == ZSTD_EXTENSION)
 }
 
-/// Prefix of the temporary files decompressed storage files go into, before the PID.
+/// Prefix of the temporary files decompressed storage files go into, before
+/// `PID@HOST-`.
 const TEMP_PREFIX: &str = "bayes_perception-bag-";
 
 /// Decompresses a storage file into a temporary file in $TMPDIR, named with this process's
-/// PID: removed when dropped, and by a later run if this one is killed first. A file cut
+/// PID and the machine's name: removed when dropped, and by a later run on this machine
+/// if this one is killed first. A file cut
 /// short or damaged is decompressed as far as it goes; the reason it stopped comes back
 /// with it. Failing to read the file or to write the temporary one is an I/O error (the
 /// latter names the temporary file: $TMPDIR is full, say), not damage.
@@ -635,7 +698,11 @@ fn decompress_file(path: &Path) -> Result<Decompressed> {
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
     let mut temp = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .prefix(&format!(
+            "{TEMP_PREFIX}{}@{}-",
+            std::process::id(),
+            crate::process::host_name()
+        ))
         .suffix(&suffix)
         .tempfile()
         .map_err(io(&temp_dir))?;
@@ -692,18 +759,21 @@ fn space(dir: &Path) -> Option<(u64, u64)> {
     }
 }
 
-/// Removes the decompressed files that runs which were killed left in $TMPDIR.
+/// Removes the decompressed files that runs of this machine which were killed left in
+/// $TMPDIR (another machine's or container's, sharing the folder, are not this one's to
+/// judge by PID).
 fn remove_stale_temporaries() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
+    let host = format!("@{}-", crate::process::host_name());
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(TEMP_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .and_then(|rest| rest.find(&host).map(|at| &rest[..at]))
+            .and_then(|pid| pid.parse::<i32>().ok())
         else {
             continue;
         };
@@ -765,7 +835,7 @@ fn read_sqlite(
     let mut statement = db
         .prepare(
             "SELECT topics.name, topics.type, messages.timestamp, messages.data \
-             FROM messages JOIN topics ON messages.topic_id = topics.id ORDER BY messages.timestamp",
+             FROM messages JOIN topics ON messages.topic_id = topics.id ORDER BY messages.timestamp, messages.id",
         )
         .map_err(|e| corrupt(0, e.to_string()))?;
     let mut rows = statement.query([]).map_err(|e| corrupt(0, e.to_string()))?;
@@ -786,6 +856,7 @@ fn read_sqlite(
             type_name: &type_name,
             log_time: timestamp.max(0) as u64,
             data: &data,
+            unreadable: None,
         };
         let flow = visit(&msg).map_err(|m| corrupt(read, m))?;
         read += 1;
@@ -853,24 +924,28 @@ mod tests {
         let dead = child.id();
         child.wait().unwrap();
         let tmp = std::env::temp_dir();
-        let stale = tmp.join(format!("{TEMP_PREFIX}{dead}-sweeptest.mcap"));
+        let host = crate::process::host_name();
+        let stale = tmp.join(format!("{TEMP_PREFIX}{dead}@{host}-sweeptest.mcap"));
         let ours = tmp.join(format!(
-            "{TEMP_PREFIX}{}-sweeptest.mcap",
+            "{TEMP_PREFIX}{}@{host}-sweeptest.mcap",
             std::process::id()
         ));
-        let other = tmp.join(format!("{TEMP_PREFIX}notapid-sweeptest.mcap"));
-        for file in [&stale, &ours, &other] {
+        let other = tmp.join(format!("{TEMP_PREFIX}notapid@{host}-sweeptest.mcap"));
+        // A dead PID of this machine is another container's live one there.
+        let elsewhere = tmp.join(format!("{TEMP_PREFIX}{dead}@not-{host}-sweeptest.mcap"));
+        let files = [&stale, &ours, &other, &elsewhere];
+        for file in files {
             std::fs::write(file, b"x").unwrap();
         }
         remove_stale_temporaries();
-        let (stale_left, ours_left, other_left) = (stale.exists(), ours.exists(), other.exists());
-        for file in [&stale, &ours, &other] {
+        let left: Vec<bool> = files.iter().map(|f| f.exists()).collect();
+        for file in files {
             std::fs::remove_file(file).ok();
         }
-        assert!(!stale_left, "a killed run's file stayed");
-        assert!(
-            ours_left && other_left,
-            "a file of a live run or not ours went"
+        assert_eq!(
+            left,
+            [false, true, true, true],
+            "a killed run's file stays, or one of a live run, not ours or another machine's went"
         );
     }
 

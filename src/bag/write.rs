@@ -31,7 +31,8 @@ pub struct BagWriter {
     file_name: String,
     mcap: mcap::Writer<BufWriter<File>>,
     schemas: HashMap<String, u16>,
-    channels: HashMap<String, u16>,
+    /// Topic -> (channel id, type).
+    channels: HashMap<String, (u16, String)>,
     topics: BTreeMap<String, (String, u64)>,
     sequence: u32,
     first_ns: Option<u64>,
@@ -113,8 +114,17 @@ impl BagWriter {
     }
 
     fn channel(&mut self, topic: &str, type_name: &str) -> Result<u16, BagError> {
-        if let Some(&id) = self.channels.get(topic) {
-            return Ok(id);
+        if let Some((id, written_type)) = self.channels.get(topic) {
+            // One type per topic, as rosbag2 records them (metadata.yaml lists one).
+            if written_type != type_name {
+                return Err(BagError::Invalid {
+                    path: self.dir.clone(),
+                    message: format!(
+                        "topic {topic} is written as {written_type}, not also as {type_name}"
+                    ),
+                });
+            }
+            return Ok(*id);
         }
         let schema_id = match self.schemas.get(type_name) {
             Some(&id) => id,
@@ -137,7 +147,8 @@ impl BagWriter {
             .mcap
             .add_channel(schema_id, topic, "cdr", &metadata)
             .map_err(|e| self.mcap_error(e))?;
-        self.channels.insert(topic.to_owned(), id);
+        self.channels
+            .insert(topic.to_owned(), (id, type_name.to_owned()));
         Ok(id)
     }
 
@@ -150,7 +161,7 @@ impl BagWriter {
         cdr: &[u8],
     ) -> Result<(), BagError> {
         let channel_id = self.channel(topic, type_name)?;
-        self.sequence += 1;
+        self.sequence = self.sequence.wrapping_add(1);
         let header = mcap::records::MessageHeader {
             channel_id,
             sequence: self.sequence,

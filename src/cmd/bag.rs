@@ -69,7 +69,8 @@ struct Tally {
     /// Skipped frames by reason.
     skipped: BTreeMap<String, u64>,
     not_sampled: u64,
-    /// camera_info messages that could not be decoded (copied, not used).
+    /// camera_info messages that could not be decoded (not used; copied unless their data
+    /// is damaged).
     bad_camera_info: u64,
     /// Frames the engine failed on (valid input: out of memory, a libtorch error), by
     /// reason, and whether any of the failures may pass on another try.
@@ -308,7 +309,9 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         tally.outside_window += 1;
                         return ControlFlow::Continue(());
                     }
-                    if !hand_over(Output::copy_of(m)) {
+                    // A message whose data is damaged (compressed data that does not
+                    // decompress) is not copied; the frame is skipped.
+                    if m.unreadable.is_none() && !hand_over(Output::copy_of(m)) {
                         return ControlFlow::Break(());
                     }
                     camera.read += 1;
@@ -316,7 +319,11 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         tally.not_sampled += 1;
                         return ControlFlow::Continue(());
                     }
-                    match predict(&engine, m) {
+                    let predicted = match m.unreadable {
+                        Some(reason) => Err(FrameError::Skip(reason.to_owned())),
+                        None => predict(&engine, m),
+                    };
+                    match predicted {
                         Ok(frame) => {
                             let camera_info = latest_info.get(&camera.namespace).cloned();
                             // As the node: each doubt about the calibration said once.
@@ -364,10 +371,14 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     if m.log_time > window_end {
                         return ControlFlow::Continue(());
                     }
-                    if in_window && !hand_over(Output::copy_of(m)) {
+                    if in_window && m.unreadable.is_none() && !hand_over(Output::copy_of(m)) {
                         return ControlFlow::Break(());
                     }
-                    match CameraInfo::from_cdr(m.data) {
+                    let decoded = match m.unreadable {
+                        Some(reason) => Err(reason.to_owned()),
+                        None => CameraInfo::from_cdr(m.data).map_err(|e| e.to_string()),
+                    };
+                    match decoded {
                         Ok(info) => {
                             latest_info.insert(namespace.clone(), info);
                         }
@@ -434,7 +445,8 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     );
     if tally.bad_camera_info > 0 {
         println!(
-            "  {} camera_info message(s) not decodable (copied, not used for depth/camera_info)",
+            "  {} camera_info message(s) not decodable (not used for depth/camera_info; copied \
+             unless their data is damaged)",
             tally.bad_camera_info
         );
     }
@@ -877,7 +889,7 @@ pub fn info(args: BagInfoArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "End:               {:.3} (s since epoch)",
-        seconds(info.start_ns + info.duration_ns)
+        seconds(info.start_ns.saturating_add(info.duration_ns))
     );
     println!("Messages:          {}", info.message_count);
     if let Some(damage) = &info.damage {

@@ -43,7 +43,7 @@ impl StagedDir {
     fn reserve(parent: &Path, name: &str, output: &Path) -> anyhow::Result<Self> {
         let temp = parent.join(format!(
             ".{name}.partial-{}-{}",
-            host_name(),
+            bayes_perception::process::host_name(),
             std::process::id()
         ));
         if temp.exists() {
@@ -117,7 +117,7 @@ impl StagedDir {
         let aside = output.with_file_name(format!(
             ".{}.replaced-{}-{}",
             self.name,
-            host_name(),
+            bayes_perception::process::host_name(),
             std::process::id()
         ));
         std::fs::rename(output, &aside)?;
@@ -213,25 +213,6 @@ fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(from, to)
 }
 
-/// This machine's name as temporary names carry it (`/` replaced; `host` if unknown).
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length; the result is NUL-terminated
-    // within it when the call succeeds and the name fits.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    let name = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..end]).replace('/', "_")
-    } else {
-        String::new()
-    };
-    if name.is_empty() {
-        "host".into()
-    } else {
-        name
-    }
-}
-
 impl Drop for StagedDir {
     /// An unfinished output goes away (after `install` the temporary path is gone).
     fn drop(&mut self) {
@@ -247,7 +228,7 @@ impl Drop for StagedDir {
 /// took its place (removed otherwise). What belongs to a live process, or to another
 /// host, stays.
 fn remove_stale_partials(parent: &Path, wanted: impl Fn(&str) -> bool) {
-    let host = host_name();
+    let host = bayes_perception::process::host_name();
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
@@ -370,7 +351,7 @@ mod tests {
     #[test]
     fn only_this_hosts_dead_runs_partials_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let host = host_name();
+        let host = bayes_perception::process::host_name();
         let dead = dead_pid();
         let live = std::os::unix::process::parent_id();
         let left = [
@@ -393,7 +374,7 @@ mod tests {
     #[test]
     fn an_old_output_a_killed_replacement_moved_aside_is_put_back() {
         let dir = tempfile::tempdir().unwrap();
-        let host = host_name();
+        let host = bayes_perception::process::host_name();
         let dead = dead_pid();
         let aside = dir.path().join(format!(".out.replaced-{host}-{dead}"));
         std::fs::create_dir(&aside).unwrap();
@@ -410,7 +391,7 @@ mod tests {
     #[test]
     fn one_sweep_cleans_the_leftovers_of_every_named_output() {
         let dir = tempfile::tempdir().unwrap();
-        let host = host_name();
+        let host = bayes_perception::process::host_name();
         let dead = dead_pid();
         let left = [
             format!(".a.partial-{host}-{dead}"),
