@@ -1271,3 +1271,57 @@ fn a_topic_keeps_its_type_and_an_empty_bag_starts_at_zero() {
         (0, 0, 0)
     );
 }
+
+/// A bag truncated by another process while it is read: reading stops with an error, the
+/// process lives (a memory-mapped file raised SIGBUS on the lost pages).
+#[test]
+fn a_file_truncated_while_it_is_read_is_an_error_not_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("big");
+    let mut w = BagWriter::create(&dir).unwrap();
+    // 24 frames of 1 MB of noise (zstd keeps it at its size): far past the read buffer.
+    let mut state = 1u32;
+    for i in 0..24 {
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        let frame = Image {
+            width: 1 << 18,
+            height: 1,
+            step: 1 << 20,
+            encoding: "rgba8".into(),
+            data,
+            ..image(i)
+        };
+        w.write(
+            "/camera/image_raw",
+            "sensor_msgs/msg/Image",
+            1_000 + i as u64,
+            &frame.to_cdr(),
+        )
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let file = dir.join("big_0.mcap");
+    let mut seen = 0;
+    let result = BagReader::open(&file).unwrap().read(|_| {
+        seen += 1;
+        if seen == 1 {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }
+        ControlFlow::Continue(())
+    });
+    assert!(seen < 24, "{seen} messages after the cut");
+    let e = result.unwrap_err();
+    assert!(matches!(e, BagError::Corrupt { .. }), "{e}");
+}

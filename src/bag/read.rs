@@ -535,15 +535,10 @@ fn read_mcap(
         path: path.to_owned(),
         source,
     })?;
-    // SAFETY: the map is read-only and lives only for this function. If another process
-    // truncates the file while it is mapped, reading the lost pages raises SIGBUS (the
-    // process ends); changed bytes are caught by the MCAP and CDR parsers as corrupt data.
-    // Bags are not written in place while being read, so this is the accepted trade for
-    // not loading whole bags into memory.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| BagError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    // Read, not mapped: the reader copies every byte into its own buffer either way, and a
+    // mapped file that another process truncates, or whose disk fails, ends the process
+    // (SIGBUS) where a read returns an error.
+    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
     let corrupt = |messages_read: u64, message: String| BagError::Corrupt {
         path: path.to_owned(),
         messages_read,
@@ -559,7 +554,6 @@ fn read_mcap(
             .with_record_length_limit(MAX_MCAP_RECORD)
             .with_prevalidate_chunk_crcs(true),
     );
-    let mut rest: &[u8] = &map;
     // Channel id -> (topic, schema name, why its messages cannot be read); schema id ->
     // name.
     let mut schemas: HashMap<u16, String> = HashMap::new();
@@ -579,10 +573,19 @@ fn read_mcap(
         };
         let (opcode, data) = match event {
             mcap::sans_io::LinearReadEvent::ReadRequest(need) => {
-                let n = need.min(rest.len());
-                reader.insert(n).copy_from_slice(&rest[..n]);
+                let n = loop {
+                    match std::io::Read::read(&mut file, reader.insert(need)) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        done => {
+                            break done.map_err(|source| BagError::Io {
+                                path: path.to_owned(),
+                                source,
+                            })?
+                        }
+                    }
+                };
+                // 0: the end of the file.
                 reader.notify_read(n);
-                rest = &rest[n..];
                 continue;
             }
             mcap::sans_io::LinearReadEvent::Record { opcode, data } => (opcode, data),
