@@ -48,7 +48,10 @@ impl Fixture {
             .arg(self.path(output))
             .arg("--model")
             .arg(self.path("model"))
-            .args(["--device", "cpu"])
+            // Seeded, one libtorch thread: two runs write the same bytes (the salvaged
+            // part of a killed run is compared with a whole run).
+            .args(["--device", "cpu", "--seed", "1"])
+            .env("OMP_NUM_THREADS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd
@@ -152,17 +155,57 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             // Finished before the kill point: then it must be whole.
             assert_complete(&output);
         }
-        // The next run to the same OUTPUT removes what the killed one left, and completes.
+        // The next run to the same OUTPUT keeps what the killed one had written as a
+        // complete bag beside it, removes its temporary directory, and completes.
         let out = f.process(&name).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
         assert_complete(&output);
         assert!(
             f.partials(&name).is_empty(),
             "stale partial directories remain"
+        );
+        let salvaged = f.path(&format!("{name}.salvaged"));
+        if reached && threshold >= 200_000 {
+            // Hundreds of kB written: whole frames' outputs were in the file.
+            assert!(salvaged.is_dir(), "nothing salvaged: {stderr}");
+            assert!(
+                stderr.contains(&format!("kept as {}", salvaged.display()))
+                    && stderr.contains("`--start "),
+                "{stderr}"
+            );
+        }
+        if salvaged.exists() {
+            assert_complete(&salvaged);
+            assert_prefix_of(&salvaged, &output);
+        }
+    }
+}
+
+/// Every topic of `part` holds the first messages of the same topic in `whole`, byte for
+/// byte (a run killed partway wrote the beginning of what a whole run writes).
+fn assert_prefix_of(part: &Path, whole: &Path) {
+    let messages = |bag: &Path| {
+        let mut per_topic = std::collections::BTreeMap::<String, Vec<(u64, Vec<u8>)>>::new();
+        BagReader::open(bag)
+            .unwrap()
+            .read(|m| {
+                per_topic
+                    .entry(m.topic.to_owned())
+                    .or_default()
+                    .push((m.log_time, m.data.to_vec()));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        per_topic
+    };
+    let (part, whole) = (messages(part), messages(whole));
+    for (topic, kept) in &part {
+        let all = &whole[topic];
+        assert!(kept.len() <= all.len(), "{topic}");
+        assert!(
+            kept[..] == all[..kept.len()],
+            "{topic}: not the whole run's first messages"
         );
     }
 }

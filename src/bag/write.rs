@@ -3,7 +3,9 @@
 //! encoding `ros2msg` with full definitions, as rosbag2 writes them.
 //!
 //! Like mcap's writer: create, write, then an explicit [`BagWriter::finish`]; a writer
-//! dropped without `finish` leaves an MCAP file without its summary.
+//! dropped without `finish` finishes the MCAP file but writes no metadata.yaml, and a
+//! process killed while writing leaves an MCAP file without its summary (whole up to the
+//! last [`BagWriter::flush`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -179,6 +181,14 @@ impl BagWriter {
         self.first_ns = Some(self.first_ns.map_or(log_time, |f| f.min(log_time)));
         self.last_ns = self.last_ns.max(log_time);
         Ok(())
+    }
+
+    /// Ends the current chunk and hands everything written so far to the operating system:
+    /// a kill of this process (not a power loss) leaves it readable in the file, which
+    /// then lacks only its summary ([`BagReader`](super::BagReader) reads such a file up
+    /// to its end).
+    pub fn flush(&mut self) -> Result<(), BagError> {
+        self.mcap.flush().map_err(|e| self.mcap_error(e))
     }
 
     /// Closes the MCAP file (summary and index) and writes metadata.yaml, both synced to

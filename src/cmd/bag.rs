@@ -241,7 +241,10 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
-    // Written under a temporary name, removed on any early return.
+    // What killed runs to this OUTPUT had done is kept beside it; then their temporary
+    // directories go, and this run's is written under a temporary name, removed on any
+    // early return.
+    salvage_killed_runs(&args.output, info.start_ns);
     let staged = StagedDir::new(&args.output)?;
 
     // Profiled, so the summary can say how much time the network itself takes.
@@ -814,8 +817,110 @@ impl Written {
         }
         self.forward_ms += outputs.forward_ms;
         *self.processed.entry(topic).or_default() += 1;
-        Ok(())
+        // Each frame's outputs reach the file as it is done: a run killed later leaves
+        // them for the next run to salvage (a chunk per frame; a camera frame's outputs
+        // fill most of a chunk anyway).
+        writer.flush()
     }
+}
+
+/// What runs of this host that were killed (SIGKILL, out of memory) had written towards
+/// `output`: each one's messages, up to its last whole chunk, copied into a complete bag
+/// `OUTPUT.salvaged` (`-2`, `-3`, .. when taken), said with where it got to in the input
+/// (which starts at `input_start_ns`, 0: unknown) and how to go on. Its temporary
+/// directory is then left for [`StagedDir::new`] to remove. A failure to salvage is a
+/// warning: the run goes on.
+fn salvage_killed_runs(output: &Path, input_start_ns: u64) {
+    for partial in super::staged::killed_partials(output) {
+        let Some(mcap) = std::fs::read_dir(&partial).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "mcap"))
+        }) else {
+            continue;
+        };
+        let taken = |path: &PathBuf| std::fs::symlink_metadata(path).is_ok();
+        let Some(target) = (1..1000)
+            .map(|k| {
+                let suffix = if k == 1 {
+                    String::new()
+                } else {
+                    format!("-{k}")
+                };
+                let mut name = output.as_os_str().to_owned();
+                name.push(format!(".salvaged{suffix}"));
+                PathBuf::from(name)
+            })
+            .find(|path| !taken(path))
+        else {
+            continue;
+        };
+        match salvage(&mcap, &target) {
+            Ok((0, _)) => {}
+            Ok((messages, last_ns)) => {
+                let into = last_ns.saturating_sub(input_start_ns) as f64 / 1e9;
+                let go_on = if input_start_ns > 0 {
+                    // The next millisecond after the last frame salvaged.
+                    format!(
+                        "; `--start {:.3}` processes the rest",
+                        (into * 1e3).floor() / 1e3 + 1e-3
+                    )
+                } else {
+                    String::new()
+                };
+                log::warn!(
+                    "a killed run had written {messages} message(s) towards {}, up to \
+                     {into:.3} s into the input: kept as {}, a complete bag{go_on}",
+                    output.display(),
+                    target.display()
+                );
+            }
+            Err(e) => log::warn!(
+                "could not salvage what a killed run wrote in {}: {e:#}",
+                partial.display()
+            ),
+        }
+    }
+}
+
+/// Copies the readable messages of a killed run's MCAP file into a new bag at `target`
+/// (staged: a kill meanwhile leaves no half bag there); their number and the latest log
+/// time. Nothing is left at `target` when there is nothing to copy or copying fails.
+fn salvage(mcap: &Path, target: &Path) -> anyhow::Result<(u64, u64)> {
+    log::info!("reading what a killed run wrote in {}", mcap.display());
+    let reader = BagReader::open(mcap)?;
+    let staged = StagedDir::new(target)?;
+    let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
+    let (mut messages, mut last_ns) = (0u64, 0u64);
+    let mut failed = None;
+    let read = reader.read(|m| {
+        if m.unreadable.is_some() {
+            return ControlFlow::Continue(());
+        }
+        match writer.write(m.topic, m.type_name, m.log_time, m.data) {
+            Ok(()) => {
+                messages += 1;
+                last_ns = last_ns.max(m.log_time);
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    // The killed run's file ends mid-record, or before its summary: read up to there.
+    match (failed, read) {
+        (Some(e), _) => return Err(e.into()),
+        (None, Ok(()) | Err(BagError::Corrupt { .. })) => {}
+        (None, Err(e)) => return Err(e.into()),
+    }
+    writer.finish()?;
+    if messages > 0 {
+        staged.install(false)?;
+    }
+    Ok((messages, last_ns))
 }
 
 enum FrameError {

@@ -270,6 +270,34 @@ fn temporary_name(file_name: &str) -> Option<(&str, &str, bool)> {
     Some((&rest[..at], &rest[at + marker.len()..], is_partial))
 }
 
+/// The temporary directories of `output` (`.NAME.partial-HOST-PID`) that runs of this
+/// host which were killed left: what they hold is still there (`StagedDir::new` removes
+/// them).
+pub fn killed_partials(output: &Path) -> Vec<PathBuf> {
+    let Ok((parent, name)) = parent_and_name(output) else {
+        return Vec::new();
+    };
+    let host = bayes_perception::process::host_name();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(temporary_name)
+                .is_some_and(|(of, tail, is_partial)| {
+                    is_partial && of == name && owner_is_dead(tail, &host)
+                })
+        })
+        .map(|entry| entry.path())
+        .collect();
+    found.sort();
+    found
+}
+
 /// Whether a temporary name's `HOST-PID` tail (`PID` alone in names of earlier versions,
 /// taken as this host's) names a process of this host that no longer exists.
 fn owner_is_dead(tail: &str, this_host: &str) -> bool {
