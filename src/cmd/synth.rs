@@ -139,7 +139,10 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
         bail!("{} exists; choose another --out", args.out.display());
     }
     const IMAGE: &str = "sensor_msgs/msg/Image";
-    let mut writer = BagWriter::create(&args.out)?;
+    // Written under a temporary name and renamed when whole: a run stopped partway leaves
+    // no bag without metadata.yaml at --out.
+    let staged = super::staged::StagedDir::new(&args.out)?;
+    let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     let t0: i64 = 1_700_000_000_000_000_000;
     for i in 0..args.count {
         let scene = render(split_seed(args), i as u64, cfg);
@@ -190,6 +193,7 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
         )?;
     }
     let summary = writer.finish()?;
+    staged.install(false)?;
     println!(
         "wrote a labelled bag of {} {}scene(s) of {}x{} to {} ({} messages: /camera/image_raw, \
          /camera/camera_info, /camera/ground_truth/{{labels, depth, noise_mask{}}})",
