@@ -87,12 +87,32 @@ fn write_then_read_back_dir_and_single_file() {
         assert_eq!(log_time, 1_000 + i as u64 * 100);
         assert_eq!(msg, image(i as u32));
     }
-    // The .mcap file alone reads the same, with info computed from the file.
+    // The .mcap file alone reads the same, with info from the file's summary.
     let single = BagReader::open(&dir.join("run1_0.mcap")).unwrap();
-    let info = single.info().unwrap();
+    let single_info = single.info().unwrap();
     assert_eq!(
-        (info.message_count, info.start_ns, info.duration_ns),
+        (
+            single_info.message_count,
+            single_info.start_ns,
+            single_info.duration_ns
+        ),
         (5, 1_000, 400)
+    );
+    assert_eq!(single_info.topics, info.topics);
+    // Stated by the summary, not counted by reading: the messages' chunk damaged, the
+    // summary whole, info says what the summary says (as it says what metadata.yaml
+    // says) and reading finds the damage.
+    let mut bytes = std::fs::read(dir.join("run1_0.mcap")).unwrap();
+    let damaged = tmp.path().join("damaged.mcap");
+    let middle = bytes.len() / 3;
+    bytes[middle..middle + 16].fill(0xAB);
+    std::fs::write(&damaged, &bytes).unwrap();
+    let reader = BagReader::open(&damaged).unwrap();
+    let stated = reader.info().unwrap();
+    assert_eq!((stated.message_count, stated.damage), (5, None));
+    assert!(
+        read_all(&reader).1.is_err(),
+        "the damage not found by reading"
     );
     // A visitor can stop early.
     let mut seen = 0;
@@ -410,9 +430,11 @@ fn records_claiming_huge_lengths_are_rejected_before_allocating() {
     chunk_size[chunk.0 + 25..chunk.0 + 33].copy_from_slice(&four_gb);
     let mut record_len = bytes.clone();
     record_len[chunk.0 + 1..chunk.0 + 9].copy_from_slice(&four_gb);
+    // Cut after the chunk: without a summary, `bag info` counts by reading.
+    let end = chunk.0 + 9 + chunk.2 as usize;
     for (name, data) in [("chunk_size", chunk_size), ("record_len", record_len)] {
         let path = tmp.path().join(format!("{name}.mcap"));
-        std::fs::write(&path, data).unwrap();
+        std::fs::write(&path, &data[..end]).unwrap();
         let (_, result) = read_all(&BagReader::open(&path).unwrap());
         let err = result.map(|_| ()).err();
         let out = common::bin()

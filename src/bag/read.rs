@@ -386,7 +386,31 @@ impl BagReader {
                 damage: None,
             });
         }
-        // No metadata: count by reading (fast: no message is decoded).
+        // No metadata: an MCAP file's summary (its statistics), as metadata.yaml would be
+        // read, without reading the messages (a whole bag's worth, and decompressing
+        // it, before `bag process` reads it again).
+        if let (Storage::Mcap, Compression::None | Compression::Message, [file]) =
+            (self.storage, self.compression, &self.files[..])
+        {
+            if let Some((topics, start_ns, end_ns)) = mcap_statistics(file) {
+                let message_count = topics.iter().map(|t| t.message_count).sum();
+                return Ok(BagInfo {
+                    storage: self.storage,
+                    files: self.files.clone(),
+                    size_bytes,
+                    topics,
+                    message_count,
+                    start_ns: if message_count > 0 { start_ns } else { 0 },
+                    duration_ns: if message_count > 0 {
+                        end_ns.saturating_sub(start_ns)
+                    } else {
+                        0
+                    },
+                    damage: None,
+                });
+            }
+        }
+        // Otherwise count by reading (fast: no message is decoded).
         let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
         let (mut first, mut last) = (u64::MAX, 0u64);
         let damage = match self.read(|m| {
@@ -525,6 +549,62 @@ impl BagReader {
         }
         Ok(())
     }
+}
+
+/// The topics (with their types and message counts) and the first and last log times an
+/// MCAP file's summary section states, read from the end of the file; `None` when it has
+/// no summary with statistics (a file cut short, a writer that leaves them out) or the
+/// summary is damaged, in which case the messages are counted by reading them.
+fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
+    use mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader, SummaryReaderOptions};
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    let mut reader = SummaryReader::new_with_options(
+        SummaryReaderOptions::default()
+            .with_file_size(size)
+            .with_record_length_limit(MAX_MCAP_RECORD),
+    );
+    // mcap's parsers can panic on damaged data (see read_mcap): no summary, then.
+    let summary = crate::panic_guard::catch_quietly(move || -> Option<mcap::Summary> {
+        while let Some(event) = reader.next_event() {
+            match event.ok()? {
+                SummaryReadEvent::ReadRequest(need) => {
+                    let n = file.read(reader.insert(need)).ok()?;
+                    reader.notify_read(n);
+                }
+                SummaryReadEvent::SeekRequest(to) => reader.notify_seeked(file.seek(to).ok()?),
+            }
+        }
+        reader.finish()
+    })
+    .ok()
+    .flatten()?;
+    let stats = summary.stats.as_ref()?;
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (id, channel) in &summary.channels {
+        let type_name = channel
+            .schema
+            .as_ref()
+            .map_or_else(String::new, |s| s.name.clone());
+        let count = stats.channel_message_counts.get(id).copied().unwrap_or(0);
+        *counts
+            .entry((channel.topic.clone(), type_name))
+            .or_default() += count;
+    }
+    // Statistics that do not add up are not trusted.
+    if counts.values().sum::<u64>() != stats.message_count {
+        return None;
+    }
+    let topics = counts
+        .into_iter()
+        .map(|((name, type_name), message_count)| TopicInfo {
+            name,
+            type_name,
+            message_count,
+        })
+        .collect();
+    Some((topics, stats.message_start_time, stats.message_end_time))
 }
 
 fn read_mcap(
