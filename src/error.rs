@@ -36,6 +36,9 @@ pub enum Error {
     /// libtorch failed during a prediction (e.g. out of memory: lower `mc.batch_size`).
     #[error("inference failed: {0}")]
     Inference(String),
+    /// Training cannot go on (its loss keeps coming out NaN or infinite).
+    #[error("training stopped: {0}")]
+    Training(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

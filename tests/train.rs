@@ -573,3 +573,115 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
     );
     assert_eq!((stopped, batches), (Stop::Epochs, 4));
 }
+
+/// A run whose loss stops being finite skips those batches (the weights stay finite) and
+/// stops after 20 in a row, saying why; a validation split without the ground truth of
+/// a task, full frames of several sizes in one batch, and settings out of range are
+/// refused before training.
+#[test]
+fn a_diverging_run_stops_and_bad_data_or_settings_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth_data(tmp.path());
+    let config = |extra: &str| {
+        let text = format!("data:\n  layout: camvid\n  root: data\nmodel:\n  name: tiny\n  architecture:\n    {TINY_ARCH}\n  tasks: [semantic, depth]\ntraining:\n  epochs: 6\n  batch_size: 1\n  crop: [32, 32]\n  device: cpu\noutput:\n  dir: run\n{extra}");
+        let path = tmp.path().join("train.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let failure = |path: &std::path::Path| {
+        let out = train(path, &[]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    // A learning rate of 1e30: the first step throws the weights so far that every later
+    // loss is NaN or infinite.
+    let (code, text) = failure(&config("optimizer:\n  lr: 1.0e30\n"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("the loss was not finite in 20 batches in a row"),
+        "{text}"
+    );
+    assert!(text.contains("the batch is not stepped"), "{text}");
+    let model = {
+        let _lock = common::rng_lock();
+        bayes_perception::model::Model::load(&tmp.path().join("run/last"), Device::Cpu).unwrap()
+    };
+    for (name, tensor) in model.vs.variables() {
+        let finite = tensor.isfinite().all().int64_value(&[]) == 1;
+        assert!(
+            finite,
+            "{name} holds NaN or Inf: a batch with a NaN loss was stepped"
+        );
+    }
+    std::fs::remove_dir_all(tmp.path().join("run")).unwrap();
+
+    for (extra, key) in [
+        ("  color_jitter: 1.5\n", "training.color_jitter"),
+        (
+            "optimizer:\n  weight_decay: -1.0\n",
+            "optimizer.weight_decay",
+        ),
+        ("loss:\n  depth_weight: .nan\n", "loss.depth_weight"),
+    ] {
+        let extra = if extra.starts_with("  ") {
+            // under training:
+            let text = std::fs::read_to_string(config("")).unwrap();
+            std::fs::write(
+                tmp.path().join("train.yaml"),
+                text.replace("  device: cpu\n", &format!("  device: cpu\n{extra}")),
+            )
+            .unwrap();
+            None
+        } else {
+            Some(extra)
+        };
+        let path = match extra {
+            Some(extra) => config(extra),
+            None => tmp.path().join("train.yaml"),
+        };
+        let (code, text) = failure(&path);
+        assert_eq!(code, Some(1), "{key}: {text}");
+        assert!(text.contains(key), "{key}: {text}");
+    }
+
+    // Full frames (crop [0, 0]) in batches of 2 with an image of another size.
+    let small = tmp.path().join("small");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        .args(["synth", "--out"])
+        .arg(&small)
+        .args([
+            "--count", "1", "--split", "train", "--width", "32", "--height", "32",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for dir in ["train", "trainannot", "traindepth"] {
+        std::fs::copy(
+            small.join(dir).join("00000.png"),
+            tmp.path().join("data").join(dir).join("99999.png"),
+        )
+        .unwrap();
+    }
+    let full = std::fs::read_to_string(config(""))
+        .unwrap()
+        .replace("crop: [32, 32]", "crop: [0, 0]")
+        .replace("batch_size: 1", "batch_size: 2");
+    std::fs::write(tmp.path().join("train.yaml"), full).unwrap();
+    let (code, text) = failure(&tmp.path().join("train.yaml"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("needs training images of one size") && text.contains("99999.png is 32x32"),
+        "{text}"
+    );
+
+    // A validation split without depth, for a model that predicts depth.
+    std::fs::remove_dir_all(tmp.path().join("data/valdepth")).unwrap();
+    let (code, text) = failure(&config(""));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("data.val_split")
+            && text.contains("depth needs depth files in the validation split"),
+        "{text}"
+    );
+}

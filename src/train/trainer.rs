@@ -208,6 +208,9 @@ struct TrainState {
     loss_sum: f64,
     #[serde(default)]
     loss_count: usize,
+    /// Batches of the next epoch whose loss was not finite (not stepped).
+    #[serde(default)]
+    nonfinite_batches: usize,
     /// Optimiser steps taken; `optimizer.safetensors` of another count is not this state.
     #[serde(default)]
     steps: u64,
@@ -219,6 +222,10 @@ struct TrainState {
     #[serde(default)]
     batching: (usize, u64, usize),
 }
+
+/// Batches in a row whose loss is not finite after which a run stops: the model is not
+/// coming back.
+const MAX_NONFINITE_IN_A_ROW: usize = 20;
 
 /// Why a run stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +258,7 @@ fn batch_rng(seed: u64, epoch: usize, batch: usize) -> ChaCha8Rng {
 }
 
 /// One epoch's validation figures.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Validation {
     pub mean_iou: Option<f64>,
     pub pixel_accuracy: Option<f64>,
@@ -351,13 +358,45 @@ impl TrainConfig {
                 format!("`{}`; expected rmsprop or adam", self.optimizer.kind),
             );
         }
-        let lr_ok = self.optimizer.lr > 0.0;
+        let lr_ok = self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0;
         let decay_ok = self.optimizer.lr_decay > 0.0 && self.optimizer.lr_decay <= 1.0;
         if !(lr_ok && decay_ok) {
             return err(
                 "optimizer.lr",
                 "lr must be > 0 and lr_decay in (0, 1]".into(),
             );
+        }
+        // NaN fails every comparison: each of these is refused unless it is in range.
+        let checks: [(&str, f64, bool, &str); 4] = [
+            (
+                "optimizer.weight_decay",
+                self.optimizer.weight_decay,
+                (0.0..f64::INFINITY).contains(&self.optimizer.weight_decay),
+                "a number >= 0",
+            ),
+            (
+                "loss.depth_weight",
+                self.loss.depth_weight,
+                (0.0..f64::INFINITY).contains(&self.loss.depth_weight),
+                "a number >= 0",
+            ),
+            (
+                "training.color_jitter",
+                self.training.color_jitter,
+                (0.0..1.0).contains(&self.training.color_jitter),
+                "in [0, 1) (1 or more makes a contrast factor of 0 or below)",
+            ),
+            (
+                "training.max_minutes",
+                self.training.max_minutes,
+                (0.0..f64::INFINITY).contains(&self.training.max_minutes),
+                "a number of minutes >= 0 (0: no limit)",
+            ),
+        ];
+        for (key, value, ok, expected) in checks {
+            if !ok {
+                return err(key, format!("{value}: expected {expected}"));
+            }
         }
         if self.training.epochs == 0 {
             return err("training.epochs", "must be at least 1".into());
@@ -431,6 +470,28 @@ pub fn train(
             "model.tasks",
             "depth needs depth files in the training split",
         ));
+    }
+    // Validation scores every epoch and picks best/: without the ground truth of a task
+    // it could not (a depth-only model would keep its first epoch as the best).
+    for (wanted, has, what) in [
+        (
+            want_semantic,
+            val_set.has_labels(),
+            "semantic needs label files",
+        ),
+        (want_depth, val_set.has_depth(), "depth needs depth files"),
+    ] {
+        if wanted && !has {
+            return Err(Error::config(
+                "train config",
+                "data.val_split",
+                format!(
+                    "{what} in the validation split `{}` too (each epoch is validated on \
+                     them and best/ chosen by them)",
+                    cfg.data.val_split
+                ),
+            ));
+        }
     }
     let run_dir = cfg.output.dir.clone();
     // A checkpoint a kill left half-replaced is completed first (nothing to do for a new
@@ -522,8 +583,13 @@ pub fn train(
         let state_path = last_dir.join("train_state.yaml");
         let text =
             read_limited(&state_path, MAX_CONFIG_BYTES).map_err(|e| Error::io(&state_path, e))?;
-        let state: TrainState =
+        let mut state: TrainState =
             serde_yaml::from_str(&text).map_err(|e| Error::model(&state_path, e.to_string()))?;
+        // best/ is what the user gets: the score to beat is its own (a run killed between
+        // saving best/ and last/ left a best/ newer than last/'s state says).
+        if let Some(score) = best_model_score(&run_dir) {
+            state.best_score = Some(score);
+        }
         // The epochs from here on are this command's, with this config's training
         // settings: recorded as such below, the earlier commands kept.
         let provenance = &mut model.spec.provenance;
@@ -663,6 +729,24 @@ pub fn train(
         }
         fitted
     });
+    // Full frames are batched as they are: a batch's images must share a size.
+    if crop.is_none() && cfg.training.batch_size > 1 {
+        let size = |i: usize| train_samples[i].rgb.dimensions();
+        if let Some(odd) = (0..train_samples.len()).find(|&i| size(i) != size(0)) {
+            let ((w0, h0), (w, h)) = (size(0), size(odd));
+            return Err(Error::config(
+                "train config",
+                "training.crop",
+                format!(
+                    "[0, 0] (full frames) with batch_size {} needs training images of one \
+                     size: {} is {w}x{h}, {} is {w0}x{h0}; set a crop or batch_size: 1",
+                    cfg.training.batch_size,
+                    train_set.files[odd].image.display(),
+                    train_set.files[0].image.display()
+                ),
+            ));
+        }
+    }
     let augment = Augment {
         crop,
         flip: cfg.training.flip,
@@ -689,6 +773,16 @@ pub fn train(
             .map_err(|e| Error::io(&csv_path, e))?;
     }
 
+    // Batches whose loss was not finite, in a row across epochs.
+    let mut nonfinite_in_a_row = 0;
+    // The model's buffers (BatchNorm's running statistics): what a forward pass changes
+    // besides the gradients.
+    let buffers: Vec<Tensor> = model
+        .vs
+        .variables()
+        .into_values()
+        .filter(|v| !v.requires_grad())
+        .collect();
     // Every stopping rule is checked before an epoch too, so a resumed run stops where the
     // run it continues would have.
     let stopped = loop {
@@ -725,6 +819,9 @@ pub fn train(
             );
             let images = pad_to_multiple(&batch.images, size_multiple);
             let (h, w) = (batch.images.size()[2], batch.images.size()[3]);
+            // BatchNorm's running statistics move in the forward pass itself: kept, to be
+            // put back if this batch's loss is not finite.
+            let saved_buffers: Vec<Tensor> = buffers.iter().map(Tensor::copy).collect();
             let out = model.net.forward(&images, Pass::Train);
             let crop = |x: Tensor| x.narrow(2, 0, h).narrow(3, 0, w);
             let mut loss = Tensor::zeros([], (Kind::Float, device));
@@ -755,15 +852,47 @@ pub fn train(
                 };
                 loss += depth_term * cfg.loss.depth_weight;
             }
-            optimizer.backward_step(&loss);
+            // A loss that is not finite (a learning rate too high, an outlier) would make
+            // the gradients, the optimiser's moments and so every weight NaN for good: the
+            // batch is not stepped, and a run that keeps producing them stops.
             let value = loss.double_value(&[]);
             if value.is_finite() {
+                optimizer.backward_step(&loss);
                 state.loss_sum += value;
                 state.loss_count += 1;
+                nonfinite_in_a_row = 0;
+            } else {
+                tch::no_grad(|| {
+                    for (buffer, saved) in buffers.iter().zip(&saved_buffers) {
+                        buffer.shallow_clone().copy_(saved);
+                    }
+                });
+                state.nonfinite_batches += 1;
+                nonfinite_in_a_row += 1;
+                log::warn!(
+                    "epoch {}, batch {}: the loss is {value}; the batch is not stepped",
+                    epoch + 1,
+                    index + 1
+                );
+                if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW {
+                    return Err(Error::Training(format!(
+                        "the loss was not finite in {MAX_NONFINITE_IN_A_ROW} batches in a row \
+                         (epoch {}, batch {}): lower optimizer.lr, or check the data; last/ \
+                         holds the last checkpoint",
+                        epoch + 1,
+                        index + 1
+                    )));
+                }
             }
             state.batches_done = index + 1;
             progress.batch_done(value, samples.len(), t.elapsed().as_secs_f64());
-            if interrupted.load(Ordering::SeqCst) {
+            // training.max_minutes is kept to the batch, not to the end of an epoch (one
+            // epoch can take half an hour on a CPU).
+            let out_of_time = cfg.training.max_minutes > 0.0
+                && seconds_before + started.elapsed().as_secs_f64()
+                    > cfg.training.max_minutes * 60.0;
+            let interrupt = interrupted.load(Ordering::SeqCst);
+            if interrupt || out_of_time {
                 // Mid-epoch weights: the last completed epoch's figures no longer apply.
                 let provenance = &mut model.spec.provenance;
                 provenance.remove("validation");
@@ -773,14 +902,30 @@ pub fn train(
                 return Ok(Trained {
                     run_dir,
                     has_best: state.best_score.is_some(),
-                    stopped: Stop::Interrupted,
+                    stopped: if interrupt {
+                        Stop::Interrupted
+                    } else {
+                        Stop::TimeLimit
+                    },
                 });
             }
         }
         let validation = validate(&model, &val_samples, size_multiple, void_id, device);
-        let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
+        // No finite loss in the whole epoch: NaN, not a mean of nothing (0).
+        let train_loss = match state.loss_count {
+            0 => f64::NAN,
+            n => state.loss_sum / n as f64,
+        };
+        if state.nonfinite_batches > 0 {
+            log::warn!(
+                "epoch {}: {} batch(es) with a loss that was not finite were not stepped",
+                epoch + 1,
+                state.nonfinite_batches
+            );
+        }
         state.epoch += 1;
         (state.batches_done, state.loss_sum, state.loss_count) = (0, 0.0, 0);
+        state.nonfinite_batches = 0;
         state.seconds = seconds_before + started.elapsed().as_secs_f64();
         // Each checkpoint says which epoch it is and how it validated.
         let provenance = &mut model.spec.provenance;
@@ -794,7 +939,7 @@ pub fn train(
         if state.best_score.is_none_or(|best| score > best) {
             state.best_score = Some(score);
             state.epochs_since_best = 0;
-            model.save(&run_dir.join("best"))?;
+            replace_dir(&run_dir, "best", |tmp| model.save(tmp))?;
         } else {
             state.epochs_since_best += 1;
         }
@@ -886,23 +1031,61 @@ fn earlier_results(run_dir: &Path) -> Vec<&'static str> {
 /// removes `last.old/` ([`save_checkpoint`]). So `last.tmp/` is never complete until
 /// renamed, and `last.old/` without `last/` is the last complete checkpoint.
 fn last_checkpoint(run_dir: &Path) -> Result<PathBuf> {
-    let (last, tmp, old) = checkpoint_paths(run_dir);
-    if !last.exists() && old.join("model.yaml").is_file() {
-        std::fs::rename(&old, &last).map_err(|e| Error::io(&last, e))?;
+    recover_dir(run_dir, "best")?;
+    recover_dir(run_dir, "last")
+}
+
+/// `run_dir/NAME` as [`replace_dir`] leaves it whatever the moment it was killed: the old
+/// one put back where the new one had not yet taken its place, leftovers removed.
+fn recover_dir(run_dir: &Path, name: &str) -> Result<PathBuf> {
+    let (dir, tmp, old) = replaced_paths(run_dir, name);
+    if !dir.exists() && old.join("model.yaml").is_file() {
+        std::fs::rename(&old, &dir).map_err(|e| Error::io(&dir, e))?;
     }
     for stale in [tmp, old] {
         if stale.exists() {
             std::fs::remove_dir_all(&stale).map_err(|e| Error::io(&stale, e))?;
         }
     }
-    Ok(last)
+    Ok(dir)
 }
 
-fn checkpoint_paths(run_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+/// Replaces the directory `run_dir/NAME` whole with what `fill` writes into a fresh one
+/// (`NAME.tmp`): the old one moves to `NAME.old`, the new one into place, the old one
+/// goes. A kill at any point leaves one whole model ([`recover_dir`]), never new weights
+/// beside an old model.yaml.
+fn replace_dir(run_dir: &Path, name: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let (dir, tmp, old) = replaced_paths(run_dir, name);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    fill(&tmp)?;
+    if dir.exists() {
+        std::fs::rename(&dir, &old).map_err(|e| Error::io(&old, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+fn replaced_paths(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (
-        run_dir.join("last"),
-        run_dir.join("last.tmp"),
-        run_dir.join("last.old"),
+        run_dir.join(name),
+        run_dir.join(format!("{name}.tmp")),
+        run_dir.join(format!("{name}.old")),
+    )
+}
+
+/// The validation score of the model in `run_dir/best/`, as its model.yaml records it.
+fn best_model_score(run_dir: &Path) -> Option<f64> {
+    let spec = crate::model::ModelSpec::load(&run_dir.join("best")).ok()?;
+    let validation = spec.provenance.get("validation")?.clone();
+    Some(
+        serde_yaml::from_value::<Validation>(validation)
+            .ok()?
+            .score(),
     )
 }
 
@@ -982,24 +1165,14 @@ fn save_checkpoint(
     run_dir: &Path,
     state: &mut TrainState,
 ) -> Result<()> {
-    let (last, tmp, old) = checkpoint_paths(run_dir);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    model.save(&tmp)?;
-    optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
-    state.steps = optimizer.steps();
-    let path = tmp.join("train_state.yaml");
-    let yaml = serde_yaml::to_string(state).map_err(|e| Error::model(&tmp, e.to_string()))?;
-    std::fs::write(&path, yaml).map_err(|e| Error::io(&path, e))?;
-    if last.exists() {
-        std::fs::rename(&last, &old).map_err(|e| Error::io(&old, e))?;
-    }
-    std::fs::rename(&tmp, &last).map_err(|e| Error::io(&last, e))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-    }
-    Ok(())
+    replace_dir(run_dir, "last", |tmp| {
+        model.save(tmp)?;
+        optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
+        state.steps = optimizer.steps();
+        let path = tmp.join("train_state.yaml");
+        let yaml = serde_yaml::to_string(state).map_err(|e| Error::model(tmp, e.to_string()))?;
+        std::fs::write(&path, yaml).map_err(|e| Error::io(&path, e))
+    })
 }
 
 /// Full-frame evaluation with dropout off: labels are the argmax of the logits.
@@ -1089,33 +1262,44 @@ mod tests {
         assert_eq!(earlier_results(run.path()), ["best/"]);
     }
 
+    /// last/ and best/ alike (replace_dir, recover_dir).
     #[test]
     fn a_killed_save_leaves_one_complete_checkpoint() {
-        let run = tempfile::tempdir().unwrap();
-        let (last, tmp, old) = checkpoint_paths(run.path());
-        let checkpoint = |dir: &Path, tag: &str| {
-            std::fs::create_dir_all(dir).unwrap();
-            std::fs::write(dir.join("model.yaml"), tag).unwrap();
-        };
-        let tag = |dir: &Path| std::fs::read_to_string(dir.join("model.yaml")).unwrap();
-        // Killed while writing last.tmp/: last/ stands, the half-written copy goes.
-        checkpoint(&last, "1");
-        checkpoint(&tmp, "2 (half)");
-        assert_eq!(last_checkpoint(run.path()).unwrap(), last);
-        assert_eq!(tag(&last), "1");
-        assert!(!tmp.exists());
-        // Killed between the two renames: last.old/ is the checkpoint.
-        std::fs::rename(&last, &old).unwrap();
-        checkpoint(&tmp, "2");
-        last_checkpoint(run.path()).unwrap();
-        assert_eq!(tag(&last), "1");
-        assert!(!tmp.exists() && !old.exists());
-        // Killed before last.old/ was removed: last/ is the new one.
-        checkpoint(&old, "1");
-        std::fs::write(last.join("model.yaml"), "2").unwrap();
-        last_checkpoint(run.path()).unwrap();
-        assert_eq!(tag(&last), "2");
-        assert!(!old.exists());
+        for name in ["last", "best"] {
+            let run = tempfile::tempdir().unwrap();
+            let (dir, tmp, old) = replaced_paths(run.path(), name);
+            let checkpoint = |dir: &Path, tag: &str| {
+                std::fs::create_dir_all(dir).unwrap();
+                std::fs::write(dir.join("model.yaml"), tag).unwrap();
+            };
+            let tag = |dir: &Path| std::fs::read_to_string(dir.join("model.yaml")).unwrap();
+            // Killed while writing NAME.tmp/: NAME/ stands, the half-written copy goes.
+            checkpoint(&dir, "1");
+            checkpoint(&tmp, "2 (half)");
+            last_checkpoint(run.path()).unwrap();
+            assert_eq!(tag(&dir), "1", "{name}");
+            assert!(!tmp.exists());
+            // Killed between the two renames: NAME.old/ is the checkpoint.
+            std::fs::rename(&dir, &old).unwrap();
+            checkpoint(&tmp, "2");
+            last_checkpoint(run.path()).unwrap();
+            assert_eq!(tag(&dir), "1", "{name}");
+            assert!(!tmp.exists() && !old.exists());
+            // Killed before NAME.old/ was removed: NAME/ is the new one.
+            checkpoint(&old, "1");
+            std::fs::write(dir.join("model.yaml"), "2").unwrap();
+            last_checkpoint(run.path()).unwrap();
+            assert_eq!(tag(&dir), "2", "{name}");
+            assert!(!old.exists());
+            // A whole replacement.
+            replace_dir(run.path(), name, |tmp| {
+                checkpoint(tmp, "3");
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(tag(&dir), "3", "{name}");
+            assert!(!tmp.exists() && !old.exists());
+        }
     }
 
     #[test]
