@@ -256,7 +256,8 @@ impl Lens {
 /// below it.
 fn rising_root(f: impl Fn(f64) -> f64, target: f64, end: f64, halvings: usize) -> f64 {
     let (mut low, mut high) = (0.0, end);
-    if !(f(high) > target) {
+    // Not above the target (or NaN): no crossing to find.
+    if f(high).partial_cmp(&target) != Some(std::cmp::Ordering::Greater) {
         return high;
     }
     for _ in 0..halvings {

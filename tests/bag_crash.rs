@@ -178,8 +178,44 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
         if salvaged.exists() {
             assert_complete(&salvaged);
             assert_prefix_of(&salvaged, &output);
+            // The --start it suggests processes exactly the frames after the salvaged ones.
+            let start = stderr
+                .split("`--start ")
+                .nth(1)
+                .and_then(|rest| rest.split('`').next())
+                .unwrap_or_else(|| panic!("no --start in: {stderr}"));
+            let rest = format!("{name}.rest");
+            let out = f.process(&rest).args(["--start", start]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let frames = |bag: &Path| log_times(bag, "/camera/image_raw");
+            let mut joined = frames(&salvaged);
+            joined.extend(frames(&f.path(&rest)));
+            assert_eq!(
+                joined,
+                frames(&output),
+                "--start {start}: a frame twice or none"
+            );
         }
     }
+}
+
+/// The log times of `topic`'s messages in `bag`, in order.
+fn log_times(bag: &Path, topic: &str) -> Vec<u64> {
+    let mut times = Vec::new();
+    BagReader::open(bag)
+        .unwrap()
+        .read(|m| {
+            if m.topic == topic {
+                times.push(m.log_time);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    times
 }
 
 /// Every topic of `part` holds the first messages of the same topic in `whole`, byte for

@@ -198,6 +198,17 @@ fn storage_paths_of_old_metadata_versions_and_renamed_bags_resolve() {
     let renamed = tmp.path().join("renamed");
     std::fs::rename(&dir, &renamed).unwrap();
     assert_eq!(read(&renamed), 3);
+    // Version 3 resolving into a folder of the bag: only the parent-relative rule finds
+    // `renamed/sub/old_0.mcap` (no old_0.mcap lies in the directory itself).
+    std::fs::create_dir(renamed.join("sub")).unwrap();
+    std::fs::rename(renamed.join("old_0.mcap"), renamed.join("sub/old_0.mcap")).unwrap();
+    std::fs::write(
+        renamed.join("metadata.yaml"),
+        old.replace("- old/old_0.mcap", "- renamed/sub/old_0.mcap"),
+    )
+    .unwrap();
+    assert_eq!(read(&renamed), 3, "relative to the parent");
+    std::fs::rename(renamed.join("sub/old_0.mcap"), renamed.join("old_0.mcap")).unwrap();
     // Version 4 and later: relative to the directory itself.
     std::fs::write(
         renamed.join("metadata.yaml"),
@@ -588,6 +599,42 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     .unwrap();
     assert_eq!((tally.frames, tally.evaluated), (2, 1));
     assert!(tally.left_out.skipped.is_empty(), "{:?}", tally.left_out);
+
+    // Cut short after a chunk that ends between a frame's image and its labels (a
+    // recording's chunks need not end at frames): that frame is the damage's loss.
+    let path = dir.path().join("split");
+    let mut writer = BagWriter::create(&path).unwrap();
+    for (t, (topic, msg)) in [(camera, rgb(1)), (labels, mono(1, 4, 2)), (camera, rgb(2))]
+        .into_iter()
+        .enumerate()
+    {
+        writer
+            .write(topic, "sensor_msgs/msg/Image", t as u64 + 1, &msg.to_cdr())
+            .unwrap();
+        writer.flush().unwrap();
+    }
+    writer
+        .write(labels, "sensor_msgs/msg/Image", 4, &mono(2, 4, 2).to_cdr())
+        .unwrap();
+    writer.finish().unwrap();
+    let file = path.join("split_0.mcap");
+    let bytes = std::fs::read(&file).unwrap();
+    let third_chunk = mcap_records(&bytes)
+        .into_iter()
+        .filter(|r| r.1 == 0x06)
+        .nth(2)
+        .expect("a chunk per flush");
+    std::fs::write(&file, &bytes[..third_chunk.0 + 9 + third_chunk.2 as usize]).unwrap();
+    std::fs::remove_file(path.join("metadata.yaml")).unwrap();
+    let reader = BagReader::open(&file).unwrap();
+    let tally = read_labelled_frames(&reader, &topics, |_| -> Result<_, BagError> {
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap();
+    assert_eq!((tally.frames, tally.evaluated), (2, 1));
+    assert_eq!(tally.left_out.damage.len(), 1, "{:?}", tally.left_out);
+    let skipped: Vec<&str> = tally.left_out.skipped.keys().map(String::as_str).collect();
+    assert_eq!(skipped, ["incomplete where reading stopped at the damage"]);
 }
 
 /// `--json` reports a run that stops with an error too, for the scripts that read it.
@@ -1188,10 +1235,10 @@ fn write_raw_mcap(
     w.finish().unwrap();
 }
 
-/// Bit rot in an uncompressed MCAP chunk is damage (its CRC) where reading stops, not
-/// wrong pixels passed on unnoticed.
+/// Bit rot in an uncompressed MCAP chunk is damage (its CRC), found before any of the
+/// chunk's messages is visited, not wrong pixels passed on.
 #[test]
-fn a_chunk_whose_crc_fails_is_damage() {
+fn a_chunk_whose_crc_fails_is_damage_and_none_of_its_messages_is_read() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("rot.mcap");
     let data = image(1).to_cdr();
@@ -1203,7 +1250,11 @@ fn a_chunk_whose_crc_fails_is_damage() {
         .expect("the message stored as it is");
     bytes[at + data.len() - 1] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
-    let (_, result) = read_all(&BagReader::open(&path).unwrap());
+    let (messages, result) = read_all(&BagReader::open(&path).unwrap());
+    assert!(
+        messages.is_empty(),
+        "a message of the rotten chunk was read"
+    );
     let e = result.unwrap_err();
     assert!(matches!(e, BagError::Corrupt { .. }), "{e}");
     assert!(e.to_string().to_lowercase().contains("crc"), "{e}");

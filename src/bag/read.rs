@@ -477,6 +477,10 @@ impl BagReader {
     fn first_message_is_zstd(&self) -> bool {
         let mut zstd = false;
         self.read_files(&mut |m: &BagMessage| {
+            // A message of a channel this reader cannot read (not CDR) says nothing.
+            if m.unreadable.is_some() {
+                return Ok(ControlFlow::Continue(()));
+            }
             zstd = m.data.starts_with(&ZSTD_MAGIC);
             Ok(ControlFlow::Break(()))
         })
@@ -627,14 +631,14 @@ fn read_mcap(
     // The sans-I/O reader with a record size limit: mcap's MessageStream reads chunk
     // contents without one, so a record length field inside a chunk could ask for an
     // allocation of any size (found by fuzzing, fuzz/ bag_mcap).
-    // Chunks are checked against their CRC as they are read, so bit rot in an uncompressed
-    // chunk is damage where reading stops, not wrong pixels passed on unnoticed. Checked at
-    // the chunk's end (its messages are visited before): checking first would lose every
-    // message of a chunk a recording was cut short in.
+    // Each chunk is checked against its CRC before any of its messages is visited: bit rot
+    // in an uncompressed chunk is damage where reading stops, not wrong pixels passed on
+    // (checked at the chunk's end, its messages would already have been used). The cost:
+    // a file cut short inside a chunk is read up to the last whole chunk.
     let mut reader = mcap::sans_io::LinearReader::new_with_options(
         mcap::sans_io::LinearReaderOptions::default()
             .with_record_length_limit(MAX_MCAP_RECORD)
-            .with_validate_chunk_crcs(true),
+            .with_prevalidate_chunk_crcs(true),
     );
     // Channel id -> (topic, schema name, why its messages cannot be read); schema id ->
     // name.
@@ -854,10 +858,14 @@ fn remove_stale_temporaries() {
     let host = format!("@{}-", crate::process::host_name());
     for entry in entries.flatten() {
         let name = entry.file_name();
+        // `PID@HOST-`, or `PID-` as versions before 2026-12-06 named them (this host's).
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(TEMP_PREFIX))
-            .and_then(|rest| rest.find(&host).map(|at| &rest[..at]))
+            .and_then(|rest| match rest.find('@') {
+                Some(_) => rest.find(&host).map(|at| &rest[..at]),
+                None => rest.split_once('-').map(|(pid, _)| pid),
+            })
             .and_then(|pid| pid.parse::<i32>().ok())
         else {
             continue;
@@ -1018,7 +1026,9 @@ mod tests {
         let other = tmp.join(format!("{TEMP_PREFIX}notapid@{host}-sweeptest.mcap"));
         // A dead PID of this machine is another container's live one there.
         let elsewhere = tmp.join(format!("{TEMP_PREFIX}{dead}@not-{host}-sweeptest.mcap"));
-        let files = [&stale, &ours, &other, &elsewhere];
+        // Named as before 2026-12-06: PID only, this host's.
+        let old_style = tmp.join(format!("{TEMP_PREFIX}{dead}-sweeptest.mcap"));
+        let files = [&stale, &ours, &other, &elsewhere, &old_style];
         for file in files {
             std::fs::write(file, b"x").unwrap();
         }
@@ -1029,7 +1039,7 @@ mod tests {
         }
         assert_eq!(
             left,
-            [false, true, true, true],
+            [false, true, true, true, false],
             "a killed run's file stays, or one of a live run, not ours or another machine's went"
         );
     }

@@ -39,7 +39,13 @@ pub struct BagWriter {
     sequence: u32,
     first_ns: Option<u64>,
     last_ns: u64,
+    /// Message bytes in the current chunk, and whether it is held open until `flush`.
+    unflushed: usize,
+    holding: bool,
 }
+
+/// Message bytes after which a chunk ends (unless held): mcap's own default size.
+const CHUNK_BYTES: usize = 1 << 20;
 
 impl BagWriter {
     /// Creates `dir` (it must not exist) and the MCAP file inside, named
@@ -67,6 +73,9 @@ impl BagWriter {
             .profile("ros2")
             .library(format!("bayes_perception {}", env!("CARGO_PKG_VERSION")))
             .compression(Some(mcap::Compression::Zstd))
+            // Chunks end where this writer says (CHUNK_BYTES, or flush), never inside a
+            // group of messages held together (hold_chunk).
+            .chunk_size(None)
             .create(BufWriter::new(file))
             .map_err(|e| BagError::Invalid {
                 path: dir.to_owned(),
@@ -82,6 +91,8 @@ impl BagWriter {
             sequence: 0,
             first_ns: None,
             last_ns: 0,
+            unflushed: 0,
+            holding: false,
         })
     }
 
@@ -180,7 +191,18 @@ impl BagWriter {
         entry.1 += 1;
         self.first_ns = Some(self.first_ns.map_or(log_time, |f| f.min(log_time)));
         self.last_ns = self.last_ns.max(log_time);
+        self.unflushed += cdr.len();
+        if !self.holding && self.unflushed >= CHUNK_BYTES {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    /// The messages written from now until [`BagWriter::flush`] go into one chunk, however
+    /// large (a frame's input and outputs): a process killed meanwhile leaves all of them
+    /// in the file or none.
+    pub fn hold_chunk(&mut self) {
+        self.holding = true;
     }
 
     /// Ends the current chunk and hands everything written so far to the operating system:
@@ -188,6 +210,8 @@ impl BagWriter {
     /// then lacks only its summary ([`BagReader`](super::BagReader) reads such a file up
     /// to its end).
     pub fn flush(&mut self) -> Result<(), BagError> {
+        self.holding = false;
+        self.unflushed = 0;
         self.mcap.flush().map_err(|e| self.mcap_error(e))
     }
 

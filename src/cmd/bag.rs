@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::progress::Progress;
-use anyhow::bail;
+use anyhow::{bail, Context};
 use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::{BagError, BagInfo, BagMessage, BagReader, BagWriter, TopicInfo};
@@ -244,7 +244,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     // What killed runs to this OUTPUT had done is kept beside it; then their temporary
     // directories go, and this run's is written under a temporary name, removed on any
     // early return.
-    salvage_killed_runs(&args.output, info.start_ns);
+    salvage_killed_runs(&args.output, &args.input)?;
     let staged = StagedDir::new(&args.output)?;
 
     // Profiled, so the summary can say how much time the network itself takes.
@@ -278,6 +278,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         .duration
         .map_or(u64::MAX, |d| window_start.saturating_add((d * 1e9) as u64));
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
+    let mark = RunMark {
+        input: std::path::absolute(&args.input)?,
+        input_start_ns: info.start_ns,
+    };
+    let mark_path = staged.path().join(RUN_MARK);
+    write_file(&mark_path, serde_yaml::to_string(&mark)?.as_bytes())?;
     let mut latest_info: HashMap<String, CameraInfo> = HashMap::new();
     let calibration_doubts = LogOnce::new();
     let mut written = Written::default();
@@ -313,14 +319,18 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         return ControlFlow::Continue(());
                     }
                     // A message whose data is damaged (compressed data that does not
-                    // decompress) is not copied; the frame is skipped.
-                    if m.unreadable.is_none() && !hand_over(Output::copy_of(m)) {
-                        return ControlFlow::Break(());
-                    }
+                    // decompress) is not copied; the frame is skipped. A processed frame's
+                    // copy goes to the writer with its outputs (one chunk, flushed
+                    // together: a run killed meanwhile leaves both or neither), any
+                    // other frame's at once.
+                    let mut copy = m.unreadable.is_none().then(|| Output::copy_of(m));
                     camera.read += 1;
                     if (camera.read - 1) % args.every != 0 {
                         tally.not_sampled += 1;
-                        return ControlFlow::Continue(());
+                        return match copy.is_none_or(&mut *hand_over) {
+                            true => ControlFlow::Continue(()),
+                            false => ControlFlow::Break(()),
+                        };
                     }
                     let predicted = match m.unreadable {
                         Some(reason) => Err(FrameError::Skip(reason.to_owned())),
@@ -343,6 +353,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                                 }
                             }
                             let output = Output::Frame(Box::new(PendingFrame {
+                                input: copy.take(),
                                 topic: m.topic.to_owned(),
                                 camera_info,
                                 camera_info_topic: camera.camera_info_topic.clone(),
@@ -366,6 +377,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                             });
                             *tally.failed.entry(reason_key(&reason)).or_default() += 1;
                             tally.failed_transient |= transient;
+                        }
+                    }
+                    // A frame skipped or failed: its copy alone.
+                    if let Some(copy) = copy {
+                        if !hand_over(copy) {
+                            return ControlFlow::Break(());
                         }
                     }
                 } else if let Some(namespace) = info_topics.get(m.topic) {
@@ -417,6 +434,9 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         return Err(e.context("writing the output bag failed; nothing was kept"));
     }
     let summary = writer.finish()?;
+    // Whole now: nothing to salvage, and the mark is no part of the bag.
+    std::fs::remove_file(&mark_path)
+        .with_context(|| format!("cannot remove {}", mark_path.display()))?;
     // Read once: a signal after this point changes neither what is kept nor what is said.
     let interrupted = interrupted.load(Ordering::SeqCst);
     // A run cut short by something other than its input (Ctrl-C, the system failing to
@@ -715,8 +735,9 @@ enum Output {
 }
 
 /// A predicted camera frame, whose output messages go under `namespace` at the input's
-/// log time.
+/// log time, after the copy of the input message (none when its data could not be read).
 struct PendingFrame {
+    input: Option<Output>,
     topic: String,
     namespace: String,
     log_time: u64,
@@ -761,6 +782,7 @@ impl Written {
         points: Option<CloudOptions>,
     ) -> Result<(), BagError> {
         let PendingFrame {
+            input,
             topic,
             namespace,
             log_time,
@@ -776,6 +798,17 @@ impl Written {
             } => return writer.write(&topic, &type_name, log_time, &data),
             Output::Frame(frame) => *frame,
         };
+        // The input and all its outputs in one chunk, flushed at the end.
+        writer.hold_chunk();
+        if let Some(Output::Copy {
+            topic,
+            type_name,
+            log_time,
+            data,
+        }) = input
+        {
+            writer.write(&topic, &type_name, log_time, &data)?;
+        }
         let outputs = pipeline::frame_outputs(
             &frame,
             palette,
@@ -817,21 +850,44 @@ impl Written {
         }
         self.forward_ms += outputs.forward_ms;
         *self.processed.entry(topic).or_default() += 1;
-        // Each frame's outputs reach the file as it is done: a run killed later leaves
-        // them for the next run to salvage (a chunk per frame; a camera frame's outputs
-        // fill most of a chunk anyway).
+        // Each frame reaches the file as it is done, input and outputs in one chunk: a run
+        // killed later leaves it whole for the next run to salvage, one killed meanwhile
+        // none of it.
         writer.flush()
     }
 }
 
+/// A `bag process` run's mark in its temporary directory, removed before the bag is
+/// installed: which input it read, so that what it wrote can be salvaged with where it got
+/// to if it is killed.
+const RUN_MARK: &str = "bag_process_run.yaml";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunMark {
+    /// The input bag, as an absolute path.
+    input: PathBuf,
+    /// Its first log time (ns since the epoch; 0: unknown).
+    input_start_ns: u64,
+}
+
 /// What runs of this host that were killed (SIGKILL, out of memory) had written towards
-/// `output`: each one's messages, up to its last whole chunk, copied into a complete bag
-/// `OUTPUT.salvaged` (`-2`, `-3`, .. when taken), said with where it got to in the input
-/// (which starts at `input_start_ns`, 0: unknown) and how to go on. Its temporary
-/// directory is then left for [`StagedDir::new`] to remove. A failure to salvage is a
-/// warning: the run goes on.
-fn salvage_killed_runs(output: &Path, input_start_ns: u64) {
+/// `output` (the current run reads `input`): each one's whole frames copied into a complete
+/// bag `OUTPUT.salvaged` (`-2`, `-3`, .. when taken) and its temporary directory removed,
+/// said with how far into its input it got and, for the same input, the `--start` that
+/// processes the rest. A failure to salvage stops the run, which would otherwise remove
+/// the killed run's files. Temporary directories without [`RUN_MARK`] (not `bag
+/// process`'s, or of a version before it) are left to [`StagedDir::new`].
+fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
+    let Some(name) = output.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(());
+    };
     for partial in super::staged::killed_partials(output) {
+        let Some(mark) = std::fs::read_to_string(partial.join(RUN_MARK))
+            .ok()
+            .and_then(|text| serde_yaml::from_str::<RunMark>(&text).ok())
+        else {
+            continue;
+        };
         let Some(mcap) = std::fs::read_dir(&partial).ok().and_then(|entries| {
             entries
                 .flatten()
@@ -840,48 +896,52 @@ fn salvage_killed_runs(output: &Path, input_start_ns: u64) {
         }) else {
             continue;
         };
-        let taken = |path: &PathBuf| std::fs::symlink_metadata(path).is_ok();
-        let Some(target) = (1..1000)
-            .map(|k| {
-                let suffix = if k == 1 {
-                    String::new()
-                } else {
-                    format!("-{k}")
-                };
-                let mut name = output.as_os_str().to_owned();
-                name.push(format!(".salvaged{suffix}"));
-                PathBuf::from(name)
+        let parent = partial.parent().unwrap_or(Path::new("."));
+        let target = (1..)
+            .map(|k| match k {
+                1 => parent.join(format!("{name}.salvaged")),
+                k => parent.join(format!("{name}.salvaged-{k}")),
             })
-            .find(|path| !taken(path))
-        else {
-            continue;
-        };
-        match salvage(&mcap, &target) {
-            Ok((0, _)) => {}
-            Ok((messages, last_ns)) => {
-                let into = last_ns.saturating_sub(input_start_ns) as f64 / 1e9;
-                let go_on = if input_start_ns > 0 {
-                    // The next millisecond after the last frame salvaged.
-                    format!(
-                        "; `--start {:.3}` processes the rest",
-                        (into * 1e3).floor() / 1e3 + 1e-3
-                    )
-                } else {
-                    String::new()
-                };
-                log::warn!(
-                    "a killed run had written {messages} message(s) towards {}, up to \
-                     {into:.3} s into the input: kept as {}, a complete bag{go_on}",
-                    output.display(),
-                    target.display()
-                );
-            }
-            Err(e) => log::warn!(
-                "could not salvage what a killed run wrote in {}: {e:#}",
+            .find(|path| std::fs::symlink_metadata(path).is_err())
+            .expect("a free name");
+        let (messages, last_ns) = salvage(&mcap, &target).with_context(|| {
+            format!(
+                "could not keep what a killed run wrote in {}; make room for a copy of it, or \
+                 remove it to go on without it",
                 partial.display()
-            ),
+            )
+        })?;
+        // Kept (or nothing to keep): the killed run's directory goes now, so that a run
+        // killed after this point does not salvage it twice.
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot remove {}", partial.display()))?;
+        if messages == 0 {
+            continue;
         }
+        let started = mark.input_start_ns;
+        let into_ms = (last_ns.saturating_sub(started) / 1_000_000) as f64 / 1e3;
+        let same_input = std::path::absolute(input).is_ok_and(|p| p == mark.input);
+        let go_on = if started > 0 && same_input {
+            // The next whole millisecond after the last frame kept: --start S takes frames
+            // logged at or after start + S (S read to the nanosecond, rounded down).
+            let ms = last_ns.saturating_sub(started) / 1_000_000 + 1;
+            format!(
+                "; `--start {}.{:03}` processes the rest",
+                ms / 1000,
+                ms % 1000
+            )
+        } else {
+            String::new()
+        };
+        log::warn!(
+            "a killed run had written {messages} message(s) towards {} from {}, up to \
+             {into_ms:.3} s into it: kept as {}, a complete bag{go_on}",
+            output.display(),
+            mark.input.display(),
+            target.display()
+        );
     }
+    Ok(())
 }
 
 /// Copies the readable messages of a killed run's MCAP file into a new bag at `target`

@@ -113,18 +113,21 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                         progress.suspend(|| log::warn!("{}: {doubt}", input.display()));
                     }
                 }
-                let camera = PinholeCamera::for_image(
+                // The calibration was checked at its own size: what can fail here is an
+                // image of another aspect ratio, said once above (the doubt); that image
+                // gets its other outputs and no points.ply.
+                if let Ok(camera) = PinholeCamera::for_image(
                     info,
                     prediction.width,
                     prediction.height,
                     cloud_options.rectified,
-                )
-                .map_err(anyhow::Error::msg)?;
-                let cloud =
-                    points(&prediction, &image, &camera, cloud_options).expect("a depth model");
-                let path = dir.join(POINTS_FILE);
-                let comment = format!("bayes_perception infer, mode {}, {}", params.mode, name);
-                write_file(&path, &to_ply(&cloud, &comment))?;
+                ) {
+                    let cloud =
+                        points(&prediction, &image, &camera, cloud_options).expect("a depth model");
+                    let path = dir.join(POINTS_FILE);
+                    let comment = format!("bayes_perception infer, mode {}, {}", params.mode, name);
+                    write_file(&path, &to_ply(&cloud, &comment))?;
+                }
             }
             staged.install(true)
         });

@@ -146,6 +146,7 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
     let t0: i64 = 1_700_000_000_000_000_000;
     for i in 0..args.count {
         let scene = render(split_seed(args), i as u64, cfg);
+        writer.hold_chunk();
         let stamp_ns = t0 + i as i64 * 100_000_000;
         let header = Header {
             stamp: Time::from_nanos(stamp_ns),
@@ -191,6 +192,9 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
             log_time,
             &rgb_message(&header, scene.rgb).to_cdr(),
         )?;
+        // A chunk per scene, as a recording's chunks hold a frame or so: a bag cut short
+        // loses its last scene, not all of them.
+        writer.flush()?;
     }
     let summary = writer.finish()?;
     staged.install(false)?;

@@ -226,8 +226,8 @@ impl CameraInfo {
             return Err(format!(
                 "camera_info is {}x{} and the images {width}x{height}, another aspect ratio (a \
                  crop or another camera mode, which scaling K cannot follow): no point cloud \
-                 and no depth/camera_info; publish the images' own camera_info (image_proc's \
-                 resize and crop_decimate do)",
+                 and no depth/camera_info; use the calibration of the images as they are \
+                 (image_proc's resize and crop_decimate publish it)",
                 self.width, self.height
             ));
         }
@@ -259,7 +259,7 @@ impl CameraInfo {
 
 /// How far apart (relative) the aspect ratios of a camera_info and its images may be for
 /// the images to count as the camera_info's view resized: rounding a resized size to whole
-/// pixels moves the ratio by less (640x480 to 213x160: 0.3 %).
+/// pixels moves the ratio by less above about 90 pixels (640x480 to 213x160: 0.16 %).
 pub const ASPECT_TOLERANCE: f64 = 0.01;
 
 /// sensor_msgs/PointField.
