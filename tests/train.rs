@@ -545,10 +545,12 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
         "a restarted optimiser should land elsewhere: {off}"
     );
 
-    // The time limit counts every part: a run that reached it stops again at once.
+    // The time limit is kept to the batch (a run past it stops after the batch in hand,
+    // not at the end of its epoch) and counts every part: a run that reached it stops
+    // again at once.
     let timed = config_with("timed", "  max_minutes: 0.00001\n");
     let (_, stopped, batches) = run_counted(&timed, 0);
-    assert_eq!((stopped, batches), (Stop::TimeLimit, 3));
+    assert_eq!((stopped, batches), (Stop::TimeLimit, 1));
     let (_, stopped, batches) = run_counted(&timed, 0);
     assert_eq!((stopped, batches), (Stop::TimeLimit, 0));
     // Stopped after an epoch's last batch, before its validation: resumed there (not at
