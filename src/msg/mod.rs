@@ -209,7 +209,7 @@ impl CameraInfo {
     /// size, or without one (width or height 0). Images of another aspect ratio (more
     /// than [`ASPECT_TOLERANCE`] apart) are refused with the reason: a crop or another
     /// camera mode, which no scaling of K describes.
-    pub(crate) fn scaled_to(&self, width: u32, height: u32) -> Result<CameraInfo, String> {
+    pub fn scaled_to(&self, width: u32, height: u32) -> Result<CameraInfo, String> {
         if (self.width, self.height) == (width, height)
             || self.width == 0
             || self.height == 0
