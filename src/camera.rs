@@ -647,6 +647,47 @@ mod tests {
         }
     }
 
+    /// Lens `index` of a family of random lenses (plumb_bob, rational_polynomial and
+    /// equidistant in turn), its coefficients drawn from `rng`.
+    fn random_lens(rng: &mut impl rand::Rng, index: usize) -> Distortion {
+        let mut coefficient = |scale: f64| rng.gen_range(-scale..scale);
+        match index % 3 {
+            0 => Distortion::from_camera_info(
+                "plumb_bob",
+                &[
+                    coefficient(1.0),
+                    coefficient(1.0),
+                    coefficient(0.05),
+                    coefficient(0.05),
+                    coefficient(1.0),
+                ],
+            ),
+            1 => Distortion::from_camera_info(
+                "rational_polynomial",
+                &[
+                    coefficient(3.0),
+                    coefficient(3.0),
+                    coefficient(0.05),
+                    coefficient(0.05),
+                    coefficient(1.0),
+                    coefficient(3.0),
+                    coefficient(3.0),
+                    coefficient(1.0),
+                ],
+            ),
+            _ => Distortion::from_camera_info(
+                "equidistant",
+                &[
+                    coefficient(0.5),
+                    coefficient(0.5),
+                    coefficient(0.5),
+                    coefficient(0.5),
+                ],
+            ),
+        }
+        .unwrap()
+    }
+
     /// Whatever the coefficients, a ray that undistortion finds is one the lens puts at the
     /// given coordinates: where it cannot be sure it gives none, never a wrong one.
     #[test]
@@ -655,42 +696,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let (mut found, mut none) = (0, 0);
         for lens in 0..300 {
-            let mut coefficient = |scale: f64| rng.gen_range(-scale..scale);
-            let distortion = match lens % 3 {
-                0 => Distortion::from_camera_info(
-                    "plumb_bob",
-                    &[
-                        coefficient(1.0),
-                        coefficient(1.0),
-                        coefficient(0.05),
-                        coefficient(0.05),
-                        coefficient(1.0),
-                    ],
-                ),
-                1 => Distortion::from_camera_info(
-                    "rational_polynomial",
-                    &[
-                        coefficient(3.0),
-                        coefficient(3.0),
-                        coefficient(0.05),
-                        coefficient(0.05),
-                        coefficient(1.0),
-                        coefficient(3.0),
-                        coefficient(3.0),
-                        coefficient(1.0),
-                    ],
-                ),
-                _ => Distortion::from_camera_info(
-                    "equidistant",
-                    &[
-                        coefficient(0.5),
-                        coefficient(0.5),
-                        coefficient(0.5),
-                        coefficient(0.5),
-                    ],
-                ),
-            }
-            .unwrap();
+            let distortion = random_lens(&mut rng, lens);
             for _ in 0..50 {
                 let at = Vector2::new(rng.gen_range(-2.0..2.0), rng.gen_range(-2.0..2.0));
                 match distortion.undistort(at) {
@@ -737,42 +743,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let (mut checked, mut lost) = (0, 0);
         for lens in 0..300 {
-            let mut coefficient = |scale: f64| rng.gen_range(-scale..scale);
-            let distortion = match lens % 3 {
-                0 => Distortion::from_camera_info(
-                    "plumb_bob",
-                    &[
-                        coefficient(1.0),
-                        coefficient(1.0),
-                        coefficient(0.05),
-                        coefficient(0.05),
-                        coefficient(1.0),
-                    ],
-                ),
-                1 => Distortion::from_camera_info(
-                    "rational_polynomial",
-                    &[
-                        coefficient(3.0),
-                        coefficient(3.0),
-                        coefficient(0.05),
-                        coefficient(0.05),
-                        coefficient(1.0),
-                        coefficient(3.0),
-                        coefficient(3.0),
-                        coefficient(1.0),
-                    ],
-                ),
-                _ => Distortion::from_camera_info(
-                    "equidistant",
-                    &[
-                        coefficient(0.5),
-                        coefficient(0.5),
-                        coefficient(0.5),
-                        coefficient(0.5),
-                    ],
-                ),
-            }
-            .unwrap();
+            let distortion = random_lens(&mut rng, lens);
             let reach = match distortion.lens {
                 Lens::Equidistant { .. } => distortion.limit.min(1.5).tan(),
                 _ => distortion.limit,

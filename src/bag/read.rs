@@ -425,14 +425,7 @@ impl BagReader {
             Err(e @ BagError::Corrupt { .. }) => Some(e.to_string()),
             Err(e) => return Err(e),
         };
-        let topics: Vec<TopicInfo> = counts
-            .into_iter()
-            .map(|((name, type_name), message_count)| TopicInfo {
-                name,
-                type_name,
-                message_count,
-            })
-            .collect();
+        let topics = topic_infos(counts);
         let message_count = topics.iter().map(|t| t.message_count).sum();
         Ok(BagInfo {
             storage: self.storage,
@@ -555,6 +548,18 @@ impl BagReader {
     }
 }
 
+/// Message counts per (topic, type) as the topics of a [`BagInfo`].
+fn topic_infos(counts: BTreeMap<(String, String), u64>) -> Vec<TopicInfo> {
+    counts
+        .into_iter()
+        .map(|((name, type_name), message_count)| TopicInfo {
+            name,
+            type_name,
+            message_count,
+        })
+        .collect()
+}
+
 /// The topics (with their types and message counts) and the first and last log times an
 /// MCAP file's summary section states, read from the end of the file; `None` when it has
 /// no summary with statistics (a file cut short, a writer that leaves them out) or the
@@ -600,15 +605,11 @@ fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
     if counts.values().sum::<u64>() != stats.message_count {
         return None;
     }
-    let topics = counts
-        .into_iter()
-        .map(|((name, type_name), message_count)| TopicInfo {
-            name,
-            type_name,
-            message_count,
-        })
-        .collect();
-    Some((topics, stats.message_start_time, stats.message_end_time))
+    Some((
+        topic_infos(counts),
+        stats.message_start_time,
+        stats.message_end_time,
+    ))
 }
 
 fn read_mcap(
