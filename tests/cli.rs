@@ -1158,9 +1158,18 @@ fn eval_max_depth_scores_depth_only_nearer_than_the_cap() {
             .collect();
         kept.iter().sum::<f64>() / kept.len() as f64
     };
+    // A label id that is neither a class (0..10) nor void (11) counts as void, and says so.
+    let annotation = f.path("data/testannot/00001.png");
+    let mut labels = image::open(&annotation).unwrap().to_luma8();
+    labels.put_pixel(0, 0, image::Luma([20]));
+    labels.save(&annotation).unwrap();
     let (whole, text) = eval(&[], "whole.json");
     assert!(whole.get("max_depth_m").is_none(), "{whole}");
     assert!(text.contains("depth: rel"), "{text}");
+    assert!(
+        text.contains("00001.png: 1 of 3072 pixels hold label ids that are neither one of the 11 classes nor the void label 11 (e.g. 20)"),
+        "{text}"
+    );
     let cap_text = format!("{}", cap as f32);
     let (capped, text) = eval(&["--max-depth", &cap_text], "capped.json");
     assert!(

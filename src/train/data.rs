@@ -57,6 +57,9 @@ fn default_depth_scale() -> f64 {
     0.001
 }
 
+/// The label folders already warned about (ids outside the classes).
+static UNKNOWN_LABELS: crate::log_once::LogOnce = crate::log_once::LogOnce::new();
+
 /// How stored labels map to training class ids.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct LabelMap {
@@ -66,6 +69,11 @@ struct LabelMap {
 }
 
 impl LabelMap {
+    /// Whether a stored label is the void label or one of the classes.
+    fn knows(&self, stored: i64) -> bool {
+        stored == self.void_label || (0..self.classes).contains(&(stored - self.offset))
+    }
+
     fn map(&self, stored: i64) -> i64 {
         if stored == self.void_label {
             return self.classes;
@@ -331,28 +339,49 @@ impl Dataset {
                 ))
             }
         };
-        let labels = match &files.label {
-            Some(path) => {
-                let img = open_image(path)?;
-                check(path, (img.width(), img.height()))?;
-                let stored: Vec<i64> = match img {
-                    image::DynamicImage::ImageLuma8(g) => {
-                        g.into_raw().into_iter().map(i64::from).collect()
+        let labels =
+            match &files.label {
+                Some(path) => {
+                    let img = open_image(path)?;
+                    check(path, (img.width(), img.height()))?;
+                    let stored: Vec<i64> = match img {
+                        image::DynamicImage::ImageLuma8(g) => {
+                            g.into_raw().into_iter().map(i64::from).collect()
+                        }
+                        image::DynamicImage::ImageLuma16(g) => {
+                            g.into_raw().into_iter().map(i64::from).collect()
+                        }
+                        _ => {
+                            return Err(err(
+                                path,
+                                "labels must be a single-channel 8- or 16-bit PNG".into(),
+                            ))
+                        }
+                    };
+                    // Ids that are neither a class nor the void label (raw 32-class CamVid for
+                    // the 11-class layout, a `classes` list too short) count as void, which
+                    // leaves those pixels out of the loss and the metrics: said, not silent.
+                    let unknown = stored.iter().filter(|&&v| !self.labels.knows(v)).count();
+                    if unknown > 0 {
+                        let folder = path.parent().unwrap_or(path);
+                        if UNKNOWN_LABELS.is_new(&folder.display().to_string()) {
+                            log::warn!(
+                            "{}: {unknown} of {} pixels hold label ids that are neither one of \
+                             the {} classes nor the void label {} (e.g. {}); they count as \
+                             void: check the dataset's classes and void_label (said once per \
+                             folder)",
+                            path.display(),
+                            stored.len(),
+                            self.labels.classes,
+                            self.labels.void_label,
+                            stored.iter().find(|&&v| !self.labels.knows(v)).expect("counted")
+                        );
+                        }
                     }
-                    image::DynamicImage::ImageLuma16(g) => {
-                        g.into_raw().into_iter().map(i64::from).collect()
-                    }
-                    _ => {
-                        return Err(err(
-                            path,
-                            "labels must be a single-channel 8- or 16-bit PNG".into(),
-                        ))
-                    }
-                };
-                Some(stored.into_iter().map(|v| self.labels.map(v)).collect())
-            }
-            None => None,
-        };
+                    Some(stored.into_iter().map(|v| self.labels.map(v)).collect())
+                }
+                None => None,
+            };
         let depth = match &files.depth {
             Some(path) if path.extension().is_some_and(|e| e == "tiff" || e == "tif") => {
                 let img = crate::output::read_float_tiff(path)?;
@@ -514,6 +543,11 @@ mod tests {
         let s = ds.load(0).unwrap();
         let labels = s.labels.unwrap();
         assert_eq!((labels[0], labels[1]), (11, 3));
+        // What counts as known: the classes 0..10 and the void label 11, nothing else.
+        let map = ds.labels;
+        assert!((0..=11).all(|v| map.knows(v)));
+        assert!(!map.knows(12) && !map.knows(31) && !map.knows(-1));
+        assert_eq!(map.map(31), 11);
         let depth = s.depth.unwrap();
         assert!(depth[1].is_nan() && (depth[0] - 2.5).abs() < 1e-6);
     }
