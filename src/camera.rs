@@ -160,13 +160,12 @@ impl Distortion {
                 // A start to 1e-7 of the limit: Newton's steps below end it.
                 let r = rising_root(|r| r * radial_factor(k, r * r).0, d, self.limit, 24);
                 let mut ray = distorted * (r / d);
-                let mut error = (radial_tangential(k, p, ray).0 - distorted).norm();
+                let (mut at, mut jacobian) = radial_tangential(k, p, ray);
+                let mut error = (at - distorted).norm();
                 // Relative far out: coordinates of 1e6 (a strong lens near 84°) carry no
                 // more than ~1e-10 of f64's precision.
                 let tolerance = TOLERANCE * d.max(1.0);
                 for _ in 0..MAX_ITERATIONS {
-                    let (at, jacobian) = radial_tangential(k, p, ray);
-                    let residual = at - distorted;
                     if error < tolerance {
                         // Before the fold, where the tangential terms do not fold the
                         // image over either.
@@ -174,14 +173,15 @@ impl Distortion {
                         return unique.then_some(ray);
                     }
                     // Newton's step, halved until it lowers the error without crossing
-                    // the fold.
-                    let step = jacobian.try_inverse()? * residual;
+                    // the fold; the point taken keeps its distortion and Jacobian.
+                    let step = jacobian.try_inverse()? * (at - distorted);
                     let mut scale = 1.0;
                     loop {
                         let next = ray - step * scale;
-                        let next_error = (radial_tangential(k, p, next).0 - distorted).norm();
+                        let (next_at, next_jacobian) = radial_tangential(k, p, next);
+                        let next_error = (next_at - distorted).norm();
                         if next.norm() < self.limit && next_error < error {
-                            (ray, error) = (next, next_error);
+                            (ray, at, jacobian, error) = (next, next_at, next_jacobian, next_error);
                             break;
                         }
                         scale *= 0.5;

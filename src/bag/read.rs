@@ -355,6 +355,19 @@ impl BagReader {
             .filter_map(|f| f.metadata().ok())
             .map(|m| m.len())
             .sum();
+        // Every source below gives the same BagInfo; a bag without messages has no span,
+        // whatever its start says (rosbag2 writes INT64_MAX there).
+        let bag_info =
+            |topics, message_count: u64, start_ns: u64, duration_ns: u64, damage| BagInfo {
+                storage: self.storage,
+                files: self.files.clone(),
+                size_bytes,
+                topics,
+                message_count,
+                start_ns: if message_count > 0 { start_ns } else { 0 },
+                duration_ns: if message_count > 0 { duration_ns } else { 0 },
+                damage,
+            };
         if let Some(meta) = &self.metadata {
             let topics = meta
                 .topics_with_message_count
@@ -365,26 +378,15 @@ impl BagReader {
                     message_count: t.message_count,
                 })
                 .collect();
-            return Ok(BagInfo {
-                storage: self.storage,
-                files: self.files.clone(),
-                size_bytes,
+            return Ok(bag_info(
                 topics,
-                message_count: meta.message_count,
-                // rosbag2 writes INT64_MAX as the start of a bag without messages.
-                start_ns: match meta.message_count {
-                    0 => 0,
-                    _ => meta
-                        .starting_time
-                        .as_ref()
-                        .map_or(0, |t| t.nanoseconds_since_epoch),
-                },
-                duration_ns: match meta.message_count {
-                    0 => 0,
-                    _ => meta.duration.as_ref().map_or(0, |d| d.nanoseconds),
-                },
-                damage: None,
-            });
+                meta.message_count,
+                meta.starting_time
+                    .as_ref()
+                    .map_or(0, |t| t.nanoseconds_since_epoch),
+                meta.duration.as_ref().map_or(0, |d| d.nanoseconds),
+                None,
+            ));
         }
         // No metadata: an MCAP file's summary (its statistics), as metadata.yaml would be
         // read, without reading the messages (a whole bag's worth, and decompressing
@@ -394,20 +396,8 @@ impl BagReader {
         {
             if let Some((topics, start_ns, end_ns)) = mcap_statistics(file) {
                 let message_count = topics.iter().map(|t| t.message_count).sum();
-                return Ok(BagInfo {
-                    storage: self.storage,
-                    files: self.files.clone(),
-                    size_bytes,
-                    topics,
-                    message_count,
-                    start_ns: if message_count > 0 { start_ns } else { 0 },
-                    duration_ns: if message_count > 0 {
-                        end_ns.saturating_sub(start_ns)
-                    } else {
-                        0
-                    },
-                    damage: None,
-                });
+                let duration_ns = end_ns.saturating_sub(start_ns);
+                return Ok(bag_info(topics, message_count, start_ns, duration_ns, None));
             }
         }
         // Otherwise count by reading (fast: no message is decoded).
@@ -427,16 +417,13 @@ impl BagReader {
         };
         let topics = topic_infos(counts);
         let message_count = topics.iter().map(|t| t.message_count).sum();
-        Ok(BagInfo {
-            storage: self.storage,
-            files: self.files.clone(),
-            size_bytes,
+        Ok(bag_info(
             topics,
             message_count,
-            start_ns: if message_count > 0 { first } else { 0 },
-            duration_ns: last.saturating_sub(if message_count > 0 { first } else { 0 }),
+            first,
+            last.saturating_sub(first),
             damage,
-        })
+        ))
     }
 
     /// Visits every message in storage order until `visit` breaks. A damaged file ends

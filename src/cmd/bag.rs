@@ -323,11 +323,11 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     // copy goes to the writer with its outputs (one chunk, flushed
                     // together: a run killed meanwhile leaves both or neither), any
                     // other frame's at once.
-                    let mut copy = m.unreadable.is_none().then(|| Output::copy_of(m));
+                    let mut copy = m.unreadable.is_none().then(|| Copied::of(m));
                     camera.read += 1;
                     if (camera.read - 1) % args.every != 0 {
                         tally.not_sampled += 1;
-                        return match copy.is_none_or(&mut *hand_over) {
+                        return match copy.is_none_or(|c| hand_over(Output::Copy(c))) {
                             true => ControlFlow::Continue(()),
                             false => ControlFlow::Break(()),
                         };
@@ -381,7 +381,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     }
                     // A frame skipped or failed: its copy alone.
                     if let Some(copy) = copy {
-                        if !hand_over(copy) {
+                        if !hand_over(Output::Copy(copy)) {
                             return ControlFlow::Break(());
                         }
                     }
@@ -391,7 +391,10 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     if m.log_time > window_end {
                         return ControlFlow::Continue(());
                     }
-                    if in_window && m.unreadable.is_none() && !hand_over(Output::copy_of(m)) {
+                    if in_window
+                        && m.unreadable.is_none()
+                        && !hand_over(Output::Copy(Copied::of(m)))
+                    {
                         return ControlFlow::Break(());
                     }
                     let decoded = match m.unreadable {
@@ -724,20 +727,38 @@ const WRITE_QUEUE: usize = 4;
 /// What the reading thread hands the writing one, in the input's order.
 enum Output {
     /// An input message (camera image or camera_info), copied byte for byte.
-    Copy {
-        topic: String,
-        type_name: String,
-        log_time: u64,
-        data: Vec<u8>,
-    },
+    Copy(Copied),
     /// A predicted camera frame.
     Frame(Box<PendingFrame>),
+}
+
+/// An input message as it is copied into the output.
+struct Copied {
+    topic: String,
+    type_name: String,
+    log_time: u64,
+    data: Vec<u8>,
+}
+
+impl Copied {
+    fn of(m: &BagMessage) -> Self {
+        Copied {
+            topic: m.topic.to_owned(),
+            type_name: m.type_name.to_owned(),
+            log_time: m.log_time,
+            data: m.data.to_vec(),
+        }
+    }
+
+    fn write(&self, writer: &mut BagWriter) -> Result<(), BagError> {
+        writer.write(&self.topic, &self.type_name, self.log_time, &self.data)
+    }
 }
 
 /// A predicted camera frame, whose output messages go under `namespace` at the input's
 /// log time, after the copy of the input message (none when its data could not be read).
 struct PendingFrame {
-    input: Option<Output>,
+    input: Option<Copied>,
     topic: String,
     namespace: String,
     log_time: u64,
@@ -745,17 +766,6 @@ struct PendingFrame {
     /// The camera's latest camera_info when the frame was read, and its topic.
     camera_info: Option<CameraInfo>,
     camera_info_topic: String,
-}
-
-impl Output {
-    fn copy_of(m: &BagMessage) -> Self {
-        Output::Copy {
-            topic: m.topic.to_owned(),
-            type_name: m.type_name.to_owned(),
-            log_time: m.log_time,
-            data: m.data.to_vec(),
-        }
-    }
 }
 
 /// The writing thread's part of the tally (the reading thread keeps [`Tally`]).
@@ -790,24 +800,13 @@ impl Written {
             camera_info,
             camera_info_topic,
         } = match output {
-            Output::Copy {
-                topic,
-                type_name,
-                log_time,
-                data,
-            } => return writer.write(&topic, &type_name, log_time, &data),
+            Output::Copy(copied) => return copied.write(writer),
             Output::Frame(frame) => *frame,
         };
         // The input and all its outputs in one chunk, flushed at the end.
         writer.hold_chunk();
-        if let Some(Output::Copy {
-            topic,
-            type_name,
-            log_time,
-            data,
-        }) = input
-        {
-            writer.write(&topic, &type_name, log_time, &data)?;
+        if let Some(copied) = input {
+            copied.write(writer)?;
         }
         let outputs = pipeline::frame_outputs(
             &frame,

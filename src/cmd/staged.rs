@@ -228,31 +228,44 @@ impl Drop for StagedDir {
 /// took its place (removed otherwise). What belongs to a live process, or to another
 /// host, stays.
 fn remove_stale_partials(parent: &Path, wanted: impl Fn(&str) -> bool) {
-    let host = bayes_perception::process::host_name();
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some((name, tail, is_partial)) = file_name.to_str().and_then(temporary_name) else {
-            continue;
-        };
-        if !wanted(name) || !owner_is_dead(tail, &host) {
-            continue;
-        }
-        let output = parent.join(name);
+    for (path, name, is_partial) in killed_runs_leftovers(parent, wanted) {
+        let output = parent.join(&name);
         if !is_partial && std::fs::symlink_metadata(&output).is_err() {
             log::warn!(
                 "putting back {} (an output a killed run was replacing)",
                 output.display()
             );
-            if std::fs::rename(entry.path(), &output).is_ok() {
+            if std::fs::rename(&path, &output).is_ok() {
                 continue;
             }
         }
-        log::info!("removing {} left by a killed run", entry.path().display());
-        remove_any(&entry.path());
+        log::info!("removing {} left by a killed run", path.display());
+        remove_any(&path);
     }
+}
+
+/// The temporary names in `parent` (`.NAME.partial-HOST-PID`, `.NAME.replaced-HOST-PID`)
+/// of outputs `wanted` names, left by runs of this host that no longer exist, as (path,
+/// NAME, whether it is a partial), in name order.
+fn killed_runs_leftovers(
+    parent: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<(PathBuf, String, bool)> {
+    let host = bayes_perception::process::host_name();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, String, bool)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let file_name = entry.file_name();
+            let (name, tail, is_partial) = file_name.to_str().and_then(temporary_name)?;
+            (wanted(name) && owner_is_dead(tail, &host))
+                .then(|| (entry.path(), name.to_owned(), is_partial))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// `.NAME.partial-TAIL` as (NAME, TAIL, true), `.NAME.replaced-TAIL` as (NAME, TAIL,
@@ -277,25 +290,11 @@ pub fn killed_partials(output: &Path) -> Vec<PathBuf> {
     let Ok((parent, name)) = parent_and_name(output) else {
         return Vec::new();
     };
-    let host = bayes_perception::process::host_name();
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .and_then(temporary_name)
-                .is_some_and(|(of, tail, is_partial)| {
-                    is_partial && of == name && owner_is_dead(tail, &host)
-                })
-        })
-        .map(|entry| entry.path())
-        .collect();
-    found.sort();
-    found
+    killed_runs_leftovers(parent, |n| n == name)
+        .into_iter()
+        .filter(|(_, _, is_partial)| *is_partial)
+        .map(|(path, _, _)| path)
+        .collect()
 }
 
 /// Whether a temporary name's `HOST-PID` tail (`PID` alone in names of earlier versions,

@@ -153,9 +153,7 @@ pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
         message,
     };
     let (width, height) = (msg.width as usize, msg.height as usize);
-    if width == 0 || height == 0 {
-        return Err(malformed(format!("empty size {width}x{height}")));
-    }
+    // An empty size is refused there too.
     let rows = Rows::of(msg, layout.row_bytes(width)).map_err(malformed)?;
     Ok(match layout {
         Layout::Packed {

@@ -69,9 +69,34 @@ struct LabelMap {
 }
 
 impl LabelMap {
-    /// Whether a stored label is the void label or one of the classes.
+    /// Whether a stored label is the void label or one of the classes (what `map` does not
+    /// turn into void).
     fn knows(&self, stored: i64) -> bool {
-        stored == self.void_label || (0..self.classes).contains(&(stored - self.offset))
+        stored == self.void_label || self.map(stored) != self.classes
+    }
+
+    /// Says (once per folder) when labels read from `path` hold ids that are neither a
+    /// class nor the void label (raw 32-class CamVid for the 11-class layout, a `classes`
+    /// list too short): they count as void, which leaves those pixels out of the loss and
+    /// the metrics, and that should not go unsaid.
+    fn warn_of_unknown(&self, path: &Path, stored: &[i64]) {
+        let mut unknown = stored.iter().filter(|&&v| !self.knows(v));
+        let Some(example) = unknown.next() else {
+            return;
+        };
+        let folder = path.parent().unwrap_or(path);
+        if UNKNOWN_LABELS.is_new(&folder.display().to_string()) {
+            log::warn!(
+                "{}: {} of {} pixels hold label ids that are neither one of the {} classes nor \
+                 the void label {} (e.g. {example}); they count as void: check the dataset's \
+                 classes and void_label (said once per folder)",
+                path.display(),
+                1 + unknown.count(),
+                stored.len(),
+                self.classes,
+                self.void_label,
+            );
+        }
     }
 
     fn map(&self, stored: i64) -> i64 {
@@ -339,49 +364,29 @@ impl Dataset {
                 ))
             }
         };
-        let labels =
-            match &files.label {
-                Some(path) => {
-                    let img = open_image(path)?;
-                    check(path, (img.width(), img.height()))?;
-                    let stored: Vec<i64> = match img {
-                        image::DynamicImage::ImageLuma8(g) => {
-                            g.into_raw().into_iter().map(i64::from).collect()
-                        }
-                        image::DynamicImage::ImageLuma16(g) => {
-                            g.into_raw().into_iter().map(i64::from).collect()
-                        }
-                        _ => {
-                            return Err(err(
-                                path,
-                                "labels must be a single-channel 8- or 16-bit PNG".into(),
-                            ))
-                        }
-                    };
-                    // Ids that are neither a class nor the void label (raw 32-class CamVid for
-                    // the 11-class layout, a `classes` list too short) count as void, which
-                    // leaves those pixels out of the loss and the metrics: said, not silent.
-                    let unknown = stored.iter().filter(|&&v| !self.labels.knows(v)).count();
-                    if unknown > 0 {
-                        let folder = path.parent().unwrap_or(path);
-                        if UNKNOWN_LABELS.is_new(&folder.display().to_string()) {
-                            log::warn!(
-                            "{}: {unknown} of {} pixels hold label ids that are neither one of \
-                             the {} classes nor the void label {} (e.g. {}); they count as \
-                             void: check the dataset's classes and void_label (said once per \
-                             folder)",
-                            path.display(),
-                            stored.len(),
-                            self.labels.classes,
-                            self.labels.void_label,
-                            stored.iter().find(|&&v| !self.labels.knows(v)).expect("counted")
-                        );
-                        }
+        let labels = match &files.label {
+            Some(path) => {
+                let img = open_image(path)?;
+                check(path, (img.width(), img.height()))?;
+                let stored: Vec<i64> = match img {
+                    image::DynamicImage::ImageLuma8(g) => {
+                        g.into_raw().into_iter().map(i64::from).collect()
                     }
-                    Some(stored.into_iter().map(|v| self.labels.map(v)).collect())
-                }
-                None => None,
-            };
+                    image::DynamicImage::ImageLuma16(g) => {
+                        g.into_raw().into_iter().map(i64::from).collect()
+                    }
+                    _ => {
+                        return Err(err(
+                            path,
+                            "labels must be a single-channel 8- or 16-bit PNG".into(),
+                        ))
+                    }
+                };
+                self.labels.warn_of_unknown(path, &stored);
+                Some(stored.into_iter().map(|v| self.labels.map(v)).collect())
+            }
+            None => None,
+        };
         let depth = match &files.depth {
             Some(path) if path.extension().is_some_and(|e| e == "tiff" || e == "tif") => {
                 let img = crate::output::read_float_tiff(path)?;

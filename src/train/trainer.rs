@@ -773,6 +773,9 @@ pub fn train(
             .map_err(|e| Error::io(&csv_path, e))?;
     }
 
+    // training.max_minutes (0: none) against the run's training time so far, in seconds.
+    let past_time_limit =
+        |seconds: f64| cfg.training.max_minutes > 0.0 && seconds > cfg.training.max_minutes * 60.0;
     // Batches whose loss was not finite, in a row across epochs.
     let mut nonfinite_in_a_row = 0;
     // The model's buffers (BatchNorm's running statistics): what a forward pass changes
@@ -790,7 +793,7 @@ pub fn train(
         {
             break Stop::EarlyStopping;
         }
-        if cfg.training.max_minutes > 0.0 && state.seconds > cfg.training.max_minutes * 60.0 {
+        if past_time_limit(state.seconds) {
             break Stop::TimeLimit;
         }
         if state.epoch >= cfg.training.epochs {
@@ -888,9 +891,7 @@ pub fn train(
             progress.batch_done(value, samples.len(), t.elapsed().as_secs_f64());
             // training.max_minutes is kept to the batch, not to the end of an epoch (one
             // epoch can take half an hour on a CPU).
-            let out_of_time = cfg.training.max_minutes > 0.0
-                && seconds_before + started.elapsed().as_secs_f64()
-                    > cfg.training.max_minutes * 60.0;
+            let out_of_time = past_time_limit(seconds_before + started.elapsed().as_secs_f64());
             let interrupt = interrupted.load(Ordering::SeqCst);
             if interrupt || out_of_time {
                 // Mid-epoch weights: the last completed epoch's figures no longer apply.
