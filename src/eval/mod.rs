@@ -820,7 +820,9 @@ fn load_frame(
         noise: mask(&masks[0])?,
         ood: mask(&masks[1])?,
         rgb: sample.rgb,
-        labels: sample.labels,
+        labels: sample
+            .labels
+            .map(|l| l.into_iter().map(i64::from).collect()),
         depth: sample.depth,
     })
 }

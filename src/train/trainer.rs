@@ -632,7 +632,7 @@ pub fn train(
                 let mut here = vec![0u64; classes];
                 labels
                     .iter()
-                    .filter(|&&l| l < void_id)
+                    .filter(|&&l| i64::from(l) < void_id)
                     .for_each(|&l| here[l as usize] += 1);
                 for c in 0..classes {
                     if here[c] > 0 {
