@@ -975,11 +975,13 @@ pub fn train(
 }
 
 /// Drops the rows of `metrics.csv` after epoch `epoch`: written by a run killed before the
-/// checkpoint of that epoch landed, they are trained again.
+/// checkpoint of that epoch landed, they are trained again. A row cut short by the kill
+/// (no line end: its epoch may be cut too, `1` of `12`) goes as well.
 fn keep_rows_up_to(csv_path: &Path, epoch: usize) -> Result<()> {
     let text = std::fs::read_to_string(csv_path).map_err(|e| Error::io(csv_path, e))?;
-    let kept: Vec<&str> = text
-        .lines()
+    let whole = text.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+    let kept: Vec<&str> = whole
+        .map(|line| line.trim_end_matches(['\r', '\n']))
         .enumerate()
         .filter(|(i, line)| {
             *i == 0
@@ -1352,5 +1354,15 @@ mod tests {
             std::fs::read_to_string(&csv).unwrap(),
             "epoch,train_loss\n1,0.5\n"
         );
+        // A row cut short by a kill: `1` of epoch 12's row.
+        for cut in ["1", "12,0.2"] {
+            std::fs::write(&csv, format!("epoch,train_loss\n1,0.5\n{cut}")).unwrap();
+            keep_rows_up_to(&csv, 1).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&csv).unwrap(),
+                "epoch,train_loss\n1,0.5\n",
+                "{cut:?}"
+            );
+        }
     }
 }
