@@ -635,6 +635,54 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     assert_eq!(tally.left_out.damage.len(), 1, "{:?}", tally.left_out);
     let skipped: Vec<&str> = tally.left_out.skipped.keys().map(String::as_str).collect();
     assert_eq!(skipped, ["incomplete where reading stopped at the damage"]);
+
+    // Parts that cannot be read leave their frame out once, for their reason: labels of an
+    // encoding not accepted (stamp 1), labels that are no Image at all (their stamp
+    // unknown: stamp 2's), an image whose pixels are cut short, and its labels (stamp 3).
+    let path = dir.path().join("unreadable");
+    let mut writer = BagWriter::create(&path).unwrap();
+    let mut cut_image = rgb(3);
+    cut_image.data.truncate(5);
+    let messages: Vec<(&str, Vec<u8>)> = vec![
+        (labels, ground_truth_image(1, 4, 3, "rgb8", 1).to_cdr()),
+        (camera, rgb(1).to_cdr()),
+        (camera, rgb(2).to_cdr()),
+        (labels, vec![0, 1, 0, 0, 7]),
+        (camera, cut_image.to_cdr()),
+        (labels, mono(3, 4, 1).to_cdr()),
+        (camera, rgb(4).to_cdr()),
+        (labels, mono(4, 4, 3).to_cdr()),
+    ];
+    for (t, (topic, cdr)) in messages.into_iter().enumerate() {
+        writer
+            .write(topic, "sensor_msgs/msg/Image", t as u64 + 1, &cdr)
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    let reader = BagReader::open(&path).unwrap();
+    let mut found = Vec::new();
+    let tally = read_labelled_frames(&reader, &topics, |frame| -> Result<_, BagError> {
+        found.push(frame.labels.unwrap()[0]);
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap();
+    assert_eq!(found, [3]);
+    assert_eq!((tally.frames, tally.evaluated), (4, 1));
+    let skipped = &tally.left_out.skipped;
+    assert_eq!(skipped.values().sum::<u64>(), 3, "{skipped:?}");
+    let starts: Vec<&str> = skipped
+        .keys()
+        .map(|r| &r[..r.find(':').unwrap_or(r.len())])
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "camera frame not decodable",
+            "ground-truth labels not decodable",
+            "ground-truth labels"
+        ],
+        "{skipped:?}"
+    );
 }
 
 /// `--json` reports a run that stops with an error too, for the scripts that read it.

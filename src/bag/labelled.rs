@@ -15,7 +15,7 @@
 //! Each topic is optional; a frame is evaluated once its image and every ground-truth topic
 //! the bag has for its camera have arrived (in any order). Nothing here runs a model.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use super::cdr::CdrMessage;
@@ -172,6 +172,7 @@ pub fn read_labelled_frames<E: From<BagError>>(
     // The latest stamp read of each part: a frame missing a part whose latest stamp read
     // is not past its own may have lost that part to damage.
     let mut last_read: BTreeMap<Part, (i32, u32)> = BTreeMap::new();
+    let mut lost = Lost::default();
     let read = reader.read(|m: &BagMessage| {
         let part = match classify(topics, m) {
             Some(part) => part,
@@ -180,14 +181,24 @@ pub fn read_labelled_frames<E: From<BagError>>(
         if part == Part::Camera {
             tally.frames += 1;
         }
-        if let Some(reason) = m.unreadable {
-            tally.left_out.skip(reason.to_owned());
-            return ControlFlow::Continue(());
-        }
-        let decoded = match decode_part(part, m) {
+        let decoded = match m.unreadable {
+            Some(reason) => Err((None, reason.to_owned())),
+            None => decode_part(part, m),
+        };
+        let decoded = match decoded {
+            Ok(decoded) if lost.refused.contains(&decoded.stamp) => {
+                return ControlFlow::Continue(())
+            }
             Ok(decoded) => decoded,
-            Err(reason) => {
-                tally.left_out.skip(reason);
+            Err((Some(stamp), reason)) => {
+                if lost.refused.insert(stamp) {
+                    pending.remove(&stamp);
+                    tally.left_out.skip(reason);
+                }
+                return ControlFlow::Continue(());
+            }
+            Err((None, reason)) => {
+                lost.unplaced.entry(part).or_default().push(reason);
                 return ControlFlow::Continue(());
             }
         };
@@ -197,6 +208,7 @@ pub fn read_labelled_frames<E: From<BagError>>(
         let entry = pending.entry(stamp).or_default();
         if let Err(reason) = entry.put(decoded) {
             pending.remove(&stamp);
+            lost.refused.insert(stamp);
             tally.left_out.skip(reason);
             return ControlFlow::Continue(());
         }
@@ -217,10 +229,9 @@ pub fn read_labelled_frames<E: From<BagError>>(
             }
         }
         while pending.len() > MAX_PENDING {
-            pending.pop_first();
-            tally
-                .left_out
-                .skip("a part of the frame never came (more than 64 frames apart)");
+            let (_, partial) = pending.pop_first().expect("more than MAX_PENDING");
+            let never_came = "a part of the frame never came (more than 64 frames apart)";
+            lost.leave_out(&partial, topics, never_came, &mut tally.left_out);
         }
         ControlFlow::Continue(())
     });
@@ -245,16 +256,53 @@ pub fn read_labelled_frames<E: From<BagError>>(
             // Not done when the visitor stopped: not left out either.
             continue;
         }
-        tally.left_out.skip(if damaged && cut {
+        let otherwise = if damaged && cut {
             // Its other parts may lie after the damage: the damage's loss, not bad input.
             "incomplete where reading stopped at the damage"
         } else if partial.rgb.is_some() {
             "ground truth missing"
         } else {
             "ground truth without its camera frame"
-        });
+        };
+        lost.leave_out(&partial, topics, otherwise, &mut tally.left_out);
+    }
+    // Lost parts no incomplete frame accounts for (a frame whose every part was lost).
+    for reason in lost.unplaced.into_values().flatten() {
+        tally.left_out.skip(reason);
     }
     Ok(tally)
+}
+
+/// The parts that could not be read, kept so that a frame left out counts once however
+/// many of its parts are lost.
+#[derive(Default)]
+struct Lost {
+    /// Stamps of frames left out: their other parts are dropped, not counted again.
+    refused: BTreeSet<(i32, u32)>,
+    /// Reasons of parts lost before their stamp was known (the message or its header not
+    /// readable), by part: each explains one frame left without that part; those none
+    /// explains count on their own at the end.
+    unplaced: BTreeMap<Part, Vec<String>>,
+}
+
+impl Lost {
+    /// Leaves out a frame that stays incomplete: for the reason of a lost part it misses
+    /// (taking one lost part of each kind it misses), else `otherwise`.
+    fn leave_out(
+        &mut self,
+        partial: &Partial,
+        topics: &LabelledTopics,
+        otherwise: &str,
+        left_out: &mut LeftOut,
+    ) {
+        let mut reason = None;
+        for part in partial.missing(topics) {
+            if let Some(lost) = self.unplaced.get_mut(&part).and_then(Vec::pop) {
+                reason.get_or_insert(lost);
+            }
+        }
+        left_out.skip(reason.unwrap_or_else(|| otherwise.to_owned()));
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -296,8 +344,9 @@ struct Decoded {
     value: Value,
 }
 
-/// A part's message decoded; the reason (for the tally) when it cannot be.
-fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, String> {
+/// A part's message decoded; the reason (for the tally) when it cannot be, with the frame's
+/// stamp where its header could be read.
+fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, (Option<(i32, u32)>, String)> {
     let what = match part {
         Part::Camera => "camera frame",
         Part::Labels => "ground-truth labels",
@@ -305,26 +354,43 @@ fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, String> {
         Part::Noise | Part::Ood => "ground-truth mask",
     };
     let bad = |e: &dyn std::fmt::Display| format!("{what} not decodable: {e}");
+    let stamp_of = |h: &crate::msg::Header| (h.stamp.sec, h.stamp.nanosec);
     if part == Part::Camera {
-        let (header, rgb) = if m.type_name == COMPRESSED {
-            let msg = CompressedImage::from_cdr(m.data).map_err(|e| bad(&e))?;
-            let rgb = decode_compressed(&msg).map_err(|e| bad(&e))?;
-            (msg.header, rgb)
+        let (stamp, rgb) = if m.type_name == COMPRESSED {
+            let msg = CompressedImage::from_cdr(m.data).map_err(|e| (None, bad(&e)))?;
+            let stamp = stamp_of(&msg.header);
+            (
+                stamp,
+                decode_compressed(&msg).map_err(|e| (Some(stamp), bad(&e)))?,
+            )
         } else {
-            let msg = Image::from_cdr(m.data).map_err(|e| bad(&e))?;
-            let rgb = decode_image(&msg).map_err(|e| bad(&e))?;
-            (msg.header, rgb)
+            let msg = Image::from_cdr(m.data).map_err(|e| (None, bad(&e)))?;
+            let stamp = stamp_of(&msg.header);
+            (
+                stamp,
+                decode_image(&msg).map_err(|e| (Some(stamp), bad(&e)))?,
+            )
         };
         return Ok(Decoded {
-            stamp: (header.stamp.sec, header.stamp.nanosec),
+            stamp,
             size: rgb.dimensions(),
             value: Value::Rgb(rgb),
         });
     }
-    let msg = Image::from_cdr(m.data).map_err(|e| bad(&e))?;
+    let msg = Image::from_cdr(m.data).map_err(|e| (None, bad(&e)))?;
+    let stamp = stamp_of(&msg.header);
+    Ok(Decoded {
+        stamp,
+        size: (msg.width, msg.height),
+        value: ground_truth_value(part, what, &msg).map_err(|reason| (Some(stamp), reason))?,
+    })
+}
+
+/// The pixels of a ground-truth image (`what` names it in the reason it cannot be read).
+fn ground_truth_value(part: Part, what: &str, msg: &Image) -> Result<Value, String> {
     let (w, h) = (msg.width as usize, msg.height as usize);
     let row_bytes = |bytes_per_pixel: usize| -> Result<Vec<&[u8]>, String> {
-        let rows = Rows::of(&msg, w * bytes_per_pixel)
+        let rows = Rows::of(msg, w * bytes_per_pixel)
             .map_err(|e| format!("{what}: {} {e}", msg.encoding))?;
         Ok((0..h).map(|y| rows.row(y)).collect())
     };
@@ -376,11 +442,7 @@ fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, String> {
             return Err(format!("{what}: encoding {encoding} is not accepted"));
         }
     };
-    Ok(Decoded {
-        stamp: (msg.header.stamp.sec, msg.header.stamp.nanosec),
-        size: (msg.width, msg.height),
-        value,
-    })
+    Ok(value)
 }
 
 impl Partial {
