@@ -871,7 +871,7 @@ struct RunMark {
 
 /// What runs of this host that were killed (SIGKILL, out of memory) had written towards
 /// `output` (the current run reads `input`): each one's whole frames copied into a complete
-/// bag `OUTPUT.salvaged` (`-2`, `-3`, .. when taken) and its temporary directory removed,
+/// bag `OUTPUT.salvaged` (`-2`, `-3`, .. when taken or being written) and its temporary directory removed,
 /// said with how far into its input it got and, for the same input, the `--start` that
 /// processes the rest. A failure to salvage stops the run, which would otherwise remove
 /// the killed run's files. Temporary directories without [`RUN_MARK`] (not `bag
@@ -901,7 +901,8 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
                 1 => parent.join(format!("{name}.salvaged")),
                 k => parent.join(format!("{name}.salvaged-{k}")),
             })
-            .find(|path| std::fs::symlink_metadata(path).is_err())
+            // Not one a live run is writing either (`bag process ... OUT.salvaged`).
+            .find(|path| !super::staged::taken(path))
             .expect("a free name");
         let (messages, last_ns) = salvage(&mcap, &target).with_context(|| {
             format!(

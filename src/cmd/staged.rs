@@ -297,6 +297,26 @@ pub fn killed_partials(output: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether `output` exists or some run (live, killed, of any host) is building it under a
+/// temporary name: a name to pass over when looking for a free one.
+pub fn taken(output: &Path) -> bool {
+    if std::fs::symlink_metadata(output).is_ok() {
+        return true;
+    }
+    let Ok((parent, name)) = parent_and_name(output) else {
+        return true;
+    };
+    std::fs::read_dir(parent).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(temporary_name)
+                .is_some_and(|(n, _, _)| n == name)
+        })
+    })
+}
+
 /// Whether a temporary name's `HOST-PID` tail (`PID` alone in names of earlier versions,
 /// taken as this host's) names a process of this host that no longer exists.
 fn owner_is_dead(tail: &str, this_host: &str) -> bool {
@@ -435,6 +455,21 @@ mod tests {
         let staged = StagedDir::in_swept(&dir.path().join("a")).unwrap();
         assert!(dir.path().join(&left[0]).exists());
         drop(staged);
+    }
+
+    #[test]
+    fn a_name_being_built_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.salvaged");
+        assert!(!taken(&out));
+        let building = dir.path().join(".out.salvaged.partial-otherhost-12");
+        std::fs::create_dir(&building).unwrap();
+        assert!(taken(&out));
+        std::fs::remove_dir(&building).unwrap();
+        std::fs::create_dir(&out).unwrap();
+        assert!(taken(&out));
+        // Another output's temporary name is not this one's.
+        assert!(!taken(&dir.path().join("out")));
     }
 
     #[test]
