@@ -911,7 +911,7 @@ pub fn train(
                 });
             }
         }
-        let validation = validate(&model, &val_samples, size_multiple, void_id, device);
+        let validation = validate(&model, &val_samples, size_multiple, void_id, device)?;
         // No finite loss in the whole epoch: NaN, not a mean of nothing (0).
         let train_loss = match state.loss_count {
             0 => f64::NAN,
@@ -1185,7 +1185,7 @@ pub fn validate(
     size_multiple: i64,
     void_id: i64,
     device: Device,
-) -> Validation {
+) -> Result<Validation> {
     let _guard = tch::no_grad_guard();
     let mut confusion = Confusion::new(void_id.max(0) as usize);
     let mut depth_errors = DepthErrors::default();
@@ -1215,30 +1215,30 @@ pub fn validate(
                     .argmax(1, false)
                     .view(-1)
                     .to_device(Device::Cpu),
-            )
-            .unwrap_or_default();
-            let truth =
-                Vec::<i64>::try_from(&labels.view(-1).to_device(Device::Cpu)).unwrap_or_default();
+            )?;
+            let truth = Vec::<i64>::try_from(&labels.view(-1).to_device(Device::Cpu))?;
             confusion.add(&truth, &predicted);
         }
         if let (Some((mean, _)), Some(depth)) = (out.depth, &batch.depth) {
             let unit = model.spec.tasks.depth.as_ref().map_or(1.0, |d| d.unit_m);
-            let predicted =
-                Vec::<f32>::try_from(&(crop(mean) * unit).view(-1).to_device(Device::Cpu))
-                    .unwrap_or_default();
-            let truth =
-                Vec::<f32>::try_from(&depth.view(-1).to_device(Device::Cpu)).unwrap_or_default();
+            let predicted = Vec::<f32>::try_from(
+                &(crop(mean) * unit)
+                    .to_kind(Kind::Float)
+                    .view(-1)
+                    .to_device(Device::Cpu),
+            )?;
+            let truth = Vec::<f32>::try_from(&depth.view(-1).to_device(Device::Cpu))?;
             depth_errors.add(&truth, &predicted);
         }
     }
     let semantic = model.spec.tasks.semantic.is_some();
     let depth = model.spec.tasks.depth.is_some() && depth_errors.count() > 0;
-    Validation {
+    Ok(Validation {
         mean_iou: semantic.then(|| confusion.mean_iou()),
         pixel_accuracy: semantic.then(|| confusion.pixel_accuracy()),
         depth_rel: depth.then(|| depth_errors.rel()),
         depth_rms: depth.then(|| depth_errors.rms()),
-    }
+    })
 }
 
 #[cfg(test)]
