@@ -1378,6 +1378,31 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
     state_of("other_model", "data", "b", "b2.state");
     state_of("moved/model11", "data", "b", "b3.state");
     state_of("moved/model11", "data", "a", "a2.state");
+    // The engine's other settings are in a state too: another precision.
+    let (out, text) = run(bin()
+        .args(["eval", "--model"])
+        .arg(f.path("moved/model11"))
+        .arg("--data")
+        .arg(f.path("data"))
+        .args([
+            "--split",
+            "b",
+            "--mode",
+            "mc",
+            "--samples",
+            "3",
+            "--seed",
+            "4",
+        ])
+        .args([
+            "--precision",
+            "bf16",
+            "--device",
+            "cpu",
+            "--state",
+            &p("b4.state"),
+        ]));
+    assert!(out.status.success(), "{text}");
     // A state of an earlier version (no model fingerprint, no frame keys).
     let mut old: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("a.state")).unwrap()).unwrap();
@@ -1420,8 +1445,12 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         }
         run(&mut cmd)
     };
-    let refused: [(&[&str], &str); 7] = [
+    let refused: [(&[&str], &str); 8] = [
         (&["a.state", "b1.state"], "mode aleatoric"),
+        (
+            &["a.state", "b4.state"],
+            "bf16, 10 logit-noise draw(s) against fp32, 10 logit-noise draw(s)",
+        ),
         (&["a.state", "b2.state"], "another model"),
         (&["old.state", "b2.state", "b3.state"], "another model"),
         (&["a.state", "a.state"], "would count twice"),

@@ -128,6 +128,10 @@ pub struct Report {
     /// Depth scored only where the ground truth is nearer than this (metres).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_depth_m: Option<f32>,
+    /// The engine's other settings that shape the figures (precision, logit-noise draws;
+    /// moments: head samples, rules); absent for states of earlier versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
     /// Frames of the input not in the figures (absent when every frame is).
     #[serde(default, skip_serializing_if = "LeftOut::is_empty")]
     pub left_out: LeftOut,
@@ -307,6 +311,26 @@ pub struct Evaluation {
     /// --max-depth`); none: everywhere it exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_depth_m: Option<f32>,
+    /// The engine's settings that shape the figures besides mode and samples
+    /// ([`setup_of`]): merged states must agree (states of earlier versions have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
+}
+
+/// The engine's settings, besides mode and samples, that change what it predicts:
+/// precision, logit-noise draws, and in moments mode the head samples and rules.
+fn setup_of(config: &crate::engine::EngineConfig) -> String {
+    let mut setup = format!(
+        "{}, {} logit-noise draw(s)",
+        config.precision, config.noise_samples
+    );
+    if config.mode == crate::config::Mode::Moments {
+        setup += &format!(
+            ", {} head sample(s), {} rules",
+            config.moments_head_samples, config.moments_rules
+        );
+    }
+    setup
 }
 
 /// What of an evaluation's input is not in its figures: frames skipped for bad input
@@ -389,11 +413,13 @@ impl Evaluation {
             left_out: LeftOut::default(),
             frame_keys: Vec::new(),
             max_depth_m,
+            setup: Some(setup_of(config)),
         }
     }
 
-    /// Adds the evaluation of other frames by the same set-up (mode, samples, classes and
-    /// tasks must agree; the reason is the error otherwise).
+    /// Adds the evaluation of other frames by the same set-up (mode, samples, classes,
+    /// tasks, depth cap and [`Evaluation::setup`] must agree; the reason is the error
+    /// otherwise).
     pub fn merge(&mut self, other: &Evaluation) -> std::result::Result<(), String> {
         if (&other.mode, other.samples, other.classes) != (&self.mode, self.samples, self.classes) {
             return Err(format!(
@@ -413,6 +439,12 @@ impl Evaluation {
                 cap(self.max_depth_m)
             ));
         }
+        if let (Some(theirs), Some(ours)) = (&other.setup, &self.setup) {
+            if theirs != ours {
+                return Err(format!("{theirs} against {ours}"));
+            }
+        }
+        self.setup = self.setup.take().or_else(|| other.setup.clone());
         self.frame_keys.extend_from_slice(&other.frame_keys);
         self.images += other.images;
         self.time_ms += other.time_ms;
@@ -483,6 +515,7 @@ impl Evaluation {
             semantic,
             depth,
             max_depth_m: self.max_depth_m,
+            setup: self.setup.clone(),
             left_out: self.left_out.clone(),
             agreement: None,
             reference: None,
