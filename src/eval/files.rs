@@ -357,14 +357,19 @@ pub fn write_report(
                     (task.ood[k].pixels() - task.ood[k].positives()) as f64,
                     task.ood[k].positives() as f64,
                 );
+                // Groups wholly left of the axis (0 included) are drawn in its first bar.
                 let steps =
                     |pick: &dyn Fn(&(f64, u64, u64)) -> f64, total: f64| -> Vec<(f64, f64)> {
                         let mut points = Vec::new();
+                        let mut left_of_axis = 0.0;
                         for (g, group) in groups.iter().enumerate() {
                             let upper = groups.get(g + 1).map_or(group.0 * 1.5, |next| next.0);
-                            let lower = if g == 0 { task.histogram_x.0 } else { group.0 };
-                            let f = pick(group) / total;
-                            points.push((lower, f));
+                            if upper <= task.histogram_x.0 && g + 1 < groups.len() {
+                                left_of_axis += pick(group);
+                                continue;
+                            }
+                            let f = (std::mem::take(&mut left_of_axis) + pick(group)) / total;
+                            points.push((group.0.max(task.histogram_x.0), f));
                             points.push((upper, f));
                         }
                         points

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Likelihood;
 
-/// Bins of [`Ranking`] between [`RANK_MIN`] and [`RANK_MAX`], log-spaced (0.45 % wide);
+/// Bins of [`Ranking`] between [`RANK_MIN`] and [`RANK_MAX`], log-spaced (0.62 % wide);
 /// values below the range share bin 0, values above it the last bin.
 pub const RANK_BINS: usize = 4096;
 pub const RANK_MIN: f64 = 1e-7;
@@ -177,11 +177,15 @@ impl Ranking {
 
     /// Counts of negative and positive pixels in `groups` coarser bins (consecutive
     /// [`RANK_BINS`] bins merged; bin 0 and the overflow bin go to the first and last), with
-    /// each group's lower edge: the histograms of the OOD plots.
+    /// each group's lower edge (0 for the first, which holds every value below [`RANK_MIN`],
+    /// 0 included): the histograms of the OOD plots.
     pub fn histogram(&self, groups: usize) -> Vec<(f64, u64, u64)> {
         let per = RANK_BINS.div_ceil(groups);
         let mut out: Vec<(f64, u64, u64)> = (0..groups)
-            .map(|g| (rank_bin_lower_edge(1 + g * per), 0, 0))
+            .map(|g| match g {
+                0 => (0.0, 0, 0),
+                g => (rank_bin_lower_edge(1 + g * per), 0, 0),
+            })
             .collect();
         for b in 0..self.count.len() {
             let g = (b.saturating_sub(1) / per).min(groups - 1);
@@ -499,6 +503,9 @@ mod tests {
         let h = a.histogram(8);
         assert_eq!(h.iter().map(|g| g.1 + g.2).sum::<u64>(), 10);
         assert_eq!(h.iter().map(|g| g.2).sum::<u64>(), 5);
+        // The first group holds everything below RANK_MIN too: its edge is 0.
+        assert_eq!(h[0].0, 0.0);
+        assert!(h[1].0 > RANK_MIN && h.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     #[test]
