@@ -1074,6 +1074,10 @@ fn eval_reports_accuracy_and_uncertainty_on_a_synthetic_split() {
         assert_eq!(m["frames"], 2, "{m}");
         let rho = m["spearman_pooled"].as_f64().unwrap();
         assert!((-1.0..=1.0).contains(&rho), "{m}");
+        // Two small frames: every finite pixel offered is pooled.
+        assert_eq!(m["pooled_pixels"], m["offered_pixels"], "{m}");
+        let (mean, min) = (&m["spearman_frame_mean"], &m["spearman_frame_min"]);
+        assert!(min.as_f64().unwrap() <= mean.as_f64().unwrap(), "{m}");
     }
     // A mask of another size than its image is named and its frame left out, not zipped
     // against wrong pixels.

@@ -781,8 +781,12 @@ fn print_agreement(agreement: &AgreementReport, mode: &str) {
     );
     for m in &agreement.maps {
         println!(
-            "  {:<38} pooled {:.3}; per frame mean {:.3}, min {:.3} ({} frame(s))",
-            m.map, m.spearman_pooled, m.spearman_frame_mean, m.spearman_frame_min, m.frames
+            "  {:<38} pooled {:.3}; per frame mean {}, min {} ({} frame(s))",
+            m.map,
+            m.spearman_pooled,
+            format_value(m.spearman_frame_mean, 3),
+            format_value(m.spearman_frame_min, 3),
+            m.frames
         );
     }
 }

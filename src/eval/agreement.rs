@@ -3,14 +3,21 @@
 //! --agreement-with-mc T`). Per map, the Spearman rank correlation over the pixels of all
 //! frames pooled, and per frame (mean and worst). Pure: predictions in, figures out.
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::colormap::FloatImage;
 use crate::engine::Prediction;
 
 /// Pixels of one frame that enter the pooled correlation at most (a fixed stride thins
-/// larger frames), so memory stays bounded on long evaluations.
+/// larger frames, so that each frame weighs about the same).
 const POOLED_PIXELS_PER_FRAME: usize = 50_000;
+
+/// Pixel pairs of a map pooled at most: beyond it a uniform sample of those offered is
+/// kept (reservoir sampling), so memory stays bounded on evaluations of any length (2 M
+/// pairs: 16 MB a map, and 64 MB more while ranking them).
+const POOLED_PIXELS: usize = 2_000_000;
 
 /// Finds one map in a prediction, if it has it.
 type MapOf = fn(&Prediction) -> Option<&FloatImage>;
@@ -35,10 +42,39 @@ const MAPS: [(&str, MapOf); 6] = [
     ("depth", |p| p.depth.as_ref().map(|d| &d.depth_m)),
 ];
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct MapAgreement {
     pooled: (Vec<f32>, Vec<f32>),
+    /// Pairs offered to the pool so far.
+    offered: u64,
+    /// The reservoir's draws (a fixed seed: the same frames give the same figures).
+    rng: ChaCha8Rng,
     per_frame: Vec<f64>,
+}
+
+impl MapAgreement {
+    fn new() -> Self {
+        MapAgreement {
+            pooled: (Vec::new(), Vec::new()),
+            offered: 0,
+            rng: ChaCha8Rng::seed_from_u64(0),
+            per_frame: Vec::new(),
+        }
+    }
+
+    /// Offers a pair to the pool, keeping a uniform sample of at most `capacity`.
+    fn pool(&mut self, x: f32, y: f32, capacity: usize) {
+        let offered = self.offered;
+        self.offered += 1;
+        if self.pooled.0.len() < capacity {
+            self.pooled.0.push(x);
+            self.pooled.1.push(y);
+        } else if let Ok(at) = usize::try_from(self.rng.gen_range(0..=offered)) {
+            if at < capacity {
+                (self.pooled.0[at], self.pooled.1[at]) = (x, y);
+            }
+        }
+    }
 }
 
 /// Per-map rank agreement between predictions and reference predictions of the same frames.
@@ -53,13 +89,16 @@ pub struct Agreement {
 #[derive(Debug, Clone, Serialize)]
 pub struct MapAgreementReport {
     pub map: String,
-    /// Spearman's ρ over the (thinned) pixels of all frames.
+    /// Spearman's ρ over the (thinned, sampled) pixels of all frames.
     pub spearman_pooled: f64,
-    /// Mean and minimum of the per-frame ρ.
-    pub spearman_frame_mean: f64,
-    pub spearman_frame_min: f64,
+    /// Mean and minimum of the per-frame ρ (none when no frame has one: a constant map).
+    pub spearman_frame_mean: Option<f64>,
+    pub spearman_frame_min: Option<f64>,
+    /// Frames with a per-frame ρ.
     pub frames: usize,
+    /// Pixel pairs the pooled ρ is over, of `offered_pixels` offered to the pool.
     pub pooled_pixels: usize,
+    pub offered_pixels: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +111,7 @@ impl Agreement {
     pub fn new(reference: impl Into<String>) -> Self {
         Agreement {
             reference: reference.into(),
-            maps: vec![MapAgreement::default(); MAPS.len()],
+            maps: vec![MapAgreement::new(); MAPS.len()],
         }
     }
 
@@ -92,8 +131,9 @@ impl Agreement {
                 slot.per_frame.push(rho);
             }
             let stride = xs.len().div_ceil(POOLED_PIXELS_PER_FRAME).max(1);
-            slot.pooled.0.extend(xs.iter().step_by(stride));
-            slot.pooled.1.extend(ys.iter().step_by(stride));
+            for (&x, &y) in xs.iter().zip(&ys).step_by(stride) {
+                slot.pool(x, y, POOLED_PIXELS);
+            }
         }
     }
 
@@ -108,10 +148,12 @@ impl Agreement {
                 Some(MapAgreementReport {
                     map: (*name).to_owned(),
                     spearman_pooled: pooled,
-                    spearman_frame_mean: slot.per_frame.iter().sum::<f64>() / frames.max(1) as f64,
-                    spearman_frame_min: slot.per_frame.iter().copied().fold(f64::NAN, f64::min),
+                    spearman_frame_mean: (frames > 0)
+                        .then(|| slot.per_frame.iter().sum::<f64>() / frames as f64),
+                    spearman_frame_min: slot.per_frame.iter().copied().reduce(f64::min),
                     frames,
                     pooled_pixels: slot.pooled.0.len(),
+                    offered_pixels: slot.offered,
                 })
             })
             .collect();
@@ -166,6 +208,30 @@ pub fn spearman(x: &[f32], y: &[f32]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_keeps_a_uniform_sample_of_bounded_size() {
+        let mut map = MapAgreement::new();
+        for i in 0..10_000 {
+            map.pool(i as f32, -(i as f32), 1000);
+        }
+        assert_eq!((map.pooled.0.len(), map.offered), (1000, 10_000));
+        // Pairs stay pairs, and the sample spreads over all that was offered: its mean is
+        // the stream's (4999.5) within a few standard errors (2887 / sqrt(1000) = 91).
+        assert!(map
+            .pooled
+            .0
+            .iter()
+            .zip(&map.pooled.1)
+            .all(|(x, y)| *x == -*y));
+        let mean = map.pooled.0.iter().map(|&x| x as f64).sum::<f64>() / 1000.0;
+        assert!((mean - 4999.5).abs() < 400.0, "{mean}");
+        assert!(map.pooled.0.iter().any(|&x| x >= 9000.0));
+        // Under the capacity everything is kept, in order.
+        let mut small = MapAgreement::new();
+        (0..5).for_each(|i| small.pool(i as f32, 0.0, 1000));
+        assert_eq!(small.pooled.0, [0.0, 1.0, 2.0, 3.0, 4.0]);
+    }
 
     #[test]
     fn spearman_of_known_orderings() {
