@@ -84,9 +84,11 @@ pub fn has_depth(truth: f32) -> bool {
 }
 
 /// A predicted depth as scored: floored at 1 mm, so that no depth (NaN, ≤ 0) counts as
-/// 1 mm rather than being left out of the errors.
+/// 1 mm rather than being left out of the errors, and capped at 1000 km, so that an
+/// infinite one (a half-precision head overflowing) counts as very wrong rather than making
+/// every error figure infinite (reported as no value).
 pub fn scored_depth(predicted: f64) -> f64 {
-    predicted.max(1e-3)
+    predicted.max(1e-3).min(1e6)
 }
 
 /// |y − ŷ| / y, with the prediction floored at 1 mm.
@@ -162,6 +164,15 @@ impl DepthErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn predicted_depths_are_scored_between_1_mm_and_1000_km() {
+        let scored = [f64::NAN, -1.0, 0.0, 2.5, f64::INFINITY].map(scored_depth);
+        assert_eq!(scored, [1e-3, 1e-3, 1e-3, 2.5, 1e6]);
+        let mut errors = DepthErrors::default();
+        errors.add(&[10.0, 10.0], &[10.0, f32::INFINITY]);
+        assert!(errors.rel().is_finite() && errors.rms().is_finite() && errors.log10() > 0.0);
+    }
 
     #[test]
     fn iou_and_accuracy_by_hand() {
