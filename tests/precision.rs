@@ -406,3 +406,51 @@ fn the_precision_is_fixed_when_the_engine_loads() {
         .iter()
         .all(|c| c.is_finite()));
 }
+
+/// Depth far away keeps its precision in half precision: the heads run in fp32 whatever
+/// the network's precision (a bf16 depth head held 50 m to steps of 0.25 m, and widened
+/// the MC spread of far pixels with its rounding).
+#[test]
+fn far_depth_keeps_its_precision_in_half_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let _lock = common::rng_lock();
+        let model = common::tiny_model(3, true);
+        let mut bias = model.vs.variables()["heads.depth.mean.bias"].shallow_clone();
+        tch::no_grad(|| bias.fill_(50.0));
+        model.save(dir.path()).unwrap();
+    }
+    let image = common::pattern(32, 32);
+    for mode in [Mode::Aleatoric, Mode::Mc] {
+        let predict = |precision| {
+            let config = EngineConfig {
+                mode,
+                precision,
+                mc_samples: 8,
+                seed: Some(3),
+                device: test_device(),
+                ..EngineConfig::default()
+            };
+            let _lock = common::rng_lock();
+            let engine = Engine::load(dir.path(), config).unwrap();
+            engine.predict(&image).unwrap().depth.unwrap()
+        };
+        let (fp32, bf16) = (predict(Precision::Fp32), predict(Precision::Bf16));
+        let depth = mean_rel(&fp32.depth_m, &bf16.depth_m);
+        eprintln!("{mode}: depth mean |rel| {depth:.2e}");
+        assert!(
+            fp32.depth_m
+                .as_raw()
+                .iter()
+                .all(|d| (45.0..55.0).contains(d)),
+            "a far depth"
+        );
+        // bf16 rounds 50 m to 0.25 m: about 1e-3 on average when the head runs in bf16.
+        assert!(depth < 3e-4, "{mode}: depth {depth:.2e} off");
+        if let (Some(a), Some(b)) = (&fp32.epistemic_std_m, &bf16.epistemic_std_m) {
+            let spread = mean_rel(a, b);
+            eprintln!("{mode}: epistemic std mean |rel| {spread:.2e}");
+            assert!(spread < 0.05, "{mode}: epistemic std {spread:.3} off");
+        }
+    }
+}

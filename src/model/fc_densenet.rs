@@ -605,6 +605,20 @@ impl FcDenseNet {
         );
     }
 
+    /// The decoder output in the heads' number format: the engine keeps the heads fp32
+    /// whatever the network's precision ([`crate::engine::Engine::new`]).
+    fn head_input(&self, stack: Tensor) -> Tensor {
+        let head = self
+            .semantic_heads
+            .as_ref()
+            .or(self.depth_heads.as_ref())
+            .map(|(conv, _)| conv.ws.kind());
+        match head {
+            Some(kind) if kind != stack.kind() => stack.to_kind(kind),
+            _ => stack,
+        }
+    }
+
     /// A head output in the usual layout (one copy of a few channels when channels-last).
     fn head_output(&self, t: Tensor) -> Tensor {
         if self.channels_last {
@@ -640,6 +654,7 @@ impl FcDenseNet {
             stack = out;
             to_upsample = new_maps;
         }
+        let stack = self.head_input(stack);
         let head = |conv: &nn::Conv2D| self.head_output(stack.apply(conv));
         HeadOutputs {
             semantic: self
@@ -672,6 +687,10 @@ impl FcDenseNet {
             stack = out;
             to_upsample = new_maps;
         }
+        let stack = Gaussian {
+            mean: self.head_input(stack.mean),
+            var: self.head_input(stack.var),
+        };
         let head = |conv: &nn::Conv2D| {
             let out = moments::conv2d(&stack, conv, 0);
             Gaussian {
