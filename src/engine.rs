@@ -169,7 +169,7 @@ pub struct SemanticPrediction {
     pub confidence: FloatImage,
     /// Expected entropy (1/T) Σ_t H\[p_t\], nats.
     pub aleatoric_entropy: FloatImage,
-    /// Mutual information H\[p̄\] − (1/T) Σ_t H\[p_t\], nats; mc mode only.
+    /// Mutual information H\[p̄\] − (1/T) Σ_t H\[p_t\], nats; mc and moments mode only.
     pub epistemic_mutual_information: Option<FloatImage>,
     /// p̄ of every class at the input size, class-major `[C, H, W]`; only with
     /// [`EngineConfig::keep_probabilities`].
@@ -184,7 +184,8 @@ pub struct DepthPrediction {
     /// Aleatoric std sqrt((1/T) Σ_t σ̂²_t), metres; `None` for a model without a trained
     /// variance head (homoscedastic baseline).
     pub aleatoric_std_m: Option<FloatImage>,
-    /// Epistemic std (std of the T sampled means), metres; mc mode only.
+    /// Epistemic std (std of the T sampled means; in moments mode the propagated one),
+    /// metres; mc and moments mode only.
     pub epistemic_std_m: Option<FloatImage>,
 }
 

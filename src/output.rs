@@ -1,7 +1,7 @@
 //! Writing a prediction to files: PNG for people (colour labels, false colour), 16/8-bit
 //! PNG for class ids, and 32-bit float TIFF for the exact values.
 //!
-//! Files in the output directory of one image (`*` only in mc mode):
+//! Files in the output directory of one image (`*` only in mc and moments mode):
 //!
 //! | file                         | content                                           |
 //! |------------------------------|---------------------------------------------------|

@@ -87,7 +87,7 @@ impl OutputTopic {
         )
     }
 
-    /// Whether messages appear only in mc mode.
+    /// Whether messages appear only in mc and moments mode.
     pub fn is_epistemic(self) -> bool {
         use OutputTopic::*;
         matches!(
