@@ -104,6 +104,10 @@ struct Report {
     /// previous one built at the same time on two threads, as the node runs them (wall
     /// time over the same number of frames, after the sequential ones).
     overlapped_frames_per_s: Option<f64>,
+    /// CUDA only: the median whole frame with the engine not profiled, as the node and
+    /// `bag process` run it (the stage split synchronises the device 3-4 times a frame,
+    /// which keeps the host from queueing the next stage while the device works).
+    unprofiled_median_ms: Option<f64>,
     /// mc and moments: median of single-pass (aleatoric) frames of the same model, and
     /// what one frame costs in them (median_ms / single_pass_median_ms).
     single_pass_median_ms: Option<f64>,
@@ -203,10 +207,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Device::Cuda(index) = device {
         report.gpu_memory = cuda_memory(index);
     }
+    // What follows runs as the node does: the engine not profiled (on a CPU profiling
+    // synchronises nothing, so it is measured above already).
+    engine.set_config(EngineConfig {
+        profile: false,
+        ..config.clone()
+    })?;
+    if device.is_cuda() {
+        report.unprofiled_median_ms = Some(unprofiled_median_ms(&engine, &frames, args.frames)?);
+    }
     if args.overlap {
         report.overlapped_frames_per_s =
             Some(overlapped_frames_per_s(&engine, &frames, args.frames)?);
     }
+    engine.set_config(config.clone())?;
     if args.mode.epistemic() {
         // The same frames through one deterministic pass each: what an epistemic frame
         // costs in single passes (and for mc, whether batching pays).
@@ -329,6 +343,27 @@ fn time_frames(
     (0..count).map(frame).collect()
 }
 
+/// The median of `count` whole frames (engine and host outputs) one after the other.
+fn unprofiled_median_ms(
+    engine: &Engine,
+    frames: &[image::RgbImage],
+    count: usize,
+) -> anyhow::Result<f64> {
+    let palette = engine.model().spec.palette();
+    let colormap = ColormapParams::default();
+    let header = Header::default();
+    let totals = (0..count)
+        .map(|i| -> anyhow::Result<f64> {
+            let started = std::time::Instant::now();
+            let prediction = engine.predict(&frames[i % frames.len()])?;
+            let messages = build_outputs(&prediction, &header, &palette, &colormap, |_| true);
+            std::hint::black_box(messages);
+            Ok(started.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    Ok(percentile(&totals, 0.5))
+}
+
 /// `count` frames through [`overlapped`] (the engine on this thread, the output messages
 /// on a second one), as the node's run loop does; frames per second of wall time.
 fn overlapped_frames_per_s(
@@ -421,6 +456,7 @@ fn summarise(
         gpu_memory_used_mib: None,
         gpu_memory: None,
         overlapped_frames_per_s: None,
+        unprofiled_median_ms: None,
         single_pass_median_ms: None,
         single_pass_equivalents: None,
         mc_vs_sequential_ratio: None,
@@ -494,6 +530,9 @@ fn print_report(r: &Report) {
             st.points,
             st.points_every_pixel
         );
+    }
+    if let Some(ms) = r.unprofiled_median_ms {
+        println!("  not profiled (as the node runs it): median {ms:.2} ms per frame");
     }
     if let Some(fps) = r.overlapped_frames_per_s {
         println!("  overlapped (network and messages of consecutive frames on two threads, as the node runs them): {fps:.1} frames/s");
