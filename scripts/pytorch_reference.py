@@ -13,11 +13,14 @@ dropout active only for MC samples), with the same heads as the engine's models.
         --channels-last --compile --json out.json   # the fastest PyTorch set-up we know
 
 --dtype converts weights and input (fp16/bf16), --channels-last uses NHWC memory format,
---compile wraps the network in torch.compile (its compile time is not timed: the warm-up
-frames pay it). --json FILE writes the result as JSON; --profile prints the 15 costliest
-CUDA kernels of one frame (torch.profiler). The work of a frame is counted on the meta
-device (GFLOP, and GB read and written by the eager ops) and reported with the TFLOP/s and
-GB/s the median reaches.
+--compile wraps the network in torch.compile (--compile-mode picks its mode, e.g.
+reduce-overhead, which replays CUDA graphs; its compile time is not timed: the warm-up
+frames pay it), --cuda-graph captures one frame's forward passes as a CUDA graph and
+replays it (dropout masks drawn afresh on each replay). --json FILE writes the result as
+JSON; --profile prints the 25 costliest CUDA kernels of one frame by their own time
+(torch.profiler). The work of a frame is counted on the meta device (GFLOP, and GB read
+and written by the eager ops; --no-count skips it) and reported with the TFLOP/s and GB/s
+the median reaches.
 """
 import argparse
 import copy
@@ -135,6 +138,9 @@ def main():
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode (default: its default)")
+    ap.add_argument("--cuda-graph", action="store_true", help="replay one frame as a CUDA graph")
+    ap.add_argument("--no-count", action="store_true", help="skip counting the work of a frame")
     ap.add_argument("--json", help="write the result to this file")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
@@ -145,13 +151,15 @@ def main():
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     net = FcDenseNet(**PRESETS[args.arch]).to(device=device, dtype=dtype, memory_format=memory_format).eval()
-    forward = torch.compile(net) if args.compile else net
+    if args.cuda_graph and device.type != "cuda":
+        ap.error("--cuda-graph needs --device cuda")
+    forward = torch.compile(net, mode=args.compile_mode) if args.compile else net
     # Padded to multiples of 32 (five poolings), as the engine pads.
     pad = lambda n: -(-n // 32) * 32  # noqa: E731
     x = torch.rand(1, 3, pad(args.height), pad(args.width), device=device, dtype=dtype)
     x = x.contiguous(memory_format=memory_format)
 
-    def frame():
+    def passes():
         if args.mode == "aleatoric":
             forward(x, mc=False)
         else:
@@ -160,6 +168,23 @@ def main():
                 b = min(args.batch_size, args.samples - done)
                 forward(x.expand(b, -1, -1, -1).contiguous(memory_format=memory_format), mc=True)
                 done += b
+
+    run = passes
+    if args.cuda_graph:
+        # Warmed up on a side stream (cuDNN picks its algorithms there), then captured once.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(3):
+                passes()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            passes()
+        run = graph.replay
+
+    def frame():
+        run()
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -178,23 +203,32 @@ def main():
 
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 frame()
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+            # By their own time: inclusive times repeat each kernel under every aten wrapper.
+            print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=25))
     params = sum(p.numel() for p in net.parameters())
-    gflop, gbyte = count_work(net, x.shape, args.mode, args.samples, args.batch_size, dtype, memory_format)
+    if args.no_count:
+        gflop = gbyte = float("nan")
+    else:
+        gflop, gbyte = count_work(net, x.shape, args.mode, args.samples, args.batch_size, dtype, memory_format)
     median_s = statistics.median(times) / 1e3
     mc = f" T={args.samples} batch {args.batch_size}" if args.mode == "mc" else ""
-    setup = args.dtype + (" channels-last" if args.channels_last else "") + (" compiled" if args.compile else "")
+    compiled = f" compiled ({args.compile_mode or 'default'})" if args.compile else ""
+    setup = (args.dtype + (" channels-last" if args.channels_last else "") + compiled
+             + (" CUDA graph" if args.cuda_graph else ""))
     print(f"pytorch {torch.__version__} {args.arch} ({params / 1e6:.2f} M), {args.height}x{args.width}, {setup}, "
           f"mode {args.mode}{mc}, {args.device} ({torch.get_num_threads()} threads), {args.frames} frames")
     print(f"  network forward per frame: median {statistics.median(times):.1f} ms, "
           f"min {min(times):.1f} ms, max {max(times):.1f} ms")
-    print(f"  work per frame: {gflop:.1f} GFLOP, {gbyte:.1f} GB moved by eager ops; at the median "
-          f"{gflop / median_s / 1e3:.2f} TFLOP/s, {gbyte / median_s:.0f} GB/s")
+    if not args.no_count:
+        print(f"  work per frame: {gflop:.1f} GFLOP, {gbyte:.1f} GB moved by eager ops; at the median "
+              f"{gflop / median_s / 1e3:.2f} TFLOP/s, {gbyte / median_s:.0f} GB/s")
     if args.json:
+        counted = {} if args.no_count else dict(
+            gflop_per_frame=gflop, gbyte_per_frame=gbyte, tflop_per_s=gflop / median_s / 1e3,
+            gbyte_per_s=gbyte / median_s)
         result = dict(vars(args), torch=torch.__version__, parameters=params,
                       median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
-                      gflop_per_frame=gflop, gbyte_per_frame=gbyte,
-                      tflop_per_s=gflop / median_s / 1e3, gbyte_per_s=gbyte / median_s,
+                      **counted,
                       peak_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None))
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -67,6 +67,10 @@ def test_the_summary_of_the_h200_results_has_every_row_and_the_verdicts():
     assert ("aleatoric whole frame at 360x480 <= 5 ms: **missed**, best 30.79 ms "
             "(32 frames/s, 103_360x480_aleatoric_bf16), 6.2x the target") in out, out
     assert "MC-50 >= 1.5x faster than the best PyTorch forward: **missed**, 0.54x" in out, out
+    # The card from doctor.txt, the forward-to-forward ratio and what was not measured.
+    assert "Device: NVIDIA H200, 143771 MiB, 580.159.04" in out, out
+    assert "forward against forward: 0.63x (our fastest forward stage 354.36 ms)" in out, out
+    assert "PyTorch set-ups missing from this comparison: fp16_cl_graph, fp16_cl_compiled" in out, out
 
 
 def test_bag_process_summaries_get_their_own_table(tmp_path):
