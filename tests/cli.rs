@@ -1360,7 +1360,7 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
     tiny_model(11, true).save(&f.path("other_model")).unwrap();
     std::fs::create_dir(f.path("moved")).unwrap();
     std::fs::rename(f.path("model11"), f.path("moved/model11")).unwrap();
-    let state_of = |model: &str, root: &str, split: &str, state: &str| {
+    let state_of = |model: &str, root: &str, split: &str, state: &str, extra: &[&str]| {
         let (out, text) = run(bin()
             .args(["eval", "--model"])
             .arg(f.path(model))
@@ -1376,37 +1376,21 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
                 "--seed",
                 "4",
             ])
+            .args(extra)
             .args(["--device", "cpu", "--state", &p(state)]));
         assert!(out.status.success(), "{text}");
     };
-    state_of("other_model", "data", "b", "b2.state");
-    state_of("moved/model11", "data", "b", "b3.state");
-    state_of("moved/model11", "data", "a", "a2.state");
+    state_of("other_model", "data", "b", "b2.state", &[]);
+    state_of("moved/model11", "data", "b", "b3.state", &[]);
+    state_of("moved/model11", "data", "a", "a2.state", &[]);
     // The engine's other settings are in a state too: another precision.
-    let (out, text) = run(bin()
-        .args(["eval", "--model"])
-        .arg(f.path("moved/model11"))
-        .arg("--data")
-        .arg(f.path("data"))
-        .args([
-            "--split",
-            "b",
-            "--mode",
-            "mc",
-            "--samples",
-            "3",
-            "--seed",
-            "4",
-        ])
-        .args([
-            "--precision",
-            "bf16",
-            "--device",
-            "cpu",
-            "--state",
-            &p("b4.state"),
-        ]));
-    assert!(out.status.success(), "{text}");
+    state_of(
+        "moved/model11",
+        "data",
+        "b",
+        "b4.state",
+        &["--precision", "bf16"],
+    );
     // A state of an earlier version (no model fingerprint, no frame keys).
     let mut old: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(f.path("a.state")).unwrap()).unwrap();
@@ -1436,11 +1420,11 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
             }
         }
     }
-    state_of("moved/model11", "copy", "a", "copy.state");
-    state_of("moved/model11", "shard", "x", "shard_a.state");
+    state_of("moved/model11", "copy", "a", "copy.state", &[]);
+    state_of("moved/model11", "shard", "x", "shard_a.state", &[]);
     std::fs::rename(f.path("shard"), f.path("shard_was_a")).unwrap();
     std::fs::rename(f.path("later"), f.path("shard")).unwrap();
-    state_of("moved/model11", "shard", "x", "shard_b.state");
+    state_of("moved/model11", "shard", "x", "shard_b.state", &[]);
     let merge = |states: &[&str]| {
         let mut cmd = bin();
         cmd.args(["eval", "--merge"]);

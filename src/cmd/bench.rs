@@ -270,6 +270,17 @@ fn bench_camera_info(rgb: &image::RgbImage) -> CameraInfo {
     )
 }
 
+/// Builds every output message of a prediction as the node does, and drops them.
+fn message_builder(engine: &Engine) -> impl Fn(&bayes_perception::engine::Prediction) + Send {
+    let palette = engine.model().spec.palette();
+    let colormap = ColormapParams::default();
+    let header = Header::default();
+    move |prediction| {
+        let messages = build_outputs(prediction, &header, &palette, &colormap, |_| true);
+        std::hint::black_box(messages);
+    }
+}
+
 fn time_frames(
     engine: &Engine,
     frames: &[image::RgbImage],
@@ -278,8 +289,7 @@ fn time_frames(
     points_stride: u32,
     camera_info: Option<&CameraInfo>,
 ) -> anyhow::Result<Vec<FrameTime>> {
-    let palette = engine.model().spec.palette();
-    let colormap = ColormapParams::default();
+    let build_messages = message_builder(engine);
     let header = Header::default();
     let cloud_options = CloudOptions {
         stride: points_stride,
@@ -291,9 +301,8 @@ fn time_frames(
         let rgb = &frames[i % frames.len()];
         let prediction = engine.predict(rgb)?;
         let started = std::time::Instant::now();
-        let messages = build_outputs(&prediction, &header, &palette, &colormap, |_| true);
+        build_messages(&prediction);
         let host_outputs_ms = started.elapsed().as_secs_f64() * 1e3;
-        std::hint::black_box(messages);
         // The point cloud: depth models only (0 ms and 0 points without depth).
         let (points_ms, points, points_every_pixel_ms) = if prediction.depth.is_some() {
             let pinhole = bench_camera_info(rgb);
@@ -349,15 +358,11 @@ fn unprofiled_median_ms(
     frames: &[image::RgbImage],
     count: usize,
 ) -> anyhow::Result<f64> {
-    let palette = engine.model().spec.palette();
-    let colormap = ColormapParams::default();
-    let header = Header::default();
+    let build_messages = message_builder(engine);
     let totals = (0..count)
         .map(|i| -> anyhow::Result<f64> {
             let started = std::time::Instant::now();
-            let prediction = engine.predict(&frames[i % frames.len()])?;
-            let messages = build_outputs(&prediction, &header, &palette, &colormap, |_| true);
-            std::hint::black_box(messages);
+            build_messages(&engine.predict(&frames[i % frames.len()])?);
             Ok(started.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<anyhow::Result<Vec<f64>>>()?;
@@ -371,9 +376,7 @@ fn overlapped_frames_per_s(
     frames: &[image::RgbImage],
     count: usize,
 ) -> anyhow::Result<f64> {
-    let palette = engine.model().spec.palette();
-    let colormap = ColormapParams::default();
-    let header = Header::default();
+    let build_messages = message_builder(engine);
     let mut failure = None;
     let started = std::time::Instant::now();
     overlapped(
@@ -385,15 +388,7 @@ fn overlapped_frames_per_s(
                 None
             }
         },
-        |prediction| {
-            std::hint::black_box(build_outputs(
-                &prediction,
-                &header,
-                &palette,
-                &colormap,
-                |_| true,
-            ));
-        },
+        |prediction| build_messages(&prediction),
     );
     let seconds = started.elapsed().as_secs_f64();
     match failure {
