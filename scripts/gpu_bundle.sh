@@ -21,13 +21,17 @@ fi
 target="${CARGO_TARGET_DIR:-target}"
 # A CPU-only libtorch, or a build without the CUDA shims (csrc/), would spoil the whole
 # device run: refuse to bundle one.
+# (The listings are read whole: `grep -q` would stop early, and pipefail take the
+# writer's SIGPIPE for a failure.)
 binary="$target/release/bayes_perception"
-if ! readelf -d "$binary" | grep -q 'libtorch_cuda'; then
+needed="$(readelf -d "$binary")"
+if ! grep -q 'libtorch_cuda' <<< "$needed"; then
     echo "$binary is not linked against libtorch_cuda (a CPU-only libtorch?): not bundled" >&2
     exit 1
 fi
+symbols="$(nm "$binary")"
 for symbol in bp_graph_capture_begin bp_cuda_memory_stats; do
-    if ! nm "$binary" | grep -q " T $symbol\$"; then
+    if ! grep -q " T $symbol\$" <<< "$symbols"; then
         echo "$binary lacks $symbol (the CUDA shims of csrc/ were not built): not bundled" >&2
         exit 1
     fi

@@ -48,18 +48,20 @@ start=$SECONDS
 deadline="${DEADLINE:-540}"
 echo "== call at $(date -u +%FT%TZ), deadline ${deadline} s, RESUME=${RESUME:-0}" | tee -a "$log" >> "$out/times.txt"
 
-python="" version="" torch_lib=""
+# The binary is linked against libtorch 2.11.0 and loads the one of this torch.
+python="" torch_lib="" found=()
 for candidate in ${GPU_RUN_PYTHON:-/opt/torch/.venv/bin/python3 python3}; do
-    if read -r version torch_lib < <("$candidate" -c 'import os, torch
+    if read -r version lib < <("$candidate" -c 'import os, torch
 print(torch.__version__, os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null); then
-        python="$candidate"
-        break
+        found+=("$candidate: torch $version")
+        if [[ "$version" == 2.11.0* ]]; then
+            python="$candidate" torch_lib="$lib"
+            break
+        fi
     fi
 done
-[[ -n "$python" ]] || { echo "no python with torch found" >&2; exit 1; }
-# The binary is linked against libtorch 2.11.0 and loads the one of this torch.
-if [[ "$version" != 2.11.0* ]]; then
-    echo "torch $version here; the bundle needs 2.11.0 (its binary loads torch's libtorch)" >&2
+if [[ -z "$python" ]]; then
+    echo "no python with torch 2.11.0 (the bundle's binary loads torch's libtorch): ${found[*]:-none with torch}" >&2
     exit 1
 fi
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
@@ -89,6 +91,8 @@ step() {
         echo "== $name: failed in an earlier call (exit $(cat "$out/$name.failed")); RETRY_FAILED=1 runs it again"
         return 0
     fi
+    # Whatever a retried step does now is its outcome, not the earlier failure.
+    rm -f "$out/$name.failed"
     local left=$((deadline - (SECONDS - start)))
     if ((left < 15)); then
         printf '%s\tnot run: no time left\n' "$name" >> "$out/times.txt"

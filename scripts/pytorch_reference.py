@@ -91,7 +91,17 @@ class FcDenseNet(nn.Module):
         _, x = self.bottleneck(x, mc)
         for tu, block, skip in zip(self.tu, self.up, reversed(skips)):
             stack, x = block(torch.cat([tu(x), skip], 1), mc)
+        # The heads in their own number format (fp32 from `network`, as the engine's).
+        stack = stack.to(self.heads[0].weight.dtype)
         return [head(stack) for head in self.heads]
+
+
+def network(arch, dtype=torch.float32, memory_format=torch.contiguous_format, device="cpu"):
+    """The reference network, random weights, in eval mode: `dtype` throughout but for the
+    heads, which stay fp32 as the engine keeps them."""
+    net = FcDenseNet(**PRESETS[arch]).to(device=device, dtype=dtype, memory_format=memory_format).eval()
+    net.heads.float()
+    return net
 
 
 def count_work(net, shape, mode, samples, batch_size, dtype, memory_format):
@@ -150,7 +160,7 @@ def main():
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    net = FcDenseNet(**PRESETS[args.arch]).to(device=device, dtype=dtype, memory_format=memory_format).eval()
+    net = network(args.arch, dtype, memory_format, device)
     if args.cuda_graph and device.type != "cuda":
         ap.error("--cuda-graph needs --device cuda")
     forward = torch.compile(net, mode=args.compile_mode) if args.compile else net

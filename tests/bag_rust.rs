@@ -643,6 +643,8 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     let mut writer = BagWriter::create(&path).unwrap();
     let mut cut_image = rgb(3);
     cut_image.data.truncate(5);
+    let mut cut_image_6 = rgb(6);
+    cut_image_6.data.truncate(5);
     let messages: Vec<(&str, Vec<u8>)> = vec![
         (labels, ground_truth_image(1, 4, 3, "rgb8", 1).to_cdr()),
         (camera, rgb(1).to_cdr()),
@@ -652,6 +654,12 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
         (labels, mono(3, 4, 1).to_cdr()),
         (camera, rgb(4).to_cdr()),
         (labels, mono(4, 4, 3).to_cdr()),
+        // A frame whose every part is no Image (one frame, however many parts), and one
+        // whose image is cut short and whose labels are no Image (one frame too).
+        (labels, vec![0, 1, 0, 0, 8]),
+        (camera, vec![0, 1, 0, 0, 9]),
+        (camera, cut_image_6.to_cdr()),
+        (labels, vec![0, 1, 0, 0, 10]),
     ];
     for (t, (topic, cdr)) in messages.into_iter().enumerate() {
         writer
@@ -667,9 +675,9 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     })
     .unwrap();
     assert_eq!(found, [3]);
-    assert_eq!((tally.frames, tally.evaluated), (4, 1));
+    assert_eq!((tally.frames, tally.evaluated), (6, 1));
     let skipped = &tally.left_out.skipped;
-    assert_eq!(skipped.values().sum::<u64>(), 3, "{skipped:?}");
+    assert_eq!(skipped.values().sum::<u64>(), 5, "{skipped:?}");
     let starts: Vec<&str> = skipped
         .keys()
         .map(|r| &r[..r.find(':').unwrap_or(r.len())])
@@ -678,11 +686,43 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
         starts,
         [
             "camera frame not decodable",
+            "camera frame not decodable",
             "ground-truth labels not decodable",
             "ground-truth labels"
         ],
         "{skipped:?}"
     );
+
+    // A bag that reuses stamps (all 0): a frame left out does not take the later frames of
+    // its stamp with it.
+    let path = dir.path().join("reused");
+    let mut writer = BagWriter::create(&path).unwrap();
+    let messages = [
+        (camera, rgb(0)),
+        (labels, mono(0, 4, 1)),
+        (labels, ground_truth_image(0, 4, 3, "rgb8", 1)),
+        (camera, rgb(0)),
+        (camera, rgb(0)),
+        (labels, mono(0, 4, 2)),
+        (camera, rgb(0)),
+        (labels, mono(0, 4, 3)),
+    ];
+    for (t, (topic, msg)) in messages.into_iter().enumerate() {
+        writer
+            .write(topic, "sensor_msgs/msg/Image", t as u64 + 1, &msg.to_cdr())
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    let reader = BagReader::open(&path).unwrap();
+    let mut found = Vec::new();
+    let tally = read_labelled_frames(&reader, &topics, |frame| -> Result<_, BagError> {
+        found.push(frame.labels.unwrap()[0]);
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap();
+    assert_eq!(found, [1, 2, 3]);
+    assert_eq!((tally.frames, tally.evaluated), (4, 3));
+    assert_eq!(tally.left_out.skipped.values().sum::<u64>(), 1, "{tally:?}");
 }
 
 /// `--json` reports a run that stops with an error too, for the scripts that read it.

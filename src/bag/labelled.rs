@@ -186,14 +186,14 @@ pub fn read_labelled_frames<E: From<BagError>>(
             None => decode_part(part, m),
         };
         let decoded = match decoded {
-            Ok(decoded) if lost.refused.contains(&decoded.stamp) => {
-                return ControlFlow::Continue(())
-            }
             Ok(decoded) => decoded,
             Err((Some(stamp), reason)) => {
-                if lost.refused.insert(stamp) {
-                    pending.remove(&stamp);
-                    tally.left_out.skip(reason);
+                if !lost.drops(stamp, part, topics) {
+                    let mut read = pending
+                        .remove(&stamp)
+                        .map_or_else(BTreeSet::new, |p| p.present(topics));
+                    read.insert(part);
+                    lost.refuse(stamp, read, reason, topics, &mut tally.left_out);
                 }
                 return ControlFlow::Continue(());
             }
@@ -203,13 +203,16 @@ pub fn read_labelled_frames<E: From<BagError>>(
             }
         };
         let stamp = decoded.stamp;
+        if lost.drops(stamp, part, topics) {
+            return ControlFlow::Continue(());
+        }
         let last = last_read.entry(part).or_insert(stamp);
         *last = (*last).max(stamp);
         let entry = pending.entry(stamp).or_default();
         if let Err(reason) = entry.put(decoded) {
-            pending.remove(&stamp);
-            lost.refused.insert(stamp);
-            tally.left_out.skip(reason);
+            let mut read = pending.remove(&stamp).expect("present").present(topics);
+            read.insert(part);
+            lost.refuse(stamp, read, reason, topics, &mut tally.left_out);
             return ControlFlow::Continue(());
         }
         if entry.complete(topics) {
@@ -266,10 +269,7 @@ pub fn read_labelled_frames<E: From<BagError>>(
         };
         lost.leave_out(&partial, topics, otherwise, &mut tally.left_out);
     }
-    // Lost parts no incomplete frame accounts for (a frame whose every part was lost).
-    for reason in lost.unplaced.into_values().flatten() {
-        tally.left_out.skip(reason);
-    }
+    lost.finish(topics, &mut tally.left_out);
     Ok(tally)
 }
 
@@ -277,15 +277,81 @@ pub fn read_labelled_frames<E: From<BagError>>(
 /// many of its parts are lost.
 #[derive(Default)]
 struct Lost {
-    /// Stamps of frames left out: their other parts are dropped, not counted again.
-    refused: BTreeSet<(i32, u32)>,
+    /// Frames left out (and counted) by stamp, with the parts of them read so far: their
+    /// other parts are dropped uncounted, until a part of a kind already read starts a
+    /// later frame of the same stamp (bags that reuse stamps). At most [`MAX_PENDING`].
+    refused: BTreeMap<(i32, u32), BTreeSet<Part>>,
     /// Reasons of parts lost before their stamp was known (the message or its header not
     /// readable), by part: each explains one frame left without that part; those none
-    /// explains count on their own at the end.
+    /// explains count at the end, one frame for one lost part of each kind.
     unplaced: BTreeMap<Part, Vec<String>>,
 }
 
 impl Lost {
+    /// Counts a frame left out for `reason`, its parts `read` so far.
+    fn refuse(
+        &mut self,
+        stamp: (i32, u32),
+        read: BTreeSet<Part>,
+        reason: String,
+        topics: &LabelledTopics,
+        left_out: &mut LeftOut,
+    ) {
+        left_out.skip(reason);
+        self.refused.insert(stamp, read);
+        while self.refused.len() > MAX_PENDING {
+            let (_, read) = self.refused.pop_first().expect("more than MAX_PENDING");
+            self.absorb(&read, topics);
+        }
+    }
+
+    /// Whether a part of frame `stamp` belongs to a frame left out already (and is
+    /// dropped); a part of a kind that frame read already belongs to a later frame.
+    fn drops(&mut self, stamp: (i32, u32), part: Part, topics: &LabelledTopics) -> bool {
+        let Some(read) = self.refused.get_mut(&stamp) else {
+            return false;
+        };
+        if read.contains(&part) {
+            let read = self.refused.remove(&stamp).expect("present");
+            self.absorb(&read, topics);
+            return false;
+        }
+        read.insert(part);
+        if wanted(topics).all(|p| read.contains(&p)) {
+            self.refused.remove(&stamp);
+        }
+        true
+    }
+
+    /// A frame left out that reads no more parts takes one lost part of each kind it did
+    /// not read: those were likely its own, counted with it.
+    fn absorb(&mut self, read: &BTreeSet<Part>, topics: &LabelledTopics) {
+        for part in wanted(topics).filter(|p| !read.contains(p)) {
+            self.unplaced.get_mut(&part).and_then(Vec::pop);
+        }
+    }
+
+    /// After reading: the lost parts no frame accounts for, one frame for one lost part of
+    /// each kind (a frame whose every part was lost counts once).
+    fn finish(mut self, topics: &LabelledTopics, left_out: &mut LeftOut) {
+        for read in std::mem::take(&mut self.refused).into_values() {
+            self.absorb(&read, topics);
+        }
+        let mut kinds: Vec<Vec<String>> = self.unplaced.into_values().collect();
+        loop {
+            let mut reason = None;
+            for kind in &mut kinds {
+                if let Some(lost) = kind.pop() {
+                    reason.get_or_insert(lost);
+                }
+            }
+            match reason {
+                Some(reason) => left_out.skip(reason),
+                None => break,
+            }
+        }
+    }
+
     /// Leaves out a frame that stays incomplete: for the reason of a lost part it misses
     /// (taking one lost part of each kind it misses), else `otherwise`.
     fn leave_out(
@@ -312,6 +378,19 @@ enum Part {
     Depth,
     Noise,
     Ood,
+}
+
+/// The parts a frame of `topics` has: its image and each ground-truth topic the bag has.
+fn wanted(topics: &LabelledTopics) -> impl Iterator<Item = Part> + '_ {
+    [
+        (Part::Camera, true),
+        (Part::Labels, topics.labels.is_some()),
+        (Part::Depth, topics.depth.is_some()),
+        (Part::Noise, topics.noise.is_some()),
+        (Part::Ood, topics.ood.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(part, wanted)| wanted.then_some(part))
 }
 
 fn classify(topics: &LabelledTopics, m: &BagMessage) -> Option<Part> {
@@ -468,28 +547,27 @@ impl Partial {
     }
 
     fn complete(&self, topics: &LabelledTopics) -> bool {
-        self.rgb.is_some()
-            && (topics.labels.is_none() || self.labels.is_some())
-            && (topics.depth.is_none() || self.depth.is_some())
-            && (topics.noise.is_none() || self.noise.is_some())
-            && (topics.ood.is_none() || self.ood.is_some())
+        wanted(topics).all(|p| self.has(p))
     }
 
     /// The parts `topics` want that have not come.
     fn missing(&self, topics: &LabelledTopics) -> Vec<Part> {
-        [
-            (Part::Camera, self.rgb.is_none()),
-            (
-                Part::Labels,
-                topics.labels.is_some() && self.labels.is_none(),
-            ),
-            (Part::Depth, topics.depth.is_some() && self.depth.is_none()),
-            (Part::Noise, topics.noise.is_some() && self.noise.is_none()),
-            (Part::Ood, topics.ood.is_some() && self.ood.is_none()),
-        ]
-        .into_iter()
-        .filter_map(|(part, missing)| missing.then_some(part))
-        .collect()
+        wanted(topics).filter(|&p| !self.has(p)).collect()
+    }
+
+    /// The parts that have come.
+    fn present(&self, topics: &LabelledTopics) -> BTreeSet<Part> {
+        wanted(topics).filter(|&p| self.has(p)).collect()
+    }
+
+    fn has(&self, part: Part) -> bool {
+        match part {
+            Part::Camera => self.rgb.is_some(),
+            Part::Labels => self.labels.is_some(),
+            Part::Depth => self.depth.is_some(),
+            Part::Noise => self.noise.is_some(),
+            Part::Ood => self.ood.is_some(),
+        }
     }
 
     fn into_frame(self, id: String) -> LabelledFrame {

@@ -896,14 +896,20 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
             continue;
         };
         let parent = partial.parent().unwrap_or(Path::new("."));
-        let target = (1..)
+        let target = (1..=1000)
             .map(|k| match k {
                 1 => parent.join(format!("{name}.salvaged")),
                 k => parent.join(format!("{name}.salvaged-{k}")),
             })
             // Not one a live run is writing either (`bag process ... OUT.salvaged`).
             .find(|path| !super::staged::taken(path))
-            .expect("a free name");
+            .with_context(|| {
+                format!(
+                    "no free name for what a killed run wrote in {} ({name}.salvaged to \
+                     {name}.salvaged-1000 are taken)",
+                    partial.display()
+                )
+            })?;
         let (messages, last_ns) = salvage(&mcap, &target).with_context(|| {
             format!(
                 "could not keep what a killed run wrote in {}; make room for a copy of it, or \

@@ -297,8 +297,10 @@ pub fn killed_partials(output: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether `output` exists or some run (live, killed, of any host) is building it under a
-/// temporary name: a name to pass over when looking for a free one.
+/// Whether `output` exists or a run that may still be going (of this host and alive, or
+/// of another host) is building it under a temporary name: a name to pass over when
+/// looking for a free one. What killed runs of this host left is not in the way: the run
+/// that takes the name removes it ([`StagedDir::new`]).
 pub fn taken(output: &Path) -> bool {
     if std::fs::symlink_metadata(output).is_ok() {
         return true;
@@ -306,13 +308,14 @@ pub fn taken(output: &Path) -> bool {
     let Ok((parent, name)) = parent_and_name(output) else {
         return true;
     };
+    let host = bayes_perception::process::host_name();
     std::fs::read_dir(parent).is_ok_and(|entries| {
         entries.flatten().any(|entry| {
             entry
                 .file_name()
                 .to_str()
                 .and_then(temporary_name)
-                .is_some_and(|(n, _, _)| n == name)
+                .is_some_and(|(n, tail, _)| n == name && !owner_is_dead(tail, &host))
         })
     })
 }
@@ -466,6 +469,20 @@ mod tests {
         std::fs::create_dir(&building).unwrap();
         assert!(taken(&out));
         std::fs::remove_dir(&building).unwrap();
+        // What a killed run of this host left is removed by the next run of that name.
+        let host = bayes_perception::process::host_name();
+        let killed = dir
+            .path()
+            .join(format!(".out.salvaged.partial-{host}-{}", dead_pid()));
+        std::fs::create_dir(&killed).unwrap();
+        assert!(!taken(&out));
+        let alive = dir.path().join(format!(
+            ".out.salvaged.partial-{host}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir(&alive).unwrap();
+        assert!(taken(&out));
+        std::fs::remove_dir(&alive).unwrap();
         std::fs::create_dir(&out).unwrap();
         assert!(taken(&out));
         // Another output's temporary name is not this one's.

@@ -88,7 +88,11 @@ pub fn has_depth(truth: f32) -> bool {
 /// infinite one (a half-precision head overflowing) counts as very wrong rather than making
 /// every error figure infinite (reported as no value).
 pub fn scored_depth(predicted: f64) -> f64 {
-    predicted.max(1e-3).min(1e6)
+    if predicted.is_nan() {
+        1e-3
+    } else {
+        predicted.clamp(1e-3, 1e6)
+    }
 }
 
 /// |y − ŷ| / y, with the prediction floored at 1 mm.

@@ -979,21 +979,21 @@ pub fn train(
 /// (no line end: its epoch may be cut too, `1` of `12`) goes as well.
 fn keep_rows_up_to(csv_path: &Path, epoch: usize) -> Result<()> {
     let text = std::fs::read_to_string(csv_path).map_err(|e| Error::io(csv_path, e))?;
-    let whole = text.split_inclusive('\n').filter(|l| l.ends_with('\n'));
-    let kept: Vec<&str> = whole
+    let mut lines = text.split_inclusive('\n');
+    // The header whatever it ends with; rows only whole.
+    let header = lines.next().unwrap_or_default();
+    let rows = lines.filter(|l| l.ends_with('\n'));
+    let kept: Vec<&str> = std::iter::once(header)
+        .chain(rows.filter(|line| {
+            line.split(',')
+                .next()
+                .and_then(|e| e.parse::<usize>().ok())
+                .is_some_and(|e| e <= epoch)
+        }))
         .map(|line| line.trim_end_matches(['\r', '\n']))
-        .enumerate()
-        .filter(|(i, line)| {
-            *i == 0
-                || line
-                    .split(',')
-                    .next()
-                    .and_then(|e| e.parse::<usize>().ok())
-                    .is_some_and(|e| e <= epoch)
-        })
-        .map(|(_, line)| line)
         .collect();
-    if kept.len() < text.lines().count() {
+    // Rewritten when rows go or the file does not end a line (the next row would join it).
+    if kept.len() < text.lines().count() || !text.ends_with('\n') {
         let tmp = csv_path.with_extension("csv.tmp");
         std::fs::write(&tmp, kept.join("\n") + "\n").map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, csv_path).map_err(|e| Error::io(csv_path, e))?;
@@ -1364,5 +1364,9 @@ mod tests {
                 "{cut:?}"
             );
         }
+        // A header cut from its line end stays, and gets one.
+        std::fs::write(&csv, "epoch,train_loss").unwrap();
+        keep_rows_up_to(&csv, 1).unwrap();
+        assert_eq!(std::fs::read_to_string(&csv).unwrap(), "epoch,train_loss\n");
     }
 }
