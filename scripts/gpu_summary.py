@@ -43,16 +43,21 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _work_cache = {}
 
 
-def work(arch, height, width, mode, samples, batch_size, precision, channels_last):
+def work(arch, height, width, mode, samples, batch_size, precision, channels_last, heads):
     """(GFLOP, GB) of one frame's forward passes on the reference's network, or None for a
-    mode the reference does not have (moments)."""
+    mode the reference does not have (moments). `heads`: the result's `heads` (fp32 and
+    fused since 2026-12-06; None for results of before, whose heads ran in the network's
+    precision, one convolution each)."""
     if mode not in ("aleatoric", "mc"):
         return None
-    key = (arch, height, width, mode, samples, batch_size, precision, channels_last)
+    key = (arch, height, width, mode, samples, batch_size, precision, channels_last, heads)
     if key not in _work_cache:
         dtype = DTYPES[precision]
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        net = reference.network(arch, dtype, memory_format)
+        if heads:
+            net = reference.network(arch, dtype, memory_format)
+        else:
+            net = reference.FcDenseNet(**reference.PRESETS[arch]).to(dtype=dtype, memory_format=memory_format).eval()
         pad = lambda n: -(-n // 32) * 32  # noqa: E731
         _work_cache[key] = reference.count_work(
             net, (1, 3, pad(height), pad(width)), mode, samples, batch_size or 1, dtype, memory_format)
@@ -83,7 +88,7 @@ def load(directory):
 
 def our_work(r):
     return work(r["arch"], r["height"], r["width"], r["mode"], r["samples"],
-                r.get("batch_size"), r["precision"], r.get("channels_last", False))
+                r.get("batch_size"), r["precision"], r.get("channels_last", False), r.get("heads"))
 
 
 def their_work(r):
@@ -91,7 +96,7 @@ def their_work(r):
         return r["gflop_per_frame"], r["gbyte_per_frame"]
     samples = r["samples"] if r["mode"] == "mc" else 1
     return work(r["arch"], r["height"], r["width"], r["mode"], samples, r["batch_size"], r["dtype"],
-                r["channels_last"])
+                r["channels_last"], r.get("heads"))
 
 
 def fmt(value, digits=1, unit=""):

@@ -361,6 +361,7 @@ impl Engine {
         if config.channels_last {
             model.use_channels_last();
         }
+        model.net.fuse_heads();
         let input = &model.spec.input;
         let mean = Tensor::from_slice(&input.mean)
             .view([1, 3, 1, 1])

@@ -118,6 +118,9 @@ struct Report {
     head_samples: Option<usize>,
     rules: Option<String>,
     libtorch: &'static str,
+    /// How the heads ran: fp32 whatever the precision, as one convolution (since
+    /// 2026-12-06; results without it ran them in the network's precision, one each).
+    heads: &'static str,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -458,6 +461,7 @@ fn summarise(
         head_samples: (args.mode == Mode::Moments).then_some(args.head_samples),
         rules: (args.mode == Mode::Moments).then(|| args.rules.to_string()),
         libtorch: bayes_perception::LIBTORCH_VERSION,
+        heads: "fp32 fused",
     }
 }
 

@@ -497,6 +497,9 @@ pub struct FcDenseNet {
     up: Vec<(nn::ConvTranspose2D, DenseBlock)>,
     semantic_heads: Option<(nn::Conv2D, nn::Conv2D)>,
     depth_heads: Option<(nn::Conv2D, nn::Conv2D)>,
+    /// Every head as one 1x1 convolution ([`FcDenseNet::fuse_heads`]): the heads' weights
+    /// and biases concatenated, and each head's output channels, in head order.
+    fused_heads: Option<(Tensor, Tensor, Vec<i64>)>,
     size_multiple: i64,
     /// Inference in channels-last layout ([`FcDenseNet::set_channels_last`]).
     channels_last: bool,
@@ -570,9 +573,38 @@ impl FcDenseNet {
             up,
             semantic_heads,
             depth_heads,
+            fused_heads: None,
             size_multiple: cfg.size_multiple(),
             channels_last: false,
         }
+    }
+
+    /// [`FcDenseNet::forward`] runs every head as one convolution from now on, so the
+    /// decoder output is read once, not once per head (inference: the engine fuses them
+    /// after the last change of the weights' kind and layout; the fused weights are
+    /// copies, which training would leave behind).
+    pub fn fuse_heads(&mut self) {
+        let convs: Vec<&nn::Conv2D> = self
+            .semantic_heads
+            .iter()
+            .chain(&self.depth_heads)
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        if convs.is_empty() {
+            return;
+        }
+        let _guard = tch::no_grad_guard();
+        let weights: Vec<&Tensor> = convs.iter().map(|c| &c.ws).collect();
+        let biases: Vec<&Tensor> = convs
+            .iter()
+            .map(|c| c.bs.as_ref().expect("heads have biases"))
+            .collect();
+        let mut weights = Tensor::cat(&weights, 0);
+        if self.channels_last {
+            weights = to_channels_last(&weights);
+        }
+        let sizes = convs.iter().map(|c| c.ws.size()[0]).collect();
+        self.fused_heads = Some((weights, Tensor::cat(&biases, 0), sizes));
     }
 
     /// Carry the activations channels-last: [`FcDenseNet::forward`] and
@@ -655,6 +687,15 @@ impl FcDenseNet {
             to_upsample = new_maps;
         }
         let stack = self.head_input(stack);
+        if let Some((weights, biases, sizes)) = &self.fused_heads {
+            let out = stack.conv2d(weights, Some(biases), [1, 1], [0, 0], [1, 1], 1);
+            let mut parts = self.head_output(out).split_with_sizes(sizes, 1).into_iter();
+            let mut next = || parts.next().expect("one part per head");
+            return HeadOutputs {
+                semantic: self.semantic_heads.as_ref().map(|_| (next(), next())),
+                depth: self.depth_heads.as_ref().map(|_| (next(), next())),
+            };
+        }
         let head = |conv: &nn::Conv2D| self.head_output(stack.apply(conv));
         HeadOutputs {
             semantic: self
@@ -760,6 +801,44 @@ mod tests {
         .equal(&fp32));
         let xs = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
         assert!(dropout(&xs, 0.2, false).equal(&xs), "inactive: the input");
+    }
+
+    #[test]
+    fn fused_heads_give_each_heads_outputs() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(6);
+        let cfg = Config {
+            first_conv_channels: 8,
+            growth_rate: 4,
+            down_blocks: vec![2, 3],
+            bottleneck_layers: 2,
+            up_blocks: vec![3, 2],
+            dropout: 0.2,
+        };
+        let xs = Tensor::randn([2, 3, 16, 24], (Kind::Float, Device::Cpu));
+        let _guard = tch::no_grad_guard();
+        for (classes, depth) in [(Some(5), true), (None, true), (Some(3), false)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let heads = Heads {
+                semantic_classes: classes,
+                depth,
+            };
+            let mut net = FcDenseNet::new(&vs.root(), &cfg, heads);
+            let outputs = |net: &FcDenseNet| {
+                let out = net.forward(&xs, Pass::Eval);
+                let pairs = out.semantic.into_iter().chain(out.depth);
+                pairs.flat_map(|(a, b)| [a, b]).collect::<Vec<Tensor>>()
+            };
+            let separate = outputs(&net);
+            net.fuse_heads();
+            let fused = outputs(&net);
+            assert_eq!(separate.len(), fused.len());
+            for (a, b) in separate.iter().zip(&fused) {
+                assert_eq!(a.size(), b.size());
+                let diff = (a - b).abs().max().double_value(&[]);
+                assert!(diff < 1e-5, "{classes:?} {depth}: differ by {diff}");
+            }
+        }
     }
 
     #[test]
