@@ -311,8 +311,9 @@ pub struct Evaluation {
     /// --max-depth`); none: everywhere it exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_depth_m: Option<f32>,
-    /// The engine's settings that shape the figures besides mode and samples
-    /// ([`setup_of`]): merged states must agree (states of earlier versions have none).
+    /// The engine's settings that shape the figures besides mode and samples (precision,
+    /// logit-noise draws; moments: head samples, rules): merged states must agree (states
+    /// of earlier versions have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<String>,
 }
