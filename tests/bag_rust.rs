@@ -527,17 +527,32 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     let (camera, labels) = ("/cam/image_raw", "/cam/ground_truth/labels");
     let rgb = |sec| ground_truth_image(sec, 4, 3, "rgb8", 9);
     let mono = |sec, w, fill| ground_truth_image(sec, w, 3, "mono8", fill);
-    // A bag of these messages in this order.
-    let write = |name: &str, messages: Vec<(&str, Image)>| {
+    // A bag of these messages (as CDR bytes, or as Images) in this order.
+    let write_cdr = |name: &str, messages: Vec<(&str, Vec<u8>)>| {
         let path = dir.path().join(name);
         let mut writer = BagWriter::create(&path).unwrap();
-        for (t, (topic, msg)) in messages.into_iter().enumerate() {
+        for (t, (topic, cdr)) in messages.into_iter().enumerate() {
             writer
-                .write(topic, "sensor_msgs/msg/Image", t as u64 + 1, &msg.to_cdr())
+                .write(topic, "sensor_msgs/msg/Image", t as u64 + 1, &cdr)
                 .unwrap();
         }
         writer.finish().unwrap();
         BagReader::open(&path).unwrap()
+    };
+    let write = |name: &str, messages: Vec<(&str, Image)>| {
+        let cdr = messages.into_iter().map(|(t, m)| (t, m.to_cdr())).collect();
+        write_cdr(name, cdr)
+    };
+    // The first label of each frame handed on (none of these bags has depth), and the tally.
+    let first_labels = |reader: &BagReader, topics: &LabelledTopics| {
+        let mut found = Vec::new();
+        let tally = read_labelled_frames(reader, topics, |frame| -> Result<_, BagError> {
+            found.push(frame.labels.unwrap()[0]);
+            assert!(frame.depth.is_none());
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+        (found, tally)
     };
     // Stamp 1: labels before the image; 2: after it; 3: labels of another size; 4: labels
     // with no image; 5: an image with no labels.
@@ -558,13 +573,7 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     assert_eq!(topics.camera, camera);
     assert_eq!(topics.labels.as_deref(), Some(labels));
     assert!(topics.depth.is_none() && topics.noise.is_none() && topics.ood.is_none());
-    let mut found = Vec::new();
-    let tally = read_labelled_frames(&reader, &topics, |frame| -> Result<_, BagError> {
-        found.push(frame.labels.unwrap()[0]);
-        assert!(frame.depth.is_none());
-        Ok(ControlFlow::Continue(()))
-    })
-    .unwrap();
+    let (found, tally) = first_labels(&reader, &topics);
     assert_eq!(found, [2, 5]);
     assert_eq!((tally.frames, tally.evaluated), (4, 2));
     let skipped: Vec<(&str, u64)> = tally
@@ -639,8 +648,6 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     // Parts that cannot be read leave their frame out once, for their reason: labels of an
     // encoding not accepted (stamp 1), labels that are no Image at all (their stamp
     // unknown: stamp 2's), an image whose pixels are cut short, and its labels (stamp 3).
-    let path = dir.path().join("unreadable");
-    let mut writer = BagWriter::create(&path).unwrap();
     let mut cut_image = rgb(3);
     cut_image.data.truncate(5);
     let mut cut_image_6 = rgb(6);
@@ -661,19 +668,7 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
         (camera, cut_image_6.to_cdr()),
         (labels, vec![0, 1, 0, 0, 10]),
     ];
-    for (t, (topic, cdr)) in messages.into_iter().enumerate() {
-        writer
-            .write(topic, "sensor_msgs/msg/Image", t as u64 + 1, &cdr)
-            .unwrap();
-    }
-    writer.finish().unwrap();
-    let reader = BagReader::open(&path).unwrap();
-    let mut found = Vec::new();
-    let tally = read_labelled_frames(&reader, &topics, |frame| -> Result<_, BagError> {
-        found.push(frame.labels.unwrap()[0]);
-        Ok(ControlFlow::Continue(()))
-    })
-    .unwrap();
+    let (found, tally) = first_labels(&write_cdr("unreadable", messages), &topics);
     assert_eq!(found, [3]);
     assert_eq!((tally.frames, tally.evaluated), (6, 1));
     let skipped = &tally.left_out.skipped;
@@ -695,9 +690,7 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
 
     // A bag that reuses stamps (all 0): a frame left out does not take the later frames of
     // its stamp with it.
-    let path = dir.path().join("reused");
-    let mut writer = BagWriter::create(&path).unwrap();
-    let messages = [
+    let messages = vec![
         (camera, rgb(0)),
         (labels, mono(0, 4, 1)),
         (labels, ground_truth_image(0, 4, 3, "rgb8", 1)),
@@ -707,19 +700,7 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
         (camera, rgb(0)),
         (labels, mono(0, 4, 3)),
     ];
-    for (t, (topic, msg)) in messages.into_iter().enumerate() {
-        writer
-            .write(topic, "sensor_msgs/msg/Image", t as u64 + 1, &msg.to_cdr())
-            .unwrap();
-    }
-    writer.finish().unwrap();
-    let reader = BagReader::open(&path).unwrap();
-    let mut found = Vec::new();
-    let tally = read_labelled_frames(&reader, &topics, |frame| -> Result<_, BagError> {
-        found.push(frame.labels.unwrap()[0]);
-        Ok(ControlFlow::Continue(()))
-    })
-    .unwrap();
+    let (found, tally) = first_labels(&write("reused", messages), &topics);
     assert_eq!(found, [1, 2, 3]);
     assert_eq!((tally.frames, tally.evaluated), (4, 3));
     assert_eq!(tally.left_out.skipped.values().sum::<u64>(), 1, "{tally:?}");

@@ -189,11 +189,8 @@ pub fn read_labelled_frames<E: From<BagError>>(
             Ok(decoded) => decoded,
             Err((Some(stamp), reason)) => {
                 if !lost.drops(stamp, part, topics) {
-                    let mut read = pending
-                        .remove(&stamp)
-                        .map_or_else(BTreeSet::new, |p| p.present(topics));
-                    read.insert(part);
-                    lost.refuse(stamp, read, reason, topics, &mut tally.left_out);
+                    let partial = pending.remove(&stamp);
+                    lost.refuse(stamp, part, partial, reason, topics, &mut tally.left_out);
                 }
                 return ControlFlow::Continue(());
             }
@@ -210,9 +207,8 @@ pub fn read_labelled_frames<E: From<BagError>>(
         *last = (*last).max(stamp);
         let entry = pending.entry(stamp).or_default();
         if let Err(reason) = entry.put(decoded) {
-            let mut read = pending.remove(&stamp).expect("present").present(topics);
-            read.insert(part);
-            lost.refuse(stamp, read, reason, topics, &mut tally.left_out);
+            let partial = pending.remove(&stamp);
+            lost.refuse(stamp, part, partial, reason, topics, &mut tally.left_out);
             return ControlFlow::Continue(());
         }
         if entry.complete(topics) {
@@ -288,16 +284,20 @@ struct Lost {
 }
 
 impl Lost {
-    /// Counts a frame left out for `reason`, its parts `read` so far.
+    /// Counts a frame left out for `reason` at its part `part`, with what it had read
+    /// before (`partial`).
     fn refuse(
         &mut self,
         stamp: (i32, u32),
-        read: BTreeSet<Part>,
+        part: Part,
+        partial: Option<Partial>,
         reason: String,
         topics: &LabelledTopics,
         left_out: &mut LeftOut,
     ) {
         left_out.skip(reason);
+        let mut read = partial.map_or_else(BTreeSet::new, |p| p.present(topics));
+        read.insert(part);
         self.refused.insert(stamp, read);
         while self.refused.len() > MAX_PENDING {
             let (_, read) = self.refused.pop_first().expect("more than MAX_PENDING");
@@ -323,12 +323,22 @@ impl Lost {
         true
     }
 
+    /// Takes one lost part of each of the kinds `parts` (those of one frame): the reason
+    /// of the first, if any was lost.
+    fn take(&mut self, parts: impl IntoIterator<Item = Part>) -> Option<String> {
+        let mut reason = None;
+        for part in parts {
+            if let Some(lost) = self.unplaced.get_mut(&part).and_then(Vec::pop) {
+                reason.get_or_insert(lost);
+            }
+        }
+        reason
+    }
+
     /// A frame left out that reads no more parts takes one lost part of each kind it did
     /// not read: those were likely its own, counted with it.
     fn absorb(&mut self, read: &BTreeSet<Part>, topics: &LabelledTopics) {
-        for part in wanted(topics).filter(|p| !read.contains(p)) {
-            self.unplaced.get_mut(&part).and_then(Vec::pop);
-        }
+        self.take(wanted(topics).filter(|p| !read.contains(p)));
     }
 
     /// After reading: the lost parts no frame accounts for, one frame for one lost part of
@@ -337,18 +347,8 @@ impl Lost {
         for read in std::mem::take(&mut self.refused).into_values() {
             self.absorb(&read, topics);
         }
-        let mut kinds: Vec<Vec<String>> = self.unplaced.into_values().collect();
-        loop {
-            let mut reason = None;
-            for kind in &mut kinds {
-                if let Some(lost) = kind.pop() {
-                    reason.get_or_insert(lost);
-                }
-            }
-            match reason {
-                Some(reason) => left_out.skip(reason),
-                None => break,
-            }
+        while let Some(reason) = self.take(wanted(topics)) {
+            left_out.skip(reason);
         }
     }
 
@@ -361,12 +361,7 @@ impl Lost {
         otherwise: &str,
         left_out: &mut LeftOut,
     ) {
-        let mut reason = None;
-        for part in partial.missing(topics) {
-            if let Some(lost) = self.unplaced.get_mut(&part).and_then(Vec::pop) {
-                reason.get_or_insert(lost);
-            }
-        }
+        let reason = self.take(partial.missing(topics));
         left_out.skip(reason.unwrap_or_else(|| otherwise.to_owned()));
     }
 }

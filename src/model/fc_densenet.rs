@@ -803,18 +803,23 @@ mod tests {
         assert!(dropout(&xs, 0.2, false).equal(&xs), "inactive: the input");
     }
 
-    #[test]
-    fn fused_heads_give_each_heads_outputs() {
-        let _lock = torch_rng_lock();
-        tch::manual_seed(6);
-        let cfg = Config {
+    /// A two-level network with unequal blocks, small enough for unit tests.
+    fn small_config() -> Config {
+        Config {
             first_conv_channels: 8,
             growth_rate: 4,
             down_blocks: vec![2, 3],
             bottleneck_layers: 2,
             up_blocks: vec![3, 2],
             dropout: 0.2,
-        };
+        }
+    }
+
+    #[test]
+    fn fused_heads_give_each_heads_outputs() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(6);
+        let cfg = small_config();
         let xs = Tensor::randn([2, 3, 16, 24], (Kind::Float, Device::Cpu));
         let _guard = tch::no_grad_guard();
         for (classes, depth) in [(Some(5), true), (None, true), (Some(3), false)] {
@@ -845,14 +850,7 @@ mod tests {
     fn channels_last_gives_the_same_outputs_and_keeps_its_layout_through_the_network() {
         let _lock = torch_rng_lock();
         tch::manual_seed(5);
-        let cfg = Config {
-            first_conv_channels: 8,
-            growth_rate: 4,
-            down_blocks: vec![2, 3],
-            bottleneck_layers: 2,
-            up_blocks: vec![3, 2],
-            dropout: 0.2,
-        };
+        let cfg = small_config();
         let heads = Heads {
             semantic_classes: Some(5),
             depth: true,
