@@ -710,11 +710,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
 }
 
 fn print_report(r: &Report, split: &str) {
-    let setup = r.setup.as_ref().map_or(String::new(), |s| format!("; {s}"));
-    println!(
-        "{split}: {} image(s), mode {} ({} sample(s){setup}), {:.0} ms per frame",
-        r.images, r.mode, r.samples, r.ms_per_frame
-    );
+    println!("{split}: {}, {:.0} ms per frame", r.what(), r.ms_per_frame);
     for line in r.left_out.lines() {
         println!("{line}");
     }

@@ -480,15 +480,9 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
     }
     let _ = writeln!(
         md,
-        "{} image(s), mode {} ({} sample(s){}), {:.0} ms per frame on {} (the first frame \
-         predicted once more, untimed, before the timed ones).\n",
-        report.images,
-        report.mode,
-        report.samples,
-        report
-            .setup
-            .as_ref()
-            .map_or(String::new(), |s| format!("; {s}")),
+        "{}, {:.0} ms per frame on {} (the first frame predicted once more, untimed, before \
+         the timed ones).\n",
+        report.what(),
         report.ms_per_frame,
         provenance
             .machine

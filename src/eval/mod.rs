@@ -151,6 +151,19 @@ impl Report {
             None => "depth".into(),
         }
     }
+
+    /// "N image(s), mode M (T sample(s); the engine's other settings)": what the figures
+    /// are of, as the terminal and report.md begin.
+    pub fn what(&self) -> String {
+        let setup = self
+            .setup
+            .as_ref()
+            .map_or(String::new(), |s| format!("; {s}"));
+        format!(
+            "{} image(s), mode {} ({} sample(s){setup})",
+            self.images, self.mode, self.samples
+        )
+    }
 }
 
 /// Mean of values inside and outside a mask.
