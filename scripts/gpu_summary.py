@@ -54,10 +54,7 @@ def work(arch, height, width, mode, samples, batch_size, precision, channels_las
     if key not in _work_cache:
         dtype = DTYPES[precision]
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if heads:
-            net = reference.network(arch, dtype, memory_format)
-        else:
-            net = reference.FcDenseNet(**reference.PRESETS[arch]).to(dtype=dtype, memory_format=memory_format).eval()
+        net = reference.network(arch, dtype, memory_format, fp32_heads=bool(heads))
         pad = lambda n: -(-n // 32) * 32  # noqa: E731
         _work_cache[key] = reference.count_work(
             net, (1, 3, pad(height), pad(width)), mode, samples, batch_size or 1, dtype, memory_format)

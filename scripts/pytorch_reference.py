@@ -104,12 +104,14 @@ class FcDenseNet(nn.Module):
         return list(torch.split(F.conv2d(stack, weight, bias), [h.out_channels for h in self.heads], 1))
 
 
-def network(arch, dtype=torch.float32, memory_format=torch.contiguous_format, device="cpu"):
+def network(arch, dtype=torch.float32, memory_format=torch.contiguous_format, device="cpu", fp32_heads=True):
     """The reference network, random weights, in eval mode: `dtype` throughout but for the
-    heads, which run in fp32 as one convolution, as the engine runs them."""
+    heads, which run in fp32 as one convolution, as the engine runs them (`fp32_heads`
+    False: in `dtype`, one convolution each, as before 2026-12-06)."""
     net = FcDenseNet(**PRESETS[arch]).to(device=device, dtype=dtype, memory_format=memory_format).eval()
-    net.heads.float()
-    net.fp32_heads = True
+    if fp32_heads:
+        net.heads.float()
+        net.fp32_heads = True
     return net
 
 
