@@ -239,8 +239,9 @@ pub struct BagSampleArgs {
     /// Raw image encoding: rgb8, bgr8, rgba8, bgra8 or mono8.
     #[arg(long, default_value = "bgr8")]
     pub encoding: String,
-    /// Write JPEG CompressedImage on `<topic>/compressed` instead of raw images.
-    #[arg(long)]
+    /// Write JPEG CompressedImage (colour) on `<topic>/compressed` instead of raw images;
+    /// not with --encoding.
+    #[arg(long, conflicts_with = "encoding")]
     pub compressed: bool,
     /// Camera image topic (camera_info goes next to it).
     #[arg(long, default_value = "/camera/image_raw")]

@@ -485,6 +485,7 @@ fn wrong_command_line_values_exit_2_and_write_nothing() {
     let cases: &[&[&str]] = &[
         &["bag", "sample", out, "--encoding", "foo"],
         &["bag", "sample", out, "--fps", "0"],
+        &["bag", "sample", out, "--compressed", "--encoding", "mono8"],
         &["bag", "process", "in", out, "--every", "0"],
         &["bag", "process", "in", out, "--samples", "0"],
         &["bag", "process", "in", out, "--start", "-1"],

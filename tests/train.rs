@@ -515,6 +515,28 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
         "{line}"
     );
     let stopped = tmp.path().join("parts/last");
+    // Killed after saving epoch 2's best/ and before its last/ (the uninterrupted run's
+    // epoch 2 validated best, so its best/ is what that run would have left): the epoch
+    // redone is the best, not one epoch past it.
+    let provenance_epoch = |dir: &str| -> u64 {
+        let text = std::fs::read_to_string(tmp.path().join(dir).join("model.yaml")).unwrap();
+        let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        spec["provenance"]["epoch"].as_u64().unwrap()
+    };
+    assert_eq!(
+        provenance_epoch("whole/best"),
+        2,
+        "the case needs epoch 2 best"
+    );
+    std::fs::remove_dir_all(tmp.path().join("parts/best")).unwrap();
+    std::fs::create_dir(tmp.path().join("parts/best")).unwrap();
+    for f in ["model.yaml", "model.safetensors"] {
+        std::fs::copy(
+            tmp.path().join("whole/best").join(f),
+            tmp.path().join("parts/best").join(f),
+        )
+        .unwrap();
+    }
     // A copy of the second checkpoint without its optimiser state.
     let bare = tmp.path().join("bare/last");
     std::fs::create_dir_all(&bare).unwrap();
@@ -534,6 +556,13 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
 
     let (whole, parts) = (weights("whole"), weights("parts"));
     assert_eq!(apart(&whole, &parts), 0.0);
+    let since_best = |dir: &str| -> u64 {
+        let path = tmp.path().join(dir).join("last/train_state.yaml");
+        let state: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        state["epochs_since_best"].as_u64().unwrap()
+    };
+    assert_eq!((since_best("whole"), since_best("parts")), (0, 0));
     assert_eq!(figures("whole"), figures("parts"));
     assert_eq!(figures("whole").len(), 3);
 
@@ -625,6 +654,7 @@ fn a_diverging_run_stops_and_bad_data_or_settings_are_refused() {
             "optimizer.weight_decay",
         ),
         ("loss:\n  depth_weight: .nan\n", "loss.depth_weight"),
+        ("loss:\n  noise_samples: 0\n", "loss.noise_samples"),
     ] {
         let extra = if extra.starts_with("  ") {
             // under training:

@@ -464,7 +464,10 @@ fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, (Option<(i32, u32)
 fn ground_truth_value(part: Part, what: &str, msg: &Image) -> Result<Value, String> {
     let (w, h) = (msg.width as usize, msg.height as usize);
     let row_bytes = |bytes_per_pixel: usize| -> Result<Vec<&[u8]>, String> {
-        let rows = Rows::of(msg, w * bytes_per_pixel)
+        let rows = w
+            .checked_mul(bytes_per_pixel)
+            .ok_or_else(|| format!("a row of {w} pixels overflows the address space"))
+            .and_then(|row_bytes| Rows::of(msg, row_bytes))
             .map_err(|e| format!("{what}: {} {e}", msg.encoding))?;
         Ok((0..h).map(|y| rows.row(y)).collect())
     };

@@ -3,8 +3,11 @@
 //!
 //! Sizes and steps are checked before any pixel is read, so a malformed message is a typed
 //! error, never a panic. 16-bit data honours `is_bigendian` and is scaled to 8 bits by
-//! keeping the high byte (as cv_bridge does); YUV 4:2:2 uses the BT.601 video-range matrix
-//! (as OpenCV's `COLOR_YUV2RGB_UYVY`/`_YUYV`); Bayer mosaics are demosaiced bilinearly.
+//! 255/65535, rounded (as cv_bridge converts 16-bit to 8-bit images); YUV 4:2:2 uses the
+//! BT.601 video-range matrix (as OpenCV's `COLOR_YUV2RGB_UYVY`/`_YUYV`); Bayer mosaics are
+//! demosaiced bilinearly. OpenCV's channel-type names that drivers publish for plain
+//! images are read as cv_bridge's `toCvCopy(msg, "bgr8")` reads them: `8UC1` as `mono8`,
+//! `8UC3` as `bgr8` and `8UC4` as `bgra8` (OpenCV's channel order).
 
 use image::{Rgb, RgbImage};
 
@@ -28,6 +31,9 @@ pub const SUPPORTED_ENCODINGS: &[&str] = &[
     "rgba8",
     "bgra8",
     "mono8",
+    "8UC1",
+    "8UC3",
+    "8UC4",
     "mono16",
     "rgb16",
     "bgr16",
@@ -85,10 +91,10 @@ impl Layout {
         const GRBG: [[usize; 2]; 2] = [[1, 0], [2, 1]];
         match encoding {
             "rgb8" => packed(3, 1, Rgb),
-            "bgr8" => packed(3, 1, Bgr),
+            "bgr8" | "8UC3" => packed(3, 1, Bgr),
             "rgba8" => packed(4, 1, Rgb),
-            "bgra8" => packed(4, 1, Bgr),
-            "mono8" => packed(1, 1, Rgb),
+            "bgra8" | "8UC4" => packed(4, 1, Bgr),
+            "mono8" | "8UC1" => packed(1, 1, Rgb),
             "mono16" => packed(1, 2, Rgb),
             "rgb16" => packed(3, 2, Rgb),
             "bgr16" => packed(3, 2, Bgr),
@@ -132,14 +138,15 @@ impl Layout {
         }
     }
 
-    /// Bytes that the pixels of one row occupy (without padding).
-    fn row_bytes(&self, width: usize) -> usize {
+    /// Bytes that the pixels of one row occupy (without padding); None where that
+    /// overflows (a 32-bit target's usize).
+    fn row_bytes(&self, width: usize) -> Option<usize> {
         match *self {
             Layout::Packed {
                 channels, depth, ..
-            } => width * channels * depth,
-            Layout::Yuv422 { .. } => width * 2,
-            Layout::Bayer { depth, .. } => width * depth,
+            } => width.checked_mul(channels * depth),
+            Layout::Yuv422 { .. } => width.checked_mul(2),
+            Layout::Bayer { depth, .. } => width.checked_mul(depth),
         }
     }
 }
@@ -154,7 +161,12 @@ pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
     };
     let (width, height) = (msg.width as usize, msg.height as usize);
     // An empty size is refused there too.
-    let rows = Rows::of(msg, layout.row_bytes(width)).map_err(malformed)?;
+    let row_bytes = layout.row_bytes(width).ok_or_else(|| {
+        malformed(format!(
+            "a row of {width} pixels overflows the address space"
+        ))
+    })?;
+    let rows = Rows::of(msg, row_bytes).map_err(malformed)?;
     Ok(match layout {
         Layout::Packed {
             channels,
@@ -272,7 +284,7 @@ impl<'a> Rows<'a> {
         &self.data[y * self.step..y * self.step + self.row_bytes]
     }
 
-    /// Sample `i` of a row as 8 bits; 16-bit samples keep their high byte.
+    /// Sample `i` of a row as 8 bits; 16-bit samples scaled by 255/65535, rounded.
     fn sample(&self, row: &[u8], i: usize, depth: usize) -> u8 {
         match depth {
             1 => row[i],
@@ -282,7 +294,8 @@ impl<'a> Rows<'a> {
                 } else {
                     (row[2 * i + 1], row[2 * i])
                 };
-                (u16::from_be_bytes([hi, lo]) >> 8) as u8
+                let v = u16::from_be_bytes([hi, lo]) as u32;
+                ((v * 255 + 32767) / 65535) as u8
             }
         }
     }
@@ -353,9 +366,9 @@ fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     ]
 }
 
-/// Bilinear demosaic: each channel of a pixel is the mean of the samples of that colour in
-/// its 3x3 neighbourhood (itself included), which is bilinear interpolation inside the
-/// image and stays defined at borders and odd sizes.
+/// Bilinear demosaic: a pixel keeps the colour its sensor site measured, and each other
+/// channel is the mean of the samples of that colour in its 3x3 neighbourhood, which is
+/// bilinear interpolation inside the image and stays defined at borders and odd sizes.
 fn decode_bayer(
     rows: &Rows,
     width: usize,
@@ -375,15 +388,22 @@ fn decode_bayer(
         for x in 0..width {
             let mut sum = [0u32; 3];
             let mut count = [0u32; 3];
+            let own = cell[y % 2][x % 2];
             for ny in y.saturating_sub(1)..(y + 2).min(height) {
                 for nx in x.saturating_sub(1)..(x + 2).min(width) {
                     let colour = cell[ny % 2][nx % 2];
+                    if colour == own {
+                        continue;
+                    }
                     sum[colour] += samples[ny][nx] as u32;
                     count[colour] += 1;
                 }
             }
             // A 1-pixel-wide or -high image can lack a colour entirely: use grey.
             let channel = |c: usize| {
+                if c == own {
+                    return samples[y][x];
+                }
                 (sum[c] + count[c] / 2)
                     .checked_div(count[c])
                     .map_or(samples[y][x], |mean| mean as u8)
@@ -463,25 +483,53 @@ mod tests {
     }
 
     #[test]
-    fn sixteen_bit_honours_endianness() {
-        // 0x1234 -> high byte 0x12.
+    fn sixteen_bit_honours_endianness_and_scales_as_cv_bridge() {
+        // 0x1234 = 4660 -> 4660 * 255 / 65535 = 18.13 -> 18.
         let le = msg("mono16", 1, 1, 2, 2, &[0x34, 0x12]);
-        assert_eq!(decode_image(&le).unwrap().get_pixel(0, 0).0, [0x12; 3]);
+        assert_eq!(decode_image(&le).unwrap().get_pixel(0, 0).0, [18; 3]);
         let mut be = msg("mono16", 1, 1, 2, 0, &[0x12, 0x34]);
         be.is_bigendian = 1;
-        assert_eq!(decode_image(&be).unwrap().get_pixel(0, 0).0, [0x12; 3]);
-        // bgr16 big-endian: B=0x0100, G=0x8000, R=0xFF00.
-        let mut bgr16 = msg("bgr16", 1, 1, 6, 2, &[0x01, 0x00, 0x80, 0x00, 0xFF, 0x00]);
+        assert_eq!(decode_image(&be).unwrap().get_pixel(0, 0).0, [18; 3]);
+        // bgr16 big-endian: B=0x0100 (0.996), G=0x8000 (127.502), R=0xFFFF (255).
+        let mut bgr16 = msg("bgr16", 1, 1, 6, 2, &[0x01, 0x00, 0x80, 0x00, 0xFF, 0xFF]);
         bgr16.is_bigendian = 1;
         assert_eq!(
             decode_image(&bgr16).unwrap().get_pixel(0, 0).0,
-            [0xFF, 0x80, 0x01]
+            [255, 128, 1]
         );
-        let rgba16 = msg("rgba16", 1, 1, 8, 0, &[0, 0xFF, 0, 0x80, 0, 0x01, 0, 0]);
+        // Rounded, not the high byte: 0x01FF (1.99) -> 2, 0x00FF (0.99) -> 1, 0x00 -> 0.
+        let rgba16 = msg("rgba16", 1, 1, 8, 0, &[0xFF, 0x01, 0xFF, 0x00, 0, 0, 0, 0]);
+        assert_eq!(decode_image(&rgba16).unwrap().get_pixel(0, 0).0, [2, 1, 0]);
+        // Every 8-bit level times 257 (its 16-bit twin) comes back exactly.
+        let ramp: Vec<u8> = (0..=255u16).flat_map(|v| (v * 257).to_le_bytes()).collect();
+        let img = decode_image(&msg("mono16", 256, 1, 512, 0, &ramp)).unwrap();
+        assert!(img.pixels().enumerate().all(|(i, p)| p.0 == [i as u8; 3]));
+    }
+
+    #[test]
+    fn opencv_channel_types_read_as_cv_bridge_reads_them() {
+        let bgr = [0, 0, 255, 0, 255, 0, 255, 0, 0];
+        let expect = vec![[255, 0, 0], [0, 255, 0], [0, 0, 255]];
         assert_eq!(
-            decode_image(&rgba16).unwrap().get_pixel(0, 0).0,
-            [0xFF, 0x80, 0x01]
+            pixels(&decode_image(&msg("8UC3", 3, 1, 9, 0, &bgr)).unwrap()),
+            expect
         );
+        let bgra = [0, 0, 255, 9, 0, 255, 0, 9, 255, 0, 0, 9];
+        assert_eq!(
+            pixels(&decode_image(&msg("8UC4", 3, 1, 12, 0, &bgra)).unwrap()),
+            expect
+        );
+        assert_eq!(
+            pixels(&decode_image(&msg("8UC1", 2, 1, 2, 1, &[7, 9])).unwrap()),
+            vec![[7; 3], [9; 3]]
+        );
+        // A depth image (16UC1, 32FC1) is no camera image: refused, not shown as grey.
+        for encoding in ["16UC1", "32FC1"] {
+            assert_eq!(
+                decode_image(&msg(encoding, 1, 1, 4, 0, &[0; 4])).unwrap_err(),
+                DecodeError::UnsupportedEncoding(encoding.into())
+            );
+        }
     }
 
     #[test]
@@ -539,6 +587,38 @@ mod tests {
             let enc16 = encoding.replace('8', "16");
             let img16 = decode_image(&msg(&enc16, w as u32, h as u32, 2 * w, 1, &raw16)).unwrap();
             assert!(img16.pixels().all(|p| p.0 == colour), "{enc16}");
+        }
+    }
+
+    #[test]
+    fn bayer_pixels_keep_the_colour_their_site_measured() {
+        // RGGB 6x6, dark but for one green site at (row 2, col 3): that pixel keeps 255 (a
+        // mean over the five greens of its 3x3 window gave 51) and lends its green to the
+        // red and blue sites beside it (a quarter of it, bilinearly).
+        let (w, h) = (6usize, 6usize);
+        let mut raw = vec![0u8; w * h];
+        raw[2 * w + 3] = 255;
+        let img = decode_image(&msg("bayer_rggb8", w as u32, h as u32, w, 0, &raw)).unwrap();
+        assert_eq!(img.get_pixel(3, 2).0, [0, 255, 0]);
+        assert_eq!(img.get_pixel(2, 2).0, [0, 64, 0], "red site");
+        assert_eq!(img.get_pixel(3, 3).0, [0, 64, 0], "blue site");
+        // A green site diagonal to it.
+        assert_eq!(img.get_pixel(4, 3).0, [0, 0, 0]);
+        // A vertical edge in every colour (0 left of column 3, 200 from it): every green
+        // site keeps its own sample (the five-green mean blurred them into a zipper), and
+        // the columns away from the edge stay flat.
+        let edge: Vec<u8> = (0..h)
+            .flat_map(|_| (0..w).map(|x| if x >= 3 { 200 } else { 0 }))
+            .collect();
+        let img = decode_image(&msg("bayer_rggb8", w as u32, h as u32, w, 0, &edge)).unwrap();
+        for (x, y) in (0..w).flat_map(|x| (0..h).map(move |y| (x, y))) {
+            let green = img.get_pixel(x as u32, y as u32).0[1];
+            if (x + y) % 2 == 1 {
+                assert_eq!(green, edge[y * w + x], "green site ({x}, {y})");
+            }
+            if x <= 1 || x >= 4 {
+                assert_eq!(img.get_pixel(x as u32, y as u32).0, [edge[y * w + x]; 3]);
+            }
         }
     }
 
@@ -617,11 +697,13 @@ mod tests {
                     (_, Order::Bgr) => vec![b, g, r, 255],
                 };
                 for v in samples {
-                    // 16-bit: the 8-bit value in the high byte, noise in the low byte.
+                    // 16-bit: the 8-bit value scaled to the 16-bit range, plus a little noise
+                    // that rounds away.
+                    let wide = v as u16 * 257 + (v < 200) as u16 * 90;
                     match (depth, big_endian) {
                         (1, _) => data.push(v),
-                        (_, true) => data.extend([v, 0x5A]),
-                        (_, false) => data.extend([0x5A, v]),
+                        (_, true) => data.extend(wide.to_be_bytes()),
+                        (_, false) => data.extend(wide.to_le_bytes()),
                     }
                 }
             }

@@ -211,6 +211,13 @@ struct TrainState {
     /// Batches of the next epoch whose loss was not finite (not stepped).
     #[serde(default)]
     nonfinite_batches: usize,
+    /// Batches whose loss was not finite, in a row across epochs and resumes.
+    #[serde(default)]
+    nonfinite_in_a_row: usize,
+    /// The epoch of a best/ newer than this state (a run killed between saving best/ and
+    /// last/): the epoch redone after the resume is the best one. Not saved.
+    #[serde(skip)]
+    best_is_epoch: Option<usize>,
     /// Optimiser steps taken; `optimizer.safetensors` of another count is not this state.
     #[serde(default)]
     steps: u64,
@@ -350,6 +357,19 @@ impl TrainConfig {
                     "`{}`; expected none or median_frequency",
                     self.loss.class_weights
                 ),
+            );
+        }
+        // Without logit noise the semantic variance head gets no gradient, yet the model
+        // would say it has one: inference would add noise of its random start.
+        if self.loss.noise_samples == 0
+            && !self.loss.homoscedastic
+            && self.model.tasks.iter().any(|t| t == "semantic")
+        {
+            return err(
+                "loss.noise_samples",
+                "0 trains no semantic aleatoric uncertainty; at least 1 (10 is the default), \
+                 or loss.homoscedastic: true for the baseline without variance heads"
+                    .into(),
             );
         }
         if !["rmsprop", "adam"].contains(&self.optimizer.kind.as_str()) {
@@ -586,9 +606,11 @@ pub fn train(
         let mut state: TrainState =
             serde_yaml::from_str(&text).map_err(|e| Error::model(&state_path, e.to_string()))?;
         // best/ is what the user gets: the score to beat is its own (a run killed between
-        // saving best/ and last/ left a best/ newer than last/'s state says).
-        if let Some(score) = best_model_score(&run_dir) {
+        // saving best/ and last/ left a best/ newer than last/'s state says, and the
+        // epoch it is will be redone: the epochs since the best count from it).
+        if let Some((score, epoch)) = best_model_score(&run_dir) {
             state.best_score = Some(score);
+            state.best_is_epoch = epoch.filter(|&epoch| epoch > state.epoch);
         }
         // The epochs from here on are this command's, with this config's training
         // settings: recorded as such below, the earlier commands kept.
@@ -776,8 +798,6 @@ pub fn train(
     // training.max_minutes (0: none) against the run's training time so far, in seconds.
     let past_time_limit =
         |seconds: f64| cfg.training.max_minutes > 0.0 && seconds > cfg.training.max_minutes * 60.0;
-    // Batches whose loss was not finite, in a row across epochs.
-    let mut nonfinite_in_a_row = 0;
     // The model's buffers (BatchNorm's running statistics): what a forward pass changes
     // besides the gradients.
     let buffers: Vec<Tensor> = model
@@ -863,7 +883,7 @@ pub fn train(
                 optimizer.backward_step(&loss);
                 state.loss_sum += value;
                 state.loss_count += 1;
-                nonfinite_in_a_row = 0;
+                state.nonfinite_in_a_row = 0;
             } else {
                 tch::no_grad(|| {
                     for (buffer, saved) in buffers.iter().zip(&saved_buffers) {
@@ -871,13 +891,13 @@ pub fn train(
                     }
                 });
                 state.nonfinite_batches += 1;
-                nonfinite_in_a_row += 1;
+                state.nonfinite_in_a_row += 1;
                 log::warn!(
                     "epoch {}, batch {}: the loss is {value}; the batch is not stepped",
                     epoch + 1,
                     index + 1
                 );
-                if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW {
+                if state.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW {
                     return Err(Error::Training(format!(
                         "the loss was not finite in {MAX_NONFINITE_IN_A_ROW} batches in a row \
                          (epoch {}, batch {}): lower optimizer.lr, or check the data; last/ \
@@ -941,6 +961,9 @@ pub fn train(
             state.best_score = Some(score);
             state.epochs_since_best = 0;
             replace_dir(&run_dir, "best", |tmp| model.save(tmp))?;
+        } else if state.best_is_epoch == Some(state.epoch) {
+            // This epoch, redone, is the one best/ holds: as good as it, not better.
+            state.epochs_since_best = 0;
         } else {
             state.epochs_since_best += 1;
         }
@@ -1082,14 +1105,20 @@ fn replaced_paths(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// The validation score of the model in `run_dir/best/`, as its model.yaml records it.
-fn best_model_score(run_dir: &Path) -> Option<f64> {
+fn best_model_score(run_dir: &Path) -> Option<(f64, Option<usize>)> {
     let spec = crate::model::ModelSpec::load(&run_dir.join("best")).ok()?;
     let validation = spec.provenance.get("validation")?.clone();
-    Some(
+    let epoch = spec
+        .provenance
+        .get("epoch")
+        .and_then(|e| e.as_u64())
+        .map(|e| e as usize);
+    Some((
         serde_yaml::from_value::<Validation>(validation)
             .ok()?
             .score(),
-    )
+        epoch,
+    ))
 }
 
 /// How the model `configured` differs from the checkpoint's `saved` (name, architecture,
