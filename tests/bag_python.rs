@@ -47,6 +47,7 @@ T = ts.types
 Time, Header = T['builtin_interfaces/msg/Time'], T['std_msgs/msg/Header']
 Image, Compressed = T['sensor_msgs/msg/Image'], T['sensor_msgs/msg/CompressedImage']
 Info, Roi = T['sensor_msgs/msg/CameraInfo'], T['sensor_msgs/msg/RegionOfInterest']
+String = T['std_msgs/msg/String']
 
 def header(i, frame):
     return Header(stamp=Time(sec=100 + i, nanosec=1000 * i + 7), frame_id=frame)
@@ -69,8 +70,10 @@ def write(path, plugin, streams, compression=None):
         conns = {}
         for topic, msgtype, msgs in streams:
             conns[topic] = w.add_connection(topic, msgtype, typestore=ts)
-        events = sorted((int(m.header.stamp.sec) * 10**9 + int(m.header.stamp.nanosec), k, topic, m)
-                        for topic, _, msgs in streams for k, m in enumerate(msgs))
+        # Messages without a header at 100.5 s.
+        stamp = lambda m: (int(m.header.stamp.sec) * 10**9 + int(m.header.stamp.nanosec)
+                           if hasattr(m, 'header') else 100_500_000_000)
+        events = sorted((stamp(m), k, topic, m) for topic, _, msgs in streams for k, m in enumerate(msgs))
         for t, _, topic, m in events:
             w.write(conns[topic], t, ts.serialize_cdr(m, m.__msgtype__))
 
@@ -81,6 +84,8 @@ mcap_streams = [
      [Compressed(header=header(i, 'rear'), format='rgb8; jpeg compressed bgr8', data=np.frombuffer(jpeg, dtype=np.uint8)) for i in range(2)]),
     ('/side/image', Image.__msgtype__, [image(i, 'side', 17, 9, 'yuv422_yuy2', 2, 2) for i in range(2)]
                                        + [image(5, 'side', 4, 4, 'nv12', 1, 0)]),
+    # Named as /side/image's camera_info, but another type: another topic.
+    ('/side/camera_info', String.__msgtype__, [String(data='not a calibration')]),
 ]
 sqlite_streams = [
     ('/camera/image_raw', Image.__msgtype__, [image(i, 'cam', 21, 13, 'mono16', 2, 6, big=1) for i in range(3)]
@@ -110,7 +115,8 @@ ts = get_typestore(Stores.ROS2_HUMBLE)
 def record(out, topic, msgtype, msg, raw):
     t = out.setdefault(topic, {'type': msgtype, 'count': 0, 'stamps': [], 'sizes': [], 'encodings': [], 'sha': []})
     t['count'] += 1
-    t['stamps'].append([int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)])
+    h = getattr(msg, 'header', None)
+    t['stamps'].append([int(h.stamp.sec), int(h.stamp.nanosec)] if h is not None else None)
     t['sizes'].append([int(getattr(msg, 'width', 0)), int(getattr(msg, 'height', 0))])
     t['encodings'].append(str(getattr(msg, 'encoding', getattr(msg, 'format', ''))))
     if raw is not None:
@@ -307,6 +313,11 @@ fn mcap_input_from_rosbags_processes_and_output_decodes_in_both_readers() {
         text.contains("skipped 1: unsupported encoding `nv12`"),
         "{text}"
     );
+    // /side/camera_info is a String: not a calibration, not copied (it stopped the run).
+    assert!(
+        text.contains("1 message(s) of other topics not copied"),
+        "{text}"
+    );
     let input = as_map(&f.read("in_mcap")["rosbags"]);
     let result = f.read("out_mcap");
     for reader in ["rosbags", "mcap"] {
@@ -387,6 +398,7 @@ fn mcap_input_from_rosbags_processes_and_output_decodes_in_both_readers() {
             assert_eq!(cloud["frame_id"], "front");
         }
         assert!(!output.contains_key("/rear/points") && !output.contains_key("/side/points"));
+        assert!(!output.contains_key("/side/camera_info"), "{reader}");
     }
     assert_eq!(
         result["rosbags"], result["mcap"],

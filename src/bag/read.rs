@@ -622,7 +622,9 @@ fn read_mcap(
     // Each chunk is checked against its CRC before any of its messages is visited: bit rot
     // in an uncompressed chunk is damage where reading stops, not wrong pixels passed on
     // (checked at the chunk's end, its messages would already have been used). The cost:
-    // a file cut short inside a chunk is read up to the last whole chunk.
+    // a file cut short inside a chunk is read up to the last whole chunk. A chunk written
+    // without a CRC (0; rosbag2's recorder by default) cannot be checked and is read as it
+    // stands.
     let mut reader = mcap::sans_io::LinearReader::new_with_options(
         mcap::sans_io::LinearReaderOptions::default()
             .with_record_length_limit(MAX_MCAP_RECORD)
@@ -913,25 +915,36 @@ fn read_sqlite(
     let db =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| corrupt(0, e.to_string()))?;
+    // In time order, as rosbag2 plays a bag. The messages' rows are sorted first (their
+    // row ids only) and then read one by one: sorting the rows themselves made SQLite copy
+    // every message into its sorter, in memory, for a bag without rosbag2's timestamp
+    // index (an old or hand-made one).
+    let order = (|| -> rusqlite::Result<Vec<i64>> {
+        db.prepare("SELECT rowid FROM messages ORDER BY timestamp, id")?
+            .query_map([], |row| row.get(0))?
+            .collect()
+    })()
+    .map_err(|e| corrupt(0, e.to_string()))?;
     let mut statement = db
         .prepare(
             "SELECT topics.name, topics.type, messages.timestamp, messages.data \
-             FROM messages JOIN topics ON messages.topic_id = topics.id ORDER BY messages.timestamp, messages.id",
+             FROM messages JOIN topics ON messages.topic_id = topics.id WHERE messages.rowid = ?1",
         )
         .map_err(|e| corrupt(0, e.to_string()))?;
-    let mut rows = statement.query([]).map_err(|e| corrupt(0, e.to_string()))?;
     let mut read = 0u64;
-    loop {
-        let row = match rows.next() {
-            Ok(Some(row)) => row,
-            Ok(None) => return Ok(ControlFlow::Continue(())),
+    for rowid in order {
+        let fields = statement.query_row(
+            [rowid],
+            |row| -> rusqlite::Result<(String, String, i64, Vec<u8>)> {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            },
+        );
+        let (topic, type_name, timestamp, data) = match fields {
+            Ok(fields) => fields,
+            // A message of no topic (as rosbag2's join, it is not played).
+            Err(rusqlite::Error::QueryReturnedNoRows) => continue,
             Err(e) => return Err(corrupt(read, e.to_string())),
         };
-        let fields = (|| -> rusqlite::Result<(String, String, i64, Vec<u8>)> {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })();
-        let (topic, type_name, timestamp, data) =
-            fields.map_err(|e| corrupt(read, e.to_string()))?;
         let msg = BagMessage {
             topic: &topic,
             type_name: &type_name,
@@ -945,11 +958,59 @@ fn read_sqlite(
             return Ok(ControlFlow::Break(()));
         }
     }
+    Ok(ControlFlow::Continue(()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A .db3 as rosbag2 makes it, with or without its timestamp index, messages inserted
+    /// out of time order and one of a topic the bag does not have: read in time order
+    /// (equal stamps by id), the one without a topic left out as rosbag2 leaves it.
+    #[test]
+    fn sqlite_messages_are_read_in_time_order_with_or_without_the_index() {
+        for index in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("bag_0.db3");
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch(
+                "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, \
+                 serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);
+                 CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, \
+                 timestamp INTEGER NOT NULL, data BLOB NOT NULL);
+                 INSERT INTO topics VALUES (1, '/a', 'std_msgs/msg/String', 'cdr', '');
+                 INSERT INTO topics VALUES (2, '/b', 'std_msgs/msg/String', 'cdr', '');",
+            )
+            .unwrap();
+            if index {
+                db.execute_batch("CREATE INDEX timestamp_idx ON messages (timestamp ASC);")
+                    .unwrap();
+            }
+            for (id, topic, stamp) in [(1, 1, 30), (2, 2, 10), (3, 9, 15), (4, 1, 20), (5, 2, 20)] {
+                db.execute(
+                    "INSERT INTO messages VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![id, topic, stamp, vec![id as u8; 3]],
+                )
+                .unwrap();
+            }
+            drop(db);
+            let mut seen = Vec::new();
+            BagReader::open(&path)
+                .unwrap()
+                .read(|m| {
+                    seen.push((m.topic.to_owned(), m.log_time, m.data[0]));
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            let expected = [("/b", 10, 2), ("/a", 20, 4), ("/b", 20, 5), ("/a", 30, 1)];
+            let expected: Vec<_> = expected
+                .iter()
+                .map(|&(t, s, d)| (t.to_owned(), s, d))
+                .collect();
+            assert_eq!(seen, expected, "index {index}");
+        }
+    }
 
     #[test]
     fn a_compressed_message_decompresses_and_damage_is_an_error_not_a_panic() {

@@ -385,7 +385,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                             return ControlFlow::Break(());
                         }
                     }
-                } else if let Some(namespace) = info_topics.get(m.topic) {
+                } else if let Some(namespace) = info_topics
+                    .get(m.topic)
+                    .filter(|_| m.type_name == CAMERA_INFO)
+                {
+                    // (A topic named like a camera_info but of another type is another
+                    // topic: not copied, as the writer knows no other types.)
                     // Before the window: not copied, but the latest one is the calibration
                     // of the window's first frames (a camera_info recorded once, say).
                     if m.log_time > window_end {
