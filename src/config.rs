@@ -562,15 +562,6 @@ impl Params {
                 ),
             );
         }
-        if self.cpu_threads < 0 {
-            return err(
-                "cpu_threads",
-                format!(
-                    "{} is not allowed; use 0 (libtorch default) or >= 1",
-                    self.cpu_threads
-                ),
-            );
-        }
         if self.mode == Mode::Mc && self.mc.samples < 2 {
             return err(
                 "mc.samples",
@@ -585,6 +576,8 @@ impl Params {
             ("mc.samples", self.mc.samples),
             ("moments.head_samples", self.moments.head_samples),
             ("points.stride", self.points.stride),
+            // libtorch takes an i32 and refuses 0 and below with a panic.
+            ("cpu_threads", self.cpu_threads),
         ] {
             let (lo, hi) = integer_range(key).expect("a range for each of these keys");
             if !(lo..=hi).contains(&value) {
@@ -823,6 +816,7 @@ const INTEGER_RANGES: &[(&str, i64, i64)] = &[
     ("mc.samples", 1, 10_000),
     ("moments.head_samples", 2, 10_000),
     ("points.stride", 1, 64),
+    ("cpu_threads", 0, 1024),
 ];
 
 /// The real parameters with a closed range (inclusive); see [`INTEGER_RANGES`].
@@ -1024,7 +1018,8 @@ mod tests {
                 "0 (off)",
             ),
             ("    seed: -7\n", "seed", "-1"),
-            ("    cpu_threads: -2\n", "cpu_threads", ">= 1"),
+            ("    cpu_threads: -2\n", "cpu_threads", "0..=1024"),
+            ("    cpu_threads: 4294967296\n", "cpu_threads", "0..=1024"),
             (
                 "    colormap:\n      depth_max_m: -1.0\n",
                 "colormap.depth_max_m",

@@ -1107,7 +1107,7 @@ pub fn check_config(config: &EngineConfig) -> Result<()> {
 
 fn apply_threads(config: &EngineConfig) {
     if config.cpu_threads > 0 {
-        tch::set_num_threads(config.cpu_threads as i32);
+        tch::set_num_threads(config.cpu_threads.min(1024) as i32);
     }
 }
 

@@ -9,7 +9,7 @@
 //! 60..100 m, or switching to mc with a new sample count, is accepted in one request
 //! whatever the order of its values.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub use crate::config::ROS_RESERVED;
 use crate::config::{reserved_type_error, Params, QOS_OVERRIDES};
@@ -498,19 +498,59 @@ impl ParamServer {
     }
 }
 
+/// A parameter that a set changed, with the value it was set to.
+pub type Change = (String, ParamValue);
+
+/// Told of each set that changed something, while the set holds the lock: in the order
+/// the sets were made, with the values each made (`/parameter_events`).
+type Announce = Box<dyn Fn(Vec<Change>) + Send + Sync>;
+
 /// The parameters of a running node, shared by the parameter services (which change them)
 /// and the inference thread (which picks changes up between frames).
-#[derive(Debug)]
 pub struct LiveParams {
     /// The server and a version bumped on every change, under one lock so a reader sees a
     /// consistent pair.
     inner: Mutex<(ParamServer, u64)>,
+    announce: OnceLock<Announce>,
+}
+
+impl std::fmt::Debug for LiveParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveParams")
+            .field("inner", &self.inner)
+            .field("announced", &self.announce.get().is_some())
+            .finish()
+    }
 }
 
 impl LiveParams {
     pub fn new(server: ParamServer) -> Self {
         LiveParams {
             inner: Mutex::new((server, 0)),
+            announce: OnceLock::new(),
+        }
+    }
+
+    /// From now on every set that changes something calls `announce` with the changed
+    /// parameters and their new values, under the lock (so it must not block or set
+    /// parameters). Once only: false, and `announce` dropped, if one is set already.
+    pub fn announce_changes(&self, announce: impl Fn(Vec<Change>) + Send + Sync + 'static) -> bool {
+        self.announce.set(Box::new(announce)).is_ok()
+    }
+
+    /// Bumps the version and announces `changed` (names) with their values now.
+    fn changed(&self, inner: &mut (ParamServer, u64), changed: &[String]) {
+        if changed.is_empty() {
+            return;
+        }
+        inner.1 += 1;
+        if let Some(announce) = self.announce.get() {
+            announce(
+                changed
+                    .iter()
+                    .filter_map(|name| Some((name.clone(), inner.0.get(name)?)))
+                    .collect(),
+            );
         }
     }
 
@@ -533,23 +573,21 @@ impl LiveParams {
         self.lock().0.params().clone()
     }
 
-    /// [`ParamServer::set_each`], bumping the version when something changed.
+    /// [`ParamServer::set_each`], bumping the version and announcing the change when
+    /// something changed.
     pub fn set_each(&self, request: &[(String, ParamValue)]) -> SetOutcome {
         let mut inner = self.lock();
         let outcome = inner.0.set_each(request);
-        if !outcome.changed.is_empty() {
-            inner.1 += 1;
-        }
+        self.changed(&mut inner, &outcome.changed);
         outcome
     }
 
-    /// [`ParamServer::set_atomically`], bumping the version when something changed.
+    /// [`ParamServer::set_atomically`], bumping the version and announcing the change when
+    /// something changed.
     pub fn set_atomically(&self, request: &[(String, ParamValue)]) -> Result<Vec<String>, String> {
         let mut inner = self.lock();
         let changed = inner.0.set_atomically(request)?;
-        if !changed.is_empty() {
-            inner.1 += 1;
-        }
+        self.changed(&mut inner, &changed);
         Ok(changed)
     }
 }
@@ -917,6 +955,42 @@ mod tests {
         for (name, id) in types {
             assert_eq!(s.describe(name).type_id, id, "{name}");
         }
+    }
+
+    /// Each change is announced with the values it set, in the order the sets were made,
+    /// however soon another set follows (the announcement read the values later: two sets
+    /// in quick succession were both announced with the second one's value).
+    #[test]
+    fn live_params_announce_each_change_with_its_own_values() {
+        let live = LiveParams::new(server());
+        let heard = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let to = heard.clone();
+        assert!(live.announce_changes(move |c| to.lock().unwrap().push(c)));
+        assert!(!live.announce_changes(|_| {}), "one announcer");
+        let min = "colormap.depth_min_m";
+        live.set_each(&req(&[(min, ParamValue::Double(20.0))]));
+        live.set_atomically(&req(&[(min, ParamValue::Double(0.0))]))
+            .unwrap();
+        live.set_each(&req(&[(min, ParamValue::Double(0.0))]));
+        live.set_each(&req(&[("mode", ParamValue::String("turbo".into()))]));
+        live.set_atomically(&req(&[
+            ("mode", ParamValue::String("mc".into())),
+            ("mc.samples", ParamValue::Integer(7)),
+        ]))
+        .unwrap();
+        let change = |name: &str, value: ParamValue| (name.to_owned(), value);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![
+                vec![change(min, ParamValue::Double(20.0))],
+                vec![change(min, ParamValue::Double(0.0))],
+                vec![
+                    change("mode", ParamValue::String("mc".into())),
+                    change("mc.samples", ParamValue::Integer(7)),
+                ],
+            ],
+            "unchanged and refused sets are not announced"
+        );
     }
 
     #[test]

@@ -405,8 +405,9 @@ async fn run() -> anyhow::Result<()> {
                 let Some(changed) = changed else {
                     break Err(anyhow::anyhow!("the parameter services stopped"));
                 };
-                ros_log(&logger, r2r::LogSeverity::Info, &format!("parameters changed: {}", changed.join(", ")));
                 publish_parameter_event(&glue, &parameter_events, &fqn, &changed);
+                let changed: Vec<String> = changed.into_iter().map(|(name, _)| name).collect();
+                ros_log(&logger, r2r::LogSeverity::Info, &format!("parameters changed: {}", changed.join(", ")));
                 if let Some(job) = qos_job(&glue, &topics, &changed) {
                     jobs.send(job).ok();
                 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use bayes_perception::msg::Header;
-use bayes_perception::node::params::{Descriptor, ParamValue};
+use bayes_perception::node::params::{Change, Descriptor, ParamValue};
 use futures::StreamExt;
 use r2r::rcl_interfaces::{msg as rcl_msg, srv as rcl_srv};
 use r2r::QosProfile;
@@ -15,24 +15,28 @@ use super::convert::{header_to_ros, param_from_msg, param_to_msg, result_to_msg}
 use super::{ros_log, ros_now, Glue};
 
 /// Serves the six rcl_interfaces parameter services from the library's [`ParamServer`];
-/// the names of changed parameters come out of the returned channel.
+/// each set that changed parameters comes out of the returned channel, in the order the
+/// sets were made, with the values it set.
 pub fn serve_parameters(
     node: &mut r2r::Node,
     glue: &Arc<Glue>,
-) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<Vec<String>>> {
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<Vec<Change>>> {
     use rcl_srv::*;
     let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
+    // Sent under the parameters' lock: a later set cannot overtake it.
+    if !glue.state.params.announce_changes(move |c| {
+        changes.send(c).ok();
+    }) {
+        anyhow::bail!("the parameter services are served once");
+    }
     let request = |ps: &[rcl_msg::Parameter]| -> Vec<(String, ParamValue)> {
         ps.iter()
             .map(|p| (p.name.clone(), param_from_msg(&p.value)))
             .collect()
     };
-    let (g, tx) = (glue.clone(), changes.clone());
+    let g = glue.clone();
     serve::<SetParameters::Service>(node, glue, "set_parameters", move |req| {
         let outcome = g.state.params.set_each(&request(&req.parameters));
-        if !outcome.changed.is_empty() {
-            tx.send(outcome.changed).ok();
-        }
         let results = outcome.results.into_iter().map(result_to_msg).collect();
         SetParameters::Response { results }
     })?;
@@ -43,11 +47,7 @@ pub fn serve_parameters(
         "set_parameters_atomically",
         move |req| {
             let outcome = g.state.params.set_atomically(&request(&req.parameters));
-            let result = outcome.map(|changed| {
-                if !changed.is_empty() {
-                    changes.send(changed).ok();
-                }
-            });
+            let result = outcome.map(|_| ());
             SetParametersAtomically::Response {
                 result: result_to_msg(result),
             }
@@ -151,24 +151,21 @@ where
     Ok(())
 }
 
-/// rcl_interfaces/ParameterEvent for parameters a service request changed.
+/// rcl_interfaces/ParameterEvent for the parameters a service request changed, with the
+/// values it set.
 pub fn publish_parameter_event(
     glue: &Glue,
     publisher: &r2r::Publisher<rcl_msg::ParameterEvent>,
     node: &str,
-    changed: &[String],
+    changed: &[Change],
 ) {
-    let changed_parameters = glue.state.params.read(|s| {
-        changed
-            .iter()
-            .filter_map(|name| {
-                Some(rcl_msg::Parameter {
-                    name: name.clone(),
-                    value: param_to_msg(s.get(name)?),
-                })
-            })
-            .collect()
-    });
+    let changed_parameters = changed
+        .iter()
+        .map(|(name, value)| rcl_msg::Parameter {
+            name: name.clone(),
+            value: param_to_msg(value.clone()),
+        })
+        .collect();
     let stamp = ros_now(&glue.clock).unwrap_or_default();
     let event = rcl_msg::ParameterEvent {
         stamp: header_to_ros(&Header {
