@@ -431,9 +431,9 @@ pub struct BenchArgs {
     /// overlapped frames/s).
     #[arg(long)]
     pub overlap: bool,
-    /// libtorch CPU threads (0 = libtorch default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    /// libtorch CPU threads, 0..=1024 (0 = libtorch default).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub threads: u16,
     /// Timed frames.
     #[arg(long, default_value_t = 10)]
     pub frames: usize,

@@ -500,6 +500,7 @@ fn wrong_command_line_values_exit_2_and_write_nothing() {
         ],
         &["synth", "--out", out, "--count", "1", "--split", "te/st"],
         &["bench", "--frames", "0"],
+        &["bench", "--threads", "4294967296"],
         &["bench", "--device", "foo"],
         &["bench", "--mode", "mc", "--samples", "1"],
         &["bench", "--mode", "mc", "--batch-size", "0"],

@@ -472,7 +472,8 @@ fn ground_truth_value(part: Part, what: &str, msg: &Image) -> Result<Value, Stri
         Ok((0..h).map(|y| rows.row(y)).collect())
     };
     let value = match (part, msg.encoding.as_str()) {
-        (Part::Labels, "mono8") => Value::Labels(
+        // 8UC1 is OpenCV's name for mono8.
+        (Part::Labels, "mono8" | "8UC1") => Value::Labels(
             row_bytes(1)?
                 .iter()
                 .flat_map(|r| r.iter().map(|&v| v as i64))
@@ -508,7 +509,7 @@ fn ground_truth_value(part: Part, what: &str, msg: &Image) -> Result<Value, Stri
                 })
                 .collect(),
         ),
-        (Part::Noise | Part::Ood, "mono8") => Value::Mask(
+        (Part::Noise | Part::Ood, "mono8" | "8UC1") => Value::Mask(
             part,
             row_bytes(1)?
                 .iter()

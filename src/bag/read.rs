@@ -918,18 +918,23 @@ fn read_sqlite(
     // In time order, as rosbag2 plays a bag. The messages' rows are sorted first (their
     // row ids only) and then read one by one: sorting the rows themselves made SQLite copy
     // every message into its sorter, in memory, for a bag without rosbag2's timestamp
-    // index (an old or hand-made one).
-    let order = (|| -> rusqlite::Result<Vec<i64>> {
-        db.prepare("SELECT rowid FROM messages ORDER BY timestamp, id")?
-            .query_map([], |row| row.get(0))?
-            .collect()
-    })()
-    .map_err(|e| corrupt(0, e.to_string()))?;
+    // index (an old or hand-made one). A table without row ids is keyed by its `id`.
+    let sorted = |key: &str| -> rusqlite::Result<Vec<i64>> {
+        db.prepare(&format!(
+            "SELECT {key} FROM messages ORDER BY timestamp, id"
+        ))?
+        .query_map([], |row| row.get(0))?
+        .collect()
+    };
+    let (key, order) = match sorted("rowid") {
+        Ok(order) => ("rowid", order),
+        Err(_) => ("id", sorted("id").map_err(|e| corrupt(0, e.to_string()))?),
+    };
     let mut statement = db
-        .prepare(
+        .prepare(&format!(
             "SELECT topics.name, topics.type, messages.timestamp, messages.data \
-             FROM messages JOIN topics ON messages.topic_id = topics.id WHERE messages.rowid = ?1",
-        )
+             FROM messages JOIN topics ON messages.topic_id = topics.id WHERE messages.{key} = ?1"
+        ))
         .map_err(|e| corrupt(0, e.to_string()))?;
     let mut read = 0u64;
     for rowid in order {
@@ -965,23 +970,25 @@ fn read_sqlite(
 mod tests {
     use super::*;
 
-    /// A .db3 as rosbag2 makes it, with or without its timestamp index, messages inserted
-    /// out of time order and one of a topic the bag does not have: read in time order
-    /// (equal stamps by id), the one without a topic left out as rosbag2 leaves it.
+    /// A .db3 as rosbag2 makes it, with or without its timestamp index (and, made by
+    /// hand, without row ids), messages inserted out of time order and one of a topic the
+    /// bag does not have: read in time order (equal stamps by id), the one without a topic
+    /// left out as rosbag2 leaves it.
     #[test]
     fn sqlite_messages_are_read_in_time_order_with_or_without_the_index() {
-        for index in [true, false] {
+        for (index, rowid) in [(true, true), (false, true), (false, false)] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("bag_0.db3");
             let db = rusqlite::Connection::open(&path).unwrap();
-            db.execute_batch(
+            let without_rowid = if rowid { "" } else { " WITHOUT ROWID" };
+            db.execute_batch(&format!(
                 "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, \
                  serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);
                  CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, \
-                 timestamp INTEGER NOT NULL, data BLOB NOT NULL);
+                 timestamp INTEGER NOT NULL, data BLOB NOT NULL){without_rowid};
                  INSERT INTO topics VALUES (1, '/a', 'std_msgs/msg/String', 'cdr', '');
-                 INSERT INTO topics VALUES (2, '/b', 'std_msgs/msg/String', 'cdr', '');",
-            )
+                 INSERT INTO topics VALUES (2, '/b', 'std_msgs/msg/String', 'cdr', '');"
+            ))
             .unwrap();
             if index {
                 db.execute_batch("CREATE INDEX timestamp_idx ON messages (timestamp ASC);")
@@ -1008,7 +1015,7 @@ mod tests {
                 .iter()
                 .map(|&(t, s, d)| (t.to_owned(), s, d))
                 .collect();
-            assert_eq!(seen, expected, "index {index}");
+            assert_eq!(seen, expected, "index {index}, row ids {rowid}");
         }
     }
 

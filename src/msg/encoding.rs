@@ -5,9 +5,10 @@
 //! error, never a panic. 16-bit data honours `is_bigendian` and is scaled to 8 bits by
 //! 255/65535, rounded (as cv_bridge converts 16-bit to 8-bit images); YUV 4:2:2 uses the
 //! BT.601 video-range matrix (as OpenCV's `COLOR_YUV2RGB_UYVY`/`_YUYV`); Bayer mosaics are
-//! demosaiced bilinearly. OpenCV's channel-type names that drivers publish for plain
-//! images are read as cv_bridge's `toCvCopy(msg, "bgr8")` reads them: `8UC1` as `mono8`,
-//! `8UC3` as `bgr8` and `8UC4` as `bgra8` (OpenCV's channel order).
+//! demosaiced bilinearly. OpenCV's channel-type names, which drivers built on OpenCV
+//! publish for plain images, are read in OpenCV's channel order: `8UC1` as `mono8`, `8UC3`
+//! as `bgr8` and `8UC4` as `bgra8` (cv_bridge passes such images through uninterpreted and
+//! refuses to convert them; OpenCV code then treats them as BGR).
 
 use image::{Rgb, RgbImage};
 
@@ -507,7 +508,7 @@ mod tests {
     }
 
     #[test]
-    fn opencv_channel_types_read_as_cv_bridge_reads_them() {
+    fn opencv_channel_types_read_in_opencv_order() {
         let bgr = [0, 0, 255, 0, 255, 0, 255, 0, 0];
         let expect = vec![[255, 0, 0], [0, 255, 0], [0, 0, 255]];
         assert_eq!(

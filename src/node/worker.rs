@@ -129,6 +129,9 @@ struct Inference {
     params: Params,
     /// Version of `params` in [`LiveParams`]; `None` before the first frame.
     version: Option<u64>,
+    /// For frames skipped as bad input, by what was wrong (keys from the messages).
+    input_throttle: Throttle,
+    /// For inference failures.
     throttle: Throttle,
 }
 
@@ -158,6 +161,7 @@ impl Worker {
                 engine,
                 params: Params::default(),
                 version: None,
+                input_throttle: Throttle::new(LOG_PERIOD),
                 throttle: Throttle::new(LOG_PERIOD),
             },
             publishing: Publishing {
@@ -225,7 +229,7 @@ impl Inference {
                     DecodeError::Malformed { encoding, .. } => format!("malformed {encoding}"),
                     DecodeError::Compressed { format, .. } => format!("compressed {format}"),
                 };
-                if self.throttle.allow(&kind, Instant::now()) {
+                if self.input_throttle.allow(&kind, Instant::now()) {
                     log::warn!("skipping frame: {e}");
                 }
                 None

@@ -211,9 +211,6 @@ struct TrainState {
     /// Batches of the next epoch whose loss was not finite (not stepped).
     #[serde(default)]
     nonfinite_batches: usize,
-    /// Batches whose loss was not finite, in a row across epochs and resumes.
-    #[serde(default)]
-    nonfinite_in_a_row: usize,
     /// The epoch of a best/ newer than this state (a run killed between saving best/ and
     /// last/): the epoch redone after the resume is the best one. Not saved.
     #[serde(skip)]
@@ -610,7 +607,7 @@ pub fn train(
         // epoch it is will be redone: the epochs since the best count from it).
         if let Some((score, epoch)) = best_model_score(&run_dir) {
             state.best_score = Some(score);
-            state.best_is_epoch = epoch.filter(|&epoch| epoch > state.epoch);
+            state.best_is_epoch = epoch.filter(|&epoch| epoch == state.epoch + 1);
         }
         // The epochs from here on are this command's, with this config's training
         // settings: recorded as such below, the earlier commands kept.
@@ -798,6 +795,9 @@ pub fn train(
     // training.max_minutes (0: none) against the run's training time so far, in seconds.
     let past_time_limit =
         |seconds: f64| cfg.training.max_minutes > 0.0 && seconds > cfg.training.max_minutes * 60.0;
+    // Batches whose loss was not finite, in a row across epochs (a resume, perhaps with a
+    // lower learning rate, starts again).
+    let mut nonfinite_in_a_row = 0;
     // The model's buffers (BatchNorm's running statistics): what a forward pass changes
     // besides the gradients.
     let buffers: Vec<Tensor> = model
@@ -883,7 +883,7 @@ pub fn train(
                 optimizer.backward_step(&loss);
                 state.loss_sum += value;
                 state.loss_count += 1;
-                state.nonfinite_in_a_row = 0;
+                nonfinite_in_a_row = 0;
             } else {
                 tch::no_grad(|| {
                     for (buffer, saved) in buffers.iter().zip(&saved_buffers) {
@@ -891,13 +891,13 @@ pub fn train(
                     }
                 });
                 state.nonfinite_batches += 1;
-                state.nonfinite_in_a_row += 1;
+                nonfinite_in_a_row += 1;
                 log::warn!(
                     "epoch {}, batch {}: the loss is {value}; the batch is not stepped",
                     epoch + 1,
                     index + 1
                 );
-                if state.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW {
+                if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW {
                     return Err(Error::Training(format!(
                         "the loss was not finite in {MAX_NONFINITE_IN_A_ROW} batches in a row \
                          (epoch {}, batch {}): lower optimizer.lr, or check the data; last/ \

@@ -94,22 +94,24 @@ def raw_frames():
         )
     )
 
-    rgb = test_pattern(4)
-    wide = rgb.astype(np.uint16) * 256 + rng.integers(0, 256, size=rgb.shape, dtype=np.uint16)
+    # 16-bit samples are scaled to 8 bits by 255/65535, rounded (as cv_bridge converts).
+    def to8(wide):
+        return ((wide.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+    wide = test_pattern(4).astype(np.uint16) * 256 + rng.integers(0, 256, size=(h, w, 3), dtype=np.uint16)
     frames.append(
         (
             "rgb16 big-endian",
             lambda s, d=wide.astype(">u2"): image_msg(d.tobytes(), "rgb16", h, w, w * 6, s, bigendian=1),
-            rgb,
+            to8(wide),
         )
     )
-    grey = test_pattern(5)[..., 2].copy()
-    wide = grey.astype(np.uint16) * 256 + 255
+    wide = test_pattern(5)[..., 2].astype(np.uint16) * 256 + 255
     frames.append(
         (
             "mono16 little-endian",
             lambda s, d=wide.astype("<u2"): image_msg(d.tobytes(), "mono16", h, w, w * 2, s),
-            np.stack([grey] * 3, -1),
+            np.stack([to8(wide)] * 3, -1),
         )
     )
     return frames

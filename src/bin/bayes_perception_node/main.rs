@@ -402,8 +402,9 @@ async fn run() -> anyhow::Result<()> {
             _ = terminate.recv() => break Ok(()),
             _ = &mut inference_done => break Err(anyhow::anyhow!("the inference thread stopped unexpectedly")),
             changed = param_changes.recv() => {
+                // (The sender lives in the parameters, as long as the node.)
                 let Some(changed) = changed else {
-                    break Err(anyhow::anyhow!("the parameter services stopped"));
+                    break Err(anyhow::anyhow!("the parameter announcements stopped"));
                 };
                 publish_parameter_event(&glue, &parameter_events, &fqn, &changed);
                 let changed: Vec<String> = changed.into_iter().map(|(name, _)| name).collect();
