@@ -32,8 +32,9 @@ WITH_ROS := source scripts/ros-env.sh && export PATH="$(VENV)/bin:$$PATH" &&
 TEST_FEATURES := ros,failpoints
 
 # The end-to-end tests start these (debug builds, shared with `cargo test`).
-E2E_ENV := BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception \
-	BAYES_PERCEPTION_NODE=$(TARGET_DIR)/debug/bayes_perception_node
+# (Paths quoted in recipes: the cache or target directory may hold spaces.)
+E2E_ENV := BAYES_PERCEPTION_BIN="$(TARGET_DIR)/debug/bayes_perception" \
+	BAYES_PERCEPTION_NODE="$(TARGET_DIR)/debug/bayes_perception_node"
 
 .PHONY: setup ros-setup build release node test test-node test-fleet colcon-check lint fmt doc demo report soak kill-writer fuzz audit clean-cache
 
@@ -65,8 +66,8 @@ node: setup ros-setup
 test: setup ros-setup
 	$(WITH_ROS) $(CARGO) test --all-targets --features $(TEST_FEATURES)
 	$(WITH_ROS) $(E2E_ENV) "$$BAYES_ROS_PYTHON" -m pytest tests/ros
-	$(E2E_ENV) $(VENV)/bin/python -m pytest tests/fleet
-	$(VENV)/bin/python -m pytest tests/scripts
+	$(E2E_ENV) "$(VENV)/bin/python" -m pytest tests/fleet
+	"$(VENV)/bin/python" -m pytest tests/scripts
 	$(CARGO) fmt --all -- --check
 	$(WITH_ROS) $(CARGO) clippy --all-targets --features $(TEST_FEATURES) -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
@@ -79,7 +80,7 @@ test-node: setup ros-setup
 # Only the tests of the Ray fleet driver (scripts/fleet.py) on a local Ray cluster.
 test-fleet: setup ros-setup
 	$(WITH_ROS) $(CARGO) build --features $(TEST_FEATURES) --bins
-	$(E2E_ENV) $(VENV)/bin/python -m pytest tests/fleet
+	$(E2E_ENV) "$(VENV)/bin/python" -m pytest tests/fleet
 
 # `colcon build` of this package in a workspace in the cache, then the installed node,
 # started from its installed params file, probed end to end (run by CI).
@@ -108,7 +109,7 @@ clean-cache:
 # The uncertainty-quality report (docs/uncertainty-quality.md) from the bundled models:
 # the paper's comparison with every chart, into reports/uncertainty/.
 report: build
-	BAYES_PERCEPTION_BIN=$(TARGET_DIR)/debug/bayes_perception bash scripts/report.sh
+	BAYES_PERCEPTION_BIN="$(TARGET_DIR)/debug/bayes_perception" bash scripts/report.sh
 
 # Reliability checks too long for `make test` (RELIABILITY.md has their results).
 # soak: 10 000 frames through the running node and through `bag process`, RSS sampled
@@ -117,12 +118,12 @@ report: build
 FUZZ_SECONDS ?= 60
 soak: setup ros-setup
 	$(WITH_ROS) $(CARGO) build --release --features ros --bins
-	$(WITH_ROS) BAYES_PERCEPTION_BIN=$(TARGET_DIR)/release/bayes_perception \
-		BAYES_PERCEPTION_NODE=$(TARGET_DIR)/release/bayes_perception_node "$$BAYES_ROS_PYTHON" scripts/soak.py node
-	$(WITH_ROS) BAYES_PERCEPTION_BIN=$(TARGET_DIR)/release/bayes_perception "$$BAYES_ROS_PYTHON" scripts/soak.py bag
+	$(WITH_ROS) BAYES_PERCEPTION_BIN="$(TARGET_DIR)/release/bayes_perception" \
+		BAYES_PERCEPTION_NODE="$(TARGET_DIR)/release/bayes_perception_node" "$$BAYES_ROS_PYTHON" scripts/soak.py node
+	$(WITH_ROS) BAYES_PERCEPTION_BIN="$(TARGET_DIR)/release/bayes_perception" "$$BAYES_ROS_PYTHON" scripts/soak.py bag
 
 kill-writer: release
-	BAYES_PERCEPTION_BIN=$(TARGET_DIR)/release/bayes_perception $(VENV)/bin/python scripts/kill_writer.py
+	BAYES_PERCEPTION_BIN="$(TARGET_DIR)/release/bayes_perception" "$(VENV)/bin/python" scripts/kill_writer.py
 
 fuzz: setup
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)

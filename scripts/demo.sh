@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 OUT="${DEMO_OUT:-demo_out}"
 run() { cargo run --release --quiet --bin bayes_perception -- "$@"; }
 
-if [[ ! -d "$OUT/scenes/test" ]]; then
+# Made once; a marker written last, so scenes cut short by Ctrl-C are made again.
+if [[ ! -f "$OUT/scenes/.complete" ]]; then
+    rm -rf "$OUT/scenes"
     run synth --out "$OUT/scenes" --split test --count 3 --seed 7 --width 240 --height 180
     run synth --out "$OUT/scenes" --split ood --ood --count 2 --seed 7 --width 240 --height 180
+    touch "$OUT/scenes/.complete"
 fi
 run infer --model models/demo --config config/params.yaml --mode mc --samples 20 --seed 0 \
     --colorbar --contact-sheet --out "$OUT/outputs" "$OUT/scenes/test" "$OUT/scenes/ood"

@@ -93,15 +93,21 @@ def _run(cmd, log, env):
 
 
 def _last_error(log):
-    """The last `error: ...` or `input damaged: ...` line of the log."""
+    """Why the last command of the log failed, from its own output only (the log holds
+    earlier attempts and runs too): its last `error: ...`, `input damaged: ...`, `reading
+    stopped: ...` or `failed N: ...` line, else its last line."""
     try:
         lines = Path(log).read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    last = max((i for i, line in enumerate(lines) if line.startswith("$ ")), default=-1)
+    lines = lines[last + 1:]
     for line in reversed(lines):
-        if line.startswith(("error:", "input damaged:")):
+        line = line.strip()
+        if line.startswith(("error:", "input damaged:", "reading stopped:")) or \
+                re.match(r"failed \d+: ", line):
             return line
-    return lines[-1] if lines else ""
+    return lines[-1].strip() if lines else ""
 
 
 def _write_json(path, value):
@@ -173,6 +179,10 @@ def _run_bag(job):
             if code != EXIT_OK:
                 result["damage"] = summary.get("damage")
                 return failed("process", code)
+            # What runs killed on this host had written, kept beside the output by
+            # `bag process --force`: this run's whole output replaces it.
+            for salvaged in work.glob("processed.salvaged*"):
+                shutil.rmtree(salvaged, ignore_errors=True)
         result["steps"]["process"] = _load(summary_path)
 
     if job["eval"]:
@@ -455,6 +465,10 @@ def main(argv=None):
         done = _load(Path(job["dir"]) / RESULT)
         if (not args.redo and done and done.get("status") == "ok"
                 and done.get("fingerprint") == job["fingerprint"]):
+            # Where it is now (OUT may have moved since: the fingerprint does not name it).
+            done["dir"] = job["dir"]
+            if "eval" in done.get("steps", {}):
+                done["steps"]["eval"]["state"] = str(Path(job["dir"]) / "eval_state.json")
             skipped.append(done)
         else:
             jobs.append(job)

@@ -87,6 +87,16 @@ const MAX_DECODE_BYTES: u64 = 1 << 30;
 /// running out of file handles is told apart from a corrupt file), the rest
 /// [`Error::Image`]; an image of more than [`MAX_IMAGE_PIXELS`] is refused with its size.
 pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    open(path, false)
+}
+
+/// A photo as viewers show it: [`open_image`], then turned as its EXIF orientation says
+/// (a phone's portrait JPEG is stored sideways).
+pub fn open_photo(path: &Path) -> Result<image::DynamicImage> {
+    open(path, true)
+}
+
+fn open(path: &Path, oriented: bool) -> Result<image::DynamicImage> {
     let as_error = |e: image::ImageError| match e {
         image::ImageError::IoError(e) => Error::io(path, e),
         e => Error::Image {
@@ -101,7 +111,7 @@ pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    decode_capped(reader, MAX_IMAGE_PIXELS).map_err(|e| match e {
+    decode_capped(reader, MAX_IMAGE_PIXELS, oriented).map_err(|e| match e {
         Undecoded::TooLarge { width, height } => Error::Image {
             path: path.into(),
             message: format!(
@@ -433,6 +443,43 @@ mod tests {
         std::fs::write(&small, b"P6\n2 1\n255\n\x01\x02\x03\x04\x05\x06").unwrap();
         let image = open_image(&small).unwrap().to_rgb8();
         assert_eq!(image.as_raw(), &[1, 2, 3, 4, 5, 6]);
+    }
+
+    /// A JPEG whose EXIF says "rotate 90°" (a phone held upright) opens turned as viewers
+    /// show it with open_photo, as stored with open_image (datasets: labels are of the
+    /// stored pixels).
+    #[test]
+    fn a_photo_is_turned_as_its_exif_orientation_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image::RgbImage::from_fn(32, 16, |x, _| {
+            image::Rgb(if x < 16 { [250, 0, 0] } else { [0, 0, 250] })
+        });
+        let mut jpeg = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        // APP1 with a little-endian TIFF header and one IFD entry: Orientation (0x0112),
+        // SHORT, 1 value: 6 (rotate 90° clockwise to display).
+        let mut exif = b"Exif\0\0II\x2a\0\x08\0\0\0\x01\0".to_vec();
+        exif.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]);
+        let mut file = jpeg[..2].to_vec();
+        file.extend_from_slice(&[0xFF, 0xE1]);
+        file.extend_from_slice(&(exif.len() as u16 + 2).to_be_bytes());
+        file.extend_from_slice(&exif);
+        file.extend_from_slice(&jpeg[2..]);
+        let path = dir.path().join("portrait.jpg");
+        std::fs::write(&path, file).unwrap();
+        let stored = open_image(&path).unwrap().to_rgb8();
+        assert_eq!(stored.dimensions(), (32, 16));
+        let shown = open_photo(&path).unwrap().to_rgb8();
+        assert_eq!(shown.dimensions(), (16, 32));
+        // Turned clockwise: the stored left (red) half is now the top.
+        let [r, _, b] = shown.get_pixel(8, 4).0;
+        assert!(r > 200 && b < 50, "{:?}", shown.get_pixel(8, 4));
+        let [r, _, b] = shown.get_pixel(8, 28).0;
+        assert!(b > 200 && r < 50, "{:?}", shown.get_pixel(8, 28));
     }
 
     /// A full disk is an error even for a file smaller than a write buffer (one dropped

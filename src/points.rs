@@ -341,6 +341,14 @@ pub fn frame_cloud(
 /// The points as a binary little-endian PLY: x, y, z (float), red, green, blue (uchar),
 /// label (ushort), then the four uncertainties (float), one vertex per point.
 pub fn to_ply(points: &[CloudPoint], comment: &str) -> Vec<u8> {
+    // A PLY header is ASCII lines: other characters of the comment (a file name) escaped.
+    let comment: String = comment
+        .chars()
+        .flat_map(|c| match c {
+            ' '..='~' => vec![c],
+            c => format!("\\u{{{:x}}}", c as u32).chars().collect(),
+        })
+        .collect();
     let mut out = format!(
         "ply\nformat binary_little_endian 1.0\ncomment {comment}\n\
          comment frame: camera optical (x right, y down, z forward), metres\n\
@@ -607,6 +615,16 @@ mod tests {
             body,
             3 * (12 + 3 + 2 + 16),
             "one vertex per point, no padding"
+        );
+        // A file name of any characters stays one ASCII comment line.
+        let ply = to_ply(&pts, "café\nx");
+        let end = ply.windows(11).position(|w| w == b"end_header\n").unwrap();
+        let header = std::str::from_utf8(&ply[..end]).unwrap();
+        assert!(header.is_ascii(), "{header}");
+        assert!(header.contains("comment caf\\u{e9}\\u{a}x\n"), "{header}");
+        assert_eq!(
+            header.lines().filter(|l| l.starts_with("comment")).count(),
+            2
         );
     }
 }

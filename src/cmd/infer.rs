@@ -10,7 +10,7 @@ use bayes_perception::camera::PinholeCamera;
 use bayes_perception::device::device_name;
 use bayes_perception::log_once::LogOnce;
 use bayes_perception::output::{
-    contact_sheet, is_prediction_file, open_image, save_png, write_file, write_prediction,
+    contact_sheet, is_prediction_file, open_photo, save_png, write_file, write_prediction,
 };
 use bayes_perception::points::{camera_info_from_calibration, points, to_ply, CloudOptions};
 use bayes_perception::{Engine, EngineConfig};
@@ -88,7 +88,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         // a failed write leaves no partial set, a rerun no stale files.
         let target = args.out.join(name);
         let result = if replaceable(&target) {
-            open_image(input)
+            open_photo(input)
                 .map(|image| image.to_rgb8())
                 .map_err(anyhow::Error::from)
         } else {
@@ -273,7 +273,11 @@ fn collect_inputs(paths: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>>
             }
             let mut found: Vec<PathBuf> = entries
                 .into_iter()
-                .filter(|p| p.is_file() && image::ImageFormat::from_path(p).is_ok())
+                // Formats this build reads (the image crate knows more by name).
+                .filter(|p| {
+                    p.is_file()
+                        && image::ImageFormat::from_path(p).is_ok_and(|f| f.reading_enabled())
+                })
                 .collect();
             found.sort();
             files.extend(found);

@@ -195,7 +195,8 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
     // The header's size first: a kilobyte of JPEG can claim 100 megapixels, which decode
     // (allocation and all) for seconds (fuzzing finding 4).
     let reader = image::ImageReader::with_format(std::io::Cursor::new(&msg.data), format);
-    match decode_capped(reader, MAX_COMPRESSED_PIXELS) {
+    // As the camera sent it (a calibration is of the sensor's orientation).
+    match decode_capped(reader, MAX_COMPRESSED_PIXELS, false) {
         Ok(image) => Ok(image.to_rgb8()),
         Err(Undecoded::TooLarge { width, height }) => Err(err(format!(
             "{width}x{height} is above the limit of {MAX_COMPRESSED_PIXELS} pixels for a camera frame"
@@ -218,16 +219,27 @@ pub enum Undecoded {
 /// Decodes from `reader` (its format and limits set) once its header says the image has at
 /// most `max_pixels` pixels: one decoder reads the header and then the pixels, so the data
 /// is read once and a huge image is refused before anything is allocated for it.
+/// With `oriented`, the image is turned as its EXIF orientation says (as viewers show
+/// it); else it is left as stored.
 pub fn decode_capped<R: std::io::BufRead + std::io::Seek>(
     reader: image::ImageReader<R>,
     max_pixels: u64,
+    oriented: bool,
 ) -> Result<image::DynamicImage, Undecoded> {
-    let decoder = reader.into_decoder().map_err(Undecoded::Image)?;
+    let mut decoder = reader.into_decoder().map_err(Undecoded::Image)?;
     let (width, height) = image::ImageDecoder::dimensions(&decoder);
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(Undecoded::TooLarge { width, height });
     }
-    image::DynamicImage::from_decoder(decoder).map_err(Undecoded::Image)
+    // Unreadable EXIF is no reason to refuse the pixels: left as stored.
+    let orientation = oriented
+        .then(|| image::ImageDecoder::orientation(&mut decoder).ok())
+        .flatten();
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(Undecoded::Image)?;
+    if let Some(orientation) = orientation {
+        image.apply_orientation(orientation);
+    }
+    Ok(image)
 }
 
 /// The largest compressed frame decoded, in pixels (8192x6103; cameras on robots stay

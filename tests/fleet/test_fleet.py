@@ -143,6 +143,8 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     # The bag whose worker was killed ran again and finished.
     part3 = results["part3.mcap"]
     assert (part3["status"], part3["attempts"]) == ("ok", 2), (part3, output)
+    # What the killed run had written (if anything) is not left beside the whole output.
+    assert not list(Path(part3["dir"]).glob("processed.salvaged*")), part3
     # Every part: both steps, 2 frames processed into a bag of the node's outputs.
     for name in (f"part{k}.mcap" for k in range(6)):
         process = results[name]["steps"]["process"]
@@ -162,6 +164,15 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     assert all(by_bag(again)[f"part{k}.mcap"]["attempts"] == 0 for k in range(6))
     assert_same(metrics(json.loads((out / "report.json").read_text())), metrics(report))
 
+    # OUT moved: the done bags are taken from where they are now, and merged from there.
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    out = moved
+    code, output, again = fleet(data, out, [*data["parts"], data["damaged"]])
+    assert code == 1 and again["resumed"] == 6, output
+    assert all(Path(r["dir"]).parent.parent == out for r in again["results"]), again
+    assert_same(metrics(json.loads((out / "report.json").read_text())), metrics(report))
+
     # Other settings are another result: those bags run again; --redo runs a done bag again.
     two = data["parts"][:2]
     code, output, changed = fleet(data, out, two, "--samples", "4")
@@ -173,6 +184,21 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     log = (Path(redone["results"][0]["dir"]) / "log.txt").read_text().splitlines()
     runs = [line for line in log if line.startswith("$ ") and " bag process " in line]
     assert len(runs) == 3, log  # the first run, the settings change, --redo
+
+
+def test_a_failure_is_told_by_its_own_output_not_an_earlier_attempts(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fleet_driver", FLEET)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    log = tmp_path / "log.txt"
+    log.write_text("\n$ bp bag process a out\ninput damaged: chunk 3 CRC mismatch\n"
+                   "\n$ bp bag process a out --force\n1 camera frame(s) read, 0 processed\n"
+                   "  failed 1: inference failed: boom\nwrote out (0 messages)\n")
+    assert driver._last_error(log) == "failed 1: inference failed: boom"
+    with open(log, "a") as f:
+        f.write("\n$ bp eval --bag a\nsomething unexpected\n")
+    assert driver._last_error(log) == "something unexpected"
 
 
 def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
