@@ -266,7 +266,8 @@ fn infer_points_writes_the_cloud_as_ply_from_a_calibration_file() {
     assert!(depth_epistemic.is_finite() && depth_epistemic >= 0.0);
 
     // A calibration of another aspect ratio (90x90 for the 45x30 frame: a crop, which no
-    // scaling of K describes): the image gets every output but points.ply, said once.
+    // scaling of K describes): the image gets every output but points.ply, said once and
+    // counted in the summary, and the exit code says not everything asked for was made.
     let square = f.path("square.yaml");
     std::fs::write(
         &square,
@@ -285,8 +286,14 @@ fn infer_points_writes_the_cloud_as_ply_from_a_calibration_file() {
         ],
         &[f.path("images")],
     );
-    assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches("another aspect ratio").count(), 1, "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(text.matches("another aspect ratio (").count(), 1, "{text}");
+    assert!(
+        text.contains(
+            "no points.ply for 1 image(s) of another aspect ratio than the calibration's (90x90"
+        ) && text.contains("frame.png (45x30)"),
+        "{text}"
+    );
     assert!(f.path("out/frame/depth.tiff").is_file());
     assert!(!f.path("out/frame/points.ply").exists(), "{text}");
 

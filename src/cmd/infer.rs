@@ -70,6 +70,9 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let names = output_names(&inputs);
     StagedDir::sweep(&args.out, &names.iter().map(String::as_str).collect());
     let mut skipped = Vec::new();
+    // Images written without the points.ply asked for (another aspect ratio than the
+    // calibration's).
+    let mut cloudless = Vec::new();
     let mut total_ms = 0.0;
     // Each doubt about the calibration (another aspect ratio than an image) said once.
     let doubts = LogOnce::new();
@@ -115,18 +118,22 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 }
                 // The calibration was checked at its own size: what can fail here is an
                 // image of another aspect ratio, said once above (the doubt); that image
-                // gets its other outputs and no points.ply.
-                if let Ok(camera) = PinholeCamera::for_image(
+                // gets its other outputs and no points.ply, counted in the summary.
+                match PinholeCamera::for_image(
                     info,
                     prediction.width,
                     prediction.height,
                     cloud_options.rectified,
                 ) {
-                    let cloud =
-                        points(&prediction, &image, &camera, cloud_options).expect("a depth model");
-                    let path = dir.join(POINTS_FILE);
-                    let comment = format!("bayes_perception infer, mode {}, {}", params.mode, name);
-                    write_file(&path, &to_ply(&cloud, &comment))?;
+                    Ok(camera) => {
+                        let cloud = points(&prediction, &image, &camera, cloud_options)
+                            .expect("a depth model");
+                        let path = dir.join(POINTS_FILE);
+                        let comment =
+                            format!("bayes_perception infer, mode {}, {}", params.mode, name);
+                        write_file(&path, &to_ply(&cloud, &comment))?;
+                    }
+                    Err(_) => cloudless.push((input, prediction.width, prediction.height)),
                 }
             }
             staged.install(true)
@@ -163,6 +170,18 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     for (input, err) in &skipped {
         println!("skipped {}: {}", input.display(), one_line(&**err));
     }
+    if let (Some(info), false) = (&camera_info, cloudless.is_empty()) {
+        println!(
+            "no points.ply for {} image(s) of another aspect ratio than the calibration's \
+             ({}x{}; their other outputs are written):",
+            cloudless.len(),
+            info.width,
+            info.height
+        );
+        for (input, width, height) in &cloudless {
+            println!("  {} ({width}x{height})", input.display());
+        }
+    }
     let not_attempted = &inputs[attempted..];
     if !not_attempted.is_empty() {
         println!(
@@ -186,7 +205,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     } else if skipped.iter().any(|(_, err)| crate::is_transient(err)) {
         println!("(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})");
         ExitCode::from(EXIT_TRANSIENT)
-    } else if skipped.is_empty() {
+    } else if skipped.is_empty() && cloudless.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -922,7 +922,8 @@ mod tests {
             );
             value(&s, "input rate (Hz)").parse().unwrap()
         };
-        let frame = |i: u64| Duration::from_millis(i * 1000 + if i % 2 == 0 { 40 } else { 0 });
+        let frame =
+            |i: u64| Duration::from_millis(i * 1000 + if i.is_multiple_of(2) { 40 } else { 0 });
         let mut next = 0;
         for k in 1..=20u64 {
             let report = Duration::from_millis(k * 1000 + 20);
