@@ -13,6 +13,9 @@ if [[ ! -f "$OUT/scenes/.complete" ]]; then
     run synth --out "$OUT/scenes" --split ood --ood --count 2 --seed 7 --width 240 --height 180
     touch "$OUT/scenes/.complete"
 fi
+# The outputs are made again each time (those of versions before 2026-12-06 carry no
+# mark of infer's, and infer would leave them as they are).
+rm -rf "$OUT/outputs"
 run infer --model models/demo --config config/params.yaml --mode mc --samples 20 --seed 0 \
     --colorbar --contact-sheet --out "$OUT/outputs" "$OUT/scenes/test" "$OUT/scenes/ood"
 echo

@@ -219,6 +219,18 @@ fn infer_replaces_an_image_folder_whole_or_not_at_all() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("is not an earlier infer output"), "{text}");
     assert!(f.path("out/frame/notes.txt").is_file());
+    // Nor is a folder holding only files of the names infer writes (a dataset's ground
+    // truth labels.png, say) without infer's mark: names alone replaced it.
+    std::fs::remove_dir_all(f.path("out/frame")).unwrap();
+    std::fs::create_dir(f.path("out/frame")).unwrap();
+    std::fs::write(f.path("out/frame/labels.png"), "ground truth").unwrap();
+    let (out, text) = f.infer(&["--device", "cpu"], &[f.path("images")]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is not an earlier infer output"), "{text}");
+    assert_eq!(
+        std::fs::read(f.path("out/frame/labels.png")).unwrap(),
+        b"ground truth"
+    );
 }
 
 #[test]

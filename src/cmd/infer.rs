@@ -96,7 +96,8 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::from)
         } else {
             Err(anyhow::anyhow!(
-                "{} exists and is not an earlier infer output; left as it is",
+                "{} exists and is not an earlier infer output (those hold {OUTPUT_MARK} and \
+                 only the files infer writes); left as it is",
                 target.display()
             ))
         }
@@ -106,6 +107,10 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
             let staged = StagedDir::in_swept(&target)?;
             let dir = staged.path();
             write_prediction(dir, &prediction, &palette, &params.colormap, args.colorbar)?;
+            write_file(
+                &dir.join(OUTPUT_MARK),
+                b"written by bayes_perception infer: a rerun into this --out replaces this folder\n",
+            )?;
             if args.contact_sheet {
                 let sheet = contact_sheet(&image, &prediction, &palette, &params.colormap);
                 save_png(&dir.join(CONTACT_SHEET_FILE), &sheet)?;
@@ -224,17 +229,23 @@ fn out_of_room(err: &anyhow::Error) -> bool {
 /// Files `infer` writes beside [`write_prediction`]'s.
 const CONTACT_SHEET_FILE: &str = "contact_sheet.png";
 const POINTS_FILE: &str = "points.ply";
+/// The mark of a folder `infer` wrote: names alone would not tell an earlier output from a
+/// folder of the user's holding, say, a ground-truth labels.png.
+const OUTPUT_MARK: &str = ".bayes_perception_infer";
 
 /// Whether `path` may be replaced by an image's new folder: absent, or a real directory
-/// holding only files `infer` writes (an earlier run's). Anything else (an input, a model
-/// directory, a folder of images) is never touched.
+/// that an earlier run wrote (its mark) holding only files `infer` writes. Anything else
+/// (an input, a model directory, a folder of images, an earlier output with a file of the
+/// user's added) is never touched.
 fn replaceable(path: &Path) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return true;
     };
-    let ours =
-        |name: &str| is_prediction_file(name) || [CONTACT_SHEET_FILE, POINTS_FILE].contains(&name);
+    let ours = |name: &str| {
+        is_prediction_file(name) || [CONTACT_SHEET_FILE, POINTS_FILE, OUTPUT_MARK].contains(&name)
+    };
     meta.is_dir()
+        && path.join(OUTPUT_MARK).is_file()
         && std::fs::read_dir(path).is_ok_and(|mut entries| {
             entries.all(|e| {
                 e.is_ok_and(|e| {
