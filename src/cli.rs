@@ -432,8 +432,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub overlap: bool,
     /// libtorch CPU threads, 0..=1024 (0 = libtorch default).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
-    pub threads: u16,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Timed frames.
     #[arg(long, default_value_t = 10)]
     pub frames: usize,

@@ -576,7 +576,6 @@ impl Params {
             ("mc.samples", self.mc.samples),
             ("moments.head_samples", self.moments.head_samples),
             ("points.stride", self.points.stride),
-            // libtorch takes an i32 and refuses 0 and below with a panic.
             ("cpu_threads", self.cpu_threads),
         ] {
             let (lo, hi) = integer_range(key).expect("a range for each of these keys");
@@ -816,8 +815,12 @@ const INTEGER_RANGES: &[(&str, i64, i64)] = &[
     ("mc.samples", 1, 10_000),
     ("moments.head_samples", 2, 10_000),
     ("points.stride", 1, 64),
-    ("cpu_threads", 0, 1024),
+    ("cpu_threads", 0, MAX_CPU_THREADS as i64),
 ];
+
+/// The most libtorch CPU threads asked for (`cpu_threads`, `bench --threads`): libtorch
+/// takes an i32 and refuses 0 and below with a panic.
+pub const MAX_CPU_THREADS: usize = 1024;
 
 /// The real parameters with a closed range (inclusive); see [`INTEGER_RANGES`].
 const FLOAT_RANGES: &[(&str, f64, f64)] = &[("diagnostics.drop_warn_fraction", 0.0, 1.0)];

@@ -22,7 +22,7 @@ use image::{ImageBuffer, Luma, RgbImage};
 use tch::{Device, Kind, Tensor};
 
 use crate::colormap::{ColorScale, DeviceColoring, FloatImage};
-use crate::config::{ColormapParams, Mode, Params, Precision};
+use crate::config::{ColormapParams, Mode, Params, Precision, MAX_CPU_THREADS};
 use crate::cuda_graph::CapturedForward;
 use crate::device::{
     cuda_free_memory, cuda_memory, device_name, reset_cuda_peak_memory, DeviceRequest,
@@ -323,6 +323,7 @@ impl Engine {
     /// Resolves the device, applies the thread setting and loads the model directory.
     pub fn load(model_dir: &Path, config: EngineConfig) -> Result<Self> {
         let device = config.device.resolve()?;
+        check_config(&config)?;
         apply_threads(&config);
         let model = Model::load(model_dir, device)?;
         Self::new(model, config)
@@ -332,8 +333,8 @@ impl Engine {
     /// its weights to `config.precision` (and to channels-last with `config.channels_last`).
     pub fn new(mut model: Model, config: EngineConfig) -> Result<Self> {
         let device = model.vs.device();
-        apply_threads(&config);
         check_config(&config)?;
+        apply_threads(&config);
         if config.cuda_graphs && !device.is_cuda() {
             return Err(Error::config(
                 "engine",
@@ -1102,12 +1103,23 @@ pub fn check_config(config: &EngineConfig) -> Result<()> {
             "0 is not allowed; use -1 (per device) or >= 1",
         ));
     }
+    if config.cpu_threads > MAX_CPU_THREADS {
+        return Err(Error::config(
+            "engine",
+            "cpu_threads",
+            format!(
+                "{} is out of range 0..={MAX_CPU_THREADS}",
+                config.cpu_threads
+            ),
+        ));
+    }
     Ok(())
 }
 
+/// After [`check_config`] (at most [`MAX_CPU_THREADS`]).
 fn apply_threads(config: &EngineConfig) {
     if config.cpu_threads > 0 {
-        tch::set_num_threads(config.cpu_threads.min(1024) as i32);
+        tch::set_num_threads(config.cpu_threads as i32);
     }
 }
 

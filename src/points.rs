@@ -344,9 +344,9 @@ pub fn to_ply(points: &[CloudPoint], comment: &str) -> Vec<u8> {
     // A PLY header is ASCII lines: other characters of the comment (a file name) escaped.
     let comment: String = comment
         .chars()
-        .flat_map(|c| match c {
-            ' '..='~' => vec![c],
-            c => format!("\\u{{{:x}}}", c as u32).chars().collect(),
+        .map(|c| match c {
+            ' '..='~' => c.to_string(),
+            c => c.escape_unicode().to_string(),
         })
         .collect();
     let mut out = format!(

@@ -462,13 +462,10 @@ fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, (Option<(i32, u32)
 
 /// The pixels of a ground-truth image (`what` names it in the reason it cannot be read).
 fn ground_truth_value(part: Part, what: &str, msg: &Image) -> Result<Value, String> {
-    let (w, h) = (msg.width as usize, msg.height as usize);
+    let h = msg.height as usize;
     let row_bytes = |bytes_per_pixel: usize| -> Result<Vec<&[u8]>, String> {
-        let rows = w
-            .checked_mul(bytes_per_pixel)
-            .ok_or_else(|| format!("a row of {w} pixels overflows the address space"))
-            .and_then(|row_bytes| Rows::of(msg, row_bytes))
-            .map_err(|e| format!("{what}: {} {e}", msg.encoding))?;
+        let rows =
+            Rows::of(msg, bytes_per_pixel).map_err(|e| format!("{what}: {} {e}", msg.encoding))?;
         Ok((0..h).map(|y| rows.row(y)).collect())
     };
     let value = match (part, msg.encoding.as_str()) {

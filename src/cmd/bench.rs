@@ -167,7 +167,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         mc_batch_size: args.batch_size,
         mc_max_gpu_memory_mb: args.max_gpu_memory_mb,
         seed: None,
-        cpu_threads: args.threads.into(),
+        cpu_threads: args.threads,
         profile: true,
         keep_probabilities: false,
     };
@@ -176,7 +176,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let device = device_request.resolve()?;
     if args.threads > 0 {
-        tch::set_num_threads(args.threads.into());
+        // (At most MAX_CPU_THREADS: checked with the engine's settings above.)
+        tch::set_num_threads(args.threads as i32);
     }
     if args.pageable_download && !device.is_cuda() {
         log::warn!(

@@ -139,15 +139,14 @@ impl Layout {
         }
     }
 
-    /// Bytes that the pixels of one row occupy (without padding); None where that
-    /// overflows (a 32-bit target's usize).
-    fn row_bytes(&self, width: usize) -> Option<usize> {
+    /// Bytes that one pixel occupies in a row (4:2:2: two pixels share four bytes).
+    fn bytes_per_pixel(&self) -> usize {
         match *self {
             Layout::Packed {
                 channels, depth, ..
-            } => width.checked_mul(channels * depth),
-            Layout::Yuv422 { .. } => width.checked_mul(2),
-            Layout::Bayer { depth, .. } => width.checked_mul(depth),
+            } => channels * depth,
+            Layout::Yuv422 { .. } => 2,
+            Layout::Bayer { depth, .. } => depth,
         }
     }
 }
@@ -162,12 +161,7 @@ pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
     };
     let (width, height) = (msg.width as usize, msg.height as usize);
     // An empty size is refused there too.
-    let row_bytes = layout.row_bytes(width).ok_or_else(|| {
-        malformed(format!(
-            "a row of {width} pixels overflows the address space"
-        ))
-    })?;
-    let rows = Rows::of(msg, row_bytes).map_err(malformed)?;
+    let rows = Rows::of(msg, layout.bytes_per_pixel()).map_err(malformed)?;
     Ok(match layout {
         Layout::Packed {
             channels,
@@ -247,8 +241,8 @@ pub fn decode_capped<R: std::io::BufRead + std::io::Seek>(
 pub const MAX_COMPRESSED_PIXELS: u64 = 50_000_000;
 
 /// Row access to validated image data.
-/// The pixel rows of a raw image, checked against its data: `row_bytes` bytes each,
-/// `step` apart.
+/// The pixel rows of a raw image, checked against its data: `row_bytes` bytes each (the
+/// pixels, without padding), `step` apart.
 pub struct Rows<'a> {
     data: &'a [u8],
     step: usize,
@@ -257,14 +251,18 @@ pub struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    /// The rows of `msg` when each holds `row_bytes` bytes of pixels; an error when it has
-    /// no pixels (a width of 0 with any height passes every length check), its step is
-    /// shorter than a row or its data shorter than its height of rows.
-    pub fn of(msg: &'a Image, row_bytes: usize) -> Result<Self, String> {
+    /// The rows of `msg` when each pixel takes `bytes_per_pixel` bytes; an error when it
+    /// has no pixels (a width of 0 with any height passes every length check), a row's
+    /// size overflows (a 32-bit target's usize), its step is shorter than a row or its data
+    /// shorter than its height of rows.
+    pub fn of(msg: &'a Image, bytes_per_pixel: usize) -> Result<Self, String> {
         let (width, height, step) = (msg.width, msg.height as usize, msg.step as usize);
         if width == 0 || height == 0 {
             return Err(format!("empty size {width}x{height}"));
         }
+        let row_bytes = (width as usize)
+            .checked_mul(bytes_per_pixel)
+            .ok_or_else(|| format!("a row of {width} pixels overflows the address space"))?;
         if step < row_bytes {
             return Err(format!(
                 "step {step} is shorter than a row of {width} pixels ({row_bytes} bytes)"
@@ -401,20 +399,16 @@ fn decode_bayer(
         for x in 0..width {
             let mut sum = [0u32; 3];
             let mut count = [0u32; 3];
-            let own = cell[y % 2][x % 2];
             for ny in y.saturating_sub(1)..(y + 2).min(height) {
                 for nx in x.saturating_sub(1)..(x + 2).min(width) {
                     let colour = cell[ny % 2][nx % 2];
-                    if colour == own {
-                        continue;
-                    }
                     sum[colour] += samples[ny][nx] as u32;
                     count[colour] += 1;
                 }
             }
             // A 1-pixel-wide or -high image can lack a colour entirely: use grey.
             let channel = |c: usize| {
-                if c == own {
+                if c == cell[y % 2][x % 2] {
                     return samples[y][x];
                 }
                 (sum[c] + count[c] / 2)
@@ -661,7 +655,7 @@ mod tests {
             height: u32::MAX,
             ..Default::default()
         };
-        let e = Rows::of(&tall, 0).err().unwrap();
+        let e = Rows::of(&tall, 1).err().unwrap();
         assert_eq!(e, "empty size 0x4294967295");
         let e = decode_image(&msg("nv12", 2, 2, 2, 0, &[0; 6])).unwrap_err();
         assert_eq!(e, DecodeError::UnsupportedEncoding("nv12".into()));

@@ -211,10 +211,6 @@ struct TrainState {
     /// Batches of the next epoch whose loss was not finite (not stepped).
     #[serde(default)]
     nonfinite_batches: usize,
-    /// The epoch of a best/ newer than this state (a run killed between saving best/ and
-    /// last/): the epoch redone after the resume is the best one. Not saved.
-    #[serde(skip)]
-    best_is_epoch: Option<usize>,
     /// Optimiser steps taken; `optimizer.safetensors` of another count is not this state.
     #[serde(default)]
     steps: u64,
@@ -581,6 +577,9 @@ pub fn train(
     };
     let config_value =
         serde_yaml::to_value(cfg).map_err(|e| Error::model(&run_dir, e.to_string()))?;
+    // The epoch of a best/ one newer than last/'s state (a run killed between saving the
+    // two): the epoch redone after the resume is the best one.
+    let mut redone_best = None;
     let (mut model, mut state) = if resumed {
         let mut model = Model::load(&last_dir, device)?;
         let changed = model_changes(&model.spec, &configured);
@@ -607,7 +606,7 @@ pub fn train(
         // epoch it is will be redone: the epochs since the best count from it).
         if let Some((score, epoch)) = best_model_score(&run_dir) {
             state.best_score = Some(score);
-            state.best_is_epoch = epoch.filter(|&epoch| epoch == state.epoch + 1);
+            redone_best = epoch.filter(|&epoch| epoch == state.epoch + 1);
         }
         // The epochs from here on are this command's, with this config's training
         // settings: recorded as such below, the earlier commands kept.
@@ -961,7 +960,7 @@ pub fn train(
             state.best_score = Some(score);
             state.epochs_since_best = 0;
             replace_dir(&run_dir, "best", |tmp| model.save(tmp))?;
-        } else if state.best_is_epoch == Some(state.epoch) {
+        } else if redone_best == Some(state.epoch) {
             // This epoch, redone, is the one best/ holds: as good as it, not better.
             state.epochs_since_best = 0;
         } else {
@@ -1104,7 +1103,8 @@ fn replaced_paths(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// The validation score of the model in `run_dir/best/`, as its model.yaml records it.
+/// The validation score of the model in `run_dir/best/` and its epoch, as its model.yaml
+/// records them.
 fn best_model_score(run_dir: &Path) -> Option<(f64, Option<usize>)> {
     let spec = crate::model::ModelSpec::load(&run_dir.join("best")).ok()?;
     let validation = spec.provenance.get("validation")?.clone();
