@@ -1463,3 +1463,193 @@ fn a_file_truncated_while_it_is_read_is_an_error_not_a_crash() {
     let e = result.unwrap_err();
     assert!(matches!(e, BagError::Corrupt { .. }), "{e}");
 }
+
+/// A split bag at `dir` of one storage file per part (`split_0.mcap`, ...), each of these
+/// (topic, Image CDR) messages a chunk of its own; metadata.yaml lists the files.
+fn write_split_bag(dir: &std::path::Path, parts: Vec<Vec<(&str, Vec<u8>)>>) {
+    let staging = dir.with_extension("parts");
+    let mut listed = Vec::new();
+    let mut t = 0u64;
+    for (k, messages) in parts.into_iter().enumerate() {
+        let part_dir = staging.join(k.to_string());
+        std::fs::create_dir_all(&staging).unwrap();
+        let mut w = BagWriter::create_named(&part_dir, "split").unwrap();
+        for (topic, cdr) in messages {
+            t += 1;
+            w.write(topic, "sensor_msgs/msg/Image", 1_000 + t * 100, &cdr)
+                .unwrap();
+            w.flush().unwrap();
+        }
+        w.finish().unwrap();
+        let name = format!("split_{k}.mcap");
+        if k == 0 {
+            std::fs::rename(&part_dir, dir).unwrap();
+        } else {
+            std::fs::rename(part_dir.join("split_0.mcap"), dir.join(&name)).unwrap();
+            listed.push(name);
+        }
+    }
+    std::fs::remove_dir_all(&staging).unwrap();
+    let meta = dir.join("metadata.yaml");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let list: String = listed.iter().map(|n| format!("\n  - {n}")).collect();
+    let text = text.replacen(
+        "relative_file_paths:\n  - split_0.mcap",
+        &format!("relative_file_paths:\n  - split_0.mcap{list}"),
+        1,
+    );
+    assert!(listed.is_empty() || text.contains(&listed[0]), "{text}");
+    std::fs::write(&meta, text).unwrap();
+}
+
+/// Cuts the MCAP file at `path` short inside its chunk number `n` (from 0).
+fn cut_inside_chunk(path: &std::path::Path, n: usize) {
+    let bytes = std::fs::read(path).unwrap();
+    let chunk = mcap_records(&bytes)
+        .into_iter()
+        .filter(|r| r.1 == 0x06)
+        .nth(n)
+        .expect("that many chunks");
+    std::fs::write(path, &bytes[..chunk.0 + 20]).unwrap();
+}
+
+/// Damage in one storage file of a split bag loses the rest of that file only: the
+/// later files are read, and the error (at the end) names every damaged file.
+#[test]
+fn damage_in_one_file_of_a_split_bag_loses_only_the_rest_of_that_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("split");
+    let part = |frames: std::ops::Range<u32>| {
+        frames
+            .map(|i| ("/camera/image_raw", image(i).to_cdr()))
+            .collect()
+    };
+    write_split_bag(&dir, vec![part(0..10), part(10..20), part(20..30)]);
+    let (whole, result) = read_all(&BagReader::open(&dir).unwrap());
+    result.unwrap();
+    assert_eq!(whole.len(), 30);
+
+    // The middle file cut short inside its sixth chunk: five of its frames are read.
+    let middle = dir.join("split_1.mcap");
+    cut_inside_chunk(&middle, 5);
+    let (messages, result) = read_all(&BagReader::open(&dir).unwrap());
+    let frames: Vec<u32> = messages
+        .iter()
+        .map(|(_, _, _, m)| (m.header.stamp.sec - 100) as u32)
+        .collect();
+    let expected: Vec<u32> = (0..15).chain(20..30).collect();
+    assert_eq!(frames, expected);
+    for (_, _, _, m) in &messages {
+        assert_eq!(*m, image((m.header.stamp.sec - 100) as u32));
+    }
+    let e = result.unwrap_err();
+    assert!(
+        matches!(&e, BagError::Corrupt { path, messages_read: 5, .. } if *path == middle),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("later files damaged too"), "{e}");
+
+    // The first file damaged too: both named, the first first; the rest still read.
+    let first = dir.join("split_0.mcap");
+    let bytes = std::fs::read(&first).unwrap();
+    std::fs::write(&first, &bytes[..bytes.len() / 2]).unwrap();
+    let (messages, result) = read_all(&BagReader::open(&dir).unwrap());
+    assert!(
+        messages.len() < 25 && messages.len() >= 15,
+        "{}",
+        messages.len()
+    );
+    assert_eq!(messages.last().unwrap().3, image(29));
+    let e = result.unwrap_err();
+    assert!(
+        matches!(&e, BagError::Corrupt { path, .. } if *path == first),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("later files damaged too") && text.contains("split_1.mcap"),
+        "{text}"
+    );
+
+    // `bag process` processes the later files too and says the bag is damaged.
+    common::tiny_model(3, true)
+        .save(&tmp.path().join("model"))
+        .unwrap();
+    let out = common::bin()
+        .args(["bag", "process"])
+        .arg(&dir)
+        .arg(tmp.path().join("out"))
+        .arg("--model")
+        .arg(tmp.path().join("model"))
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("input damaged"), "{text}");
+    let read = text
+        .lines()
+        .find_map(|l| l.split_once(" camera frame(s) read,").map(|(n, _)| n))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no count of frames read: {text}"));
+    assert_eq!(read, messages.len(), "{text}");
+}
+
+/// Labelled frames read across the files of a split bag: a frame whose labels were in the
+/// lost rest of a damaged file is left out as the damage's loss, frames of the later files
+/// are evaluated (one with its image and labels in different files), and the damage is in
+/// the tally.
+#[test]
+fn labelled_frames_after_a_damaged_file_of_a_split_bag_are_evaluated() {
+    use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
+    let tmp = tempfile::tempdir().unwrap();
+    let (camera, labels) = ("/cam/image_raw", "/cam/ground_truth/labels");
+    let rgb = |sec| (camera, ground_truth_image(sec, 4, 3, "rgb8", 9).to_cdr());
+    let mono = |sec, fill| {
+        (
+            labels,
+            ground_truth_image(sec, 4, 3, "mono8", fill).to_cdr(),
+        )
+    };
+    let dir = tmp.path().join("labelled");
+    write_split_bag(
+        &dir,
+        vec![
+            vec![rgb(1), mono(1, 1), rgb(2), mono(2, 2), rgb(3), mono(3, 3)],
+            vec![rgb(4), mono(4, 4), rgb(5)],
+            vec![mono(5, 5), rgb(6)],
+        ],
+    );
+    // Frame 2's labels and frame 3 lost with the rest of the first file.
+    cut_inside_chunk(&dir.join("split_0.mcap"), 3);
+    let reader = BagReader::open(&dir).unwrap();
+    let topics = LabelledTopics::find(&reader, None).unwrap();
+    let mut found = Vec::new();
+    let tally = read_labelled_frames(&reader, &topics, |frame| -> Result<_, BagError> {
+        found.push(frame.labels.unwrap()[0]);
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap();
+    assert_eq!(found, [1, 4, 5]);
+    assert_eq!((tally.frames, tally.evaluated), (5, 3));
+    let skipped: Vec<(&str, u64)> = tally
+        .left_out
+        .skipped
+        .iter()
+        .map(|(r, n)| (r.as_str(), *n))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("ground truth missing", 1),
+            ("incomplete where reading stopped at the damage", 1),
+        ]
+    );
+    assert_eq!(tally.left_out.damage.len(), 1, "{:?}", tally.left_out);
+    assert!(
+        tally.left_out.damage[0].contains("split_0.mcap"),
+        "{:?}",
+        tally.left_out.damage
+    );
+}

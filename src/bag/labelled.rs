@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use super::cdr::CdrMessage;
-use super::read::{BagError, BagMessage, BagReader};
+use super::read::{BagError, BagEvent, BagMessage, BagReader};
 use crate::eval::{LabelledFrame, LeftOut};
 use crate::msg::encoding::{decode_compressed, decode_image, Rows};
 use crate::msg::{CompressedImage, Image};
@@ -157,8 +157,9 @@ struct Partial {
 }
 
 /// Reads a labelled bag and hands each complete frame to `visit`, which may stop early
-/// with `ControlFlow::Break`. An error of `visit` stops reading and is returned; so does
-/// damage before the first frame, later damage ends reading and is in the tally.
+/// with `ControlFlow::Break`. An error of `visit` stops reading and is returned. Damage
+/// loses the rest of its storage file and reading goes on with the next one; it is in the
+/// tally, or returned where no frame was evaluated at all.
 pub fn read_labelled_frames<E: From<BagError>>(
     reader: &BagReader,
     topics: &LabelledTopics,
@@ -173,7 +174,24 @@ pub fn read_labelled_frames<E: From<BagError>>(
     // is not past its own may have lost that part to damage.
     let mut last_read: BTreeMap<Part, (i32, u32)> = BTreeMap::new();
     let mut lost = Lost::default();
-    let read = reader.read(|m: &BagMessage| {
+    // Damage met, and the frames then waiting for parts that may have been in the lost
+    // rest of the damaged file (reading goes on with the bag's next file).
+    let mut damage: Vec<BagError> = Vec::new();
+    let mut cut_by_damage: BTreeSet<(i32, u32)> = BTreeSet::new();
+    let read = reader.read_events(|event| {
+        let m = match event {
+            BagEvent::Message(m) => m,
+            BagEvent::Damage(e) => {
+                damage.push(e);
+                cut_by_damage.extend(
+                    pending
+                        .iter()
+                        .filter(|(&stamp, partial)| partial.cut(stamp, topics, &last_read))
+                        .map(|(&stamp, _)| stamp),
+                );
+                return ControlFlow::Continue(());
+            }
+        };
         let part = match classify(topics, m) {
             Some(part) => part,
             None => return ControlFlow::Continue(()),
@@ -237,26 +255,22 @@ pub fn read_labelled_frames<E: From<BagError>>(
     if let Some(e) = failure {
         return Err(e);
     }
-    let damaged = read.is_err();
-    match read {
-        Err(e @ BagError::Corrupt { .. }) if tally.evaluated > 0 => {
-            tally.left_out.damage.push(e.to_string())
-        }
-        Err(e) => return Err(E::from(e)),
-        Ok(()) => {}
+    read.map_err(E::from)?;
+    if tally.evaluated == 0 && !damage.is_empty() {
+        return Err(E::from(damage.swap_remove(0)));
     }
+    tally
+        .left_out
+        .damage
+        .extend(damage.iter().map(|e| e.to_string()));
     for (stamp, partial) in pending {
-        // Its missing parts may still have come (reading was not through them yet).
-        let cut = partial
-            .missing(topics)
-            .iter()
-            .any(|part| last_read.get(part).is_none_or(|&last| stamp >= last));
-        if stopped && cut {
+        if stopped && partial.cut(stamp, topics, &last_read) {
             // Not done when the visitor stopped: not left out either.
             continue;
         }
-        let otherwise = if damaged && cut {
-            // Its other parts may lie after the damage: the damage's loss, not bad input.
+        let otherwise = if cut_by_damage.contains(&stamp) {
+            // Its other parts may have been in the damaged file's lost rest: the damage's
+            // loss, not bad input.
             "incomplete where reading stopped at the damage"
         } else if partial.rgb.is_some() {
             "ground truth missing"
@@ -549,6 +563,19 @@ impl Partial {
     /// The parts `topics` want that have not come.
     fn missing(&self, topics: &LabelledTopics) -> Vec<Part> {
         wanted(topics).filter(|&p| !self.has(p)).collect()
+    }
+
+    /// Whether a part this frame (at `stamp`) misses may still have come after where
+    /// reading is: no message of that part later than `stamp` has been read.
+    fn cut(
+        &self,
+        stamp: (i32, u32),
+        topics: &LabelledTopics,
+        last_read: &BTreeMap<Part, (i32, u32)>,
+    ) -> bool {
+        self.missing(topics)
+            .iter()
+            .any(|part| last_read.get(part).is_none_or(|&last| stamp >= last))
     }
 
     /// The parts that have come.

@@ -4,9 +4,10 @@
 //! temporary file while it is read; `message`: each message's data).
 //!
 //! Messages are visited one at a time, in storage order, straight from the files (MCAP is
-//! memory-mapped, SQLite rows are streamed), so memory stays flat with bag length. When a
-//! file is truncated or corrupt, every message before the damage is visited and the error
-//! says where reading stopped.
+//! read through a buffer, SQLite rows are streamed), so memory stays flat with bag length.
+//! When a file is truncated or corrupt, every message before the damage is visited, the
+//! rest of that file is lost, reading goes on with the bag's next file (a split bag), and
+//! the error says where reading stopped in each damaged file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -118,6 +119,15 @@ pub struct BagInfo {
     /// Set when the counts come from reading a damaged file: where reading stopped (the
     /// counts cover the messages before it).
     pub damage: Option<String>,
+}
+
+/// What reading a bag meets, in storage order.
+#[derive(Debug)]
+pub enum BagEvent<'a, 'b> {
+    Message(&'a BagMessage<'b>),
+    /// A storage file is damaged ([`BagError::Corrupt`]): the messages of it before the
+    /// damage were visited, the rest of it is lost; reading goes on with the next file.
+    Damage(BagError),
 }
 
 /// A message as stored: CDR bytes and the time it was logged.
@@ -427,27 +437,65 @@ impl BagReader {
     }
 
     /// Visits every message in storage order until `visit` breaks. A damaged file ends
-    /// reading with [`BagError::Corrupt`] after every readable message was visited; a
+    /// its own reading after every readable message of it was visited; the bag's later
+    /// files are read still, and the damage is returned at the end as
+    /// [`BagError::Corrupt`] (that of the first damaged file, naming the others). A
     /// message whose own data cannot be read is visited with [`BagMessage::unreadable`]
     /// set.
     pub fn read(&self, mut visit: impl FnMut(&BagMessage) -> ControlFlow<()>) -> Result<()> {
-        if self.compression == Compression::Message {
-            let mut visit_decompressed = |m: &BagMessage| -> std::result::Result<_, String> {
-                if m.unreadable.is_some() {
-                    return Ok(visit(m));
+        let mut damage: Vec<BagError> = Vec::new();
+        self.read_events(|event| match event {
+            BagEvent::Message(m) => visit(m),
+            BagEvent::Damage(e) => {
+                damage.push(e);
+                ControlFlow::Continue(())
+            }
+        })?;
+        let mut damage = damage.into_iter();
+        match damage.next() {
+            None => Ok(()),
+            Some(BagError::Corrupt {
+                path,
+                messages_read,
+                mut message,
+            }) => {
+                let later: Vec<String> = damage.map(|e| e.to_string()).collect();
+                if !later.is_empty() {
+                    message = format!("{message}; later files damaged too: {}", later.join("; "));
                 }
+                Err(BagError::Corrupt {
+                    path,
+                    messages_read,
+                    message,
+                })
+            }
+            Some(other) => Err(other),
+        }
+    }
+
+    /// [`read`](Self::read) with damage handed to `visit` as it is met (between the
+    /// damaged file's last readable message and the next file's first), for readers that
+    /// must know which messages came before it. Errors other than damage (the system
+    /// failing to read a file) end reading and are returned.
+    pub fn read_events(&self, mut visit: impl FnMut(BagEvent) -> ControlFlow<()>) -> Result<()> {
+        if self.compression == Compression::Message {
+            let mut visit_decompressed = |event: BagEvent| -> std::result::Result<_, String> {
+                let m = match event {
+                    BagEvent::Message(m) if m.unreadable.is_none() => m,
+                    other => return Ok(visit(other)),
+                };
                 Ok(match decompress_message(m.data) {
-                    Ok(data) => visit(&BagMessage { data: &data, ..*m }),
-                    Err(reason) => visit(&BagMessage {
+                    Ok(data) => visit(BagEvent::Message(&BagMessage { data: &data, ..*m })),
+                    Err(reason) => visit(BagEvent::Message(&BagMessage {
                         data: &[],
                         unreadable: Some(&reason),
                         ..*m
-                    }),
+                    })),
                 })
             };
             return self.read_files(&mut visit_decompressed);
         }
-        self.read_files(&mut |m: &BagMessage| Ok(visit(m)))
+        self.read_files(&mut |event: BagEvent| Ok(visit(event)))
     }
 
     /// Whether the first message's data is a zstd frame (how `--compression-mode message`
@@ -456,23 +504,25 @@ impl BagReader {
     /// reports the damage (as damage of the storage file, not of a compressed message).
     fn first_message_is_zstd(&self) -> bool {
         let mut zstd = false;
-        self.read_files(&mut |m: &BagMessage| {
+        self.read_files(&mut |event: BagEvent| {
             // A message of a channel this reader cannot read (not CDR) says nothing.
-            if m.unreadable.is_some() {
-                return Ok(ControlFlow::Continue(()));
+            match event {
+                BagEvent::Message(m) if m.unreadable.is_none() => {
+                    zstd = m.data.starts_with(&ZSTD_MAGIC);
+                    Ok(ControlFlow::Break(()))
+                }
+                _ => Ok(ControlFlow::Continue(())),
             }
-            zstd = m.data.starts_with(&ZSTD_MAGIC);
-            Ok(ControlFlow::Break(()))
         })
         .ok();
         zstd
     }
 
-    /// [`read`](Self::read) with a visitor that may find a message damaged, which ends
-    /// reading like damage of its file.
+    /// [`read_events`](Self::read_events) with a visitor that may find a message
+    /// damaged, which ends reading of its file like damage of the file.
     fn read_files(
         &self,
-        visit: &mut impl FnMut(&BagMessage) -> std::result::Result<ControlFlow<()>, String>,
+        visit: &mut impl FnMut(BagEvent) -> std::result::Result<ControlFlow<()>, String>,
     ) -> Result<()> {
         for file in &self.files {
             // Files rosbag2 compressed whole; the one a killed recording left open is not.
@@ -498,7 +548,7 @@ impl BagReader {
             let mut read = 0u64;
             let mut counted = |m: &BagMessage| {
                 read += 1;
-                visit(m)
+                visit(BagEvent::Message(m))
             };
             let flow = match self.storage {
                 Storage::Mcap => read_mcap(storage_file, &mut counted),
@@ -526,7 +576,14 @@ impl BagReader {
                     message: format!("{} (decompressing)", damage.unwrap_or_default()),
                 }),
                 other => other,
-            }?;
+            };
+            let flow = match flow {
+                // The rest of this file is lost; the bag's next file may be whole.
+                Err(damage @ BagError::Corrupt { .. }) => {
+                    visit(BagEvent::Damage(damage)).unwrap_or(ControlFlow::Break(()))
+                }
+                other => other?,
+            };
             if flow.is_break() {
                 break;
             }

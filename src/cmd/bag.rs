@@ -573,7 +573,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         ("interrupted", super::interrupt::EXIT_INTERRUPTED)
     } else if let Err(e @ BagError::Corrupt { .. }) = &read_result {
         println!("input damaged: {e}");
-        println!("the output holds every frame read before that point");
+        println!("the output holds every frame read: all but the rest of each damaged file");
         ("damaged", 1)
     } else if let Err(e) = &read_result {
         // Not the bag's data: the system could not read it, or $TMPDIR could not hold a

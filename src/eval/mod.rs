@@ -383,11 +383,9 @@ impl LeftOut {
             lines.push(format!("{skipped} frame(s) left out:"));
             lines.extend(self.skipped.iter().map(|(r, n)| format!("  {n} x {r}")));
         }
-        lines.extend(
-            self.damage
-                .iter()
-                .map(|d| format!("input damaged: {d} (no frame after it is in the figures)")),
-        );
+        lines.extend(self.damage.iter().map(|d| {
+            format!("input damaged: {d} (no frame after it in that file is in the figures)")
+        }));
         lines
     }
 }
