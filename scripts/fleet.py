@@ -19,9 +19,11 @@ evaluation states of the bags that succeeded are merged (`eval --merge`) into OU
 (report.md, report.json, charts): the same numbers as one evaluation of all their frames.
 OUT/fleet.json lists every bag with its status, attempts, frames and times.
 
-Failures, by the binary's exit code: 75 (out of memory, no space: worth another try) and
-a worker that dies (killed, lost node) are retried by Ray, up to --max-retries times; 1
-or 2 (damaged bag, bad settings) is reported and not retried. A bag whose result marker says
+Failures, by the binary's exit code: 75 (out of memory, no space: worth another try), a
+binary killed from outside (SIGKILL, SIGTERM...) and a worker that dies (killed, lost node)
+are retried by Ray, up to --max-retries times, each try after a wait (--retry-delay,
+doubled each try); 1 or 2 (damaged bag, bad settings) and a crash (SIGSEGV, SIGABRT...,
+which would recur) are reported and not retried. A bag whose result marker says
 it was done with the same model, settings and input is skipped, so an interrupted run
 resumes where it stopped (--redo runs everything again).
 
@@ -51,6 +53,35 @@ EXIT_TRANSIENT = 75
 EXIT_INTERRUPTED = 130
 
 RESULT = "result.json"
+
+# Signals that end a process from outside (the OOM killer, a shutdown, Ctrl-C): another try
+# may pass. Any other (SIGSEGV, SIGABRT, SIGBUS...) is a crash, which would recur.
+KILLS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+# The longest wait between two tries of a bag, seconds.
+MAX_RETRY_DELAY = 300.0
+
+
+def _worth_another_try(code):
+    """Whether a binary that ended with this exit code (negative: the signal that killed
+    it) may pass on another try."""
+    return code in (EXIT_TRANSIENT, EXIT_INTERRUPTED) or (code < 0 and -code in KILLS)
+
+
+def _ended(code):
+    """How a binary ended, for a reason: `exit 75`, `signal 9 (SIGKILL)`."""
+    if code >= 0:
+        return f"exit {code}"
+    try:
+        return f"signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"signal {-code}"
+
+
+def retry_delay(first, attempt):
+    """Seconds to wait after failed try number `attempt` (from 1) before the next:
+    `first`, doubled each try, at most MAX_RETRY_DELAY."""
+    return min(MAX_RETRY_DELAY, first * 2 ** max(0, attempt - 1))
 
 
 class TransientFailure(RuntimeError):
@@ -149,10 +180,21 @@ def _run_bag(job):
     started = time.monotonic()
 
     def failed(step, code):
-        if code == EXIT_TRANSIENT or code == EXIT_INTERRUPTED or code < 0:
-            why = f"signal {-code}" if code < 0 else f"exit {code}"
-            raise TransientFailure(f"{job['bag']}: {step} failed ({why}): {_last_error(log)}")
+        if _worth_another_try(code):
+            why = f"{job['bag']}: {step} failed ({_ended(code)}): {_last_error(log)}"
+            attempt = _attempts(work, job["run"])
+            if attempt <= job["max_retries"]:
+                # Another try follows at once otherwise: give what failed (memory taken by
+                # others, a full $TMPDIR) time to pass.
+                delay = retry_delay(job["retry_delay"], attempt)
+                with open(log, "a") as f:
+                    f.write(f"fleet: try {attempt} failed ({_ended(code)}); "
+                            f"waiting {delay:g} s before try {attempt + 1}\n")
+                time.sleep(delay)
+            raise TransientFailure(why)
         reason = _last_error(log)
+        if code < 0:
+            reason = f"crashed ({_ended(code)}): {reason}"
         # The binary's words for a damaged input: "input damaged: ..." after processing up
         # to the damage, "input damaged before any camera frame: ..." when nothing was.
         result["status"] = "damaged" if "input damaged" in reason else "failed"
@@ -378,10 +420,8 @@ def check_settings(path, args):
     code = check.returncode
     if code != 0:
         errors = [line for line in check.stderr.splitlines() if line.startswith("error")]
-        why = " ".join(errors) or check.stderr.strip() or f"killed by signal {-code}"
-        # A kill (the OOM killer, a shutdown) may pass; a crash (SIGSEGV...) would recur.
-        killed = -code in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT) or code == EXIT_INTERRUPTED
-        if code == EXIT_TRANSIENT or killed:
+        why = " ".join(errors) or check.stderr.strip() or f"ended with {_ended(code)}"
+        if _worth_another_try(code):
             print(f"fleet: checking the settings failed for a temporary reason ({why}); "
                   "try again", file=sys.stderr)
             sys.exit(EXIT_TRANSIENT)
@@ -431,6 +471,9 @@ def main(argv=None):
     p.add_argument("--max-retries", type=int, default=3,
                    help="tries after the first for a bag whose worker died or that failed for a "
                         "temporary reason (exit 75)")
+    p.add_argument("--retry-delay", type=float, default=10.0, metavar="SECONDS",
+                   help="wait after a bag's first temporary failure before its next try, "
+                        f"doubled each try (at most {MAX_RETRY_DELAY:g} s)")
     p.add_argument("--address", help="a running Ray cluster (`auto`, or HOST:PORT); default: "
                                      "start a local one")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
@@ -440,8 +483,10 @@ def main(argv=None):
     if not (args.process or args.eval):
         p.error("say what to do: --process, --eval or both")
 
-    if args.max_retries < 0 or args.cpus_per_task <= 0 or args.gpus_per_task < 0:
-        p.error("--max-retries and --gpus-per-task must be >= 0, --cpus-per-task > 0")
+    if (args.max_retries < 0 or args.cpus_per_task <= 0 or args.gpus_per_task < 0
+            or not args.retry_delay >= 0):
+        p.error("--max-retries, --retry-delay and --gpus-per-task must be >= 0, "
+                "--cpus-per-task > 0")
     bags = find_bags(args.bags, args.manifest)
     # Workers may start in another directory: every path they get is absolute.
     args.model = os.path.abspath(args.model)
@@ -461,6 +506,7 @@ def main(argv=None):
             "process": args.process, "eval": args.eval,
             "args": run_args(args), "eval_args": eval_args(args),
             "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
+            "max_retries": args.max_retries, "retry_delay": args.retry_delay,
         }
         done = _load(Path(job["dir"]) / RESULT)
         if (not args.redo and done and done.get("status") == "ok"

@@ -212,13 +212,38 @@ def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
         direct.stdout[-500:], direct.stderr[-500:])
     out = tmp_path / "out"
     code, output, summary = fleet(data, out, data["parts"][:1], "--max-retries", "2",
-                                  env=failpoint)
+                                  "--retry-delay", "0.25", env=failpoint)
     assert code == 1, output
     (result,) = summary["results"]
     assert result["status"] == "failed" and result["attempts"] == 3, (result, output)
     assert "temporary failure on every try" in result["reason"], result
     assert "process failed (exit 75)" in result["reason"], result
     assert not (out / "report.json").exists()
+    # A wait before each next try, doubled; none after the last.
+    log = (Path(result["dir"]) / "log.txt").read_text()
+    waits = [line for line in log.splitlines() if line.startswith("fleet: ")]
+    assert waits == ["fleet: try 1 failed (exit 75); waiting 0.25 s before try 2",
+                     "fleet: try 2 failed (exit 75); waiting 0.5 s before try 3"], log
+
+
+def test_a_crash_is_reported_not_retried(data, tmp_path):
+    # The binary as a worker would run it, except that `bag process` dies of SIGSEGV (a
+    # crash, which another try would meet again), and `model check` works.
+    crashing = tmp_path / "crashing"
+    crashing.write_text(f"""#!/bin/sh
+if [ "$1" = bag ]; then echo "about to crash"; kill -SEGV $$; fi
+exec '{BIN}' "$@"
+""")
+    crashing.chmod(0o755)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(FLEET), str(data["parts"][0]), "--out", str(out), "--model",
+           str(data["model"]), "--process", "--num-cpus", "1", "--bin", str(crashing),
+           "--max-retries", "2", *SETTINGS]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (result,) = json.loads((out / "fleet.json").read_text())["results"]
+    assert (result["status"], result["attempts"]) == ("failed", 1), result
+    assert result["reason"] == "crashed (signal 11 (SIGSEGV)): about to crash", result
 
 
 def test_settings_every_bag_would_fail_on_are_refused_before_ray_starts(data, tmp_path):
@@ -232,6 +257,7 @@ def test_settings_every_bag_would_fail_on_are_refused_before_ray_starts(data, tm
         (["--samples", "0"], 2, "mc.samples"),
         (["--mode", "mc", "--samples", "1"], 2, "at least 2 samples"),
         (["--max-retries", "-1"], 2, "--max-retries"),
+        (["--retry-delay", "nan"], 2, "--retry-delay"),
         (["--device", "tpu"], 2, "expected auto, cpu, cuda or cuda:N"),
     ):
         out = tmp_path / "out"
