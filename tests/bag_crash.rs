@@ -8,8 +8,7 @@ mod common;
 use std::ops::ControlFlow;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use bayes_perception::bag::BagReader;
 
@@ -114,36 +113,16 @@ fn assert_complete(output: &Path) {
     assert!(info.message_count > 0);
 }
 
-/// Waits until `cond` holds or the child exits; false if it exited first.
-fn wait_for(child: &mut Child, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if cond() {
-            return true;
-        }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "neither the condition nor an exit in 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up() {
     let f = Fixture::new();
     // Kill points: the moment the partial bag first holds data, and later ones by size.
     for (i, threshold) in [1u64, 200_000, 600_000].into_iter().enumerate() {
         let name = format!("out{i}");
-        let mut child = f.process(&name).spawn().unwrap();
-        let reached = wait_for(&mut child, || {
-            f.partials(&name).iter().any(|p| dir_bytes(p) >= threshold)
-        });
-        child.kill().ok(); // SIGKILL
-        child.wait().unwrap();
+        let mut child = common::Logged::spawn(&mut f.process(&name));
+        let reached =
+            child.wait_for(|| f.partials(&name).iter().any(|p| dir_bytes(p) >= threshold));
+        child.kill(); // SIGKILL
         let output = f.path(&name);
         if reached {
             assert!(!output.exists(), "killed mid-run, yet {name} exists");

@@ -235,31 +235,25 @@ fn ctrl_c_finishes_the_frame_and_leaves_a_valid_bag_of_what_was_done() {
             .count()
     };
     let interrupted_run = |extra: &[&str]| {
-        let mut child = std::process::Command::new(bin)
-            .args(["bag", "process"])
-            .arg(&sample)
-            .arg(&out)
-            .arg("--model")
-            .arg(tmp.path().join("model"))
-            .args(["--device", "cpu"])
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = common::Logged::spawn(
+            std::process::Command::new(bin)
+                .args(["bag", "process"])
+                .arg(&sample)
+                .arg(&out)
+                .arg("--model")
+                .arg(tmp.path().join("model"))
+                .args(["--device", "cpu"])
+                .args(extra),
+        );
         // Wait until the run has started writing (its temporary directory exists), then
         // interrupt it like Ctrl-C does.
-        while partials() == 0 {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "finished before it could be interrupted"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        assert!(
+            child.wait_for(|| partials() > 0),
+            "finished before it could be interrupted"
+        );
         std::thread::sleep(std::time::Duration::from_millis(300));
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGINT);
-        }
-        let output = child.wait_with_output().unwrap();
+        child.signal(libc::SIGINT);
+        let output = child.wait_with_output();
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         assert_eq!(output.status.code(), Some(130), "{text}");
         assert!(text.contains("interrupted"), "{text}");

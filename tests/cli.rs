@@ -627,7 +627,8 @@ fn an_interrupted_eval_reports_the_frames_before_as_interrupted() {
                 && e.path().join("frame_000.png").is_file()
         })
     };
-    let mut child = bin()
+    let mut child = bin();
+    child
         .args([
             "eval",
             "--device",
@@ -646,22 +647,14 @@ fn an_interrupted_eval_reports_the_frames_before_as_interrupted() {
         .arg("--state")
         .arg(f.path("state.json"))
         .arg("--json")
-        .arg(&json)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !staged_sheet() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be interrupted"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let output = child.wait_with_output().unwrap();
+        .arg(&json);
+    let mut child = common::Logged::spawn(&mut child);
+    assert!(
+        child.wait_for(staged_sheet),
+        "finished before it could be interrupted"
+    );
+    child.signal(libc::SIGINT);
+    let output = child.wait_with_output();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(130), "{text}");
     let report: serde_json::Value =
@@ -1953,28 +1946,20 @@ fn an_interrupted_command_exits_130_and_infer_keeps_what_it_wrote() {
                 .count()
         })
     };
-    let child = bin()
-        .args(["infer", "--device", "cpu", "--model"])
-        .arg(f.path("model"))
-        .arg("--out")
-        .arg(f.path("out"))
-        .arg(f.path("many"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = child;
-    while written() < 3 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be interrupted"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let output = child.wait_with_output().unwrap();
+    let mut child = common::Logged::spawn(
+        bin()
+            .args(["infer", "--device", "cpu", "--model"])
+            .arg(f.path("model"))
+            .arg("--out")
+            .arg(f.path("out"))
+            .arg(f.path("many")),
+    );
+    assert!(
+        child.wait_for(|| written() >= 3),
+        "finished before it could be interrupted"
+    );
+    child.signal(libc::SIGTERM);
+    let output = child.wait_with_output();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert_eq!(output.status.code(), Some(130), "{text}");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -2004,9 +1989,7 @@ fn an_interrupted_command_exits_130_and_infer_keeps_what_it_wrote() {
         .args([
             "bench", "--device", "cpu", "--height", "32", "--width", "32",
         ])
-        .args(["--frames", "1000000", "--warmup", "0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .args(["--frames", "1000000", "--warmup", "0"]);
     // SAFETY: only signal(2) between fork and exec.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut bench, || {
@@ -2014,21 +1997,14 @@ fn an_interrupted_command_exits_130_and_infer_keeps_what_it_wrote() {
             Ok(())
         });
     }
-    let mut child = bench.spawn().unwrap();
+    let mut child = common::Logged::spawn(&mut bench);
     std::thread::sleep(std::time::Duration::from_secs(2));
-    assert!(child.try_wait().unwrap().is_none(), "bench ended by itself");
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGHUP);
-    }
+    assert!(!child.exited(), "bench ended by itself");
+    child.signal(libc::SIGHUP);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "an ignored SIGHUP ended it"
-    );
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let output = child.wait_with_output().unwrap();
+    assert!(!child.exited(), "an ignored SIGHUP ended it");
+    child.signal(libc::SIGTERM);
+    let output = child.wait_with_output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.ends_with("interrupted\n"), "{stderr}");

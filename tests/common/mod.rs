@@ -54,3 +54,93 @@ pub fn bin() -> std::process::Command {
     cmd.env_remove("RUST_LOG").env("RUST_BACKTRACE", "0");
     cmd
 }
+
+/// A child process whose stdout and stderr go to files, not pipes: a pipe nobody reads
+/// while the test waits on something else blocks a child that writes more than the pipe
+/// holds (64 KiB), and the test would then wait for ever.
+pub struct Logged {
+    child: std::process::Child,
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+}
+
+impl Logged {
+    pub fn spawn(cmd: &mut std::process::Command) -> Logged {
+        let stdout = tempfile::tempfile().unwrap();
+        let stderr = tempfile::tempfile().unwrap();
+        let child = cmd
+            .stdout(stdout.try_clone().unwrap())
+            .stderr(stderr.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        Logged {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Sends the child `signal` (libc's number).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Whether the child has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Waits until `ready()` holds (true) or the child exits first (false). Ten minutes of
+    /// neither fails the test, with what the child wrote: a guard against a hang, not a
+    /// measure of speed.
+    pub fn wait_for(&mut self, mut ready: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            if ready() {
+                return true;
+            }
+            if self.exited() {
+                return false;
+            }
+            if std::time::Instant::now() > deadline {
+                self.child.kill().ok();
+                let output = self.wait_with_output_ref();
+                panic!(
+                    "neither ready nor exited in ten minutes; stderr: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Kills the child (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits for the child to exit; its status and everything it wrote.
+    pub fn wait_with_output(mut self) -> std::process::Output {
+        self.wait_with_output_ref()
+    }
+
+    fn wait_with_output_ref(&mut self) -> std::process::Output {
+        use std::io::{Read, Seek};
+        let status = self.child.wait().unwrap();
+        let read = |file: &mut std::fs::File| {
+            let mut bytes = Vec::new();
+            file.seek(std::io::SeekFrom::Start(0)).unwrap();
+            file.read_to_end(&mut bytes).unwrap();
+            bytes
+        };
+        std::process::Output {
+            status,
+            stdout: read(&mut self.stdout),
+            stderr: read(&mut self.stderr),
+        }
+    }
+}
