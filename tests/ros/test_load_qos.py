@@ -1,11 +1,13 @@
 """Keep-latest under a camera faster than inference, and the QoS parameters: camera
-publishers of either reliability, and a live change of the output reliability."""
+publishers of either reliability, and a live change of the output reliability (and one
+that fails)."""
 import time
 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from conftest import (
     ALEATORIC_TOPICS,
+    ALL_TOPICS,
     Outputs,
     best_effort,
     reliable,
@@ -182,3 +184,28 @@ def test_output_reliability_changes_live_without_losing_subscribers(start_node, 
     assert not [line for line in log.splitlines() if "ERROR" in line and "publish" in line], log
     assert node.process.proc.poll() is None
     wait_for(lambda: outputs.matched(ALEATORIC_TOPICS), 5, "subscribers matched after the changes")
+
+
+def test_an_output_reliability_that_cannot_be_applied_leaves_the_outputs_as_they_were(start_node, probe):
+    # Advertising fails from the 15th image topic on: the 12 at start pass, the new set of a
+    # QoS change fails at its third, after two were advertised.
+    node = start_node(env={"FAILPOINTS": f"node::advertise={len(ALL_TOPICS) + 2}*off->return"})
+    outputs = Outputs(node, ALEATORIC_TOPICS, best_effort(100))
+    camera = probe.publisher(node.topic("image"))
+    frame = test_pattern(5)
+    make = lambda s: rgb8_msg(frame, s)  # noqa: E731
+    send_until_output(node, camera, make, outputs, ALEATORIC_TOPICS, first_stamp=1)
+    [result] = node.set_params({"qos.output_reliability": "best_effort"})
+    assert result.successful, result.reason
+    wait_for(lambda: "the outputs keep their QoS (best_effort not applied)" in node.process.output(), 10,
+             "the error logged")
+    # The two advertised before the failure are gone again: one publisher per topic, the
+    # old reliable one, which still publishes.
+    reliabilities = lambda: {  # noqa: E731
+        topic: [p.qos_profile.reliability.name for p in probe.node.get_publishers_info_by_topic(node.topic(topic))]
+        for topic in ALL_TOPICS
+    }
+    wait_for(lambda: all(r == ["RELIABLE"] for r in reliabilities().values()), 10,
+             "one reliable publisher per output topic")
+    send_until_output(node, camera, make, outputs, ALEATORIC_TOPICS, first_stamp=1000)
+    assert node.process.proc.poll() is None

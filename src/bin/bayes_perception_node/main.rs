@@ -157,6 +157,19 @@ impl Publishers {
             || self.camera_info.iter().any(has_subscribers)
             || self.points.iter().any(has_subscribers)
     }
+
+    /// Takes the publishers off the graph (the node owns them: dropping a handle does not).
+    fn destroy(self, node: &mut r2r::Node) {
+        self.images
+            .into_values()
+            .for_each(|p| node.destroy_publisher(p));
+        self.camera_info
+            .into_iter()
+            .for_each(|p| node.destroy_publisher(p));
+        self.points
+            .into_iter()
+            .for_each(|p| node.destroy_publisher(p));
+    }
 }
 
 /// Whether `publisher` has a subscriber in another process (or the count is unknown).
@@ -615,17 +628,20 @@ fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Opti
             match create_publishers(node, &topics, params.qos.output_reliability) {
                 Ok(new) => {
                     let old = std::mem::replace(&mut *lock(&glue.publishers), new);
-                    old.images
-                        .into_values()
-                        .for_each(|p| node.destroy_publisher(p));
-                    old.camera_info
-                        .into_iter()
-                        .for_each(|p| node.destroy_publisher(p));
-                    old.points
-                        .into_iter()
-                        .for_each(|p| node.destroy_publisher(p));
+                    old.destroy(node);
                 }
-                Err(e) => ros_log(&glue.logger, r2r::LogSeverity::Error, &one_line(&*e)),
+                Err(e) => ros_log(
+                    &glue.logger,
+                    r2r::LogSeverity::Error,
+                    &format!(
+                        "qos.output_reliability: the outputs keep their QoS ({} not applied): {}",
+                        match params.qos.output_reliability {
+                            Reliability::BestEffort => "best_effort",
+                            Reliability::Reliable => "reliable",
+                        },
+                        one_line(&*e)
+                    ),
+                ),
             }
         }
         if inputs {
@@ -662,28 +678,44 @@ fn create_publishers(
     reliability: Reliability,
 ) -> anyhow::Result<Publishers> {
     let qos = output_qos(reliability);
-    let mut images = HashMap::new();
-    for &topic in topics {
-        let publisher = node
-            .create_publisher::<sensor::Image>(topic.name(), qos.clone())
-            .with_context(|| format!("cannot advertise {}", topic.name()))?;
-        images.insert(topic, publisher);
-    }
-    let (camera_info, points) = if topics.contains(&OutputTopic::Depth) {
-        (
-            Some(
-                node.create_publisher::<sensor::CameraInfo>(DEPTH_CAMERA_INFO_TOPIC, qos.clone())?,
-            ),
-            Some(node.create_publisher::<sensor::PointCloud2>(POINTS_TOPIC, qos)?),
-        )
-    } else {
-        (None, None)
+    let mut created = Publishers {
+        images: HashMap::new(),
+        camera_info: None,
+        points: None,
     };
-    Ok(Publishers {
-        images,
-        camera_info,
-        points,
-    })
+    let create = |node: &mut r2r::Node, created: &mut Publishers| -> anyhow::Result<()> {
+        let advertise = |name: &str| format!("cannot advertise {name}");
+        for &topic in topics {
+            // Fault injection (tests): advertising fails from the Nth image topic on.
+            fail::fail_point!("node::advertise", |_| Err(anyhow::anyhow!(
+                "{}: fail point node::advertise",
+                advertise(topic.name())
+            )));
+            let publisher = node
+                .create_publisher::<sensor::Image>(topic.name(), qos.clone())
+                .with_context(|| advertise(topic.name()))?;
+            created.images.insert(topic, publisher);
+        }
+        if topics.contains(&OutputTopic::Depth) {
+            created.camera_info = Some(
+                node.create_publisher(DEPTH_CAMERA_INFO_TOPIC, qos.clone())
+                    .with_context(|| advertise(DEPTH_CAMERA_INFO_TOPIC))?,
+            );
+            created.points = Some(
+                node.create_publisher(POINTS_TOPIC, qos.clone())
+                    .with_context(|| advertise(POINTS_TOPIC))?,
+            );
+        }
+        Ok(())
+    };
+    match create(node, &mut created) {
+        Ok(()) => Ok(created),
+        Err(e) => {
+            // None of a set that failed half-way stays advertised beside the one in use.
+            created.destroy(node);
+            Err(e)
+        }
+    }
 }
 
 /// (Re)subscribes to the camera (raw or compressed) and camera_info. The old subscription
