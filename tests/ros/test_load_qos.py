@@ -209,3 +209,24 @@ def test_an_output_reliability_that_cannot_be_applied_leaves_the_outputs_as_they
              "one reliable publisher per output topic")
     send_until_output(node, camera, make, outputs, ALEATORIC_TOPICS, first_stamp=1000)
     assert node.process.proc.poll() is None
+
+
+def test_an_input_reliability_that_cannot_be_applied_keeps_the_camera(start_node, probe):
+    # Subscribing to camera_info fails after start-up: the new image subscription made
+    # before it is dropped and the node stays on its old subscriptions.
+    node = start_node(env={"FAILPOINTS": "node::subscribe_camera_info=1*off->return"})
+    outputs = Outputs(node, ["depth"])
+    camera = probe.publisher(node.topic("image"))
+    frame = test_pattern(6)
+    make = lambda s: rgb8_msg(frame, s)  # noqa: E731
+    send_until_output(node, camera, make, outputs, ["depth"], first_stamp=1)
+    [result] = node.set_params({"qos.input_reliability": "reliable"})
+    assert result.successful, result.reason
+    wait_for(lambda: "the subscriptions keep their QoS (reliable not applied)" in node.process.output(), 10,
+             "the error logged")
+    send_until_output(node, camera, make, outputs, ["depth"], first_stamp=1000)
+    # The dropped one leaves the graph once r2r finds its stream gone (at its next message).
+    wait_for(lambda: [s.qos_profile.reliability.name
+                      for s in probe.node.get_subscriptions_info_by_topic(node.topic("image"))] == ["BEST_EFFORT"],
+             10, "one best-effort subscription on image")
+    assert node.process.proc.poll() is None

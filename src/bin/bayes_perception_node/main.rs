@@ -635,10 +635,7 @@ fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Opti
                     r2r::LogSeverity::Error,
                     &format!(
                         "qos.output_reliability: the outputs keep their QoS ({} not applied): {}",
-                        match params.qos.output_reliability {
-                            Reliability::BestEffort => "best_effort",
-                            Reliability::Reliable => "reliable",
-                        },
+                        reliability_name(params.qos.output_reliability),
                         one_line(&*e)
                     ),
                 ),
@@ -652,10 +649,26 @@ fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Opti
                 params.qos.input_reliability,
             );
             if let Err(e) = replaced {
-                ros_log(&glue.logger, r2r::LogSeverity::Error, &one_line(&*e));
+                ros_log(
+                    &glue.logger,
+                    r2r::LogSeverity::Error,
+                    &format!(
+                        "qos.input_reliability: the subscriptions keep their QoS ({} not applied): {}",
+                        reliability_name(params.qos.input_reliability),
+                        one_line(&*e)
+                    ),
+                );
             }
         }
     }))
+}
+
+/// As the parameter says it.
+fn reliability_name(reliability: Reliability) -> &'static str {
+    match reliability {
+        Reliability::BestEffort => "best_effort",
+        Reliability::Reliable => "reliable",
+    }
 }
 
 fn input_qos(reliability: Reliability) -> QosProfile {
@@ -718,57 +731,56 @@ fn create_publishers(
     }
 }
 
-/// (Re)subscribes to the camera (raw or compressed) and camera_info. The old subscription
-/// tasks are stopped first: dropping their streams is how r2r subscriptions end. Each task
-/// hands messages to the library as fast as they come, so r2r's 10-message channel never
-/// fills.
+/// (Re)subscribes to the camera (raw or compressed) and camera_info. The new
+/// subscriptions are made first and the old tasks stopped only once both are (dropping
+/// their streams is how r2r subscriptions end), so a failure leaves the node on the old
+/// ones. Each task hands messages to the library as fast as they come, so r2r's
+/// 10-message channel never fills.
 fn replace_subscriptions(
     node: &mut r2r::Node,
     glue: &Arc<Glue>,
     transport: Transport,
     reliability: Reliability,
 ) -> anyhow::Result<()> {
-    let mut tasks = lock(&glue.subscriptions);
-    tasks.drain(..).for_each(|task| task.abort());
     let qos = input_qos(reliability);
-    let forward = |stream: Box<dyn Stream<Item = CameraFrame> + Send + Unpin>| {
-        let glue = glue.clone();
-        glue.runtime.clone().spawn(async move {
-            let mut stream = stream;
-            while let Some(frame) = stream.next().await {
-                glue.state.on_frame(frame);
-            }
-        })
+    let camera: Box<dyn Stream<Item = CameraFrame> + Send + Unpin> = match transport {
+        Transport::Raw => Box::new(
+            node.subscribe::<sensor::Image>("image", qos.clone())
+                .context("cannot subscribe to image")?
+                .map(|m| CameraFrame::Raw(image_from_ros(m))),
+        ),
+        Transport::Compressed => Box::new(
+            node.subscribe::<sensor::CompressedImage>("image/compressed", qos.clone())
+                .context("cannot subscribe to image/compressed")?
+                .map(|m| {
+                    CameraFrame::Compressed(msg::CompressedImage {
+                        header: header_from_ros(&m.header),
+                        format: m.format,
+                        data: m.data,
+                    })
+                }),
+        ),
     };
-    match transport {
-        Transport::Raw => {
-            let stream = node
-                .subscribe::<sensor::Image>("image", qos.clone())
-                .context("cannot subscribe to image")?;
-            tasks.push(forward(Box::new(
-                stream.map(|m| CameraFrame::Raw(image_from_ros(m))),
-            )));
-        }
-        Transport::Compressed => {
-            let stream = node
-                .subscribe::<sensor::CompressedImage>("image/compressed", qos.clone())
-                .context("cannot subscribe to image/compressed")?;
-            tasks.push(forward(Box::new(stream.map(|m| {
-                CameraFrame::Compressed(msg::CompressedImage {
-                    header: header_from_ros(&m.header),
-                    format: m.format,
-                    data: m.data,
-                })
-            }))));
-        }
-    }
+    // Fault injection (tests): subscribing to camera_info fails.
+    fail::fail_point!("node::subscribe_camera_info", |_| Err(anyhow::anyhow!(
+        "cannot subscribe to camera_info: fail point node::subscribe_camera_info"
+    )));
     let mut info_stream = node
         .subscribe::<sensor::CameraInfo>("camera_info", qos)
         .context("cannot subscribe to camera_info")?;
-    let glue2 = glue.clone();
+    let mut tasks = lock(&glue.subscriptions);
+    tasks.drain(..).for_each(|task| task.abort());
+    let camera_glue = glue.clone();
+    tasks.push(glue.runtime.spawn(async move {
+        let mut camera = camera;
+        while let Some(frame) = camera.next().await {
+            camera_glue.state.on_frame(frame);
+        }
+    }));
+    let info_glue = glue.clone();
     tasks.push(glue.runtime.spawn(async move {
         while let Some(info) = info_stream.next().await {
-            glue2.state.on_camera_info(camera_info_from_ros(info));
+            info_glue.state.on_camera_info(camera_info_from_ros(info));
         }
     }));
     Ok(())
