@@ -20,10 +20,11 @@ evaluation states of the bags that succeeded are merged (`eval --merge`) into OU
 OUT/fleet.json lists every bag with its status, attempts, frames and times.
 
 Failures, by the binary's exit code: 75 (out of memory, no space: worth another try), a
-binary killed from outside (SIGKILL, SIGTERM...) and a worker that dies (killed, lost node)
-are retried by Ray, up to --max-retries times, each try after a wait (--retry-delay,
-doubled each try); 1 or 2 (damaged bag, bad settings) and a crash (SIGSEGV, SIGABRT...,
-which would recur) are reported and not retried. A bag whose result marker says
+binary killed from outside (SIGKILL, SIGTERM...) or aborted for a failed allocation, and a
+worker that dies (killed, lost node) are retried by Ray, up to --max-retries times; after a
+failed binary the task waits before it fails (--retry-delay, doubled each try), a dead
+worker's bag is retried at once. 1 or 2 (damaged bag, bad settings) and a crash (SIGSEGV,
+SIGABRT..., which would recur) are reported and not retried. A bag whose result marker says
 it was done with the same model, settings and input is skipped, so an interrupted run
 resumes where it stopped (--redo runs everything again).
 
@@ -62,10 +63,17 @@ KILLS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 MAX_RETRY_DELAY = 300.0
 
 
-def _worth_another_try(code):
+# What Rust prints before it aborts (SIGABRT) when an allocation fails: out of memory under
+# a memory limit (ulimit -v, no overcommit), which another try may not meet.
+ALLOCATION_FAILED = re.compile(r"memory allocation of \d+ bytes failed")
+
+
+def _worth_another_try(code, output=()):
     """Whether a binary that ended with this exit code (negative: the signal that killed
-    it) may pass on another try."""
-    return code in (EXIT_TRANSIENT, EXIT_INTERRUPTED) or (code < 0 and -code in KILLS)
+    it), having written these lines, may pass on another try."""
+    if code in (EXIT_TRANSIENT, EXIT_INTERRUPTED) or (code < 0 and -code in KILLS):
+        return True
+    return code == -signal.SIGABRT and any(ALLOCATION_FAILED.search(line) for line in output)
 
 
 def _ended(code):
@@ -81,7 +89,7 @@ def _ended(code):
 def retry_delay(first, attempt):
     """Seconds to wait after failed try number `attempt` (from 1) before the next:
     `first`, doubled each try, at most MAX_RETRY_DELAY."""
-    return min(MAX_RETRY_DELAY, first * 2 ** max(0, attempt - 1))
+    return min(MAX_RETRY_DELAY, first * 2 ** min(max(0, attempt - 1), 30))
 
 
 class TransientFailure(RuntimeError):
@@ -123,16 +131,22 @@ def _run(cmd, log, env):
         ).returncode
 
 
-def _last_error(log):
-    """Why the last command of the log failed, from its own output only (the log holds
-    earlier attempts and runs too): its last `error: ...`, `input damaged: ...`, `reading
-    stopped: ...` or `failed N: ...` line, else its last line."""
+def _last_output(log):
+    """The lines the last command of the log wrote (the log holds earlier attempts and
+    runs too)."""
     try:
         lines = Path(log).read_text(errors="replace").splitlines()
     except OSError:
-        return ""
+        return []
     last = max((i for i, line in enumerate(lines) if line.startswith("$ ")), default=-1)
-    lines = lines[last + 1:]
+    return lines[last + 1:]
+
+
+def _last_error(log):
+    """Why the last command of the log failed, from its own output only: its last
+    `error: ...`, `input damaged: ...`, `reading stopped: ...` or `failed N: ...` line,
+    else its last line."""
+    lines = _last_output(log)
     for line in reversed(lines):
         line = line.strip()
         if line.startswith(("error:", "input damaged:", "reading stopped:")) or \
@@ -180,7 +194,7 @@ def _run_bag(job):
     started = time.monotonic()
 
     def failed(step, code):
-        if _worth_another_try(code):
+        if _worth_another_try(code, _last_output(log)):
             why = f"{job['bag']}: {step} failed ({_ended(code)}): {_last_error(log)}"
             attempt = _attempts(work, job["run"])
             if attempt <= job["max_retries"]:
@@ -193,11 +207,12 @@ def _run_bag(job):
                 time.sleep(delay)
             raise TransientFailure(why)
         reason = _last_error(log)
+        # The binary's words for a damaged input: "input damaged: ..." after processing up
+        # to the damage, "input damaged before any camera frame: ..." when nothing was. A
+        # crash is a failure whatever it had said before.
+        result["status"] = "damaged" if code > 0 and "input damaged" in reason else "failed"
         if code < 0:
             reason = f"crashed ({_ended(code)}): {reason}"
-        # The binary's words for a damaged input: "input damaged: ..." after processing up
-        # to the damage, "input damaged before any camera frame: ..." when nothing was.
-        result["status"] = "damaged" if "input damaged" in reason else "failed"
         result.update(step=step, exit_code=code, reason=reason)
         result["seconds"] = time.monotonic() - started
         _write_json(work / RESULT, result)
@@ -421,7 +436,7 @@ def check_settings(path, args):
     if code != 0:
         errors = [line for line in check.stderr.splitlines() if line.startswith("error")]
         why = " ".join(errors) or check.stderr.strip() or f"ended with {_ended(code)}"
-        if _worth_another_try(code):
+        if _worth_another_try(code, check.stderr.splitlines()):
             print(f"fleet: checking the settings failed for a temporary reason ({why}); "
                   "try again", file=sys.stderr)
             sys.exit(EXIT_TRANSIENT)

@@ -1590,10 +1590,10 @@ fn damage_in_one_file_of_a_split_bag_loses_only_the_rest_of_that_file() {
     assert_eq!(read, messages.len(), "{text}");
 }
 
-/// Labelled frames read across the files of a split bag: a frame whose labels were in the
-/// lost rest of a damaged file is left out as the damage's loss, frames of the later files
-/// are evaluated (one with its image and labels in different files), and the damage is in
-/// the tally.
+/// Labelled frames read across the files of a split bag: frames with a part in the lost
+/// rest of a damaged file are left out as the damage's loss (also one whose other part
+/// comes after the damage), frames of the later files are evaluated (one with its image
+/// and labels in different files), and the damage is in the tally.
 #[test]
 fn labelled_frames_after_a_damaged_file_of_a_split_bag_are_evaluated() {
     use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
@@ -1610,12 +1610,12 @@ fn labelled_frames_after_a_damaged_file_of_a_split_bag_are_evaluated() {
     write_split_bag(
         &dir,
         vec![
-            vec![rgb(1), mono(1, 1), rgb(2), mono(2, 2), rgb(3), mono(3, 3)],
-            vec![rgb(4), mono(4, 4), rgb(5)],
+            vec![rgb(1), mono(1, 1), rgb(2), mono(2, 2), rgb(3)],
+            vec![mono(3, 3), rgb(4), mono(4, 4), rgb(5)],
             vec![mono(5, 5), rgb(6)],
         ],
     );
-    // Frame 2's labels and frame 3 lost with the rest of the first file.
+    // Frame 2's labels and frame 3's image lost with the rest of the first file.
     cut_inside_chunk(&dir.join("split_0.mcap"), 3);
     let reader = BagReader::open(&dir).unwrap();
     let topics = LabelledTopics::find(&reader, None).unwrap();
@@ -1637,7 +1637,7 @@ fn labelled_frames_after_a_damaged_file_of_a_split_bag_are_evaluated() {
         skipped,
         [
             ("ground truth missing", 1),
-            ("incomplete where reading stopped at the damage", 1),
+            ("incomplete where reading stopped at the damage", 2),
         ]
     );
     assert_eq!(tally.left_out.damage.len(), 1, "{:?}", tally.left_out);

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use super::cdr::CdrMessage;
-use super::read::{BagError, BagEvent, BagMessage, BagReader};
+use super::read::{combined_damage, damage_met_before, BagError, BagEvent, BagMessage, BagReader};
 use crate::eval::{LabelledFrame, LeftOut};
 use crate::msg::encoding::{decode_compressed, decode_image, Rows};
 use crate::msg::{CompressedImage, Image};
@@ -54,9 +54,9 @@ pub struct LabelledTally {
     pub frames: u64,
     pub evaluated: u64,
     /// Frames left out, by reason (undecodable image or ground truth, a part that never
-    /// came, sizes that disagree), and where reading stopped at damage (a truncated or
-    /// corrupt file) after frames were handed on; damage before any frame, and every
-    /// other read error (I/O), is the error instead.
+    /// came, sizes that disagree, a part lost to damage), and where reading stopped in
+    /// each damaged storage file (truncated or corrupt); damage in a bag of which no frame
+    /// was handed on, and every other read error (I/O), is the error instead.
     pub left_out: LeftOut,
 }
 
@@ -174,21 +174,19 @@ pub fn read_labelled_frames<E: From<BagError>>(
     // is not past its own may have lost that part to damage.
     let mut last_read: BTreeMap<Part, (i32, u32)> = BTreeMap::new();
     let mut lost = Lost::default();
-    // Damage met, and the frames then waiting for parts that may have been in the lost
-    // rest of the damaged file (reading goes on with the bag's next file).
+    // Damage met (reading goes on with the bag's next file), and where each lost the rest
+    // of its file.
     let mut damage: Vec<BagError> = Vec::new();
-    let mut cut_by_damage: BTreeSet<(i32, u32)> = BTreeSet::new();
+    let mut gaps: Vec<Gap> = Vec::new();
     let read = reader.read_events(|event| {
         let m = match event {
             BagEvent::Message(m) => m,
             BagEvent::Damage(e) => {
                 damage.push(e);
-                cut_by_damage.extend(
-                    pending
-                        .iter()
-                        .filter(|(&stamp, partial)| partial.cut(stamp, topics, &last_read))
-                        .map(|(&stamp, _)| stamp),
-                );
+                gaps.push(Gap {
+                    before: last_read.clone(),
+                    after: BTreeMap::new(),
+                });
                 return ControlFlow::Continue(());
             }
         };
@@ -223,6 +221,9 @@ pub fn read_labelled_frames<E: From<BagError>>(
         }
         let last = last_read.entry(part).or_insert(stamp);
         *last = (*last).max(stamp);
+        for gap in &mut gaps {
+            gap.after.entry(part).or_insert(stamp);
+        }
         let entry = pending.entry(stamp).or_default();
         if let Err(reason) = entry.put(decoded) {
             let partial = pending.remove(&stamp);
@@ -246,32 +247,41 @@ pub fn read_labelled_frames<E: From<BagError>>(
             }
         }
         while pending.len() > MAX_PENDING {
-            let (_, partial) = pending.pop_first().expect("more than MAX_PENDING");
-            let never_came = "a part of the frame never came (more than 64 frames apart)";
-            lost.leave_out(&partial, topics, never_came, &mut tally.left_out);
+            let (stamp, partial) = pending.pop_first().expect("more than MAX_PENDING");
+            let reason = if partial.lost_to_damage(stamp, topics, &gaps) {
+                LOST_TO_DAMAGE
+            } else {
+                "a part of the frame never came (more than 64 frames apart)"
+            };
+            lost.leave_out(&partial, topics, reason, &mut tally.left_out);
         }
         ControlFlow::Continue(())
     });
     if let Some(e) = failure {
         return Err(e);
     }
-    read.map_err(E::from)?;
-    if tally.evaluated == 0 && !damage.is_empty() {
-        return Err(E::from(damage.swap_remove(0)));
+    if let Err(e) = read {
+        return Err(E::from(damage_met_before(e, &damage)));
     }
-    tally
-        .left_out
-        .damage
-        .extend(damage.iter().map(|e| e.to_string()));
+    if tally.evaluated == 0 {
+        if let Some(e) = combined_damage(damage) {
+            return Err(E::from(e));
+        }
+    } else {
+        tally
+            .left_out
+            .damage
+            .extend(damage.iter().map(|e| e.to_string()));
+    }
     for (stamp, partial) in pending {
         if stopped && partial.cut(stamp, topics, &last_read) {
             // Not done when the visitor stopped: not left out either.
             continue;
         }
-        let otherwise = if cut_by_damage.contains(&stamp) {
-            // Its other parts may have been in the damaged file's lost rest: the damage's
+        let otherwise = if partial.lost_to_damage(stamp, topics, &gaps) {
+            // Its other parts may have been in a damaged file's lost rest: the damage's
             // loss, not bad input.
-            "incomplete where reading stopped at the damage"
+            LOST_TO_DAMAGE
         } else if partial.rgb.is_some() {
             "ground truth missing"
         } else {
@@ -281,6 +291,25 @@ pub fn read_labelled_frames<E: From<BagError>>(
     }
     lost.finish(topics, &mut tally.left_out);
     Ok(tally)
+}
+
+/// Why a frame whose missing parts may have been in a damaged file's lost rest is left out.
+const LOST_TO_DAMAGE: &str = "incomplete where reading stopped at the damage";
+
+/// Where damage lost the rest of a storage file, by part: the latest stamp read before
+/// it, and the first read after it (none: that part has not come again).
+struct Gap {
+    before: BTreeMap<Part, (i32, u32)>,
+    after: BTreeMap<Part, (i32, u32)>,
+}
+
+impl Gap {
+    /// Whether the `part` of the frame at `stamp` may have been in the lost rest: its
+    /// stamp lies between those read around the damage.
+    fn may_have_lost(&self, part: Part, stamp: (i32, u32)) -> bool {
+        self.before.get(&part).is_none_or(|&b| stamp >= b)
+            && self.after.get(&part).is_none_or(|&a| stamp <= a)
+    }
 }
 
 /// The parts that could not be read, kept so that a frame left out counts once however
@@ -576,6 +605,13 @@ impl Partial {
         self.missing(topics)
             .iter()
             .any(|part| last_read.get(part).is_none_or(|&last| stamp >= last))
+    }
+
+    /// Whether a part this frame (at `stamp`) misses may have been lost to damage.
+    fn lost_to_damage(&self, stamp: (i32, u32), topics: &LabelledTopics, gaps: &[Gap]) -> bool {
+        self.missing(topics)
+            .into_iter()
+            .any(|part| gaps.iter().any(|gap| gap.may_have_lost(part, stamp)))
     }
 
     /// The parts that have come.

@@ -444,32 +444,16 @@ impl BagReader {
     /// set.
     pub fn read(&self, mut visit: impl FnMut(&BagMessage) -> ControlFlow<()>) -> Result<()> {
         let mut damage: Vec<BagError> = Vec::new();
-        self.read_events(|event| match event {
+        let read = self.read_events(|event| match event {
             BagEvent::Message(m) => visit(m),
             BagEvent::Damage(e) => {
                 damage.push(e);
                 ControlFlow::Continue(())
             }
-        })?;
-        let mut damage = damage.into_iter();
-        match damage.next() {
-            None => Ok(()),
-            Some(BagError::Corrupt {
-                path,
-                messages_read,
-                mut message,
-            }) => {
-                let later: Vec<String> = damage.map(|e| e.to_string()).collect();
-                if !later.is_empty() {
-                    message = format!("{message}; later files damaged too: {}", later.join("; "));
-                }
-                Err(BagError::Corrupt {
-                    path,
-                    messages_read,
-                    message,
-                })
-            }
-            Some(other) => Err(other),
+        });
+        match read {
+            Err(e) => Err(damage_met_before(e, &damage)),
+            Ok(()) => combined_damage(damage).map_or(Ok(()), Err),
         }
     }
 
@@ -590,6 +574,39 @@ impl BagReader {
         }
         Ok(())
     }
+}
+
+/// The damage of several storage files as one [`BagError::Corrupt`]: the first file's,
+/// naming the later ones; `None` when there was none.
+pub fn combined_damage(damage: Vec<BagError>) -> Option<BagError> {
+    let mut damage = damage.into_iter();
+    match damage.next()? {
+        BagError::Corrupt {
+            path,
+            messages_read,
+            mut message,
+        } => {
+            let later: Vec<String> = damage.map(|e| e.to_string()).collect();
+            if !later.is_empty() {
+                message = format!("{message}; later files damaged too: {}", later.join("; "));
+            }
+            Some(BagError::Corrupt {
+                path,
+                messages_read,
+                message,
+            })
+        }
+        other => Some(other),
+    }
+}
+
+/// `error`, which ended reading after `damage` was met: the damage is logged, since the
+/// error (not the damage) is what the caller reports.
+pub fn damage_met_before(error: BagError, damage: &[BagError]) -> BagError {
+    for d in damage {
+        log::warn!("input damaged before reading stopped: {d}");
+    }
+    error
 }
 
 /// Message counts per (topic, type) as the topics of a [`BagInfo`].

@@ -353,7 +353,7 @@ fn setup_of(config: &crate::engine::EngineConfig) -> String {
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeftOut {
     pub skipped: std::collections::BTreeMap<String, u64>,
-    /// One entry per damaged input: where reading stopped and why.
+    /// One entry per damaged storage file: where reading of it stopped and why.
     pub damage: Vec<String>,
 }
 

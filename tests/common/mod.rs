@@ -97,7 +97,7 @@ impl Logged {
     /// neither fails the test, with what the child wrote: a guard against a hang, not a
     /// measure of speed.
     pub fn wait_for(&mut self, mut ready: impl FnMut() -> bool) -> bool {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        let deadline = std::time::Instant::now() + Self::PATIENCE;
         loop {
             if ready() {
                 return true;
@@ -105,15 +105,24 @@ impl Logged {
             if self.exited() {
                 return false;
             }
-            if std::time::Instant::now() > deadline {
-                self.child.kill().ok();
-                let output = self.wait_with_output_ref();
-                panic!(
-                    "neither ready nor exited in ten minutes; stderr: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
+            self.give_up_after(deadline, "neither ready nor exited");
             std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// How long a wait may take before the child is taken for hung.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// Past `deadline`: kills the child and fails the test with what it wrote.
+    fn give_up_after(&mut self, deadline: std::time::Instant, what: &str) {
+        if std::time::Instant::now() > deadline {
+            self.child.kill().ok();
+            let output = self.wait_with_output_ref();
+            panic!(
+                "{what} in {} s; stderr: {}",
+                Self::PATIENCE.as_secs(),
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
     }
 
@@ -123,8 +132,14 @@ impl Logged {
         self.child.wait().unwrap();
     }
 
-    /// Waits for the child to exit; its status and everything it wrote.
+    /// Waits for the child to exit (ten minutes at most, as [`Logged::wait_for`]); its
+    /// status and everything it wrote.
     pub fn wait_with_output(mut self) -> std::process::Output {
+        let deadline = std::time::Instant::now() + Self::PATIENCE;
+        while !self.exited() {
+            self.give_up_after(deadline, "not exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         self.wait_with_output_ref()
     }
 

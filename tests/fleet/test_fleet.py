@@ -201,6 +201,21 @@ def test_a_failure_is_told_by_its_own_output_not_an_earlier_attempts(tmp_path):
     assert driver._last_error(log) == "something unexpected"
 
 
+def test_which_endings_are_worth_another_try_and_how_long_to_wait():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fleet_driver", FLEET)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    worth = driver._worth_another_try
+    assert worth(75) and worth(130) and worth(-signal.SIGKILL) and worth(-signal.SIGTERM)
+    assert not worth(1) and not worth(2) and not worth(-signal.SIGSEGV) and not worth(-signal.SIGBUS)
+    # SIGABRT: Rust's abort on a failed allocation (a memory limit) only.
+    assert not worth(-signal.SIGABRT, ["terminate called after throwing an instance of ..."])
+    assert worth(-signal.SIGABRT, ["frame 3", "memory allocation of 4294967296 bytes failed"])
+    assert [driver.retry_delay(10, n) for n in (1, 2, 3, 6, 10**6)] == [10, 20, 40, 300, 300]
+    assert driver._ended(-signal.SIGSEGV) == "signal 11 (SIGSEGV)" and driver._ended(75) == "exit 75"
+
+
 def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
     # Out of memory in every MC chunk (a fail point of the binary): exit 75 each time.
     failpoint = {"FAILPOINTS": "engine::mc_chunk=return(0)"}
