@@ -113,7 +113,7 @@ report: build
 
 # Reliability checks too long for `make test` (RELIABILITY.md has their results).
 # soak: 10 000 frames through the running node and through `bag process`, RSS sampled
-# (results and, with matplotlib, plots in soak/). kill-writer: `bag process` killed with
+# (results and, with matplotlib, plots in reliability/). kill-writer: `bag process` killed with
 # SIGKILL at 20 random points, then a full disk. fuzz: every fuzz target for FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60
 soak: setup ros-setup

@@ -286,7 +286,7 @@ pub struct McParams {
 #[serde(deny_unknown_fields, default)]
 pub struct MomentsParams {
     /// Draws of the semantic head's propagated logit distribution per frame in moments
-    /// mode (at least 2): samples of the head output only, no network passes.
+    /// mode (2..10000): samples of the head output only, no network passes.
     pub head_samples: i64,
     /// How ReLUs and max-pools transform a Gaussian: `closed_form` or `linearized`.
     pub rules: crate::moments::Rules,
