@@ -285,8 +285,8 @@ pub struct McParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MomentsParams {
-    /// Draws of the semantic head's propagated logit distribution per frame in moments
-    /// mode (2..10000): samples of the head output only, no network passes.
+    /// Draws of the semantic heads' outputs from their propagated joint Gaussian per
+    /// frame in moments mode (2..10000): no network passes.
     pub head_samples: i64,
     /// How ReLUs and max-pools transform a Gaussian: `closed_form` or `linearized`.
     pub rules: crate::moments::Rules,

@@ -760,10 +760,10 @@ impl Engine {
     }
 
     /// Moments mode: one pass of means and variances through the dropout network
-    /// ([`crate::moments`]), then `moments_head_samples` draws of the semantic head output
-    /// from its propagated Gaussian, each noise-averaged like an MC sample (with the frame's
-    /// logit-noise draws); depth keeps its propagated variance (the epistemic
-    /// part) and the expected aleatoric variance.
+    /// ([`crate::moments`]), then `moments_head_samples` draws of the semantic heads'
+    /// outputs from their joint Gaussian ([`crate::model::fc_densenet::FcDenseNet::sample_semantic_heads`]), each
+    /// noise-averaged like an MC sample (with the frame's logit-noise draws); depth keeps its propagated
+    /// variance (the epistemic part) and the expected aleatoric variance.
     fn forward_moments(
         &self,
         input: &Tensor,
@@ -782,13 +782,17 @@ impl Engine {
             var: self.native_fp32(g.var),
         };
         let draws = self.config.moments_head_samples as i64;
-        let semantic_probs = out.semantic.map(|(logits, s)| {
-            noise_averaged_softmax(
-                &moments::sample(&native(logits), draws),
-                &moments::sample(&native(s), draws),
-                noise,
-            )
-        });
+        // The heads' outputs drawn jointly (not each logit alone: they share their
+        // input), where the image is.
+        let head_input = Gaussian {
+            mean: self.crop_to_native(out.head_input.mean),
+            var: self.crop_to_native(out.head_input.var),
+        };
+        let semantic_probs = self
+            .model
+            .net
+            .sample_semantic_heads(&head_input, draws)
+            .map(|(logits, s)| noise_averaged_softmax(&logits, &s, noise));
         let depth = out.depth.and_then(|(mean, s)| {
             let (mean, s) = (native(mean), native(s));
             let (s_mean, s_var) = (s.mean.squeeze_dim(1), s.var.squeeze_dim(1));

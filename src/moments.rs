@@ -19,7 +19,7 @@
 //! these rules layer by layer.
 
 use crate::model::fc_densenet::{is_channels_last, to_channels_last};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// Below this standard deviation an activation counts as deterministic (activations are
 /// O(1) after BatchNorm; the value is representable in fp16 too).
@@ -252,7 +252,8 @@ pub fn conv_transpose2d(
 /// E\[max²\] = (μ_A² + var_A)Φ(α) + (μ_B² + var_B)Φ(−α) + (μ_A + μ_B)θφ(α).
 /// Evaluated relative to the larger mean so that the variance does not cancel in f32.
 pub fn gaussian_max(a: &Gaussian, b: &Gaussian) -> Gaussian {
-    let theta = (&a.var + &b.var).clamp_min(MIN_STD * MIN_STD).sqrt();
+    // The floor on the standard deviation, not the variance: MIN_STD² is 0 in fp16.
+    let theta = (&a.var + &b.var).clamp_min(0.0).sqrt().clamp_min(MIN_STD);
     let shift = a.mean.maximum(&b.mean);
     let (mean_a, mean_b) = (&a.mean - &shift, &b.mean - &shift);
     // Bounded so that fp16 cannot make an infinity (φ(±30) is 0 already).
@@ -308,22 +309,11 @@ pub fn max_pool2x2_with(x: &Gaussian, rules: Rules) -> Gaussian {
     }
 }
 
-/// K draws of a head output whose units are independent N(mean, var): `[1, C, H, W]`
-/// moments -> `[K, C, H, W]` samples. Only the head is sampled; no network pass.
-pub fn sample(x: &Gaussian, draws: i64) -> Tensor {
-    let size = x.mean.size();
-    let noise = Tensor::randn(
-        [draws, size[1], size[2], size[3]],
-        (Kind::Float, x.mean.device()),
-    );
-    x.mean.to_kind(Kind::Float) + x.std().to_kind(Kind::Float) * noise
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::torch_rng_lock;
-    use tch::{nn::Module, Device};
+    use tch::{nn::Module, Device, Kind};
 
     /// Monte Carlo draws per unit in the per-layer checks (standard error of a variance
     /// estimate ≈ sqrt(2 / N) ≈ 0.3 % for Gaussian outputs).
@@ -342,9 +332,14 @@ mod tests {
         }
     }
 
-    /// DRAWS independent samples of every unit: `[DRAWS, C, H, W]`.
+    /// DRAWS independent samples of every unit of `[1, C, H, W]`: `[DRAWS, C, H, W]`.
     fn draws(x: &Gaussian) -> Tensor {
-        sample(x, DRAWS)
+        let size = x.mean.size();
+        let noise = Tensor::randn(
+            [DRAWS, size[1], size[2], size[3]],
+            (Kind::Float, x.mean.device()),
+        );
+        x.mean.to_kind(Kind::Float) + x.std().to_kind(Kind::Float) * noise
     }
 
     /// The rule's moments against the sample mean and variance over dimension 0. A rule

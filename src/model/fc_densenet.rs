@@ -245,12 +245,26 @@ impl HeadOutputs {
 }
 
 /// Head outputs as propagated moments (`mode: moments`): each head's prediction and its s
-/// as independent Gaussians per unit, shapes as in [`HeadOutputs`].
+/// as Gaussians per unit (their marginals), shapes as in [`HeadOutputs`], and the heads'
+/// input.
 #[derive(Debug)]
 pub struct HeadMoments {
     pub semantic: Option<(Gaussian, Gaussian)>,
     pub depth: Option<(Gaussian, Gaussian)>,
+    /// What the 1x1 heads read (the last dense block's output), its units independent
+    /// Gaussians: the head outputs all read it, so they are correlated (a logit shift
+    /// shared by every class is no disagreement); [`FcDenseNet::sample_semantic_heads`]
+    /// draws the outputs with that covariance.
+    pub head_input: Gaussian,
 }
+
+/// Pixels whose head covariances [`FcDenseNet::sample_semantic_heads`] holds at once: 12
+/// classes (24 outputs) are 151 MB in fp32.
+const HEAD_DRAW_PIXELS: i64 = 1 << 16;
+
+/// Added to each pixel's head covariance, relative to its mean variance, so that the
+/// Cholesky factor exists: a standard deviation of 0.1 % of the typical one.
+const HEAD_COVARIANCE_JITTER: f64 = 1e-6;
 
 /// The BatchNorm epsilon of every norm layer (tch's default, as the layers are built).
 fn batch_norm_eps() -> f64 {
@@ -745,7 +759,68 @@ impl FcDenseNet {
                 .as_ref()
                 .map(|(f, s)| (head(f), head(s))),
             depth: self.depth_heads.as_ref().map(|(m, s)| (head(m), head(s))),
+            head_input: stack,
         }
+    }
+
+    /// `draws` samples of the semantic heads' outputs (logits, s), each `[draws, C, H, W]`
+    /// in fp32, for head inputs `input` (`[1, C_in, H, W]`, units independent N(mean,
+    /// var), as [`HeadMoments::head_input`]). The 1x1 heads are linear, so their 2C outputs
+    /// at a pixel are jointly Gaussian: mean W·μ + b, covariance W·diag(v)·Wᵀ, which keeps
+    /// what the outputs share through their input. Drawn from that (a Cholesky factor per
+    /// pixel, 2C normal draws each), as drawing the C_in inputs and applying the heads
+    /// would, at a fraction of the random numbers. `None` without a semantic task.
+    pub fn sample_semantic_heads(&self, input: &Gaussian, draws: i64) -> Option<(Tensor, Tensor)> {
+        let (f, s) = self.semantic_heads.as_ref()?;
+        let size = input.mean.size();
+        let (channels, height, width) = (size[1], size[2], size[3]);
+        let classes = f.ws.size()[0];
+        let outputs = classes + s.ws.size()[0];
+        let float = |t: &Tensor| t.to_kind(Kind::Float);
+        let weights = float(&Tensor::cat(&[&f.ws, &s.ws], 0)).view([outputs, channels]);
+        let biases = match (&f.bs, &s.bs) {
+            (Some(fb), Some(sb)) => float(&Tensor::cat(&[fb, sb], 0)),
+            _ => Tensor::zeros([outputs], (Kind::Float, weights.device())),
+        };
+        // [C_in, P]: pixels in row order whatever the layout.
+        let flat = |t: &Tensor| float(t).contiguous().view([channels, height * width]);
+        let (mean, var) = (flat(&input.mean), flat(&input.var).clamp_min(0.0));
+        // Products of weight pairs [2C·2C, C_in]: the covariance of every pixel is this
+        // times its input variances.
+        let pairs =
+            (weights.unsqueeze(1) * weights.unsqueeze(0)).view([outputs * outputs, channels]);
+        let eye = Tensor::eye(outputs, (Kind::Float, weights.device()));
+        let pixels = height * width;
+        let mut drawn = Vec::new();
+        let mut start = 0;
+        while start < pixels {
+            let n = HEAD_DRAW_PIXELS.min(pixels - start);
+            let (mean, var) = (mean.narrow(1, start, n), var.narrow(1, start, n));
+            let centre = (weights.matmul(&mean) + biases.unsqueeze(1)).transpose(0, 1); // [n, 2C]
+            let cov = pairs
+                .matmul(&var)
+                .transpose(0, 1)
+                .reshape([n, outputs, outputs]);
+            // A relative jitter keeps the factorisation defined where the outputs are
+            // (nearly) dependent, e.g. two classes of equal weights, or no variance at all.
+            let scale = cov.diagonal(0, 1, 2).mean_dim(1, true, Kind::Float) + 1e-12;
+            let cov = cov + eye.unsqueeze(0) * (scale * HEAD_COVARIANCE_JITTER).unsqueeze(2);
+            let (factor, info) = cov.linalg_cholesky_ex(false, false);
+            // Where it still fails (not expected), the outputs are drawn independently.
+            let independent = cov.diagonal(0, 1, 2).sqrt().diag_embed(0, 1, 2);
+            let factor = factor.where_self(&info.eq(0).view([n, 1, 1]), &independent);
+            let noise = Tensor::randn([n, outputs, draws], (Kind::Float, weights.device()));
+            drawn.push(centre.unsqueeze(2) + factor.matmul(&noise)); // [n, 2C, K]
+            start += n;
+        }
+        // [P, 2C, K] -> [K, 2C, H, W]
+        let drawn = Tensor::cat(&drawn, 0)
+            .permute([2, 1, 0])
+            .reshape([draws, outputs, height, width]);
+        Some((
+            drawn.narrow(1, 0, classes).contiguous(),
+            drawn.narrow(1, classes, outputs - classes).contiguous(),
+        ))
     }
 
     fn check_input(&self, xs: &Tensor) {
@@ -966,5 +1041,60 @@ mod tests {
             block.forward_moments(&Gaussian::deterministic(xs), Rules::ClosedForm);
         assert_eq!(moments.mean.size(), [2, 18, 8, 8]);
         assert_eq!(new_moments.var.size(), [2, 12, 8, 8]);
+    }
+
+    /// The semantic heads are drawn through their shared input: two classes with the same
+    /// head weights get the same logit in every draw (no disagreement between them, as
+    /// under MC dropout), though each logit alone varies.
+    #[test]
+    fn semantic_head_draws_keep_what_the_logits_share() {
+        let _lock = torch_rng_lock();
+        tch::manual_seed(3);
+        let heads = Heads {
+            semantic_classes: Some(3),
+            depth: false,
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = FcDenseNet::new(&vs.root(), &small_config(), heads);
+        let _guard = tch::no_grad_guard();
+        let (f, _) = net.semantic_heads.as_ref().unwrap();
+        f.ws.narrow(0, 1, 1).copy_(&f.ws.narrow(0, 0, 1));
+        let bias = f.bs.as_ref().unwrap();
+        bias.narrow(0, 1, 1).copy_(&bias.narrow(0, 0, 1));
+        let xs = Tensor::randn([1, 3, 16, 24], (Kind::Float, Device::Cpu));
+        let moments = net.forward_moments(&xs, Rules::ClosedForm);
+        let (logits, s) = net.sample_semantic_heads(&moments.head_input, 40).unwrap();
+        assert_eq!(logits.size(), [40, 3, 16, 24]);
+        assert_eq!(s.size()[..2], [40, 3]);
+        let class = |c: i64| logits.narrow(1, c, 1);
+        let spread = class(0)
+            .std_dim(0, true, true)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(spread > 1e-3, "the logits do not vary ({spread})");
+        // (Apart only by the jitter that keeps the covariance factorable.)
+        let apart = (class(0) - class(1))
+            .std_dim(0, true, true)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(
+            apart < 0.01 * spread,
+            "two classes of one head drawn apart ({apart} against {spread})"
+        );
+        // The marginals agree with the propagated moments of the logits.
+        let (marginal, _) = moments.semantic.unwrap();
+        let propagated = marginal
+            .var
+            .narrow(1, 0, 1)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        let drawn = class(0)
+            .var_dim(0, true, true)
+            .mean(Kind::Float)
+            .double_value(&[]);
+        assert!(
+            (drawn - propagated).abs() < 0.25 * propagated,
+            "drawn variance {drawn} against propagated {propagated}"
+        );
     }
 }
