@@ -339,8 +339,10 @@ fn setup_of(config: &crate::engine::EngineConfig) -> String {
         config.precision, config.noise_samples
     );
     if config.mode == crate::config::Mode::Moments {
+        // "joint": the head outputs drawn together (2026-12-07); states of the earlier
+        // per-logit draws, which lack it, do not merge with these.
         setup += &format!(
-            ", {} head sample(s), {} rules",
+            ", {} joint head sample(s), {} rules",
             config.moments_head_samples, config.moments_rules
         );
     }
