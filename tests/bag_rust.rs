@@ -514,6 +514,16 @@ fn ground_truth_image(sec: i32, w: u32, h: u32, encoding: &str, fill: u8) -> Ima
     }
 }
 
+/// The reasons frames were left out for, with their counts, in order.
+fn skip_counts(tally: &bayes_perception::bag::labelled::LabelledTally) -> Vec<(&str, u64)> {
+    tally
+        .left_out
+        .skipped
+        .iter()
+        .map(|(r, n)| (r.as_str(), *n))
+        .collect()
+}
+
 #[test]
 fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     use bayes_perception::bag::labelled::{read_labelled_frames, LabelledTopics};
@@ -570,12 +580,7 @@ fn labelled_frames_pair_by_stamp_in_any_order_and_count_what_does_not_pair() {
     let (found, tally) = first_labels(&reader, &topics);
     assert_eq!(found, [2, 5]);
     assert_eq!((tally.frames, tally.evaluated), (4, 2));
-    let skipped: Vec<(&str, u64)> = tally
-        .left_out
-        .skipped
-        .iter()
-        .map(|(r, n)| (r.as_str(), *n))
-        .collect();
+    let skipped = skip_counts(&tally);
     assert_eq!(
         skipped,
         [
@@ -1627,12 +1632,7 @@ fn labelled_frames_after_a_damaged_file_of_a_split_bag_are_evaluated() {
     .unwrap();
     assert_eq!(found, [1, 4, 5]);
     assert_eq!((tally.frames, tally.evaluated), (5, 3));
-    let skipped: Vec<(&str, u64)> = tally
-        .left_out
-        .skipped
-        .iter()
-        .map(|(r, n)| (r.as_str(), *n))
-        .collect();
+    let skipped = skip_counts(&tally);
     assert_eq!(
         skipped,
         [

@@ -624,40 +624,32 @@ fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Opti
     }
     let (glue, topics) = (glue.clone(), topics.to_vec());
     Some(Box::new(move |node: &mut r2r::Node| {
+        // A change that fails leaves the old publishers or subscriptions in use, said so.
+        let not_applied = |parameter: &str, kept: &str, wanted: Reliability, e: anyhow::Error| {
+            let wanted = reliability_name(wanted);
+            ros_log(
+                &glue.logger,
+                r2r::LogSeverity::Error,
+                &format!(
+                    "{parameter}: the {kept} keep their QoS ({wanted} not applied): {}",
+                    one_line(&*e)
+                ),
+            );
+        };
         if outputs {
-            match create_publishers(node, &topics, params.qos.output_reliability) {
+            let wanted = params.qos.output_reliability;
+            match create_publishers(node, &topics, wanted) {
                 Ok(new) => {
                     let old = std::mem::replace(&mut *lock(&glue.publishers), new);
                     old.destroy(node);
                 }
-                Err(e) => ros_log(
-                    &glue.logger,
-                    r2r::LogSeverity::Error,
-                    &format!(
-                        "qos.output_reliability: the outputs keep their QoS ({} not applied): {}",
-                        reliability_name(params.qos.output_reliability),
-                        one_line(&*e)
-                    ),
-                ),
+                Err(e) => not_applied("qos.output_reliability", "outputs", wanted, e),
             }
         }
         if inputs {
-            let replaced = replace_subscriptions(
-                node,
-                &glue,
-                params.input.transport,
-                params.qos.input_reliability,
-            );
-            if let Err(e) = replaced {
-                ros_log(
-                    &glue.logger,
-                    r2r::LogSeverity::Error,
-                    &format!(
-                        "qos.input_reliability: the subscriptions keep their QoS ({} not applied): {}",
-                        reliability_name(params.qos.input_reliability),
-                        one_line(&*e)
-                    ),
-                );
+            let wanted = params.qos.input_reliability;
+            if let Err(e) = replace_subscriptions(node, &glue, params.input.transport, wanted) {
+                not_applied("qos.input_reliability", "subscriptions", wanted, e);
             }
         }
     }))
