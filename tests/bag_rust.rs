@@ -1464,17 +1464,20 @@ fn a_file_truncated_while_it_is_read_is_an_error_not_a_crash() {
 }
 
 /// A split bag at `dir` of one storage file per part (`split_0.mcap`, ...), each of these
-/// (topic, Image CDR) messages a chunk of its own; metadata.yaml lists the files.
+/// (topic, Image CDR) messages a chunk of its own (the first part has every topic); metadata.yaml lists
+/// the files and counts the messages of all of them.
 fn write_split_bag(dir: &std::path::Path, parts: Vec<Vec<(&str, Vec<u8>)>>) {
     let staging = dir.with_extension("parts");
     let mut listed = Vec::new();
     let mut t = 0u64;
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
     for (k, messages) in parts.into_iter().enumerate() {
         let part_dir = staging.join(k.to_string());
         std::fs::create_dir_all(&staging).unwrap();
         let mut w = BagWriter::create_named(&part_dir, "split").unwrap();
         for (topic, cdr) in messages {
             t += 1;
+            *counts.entry(topic.to_owned()).or_default() += 1;
             w.write(topic, "sensor_msgs/msg/Image", 1_000 + t * 100, &cdr)
                 .unwrap();
             w.flush().unwrap();
@@ -1489,16 +1492,22 @@ fn write_split_bag(dir: &std::path::Path, parts: Vec<Vec<(&str, Vec<u8>)>>) {
         }
     }
     std::fs::remove_dir_all(&staging).unwrap();
+    // The first part's metadata, made the whole bag's: every file, message and the span.
     let meta = dir.join("metadata.yaml");
-    let text = std::fs::read_to_string(&meta).unwrap();
-    let list: String = listed.iter().map(|n| format!("\n  - {n}")).collect();
-    let text = text.replacen(
-        "relative_file_paths:\n  - split_0.mcap",
-        &format!("relative_file_paths:\n  - split_0.mcap{list}"),
-        1,
-    );
-    assert!(listed.is_empty() || text.contains(&listed[0]), "{text}");
-    std::fs::write(&meta, text).unwrap();
+    let mut yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    let info = &mut yaml["rosbag2_bagfile_information"];
+    let files = info["relative_file_paths"].as_sequence_mut().unwrap();
+    files.extend(listed.into_iter().map(serde_yaml::Value::from));
+    info["message_count"] = t.into();
+    info["duration"]["nanoseconds"] = ((t - 1) * 100).into();
+    let topics = info["topics_with_message_count"].as_sequence_mut().unwrap();
+    assert_eq!(topics.len(), counts.len(), "the first part has every topic");
+    for topic in topics {
+        let name = topic["topic_metadata"]["name"].as_str().unwrap().to_owned();
+        topic["message_count"] = counts[&name].into();
+    }
+    std::fs::write(&meta, serde_yaml::to_string(&yaml).unwrap()).unwrap();
 }
 
 /// Cuts the MCAP file at `path` short inside its chunk number `n` (from 0).
@@ -1593,6 +1602,71 @@ fn damage_in_one_file_of_a_split_bag_loses_only_the_rest_of_that_file() {
         .and_then(|n| n.trim().parse::<usize>().ok())
         .unwrap_or_else(|| panic!("no count of frames read: {text}"));
     assert_eq!(read, messages.len(), "{text}");
+}
+
+/// `bag process --start/--duration`: damage whose lost part lies outside the window lost
+/// no frame of it, so the run is not `damaged` (said, and in the report); damage whose
+/// lost part may hold frames of the window is.
+#[test]
+fn damage_outside_the_window_does_not_make_the_run_damaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("split");
+    let part = |frames: std::ops::Range<u32>| {
+        frames
+            .map(|i| ("/camera/image_raw", image(i).to_cdr()))
+            .collect()
+    };
+    // Frame i is logged at 1100 + 100 i ns (write_split_bag); the bag starts at 1100 ns.
+    write_split_bag(&dir, vec![part(0..10), part(10..20), part(20..30)]);
+    // Frames 15..20 (2600..3000 ns) lost: the lost part lies between 2500 and 3100 ns.
+    cut_inside_chunk(&dir.join("split_1.mcap"), 5);
+    common::tiny_model(3, true)
+        .save(&tmp.path().join("model"))
+        .unwrap();
+    let run = |name: &str, window: &[&str]| {
+        let out = tmp.path().join(name);
+        let json = tmp.path().join(format!("{name}.json"));
+        let mut args = vec![dir.as_os_str(), out.as_os_str(), "--json".as_ref()];
+        args.push(json.as_os_str());
+        args.extend(window.iter().map(std::ffi::OsStr::new));
+        let (code, stdout, stderr) = bag_process(tmp.path(), &args);
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        (code, stdout + &stderr, report)
+    };
+    let processed = |report: &serde_json::Value| report["processed"].as_u64().unwrap();
+
+    // Before the damage: frames 0..13 (1100..2300 ns).
+    let (code, text, report) = run("before", &["--duration", "0.00000125"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(processed(&report), 13, "{text}");
+    assert_eq!(report["status"], "ok", "{report}");
+    assert!(report["damage"].is_null(), "{report}");
+    assert!(
+        text.contains("input damaged outside --start/--duration") && text.contains("split_1.mcap"),
+        "{text}"
+    );
+    assert!(!text.contains("\ninput damaged:"), "{text}");
+    assert_eq!(report["damage_outside_window"].as_array().unwrap().len(), 1);
+
+    // After it: frames 21..30 (3200..4000 ns); the window starts at 3150 ns.
+    let (code, text, report) = run("after", &["--start", "0.00000205"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(processed(&report), 9, "{text}");
+    assert_eq!(report["status"], "ok", "{report}");
+
+    // A window over the lost part: damaged, as without a window.
+    let (code, text, report) = run("over", &["--start", "0.00000125", "--duration", "0.000001"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("input damaged:"), "{text}");
+    assert_eq!(report["status"], "damaged", "{report}");
+    assert!(
+        report["damage"].as_str().unwrap().contains("split_1.mcap"),
+        "{report}"
+    );
+    assert_eq!(report["damage_outside_window"].as_array().unwrap().len(), 0);
+    // The window is 2350..3350 ns: frames 13, 14 and 20..23 read, 15..20 lost.
+    assert_eq!(processed(&report), 5, "{text}");
 }
 
 /// Labelled frames read across the files of a split bag: frames with a part in the lost

@@ -19,6 +19,7 @@ use super::progress::Progress;
 use anyhow::{bail, Context};
 use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
+use bayes_perception::bag::read::{combined_damage, damage_met_before, BagEvent};
 use bayes_perception::bag::{BagError, BagInfo, BagMessage, BagReader, BagWriter, TopicInfo};
 use bayes_perception::config::ColormapParams;
 use bayes_perception::device::device_name;
@@ -80,6 +81,22 @@ struct Tally {
     /// Camera frames before `--start` or after `--duration` (camera_info messages there
     /// are left out too, not counted).
     outside_window: u64,
+}
+
+/// Damage met while reading, with the log times around the part of the bag it lost: the
+/// latest read before it (none: nothing was read before) and the first read after it
+/// (none: nothing came after).
+struct LostSpan {
+    error: BagError,
+    after: Option<u64>,
+    until: Option<u64>,
+}
+
+impl LostSpan {
+    /// Whether the lost part may hold messages logged in `[start, end]`.
+    fn may_hold(&self, start: u64, end: u64) -> bool {
+        self.after.is_none_or(|a| a <= end) && self.until.is_none_or(|u| u >= start)
+    }
 }
 
 /// `bag process`; with `--json`, a run that stops with an error (before or while writing
@@ -299,6 +316,9 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     // Set by the writing thread when it stops (a write failed): reading stops at the next
     // message, not only at the next hand-over (which may be a whole MC frame away).
     let writer_stopped = AtomicBool::new(false);
+    // Damage met, with the log times around what it lost, and the latest log time read.
+    let mut damage: Vec<LostSpan> = Vec::new();
+    let mut latest_read: Option<u64> = None;
     let started = Instant::now();
 
     // This thread reads and runs the engine; a second one builds the output messages and
@@ -307,7 +327,22 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let read_result = pipeline::overlapped_with(
         WRITE_QUEUE,
         |hand_over| {
-            reader.read(|m: &BagMessage| {
+            reader.read_events(|event| {
+                let m = match event {
+                    BagEvent::Message(m) => m,
+                    BagEvent::Damage(error) => {
+                        damage.push(LostSpan {
+                            error,
+                            after: latest_read,
+                            until: None,
+                        });
+                        return ControlFlow::Continue(());
+                    }
+                };
+                for lost in damage.iter_mut().rev().take_while(|d| d.until.is_none()) {
+                    lost.until = Some(m.log_time);
+                }
+                latest_read = Some(latest_read.map_or(m.log_time, |t| t.max(m.log_time)));
                 if interrupted.load(Ordering::SeqCst) || writer_stopped.load(Ordering::SeqCst) {
                     return ControlFlow::Break(());
                 }
@@ -437,6 +472,17 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     );
     progress.finish_and_clear();
     let elapsed = started.elapsed();
+    // Damage whose lost part lies wholly outside --start/--duration lost no frame of the
+    // window: said, but the run is not `damaged` for it.
+    let (damage, outside): (Vec<LostSpan>, Vec<LostSpan>) = damage
+        .into_iter()
+        .partition(|d| d.may_hold(window_start, window_end));
+    let outside: Vec<String> = outside.into_iter().map(|d| d.error.to_string()).collect();
+    let damage: Vec<BagError> = damage.into_iter().map(|d| d.error).collect();
+    let read_result = match read_result {
+        Err(e) => Err(damage_met_before(e, &damage)),
+        Ok(()) => combined_damage(damage).map_or(Ok(()), Err),
+    };
 
     if let Some(e) = written.error.take() {
         return Err(e.context("writing the output bag failed; nothing was kept"));
@@ -495,6 +541,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                  start and duration): the output holds no camera frames"
             );
         }
+    }
+    for e in &outside {
+        println!(
+            "  input damaged outside --start/--duration (no frame of the window was lost \
+             to it; a camera_info in the lost part could not calibrate the window): {e}"
+        );
     }
     for (reason, count) in &tally.skipped {
         println!("  skipped {count}: {reason}");
@@ -614,6 +666,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                 Err(e @ BagError::Corrupt { .. }) => Some(e.to_string()),
                 _ => None,
             },
+            "damage_outside_window": outside,
             "read_error": match &read_result {
                 Err(BagError::Corrupt { .. }) | Ok(()) => None,
                 Err(e) => Some(e.to_string()),
