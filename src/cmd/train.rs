@@ -42,11 +42,15 @@ impl Progress for Bars {
     }
 
     fn batch_done(&mut self, loss: f64, images: usize, seconds: f64) {
-        self.loss = if self.loss.is_nan() {
-            loss
-        } else {
-            0.9 * self.loss + 0.1 * loss
-        };
+        // A batch not stepped (its loss not finite) is left out of the average, which one
+        // infinite loss would hold at inf for the rest of the epoch.
+        if loss.is_finite() {
+            self.loss = if self.loss.is_nan() {
+                loss
+            } else {
+                0.9 * self.loss + 0.1 * loss
+            };
+        }
         self.bar.set_message(format!(
             "loss {:.3}, {:.1} img/s",
             self.loss,

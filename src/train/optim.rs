@@ -102,13 +102,31 @@ impl Optimizer {
         self.lr = lr;
     }
 
-    /// Gradients of `loss`, then one step.
-    pub fn backward_step(&mut self, loss: &Tensor) {
+    /// Gradients of `loss`, then one step; `false`, and nothing stepped, when a gradient is
+    /// not finite.
+    pub fn backward_step(&mut self, loss: &Tensor) -> bool {
         for p in &mut self.params {
             p.var.zero_grad();
         }
         loss.backward();
+        if !self.gradients_finite() {
+            return false;
+        }
         self.step();
+        true
+    }
+
+    /// Whether every gradient the variables hold is finite (one device round trip).
+    fn gradients_finite(&self) -> bool {
+        let _guard = tch::no_grad_guard();
+        let finite: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| p.var.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.isfinite().all())
+            .collect();
+        finite.is_empty() || Tensor::stack(&finite, 0).all().int64_value(&[]) != 0
     }
 
     /// One step along the gradients the variables hold.

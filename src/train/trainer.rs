@@ -353,15 +353,40 @@ impl TrainConfig {
             );
         }
         // Without logit noise the semantic variance head gets no gradient, yet the model
-        // would say it has one: inference would add noise of its random start.
-        if self.loss.noise_samples == 0
+        // would say it has one: inference would add noise of its random start. With one
+        // draw the loss is the expectation of a convex function of the noisy logits, least
+        // without noise: every pixel's variance is trained towards 0. Only the log-mean of
+        // two draws or more rewards noise on a wrong pixel.
+        if self.loss.noise_samples < 2
             && !self.loss.homoscedastic
             && self.model.tasks.iter().any(|t| t == "semantic")
         {
             return err(
                 "loss.noise_samples",
-                "0 trains no semantic aleatoric uncertainty; at least 1 (10 is the default), \
-                 or loss.homoscedastic: true for the baseline without variance heads"
+                format!(
+                    "{} trains no semantic aleatoric uncertainty (with one draw the loss is \
+                     least without noise); at least 2 (10 is the default), or \
+                     loss.homoscedastic: true for the baseline without variance heads",
+                    self.loss.noise_samples
+                ),
+            );
+        }
+        // A task whose loss counts for nothing would be saved as trained.
+        let has_depth = self.model.tasks.iter().any(|t| t == "depth");
+        if has_depth && self.loss.depth_weight == 0.0 {
+            return err(
+                "loss.depth_weight",
+                "0 trains the depth heads on nothing, yet the model would have a depth task; \
+                 a weight > 0 (1 is the default), or tasks without depth"
+                    .into(),
+            );
+        }
+        if self.loss.class_weights == "median_frequency"
+            && !self.model.tasks.iter().any(|t| t == "semantic")
+        {
+            return err(
+                "loss.class_weights",
+                "median_frequency weighs the semantic loss, and the model has no semantic task"
                     .into(),
             );
         }
@@ -510,6 +535,7 @@ pub fn train(
     // A checkpoint a kill left half-replaced is completed first (nothing to do for a new
     // run directory). An earlier run's checkpoint is continued only when asked: starting
     // afresh would overwrite its best/, last/ and metrics.csv.
+    let _lock = RunLock::take(&run_dir)?;
     let last_dir = last_checkpoint(&run_dir)?;
     let has_checkpoint = last_dir.join("model.yaml").is_file();
     if has_checkpoint && !cfg.output.resume {
@@ -877,9 +903,17 @@ pub fn train(
             // A loss that is not finite (a learning rate too high, an outlier) would make
             // the gradients, the optimiser's moments and so every weight NaN for good: the
             // batch is not stepped, and a run that keeps producing them stops.
+            // The same for a finite loss whose gradients are not (an overflow in the
+            // backward pass).
+            if nan_injected(index + 1) {
+                loss *= f64::NAN;
+            }
             let value = loss.double_value(&[]);
+            let value = match value.is_finite() && !optimizer.backward_step(&loss) {
+                true => f64::NAN,
+                false => value,
+            };
             if value.is_finite() {
-                optimizer.backward_step(&loss);
                 state.loss_sum += value;
                 state.loss_count += 1;
                 nonfinite_in_a_row = 0;
@@ -892,15 +926,23 @@ pub fn train(
                 state.nonfinite_batches += 1;
                 nonfinite_in_a_row += 1;
                 log::warn!(
-                    "epoch {}, batch {}: the loss is {value}; the batch is not stepped",
+                    "epoch {}, batch {}: the loss {}; the batch is not stepped",
                     epoch + 1,
-                    index + 1
+                    index + 1,
+                    match value.is_nan() && loss.double_value(&[]).is_finite() {
+                        true => "has gradients that are not finite".to_owned(),
+                        false => format!("is {value}"),
+                    }
                 );
                 if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW {
+                    // Epochs that ended among such batches were not saved.
+                    let kept = match run_dir.join("last/model.yaml").is_file() {
+                        true => "last/ holds the last checkpoint saved",
+                        false => "no checkpoint was saved (no epoch ended before them)",
+                    };
                     return Err(Error::Training(format!(
                         "the loss was not finite in {MAX_NONFINITE_IN_A_ROW} batches in a row \
-                         (epoch {}, batch {}): lower optimizer.lr, or check the data; last/ \
-                         holds the last checkpoint",
+                         (epoch {}, batch {}): lower optimizer.lr, or check the data; {kept}",
                         epoch + 1,
                         index + 1
                     )));
@@ -956,7 +998,17 @@ pub fn train(
             serde_yaml::to_value(&validation).map_err(|e| Error::model(&run_dir, e.to_string()))?,
         );
         let score = validation.score();
-        if state.best_score.is_none_or(|best| score > best) {
+        // An epoch that ended among batches whose loss was not finite may end with weights
+        // a step blew up (finite but huge): not saved, so that last/ and best/ keep the
+        // weights from before (a run that goes on saves its next epoch as usual).
+        let suspect = nonfinite_in_a_row > 0;
+        if suspect {
+            log::warn!(
+                "epoch {}: ended among {nonfinite_in_a_row} batch(es) whose loss was not \
+                 finite; its weights are not saved (last/ and best/ keep the earlier ones)",
+                state.epoch
+            );
+        } else if state.best_score.is_none_or(|best| score > best) {
             state.best_score = Some(score);
             state.epochs_since_best = 0;
             replace_dir(&run_dir, "best", |tmp| model.save(tmp))?;
@@ -983,7 +1035,9 @@ pub fn train(
             .open(&csv_path)
             .and_then(|mut f| f.write_all(line.as_bytes()))
             .map_err(|e| Error::io(&csv_path, e))?;
-        save_checkpoint(&model, &optimizer, &run_dir, &mut state)?;
+        if !suspect {
+            save_checkpoint(&model, &optimizer, &run_dir, &mut state)?;
+        }
         progress.epoch_done(state.epoch, train_loss, &validation, lr);
         if interrupted.load(Ordering::SeqCst) {
             break Stop::Interrupted;
@@ -1060,6 +1114,73 @@ fn last_checkpoint(run_dir: &Path) -> Result<PathBuf> {
     recover_dir(run_dir, "last")
 }
 
+/// Fail point `train::loss` (`return(N)`, builds with the `failpoints` feature): the loss
+/// of each epoch's batch N (from 1) is made NaN, as an outlier in the data makes it.
+fn nan_injected(batch: usize) -> bool {
+    fail::fail_point!("train::loss", |n: Option<String>| {
+        n.and_then(|n| n.parse::<usize>().ok()) == Some(batch)
+    });
+    false
+}
+
+/// `run_dir` held by this process while it trains (an exclusive lock on `RUN/.lock`, which
+/// the system drops when the process ends, killed or not): a second `train` on the same
+/// directory would take the first one's half-written checkpoint for a killed run's and
+/// remove it, and two would overwrite each other's.
+struct RunLock {
+    _file: std::fs::File,
+    path: PathBuf,
+    /// Made by this run: removed again if the run leaves nothing in it (a config refused).
+    made: Option<PathBuf>,
+}
+
+impl RunLock {
+    const FILE: &str = ".lock";
+
+    fn take(run_dir: &Path) -> Result<Self> {
+        let made = (!run_dir.exists()).then(|| run_dir.to_owned());
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+        let path = run_dir.join(Self::FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock {
+                _file: file,
+                path,
+                made,
+            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::config(
+                "train config",
+                "output.dir",
+                format!(
+                    "{} is in use by another `train` (it holds {}); wait for it to end, or \
+                     choose another output.dir",
+                    run_dir.display(),
+                    path.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let Some(dir) = &self.made else { return };
+        let only_the_lock = std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().all(|e| e.path() == self.path))
+            .unwrap_or(false);
+        if only_the_lock {
+            std::fs::remove_file(&self.path).ok();
+            std::fs::remove_dir(dir).ok();
+        }
+    }
+}
+
 /// `run_dir/NAME` as [`replace_dir`] leaves it whatever the moment it was killed: the old
 /// one put back where the new one had not yet taken its place, leftovers removed.
 fn recover_dir(run_dir: &Path, name: &str) -> Result<PathBuf> {
@@ -1085,14 +1206,36 @@ fn replace_dir(run_dir: &Path, name: &str, fill: impl FnOnce(&Path) -> Result<()
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     fill(&tmp)?;
+    // On disk before the renames: a power loss (not only a kill) must not find the new
+    // directory's names without its data, with the old one gone.
+    sync_dir(&tmp)?;
     if dir.exists() {
         std::fs::rename(&dir, &old).map_err(|e| Error::io(&old, e))?;
     }
     std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    sync_path(run_dir)?;
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(())
+}
+
+/// Flushes the files directly in `dir`, then `dir` itself (its entries), to the disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_file() {
+            sync_path(&path)?;
+        }
+    }
+    sync_path(dir)
+}
+
+/// Flushes a file or a directory's entries to the disk.
+fn sync_path(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 fn replaced_paths(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
