@@ -11,6 +11,10 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     sorted.sort_by(f64::total_cmp);
     let at = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
     let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    // At a rank (or between equal values) the value itself: inf - inf would make NaN.
+    if sorted[lo] == sorted[hi] || lo == hi {
+        return Some(sorted[lo]);
+    }
     Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64))
 }
 
@@ -22,6 +26,9 @@ mod tests {
     fn interpolates_between_ranks() {
         assert_eq!(quantile(&[], 0.5), None);
         assert_eq!(quantile(&[7.0], 0.95), Some(7.0));
+        assert_eq!(quantile(&[f64::INFINITY], 0.5), Some(f64::INFINITY));
+        assert_eq!(quantile(&[1.0, f64::INFINITY], 1.0), Some(f64::INFINITY));
+        assert_eq!(quantile(&[1.0, f64::INFINITY, 2.0], 0.5), Some(2.0));
         assert_eq!(quantile(&[55.2, 51.9], 0.5), Some(53.55));
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
         let v: Vec<f64> = (0..=100).map(f64::from).collect();

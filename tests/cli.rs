@@ -1362,6 +1362,23 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         assert_eq!((&r["status"], &r["exit_code"]), (&"ok".into(), &0.into()));
     }
     assert_json_close(&merged, &whole, 1e-9, "report");
+    // A state whose histograms were cut short (edited, or written by another version) is
+    // refused, not indexed out of bounds.
+    let mut cut = read("b.state");
+    cut["evaluation"]["semantic"]["error"][0]["count"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(10);
+    std::fs::write(f.path("cut.state"), cut.to_string()).unwrap();
+    let (out, text) = run(bin()
+        .args(["eval", "--merge"])
+        .arg(f.path("a.state"))
+        .arg(f.path("cut.state")));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("cut.state") && text.contains("has not every bin"),
+        "{text}"
+    );
     // States of different set-ups do not merge, nor states of different models (another
     // copy of the model, moved elsewhere, does), nor one part twice.
     let (out, text) = run(bin()

@@ -42,6 +42,26 @@ const MAPS: [(&str, MapOf); 6] = [
     ("depth", |p| p.depth.as_ref().map(|d| &d.depth_m)),
 ];
 
+/// The stride that thins `pixels` (in raster order, rows of `width`) to about
+/// [`POOLED_PIXELS_PER_FRAME`]: one without a factor in common with the width, so that
+/// every column is sampled (a stride of 4 on a 480-wide map takes every 4th column only,
+/// one phase of any pattern that repeats across columns).
+fn pool_stride(pixels: usize, width: usize) -> usize {
+    let mut stride = pixels.div_ceil(POOLED_PIXELS_PER_FRAME).max(1);
+    while stride > 1 && width > 0 && gcd(stride, width) != 1 {
+        stride += 1;
+    }
+    stride
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct MapAgreement {
     pooled: (Vec<f32>, Vec<f32>),
@@ -121,6 +141,7 @@ impl Agreement {
             let (Some(a), Some(b)) = (get(prediction), get(reference)) else {
                 continue;
             };
+            let width = a.width() as usize;
             let (xs, ys): (Vec<f32>, Vec<f32>) = a
                 .iter()
                 .zip(b.iter())
@@ -130,8 +151,7 @@ impl Agreement {
             if let Some(rho) = spearman(&xs, &ys) {
                 slot.per_frame.push(rho);
             }
-            let stride = xs.len().div_ceil(POOLED_PIXELS_PER_FRAME).max(1);
-            for (&x, &y) in xs.iter().zip(&ys).step_by(stride) {
+            for (&x, &y) in xs.iter().zip(&ys).step_by(pool_stride(xs.len(), width)) {
                 slot.pool(x, y, POOLED_PIXELS);
             }
         }
@@ -208,6 +228,23 @@ pub fn spearman(x: &[f32], y: &[f32]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_thinning_stride_samples_every_column() {
+        for (w, h) in [(480, 360), (640, 480), (1280, 720), (240, 180), (100, 1000)] {
+            let pixels = w * h;
+            let stride = pool_stride(pixels, w);
+            let columns: std::collections::HashSet<usize> =
+                (0..pixels).step_by(stride).map(|k| k % w).collect();
+            assert_eq!(columns.len(), w, "{w}x{h}: stride {stride}");
+            assert!(
+                pixels / stride <= POOLED_PIXELS_PER_FRAME + w,
+                "{w}x{h}: {stride}"
+            );
+        }
+        assert_eq!(pool_stride(480 * 360, 480), 7);
+        assert_eq!(pool_stride(1000, 0), 1);
+    }
 
     #[test]
     fn the_pool_keeps_a_uniform_sample_of_bounded_size() {

@@ -480,7 +480,7 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
     }
     let _ = writeln!(
         md,
-        "{}, {:.0} ms per frame on {} (the first frame predicted once more, untimed, before \
+        "{}, {:.0} ms per frame on {} (the first frame of each run predicted once more, untimed, before \
          the timed ones).\n",
         report.what(),
         report.ms_per_frame,

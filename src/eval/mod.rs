@@ -441,8 +441,17 @@ impl Evaluation {
                 other.mode, other.samples, other.classes, self.mode, self.samples, self.classes
             ));
         }
-        if other.depth_calibration.is_some() != self.depth_calibration.is_some() {
-            return Err("one has depth, the other not".into());
+        match (&other.depth_calibration, &self.depth_calibration) {
+            (Some(theirs), Some(ours)) if theirs.likelihood != ours.likelihood => {
+                return Err(format!(
+                    "a {:?} depth likelihood against a {:?} one",
+                    theirs.likelihood, ours.likelihood
+                ));
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("one has depth, the other not".into());
+            }
+            _ => {}
         }
         if other.max_depth_m != self.max_depth_m {
             let cap =
@@ -479,6 +488,33 @@ impl Evaluation {
         }
         self.noise_accuracy.merge(&other.noise_accuracy);
         self.noise_rel.merge(&other.noise_rel);
+        Ok(())
+    }
+
+    /// Whether its histograms and matrix have the sizes this version's code indexes (a
+    /// state read from a file is checked before it is merged or reported).
+    fn check_shapes(&self) -> std::result::Result<(), String> {
+        if !self.confusion.is_square_of(self.classes) {
+            return Err(format!(
+                "the confusion matrix is not {0}x{0} ({0} classes)",
+                self.classes
+            ));
+        }
+        let rankings = [&self.semantic, &self.depth]
+            .into_iter()
+            .flat_map(|t| t.error.iter().chain(&t.ood));
+        for ranking in rankings {
+            if !ranking.has_bins() {
+                return Err("an uncertainty histogram has not every bin".into());
+            }
+        }
+        if self
+            .depth_calibration
+            .as_ref()
+            .is_some_and(|c| !c.has_bins())
+        {
+            return Err("the depth calibration histogram has not every bin".into());
+        }
         Ok(())
     }
 
@@ -586,8 +622,14 @@ impl Evaluation {
                             self.semantic.error[kind].add(*v, !right, correct[k] as f64);
                         }
                     }
-                    if let Some(probs) = &s.probabilities {
-                        let p_true = probs[truth[k] as usize * pixels + k] as f64;
+                    // A NaN probability (a broken model) is left out, as the reliability
+                    // and the rankings leave a NaN out.
+                    let p_true = s
+                        .probabilities
+                        .as_ref()
+                        .map(|probs| probs[truth[k] as usize * pixels + k] as f64)
+                        .filter(|p| !p.is_nan());
+                    if let Some(p_true) = p_true {
                         self.nll.0 -= p_true.max(1e-12).ln();
                         self.nll.1 += 1;
                     }
@@ -684,8 +726,8 @@ impl MaskFolder {
                     self.dir.display()
                 ),
             })?;
-        let img = crate::output::open_image(path)?.to_luma8();
-        if img.dimensions() != size {
+        let img = crate::output::open_image(path)?;
+        if (img.width(), img.height()) != size {
             return Err(Error::Image {
                 path: path.clone(),
                 message: format!(
@@ -697,7 +739,23 @@ impl MaskFolder {
                 ),
             });
         }
-        Ok(img.into_raw().into_iter().map(|v| v > 127).collect())
+        Ok(mask_pixels(img))
+    }
+}
+
+/// A mask image's pixels as in or out: nonzero is in, as in a labelled bag's masks (a
+/// mask of 0/1 values is as good as one of 0/255); a pixel with any nonzero channel of a
+/// colour mask is in.
+fn mask_pixels(img: image::DynamicImage) -> Vec<bool> {
+    use image::DynamicImage as D;
+    match img {
+        D::ImageLuma8(m) => m.into_raw().into_iter().map(|v| v != 0).collect(),
+        D::ImageLuma16(m) => m.into_raw().into_iter().map(|v| v != 0).collect(),
+        other => other
+            .to_rgba16()
+            .pixels()
+            .map(|p| p.0[..3].iter().any(|&c| c != 0))
+            .collect(),
     }
 }
 
@@ -748,6 +806,13 @@ impl EvaluationState {
                 path.display().to_string(),
                 "format",
                 format!("`{}`; expected `{STATE_FORMAT}`", state.format),
+            ));
+        }
+        if let Err(what) = state.evaluation.check_shapes() {
+            return Err(Error::config(
+                path.display().to_string(),
+                "evaluation",
+                format!("{what} (a file cut short or edited?)"),
             ));
         }
         Ok(state)
@@ -806,7 +871,6 @@ pub fn evaluate_together(
         dataset.len().min(max_images)
     };
     let mut left_out = LeftOut::default();
-    let mut warmed_up = false;
     let mut evaluated = 0;
     for i in 0..n {
         // A frame whose image or ground truth cannot be read is skipped and counted; a
@@ -821,16 +885,6 @@ pub fn evaluate_together(
             }
             Err(e) => return Err(e),
         };
-        // One untimed prediction first, so that ms per frame leaves out what only the
-        // first frame pays (libtorch's lazy set-up, cuDNN's algorithm search, sizing the
-        // MC chunk to GPU memory). Seeded frames are sampled from the seed each, so it
-        // changes no result.
-        if !warmed_up {
-            for engine in engines {
-                engine.predict(&frame.rgb)?;
-            }
-            warmed_up = true;
-        }
         let predictions = evaluator.add(&frame)?;
         let flow = on_frame(evaluated, i, n, &frame.rgb, &predictions)?;
         evaluated += 1;
@@ -914,6 +968,7 @@ pub struct Evaluator<'a> {
     engines: Vec<&'a Engine>,
     evaluations: Vec<Evaluation>,
     max_depth_m: Option<f32>,
+    warmed_up: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -927,12 +982,22 @@ impl<'a> Evaluator<'a> {
                 .map(|e| Evaluation::new(e, max_depth_m))
                 .collect(),
             max_depth_m,
+            warmed_up: false,
         }
     }
 
     /// Predicts `frame` with every engine and scores the predictions; returns them in
-    /// engine order.
+    /// engine order. The first frame is predicted once more before, untimed, so that ms
+    /// per frame leaves out what only the first frame pays (libtorch's lazy set-up,
+    /// cuDNN's algorithm search, sizing the MC chunk to GPU memory); seeded frames are
+    /// sampled from the seed each, so it changes no result.
     pub fn add(&mut self, frame: &LabelledFrame) -> Result<Vec<Prediction>> {
+        if !self.warmed_up {
+            for engine in &self.engines {
+                engine.predict(&frame.rgb)?;
+            }
+            self.warmed_up = true;
+        }
         let mut predictions = Vec::with_capacity(self.engines.len());
         let key = frame_key(&frame.id, &frame.rgb);
         let depth = frame
@@ -1029,6 +1094,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("0002.jpg") && e.contains("no noise mask"), "{e}");
+        // Nonzero is in whatever the scale or format: 0/1, 16-bit, colour.
+        let save = |name: &str, img: image::DynamicImage| {
+            img.save(root.path().join("testnoise").join(name)).unwrap();
+        };
+        save(
+            "0003.png",
+            image::GrayImage::from_raw(3, 1, vec![0, 1, 2])
+                .unwrap()
+                .into(),
+        );
+        save(
+            "0004.png",
+            image::ImageBuffer::<image::Luma<u16>, _>::from_raw(3, 1, vec![0, 1, 65535])
+                .unwrap()
+                .into(),
+        );
+        save(
+            "0005.png",
+            image::RgbImage::from_raw(3, 1, vec![0, 0, 0, 0, 0, 1, 255, 255, 255])
+                .unwrap()
+                .into(),
+        );
+        let masks = MaskFolder::open(root.path(), "test", "noise")
+            .unwrap()
+            .unwrap();
+        for stem in ["0003", "0004", "0005"] {
+            let image = root.path().join(format!("test/{stem}.jpg"));
+            assert_eq!(
+                masks.mask(&image, (3, 1)).unwrap(),
+                [false, true, true],
+                "{stem}"
+            );
+        }
     }
 
     #[test]

@@ -56,6 +56,13 @@ pub struct Ranking {
     pub score: Vec<f64>,
 }
 
+impl Ranking {
+    /// Whether it has every bin (a state read from a file may not).
+    pub fn has_bins(&self) -> bool {
+        [self.count.len(), self.positive.len(), self.score.len()] == [RANK_BINS + 2; 3]
+    }
+}
+
 impl Default for Ranking {
     fn default() -> Self {
         Ranking {
@@ -340,6 +347,11 @@ impl DepthCalibration {
         };
         let b = ((z / Z_MAX * Z_BINS as f64) as usize).min(Z_BINS);
         self.z_count[b] += 1;
+    }
+
+    /// Whether it has every bin (a state read from a file may not).
+    pub fn has_bins(&self) -> bool {
+        self.z_count.len() == Z_BINS + 1
     }
 
     pub fn merge(&mut self, other: &DepthCalibration) {

@@ -1116,6 +1116,7 @@ fn last_checkpoint(run_dir: &Path) -> Result<PathBuf> {
 
 /// Fail point `train::loss` (`return(N)`, builds with the `failpoints` feature): the loss
 /// of each epoch's batch N (from 1) is made NaN, as an outlier in the data makes it.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 fn nan_injected(batch: usize) -> bool {
     fail::fail_point!("train::loss", |n: Option<String>| {
         n.and_then(|n| n.parse::<usize>().ok()) == Some(batch)
