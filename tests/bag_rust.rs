@@ -1604,6 +1604,64 @@ fn damage_in_one_file_of_a_split_bag_loses_only_the_rest_of_that_file() {
     assert_eq!(read, messages.len(), "{text}");
 }
 
+/// A storage file metadata.yaml lists that is not there is damage of that file: the
+/// others are read (`bag info` says which is missing, `bag process` processes the rest and
+/// reports the run `damaged`); with none of them there the bag is refused at open.
+#[test]
+fn a_missing_file_of_a_split_bag_is_damage_and_the_others_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("split");
+    let part = |frames: std::ops::Range<u32>| {
+        frames
+            .map(|i| ("/camera/image_raw", image(i).to_cdr()))
+            .collect()
+    };
+    write_split_bag(&dir, vec![part(0..10), part(10..20), part(20..30)]);
+    let middle = dir.join("split_1.mcap");
+    std::fs::remove_file(&middle).unwrap();
+    let reader = BagReader::open(&dir).unwrap();
+    let info = reader.info().unwrap();
+    let said = info.damage.clone().expect("the missing file is said");
+    assert!(said.contains("split_1.mcap") && said.contains("not there"), "{said}");
+    let (messages, result) = read_all(&reader);
+    let frames: Vec<u32> = messages
+        .iter()
+        .map(|(_, _, _, m)| (m.header.stamp.sec - 100) as u32)
+        .collect();
+    assert_eq!(frames, (0..10).chain(20..30).collect::<Vec<_>>());
+    let e = result.unwrap_err();
+    assert!(
+        matches!(&e, BagError::Corrupt { path, messages_read: 0, .. } if *path == middle),
+        "{e}"
+    );
+
+    common::tiny_model(3, true)
+        .save(&tmp.path().join("model"))
+        .unwrap();
+    let out = tmp.path().join("out");
+    let json = tmp.path().join("out.json");
+    let (code, stdout, stderr) = bag_process(
+        tmp.path(),
+        &[dir.as_os_str(), out.as_os_str(), "--json".as_ref(), json.as_os_str()],
+    );
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["status"], "damaged", "{report}");
+    assert_eq!(report["processed"], 20, "{report}");
+    assert!(report["damage"].as_str().unwrap().contains("split_1.mcap"), "{report}");
+
+    // None of them there: refused, naming the first.
+    for k in [0, 2] {
+        std::fs::remove_file(dir.join(format!("split_{k}.mcap"))).unwrap();
+    }
+    let e = BagReader::open(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("split_0.mcap") && e.contains("missing") && e.contains("2 other(s)"),
+        "{e}"
+    );
+}
+
 /// `bag process --start/--duration`: damage whose lost part lies outside the window lost
 /// no frame of it, so the run is not `damaged` (said, and in the report); damage whose
 /// lost part may hold frames of the window is.
@@ -1654,6 +1712,8 @@ fn damage_outside_the_window_does_not_make_the_run_damaged() {
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(processed(&report), 9, "{text}");
     assert_eq!(report["status"], "ok", "{report}");
+    assert_eq!(report["damage_outside_window"].as_array().unwrap().len(), 1);
+    assert!(text.contains("input damaged outside --start/--duration"), "{text}");
 
     // A window over the lost part: damaged, as without a window.
     let (code, text, report) = run("over", &["--start", "0.00000125", "--duration", "0.000001"]);

@@ -117,7 +117,8 @@ pub struct BagInfo {
     pub start_ns: u64,
     pub duration_ns: u64,
     /// Set when the counts come from reading a damaged file: where reading stopped (the
-    /// counts cover the messages before it).
+    /// counts cover the messages before it); or when storage files metadata.yaml lists
+    /// are not there (its counts include their messages, which cannot be read).
     pub damage: Option<String>,
 }
 
@@ -152,6 +153,9 @@ pub struct BagReader {
     storage: Storage,
     compression: Compression,
     files: Vec<PathBuf>,
+    /// Those of `files` metadata.yaml lists that are not there: damage, met where they
+    /// would be read.
+    missing: Vec<PathBuf>,
     metadata: Option<Metadata>,
     /// A single compressed file, once decompressed: kept while the reader lives, since
     /// without metadata.yaml it is read twice (`info`, then the messages).
@@ -273,6 +277,7 @@ impl BagReader {
                 storage,
                 compression: Compression::None,
                 files: vec![path.to_owned()],
+                missing: Vec::new(),
                 metadata: None,
                 decompressed_single: Default::default(),
             };
@@ -322,23 +327,35 @@ impl BagReader {
             path: meta_path.clone(),
             message: m,
         })?;
-        let files = metadata
+        // A missing file of several is damage (reading goes on with the others); with
+        // none there, there is no bag to read.
+        let mut missing = Vec::new();
+        let files: Vec<PathBuf> = metadata
             .relative_file_paths
             .iter()
             .map(|f| {
-                storage_file(path, f, metadata.version).ok_or_else(|| {
-                    invalid(format!(
-                        "storage file {} listed in metadata.yaml is missing",
-                        path.join(f).display()
-                    ))
+                storage_file(path, f, metadata.version).unwrap_or_else(|| {
+                    missing.push(path.join(f));
+                    path.join(f)
                 })
             })
-            .collect::<Result<Vec<PathBuf>>>()?;
+            .collect();
+        if !files.is_empty() && missing.len() == files.len() {
+            return Err(invalid(format!(
+                "storage file {} listed in metadata.yaml is missing{}",
+                missing[0].display(),
+                match missing.len() {
+                    1 => String::new(),
+                    n => format!(" (and the {} other(s): none is there)", n - 1),
+                }
+            )));
+        }
         Ok(BagReader {
             path: path.to_owned(),
             storage,
             compression,
             files,
+            missing,
             metadata: Some(metadata),
             decompressed_single: Default::default(),
         })
@@ -395,7 +412,7 @@ impl BagReader {
                     .as_ref()
                     .map_or(0, |t| t.nanoseconds_since_epoch),
                 meta.duration.as_ref().map_or(0, |d| d.nanoseconds),
-                None,
+                self.missing_files(),
             ));
         }
         // No metadata: an MCAP file's summary (its statistics), as metadata.yaml would be
@@ -434,6 +451,19 @@ impl BagReader {
             last.saturating_sub(first),
             damage,
         ))
+    }
+
+    /// The storage files metadata.yaml lists that are not there, as [`BagInfo::damage`]
+    /// says it.
+    fn missing_files(&self) -> Option<String> {
+        (!self.missing.is_empty()).then(|| {
+            let names: Vec<String> = self.missing.iter().map(|f| f.display().to_string()).collect();
+            format!(
+                "storage file(s) listed in metadata.yaml not there: {} (the counts are \
+                 metadata.yaml's; their messages cannot be read)",
+                names.join(", ")
+            )
+        })
     }
 
     /// Visits every message in storage order until `visit` breaks. A damaged file ends
@@ -509,6 +539,17 @@ impl BagReader {
         visit: &mut impl FnMut(BagEvent) -> std::result::Result<ControlFlow<()>, String>,
     ) -> Result<()> {
         for file in &self.files {
+            if self.missing.contains(file) {
+                let damage = BagError::Corrupt {
+                    path: file.clone(),
+                    messages_read: 0,
+                    message: "listed in metadata.yaml, but not there".into(),
+                };
+                match visit(BagEvent::Damage(damage)) {
+                    Ok(ControlFlow::Continue(())) => continue,
+                    _ => break,
+                }
+            }
             // Files rosbag2 compressed whole; the one a killed recording left open is not.
             let decompressed = if !is_zstd(file) {
                 None

@@ -339,8 +339,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         return ControlFlow::Continue(());
                     }
                 };
+                // (Not from a message logged before what was read before the damage: log
+                // times out of storage order bound nothing.)
                 for lost in damage.iter_mut().rev().take_while(|d| d.until.is_none()) {
-                    lost.until = Some(m.log_time);
+                    if lost.after.is_none_or(|a| m.log_time >= a) {
+                        lost.until = Some(m.log_time);
+                    }
                 }
                 latest_read = Some(latest_read.map_or(m.log_time, |t| t.max(m.log_time)));
                 if interrupted.load(Ordering::SeqCst) || writer_stopped.load(Ordering::SeqCst) {
