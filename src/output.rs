@@ -27,6 +27,23 @@ use crate::engine::{LabelImage, Prediction};
 use crate::error::{Error, Result};
 use crate::msg::encoding::{decode_capped, Undecoded};
 
+/// Flushes a file, or a directory's entries, to the disk (opened read-only, which Linux
+/// allows). A filesystem that cannot sync a directory (some FUSE and network mounts say
+/// EINVAL) is taken as having nothing to flush for it.
+pub fn sync_path(path: &Path) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    let file = File::open(path)?;
+    match file.sync_all() {
+        Err(e)
+            if matches!(e.kind(), ErrorKind::InvalidInput | ErrorKind::Unsupported)
+                && file.metadata().is_ok_and(|m| m.is_dir()) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Writes a file whole and makes it durable: every failure (a full disk on the last block
 /// included) is an error, never lost in a buffer dropped unflushed, and a directory renamed
 /// into place afterwards holds the data after a power loss.

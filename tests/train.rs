@@ -605,8 +605,8 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
     assert_eq!((stopped, batches), (Stop::Epochs, 4));
 }
 
-/// A run whose loss stops being finite skips those batches (the weights stay finite) and
-/// stops after 20 in a row, saying why; a validation split without the ground truth of
+/// A run whose loss stops being finite skips those batches, saves no epoch that ends
+/// among them and stops after 20 in a row, saying why; a validation split without the ground truth of
 /// a task, full frames of several sizes in one batch, and settings out of range are
 /// refused before training.
 #[test]
@@ -637,7 +637,7 @@ fn a_diverging_run_stops_and_bad_data_or_settings_are_refused() {
     // Every epoch ended among those batches, with weights the first step blew up: none
     // was saved.
     assert!(
-        text.contains("ended among") && text.contains("no checkpoint was saved"),
+        text.contains("ended among") && text.contains("no checkpoint was saved (remove"),
         "{text}"
     );
     assert!(!tmp.path().join("run/last").exists(), "{text}");
@@ -751,15 +751,29 @@ fn a_nan_batch_is_skipped_an_epoch_ending_on_one_is_not_saved_and_a_busy_run_is_
         text.contains("1 batch(es) with a loss that was not finite"),
         "{text}"
     );
-    assert!(run_dir.join("last/model.yaml").is_file(), "{text}");
     assert!(run_dir.join("best/model.yaml").is_file(), "{text}");
+    let model = {
+        let _lock = common::rng_lock();
+        bayes_perception::model::Model::load(&run_dir.join("last"), Device::Cpu).unwrap()
+    };
+    for (name, tensor) in model.vs.variables() {
+        let finite = tensor.isfinite().all().int64_value(&[]) == 1;
+        assert!(finite, "{name} holds NaN or Inf: the NaN batch was stepped");
+    }
     std::fs::remove_dir_all(&run_dir).unwrap();
 
-    // The last batch (6 images, batches of 1): nothing saved, and said.
+    // The last batch (6 images, batches of 1): nothing saved, and said; a run that ends
+    // with no checkpoint at all fails.
     let (code, text) = run("6");
-    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("epoch 1: ended among 1 batch(es) whose loss was not finite"),
+        "{text}"
+    );
+    let last_line = text.lines().rfind(|l| l.starts_with("done")).unwrap_or_default();
+    assert!(
+        last_line.contains("epoch 1 ended among batches whose loss was not finite")
+            && last_line.contains("no checkpoint was saved"),
         "{text}"
     );
     assert!(!run_dir.join("last").exists(), "{text}");

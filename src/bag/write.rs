@@ -334,12 +334,10 @@ struct FileInfo {
     message_count: u64,
 }
 
-/// fsync of a file or directory (opened read-only, which Linux allows).
+/// fsync of a file or directory ([`crate::output::sync_path`]).
 fn sync(path: &Path) -> Result<(), BagError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| BagError::Io {
-            path: path.to_owned(),
-            source,
-        })
+    crate::output::sync_path(path).map_err(|source| BagError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }

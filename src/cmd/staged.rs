@@ -94,7 +94,7 @@ impl StagedDir {
         })?;
         // The rename itself made durable (the files were synced by their writers).
         if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent).and_then(|d| d.sync_all()).ok();
+            bayes_perception::output::sync_path(parent).ok();
         }
         Ok(())
     }

@@ -118,8 +118,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let run_dir = trained.run_dir;
     bars.bar.finish_and_clear();
     let was_interrupted = trained.stopped == Stop::Interrupted;
+    let has_last = run_dir.join("last/model.yaml").is_file();
     let status = match trained.stopped {
-        Stop::Interrupted => "interrupted, checkpoint saved".to_owned(),
+        Stop::Interrupted if trained.unsaved_epoch.is_none() => {
+            "interrupted, checkpoint saved".to_owned()
+        }
+        Stop::Interrupted => "interrupted".to_owned(),
         Stop::Epochs => format!(
             "done: all {} epoch(s) of training.epochs run",
             cfg.training.epochs
@@ -133,6 +137,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             cfg.training.max_minutes
         ),
     };
+    let status = match trained.unsaved_epoch {
+        Some(epoch) => format!(
+            "{status} (epoch {epoch} ended among batches whose loss was not finite and was \
+             not saved)"
+        ),
+        None => status,
+    };
     if trained.has_best {
         println!(
             "{status}: best model in {}, last in {}, per-epoch figures in {}",
@@ -140,11 +151,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             run_dir.join("last").display(),
             run_dir.join("metrics.csv").display()
         );
-    } else {
+    } else if has_last {
         println!(
-            "{status}: no epoch was completed, so there is no best model yet; last in {}",
+            "{status}: no epoch was saved after its validation, so there is no best model \
+             yet; last in {}",
             run_dir.join("last").display()
         );
+    } else {
+        println!(
+            "{status}: no checkpoint was saved (per-epoch figures in {})",
+            run_dir.join("metrics.csv").display()
+        );
+    }
+    // A run that ends without any model to show for it fails.
+    if !has_last && !was_interrupted {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(if was_interrupted {
         ExitCode::from(super::interrupt::EXIT_INTERRUPTED)

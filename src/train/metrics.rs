@@ -26,13 +26,13 @@ impl Confusion {
         }
     }
 
-    /// Adds another matrix over the same classes (the same frames counted once either way).
     /// Whether it is a whole `classes` x `classes` matrix (a state read from a file may not
     /// be).
     pub fn is_square_of(&self, classes: usize) -> bool {
         self.classes == classes && self.counts.len() == classes * classes
     }
 
+    /// Adds another matrix over the same classes (the same frames counted once either way).
     pub fn merge(&mut self, other: &Confusion) -> Result<(), String> {
         if other.classes != self.classes {
             return Err(format!(

@@ -211,6 +211,10 @@ struct TrainState {
     /// Batches of the next epoch whose loss was not finite (not stepped).
     #[serde(default)]
     nonfinite_batches: usize,
+    /// Batches not stepped since the last one that was (the loss or its gradients not
+    /// finite): an epoch that ends among them is not saved, resumed or not.
+    #[serde(default)]
+    trailing_nonfinite: usize,
     /// Optimiser steps taken; `optimizer.safetensors` of another count is not this state.
     #[serde(default)]
     steps: u64,
@@ -475,6 +479,9 @@ pub struct Trained {
     /// when it stopped before its first validation.
     pub has_best: bool,
     pub stopped: Stop,
+    /// The last epoch, when it ended among batches whose loss was not finite and so was
+    /// not saved (last/ holds an earlier checkpoint, if any).
+    pub unsaved_epoch: Option<usize>,
 }
 
 /// Trains as configured; returns where. `interrupted` stops after the current batch with a
@@ -535,8 +542,17 @@ pub fn train(
     // A checkpoint a kill left half-replaced is completed first (nothing to do for a new
     // run directory). An earlier run's checkpoint is continued only when asked: starting
     // afresh would overwrite its best/, last/ and metrics.csv.
-    let _lock = RunLock::take(&run_dir)?;
-    let last_dir = last_checkpoint(&run_dir)?;
+    // An existing run directory is locked before anything in it is touched; a new one
+    // when it is made, once the config and data have passed their checks (a refused run
+    // leaves no directory behind).
+    let mut lock = match run_dir.is_dir() {
+        true => Some(RunLock::take(&run_dir)?),
+        false => None,
+    };
+    let last_dir = match lock {
+        Some(_) => last_checkpoint(&run_dir)?,
+        None => run_dir.join("last"),
+    };
     let has_checkpoint = last_dir.join("model.yaml").is_file();
     if has_checkpoint && !cfg.output.resume {
         return Err(Error::config(
@@ -565,9 +581,30 @@ pub fn train(
     let train_samples = load_all(&train_set, 0)?;
     let val_samples = load_all(&val_set, cfg.data.val_max_images)?;
     let (native_w, native_h) = train_samples[0].rgb.dimensions();
+    // The model's input size, to which the engine resizes every frame, is the first
+    // training image's: images of other sizes are trained on, but inference will not see
+    // frames at their scale.
+    let other_sizes: Vec<usize> = (0..train_samples.len())
+        .filter(|&i| train_samples[i].rgb.dimensions() != (native_w, native_h))
+        .collect();
+    if let Some(&odd) = other_sizes.first() {
+        let (w, h) = train_samples[odd].rgb.dimensions();
+        log::warn!(
+            "{} of {} training images are not {native_w}x{native_h}, the first one's ({}), \
+             which becomes the model's input size (inference resizes every frame to it): {} \
+             is {w}x{h}, say; train on one resolution, or resize the data to it",
+            other_sizes.len(),
+            train_samples.len(),
+            train_set.files[0].image.display(),
+            train_set.files[odd].image.display()
+        );
+    }
     let void_id = train_set.void_id();
 
-    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    if lock.is_none() {
+        lock = Some(RunLock::take(&run_dir)?);
+    }
+    let _lock = lock;
     let resumed = cfg.output.resume && has_checkpoint;
     // What this config makes: the model a new run starts, and the one a resumed run's
     // checkpoint must be (a resumed run cannot change it: its weights have that shape).
@@ -823,6 +860,8 @@ pub fn train(
     // Batches whose loss was not finite, in a row across epochs (a resume, perhaps with a
     // lower learning rate, starts again).
     let mut nonfinite_in_a_row = 0;
+    // The last epoch this command ended, when it was not saved.
+    let mut unsaved_epoch = None;
     // The model's buffers (BatchNorm's running statistics): what a forward pass changes
     // besides the gradients.
     let buffers: Vec<Tensor> = model
@@ -917,6 +956,7 @@ pub fn train(
                 state.loss_sum += value;
                 state.loss_count += 1;
                 nonfinite_in_a_row = 0;
+                state.trailing_nonfinite = 0;
             } else {
                 tch::no_grad(|| {
                     for (buffer, saved) in buffers.iter().zip(&saved_buffers) {
@@ -924,6 +964,7 @@ pub fn train(
                     }
                 });
                 state.nonfinite_batches += 1;
+                state.trailing_nonfinite += 1;
                 nonfinite_in_a_row += 1;
                 log::warn!(
                     "epoch {}, batch {}: the loss {}; the batch is not stepped",
@@ -937,12 +978,16 @@ pub fn train(
                 if nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW {
                     // Epochs that ended among such batches were not saved.
                     let kept = match run_dir.join("last/model.yaml").is_file() {
-                        true => "last/ holds the last checkpoint saved",
-                        false => "no checkpoint was saved (no epoch ended before them)",
+                        true => "last/ holds the last checkpoint saved".to_owned(),
+                        false => format!(
+                            "no checkpoint was saved (remove {} before starting again)",
+                            run_dir.display()
+                        ),
                     };
                     return Err(Error::Training(format!(
-                        "the loss was not finite in {MAX_NONFINITE_IN_A_ROW} batches in a row \
-                         (epoch {}, batch {}): lower optimizer.lr, or check the data; {kept}",
+                        "the loss or its gradients were not finite in {MAX_NONFINITE_IN_A_ROW} \
+                         batches in a row (epoch {}, batch {}): lower optimizer.lr, or check \
+                         the data; {kept}",
                         epoch + 1,
                         index + 1
                     )));
@@ -969,6 +1014,7 @@ pub fn train(
                     } else {
                         Stop::TimeLimit
                     },
+                    unsaved_epoch: None,
                 });
             }
         }
@@ -1001,13 +1047,17 @@ pub fn train(
         // An epoch that ended among batches whose loss was not finite may end with weights
         // a step blew up (finite but huge): not saved, so that last/ and best/ keep the
         // weights from before (a run that goes on saves its next epoch as usual).
-        let suspect = nonfinite_in_a_row > 0;
+        // It counts as an epoch without a better score.
+        let suspect = state.trailing_nonfinite > 0;
         if suspect {
             log::warn!(
-                "epoch {}: ended among {nonfinite_in_a_row} batch(es) whose loss was not \
-                 finite; its weights are not saved (last/ and best/ keep the earlier ones)",
-                state.epoch
+                "epoch {}: ended among {} batch(es) whose loss was not finite; its weights \
+                 are not saved (last/ and best/ keep the earlier ones)",
+                state.epoch,
+                state.trailing_nonfinite
             );
+            state.epochs_since_best += 1;
+            unsaved_epoch = Some(state.epoch);
         } else if state.best_score.is_none_or(|best| score > best) {
             state.best_score = Some(score);
             state.epochs_since_best = 0;
@@ -1037,6 +1087,7 @@ pub fn train(
             .map_err(|e| Error::io(&csv_path, e))?;
         if !suspect {
             save_checkpoint(&model, &optimizer, &run_dir, &mut state)?;
+            unsaved_epoch = None;
         }
         progress.epoch_done(state.epoch, train_loss, &validation, lr);
         if interrupted.load(Ordering::SeqCst) {
@@ -1047,6 +1098,7 @@ pub fn train(
         run_dir,
         has_best: state.best_score.is_some(),
         stopped,
+        unsaved_epoch,
     })
 }
 
@@ -1127,20 +1179,23 @@ fn nan_injected(batch: usize) -> bool {
 /// `run_dir` held by this process while it trains (an exclusive lock on `RUN/.lock`, which
 /// the system drops when the process ends, killed or not): a second `train` on the same
 /// directory would take the first one's half-written checkpoint for a killed run's and
-/// remove it, and two would overwrite each other's.
+/// remove it, and two would overwrite each other's. The lock file stays (removing it
+/// would let a process that opened it just before lock a file no one else sees).
 struct RunLock {
     _file: std::fs::File,
-    path: PathBuf,
-    /// Made by this run: removed again if the run leaves nothing in it (a config refused).
-    made: Option<PathBuf>,
 }
 
 impl RunLock {
     const FILE: &str = ".lock";
 
+    /// Creates `run_dir` (durably, in its parent) if it is not there, and locks it.
     fn take(run_dir: &Path) -> Result<Self> {
-        let made = (!run_dir.exists()).then(|| run_dir.to_owned());
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+        if !run_dir.is_dir() {
+            std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+            if let Some(parent) = run_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_path(parent)?;
+            }
+        }
         let path = run_dir.join(Self::FILE);
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -1149,11 +1204,7 @@ impl RunLock {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
-            Ok(()) => Ok(RunLock {
-                _file: file,
-                path,
-                made,
-            }),
+            Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::config(
                 "train config",
                 "output.dir",
@@ -1165,19 +1216,6 @@ impl RunLock {
                 ),
             )),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-        }
-    }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let Some(dir) = &self.made else { return };
-        let only_the_lock = std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().all(|e| e.path() == self.path))
-            .unwrap_or(false);
-        if only_the_lock {
-            std::fs::remove_file(&self.path).ok();
-            std::fs::remove_dir(dir).ok();
         }
     }
 }
@@ -1234,9 +1272,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Flushes a file or a directory's entries to the disk.
 fn sync_path(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(path, e))
+    crate::output::sync_path(path).map_err(|e| Error::io(path, e))
 }
 
 fn replaced_paths(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
