@@ -151,7 +151,11 @@ impl Agreement {
             if let Some(rho) = spearman(&xs, &ys) {
                 slot.per_frame.push(rho);
             }
-            for (&x, &y) in xs.iter().zip(&ys).step_by(pool_stride(xs.len(), width)) {
+            // Thinned in raster order, before the pixels not finite in both are left out,
+            // so that the stride's columns are the image's.
+            let stride = pool_stride(a.len(), width);
+            let thinned = a.iter().zip(b.iter()).step_by(stride);
+            for (&x, &y) in thinned.filter(|(x, y)| x.is_finite() && y.is_finite()) {
                 slot.pool(x, y, POOLED_PIXELS);
             }
         }

@@ -707,6 +707,19 @@ impl MaskFolder {
             return Ok(None);
         }
         let by_stem = crate::train::data::images_by_stem(&dir)?;
+        // Nonzero is in: a lossy format's ringing around a mask's edges would be too.
+        let lossy = by_stem.values().find(|p| {
+            p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+        });
+        if let Some(example) = lossy {
+            log::warn!(
+                "{} holds JPEG masks ({}, say): every nonzero pixel counts as in, the \
+                 compression's ringing around the edges too; save masks losslessly (PNG)",
+                dir.display(),
+                example.display()
+            );
+        }
         Ok(Some(MaskFolder { kind, dir, by_stem }))
     }
 
