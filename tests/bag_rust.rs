@@ -1622,7 +1622,10 @@ fn a_missing_file_of_a_split_bag_is_damage_and_the_others_are_read() {
     let reader = BagReader::open(&dir).unwrap();
     let info = reader.info().unwrap();
     let said = info.damage.clone().expect("the missing file is said");
-    assert!(said.contains("split_1.mcap") && said.contains("not there"), "{said}");
+    assert!(
+        said.contains("split_1.mcap") && said.contains("not there"),
+        "{said}"
+    );
     let (messages, result) = read_all(&reader);
     let frames: Vec<u32> = messages
         .iter()
@@ -1642,14 +1645,21 @@ fn a_missing_file_of_a_split_bag_is_damage_and_the_others_are_read() {
     let json = tmp.path().join("out.json");
     let (code, stdout, stderr) = bag_process(
         tmp.path(),
-        &[dir.as_os_str(), out.as_os_str(), "--json".as_ref(), json.as_os_str()],
+        &[
+            dir.as_os_str(),
+            out.as_os_str(),
+            "--json".as_ref(),
+            json.as_os_str(),
+        ],
     );
     assert_eq!(code, Some(1), "{stdout}{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["status"], "damaged", "{report}");
     assert_eq!(report["processed"], 20, "{report}");
-    assert!(report["damage"].as_str().unwrap().contains("split_1.mcap"), "{report}");
+    assert!(
+        report["damage"].as_str().unwrap().contains("split_1.mcap"),
+        "{report}"
+    );
 
     // None of them there: refused, naming the first.
     for k in [0, 2] {
@@ -1713,7 +1723,10 @@ fn damage_outside_the_window_does_not_make_the_run_damaged() {
     assert_eq!(processed(&report), 9, "{text}");
     assert_eq!(report["status"], "ok", "{report}");
     assert_eq!(report["damage_outside_window"].as_array().unwrap().len(), 1);
-    assert!(text.contains("input damaged outside --start/--duration"), "{text}");
+    assert!(
+        text.contains("input damaged outside --start/--duration"),
+        "{text}"
+    );
 
     // A window over the lost part: damaged, as without a window.
     let (code, text, report) = run("over", &["--start", "0.00000125", "--duration", "0.000001"]);

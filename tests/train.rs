@@ -630,7 +630,7 @@ fn a_diverging_run_stops_and_bad_data_or_settings_are_refused() {
     let (code, text) = failure(&config("optimizer:\n  lr: 1.0e30\n"));
     assert_eq!(code, Some(1), "{text}");
     assert!(
-        text.contains("the loss was not finite in 20 batches in a row"),
+        text.contains("the loss or its gradients were not finite in 20 batches in a row"),
         "{text}"
     );
     assert!(text.contains("the batch is not stepped"), "{text}");
@@ -770,7 +770,10 @@ fn a_nan_batch_is_skipped_an_epoch_ending_on_one_is_not_saved_and_a_busy_run_is_
         text.contains("epoch 1: ended among 1 batch(es) whose loss was not finite"),
         "{text}"
     );
-    let last_line = text.lines().rfind(|l| l.starts_with("done")).unwrap_or_default();
+    let last_line = text
+        .lines()
+        .rfind(|l| l.starts_with("done"))
+        .unwrap_or_default();
     assert!(
         last_line.contains("epoch 1 ended among batches whose loss was not finite")
             && last_line.contains("no checkpoint was saved"),

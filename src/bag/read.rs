@@ -457,7 +457,11 @@ impl BagReader {
     /// says it.
     fn missing_files(&self) -> Option<String> {
         (!self.missing.is_empty()).then(|| {
-            let names: Vec<String> = self.missing.iter().map(|f| f.display().to_string()).collect();
+            let names: Vec<String> = self
+                .missing
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
             format!(
                 "storage file(s) listed in metadata.yaml not there: {} (the counts are \
                  metadata.yaml's; their messages cannot be read)",
