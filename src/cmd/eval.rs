@@ -756,6 +756,12 @@ fn print_report(r: &Report, split: &str) {
                 c.half_width_sigma, c.observed, c.expected
             );
         }
+        if d.pixels_without_std > 0 {
+            println!(
+                "  {} pixel(s) with a std of 0 or not finite left out of NLL and coverage",
+                d.pixels_without_std
+            );
+        }
         if let Some([noisy, clean]) = d.noise_patch_rel {
             println!("  depth rel on noise patches {noisy:.3}, clean pixels {clean:.3}");
         }

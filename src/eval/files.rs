@@ -532,7 +532,13 @@ fn markdown(report: &Report, provenance: &Provenance, charts: &[(String, String)
             } else {
                 coverage.join(", ")
             },
-            format_value(d.nll, 3)
+            match d.pixels_without_std {
+                0 => format_value(d.nll, 3),
+                n => format!(
+                    "{} ({n} pixel(s) with a std of 0 or not finite left out)",
+                    format_value(d.nll, 3)
+                ),
+            }
         );
     }
     md.push('\n');

@@ -114,6 +114,9 @@ pub struct DepthReport {
     pub uncertainties: Vec<UncertaintyQuality>,
     /// Depth rel on the noise patches and on clean pixels of the same frames.
     pub noise_patch_rel: Option<[f64; 2]>,
+    /// Pixels left out of the NLL and the coverage: their predicted std was 0 or not
+    /// finite (a model sure to the last bit, or broken).
+    pub pixels_without_std: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -551,6 +554,7 @@ impl Evaluation {
                         .map(|v| v.into_iter().map(f64::sqrt).collect())
                 }),
                 noise_patch_rel: self.noise_rel.means(),
+                pixels_without_std: cal.map_or(0, |c| c.without_sigma),
             }
         });
         Report {

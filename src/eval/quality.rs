@@ -300,6 +300,11 @@ pub const INTERVAL_LEVELS: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0
 pub struct DepthCalibration {
     pub likelihood: Likelihood,
     pub pixels: u64,
+    /// Pixels with depth and a prediction whose σ is 0 or not finite: no likelihood to
+    /// score them under, so left out of the NLL and the coverage, and counted (states of
+    /// earlier versions have none).
+    #[serde(default)]
+    pub without_sigma: u64,
     /// Σ −log p(y) in nats (p a density in 1/m).
     pub nll_sum: f64,
     /// Pixels per |z| bin, |z| = |y − ŷ| / σ.
@@ -322,16 +327,22 @@ impl DepthCalibration {
         DepthCalibration {
             likelihood,
             pixels: 0,
+            without_sigma: 0,
             nll_sum: 0.0,
             z_count: vec![0; Z_BINS + 1],
         }
     }
 
     /// Adds a pixel with truth `y`, prediction `mean` and std `sigma` (metres). A pixel
-    /// with a non-finite value or σ = 0 is not counted.
+    /// with a non-finite value is not counted; one whose σ alone is 0 or not finite is
+    /// counted in [`DepthCalibration::without_sigma`].
     pub fn add(&mut self, y: f32, mean: f32, sigma: f32) {
         let (y, mean, sigma) = (y as f64, mean as f64, sigma as f64);
-        if !(y.is_finite() && mean.is_finite() && sigma.is_finite() && sigma > 0.0) {
+        if !(y.is_finite() && mean.is_finite()) {
+            return;
+        }
+        if !(sigma.is_finite() && sigma > 0.0) {
+            self.without_sigma += 1;
             return;
         }
         let z = (y - mean).abs() / sigma;
@@ -356,6 +367,7 @@ impl DepthCalibration {
 
     pub fn merge(&mut self, other: &DepthCalibration) {
         self.pixels += other.pixels;
+        self.without_sigma += other.without_sigma;
         self.nll_sum += other.nll_sum;
         for (a, b) in self.z_count.iter_mut().zip(&other.z_count) {
             *a += b;
@@ -600,5 +612,16 @@ mod tests {
             over.add((10.0 + e) as f32, 10.0, 0.5);
         }
         assert!(over.coverage(1.0).unwrap().observed < 0.3);
+        // A std of 0 or NaN: left out of NLL and coverage, and counted; no depth at all:
+        // not counted.
+        let before = (over.pixels, over.nll());
+        over.add(11.0, 10.0, 0.0);
+        over.add(11.0, 10.0, f32::NAN);
+        over.add(f32::NAN, 10.0, 0.0);
+        assert_eq!((over.pixels, over.nll()), before);
+        assert_eq!(over.without_sigma, 2);
+        let mut merged = over.clone();
+        merged.merge(&over);
+        assert_eq!(merged.without_sigma, 4);
     }
 }
