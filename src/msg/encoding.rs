@@ -25,6 +25,17 @@ pub enum DecodeError {
     Compressed { format: String, message: String },
 }
 
+/// A string of the message (its encoding or format) as errors quote it: at most 64
+/// characters, control characters escaped (a hostile one would otherwise go whole into
+/// every log line and diagnostics message).
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().nth(64).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// The encodings [`decode_image`] accepts, for documentation and messages.
 pub const SUPPORTED_ENCODINGS: &[&str] = &[
     "rgb8",
@@ -154,14 +165,20 @@ impl Layout {
 /// Decodes a sensor_msgs/Image into 8-bit RGB.
 pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
     let layout = Layout::of(&msg.encoding)
-        .ok_or_else(|| DecodeError::UnsupportedEncoding(msg.encoding.clone()))?;
+        .ok_or_else(|| DecodeError::UnsupportedEncoding(shown(&msg.encoding)))?;
     let malformed = |message: String| DecodeError::Malformed {
-        encoding: msg.encoding.clone(),
+        encoding: shown(&msg.encoding),
         message,
     };
     let (width, height) = (msg.width as usize, msg.height as usize);
     // An empty size is refused there too.
     let rows = Rows::of(msg, layout.bytes_per_pixel()).map_err(malformed)?;
+    // Every output image is made at the input's size (about 43 bytes a pixel in all).
+    if u64::from(msg.width) * u64::from(msg.height) > MAX_FRAME_PIXELS {
+        return Err(malformed(format!(
+            "{width}x{height} is above the limit of {MAX_FRAME_PIXELS} pixels for a camera frame"
+        )));
+    }
     Ok(match layout {
         Layout::Packed {
             channels,
@@ -176,12 +193,27 @@ pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
 /// Decodes a sensor_msgs/CompressedImage (JPEG or PNG, recognised by content) to RGB.
 pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError> {
     let err = |message: String| DecodeError::Compressed {
-        format: msg.format.clone(),
+        format: shown(&msg.format),
         message,
     };
     if msg.format.contains("compressedDepth") {
-        return Err(DecodeError::UnsupportedEncoding(msg.format.clone()));
+        return Err(DecodeError::UnsupportedEncoding(shown(&msg.format)));
     }
+    // image_transport's format is `ENCODING; jpeg compressed bgr8` (or `; png compressed`):
+    // colour encodings are compressed as colour, any other as it is (a Bayer mosaic as a
+    // grey image of the mosaic, depth as 16-bit grey). Plain `jpeg` / `png`: colour or grey.
+    let encoding = msg
+        .format
+        .split_once(';')
+        .map(|(encoding, _)| encoding.trim())
+        .filter(|e| !e.is_empty());
+    let layout = match encoding {
+        Some(encoding) => Some(
+            Layout::of(encoding)
+                .ok_or_else(|| DecodeError::UnsupportedEncoding(shown(encoding)))?,
+        ),
+        None => None,
+    };
     let format = image::guess_format(&msg.data).map_err(|e| err(e.to_string()))?;
     if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
         return Err(err(format!("{format:?} data; expected JPEG or PNG")));
@@ -190,12 +222,37 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
     // (allocation and all) for seconds (fuzzing finding 4).
     let reader = image::ImageReader::with_format(std::io::Cursor::new(&msg.data), format);
     // As the camera sent it (a calibration is of the sensor's orientation).
-    match decode_capped(reader, MAX_COMPRESSED_PIXELS, false) {
-        Ok(image) => Ok(image.to_rgb8()),
-        Err(Undecoded::TooLarge { width, height }) => Err(err(format!(
-            "{width}x{height} is above the limit of {MAX_COMPRESSED_PIXELS} pixels for a camera frame"
+    let image = match decode_capped(reader, MAX_FRAME_PIXELS, false) {
+        Ok(image) => image,
+        Err(Undecoded::TooLarge { width, height }) => return Err(err(format!(
+            "{width}x{height} is above the limit of {MAX_FRAME_PIXELS} pixels for a camera frame"
         ))),
-        Err(Undecoded::Image(e)) => Err(err(e.to_string())),
+        Err(Undecoded::Image(e)) => return Err(err(e.to_string())),
+    };
+    match (layout, encoding) {
+        // The mosaic, decompressed, is demosaiced as a raw one would be.
+        (Some(Layout::Bayer { depth, .. }), Some(encoding)) => {
+            let (width, height) = (image.width(), image.height());
+            let data = match depth {
+                1 => image.into_luma8().into_raw(),
+                _ => image
+                    .into_luma16()
+                    .into_raw()
+                    .into_iter()
+                    .flat_map(u16::to_le_bytes)
+                    .collect(),
+            };
+            decode_image(&Image {
+                encoding: encoding.to_owned(),
+                width,
+                height,
+                step: width * depth as u32,
+                is_bigendian: 0,
+                data,
+                ..Default::default()
+            })
+        }
+        _ => Ok(image.to_rgb8()),
     }
 }
 
@@ -236,11 +293,11 @@ pub fn decode_capped<R: std::io::BufRead + std::io::Seek>(
     Ok(image)
 }
 
-/// The largest compressed frame decoded, in pixels (8192x6103; cameras on robots stay
-/// far below, and a bigger header is damage or an attack: refused before decoding).
-pub const MAX_COMPRESSED_PIXELS: u64 = 50_000_000;
+/// The largest camera frame decoded, raw or compressed, in pixels (8192x6103; cameras on
+/// robots stay far below, and a bigger one is damage or an attack: a compressed one is
+/// refused before decoding).
+pub const MAX_FRAME_PIXELS: u64 = 50_000_000;
 
-/// Row access to validated image data.
 /// The pixel rows of a raw image, checked against its data: `row_bytes` bytes each (the
 /// pixels, without padding), `step` apart.
 pub struct Rows<'a> {
@@ -387,13 +444,12 @@ fn decode_bayer(
     cell: [[usize; 2]; 2],
     depth: usize,
 ) -> RgbImage {
-    let samples: Vec<Vec<u8>> = (0..height)
-        .map(|y| {
-            (0..width)
-                .map(|x| rows.sample(rows.row(y), x, depth))
-                .collect()
-        })
+    // One flat plane (a row of its own for each of a million 1-pixel rows would cost a
+    // heap block per input byte).
+    let plane: Vec<u8> = (0..height)
+        .flat_map(|y| (0..width).map(move |x| rows.sample(rows.row(y), x, depth)))
         .collect();
+    let sample = |y: usize, x: usize| plane[y * width + x];
     let mut out = RgbImage::new(width as u32, height as u32);
     for y in 0..height {
         for x in 0..width {
@@ -402,18 +458,18 @@ fn decode_bayer(
             for ny in y.saturating_sub(1)..(y + 2).min(height) {
                 for nx in x.saturating_sub(1)..(x + 2).min(width) {
                     let colour = cell[ny % 2][nx % 2];
-                    sum[colour] += samples[ny][nx] as u32;
+                    sum[colour] += sample(ny, nx) as u32;
                     count[colour] += 1;
                 }
             }
             // A 1-pixel-wide or -high image can lack a colour entirely: use grey.
             let channel = |c: usize| {
                 if c == cell[y % 2][x % 2] {
-                    return samples[y][x];
+                    return sample(y, x);
                 }
                 (sum[c] + count[c] / 2)
                     .checked_div(count[c])
-                    .map_or(samples[y][x], |mean| mean as u8)
+                    .map_or(sample(y, x), |mean| mean as u8)
             };
             out.put_pixel(
                 x as u32,
@@ -896,5 +952,92 @@ mod tests {
                 other => panic!("{format}: {other:?}"),
             }
         }
+    }
+
+    /// image_transport compresses a Bayer mosaic as a grey image of it and says so in the
+    /// format's encoding: demosaiced as the raw one is. A depth encoding there is no camera
+    /// image; a colour or grey one, or none, decodes as before.
+    #[test]
+    fn the_compressed_formats_encoding_is_honoured() {
+        let colour = [200u8, 100, 50];
+        let cell = [[0, 1], [1, 2]];
+        let (w, h) = (6u32, 4u32);
+        let mosaic = image::GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([colour[cell[y as usize % 2][x as usize % 2]]])
+        });
+        let png = |img: image::DynamicImage| {
+            let mut out = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+                .unwrap();
+            out
+        };
+        let compressed = |format: &str, data: Vec<u8>| CompressedImage {
+            format: format.into(),
+            data,
+            ..Default::default()
+        };
+        let raw = decode_image(&msg("bayer_rggb8", w, h, w as usize, 0, mosaic.as_raw())).unwrap();
+        let decoded = decode_compressed(&compressed(
+            "bayer_rggb8; png compressed ",
+            png(mosaic.clone().into()),
+        ))
+        .unwrap();
+        assert_eq!(decoded, raw);
+        assert!(decoded.pixels().all(|p| p.0 == colour));
+        // 16-bit mosaic: the same after scaling.
+        let mosaic16 = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(w, h, |x, y| {
+            image::Luma([mosaic.get_pixel(x, y).0[0] as u16 * 257])
+        });
+        let decoded = decode_compressed(&compressed(
+            "bayer_rggb16; png compressed ",
+            png(mosaic16.into()),
+        ))
+        .unwrap();
+        assert_eq!(decoded, raw);
+        // Without the prefix, the same PNG is a grey picture of the mosaic.
+        let grey = decode_compressed(&compressed("png", png(mosaic.clone().into()))).unwrap();
+        assert_eq!(grey.get_pixel(0, 0).0, [200; 3]);
+        let grey =
+            decode_compressed(&compressed("mono8; png compressed ", png(mosaic.into()))).unwrap();
+        assert_eq!(grey.get_pixel(1, 0).0, [100; 3]);
+        // A depth stream compressed as 16-bit PNG is refused, as raw 16UC1 is.
+        let depth = image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(2, 2, image::Luma([900]));
+        assert_eq!(
+            decode_compressed(&compressed("16UC1; png compressed ", png(depth.into()))),
+            Err(DecodeError::UnsupportedEncoding("16UC1".into()))
+        );
+    }
+
+    /// A raw frame above the pixel limit is refused before any output is made at its size;
+    /// a hostile encoding string is quoted short and escaped.
+    #[test]
+    fn huge_raw_frames_and_hostile_strings_are_bounded() {
+        let image = Image {
+            encoding: "mono8".into(),
+            width: 50_000_001,
+            height: 1,
+            step: 50_000_001,
+            data: vec![0; 50_000_001],
+            ..Default::default()
+        };
+        match decode_image(&image) {
+            Err(DecodeError::Malformed { message, .. }) => {
+                assert!(message.contains("limit of 50000000 pixels"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let image = Image {
+            encoding: format!("line\n\u{1b}[31m{}", "x".repeat(10_000)),
+            width: 1,
+            height: 1,
+            step: 1,
+            data: vec![0],
+            ..Default::default()
+        };
+        let e = decode_image(&image).unwrap_err().to_string();
+        assert!(
+            e.len() < 120 && !e.contains('\n') && !e.contains('\u{1b}') && e.ends_with("...`"),
+            "{e}"
+        );
     }
 }

@@ -183,16 +183,24 @@ impl CameraInfo {
             (roi.x_offset, roi.y_offset, roi.width, roi.height)
         };
         let mut info = self.clone();
+        // A row with no focal length (an uncalibrated camera's zeros) is left as it is, as
+        // in scaled_to: it has no principal point to move.
         for (m, cols) in [(&mut info.k[..], 3), (&mut info.p[..], 4)] {
             let (fx, fy) = (bx as f64, by as f64);
-            m[0] /= fx;
-            m[1] /= fx;
-            m[2] = (m[2] - x0 as f64) / fx;
-            m[cols + 1] /= fy;
-            m[cols + 2] = (m[cols + 2] - y0 as f64) / fy;
-            if cols == 4 {
-                m[3] /= fx;
-                m[7] /= fy;
+            if m[0] != 0.0 {
+                m[0] /= fx;
+                m[1] /= fx;
+                m[2] = (m[2] - x0 as f64) / fx;
+                if cols == 4 {
+                    m[3] /= fx;
+                }
+            }
+            if m[cols + 1] != 0.0 {
+                m[cols + 1] /= fy;
+                m[cols + 2] = (m[cols + 2] - y0 as f64) / fy;
+                if cols == 4 {
+                    m[7] /= fy;
+                }
             }
         }
         info.width = w / bx;
@@ -393,6 +401,12 @@ mod tests {
             small.k,
             [125.0, 0.0, 63.75, 0.0, 125.0, 47.75, 0.0, 0.0, 1.0]
         );
+        // An uncalibrated camera's zeros stay zeros (no principal point to move).
+        let mut uncalibrated = info.clone();
+        uncalibrated.k = [0.0; 9];
+        uncalibrated.p = [0.0; 12];
+        let plain = uncalibrated.unbinned();
+        assert_eq!((plain.k, plain.p), ([0.0; 9], [0.0; 12]));
     }
 
     use super::*;
