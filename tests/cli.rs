@@ -698,7 +698,9 @@ fn model_check_describes_the_run_or_fails_as_it_would() {
     let (out, text) = check(&["--mode", "mc", "--samples", "7"]);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("ok: model") && text.contains("4 classes") && text.contains("mode mc, T = 7"),
+        text.contains("ok: model")
+            && text.contains("4 classes")
+            && text.contains("mode mc (7 passes"),
         "{text}"
     );
     let (out, text) = check(&["--mode", "mc", "--samples", "1"]);
@@ -736,6 +738,11 @@ fn doctor_and_bench_run() {
     let (out, text) = run(bin().arg("doctor"));
     assert!(out.status.success(), "{text}");
     assert!(text.contains("libtorch version:   2.11.0"), "{text}");
+    // The libtorch loaded is the one built against here: named, no warning.
+    assert!(
+        text.contains("libtorch loaded:    /") && !text.contains("is not the one built against"),
+        "{text}"
+    );
     let (out, text) = run(bin().args([
         "bench",
         "--arch",
@@ -2025,6 +2032,36 @@ fn an_interrupted_command_exits_130_and_infer_keeps_what_it_wrote() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.ends_with("interrupted\n"), "{stderr}");
+}
+
+/// `synth` (a dataset directory) stops at a scene's end on SIGTERM: every scene written has
+/// all its files, the count is said, exit 130.
+#[test]
+fn an_interrupted_synth_leaves_only_whole_scenes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("data");
+    let count = |split: &str| std::fs::read_dir(out.join(split)).map_or(0, |d| d.count());
+    let mut child = common::Logged::spawn(bin().args(["synth", "--out"]).arg(&out).args([
+        "--count", "100000", "--width", "64", "--height", "48", "--ood",
+    ]));
+    assert!(
+        child.wait_for(|| count("train") >= 3),
+        "finished before it could be interrupted"
+    );
+    child.signal(libc::SIGTERM);
+    let output = child.wait_with_output();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(130), "{text}");
+    let scenes = count("train");
+    for split in ["trainannot", "traindepth", "trainnoise", "trainood"] {
+        assert_eq!(count(split), scenes, "{split}: {text}");
+    }
+    assert!(
+        text.contains(&format!(
+            "interrupted: {scenes} complete scene(s) of 100000"
+        )),
+        "{text}"
+    );
 }
 
 /// What a run does not use is said, not silently dropped: folders inside an input folder

@@ -86,7 +86,8 @@ struct Report {
     /// Median of each stage over the timed frames, milliseconds (they need not add up to
     /// median_ms exactly: medians of parts).
     stages_median_ms: Stages,
-    /// Points in the median frame's cloud, and the stride they were built with.
+    /// Points in the largest of the frames' clouds (every frame is the same image), and the
+    /// stride they were built with.
     points_per_frame: usize,
     points_stride: u32,
     /// The calibration file the cloud's camera came from (`--camera-info`); none: a
@@ -94,8 +95,9 @@ struct Report {
     points_camera_info: Option<String>,
     /// Host peak resident memory (VmHWM), MiB.
     peak_rss_mib: Option<f64>,
-    /// CUDA only: device memory in use after the run (total − free, whole device: CUDA
-    /// context plus libtorch's caching allocator, which keeps its peak), MiB.
+    /// CUDA only: the benched device's memory in use after the run (total − free, whole
+    /// device: this process's CUDA context and libtorch's caching allocator, which keeps
+    /// its peak, and any other process's), MiB.
     gpu_memory_used_mib: Option<f64>,
     /// CUDA only: libtorch's caching allocator over the timed frames (peak allocated is
     /// torch.cuda.max_memory_allocated), MiB.
@@ -150,6 +152,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     if let Err(e) = spec.validate() {
         super::usage!("bench model: {e}");
+    }
+    // The ranges a params file has; --batch-size: absent is per device, 0 refused.
+    let counts = [
+        ("--noise-samples", "noise_samples", args.noise_samples),
+        ("--samples", "mc.samples", args.samples),
+        ("--head-samples", "moments.head_samples", args.head_samples),
+    ];
+    for (flag, key, value) in counts {
+        let (lo, hi) = bayes_perception::config::integer_range(key).expect("a ranged parameter");
+        if !(lo..=hi).contains(&(value as i64)) {
+            super::usage!("{flag} must be in {lo}..={hi} (as `{key}` in a params file)");
+        }
+    }
+    if args.batch_size == Some(0) {
+        super::usage!("--batch-size must be at least 1 (leave it out for the device's default)");
     }
     let config = EngineConfig {
         mode: args.mode,
@@ -249,8 +266,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     report.peak_rss_mib = peak_rss_mib();
-    if device.is_cuda() {
-        report.gpu_memory_used_mib = cuda_memory_used_mib();
+    // Of the device benched (cudaMemGetInfo without its index would ask the current
+    // device, which libtorch's guards leave at 0).
+    if let tch::Device::Cuda(index) = device {
+        report.gpu_memory_used_mib =
+            bayes_perception::device::cuda_free_memory(index).map(|(free, total)| total - free);
     }
 
     if args.json {
@@ -597,37 +617,4 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-/// Device-wide CUDA memory in use (total − free), MiB, through the CUDA runtime that
-/// libtorch_cuda already loaded (tch has no memory statistics). `None` when it cannot be
-/// found.
-fn cuda_memory_used_mib() -> Option<f64> {
-    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    for name in [
-        c"libcudart.so.13",
-        c"libcudart.so.12",
-        c"libcudart.so.11.0",
-        c"libcudart.so",
-    ] {
-        // SAFETY: RTLD_NOLOAD only returns a library already mapped into the process;
-        // cudaMemGetInfo has this C signature in every CUDA runtime and writes the two
-        // out-parameters on success (return code 0).
-        unsafe {
-            let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD);
-            if handle.is_null() {
-                continue;
-            }
-            let symbol = libc::dlsym(handle, c"cudaMemGetInfo".as_ptr());
-            if symbol.is_null() {
-                continue;
-            }
-            let mem_get_info: MemGetInfo = std::mem::transmute(symbol);
-            let (mut free, mut total) = (0usize, 0usize);
-            if mem_get_info(&mut free, &mut total) == 0 {
-                return Some((total - free) as f64 / (1024.0 * 1024.0));
-            }
-        }
-    }
-    None
 }

@@ -20,8 +20,27 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cuda = Cuda::is_available();
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     println!("bayes_perception {}", env!("CARGO_PKG_VERSION"));
-    println!("libtorch version:   {LIBTORCH_VERSION}");
-    println!("libtorch directory: {LIBTORCH_LIB_DIR}");
+    println!("libtorch version:   {LIBTORCH_VERSION} (built against)");
+    println!("libtorch directory: {LIBTORCH_LIB_DIR} (built against)");
+    // LD_LIBRARY_PATH wins over the build's run path: the libtorch this process mapped is
+    // the one that runs, and another one than the build's is worth a warning.
+    match loaded_libtorch_dir() {
+        Some(dir)
+            if std::fs::canonicalize(&dir).ok() == std::fs::canonicalize(LIBTORCH_LIB_DIR).ok() =>
+        {
+            println!("libtorch loaded:    {}", dir.display())
+        }
+        Some(dir) => {
+            println!("libtorch loaded:    {}", dir.display());
+            log::warn!(
+                "the libtorch loaded ({}) is not the one built against ({LIBTORCH_LIB_DIR}): \
+                 LD_LIBRARY_PATH or the system's library path chose it; a libtorch of another \
+                 version may crash or fail to run",
+                dir.display()
+            );
+        }
+        None => println!("libtorch loaded:    (not found in /proc/self/maps)"),
+    }
     println!(
         "libtorch_cuda:      {}",
         if cuda_library_loaded() {
@@ -54,4 +73,17 @@ pub fn run() -> anyhow::Result<ExitCode> {
         yes_no(tch::utils::has_openmp())
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The directory of the libtorch_cpu library this process mapped, from /proc/self/maps.
+fn loaded_libtorch_dir() -> Option<std::path::PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| {
+            std::path::Path::new(path)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libtorch_cpu.so"))
+        })
+        .and_then(|path| std::path::Path::new(path).parent().map(|p| p.to_owned()))
 }

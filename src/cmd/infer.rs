@@ -24,6 +24,23 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let (params, model_dir) = super::params_and_model(&args.run)?;
     super::warn_unused_overrides(&args.run.overrides, params.mode);
     let inputs = collect_inputs(&args.inputs, &args.out)?;
+    // --out is made and tried before the model loads and any image is run: a folder that
+    // cannot be written to (permissions, a read-only mount) would fail every image only
+    // after its inference.
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {} exists and is not a folder", args.out.display());
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let probe = args
+        .out
+        .join(format!(".infer.check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .with_context(|| format!("--out {}: cannot be written", args.out.display()))?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
     let palette = engine.model().spec.palette();
     let camera_info = match (&args.camera_info, args.points) {
@@ -52,11 +69,6 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         PinholeCamera::for_image(info, info.width, info.height, cloud_options.rectified)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
-    if args.out.exists() && !args.out.is_dir() {
-        bail!("--out {} exists and is not a folder", args.out.display());
-    }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
     log::info!(
         "model {} on {}, {}, mode {}, {} image(s)",
         model_dir.display(),
@@ -103,7 +115,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         }
         .and_then(|image| {
             let prediction = engine.predict(&image)?;
-            total_ms += prediction.timing.total_ms;
+            let ms = prediction.timing.total_ms;
             let staged = StagedDir::in_swept(&target)?;
             let dir = staged.path();
             write_prediction(dir, &prediction, &palette, &params.colormap, args.colorbar)?;
@@ -141,7 +153,10 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
                     Err(_) => cloudless.push((input, prediction.width, prediction.height)),
                 }
             }
-            staged.install(true)
+            staged.install(true)?;
+            // The mean is over the images written.
+            total_ms += ms;
+            Ok(())
         });
         if let Err(err) = result {
             progress.suspend(|| log::warn!("skipped {}: {}", input.display(), one_line(&*err)));
@@ -164,7 +179,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
         inputs.len(),
         args.out.display(),
         params.mode,
-        samples_label(&engine),
+        super::samples_label(&engine),
         device_name(engine.device()),
         if done > 0 {
             format!(", mean {:.0} ms", total_ms / done as f64)
@@ -254,21 +269,6 @@ fn replaceable(path: &Path) -> bool {
                 })
             })
         })
-}
-
-fn samples_label(engine: &Engine) -> String {
-    match engine.config().mode {
-        bayes_perception::config::Mode::Aleatoric => "1 pass".into(),
-        bayes_perception::config::Mode::Moments => format!(
-            "1 pass of moments, {} head samples",
-            engine.config().moments_head_samples
-        ),
-        bayes_perception::config::Mode::Mc => format!(
-            "{} passes in batches of {}",
-            engine.config().mc_samples,
-            engine.mc_batch_size()
-        ),
-    }
 }
 
 /// Files as given, plus the images directly inside given directories (sorted); folders

@@ -46,14 +46,12 @@ pub fn init(args: ModelInitArgs) -> anyhow::Result<ExitCode> {
 
 pub fn check(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (params, dir) = super::params_and_model(&args)?;
+    super::warn_unused_overrides(&args.overrides, params.mode);
     let engine = Engine::load(&dir, EngineConfig::from_params(&params)?)?;
     let spec = &engine.model().spec;
-    let passes = match params.mode {
-        bayes_perception::config::Mode::Mc => format!(", T = {}", params.mc.samples),
-        _ => String::new(),
-    };
+    let passes = super::samples_label(&engine);
     println!(
-        "ok: model {} ({}, {} classes, {}) on {}, {}, mode {}{passes}",
+        "ok: model {} ({}, {} classes, {}) on {}, {}, mode {} ({passes})",
         dir.display(),
         spec.name,
         spec.num_classes(),

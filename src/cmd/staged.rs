@@ -80,6 +80,10 @@ impl StagedDir {
                 output.display()
             );
         }
+        // The temporary directory's entries on the disk before it is renamed into place
+        // (its files were synced by their writers).
+        bayes_perception::output::sync_path(&self.temp)
+            .with_context(|| format!("cannot sync {}", self.temp.display()))?;
         let moved = if replacing {
             self.replace_output()
         } else {

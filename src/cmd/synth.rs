@@ -1,5 +1,6 @@
 //! `bayes_perception synth`: synthetic street scenes in the CamVid layout plus depth.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::progress::Progress;
@@ -53,7 +54,9 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     }
     for d in &all_dirs {
         let path = args.out.join(d);
-        if path.exists() && std::fs::read_dir(&path)?.next().is_some() {
+        let listed =
+            || std::fs::read_dir(&path).with_context(|| format!("cannot list {}", path.display()));
+        if path.exists() && listed()?.next().is_some() {
             bail!(
                 "{} is not empty; choose another --out or --split",
                 path.display()
@@ -64,20 +67,50 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     }
     let split_seed = split_seed(&args);
     let progress = Progress::new(args.count as u64, "scenes", "");
+    // Ctrl-C or SIGTERM: the scene in hand is finished; a scene whose files cannot all be
+    // written is removed whole. Either way every scene left has all its files.
+    let interrupt = super::interrupt::graceful();
+    let mut written = 0;
     for i in 0..args.count {
+        if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
         let scene = render(split_seed, i as u64, cfg);
         let name = format!("{i:05}.png");
-        let at = |dir: &str| args.out.join(dir).join(&name);
-        save_png(&at(&dirs[0]), &scene.rgb)?;
-        save_png(&at(&dirs[1]), &scene.labels)?;
-        save_png(&at(&dirs[2]), &depth_png(&scene.depth_m))?;
-        save_png(&at(&dirs[3]), &scene.noise_mask)?;
-        if args.ood {
-            save_png(&at(&format!("{split}ood")), &scene.ood_mask)?;
+        let paths: Vec<PathBuf> = all_dirs
+            .iter()
+            .map(|d| args.out.join(d).join(&name))
+            .collect();
+        let saved = save_png(&paths[0], &scene.rgb)
+            .and_then(|()| save_png(&paths[1], &scene.labels))
+            .and_then(|()| save_png(&paths[2], &depth_png(&scene.depth_m)))
+            .and_then(|()| save_png(&paths[3], &scene.noise_mask))
+            .and_then(|()| match paths.get(4) {
+                Some(path) => save_png(path, &scene.ood_mask),
+                None => Ok(()),
+            });
+        if let Err(e) = saved {
+            for path in &paths {
+                std::fs::remove_file(path).ok();
+            }
+            progress.finish_and_clear();
+            return Err(anyhow::Error::new(e).context(format!(
+                "scene {i} not written ({written} complete scene(s) kept in {})",
+                args.out.display()
+            )));
         }
+        written += 1;
         progress.inc();
     }
     progress.finish_and_clear();
+    if written < args.count {
+        println!(
+            "interrupted: {written} complete scene(s) of {} written to {}",
+            args.count,
+            args.out.display()
+        );
+        return Ok(ExitCode::from(super::interrupt::EXIT_INTERRUPTED));
+    }
     println!(
         "wrote {} {}scene(s) of {}x{} to {} ({split}/, {split}annot/ class ids 0..10 and 11 = void, \
          {split}depth/ 16-bit millimetres with 0 = no depth, {split}noise/{})",

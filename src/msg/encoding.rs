@@ -224,9 +224,11 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
     // As the camera sent it (a calibration is of the sensor's orientation).
     let image = match decode_capped(reader, MAX_FRAME_PIXELS, false) {
         Ok(image) => image,
-        Err(Undecoded::TooLarge { width, height }) => return Err(err(format!(
+        Err(Undecoded::TooLarge { width, height }) => {
+            return Err(err(format!(
             "{width}x{height} is above the limit of {MAX_FRAME_PIXELS} pixels for a camera frame"
-        ))),
+        )))
+        }
         Err(Undecoded::Image(e)) => return Err(err(e.to_string())),
     };
     match (layout, encoding) {
