@@ -234,6 +234,23 @@ pub fn preset(name: &str) -> anyhow::Result<ArchConfig> {
     }
 }
 
+/// What a frame of the engine's mode takes, for summaries: `1 pass`, `7 passes in batches
+/// of 4`, `1 pass of moments, 20 head samples`.
+pub(crate) fn samples_label(engine: &bayes_perception::Engine) -> String {
+    match engine.config().mode {
+        bayes_perception::config::Mode::Aleatoric => "1 pass".into(),
+        bayes_perception::config::Mode::Moments => format!(
+            "1 pass of moments, {} head samples",
+            engine.config().moments_head_samples
+        ),
+        bayes_perception::config::Mode::Mc => format!(
+            "{} passes in batches of {}",
+            engine.config().mc_samples,
+            engine.mc_batch_size()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,22 +302,5 @@ mod tests {
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         check_report_path(&fifo, None).unwrap();
-    }
-}
-
-/// What a frame of the engine's mode takes, for summaries: `1 pass`, `7 passes in batches
-/// of 4`, `1 pass of moments, 20 head samples`.
-pub(crate) fn samples_label(engine: &bayes_perception::Engine) -> String {
-    match engine.config().mode {
-        bayes_perception::config::Mode::Aleatoric => "1 pass".into(),
-        bayes_perception::config::Mode::Moments => format!(
-            "1 pass of moments, {} head samples",
-            engine.config().moments_head_samples
-        ),
-        bayes_perception::config::Mode::Mc => format!(
-            "{} passes in batches of {}",
-            engine.config().mc_samples,
-            engine.mc_batch_size()
-        ),
     }
 }
