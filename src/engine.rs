@@ -487,6 +487,15 @@ impl Engine {
             .min(self.mc_chunk_limit.load(Ordering::Relaxed))
     }
 
+    /// Whether [`Engine::mc_batch_size`] is what the next frame runs with: false on CUDA
+    /// without a configured chunk before the first MC frame has sized it to the memory
+    /// (it is then the most a chunk will be).
+    pub fn mc_batch_size_known(&self) -> bool {
+        !self.device.is_cuda()
+            || self.config.mc_batch_size.is_some()
+            || self.mc_memory_chunk.load(Ordering::Relaxed) != 0
+    }
+
     /// Runs the network on one image and reduces the samples to per-pixel outputs.
     ///
     /// libtorch failures (CUDA out of memory, say) come back as [`Error::Inference`]

@@ -32,14 +32,7 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let probe = args
-        .out
-        .join(format!(".infer.check-{}", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .and_then(|_| std::fs::remove_file(&probe))
+    super::can_create_in(&args.out, "infer")
         .with_context(|| format!("--out {}: cannot be written", args.out.display()))?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
     let palette = engine.model().spec.palette();

@@ -116,12 +116,22 @@ pub fn check_report_path(path: &Path, creates: Option<&Path>) -> anyhow::Result<
         return Ok(());
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let probe = parent.join(format!(".{name}.check-{}", std::process::id()));
+    can_create_in(parent, &name).map_err(cannot)
+}
+
+/// Whether a file can be created in `dir` (a probe named after `what`, this host and
+/// process is made and removed; a failure to remove it is no failure to write):
+/// permissions, a read-only mount.
+pub(crate) fn can_create_in(dir: &Path, what: &str) -> std::io::Result<()> {
+    let probe = dir.join(format!(
+        ".{what}.check-{}-{}",
+        bayes_perception::process::host_name(),
+        std::process::id()
+    ));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&probe)
-        .map_err(cannot)?;
+        .open(&probe)?;
     std::fs::remove_file(&probe).ok();
     Ok(())
 }
@@ -243,8 +253,14 @@ pub(crate) fn samples_label(engine: &bayes_perception::Engine) -> String {
             "1 pass of moments, {} head samples",
             engine.config().moments_head_samples
         ),
-        bayes_perception::config::Mode::Mc => format!(
+        bayes_perception::config::Mode::Mc if engine.mc_batch_size_known() => format!(
             "{} passes in batches of {}",
+            engine.config().mc_samples,
+            engine.mc_batch_size()
+        ),
+        bayes_perception::config::Mode::Mc => format!(
+            "{} passes in batches of up to {} (sized to the GPU's free memory on the first \
+             frame)",
             engine.config().mc_samples,
             engine.mc_batch_size()
         ),
