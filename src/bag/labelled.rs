@@ -21,7 +21,7 @@ use std::ops::ControlFlow;
 use super::cdr::CdrMessage;
 use super::read::{combined_damage, damage_met_before, BagError, BagEvent, BagMessage, BagReader};
 use crate::eval::{LabelledFrame, LeftOut};
-use crate::msg::encoding::{decode_compressed, decode_image, Rows};
+use crate::msg::encoding::{decode_compressed, decode_image, shown, Rows};
 use crate::msg::{CompressedImage, Image};
 
 /// Ground-truth topics, relative to the camera's namespace.
@@ -507,8 +507,8 @@ fn decode_part(part: Part, m: &BagMessage) -> Result<Decoded, (Option<(i32, u32)
 fn ground_truth_value(part: Part, what: &str, msg: &Image) -> Result<Value, String> {
     let h = msg.height as usize;
     let row_bytes = |bytes_per_pixel: usize| -> Result<Vec<&[u8]>, String> {
-        let rows =
-            Rows::of(msg, bytes_per_pixel).map_err(|e| format!("{what}: {} {e}", msg.encoding))?;
+        let rows = Rows::of(msg, bytes_per_pixel)
+            .map_err(|e| format!("{what}: {} {e}", shown(&msg.encoding)))?;
         Ok((0..h).map(|y| rows.row(y)).collect())
     };
     let value = match (part, msg.encoding.as_str()) {
@@ -557,7 +557,10 @@ fn ground_truth_value(part: Part, what: &str, msg: &Image) -> Result<Value, Stri
                 .collect(),
         ),
         (_, encoding) => {
-            return Err(format!("{what}: encoding {encoding} is not accepted"));
+            return Err(format!(
+                "{what}: encoding {} is not accepted",
+                shown(encoding)
+            ));
         }
     };
     Ok(value)

@@ -810,7 +810,7 @@ fn read_mcap(
                 let foreign = (channel.message_encoding != "cdr").then(|| {
                     format!(
                         "message encoding `{}` is not CDR (rosbag2's)",
-                        channel.message_encoding
+                        crate::msg::encoding::shown(&channel.message_encoding)
                     )
                 });
                 channels.insert(channel.id, (channel.topic, schema, foreign));

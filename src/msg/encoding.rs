@@ -28,7 +28,7 @@ pub enum DecodeError {
 /// A string of the message (its encoding or format) as errors quote it: at most 64
 /// characters, control characters escaped (a hostile one would otherwise go whole into
 /// every log line and diagnostics message).
-fn shown(text: &str) -> String {
+pub fn shown(text: &str) -> String {
     let mut out: String = text.chars().take(64).flat_map(char::escape_debug).collect();
     if text.chars().nth(64).is_some() {
         out.push_str("...");
@@ -207,13 +207,17 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
         .split_once(';')
         .map(|(encoding, _)| encoding.trim())
         .filter(|e| !e.is_empty());
-    let layout = match encoding {
-        Some(encoding) => Some(
-            Layout::of(encoding)
-                .ok_or_else(|| DecodeError::UnsupportedEncoding(shown(encoding)))?,
-        ),
-        None => None,
-    };
+    // One we do not know is decoded by content, as before, unless it names a data type
+    // that is no camera image (OpenCV's 16UC1, 32FC1, ...).
+    let named = encoding.and_then(|e| {
+        [e.to_owned(), e.to_ascii_lowercase()]
+            .into_iter()
+            .find(|name| Layout::of(name).is_some())
+    });
+    let layout = named.as_deref().and_then(Layout::of);
+    if let Some(encoding) = encoding.filter(|e| layout.is_none() && is_opencv_type(e)) {
+        return Err(DecodeError::UnsupportedEncoding(shown(encoding)));
+    }
     let format = image::guess_format(&msg.data).map_err(|e| err(e.to_string()))?;
     if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
         return Err(err(format!("{format:?} data; expected JPEG or PNG")));
@@ -231,9 +235,12 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
         }
         Err(Undecoded::Image(e)) => return Err(err(e.to_string())),
     };
-    match (layout, encoding) {
-        // The mosaic, decompressed, is demosaiced as a raw one would be.
-        (Some(Layout::Bayer { depth, .. }), Some(encoding)) => {
+    match (layout, named) {
+        // The mosaic, decompressed, is demosaiced as a raw one would be (a colour image
+        // under a Bayer name was demosaiced before it was compressed).
+        (Some(Layout::Bayer { depth, .. }), Some(encoding))
+            if image.color().channel_count() == 1 =>
+        {
             let (width, height) = (image.width(), image.height());
             let data = match depth {
                 1 => image.into_luma8().into_raw(),
@@ -245,7 +252,7 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
                     .collect(),
             };
             decode_image(&Image {
-                encoding: encoding.to_owned(),
+                encoding,
                 width,
                 height,
                 step: width * depth as u32,
@@ -256,6 +263,18 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
         }
         _ => Ok(image.to_rgb8()),
     }
+}
+
+/// Whether `encoding` is an OpenCV data type name (`16UC1`, `32FC1`, `8SC3`): depth and
+/// other measurements, unless [`Layout::of`] reads it as a camera image (8UC1/3/4).
+fn is_opencv_type(encoding: &str) -> bool {
+    let digits = encoding.trim_start_matches(|c: char| c.is_ascii_digit());
+    let bits = encoding.len() - digits.len();
+    let mut rest = digits.chars();
+    bits > 0
+        && matches!(rest.next(), Some('U' | 'S' | 'F'))
+        && rest.next() == Some('C')
+        && rest.as_str().chars().all(|c| c.is_ascii_digit())
 }
 
 /// Why [`decode_capped`] gave no image.
@@ -996,6 +1015,26 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(decoded, raw);
+        // A colour image under a Bayer name (demosaiced before it was compressed) is taken
+        // as it is.
+        let colour_png = png(image::RgbImage::from_pixel(2, 2, Rgb(colour)).into());
+        let decoded = decode_compressed(&compressed(
+            "bayer_rggb8; png compressed bgr8",
+            colour_png.clone(),
+        ))
+        .unwrap();
+        assert!(decoded.pixels().all(|p| p.0 == colour));
+        // An encoding not known is decoded by content, as without one; upper case is read.
+        for format in ["BGR8; jpeg compressed bgr8", "weird; png", "; png"] {
+            let decoded = decode_compressed(&compressed(format, colour_png.clone())).unwrap();
+            assert!(decoded.pixels().all(|p| p.0 == colour), "{format}");
+        }
+        let decoded = decode_compressed(&compressed(
+            "BAYER_RGGB8; png compressed ",
+            png(mosaic.clone().into()),
+        ))
+        .unwrap();
+        assert_eq!(decoded, raw);
         // Without the prefix, the same PNG is a grey picture of the mosaic.
         let grey = decode_compressed(&compressed("png", png(mosaic.clone().into()))).unwrap();
         assert_eq!(grey.get_pixel(0, 0).0, [200; 3]);
@@ -1004,10 +1043,16 @@ mod tests {
         assert_eq!(grey.get_pixel(1, 0).0, [100; 3]);
         // A depth stream compressed as 16-bit PNG is refused, as raw 16UC1 is.
         let depth = image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(2, 2, image::Luma([900]));
-        assert_eq!(
-            decode_compressed(&compressed("16UC1; png compressed ", png(depth.into()))),
-            Err(DecodeError::UnsupportedEncoding("16UC1".into()))
-        );
+        for encoding in ["16UC1", "32FC1", "16SC1"] {
+            assert_eq!(
+                decode_compressed(&compressed(
+                    &format!("{encoding}; png compressed "),
+                    png(depth.clone().into())
+                )),
+                Err(DecodeError::UnsupportedEncoding(encoding.into()))
+            );
+        }
+        assert!(is_opencv_type("8UC1") && !is_opencv_type("UC1") && !is_opencv_type("16UCx"));
     }
 
     /// A raw frame above the pixel limit is refused before any output is made at its size;
