@@ -2062,6 +2062,47 @@ fn an_interrupted_synth_leaves_only_whole_scenes() {
         )),
         "{text}"
     );
+
+    // A labelled bag is closed whole with the scenes written.
+    let bag = dir.path().join("bag");
+    let mut child = common::Logged::spawn(
+        bin()
+            .args(["synth", "--bag", "--out"])
+            .arg(&bag)
+            .args(["--count", "100000", "--width", "64", "--height", "48"]),
+    );
+    // Written under a hidden temporary name until it is closed: a scene or more in it.
+    let staged_bytes = || {
+        std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".bag"))
+            .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+    };
+    assert!(
+        child.wait_for(|| staged_bytes() > 20_000),
+        "finished before it could be interrupted"
+    );
+    child.signal(libc::SIGTERM);
+    let output = child.wait_with_output();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(130), "{text}");
+    let info = bayes_perception::bag::BagReader::open(&bag)
+        .and_then(|r| r.info())
+        .unwrap();
+    // Five messages a scene: camera_info, labels, depth, noise mask, image.
+    let scenes = info.message_count / 5;
+    assert!(scenes > 0 && info.message_count % 5 == 0, "{info:?}");
+    assert!(
+        text.contains(&format!(
+            "interrupted: {scenes} complete scene(s) of 100000"
+        )),
+        "{text}"
+    );
 }
 
 /// What a run does not use is said, not silently dropped: folders inside an input folder

@@ -97,7 +97,8 @@ struct Report {
     peak_rss_mib: Option<f64>,
     /// CUDA only: the benched device's memory in use after the run (total − free, whole
     /// device: this process's CUDA context and libtorch's caching allocator, which keeps
-    /// its peak, and any other process's), MiB.
+    /// its peak, and any other process's), MiB; none from a build without the CUDA shims
+    /// of csrc/ (scripts/gpu_bundle.sh refuses to bundle one).
     gpu_memory_used_mib: Option<f64>,
     /// CUDA only: libtorch's caching allocator over the timed frames (peak allocated is
     /// torch.cuda.max_memory_allocated), MiB.

@@ -25,8 +25,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     // LD_LIBRARY_PATH wins over the build's run path: the libtorch this process mapped is
     // the one that runs, and another one than the build's is worth a warning.
     match loaded_libtorch_dir() {
+        // (A build that did not know its libtorch's directory has nothing to compare.)
         Some(dir)
-            if std::fs::canonicalize(&dir).ok() == std::fs::canonicalize(LIBTORCH_LIB_DIR).ok() =>
+            if LIBTORCH_LIB_DIR == "unknown"
+                || std::fs::canonicalize(&dir).ok()
+                    == std::fs::canonicalize(LIBTORCH_LIB_DIR).ok() =>
         {
             println!("libtorch loaded:    {}", dir.display())
         }
@@ -39,7 +42,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 dir.display()
             );
         }
-        None => println!("libtorch loaded:    (not found in /proc/self/maps)"),
+        None => println!(
+            "libtorch loaded:    (no libtorch_cpu shared library in /proc/self/maps: linked \
+             statically, or /proc unreadable)"
+        ),
     }
     println!(
         "libtorch_cuda:      {}",
@@ -79,7 +85,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
 fn loaded_libtorch_dir() -> Option<std::path::PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
+        // The path is the sixth field, after padding, and may hold spaces.
+        .filter_map(|line| line.splitn(6, ' ').nth(5).map(str::trim_start))
         .find(|path| {
             std::path::Path::new(path)
                 .file_name()

@@ -81,9 +81,12 @@ impl StagedDir {
             );
         }
         // The temporary directory's entries on the disk before it is renamed into place
-        // (its files were synced by their writers).
-        bayes_perception::output::sync_path(&self.temp)
-            .with_context(|| format!("cannot sync {}", self.temp.display()))?;
+        // (its files were synced by their writers). Best effort, as the parent's below: a
+        // filesystem that cannot sync a directory (some FUSE and network mounts) would
+        // otherwise lose every output written to it.
+        if let Err(e) = bayes_perception::output::sync_path(&self.temp) {
+            log::debug!("cannot sync {}: {e}", self.temp.display());
+        }
         let moved = if replacing {
             self.replace_output()
         } else {

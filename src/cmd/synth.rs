@@ -177,7 +177,13 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
     let staged = super::staged::StagedDir::new(&args.out)?;
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     let t0: i64 = 1_700_000_000_000_000_000;
+    // Ctrl-C or SIGTERM: the scene in hand is finished and the bag closed whole.
+    let interrupt = super::interrupt::graceful();
+    let mut written = 0;
     for i in 0..args.count {
+        if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
         let scene = render(split_seed(args), i as u64, cfg);
         writer.hold_chunk();
         let stamp_ns = t0 + i as i64 * 100_000_000;
@@ -228,13 +234,17 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
         // A chunk per scene, as a recording's chunks hold a frame or so: a bag cut short
         // loses its last scene, not all of them.
         writer.flush()?;
+        written += 1;
     }
     let summary = writer.finish()?;
     staged.install(false)?;
+    if written < args.count {
+        println!("interrupted: {written} complete scene(s) of {}", args.count);
+    }
     println!(
         "wrote a labelled bag of {} {}scene(s) of {}x{} to {} ({} messages: /camera/image_raw, \
          /camera/camera_info, /camera/ground_truth/{{labels, depth, noise_mask{}}})",
-        args.count,
+        written,
         if args.ood { "out-of-distribution " } else { "" },
         args.width,
         args.height,
@@ -242,5 +252,8 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
         summary.message_count,
         if args.ood { ", ood_mask" } else { "" }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(match written < args.count {
+        true => ExitCode::from(super::interrupt::EXIT_INTERRUPTED),
+        false => ExitCode::SUCCESS,
+    })
 }

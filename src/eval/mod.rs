@@ -656,8 +656,9 @@ impl Evaluation {
             ];
             let uncertainty = |k: usize| -> [Option<f32>; 3] {
                 let (a, e) = (aleatoric.map(|a| a[k]), epistemic.map(|e| e[k]));
-                let total = (a.is_some() || e.is_some())
-                    .then(|| (a.unwrap_or(0.0).powi(2) + e.unwrap_or(0.0).powi(2)).sqrt());
+                // (hypot: squares of tiny or huge stds under- or overflow f32.)
+                let total =
+                    (a.is_some() || e.is_some()).then(|| a.unwrap_or(0.0).hypot(e.unwrap_or(0.0)));
                 [a, e, total]
             };
             for (k, (&y, &pr)) in truth.iter().zip(predicted).enumerate() {
