@@ -2096,7 +2096,10 @@ fn an_interrupted_synth_leaves_only_whole_scenes() {
         .unwrap();
     // Five messages a scene: camera_info, labels, depth, noise mask, image.
     let scenes = info.message_count / 5;
-    assert!(scenes > 0 && info.message_count.is_multiple_of(5), "{info:?}");
+    assert!(
+        scenes > 0 && info.message_count.is_multiple_of(5),
+        "{info:?}"
+    );
     assert!(
         text.contains(&format!(
             "interrupted: {scenes} complete scene(s) of 100000"
