@@ -1510,6 +1510,16 @@ fn write_split_bag(dir: &std::path::Path, parts: Vec<Vec<(&str, Vec<u8>)>>) {
     std::fs::write(&meta, serde_yaml::to_string(&yaml).unwrap()).unwrap();
 }
 
+/// A split bag at `dir` of 30 camera frames (`image(i)`), ten in each of three files.
+fn write_camera_split_bag(dir: &std::path::Path) {
+    let part = |frames: std::ops::Range<u32>| {
+        frames
+            .map(|i| ("/camera/image_raw", image(i).to_cdr()))
+            .collect()
+    };
+    write_split_bag(dir, vec![part(0..10), part(10..20), part(20..30)]);
+}
+
 /// Cuts the MCAP file at `path` short inside its chunk number `n` (from 0).
 fn cut_inside_chunk(path: &std::path::Path, n: usize) {
     let bytes = std::fs::read(path).unwrap();
@@ -1527,12 +1537,7 @@ fn cut_inside_chunk(path: &std::path::Path, n: usize) {
 fn damage_in_one_file_of_a_split_bag_loses_only_the_rest_of_that_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("split");
-    let part = |frames: std::ops::Range<u32>| {
-        frames
-            .map(|i| ("/camera/image_raw", image(i).to_cdr()))
-            .collect()
-    };
-    write_split_bag(&dir, vec![part(0..10), part(10..20), part(20..30)]);
+    write_camera_split_bag(&dir);
     let (whole, result) = read_all(&BagReader::open(&dir).unwrap());
     result.unwrap();
     assert_eq!(whole.len(), 30);
@@ -1611,12 +1616,7 @@ fn damage_in_one_file_of_a_split_bag_loses_only_the_rest_of_that_file() {
 fn a_missing_file_of_a_split_bag_is_damage_and_the_others_are_read() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("split");
-    let part = |frames: std::ops::Range<u32>| {
-        frames
-            .map(|i| ("/camera/image_raw", image(i).to_cdr()))
-            .collect()
-    };
-    write_split_bag(&dir, vec![part(0..10), part(10..20), part(20..30)]);
+    write_camera_split_bag(&dir);
     let middle = dir.join("split_1.mcap");
     std::fs::remove_file(&middle).unwrap();
     let reader = BagReader::open(&dir).unwrap();
@@ -1679,13 +1679,8 @@ fn a_missing_file_of_a_split_bag_is_damage_and_the_others_are_read() {
 fn damage_outside_the_window_does_not_make_the_run_damaged() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("split");
-    let part = |frames: std::ops::Range<u32>| {
-        frames
-            .map(|i| ("/camera/image_raw", image(i).to_cdr()))
-            .collect()
-    };
     // Frame i is logged at 1100 + 100 i ns (write_split_bag); the bag starts at 1100 ns.
-    write_split_bag(&dir, vec![part(0..10), part(10..20), part(20..30)]);
+    write_camera_split_bag(&dir);
     // Frames 15..20 (2600..3000 ns) lost: the lost part lies between 2500 and 3100 ns.
     cut_inside_chunk(&dir.join("split_1.mcap"), 5);
     common::tiny_model(3, true)
