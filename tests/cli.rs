@@ -2108,6 +2108,29 @@ fn an_interrupted_synth_leaves_only_whole_scenes() {
     );
 }
 
+/// A model that does not load stops `infer` before it makes `--out` (no empty folder left
+/// behind); `--out` is tried for writing before that.
+#[test]
+fn infer_with_a_model_that_does_not_load_leaves_no_out_folder() {
+    let f = Fixture::new();
+    let (out, text) = run(bin()
+        .args(["infer", "--device", "cpu", "--model"])
+        .arg(f.path("no_such_model"))
+        .arg("--out")
+        .arg(f.path("new/out"))
+        .arg(f.path("images/frame.png")));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no_such_model"), "{text}");
+    assert!(!f.path("new").exists(), "{text}");
+    // Nothing of the probe is left where it was tried.
+    let probes: Vec<_> = std::fs::read_dir(f.path(""))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".check-"))
+        .collect();
+    assert!(probes.is_empty(), "{probes:?}");
+}
+
 /// What a run does not use is said, not silently dropped: folders inside an input folder
 /// (not searched) and flags the mode does not read.
 #[test]

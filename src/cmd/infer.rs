@@ -24,17 +24,23 @@ pub fn run(args: InferArgs) -> anyhow::Result<ExitCode> {
     let (params, model_dir) = super::params_and_model(&args.run)?;
     super::warn_unused_overrides(&args.run.overrides, params.mode);
     let inputs = collect_inputs(&args.inputs, &args.out)?;
-    // --out is made and tried before the model loads and any image is run: a folder that
-    // cannot be written to (permissions, a read-only mount) would fail every image only
-    // after its inference.
+    // --out is tried before the model loads and any image is run (a folder that cannot be
+    // written to, for permissions or a read-only mount, would fail every image only after
+    // its inference): itself, or the folder it will be made in, which is made only once
+    // the model has loaded (a model that fails leaves no empty --out behind).
     if args.out.exists() && !args.out.is_dir() {
         bail!("--out {} exists and is not a folder", args.out.display());
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    super::can_create_in(&args.out, "infer")
+    let writable = args
+        .out
+        .ancestors()
+        .find(|dir| dir.is_dir())
+        .unwrap_or(Path::new("."));
+    super::can_create_in(writable, "infer")
         .with_context(|| format!("--out {}: cannot be written", args.out.display()))?;
     let engine = Engine::load(&model_dir, EngineConfig::from_params(&params)?)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let palette = engine.model().spec.palette();
     let camera_info = match (&args.camera_info, args.points) {
         (Some(path), true) => {
