@@ -752,6 +752,24 @@ fn bag_process(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> (Option<i32>
     )
 }
 
+/// [`bag_process`] of `input` into `dir/NAME` with `extra` flags and `--json dir/NAME.json`:
+/// exit code, stdout and stderr together, the JSON report.
+fn bag_process_report(
+    dir: &std::path::Path,
+    input: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> (Option<i32>, String, serde_json::Value) {
+    let out = dir.join(name);
+    let json = dir.join(format!("{name}.json"));
+    let mut args = vec![input.as_os_str(), out.as_os_str(), "--json".as_ref()];
+    args.push(json.as_os_str());
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let (code, stdout, stderr) = bag_process(dir, &args);
+    let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (code, stdout + &stderr, report)
+}
+
 /// Every file under `dir` with its bytes.
 fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut files: Vec<_> = walk(dir)
@@ -1641,19 +1659,8 @@ fn a_missing_file_of_a_split_bag_is_damage_and_the_others_are_read() {
     common::tiny_model(3, true)
         .save(&tmp.path().join("model"))
         .unwrap();
-    let out = tmp.path().join("out");
-    let json = tmp.path().join("out.json");
-    let (code, stdout, stderr) = bag_process(
-        tmp.path(),
-        &[
-            dir.as_os_str(),
-            out.as_os_str(),
-            "--json".as_ref(),
-            json.as_os_str(),
-        ],
-    );
-    assert_eq!(code, Some(1), "{stdout}{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (code, text, report) = bag_process_report(tmp.path(), &dir, "out", &[]);
+    assert_eq!(code, Some(1), "{text}");
     assert_eq!(report["status"], "damaged", "{report}");
     assert_eq!(report["processed"], 20, "{report}");
     assert!(
@@ -1686,17 +1693,7 @@ fn damage_outside_the_window_does_not_make_the_run_damaged() {
     common::tiny_model(3, true)
         .save(&tmp.path().join("model"))
         .unwrap();
-    let run = |name: &str, window: &[&str]| {
-        let out = tmp.path().join(name);
-        let json = tmp.path().join(format!("{name}.json"));
-        let mut args = vec![dir.as_os_str(), out.as_os_str(), "--json".as_ref()];
-        args.push(json.as_os_str());
-        args.extend(window.iter().map(std::ffi::OsStr::new));
-        let (code, stdout, stderr) = bag_process(tmp.path(), &args);
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-        (code, stdout + &stderr, report)
-    };
+    let run = |name: &str, window: &[&str]| bag_process_report(tmp.path(), &dir, name, window);
     let processed = |report: &serde_json::Value| report["processed"].as_u64().unwrap();
 
     // Before the damage: frames 0..13 (1100..2300 ns).

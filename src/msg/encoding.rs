@@ -175,9 +175,7 @@ pub fn decode_image(msg: &Image) -> Result<RgbImage, DecodeError> {
     let rows = Rows::of(msg, layout.bytes_per_pixel()).map_err(malformed)?;
     // Every output image is made at the input's size (about 43 bytes a pixel in all).
     if u64::from(msg.width) * u64::from(msg.height) > MAX_FRAME_PIXELS {
-        return Err(malformed(format!(
-            "{width}x{height} is above the limit of {MAX_FRAME_PIXELS} pixels for a camera frame"
-        )));
+        return Err(malformed(too_large(msg.width, msg.height)));
     }
     Ok(match layout {
         Layout::Packed {
@@ -212,10 +210,9 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
     let named = encoding.and_then(|e| {
         [e.to_owned(), e.to_ascii_lowercase()]
             .into_iter()
-            .find(|name| Layout::of(name).is_some())
+            .find_map(|name| Layout::of(&name).map(|layout| (name, layout)))
     });
-    let layout = named.as_deref().and_then(Layout::of);
-    if let Some(encoding) = encoding.filter(|e| layout.is_none() && is_opencv_type(e)) {
+    if let Some(encoding) = encoding.filter(|e| named.is_none() && is_opencv_type(e)) {
         return Err(DecodeError::UnsupportedEncoding(shown(encoding)));
     }
     let format = image::guess_format(&msg.data).map_err(|e| err(e.to_string()))?;
@@ -228,19 +225,13 @@ pub fn decode_compressed(msg: &CompressedImage) -> Result<RgbImage, DecodeError>
     // As the camera sent it (a calibration is of the sensor's orientation).
     let image = match decode_capped(reader, MAX_FRAME_PIXELS, false) {
         Ok(image) => image,
-        Err(Undecoded::TooLarge { width, height }) => {
-            return Err(err(format!(
-            "{width}x{height} is above the limit of {MAX_FRAME_PIXELS} pixels for a camera frame"
-        )))
-        }
+        Err(Undecoded::TooLarge { width, height }) => return Err(err(too_large(width, height))),
         Err(Undecoded::Image(e)) => return Err(err(e.to_string())),
     };
-    match (layout, named) {
+    match named {
         // The mosaic, decompressed, is demosaiced as a raw one would be (a colour image
         // under a Bayer name was demosaiced before it was compressed).
-        (Some(Layout::Bayer { depth, .. }), Some(encoding))
-            if image.color().channel_count() == 1 =>
-        {
+        Some((encoding, Layout::Bayer { depth, .. })) if image.color().channel_count() == 1 => {
             let (width, height) = (image.width(), image.height());
             let data = match depth {
                 1 => image.into_luma8().into_raw(),
@@ -312,6 +303,11 @@ pub fn decode_capped<R: std::io::BufRead + std::io::Seek>(
         image.apply_orientation(orientation);
     }
     Ok(image)
+}
+
+/// Why a frame above [`MAX_FRAME_PIXELS`] is refused.
+fn too_large(width: u32, height: u32) -> String {
+    format!("{width}x{height} is above the limit of {MAX_FRAME_PIXELS} pixels for a camera frame")
 }
 
 /// The largest camera frame decoded, raw or compressed, in pixels (8192x6103; cameras on

@@ -284,7 +284,8 @@ pub trait Progress {
     fn started(&mut self, summary: &str);
     /// `done` of the `batches` were trained before a resume.
     fn epoch_started(&mut self, epoch: usize, batches: usize, done: usize);
-    /// One optimiser step: its loss, and how many images it took in how many seconds.
+    /// One batch: its loss (NaN for a batch not stepped, its loss or gradients not finite),
+    /// and how many images it took in how many seconds.
     fn batch_done(&mut self, loss: f64, images: usize, seconds: f64);
     fn epoch_done(&mut self, epoch: usize, train_loss: f64, validation: &Validation, lr: f64);
 }
@@ -948,11 +949,8 @@ pub fn train(
                 loss *= f64::NAN;
             }
             let value = loss.double_value(&[]);
-            let value = match value.is_finite() && !optimizer.backward_step(&loss) {
-                true => f64::NAN,
-                false => value,
-            };
-            if value.is_finite() {
+            let stepped = value.is_finite() && optimizer.backward_step(&loss);
+            if stepped {
                 state.loss_sum += value;
                 state.loss_count += 1;
                 nonfinite_in_a_row = 0;
@@ -970,7 +968,7 @@ pub fn train(
                     "epoch {}, batch {}: the loss {}; the batch is not stepped",
                     epoch + 1,
                     index + 1,
-                    match value.is_nan() && loss.double_value(&[]).is_finite() {
+                    match value.is_finite() {
                         true => "has gradients that are not finite".to_owned(),
                         false => format!("is {value}"),
                     }
@@ -994,7 +992,8 @@ pub fn train(
                 }
             }
             state.batches_done = index + 1;
-            progress.batch_done(value, samples.len(), t.elapsed().as_secs_f64());
+            let reported = if stepped { value } else { f64::NAN };
+            progress.batch_done(reported, samples.len(), t.elapsed().as_secs_f64());
             // training.max_minutes is kept to the batch, not to the end of an epoch (one
             // epoch can take half an hour on a CPU).
             let out_of_time = past_time_limit(seconds_before + started.elapsed().as_secs_f64());
