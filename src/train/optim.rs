@@ -394,4 +394,38 @@ mod tests {
             assert!(err.contains("saved after 5 steps"), "{err}");
         }
     }
+
+    /// A finite loss whose gradients are not (√w at w = 0: loss 0, gradient ∞) is not
+    /// stepped: the variables, the optimiser's moments and its step count stay as they
+    /// were, and the next finite batch steps as the first.
+    #[test]
+    fn a_finite_loss_with_gradients_not_finite_is_not_stepped() {
+        let _lock = crate::test_support::torch_rng_lock();
+        for rule in [Rule::Adam, Rule::RmsProp] {
+            tch::manual_seed(5);
+            let vs = variables();
+            let x = Tensor::randn([4, 2, 2, 2], (Kind::Float, Device::Cpu));
+            let mut opt = Optimizer::new(rule, &vs, 0.05, 1e-2);
+            let before = snapshot(&vs);
+            let w = &vs.variables()["w"];
+            // One entry of w moved to 0 (in the graph, not the data): √ of it is 0.
+            let at_zero = (w - w.detach()).abs().sum(Kind::Float).sqrt();
+            assert_eq!(at_zero.double_value(&[]), 0.0);
+            let poisoned = loss(&vs, &x) + at_zero;
+            assert!(poisoned.double_value(&[]).is_finite());
+            assert!(!opt.backward_step(&poisoned), "{rule:?}: stepped");
+            assert_eq!(max_diff(&before, &snapshot(&vs)), 0.0, "{rule:?}");
+            assert_eq!(opt.steps(), 0, "{rule:?}");
+            // The next finite batch steps as a fresh optimiser's first step does.
+            let twin_vs = twin(&vs);
+            let mut fresh = Optimizer::new(rule, &twin_vs, 0.05, 1e-2);
+            assert!(opt.backward_step(&loss(&vs, &x)), "{rule:?}");
+            assert!(fresh.backward_step(&loss(&twin_vs, &x)), "{rule:?}");
+            assert_eq!(
+                max_diff(&snapshot(&vs), &snapshot(&twin_vs)),
+                0.0,
+                "{rule:?}"
+            );
+        }
+    }
 }
