@@ -788,7 +788,7 @@ fn a_nan_batch_is_skipped_an_epoch_ending_on_one_is_not_saved_and_a_busy_run_is_
     let lock = std::fs::File::create(run_dir.join(".lock")).unwrap();
     lock.lock().unwrap();
     let (code, text) = run("0");
-    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(code, Some(75), "{text}");
     assert!(
         text.contains("is in use by another `train`") && text.contains("output.dir"),
         "{text}"

@@ -1204,14 +1204,17 @@ impl RunLock {
             .map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::config(
-                "train config",
-                "output.dir",
-                format!(
-                    "{} is in use by another `train` (it holds {}); wait for it to end, or \
-                     choose another output.dir",
-                    run_dir.display(),
-                    path.display()
+            // Worth another try once the other run has ended (exit 75): it resumes from
+            // the checkpoint that run leaves.
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::io(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "output.dir {} is in use by another `train` (it holds this lock); \
+                         wait for it to end, or choose another output.dir",
+                        run_dir.display()
+                    ),
                 ),
             )),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
