@@ -44,7 +44,7 @@ pub enum Command {
 #[command(group(
     clap::ArgGroup::new("input")
         .required(true)
-        .args(["data", "bag", "merge"])
+        .args(["data", "bag", "merge", "merge_list"])
 ))]
 pub struct EvalArgs {
     #[command(flatten)]
@@ -96,15 +96,20 @@ pub struct EvalArgs {
     pub agreement_with_mc: Option<i64>,
     /// Also write the evaluation's mergeable state (counts and histograms) to FILE, for
     /// `--merge` (evaluations of parts of the data, on one machine or many).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["compare", "merge"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["compare", "merge", "merge_list"])]
     pub state: Option<PathBuf>,
     /// Run no model: merge these state files (`--state`) of disjoint parts of the data into
     /// one report, the same as one evaluation of all of them (printed, `--json`, `--out`).
     #[arg(long, value_name = "STATE", num_args = 1.., conflicts_with_all = ["compare", "agreement_with_mc"])]
     pub merge: Vec<PathBuf>,
+    /// `--merge` with the state files listed in FILE, one path per line (for more than a
+    /// command line holds: a fleet's thousands of bags); relative paths are taken from the
+    /// current directory, as on the command line.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["compare", "agreement_with_mc"])]
+    pub merge_list: Option<PathBuf>,
     /// Score depth only where the ground truth is nearer than this many metres (farther
     /// pixels count as having no depth), e.g. 70 for Make3D as the paper evaluates it.
-    #[arg(long, value_name = "METRES", conflicts_with = "merge", value_parser = positive_metres)]
+    #[arg(long, value_name = "METRES", conflicts_with_all = ["merge", "merge_list"], value_parser = positive_metres)]
     pub max_depth: Option<f32>,
 }
 
@@ -505,10 +510,14 @@ mod tests {
         assert!(eval(&["--data", "d"]).is_ok());
         assert!(eval(&["--bag", "b"]).is_ok());
         assert!(eval(&["--merge", "a.json", "b.json"]).is_ok());
+        assert!(eval(&["--merge-list", "states.txt"]).is_ok());
         for both in [
             &["--data", "d", "--bag", "b"][..],
             &["--merge", "a.json", "--data", "d"],
             &["--bag", "b", "--merge", "a.json"],
+            &["--merge", "a.json", "--merge-list", "states.txt"],
+            &["--merge-list", "states.txt", "--state", "s.json"],
+            &["--merge-list", "states.txt", "--max-depth", "70"],
         ] {
             assert!(eval(both).is_err(), "{both:?}");
         }

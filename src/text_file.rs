@@ -1,5 +1,5 @@
 //! Reading the YAML files that come from outside — params files, model.yaml, training
-//! configs and state, dataset layouts, bag metadata — with a size limit, so a wrong path
+//! configs and state, dataset layouts, bag metadata — and lists of files, with a size limit, so a wrong path
 //! (a video, `/dev/zero`) or a hostile file is refused before it is read into memory.
 //! Nothing here parses; the callers do, and serde_yaml bounds nesting and alias expansion.
 
@@ -10,6 +10,8 @@ use std::path::Path;
 pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 /// A bag's metadata.yaml, which lists every storage file and topic.
 pub const MAX_BAG_METADATA_BYTES: u64 = 64 << 20;
+/// A list of files, one per line (`eval --merge-list`): a million paths.
+pub const MAX_LIST_BYTES: u64 = 256 << 20;
 
 /// The UTF-8 text of `path`, or an `InvalidData` error when it holds more than
 /// `max_bytes` (read no further than that) or is not UTF-8.

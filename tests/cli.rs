@@ -1369,6 +1369,27 @@ fn evaluations_of_parts_merge_into_the_evaluation_of_the_whole() {
         assert_eq!((&r["status"], &r["exit_code"]), (&"ok".into(), &0.into()));
     }
     assert_json_close(&merged, &whole, 1e-9, "report");
+    // The same states listed in a file (for more than a command line holds): the same
+    // report; a list of nothing is refused.
+    std::fs::write(
+        f.path("states.txt"),
+        format!("{}\r\n\n{}\n", p("a.state"), p("b.state")),
+    )
+    .unwrap();
+    let (out, text) = run(bin()
+        .args(["eval", "--merge-list"])
+        .arg(f.path("states.txt"))
+        .arg("--json")
+        .arg(f.path("listed.json")));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 state(s) merged"), "{text}");
+    let mut listed = read("listed.json");
+    listed.as_object_mut().unwrap().remove("ms_per_frame");
+    assert_json_close(&listed, &whole, 1e-9, "listed report");
+    std::fs::write(f.path("none.txt"), "\n \n").unwrap();
+    let (out, text) = run(bin().args(["eval", "--merge-list"]).arg(f.path("none.txt")));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("lists no state file"), "{text}");
     // A state whose histograms were cut short (edited, or written by another version) is
     // refused, not indexed out of bounds.
     let mut cut = read("b.state");

@@ -74,7 +74,7 @@ fn write_report_json(path: &Path, report: &Report, ended: Ended) -> anyhow::Resu
 }
 
 fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    if !args.merge.is_empty() {
+    if !args.merge.is_empty() || args.merge_list.is_some() {
         return run_merge(&args);
     }
     let (params, model_dir) = super::params_and_model(&args.run)?;
@@ -292,6 +292,7 @@ fn run_bag<'a>(
 
 /// `eval --merge`: the states of parts of the data as one evaluation.
 fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let states = merged_states(args)?;
     let mut merged: Option<EvaluationState> = None;
     let (mut models, mut parts) = (Vec::new(), Vec::new());
     // The first state's model that has a fingerprint (earlier versions' states have none),
@@ -302,7 +303,7 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     // the same data (root and split, or bag, as given) twice is the best that can be told.
     let mut evaluated_by: HashMap<String, (&PathBuf, bool)> = HashMap::new();
     let mut frames: HashSet<u64> = HashSet::new();
-    for path in &args.merge {
+    for path in &states {
         let state = EvaluationState::load(path)?;
         let cannot = |why: String| anyhow::anyhow!("cannot merge {}: {why}", path.display());
         let keyless = state.evaluation.frame_keys.is_empty() && state.evaluation.images > 0;
@@ -353,11 +354,11 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     merged.model = abridged(&models);
     merged.data = abridged(&parts);
     let report = merged.evaluation.report();
-    let what = format!("{} state(s) merged", args.merge.len());
+    let what = format!("{} state(s) merged", states.len());
     print_report(&report, &what);
     if let Some(dir) = &args.out {
         let provenance = Provenance {
-            command: merge_command(&args.merge),
+            command: merge_command(&states),
             model: merged.model.clone(),
             split: merged.data.clone(),
             sheets: Vec::new(),
@@ -377,6 +378,30 @@ fn run_merge(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         write_report_json(path, &report, Ended::Whole)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The state files to merge: `--merge`'s, or those `--merge-list` lists (one per line;
+/// blank lines are skipped, a line's spaces are part of its path, a Windows line end is
+/// not).
+fn merged_states(args: &EvalArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(list) = &args.merge_list else {
+        return Ok(args.merge.clone());
+    };
+    let text = bayes_perception::text_file::read_limited(
+        list,
+        bayes_perception::text_file::MAX_LIST_BYTES,
+    )
+    .map_err(|e| anyhow::anyhow!("--merge-list {}: {e}", list.display()))?;
+    let states: Vec<PathBuf> = text
+        .lines()
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .filter(|line| !line.trim().is_empty())
+        .map(PathBuf::from)
+        .collect();
+    if states.is_empty() {
+        anyhow::bail!("--merge-list {}: lists no state file", list.display());
+    }
+    Ok(states)
 }
 
 /// The items joined with commas; more than four as the first two, the last and how many
