@@ -64,12 +64,14 @@ impl Distortion {
         self.lens == Lens::None
     }
 
-    /// The distortion of a camera_info's `distortion_model` and D. All-zero coefficients
-    /// (or none) are no distortion, whatever the model. `plumb_bob` and
+    /// The distortion of a camera_info's `distortion_model` and D. No coefficients are no
+    /// distortion, and so are all-zero ones except for `equidistant`, whose k1..k4 = 0 is
+    /// still a fisheye (θd = θ, an f-theta lens, as OpenCV's fisheye model has it;
+    /// image_geometry takes it as no distortion, and so rectifies nothing). `plumb_bob` and
     /// `rational_polynomial` take OpenCV's order k1 k2 p1 p2 [k3 [k4 k5 k6]] (4, 5 or 8
     /// values; 12 or 14 only if the thin-prism and tilt terms beyond the 8th are zero).
     pub fn from_camera_info(model: &str, d: &[f64]) -> Result<Self, String> {
-        if d.iter().all(|c| *c == 0.0) {
+        if d.is_empty() || (model != "equidistant" && d.iter().all(|c| *c == 0.0)) {
             return Ok(Self::none());
         }
         if d.iter().any(|c| !c.is_finite()) {
@@ -802,6 +804,20 @@ mod tests {
         let ray = fisheye.undistort(Vector2::new(1.0, 0.0)).unwrap();
         assert!((ray.x - 1.0f64.tan()).abs() < 1e-9);
         assert_eq!(fisheye.undistort(Vector2::new(1.6, 0.0)), None);
+        // So is a camera_info's equidistant model with D all zero (an f-theta lens), where
+        // the other models' zeros are no distortion.
+        assert_eq!(
+            Distortion::from_camera_info("equidistant", &[0.0; 4]).unwrap(),
+            fisheye
+        );
+        for model in ["plumb_bob", "rational_polynomial", ""] {
+            assert!(Distortion::from_camera_info(model, &[0.0; 5])
+                .unwrap()
+                .is_none());
+        }
+        assert!(Distortion::from_camera_info("equidistant", &[])
+            .unwrap()
+            .is_none());
     }
 
     /// Pixels without a ray where no fold is to blame: a fisheye's beyond 90 degrees.

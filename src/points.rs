@@ -23,8 +23,9 @@ pub const NO_LABEL: u16 = u16::MAX;
 
 /// A camera calibration file as ROS writes it (camera_calibration_parsers' YAML:
 /// `image_width`, `image_height`, `camera_matrix: {rows: 3, cols: 3, data: [...]}`, and
-/// optionally `distortion_model`, `distortion_coefficients`, `rectification_matrix` (3x3)
-/// and `projection_matrix` (3x4)), as a CameraInfo.
+/// optionally `distortion_model` (plumb_bob where it is absent),
+/// `distortion_coefficients` (1xN), `rectification_matrix` (3x3) and `projection_matrix`
+/// (3x4)), as a CameraInfo.
 pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<CameraInfo> {
     use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
     #[derive(serde::Deserialize)]
@@ -38,8 +39,7 @@ pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<Cam
         image_width: u32,
         image_height: u32,
         camera_matrix: Matrix,
-        #[serde(default)]
-        distortion_model: String,
+        distortion_model: Option<String>,
         distortion_coefficients: Option<Matrix>,
         rectification_matrix: Option<Matrix>,
         projection_matrix: Option<Matrix>,
@@ -83,14 +83,28 @@ pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<Cam
             .expect("12 values"),
         None => defaults.p,
     };
+    let d = match &calibration.distortion_coefficients {
+        Some(m) => matrix(m, "distortion_coefficients", 1, m.data.len())?,
+        None => Vec::new(),
+    };
+    // Files from before the key was written are plumb_bob (as camera_calibration_parsers
+    // reads them).
+    let distortion_model = match calibration.distortion_model {
+        Some(model) => model,
+        None if d.iter().any(|c| *c != 0.0) => {
+            log::warn!(
+                "{origin}: no distortion_model; its distortion_coefficients are taken as \
+                 plumb_bob (k1 k2 p1 p2 k3), as camera_calibration_parsers takes them"
+            );
+            "plumb_bob".to_owned()
+        }
+        None => String::new(),
+    };
     let info = CameraInfo {
         width: calibration.image_width,
         height: calibration.image_height,
-        distortion_model: calibration.distortion_model,
-        d: calibration
-            .distortion_coefficients
-            .map(|d| d.data)
-            .unwrap_or_default(),
+        distortion_model,
+        d,
         k,
         r,
         p,
@@ -325,6 +339,10 @@ pub fn frame_cloud(
     options: CloudOptions,
     header: &Header,
 ) -> Result<Option<PointCloud2>, String> {
+    // A model without depth has no cloud, whatever its camera_info.
+    if prediction.depth.is_none() {
+        return Ok(None);
+    }
     let camera =
         PinholeCamera::for_image(info, prediction.width, prediction.height, options.rectified)?;
     // Encoded as they are found: no list of points in between.
@@ -420,6 +438,62 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let e = camera_info_from_calibration(&path).unwrap_err().to_string();
         assert!(e.contains("projection_matrix") && e.contains("3x4"), "{e}");
+        // As is a D whose shape does not hold its values.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("rows: 1, cols: 5", "rows: 1, cols: 4")
+            .replace("rows: 4, cols: 3", "rows: 3, cols: 4");
+        std::fs::write(&path, text).unwrap();
+        let e = camera_info_from_calibration(&path).unwrap_err().to_string();
+        assert!(e.contains("distortion_coefficients"), "{e}");
+    }
+
+    /// A file without `distortion_model` (as older calibrators wrote them): plumb_bob, as
+    /// camera_calibration_parsers reads it; without coefficients, no distortion.
+    #[test]
+    fn a_calibration_file_without_a_distortion_model_is_plumb_bob() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.yaml");
+        let k = "camera_matrix: {rows: 3, cols: 3, data: [520, 0, 320, 0, 520, 240, 0, 0, 1]}\n";
+        std::fs::write(
+            &path,
+            format!(
+                "image_width: 640\nimage_height: 480\n{k}\
+                 distortion_coefficients: {{rows: 1, cols: 5, data: [-0.28, 0.07, 0, 0, 0]}}\n"
+            ),
+        )
+        .unwrap();
+        let info = camera_info_from_calibration(&path).unwrap();
+        assert_eq!(info.distortion_model, "plumb_bob");
+        let camera = PinholeCamera::for_image(&info, 640, 480, false).unwrap();
+        assert!(!camera.distortion().is_none());
+        std::fs::write(&path, format!("image_width: 640\nimage_height: 480\n{k}")).unwrap();
+        let info = camera_info_from_calibration(&path).unwrap();
+        let camera = PinholeCamera::for_image(&info, 640, 480, false).unwrap();
+        assert!(camera.distortion().is_none());
+    }
+
+    /// A model without depth has no cloud, and so no complaint about its camera_info.
+    #[test]
+    fn a_model_without_depth_has_no_cloud_whatever_its_camera_info() {
+        let mut semantic_only = prediction(4.0, true);
+        semantic_only.depth = None;
+        let rgb = RgbImage::new(4, 3);
+        let uncalibrated = CameraInfo {
+            width: 4,
+            height: 3,
+            k: [0.0; 9],
+            ..CameraInfo::default()
+        };
+        let header = Header::default();
+        assert!(matches!(
+            frame_cloud(&semantic_only, &rgb, &uncalibrated, all(), &header),
+            Ok(None)
+        ));
+        // With depth the same camera_info is refused, with the reason.
+        let e =
+            frame_cloud(&prediction(4.0, true), &rgb, &uncalibrated, all(), &header).unwrap_err();
+        assert!(e.contains("focal"), "{e}");
     }
 
     /// A 4x3 prediction at depth `d` m everywhere but pixel (1, 0) (invalid), with labels

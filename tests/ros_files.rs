@@ -138,7 +138,7 @@ fn rviz_config_shows_the_camera_labels_depth_four_uncertainty_images_and_the_clo
         .lines()
         .find_map(|l| l.trim().strip_prefix("Channel Name: "))
         .unwrap();
-    assert_eq!(channel, "depth_epistemic");
+    assert_eq!(channel, "depth_aleatoric");
     assert!(bayes_perception::points::fields()
         .iter()
         .any(|f| f.name == channel));
