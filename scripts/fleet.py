@@ -16,7 +16,8 @@ a Rust binary; Ray schedules, retries and collects):
 NAME is the bag's file name and a hash of its absolute path, so every input has one
 output directory whatever order or machine runs it. When every task is done, the
 evaluation states of the bags that succeeded are merged (`eval --merge`) into OUT/report/
-(report.md, report.json, charts): the same numbers as one evaluation of all their frames.
+(report.md, report.json, charts; the states merged are listed in OUT/states.txt): the
+same numbers as one evaluation of all their frames.
 OUT/fleet.json lists every bag with its status, attempts, frames and times.
 
 Failures, by the binary's exit code: 75 (out of memory, no space: worth another try), a
@@ -221,16 +222,21 @@ def _run_bag(job):
     if job["process"]:
         summary_path = work / "process.json"
         done = _load(summary_path)
-        if job["redo"] or not (done and done.get("status") == "ok"
-                               and done.get("fingerprint") == job["fingerprint"]
-                               and (work / "processed").is_dir()):
+        # Done with the same input and process settings (eval's settings do not change it),
+        # by an earlier run or, with --redo, by an earlier try of this one (a retry after
+        # the eval step failed does not process the bag again).
+        if not (done and done.get("status") == "ok"
+                and done.get("fingerprint") == job["process_fingerprint"]
+                and (not job["redo"] or done.get("run") == job["run"])
+                and (work / "processed").is_dir()):
             summary_path.unlink(missing_ok=True)
             t = time.monotonic()
             code = _run([job["bin"], "bag", "process", job["bag"], str(work / "processed"),
                          "--force", "--json", str(summary_path), *job["args"]], log, env)
             summary = _load(summary_path) or {}
             summary["wall_seconds"] = time.monotonic() - t
-            summary["fingerprint"] = job["fingerprint"]
+            summary["fingerprint"] = job["process_fingerprint"]
+            summary["run"] = job["run"]
             if summary_path.exists():
                 _write_json(summary_path, summary)
             if code != EXIT_OK:
@@ -273,18 +279,22 @@ def _load(path):
 
 
 def find_bags(patterns, manifest):
-    """The bags named by paths, globs (recursive `**` too) and a manifest (one per line,
-    # comments), in order, each once (a bag reached by two paths, through a symbolic link,
+    """The bags named by paths, globs (recursive `**` too) and a manifest (one path per
+    line, taken as written; # comments), in order, each once (a bag reached by two paths, through a symbolic link,
     is one bag: its frames would count twice in the merged report)."""
-    names = list(patterns)
+    # (name, whether it is a glob): a manifest's lines are taken as they are written.
+    names = [(p, True) for p in patterns]
     if manifest:
         for line in Path(manifest).read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
-                names.append(line)
+                names.append((line, False))
     bags, seen, noted = [], set(), set()
-    for name in names:
-        matches = sorted(glob.glob(name, recursive=True)) if glob.has_magic(name) else [name]
+    for name, pattern in names:
+        if pattern and glob.has_magic(name):
+            matches = sorted(glob.glob(name, recursive=True))
+        else:
+            matches = [name]
         if not matches:
             sys.exit(f"fleet: no bag matches {name}")
         for m in matches:
@@ -318,12 +328,18 @@ def rosbag2_directory_of(path):
             and os.path.isfile(metadata)):
         return None
     try:
-        # Its metadata lists it (relative_file_paths): a stray file beside a bag is not
-        # that bag.
-        listed = name in Path(metadata).read_text(errors="replace")
+        text = Path(metadata).read_text(errors="replace")
     except OSError:
         return None
-    return parent if listed else None
+    # Its metadata lists it (relative_file_paths, files' paths): a stray file beside a bag
+    # is not that bag, nor is `1_0.mcap` beside a listed `run1_0.mcap`.
+    for line in text.splitlines():
+        value = line.strip()
+        value = value[2:].strip() if value.startswith("- ") else value
+        value = value[5:].strip() if value.startswith("path:") else value
+        if os.path.basename(value.strip("'\"")) == name:
+            return parent
+    return None
 
 
 def bag_dir(out, bag):
@@ -352,16 +368,20 @@ def _hash_tree(h, path):
                 h.update(block)
 
 
-def setup_digest(args, binary_path):
-    """What every bag's result depends on: the binary's bytes, the model's files, the
-    params file and the settings. Computed once per run."""
+def setup_digests(args, binary_path):
+    """What every bag's process step depends on (the binary's bytes, the model's files,
+    the params file and the settings both steps take), and what its whole result depends
+    on (that, the steps asked for and eval's own settings). Computed once per run."""
     h = hashlib.sha256()
     _hash_tree(h, binary_path)
     _hash_tree(h, args.model)
     if args.config:
         _hash_tree(h, args.config)
-    h.update(json.dumps([args.process, args.eval, run_args(args), eval_args(args)]).encode())
-    return h.hexdigest()
+    h.update(json.dumps(run_args(args)).encode())
+    process = h.hexdigest()
+    whole = hashlib.sha256(process.encode())
+    whole.update(json.dumps([args.process, args.eval, eval_args(args)]).encode())
+    return process, whole.hexdigest()
 
 
 def fingerprint(setup, bag):
@@ -508,7 +528,7 @@ def main(argv=None):
     args.config = os.path.abspath(args.config) if args.config else None
     path, version = binary(args)
     check_settings(path, args)
-    setup = setup_digest(args, path)
+    process_setup, setup = setup_digests(args, path)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -517,15 +537,21 @@ def main(argv=None):
     for bag in bags:
         job = {
             "bag": bag, "dir": str(bag_dir(out, bag)), "bin": path, "run": run,
-            "fingerprint": fingerprint(setup, bag), "redo": args.redo,
+            "fingerprint": fingerprint(setup, bag),
+            "process_fingerprint": fingerprint(process_setup, bag), "redo": args.redo,
             "process": args.process, "eval": args.eval,
             "args": run_args(args), "eval_args": eval_args(args),
             "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
             "max_retries": args.max_retries, "retry_delay": args.retry_delay,
         }
         done = _load(Path(job["dir"]) / RESULT)
+        # Done before, and what its steps wrote is there still (a state removed since
+        # would fail the merge on every run).
+        left = ([Path(job["dir"]) / "processed" / "metadata.yaml"] if args.process else []) + \
+               ([Path(job["dir"]) / "eval_state.json"] if args.eval else [])
         if (not args.redo and done and done.get("status") == "ok"
-                and done.get("fingerprint") == job["fingerprint"]):
+                and done.get("fingerprint") == job["fingerprint"]
+                and all(f.is_file() for f in left)):
             # Where it is now (OUT may have moved since: the fingerprint does not name it).
             done["dir"] = job["dir"]
             if "eval" in done.get("steps", {}):
@@ -603,7 +629,8 @@ def main(argv=None):
     summary = {
         "bags": len(bags), "ok": len(ok), "failed": len(failed),
         "resumed": sum(1 for r in ordered if r.get("resumed")),
-        "wall_seconds": wall, "binary": version, "settings": run_args(args),
+        "wall_seconds": wall, "binary": version,
+        "settings": run_args(args) + eval_args(args),
         "results": ordered,
     }
     report_code = 0
@@ -611,14 +638,19 @@ def main(argv=None):
     shutil.rmtree(out / "report", ignore_errors=True)
     (out / "report.json").unlink(missing_ok=True)
     if args.eval and ok:
-        states = [str(Path(r["dir"]) / "eval_state.json") for r in ok]
+        # Listed in a file: thousands of paths do not fit on a command line.
+        states = out / "states.txt"
+        states.write_text("".join(f"{Path(r['dir']) / 'eval_state.json'}\n" for r in ok))
         report = out / "report"
-        merged = subprocess.run([path, "eval", "--merge", *states, "--json",
-                                 str(out / "report.json"), "--out", str(report)],
-                                capture_output=True, text=True)
-        report_code = merged.returncode
-        if merged.returncode != 0:
-            print(f"fleet: merging the evaluations failed:\n{merged.stderr}", file=sys.stderr)
+        try:
+            merged = subprocess.run([path, "eval", "--merge-list", str(states), "--json",
+                                     str(out / "report.json"), "--out", str(report)],
+                                    capture_output=True, text=True)
+            report_code, why = merged.returncode, merged.stderr
+        except OSError as e:
+            report_code, why, merged = 1, str(e), None
+        if report_code != 0:
+            print(f"fleet: merging the evaluations failed:\n{why}", file=sys.stderr)
         else:
             print(merged.stdout, end="")
             summary["report"] = str(report / "report.md")

@@ -87,6 +87,19 @@ def growth(samples):
     return base, peak, (peak - base) / base, slope * 1000
 
 
+def rss_figures(samples, problems):
+    """growth(samples), with a problem added where RSS grew too much or there are too few
+    samples to tell (then the figures are None)."""
+    try:
+        base, peak, grew, slope = growth(samples)
+    except (RuntimeError, ZeroDivisionError) as e:
+        problems.append(f"RSS growth not measured: {e}")
+        return None, None, None, None
+    if grew > MAX_GROWTH:
+        problems.append(f"RSS grew {grew * 100:.1f} % after warm-up")
+    return base, peak, grew, slope
+
+
 def write_results(out, kind, samples, summary, problems):
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{kind}_rss.csv", "w") as f:
@@ -115,8 +128,9 @@ def plot(out, kind):
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
     ax.plot([f for f, _ in samples], [r / 1024 for _, r in samples], lw=1.2)
     ax.axvline(WARM_UP, color="grey", ls="--", lw=0.8, label=f"end of warm-up ({WARM_UP} frames)")
-    base = summary["rss_baseline_kib"] / 1024
-    ax.axhline(base * (1 + MAX_GROWTH), color="red", ls=":", lw=0.8, label="baseline + 5 %")
+    if summary.get("rss_baseline_kib"):
+        base = summary["rss_baseline_kib"] / 1024
+        ax.axhline(base * (1 + MAX_GROWTH), color="red", ls=":", lw=0.8, label="baseline + 5 %")
     ax.set_ylim(0, max(r for _, r in samples) / 1024 * 1.15)
     ax.set_xlabel("frames")
     ax.set_ylabel("RSS (MiB)")
@@ -128,7 +142,8 @@ def plot(out, kind):
 
 
 def soak_node(args, work):
-    os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    # 0..101: the IDs ROS 2 leaves clear of the ephemeral ports on Linux.
+    os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 102))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import numpy as np
     import rclpy
@@ -150,11 +165,18 @@ def soak_node(args, work):
     lock = threading.Lock()
     counts = {t: 0 for t in ALEATORIC_TOPICS}
     latest = {}
+    # The index of the newest frame out (frame i is stamped 1 s + i ns): a frame the node
+    # dropped, skipped or failed never comes out, so "in flight" is what was sent after
+    # the newest output, not what was sent less what came out.
+    newest = [-1]
 
     def counter(topic):
-        def on_message(_msg):
+        def on_message(msg):
             with lock:
                 counts[topic] += 1
+                if topic == "depth":
+                    index = (msg.header.stamp.sec - 1) * 10**9 + msg.header.stamp.nanosec
+                    newest[0] = max(newest[0], index)
         return on_message
 
     def on_diagnostics(array):
@@ -182,6 +204,10 @@ def soak_node(args, work):
         with lock:
             return counts["depth"]
 
+    def in_flight():
+        with lock:
+            return sent - (newest[0] + 1)
+
     def wait(condition, timeout, what):
         deadline = time.monotonic() + timeout
         while not condition():
@@ -194,12 +220,13 @@ def soak_node(args, work):
             time.sleep(0.002)
 
     samples, sent, started = [], 0, time.monotonic()
+    diag, final_counts, elapsed, error = {}, dict(counts), 0.0, None
     try:
         wait(lambda: all(s.get_publisher_count() > 0 for s in subs[:-1]) and camera.get_subscription_count() > 0,
              60, "the node's topics")
         next_sample = 0
         while published() < args.frames:
-            if sent - published() < args.window:
+            if in_flight() < args.window:
                 # A moving pattern, so no two frames are alike.
                 rgb = np.stack([(x + sent) % 256, (y * 4 + sent) % 256, (x * 7 + y * 13) % 256], -1)
                 msg.data = rgb.astype(np.uint8).tobytes()
@@ -207,7 +234,7 @@ def soak_node(args, work):
                 camera.publish(msg)
                 sent += 1
             else:
-                wait(lambda: sent - published() < args.window or published() >= args.frames, 60,
+                wait(lambda: in_flight() < args.window or published() >= args.frames, 60,
                      f"output {published() + 1}")
             if published() >= next_sample:
                 samples.append((published(), rss_kib(proc.pid)))
@@ -223,6 +250,12 @@ def soak_node(args, work):
         with lock:
             final_counts, diag = dict(counts), dict(latest)
         elapsed = time.monotonic() - started
+    except RuntimeError as e:
+        # What was measured so far and the node's log are kept (the log beside the results).
+        error = str(e)
+        with lock:
+            final_counts, diag = dict(counts), dict(latest)
+        elapsed = time.monotonic() - started
     finally:
         proc.send_signal(2)
         try:
@@ -233,11 +266,20 @@ def soak_node(args, work):
         executor.shutdown()
         rclpy.shutdown()
 
+    log.close()
+    out_count = final_counts["depth"]
+    if error is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "node.log").write_text((work / "node.log").read_text(errors="replace"))
+        summary = {"title": f"bayes_perception_node, stopped after {out_count} frames",
+                   "binary": node_bin, "frames_sent": sent, "frames_published": out_count,
+                   "per_topic": final_counts, "diagnostics": diag, "seconds": round(elapsed, 1),
+                   "exit_code": exit_code, "node_log": str(args.out / "node.log")}
+        return "node", samples, summary, [error]
     received = int(diag["frames received"])
     dropped = int(diag["frames dropped (keep-latest)"])
     skipped = int(diag["frames skipped (bad input)"])
     failed = int(diag["frames failed"])
-    out_count = final_counts["depth"]
     problems = []
     if received != sent:
         problems.append(f"sent {sent}, the node received {received}")
@@ -247,16 +289,14 @@ def soak_node(args, work):
         problems.append(f"output topics differ in count: {final_counts}")
     if exit_code != 0:
         problems.append(f"exit code {exit_code} after SIGINT")
-    base, peak, grew, slope = growth(samples)
-    if grew > MAX_GROWTH:
-        problems.append(f"RSS grew {grew * 100:.1f} % after warm-up")
+    base, peak, grew, slope = rss_figures(samples, problems)
     summary = {
         "title": f"bayes_perception_node, {out_count} frames (FC-DenseNet56 48x64, CPU, 1 thread)",
         "binary": node_bin, "frames_sent": sent, "frames_received": received, "frames_published": out_count,
         "frames_dropped": dropped, "frames_skipped": skipped, "frames_failed": failed,
         "per_topic": final_counts, "seconds": round(elapsed, 1), "frames_per_s": round(out_count / elapsed, 2),
-        "rss_baseline_kib": base, "rss_peak_after_warm_up_kib": peak, "rss_growth": round(grew, 4),
-        "rss_slope_kib_per_1000_frames": round(slope, 1), "rss_first_kib": samples[0][1], "exit_code": exit_code,
+        "rss_baseline_kib": base, "rss_peak_after_warm_up_kib": peak, "rss_growth": grew and round(grew, 4),
+        "rss_slope_kib_per_1000_frames": slope and round(slope, 1), "rss_first_kib": samples[0][1], "exit_code": exit_code,
     }
     return "node", samples, summary, problems
 
@@ -270,7 +310,10 @@ def soak_bag(args, work):
     command = [cli, "bag", "process", str(bag_in), str(bag_out), "--model", str(model), "--device", "cpu",
                "--config", str(write_params(work / "params.yaml", model))]
     started = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Its output to files: a pipe read only at the end fills on a long run and blocks it.
+    stdout_path, stderr_path = work / "bag.stdout", work / "bag.stderr"
+    with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
+        proc = subprocess.Popen(command, stdout=out, stderr=err)
     raw = []  # (bytes written so far, rss_kib)
     while proc.poll() is None:
         written = sum(f.stat().st_size for p in work.glob(".output.partial-*") for f in p.glob("*.mcap"))
@@ -279,7 +322,8 @@ def soak_bag(args, work):
         except (FileNotFoundError, RuntimeError, ProcessLookupError):
             break
         time.sleep(0.05)
-    stdout, stderr = proc.communicate()
+    proc.wait()
+    stdout, stderr = stdout_path.read_text(errors="replace"), stderr_path.read_text(errors="replace")
     elapsed = time.monotonic() - started
     problems = []
     if proc.returncode != 0:
@@ -298,15 +342,13 @@ def soak_bag(args, work):
     done = re.search(r"(\d+) camera frame\(s\) read, (\d+) processed", stdout)
     if not done or done.groups() != (str(args.frames), str(args.frames)):
         problems.append(f"the summary does not say {args.frames} frames were read and processed:\n{stdout}")
-    base, peak, grew, slope = growth(samples)
-    if grew > MAX_GROWTH:
-        problems.append(f"RSS grew {grew * 100:.1f} % after warm-up")
+    base, peak, grew, slope = rss_figures(samples, problems)
     summary = {
         "title": f"bag process, {args.frames} frames (FC-DenseNet56 48x64, CPU, 1 thread)",
         "binary": cli, "frames": args.frames, "per_topic": counts, "seconds": round(elapsed, 1),
         "frames_per_s": round(args.frames / elapsed, 2), "output_bytes": total,
-        "rss_baseline_kib": base, "rss_peak_after_warm_up_kib": peak, "rss_growth": round(grew, 4),
-        "rss_slope_kib_per_1000_frames": round(slope, 1), "rss_first_kib": samples[0][1] if samples else None,
+        "rss_baseline_kib": base, "rss_peak_after_warm_up_kib": peak, "rss_growth": grew and round(grew, 4),
+        "rss_slope_kib_per_1000_frames": slope and round(slope, 1), "rss_first_kib": samples[0][1] if samples else None,
         "summary": stdout.strip().splitlines(),
     }
     return "bag", samples, summary, problems

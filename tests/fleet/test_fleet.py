@@ -156,12 +156,18 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     assert_same(metrics(report), metrics(data["single"]))
     assert (out / "report" / "report.md").is_file()
 
-    # Run again: the six done bags are skipped, the damaged one tried once more.
+    # Run again: the done bags are skipped, the damaged one tried once more; a done bag
+    # whose evaluation state has gone since is evaluated again (not processed again).
+    (Path(results["part0.mcap"]["dir"]) / "eval_state.json").unlink()
     code, output, again = fleet(data, out, [*data["parts"], data["damaged"]])
     assert code == 1, output
-    assert again["resumed"] == 6, output
+    assert again["resumed"] == 5, output
     assert by_bag(again)["damaged.mcap"]["attempts"] == 1
-    assert all(by_bag(again)[f"part{k}.mcap"]["attempts"] == 0 for k in range(6))
+    assert by_bag(again)["part0.mcap"]["attempts"] == 1
+    assert all(by_bag(again)[f"part{k}.mcap"]["attempts"] == 0 for k in range(1, 6))
+    assert len(commands(results["part0.mcap"], "bag process")) == 1
+    assert len(commands(results["part0.mcap"], "eval --bag")) == 2
+    assert (out / "states.txt").read_text().count("eval_state.json") == 6
     assert_same(metrics(json.loads((out / "report.json").read_text())), metrics(report))
 
     # OUT moved: the done bags are taken from where they are now, and merged from there.
@@ -179,11 +185,43 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     assert code == 0, output
     assert [r["attempts"] for r in changed["results"]] == [1, 1], output
     assert changed["resumed"] == 0
+    # Eval's settings only: evaluated again, not processed again.
+    code, output, capped = fleet(data, out, two[:1], "--samples", "4", "--max-depth", "70")
+    assert code == 0 and capped["results"][0]["attempts"] == 1, output
+    assert "--max-depth" in capped["settings"], capped["settings"]
     code, output, redone = fleet(data, out, two[:1], "--samples", "4", "--redo")
     assert code == 0 and redone["results"][0]["attempts"] == 1, output
-    log = (Path(redone["results"][0]["dir"]) / "log.txt").read_text().splitlines()
-    runs = [line for line in log if line.startswith("$ ") and " bag process " in line]
-    assert len(runs) == 3, log  # the first run, the settings change, --redo
+    runs = commands(redone["results"][0], "bag process")
+    assert len(runs) == 3, runs  # the first run, the settings change, --redo
+    # Evaluated by the first run, after its state went, for --samples 4, --max-depth, --redo.
+    assert len(commands(redone["results"][0], "eval --bag")) == 5, output
+
+
+def commands(result, what):
+    """The command lines of the bag's log.txt that ran `what` (every run and try)."""
+    log = (Path(result["dir"]) / "log.txt").read_text().splitlines()
+    return [line for line in log if line.startswith("$ ") and f" {what} " in line]
+
+
+def test_with_redo_a_retry_does_not_process_the_bag_again(data, tmp_path):
+    # The binary, except that its first `eval` exits 75 (out of memory, say).
+    marker = tmp_path / "failed_once"
+    flaky = tmp_path / "flaky"
+    flaky.write_text(f"""#!/bin/sh
+if [ "$1" = eval ] && [ ! -e '{marker}' ]; then touch '{marker}'; echo "error: out of memory"; exit 75; fi
+exec '{BIN}' "$@"
+""")
+    flaky.chmod(0o755)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(FLEET), str(data["parts"][0]), "--out", str(out), "--model",
+           str(data["model"]), "--process", "--eval", "--num-cpus", "1", "--bin", str(flaky),
+           "--redo", "--max-retries", "1", "--retry-delay", "0", *SETTINGS]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = json.loads((out / "fleet.json").read_text())["results"]
+    assert (result["status"], result["attempts"]) == ("ok", 2), result
+    assert len(commands(result, "bag process")) == 1, result
+    assert len(commands(result, "eval --bag")) == 2, result
 
 
 def test_a_failure_is_told_by_its_own_output_not_an_earlier_attempts(tmp_path):
@@ -293,6 +331,14 @@ def test_a_bag_reached_by_two_paths_is_one_bag(data, tmp_path):
     link = tmp_path / "link.mcap"
     link.symlink_to(bag)
     assert fleet_module.find_bags([str(bag), str(link), str(bag)], None) == [str(bag)]
+    # A manifest's lines are paths as written, not globs (`[1]` would match `1` only).
+    odd = tmp_path / "run[1].mcap"
+    odd.symlink_to(bag)
+    other = tmp_path / "odd"
+    other.mkdir()
+    manifest = tmp_path / "bags.txt"
+    manifest.write_text(f"# drives\n{odd}\n{other}  # a bag directory\n")
+    assert fleet_module.find_bags([], str(manifest)) == [str(odd), str(other)]
 
 
 def test_a_storage_file_of_a_rosbag2_directory_is_that_directory(tmp_path):
@@ -309,10 +355,11 @@ def test_a_storage_file_of_a_rosbag2_directory_is_that_directory(tmp_path):
         "rosbag2_bagfile_information:\n  relative_file_paths:\n    - run1_0.mcap\n"
         "    - run1_1.mcap.zstd\n"
     )
-    for part in ("run1_0.mcap", "run1_1.mcap.zstd", "stray.mcap"):
+    for part in ("run1_0.mcap", "run1_1.mcap.zstd", "stray.mcap", "1_0.mcap"):
         (drive / part).write_bytes(b"")
     lone = tmp_path / "drives" / "lone.mcap"
     lone.write_bytes(b"")
     bags = fleet_module.find_bags([str(tmp_path / "drives" / "**" / "*.mcap*"), str(drive)], None)
-    # A file beside the bag that its metadata does not list stays a bag of its own.
-    assert bags == [str(drive), str(drive / "stray.mcap"), str(lone)], bags
+    # A file beside the bag that its metadata does not list stays a bag of its own, also
+    # one whose name ends a listed one's.
+    assert bags == [str(drive / "1_0.mcap"), str(drive), str(drive / "stray.mcap"), str(lone)], bags
