@@ -149,6 +149,10 @@ pub struct Monitor {
     first_cloud_without_camera_info_seen: bool,
     /// The time between the last two camera frames.
     input_gap: Option<Duration>,
+    /// When the frame now in the engine went in (None: the engine is idle).
+    engine_busy_since: Option<Instant>,
+    /// How long the engine took on its last frames (at most [`Monitor::ENGINE_TIMES`]).
+    engine_times: VecDeque<Duration>,
     /// The first report.
     started: Option<Instant>,
 }
@@ -230,6 +234,18 @@ impl Monitor {
 
     /// The longest a slow camera may stay silent before it counts as stopped.
     pub const STALE_MAX: Duration = Duration::from_secs(60);
+
+    /// The engine's last frames whose times say how long a frame may take.
+    pub const ENGINE_TIMES: usize = 16;
+
+    /// A frame in the engine counts as stalled once it has taken this many times the
+    /// longest of the last [`Monitor::ENGINE_TIMES`], and at least [`Monitor::STALL_MIN`].
+    pub const STALL_FACTOR: u32 = 5;
+    pub const STALL_MIN: Duration = Duration::from_secs(10);
+
+    /// The first frame (nothing to compare it with: its time includes libtorch's set-up)
+    /// is a WARN once it has taken this long.
+    pub const FIRST_FRAME_SLOW: Duration = Duration::from_secs(60);
 
     pub fn new() -> Self {
         Self::default()
@@ -314,6 +330,56 @@ impl Monitor {
     /// intervals, at least the window and at most [`Monitor::STALE_MAX`].
     fn stale_after(&self) -> Duration {
         (self.input_gap.unwrap_or_default() * 3).clamp(Self::WINDOW, Self::STALE_MAX)
+    }
+
+    /// The worker handed a frame to the engine.
+    pub fn on_engine_start(&mut self, now: Instant) {
+        self.engine_busy_since = Some(now);
+    }
+
+    /// The engine is done with its frame (whatever came of it).
+    pub fn on_engine_end(&mut self, now: Instant) {
+        if let Some(since) = self.engine_busy_since.take() {
+            if self.engine_times.len() == Self::ENGINE_TIMES {
+                self.engine_times.pop_front();
+            }
+            self.engine_times
+                .push_back(now.saturating_duration_since(since));
+        }
+    }
+
+    /// The frame in the engine, when it has run long enough to be a problem: its level
+    /// and why. A hung device (a GPU fault, a driver stuck in a call) shows here, where
+    /// the other figures only show frames dropped.
+    fn engine_stall(&self, now: Instant) -> Option<(Level, String)> {
+        let busy = now.saturating_duration_since(self.engine_busy_since?);
+        match self.engine_times.iter().max() {
+            Some(longest) => {
+                let limit = (*longest * Self::STALL_FACTOR).max(Self::STALL_MIN);
+                (busy > limit).then(|| {
+                    (
+                        Level::Error,
+                        format!(
+                            "inference stalled? the frame in the engine has run for {:.0} s, \
+                             where each of the last {} took at most {:.2} s",
+                            busy.as_secs_f64(),
+                            self.engine_times.len(),
+                            longest.as_secs_f64()
+                        ),
+                    )
+                })
+            }
+            None => (busy > Self::FIRST_FRAME_SLOW).then(|| {
+                (
+                    Level::Warn,
+                    format!(
+                        "the first frame has been in the engine for {:.0} s (a large model \
+                         in mc mode on a CPU, or inference stalled?)",
+                        busy.as_secs_f64()
+                    ),
+                )
+            }),
+        }
     }
 
     /// A camera_info message arrived.
@@ -430,18 +496,22 @@ impl Monitor {
         let window = format!("in the last {} s", Self::WINDOW.as_secs());
         let mut problems = Vec::new();
         let mut level = Level::Ok;
+        if let Some((stall_level, problem)) = self.engine_stall(now) {
+            level = stall_level;
+            problems.push(problem);
+        }
         if failures > 0 && outputs == 0 {
-            level = Level::Error;
+            level = level.max(Level::Error);
             problems.push(format!("every frame failing: {}", self.failures.reason()));
         } else if failures > 0 {
-            level = Level::Warn;
+            level = level.max(Level::Warn);
             problems.push(format!(
                 "{failures} frame(s) failed {window}: {}",
                 self.failures.reason()
             ));
         }
         if skips > 0 && outputs == 0 && failures == 0 {
-            level = Level::Error;
+            level = level.max(Level::Error);
             problems.push(format!(
                 "every frame skipped as bad input: {}",
                 self.skips.reason()
@@ -614,6 +684,12 @@ impl Monitor {
             ),
             ("frames failed".to_owned(), self.failures.total.to_string()),
             (
+                "frame in the engine for (s)".to_owned(),
+                self.engine_busy_since.map_or("none".to_owned(), |since| {
+                    format!("{:.1}", now.saturating_duration_since(since).as_secs_f64())
+                }),
+            ),
+            (
                 "publish failures".to_owned(),
                 self.publish_failures.total.to_string(),
             ),
@@ -709,6 +785,69 @@ mod tests {
                 "waiting for images: none for 10 s (the camera stopped?)"
             )
         );
+    }
+
+    /// A frame that stays in the engine far longer than the frames before it is an ERROR
+    /// (a hung device), said with its time; the first frame, with nothing to compare it
+    /// with, a WARN after a minute.
+    #[test]
+    fn a_frame_stuck_in_the_engine_is_an_error() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let report = |m: &mut Monitor, now: Instant| {
+            m.report(
+                now,
+                &info(),
+                &[],
+                SlotCounts::default(),
+                &DiagnosticsParams {
+                    drop_warn_fraction: 1.0,
+                    ..Default::default()
+                },
+            )
+        };
+        let mut m = Monitor::new();
+        m.on_engine_start(at(0));
+        let s = report(&mut m, at(59_000));
+        assert_eq!(value(&s, "frame in the engine for (s)"), "59.0");
+        assert!(!s.message.contains("engine"), "{}", s.message);
+        let s = report(&mut m, at(61_000));
+        assert_eq!(s.level, Level::Warn, "{}", s.message);
+        assert!(s
+            .message
+            .contains("the first frame has been in the engine for 61 s"));
+        // Frames of 0.5 s to 1.5 s, with a 10 Hz camera beside them.
+        let mut t = 61_000;
+        for k in 0..20u64 {
+            m.on_input(at(t));
+            m.on_engine_end(at(t + 500 + 1000 * (k % 2)));
+            m.on_output(at(t + 500 + 1000 * (k % 2)), Some(5.0));
+            t += 2000;
+            m.on_engine_start(at(t));
+        }
+        assert_eq!(m.engine_times.len(), Monitor::ENGINE_TIMES);
+        // Stuck: past 5 x 1.5 s, and past 10 s, while frames keep coming.
+        for k in 0..120 {
+            m.on_input(at(t + 100 * k));
+        }
+        let s = report(&mut m, at(t + 5_000));
+        assert_eq!(s.level, Level::Ok, "{}", s.message);
+        let s = report(&mut m, at(t + 9_000));
+        assert_eq!(s.level, Level::Ok, "{}", s.message);
+        let s = report(&mut m, at(t + 11_000));
+        assert_eq!(s.level, Level::Error, "{}", s.message);
+        assert!(
+            s.message.starts_with(
+                "inference stalled? the frame in the engine has run for 11 s, where each of \
+                 the last 16 took at most 1.50 s"
+            ),
+            "{}",
+            s.message
+        );
+        m.on_engine_end(at(t + 12_000));
+        let s = report(&mut m, at(t + 12_000));
+        assert_eq!(value(&s, "frame in the engine for (s)"), "none");
+        assert!(!s.message.contains("stalled"), "{}", s.message);
     }
 
     /// The camera's publishers: none makes the wait a WARN that says so; best-effort ones

@@ -212,7 +212,10 @@ impl Inference {
     /// decoded is counted as skipped, one the engine fails on as failed.
     fn predict(&mut self, frame: CameraFrame, state: &NodeState) -> Option<Predicted> {
         self.refresh_params(state);
-        match predict_frame(&self.engine, &frame) {
+        lock(&state.monitor).on_engine_start(Instant::now());
+        let predicted = predict_frame(&self.engine, &frame);
+        lock(&state.monitor).on_engine_end(Instant::now());
+        match predicted {
             Ok(frame) => Some(Predicted {
                 frame,
                 colormap: self.params.colormap.clone(),
