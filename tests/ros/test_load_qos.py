@@ -229,4 +229,11 @@ def test_an_input_reliability_that_cannot_be_applied_keeps_the_camera(start_node
     wait_for(lambda: [s.qos_profile.reliability.name
                       for s in probe.node.get_subscriptions_info_by_topic(node.topic("image"))] == ["BEST_EFFORT"],
              10, "one best-effort subscription on image")
+    # A best-effort camera beside it: /diagnostics judges it by the subscription in use
+    # (best effort, which receives from it), not by the value set (reliable, which would
+    # not).
+    probe.publisher(node.topic("image"), qos=best_effort())
+    status = node.wait_status(lambda s: status_values(s)["camera publishers"].endswith("(1 reliable, 1 best effort)"),
+                              10, "a report with both cameras")
+    assert "offer best effort only" not in status.message, status.message
     assert node.process.proc.poll() is None

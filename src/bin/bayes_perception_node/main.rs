@@ -148,6 +148,9 @@ struct Publishers {
     images: HashMap<OutputTopic, r2r::Publisher<sensor::Image>>,
     camera_info: Option<r2r::Publisher<sensor::CameraInfo>>,
     points: Option<r2r::Publisher<sensor::PointCloud2>>,
+    /// Their QoS (which `qos.output_reliability` reads only while a change of it has
+    /// succeeded).
+    reliability: Reliability,
 }
 
 impl Publishers {
@@ -189,6 +192,9 @@ struct Glue {
     /// Mutexes, not RwLocks: r2r publishers are Send but not Sync.
     publishers: Mutex<Publishers>,
     subscriptions: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The subscriptions' QoS (which `qos.input_reliability` reads only while a change of
+    /// it has succeeded).
+    input_reliability: Mutex<Reliability>,
     clock: Arc<Mutex<r2r::Clock>>,
     logger: String,
     runtime: tokio::runtime::Handle,
@@ -206,9 +212,9 @@ impl Glue {
 
     /// Returns once [`DELIVERY_LINGER`] has passed since the last publish, or no output has
     /// a subscriber any more (looked at every 100 ms); at once for best-effort outputs,
-    /// which DDS never resends.
+    /// which DDS never resends (those in use: a change that failed left the old ones).
     async fn linger_for_delivery(&self) {
-        if self.state.params.params().qos.output_reliability == Reliability::BestEffort {
+        if lock(&self.publishers).reliability == Reliability::BestEffort {
             return;
         }
         let Some(last) = *lock(&self.last_publish) else {
@@ -301,6 +307,7 @@ async fn run() -> anyhow::Result<()> {
         state: NodeState::new(LiveParams::new(server)),
         publishers: Mutex::new(publishers),
         subscriptions: Mutex::new(Vec::new()),
+        input_reliability: Mutex::new(params.qos.input_reliability),
         clock: node.get_ros_clock(),
         logger: logger.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -570,7 +577,8 @@ fn graph_job(
     Box::new(move |node: &mut r2r::Node| {
         pending.store(false, Ordering::SeqCst);
         let mut new_problems = Vec::new();
-        let subscription = glue.state.params.params().qos.input_reliability;
+        // The subscriptions in use (a change that failed left the old ones).
+        let subscription = *lock(&glue.input_reliability);
         for (kind, topic) in subscribed {
             let Ok(publishers) = node.get_publishers_info_by_topic(&topic, false) else {
                 continue;
@@ -687,6 +695,7 @@ fn create_publishers(
         images: HashMap::new(),
         camera_info: None,
         points: None,
+        reliability,
     };
     let create = |node: &mut r2r::Node, created: &mut Publishers| -> anyhow::Result<()> {
         let advertise = |name: &str| format!("cannot advertise {name}");
@@ -775,6 +784,7 @@ fn replace_subscriptions(
             info_glue.state.on_camera_info(camera_info_from_ros(info));
         }
     }));
+    *lock(&glue.input_reliability) = reliability;
     Ok(())
 }
 
