@@ -616,14 +616,20 @@ impl Params {
             );
         }
         let c = &self.colormap;
-        if !(c.depth_min_m.is_finite()
-            && c.depth_max_m.is_finite()
-            && c.depth_min_m < c.depth_max_m)
-        {
+        for (key, value) in [
+            ("colormap.depth_min_m", c.depth_min_m),
+            ("colormap.depth_max_m", c.depth_max_m),
+        ] {
+            if !value.is_finite() {
+                return err(key, format!("{value} is not a finite number of metres"));
+            }
+        }
+        // Either may be the one set wrong: the message names both.
+        if c.depth_min_m >= c.depth_max_m {
             return err(
-                "colormap.depth_max_m",
+                "colormap.depth_min_m",
                 format!(
-                    "depth range [{}, {}] must be finite with min < max",
+                    "{} must be below colormap.depth_max_m ({}): the depth range needs min < max",
                     c.depth_min_m, c.depth_max_m
                 ),
             );
@@ -1025,8 +1031,13 @@ mod tests {
             ("    cpu_threads: 4294967296\n", "cpu_threads", "0..=1024"),
             (
                 "    colormap:\n      depth_max_m: -1.0\n",
-                "colormap.depth_max_m",
-                "min < max",
+                "colormap.depth_min_m",
+                "must be below colormap.depth_max_m (-1)",
+            ),
+            (
+                "    colormap:\n      depth_min_m: .nan\n",
+                "colormap.depth_min_m",
+                "not a finite number",
             ),
             (
                 "    colormap:\n      depth_epistemic_max_m: 0.0\n",

@@ -452,6 +452,12 @@ impl ParamServer {
         for (name, _) in request {
             check_runtime_change(name)?;
         }
+        // Set together, a later value of a name would hide an earlier one that is invalid.
+        if let Some(name) = named_twice(request) {
+            return Err(format!(
+                "`{name}` is given more than once in one atomic request"
+            ));
+        }
         let updated = with_values(&self.params, request)?;
         let changed = changed(&self.params, &updated);
         self.params = updated;
@@ -477,7 +483,9 @@ impl ParamServer {
             .filter(|(_, checked)| checked.is_ok())
             .map(|(one, _)| one.clone())
             .collect();
-        if self.set_atomically(&settable).is_err() {
+        // A name given twice is set value by value, in order, as ROS applies them: each
+        // value checked (together, the last would hide an invalid earlier one).
+        if named_twice(&settable).is_some() || self.set_atomically(&settable).is_err() {
             for (one, result) in request.iter().zip(&mut results) {
                 if result.is_ok() {
                     *result = self.set_atomically(std::slice::from_ref(one)).map(|_| ());
@@ -496,6 +504,15 @@ impl ParamServer {
         let mut tree = serde_yaml::to_value(&self.params).expect("Params serialise to YAML");
         set_in_tree(&mut tree, name, value)
     }
+}
+
+/// A name the request gives more than once, if any.
+fn named_twice(request: &[(String, ParamValue)]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::new();
+    request
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .find(|name| !seen.insert(*name))
 }
 
 /// A parameter that a set changed, with the value it was set to.
@@ -811,10 +828,11 @@ mod tests {
 
         let outcome = s.set_each(&bad);
         assert_eq!(outcome.results[0], Ok(()));
+        // Refused with both ends of the range named (the one set is the minimum).
         assert!(outcome.results[1]
             .as_ref()
             .unwrap_err()
-            .contains("depth range"));
+            .contains("60 must be below colormap.depth_max_m (50)"));
         assert!(outcome.results[2]
             .as_ref()
             .unwrap_err()
@@ -823,6 +841,29 @@ mod tests {
         assert_eq!(s.params().mode, Mode::Mc);
         assert_eq!(s.params().colormap, Params::default().colormap);
         assert_eq!(s.params().mc.samples, 50);
+    }
+
+    /// A name given twice: each value checked in order (set_parameters), refused as a
+    /// whole (atomically); a later value does not hide an invalid earlier one.
+    #[test]
+    fn a_name_given_twice_is_checked_value_by_value() {
+        let twice = req(&[
+            ("mode", ParamValue::String("turbo".into())),
+            ("mode", ParamValue::String("mc".into())),
+        ]);
+        let mut s = server();
+        let outcome = s.set_each(&twice);
+        assert!(outcome.results[0].is_err(), "{:?}", outcome.results);
+        assert_eq!(outcome.results[1], Ok(()));
+        assert_eq!(s.params().mode, Mode::Mc);
+        assert_eq!(outcome.changed, ["mode"]);
+        let mut s = server();
+        let reason = s.set_atomically(&twice).unwrap_err();
+        assert!(
+            reason.contains("`mode` is given more than once"),
+            "{reason}"
+        );
+        assert_eq!(s, server());
     }
 
     #[test]

@@ -124,8 +124,10 @@ where
     T: r2r::WrappedServiceTypeSupport + 'static,
 {
     let full = format!("{}/{service}", node.name()?);
+    // rclcpp's QoS for parameter services: keep the last 1000 requests, not 10 (a burst
+    // of `ros2 param` calls from several tools is not lost).
     let mut requests = node
-        .create_service::<T>(&full, QosProfile::default())
+        .create_service::<T>(&full, QosProfile::parameters())
         .with_context(|| format!("cannot create the {full} service"))?;
     let logger = glue.logger.clone();
     glue.runtime.spawn(async move {
