@@ -138,9 +138,11 @@ pub fn batch_norm_eval(x: &Gaussian, bn: &nn::BatchNorm, eps: f64) -> Gaussian {
     }
     let channels = scale.size()[0];
     let scale = scale.view([1, channels, 1, 1]).to_kind(x.var.kind());
+    // a·(a·var), not a²·var: in fp16, a² of a channel with a tiny running variance
+    // overflows to inf, and inf·0 would make a deterministic unit's variance NaN.
     Gaussian {
         mean: x.mean.apply_t(bn, false),
-        var: &x.var * scale.square(),
+        var: &x.var * &scale * &scale,
     }
 }
 
@@ -149,12 +151,14 @@ pub fn batch_norm_eval(x: &Gaussian, bn: &nn::BatchNorm, eps: f64) -> Gaussian {
 ///
 /// α is clamped to ±5, where the unit is as good as always on (E → μ, Var → σ²) or off
 /// (E → 0, Var → at most 2e-8·σ²; Φ(−5) ≈ 3e-7) and where the f32 closed forms would
-/// start to cancel; a
-/// deterministic unit (σ = 0) gets relu(μ) to within 3e-7 of μ, and variance 0. Written with in-place
-/// operations: this rule runs on every channel of every dense layer's input and is most
+/// start to cancel; a deterministic unit (σ = 0) gets relu(μ) to within 3e-7 of μ (or of
+/// 0, absolutely 4e-7 at μ = 0), and variance 0. Written with in-place operations: this rule runs on every channel of every dense layer's input and is most
 /// of the cost of a moments pass.
 pub fn relu(x: &Gaussian) -> Gaussian {
-    let mut std = x.var.sqrt();
+    // A variance rounded below 0 (convolution algorithms that transform the input can do
+    // it) is 0, not a NaN standard deviation.
+    let mut std = x.var.clamp_min(0.0);
+    let _ = std.sqrt_();
     let _ = std.clamp_min_(MIN_STD);
     let mut alpha = &x.mean / &std;
     let _ = alpha.clamp_(-RELU_ALPHA_LIMIT, RELU_ALPHA_LIMIT);
@@ -452,6 +456,49 @@ mod tests {
         let eps = nn::BatchNormConfig::default().eps;
         let samples = tch::no_grad(|| draws(&x).apply_t(&bn, false));
         assert_matches(&samples, &batch_norm_eval(&x, &bn, eps), EXACT);
+    }
+
+    /// Rounding's edge cases: a variance just below 0 is a deterministic unit for ReLU,
+    /// not NaN; in fp16, a channel whose γ²/running_var overflows keeps its deterministic
+    /// units' variance 0, not NaN.
+    #[test]
+    fn rounding_edge_cases_give_no_nan() {
+        let x = Gaussian {
+            mean: Tensor::from_slice(&[1.0f32, -1.0]).view([1, 2, 1, 1]),
+            var: Tensor::from_slice(&[-1e-9f32, -1e-9]).view([1, 2, 1, 1]),
+        };
+        let y = relu(&x);
+        assert!((y.mean.double_value(&[0, 0, 0, 0]) - 1.0).abs() < 1e-6);
+        assert!(y.mean.double_value(&[0, 1, 0, 0]).abs() < 1e-6);
+        assert_eq!(y.var.isnan().sum(Kind::Int64).int64_value(&[]), 0);
+
+        // γ / sqrt(running_var + eps) = 20 / sqrt(1e-3 + 1e-5) ≈ 629: its square is past
+        // fp16's 65504.
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut bn = nn::batch_norm2d(vs.root(), 1, Default::default());
+        tch::no_grad(|| {
+            bn.running_var.copy_(&Tensor::from_slice(&[1e-3f32]));
+            bn.ws
+                .as_mut()
+                .unwrap()
+                .copy_(&Tensor::from_slice(&[20.0f32]));
+        });
+        vs.half();
+        let eps = nn::BatchNormConfig::default().eps;
+        let x = Gaussian {
+            mean: Tensor::zeros([1, 1, 2, 1], (Kind::Half, Device::Cpu)),
+            // (1e-6 is a subnormal in fp16, 1.3 % off.)
+            var: Tensor::from_slice(&[0.0f32, 1e-6])
+                .view([1, 1, 2, 1])
+                .to_kind(Kind::Half),
+        };
+        let y = batch_norm_eval(&x, &bn, eps);
+        assert_eq!(y.var.double_value(&[0, 0, 0, 0]), 0.0);
+        let second = y.var.double_value(&[0, 0, 1, 0]);
+        assert!(
+            (second / (1e-6 * 629.0f64.powi(2)) - 1.0).abs() < 0.03,
+            "{second}"
+        );
     }
 
     #[test]
