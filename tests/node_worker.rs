@@ -25,6 +25,8 @@ struct TestSink {
     clouds: Vec<PointCloud2>,
     /// Nobody subscribes to `points`.
     no_points_subscriber: bool,
+    /// Someone subscribes to `depth/camera_info`.
+    camera_info_subscriber: bool,
     failing: HashSet<OutputTopic>,
     unwanted: HashSet<OutputTopic>,
     clock: Option<Time>,
@@ -46,6 +48,10 @@ impl Sink for TestSink {
     fn publish_camera_info(&mut self, info: CameraInfo) -> Result<(), String> {
         self.camera_infos.push(info);
         Ok(())
+    }
+
+    fn wants_camera_info(&self) -> bool {
+        self.camera_info_subscriber
     }
 
     fn wants_points(&self) -> bool {
@@ -203,8 +209,8 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
     assert_eq!(s.level, Level::Warn, "{}", s.message);
     assert!(
         s.message.contains(
-            "1 point cloud(s) not built in the last 5 s: no camera_info received on \
-             /cam/camera_info"
+            "1 frame(s) without a point cloud or depth/camera_info in the last 5 s: no \
+             camera_info received on /cam/camera_info"
         ),
         "{}",
         s.message
@@ -259,7 +265,7 @@ fn outputs_carry_the_frame_header_and_camera_info_follows_depth() {
 }
 
 #[test]
-fn without_camera_info_only_a_wanted_point_cloud_makes_a_warning() {
+fn without_camera_info_only_a_wanted_point_cloud_or_depth_camera_info_makes_a_warning() {
     let _rng = common::rng_lock();
     let state = state(&[]);
     let mut worker = worker(&state);
@@ -283,6 +289,23 @@ fn without_camera_info_only_a_wanted_point_cloud_makes_a_warning() {
         .unwrap();
     worker.handle(rgb8(2, 40, 30), &state, &mut sink);
     assert_eq!(report(&state).level, Level::Ok);
+    // A subscriber to depth/camera_info (depth_image_proc) waits for it: a warning from
+    // the second such frame on.
+    sink.camera_info_subscriber = true;
+    for stamp in [3, 4] {
+        worker.handle(rgb8(stamp, 40, 30), &state, &mut sink);
+    }
+    assert!(sink.camera_infos.is_empty());
+    let s = report(&state);
+    assert_eq!(s.level, Level::Warn, "{}", s.message);
+    assert!(
+        s.message.contains(
+            "1 frame(s) without a point cloud or depth/camera_info in the last 5 s: no \
+             camera_info received on /cam/camera_info"
+        ),
+        "{}",
+        s.message
+    );
 }
 
 #[test]
@@ -605,6 +628,10 @@ impl Sink for SharedSink {
 
     fn publish_camera_info(&mut self, _: CameraInfo) -> Result<(), String> {
         Ok(())
+    }
+
+    fn wants_camera_info(&self) -> bool {
+        false
     }
 
     fn wants_points(&self) -> bool {

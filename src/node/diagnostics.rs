@@ -140,13 +140,13 @@ pub struct Monitor {
     namesakes_since: Option<Instant>,
     /// The count last logged (0: none).
     namesakes_logged: usize,
-    /// Point clouds asked for (`points` subscribed) that could not be built because no
-    /// camera_info had arrived (the first such frame not counted).
-    clouds_without_camera_info: Events,
+    /// Frames whose point cloud or depth/camera_info was asked for (subscribed) and could
+    /// not be made because no camera_info had arrived (the first such frame not counted).
+    frames_without_camera_info: Events,
     /// Point clouds asked for that the camera_info could not give (uncalibrated, a lens
     /// model that cannot be undone), with the latest reason.
     clouds_refused: Events,
-    first_cloud_without_camera_info_seen: bool,
+    first_frame_without_camera_info_seen: bool,
     /// The time between the last two camera frames.
     input_gap: Option<Duration>,
     /// When the frame now in the engine went in (None: the engine is idle).
@@ -222,6 +222,9 @@ impl Monitor {
     /// Less is normal: a replayed bag's `/clock` ticks at 40 Hz (25 ms steps), and the
     /// clocks of two machines under NTP differ by a few milliseconds.
     pub const AHEAD_WARN_MS: f64 = 100.0;
+
+    /// Latencies beyond this (an hour) are stamps from another clock, said so.
+    pub const STAMPS_BEHIND_MS: f64 = 3_600_000.0;
 
     /// A camera topic without a publisher is a WARN only once the node has been up this
     /// long (a camera driver starting beside it, DDS discovering it).
@@ -337,15 +340,23 @@ impl Monitor {
         self.engine_busy_since = Some(now);
     }
 
-    /// The engine is done with its frame (whatever came of it).
-    pub fn on_engine_end(&mut self, now: Instant) {
-        if let Some(since) = self.engine_busy_since.take() {
+    /// The engine is done with its frame: `ran` when the frame went through the network
+    /// (whatever came of it), not when it was refused before (bad input), whose time is
+    /// not kept.
+    pub fn on_engine_end(&mut self, now: Instant, ran: bool) {
+        if let Some(since) = self.engine_busy_since.take().filter(|_| ran) {
             if self.engine_times.len() == Self::ENGINE_TIMES {
                 self.engine_times.pop_front();
             }
             self.engine_times
                 .push_back(now.saturating_duration_since(since));
         }
+    }
+
+    /// The engine's settings changed (mode, samples): frames take another time now, so
+    /// the next is judged as a first frame.
+    pub fn on_engine_changed(&mut self) {
+        self.engine_times.clear();
     }
 
     /// The frame in the engine, when it has run long enough to be a problem: its level
@@ -387,14 +398,14 @@ impl Monitor {
         self.camera_infos += 1;
     }
 
-    /// A frame's point cloud was asked for but not built: no camera_info has arrived.
-    /// The first such frame is not counted (its camera_info may be a moment behind it);
-    /// returns whether this one was, for the log.
-    pub fn on_cloud_without_camera_info(&mut self, now: Instant) -> bool {
-        if !std::mem::replace(&mut self.first_cloud_without_camera_info_seen, true) {
+    /// A frame's point cloud or depth/camera_info was asked for but not made: no
+    /// camera_info has arrived. The first such frame is not counted (its camera_info may be
+    /// a moment behind it); returns whether this one was, for the log.
+    pub fn on_frame_without_camera_info(&mut self, now: Instant) -> bool {
+        if !std::mem::replace(&mut self.first_frame_without_camera_info_seen, true) {
             return false;
         }
-        self.clouds_without_camera_info.record(now, None);
+        self.frames_without_camera_info.record(now, None);
         self.trim(now);
         true
     }
@@ -433,7 +444,7 @@ impl Monitor {
             &mut self.failures,
             &mut self.publish_failures,
             &mut self.far_ahead,
-            &mut self.clouds_without_camera_info,
+            &mut self.frames_without_camera_info,
             &mut self.clouds_refused,
         ] {
             events.trim(now);
@@ -549,20 +560,28 @@ impl Monitor {
         }
         if let Some(p95) = p95.filter(|&p| p > bounds.latency_warn_ms) {
             level = level.max(Level::Warn);
+            // Hours behind is no inference time: the stamps are not the node's clock's.
+            let hint = match p95 > Self::STAMPS_BEHIND_MS {
+                true => {
+                    " (the images are stamped hours behind the node's clock: zero stamps, \
+                     or a bag replayed without use_sim_time and --clock?)"
+                }
+                false => "",
+            };
             problems.push(format!(
-                "latency p95 {p95:.0} ms above {:.0} ms",
+                "latency p95 {p95:.0} ms above {:.0} ms{hint}",
                 bounds.latency_warn_ms
             ));
         }
-        let cloudless = self.clouds_without_camera_info.in_window();
-        if cloudless > 0 {
+        let without_info = self.frames_without_camera_info.in_window();
+        if without_info > 0 {
             level = level.max(Level::Warn);
             // What the graph showed of camera_info's publishers since the latest of these
-            // clouds says where to look.
+            // frames says where to look.
             let looked_up = self
                 .camera_info_publishers
                 .as_ref()
-                .filter(|_| self.camera_info_looked_up >= self.clouds_without_camera_info.last);
+                .filter(|_| self.camera_info_looked_up >= self.frames_without_camera_info.last);
             let why = match looked_up {
                 _ if self.camera_infos > 0 => "one has arrived since".to_owned(),
                 Some(p) if p.reliable + p.best_effort == 0 => {
@@ -579,8 +598,8 @@ impl Monitor {
                 None => "check its remapping".to_owned(),
             };
             problems.push(format!(
-                "{cloudless} point cloud(s) not built {window}: no camera_info received on \
-                 {} ({why}; depth/camera_info waits for it too)",
+                "{without_info} frame(s) without a point cloud or depth/camera_info {window}: \
+                 no camera_info received on {} ({why})",
                 info.camera_info_topic
             ));
         }
@@ -820,7 +839,7 @@ mod tests {
         let mut t = 61_000;
         for k in 0..20u64 {
             m.on_input(at(t));
-            m.on_engine_end(at(t + 500 + 1000 * (k % 2)));
+            m.on_engine_end(at(t + 500 + 1000 * (k % 2)), true);
             m.on_output(at(t + 500 + 1000 * (k % 2)), Some(5.0));
             t += 2000;
             m.on_engine_start(at(t));
@@ -844,10 +863,27 @@ mod tests {
             "{}",
             s.message
         );
-        m.on_engine_end(at(t + 12_000));
+        m.on_engine_end(at(t + 12_000), true);
         let s = report(&mut m, at(t + 12_000));
         assert_eq!(value(&s, "frame in the engine for (s)"), "none");
         assert!(!s.message.contains("stalled"), "{}", s.message);
+        // Bad input's instant refusals do not shorten the limit; a change of the engine's
+        // settings (mc with more samples: slower frames) starts it over as a first frame.
+        let t = t + 12_000;
+        for k in 0..20 {
+            m.on_engine_start(at(t + k));
+            m.on_engine_end(at(t + k), false);
+        }
+        assert_eq!(m.engine_times.len(), Monitor::ENGINE_TIMES);
+        assert_eq!(
+            m.engine_times.iter().min(),
+            Some(&Duration::from_millis(500))
+        );
+        m.on_engine_changed();
+        m.on_engine_start(at(t + 100));
+        let s = report(&mut m, at(t + 30_000));
+        assert!(!s.message.contains("engine"), "{}", s.message);
+        assert_eq!(value(&s, "frame in the engine for (s)"), "29.9");
     }
 
     /// The camera's publishers: none makes the wait a WARN that says so; best-effort ones
@@ -965,16 +1001,16 @@ mod tests {
             t0 - Duration::from_secs(1),
         );
         // The first frame without camera_info is not counted; the second is.
-        assert!(!m.on_cloud_without_camera_info(t0));
-        assert!(m.on_cloud_without_camera_info(t0));
+        assert!(!m.on_frame_without_camera_info(t0));
+        assert!(m.on_frame_without_camera_info(t0));
         let cloudless = |m: &mut Monitor| -> String {
             let s = report(m);
             assert_eq!(s.level, Level::Warn, "{}", s.message);
             s.message
         };
-        let not_built = "1 point cloud(s) not built in the last 5 s: no camera_info received \
-                         on /robot/camera/camera_info";
-        let tail = "; depth/camera_info waits for it too)";
+        let not_built = "1 frame(s) without a point cloud or depth/camera_info in the last 5 s: \
+                         no camera_info received on /robot/camera/camera_info";
+        let tail = ")";
         assert_eq!(
             cloudless(&mut m),
             format!("{not_built} (check its remapping{tail}")
@@ -1035,7 +1071,7 @@ mod tests {
         assert_eq!(value(&s, "camera publishers"), "n/a");
         // A camera_info that arrives while the clouds are in the window: said so.
         look_up(&mut m, publishers(1, 0, Reliability::Reliable));
-        assert!(m.on_cloud_without_camera_info(after));
+        assert!(m.on_frame_without_camera_info(after));
         m.on_camera_info();
         assert_eq!(
             cloudless(&mut m),
@@ -1181,6 +1217,20 @@ mod tests {
         assert_eq!(s.level, Level::Warn);
         assert!(
             s.message.contains("dropping 80 %") && s.message.contains("latency p95 250 ms"),
+            "{}",
+            s.message
+        );
+        assert!(!s.message.contains("hours behind"), "{}", s.message);
+        // Stamped 0 (or by another clock): said so.
+        let mut zero = Monitor::new();
+        zero.on_input(t0);
+        zero.on_output(t0, Some(1.7e12));
+        let s = zero.report(t0, &info(), &[], SlotCounts::default(), &bounds);
+        assert!(
+            s.message.contains(
+                "latency p95 1700000000000 ms above 100 ms (the images are \
+                 stamped hours behind the node's clock"
+            ),
             "{}",
             s.message
         );

@@ -35,6 +35,8 @@ pub trait Sink {
     fn publish_image(&mut self, topic: OutputTopic, image: Image) -> Result<(), String>;
     /// `depth/camera_info`.
     fn publish_camera_info(&mut self, info: CameraInfo) -> Result<(), String>;
+    /// Whether someone subscribes to `depth/camera_info` (depth_image_proc, say).
+    fn wants_camera_info(&self) -> bool;
     /// Whether the point cloud is worth building (someone subscribes to `points`).
     fn wants_points(&self) -> bool;
     /// `points`.
@@ -214,7 +216,10 @@ impl Inference {
         self.refresh_params(state);
         lock(&state.monitor).on_engine_start(Instant::now());
         let predicted = predict_frame(&self.engine, &frame);
-        lock(&state.monitor).on_engine_end(Instant::now());
+        // A frame that did not decode never reached the network: its time says nothing
+        // of how long the network takes.
+        let ran = !matches!(predicted, Err(FrameError::BadInput(_)));
+        lock(&state.monitor).on_engine_end(Instant::now(), ran);
         match predicted {
             Ok(frame) => Some(Predicted {
                 frame,
@@ -258,8 +263,16 @@ impl Inference {
             return;
         }
         self.version = Some(version);
+        let before = self.engine.config().clone();
         match EngineConfig::from_params(&params).and_then(|c| self.engine.set_config(c)) {
-            Ok(()) => self.params = params,
+            Ok(()) => {
+                // Another mode or sample count takes another time per frame: the frames
+                // before say nothing of it.
+                if *self.engine.config() != before {
+                    lock(&state.monitor).on_engine_changed();
+                }
+                self.params = params;
+            }
             Err(e) => log::error!("keeping the previous parameters: the engine refused them: {e}"),
         }
     }
@@ -290,12 +303,17 @@ impl Publishing {
             points,
             |topic| sink.wants(topic),
         );
-        let cloudless = outputs.points_without_camera_info
-            && lock(&state.monitor).on_cloud_without_camera_info(Instant::now());
-        if cloudless && self.throttle.allow("camera_info", Instant::now()) {
+        // Outputs a subscriber waits for that need the camera's calibration.
+        let info_wanted = outputs.points_without_camera_info
+            || (sink.wants_camera_info()
+                && camera_info.is_none()
+                && predicted.frame.prediction.depth.is_some());
+        let without_info =
+            info_wanted && lock(&state.monitor).on_frame_without_camera_info(Instant::now());
+        if without_info && self.throttle.allow("camera_info", Instant::now()) {
             log::warn!(
-                "no point cloud: no camera_info has arrived (is camera_info remapped to the \
-                 camera's?)"
+                "no point cloud or depth/camera_info: no camera_info has arrived (is \
+                 camera_info remapped to the camera's?)"
             );
         }
         let mut published = 0;

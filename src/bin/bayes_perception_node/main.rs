@@ -817,6 +817,13 @@ impl Sink for RosSink<'_> {
         self.glue.published(publisher.publish(&message))
     }
 
+    fn wants_camera_info(&self) -> bool {
+        lock(&self.glue.publishers)
+            .camera_info
+            .as_ref()
+            .is_some_and(has_subscribers)
+    }
+
     fn wants_points(&self) -> bool {
         lock(&self.glue.publishers)
             .points
