@@ -15,7 +15,7 @@ a Rust binary; Ray schedules, retries and collects):
 
 NAME is the bag's file name and a hash of its absolute path, so every input has one
 output directory whatever order or machine runs it. When every task is done, the
-evaluation states of the bags that succeeded are merged (`eval --merge`) into OUT/report/
+evaluation states of the bags that succeeded are merged (`eval --merge-list`) into OUT/report/
 (report.md, report.json, charts; the states merged are listed in OUT/states.txt): the
 same numbers as one evaluation of all their frames.
 OUT/fleet.json lists every bag with its status, attempts, frames and times.
@@ -228,7 +228,7 @@ def _run_bag(job):
         if not (done and done.get("status") == "ok"
                 and done.get("fingerprint") == job["process_fingerprint"]
                 and (not job["redo"] or done.get("run") == job["run"])
-                and (work / "processed").is_dir()):
+                and (work / "processed" / "metadata.yaml").is_file()):
             summary_path.unlink(missing_ok=True)
             t = time.monotonic()
             code = _run([job["bin"], "bag", "process", job["bag"], str(work / "processed"),
@@ -636,18 +636,22 @@ def main(argv=None):
     report_code = 0
     # Last run's report must not stand beside this run's summary.
     shutil.rmtree(out / "report", ignore_errors=True)
-    (out / "report.json").unlink(missing_ok=True)
+    for stale in ("report.json", "states.txt"):
+        (out / stale).unlink(missing_ok=True)
     if args.eval and ok:
-        # Listed in a file: thousands of paths do not fit on a command line.
+        # Listed in a file (UTF-8, as the binary reads it): thousands of paths do not fit
+        # on a command line.
         states = out / "states.txt"
-        states.write_text("".join(f"{Path(r['dir']) / 'eval_state.json'}\n" for r in ok))
         report = out / "report"
         try:
+            states.write_bytes(b"".join(os.fsencode(Path(r["dir"]) / "eval_state.json") + b"\n"
+                                        for r in ok))
             merged = subprocess.run([path, "eval", "--merge-list", str(states), "--json",
                                      str(out / "report.json"), "--out", str(report)],
                                     capture_output=True, text=True)
             report_code, why = merged.returncode, merged.stderr
         except OSError as e:
+            # No room for the list, the binary gone: the summary is still written.
             report_code, why, merged = 1, str(e), None
         if report_code != 0:
             print(f"fleet: merging the evaluations failed:\n{why}", file=sys.stderr)

@@ -142,8 +142,8 @@ def plot(out, kind):
 
 
 def soak_node(args, work):
-    # 0..101: the IDs ROS 2 leaves clear of the ephemeral ports on Linux.
-    os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 102))
+    # 1..101: the IDs ROS 2 leaves clear of the ephemeral ports on Linux, not the default 0.
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 101))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import numpy as np
     import rclpy

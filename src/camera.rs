@@ -71,8 +71,15 @@ impl Distortion {
     /// `rational_polynomial` take OpenCV's order k1 k2 p1 p2 [k3 [k4 k5 k6]] (4, 5 or 8
     /// values; 12 or 14 only if the thin-prism and tilt terms beyond the 8th are zero).
     pub fn from_camera_info(model: &str, d: &[f64]) -> Result<Self, String> {
-        if d.is_empty() || (model != "equidistant" && d.iter().all(|c| *c == 0.0)) {
+        let zero = d.iter().all(|c| *c == 0.0);
+        if d.is_empty() || (zero && model != "equidistant") {
             return Ok(Self::none());
+        }
+        if zero {
+            // An f-theta lens, however many zeros a driver wrote.
+            let lens = Lens::Equidistant { k: [0.0; 4] };
+            let limit = lens.limit();
+            return Ok(Distortion { lens, limit });
         }
         if d.iter().any(|c| !c.is_finite()) {
             return Err(format!("camera_info D has a non-finite coefficient: {d:?}"));
@@ -601,7 +608,8 @@ mod tests {
         assert!(refused("plumb_bob", &[0.1; 6]).contains("4, 5 or 8"));
         assert!(refused("equidistant", &[0.1; 5]).contains("4 coefficients"));
         assert!(refused("plumb_bob", &[f64::NAN, 0.0, 0.0, 0.0, 0.0]).contains("non-finite"));
-        // All zeros is no distortion, whatever the model says.
+        // All zeros is no distortion, whatever the model says, but for equidistant (an
+        // f-theta fisheye, tested with the lens rules).
         for (model, d) in [
             ("", &[][..]),
             ("kannala_brandt", &[0.0; 4]),
@@ -818,6 +826,10 @@ mod tests {
         assert!(Distortion::from_camera_info("equidistant", &[])
             .unwrap()
             .is_none());
+        assert_eq!(
+            Distortion::from_camera_info("equidistant", &[0.0; 5]).unwrap(),
+            fisheye
+        );
     }
 
     /// Pixels without a ray where no fold is to blame: a fisheye's beyond 90 degrees.

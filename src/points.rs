@@ -23,9 +23,9 @@ pub const NO_LABEL: u16 = u16::MAX;
 
 /// A camera calibration file as ROS writes it (camera_calibration_parsers' YAML:
 /// `image_width`, `image_height`, `camera_matrix: {rows: 3, cols: 3, data: [...]}`, and
-/// optionally `distortion_model` (plumb_bob where it is absent),
-/// `distortion_coefficients` (1xN), `rectification_matrix` (3x3) and `projection_matrix`
-/// (3x4)), as a CameraInfo.
+/// optionally `distortion_model` (plumb_bob where it is absent and D is not all zero),
+/// `distortion_coefficients` (1xN or Nx1), `rectification_matrix` (3x3) and
+/// `projection_matrix` (3x4)), as a CameraInfo.
 pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<CameraInfo> {
     use crate::text_file::{read_limited, MAX_CONFIG_BYTES};
     #[derive(serde::Deserialize)]
@@ -83,7 +83,11 @@ pub fn camera_info_from_calibration(path: &std::path::Path) -> crate::Result<Cam
             .expect("12 values"),
         None => defaults.p,
     };
+    // A row or a column, as camera_calibration_parsers reads it.
     let d = match &calibration.distortion_coefficients {
+        Some(m) if m.cols == 1 && m.rows != 1 => {
+            matrix(m, "distortion_coefficients", m.data.len(), 1)?
+        }
         Some(m) => matrix(m, "distortion_coefficients", 1, m.data.len())?,
         None => Vec::new(),
     };
@@ -443,9 +447,13 @@ mod tests {
             .unwrap()
             .replace("rows: 1, cols: 5", "rows: 1, cols: 4")
             .replace("rows: 4, cols: 3", "rows: 3, cols: 4");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, &text).unwrap();
         let e = camera_info_from_calibration(&path).unwrap_err().to_string();
         assert!(e.contains("distortion_coefficients"), "{e}");
+        // A column of D is read as camera_calibration_parsers reads it.
+        std::fs::write(&path, text.replace("rows: 1, cols: 4", "rows: 5, cols: 1")).unwrap();
+        let info = camera_info_from_calibration(&path).unwrap();
+        assert_eq!(info.d, [-0.28, 0.07, 0.001, -0.0005, 0.0]);
     }
 
     /// A file without `distortion_model` (as older calibrators wrote them): plumb_bob, as

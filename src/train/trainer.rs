@@ -1212,7 +1212,8 @@ impl RunLock {
                     std::io::ErrorKind::WouldBlock,
                     format!(
                         "output.dir {} is in use by another `train` (it holds this lock); \
-                         wait for it to end, or choose another output.dir",
+                         wait for it to end (then --resume continues from its checkpoint), \
+                         or choose another output.dir",
                         run_dir.display()
                     ),
                 ),

@@ -124,8 +124,7 @@ where
     T: r2r::WrappedServiceTypeSupport + 'static,
 {
     let full = format!("{}/{service}", node.name()?);
-    // rclcpp's QoS for parameter services: keep the last 1000 requests, not 10 (a burst
-    // of `ros2 param` calls from several tools is not lost).
+    // rclcpp's QoS for parameter services (keep last 1000, where the default keeps 10).
     let mut requests = node
         .create_service::<T>(&full, QosProfile::parameters())
         .with_context(|| format!("cannot create the {full} service"))?;

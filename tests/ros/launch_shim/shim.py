@@ -18,8 +18,8 @@ class Context:
 def launch_command(launch_file, arguments, package_shares, tmp_dir):
     """(executable name, [--ros-args ...]) for the node `launch_file` starts with the launch
     `arguments` (name -> value), as launch_ros builds it: node name and namespace
-    remaps, one --params-file per parameters entry (dicts written to a temporary file with
-    the `/**` key, as launch_ros does), then the remappings."""
+    remaps, one --params-file per parameters entry (dicts written to a temporary file under
+    the node's full name, as launch_ros does for a named node), then the remappings."""
     sys.path.insert(0, str(HERE))
     try:
         spec = importlib.util.spec_from_file_location("launch_under_test", launch_file)
