@@ -9,6 +9,8 @@
 #     bash .gpu/run.sh                          # results in .gpu_results, packed into
 #                                               # $OUT/results.tgz after every step
 #     DEADLINE=150 RESUME=1 bash .gpu/run.sh    # at once after it, on the still-warm machine
+#                                               # (a fresh one: first copy call 1's
+#                                               # results.tgz to .gpu/previous_results.tgz)
 # Then here: python3 scripts/gpu_summary.py <the unpacked results>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,14 +41,24 @@ done
 mkdir -p .gpu
 # Stripped: the debug line tables triple the size and the device copy has a size limit.
 strip -o .gpu/bayes_perception "$binary"
-precision_test=$(cargo test --release --test precision --no-run --message-format=json 2>/dev/null |
+# (cargo's progress and errors go to stderr; its JSON messages, the artifacts', to stdout.)
+precision_test=$(cargo test --release --test precision --no-run --message-format=json |
     python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "precision" and m.get("executable"):
         print(m["executable"])')
+if [[ -z "$precision_test" ]] || ! grep -q 'libtorch_cuda' <<< "$(readelf -d "$precision_test")"; then
+    echo "the precision test did not build, or not against libtorch_cuda: not bundled" >&2
+    exit 1
+fi
 strip -o .gpu/precision_test "$precision_test"
 cp scripts/pytorch_reference.py .gpu/
 cp scripts/gpu_run.sh .gpu/run.sh
 chmod +x .gpu/run.sh
-echo "bundle ready in .gpu/ ($(du -sh .gpu | cut -f1)); on the GPU machine, from the repository root: bash .gpu/run.sh, then DEADLINE=<s> RESUME=1 bash .gpu/run.sh"
+# What the device call carries (the working tree and .gpu/) must stay under its 64 MiB.
+size_kib=$(du -sk .gpu | cut -f1)
+if ((size_kib > 48 * 1024)); then
+    echo "warning: .gpu/ is $((size_kib / 1024)) MiB; the device call carries at most 64 MiB with the working tree" >&2
+fi
+echo "bundle ready in .gpu/ ($((size_kib / 1024)) MiB); on the GPU machine, from the repository root: bash .gpu/run.sh, then DEADLINE=<s> RESUME=1 bash .gpu/run.sh (on a fresh machine: with call 1's results.tgz as .gpu/previous_results.tgz)"

@@ -7,7 +7,9 @@
 #     DEADLINE=150 RESUME=1 bash .gpu/run.sh    # at once after it, on the still-warm machine
 #
 # Results go to .gpu_results (beside .gpu/, so a second call finds them) and are packed
-# into $OUT/results.tgz after every step; `python3 scripts/gpu_summary.py DIR` makes the
+# into $OUT/results.tgz after every step; a second call on a fresh machine (the first one
+# given back meanwhile) starts from .gpu/previous_results.tgz, the first call's
+# results.tgz copied there before it is carried; `python3 scripts/gpu_summary.py DIR` makes the
 # tables afterwards (on any machine with torch: not on device time). The device lends 15
 # minutes in all, start-up included, at most 10 a call: the steps run most important
 # first, each step is given at most what is left before DEADLINE, and a step cut by the
@@ -18,9 +20,10 @@
 # The order: doctor; the 360x480 target set-up, fp16 channels-last, ours and PyTorch's,
 # aleatoric and MC-50 (chunks of 25); the single pass as a CUDA graph, ours and PyTorch's;
 # the precision test (fp16/bf16 against fp32 on CUDA); fp32 in the usual layout, ours and
-# PyTorch's; PyTorch kernel profiles (aleatoric, MC); torch.compile (reduce-overhead)
-# of the single pass; 480x640; then the levers one by one (channels-last off, bf16, the
-# pageable download, one host thread, colours on the device, MC chunks from the GPU
+# PyTorch's; the switch levers at 360x480 (channels-last off, bf16, fp32 channels-last,
+# cuDNN's algorithm search off, ours and PyTorch's); PyTorch kernel profiles (aleatoric,
+# MC); torch.compile (reduce-overhead) of the single pass; 480x640; then the other levers
+# (the pageable download, one host thread, colours on the device, MC chunks from the GPU
 # memory, chunks of 16, fp32 graphs), moments mode, bag process, glibc's malloc defaults,
 # and torch.compile of MC last.
 set -uo pipefail
@@ -43,6 +46,10 @@ fi
 out="$here/../.gpu_results"
 [[ "${RESUME:-}" == 1 ]] || rm -rf "$out"
 mkdir -p "$out"
+# A resumed call on a fresh machine: the first call's results, carried.
+if [[ "${RESUME:-}" == 1 && ! -s "$out/times.txt" && -s "$here/previous_results.tgz" ]]; then
+    tar xzf "$here/previous_results.tgz" -C "$out" && echo "== resumed from .gpu/previous_results.tgz"
+fi
 log="$out/bench.txt"
 start=$SECONDS
 deadline="${DEADLINE:-540}"
@@ -64,7 +71,7 @@ if [[ -z "$python" ]]; then
     echo "no python with torch 2.11.0 (the bundle's binary loads torch's libtorch): ${found[*]:-none with torch}" >&2
     exit 1
 fi
-export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export BP_BIN="${GPU_RUN_BIN:-$here/bayes_perception}"
 bin="$BP_BIN"
 
@@ -104,9 +111,11 @@ step() {
     echo "== $name (at most $allowed s): ${args[*]}" | tee -a "$log"
     local began=$SECONDS rc=0
     case "$kind" in
-        json) timeout "$allowed" "${args[@]}" > "$part" 2>> "$log" || rc=$? ;;
-        file) timeout "$allowed" "${args[@]}" 2>&1 | tee -a "$log"; rc=${PIPESTATUS[0]} ;;
-        text) timeout "$allowed" "${args[@]}" 2>&1 | tee "$part"; rc=${PIPESTATUS[0]} ;;
+        # (-k: a step that takes its time to stop after SIGTERM, bag process finishing
+        # its frame, is killed 10 s later.)
+        json) timeout -k 10 "$allowed" "${args[@]}" > "$part" 2>> "$log" || rc=$? ;;
+        file) timeout -k 10 "$allowed" "${args[@]}" 2>&1 | tee -a "$log"; rc=${PIPESTATUS[0]} ;;
+        text) timeout -k 10 "$allowed" "${args[@]}" 2>&1 | tee "$part"; rc=${PIPESTATUS[0]} ;;
     esac
     local outcome
     if ((rc == 124 || rc == 137)) && ((allowed < limit)); then
@@ -134,24 +143,28 @@ print("   median %.2f ms (not profiled %s, overlapped %s frames/s), forward %.0f
     pack
 }
 
-# bench NAME [VAR=VALUE...] ARGS...: bench of fcdensenet103 on CUDA.
+# bench NAME [VAR=VALUE...] ARGS...: bench of fcdensenet103 on CUDA, in at most
+# BENCH_LIMIT seconds (60).
 bench() {
     local name="$1" envs=()
     shift
     while [[ "${1:-}" == *=* && "${1:-}" != -* ]]; do envs+=("$1"); shift; done
-    step "$name" 60 json env "${envs[@]}" "$bin" bench --device cuda --json --arch fcdensenet103 "$@"
+    step "$name" "${BENCH_LIMIT:-60}" json env "${envs[@]}" "$bin" bench --device cuda --json --arch fcdensenet103 "$@"
 }
-# ours H W PRECISION[_cl] aleatoric|mc [ARGS...]: the standard rows.
+# ours H W PRECISION[_cl][_nobench] aleatoric|mc [ARGS...]: the standard rows (_nobench:
+# cuDNN's algorithm search off).
 ours() {
-    local h="$1" w="$2" tag="$3" mode="$4" layout=()
+    local h="$1" w="$2" tag="$3" mode="$4" flags=()
     shift 4
-    [[ "$tag" == *_cl ]] && layout=(--channels-last)
+    local precision="${tag%%_*}"
+    [[ "$tag" == *_cl* ]] && flags+=(--channels-last)
+    [[ "$tag" == *_nobench ]] && flags+=(--no-cudnn-benchmark)
     if [[ "$mode" == aleatoric ]]; then
-        bench "103_${h}x${w}_aleatoric_$tag" --height "$h" --width "$w" --precision "${tag%_cl}" \
-            "${layout[@]}" --overlap --frames 50 --warmup 5 "$@"
+        bench "103_${h}x${w}_aleatoric_$tag" --height "$h" --width "$w" --precision "$precision" \
+            "${flags[@]}" --overlap --frames 50 --warmup 5 "$@"
     else
-        bench "103_${h}x${w}_mc50_b25_$tag" --height "$h" --width "$w" --precision "${tag%_cl}" \
-            "${layout[@]}" --overlap --mode mc --samples 50 --batch-size 25 --frames 5 --warmup 2 "$@"
+        bench "103_${h}x${w}_mc50_b25_$tag" --height "$h" --width "$w" --precision "$precision" \
+            "${flags[@]}" --overlap --mode mc --samples 50 --batch-size 25 --frames 5 --warmup 2 "$@"
     fi
 }
 # theirs H W NAME aleatoric|mc LIMIT [ARGS...]: the PyTorch reference, forward passes only.
@@ -191,6 +204,19 @@ ours 360 480 fp32 aleatoric
 ours 360 480 fp32 mc
 theirs 360 480 fp32 aleatoric 90 --dtype fp32
 theirs 360 480 fp32 mc 90 --dtype fp32
+# The switch levers one at a time, against the fp16 channels-last rows: channels-last off,
+# bf16, fp32 channels-last (against the fp32 rows), cuDNN's algorithm search off (ours and
+# PyTorch's).
+ours 360 480 fp16 aleatoric
+ours 360 480 fp16 mc
+ours 360 480 bf16_cl aleatoric
+ours 360 480 bf16_cl mc
+ours 360 480 fp32_cl aleatoric
+ours 360 480 fp32_cl mc
+ours 360 480 fp16_cl_nobench aleatoric
+ours 360 480 fp16_cl_nobench mc
+theirs 360 480 fp16_cl_nobench aleatoric 90 "${fp16_cl[@]}" --no-cudnn-benchmark
+theirs 360 480 fp16_cl_nobench mc 90 "${fp16_cl[@]}" --no-cudnn-benchmark
 # Where PyTorch's time goes, kernel by kernel (each kernel's own time).
 profile=("$python" "$here/pytorch_reference.py" --device cuda --arch fcdensenet103 --height 360
     --width 480 --no-count --frames 1 --warmup 3 --profile "${fp16_cl[@]}")
@@ -198,20 +224,15 @@ step profile_aleatoric_fp16_cl 60 text "${profile[@]}"
 step profile_mc50_b25_fp16_cl 90 text "${profile[@]}" --mode mc --samples 50 --batch-size 25
 # torch.compile with CUDA graphs (its compile is paid in the warm-up).
 theirs 360 480 fp16_cl_compiled aleatoric 200 "${fp16_cl[@]}" --compile --compile-mode reduce-overhead
-# 480x640.
+# 480x640 (MC at 1.8x the pixels: 120 s a row).
 ours 480 640 fp16_cl aleatoric
-ours 480 640 fp16_cl mc
+BENCH_LIMIT=120 ours 480 640 fp16_cl mc
 theirs 480 640 fp16_cl aleatoric 90 "${fp16_cl[@]}"
 theirs 480 640 fp16_cl mc 120 "${fp16_cl[@]}"
 ours 480 640 fp32 aleatoric
-ours 480 640 fp32 mc
+BENCH_LIMIT=120 ours 480 640 fp32 mc
 theirs 480 640 fp32 aleatoric 90 --dtype fp32
 theirs 480 640 fp32 mc 120 --dtype fp32
-# The levers one at a time, against the fp16 channels-last rows: channels-last off, bf16.
-ours 360 480 fp16 aleatoric
-ours 360 480 fp16 mc
-ours 360 480 bf16_cl aleatoric
-ours 360 480 bf16_cl mc
 # The outputs to pageable host memory instead of the page-locked buffer.
 bench 103_360x480_aleatoric_fp16_cl_pageable --height 360 --width 480 --precision fp16 --channels-last \
     --pageable-download --frames 50 --warmup 5

@@ -158,6 +158,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--no-cudnn-benchmark", action="store_true",
+                    help="leave cuDNN's algorithm search off (on by default, as in bayes_perception)")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode (default: its default)")
     ap.add_argument("--cuda-graph", action="store_true", help="replay one frame as a CUDA graph")
@@ -170,7 +172,7 @@ def main():
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     net = network(args.arch, dtype, memory_format, device)
     if args.cuda_graph and device.type != "cuda":
         ap.error("--cuda-graph needs --device cuda")
@@ -235,7 +237,8 @@ def main():
     mc = f" T={args.samples} batch {args.batch_size}" if args.mode == "mc" else ""
     compiled = f" compiled ({args.compile_mode or 'default'})" if args.compile else ""
     setup = (args.dtype + (" channels-last" if args.channels_last else "") + compiled
-             + (" CUDA graph" if args.cuda_graph else ""))
+             + (" CUDA graph" if args.cuda_graph else "")
+             + (" no cuDNN benchmark" if args.no_cudnn_benchmark else ""))
     print(f"pytorch {torch.__version__} {args.arch} ({params / 1e6:.2f} M), {args.height}x{args.width}, {setup}, "
           f"mode {args.mode}{mc}, {args.device} ({torch.get_num_threads()} threads), {args.frames} frames")
     print(f"  network forward per frame: median {statistics.median(times):.1f} ms, "

@@ -426,6 +426,10 @@ pub struct BenchArgs {
     /// (to measure what pinning gains).
     #[arg(long)]
     pub pageable_download: bool,
+    /// CUDA: leave cuDNN's search for the fastest algorithm of each shape off (on by
+    /// default, as in the node; to measure what it gains).
+    #[arg(long)]
+    pub no_cudnn_benchmark: bool,
     /// Experimental: colour the false-colour messages (uncertainty images, labels) on the
     /// device and bring them to the host with the other outputs, instead of colouring on
     /// the host (the same bytes).

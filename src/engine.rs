@@ -64,6 +64,11 @@ pub struct EngineConfig {
     /// as a captured CUDA graph ([`crate::cuda_graph`]); CUDA only, fixed when the engine
     /// is built.
     pub cuda_graphs: bool,
+    /// CUDA: cuDNN times its algorithms for each new input shape and keeps the fastest
+    /// (a camera's frames and the MC chunks keep one shape, so the search is paid once);
+    /// off (`bench --no-cudnn-benchmark`) to measure what it gains. cuDNN's setting is the
+    /// process's: the engine built last sets it.
+    pub cudnn_benchmark: bool,
     /// CUDA: the output planes come to the host in one copy into a page-locked buffer,
     /// kept while the frame size stays (off: into pageable memory, `bench
     /// --pageable-download`, to measure the difference). Fixed when the engine is built.
@@ -113,6 +118,7 @@ impl EngineConfig {
             precision: params.precision,
             channels_last: params.channels_last,
             cuda_graphs: false,
+            cudnn_benchmark: true,
             pinned_download: true,
             device_colors: false,
             colormap: params.colormap.clone(),
@@ -347,6 +353,9 @@ impl Engine {
         }
         if config.cuda_graphs && !crate::cuda_graph::AVAILABLE {
             return Err(crate::cuda_graph::unavailable());
+        }
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(config.cudnn_benchmark);
         }
         match config.precision {
             Precision::Fp32 => model.vs.float(),

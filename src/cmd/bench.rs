@@ -67,6 +67,8 @@ struct Report {
     precision: String,
     channels_last: bool,
     cuda_graphs: bool,
+    /// CUDA: cuDNN picked its algorithms by timing them (off: `--no-cudnn-benchmark`).
+    cudnn_benchmark: Option<bool>,
     /// CUDA: the outputs came to the host through the page-locked buffer (false where
     /// `--pageable-download` asked otherwise or pinning failed).
     pinned_download: Option<bool>,
@@ -175,6 +177,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         precision: args.precision,
         channels_last: args.channels_last,
         cuda_graphs: args.cuda_graphs,
+        cudnn_benchmark: !args.no_cudnn_benchmark,
         pinned_download: !args.pageable_download,
         device_colors: args.device_colors,
         colormap: ColormapParams::default(),
@@ -203,14 +206,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             device_name(device)
         );
     }
+    if args.no_cudnn_benchmark && !device.is_cuda() {
+        log::warn!(
+            "--no-cudnn-benchmark applies to CUDA only (ignored on {})",
+            device_name(device)
+        );
+    }
     if args.max_gpu_memory_mb > 0 && !device.is_cuda() {
         log::warn!(
             "--max-gpu-memory-mb applies to CUDA only (it sizes MC chunks from GPU memory; ignored on {})",
             device_name(device)
         );
-    }
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
     }
     let model = Model::new(spec, device)?;
     let parameters = model.num_parameters();
@@ -451,6 +457,7 @@ fn summarise(
         precision: args.precision.to_string(),
         channels_last: args.channels_last,
         cuda_graphs: args.cuda_graphs,
+        cudnn_benchmark: device.is_cuda().then_some(!args.no_cudnn_benchmark),
         pinned_download: device.is_cuda().then(|| engine.pinned_download()),
         device_colors: args.device_colors,
         cpu_threads: tch::get_num_threads(),
