@@ -16,7 +16,7 @@
 //! | contact_sheet.png (option)   | all of the above side by side, titled             |
 
 use std::fs::File;
-use std::io::{Cursor, Write};
+use std::io::{Cursor, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use image::{EncodableLayout, ImageBuffer, ImageFormat, PixelWithColorType, RgbImage};
@@ -31,7 +31,6 @@ use crate::msg::encoding::{decode_capped, Undecoded};
 /// allows). A filesystem that cannot sync a directory (some FUSE and network mounts say
 /// EINVAL) is taken as having nothing to flush for it.
 pub fn sync_path(path: &Path) -> std::io::Result<()> {
-    use std::io::ErrorKind;
     let file = File::open(path)?;
     match file.sync_all() {
         Err(e)
@@ -46,12 +45,42 @@ pub fn sync_path(path: &Path) -> std::io::Result<()> {
 
 /// Writes a file whole and makes it durable: every failure (a full disk on the last block
 /// included) is an error, never lost in a buffer dropped unflushed, and a directory renamed
-/// into place afterwards holds the data after a power loss.
+/// into place afterwards holds the data after a power loss. A new file or a regular one is
+/// written to a temporary file beside it, renamed over `path` once synced: a process
+/// killed meanwhile leaves the file as it was (a report, a state), never cut short.
+/// Anything else (`/dev/stdout`, a pipe, a symbolic link) is written in place, as given.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let replaceable = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.file_type().is_file(),
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    };
+    if !replaceable {
+        let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+        return file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(path, e));
+    }
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        // As File::create makes files (the umask applies), not tempfile's owner-only.
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut file = builder
+        .tempfile_in(parent)
+        .map_err(|e| Error::io(path, e))?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(path, e))
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    file.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
 }
 
 /// Writes an image as PNG (encoded in memory, then [`write_file`]).
@@ -210,7 +239,7 @@ impl FloatKind {
 }
 
 /// Every float image the prediction has, with the fixed colour scale of its false-colour
-/// rendering. Epistemic images appear only in mc mode.
+/// rendering. Epistemic images appear only in mc and moments modes.
 pub fn float_images<'a>(
     p: &'a Prediction,
     ranges: &ColormapParams,
@@ -407,7 +436,12 @@ pub fn contact_sheet(
         match tile {
             Some(tile) => image::imageops::replace(&mut sheet, tile, x as i64, (y + TITLE) as i64),
             None => {
-                let note = if title.contains("epistemic") {
+                // A task the model has, without its epistemic image: the mode's doing.
+                let task_present = match title.starts_with("depth") {
+                    true => prediction.depth.is_some(),
+                    false => prediction.semantic.is_some(),
+                };
+                let note = if title.contains("epistemic") && task_present {
                     "mc or moments mode"
                 } else {
                     "not in this model"
@@ -424,6 +458,46 @@ pub fn contact_sheet(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Written through a temporary file: the old contents stay until the new ones are
+    /// whole, nothing is left beside it, and the mode is File::create's (umask), not
+    /// owner-only.
+    #[test]
+    fn files_are_replaced_whole_with_the_usual_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        write_file(&path, b"old").unwrap();
+        write_file(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["report.json"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = dir.path().join("plain");
+            std::fs::File::create(&plain).unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), mode(&plain));
+        }
+        // A directory that is not there: the error names the file.
+        let e = write_file(&dir.path().join("no/such.json"), b"x").unwrap_err();
+        assert!(e.to_string().contains("no/such.json"), "{e}");
+        // A symbolic link is written through, not replaced by a file.
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.json");
+            std::os::unix::fs::symlink(&path, &link).unwrap();
+            write_file(&link, b"through").unwrap();
+            assert!(std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            assert_eq!(std::fs::read(&path).unwrap(), b"through");
+        }
+    }
 
     #[test]
     fn float_tiff_round_trips_exactly_including_nan() {
@@ -500,7 +574,8 @@ mod tests {
     }
 
     /// A full disk is an error even for a file smaller than a write buffer (one dropped
-    /// unflushed would lose it): /dev/full fails every write with ENOSPC.
+    /// unflushed would lose it): /dev/full fails every write with ENOSPC. (A device is
+    /// written in place, never replaced by a file.)
     #[test]
     fn a_full_disk_is_reported_for_every_small_file() {
         let full = Path::new("/dev/full");
@@ -514,5 +589,6 @@ mod tests {
         assert!(is_full(save_png(full, &RgbImage::new(2, 2))));
         assert!(is_full(write_float_tiff(full, &FloatImage::new(2, 2))));
         assert!(is_full(write_file(full, b"ply")));
+        assert!(!std::fs::metadata(full).unwrap().is_file());
     }
 }

@@ -182,6 +182,33 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
     }
 }
 
+/// Killed after the bag was finished and before it was renamed into place: the next run
+/// keeps it whole beside its own output (it was taken for a killed run's scratch and
+/// removed, since the run's mark went before the rename).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_bag_finished_but_not_yet_in_place_when_killed_is_kept() {
+    let f = Fixture::new();
+    let out = f
+        .process("done")
+        .env("FAILPOINTS", "bag::install=return")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!f.path("done").exists());
+    assert_eq!(f.partials("done").len(), 1);
+    let out = f.process("done").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let salvaged = f.path("done.salvaged");
+    assert!(salvaged.is_dir(), "the finished bag was not kept: {stderr}");
+    assert_complete(&salvaged);
+    let frames = |bag: &Path| log_times(bag, "/camera/image_raw");
+    assert_eq!(frames(&salvaged), frames(&f.path("done")));
+    assert!(!f.path("done").join("bag_process_run.yaml").exists());
+    assert!(f.partials("done").is_empty());
+}
+
 /// The log times of `topic`'s messages in `bag`, in order.
 fn log_times(bag: &Path, topic: &str) -> Vec<u64> {
     let mut times = Vec::new();

@@ -492,9 +492,6 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         return Err(e.context("writing the output bag failed; nothing was kept"));
     }
     let summary = writer.finish()?;
-    // Whole now: nothing to salvage, and the mark is no part of the bag.
-    std::fs::remove_file(&mark_path)
-        .with_context(|| format!("cannot remove {}", mark_path.display()))?;
     // Read once: a signal after this point changes neither what is kept nor what is said.
     let interrupted = interrupted.load(Ordering::SeqCst);
     // A run cut short by something other than its input (Ctrl-C, the system failing to
@@ -509,7 +506,17 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     if kept_earlier {
         drop(staged);
     } else {
+        // The mark stays until the bag is in place: a run killed before that leaves a
+        // marked bag, which the next run salvages (whole), not an unmarked directory it
+        // would take for a killed run's scratch and remove. In place, the mark is no part
+        // of the bag (one left by a kill just now is harmless there).
+        // Fault injection (tests): the process killed between the bag's end and its rename.
+        fail::fail_point!("bag::install", |_| std::process::abort());
         staged.install(args.force)?;
+        let mark = args.output.join(RUN_MARK);
+        if let Err(e) = std::fs::remove_file(&mark) {
+            log::warn!("cannot remove {} (no part of the bag): {e}", mark.display());
+        }
     }
 
     let processed: u64 = written.processed.values().sum();
