@@ -39,6 +39,8 @@ for symbol in bp_graph_capture_begin bp_cuda_memory_stats; do
     fi
 done
 mkdir -p .gpu
+# Results of another bundle's binary are no results of this one's.
+rm -f .gpu/previous_results.tgz
 # Stripped: the debug line tables triple the size and the device copy has a size limit.
 strip -o .gpu/bayes_perception "$binary"
 # (cargo's progress and errors go to stderr; its JSON messages, the artifacts', to stdout.)

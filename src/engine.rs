@@ -65,9 +65,10 @@ pub struct EngineConfig {
     /// is built.
     pub cuda_graphs: bool,
     /// CUDA: cuDNN times its algorithms for each new input shape and keeps the fastest
-    /// (a camera's frames and the MC chunks keep one shape, so the search is paid once);
-    /// off (`bench --no-cudnn-benchmark`) to measure what it gains. cuDNN's setting is the
-    /// process's: the engine built last sets it.
+    /// (a camera's frames keep one shape, and MC its chunk's, so the search is paid on the
+    /// first frame, and again for each new image size or chunk); off (`bench
+    /// --no-cudnn-benchmark`) to measure what it gains. cuDNN's setting is the process's:
+    /// the engine built last sets it. Fixed when the engine is built.
     pub cudnn_benchmark: bool,
     /// CUDA: the output planes come to the host in one copy into a page-locked buffer,
     /// kept while the frame size stays (off: into pageable memory, `bench
@@ -447,6 +448,11 @@ impl Engine {
                 config.channels_last,
             ),
             ("cuda_graphs", self.config.cuda_graphs, config.cuda_graphs),
+            (
+                "cudnn_benchmark",
+                self.config.cudnn_benchmark,
+                config.cudnn_benchmark,
+            ),
             (
                 "pinned_download",
                 self.config.pinned_download,

@@ -46,21 +46,17 @@ pub fn sync_path(path: &Path) -> std::io::Result<()> {
 /// Writes a file whole and makes it durable: every failure (a full disk on the last block
 /// included) is an error, never lost in a buffer dropped unflushed, and a directory renamed
 /// into place afterwards holds the data after a power loss. A new file or a regular one is
-/// written to a temporary file beside it, renamed over `path` once synced: a process
-/// killed meanwhile leaves the file as it was (a report, a state), never cut short.
-/// Anything else (`/dev/stdout`, a pipe, a symbolic link) is written in place, as given.
+/// written to a temporary file beside it, renamed over `path` once synced (with the old
+/// file's permissions): a process killed meanwhile leaves the file as it was (a report, a
+/// state), never cut short. Anything else (`/dev/stdout`, a pipe, a symbolic link), and a
+/// file in a directory this process cannot create files in, is written in place.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let replaceable = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta.file_type().is_file(),
-        Err(e) => e.kind() == ErrorKind::NotFound,
+    let existing = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => Some(meta),
+        Ok(_) => return write_in_place(path, bytes),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(path, e)),
     };
-    if !replaceable {
-        let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
-        return file
-            .write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(path, e));
-    }
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -73,14 +69,34 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut file = builder
-        .tempfile_in(parent)
-        .map_err(|e| Error::io(path, e))?;
+    let mut file = match builder.tempfile_in(parent) {
+        Ok(file) => file,
+        // A writable file in a directory that is not: as before, in place.
+        Err(e) if e.kind() == ErrorKind::PermissionDenied && existing.is_some() => {
+            return write_in_place(path, bytes)
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if let Some(meta) = &existing {
+        file.as_file()
+            .set_permissions(meta.permissions())
+            .map_err(|e| Error::io(path, e))?;
+    }
     file.write_all(bytes)
         .and_then(|()| file.as_file().sync_all())
         .map_err(|e| Error::io(path, e))?;
     file.persist(path).map_err(|e| Error::io(path, e.error))?;
+    // The rename made durable; best effort, as for staged directories.
+    sync_path(parent).ok();
     Ok(())
+}
+
+/// [`write_file`] into the file itself (truncated, then written and synced).
+fn write_in_place(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(|e| Error::io(path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Writes an image as PNG (encoded in memory, then [`write_file`]).
@@ -481,6 +497,11 @@ mod tests {
             std::fs::File::create(&plain).unwrap();
             let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode(&path), mode(&plain));
+            // A file replaced keeps its own mode.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            write_file(&path, b"newer").unwrap();
+            assert_eq!(mode(&path), 0o600);
+            std::fs::remove_file(&plain).unwrap();
         }
         // A directory that is not there: the error names the file.
         let e = write_file(&dir.path().join("no/such.json"), b"x").unwrap_err();

@@ -202,6 +202,11 @@ fn a_bag_finished_but_not_yet_in_place_when_killed_is_kept() {
     assert!(out.status.success(), "{stderr}");
     let salvaged = f.path("done.salvaged");
     assert!(salvaged.is_dir(), "the finished bag was not kept: {stderr}");
+    assert!(
+        stderr.contains("the run had finished it: nothing is left to process")
+            && !stderr.contains("--start"),
+        "{stderr}"
+    );
     assert_complete(&salvaged);
     let frames = |bag: &Path| log_times(bag, "/camera/image_raw");
     assert_eq!(frames(&salvaged), frames(&f.path("done")));

@@ -925,9 +925,9 @@ impl Written {
     }
 }
 
-/// A `bag process` run's mark in its temporary directory, removed before the bag is
-/// installed: which input it read, so that what it wrote can be salvaged with where it got
-/// to if it is killed.
+/// A `bag process` run's mark in its temporary directory, removed once the bag is installed:
+/// which input it read, so that what it wrote can be salvaged with where it got to if it is
+/// killed (a finished bag not yet installed too: whole).
 const RUN_MARK: &str = "bag_process_run.yaml";
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -964,6 +964,7 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
         }) else {
             continue;
         };
+        let finished = partial.join("metadata.yaml").is_file();
         let parent = partial.parent().unwrap_or(Path::new("."));
         let target = (1..=1000)
             .map(|k| match k {
@@ -996,7 +997,11 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
         let started = mark.input_start_ns;
         let into_ms = (last_ns.saturating_sub(started) / 1_000_000) as f64 / 1e3;
         let same_input = std::path::absolute(input).is_ok_and(|p| p == mark.input);
-        let go_on = if started > 0 && same_input {
+        // metadata.yaml is written when the bag is finished: the run was killed only on its
+        // way to putting it in place, and nothing is left to process.
+        let go_on = if finished {
+            "; the run had finished it: nothing is left to process".to_owned()
+        } else if started > 0 && same_input {
             // The next whole millisecond after the last frame kept: --start S takes frames
             // logged at or after start + S (S read to the nanosecond, rounded down).
             let ms = last_ns.saturating_sub(started) / 1_000_000 + 1;

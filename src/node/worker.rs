@@ -263,12 +263,25 @@ impl Inference {
             return;
         }
         self.version = Some(version);
-        let before = self.engine.config().clone();
+        // What a frame's time depends on (not colours, seeds, ranges).
+        let cost = |c: &EngineConfig| {
+            (
+                c.mode,
+                c.mc_samples,
+                c.mc_batch_size,
+                c.mc_max_gpu_memory_mb,
+                c.noise_samples,
+                c.moments_head_samples,
+                c.moments_rules,
+                c.cpu_threads,
+            )
+        };
+        let before = cost(self.engine.config());
         match EngineConfig::from_params(&params).and_then(|c| self.engine.set_config(c)) {
             Ok(()) => {
                 // Another mode or sample count takes another time per frame: the frames
                 // before say nothing of it.
-                if *self.engine.config() != before {
+                if cost(self.engine.config()) != before {
                     lock(&state.monitor).on_engine_changed();
                 }
                 self.params = params;
