@@ -83,6 +83,14 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+fn mcap_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "mcap"))
+        .count()
+}
+
 /// A complete bag: it opens, every message reads, and metadata.yaml's counts (total and
 /// per topic) match the messages in the file.
 fn assert_complete(output: &Path) {
@@ -117,19 +125,30 @@ fn assert_complete(output: &Path) {
 fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up() {
     let f = Fixture::new();
     // Kill points: the moment the partial bag first holds data, and later ones by size.
-    for (i, threshold) in [1u64, 200_000, 600_000].into_iter().enumerate() {
+    // Chunks end after 1 MiB of messages: past 1.5 MB in the file, one has ended. The last
+    // run splits its output into storage files of 1 MB, so that the kill leaves several.
+    let split: &[&str] = &["--max-bag-size", "1000000"];
+    for (i, (threshold, extra)) in [(1u64, &[][..]), (1_500_000, &[]), (4_000_000, split)]
+        .into_iter()
+        .enumerate()
+    {
         let name = format!("out{i}");
-        let mut child = common::Logged::spawn(&mut f.process(&name));
+        let mut child = common::Logged::spawn(f.process(&name).args(extra));
         let reached =
             child.wait_for(|| f.partials(&name).iter().any(|p| dir_bytes(p) >= threshold));
         child.kill(); // SIGKILL
         let output = f.path(&name);
         if reached {
             assert!(!output.exists(), "killed mid-run, yet {name} exists");
+            let partials = f.partials(&name);
             assert!(
-                !f.partials(&name).is_empty(),
+                !partials.is_empty(),
                 "the partial directory is kept for inspection"
             );
+            if !extra.is_empty() {
+                let files = mcap_files(&partials[0]);
+                assert!(files >= 2, "{files} storage file(s) in {:?}", partials[0]);
+            }
         } else {
             // Finished before the kill point: then it must be whole.
             assert_complete(&output);
@@ -145,8 +164,8 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             "stale partial directories remain"
         );
         let salvaged = f.path(&format!("{name}.salvaged"));
-        if reached && threshold >= 200_000 {
-            // Hundreds of kB written: whole frames' outputs were in the file.
+        if reached && threshold >= 1_500_000 {
+            // A chunk ended: whole frames' outputs were in the file.
             assert!(salvaged.is_dir(), "nothing salvaged: {stderr}");
             assert!(
                 stderr.contains(&format!("kept as {}", salvaged.display()))

@@ -138,16 +138,22 @@ with Reader(path) as reader:
     for conn, _, raw in reader.messages():
         record(result['rosbags'], conn.topic, conn.msgtype, ts.deserialize_cdr(raw, conn.msgtype), raw)
 
-mcaps = sorted(path.glob('*.mcap'))
-if mcaps:
+# Every storage file, in the order metadata.yaml lists them (a split bag has several).
+import yaml
+meta = path / 'metadata.yaml'
+mcaps = ([path / p for p in yaml.safe_load(meta.read_text())['rosbag2_bagfile_information']['relative_file_paths']]
+         if meta.exists() else sorted(path.glob('*.mcap')))
+result['files'] = len(mcaps)
+if mcaps and all(p.suffix == '.mcap' for p in mcaps):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
     result['mcap'] = {}
-    with open(mcaps[0], 'rb') as f:
-        reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        for schema, channel, message, decoded in reader.iter_decoded_messages():
-            assert channel.message_encoding == 'cdr' and schema.encoding == 'ros2msg', (channel, schema)
-            record(result['mcap'], channel.topic, schema.name, decoded, message.data)
+    for mcap_path in mcaps:
+        with open(mcap_path, 'rb') as f:
+            reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            for schema, channel, message, decoded in reader.iter_decoded_messages():
+                assert channel.message_encoding == 'cdr' and schema.encoding == 'ros2msg', (channel, schema)
+                record(result['mcap'], channel.topic, schema.name, decoded, message.data)
 print(json.dumps(result))
 "#;
 
@@ -320,6 +326,43 @@ fn mcap_input_from_rosbags_processes_and_output_decodes_in_both_readers() {
     );
     let input = as_map(&f.read("in_mcap")["rosbags"]);
     let result = f.read("out_mcap");
+    assert_eq!(result["files"], 1);
+    check_in_mcap_outputs(&input, &result);
+}
+
+/// The same run with its output split into storage files of 20 kB (`--max-bag-size`):
+/// several files, listed in metadata.yaml, which both readers read as one bag with the
+/// same outputs.
+#[test]
+fn a_split_output_reads_as_one_bag_in_both_readers() {
+    let Some(f) = Fixture::new() else { return };
+    let (code, text) = f.process(
+        "in_mcap",
+        "out_split",
+        &[
+            "--mode",
+            "mc",
+            "--samples",
+            "2",
+            "--seed",
+            "3",
+            "--max-bag-size",
+            "20000",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let result = f.read("out_split");
+    let files = result["files"].as_u64().unwrap();
+    assert!(files >= 3, "{files} storage files");
+    assert!(
+        text.contains(&format!("in {files} storage files)")),
+        "{text}"
+    );
+    check_in_mcap_outputs(&as_map(&f.read("in_mcap")["rosbags"]), &result);
+}
+
+/// Checks the outputs of `bag process` on in_mcap (MC mode), as both readers read them.
+fn check_in_mcap_outputs(input: &BTreeMap<String, Value>, result: &Value) {
     for reader in ["rosbags", "mcap"] {
         let output = as_map(&result[reader]);
         check_camera(&input, &output, "/front/image_raw", "/front", true, reader);

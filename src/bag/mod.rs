@@ -9,4 +9,4 @@ pub mod schema;
 pub mod write;
 
 pub use read::{BagError, BagInfo, BagMessage, BagReader, Storage, TopicInfo};
-pub use write::{BagWriter, WriteSummary};
+pub use write::{BagWriter, WriteSummary, DEFAULT_MAX_FILE_BYTES};

@@ -1,16 +1,23 @@
-//! Writing rosbag2 bags in MCAP storage: one `<name>_0.mcap` file plus the metadata.yaml
+//! Writing rosbag2 bags in MCAP storage: `<name>_0.mcap` (then `<name>_1.mcap`, .. past
+//! [`DEFAULT_MAX_FILE_BYTES`] or [`BagWriter::set_max_file_bytes`]) plus the metadata.yaml
 //! that `ros2 bag` and rosbags read. Channels carry message encoding `cdr` and schema
 //! encoding `ros2msg` with full definitions, as rosbag2 writes them.
 //!
 //! Like mcap's writer: create, write, then an explicit [`BagWriter::finish`]; a writer
 //! dropped without `finish` finishes the MCAP file but writes no metadata.yaml, and a
 //! process killed while writing leaves an MCAP file without its summary (whole up to the
-//! last [`BagWriter::flush`]).
+//! last chunk it ended).
+//!
+//! Memory: the MCAP writer keeps an index entry for every chunk of the file until the
+//! file is finished (about 1.5 KB each with a dozen topics, measured). Chunks of about
+//! [`CHUNK_BYTES`] and a new storage file past the size limit keep that bounded however
+//! long the run; one chunk per camera frame grew by that much per frame.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -24,28 +31,58 @@ pub struct WriteSummary {
     pub message_count: u64,
     /// Messages per topic, with the topic's type.
     pub topics: BTreeMap<String, (String, u64)>,
+    /// All storage files together.
     pub size_bytes: u64,
+    /// Storage files, in order (`<name>_0.mcap`, ..).
+    pub files: Vec<String>,
 }
 
 /// A bag directory being written.
 pub struct BagWriter {
     dir: PathBuf,
-    file_name: String,
+    /// Storage files are `<stem>_<k>.mcap`.
+    stem: String,
     mcap: mcap::Writer<BufWriter<File>>,
+    /// The storage files finished so far, then the one being written (last).
+    files: Vec<FileStats>,
+    /// Per storage file: schema and channel ids of the current file.
     schemas: HashMap<String, u16>,
-    /// Topic -> (channel id, type).
-    channels: HashMap<String, (u16, String)>,
+    /// Topic -> channel id in the current file.
+    channels: HashMap<String, u16>,
+    /// Topic -> (type, messages) over all files.
     topics: BTreeMap<String, (String, u64)>,
     sequence: u32,
-    first_ns: Option<u64>,
-    last_ns: u64,
-    /// Message bytes in the current chunk, and whether it is held open until `flush`.
+    /// Message bytes in the current chunk, when its first message was written, and whether
+    /// a group of messages is being written into it (see `hold_chunk`).
     unflushed: usize,
+    chunk_opened: Option<Instant>,
     holding: bool,
+    /// A new storage file is begun at a chunk's end past this size.
+    max_file_bytes: Option<u64>,
+    /// The current storage file's size when its last chunk ended.
+    file_bytes: u64,
 }
 
-/// Message bytes after which a chunk ends (unless held): mcap's own default size.
-const CHUNK_BYTES: usize = 1 << 20;
+/// One storage file's part of the bag, for metadata.yaml's `files`.
+struct FileStats {
+    name: String,
+    first_ns: Option<u64>,
+    last_ns: u64,
+    messages: u64,
+}
+
+/// Message bytes (before compression) after which a chunk ends: mcap's own default size.
+/// A group of messages held together (`hold_chunk`) is never cut; the chunk ends after it.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// A chunk open this long ends after the group being written (a slow run loses at most
+/// about this much work when killed).
+const CHUNK_TIME: Duration = Duration::from_secs(1);
+
+/// The storage file size past which the next chunk goes into a new file, unless set
+/// otherwise ([`BagWriter::set_max_file_bytes`]): 4 GiB, which bounds the writer's index
+/// memory (see the module's notes) to some MB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 << 30;
 
 impl BagWriter {
     /// Creates `dir` (it must not exist) and the MCAP file inside, named
@@ -59,41 +96,46 @@ impl BagWriter {
         Self::create_named(dir, &name)
     }
 
-    /// Like [`BagWriter::create`], with the storage file named `<stem>_0.mcap`: for a bag
-    /// written under a temporary directory name and renamed when complete.
+    /// Like [`BagWriter::create`], with the storage files named `<stem>_0.mcap`, ..: for a
+    /// bag written under a temporary directory name and renamed when complete.
     pub fn create_named(dir: &Path, stem: &str) -> Result<Self, BagError> {
-        let io = |source| BagError::Io {
+        std::fs::create_dir(dir).map_err(|source| BagError::Io {
             path: dir.to_owned(),
             source,
-        };
-        std::fs::create_dir(dir).map_err(io)?;
-        let file_name = format!("{stem}_0.mcap");
-        let file = File::create(dir.join(&file_name)).map_err(io)?;
-        let mcap = mcap::WriteOptions::new()
-            .profile("ros2")
-            .library(format!("bayes_perception {}", env!("CARGO_PKG_VERSION")))
-            .compression(Some(mcap::Compression::Zstd))
-            // Chunks end where this writer says (CHUNK_BYTES, or flush), never inside a
-            // group of messages held together (hold_chunk).
-            .chunk_size(None)
-            .create(BufWriter::new(file))
-            .map_err(|e| BagError::Invalid {
-                path: dir.to_owned(),
-                message: e.to_string(),
-            })?;
+        })?;
+        let name = format!("{stem}_0.mcap");
+        let mcap = open_storage(&dir.join(&name))?;
         Ok(BagWriter {
             dir: dir.to_owned(),
-            file_name,
+            stem: stem.to_owned(),
             mcap,
+            files: vec![FileStats::new(name)],
             schemas: HashMap::new(),
             channels: HashMap::new(),
             topics: BTreeMap::new(),
             sequence: 0,
-            first_ns: None,
-            last_ns: 0,
             unflushed: 0,
+            chunk_opened: None,
             holding: false,
+            max_file_bytes: Some(DEFAULT_MAX_FILE_BYTES),
+            file_bytes: 0,
         })
+    }
+
+    /// The size of a storage file past which the next chunk begins a new one (`None`: one
+    /// file, however large). A file can end past it by up to a group of messages
+    /// ([`BagWriter::end_group`]), or a chunk of messages written outside groups.
+    pub fn set_max_file_bytes(&mut self, max: Option<u64>) {
+        self.max_file_bytes = max;
+    }
+
+    fn current(&mut self) -> &mut FileStats {
+        self.files.last_mut().expect("a storage file is open")
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.dir
+            .join(&self.files.last().expect("a storage file is open").name)
     }
 
     /// The MCAP error with its causes (the OS error of a full disk, say), which the
@@ -113,7 +155,7 @@ impl BagWriter {
         if let mcap::McapError::Io(io) = &e {
             os_error.get_or_insert((io.kind(), io.raw_os_error()));
         }
-        let path = self.dir.join(&self.file_name);
+        let path = self.current_path();
         match os_error {
             Some((kind, raw)) => BagError::Io {
                 path,
@@ -127,8 +169,8 @@ impl BagWriter {
     }
 
     fn channel(&mut self, topic: &str, type_name: &str) -> Result<u16, BagError> {
-        if let Some((id, written_type)) = self.channels.get(topic) {
-            // One type per topic, as rosbag2 records them (metadata.yaml lists one).
+        // One type per topic, as rosbag2 records them (metadata.yaml lists one).
+        if let Some((written_type, _)) = self.topics.get(topic) {
             if written_type != type_name {
                 return Err(BagError::Invalid {
                     path: self.dir.clone(),
@@ -137,7 +179,9 @@ impl BagWriter {
                     ),
                 });
             }
-            return Ok(*id);
+        }
+        if let Some(&id) = self.channels.get(topic) {
+            return Ok(id);
         }
         let schema_id = match self.schemas.get(type_name) {
             Some(&id) => id,
@@ -160,12 +204,12 @@ impl BagWriter {
             .mcap
             .add_channel(schema_id, topic, "cdr", &metadata)
             .map_err(|e| self.mcap_error(e))?;
-        self.channels
-            .insert(topic.to_owned(), (id, type_name.to_owned()));
+        self.channels.insert(topic.to_owned(), id);
         Ok(id)
     }
 
-    /// Writes one CDR message logged at `log_time` (ns since the epoch).
+    /// Writes one CDR message logged at `log_time` (ns since the epoch). Outside a group
+    /// (`hold_chunk`), a chunk that is full ends first.
     pub fn write(
         &mut self,
         topic: &str,
@@ -173,6 +217,9 @@ impl BagWriter {
         log_time: u64,
         cdr: &[u8],
     ) -> Result<(), BagError> {
+        if !self.holding && self.unflushed >= CHUNK_BYTES {
+            self.flush()?;
+        }
         let channel_id = self.channel(topic, type_name)?;
         self.sequence = self.sequence.wrapping_add(1);
         let header = mcap::records::MessageHeader {
@@ -189,48 +236,115 @@ impl BagWriter {
             .entry(topic.to_owned())
             .or_insert_with(|| (type_name.to_owned(), 0));
         entry.1 += 1;
-        self.first_ns = Some(self.first_ns.map_or(log_time, |f| f.min(log_time)));
-        self.last_ns = self.last_ns.max(log_time);
+        let file = self.current();
+        file.first_ns = Some(file.first_ns.map_or(log_time, |f| f.min(log_time)));
+        file.last_ns = file.last_ns.max(log_time);
+        file.messages += 1;
         self.unflushed += cdr.len();
-        if !self.holding && self.unflushed >= CHUNK_BYTES {
+        self.chunk_opened.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// The messages written from now until [`BagWriter::end_group`] (a frame's input and
+    /// outputs) go into one chunk, however large, and one storage file: a process killed
+    /// meanwhile leaves all of them in the file or none.
+    pub fn hold_chunk(&mut self) {
+        self.holding = true;
+    }
+
+    /// Ends a group begun with [`BagWriter::hold_chunk`], and the chunk with it once it
+    /// holds [`CHUNK_BYTES`], has been open a second, or may take its file past the size
+    /// limit (counting its messages uncompressed): a kill later keeps the group (and the
+    /// chunk's earlier ones) whole, one sooner none of the chunk's groups.
+    pub fn end_group(&mut self) -> Result<(), BagError> {
+        self.holding = false;
+        let old = self.chunk_opened.is_some_and(|t| t.elapsed() >= CHUNK_TIME);
+        let file_full = self
+            .max_file_bytes
+            .is_some_and(|max| self.file_bytes + self.unflushed as u64 >= max);
+        if self.unflushed >= CHUNK_BYTES || old || file_full {
             self.flush()?;
         }
         Ok(())
     }
 
-    /// The messages written from now until [`BagWriter::flush`] go into one chunk, however
-    /// large (a frame's input and outputs): a process killed meanwhile leaves all of them
-    /// in the file or none.
-    pub fn hold_chunk(&mut self) {
-        self.holding = true;
-    }
-
     /// Ends the current chunk and hands everything written so far to the operating system:
     /// a kill of this process (not a power loss) leaves it readable in the file, which
     /// then lacks only its summary ([`BagReader`](super::BagReader) reads such a file up
-    /// to its end).
+    /// to its end). Past the size limit, the next message goes into a new storage file.
     pub fn flush(&mut self) -> Result<(), BagError> {
+        self.end_chunk()?;
+        let path = self.current_path();
+        self.file_bytes = std::fs::metadata(&path)
+            .map_err(|source| BagError::Io { path, source })?
+            .len();
+        if self
+            .max_file_bytes
+            .is_some_and(|max| self.file_bytes >= max && self.current().messages > 0)
+        {
+            self.next_file()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the current storage file; what follows goes into the next one
+    /// (`<stem>_1.mcap`, ..), as rosbag2's `split_bagfile`.
+    pub fn split(&mut self) -> Result<(), BagError> {
+        self.end_chunk()?;
+        self.next_file()
+    }
+
+    fn end_chunk(&mut self) -> Result<(), BagError> {
         self.holding = false;
         self.unflushed = 0;
+        self.chunk_opened = None;
         self.mcap.flush().map_err(|e| self.mcap_error(e))
     }
 
-    /// Closes the MCAP file (summary and index) and writes metadata.yaml, both synced to
+    /// Finishes the current storage file (summary and index, which frees the writer's
+    /// index of its chunks) and opens the next one.
+    fn next_file(&mut self) -> Result<(), BagError> {
+        let name = format!("{}_{}.mcap", self.stem, self.files.len());
+        let next = open_storage(&self.dir.join(&name))?;
+        let mut done = std::mem::replace(&mut self.mcap, next);
+        done.finish().map_err(|e| self.mcap_error(e))?;
+        drop(done);
+        log::debug!(
+            "{} reached its size limit; writing on in {name}",
+            self.current().name
+        );
+        self.files.push(FileStats::new(name));
+        self.file_bytes = 0;
+        self.schemas.clear();
+        self.channels.clear();
+        Ok(())
+    }
+
+    /// Closes the MCAP file (summary and index) and writes metadata.yaml, all synced to
     /// the disk with their directory: a bag renamed into place afterwards is whole even
     /// after a power loss.
     pub fn finish(mut self) -> Result<WriteSummary, BagError> {
         self.mcap.finish().map_err(|e| self.mcap_error(e))?;
-        let mcap_path = self.dir.join(&self.file_name);
-        sync(&mcap_path)?;
-        let start = self.first_ns.unwrap_or(0);
-        let duration = self.last_ns.saturating_sub(start);
+        let mut size_bytes = 0;
+        for file in &self.files {
+            let path = self.dir.join(&file.name);
+            sync(&path)?;
+            size_bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
+        }
+        let start = self
+            .files
+            .iter()
+            .filter_map(|f| f.first_ns)
+            .min()
+            .unwrap_or(0);
+        let end = self.files.iter().map(|f| f.last_ns).max().unwrap_or(0);
         let message_count: u64 = self.topics.values().map(|(_, n)| n).sum();
         let metadata = MetadataFile {
             rosbag2_bagfile_information: Metadata {
                 version: 5,
                 storage_identifier: "mcap",
                 duration: Nanoseconds {
-                    nanoseconds: duration,
+                    nanoseconds: end.saturating_sub(start),
                 },
                 starting_time: NanosecondsSinceEpoch {
                     nanoseconds_since_epoch: start,
@@ -251,17 +365,24 @@ impl BagWriter {
                     .collect(),
                 compression_format: "",
                 compression_mode: "",
-                relative_file_paths: vec![self.file_name.clone()],
-                files: vec![FileInfo {
-                    path: self.file_name.clone(),
-                    starting_time: NanosecondsSinceEpoch {
-                        nanoseconds_since_epoch: start,
-                    },
-                    duration: Nanoseconds {
-                        nanoseconds: duration,
-                    },
-                    message_count,
-                }],
+                relative_file_paths: self.files.iter().map(|f| f.name.clone()).collect(),
+                files: self
+                    .files
+                    .iter()
+                    .map(|f| {
+                        let start = f.first_ns.unwrap_or(0);
+                        FileInfo {
+                            path: f.name.clone(),
+                            starting_time: NanosecondsSinceEpoch {
+                                nanoseconds_since_epoch: start,
+                            },
+                            duration: Nanoseconds {
+                                nanoseconds: f.last_ns.saturating_sub(start),
+                            },
+                            message_count: f.messages,
+                        }
+                    })
+                    .collect(),
             },
         };
         let yaml = serde_yaml::to_string(&metadata).expect("metadata serialises");
@@ -272,14 +393,45 @@ impl BagWriter {
         })?;
         sync(&meta_path)?;
         sync(&self.dir)?;
-        let size_bytes = std::fs::metadata(self.dir.join(&self.file_name)).map_or(0, |m| m.len());
         Ok(WriteSummary {
             dir: self.dir.clone(),
             message_count,
             topics: self.topics.clone(),
             size_bytes,
+            files: self.files.iter().map(|f| f.name.clone()).collect(),
         })
     }
+}
+
+impl FileStats {
+    fn new(name: String) -> Self {
+        FileStats {
+            name,
+            first_ns: None,
+            last_ns: 0,
+            messages: 0,
+        }
+    }
+}
+
+/// Creates a storage file and its MCAP writer (zstd chunks, the ros2 profile).
+fn open_storage(path: &Path) -> Result<mcap::Writer<BufWriter<File>>, BagError> {
+    let file = File::create(path).map_err(|source| BagError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    mcap::WriteOptions::new()
+        .profile("ros2")
+        .library(format!("bayes_perception {}", env!("CARGO_PKG_VERSION")))
+        .compression(Some(mcap::Compression::Zstd))
+        // Chunks end where this writer says (CHUNK_BYTES, end_group, flush), never inside
+        // a group of messages held together (hold_chunk).
+        .chunk_size(None)
+        .create(BufWriter::new(file))
+        .map_err(|e| BagError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 #[derive(Serialize)]

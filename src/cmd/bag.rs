@@ -295,6 +295,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         .duration
         .map_or(u64::MAX, |d| window_start.saturating_add((d * 1e9) as u64));
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
+    writer.set_max_file_bytes((args.max_bag_size > 0).then_some(args.max_bag_size));
     let mark = RunMark {
         input: std::path::absolute(&args.input)?,
         input_start_ns: info.start_ns,
@@ -359,9 +360,8 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     }
                     // A message whose data is damaged (compressed data that does not
                     // decompress) is not copied; the frame is skipped. A processed frame's
-                    // copy goes to the writer with its outputs (one chunk, flushed
-                    // together: a run killed meanwhile leaves both or neither), any
-                    // other frame's at once.
+                    // copy goes to the writer with its outputs (one chunk: a run killed
+                    // meanwhile leaves both or neither), any other frame's at once.
                     let mut copy = m.unreadable.is_none().then(|| Copied::of(m));
                     camera.read += 1;
                     if (camera.read - 1) % args.every != 0 {
@@ -616,8 +616,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         0
     } else {
         let size = dir_size(&args.output);
+        let files = match summary.files.len() {
+            1 => String::new(),
+            n => format!(" in {n} storage files"),
+        };
         println!(
-            "wrote {} ({} messages, {} topics, {:.1} MiB)",
+            "wrote {} ({} messages, {} topics, {:.1} MiB{files})",
             args.output.display(),
             summary.message_count,
             summary.topics.len(),
@@ -872,7 +876,7 @@ impl Written {
             Output::Copy(copied) => return copied.write(writer),
             Output::Frame(frame) => *frame,
         };
-        // The input and all its outputs in one chunk, flushed at the end.
+        // The input and all its outputs in one chunk (end_group below).
         writer.hold_chunk();
         if let Some(copied) = input {
             copied.write(writer)?;
@@ -918,10 +922,10 @@ impl Written {
         }
         self.forward_ms += outputs.forward_ms;
         *self.processed.entry(topic).or_default() += 1;
-        // Each frame reaches the file as it is done, input and outputs in one chunk: a run
-        // killed later leaves it whole for the next run to salvage, one killed meanwhile
-        // none of it.
-        writer.flush()
+        // A frame's input and outputs go into one chunk, which ends after about 1 MiB or a
+        // second: a run killed later leaves them whole for the next run to salvage, one
+        // killed meanwhile none of the chunk's frames (the next run processes them).
+        writer.end_group()
     }
 }
 
@@ -956,14 +960,10 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
         else {
             continue;
         };
-        let Some(mcap) = std::fs::read_dir(&partial).ok().and_then(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|e| e == "mcap"))
-        }) else {
+        let files = storage_files(&partial);
+        if files.is_empty() {
             continue;
-        };
+        }
         let finished = partial.join("metadata.yaml").is_file();
         let parent = partial.parent().unwrap_or(Path::new("."));
         let target = (1..=1000)
@@ -980,7 +980,7 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
                     partial.display()
                 )
             })?;
-        let (messages, last_ns) = salvage(&mcap, &target).with_context(|| {
+        let (messages, last_ns) = salvage(&files, &target).with_context(|| {
             format!(
                 "could not keep what a killed run wrote in {}; make room for a copy of it, or \
                  remove it to go on without it",
@@ -1024,37 +1024,67 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies the readable messages of a killed run's MCAP file into a new bag at `target`
-/// (staged: a kill meanwhile leaves no half bag there); their number and the latest log
-/// time. Nothing is left at `target` when there is nothing to copy or copying fails.
-fn salvage(mcap: &Path, target: &Path) -> anyhow::Result<(u64, u64)> {
-    log::info!("reading what a killed run wrote in {}", mcap.display());
-    let reader = BagReader::open(mcap)?;
+/// The MCAP storage files of a run's directory in the order they were written
+/// (`NAME_0.mcap`, `NAME_1.mcap`, .. by the number, not as text: `_10` after `_9`).
+fn storage_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mcap"))
+        .map(|p| {
+            let index = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.rsplit_once('_'))
+                .and_then(|(_, k)| k.parse().ok())
+                .unwrap_or(u64::MAX);
+            (index, p)
+        })
+        .collect();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Copies the readable messages of a killed run's MCAP files (in order) into a new bag at
+/// `target` (staged: a kill meanwhile leaves no half bag there); their number and the
+/// latest log time. Nothing is left at `target` when there is nothing to copy or copying
+/// fails.
+fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<(u64, u64)> {
     let staged = StagedDir::new(target)?;
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     let (mut messages, mut last_ns) = (0u64, 0u64);
-    let mut failed = None;
-    let read = reader.read(|m| {
-        if m.unreadable.is_some() {
-            return ControlFlow::Continue(());
-        }
-        match writer.write(m.topic, m.type_name, m.log_time, m.data) {
-            Ok(()) => {
-                messages += 1;
-                last_ns = last_ns.max(m.log_time);
-                ControlFlow::Continue(())
+    for mcap in files {
+        log::info!("reading what a killed run wrote in {}", mcap.display());
+        let reader = BagReader::open(mcap)?;
+        let mut failed = None;
+        let read = reader.read(|m| {
+            if m.unreadable.is_some() {
+                return ControlFlow::Continue(());
             }
-            Err(e) => {
-                failed = Some(e);
-                ControlFlow::Break(())
+            match writer.write(m.topic, m.type_name, m.log_time, m.data) {
+                Ok(()) => {
+                    messages += 1;
+                    last_ns = last_ns.max(m.log_time);
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
             }
+        });
+        // The killed run's last file ends mid-record, or before its summary: read up to
+        // there. (The files before it were finished when the next one was begun; one
+        // damaged since ends the copy too, which stays a prefix of the run's output.)
+        match (failed, read) {
+            (Some(e), _) => return Err(e.into()),
+            (None, Ok(())) => {}
+            (None, Err(BagError::Corrupt { .. })) => break,
+            (None, Err(e)) => return Err(e.into()),
         }
-    });
-    // The killed run's file ends mid-record, or before its summary: read up to there.
-    match (failed, read) {
-        (Some(e), _) => return Err(e.into()),
-        (None, Ok(()) | Err(BagError::Corrupt { .. })) => {}
-        (None, Err(e)) => return Err(e.into()),
     }
     writer.finish()?;
     if messages > 0 {
