@@ -124,10 +124,12 @@ fn assert_complete(output: &Path) {
 #[test]
 fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up() {
     let f = Fixture::new();
-    // Kill points: the moment the partial bag first holds data, and later ones by size.
-    // Chunks end after 1 MiB of messages: past 1.5 MB in the file, one has ended. The last
-    // run splits its output into storage files of 1 MB, so that the kill leaves several.
-    let split: &[&str] = &["--max-bag-size", "1000000"];
+    // Kill points: the moment the partial bag first holds data, and later ones by size (a
+    // whole run writes about 11 MiB). Chunks end after 1 MiB of messages, compressed to
+    // less: past 1.5 MB in the file, one has ended. The last run splits its output into
+    // storage files of 300 kB, so that the kill leaves a dozen or so (`_10` comes after
+    // `_9`, and the salvage must copy them in that order).
+    let split: &[&str] = &["--max-bag-size", "300000"];
     for (i, (threshold, extra)) in [(1u64, &[][..]), (1_500_000, &[]), (4_000_000, split)]
         .into_iter()
         .enumerate()
@@ -138,6 +140,12 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             child.wait_for(|| f.partials(&name).iter().any(|p| dir_bytes(p) >= threshold));
         child.kill(); // SIGKILL
         let output = f.path(&name);
+        assert!(
+            reached || threshold == 1,
+            "the run ended before {threshold} bytes"
+        );
+        // Messages in the killed run's first storage file.
+        let mut first_file_messages = 0;
         if reached {
             assert!(!output.exists(), "killed mid-run, yet {name} exists");
             let partials = f.partials(&name);
@@ -147,7 +155,20 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             );
             if !extra.is_empty() {
                 let files = mcap_files(&partials[0]);
-                assert!(files >= 2, "{files} storage file(s) in {:?}", partials[0]);
+                assert!(files >= 11, "{files} storage file(s) in {:?}", partials[0]);
+                let first = std::fs::read_dir(&partials[0])
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.to_string_lossy().ends_with("_0.mcap"))
+                    .unwrap();
+                BagReader::open(&first)
+                    .unwrap()
+                    .read(|_| {
+                        first_file_messages += 1;
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
             }
         } else {
             // Finished before the kill point: then it must be whole.
@@ -175,6 +196,13 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
         }
         if salvaged.exists() {
             assert_complete(&salvaged);
+            // All the storage files were copied, not the first one only.
+            let kept = BagReader::open(&salvaged)
+                .unwrap()
+                .info()
+                .unwrap()
+                .message_count;
+            assert!(kept > first_file_messages, "{kept} messages salvaged");
             assert_prefix_of(&salvaged, &output);
             // The --start it suggests processes exactly the frames after the salvaged ones.
             let start = stderr

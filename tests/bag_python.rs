@@ -139,9 +139,9 @@ with Reader(path) as reader:
         record(result['rosbags'], conn.topic, conn.msgtype, ts.deserialize_cdr(raw, conn.msgtype), raw)
 
 # Every storage file, in the order metadata.yaml lists them (a split bag has several).
-import yaml
+from ruamel.yaml import YAML  # rosbags' own YAML library
 meta = path / 'metadata.yaml'
-mcaps = ([path / p for p in yaml.safe_load(meta.read_text())['rosbag2_bagfile_information']['relative_file_paths']]
+mcaps = ([path / p for p in YAML(typ='safe').load(meta.read_text())['rosbag2_bagfile_information']['relative_file_paths']]
          if meta.exists() else sorted(path.glob('*.mcap')))
 result['files'] = len(mcaps)
 if mcaps and all(p.suffix == '.mcap' for p in mcaps):

@@ -9,9 +9,10 @@
 //! last chunk it ended).
 //!
 //! Memory: the MCAP writer keeps an index entry for every chunk of the file until the
-//! file is finished (about 1.5 KB each with a dozen topics, measured). Chunks of about
-//! [`CHUNK_BYTES`] and a new storage file past the size limit keep that bounded however
-//! long the run; one chunk per camera frame grew by that much per frame.
+//! file is finished (about 1.5 KB of resident memory each with a dozen topics, measured
+//! as `bag process`'s growth with a chunk per frame). Chunks of about [`CHUNK_BYTES`] and
+//! a new storage file past the size limit (or [`MAX_FILE_CHUNKS`]) keep that bounded
+//! however long the run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -52,15 +53,23 @@ pub struct BagWriter {
     /// Topic -> (type, messages) over all files.
     topics: BTreeMap<String, (String, u64)>,
     sequence: u32,
-    /// Message bytes in the current chunk, when its first message was written, and whether
-    /// a group of messages is being written into it (see `hold_chunk`).
+    /// Message bytes in the current chunk, when the chunk before it ended (or the writer
+    /// was created), and whether a group of messages is being written into it (see
+    /// `hold_chunk`).
     unflushed: usize,
-    chunk_opened: Option<Instant>,
+    last_chunk_end: Instant,
     holding: bool,
-    /// A new storage file is begun at a chunk's end past this size.
+    /// A new storage file is begun at a chunk's end past this size (or MAX_FILE_CHUNKS).
     max_file_bytes: Option<u64>,
-    /// The current storage file's size when its last chunk ended.
+    /// The current storage file's size when its last chunk ended, and its chunks.
     file_bytes: u64,
+    file_chunks: usize,
+    /// The current file is full: the next message begins a new one (so a bag never ends
+    /// with an empty file).
+    split_pending: bool,
+    /// Why writing failed where the writer's state no longer matches its files: every
+    /// later call returns this error.
+    failed: Option<String>,
 }
 
 /// One storage file's part of the bag, for metadata.yaml's `files`.
@@ -75,14 +84,19 @@ struct FileStats {
 /// A group of messages held together (`hold_chunk`) is never cut; the chunk ends after it.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
-/// A chunk open this long ends after the group being written (a slow run loses at most
-/// about this much work when killed).
+/// A group that ends this long after the last chunk ended ends its chunk too: a run killed
+/// loses at most about this much of its work besides the group in hand, however slowly
+/// groups come (a slow run writes a chunk per group).
 const CHUNK_TIME: Duration = Duration::from_secs(1);
 
 /// The storage file size past which the next chunk goes into a new file, unless set
-/// otherwise ([`BagWriter::set_max_file_bytes`]): 4 GiB, which bounds the writer's index
-/// memory (see the module's notes) to some MB.
+/// otherwise ([`BagWriter::set_max_file_bytes`]).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Chunks after which a file ends too (where files have a size limit): the writer's index
+/// of them (about 1.5 KB each) stays under some 25 MB whatever the chunks' size, such as
+/// a chunk per small frame in a run slower than a frame a second.
+pub const MAX_FILE_CHUNKS: usize = 16_384;
 
 impl BagWriter {
     /// Creates `dir` (it must not exist) and the MCAP file inside, named
@@ -115,18 +129,33 @@ impl BagWriter {
             topics: BTreeMap::new(),
             sequence: 0,
             unflushed: 0,
-            chunk_opened: None,
+            last_chunk_end: Instant::now(),
             holding: false,
             max_file_bytes: Some(DEFAULT_MAX_FILE_BYTES),
             file_bytes: 0,
+            file_chunks: 0,
+            split_pending: false,
+            failed: None,
         })
     }
 
     /// The size of a storage file past which the next chunk begins a new one (`None`: one
-    /// file, however large). A file can end past it by up to a group of messages
-    /// ([`BagWriter::end_group`]), or a chunk of messages written outside groups.
+    /// file, however large, and no limit on its chunks). A file can end past it by up to a
+    /// group of messages ([`BagWriter::end_group`]), or a chunk of messages written
+    /// outside groups. With a limit, a file also ends after 16 384 chunks.
     pub fn set_max_file_bytes(&mut self, max: Option<u64>) {
         self.max_file_bytes = max;
+    }
+
+    /// The error of an earlier failure that left this writer unusable, if any.
+    fn check_failed(&self) -> Result<(), BagError> {
+        match &self.failed {
+            Some(why) => Err(BagError::Invalid {
+                path: self.dir.clone(),
+                message: format!("the bag writer failed earlier: {why}"),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn current(&mut self) -> &mut FileStats {
@@ -217,8 +246,12 @@ impl BagWriter {
         log_time: u64,
         cdr: &[u8],
     ) -> Result<(), BagError> {
+        self.check_failed()?;
         if !self.holding && self.unflushed >= CHUNK_BYTES {
             self.flush()?;
+        }
+        if self.split_pending {
+            self.next_file()?;
         }
         let channel_id = self.channel(topic, type_name)?;
         self.sequence = self.sequence.wrapping_add(1);
@@ -241,7 +274,6 @@ impl BagWriter {
         file.last_ns = file.last_ns.max(log_time);
         file.messages += 1;
         self.unflushed += cdr.len();
-        self.chunk_opened.get_or_insert_with(Instant::now);
         Ok(())
     }
 
@@ -253,12 +285,14 @@ impl BagWriter {
     }
 
     /// Ends a group begun with [`BagWriter::hold_chunk`], and the chunk with it once it
-    /// holds [`CHUNK_BYTES`], has been open a second, or may take its file past the size
-    /// limit (counting its messages uncompressed): a kill later keeps the group (and the
-    /// chunk's earlier ones) whole, one sooner none of the chunk's groups.
+    /// holds [`CHUNK_BYTES`], the last chunk ended a second ago or more, or it may take its
+    /// file past the size limit (counting its messages uncompressed): a kill later keeps
+    /// the group (and the chunk's earlier ones) whole, one sooner none of the chunk's
+    /// groups.
     pub fn end_group(&mut self) -> Result<(), BagError> {
+        self.check_failed()?;
         self.holding = false;
-        let old = self.chunk_opened.is_some_and(|t| t.elapsed() >= CHUNK_TIME);
+        let old = self.last_chunk_end.elapsed() >= CHUNK_TIME;
         let file_full = self
             .max_file_bytes
             .is_some_and(|max| self.file_bytes + self.unflushed as u64 >= max);
@@ -272,49 +306,69 @@ impl BagWriter {
     /// a kill of this process (not a power loss) leaves it readable in the file, which
     /// then lacks only its summary ([`BagReader`](super::BagReader) reads such a file up
     /// to its end). Past the size limit, the next message goes into a new storage file.
+    /// Not inside a group: it would be cut.
     pub fn flush(&mut self) -> Result<(), BagError> {
+        self.check_failed()?;
         self.end_chunk()?;
         let path = self.current_path();
         self.file_bytes = std::fs::metadata(&path)
             .map_err(|source| BagError::Io { path, source })?
             .len();
-        if self
+        let full = self
             .max_file_bytes
-            .is_some_and(|max| self.file_bytes >= max && self.current().messages > 0)
-        {
-            self.next_file()?;
+            .is_some_and(|max| self.file_bytes >= max || self.file_chunks >= MAX_FILE_CHUNKS);
+        if full && self.current().messages > 0 {
+            self.split_pending = true;
         }
         Ok(())
     }
 
     /// Ends the current storage file; what follows goes into the next one
-    /// (`<stem>_1.mcap`, ..), as rosbag2's `split_bagfile`.
+    /// (`<stem>_1.mcap`, ..), as rosbag2's `split_bagfile`. Not inside a group.
     pub fn split(&mut self) -> Result<(), BagError> {
+        self.check_failed()?;
+        debug_assert!(!self.holding, "a split would cut the group");
         self.end_chunk()?;
-        self.next_file()
+        self.split_pending = true;
+        Ok(())
     }
 
     fn end_chunk(&mut self) -> Result<(), BagError> {
         self.holding = false;
+        if self.unflushed > 0 {
+            self.file_chunks += 1;
+        }
         self.unflushed = 0;
-        self.chunk_opened = None;
+        self.last_chunk_end = Instant::now();
         self.mcap.flush().map_err(|e| self.mcap_error(e))
     }
 
     /// Finishes the current storage file (summary and index, which frees the writer's
-    /// index of its chunks) and opens the next one.
+    /// index of its chunks) and opens the next one. A failure leaves the writer failed:
+    /// its state would no longer match its files.
     fn next_file(&mut self) -> Result<(), BagError> {
         let name = format!("{}_{}.mcap", self.stem, self.files.len());
-        let next = open_storage(&self.dir.join(&name))?;
-        let mut done = std::mem::replace(&mut self.mcap, next);
-        done.finish().map_err(|e| self.mcap_error(e))?;
-        drop(done);
+        let next = self
+            .mcap
+            .finish()
+            .map_err(|e| self.mcap_error(e))
+            .and_then(|_| open_storage(&self.dir.join(&name)));
+        let next = match next {
+            Ok(next) => next,
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        self.mcap = next;
         log::debug!(
             "{} reached its size limit; writing on in {name}",
             self.current().name
         );
         self.files.push(FileStats::new(name));
         self.file_bytes = 0;
+        self.file_chunks = 0;
+        self.split_pending = false;
         self.schemas.clear();
         self.channels.clear();
         Ok(())
@@ -324,6 +378,7 @@ impl BagWriter {
     /// the disk with their directory: a bag renamed into place afterwards is whole even
     /// after a power loss.
     pub fn finish(mut self) -> Result<WriteSummary, BagError> {
+        self.check_failed()?;
         self.mcap.finish().map_err(|e| self.mcap_error(e))?;
         let mut size_bytes = 0;
         for file in &self.files {

@@ -290,7 +290,11 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let total_frames: u64 = selected.iter().map(|t| t.message_count).sum();
     let progress = Progress::new(total_frames, "frames", "");
     // Float-to-int casts saturate, so huge values give an empty window, never a wrap.
-    let window_start = info.start_ns.saturating_add((args.start * 1e9) as u64);
+    // Rounded to the nanosecond: a --start written to nine decimals (as the salvage
+    // suggests one) is that nanosecond exactly.
+    let window_start = info
+        .start_ns
+        .saturating_add((args.start * 1e9).round() as u64);
     let window_end = args
         .duration
         .map_or(u64::MAX, |d| window_start.saturating_add((d * 1e9) as u64));
@@ -923,8 +927,9 @@ impl Written {
         self.forward_ms += outputs.forward_ms;
         *self.processed.entry(topic).or_default() += 1;
         // A frame's input and outputs go into one chunk, which ends after about 1 MiB or a
-        // second: a run killed later leaves them whole for the next run to salvage, one
-        // killed meanwhile none of the chunk's frames (the next run processes them).
+        // second after the last: a run killed later leaves them whole for the next run to
+        // salvage, one killed meanwhile none of the chunk's frames (the next run processes
+        // them).
         writer.end_group()
     }
 }
@@ -1002,13 +1007,14 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
         let go_on = if finished {
             "; the run had finished it: nothing is left to process".to_owned()
         } else if started > 0 && same_input {
-            // The next whole millisecond after the last frame kept: --start S takes frames
-            // logged at or after start + S (S read to the nanosecond, rounded down).
-            let ms = last_ns.saturating_sub(started) / 1_000_000 + 1;
+            // The nanosecond after the last message kept: --start S takes messages logged at
+            // or after start + S, so one logged within the same millisecond (a camera_info
+            // just after its image, another camera's frame) is not left out.
+            let ns = last_ns.saturating_sub(started) + 1;
             format!(
-                "; `--start {}.{:03}` processes the rest",
-                ms / 1000,
-                ms % 1000
+                "; `--start {}.{:09}` processes the rest",
+                ns / 1_000_000_000,
+                ns % 1_000_000_000
             )
         } else {
             String::new()
@@ -1056,7 +1062,7 @@ fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<(u64, u64)> {
     let staged = StagedDir::new(target)?;
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     let (mut messages, mut last_ns) = (0u64, 0u64);
-    for mcap in files {
+    for (k, mcap) in files.iter().enumerate() {
         log::info!("reading what a killed run wrote in {}", mcap.display());
         let reader = BagReader::open(mcap)?;
         let mut failed = None;
@@ -1077,12 +1083,22 @@ fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<(u64, u64)> {
             }
         });
         // The killed run's last file ends mid-record, or before its summary: read up to
-        // there. (The files before it were finished when the next one was begun; one
-        // damaged since ends the copy too, which stays a prefix of the run's output.)
+        // there.
         match (failed, read) {
             (Some(e), _) => return Err(e.into()),
             (None, Ok(())) => {}
-            (None, Err(BagError::Corrupt { .. })) => break,
+            (None, Err(e @ BagError::Corrupt { .. })) => {
+                // Not from the kill (a file was finished before the next was begun): a
+                // copy would have a gap, or leave out the later files' frames.
+                let later = files.len() - 1 - k;
+                if later > 0 {
+                    anyhow::bail!(
+                        "{} is damaged ({e}), and {later} storage file(s) after it hold \
+                         more of the killed run's output",
+                        mcap.display()
+                    );
+                }
+            }
             (None, Err(e)) => return Err(e.into()),
         }
     }
