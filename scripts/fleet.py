@@ -60,6 +60,10 @@ RESULT = "result.json"
 # may pass. Any other (SIGSEGV, SIGABRT, SIGBUS...) is a crash, which would recur.
 KILLS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
+# In a bag's directory, the file whose presence says its `bag process` output is whole
+# (the binary renames the bag into place with its metadata.yaml when done).
+PROCESSED_DONE = Path("processed") / "metadata.yaml"
+
 # The longest wait between two tries of a bag, seconds.
 MAX_RETRY_DELAY = 300.0
 
@@ -121,15 +125,21 @@ def _die_with_parent():
     return hook
 
 
-def _run(cmd, log, env):
+def _run(cmd, log, env, timeout=None):
     """Runs cmd, appending its output to the log; returns the exit code (negative: the
-    signal that killed it)."""
+    signal that killed it). Past `timeout` seconds it is killed (SIGKILL, as a process
+    that hangs may not stop on anything less), which the log says."""
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        return subprocess.run(
-            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent()
-        ).returncode
+        try:
+            return subprocess.run(
+                cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent(),
+                timeout=timeout,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            f.write(f"error: still running after --step-timeout {timeout:g} s: killed\n")
+            return -signal.SIGKILL
 
 
 def _last_output(log):
@@ -228,11 +238,12 @@ def _run_bag(job):
         if not (done and done.get("status") == "ok"
                 and done.get("fingerprint") == job["process_fingerprint"]
                 and (not job["redo"] or done.get("run") == job["run"])
-                and (work / "processed" / "metadata.yaml").is_file()):
+                and (work / PROCESSED_DONE).is_file()):
             summary_path.unlink(missing_ok=True)
             t = time.monotonic()
             code = _run([job["bin"], "bag", "process", job["bag"], str(work / "processed"),
-                         "--force", "--json", str(summary_path), *job["args"]], log, env)
+                         "--force", "--json", str(summary_path), *job["args"]], log, env,
+                        job["step_timeout"])
             summary = _load(summary_path) or {}
             summary["wall_seconds"] = time.monotonic() - t
             summary["fingerprint"] = job["process_fingerprint"]
@@ -254,7 +265,8 @@ def _run_bag(job):
             stale.unlink(missing_ok=True)
         t = time.monotonic()
         code = _run([job["bin"], "eval", "--bag", job["bag"], *job["eval_args"], "--state",
-                     str(state), "--json", str(work / "eval.json"), *job["args"]], log, env)
+                     str(state), "--json", str(work / "eval.json"), *job["args"]], log, env,
+                    job["step_timeout"])
         if code != EXIT_OK:
             return failed("eval", code)
         report = _load(work / "eval.json") or {}
@@ -509,6 +521,9 @@ def main(argv=None):
     p.add_argument("--retry-delay", type=float, default=10.0, metavar="SECONDS",
                    help="wait after a bag's first temporary failure before its next try, "
                         f"doubled each try (at most {MAX_RETRY_DELAY:g} s)")
+    p.add_argument("--step-timeout", type=float, metavar="SECONDS",
+                   help="kill a bag's `bag process` or `eval` still running after this long (a "
+                        "hung GPU or driver) and count it as a failed try; default: no limit")
     p.add_argument("--address", help="a running Ray cluster (`auto`, or HOST:PORT); default: "
                                      "start a local one")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
@@ -519,9 +534,11 @@ def main(argv=None):
         p.error("say what to do: --process, --eval or both")
 
     if (args.max_retries < 0 or args.cpus_per_task <= 0 or args.gpus_per_task < 0
-            or not args.retry_delay >= 0):
+            or not args.retry_delay >= 0
+            or (args.step_timeout is not None
+                and not (math.isfinite(args.step_timeout) and args.step_timeout > 0))):
         p.error("--max-retries, --retry-delay and --gpus-per-task must be >= 0, "
-                "--cpus-per-task > 0")
+                "--cpus-per-task and --step-timeout > 0")
     bags = find_bags(args.bags, args.manifest)
     # Workers may start in another directory: every path they get is absolute.
     args.model = os.path.abspath(args.model)
@@ -543,11 +560,12 @@ def main(argv=None):
             "args": run_args(args), "eval_args": eval_args(args),
             "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
             "max_retries": args.max_retries, "retry_delay": args.retry_delay,
+            "step_timeout": args.step_timeout,
         }
         done = _load(Path(job["dir"]) / RESULT)
         # Done before, and what its steps wrote is there still (a state removed since
         # would fail the merge on every run).
-        left = ([Path(job["dir"]) / "processed" / "metadata.yaml"] if args.process else []) + \
+        left = ([Path(job["dir"]) / PROCESSED_DONE] if args.process else []) + \
                ([Path(job["dir"]) / "eval_state.json"] if args.eval else [])
         if (not args.redo and done and done.get("status") == "ok"
                 and done.get("fingerprint") == job["fingerprint"]

@@ -216,9 +216,10 @@ pub struct BagProcessArgs {
     pub force: bool,
     /// Begin a new storage file (`OUTPUT_1.mcap`, ..) once one holds this many bytes, as
     /// `ros2 bag record --max-bag-size` does; 0: one file, however large. Files end between
-    /// frames, so one can pass it by about a frame's outputs. The default, 4 GiB, also
-    /// bounds the writer's memory on long runs (it keeps an index entry per chunk until its
-    /// file is finished; with a limit, a file also ends after 16 384 chunks).
+    /// frames, so one can pass it by about a frame's outputs (or 1 MiB of copies of frames
+    /// not processed). The default, 4 GiB, also bounds the writer's memory on long runs (it
+    /// keeps an index entry per chunk until its file is finished; with a limit, a file also
+    /// ends after 16 384 chunks).
     #[arg(long, value_name = "BYTES", default_value_t = bayes_perception::bag::DEFAULT_MAX_FILE_BYTES)]
     pub max_bag_size: u64,
     /// Also write a summary of the run as JSON: status (ok, damaged, interrupted, frames

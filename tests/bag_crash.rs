@@ -83,12 +83,20 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn mcap_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
+fn mcap_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "mcap"))
-        .count()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "mcap"))
+        .collect();
+    // By the number after the last `_`: `_10` after `_9`.
+    files.sort_by_key(|p| {
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        stem.rsplit_once('_')
+            .and_then(|(_, k)| k.parse::<u64>().ok())
+    });
+    files
 }
 
 /// A complete bag: it opens, every message reads, and metadata.yaml's counts (total and
@@ -126,14 +134,18 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
     let f = Fixture::new();
     // Kill points: the moment the partial bag first holds data, and later ones by size (a
     // whole run writes about 11 MiB). Chunks end after 1 MiB of messages, compressed to
-    // less: past 1.5 MB in the file, one has ended. The last run splits its output into
-    // storage files of 300 kB, so that the kill leaves a dozen or so (`_10` comes after
-    // `_9`, and the salvage must copy them in that order).
+    // less: past 1.5 MB in the file, one has ended. The last two runs split their output
+    // into storage files of 300 kB, so that the kill leaves a dozen or so (`_10` comes
+    // after `_9`, and the salvage must copy them in that order); in the last, the first
+    // file is then damaged (as a disk might: a kill does not), and nothing is copied.
     let split: &[&str] = &["--max-bag-size", "300000"];
-    for (i, (threshold, extra)) in [(1u64, &[][..]), (1_500_000, &[]), (4_000_000, split)]
-        .into_iter()
-        .enumerate()
-    {
+    let cases = [
+        (1u64, &[][..], false),
+        (1_500_000, &[], false),
+        (4_000_000, split, false),
+        (4_000_000, split, true),
+    ];
+    for (i, (threshold, extra, damage)) in cases.into_iter().enumerate() {
         let name = format!("out{i}");
         let mut child = common::Logged::spawn(f.process(&name).args(extra));
         let reached =
@@ -144,8 +156,8 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             reached || threshold == 1,
             "the run ended before {threshold} bytes"
         );
-        // Messages in the killed run's first storage file.
-        let mut first_file_messages = 0;
+        // The messages readable in the killed run's storage files.
+        let mut readable = 0;
         if reached {
             assert!(!output.exists(), "killed mid-run, yet {name} exists");
             let partials = f.partials(&name);
@@ -153,22 +165,15 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
                 !partials.is_empty(),
                 "the partial directory is kept for inspection"
             );
+            let files = mcap_files(&partials[0]);
             if !extra.is_empty() {
-                let files = mcap_files(&partials[0]);
-                assert!(files >= 11, "{files} storage file(s) in {:?}", partials[0]);
-                let first = std::fs::read_dir(&partials[0])
-                    .unwrap()
-                    .flatten()
-                    .map(|e| e.path())
-                    .find(|p| p.to_string_lossy().ends_with("_0.mcap"))
-                    .unwrap();
-                BagReader::open(&first)
-                    .unwrap()
-                    .read(|_| {
-                        first_file_messages += 1;
-                        ControlFlow::Continue(())
-                    })
-                    .unwrap();
+                assert!(files.len() >= 11, "{files:?}");
+            }
+            readable = files.iter().map(|f| readable_messages(f)).sum();
+            if damage {
+                let first = &files[0];
+                let bytes = std::fs::read(first).unwrap();
+                std::fs::write(first, &bytes[..bytes.len() / 2]).unwrap();
             }
         } else {
             // Finished before the kill point: then it must be whole.
@@ -185,6 +190,18 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             "stale partial directories remain"
         );
         let salvaged = f.path(&format!("{name}.salvaged"));
+        if damage {
+            // Kept whole, out of the way, and said so; nothing copied.
+            let aside = f.path(&format!("{name}.unsalvaged"));
+            assert!(
+                stderr.contains("was not copied")
+                    && stderr.contains(&format!("kept as {}", aside.display())),
+                "{stderr}"
+            );
+            assert!(mcap_files(&aside).len() >= 11);
+            assert!(!salvaged.exists());
+            continue;
+        }
         if reached && threshold >= 1_500_000 {
             // A chunk ended: whole frames' outputs were in the file.
             assert!(salvaged.is_dir(), "nothing salvaged: {stderr}");
@@ -196,15 +213,16 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
         }
         if salvaged.exists() {
             assert_complete(&salvaged);
-            // All the storage files were copied, not the first one only.
+            // Every readable message of every storage file was copied.
             let kept = BagReader::open(&salvaged)
                 .unwrap()
                 .info()
                 .unwrap()
                 .message_count;
-            assert!(kept > first_file_messages, "{kept} messages salvaged");
+            assert_eq!(kept, readable);
             assert_prefix_of(&salvaged, &output);
-            // The --start it suggests processes exactly the frames after the salvaged ones.
+            // The --start it suggests processes exactly the messages after the salvaged
+            // ones, topic by topic.
             let start = stderr
                 .split("`--start ")
                 .nth(1)
@@ -217,16 +235,32 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let frames = |bag: &Path| log_times(bag, "/camera/image_raw");
-            let mut joined = frames(&salvaged);
-            joined.extend(frames(&f.path(&rest)));
-            assert_eq!(
-                joined,
-                frames(&output),
-                "--start {start}: a frame twice or none"
-            );
+            let topics = BagReader::open(&output).unwrap().info().unwrap().topics;
+            assert!(topics.len() >= 10);
+            for topic in topics {
+                let mut joined = log_times(&salvaged, &topic.name);
+                joined.extend(log_times(&f.path(&rest), &topic.name));
+                assert_eq!(
+                    joined,
+                    log_times(&output, &topic.name),
+                    "--start {start}: a message of {} twice or none",
+                    topic.name
+                );
+            }
         }
     }
+}
+
+/// The messages of one MCAP file read before the end or its first damage.
+fn readable_messages(file: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(reader) = BagReader::open(file) {
+        let _ = reader.read(|_| {
+            n += 1;
+            ControlFlow::Continue(())
+        });
+    }
+    n
 }
 
 /// Killed after the bag was finished and before it was renamed into place: the next run

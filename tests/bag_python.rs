@@ -365,16 +365,16 @@ fn a_split_output_reads_as_one_bag_in_both_readers() {
 fn check_in_mcap_outputs(input: &BTreeMap<String, Value>, result: &Value) {
     for reader in ["rosbags", "mcap"] {
         let output = as_map(&result[reader]);
-        check_camera(&input, &output, "/front/image_raw", "/front", true, reader);
+        check_camera(input, &output, "/front/image_raw", "/front", true, reader);
         check_camera(
-            &input,
+            input,
             &output,
             "/rear/image_raw/compressed",
             "/rear",
             true,
             reader,
         );
-        check_camera(&input, &output, "/side/image", "/side", true, reader);
+        check_camera(input, &output, "/side/image", "/side", true, reader);
         // camera_info passes through, and depth/camera_info carries each image's header.
         assert_eq!(
             output["/front/camera_info"]["sha"],

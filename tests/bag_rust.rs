@@ -1807,7 +1807,7 @@ fn groups_share_chunks_and_the_bag_splits_into_files_between_them() {
         if f + 1 < summary.files.len() {
             let size = bytes.len() as u64;
             assert!(
-                size >= MAX && size <= MAX + 128 * 1024,
+                (MAX..=MAX + 128 * 1024).contains(&size),
                 "{name}: {size} bytes, the limit {MAX}"
             );
         }
@@ -1875,10 +1875,29 @@ fn groups_share_chunks_and_the_bag_splits_into_files_between_them() {
             .unwrap();
         w.end_group().unwrap();
     }
+    // A message refused (another type on a topic) begins no file either.
+    let refused = w.write("/a", "sensor_msgs/msg/CameraInfo", 9, &messages[0]);
+    assert!(refused.is_err());
     let summary = w.finish().unwrap();
     assert_eq!(
         summary.files,
         ["tight_0.mcap", "tight_1.mcap", "tight_2.mcap"]
     );
     assert_eq!(walk(&dir).len(), 4, "a storage file not listed");
+
+    // Tiny chunks: a file ends after MAX_FILE_CHUNKS of them whatever its size (the index
+    // of a file's chunks is what the writer keeps in memory).
+    let dir = tmp.path().join("many");
+    let mut w = BagWriter::create(&dir).unwrap();
+    let cap = bayes_perception::bag::write::MAX_FILE_CHUNKS as u64;
+    for t in 0..cap + 1 {
+        w.write("/a", "sensor_msgs/msg/Image", t, &[0, 1, 0, 0, 7])
+            .unwrap();
+        w.flush().unwrap();
+    }
+    let summary = w.finish().unwrap();
+    assert_eq!(summary.files, ["many_0.mcap", "many_1.mcap"]);
+    let bytes = std::fs::read(dir.join("many_0.mcap")).unwrap();
+    let first = mcap::Summary::read(&bytes).unwrap().unwrap();
+    assert_eq!(first.chunk_indexes.len() as u64, cap);
 }

@@ -9,7 +9,7 @@
 //! last chunk it ended).
 //!
 //! Memory: the MCAP writer keeps an index entry for every chunk of the file until the
-//! file is finished (about 1.5 KB of resident memory each with a dozen topics, measured
+//! file is finished (1.5-2.5 KB of resident memory each with a dozen topics, measured
 //! as `bag process`'s growth with a chunk per frame). Chunks of about [`CHUNK_BYTES`] and
 //! a new storage file past the size limit (or [`MAX_FILE_CHUNKS`]) keep that bounded
 //! however long the run.
@@ -94,7 +94,7 @@ const CHUNK_TIME: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 << 30;
 
 /// Chunks after which a file ends too (where files have a size limit): the writer's index
-/// of them (about 1.5 KB each) stays under some 25 MB whatever the chunks' size, such as
+/// of them (1.5-2.5 KB each) stays under some 25-40 MB whatever the chunks' size, such as
 /// a chunk per small frame in a run slower than a frame a second.
 pub const MAX_FILE_CHUNKS: usize = 16_384;
 
@@ -197,18 +197,29 @@ impl BagWriter {
         }
     }
 
-    fn channel(&mut self, topic: &str, type_name: &str) -> Result<u16, BagError> {
-        // One type per topic, as rosbag2 records them (metadata.yaml lists one).
+    /// Whether `topic` can be written as `type_name`: one type per topic, as rosbag2
+    /// records them (metadata.yaml lists one), and a type whose definition we have.
+    fn check_topic(&self, topic: &str, type_name: &str) -> Result<(), BagError> {
+        let invalid = |message| BagError::Invalid {
+            path: self.dir.clone(),
+            message,
+        };
         if let Some((written_type, _)) = self.topics.get(topic) {
             if written_type != type_name {
-                return Err(BagError::Invalid {
-                    path: self.dir.clone(),
-                    message: format!(
-                        "topic {topic} is written as {written_type}, not also as {type_name}"
-                    ),
-                });
+                return Err(invalid(format!(
+                    "topic {topic} is written as {written_type}, not also as {type_name}"
+                )));
             }
         }
+        if schema::definition(type_name).is_none() {
+            return Err(invalid(format!(
+                "no message definition for type {type_name}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn channel(&mut self, topic: &str, type_name: &str) -> Result<u16, BagError> {
         if let Some(&id) = self.channels.get(topic) {
             return Ok(id);
         }
@@ -247,6 +258,8 @@ impl BagWriter {
         cdr: &[u8],
     ) -> Result<(), BagError> {
         self.check_failed()?;
+        // Refused before it ends a chunk or begins a file.
+        self.check_topic(topic, type_name)?;
         if !self.holding && self.unflushed >= CHUNK_BYTES {
             self.flush()?;
         }
@@ -306,7 +319,7 @@ impl BagWriter {
     /// a kill of this process (not a power loss) leaves it readable in the file, which
     /// then lacks only its summary ([`BagReader`](super::BagReader) reads such a file up
     /// to its end). Past the size limit, the next message goes into a new storage file.
-    /// Not inside a group: it would be cut.
+    /// It ends a group being written too: call it at a group's end, never inside one.
     pub fn flush(&mut self) -> Result<(), BagError> {
         self.check_failed()?;
         self.end_chunk()?;
@@ -329,7 +342,7 @@ impl BagWriter {
         self.check_failed()?;
         debug_assert!(!self.holding, "a split would cut the group");
         self.end_chunk()?;
-        self.split_pending = true;
+        self.split_pending = self.current().messages > 0;
         Ok(())
     }
 

@@ -295,9 +295,9 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let window_start = info
         .start_ns
         .saturating_add((args.start * 1e9).round() as u64);
-    let window_end = args
-        .duration
-        .map_or(u64::MAX, |d| window_start.saturating_add((d * 1e9) as u64));
+    let window_end = args.duration.map_or(u64::MAX, |d| {
+        window_start.saturating_add((d * 1e9).round() as u64)
+    });
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     writer.set_max_file_bytes((args.max_bag_size > 0).then_some(args.max_bag_size));
     let mark = RunMark {
@@ -971,27 +971,49 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
         }
         let finished = partial.join("metadata.yaml").is_file();
         let parent = partial.parent().unwrap_or(Path::new("."));
-        let target = (1..=1000)
-            .map(|k| match k {
-                1 => parent.join(format!("{name}.salvaged")),
-                k => parent.join(format!("{name}.salvaged-{k}")),
-            })
-            // Not one a live run is writing either (`bag process ... OUT.salvaged`).
-            .find(|path| !super::staged::taken(path))
-            .with_context(|| {
-                format!(
-                    "no free name for what a killed run wrote in {} ({name}.salvaged to \
-                     {name}.salvaged-1000 are taken)",
-                    partial.display()
-                )
-            })?;
-        let (messages, last_ns) = salvage(&files, &target).with_context(|| {
+        // `NAME.KIND`, else `NAME.KIND-2`, ..: not one a live run is writing either (`bag
+        // process ... OUT.salvaged`).
+        let free_name = |kind: &str| {
+            (1..=1000)
+                .map(|k| match k {
+                    1 => parent.join(format!("{name}.{kind}")),
+                    k => parent.join(format!("{name}.{kind}-{k}")),
+                })
+                .find(|path| !super::staged::taken(path))
+                .with_context(|| {
+                    format!(
+                        "no free name for what a killed run wrote in {} ({name}.{kind} to \
+                         {name}.{kind}-1000 are taken)",
+                        partial.display()
+                    )
+                })
+        };
+        let target = free_name("salvaged")?;
+        let (messages, last_ns) = match salvage(&files, &target).with_context(|| {
             format!(
                 "could not keep what a killed run wrote in {}; make room for a copy of it, or \
                  remove it to go on without it",
                 partial.display()
             )
-        })?;
+        })? {
+            Salvaged::Copied { messages, last_ns } => (messages, last_ns),
+            Salvaged::Damaged(why) => {
+                // Not from the kill: kept whole under a name of its own for a person to
+                // look at, out of the way of the runs after this one.
+                let aside = free_name("unsalvaged")?;
+                std::fs::rename(&partial, &aside).with_context(|| {
+                    format!("cannot move {} to {}", partial.display(), aside.display())
+                })?;
+                log::warn!(
+                    "what a killed run wrote towards {} from {} was not copied: {why}; its \
+                     files are kept as {}",
+                    output.display(),
+                    mark.input.display(),
+                    aside.display()
+                );
+                continue;
+            }
+        };
         // Kept (or nothing to keep): the killed run's directory goes now, so that a run
         // killed after this point does not salvage it twice.
         std::fs::remove_dir_all(&partial)
@@ -1054,11 +1076,19 @@ fn storage_files(dir: &Path) -> Vec<PathBuf> {
     files.into_iter().map(|(_, p)| p).collect()
 }
 
+/// What [`salvage`] did.
+enum Salvaged {
+    /// This many messages copied, the latest logged at `last_ns`.
+    Copied { messages: u64, last_ns: u64 },
+    /// Nothing copied: a storage file before the last is damaged (not by the kill: each
+    /// file was finished before the next was begun), so a copy would have a gap.
+    Damaged(String),
+}
+
 /// Copies the readable messages of a killed run's MCAP files (in order) into a new bag at
-/// `target` (staged: a kill meanwhile leaves no half bag there); their number and the
-/// latest log time. Nothing is left at `target` when there is nothing to copy or copying
-/// fails.
-fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<(u64, u64)> {
+/// `target` (staged: a kill meanwhile leaves no half bag there). Nothing is left at
+/// `target` when there is nothing to copy, copying fails or a file is damaged.
+fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<Salvaged> {
     let staged = StagedDir::new(target)?;
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     let (mut messages, mut last_ns) = (0u64, 0u64);
@@ -1088,15 +1118,11 @@ fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<(u64, u64)> {
             (Some(e), _) => return Err(e.into()),
             (None, Ok(())) => {}
             (None, Err(e @ BagError::Corrupt { .. })) => {
-                // Not from the kill (a file was finished before the next was begun): a
-                // copy would have a gap, or leave out the later files' frames.
                 let later = files.len() - 1 - k;
                 if later > 0 {
-                    anyhow::bail!(
-                        "{} is damaged ({e}), and {later} storage file(s) after it hold \
-                         more of the killed run's output",
-                        mcap.display()
-                    );
+                    return Ok(Salvaged::Damaged(format!(
+                        "{e}, with {later} storage file(s) after it"
+                    )));
                 }
             }
             (None, Err(e)) => return Err(e.into()),
@@ -1106,7 +1132,7 @@ fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<(u64, u64)> {
     if messages > 0 {
         staged.install(false)?;
     }
-    Ok((messages, last_ns))
+    Ok(Salvaged::Copied { messages, last_ns })
 }
 
 enum FrameError {

@@ -231,9 +231,10 @@ fn write_bag(args: &SynthArgs, cfg: SceneConfig) -> anyhow::Result<ExitCode> {
             log_time,
             &rgb_message(&header, scene.rgb).to_cdr(),
         )?;
-        // A scene stays in one chunk, and chunks end after about 1 MiB: a bag cut short
-        // loses its last chunk's scenes, not all of them.
-        writer.end_group()?;
+        // A chunk per scene, as a recording's chunks hold a frame or so: a bag cut short
+        // loses its last scene, not all of them (a dataset is a few thousand scenes: the
+        // writer's index of them stays small).
+        writer.flush()?;
         written += 1;
     }
     let summary = writer.finish()?;

@@ -299,6 +299,34 @@ exec '{BIN}' "$@"
     assert result["reason"] == "crashed (signal 11 (SIGSEGV)): about to crash", result
 
 
+def test_a_step_that_hangs_is_killed_at_the_step_timeout_and_retried(data, tmp_path):
+    # `bag process` hangs (a stuck GPU or driver, here a sleep in its place); `model check`
+    # works. Each try is killed after --step-timeout and counted as a failed try.
+    hanging = tmp_path / "hanging"
+    hanging.write_text(f"""#!/bin/sh
+if [ "$1" = bag ]; then echo "hanging"; exec sleep 600; fi
+exec '{BIN}' "$@"
+""")
+    hanging.chmod(0o755)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(FLEET), str(data["parts"][0]), "--out", str(out), "--model",
+           str(data["model"]), "--process", "--num-cpus", "1", "--bin", str(hanging),
+           "--max-retries", "1", "--retry-delay", "0.1", "--step-timeout", "2", *SETTINGS]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (result,) = json.loads((out / "fleet.json").read_text())["results"]
+    assert (result["status"], result["attempts"]) == ("failed", 2), result
+    assert "process failed (signal 9 (SIGKILL)): error: still running after --step-timeout 2 s" \
+        in result["reason"], result
+    log = (Path(result["dir"]) / "log.txt").read_text()
+    assert log.count("still running after --step-timeout 2 s: killed") == 2, log
+    for bad in ("0", "-1", "inf", "nan"):
+        refused = subprocess.run([*cmd[:-len(SETTINGS) - 1], bad, *SETTINGS],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "--step-timeout > 0" in refused.stderr, \
+            (bad, refused.stderr)
+
+
 def test_settings_every_bag_would_fail_on_are_refused_before_ray_starts(data, tmp_path):
     (tmp_path / "bad.yaml").write_text("bayes_perception:\n  ros__parameters:\n    mode: mc\n"
                                        "    mc:\n      samples: 1\n")
