@@ -64,6 +64,9 @@ KILLS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # (the binary renames the bag into place with its metadata.yaml when done).
 PROCESSED_DONE = Path("processed") / "metadata.yaml"
 
+# Seconds a step killed at --step-timeout is given to end before it is left behind.
+KILL_WAIT = 30.0
+
 # The longest wait between two tries of a bag, seconds.
 MAX_RETRY_DELAY = 300.0
 
@@ -125,21 +128,42 @@ def _die_with_parent():
     return hook
 
 
-def _run(cmd, log, env, timeout=None):
+def _run(cmd, log, env, timeout=None, output=None):
     """Runs cmd, appending its output to the log; returns the exit code (negative: the
-    signal that killed it). Past `timeout` seconds it is killed (SIGKILL, as a process
-    that hangs may not stop on anything less), which the log says."""
+    signal that killed it). Past `timeout` seconds its process group is killed (SIGKILL,
+    as a process that hangs may not stop on anything less; the group, so that a wrapper
+    script's child goes too), which the log says; one that does not end even then (stuck
+    in the kernel) is left behind, said, rather than waited for. `output`: the bag a killed
+    `bag process` was writing, whose temporary directory then goes."""
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent(), start_new_session=True)
         try:
-            return subprocess.run(
-                cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent(),
-                timeout=timeout,
-            ).returncode
+            return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            f.write(f"error: still running after --step-timeout {timeout:g} s: killed\n")
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            code = proc.wait(timeout=KILL_WAIT)
+        except subprocess.TimeoutExpired:
+            f.write(f"error: still running after --step-timeout {timeout:g} s, and not ended "
+                    f"{KILL_WAIT:g} s after SIGKILL (pid {proc.pid}, stuck in the kernel?): "
+                    "left behind\n")
             return -signal.SIGKILL
+        if code != -signal.SIGKILL:
+            return code  # it ended by itself at the deadline
+        f.write(f"error: still running after --step-timeout {timeout:g} s: killed\n")
+        if output is not None:
+            # What it had written goes: this bag's next try processes it whole anyway (the
+            # next `bag process` would otherwise copy it beside its output on every try).
+            for partial in output.parent.glob(f".{output.name}.partial-*-{proc.pid}"):
+                shutil.rmtree(partial, ignore_errors=True)
+        return code
 
 
 def _last_output(log):
@@ -243,7 +267,7 @@ def _run_bag(job):
             t = time.monotonic()
             code = _run([job["bin"], "bag", "process", job["bag"], str(work / "processed"),
                          "--force", "--json", str(summary_path), *job["args"]], log, env,
-                        job["step_timeout"])
+                        job["step_timeout"], output=work / "processed")
             summary = _load(summary_path) or {}
             summary["wall_seconds"] = time.monotonic() - t
             summary["fingerprint"] = job["process_fingerprint"]

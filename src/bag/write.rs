@@ -204,19 +204,17 @@ impl BagWriter {
             path: self.dir.clone(),
             message,
         };
-        if let Some((written_type, _)) = self.topics.get(topic) {
-            if written_type != type_name {
-                return Err(invalid(format!(
-                    "topic {topic} is written as {written_type}, not also as {type_name}"
-                )));
-            }
-        }
-        if schema::definition(type_name).is_none() {
-            return Err(invalid(format!(
+        match self.topics.get(topic) {
+            Some((written_type, _)) if written_type != type_name => Err(invalid(format!(
+                "topic {topic} is written as {written_type}, not also as {type_name}"
+            ))),
+            Some(_) => Ok(()),
+            // A topic's first message: is there a definition to write its schema from?
+            None if schema::definition(type_name).is_none() => Err(invalid(format!(
                 "no message definition for type {type_name}"
-            )));
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn channel(&mut self, topic: &str, type_name: &str) -> Result<u16, BagError> {

@@ -952,7 +952,9 @@ struct RunMark {
 /// bag `OUTPUT.salvaged` (`-2`, `-3`, .. when taken or being written) and its temporary directory removed,
 /// said with how far into its input it got and, for the same input, the `--start` that
 /// processes the rest. A failure to salvage stops the run, which would otherwise remove
-/// the killed run's files. Temporary directories without [`RUN_MARK`] (not `bag
+/// the killed run's files; a killed run whose storage files cannot be copied without a
+/// gap (one before the last damaged) is kept whole as `OUTPUT.unsalvaged` (`-2`, ..),
+/// said, and the run goes on. Temporary directories without [`RUN_MARK`] (not `bag
 /// process`'s, or of a version before it) are left to [`StagedDir::new`].
 fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
     let Some(name) = output.file_name().map(|n| n.to_string_lossy().into_owned()) else {
@@ -1001,9 +1003,15 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
                 // Not from the kill: kept whole under a name of its own for a person to
                 // look at, out of the way of the runs after this one.
                 let aside = free_name("unsalvaged")?;
-                std::fs::rename(&partial, &aside).with_context(|| {
-                    format!("cannot move {} to {}", partial.display(), aside.display())
-                })?;
+                match super::staged::rename_no_replace(&partial, &aside) {
+                    // Another run to OUTPUT set it aside first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    result => result.with_context(|| {
+                        format!("cannot move {} to {}", partial.display(), aside.display())
+                    })?,
+                }
+                // The damaged file where it is now.
+                let why = why.replace(&partial.display().to_string(), &aside.display().to_string());
                 log::warn!(
                     "what a killed run wrote towards {} from {} was not copied: {why}; its \
                      files are kept as {}",
@@ -1117,14 +1125,15 @@ fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<Salvaged> {
         match (failed, read) {
             (Some(e), _) => return Err(e.into()),
             (None, Ok(())) => {}
-            (None, Err(e @ BagError::Corrupt { .. })) => {
+            (None, Err(e @ (BagError::Corrupt { .. } | BagError::Io { .. })))
+                if k + 1 < files.len() =>
+            {
                 let later = files.len() - 1 - k;
-                if later > 0 {
-                    return Ok(Salvaged::Damaged(format!(
-                        "{e}, with {later} storage file(s) after it"
-                    )));
-                }
+                return Ok(Salvaged::Damaged(format!(
+                    "{e}, with {later} storage file(s) after it"
+                )));
             }
+            (None, Err(BagError::Corrupt { .. })) => {}
             (None, Err(e)) => return Err(e.into()),
         }
     }

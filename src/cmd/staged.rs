@@ -211,7 +211,7 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
 
 /// Renames `from` to `to` unless `to` exists (a plain rename would replace an empty
 /// directory that appeared meanwhile); a plain rename where the filesystem lacks the flag.
-fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     match rename2(from, to, libc::RENAME_NOREPLACE) {
         Err(e) if unsupported(&e) => {}

@@ -300,11 +300,16 @@ exec '{BIN}' "$@"
 
 
 def test_a_step_that_hangs_is_killed_at_the_step_timeout_and_retried(data, tmp_path):
-    # `bag process` hangs (a stuck GPU or driver, here a sleep in its place); `model check`
-    # works. Each try is killed after --step-timeout and counted as a failed try.
+    # `bag process` hangs (a stuck GPU or driver, here a sleep in its place, a child of the
+    # wrapper: the whole process group is killed) after it began its output's temporary
+    # directory; `model check` works. Each try is killed after --step-timeout and counted
+    # as a failed try, and what it had written goes.
     hanging = tmp_path / "hanging"
     hanging.write_text(f"""#!/bin/sh
-if [ "$1" = bag ]; then echo "hanging"; exec sleep 600; fi
+if [ "$1" = bag ]; then
+    mkdir "$(dirname "$4")/.$(basename "$4").partial-somehost-$$"
+    echo "hanging"; sleep 613; exit 0
+fi
 exec '{BIN}' "$@"
 """)
     hanging.chmod(0o755)
@@ -320,6 +325,16 @@ exec '{BIN}' "$@"
         in result["reason"], result
     log = (Path(result["dir"]) / "log.txt").read_text()
     assert log.count("still running after --step-timeout 2 s: killed") == 2, log
+    assert not list(Path(result["dir"]).glob(".processed.partial-*")), \
+        list(Path(result["dir"]).iterdir())
+    def sleeping():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if cmdline.read_bytes() == b"sleep\x00613\x00":
+                    yield cmdline.parent.name
+            except OSError:
+                pass
+    assert not list(sleeping()), "the wrapper's child outlived the timeout"
     for bad in ("0", "-1", "inf", "nan"):
         refused = subprocess.run([*cmd[:-len(SETTINGS) - 1], bad, *SETTINGS],
                                  capture_output=True, text=True, timeout=60)
