@@ -61,8 +61,15 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // `.NAME.XXXXXX.tmp`: one a kill left behind says whose it was (NAME cut to 64
+    // characters, so that a name near the file system's limit still fits).
+    let name: String = path
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(64).collect())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".").suffix(".tmp");
+    builder.prefix(&prefix).suffix(".tmp");
     #[cfg(unix)]
     {
         // As File::create makes files (the umask applies), not tempfile's owner-only.
@@ -490,6 +497,11 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["report.json"]);
+        // A name at the file system's limit: the temporary file's name still fits.
+        let long = dir.path().join("n".repeat(255));
+        write_file(&long, b"x").unwrap();
+        write_file(&long, b"y").unwrap();
+        assert_eq!(std::fs::read(&long).unwrap(), b"y");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -306,14 +306,13 @@ fn as_map(v: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// How the tests run `bag process` on in_mcap: MC mode, seeded.
+const IN_MCAP_RUN: [&str; 6] = ["--mode", "mc", "--samples", "2", "--seed", "3"];
+
 #[test]
 fn mcap_input_from_rosbags_processes_and_output_decodes_in_both_readers() {
     let Some(f) = Fixture::new() else { return };
-    let (code, text) = f.process(
-        "in_mcap",
-        "out_mcap",
-        &["--mode", "mc", "--samples", "2", "--seed", "3"],
-    );
+    let (code, text) = f.process("in_mcap", "out_mcap", &IN_MCAP_RUN);
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("skipped 1: unsupported encoding `nv12`"),
@@ -336,20 +335,8 @@ fn mcap_input_from_rosbags_processes_and_output_decodes_in_both_readers() {
 #[test]
 fn a_split_output_reads_as_one_bag_in_both_readers() {
     let Some(f) = Fixture::new() else { return };
-    let (code, text) = f.process(
-        "in_mcap",
-        "out_split",
-        &[
-            "--mode",
-            "mc",
-            "--samples",
-            "2",
-            "--seed",
-            "3",
-            "--max-bag-size",
-            "20000",
-        ],
-    );
+    let split = [&IN_MCAP_RUN[..], &["--max-bag-size", "20000"]].concat();
+    let (code, text) = f.process("in_mcap", "out_split", &split);
     assert_eq!(code, 0, "{text}");
     let result = f.read("out_split");
     let files = result["files"].as_u64().unwrap();
