@@ -445,12 +445,15 @@ def run_args(args):
     return out
 
 
-def positive_metres(text):
-    """argparse type of --max-depth: a positive, finite number (the binary's rule)."""
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError("expected a positive number of metres")
-    return value
+def positive(unit):
+    """An argparse type: a positive, finite number of `unit` (the binary's rule for
+    --max-depth)."""
+    def parse(text):
+        value = float(text)
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number of {unit}")
+        return value
+    return parse
 
 
 def eval_args(args):
@@ -529,7 +532,7 @@ def main(argv=None):
     p.add_argument("--eval", action="store_true",
                    help="evaluate every bag against its ground truth topics and merge the report")
     p.add_argument("--topic", help="eval: the camera topic, where a bag has several labelled ones")
-    p.add_argument("--max-depth", type=positive_metres, metavar="METRES",
+    p.add_argument("--max-depth", type=positive("metres"), metavar="METRES",
                    help="eval: score depth only where the ground truth is nearer (e.g. 70)")
     p.add_argument("--mode", choices=["aleatoric", "mc", "moments"])
     p.add_argument("--samples", type=int, help="MC samples T")
@@ -545,7 +548,7 @@ def main(argv=None):
     p.add_argument("--retry-delay", type=float, default=10.0, metavar="SECONDS",
                    help="wait after a bag's first temporary failure before its next try, "
                         f"doubled each try (at most {MAX_RETRY_DELAY:g} s)")
-    p.add_argument("--step-timeout", type=float, metavar="SECONDS",
+    p.add_argument("--step-timeout", type=positive("seconds"), metavar="SECONDS",
                    help="kill a bag's `bag process` or `eval` still running after this long (a "
                         "hung GPU or driver) and count it as a failed try; default: no limit")
     p.add_argument("--address", help="a running Ray cluster (`auto`, or HOST:PORT); default: "
@@ -558,11 +561,9 @@ def main(argv=None):
         p.error("say what to do: --process, --eval or both")
 
     if (args.max_retries < 0 or args.cpus_per_task <= 0 or args.gpus_per_task < 0
-            or not args.retry_delay >= 0
-            or (args.step_timeout is not None
-                and not (math.isfinite(args.step_timeout) and args.step_timeout > 0))):
+            or not args.retry_delay >= 0):
         p.error("--max-retries, --retry-delay and --gpus-per-task must be >= 0, "
-                "--cpus-per-task and --step-timeout > 0")
+                "--cpus-per-task > 0")
     bags = find_bags(args.bags, args.manifest)
     # Workers may start in another directory: every path they get is absolute.
     args.model = os.path.abspath(args.model)

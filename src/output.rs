@@ -61,12 +61,17 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // `.NAME.XXXXXX.tmp`: one a kill left behind says whose it was (NAME cut to 64
-    // characters, so that a name near the file system's limit still fits).
-    let name: String = path
+    // `.NAME.XXXXXX.tmp`: one a kill left behind says whose it was (NAME cut to at most 64
+    // bytes, whole characters, so that a name near the file system's limit still fits).
+    let mut name = path
         .file_name()
-        .map(|n| n.to_string_lossy().chars().take(64).collect())
+        .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let mut cut = name.len().min(64);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    name.truncate(cut);
     let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".tmp");
@@ -497,11 +502,15 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["report.json"]);
-        // A name at the file system's limit: the temporary file's name still fits.
-        let long = dir.path().join("n".repeat(255));
-        write_file(&long, b"x").unwrap();
-        write_file(&long, b"y").unwrap();
-        assert_eq!(std::fs::read(&long).unwrap(), b"y");
+        // Names at the file system's limit (255 bytes), of one-byte and of four-byte
+        // characters: the temporary file's name still fits.
+        for long in ["n".repeat(255), "🦀".repeat(63)] {
+            let long = dir.path().join(long);
+            write_file(&long, b"x").unwrap();
+            write_file(&long, b"y").unwrap();
+            assert_eq!(std::fs::read(&long).unwrap(), b"y");
+            std::fs::remove_file(&long).unwrap();
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

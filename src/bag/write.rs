@@ -200,21 +200,25 @@ impl BagWriter {
     /// Whether `topic` can be written as `type_name`: one type per topic, as rosbag2
     /// records them (metadata.yaml lists one), and a type whose definition we have.
     fn check_topic(&self, topic: &str, type_name: &str) -> Result<(), BagError> {
-        let invalid = |message| BagError::Invalid {
-            path: self.dir.clone(),
-            message,
-        };
         match self.topics.get(topic) {
-            Some((written_type, _)) if written_type != type_name => Err(invalid(format!(
-                "topic {topic} is written as {written_type}, not also as {type_name}"
-            ))),
+            Some((written_type, _)) if written_type != type_name => Err(BagError::Invalid {
+                path: self.dir.clone(),
+                message: format!(
+                    "topic {topic} is written as {written_type}, not also as {type_name}"
+                ),
+            }),
             Some(_) => Ok(()),
             // A topic's first message: is there a definition to write its schema from?
-            None if schema::definition(type_name).is_none() => Err(invalid(format!(
-                "no message definition for type {type_name}"
-            ))),
-            None => Ok(()),
+            None => self.definition(type_name).map(drop),
         }
+    }
+
+    /// The `ros2msg` definition of `type_name`, which a channel's schema holds.
+    fn definition(&self, type_name: &str) -> Result<String, BagError> {
+        schema::definition(type_name).ok_or_else(|| BagError::Invalid {
+            path: self.dir.clone(),
+            message: format!("no message definition for type {type_name}"),
+        })
     }
 
     fn channel(&mut self, topic: &str, type_name: &str) -> Result<u16, BagError> {
@@ -224,11 +228,7 @@ impl BagWriter {
         let schema_id = match self.schemas.get(type_name) {
             Some(&id) => id,
             None => {
-                let definition =
-                    schema::definition(type_name).ok_or_else(|| BagError::Invalid {
-                        path: self.dir.clone(),
-                        message: format!("no message definition for type {type_name}"),
-                    })?;
+                let definition = self.definition(type_name)?;
                 let id = self
                     .mcap
                     .add_schema(type_name, "ros2msg", definition.as_bytes())
@@ -321,13 +321,14 @@ impl BagWriter {
     pub fn flush(&mut self) -> Result<(), BagError> {
         self.check_failed()?;
         self.end_chunk()?;
+        let Some(max) = self.max_file_bytes else {
+            return Ok(());
+        };
         let path = self.current_path();
         self.file_bytes = std::fs::metadata(&path)
             .map_err(|source| BagError::Io { path, source })?
             .len();
-        let full = self
-            .max_file_bytes
-            .is_some_and(|max| self.file_bytes >= max || self.file_chunks >= MAX_FILE_CHUNKS);
+        let full = self.file_bytes >= max || self.file_chunks >= MAX_FILE_CHUNKS;
         if full && self.current().messages > 0 {
             self.split_pending = true;
         }
