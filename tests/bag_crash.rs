@@ -134,14 +134,16 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
     let f = Fixture::new();
     // Kill points: the moment the partial bag first holds data, and later ones by size (a
     // whole run writes about 11 MiB). Chunks end after 1 MiB of messages, compressed to
-    // less: past 1.5 MB in the file, one has ended. The last two runs split their output
+    // less: past 1.5 MB in the file, one has ended. The second run has a --duration, which
+    // the --start its salvage suggests must keep (the window ends where it ended). The
+    // last two runs split their output
     // into storage files of 300 kB, so that the kill leaves a dozen or so (`_10` comes
     // after `_9`, and the salvage must copy them in that order); in the last, the first
     // file is then damaged (as a disk might: a kill does not), and nothing is copied.
     let split: &[&str] = &["--max-bag-size", "300000"];
     let cases = [
         (1u64, &[][..], false),
-        (1_500_000, &[], false),
+        (1_500_000, &["--duration", "20"][..], false),
         (4_000_000, split, false),
         (4_000_000, split, true),
     ];
@@ -166,7 +168,7 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
                 "the partial directory is kept for inspection"
             );
             let files = mcap_files(&partials[0]);
-            if !extra.is_empty() {
+            if extra.contains(&"--max-bag-size") {
                 assert!(files.len() >= 11, "{files:?}");
             }
             readable = files.iter().map(|f| readable_messages(f)).sum();
@@ -181,7 +183,7 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
         }
         // The next run to the same OUTPUT keeps what the killed one had written as a
         // complete bag beside it, removes its temporary directory, and completes.
-        let out = f.process(&name).output().unwrap();
+        let out = f.process(&name).args(extra).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert_complete(&output);
@@ -221,15 +223,25 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
                 .message_count;
             assert_eq!(kept, readable);
             assert_prefix_of(&salvaged, &output);
-            // The --start it suggests processes exactly the messages after the salvaged
-            // ones, topic by topic.
+            // The options it suggests (--start, and the window's --duration) process
+            // exactly the messages after the salvaged ones, topic by topic.
             let start = stderr
                 .split("`--start ")
                 .nth(1)
                 .and_then(|rest| rest.split('`').next())
                 .unwrap_or_else(|| panic!("no --start in: {stderr}"));
+            assert_eq!(
+                start.contains(" --duration "),
+                extra.contains(&"--duration"),
+                "{start}"
+            );
             let rest = format!("{name}.rest");
-            let out = f.process(&rest).args(["--start", start]).output().unwrap();
+            let out = f
+                .process(&rest)
+                .arg("--start")
+                .args(start.split_whitespace())
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{}",

@@ -303,6 +303,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let mark = RunMark {
         input: std::path::absolute(&args.input)?,
         input_start_ns: info.start_ns,
+        input_end_ns: match info.duration_ns {
+            0 => 0,
+            d => info.start_ns.saturating_add(d),
+        },
+        window_end_ns: args.duration.is_some().then_some(window_end),
+        every: args.every,
     };
     let mark_path = staged.path().join(RUN_MARK);
     write_file(&mark_path, serde_yaml::to_string(&mark)?.as_bytes())?;
@@ -939,12 +945,61 @@ impl Written {
 /// killed (a finished bag not yet installed too: whole).
 const RUN_MARK: &str = "bag_process_run.yaml";
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct RunMark {
     /// The input bag, as an absolute path.
     input: PathBuf,
     /// Its first log time (ns since the epoch; 0: unknown).
     input_start_ns: u64,
+    /// Its last log time (0: unknown; so in marks of versions before it).
+    #[serde(default)]
+    input_end_ns: u64,
+    /// The last log time of the run's --start/--duration window; none without --duration.
+    #[serde(default)]
+    window_end_ns: Option<u64>,
+    /// The run's --every.
+    #[serde(default = "one")]
+    every: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl RunMark {
+    /// How the killed run's work goes on from the message logged at `last_ns`, the last one
+    /// salvaged (said after the salvage's warning): the options that process the rest of
+    /// its window, or that nothing is left.
+    fn rest(&self, last_ns: u64) -> String {
+        let window_end = self.window_end_ns.unwrap_or(u64::MAX);
+        let input_end = match self.input_end_ns {
+            0 => u64::MAX,
+            end => end,
+        };
+        if last_ns >= window_end.min(input_end) {
+            let end = match window_end <= input_end {
+                true => "its --duration",
+                false => "its input",
+            };
+            return format!("; it had got to the end of {end}: nothing is left to process");
+        }
+        // The nanosecond after the last message kept: --start S takes messages logged at or
+        // after start + S, so one logged within the same millisecond (a camera_info just
+        // after its image, another camera's frame) is not left out.
+        let seconds = |ns: u64| format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
+        let mut options = format!(
+            "--start {}",
+            seconds(last_ns.saturating_sub(self.input_start_ns) + 1)
+        );
+        // The window's end stays where it was (it holds messages logged at its end).
+        if let Some(end) = self.window_end_ns {
+            options += &format!(" --duration {}", seconds(end - (last_ns + 1)));
+        }
+        if self.every > 1 {
+            options += &format!(" --every {}", self.every);
+        }
+        format!("; `{options}` processes the rest")
+    }
 }
 
 /// What runs of this host that were killed (SIGKILL, out of memory) had written towards
@@ -1037,15 +1092,7 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
         let go_on = if finished {
             "; the run had finished it: nothing is left to process".to_owned()
         } else if started > 0 && same_input {
-            // The nanosecond after the last message kept: --start S takes messages logged at
-            // or after start + S, so one logged within the same millisecond (a camera_info
-            // just after its image, another camera's frame) is not left out.
-            let ns = last_ns.saturating_sub(started) + 1;
-            format!(
-                "; `--start {}.{:09}` processes the rest",
-                ns / 1_000_000_000,
-                ns % 1_000_000_000
-            )
+            mark.rest(last_ns)
         } else {
             String::new()
         };
@@ -1388,6 +1435,54 @@ mod tests {
         assert!(
             !keeps_earlier(false, Some(100), 40),
             "a whole run replaces it"
+        );
+    }
+
+    #[test]
+    fn a_killed_runs_rest_keeps_its_window_and_every() {
+        let mark = RunMark {
+            input: PathBuf::from("/in"),
+            input_start_ns: 5_000_000_000,
+            input_end_ns: 15_000_000_000,
+            window_end_ns: None,
+            every: 1,
+        };
+        // The nanosecond after the last message kept, from the input's start.
+        assert_eq!(
+            mark.rest(7_250_000_000),
+            "; `--start 2.250000001` processes the rest"
+        );
+        // The input's last message was kept: no --start past its end.
+        for last in [15_000_000_000, 15_000_000_001] {
+            assert_eq!(
+                mark.rest(last),
+                "; it had got to the end of its input: nothing is left to process"
+            );
+        }
+        // The window ends where it ended, and --every is kept.
+        let mark = RunMark {
+            window_end_ns: Some(9_000_000_000),
+            every: 3,
+            ..mark
+        };
+        assert_eq!(
+            mark.rest(7_250_000_000),
+            "; `--start 2.250000001 --duration 1.749999999 --every 3` processes the rest"
+        );
+        assert_eq!(
+            mark.rest(9_000_000_000),
+            "; it had got to the end of its --duration: nothing is left to process"
+        );
+        // A mark of a version before the window was recorded reads as a whole run's.
+        let old: RunMark =
+            serde_yaml::from_str("input: /in\ninput_start_ns: 5000000000\n").unwrap();
+        assert_eq!(
+            (old.input_end_ns, old.window_end_ns, old.every),
+            (0, None, 1)
+        );
+        assert_eq!(
+            old.rest(99_000_000_000),
+            "; `--start 94.000000001` processes the rest"
         );
     }
 
