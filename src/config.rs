@@ -239,8 +239,17 @@ pub struct QosParams {
 pub struct DiagnosticsParams {
     /// WARN when the p95 latency (image stamp to publish) exceeds this, milliseconds.
     pub latency_warn_ms: f64,
-    /// WARN when more than this fraction of incoming frames is dropped (0..1).
+    /// WARN when more than this fraction of incoming frames is dropped (0..1); -1: by mode
+    /// ([`DiagnosticsParams::DROP_WARN_BY_MODE`]).
     pub drop_warn_fraction: f64,
+}
+
+impl DiagnosticsParams {
+    /// `drop_warn_fraction` -1: 0.5 in aleatoric and moments mode, which are meant to keep
+    /// up with the camera; not checked in mc mode, whose T passes a frame are meant to run
+    /// slower than the camera (the node keeps the newest frame), so that dropping frames is
+    /// how it works there rather than a fault.
+    pub const DROP_WARN_BY_MODE: f64 = -1.0;
 }
 
 impl Default for InputParams {
@@ -264,7 +273,7 @@ impl Default for DiagnosticsParams {
     fn default() -> Self {
         DiagnosticsParams {
             latency_warn_ms: 1000.0,
-            drop_warn_fraction: 0.5,
+            drop_warn_fraction: DiagnosticsParams::DROP_WARN_BY_MODE,
         }
     }
 }
@@ -659,10 +668,12 @@ impl Params {
         }
         let key = "diagnostics.drop_warn_fraction";
         let (lo, hi) = float_range(key).expect("a range for the key");
-        if !(lo..=hi).contains(&d.drop_warn_fraction) {
+        // The range's -1.0..0.0 holds one allowed value (by mode).
+        let fraction = d.drop_warn_fraction;
+        if !((0.0..=hi).contains(&fraction) || fraction == DiagnosticsParams::DROP_WARN_BY_MODE) {
             return err(
                 key,
-                format!("{} is outside {lo:.1}..={hi:.1}", d.drop_warn_fraction),
+                format!("{fraction} is not allowed; use {lo:.1} (by mode) or 0.0..={hi:.1}"),
             );
         }
         Ok(())
@@ -828,8 +839,10 @@ const INTEGER_RANGES: &[(&str, i64, i64)] = &[
 /// takes an i32 and refuses 0 and below with a panic.
 pub const MAX_CPU_THREADS: usize = 1024;
 
-/// The real parameters with a closed range (inclusive); see [`INTEGER_RANGES`].
-const FLOAT_RANGES: &[(&str, f64, f64)] = &[("diagnostics.drop_warn_fraction", 0.0, 1.0)];
+/// The real parameters with a closed range (inclusive); see [`INTEGER_RANGES`]. The range
+/// of `diagnostics.drop_warn_fraction` holds one allowed value below 0, -1 (by mode), which
+/// the description says; the node refuses the others there.
+const FLOAT_RANGES: &[(&str, f64, f64)] = &[("diagnostics.drop_warn_fraction", -1.0, 1.0)];
 
 /// The closed range of a whole-number parameter, if it has one.
 pub fn integer_range(name: &str) -> Option<(i64, i64)> {
@@ -1048,6 +1061,16 @@ mod tests {
                 "    mc:\n      samples: ten\n",
                 "mc.samples",
                 "invalid type",
+            ),
+            (
+                "    diagnostics:\n      drop_warn_fraction: -0.5\n",
+                "diagnostics.drop_warn_fraction",
+                "use -1.0 (by mode) or 0.0..=1.0",
+            ),
+            (
+                "    diagnostics:\n      drop_warn_fraction: 1.5\n",
+                "diagnostics.drop_warn_fraction",
+                "use -1.0 (by mode) or 0.0..=1.0",
             ),
         ];
         for (body, key, allowed) in cases {

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::slot::SlotCounts;
-use crate::config::{DiagnosticsParams, Reliability};
+use crate::config::{DiagnosticsParams, Mode, Reliability};
 use crate::stats::quantile;
 
 /// diagnostic_msgs/DiagnosticStatus levels.
@@ -19,6 +19,31 @@ pub enum Level {
     Ok = 0,
     Warn = 1,
     Error = 2,
+}
+
+/// What the status warns above: `diagnostics.*` for the node's mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// p95 latency, ms.
+    pub latency_warn_ms: f64,
+    /// Share of the frames received that were dropped; 1.0: not checked.
+    pub drop_warn_fraction: f64,
+}
+
+impl Bounds {
+    /// `drop_warn_fraction` -1 ([`DiagnosticsParams::DROP_WARN_BY_MODE`]) is 0.5 in
+    /// aleatoric and moments mode, and not checked in mc mode.
+    pub fn new(params: &DiagnosticsParams, mode: Mode) -> Self {
+        let drop_warn_fraction = match (params.drop_warn_fraction, mode) {
+            (f, _) if f != DiagnosticsParams::DROP_WARN_BY_MODE => f,
+            (_, Mode::Mc) => 1.0,
+            (_, Mode::Aleatoric | Mode::Moments) => 0.5,
+        };
+        Bounds {
+            latency_warn_ms: params.latency_warn_ms,
+            drop_warn_fraction,
+        }
+    }
 }
 
 /// diagnostic_msgs/DiagnosticStatus contents.
@@ -466,7 +491,7 @@ impl Monitor {
         info: &NodeInfo,
         extra: &[(&str, String)],
         slot: SlotCounts,
-        bounds: &DiagnosticsParams,
+        bounds: Bounds,
     ) -> DiagnosticStatus {
         self.trim(now);
         let input_hz = rate_hz(self.inputs.recent.iter().copied(), now);
@@ -744,6 +769,60 @@ mod tests {
         }
     }
 
+    /// The params file's bounds in aleatoric mode.
+    fn defaults() -> Bounds {
+        Bounds::new(&DiagnosticsParams::default(), Mode::Aleatoric)
+    }
+
+    #[test]
+    fn by_default_drops_warn_in_the_modes_meant_to_keep_up_only() {
+        let by_mode = DiagnosticsParams::default();
+        assert_eq!(
+            by_mode.drop_warn_fraction,
+            DiagnosticsParams::DROP_WARN_BY_MODE
+        );
+        // A 30 Hz camera, one frame in ten processed.
+        let t0 = Instant::now();
+        let slot = SlotCounts {
+            received: 300,
+            dropped: 270,
+        };
+        let status = |mode, params: &DiagnosticsParams| {
+            let mut m = Monitor::new();
+            m.report(t0, &info(), &[], SlotCounts::default(), defaults());
+            for i in 0..150u64 {
+                let t = t0 + Duration::from_millis(33 * i);
+                m.on_input(t);
+                if i % 10 == 0 {
+                    m.on_output(t, Some(50.0));
+                }
+            }
+            let now = t0 + Duration::from_millis(33 * 150);
+            m.report(now, &info(), &[], slot, Bounds::new(params, mode))
+        };
+        for mode in [Mode::Aleatoric, Mode::Moments] {
+            let s = status(mode, &by_mode);
+            assert_eq!(s.level, Level::Warn, "{mode}");
+            assert_eq!(
+                s.message,
+                "dropping 90 % of frames in the last 5 s (inference slower than the camera)"
+            );
+        }
+        let s = status(Mode::Mc, &by_mode);
+        assert_eq!((s.level, s.message.as_str()), (Level::Ok, "running"));
+        // A fraction given is a fraction in every mode.
+        let given = DiagnosticsParams {
+            drop_warn_fraction: 0.5,
+            ..by_mode
+        };
+        assert_eq!(status(Mode::Mc, &given).level, Level::Warn);
+        let never = DiagnosticsParams {
+            drop_warn_fraction: 1.0,
+            ..given
+        };
+        assert_eq!(status(Mode::Aleatoric, &never).level, Level::Ok);
+    }
+
     fn value<'a>(s: &'a DiagnosticStatus, key: &str) -> &'a str {
         &s.values.iter().find(|(k, _)| k == key).unwrap().1
     }
@@ -769,9 +848,9 @@ mod tests {
                 received: 50,
                 dropped: 25,
             },
-            &DiagnosticsParams {
+            Bounds {
                 drop_warn_fraction: 0.6,
-                ..Default::default()
+                ..defaults()
             },
         );
         assert_eq!(value(&s, "input rate (Hz)"), "10.00");
@@ -792,7 +871,7 @@ mod tests {
                 received: 50,
                 dropped: 25,
             },
-            &DiagnosticsParams::default(),
+            defaults(),
         );
         assert_eq!(value(&s, "input rate (Hz)"), "0.00");
         assert_eq!(value(&s, "latency p95 (ms)"), "n/a");
@@ -819,9 +898,9 @@ mod tests {
                 &info(),
                 &[],
                 SlotCounts::default(),
-                &DiagnosticsParams {
+                Bounds {
                     drop_warn_fraction: 1.0,
-                    ..Default::default()
+                    ..defaults()
                 },
             )
         };
@@ -893,13 +972,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Monitor::new();
         let report = |m: &mut Monitor, at: Duration| {
-            m.report(
-                t0 + at,
-                &info(),
-                &[],
-                SlotCounts::default(),
-                &DiagnosticsParams::default(),
-            )
+            m.report(t0 + at, &info(), &[], SlotCounts::default(), defaults())
         };
         let zero = Duration::ZERO;
         assert_eq!(report(&mut m, zero).message, "waiting for images");
@@ -978,15 +1051,8 @@ mod tests {
         let t0 = Instant::now();
         let after = t0 + Duration::from_millis(500);
         let mut m = Monitor::new();
-        let report = |m: &mut Monitor| {
-            m.report(
-                after,
-                &info(),
-                &[],
-                SlotCounts::default(),
-                &DiagnosticsParams::default(),
-            )
-        };
+        let report =
+            |m: &mut Monitor| m.report(after, &info(), &[], SlotCounts::default(), defaults());
         let publishers = |reliable, best_effort, subscription| TopicPublishers {
             topic: "/robot/camera/camera_info".into(),
             reliable,
@@ -1062,7 +1128,7 @@ mod tests {
             &info(),
             &[],
             SlotCounts::default(),
-            &DiagnosticsParams::default(),
+            defaults(),
         );
         assert_eq!(s.level, Level::Warn);
         assert!(s.message.contains(problem), "{}", s.message);
@@ -1088,13 +1154,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Monitor::new();
         let input_hz = |m: &mut Monitor, at: Duration| -> f64 {
-            let s = m.report(
-                t0 + at,
-                &info(),
-                &[],
-                SlotCounts::default(),
-                &DiagnosticsParams::default(),
-            );
+            let s = m.report(t0 + at, &info(), &[], SlotCounts::default(), defaults());
             value(&s, "input rate (Hz)").parse().unwrap()
         };
         let frame =
@@ -1125,7 +1185,7 @@ mod tests {
     #[test]
     fn the_drop_share_of_a_slow_camera_is_steady() {
         let t0 = Instant::now();
-        let bounds = DiagnosticsParams {
+        let bounds = Bounds {
             latency_warn_ms: 1e9,
             drop_warn_fraction: 0.3,
         };
@@ -1138,7 +1198,7 @@ mod tests {
                 received: i,
                 dropped: i / 2,
             };
-            let s = m.report(now, &info(), &[], slot, &bounds);
+            let s = m.report(now, &info(), &[], slot, bounds);
             if i >= 6 {
                 let percent: f64 = s
                     .message
@@ -1173,30 +1233,18 @@ mod tests {
             .is_some_and(|p| p.starts_with("3 nodes")));
         m.on_namesakes(2, node, t0);
         m.on_input(t0);
-        let s = m.report(
-            t0,
-            &info(),
-            &[],
-            SlotCounts::default(),
-            &DiagnosticsParams::default(),
-        );
+        let s = m.report(t0, &info(), &[], SlotCounts::default(), defaults());
         assert_eq!(s.level, Level::Warn);
         assert_eq!(s.message, new.unwrap());
         m.on_namesakes(1, node, t0);
-        let s = m.report(
-            t0,
-            &info(),
-            &[],
-            SlotCounts::default(),
-            &DiagnosticsParams::default(),
-        );
+        let s = m.report(t0, &info(), &[], SlotCounts::default(), defaults());
         assert_eq!((s.level, s.message.as_str()), (Level::Ok, "running"));
     }
 
     #[test]
     fn warns_on_drops_and_latency_and_errors_when_every_frame_fails() {
         let t0 = Instant::now();
-        let bounds = DiagnosticsParams {
+        let bounds = Bounds {
             latency_warn_ms: 100.0,
             drop_warn_fraction: 0.5,
         };
@@ -1212,7 +1260,7 @@ mod tests {
                 received: 10,
                 dropped: 8,
             },
-            &bounds,
+            bounds,
         );
         assert_eq!(s.level, Level::Warn);
         assert!(
@@ -1225,7 +1273,7 @@ mod tests {
         let mut zero = Monitor::new();
         zero.on_input(t0);
         zero.on_output(t0, Some(1.7e12));
-        let s = zero.report(t0, &info(), &[], SlotCounts::default(), &bounds);
+        let s = zero.report(t0, &info(), &[], SlotCounts::default(), bounds);
         assert!(
             s.message.contains(
                 "latency p95 1700000000000 ms above 100 ms (the images are \
@@ -1246,7 +1294,7 @@ mod tests {
                 received: 11,
                 dropped: 8,
             },
-            &bounds,
+            bounds,
         );
         assert_eq!(s.level, Level::Ok, "{}", s.message);
         // Failures without any output in the window: ERROR with the reason; a bad message
@@ -1262,7 +1310,7 @@ mod tests {
                 received: 12,
                 dropped: 8,
             },
-            &bounds,
+            bounds,
         );
         assert_eq!(s.level, Level::Error);
         assert!(s.message.contains("CUDA out of memory"), "{}", s.message);
@@ -1280,12 +1328,12 @@ mod tests {
             received: 3,
             dropped: 0,
         };
-        let bounds = DiagnosticsParams::default();
+        let bounds = defaults();
         let mut m = Monitor::new();
         m.on_input(t0);
         m.on_skip(t0, "unsupported encoding `nv12`");
         m.on_output(t0, Some(5.0));
-        let s = m.report(t0, &info(), &[], slot, &bounds);
+        let s = m.report(t0, &info(), &[], slot, bounds);
         assert_eq!(s.level, Level::Warn);
         assert_eq!(
             s.message,
@@ -1297,7 +1345,7 @@ mod tests {
         m.on_input(t1);
         m.on_skip(t1, "malformed rgb8 image: step 200 is shorter than a row");
         for at in [t1, t1 + Duration::from_secs(3)] {
-            let s = m.report(at, &info(), &[], slot, &bounds);
+            let s = m.report(at, &info(), &[], slot, bounds);
             assert_eq!(s.level, Level::Error);
             assert!(
                 s.message
@@ -1309,12 +1357,12 @@ mod tests {
         }
         // Nothing in the window: the counts stay; a camera of 6 s intervals is not
         // missed before three of them have passed, then it is the news.
-        let s = m.report(t1 + Duration::from_secs(6), &info(), &[], slot, &bounds);
+        let s = m.report(t1 + Duration::from_secs(6), &info(), &[], slot, bounds);
         assert_eq!(
             (s.level, s.message.as_str()),
             (Level::Ok, "waiting for images")
         );
-        let s = m.report(t1 + Duration::from_secs(19), &info(), &[], slot, &bounds);
+        let s = m.report(t1 + Duration::from_secs(19), &info(), &[], slot, bounds);
         assert_eq!(
             (s.level, s.message.as_str()),
             (
@@ -1326,16 +1374,16 @@ mod tests {
         // most, however long the last interval.
         let t2 = t1 + Duration::from_secs(600);
         m.on_input(t2);
-        let s = m.report(t2 + Monitor::STALE_MAX, &info(), &[], slot, &bounds);
+        let s = m.report(t2 + Monitor::STALE_MAX, &info(), &[], slot, bounds);
         assert_eq!(s.level, Level::Ok, "{}", s.message);
-        let s = m.report(t2 + Duration::from_secs(61), &info(), &[], slot, &bounds);
+        let s = m.report(t2 + Duration::from_secs(61), &info(), &[], slot, bounds);
         assert_eq!(s.level, Level::Warn, "{}", s.message);
         m.on_input(t2 + Duration::from_secs(50));
         m.on_input(t2 + Duration::from_secs(100));
         let at = t2 + Duration::from_secs(100) + Monitor::STALE_MAX;
-        assert_eq!(m.report(at, &info(), &[], slot, &bounds).level, Level::Ok);
+        assert_eq!(m.report(at, &info(), &[], slot, bounds).level, Level::Ok);
         let at = at + Duration::from_secs(1);
-        assert_eq!(m.report(at, &info(), &[], slot, &bounds).level, Level::Warn);
+        assert_eq!(m.report(at, &info(), &[], slot, bounds).level, Level::Warn);
         assert_eq!(value(&s, "frames skipped (bad input)"), "2");
     }
 }

@@ -954,7 +954,7 @@ mod tests {
         assert_eq!(s.describe("points.stride").integer_range, Some((1, 64)));
         assert_eq!(
             s.describe("diagnostics.drop_warn_fraction").float_range,
-            Some((0.0, 1.0))
+            Some((-1.0, 1.0))
         );
         assert_eq!(s.describe("mc.batch_size").integer_range, None);
         let mut over = s.params().clone();

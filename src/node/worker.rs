@@ -10,7 +10,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::diagnostics::{DiagnosticStatus, Monitor, NodeInfo};
+use super::diagnostics::{Bounds, DiagnosticStatus, Monitor, NodeInfo};
 use super::params::LiveParams;
 use super::slot::LatestSlot;
 use super::throttle::Throttle;
@@ -103,7 +103,7 @@ impl NodeState {
             info,
             &extra,
             self.slot.counts(),
-            &params.diagnostics,
+            Bounds::new(&params.diagnostics, params.mode),
         )
     }
 }
