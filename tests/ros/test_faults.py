@@ -259,6 +259,17 @@ def test_a_second_signal_cuts_the_wait_for_subscribers_short(start_node, probe):
     assert "a second signal: leaving without waiting for subscribers" in log, log
 
 
+def test_a_node_whose_spin_thread_dies_exits_with_the_reason(start_node):
+    """The thread that spins rcl panics (a failpoint after 100 spins, about 2 s after
+    start-up): without it nothing would arrive, so the node stops with an error (a launch
+    file's respawn can start it again) rather than run deaf, publishing /diagnostics."""
+    node = start_node(env={"FAILPOINTS": "node::spin=100*off->panic"})
+    code = node.process.exit_code(timeout=30)
+    log = node.process.output()
+    assert code not in (None, 0), f"exit code {code}\n{log}"
+    assert "the spin thread stopped unexpectedly" in log, log
+
+
 def test_start_up_failures_exit_non_zero_with_the_reason(model_dir, tmp_path, ros):
     def run(name, args):
         process = NodeProcess(tmp_path / f"{name}.log", args)

@@ -345,18 +345,26 @@ async fn run() -> anyhow::Result<()> {
     }
 
     // rcl needs spin_once called continuously; this thread owns the node from now on.
+    // Without it nothing arrives (frames, parameter requests): `spin_done` drops when it
+    // ends, also by a panic, and the node stops with an error rather than run deaf.
     let (jobs, job_queue) = std::sync::mpsc::channel::<NodeJob>();
     let stop_spinning = Arc::new(AtomicBool::new(false));
+    let (spin_done, mut spinning_done) = tokio::sync::oneshot::channel::<()>();
     let spinner = {
         let stop = stop_spinning.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                node.spin_once(Duration::from_millis(20));
-                while let Ok(job) = job_queue.try_recv() {
-                    job(&mut node);
+        std::thread::Builder::new()
+            .name("spin".into())
+            .spawn(move || {
+                let _done = spin_done;
+                while !stop.load(Ordering::Relaxed) {
+                    fail::fail_point!("node::spin");
+                    node.spin_once(Duration::from_millis(20));
+                    while let Ok(job) = job_queue.try_recv() {
+                        job(&mut node);
+                    }
                 }
-            }
-        })
+            })
+            .context("cannot start the spin thread")?
     };
 
     // The inference thread; `done` drops when it ends, also by a panic.
@@ -421,6 +429,7 @@ async fn run() -> anyhow::Result<()> {
             _ = interrupt.recv() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
             _ = &mut inference_done => break Err(anyhow::anyhow!("the inference thread stopped unexpectedly")),
+            _ = &mut spinning_done => break Err(anyhow::anyhow!("the spin thread stopped unexpectedly (nothing would arrive: frames, camera_info, parameter requests)")),
             changed = param_changes.recv() => {
                 // (The sender lives in the parameters, as long as the node.)
                 let Some(changed) = changed else {
@@ -507,7 +516,9 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     stop_spinning.store(true, Ordering::Relaxed);
-    spinner.join().ok();
+    if spinner.join().is_err() {
+        ros_log(&logger, r2r::LogSeverity::Error, "the spin thread panicked");
+    }
     outcome
 }
 
