@@ -1,7 +1,8 @@
 """Start bayes_perception_node with a params file, and optionally RViz2.
 
     ros2 launch bayes_perception perception.launch.py model:=/path/to/model \
-        image:=/camera/image_raw camera_info:=/camera/camera_info [mode:=mc|moments] [rviz:=true]
+        image:=/camera/image_raw camera_info:=/camera/camera_info [mode:=mc|moments] [rviz:=true] \
+        [respawn:=true]
 
 Launch arguments that are left empty keep the value of the params file.
 """
@@ -15,6 +16,14 @@ from launch_ros.substitutions import FindPackageShare
 PACKAGE = "bayes_perception"
 
 
+def as_bool(name, value):
+    """A launch argument's true/false (ValueError for anything else)."""
+    v = value.strip().lower()
+    if v not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{name}:={value}: expected true or false")
+    return v in ("true", "1", "yes")
+
+
 def launch_setup(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
@@ -26,15 +35,18 @@ def launch_setup(context):
         overrides["model"] = arg("model")
     if arg("mode"):
         overrides["mode"] = arg("mode")
-    sim_time = arg("use_sim_time").strip().lower()
-    if sim_time:
-        if sim_time not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"use_sim_time:={arg('use_sim_time')}: expected true or false")
-        overrides["use_sim_time"] = sim_time in ("true", "1", "yes")
+    if arg("use_sim_time").strip():
+        overrides["use_sim_time"] = as_bool("use_sim_time", arg("use_sim_time"))
     # RViz follows the launch argument (false when it is left empty).
     use_sim_time = overrides.get("use_sim_time", False)
 
     image = arg("image")
+    try:
+        respawn_delay = float(arg("respawn_delay"))
+    except ValueError:
+        respawn_delay = -1.0
+    if not 0.0 <= respawn_delay < float("inf"):
+        raise ValueError(f"respawn_delay:={arg('respawn_delay')}: expected seconds >= 0")
     node = Node(
         package=PACKAGE,
         executable="bayes_perception_node",
@@ -50,6 +62,9 @@ def launch_setup(context):
         # Its shutdown finishes the frame in hand (up to 3 s) and gives subscribers 6.5 s
         # to receive the last messages: more than launch's default 5 s before SIGTERM.
         sigterm_timeout="15",
+        # A node that exits (a dead device, a crashed thread, bad parameters) started again.
+        respawn=as_bool("respawn", arg("respawn")),
+        respawn_delay=respawn_delay,
     )
     rviz = Node(
         package="rviz2",
@@ -87,6 +102,12 @@ def generate_launch_description():
             "use_sim_time", default_value="",
             description="Use /clock (set true when replaying a bag with `ros2 bag play --clock`); "
             "empty keeps the params file's `use_sim_time` (false if it has none)"),
+        DeclareLaunchArgument(
+            "respawn", default_value="false",
+            description="Start the node again whenever it exits (a crash, a dead device; also bad "
+            "parameters, which fail every time)"),
+        DeclareLaunchArgument(
+            "respawn_delay", default_value="2.0", description="Seconds before a respawn"),
         DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz2"),
         DeclareLaunchArgument(
             "rviz_config", default_value=PathJoinSubstitution([share, "rviz", "bayes_perception.rviz"]),

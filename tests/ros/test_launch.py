@@ -24,7 +24,7 @@ from conftest import (
     test_pattern,
     write_params,
 )
-from launch_shim.shim import launch_command
+from launch_shim.shim import launch_command, launch_process_options
 
 SHARE = Path(os.environ.get("BAYES_PERCEPTION_SHARE", REPO))
 
@@ -127,3 +127,22 @@ def test_use_sim_time_is_the_params_files_unless_the_launch_argument_gives_it(mo
     assert overrides(use_sim_time="False")["use_sim_time"] is False
     with pytest.raises(ValueError, match="expected true or false"):
         overrides(use_sim_time="maybe")
+
+
+def test_respawn_is_off_unless_asked_for():
+    """`respawn:=true` has launch start the node again when it exits (it exits with the
+    reason when a thread it needs dies, test_faults.py), `respawn_delay` seconds later."""
+
+    def options(**arguments):
+        return launch_process_options(
+            SHARE / "launch" / "perception.launch.py", arguments, {"bayes_perception": str(SHARE)}
+        )
+
+    assert options() == {"respawn": False, "respawn_delay": 2.0, "sigterm_timeout": "15"}
+    assert options(respawn="true", respawn_delay="0.5")["respawn"] is True
+    assert options(respawn="yes", respawn_delay="0.5")["respawn_delay"] == 0.5
+    with pytest.raises(ValueError, match="respawn:=always: expected true or false"):
+        options(respawn="always")
+    for bad in ("-1", "soon", "nan"):
+        with pytest.raises(ValueError, match="expected seconds >= 0"):
+            options(respawn_delay=bad)

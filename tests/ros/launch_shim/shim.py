@@ -20,6 +20,23 @@ def launch_command(launch_file, arguments, package_shares, tmp_dir):
     `arguments` (name -> value), as launch_ros builds it: node name and namespace
     remaps, one --params-file per parameters entry (dicts written to a temporary file under
     the node's full name, as launch_ros does for a named node), then the remappings."""
+    return _evaluate(launch_file, arguments, package_shares, lambda kw, context: _command(kw, context, tmp_dir))
+
+
+def launch_process_options(launch_file, arguments, package_shares):
+    """How launch runs the node's process: its `respawn`, `respawn_delay` and
+    `sigterm_timeout` arguments (None where not given)."""
+    return _evaluate(
+        launch_file,
+        arguments,
+        package_shares,
+        lambda kw, context: {k: kw.get(k) for k in ("respawn", "respawn_delay", "sigterm_timeout")},
+    )
+
+
+def _evaluate(launch_file, arguments, package_shares, read):
+    """`read(kwargs, context)` of the bayes_perception_node action `launch_file` gives with
+    `arguments`."""
     sys.path.insert(0, str(HERE))
     try:
         spec = importlib.util.spec_from_file_location("launch_under_test", launch_file)
@@ -48,24 +65,30 @@ def launch_command(launch_file, arguments, package_shares, tmp_dir):
         ]
         if len(nodes) != 1:
             raise ValueError(f"expected one bayes_perception_node, found {len(nodes)}")
-        kw = nodes[0].kwargs
-        args = ["--ros-args", "-r", f"__node:={kw['name']}"]
-        namespace = perform(kw.get("namespace", ""), context)
-        if namespace:
-            args += ["-r", f"__ns:={namespace if namespace.startswith('/') else '/' + namespace}"]
-        # launch_ros writes a dict of parameters under the node's full name when the
-        # launch file gives its name and namespace, as ours always does.
-        fqn = f"/{namespace.strip('/')}/{kw['name']}" if namespace.strip("/") else f"/{kw['name']}"
-        for i, entry in enumerate(kw.get("parameters", [])):
-            if isinstance(entry, dict):
-                path = Path(tmp_dir) / f"launch_params_{i}.yaml"
-                path.write_text(yaml.safe_dump({fqn: {"ros__parameters": entry}}))
-                entry = path
-            args += ["--params-file", perform(entry, context)]
-        for source, target in kw.get("remappings", []):
-            args += ["-r", f"{perform(source, context)}:={perform(target, context)}"]
-        return kw["executable"], args
+        return read(nodes[0].kwargs, context)
     finally:
         sys.path.remove(str(HERE))
         for name in [m for m in sys.modules if m == "launch" or m.startswith(("launch.", "launch_ros"))]:
             del sys.modules[name]
+
+
+def _command(kw, context, tmp_dir):
+    """The command line of the node action `kw` (see launch_command)."""
+    from launch.substitutions import perform
+
+    args = ["--ros-args", "-r", f"__node:={kw['name']}"]
+    namespace = perform(kw.get("namespace", ""), context)
+    if namespace:
+        args += ["-r", f"__ns:={namespace if namespace.startswith('/') else '/' + namespace}"]
+    # launch_ros writes a dict of parameters under the node's full name when the
+    # launch file gives its name and namespace, as ours always does.
+    fqn = f"/{namespace.strip('/')}/{kw['name']}" if namespace.strip("/") else f"/{kw['name']}"
+    for i, entry in enumerate(kw.get("parameters", [])):
+        if isinstance(entry, dict):
+            path = Path(tmp_dir) / f"launch_params_{i}.yaml"
+            path.write_text(yaml.safe_dump({fqn: {"ros__parameters": entry}}))
+            entry = path
+        args += ["--params-file", perform(entry, context)]
+    for source, target in kw.get("remappings", []):
+        args += ["-r", f"{perform(source, context)}:={perform(target, context)}"]
+    return kw["executable"], args
