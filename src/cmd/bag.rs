@@ -313,7 +313,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let mark_path = staged.path().join(RUN_MARK);
     write_file(&mark_path, serde_yaml::to_string(&mark)?.as_bytes())?;
     let mut latest_info: HashMap<String, CameraInfo> = HashMap::new();
-    let calibration_doubts = LogOnce::new();
+    let doubts = LogOnce::new();
     let mut written = Written::default();
     let points = params
         .points
@@ -388,16 +388,15 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     match predicted {
                         Ok(frame) => {
                             let camera_info = latest_info.get(&camera.namespace).cloned();
-                            // As the node: each doubt about the calibration said once.
-                            let doubt = camera_info.as_ref().and_then(|info| {
-                                info.doubt_for(
-                                    &frame.header.frame_id,
-                                    frame.rgb.width(),
-                                    frame.rgb.height(),
-                                )
-                            });
-                            if let Some(doubt) = doubt.map(|d| format!("{}: {d}", m.topic)) {
-                                if calibration_doubts.is_new(&doubt) {
+                            // As the node: each doubt about the frame_id or the
+                            // calibration said once.
+                            let (width, height) = frame.rgb.dimensions();
+                            let header = &frame.header;
+                            for doubt in
+                                CameraInfo::doubts(camera_info.as_ref(), header, width, height)
+                            {
+                                let doubt = format!("{}: {doubt}", m.topic);
+                                if doubts.is_new(&doubt) {
                                     progress.suspend(|| log::warn!("{doubt}"));
                                 }
                             }

@@ -153,6 +153,26 @@ impl CameraInfo {
         (!said.is_empty()).then(|| said.join("; "))
     }
 
+    /// What may be wrong with where the outputs of a frame `width` x `height` with `header`
+    /// go, with this camera_info (if one has arrived): an empty frame_id, which the outputs
+    /// carry too, so that nothing (RViz, tf) can place them; and [`CameraInfo::doubt_for`].
+    /// The node and `bag process` say each once.
+    pub fn doubts(
+        camera_info: Option<&CameraInfo>,
+        header: &Header,
+        width: u32,
+        height: u32,
+    ) -> Vec<String> {
+        let unplaced = header.frame_id.is_empty().then(|| {
+            "the images have an empty frame_id, and so have the outputs: RViz and tf cannot \
+             place them (set the camera driver's frame_id)"
+                .to_owned()
+        });
+        let calibration =
+            camera_info.and_then(|info| info.doubt_for(&header.frame_id, width, height));
+        unplaced.into_iter().chain(calibration).collect()
+    }
+
     /// Whether every number of the calibration (D, K, R, P) is finite.
     pub fn is_finite(&self) -> bool {
         self.d
@@ -322,6 +342,31 @@ mod tests {
         // An uncalibrated driver's camera_info without a size: nothing to compare.
         let blank = super::CameraInfo::default();
         assert_eq!(blank.doubt_for("x", 240, 180), None);
+    }
+
+    #[test]
+    fn a_frame_without_frame_id_is_doubted_with_or_without_camera_info() {
+        use super::{CameraInfo, Header};
+        let unplaced = Header::default();
+        let placed = Header {
+            frame_id: "front_optical".into(),
+            ..Header::default()
+        };
+        let doubts = CameraInfo::doubts(None, &unplaced, 320, 180);
+        assert_eq!(doubts.len(), 1);
+        assert!(doubts[0].contains("empty frame_id"), "{doubts:?}");
+        assert!(CameraInfo::doubts(None, &placed, 320, 180).is_empty());
+        let mut info = CameraInfo::pinhole(Default::default(), 640, 360, 500.0, 319.5, 179.5);
+        info.header.frame_id = "rear_optical".into();
+        let doubts = CameraInfo::doubts(Some(&info), &placed, 320, 180);
+        assert_eq!(
+            doubts,
+            vec![info.doubt_for("front_optical", 320, 180).unwrap()]
+        );
+        // Both: an empty frame_id is not compared with camera_info's, the size is.
+        let doubts = CameraInfo::doubts(Some(&info), &unplaced, 240, 180);
+        assert_eq!(doubts.len(), 2, "{doubts:?}");
+        assert!(doubts[1].contains("another aspect ratio"), "{doubts:?}");
     }
 
     #[test]

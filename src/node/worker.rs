@@ -142,8 +142,8 @@ struct Inference {
 struct Publishing {
     palette: Vec<[u8; 3]>,
     throttle: Throttle,
-    /// The doubts about the camera_info logged so far (each once).
-    calibration_doubts: LogOnce,
+    /// The doubts about the frames' frame_id and camera_info logged so far (each once).
+    doubts: LogOnce,
 }
 
 /// What the first stage hands the second: a predicted frame and the output parameters in
@@ -169,7 +169,7 @@ impl Worker {
             publishing: Publishing {
                 palette,
                 throttle: Throttle::new(LOG_PERIOD),
-                calibration_doubts: LogOnce::new(),
+                doubts: LogOnce::new(),
             },
         }
     }
@@ -296,16 +296,10 @@ impl Publishing {
     /// counts the frame as published (with its latency) unless nothing could be.
     fn publish(&mut self, predicted: Predicted, state: &NodeState, sink: &mut impl Sink) {
         let camera_info = lock(&state.camera_info).clone();
-        let doubt = camera_info.as_ref().and_then(|info| {
-            let frame = &predicted.frame;
-            info.doubt_for(
-                &frame.header.frame_id,
-                frame.rgb.width(),
-                frame.rgb.height(),
-            )
-        });
-        if let Some(doubt) = doubt {
-            self.calibration_doubts.warn(&doubt);
+        let frame = &predicted.frame;
+        let (width, height) = frame.rgb.dimensions();
+        for doubt in CameraInfo::doubts(camera_info.as_ref(), &frame.header, width, height) {
+            self.doubts.warn(&doubt);
         }
         let points = predicted.points.filter(|_| sink.wants_points());
         let outputs = frame_outputs(

@@ -352,3 +352,19 @@ def test_jpeg_compressed_input_gives_every_topic_equal_to_infer(start_node, prob
     messages = outputs.wait_frame(stamp, ALEATORIC_TOPICS)
     infer = run_infer(tmp_path, params_file, {"jpeg": jpeg})
     check_like_infer(messages, infer["jpeg"], make(stamp).header)
+
+
+def test_images_without_frame_id_are_processed_and_said_once(start_node, probe):
+    """A driver that leaves frame_id empty: the outputs carry the empty frame_id (their
+    header is the image's), which nothing can place, so the node says so, once."""
+    node = start_node()
+    outputs = Outputs(node, ALEATORIC_TOPICS)
+    camera = probe.publisher(node.topic("image"))
+    rgb = test_pattern(6)
+    first = send_until_output(node, camera, lambda s: rgb8_msg(rgb, s, frame_id=""), outputs, ALEATORIC_TOPICS, 1)
+    second = send_until_output(
+        node, camera, lambda s: rgb8_msg(rgb, s, frame_id=""), outputs, ALEATORIC_TOPICS, first + 1
+    )
+    messages = outputs.wait_frame(second, ALEATORIC_TOPICS)
+    assert all(m.header.frame_id == "" for m in messages.values())
+    assert node.process.output().count("the images have an empty frame_id") == 1, node.process.output()
