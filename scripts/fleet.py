@@ -18,7 +18,9 @@ output directory whatever order or machine runs it. When every task is done, the
 evaluation states of the bags that succeeded are merged (`eval --merge-list`) into OUT/report/
 (report.md, report.json, charts; the states merged are listed in OUT/states.txt): the
 same numbers as one evaluation of all their frames.
-OUT/fleet.json lists every bag with its status, attempts, frames and times.
+OUT/fleet.json lists every bag with its status, attempts, frames and times, and what a
+killed `bag process` left set aside for a person (`processed.unsalvaged`: a damaged storage
+file), which is also printed at the end.
 
 Failures, by the binary's exit code: 75 (out of memory, no space: worth another try), a
 binary killed from outside (SIGKILL, SIGTERM...) or aborted for a failed allocation, and a
@@ -667,6 +669,11 @@ def main(argv=None):
     ordered = [results[b] for b in bags]
     for r in ordered:
         r.setdefault("attempts", _attempts(r["dir"], run))
+        # Whatever run left it (a bag done before this run too): it stays until a person
+        # has looked at it, so it is said every time.
+        aside = sorted(str(p) for p in Path(r["dir"]).glob("processed.unsalvaged*"))
+        if aside:
+            r["set_aside"] = aside
     ok = [r for r in ordered if r["status"] == "ok"]
     failed = [r for r in ordered if r["status"] != "ok"]
     summary = {
@@ -708,6 +715,10 @@ def main(argv=None):
     for r in failed:
         print(f"  FAILED {r['bag']}: {r.get('reason', '')} ({r['attempts']} tries; log: "
               f"{Path(r['dir']) / 'log.txt'})")
+    for r in ordered:
+        for aside in r.get("set_aside", []):
+            print(f"  SET ASIDE {r['bag']}: {aside} (what a killed `bag process` wrote, with a "
+                  "damaged storage file: not copied; look at it, then remove it)")
     print(f"fleet: summary in {out / 'fleet.json'}"
           + (f", report in {summary['report']}" if "report" in summary else ""))
     return 1 if failed or report_code else 0

@@ -222,6 +222,18 @@ exec '{BIN}' "$@"
     assert (result["status"], result["attempts"]) == ("ok", 2), result
     assert len(commands(result, "bag process")) == 1, result
     assert len(commands(result, "eval --bag")) == 2, result
+    assert "set_aside" not in result and "SET ASIDE" not in proc.stdout, result
+
+    # A killed run's files that `bag process` set aside (a damaged storage file) are listed
+    # and said on every run until a person removes them, a bag done before included.
+    aside = Path(result["dir"]) / "processed.unsalvaged"
+    aside.mkdir()
+    cmd.remove("--redo")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = json.loads((out / "fleet.json").read_text())["results"]
+    assert (result["attempts"], result["set_aside"]) == (0, [str(aside)]), result
+    assert f"SET ASIDE {data['parts'][0]}: {aside}" in proc.stdout, proc.stdout
 
 
 def test_a_failure_is_told_by_its_own_output_not_an_earlier_attempts(tmp_path):
