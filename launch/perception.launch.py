@@ -4,7 +4,8 @@
         image:=/camera/image_raw camera_info:=/camera/camera_info [mode:=mc|moments] [rviz:=true] \
         [respawn:=true]
 
-Launch arguments that are left empty keep the value of the params file.
+The node's parameters given as launch arguments (model, mode, use_sim_time) keep the params
+file's value when left empty.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -17,7 +18,7 @@ PACKAGE = "bayes_perception"
 
 
 def as_bool(name, value):
-    """A launch argument's true/false (ValueError for anything else)."""
+    """A launch argument's true/false (also 1/0, yes/no; ValueError for anything else)."""
     v = value.strip().lower()
     if v not in ("true", "false", "1", "0", "yes", "no"):
         raise ValueError(f"{name}:={value}: expected true or false")
@@ -72,7 +73,7 @@ def launch_setup(context):
         name="rviz2",
         arguments=["-d", arg("rviz_config")],
         parameters=[{"use_sim_time": use_sim_time}],
-        condition=IfCondition(arg("rviz")),
+        condition=IfCondition(str(as_bool("rviz", arg("rviz"))).lower()),
         output="screen",
     )
     return [node, rviz]

@@ -205,7 +205,8 @@ pub struct BagProcessArgs {
     /// Skip this many seconds from the start of the bag.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub start: f64,
-    /// Only this many seconds (from --start).
+    /// Only this many seconds (from --start; the window holds messages logged at its end,
+    /// so 0 takes those logged at --start exactly).
     #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Process every N-th frame of each camera topic (all frames are still copied).

@@ -245,10 +245,10 @@ pub struct DiagnosticsParams {
 }
 
 impl DiagnosticsParams {
-    /// `drop_warn_fraction` -1: 0.5 in aleatoric and moments mode, which are meant to keep
-    /// up with the camera; not checked in mc mode, whose T passes a frame are meant to run
-    /// slower than the camera (the node keeps the newest frame), so that dropping frames is
-    /// how it works there rather than a fault.
+    /// `drop_warn_fraction` -1 (any value below 0): 0.5 in aleatoric and moments mode,
+    /// which are meant to keep up with the camera; not checked in mc mode, whose T passes a
+    /// frame are meant to run slower than the camera (the node keeps the newest frame), so
+    /// that dropping frames is how it works there rather than a fault.
     pub const DROP_WARN_BY_MODE: f64 = -1.0;
 }
 
@@ -668,12 +668,13 @@ impl Params {
         }
         let key = "diagnostics.drop_warn_fraction";
         let (lo, hi) = float_range(key).expect("a range for the key");
-        // The range's -1.0..0.0 holds one allowed value (by mode).
-        let fraction = d.drop_warn_fraction;
-        if !((0.0..=hi).contains(&fraction) || fraction == DiagnosticsParams::DROP_WARN_BY_MODE) {
+        if !(lo..=hi).contains(&d.drop_warn_fraction) {
             return err(
                 key,
-                format!("{fraction} is not allowed; use {lo:.1} (by mode) or 0.0..={hi:.1}"),
+                format!(
+                    "{} is outside {lo:.1}..={hi:.1} (below 0: by mode)",
+                    d.drop_warn_fraction
+                ),
             );
         }
         Ok(())
@@ -839,9 +840,7 @@ const INTEGER_RANGES: &[(&str, i64, i64)] = &[
 /// takes an i32 and refuses 0 and below with a panic.
 pub const MAX_CPU_THREADS: usize = 1024;
 
-/// The real parameters with a closed range (inclusive); see [`INTEGER_RANGES`]. The range
-/// of `diagnostics.drop_warn_fraction` holds one allowed value below 0, -1 (by mode), which
-/// the description says; the node refuses the others there.
+/// The real parameters with a closed range (inclusive); see [`INTEGER_RANGES`].
 const FLOAT_RANGES: &[(&str, f64, f64)] = &[("diagnostics.drop_warn_fraction", -1.0, 1.0)];
 
 /// The closed range of a whole-number parameter, if it has one.
@@ -1063,14 +1062,14 @@ mod tests {
                 "invalid type",
             ),
             (
-                "    diagnostics:\n      drop_warn_fraction: -0.5\n",
+                "    diagnostics:\n      drop_warn_fraction: -1.5\n",
                 "diagnostics.drop_warn_fraction",
-                "use -1.0 (by mode) or 0.0..=1.0",
+                "outside -1.0..=1.0 (below 0: by mode)",
             ),
             (
                 "    diagnostics:\n      drop_warn_fraction: 1.5\n",
                 "diagnostics.drop_warn_fraction",
-                "use -1.0 (by mode) or 0.0..=1.0",
+                "outside -1.0..=1.0 (below 0: by mode)",
             ),
         ];
         for (body, key, allowed) in cases {

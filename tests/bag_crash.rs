@@ -158,8 +158,8 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             reached || threshold == 1,
             "the run ended before {threshold} bytes"
         );
-        // The messages readable in the killed run's storage files.
-        let mut readable = 0;
+        // The log times of the messages readable in the killed run's storage files.
+        let mut readable = Vec::new();
         if reached {
             assert!(!output.exists(), "killed mid-run, yet {name} exists");
             let partials = f.partials(&name);
@@ -171,7 +171,7 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             if extra.contains(&"--max-bag-size") {
                 assert!(files.len() >= 11, "{files:?}");
             }
-            readable = files.iter().map(|f| readable_messages(f)).sum();
+            readable = files.iter().flat_map(|f| readable_log_times(f)).collect();
             if damage {
                 let first = &files[0];
                 let bytes = std::fs::read(first).unwrap();
@@ -215,13 +215,16 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
         }
         if salvaged.exists() {
             assert_complete(&salvaged);
-            // Every readable message of every storage file was copied.
+            // Every readable message of every storage file was copied but those logged at
+            // the latest time (left to the rest: some may be in a chunk the kill cut).
             let kept = BagReader::open(&salvaged)
                 .unwrap()
                 .info()
                 .unwrap()
                 .message_count;
-            assert_eq!(kept, readable);
+            let latest = readable.iter().max().copied().unwrap();
+            let before = readable.iter().filter(|&&t| t < latest).count() as u64;
+            assert_eq!(kept, before);
             assert_prefix_of(&salvaged, &output);
             // The options it suggests (--start, and the window's --duration) process
             // exactly the messages after the salvaged ones, topic by topic.
@@ -263,16 +266,112 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
     }
 }
 
-/// The messages of one MCAP file read before the end or its first damage.
-fn readable_messages(file: &Path) -> u64 {
-    let mut n = 0;
+/// The log times of the messages of one MCAP file read before the end or its first damage.
+fn readable_log_times(file: &Path) -> Vec<u64> {
+    let mut times = Vec::new();
     if let Ok(reader) = BagReader::open(file) {
-        let _ = reader.read(|_| {
-            n += 1;
+        let _ = reader.read(|m| {
+            times.push(m.log_time);
             ControlFlow::Continue(())
         });
     }
-    n
+    times
+}
+
+/// A killed run whose file ends with a chunk that holds some of the messages logged at one
+/// time (a camera_info) while the chunk with the others (the image of that time, copied
+/// as a frame not sampled with --every) was cut by the kill: the salvage keeps neither,
+/// and the --start it suggests takes both (it suggested the nanosecond after, which took
+/// neither).
+#[test]
+fn messages_of_one_time_split_by_the_kill_are_all_left_to_the_rest() {
+    let f = Fixture::new();
+    let input = f.path("input");
+    let reader = BagReader::open(&input).unwrap();
+    let start_ns = reader.info().unwrap().start_ns;
+    let mut messages = Vec::new();
+    reader
+        .read(|m| {
+            messages.push((
+                m.topic.to_owned(),
+                m.type_name.to_owned(),
+                m.log_time,
+                m.data.to_vec(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    // The sixth pair of messages of one log time (a frame and its camera_info).
+    let cut = messages
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0].2 == w[1].2)
+        .nth(5)
+        .map(|(i, _)| i)
+        .expect("messages logged at the same time");
+    let time = messages[cut].2;
+    // The killed run's directory: its mark, and its file cut after the first of the pair.
+    let dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let partial = f.path(&format!(
+        ".cut.partial-{}-{pid}",
+        bayes_perception::process::host_name()
+    ));
+    let mut writer = bayes_perception::bag::BagWriter::create_named(&partial, "cut").unwrap();
+    std::fs::write(
+        partial.join("bag_process_run.yaml"),
+        format!(
+            "input: {}\ninput_start_ns: {start_ns}\n",
+            std::path::absolute(&input).unwrap().display()
+        ),
+    )
+    .unwrap();
+    for (topic, type_name, log_time, data) in &messages[..=cut] {
+        writer.write(topic, type_name, *log_time, data).unwrap();
+    }
+    writer.flush().unwrap();
+    let file = partial.join("cut_0.mcap");
+    let complete = std::fs::metadata(&file).unwrap().len();
+    let (topic, type_name, log_time, data) = &messages[cut + 1];
+    writer.write(topic, type_name, *log_time, data).unwrap();
+    writer.finish().unwrap();
+    // The kill: the second chunk and the summary never reached the file.
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..complete as usize]).unwrap();
+    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
+
+    let out = f.process("cut").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let salvaged = f.path("cut.salvaged");
+    let kept: Vec<u64> = ["/camera/image_raw", "/camera/camera_info"]
+        .iter()
+        .flat_map(|topic| log_times(&salvaged, topic))
+        .collect();
+    assert_eq!(kept.len(), cut, "all the messages before the pair");
+    assert!(kept.iter().all(|&t| t < time), "{kept:?}");
+    let ns = time - start_ns;
+    let start = format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
+    assert!(
+        stderr.contains(&format!("`--start {start}` processes the rest")),
+        "{stderr}"
+    );
+    // That --start takes both messages of the pair.
+    let rest = f
+        .process("rest")
+        .args(["--start", &start])
+        .output()
+        .unwrap();
+    assert!(rest.status.success());
+    for topic in ["/camera/image_raw", "/camera/camera_info"] {
+        assert_eq!(
+            log_times(&f.path("rest"), topic).first(),
+            Some(&time),
+            "{topic}"
+        );
+    }
 }
 
 /// Killed after the bag was finished and before it was renamed into place: the next run

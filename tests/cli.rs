@@ -508,6 +508,8 @@ fn wrong_command_line_values_exit_2_and_write_nothing() {
         &["bag", "process", "in", out, "--every", "0"],
         &["bag", "process", "in", out, "--samples", "0"],
         &["bag", "process", "in", out, "--start", "-1"],
+        &["bag", "process", "in", out, "--duration", "-0.5"],
+        &["bag", "process", "in", out, "--duration", "nan"],
         &["synth", "--out", out, "--count", "0"],
         &[
             "synth",

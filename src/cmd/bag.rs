@@ -122,9 +122,9 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         super::usage!("--every must be at least 1");
     }
     if !(args.start.is_finite() && args.start >= 0.0)
-        || args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0))
+        || args.duration.is_some_and(|d| !(d.is_finite() && d >= 0.0))
     {
-        super::usage!("--start must be a number >= 0 and --duration a number > 0 (seconds)");
+        super::usage!("--start and --duration must be numbers >= 0 (seconds)");
     }
     let (params, model_dir) = super::params_and_model(&args.run)?;
     super::warn_unused_overrides(&args.run.overrides, params.mode);
@@ -303,10 +303,6 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     let mark = RunMark {
         input: std::path::absolute(&args.input)?,
         input_start_ns: info.start_ns,
-        input_end_ns: match info.duration_ns {
-            0 => 0,
-            d => info.start_ns.saturating_add(d),
-        },
         window_end_ns: args.duration.is_some().then_some(window_end),
         every: args.every,
     };
@@ -950,10 +946,8 @@ struct RunMark {
     input: PathBuf,
     /// Its first log time (ns since the epoch; 0: unknown).
     input_start_ns: u64,
-    /// Its last log time (0: unknown; so in marks of versions before it).
-    #[serde(default)]
-    input_end_ns: u64,
-    /// The last log time of the run's --start/--duration window; none without --duration.
+    /// The last log time of the run's --start/--duration window; none without --duration
+    /// (so in marks of versions before it).
     #[serde(default)]
     window_end_ns: Option<u64>,
     /// The run's --every.
@@ -966,46 +960,32 @@ fn one() -> u64 {
 }
 
 impl RunMark {
-    /// How the killed run's work goes on from the message logged at `last_ns`, the last one
-    /// salvaged (said after the salvage's warning): the options that process the rest of
-    /// its window, or that nothing is left.
-    fn rest(&self, last_ns: u64) -> String {
-        let window_end = self.window_end_ns.unwrap_or(u64::MAX);
-        let input_end = match self.input_end_ns {
-            0 => u64::MAX,
-            end => end,
-        };
-        if last_ns >= window_end.min(input_end) {
-            let end = match window_end <= input_end {
-                true => "its --duration",
-                false => "its input",
-            };
-            return format!("; it had got to the end of {end}: nothing is left to process");
-        }
-        // The nanosecond after the last message kept: --start S takes messages logged at or
-        // after start + S, so one logged within the same millisecond (a camera_info just
-        // after its image, another camera's frame) is not left out.
+    /// The options that process the rest of the killed run's window, from the messages
+    /// logged at `next_ns` on (the salvage kept those logged before): `--start`, the
+    /// `--duration` that ends where the window ended, and `--every`.
+    fn rest(&self, next_ns: u64) -> String {
         let seconds = |ns: u64| format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
+        // --start S takes messages logged at or after the input's start + S.
         let mut options = format!(
             "--start {}",
-            seconds(last_ns.saturating_sub(self.input_start_ns) + 1)
+            seconds(next_ns.saturating_sub(self.input_start_ns))
         );
-        // The window's end stays where it was (it holds messages logged at its end).
+        // The window holds messages logged at its end: --duration 0 is the one nanosecond.
         if let Some(end) = self.window_end_ns {
-            options += &format!(" --duration {}", seconds(end - (last_ns + 1)));
+            options += &format!(" --duration {}", seconds(end.saturating_sub(next_ns)));
         }
         if self.every > 1 {
             options += &format!(" --every {}", self.every);
         }
-        format!("; `{options}` processes the rest")
+        options
     }
 }
 
 /// What runs of this host that were killed (SIGKILL, out of memory) had written towards
 /// `output` (the current run reads `input`): each one's whole frames copied into a complete
 /// bag `OUTPUT.salvaged` (`-2`, `-3`, .. when taken or being written) and its temporary directory removed,
-/// said with how far into its input it got and, for the same input, the `--start` that
-/// processes the rest. A failure to salvage stops the run, which would otherwise remove
+/// said with how far into its input it got and, for the same input, the options that
+/// process the rest ([`RunMark::rest`]). A failure to salvage stops the run, which would otherwise remove
 /// the killed run's files; a killed run whose storage files cannot be copied without a
 /// gap (one before the last damaged) is kept whole as `OUTPUT.unsalvaged` (`-2`, ..),
 /// said, and the run goes on. Temporary directories without [`RUN_MARK`] (not `bag
@@ -1045,14 +1025,14 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
                 })
         };
         let target = free_name("salvaged")?;
-        let (messages, last_ns) = match salvage(&files, &target).with_context(|| {
+        let (messages, next_ns) = match salvage(&files, &target, finished).with_context(|| {
             format!(
                 "could not keep what a killed run wrote in {}; make room for a copy of it, or \
                  remove it to go on without it",
                 partial.display()
             )
         })? {
-            Salvaged::Copied { messages, last_ns } => (messages, last_ns),
+            Salvaged::Copied { messages, next_ns } => (messages, next_ns),
             Salvaged::Damaged(why) => {
                 // Not from the kill: kept whole under a name of its own for a person to
                 // look at, out of the way of the runs after this one.
@@ -1084,20 +1064,32 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
             continue;
         }
         let started = mark.input_start_ns;
-        let into_ms = (last_ns.saturating_sub(started) / 1_000_000) as f64 / 1e3;
         let same_input = std::path::absolute(input).is_ok_and(|p| p == mark.input);
-        // metadata.yaml is written when the bag is finished: the run was killed only on its
-        // way to putting it in place, and nothing is left to process.
-        let go_on = if finished {
-            "; the run had finished it: nothing is left to process".to_owned()
-        } else if started > 0 && same_input {
-            mark.rest(last_ns)
-        } else {
-            String::new()
+        let (up_to, go_on) = match next_ns {
+            // metadata.yaml is written when the bag is finished: the run was killed only on
+            // its way to putting it in place, and nothing is left to process.
+            None => (
+                String::new(),
+                "; the run had finished it: nothing is left to process".to_owned(),
+            ),
+            Some(next) => {
+                let into_ms = (next.saturating_sub(started) / 1_000_000) as f64 / 1e3;
+                let go_on = match started > 0 && same_input {
+                    true => format!("; `{}` processes the rest", mark.rest(next)),
+                    false => String::new(),
+                };
+                (
+                    format!(
+                        ", those logged before {into_ms:.3} s into it (its last frame's go to \
+                         the rest)"
+                    ),
+                    go_on,
+                )
+            }
         };
         log::warn!(
-            "a killed run had written {messages} message(s) towards {} from {}, up to \
-             {into_ms:.3} s into it: kept as {}, a complete bag{go_on}",
+            "a killed run had written towards {} from {}: {messages} message(s){up_to} kept \
+             as {}, a complete bag{go_on}",
             output.display(),
             mark.input.display(),
             target.display()
@@ -1132,20 +1124,62 @@ fn storage_files(dir: &Path) -> Vec<PathBuf> {
 
 /// What [`salvage`] did.
 enum Salvaged {
-    /// This many messages copied, the latest logged at `last_ns`.
-    Copied { messages: u64, last_ns: u64 },
+    /// This many messages copied; of a run cut short, all but those logged at its latest
+    /// log time, `next_ns`, where the rest begins.
+    Copied { messages: u64, next_ns: Option<u64> },
     /// Nothing copied: a storage file before the last is damaged (not by the kill: each
     /// file was finished before the next was begun), so a copy would have a gap.
     Damaged(String),
 }
 
 /// Copies the readable messages of a killed run's MCAP files (in order) into a new bag at
-/// `target` (staged: a kill meanwhile leaves no half bag there). Nothing is left at
-/// `target` when there is nothing to copy, copying fails or a file is damaged.
-fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<Salvaged> {
+/// `target` (staged: a kill meanwhile leaves no half bag there): all of a `finished` bag's;
+/// of a run cut short, those logged before its latest log time. The messages logged then
+/// (its last frame, another camera's of the same time, a camera_info) can be in a chunk
+/// the kill cut short while others of that time are in an earlier one: the rest begins at
+/// that time, so none is in neither bag. Nothing is left at `target` when there is
+/// nothing to copy, copying fails or a file is damaged.
+fn salvage(files: &[PathBuf], target: &Path, finished: bool) -> anyhow::Result<Salvaged> {
+    let mut next_ns = None;
+    if !finished {
+        let latest = &mut next_ns;
+        let read = read_killed_run(files, |m| {
+            *latest = Some(latest.map_or(m.log_time, |t: u64| t.max(m.log_time)));
+            Ok(())
+        })?;
+        if let Err(why) = read {
+            return Ok(Salvaged::Damaged(why));
+        }
+    }
     let staged = StagedDir::new(target)?;
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
-    let (mut messages, mut last_ns) = (0u64, 0u64);
+    let mut messages = 0u64;
+    let read = read_killed_run(files, |m| {
+        if next_ns.is_some_and(|next| m.log_time >= next) {
+            return Ok(());
+        }
+        writer.write(m.topic, m.type_name, m.log_time, m.data)?;
+        messages += 1;
+        Ok(())
+    })?;
+    if let Err(why) = read {
+        return Ok(Salvaged::Damaged(why));
+    }
+    writer.finish()?;
+    if messages > 0 {
+        staged.install(false)?;
+    }
+    Ok(Salvaged::Copied { messages, next_ns })
+}
+
+/// Calls `each` with every readable message of a killed run's MCAP files in order: to the
+/// end of each, or of the last up to where the kill cut it. `Ok(Err(why))`: a file before
+/// the last is damaged (a copy would have a gap); `Err`: `each` failed, or a file could
+/// not be read.
+fn read_killed_run(
+    files: &[PathBuf],
+    mut each: impl FnMut(&BagMessage) -> Result<(), BagError>,
+) -> anyhow::Result<Result<(), String>> {
     for (k, mcap) in files.iter().enumerate() {
         log::info!("reading what a killed run wrote in {}", mcap.display());
         let reader = BagReader::open(mcap)?;
@@ -1154,12 +1188,8 @@ fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<Salvaged> {
             if m.unreadable.is_some() {
                 return ControlFlow::Continue(());
             }
-            match writer.write(m.topic, m.type_name, m.log_time, m.data) {
-                Ok(()) => {
-                    messages += 1;
-                    last_ns = last_ns.max(m.log_time);
-                    ControlFlow::Continue(())
-                }
+            match each(m) {
+                Ok(()) => ControlFlow::Continue(()),
                 Err(e) => {
                     failed = Some(e);
                     ControlFlow::Break(())
@@ -1175,19 +1205,13 @@ fn salvage(files: &[PathBuf], target: &Path) -> anyhow::Result<Salvaged> {
                 if k + 1 < files.len() =>
             {
                 let later = files.len() - 1 - k;
-                return Ok(Salvaged::Damaged(format!(
-                    "{e}, with {later} storage file(s) after it"
-                )));
+                return Ok(Err(format!("{e}, with {later} storage file(s) after it")));
             }
             (None, Err(BagError::Corrupt { .. })) => {}
             (None, Err(e)) => return Err(e.into()),
         }
     }
-    writer.finish()?;
-    if messages > 0 {
-        staged.install(false)?;
-    }
-    Ok(Salvaged::Copied { messages, last_ns })
+    Ok(Ok(()))
 }
 
 enum FrameError {
@@ -1442,47 +1466,31 @@ mod tests {
         let mark = RunMark {
             input: PathBuf::from("/in"),
             input_start_ns: 5_000_000_000,
-            input_end_ns: 15_000_000_000,
             window_end_ns: None,
             every: 1,
         };
-        // The nanosecond after the last message kept, from the input's start.
-        assert_eq!(
-            mark.rest(7_250_000_000),
-            "; `--start 2.250000001` processes the rest"
-        );
-        // The input's last message was kept: no --start past its end.
-        for last in [15_000_000_000, 15_000_000_001] {
-            assert_eq!(
-                mark.rest(last),
-                "; it had got to the end of its input: nothing is left to process"
-            );
-        }
-        // The window ends where it ended, and --every is kept.
+        // From the input's start to the messages not kept, to the nanosecond.
+        assert_eq!(mark.rest(7_250_000_001), "--start 2.250000001");
+        // The window ends where it ended (--duration 0: the messages logged at its end
+        // only), and --every is kept.
         let mark = RunMark {
             window_end_ns: Some(9_000_000_000),
             every: 3,
             ..mark
         };
         assert_eq!(
-            mark.rest(7_250_000_000),
-            "; `--start 2.250000001 --duration 1.749999999 --every 3` processes the rest"
+            mark.rest(7_250_000_001),
+            "--start 2.250000001 --duration 1.749999999 --every 3"
         );
         assert_eq!(
             mark.rest(9_000_000_000),
-            "; it had got to the end of its --duration: nothing is left to process"
+            "--start 4.000000000 --duration 0.000000000 --every 3"
         );
         // A mark of a version before the window was recorded reads as a whole run's.
         let old: RunMark =
             serde_yaml::from_str("input: /in\ninput_start_ns: 5000000000\n").unwrap();
-        assert_eq!(
-            (old.input_end_ns, old.window_end_ns, old.every),
-            (0, None, 1)
-        );
-        assert_eq!(
-            old.rest(99_000_000_000),
-            "; `--start 94.000000001` processes the rest"
-        );
+        assert_eq!((old.window_end_ns, old.every), (None, 1));
+        assert_eq!(old.rest(99_000_000_000), "--start 94.000000000");
     }
 
     #[test]

@@ -31,11 +31,11 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// `drop_warn_fraction` -1 ([`DiagnosticsParams::DROP_WARN_BY_MODE`]) is 0.5 in
+    /// `drop_warn_fraction` below 0 ([`DiagnosticsParams::DROP_WARN_BY_MODE`]) is 0.5 in
     /// aleatoric and moments mode, and not checked in mc mode.
     pub fn new(params: &DiagnosticsParams, mode: Mode) -> Self {
         let drop_warn_fraction = match (params.drop_warn_fraction, mode) {
-            (f, _) if f != DiagnosticsParams::DROP_WARN_BY_MODE => f,
+            (f, _) if f >= 0.0 => f,
             (_, Mode::Mc) => 1.0,
             (_, Mode::Aleatoric | Mode::Moments) => 0.5,
         };
@@ -821,6 +821,13 @@ mod tests {
             ..given
         };
         assert_eq!(status(Mode::Aleatoric, &never).level, Level::Ok);
+        // Any value below 0 is by mode (the descriptor's range is -1.0..1.0).
+        let by_mode_too = DiagnosticsParams {
+            drop_warn_fraction: -0.25,
+            ..given
+        };
+        assert_eq!(status(Mode::Mc, &by_mode_too).level, Level::Ok);
+        assert_eq!(status(Mode::Aleatoric, &by_mode_too).level, Level::Warn);
     }
 
     fn value<'a>(s: &'a DiagnosticStatus, key: &str) -> &'a str {

@@ -263,10 +263,13 @@ def test_a_node_whose_spin_thread_dies_exits_with_the_reason(start_node):
     """The thread that spins rcl panics (a failpoint after 100 spins, about 2 s after
     start-up): without it nothing would arrive, so the node stops with an error (a launch
     file's respawn can start it again) rather than run deaf, publishing /diagnostics."""
-    node = start_node(env={"FAILPOINTS": "node::spin=100*off->panic"})
+    # Not waited for with a parameter request: the thread may be gone before one is answered.
+    node = start_node(env={"FAILPOINTS": "node::spin=100*off->panic"}, wait=False)
     code = node.process.exit_code(timeout=30)
     log = node.process.output()
     assert code not in (None, 0), f"exit code {code}\n{log}"
+    # It had started (the thread spins from then on), and says why it stopped.
+    assert "ready:" in log, log
     assert "the spin thread stopped unexpectedly" in log, log
 
 

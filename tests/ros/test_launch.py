@@ -143,6 +143,9 @@ def test_respawn_is_off_unless_asked_for():
     assert options(respawn="yes", respawn_delay="0.5")["respawn_delay"] == 0.5
     with pytest.raises(ValueError, match="respawn:=always: expected true or false"):
         options(respawn="always")
+    # One rule for every true/false argument (rviz's was launch's own, without yes/no).
+    with pytest.raises(ValueError, match="rviz:=maybe: expected true or false"):
+        options(rviz="maybe")
     for bad in ("-1", "soon", "nan"):
         with pytest.raises(ValueError, match="expected seconds >= 0"):
             options(respawn_delay=bad)
