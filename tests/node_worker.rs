@@ -678,6 +678,64 @@ fn the_run_loop_takes_the_newest_frame_and_ends_when_closed() {
     assert_eq!(value(&s, "frames dropped (keep-latest)"), "4");
 }
 
+/// A sink whose publishing panics (a bug in building the messages, say).
+struct PanickingSink;
+
+impl Sink for PanickingSink {
+    fn wants(&self, _: OutputTopic) -> bool {
+        true
+    }
+
+    fn publish_image(&mut self, _: OutputTopic, _: Image) -> Result<(), String> {
+        panic!("publishing panicked");
+    }
+
+    fn publish_camera_info(&mut self, _: CameraInfo) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn wants_camera_info(&self) -> bool {
+        false
+    }
+
+    fn wants_points(&self) -> bool {
+        false
+    }
+
+    fn publish_points(&mut self, _: PointCloud2) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn now(&self) -> Option<Time> {
+        None
+    }
+}
+
+/// A panic on the output thread ends the run loop (with the panic) without another frame:
+/// the node stops with the reason instead of waiting for a frame that may never come to
+/// find its output thread gone.
+#[test]
+fn a_panic_while_publishing_ends_the_run_loop_without_another_frame() {
+    let _rng = common::rng_lock();
+    let state = std::sync::Arc::new(state(&[]));
+    let worker = worker(&state);
+    state.on_frame(rgb8(1, 32, 32));
+    let runner = {
+        let state = state.clone();
+        std::thread::spawn(move || worker.run(&state, &mut PanickingSink))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !runner.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run loop still waits for frames"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(runner.join().is_err(), "the panic is raised");
+    assert!(state.slot.is_closed());
+}
+
 /// The run loop builds and publishes a frame's messages on a second thread while the next
 /// frame is inferred; when the slot closes, the outputs of the frame in flight are
 /// published before `run` returns (nothing is lost at shutdown), and a skipped frame

@@ -360,10 +360,14 @@ impl BagWriter {
     /// its state would no longer match its files.
     fn next_file(&mut self) -> Result<(), BagError> {
         let name = format!("{}_{}.mcap", self.stem, self.files.len());
+        let finished = self.current_path();
+        // Synced before the next is begun: a power loss later leaves it whole (a kill
+        // never damages it), so that a salvage can copy it.
         let next = self
             .mcap
             .finish()
             .map_err(|e| self.mcap_error(e))
+            .and_then(|_| sync(&finished))
             .and_then(|_| open_storage(&self.dir.join(&name)));
         let next = match next {
             Ok(next) => next,

@@ -108,6 +108,17 @@ impl NodeState {
     }
 }
 
+/// Closes the slot when dropped by a panic's unwinding.
+struct CloseOnPanic<'a>(&'a LatestSlot<CameraFrame>);
+
+impl Drop for CloseOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.close();
+        }
+    }
+}
+
 /// Milliseconds from `stamp` to `now` (negative when the stamp is ahead of the clock).
 pub fn latency_ms(now: Option<Time>, stamp: Time) -> Option<f64> {
     now.map(|now| (now.as_nanos() - stamp.as_nanos()) as f64 / 1e6)
@@ -195,7 +206,14 @@ impl Worker {
         overlapped(
             frames,
             |frame| inference.predict(frame, state),
-            |predicted| publishing.publish(predicted, state, sink),
+            |predicted| {
+                // A panic while publishing closes the slot, so that this thread stops
+                // waiting for frames and ends (raising the panic: the node stops with the
+                // reason) rather than find the output thread gone at the next frame, which
+                // may never come.
+                let _closes = CloseOnPanic(&state.slot);
+                publishing.publish(predicted, state, sink)
+            },
         );
     }
 
