@@ -226,6 +226,20 @@ fn killed_writer_leaves_no_output_or_a_complete_one_and_the_next_run_cleans_up()
             let before = readable.iter().filter(|&&t| t < latest).count() as u64;
             assert_eq!(kept, before);
             assert_prefix_of(&salvaged, &output);
+            // It says how the killed run made it, and what of it this is.
+            let records = BagReader::open(&salvaged).unwrap().metadata_records();
+            let whole = BagReader::open(&output).unwrap().metadata_records();
+            assert_eq!(records.len(), 1);
+            let mut said = records[0].entries.clone();
+            let what = said.remove("salvaged").unwrap();
+            assert_eq!(
+                what,
+                format!(
+                    "what a killed run had written: its messages logged before {latest} ns \
+                     since the epoch"
+                )
+            );
+            assert_eq!(said, whole[0].entries);
             // The options it suggests (--start, and the window's --duration) process
             // exactly the messages after the salvaged ones, topic by topic.
             let start = stderr

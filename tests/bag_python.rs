@@ -148,9 +148,12 @@ if mcaps and all(p.suffix == '.mcap' for p in mcaps):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
     result['mcap'] = {}
+    # Each file's metadata records: {name: {key: value}}.
+    result['metadata'] = []
     for mcap_path in mcaps:
         with open(mcap_path, 'rb') as f:
             reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            result['metadata'].append({m.name: dict(m.metadata) for m in reader.iter_metadata()})
             for schema, channel, message, decoded in reader.iter_decoded_messages():
                 assert channel.message_encoding == 'cdr' and schema.encoding == 'ros2msg', (channel, schema)
                 record(result['mcap'], channel.topic, schema.name, decoded, message.data)
@@ -346,6 +349,61 @@ fn a_split_output_reads_as_one_bag_in_both_readers() {
         "{text}"
     );
     check_in_mcap_outputs(&as_map(&f.read("in_mcap")["rosbags"]), &result);
+    // Every storage file says how the bag was made (the same record: mcap reads it), as
+    // our reader reads it; its parameters are a params file that gives the run's again.
+    let metadata = result["metadata"].as_array().unwrap();
+    assert_eq!(metadata.len() as u64, files);
+    assert!(metadata.iter().all(|m| m == &metadata[0]), "{metadata:?}");
+    let record = &metadata[0]["bayes_perception"];
+    let ours = bayes_perception::bag::BagReader::open(&f.path("out_split"))
+        .unwrap()
+        .metadata_records();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].name, "bayes_perception");
+    assert_eq!(serde_json::to_value(&ours[0].entries).unwrap(), *record);
+    let absolute = |rel: &str| std::path::absolute(f.path(rel)).unwrap();
+    assert_eq!(record["input"], absolute("in_mcap").display().to_string());
+    assert_eq!(record["model"], absolute("model").display().to_string());
+    assert_eq!(record["device"], "cpu");
+    assert!(record["command"]
+        .as_str()
+        .unwrap()
+        .ends_with("--mode mc --samples 2 --seed 3 --max-bag-size 20000"));
+    let block: String = record["params"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|line| format!("    {line}\n"))
+        .collect();
+    let params = bayes_perception::config::Params::from_yaml(
+        &format!("/**:\n  ros__parameters:\n{block}"),
+        "the bag's params",
+        "/bayes_perception",
+    )
+    .unwrap();
+    assert_eq!(
+        (params.mode, params.mc.samples, params.seed, params.model),
+        (
+            bayes_perception::config::Mode::Mc,
+            2,
+            3,
+            absolute("model").display().to_string()
+        )
+    );
+    // `bag info` shows it, the parameters indented under their key.
+    let info = Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+        .args(["bag", "info"])
+        .arg(f.path("out_split"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        text.contains("Metadata:          bayes_perception\n")
+            && text.contains("\n                     device: cpu\n")
+            && text.contains("\n                     params:\n")
+            && text.contains("\n                       mode: mc\n"),
+        "{text}"
+    );
 }
 
 /// Checks the outputs of `bag process` on in_mcap (MC mode), as both readers read them.

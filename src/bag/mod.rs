@@ -8,5 +8,5 @@ pub mod read;
 pub mod schema;
 pub mod write;
 
-pub use read::{BagError, BagInfo, BagMessage, BagReader, Storage, TopicInfo};
+pub use read::{BagError, BagInfo, BagMessage, BagReader, MetadataRecord, Storage, TopicInfo};
 pub use write::{BagWriter, WriteSummary, DEFAULT_MAX_FILE_BYTES};

@@ -122,6 +122,14 @@ pub struct BagInfo {
     pub damage: Option<String>,
 }
 
+/// An MCAP metadata record: a name and string keys and values (how the bag was made, say:
+/// `bag process` writes one named `bayes_perception`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataRecord {
+    pub name: String,
+    pub entries: BTreeMap<String, String>,
+}
+
 /// What reading a bag meets, in storage order.
 #[derive(Debug)]
 pub enum BagEvent<'a, 'b> {
@@ -371,6 +379,16 @@ impl BagReader {
 
     pub fn compression(&self) -> Compression {
         self.compression
+    }
+
+    /// The MCAP metadata records of the bag's first storage file, as its summary indexes
+    /// them. None for SQLite storage, a compressed storage file or a file without a
+    /// summary (a recording cut short).
+    pub fn metadata_records(&self) -> Vec<MetadataRecord> {
+        match (self.storage, self.files.first()) {
+            (Storage::Mcap, Some(first)) if !is_zstd(first) => mcap_metadata_records(first),
+            _ => Vec::new(),
+        }
     }
 
     /// Topics, counts and times: from metadata.yaml when there is one, otherwise from the
@@ -666,11 +684,9 @@ fn topic_infos(counts: BTreeMap<(String, String), u64>) -> Vec<TopicInfo> {
         .collect()
 }
 
-/// The topics (with their types and message counts) and the first and last log times an
-/// MCAP file's summary section states, read from the end of the file; `None` when it has
-/// no summary with statistics (a file cut short, a writer that leaves them out) or the
-/// summary is damaged, in which case the messages are counted by reading them.
-fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
+/// An MCAP file's summary section, read from the end of the file; `None` when it has none
+/// (a file cut short) or it is damaged.
+fn mcap_summary(path: &Path) -> Option<mcap::Summary> {
     use mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader, SummaryReaderOptions};
     use std::io::{Read, Seek};
     let mut file = std::fs::File::open(path).ok()?;
@@ -681,7 +697,7 @@ fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
             .with_record_length_limit(MAX_MCAP_RECORD),
     );
     // mcap's parsers can panic on damaged data (see read_mcap): no summary, then.
-    let summary = crate::panic_guard::catch_quietly(move || -> Option<mcap::Summary> {
+    crate::panic_guard::catch_quietly(move || -> Option<mcap::Summary> {
         while let Some(event) = reader.next_event() {
             match event.ok()? {
                 SummaryReadEvent::ReadRequest(need) => {
@@ -694,7 +710,54 @@ fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
         reader.finish()
     })
     .ok()
-    .flatten()?;
+    .flatten()
+}
+
+/// The metadata records an MCAP file's summary indexes, in file order; those that do not
+/// read back as one (a damaged index) are left out.
+fn mcap_metadata_records(path: &Path) -> Vec<MetadataRecord> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(summary) = mcap_summary(path) else {
+        return Vec::new();
+    };
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    for index in &summary.metadata_indexes {
+        if index.length > MAX_MCAP_RECORD as u64 {
+            continue;
+        }
+        let mut bytes = vec![0; index.length as usize];
+        if file.seek(SeekFrom::Start(index.offset)).is_err() || file.read_exact(&mut bytes).is_err()
+        {
+            continue;
+        }
+        let record =
+            crate::panic_guard::catch_quietly(move || match mcap::read::LinearReader::sans_magic(
+                &bytes,
+            )
+            .next()
+            {
+                Some(Ok(mcap::records::Record::Metadata(m))) => Some(m),
+                _ => None,
+            });
+        if let Ok(Some(m)) = record {
+            records.push(MetadataRecord {
+                name: m.name,
+                entries: m.metadata,
+            });
+        }
+    }
+    records
+}
+
+/// The topics (with their types and message counts) and the first and last log times an
+/// MCAP file's summary section states, read from the end of the file; `None` when it has
+/// no summary with statistics (a file cut short, a writer that leaves them out) or the
+/// summary is damaged, in which case the messages are counted by reading them.
+fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
+    let summary = mcap_summary(path)?;
     let stats = summary.stats.as_ref()?;
     let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
     for (id, channel) in &summary.channels {

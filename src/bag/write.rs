@@ -70,6 +70,8 @@ pub struct BagWriter {
     /// Why writing failed where the writer's state no longer matches its files: every
     /// later call returns this error.
     failed: Option<String>,
+    /// MCAP metadata records every storage file holds ([`BagWriter::set_metadata`]).
+    metadata: Vec<mcap::records::Metadata>,
 }
 
 /// One storage file's part of the bag, for metadata.yaml's `files`.
@@ -136,7 +138,29 @@ impl BagWriter {
             file_chunks: 0,
             split_pending: false,
             failed: None,
+            metadata: Vec::new(),
         })
+    }
+
+    /// Adds an MCAP metadata record `name` (string keys and values: how the bag was made,
+    /// say) to the current storage file and every later one, so that each file says it
+    /// alone (Foxglove and `mcap info` show them; rosbag2 passes them over). Call it before
+    /// the first message: a record written later ends the chunk being written.
+    pub fn set_metadata(
+        &mut self,
+        name: &str,
+        entries: BTreeMap<String, String>,
+    ) -> Result<(), BagError> {
+        self.check_failed()?;
+        let record = mcap::records::Metadata {
+            name: name.to_owned(),
+            metadata: entries,
+        };
+        self.mcap
+            .write_metadata(&record)
+            .map_err(|e| self.mcap_error(e))?;
+        self.metadata.push(record);
+        Ok(())
     }
 
     /// The size of a storage file past which the next chunk begins a new one (`None`: one
@@ -368,7 +392,14 @@ impl BagWriter {
             .finish()
             .map_err(|e| self.mcap_error(e))
             .and_then(|_| sync(&finished))
-            .and_then(|_| open_storage(&self.dir.join(&name)));
+            .and_then(|_| open_storage(&self.dir.join(&name)))
+            .and_then(|mut next| {
+                for record in &self.metadata {
+                    next.write_metadata(record)
+                        .map_err(|e| self.mcap_error(e))?;
+                }
+                Ok(next)
+            });
         let next = match next {
             Ok(next) => next,
             Err(e) => {

@@ -21,7 +21,7 @@ use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::read::{combined_damage, damage_met_before, BagEvent};
 use bayes_perception::bag::{BagError, BagInfo, BagMessage, BagReader, BagWriter, TopicInfo};
-use bayes_perception::config::ColormapParams;
+use bayes_perception::config::{ColormapParams, Params};
 use bayes_perception::device::device_name;
 use bayes_perception::error::is_transient_io;
 use bayes_perception::log_once::LogOnce;
@@ -300,11 +300,14 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     });
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
     writer.set_max_file_bytes((args.max_bag_size > 0).then_some(args.max_bag_size));
+    let provenance = provenance(&args, &params, &engine, &model_dir)?;
+    writer.set_metadata(PROVENANCE, provenance.clone())?;
     let mark = RunMark {
         input: std::path::absolute(&args.input)?,
         input_start_ns: info.start_ns,
         window_end_ns: args.duration.is_some().then_some(window_end),
         every: args.every,
+        provenance,
     };
     let mark_path = staged.path().join(RUN_MARK);
     write_file(&mark_path, serde_yaml::to_string(&mark)?.as_bytes())?;
@@ -935,6 +938,51 @@ impl Written {
     }
 }
 
+/// The name of the MCAP metadata record, in each storage file of `bag process`'s output,
+/// that says how the bag was made ([`provenance`]).
+const PROVENANCE: &str = "bayes_perception";
+
+/// How `bag process` makes its output, for the bag to say: the binary, the command line,
+/// the input and the model (absolute paths), the device and every parameter in effect (as
+/// a params file's `ros__parameters` block), so that a processed bag found later tells
+/// what produced its outputs. No time or host: runs alike write alike bags.
+fn provenance(
+    args: &BagProcessArgs,
+    params: &Params,
+    engine: &Engine,
+    model_dir: &Path,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    // The model as the run found it (--model, or the params file's, relative to it).
+    let params = Params {
+        model: absolute(model_dir).display().to_string(),
+        ..params.clone()
+    };
+    Ok(BTreeMap::from([
+        (
+            "version".to_owned(),
+            format!(
+                "bayes_perception {} (libtorch {})",
+                env!("CARGO_PKG_VERSION"),
+                bayes_perception::LIBTORCH_VERSION
+            ),
+        ),
+        ("command".to_owned(), command.join(" ")),
+        (
+            "input".to_owned(),
+            absolute(&args.input).display().to_string(),
+        ),
+        (
+            "model".to_owned(),
+            absolute(model_dir).display().to_string(),
+        ),
+        ("model_name".to_owned(), engine.model().spec.name.clone()),
+        ("device".to_owned(), device_name(engine.device())),
+        ("params".to_owned(), serde_yaml::to_string(&params)?),
+    ]))
+}
+
 /// A `bag process` run's mark in its temporary directory, removed once the bag is installed:
 /// which input it read, so that what it wrote can be salvaged with where it got to if it is
 /// killed (a finished bag not yet installed too: whole).
@@ -953,6 +1001,9 @@ struct RunMark {
     /// The run's --every.
     #[serde(default = "one")]
     every: u64,
+    /// How its output is made ([`provenance`]), for the salvaged bag to say too.
+    #[serde(default)]
+    provenance: BTreeMap<String, String>,
 }
 
 fn one() -> u64 {
@@ -1025,7 +1076,8 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
                 })
         };
         let target = free_name("salvaged")?;
-        let (messages, next_ns) = match salvage(&files, &target, finished).with_context(|| {
+        let salvaged = salvage(&files, &target, finished, &mark.provenance);
+        let (messages, next_ns) = match salvaged.with_context(|| {
             format!(
                 "could not keep what a killed run wrote in {}; make room for a copy of it, or \
                  remove it to go on without it",
@@ -1139,7 +1191,12 @@ enum Salvaged {
 /// the kill cut short while others of that time are in an earlier one: the rest begins at
 /// that time, so none is in neither bag. Nothing is left at `target` when there is
 /// nothing to copy, copying fails or a file is damaged.
-fn salvage(files: &[PathBuf], target: &Path, finished: bool) -> anyhow::Result<Salvaged> {
+fn salvage(
+    files: &[PathBuf],
+    target: &Path,
+    finished: bool,
+    provenance: &BTreeMap<String, String>,
+) -> anyhow::Result<Salvaged> {
     let mut next_ns = None;
     if !finished {
         let latest = &mut next_ns;
@@ -1153,6 +1210,20 @@ fn salvage(files: &[PathBuf], target: &Path, finished: bool) -> anyhow::Result<S
     }
     let staged = StagedDir::new(target)?;
     let mut writer = BagWriter::create_named(staged.path(), staged.name())?;
+    // How the killed run made its output (a mark of a version before it has none), and
+    // what of it this is.
+    if !provenance.is_empty() {
+        let what = match next_ns {
+            Some(next) => format!(
+                "what a killed run had written: its messages logged before {next} ns since \
+                 the epoch"
+            ),
+            None => "a killed run's finished bag, whole".to_owned(),
+        };
+        let mut entries = provenance.clone();
+        entries.insert("salvaged".to_owned(), what);
+        writer.set_metadata(PROVENANCE, entries)?;
+    }
     let mut messages = 0u64;
     let read = read_killed_run(files, |m| {
         if next_ns.is_some_and(|next| m.log_time >= next) {
@@ -1290,6 +1361,22 @@ pub fn info(args: BagInfoArgs) -> anyhow::Result<ExitCode> {
     println!("Messages:          {}", info.message_count);
     if let Some(damage) = &info.damage {
         println!("Damaged:           {damage}");
+    }
+    // How the bag was made, where its writer says (`bag process` does): multi-line values
+    // (the parameters) indented under their key.
+    for record in reader.metadata_records() {
+        println!("Metadata:          {}", record.name);
+        for (key, value) in &record.entries {
+            match value.contains('\n') {
+                true => {
+                    println!("                     {key}:");
+                    for line in value.lines() {
+                        println!("                       {line}");
+                    }
+                }
+                false => println!("                     {key}: {value}"),
+            }
+        }
     }
     let width = info.topics.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for (i, t) in info.topics.iter().enumerate() {
@@ -1468,6 +1555,7 @@ mod tests {
             input_start_ns: 5_000_000_000,
             window_end_ns: None,
             every: 1,
+            provenance: BTreeMap::new(),
         };
         // From the input's start to the messages not kept, to the nanosecond.
         assert_eq!(mark.rest(7_250_000_001), "--start 2.250000001");
@@ -1489,7 +1577,10 @@ mod tests {
         // A mark of a version before the window was recorded reads as a whole run's.
         let old: RunMark =
             serde_yaml::from_str("input: /in\ninput_start_ns: 5000000000\n").unwrap();
-        assert_eq!((old.window_end_ns, old.every), (None, 1));
+        assert_eq!(
+            (old.window_end_ns, old.every, old.provenance.len()),
+            (None, 1, 0)
+        );
         assert_eq!(old.rest(99_000_000_000), "--start 94.000000000");
     }
 
