@@ -494,6 +494,21 @@ fn missing_model_and_missing_input_are_clear_errors() {
     );
 }
 
+/// A file name that is not UTF-8 (Linux allows any bytes) is a path like any other: the
+/// command line recorded in what is written takes the replacement character for it.
+#[test]
+fn a_path_that_is_not_utf8_is_written_to_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(std::ffi::OsStr::from_bytes(b"model_\xff"));
+    let (output, text) = run(common::bin()
+        .args(["model", "init", "--height", "48", "--width", "64", "--out"])
+        .arg(&out));
+    assert!(output.status.success(), "{text}");
+    let yaml = std::fs::read_to_string(out.join("model.yaml")).unwrap();
+    assert!(yaml.contains("model_\u{FFFD}"), "{yaml}");
+}
+
 /// README: exit code 2 when the command line itself is wrong, whether clap or the command
 /// refuses the value; nothing is written.
 #[test]

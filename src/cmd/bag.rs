@@ -953,7 +953,7 @@ fn provenance(
     model_dir: &Path,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
-    let command: Vec<String> = std::env::args().skip(1).collect();
+    let command = super::command_line(1);
     // The model as the run found it (--model, or the params file's, relative to it).
     let params = Params {
         model: absolute(model_dir).display().to_string(),

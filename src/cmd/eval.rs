@@ -417,7 +417,7 @@ fn abridged(items: &[String]) -> String {
 
 /// This command line, with a long list of merged state files abridged.
 fn merge_command(states: &[PathBuf]) -> String {
-    let args: Vec<String> = std::env::args().collect();
+    let args = super::command_line(0);
     if states.len() <= 4 {
         return args.join(" ");
     }
@@ -574,7 +574,7 @@ fn write(
     sheets: Sheets,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let provenance = Provenance {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: super::command_line(0).join(" "),
         model: model_dir.display().to_string(),
         split: described.to_owned(),
         // This run's sheets only: an earlier report's further ones are not embedded.
@@ -699,7 +699,7 @@ fn run_compare(args: &EvalArgs, params: &Params, model_dir: &Path) -> anyhow::Re
         }
     }
     let md = out.join("compare.md");
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = super::command_line(0).join(" ");
     let text = format!(
         "# The paper's comparison on `{}`\n\nMade by:\n\n```sh\n{command}\n```\n\n\
              Timed on {}: ms per frame is the mean over the `{}` split, image in to every \

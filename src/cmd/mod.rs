@@ -54,6 +54,16 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
+/// This process's command line, as written into reports, model files and bags: arguments
+/// that are not UTF-8 (a file name on Linux can be any bytes) with the replacement
+/// character, where `std::env::args` would panic.
+pub fn command_line(skip: usize) -> Vec<String> {
+    std::env::args_os()
+        .skip(skip)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// With `--json`, a command that stopped with `err` (not a wrong command line, exit 2)
 /// still leaves a report at `path`:
 /// `status` "error" ("retry" where the exit code is 75: a full disk, say), `exit_code`,

@@ -22,10 +22,8 @@ pub fn init(args: ModelInitArgs) -> anyhow::Result<ExitCode> {
         args.height,
         args.width,
     );
-    spec.provenance.insert(
-        "command".into(),
-        std::env::args().collect::<Vec<_>>().join(" ").into(),
-    );
+    spec.provenance
+        .insert("command".into(), super::command_line(0).join(" ").into());
     spec.provenance.insert("seed".into(), args.seed.into());
     if let Err(e) = spec.validate() {
         super::usage!("{e}");

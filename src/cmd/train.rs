@@ -107,7 +107,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.output.resume |= args.resume;
     let interrupted = super::interrupt::graceful();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = super::command_line(0).join(" ");
     let mut bars = Bars {
         bar: ProgressBar::hidden(),
         loss: 0.0,
