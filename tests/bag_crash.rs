@@ -301,20 +301,7 @@ fn readable_log_times(file: &Path) -> Vec<u64> {
 fn messages_of_one_time_split_by_the_kill_are_all_left_to_the_rest() {
     let f = Fixture::new();
     let input = f.path("input");
-    let reader = BagReader::open(&input).unwrap();
-    let start_ns = reader.info().unwrap().start_ns;
-    let mut messages = Vec::new();
-    reader
-        .read(|m| {
-            messages.push((
-                m.topic.to_owned(),
-                m.type_name.to_owned(),
-                m.log_time,
-                m.data.to_vec(),
-            ));
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+    let (start_ns, messages) = input_messages(&input);
     // The sixth pair of messages of one log time (a frame and its camera_info).
     let cut = messages
         .windows(2)
@@ -325,23 +312,7 @@ fn messages_of_one_time_split_by_the_kill_are_all_left_to_the_rest() {
         .expect("messages logged at the same time");
     let time = messages[cut].2;
     // The killed run's directory: its mark, and its file cut after the first of the pair.
-    let dead = Command::new("true").spawn().unwrap();
-    let pid = dead.id();
-    let mut dead = dead;
-    dead.wait().unwrap();
-    let partial = f.path(&format!(
-        ".cut.partial-{}-{pid}",
-        bayes_perception::process::host_name()
-    ));
-    let mut writer = bayes_perception::bag::BagWriter::create_named(&partial, "cut").unwrap();
-    std::fs::write(
-        partial.join("bag_process_run.yaml"),
-        format!(
-            "input: {}\ninput_start_ns: {start_ns}\n",
-            std::path::absolute(&input).unwrap().display()
-        ),
-    )
-    .unwrap();
+    let (partial, mut writer) = killed_run(&f, "cut", start_ns);
     for (topic, type_name, log_time, data) in &messages[..=cut] {
         writer.write(topic, type_name, *log_time, data).unwrap();
     }
@@ -418,6 +389,108 @@ fn a_bag_finished_but_not_yet_in_place_when_killed_is_kept() {
     assert_eq!(frames(&salvaged), frames(&f.path("done")));
     assert!(!f.path("done").join("bag_process_run.yaml").exists());
     assert!(f.partials("done").is_empty());
+}
+
+type Message = (String, String, u64, Vec<u8>);
+
+/// The bag's start and its messages (topic, type, log time, data), in storage order.
+fn input_messages(bag: &Path) -> (u64, Vec<Message>) {
+    let reader = BagReader::open(bag).unwrap();
+    let start_ns = reader.info().unwrap().start_ns;
+    let mut messages = Vec::new();
+    reader
+        .read(|m| {
+            messages.push((
+                m.topic.to_owned(),
+                m.type_name.to_owned(),
+                m.log_time,
+                m.data.to_vec(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    (start_ns, messages)
+}
+
+/// What a run towards OUTPUT `name` killed before it had done anything left, as the next
+/// run finds it: its temporary directory (of this host and a process that has ended) with
+/// a writer in it and its mark (the fixture's input, no window). The caller writes the
+/// files as the killed run had.
+fn killed_run(
+    f: &Fixture,
+    name: &str,
+    start_ns: u64,
+) -> (PathBuf, bayes_perception::bag::BagWriter) {
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let partial = f.path(&format!(
+        ".{name}.partial-{}-{pid}",
+        bayes_perception::process::host_name()
+    ));
+    let writer = bayes_perception::bag::BagWriter::create_named(&partial, name).unwrap();
+    std::fs::write(
+        partial.join("bag_process_run.yaml"),
+        format!(
+            "input: {}\ninput_start_ns: {start_ns}\n",
+            std::path::absolute(f.path("input")).unwrap().display()
+        ),
+    )
+    .unwrap();
+    (partial, writer)
+}
+
+/// A killed run's storage files with one missing (numbered 0 and 2) are set aside, not
+/// copied with a gap; one whose messages are not in log-time order (an input stored out of
+/// order) is salvaged, but no --start is suggested: none divides what it did from the rest.
+#[test]
+fn a_missing_storage_file_is_set_aside_and_an_unordered_run_gets_no_start() {
+    let f = Fixture::new();
+    let (start_ns, messages) = input_messages(&f.path("input"));
+    // Three files of a group each, the middle one then gone.
+    let (partial, mut writer) = killed_run(&f, "gap", start_ns);
+    writer.set_max_file_bytes(Some(1));
+    for (topic, type_name, log_time, data) in &messages[..3] {
+        writer.hold_chunk();
+        writer.write(topic, type_name, *log_time, data).unwrap();
+        writer.end_group().unwrap();
+    }
+    writer.finish().unwrap();
+    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
+    assert_eq!(mcap_files(&partial).len(), 3);
+    std::fs::remove_file(partial.join("gap_1.mcap")).unwrap();
+    let out = f.process("gap").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("was not copied: its storage file numbered 1 is missing (2 found)"),
+        "{stderr}"
+    );
+    assert_eq!(mcap_files(&f.path("gap.unsalvaged")).len(), 2);
+    assert!(!f.path("gap.salvaged").exists());
+
+    // Out of order: a message logged later written before one logged earlier.
+    let later = |after: usize| {
+        (after..messages.len())
+            .find(|&k| messages[k].2 > messages[after].2)
+            .unwrap()
+    };
+    let (a, b) = (0, later(0));
+    let (partial, mut writer) = killed_run(&f, "unordered", start_ns);
+    for k in [b, a, later(b)] {
+        let (topic, type_name, log_time, data) = &messages[k];
+        writer.write(topic, type_name, *log_time, data).unwrap();
+    }
+    writer.finish().unwrap();
+    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
+    let out = f.process("unordered").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("its messages are not in log-time order") && !stderr.contains("`--start"),
+        "{stderr}"
+    );
+    assert!(f.path("unordered.salvaged").is_dir());
 }
 
 /// The log times of `topic`'s messages in `bag`, in order.

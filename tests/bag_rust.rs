@@ -1901,3 +1901,106 @@ fn groups_share_chunks_and_the_bag_splits_into_files_between_them() {
     let first = mcap::Summary::read(&bytes).unwrap().unwrap();
     assert_eq!(first.chunk_indexes.len() as u64, cap);
 }
+
+/// A metadata record given to the writer is in every storage file of a split bag, and reads
+/// back from each.
+#[test]
+fn every_storage_file_holds_the_metadata_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bag");
+    let mut writer = BagWriter::create(&dir).unwrap();
+    writer.set_max_file_bytes(Some(1));
+    let entries = std::collections::BTreeMap::from([
+        ("model".to_owned(), "/models/demo".to_owned()),
+        ("params".to_owned(), "mode: mc\nseed: 1\n".to_owned()),
+    ]);
+    writer
+        .set_metadata("bayes_perception", entries.clone())
+        .unwrap();
+    for i in 0..3 {
+        writer.hold_chunk();
+        writer
+            .write(
+                "/camera/image_raw",
+                "sensor_msgs/msg/Image",
+                i as u64 + 1,
+                &image(i).to_cdr(),
+            )
+            .unwrap();
+        writer.end_group().unwrap();
+    }
+    let summary = writer.finish().unwrap();
+    assert_eq!(summary.files.len(), 3);
+    for file in &summary.files {
+        let records = BagReader::open(&dir.join(file)).unwrap().metadata_records();
+        assert_eq!(records.len(), 1, "{file}");
+        assert_eq!(
+            (records[0].name.as_str(), &records[0].entries),
+            ("bayes_perception", &entries)
+        );
+    }
+    // The bag directory reads its first file's.
+    assert_eq!(BagReader::open(&dir).unwrap().metadata_records().len(), 1);
+}
+
+/// A summary whose metadata indexes point outside the file, claim huge lengths or point at
+/// one record ten thousand times: each record within the file is read once.
+#[test]
+fn hostile_metadata_indexes_read_each_record_once_within_the_file() {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+    fn record(out: &mut Vec<u8>, opcode: u8, body: &[u8]) {
+        out.push(opcode);
+        out.extend((body.len() as u64).to_le_bytes());
+        out.extend(body);
+    }
+    const MAGIC: &[u8] = b"\x89MCAP0\r\n";
+    let mut file = MAGIC.to_vec();
+    let mut header = Vec::new();
+    string(&mut header, "ros2");
+    string(&mut header, "test");
+    record(&mut file, 0x01, &header);
+    let offset = file.len() as u64;
+    let (mut body, mut map) = (Vec::new(), Vec::new());
+    string(&mut body, "bayes_perception");
+    string(&mut map, "model");
+    string(&mut map, "m");
+    body.extend((map.len() as u32).to_le_bytes());
+    body.extend(&map);
+    record(&mut file, 0x0C, &body);
+    let length = file.len() as u64 - offset;
+    record(&mut file, 0x0F, &0u32.to_le_bytes());
+    let summary_start = file.len() as u64;
+    let index = |offset: u64, length: u64| {
+        let mut body = Vec::new();
+        body.extend(offset.to_le_bytes());
+        body.extend(length.to_le_bytes());
+        string(&mut body, "bayes_perception");
+        body
+    };
+    for _ in 0..10_000 {
+        record(&mut file, 0x0D, &index(offset, length));
+    }
+    for (offset, length) in [
+        (offset, u64::MAX),
+        (u64::MAX - 4, 8),
+        (offset, 1 << 40),
+        (offset + 1, length),
+    ] {
+        record(&mut file, 0x0D, &index(offset, length));
+    }
+    let mut footer = Vec::new();
+    footer.extend(summary_start.to_le_bytes());
+    footer.extend(0u64.to_le_bytes());
+    footer.extend(0u32.to_le_bytes());
+    record(&mut file, 0x02, &footer);
+    file.extend(MAGIC);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("hostile.mcap");
+    std::fs::write(&path, &file).unwrap();
+    let records = BagReader::open(&path).unwrap().metadata_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].entries["model"], "m");
+}

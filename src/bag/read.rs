@@ -714,7 +714,10 @@ fn mcap_summary(path: &Path) -> Option<mcap::Summary> {
 }
 
 /// The metadata records an MCAP file's summary indexes, in file order; those that do not
-/// read back as one (a damaged index) are left out.
+/// read back as one (a damaged index) are left out. What a damaged or hostile index can
+/// make this read is bounded: records within the file and of at most 16 MiB, each read
+/// once, at most [`MAX_METADATA_RECORDS`] of them, and no more bytes in all than the file
+/// holds.
 fn mcap_metadata_records(path: &Path) -> Vec<MetadataRecord> {
     use std::io::{Read, Seek, SeekFrom};
     let Some(summary) = mcap_summary(path) else {
@@ -723,10 +726,27 @@ fn mcap_metadata_records(path: &Path) -> Vec<MetadataRecord> {
     let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
     };
+    let Ok(file_len) = file.metadata().map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let mut indexes: Vec<_> = summary
+        .metadata_indexes
+        .iter()
+        .filter(|i| i.length <= MAX_METADATA_RECORD_BYTES)
+        .filter(|i| {
+            i.offset
+                .checked_add(i.length)
+                .is_some_and(|end| end <= file_len)
+        })
+        .collect();
+    indexes.sort_by_key(|i| i.offset);
+    indexes.dedup_by_key(|i| i.offset);
     let mut records = Vec::new();
-    for index in &summary.metadata_indexes {
-        if index.length > MAX_MCAP_RECORD as u64 {
-            continue;
+    let mut read = 0u64;
+    for index in indexes.into_iter().take(MAX_METADATA_RECORDS) {
+        read += index.length;
+        if read > file_len {
+            break;
         }
         let mut bytes = vec![0; index.length as usize];
         if file.seek(SeekFrom::Start(index.offset)).is_err() || file.read_exact(&mut bytes).is_err()
@@ -1078,6 +1098,12 @@ fn decompress_message(data: &[u8]) -> std::result::Result<Vec<u8>, String> {
     }
     Ok(out)
 }
+
+/// The most MCAP metadata records read from a file ([`BagReader::metadata_records`]).
+pub const MAX_METADATA_RECORDS: usize = 64;
+
+/// The largest MCAP metadata record read (ours are a few kB).
+const MAX_METADATA_RECORD_BYTES: u64 = 16 << 20;
 
 /// The largest MCAP record (a message, or a chunk's decompressed content) this reader
 /// accepts: 1 GiB, far above any camera frame (an 8K 16-bit RGBA image is 265 MB). A

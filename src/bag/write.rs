@@ -152,6 +152,10 @@ impl BagWriter {
         entries: BTreeMap<String, String>,
     ) -> Result<(), BagError> {
         self.check_failed()?;
+        debug_assert!(
+            !self.holding,
+            "set_metadata inside a group would cut its chunk"
+        );
         let record = mcap::records::Metadata {
             name: name.to_owned(),
             metadata: entries,
@@ -195,30 +199,7 @@ impl BagWriter {
     /// mcap crate's own message leaves out. An OS error stays one (`BagError::Io`), so
     /// callers can tell a full disk from a malformed write.
     fn mcap_error(&self, e: mcap::McapError) -> BagError {
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        let mut os_error = None;
-        while let Some(cause) = source {
-            message.push_str(&format!(": {cause}"));
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                os_error.get_or_insert((io.kind(), io.raw_os_error()));
-            }
-            source = cause.source();
-        }
-        if let mcap::McapError::Io(io) = &e {
-            os_error.get_or_insert((io.kind(), io.raw_os_error()));
-        }
-        let path = self.current_path();
-        match os_error {
-            Some((kind, raw)) => BagError::Io {
-                path,
-                source: match raw {
-                    Some(code) => std::io::Error::from_raw_os_error(code),
-                    None => std::io::Error::new(kind, message),
-                },
-            },
-            None => BagError::Invalid { path, message },
-        }
+        mcap_error_at(self.current_path(), e)
     }
 
     /// Whether `topic` can be written as `type_name`: one type per topic, as rosbag2
@@ -385,21 +366,24 @@ impl BagWriter {
     fn next_file(&mut self) -> Result<(), BagError> {
         let name = format!("{}_{}.mcap", self.stem, self.files.len());
         let finished = self.current_path();
-        // Synced before the next is begun: a power loss later leaves it whole (a kill
-        // never damages it), so that a salvage can copy it.
+        let path = self.dir.join(&name);
+        // Synced before the next is begun, and the new file's name with the directory: a
+        // power loss later leaves the finished files whole and listed (a kill never
+        // damages them), so that a salvage can copy them.
         let next = self
             .mcap
             .finish()
             .map_err(|e| self.mcap_error(e))
             .and_then(|_| sync(&finished))
-            .and_then(|_| open_storage(&self.dir.join(&name)))
+            .and_then(|_| open_storage(&path))
             .and_then(|mut next| {
                 for record in &self.metadata {
                     next.write_metadata(record)
-                        .map_err(|e| self.mcap_error(e))?;
+                        .map_err(|e| mcap_error_at(path.clone(), e))?;
                 }
                 Ok(next)
-            });
+            })
+            .and_then(|next| sync(&self.dir).map(|_| next));
         let next = match next {
             Ok(next) => next,
             Err(e) => {
@@ -589,6 +573,34 @@ struct FileInfo {
 }
 
 /// fsync of a file or directory ([`crate::output::sync_path`]).
+/// An MCAP error of the storage file `path` as a [`BagError`]: an I/O one (a full disk,
+/// say) keeps its OS error.
+fn mcap_error_at(path: PathBuf, e: mcap::McapError) -> BagError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    let mut os_error = None;
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            os_error.get_or_insert((io.kind(), io.raw_os_error()));
+        }
+        source = cause.source();
+    }
+    if let mcap::McapError::Io(io) = &e {
+        os_error.get_or_insert((io.kind(), io.raw_os_error()));
+    }
+    match os_error {
+        Some((kind, raw)) => BagError::Io {
+            path,
+            source: match raw {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(kind, message),
+            },
+        },
+        None => BagError::Invalid { path, message },
+    }
+}
+
 fn sync(path: &Path) -> Result<(), BagError> {
     crate::output::sync_path(path).map_err(|source| BagError::Io {
         path: path.to_owned(),

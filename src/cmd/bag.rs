@@ -25,6 +25,7 @@ use bayes_perception::config::{ColormapParams, Params};
 use bayes_perception::device::device_name;
 use bayes_perception::error::is_transient_io;
 use bayes_perception::log_once::LogOnce;
+use bayes_perception::msg::encoding::shown;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{CameraInfo, CompressedImage, Header, Image, Time};
 use bayes_perception::output::write_file;
@@ -945,7 +946,8 @@ const PROVENANCE: &str = "bayes_perception";
 /// How `bag process` makes its output, for the bag to say: the binary, the command line,
 /// the input and the model (absolute paths), the device and every parameter in effect (as
 /// a params file's `ros__parameters` block), so that a processed bag found later tells
-/// what produced its outputs. No time or host: runs alike write alike bags.
+/// what produced its outputs. No time or host: the same command from the same directory
+/// writes the same bag.
 fn provenance(
     args: &BagProcessArgs,
     params: &Params,
@@ -1077,14 +1079,18 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
         };
         let target = free_name("salvaged")?;
         let salvaged = salvage(&files, &target, finished, &mark.provenance);
-        let (messages, next_ns) = match salvaged.with_context(|| {
+        let (messages, next_ns, in_order) = match salvaged.with_context(|| {
             format!(
                 "could not keep what a killed run wrote in {}; make room for a copy of it, or \
                  remove it to go on without it",
                 partial.display()
             )
         })? {
-            Salvaged::Copied { messages, next_ns } => (messages, next_ns),
+            Salvaged::Copied {
+                messages,
+                next_ns,
+                in_order,
+            } => (messages, next_ns, in_order),
             Salvaged::Damaged(why) => {
                 // Not from the kill: kept whole under a name of its own for a person to
                 // look at, out of the way of the runs after this one.
@@ -1126,9 +1132,14 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
             ),
             Some(next) => {
                 let into_ms = (next.saturating_sub(started) / 1_000_000) as f64 / 1e3;
-                let go_on = match started > 0 && same_input {
-                    true => format!("; `{}` processes the rest", mark.rest(next)),
-                    false => String::new(),
+                let go_on = match (started > 0 && same_input, in_order) {
+                    (true, true) => format!("; `{}` processes the rest", mark.rest(next)),
+                    // Messages logged before `next` may still have been to come.
+                    (true, false) => "; its messages are not in log-time order (nor, then, \
+                                      are the input's), so no --start takes exactly the rest: \
+                                      process the input whole"
+                        .to_owned(),
+                    (false, _) => String::new(),
                 };
                 (
                     format!(
@@ -1177,8 +1188,14 @@ fn storage_files(dir: &Path) -> Vec<PathBuf> {
 /// What [`salvage`] did.
 enum Salvaged {
     /// This many messages copied; of a run cut short, all but those logged at its latest
-    /// log time, `next_ns`, where the rest begins.
-    Copied { messages: u64, next_ns: Option<u64> },
+    /// log time, `next_ns`, where the rest begins; `in_order` when the run wrote its
+    /// messages in log-time order (as it reads an input stored in that order), without
+    /// which no time divides what it did from the rest.
+    Copied {
+        messages: u64,
+        next_ns: Option<u64>,
+        in_order: bool,
+    },
     /// Nothing copied: a storage file before the last is damaged (not by the kill: each
     /// file was finished before the next was begun), so a copy would have a gap.
     Damaged(String),
@@ -1197,10 +1214,25 @@ fn salvage(
     finished: bool,
     provenance: &BTreeMap<String, String>,
 ) -> anyhow::Result<Salvaged> {
-    let mut next_ns = None;
+    // Numbered from 0 without a gap, or one is missing (a power loss before the directory
+    // was synced, a person): a copy would have a gap.
+    let number = |f: &PathBuf| {
+        f.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.rsplit_once('_'))
+            .and_then(|(_, k)| k.parse::<usize>().ok())
+    };
+    if let Some(k) = (0..files.len()).find(|&k| number(&files[k]) != Some(k)) {
+        return Ok(Salvaged::Damaged(format!(
+            "its storage file numbered {k} is missing ({} found)",
+            files.len()
+        )));
+    }
+    let (mut next_ns, mut in_order) = (None, true);
     if !finished {
-        let latest = &mut next_ns;
-        let read = read_killed_run(files, |m| {
+        let (latest, in_order) = (&mut next_ns, &mut in_order);
+        let read = read_killed_run(files, false, |m| {
+            *in_order &= latest.is_none_or(|t| m.log_time >= t);
             *latest = Some(latest.map_or(m.log_time, |t: u64| t.max(m.log_time)));
             Ok(())
         })?;
@@ -1225,7 +1257,7 @@ fn salvage(
         writer.set_metadata(PROVENANCE, entries)?;
     }
     let mut messages = 0u64;
-    let read = read_killed_run(files, |m| {
+    let read = read_killed_run(files, true, |m| {
         if next_ns.is_some_and(|next| m.log_time >= next) {
             return Ok(());
         }
@@ -1240,19 +1272,26 @@ fn salvage(
     if messages > 0 {
         staged.install(false)?;
     }
-    Ok(Salvaged::Copied { messages, next_ns })
+    Ok(Salvaged::Copied {
+        messages,
+        next_ns,
+        in_order,
+    })
 }
 
 /// Calls `each` with every readable message of a killed run's MCAP files in order: to the
-/// end of each, or of the last up to where the kill cut it. `Ok(Err(why))`: a file before
-/// the last is damaged (a copy would have a gap); `Err`: `each` failed, or a file could
-/// not be read.
+/// end of each, or of the last up to where the kill cut it (`announce`: each file said in
+/// the log). `Ok(Err(why))`: a file before the last is damaged (a copy would have a gap);
+/// `Err`: `each` failed, or a file could not be read.
 fn read_killed_run(
     files: &[PathBuf],
+    announce: bool,
     mut each: impl FnMut(&BagMessage) -> Result<(), BagError>,
 ) -> anyhow::Result<Result<(), String>> {
     for (k, mcap) in files.iter().enumerate() {
-        log::info!("reading what a killed run wrote in {}", mcap.display());
+        if announce {
+            log::info!("reading what a killed run wrote in {}", mcap.display());
+        }
         let reader = BagReader::open(mcap)?;
         let mut failed = None;
         let read = reader.read(|m| {
@@ -1362,9 +1401,19 @@ pub fn info(args: BagInfoArgs) -> anyhow::Result<ExitCode> {
     if let Some(damage) = &info.damage {
         println!("Damaged:           {damage}");
     }
-    // How the bag was made, where its writer says (`bag process` does): multi-line values
-    // (the parameters) indented under their key.
+    // How the bag was made, where `bag process` says it: multi-line values (the
+    // parameters) indented under their key. Other writers' records by name and keys only
+    // (their values can be long), as text that cannot garble the terminal.
     for record in reader.metadata_records() {
+        if record.name != PROVENANCE {
+            let keys: Vec<String> = record.entries.keys().map(|k| shown(k)).collect();
+            println!(
+                "Metadata:          {} (keys: {})",
+                shown(&record.name),
+                shown(&keys.join(", "))
+            );
+            continue;
+        }
         println!("Metadata:          {}", record.name);
         for (key, value) in &record.entries {
             match value.contains('\n') {

@@ -54,14 +54,28 @@ macro_rules! usage {
 }
 pub(crate) use usage;
 
-/// This process's command line, as written into reports, model files and bags: arguments
-/// that are not UTF-8 (a file name on Linux can be any bytes) with the replacement
-/// character, where `std::env::args` would panic.
+/// This process's command line, as written into reports, model files and bags: each
+/// argument quoted for a POSIX shell where it needs it (a path with a space), and one that
+/// is not UTF-8 (a file name on Linux can be any bytes) with the replacement character,
+/// where `std::env::args` would panic.
 pub fn command_line(skip: usize) -> Vec<String> {
     std::env::args_os()
         .skip(skip)
-        .map(|a| a.to_string_lossy().into_owned())
+        .map(|a| shell_quoted(&a.to_string_lossy()))
         .collect()
+}
+
+/// `arg` as a POSIX shell reads it back: as it is when it has only characters no shell
+/// treats specially, else in single quotes.
+fn shell_quoted(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=,@%+".contains(c));
+    match plain {
+        true => arg.to_owned(),
+        false => format!("'{}'", arg.replace('\'', r"'\''")),
+    }
 }
 
 /// With `--json`, a command that stopped with `err` (not a wrong command line, exit 2)
@@ -280,6 +294,16 @@ pub(crate) fn samples_label(engine: &bayes_perception::Engine) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_are_quoted_where_a_shell_would_read_them_otherwise() {
+        assert_eq!(shell_quoted("--max-bag-size"), "--max-bag-size");
+        assert_eq!(shell_quoted("/data/run_1/out.mcap"), "/data/run_1/out.mcap");
+        assert_eq!(shell_quoted("my drive"), "'my drive'");
+        assert_eq!(shell_quoted("it's"), r"'it'\''s'");
+        assert_eq!(shell_quoted(""), "''");
+        assert_eq!(shell_quoted("a*b"), "'a*b'");
+    }
 
     /// The report path is checked without being touched: no file appears or empties, a
     /// missing directory is refused unless the command creates it, a FIFO is not opened.

@@ -85,8 +85,10 @@ Options (before --ros-args): -h, --help  this text; -V, --version  the version."
 
 fn main() -> ExitCode {
     // Our own options end where ROS's begin.
-    let own: Vec<String> = std::env::args()
+    // (Not std::env::args, which panics on an argument that is not UTF-8.)
+    let own: Vec<String> = std::env::args_os()
         .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
         .take_while(|a| a != "--ros-args")
         .collect();
     if own.iter().any(|a| a == "-h" || a == "--help") {
