@@ -391,25 +391,10 @@ fn a_bag_finished_but_not_yet_in_place_when_killed_is_kept() {
     assert!(f.partials("done").is_empty());
 }
 
-type Message = (String, String, u64, Vec<u8>);
-
-/// The bag's start and its messages (topic, type, log time, data), in storage order.
-fn input_messages(bag: &Path) -> (u64, Vec<Message>) {
-    let reader = BagReader::open(bag).unwrap();
-    let start_ns = reader.info().unwrap().start_ns;
-    let mut messages = Vec::new();
-    reader
-        .read(|m| {
-            messages.push((
-                m.topic.to_owned(),
-                m.type_name.to_owned(),
-                m.log_time,
-                m.data.to_vec(),
-            ));
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-    (start_ns, messages)
+/// The bag's start and its messages, in storage order.
+fn input_messages(bag: &Path) -> (u64, Vec<common::StoredMessage>) {
+    let start_ns = BagReader::open(bag).unwrap().info().unwrap().start_ns;
+    (start_ns, common::bag_messages(bag))
 }
 
 /// What a run towards OUTPUT `name` killed before it had done anything left, as the next

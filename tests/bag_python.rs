@@ -713,19 +713,7 @@ fn sample_bag_is_readable_by_rosbags_and_bag_info_matches() {
 fn compressed_bags_read_and_process_like_their_uncompressed_twins() {
     use bayes_perception::bag::read::{BagError, BagReader, Compression};
     let Some(f) = Fixture::new() else { return };
-    let all = |path: &Path| {
-        let mut messages = Vec::new();
-        let result = BagReader::open(path).unwrap().read(|m| {
-            messages.push((
-                m.topic.to_owned(),
-                m.type_name.to_owned(),
-                m.log_time,
-                m.data.to_vec(),
-            ));
-            std::ops::ControlFlow::Continue(())
-        });
-        (messages, result)
-    };
+    let all = common::read_messages;
     for storage in ["mcap", "sqlite"] {
         let (plain, result) = all(&f.path(&format!("in_{storage}")));
         result.unwrap();

@@ -1210,19 +1210,7 @@ fn a_damaged_compressed_message_is_skipped_and_the_rest_is_read() {
         .unwrap();
     let plain = tmp.path().join("plain");
     write_camera_bag(&plain, 3, "/front/camera_info", (40, 30), false);
-    let mut messages = Vec::new();
-    BagReader::open(&plain)
-        .unwrap()
-        .read(|m| {
-            messages.push((
-                m.topic.to_owned(),
-                m.type_name.to_owned(),
-                m.log_time,
-                m.data.to_vec(),
-            ));
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+    let messages = common::bag_messages(&plain);
     let mut w = BagWriter::create(&tmp.path().join("packed")).unwrap();
     let mut images = 0;
     for (topic, type_name, time, data) in &messages {

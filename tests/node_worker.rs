@@ -609,8 +609,19 @@ fn latency_comes_from_the_sink_clock_and_stamps_ahead_of_it_are_counted() {
     );
 }
 
-/// Publishes into a shared list, so a test can watch a worker running on another thread.
-struct SharedSink(std::sync::Arc<std::sync::Mutex<Vec<Time>>>);
+/// Publishes into a shared list, so a test can watch a worker running on another thread;
+/// or panics (a bug in building the messages, say).
+struct SharedSink {
+    published: std::sync::Arc<std::sync::Mutex<Vec<Time>>>,
+    panics: bool,
+}
+
+fn shared(published: &std::sync::Arc<std::sync::Mutex<Vec<Time>>>) -> SharedSink {
+    SharedSink {
+        published: published.clone(),
+        panics: false,
+    }
+}
 
 impl Sink for SharedSink {
     fn wants(&self, _: OutputTopic) -> bool {
@@ -618,8 +629,9 @@ impl Sink for SharedSink {
     }
 
     fn publish_image(&mut self, topic: OutputTopic, image: Image) -> Result<(), String> {
+        assert!(!self.panics, "publishing panicked");
         if topic == OutputTopic::Depth {
-            self.0.lock().unwrap().push(image.header.stamp);
+            self.published.lock().unwrap().push(image.header.stamp);
         }
         Ok(())
     }
@@ -655,7 +667,7 @@ fn the_run_loop_takes_the_newest_frame_and_ends_when_closed() {
     }
     let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let runner = {
-        let (state, mut sink) = (state.clone(), SharedSink(published.clone()));
+        let (state, mut sink) = (state.clone(), shared(&published));
         std::thread::spawn(move || worker.run(&state, &mut sink))
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -678,39 +690,6 @@ fn the_run_loop_takes_the_newest_frame_and_ends_when_closed() {
     assert_eq!(value(&s, "frames dropped (keep-latest)"), "4");
 }
 
-/// A sink whose publishing panics (a bug in building the messages, say).
-struct PanickingSink;
-
-impl Sink for PanickingSink {
-    fn wants(&self, _: OutputTopic) -> bool {
-        true
-    }
-
-    fn publish_image(&mut self, _: OutputTopic, _: Image) -> Result<(), String> {
-        panic!("publishing panicked");
-    }
-
-    fn publish_camera_info(&mut self, _: CameraInfo) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn wants_camera_info(&self) -> bool {
-        false
-    }
-
-    fn wants_points(&self) -> bool {
-        false
-    }
-
-    fn publish_points(&mut self, _: PointCloud2) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn now(&self) -> Option<Time> {
-        None
-    }
-}
-
 /// A panic on the output thread ends the run loop (with the panic) without another frame:
 /// the node stops with the reason instead of waiting for a frame that may never come to
 /// find its output thread gone.
@@ -722,7 +701,11 @@ fn a_panic_while_publishing_ends_the_run_loop_without_another_frame() {
     state.on_frame(rgb8(1, 32, 32));
     let runner = {
         let state = state.clone();
-        std::thread::spawn(move || worker.run(&state, &mut PanickingSink))
+        let mut sink = SharedSink {
+            panics: true,
+            ..shared(&Default::default())
+        };
+        std::thread::spawn(move || worker.run(&state, &mut sink))
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !runner.is_finished() {
@@ -746,7 +729,7 @@ fn the_run_loop_publishes_the_frame_in_flight_before_it_returns() {
     let state = state(&[]);
     let worker = worker(&state);
     let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut sink = SharedSink(published.clone());
+    let mut sink = shared(&published);
     let mut bad = rgb8(2, 32, 32);
     if let CameraFrame::Raw(image) = &mut bad {
         image.data.truncate(10);

@@ -159,3 +159,35 @@ impl Logged {
         }
     }
 }
+
+/// A stored message: topic, type, log time and CDR data.
+pub type StoredMessage = (String, String, u64, Vec<u8>);
+
+/// Every message of `bag`, in storage order.
+pub fn bag_messages(bag: &std::path::Path) -> Vec<StoredMessage> {
+    let (messages, read) = read_messages(bag);
+    read.unwrap();
+    messages
+}
+
+/// The messages of `bag` read before the end or an error, and how reading ended.
+pub fn read_messages(
+    bag: &std::path::Path,
+) -> (
+    Vec<StoredMessage>,
+    Result<(), bayes_perception::bag::BagError>,
+) {
+    let mut messages = Vec::new();
+    let read = bayes_perception::bag::BagReader::open(bag)
+        .unwrap()
+        .read(|m| {
+            messages.push((
+                m.topic.to_owned(),
+                m.type_name.to_owned(),
+                m.log_time,
+                m.data.to_vec(),
+            ));
+            std::ops::ControlFlow::Continue(())
+        });
+    (messages, read)
+}
