@@ -427,7 +427,8 @@ fn killed_run(
 
 /// A killed run's storage files with one missing (numbered 0 and 2) are set aside, not
 /// copied with a gap; one whose messages are not in log-time order (an input stored out of
-/// order) is salvaged, but no --start is suggested: none divides what it did from the rest.
+/// order) is salvaged, but no --start is suggested: none divides what it did from the rest;
+/// one with nothing whole to keep is said and removed.
 #[test]
 fn a_missing_storage_file_is_set_aside_and_an_unordered_run_gets_no_start() {
     let f = Fixture::new();
@@ -476,6 +477,23 @@ fn a_missing_storage_file_is_set_aside_and_an_unordered_run_gets_no_start() {
         "{stderr}"
     );
     assert!(f.path("unordered.salvaged").is_dir());
+
+    // Only messages of one log time written (the first frame and its camera_info): nothing
+    // whole to keep, said, and the killed run's directory goes.
+    let (partial, mut writer) = killed_run(&f, "first", start_ns);
+    for (topic, type_name, log_time, data) in &messages[..later(0)] {
+        writer.write(topic, type_name, *log_time, data).unwrap();
+    }
+    writer.finish().unwrap();
+    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
+    let out = f.process("first").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("had written nothing whole to keep"),
+        "{stderr}"
+    );
+    assert!(!partial.exists() && !f.path("first.salvaged").exists());
 }
 
 /// The log times of `topic`'s messages in `bag`, in order.

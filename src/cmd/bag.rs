@@ -1119,6 +1119,14 @@ fn salvage_killed_runs(output: &Path, input: &Path) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&partial)
             .with_context(|| format!("cannot remove {}", partial.display()))?;
         if messages == 0 {
+            // Killed before a chunk was whole, or with only its first frame's time written.
+            log::warn!(
+                "a killed run towards {} from {} had written nothing whole to keep; its \
+                 temporary directory {} is removed",
+                output.display(),
+                mark.input.display(),
+                partial.display()
+            );
             continue;
         }
         let started = mark.input_start_ns;
