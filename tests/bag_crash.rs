@@ -91,11 +91,7 @@ fn mcap_files(dir: &Path) -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|x| x == "mcap"))
         .collect();
     // By the number after the last `_`: `_10` after `_9`.
-    files.sort_by_key(|p| {
-        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-        stem.rsplit_once('_')
-            .and_then(|(_, k)| k.parse::<u64>().ok())
-    });
+    files.sort_by_key(|p| bayes_perception::bag::storage_file_number(p));
     files
 }
 
@@ -321,15 +317,12 @@ fn messages_of_one_time_split_by_the_kill_are_all_left_to_the_rest() {
     let complete = std::fs::metadata(&file).unwrap().len();
     let (topic, type_name, log_time, data) = &messages[cut + 1];
     writer.write(topic, type_name, *log_time, data).unwrap();
-    writer.finish().unwrap();
+    as_killed(&partial, writer);
     // The kill: the second chunk and the summary never reached the file.
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..complete as usize]).unwrap();
-    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
 
-    let out = f.process("cut").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = next_run(&f, "cut");
     let salvaged = f.path("cut.salvaged");
     let kept: Vec<u64> = ["/camera/image_raw", "/camera/camera_info"]
         .iter()
@@ -425,6 +418,22 @@ fn killed_run(
     (partial, writer)
 }
 
+/// Leaves what [`killed_run`] began as a kill does once its files are written: without
+/// metadata.yaml (the mark of a finished bag).
+fn as_killed(partial: &Path, writer: bayes_perception::bag::BagWriter) {
+    writer.finish().unwrap();
+    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
+}
+
+/// The next run to OUTPUT `name`, which salvages what a killed one left: it completes; what
+/// it said.
+fn next_run(f: &Fixture, name: &str) -> String {
+    let out = f.process(name).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 /// A killed run's storage files with one missing (numbered 0 and 2) are set aside, not
 /// copied with a gap; one whose messages are not in log-time order (an input stored out of
 /// order) is salvaged, but no --start is suggested: none divides what it did from the rest;
@@ -441,13 +450,10 @@ fn a_missing_storage_file_is_set_aside_and_an_unordered_run_gets_no_start() {
         writer.write(topic, type_name, *log_time, data).unwrap();
         writer.end_group().unwrap();
     }
-    writer.finish().unwrap();
-    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
+    as_killed(&partial, writer);
     assert_eq!(mcap_files(&partial).len(), 3);
     std::fs::remove_file(partial.join("gap_1.mcap")).unwrap();
-    let out = f.process("gap").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = next_run(&f, "gap");
     assert!(
         stderr.contains("was not copied: its storage file numbered 1 is missing (2 found)"),
         "{stderr}"
@@ -467,11 +473,8 @@ fn a_missing_storage_file_is_set_aside_and_an_unordered_run_gets_no_start() {
         let (topic, type_name, log_time, data) = &messages[k];
         writer.write(topic, type_name, *log_time, data).unwrap();
     }
-    writer.finish().unwrap();
-    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
-    let out = f.process("unordered").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    as_killed(&partial, writer);
+    let stderr = next_run(&f, "unordered");
     assert!(
         stderr.contains("its messages are not in log-time order") && !stderr.contains("`--start"),
         "{stderr}"
@@ -484,11 +487,8 @@ fn a_missing_storage_file_is_set_aside_and_an_unordered_run_gets_no_start() {
     for (topic, type_name, log_time, data) in &messages[..later(0)] {
         writer.write(topic, type_name, *log_time, data).unwrap();
     }
-    writer.finish().unwrap();
-    std::fs::remove_file(partial.join("metadata.yaml")).unwrap();
-    let out = f.process("first").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    as_killed(&partial, writer);
+    let stderr = next_run(&f, "first");
     assert!(
         stderr.contains("had written nothing whole to keep"),
         "{stderr}"

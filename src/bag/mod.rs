@@ -9,4 +9,4 @@ pub mod schema;
 pub mod write;
 
 pub use read::{BagError, BagInfo, BagMessage, BagReader, MetadataRecord, Storage, TopicInfo};
-pub use write::{BagWriter, WriteSummary, DEFAULT_MAX_FILE_BYTES};
+pub use write::{storage_file_number, BagWriter, WriteSummary, DEFAULT_MAX_FILE_BYTES};

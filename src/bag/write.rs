@@ -119,7 +119,7 @@ impl BagWriter {
             path: dir.to_owned(),
             source,
         })?;
-        let name = format!("{stem}_0.mcap");
+        let name = storage_file_name(stem, 0);
         let mcap = open_storage(&dir.join(&name))?;
         Ok(BagWriter {
             dir: dir.to_owned(),
@@ -364,7 +364,7 @@ impl BagWriter {
     /// index of its chunks) and opens the next one. A failure leaves the writer failed:
     /// its state would no longer match its files.
     fn next_file(&mut self) -> Result<(), BagError> {
-        let name = format!("{}_{}.mcap", self.stem, self.files.len());
+        let name = storage_file_name(&self.stem, self.files.len() as u64);
         let finished = self.current_path();
         let path = self.dir.join(&name);
         // Synced before the next is begun, and the new file's name with the directory: a
@@ -572,7 +572,24 @@ struct FileInfo {
     message_count: u64,
 }
 
-/// fsync of a file or directory ([`crate::output::sync_path`]).
+/// The name of storage file `k` of a bag whose files are named after `stem`, as rosbag2
+/// names them: `<stem>_<k>.mcap`.
+fn storage_file_name(stem: &str, k: u64) -> String {
+    format!("{stem}_{k}.mcap")
+}
+
+/// The number `k` of a storage file named `<stem>_<k>.mcap`, as the writer names them;
+/// `None` for another name. A bag's files are read in this order (`_10` after `_9`).
+pub fn storage_file_number(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(".mcap")?
+        .rsplit_once('_')?
+        .1
+        .parse()
+        .ok()
+}
+
 /// An MCAP error of the storage file `path` as a [`BagError`]: an I/O one (a full disk,
 /// say) keeps its OS error.
 fn mcap_error_at(path: PathBuf, e: mcap::McapError) -> BagError {
@@ -601,9 +618,26 @@ fn mcap_error_at(path: PathBuf, e: mcap::McapError) -> BagError {
     }
 }
 
+/// fsync of a file or directory ([`crate::output::sync_path`]).
 fn sync(path: &Path) -> Result<(), BagError> {
     crate::output::sync_path(path).map_err(|source| BagError::Io {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_files_are_numbered_as_they_are_named() {
+        for k in [0, 9, 10, 16_384] {
+            let name = storage_file_name("run_a", k);
+            assert_eq!(storage_file_number(Path::new(&name)), Some(k), "{name}");
+        }
+        for other in ["run.mcap", "run_x.mcap", "run_1.db3", "run_1.mcap.zstd"] {
+            assert_eq!(storage_file_number(Path::new(other)), None, "{other}");
+        }
+    }
 }

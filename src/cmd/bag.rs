@@ -20,7 +20,9 @@ use anyhow::{bail, Context};
 use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::read::{combined_damage, damage_met_before, BagEvent};
-use bayes_perception::bag::{BagError, BagInfo, BagMessage, BagReader, BagWriter, TopicInfo};
+use bayes_perception::bag::{
+    storage_file_number, BagError, BagInfo, BagMessage, BagReader, BagWriter, TopicInfo,
+};
 use bayes_perception::config::{ColormapParams, Params};
 use bayes_perception::device::device_name;
 use bayes_perception::error::is_transient_io;
@@ -957,8 +959,9 @@ fn provenance(
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
     let command = super::command_line(1);
     // The model as the run found it (--model, or the params file's, relative to it).
+    let model = absolute(model_dir).display().to_string();
     let params = Params {
-        model: absolute(model_dir).display().to_string(),
+        model: model.clone(),
         ..params.clone()
     };
     Ok(BTreeMap::from([
@@ -975,10 +978,7 @@ fn provenance(
             "input".to_owned(),
             absolute(&args.input).display().to_string(),
         ),
-        (
-            "model".to_owned(),
-            absolute(model_dir).display().to_string(),
-        ),
+        ("model".to_owned(), model),
         ("model_name".to_owned(), engine.model().spec.name.clone()),
         ("device".to_owned(), device_name(engine.device())),
         ("params".to_owned(), serde_yaml::to_string(&params)?),
@@ -1179,15 +1179,7 @@ fn storage_files(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "mcap"))
-        .map(|p| {
-            let index = p
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.rsplit_once('_'))
-                .and_then(|(_, k)| k.parse().ok())
-                .unwrap_or(u64::MAX);
-            (index, p)
-        })
+        .map(|p| (storage_file_number(&p).unwrap_or(u64::MAX), p))
         .collect();
     files.sort();
     files.into_iter().map(|(_, p)| p).collect()
@@ -1224,13 +1216,7 @@ fn salvage(
 ) -> anyhow::Result<Salvaged> {
     // Numbered from 0 without a gap, or one is missing (a power loss before the directory
     // was synced, a person): a copy would have a gap.
-    let number = |f: &PathBuf| {
-        f.file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.rsplit_once('_'))
-            .and_then(|(_, k)| k.parse::<usize>().ok())
-    };
-    if let Some(k) = (0..files.len()).find(|&k| number(&files[k]) != Some(k)) {
+    if let Some(k) = (0..files.len()).find(|&k| storage_file_number(&files[k]) != Some(k as u64)) {
         return Ok(Salvaged::Damaged(format!(
             "its storage file numbered {k} is missing ({} found)",
             files.len()
