@@ -202,6 +202,17 @@ pub struct BagProcessArgs {
     /// (`/cam/image_raw` -> `/cam/camera_info`).
     #[arg(long = "camera-info", value_name = "TOPIC")]
     pub camera_infos: Vec<String>,
+    /// Also copy this topic, of any type, unchanged (repeatable): `/tf` and `/tf_static`
+    /// for RViz, other sensors for a replay with the rest of the stack. Its messages in
+    /// --start/--duration are copied (all of them: --every samples camera frames only), and
+    /// of a latched topic (recorded with durability transient_local: `/tf_static`) those
+    /// before the window too.
+    #[arg(long = "copy", value_name = "TOPIC")]
+    pub copy: Vec<String>,
+    /// Copy every topic that is not processed, as --copy does (a topic named like one of
+    /// the outputs is not copied: said).
+    #[arg(long, conflicts_with = "copy")]
+    pub copy_all: bool,
     /// Skip this many seconds from the start of the bag.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub start: f64,

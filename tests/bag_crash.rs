@@ -496,6 +496,58 @@ fn a_missing_storage_file_is_set_aside_and_an_unordered_run_gets_no_start() {
     assert!(!partial.exists() && !f.path("first.salvaged").exists());
 }
 
+/// A killed run that copied another topic (`--copy /tf_static`): its salvage keeps the
+/// topic as recorded (its message definition, its latched QoS, the publish time), where
+/// the salvage once knew only our own types and stopped at the first such message.
+#[test]
+fn a_salvage_keeps_copied_topics_as_recorded() {
+    use bayes_perception::bag::{BagMessage, Recorded};
+    let f = Fixture::new();
+    let (start_ns, messages) = input_messages(&f.path("input"));
+    let (partial, mut writer) = killed_run(&f, "copies", start_ns);
+    let tf = std::sync::Arc::new(Recorded {
+        definition: Some((
+            "ros2msg".into(),
+            b"geometry_msgs/TransformStamped[] transforms\n".to_vec(),
+        )),
+        offered_qos_profiles: "- durability: 1\n  reliability: 1".into(),
+    });
+    writer
+        .copy(&BagMessage {
+            topic: "/tf_static",
+            type_name: "tf2_msgs/msg/TFMessage",
+            log_time: start_ns,
+            publish_time: start_ns - 5,
+            data: &[0, 1, 0, 0, 7],
+            recorded: &tf,
+            unreadable: None,
+        })
+        .unwrap();
+    for (topic, type_name, log_time, data) in &messages[..6] {
+        writer.write(topic, type_name, *log_time, data).unwrap();
+    }
+    as_killed(&partial, writer);
+    let stderr = next_run(&f, "copies");
+    assert!(f.path("copies.salvaged").is_dir(), "{stderr}");
+    let mut kept = Vec::new();
+    BagReader::open(&f.path("copies.salvaged"))
+        .unwrap()
+        .read(|m| {
+            if m.topic == "/tf_static" {
+                kept.push((m.publish_time, m.data.to_vec(), (**m.recorded).clone()));
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(kept.len(), 1, "{stderr}");
+    assert_eq!(
+        (kept[0].0, &kept[0].1[..]),
+        (start_ns - 5, &[0u8, 1, 0, 0, 7][..])
+    );
+    assert_eq!(kept[0].2.definition, tf.definition);
+    assert!(kept[0].2.is_latched());
+}
+
 /// The log times of `topic`'s messages in `bag`, in order.
 fn log_times(bag: &Path, topic: &str) -> Vec<u64> {
     let mut times = Vec::new();

@@ -869,3 +869,205 @@ for name, mode in [('noise_plain', None), ('noise_file', CompressionMode.FILE)]:
         other => panic!("expected damage, got {other:?}"),
     }
 }
+
+/// Writes bags with a camera and other sensors' topics, as `ros2 bag record -a` would:
+/// MCAP with metadata version 9 (QoS policies by name) and SQLite with version 8 (by
+/// number), each with message definitions. `/tf_static` is latched (transient_local) and
+/// published once at the start; `/tf` and `/imu` are not. Argument: output dir.
+const MAKE_TF_BAGS: &str = r#"
+import sys
+from pathlib import Path
+import numpy as np
+from rosbags.rosbag2 import Writer, StoragePlugin
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.typesys import Stores, get_typestore
+
+out = Path(sys.argv[1])
+ts = get_typestore(Stores.ROS2_HUMBLE)
+T = ts.types
+Time, Header = T['builtin_interfaces/msg/Time'], T['std_msgs/msg/Header']
+Vector3, Quaternion = T['geometry_msgs/msg/Vector3'], T['geometry_msgs/msg/Quaternion']
+Transform, Stamped = T['geometry_msgs/msg/Transform'], T['geometry_msgs/msg/TransformStamped']
+TF, Imu, Image = T['tf2_msgs/msg/TFMessage'], T['sensor_msgs/msg/Imu'], T['sensor_msgs/msg/Image']
+
+NS = 10**9
+def header(t, frame):
+    return Header(stamp=Time(sec=t // NS, nanosec=t % NS), frame_id=frame)
+
+def tf(t, parent, child, x):
+    return TF(transforms=[Stamped(header=header(t, parent), child_frame_id=child,
+              transform=Transform(translation=Vector3(x=x, y=0.0, z=1.5),
+                                  rotation=Quaternion(x=0.0, y=0.0, z=0.0, w=1.0)))])
+
+def image(t):
+    w, h = 24, 16
+    data = np.frombuffer(bytes((x * 5 + t // NS) % 256 for x in range(w * h * 3)), dtype=np.uint8)
+    return Image(header=header(t, 'camera'), height=h, width=w, encoding='rgb8', is_bigendian=0, step=w * 3, data=data)
+
+def imu(t):
+    return Imu(header=header(t, 'imu'), orientation=Quaternion(x=0.0, y=0.0, z=0.0, w=1.0),
+               orientation_covariance=np.zeros(9), angular_velocity=Vector3(x=0.0, y=0.0, z=0.1),
+               angular_velocity_covariance=np.zeros(9), linear_acceleration=Vector3(x=0.0, y=0.0, z=9.8),
+               linear_acceleration_covariance=np.zeros(9))
+
+def qos(durability, reliability):
+    forever = QosTime(sec=2147483647, nsec=4294967295)
+    return [Qos(QosHistory.KEEP_LAST, 1, reliability, durability, forever, forever,
+                QosLiveliness.AUTOMATIC, forever, False)]
+
+latched = qos(QosDurability.TRANSIENT_LOCAL, QosReliability.RELIABLE)
+volatile = qos(QosDurability.VOLATILE, QosReliability.BEST_EFFORT)
+S = 100 * NS
+messages = [(S, '/tf_static', tf(S, 'base_link', 'camera', 0.3))]
+for k in range(3):
+    t = S + k * NS
+    messages += [(t + NS // 10, '/cam/image_raw', image(t + NS // 10)),
+                 (t + 2 * NS // 10, '/tf', tf(t + 2 * NS // 10, 'odom', 'base_link', float(k))),
+                 (t + 3 * NS // 10, '/imu', imu(t + 3 * NS // 10))]
+topics = {'/tf_static': (TF, latched), '/tf': (TF, volatile), '/imu': (Imu, volatile),
+          '/cam/image_raw': (Image, volatile)}
+for name, plugin, version in [('tf_mcap', StoragePlugin.MCAP, 9), ('tf_sqlite', StoragePlugin.SQLITE3, 8)]:
+    w = Writer(out / name, version=version, storage_plugin=plugin)
+    with w:
+        conns = {topic: w.add_connection(topic, msgtype.__msgtype__, typestore=ts, offered_qos_profiles=q)
+                 for topic, (msgtype, q) in topics.items()}
+        for t, topic, m in messages:
+            w.write(conns[topic], t, ts.serialize_cdr(m, m.__msgtype__))
+"#;
+
+/// Reads what a copy keeps of each topic, with rosbags (a bag directory) and, for MCAP
+/// storage, `mcap` decoding every message through the schema in the file. Prints JSON:
+/// {"topics": {topic: {type, times, sha, msgdef, durability}}, "decoded": {topic: n},
+/// "tf": [[child, x], ..] as decoded by mcap}.
+const READ_COPIES: &str = r#"
+import sys, json, hashlib
+from pathlib import Path
+from rosbags.rosbag2 import Reader
+
+path = Path(sys.argv[1])
+sha = lambda b: hashlib.sha256(bytes(b)).hexdigest()
+result = {'topics': {}, 'decoded': {}, 'tf': []}
+with Reader(path) as reader:
+    for conn in reader.connections:
+        result['topics'][conn.topic] = {
+            'type': conn.msgtype, 'times': [], 'sha': [],
+            'msgdef': sha(conn.msgdef.data.encode()) if conn.msgdef.data else '',
+            'durability': [q.durability.name.lower() for q in conn.ext.offered_qos_profiles]}
+    for conn, t, raw in reader.messages():
+        result['topics'][conn.topic]['times'].append(t)
+        result['topics'][conn.topic]['sha'].append(sha(raw))
+mcaps = sorted(path.glob('*.mcap'))
+if mcaps:
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    for mcap_path in mcaps:
+        with open(mcap_path, 'rb') as f:
+            for schema, channel, message, decoded in make_reader(f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+                result['decoded'][channel.topic] = result['decoded'].get(channel.topic, 0) + 1
+                if channel.topic in ('/tf', '/tf_static'):
+                    for tr in decoded.transforms:
+                        result['tf'].append([tr.child_frame_id, tr.transform.translation.x])
+print(json.dumps(result))
+"#;
+
+/// `--copy` keeps other topics as they were recorded, from MCAP (QoS by name) and SQLite
+/// (by number) inputs: the messages' bytes and log times, the message definitions (so
+/// `mcap` decodes `/tf` without ROS) and the offered QoS (`/tf_static` stays latched, so
+/// `ros2 bag play` offers it to RViz's tf listener). With --start, the latched
+/// `/tf_static` published before the window is copied too, `/tf` only inside it; `/imu`,
+/// not named, is counted and left out. --copy-all copies every topic; a name that is not
+/// in the bag, or is an output's, is refused.
+#[test]
+fn copied_topics_keep_their_bytes_definitions_and_qos() {
+    let Some(f) = Fixture::new() else { return };
+    f.py(MAKE_TF_BAGS, &[f.path("")]);
+    let read =
+        |bag: &str| -> Value { serde_json::from_str(&f.py(READ_COPIES, &[f.path(bag)])).unwrap() };
+    const S: u64 = 100_000_000_000;
+    const SECOND: u64 = 1_000_000_000;
+    for input in ["tf_mcap", "tf_sqlite"] {
+        let output = format!("{input}_out");
+        let (code, text) = f.process(
+            input,
+            &output,
+            &["--copy", "/tf", "--copy", "/tf_static", "--start", "1"],
+        );
+        assert_eq!(code, 0, "{input}: {text}");
+        assert!(
+            text.contains("3 message(s) of 2 other topic(s) copied"),
+            "{input}: {text}"
+        );
+        assert!(
+            text.contains("3 message(s) of other topics not copied"),
+            "{input}: {text}"
+        );
+        let before = read(input);
+        let after = read(&output);
+        let (inp, out) = (&before["topics"], &after["topics"]);
+        // /tf_static from before the window; /tf's messages in [101 s, end].
+        let tf_static = &out["/tf_static"];
+        assert_eq!(tf_static["times"], serde_json::json!([S]), "{input}");
+        assert_eq!(tf_static["sha"], inp["/tf_static"]["sha"], "{input}");
+        assert_eq!(
+            tf_static["durability"],
+            serde_json::json!(["transient_local"]),
+            "{input}: /tf_static no longer latched"
+        );
+        let tf_times: Vec<u64> = [1, 2].iter().map(|k| S + k * SECOND + SECOND / 5).collect();
+        assert_eq!(out["/tf"]["times"], serde_json::json!(tf_times), "{input}");
+        assert_eq!(
+            out["/tf"]["sha"].as_array().unwrap()[..],
+            inp["/tf"]["sha"].as_array().unwrap()[1..],
+            "{input}: /tf not byte for byte"
+        );
+        assert_eq!(out["/tf"]["durability"], serde_json::json!(["volatile"]));
+        for topic in ["/tf", "/tf_static"] {
+            assert_eq!(out[topic]["type"], "tf2_msgs/msg/TFMessage", "{input}");
+            assert_ne!(
+                inp[topic]["msgdef"], "",
+                "{input}: the input has a definition"
+            );
+            assert_eq!(
+                out[topic]["msgdef"], inp[topic]["msgdef"],
+                "{input} {topic}: message definition not copied"
+            );
+        }
+        assert!(out.get("/imu").is_none(), "{input}: /imu copied unasked");
+        // `mcap` decodes the copies through the copied definitions.
+        assert_eq!(after["decoded"]["/tf"], 2, "{input}");
+        assert_eq!(after["decoded"]["/tf_static"], 1, "{input}");
+        assert_eq!(
+            after["tf"],
+            serde_json::json!([["camera", 0.3], ["base_link", 1.0], ["base_link", 2.0]]),
+            "{input}"
+        );
+        // The camera processed as ever.
+        assert_eq!(
+            out["/cam/semantic/labels"]["times"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+    // --copy-all: /imu too, every message (no window).
+    let (code, text) = f.process("tf_mcap", "all", &["--copy-all"]);
+    assert_eq!(code, 0, "{text}");
+    let all = read("all");
+    for topic in ["/tf", "/tf_static", "/imu"] {
+        assert_eq!(
+            all["topics"][topic]["sha"],
+            read("tf_mcap")["topics"][topic]["sha"],
+            "{topic}"
+        );
+    }
+    assert!(!text.contains("of other topics not copied"), "{text}");
+    // Refused before anything is written.
+    let (code, text) = f.process("tf_mcap", "missing", &["--copy", "/gps"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("--copy /gps is not a topic of this bag"),
+        "{text}"
+    );
+    assert!(!f.path("missing").exists());
+}

@@ -1992,3 +1992,170 @@ fn hostile_metadata_indexes_read_each_record_once_within_the_file() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].entries["model"], "m");
 }
+
+/// A message of another bag as `BagWriter::copy` takes it.
+fn copied<'a>(
+    topic: &'a str,
+    type_name: &'a str,
+    (log_time, publish_time): (u64, u64),
+    data: &'a [u8],
+    recorded: &'a std::sync::Arc<bayes_perception::bag::Recorded>,
+) -> bayes_perception::bag::BagMessage<'a> {
+    bayes_perception::bag::BagMessage {
+        topic,
+        type_name,
+        log_time,
+        publish_time,
+        data,
+        recorded,
+        unreadable: None,
+    }
+}
+
+/// What the reader gives of each message: topic, log and publish time, data, and how its
+/// topic was recorded.
+type Kept = (String, u64, u64, Vec<u8>, bayes_perception::bag::Recorded);
+
+fn read_kept(bag: &std::path::Path) -> Vec<Kept> {
+    let mut kept = Vec::new();
+    BagReader::open(bag)
+        .unwrap()
+        .read(|m| {
+            kept.push((
+                m.topic.to_owned(),
+                m.log_time,
+                m.publish_time,
+                m.data.to_vec(),
+                (**m.recorded).clone(),
+            ));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    kept
+}
+
+/// rosbag2 Jazzy's profile of a latched publisher (policies by name).
+const LATCHED_QOS: &str = "- history: keep_last\n  depth: 1\n  reliability: reliable\n  \
+    durability: transient_local\n  deadline:\n    sec: 9223372036\n    nsec: 854775807\n  \
+    lifespan:\n    sec: 9223372036\n    nsec: 854775807\n  liveliness: automatic\n  \
+    liveliness_lease_duration:\n    sec: 9223372036\n    nsec: 854775807\n  \
+    avoid_ros_namespace_conventions: false";
+
+/// Copies keep what the input recorded across storage files: the bytes, log and publish
+/// times, the message definition (or none: the schema says so) and the offered QoS (as
+/// rmw's numbers, how a bag of metadata version 5 is read); metadata.yaml lists the QoS
+/// too. Then `bag process --copy-all` of such a bag keeps the same, with the latched
+/// `/tf_static` from before --start.
+#[test]
+fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() {
+    use bayes_perception::bag::Recorded;
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let tf = Arc::new(Recorded {
+        definition: Some((
+            "ros2msg".into(),
+            b"geometry_msgs/TransformStamped[] transforms\n".to_vec(),
+        )),
+        offered_qos_profiles: LATCHED_QOS.into(),
+    });
+    let bare = Arc::new(Recorded::default());
+    let bag = tmp.path().join("copies");
+    let mut w = BagWriter::create(&bag).unwrap();
+    w.set_max_file_bytes(Some(1));
+    let tf_data = vec![0, 1, 0, 0, 9, 9, 9];
+    for k in 0..3u64 {
+        w.copy(&copied(
+            "/tf_static",
+            "tf2_msgs/msg/TFMessage",
+            (10 + k, 5 + k),
+            &tf_data,
+            &tf,
+        ))
+        .unwrap();
+        w.copy(&copied(
+            "/custom",
+            "my_msgs/msg/Thing",
+            (20 + k, 20 + k),
+            b"\0\x01\0\0x",
+            &bare,
+        ))
+        .unwrap();
+        w.end_group().unwrap();
+    }
+    let summary = w.finish().unwrap();
+    assert!(summary.files.len() >= 2, "{:?}", summary.files);
+    let kept = read_kept(&bag);
+    assert_eq!(kept.len(), 6);
+    let numbers = bayes_perception::bag::qos::as_numbers(LATCHED_QOS).unwrap();
+    assert!(numbers.contains("durability: 1"), "{numbers}");
+    for (k, (topic, log, publish, data, recorded)) in kept.iter().enumerate() {
+        let k = k as u64 / 2;
+        if topic == "/tf_static" {
+            assert_eq!((*log, *publish), (10 + k, 5 + k));
+            assert_eq!(data, &tf_data);
+            assert_eq!(recorded.definition, tf.definition);
+            assert_eq!(recorded.offered_qos_profiles, numbers);
+            assert!(recorded.is_latched());
+        } else {
+            assert_eq!(topic, "/custom");
+            assert_eq!(recorded, &Recorded::default(), "no definition, no QoS");
+        }
+    }
+    let metadata = std::fs::read_to_string(bag.join("metadata.yaml")).unwrap();
+    assert!(metadata.contains("durability: 1"), "{metadata}");
+
+    // Through bag process: a sample bag with these beside its camera, the window from
+    // 1 s on (the sample's frames are 0.1 s apart, /tf_static before them all).
+    let sample = sample_bag_and_model(tmp.path(), 20);
+    let input = tmp.path().join("with_tf");
+    let mut w = BagWriter::create(&input).unwrap();
+    let start = BagReader::open(&sample).unwrap().info().unwrap().start_ns;
+    let mut first = true;
+    BagReader::open(&sample)
+        .unwrap()
+        .read(|m| {
+            if first {
+                let times = (m.log_time, m.log_time - 3);
+                w.copy(&copied(
+                    "/tf_static",
+                    "tf2_msgs/msg/TFMessage",
+                    times,
+                    &tf_data,
+                    &tf,
+                ))
+                .unwrap();
+                first = false;
+            }
+            w.copy(m).unwrap();
+            let times = (m.log_time, m.log_time - 1);
+            w.copy(&copied(
+                "/custom",
+                "my_msgs/msg/Thing",
+                times,
+                b"\0\x01\0\0y",
+                &bare,
+            ))
+            .unwrap();
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    w.finish().unwrap();
+    let (code, text, report) =
+        bag_process_report(tmp.path(), &input, "out", &["--copy-all", "--start", "1"]);
+    assert_eq!(code, Some(0), "{text}");
+    let out = read_kept(&tmp.path().join("out"));
+    let of = |topic: &str| -> Vec<&Kept> { out.iter().filter(|m| m.0 == topic).collect() };
+    let tf_out = of("/tf_static");
+    assert_eq!(tf_out.len(), 1, "the latched message before the window");
+    assert_eq!((tf_out[0].1, tf_out[0].2), (start, start - 3));
+    assert_eq!(tf_out[0].4.definition, tf.definition);
+    assert!(tf_out[0].4.is_latched());
+    let custom = of("/custom");
+    let window_start = start + 1_000_000_000;
+    assert!(!custom.is_empty() && custom.iter().all(|m| m.1 >= window_start && m.2 == m.1 - 1));
+    assert_eq!(
+        report["copied"].as_u64(),
+        Some(1 + custom.len() as u64),
+        "{report}"
+    );
+}

@@ -4,9 +4,12 @@
 
 pub mod cdr;
 pub mod labelled;
+pub mod qos;
 pub mod read;
 pub mod schema;
 pub mod write;
 
-pub use read::{BagError, BagInfo, BagMessage, BagReader, MetadataRecord, Storage, TopicInfo};
+pub use read::{
+    BagError, BagInfo, BagMessage, BagReader, MetadataRecord, Recorded, Storage, TopicInfo,
+};
 pub use write::{storage_file_number, BagWriter, WriteSummary, DEFAULT_MAX_FILE_BYTES};

@@ -139,6 +139,29 @@ pub enum BagEvent<'a, 'b> {
     Damage(BagError),
 }
 
+/// A message definition as a bag holds it: its encoding (`ros2msg`, `ros2idl`) and text.
+pub type Definition = (String, Vec<u8>);
+
+/// How a topic was recorded beyond its name and type: what a copy of its messages into
+/// another bag keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The message definition the bag holds for the type: its encoding (`ros2msg`,
+    /// `ros2idl`) and text. None where the bag has none (SQLite bags before Iron, a
+    /// recorder that did not find it).
+    pub definition: Option<Definition>,
+    /// rosbag2's `offered_qos_profiles` of the topic ([`super::qos`]); empty when not
+    /// recorded.
+    pub offered_qos_profiles: String,
+}
+
+impl Recorded {
+    /// Whether a publisher offered durability transient_local (`/tf_static`, a map).
+    pub fn is_latched(&self) -> bool {
+        super::qos::is_latched(&self.offered_qos_profiles)
+    }
+}
+
 /// A message as stored: CDR bytes and the time it was logged.
 #[derive(Debug, Clone, Copy)]
 pub struct BagMessage<'a> {
@@ -146,7 +169,12 @@ pub struct BagMessage<'a> {
     pub type_name: &'a str,
     /// Nanoseconds since the epoch (rosbag2's receive time).
     pub log_time: u64,
+    /// When the publisher sent it (MCAP's publish time; the log time where the storage
+    /// does not keep one).
+    pub publish_time: u64,
     pub data: &'a [u8],
+    /// How its topic was recorded (shared by the topic's messages).
+    pub recorded: &'a std::sync::Arc<Recorded>,
     /// Why this message's data cannot be read though the file around it can (a
     /// compressed message that does not decompress, an MCAP channel whose messages are
     /// not CDR); `data` is then empty. A visitor counts it as a skipped message (never
@@ -801,6 +829,16 @@ fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
     ))
 }
 
+/// An MCAP channel as its messages are visited.
+struct McapChannel {
+    topic: String,
+    /// Its schema's name (the ROS type); empty without a schema.
+    type_name: String,
+    /// Why its messages cannot be read (not CDR).
+    foreign: Option<String>,
+    recorded: std::sync::Arc<Recorded>,
+}
+
 fn read_mcap(
     path: &Path,
     visit: &mut impl FnMut(&BagMessage) -> std::result::Result<ControlFlow<()>, String>,
@@ -832,10 +870,9 @@ fn read_mcap(
             .with_record_length_limit(MAX_MCAP_RECORD)
             .with_prevalidate_chunk_crcs(true),
     );
-    // Channel id -> (topic, schema name, why its messages cannot be read); schema id ->
-    // name.
-    let mut schemas: HashMap<u16, String> = HashMap::new();
-    let mut channels: HashMap<u16, (String, String, Option<String>)> = HashMap::new();
+    // Schema id -> (name, definition); channel id -> what its messages are visited with.
+    let mut schemas: HashMap<u16, (String, Option<Definition>)> = HashMap::new();
+    let mut channels: HashMap<u16, McapChannel> = HashMap::new();
     let mut read = 0u64;
     loop {
         // mcap 0.26's reader can panic on damaged length fields (an unchecked subtraction
@@ -874,12 +911,15 @@ fn read_mcap(
             .map_err(|panic| corrupt(read, format!("damaged MCAP record ({panic})")))?
             .map_err(|e| corrupt(read, e.to_string()))?;
         match record {
-            mcap::records::Record::Schema { header, .. } => {
-                schemas.insert(header.id, header.name);
+            mcap::records::Record::Schema { header, data } => {
+                // An empty encoding: no definition (rosbag2 writes one where it has none).
+                let definition =
+                    (!header.encoding.is_empty()).then(|| (header.encoding, data.into_owned()));
+                schemas.insert(header.id, (header.name, definition));
             }
             mcap::records::Record::Channel(channel) => {
-                let schema = match channel.schema_id {
-                    0 => String::new(),
+                let (type_name, definition) = match channel.schema_id {
+                    0 => (String::new(), None),
                     id => schemas.get(&id).cloned().ok_or_else(|| {
                         corrupt(
                             read,
@@ -896,22 +936,43 @@ fn read_mcap(
                         crate::msg::encoding::shown(&channel.message_encoding)
                     )
                 });
-                channels.insert(channel.id, (channel.topic, schema, foreign));
+                let recorded = Recorded {
+                    definition,
+                    offered_qos_profiles: channel
+                        .metadata
+                        .get("offered_qos_profiles")
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                channels.insert(
+                    channel.id,
+                    McapChannel {
+                        topic: channel.topic,
+                        type_name,
+                        foreign,
+                        recorded: std::sync::Arc::new(recorded),
+                    },
+                );
             }
             mcap::records::Record::Message { header, data } => {
-                let (topic, type_name, foreign) =
-                    channels.get(&header.channel_id).ok_or_else(|| {
-                        corrupt(
-                            read,
-                            format!("message on unknown channel {}", header.channel_id),
-                        )
-                    })?;
+                let channel = channels.get(&header.channel_id).ok_or_else(|| {
+                    corrupt(
+                        read,
+                        format!("message on unknown channel {}", header.channel_id),
+                    )
+                })?;
                 let msg = BagMessage {
-                    topic,
-                    type_name,
+                    topic: &channel.topic,
+                    type_name: &channel.type_name,
                     log_time: header.log_time,
-                    data: if foreign.is_some() { &[] } else { &data },
-                    unreadable: foreign.as_deref(),
+                    publish_time: header.publish_time,
+                    data: if channel.foreign.is_some() {
+                        &[]
+                    } else {
+                        &data
+                    },
+                    recorded: &channel.recorded,
+                    unreadable: channel.foreign.as_deref(),
                 };
                 let flow = visit(&msg).map_err(|m| corrupt(read, m))?;
                 read += 1;
@@ -1138,31 +1199,30 @@ fn read_sqlite(
         Ok(order) => ("rowid", order),
         Err(_) => ("id", sorted("id").map_err(|e| corrupt(0, e.to_string()))?),
     };
+    let topics = sqlite_topics(&db).map_err(|e| corrupt(0, e.to_string()))?;
     let mut statement = db
         .prepare(&format!(
-            "SELECT topics.name, topics.type, messages.timestamp, messages.data \
-             FROM messages JOIN topics ON messages.topic_id = topics.id WHERE messages.{key} = ?1"
+            "SELECT topic_id, timestamp, data FROM messages WHERE {key} = ?1"
         ))
         .map_err(|e| corrupt(0, e.to_string()))?;
     let mut read = 0u64;
     for rowid in order {
-        let fields = statement.query_row(
-            [rowid],
-            |row| -> rusqlite::Result<(String, String, i64, Vec<u8>)> {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            },
-        );
-        let (topic, type_name, timestamp, data) = match fields {
-            Ok(fields) => fields,
-            // A message of no topic (as rosbag2's join, it is not played).
-            Err(rusqlite::Error::QueryReturnedNoRows) => continue,
-            Err(e) => return Err(corrupt(read, e.to_string())),
+        let fields = statement.query_row([rowid], |row| -> rusqlite::Result<(i64, i64, Vec<u8>)> {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        });
+        let (topic_id, timestamp, data) = fields.map_err(|e| corrupt(read, e.to_string()))?;
+        // A message of no topic: rosbag2 joins messages with topics, so it is not played.
+        let Some((topic, type_name, recorded)) = topics.get(&topic_id) else {
+            continue;
         };
+        let log_time = timestamp.max(0) as u64;
         let msg = BagMessage {
-            topic: &topic,
-            type_name: &type_name,
-            log_time: timestamp.max(0) as u64,
+            topic,
+            type_name,
+            log_time,
+            publish_time: log_time,
             data: &data,
+            recorded,
             unreadable: None,
         };
         let flow = visit(&msg).map_err(|m| corrupt(read, m))?;
@@ -1172,6 +1232,62 @@ fn read_sqlite(
         }
     }
     Ok(ControlFlow::Continue(()))
+}
+
+/// A SQLite bag's topic: name, type and how it was recorded.
+type SqliteTopic = (String, String, std::sync::Arc<Recorded>);
+
+/// A SQLite bag's topics by id: name, type and how it was recorded (the QoS profiles, of
+/// bags since Foxy; the message definition, from the `message_definitions` table of
+/// bags since Iron).
+fn sqlite_topics(db: &rusqlite::Connection) -> rusqlite::Result<HashMap<i64, SqliteTopic>> {
+    let columns: Vec<String> = db
+        .prepare("SELECT name FROM pragma_table_info('topics')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let qos = if columns.iter().any(|c| c == "offered_qos_profiles") {
+        "offered_qos_profiles"
+    } else {
+        "''"
+    };
+    let mut definitions: HashMap<String, Definition> = HashMap::new();
+    // Absent before Iron; a table of another shape is read as none.
+    if let Ok(mut statement) = db
+        .prepare("SELECT topic_type, encoding, encoded_message_definition FROM message_definitions")
+    {
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        for (type_name, encoding, text) in rows.flatten() {
+            // rosbag2 stores `unknown` with no text where it found no definition.
+            if !text.is_empty() && encoding != "unknown" {
+                definitions.insert(type_name, (encoding, text.into_bytes()));
+            }
+        }
+    }
+    let mut statement = db.prepare(&format!("SELECT id, name, type, {qos} FROM topics"))?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut topics = HashMap::new();
+    for row in rows {
+        let (id, name, type_name, offered_qos_profiles) = row?;
+        let recorded = Recorded {
+            definition: definitions.get(&type_name).cloned(),
+            offered_qos_profiles,
+        };
+        topics.insert(id, (name, type_name, std::sync::Arc::new(recorded)));
+    }
+    Ok(topics)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Writing rosbag2 bags in MCAP storage: `<name>_0.mcap` (then `<name>_1.mcap`, .. past
 //! [`DEFAULT_MAX_FILE_BYTES`] or [`BagWriter::set_max_file_bytes`]) plus the metadata.yaml
 //! that `ros2 bag` and rosbags read. Channels carry message encoding `cdr` and schema
-//! encoding `ros2msg` with full definitions, as rosbag2 writes them.
+//! encoding `ros2msg` with full definitions, as rosbag2 writes them; a message copied from
+//! another bag ([`BagWriter::copy`]) keeps the definition and QoS its topic was recorded
+//! with.
 //!
 //! Like mcap's writer: create, write, then an explicit [`BagWriter::finish`]; a writer
 //! dropped without `finish` finishes the MCAP file but writes no metadata.yaml, and a
@@ -22,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::read::BagError;
-use super::schema;
+use super::read::{BagError, BagMessage, Definition, Recorded};
+use super::{qos, schema};
 
 /// What a finished bag holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +52,8 @@ pub struct BagWriter {
     schemas: HashMap<String, u16>,
     /// Topic -> channel id in the current file.
     channels: HashMap<String, u16>,
-    /// Topic -> (type, messages) over all files.
-    topics: BTreeMap<String, (String, u64)>,
+    /// Each topic written, over all files.
+    topics: BTreeMap<String, TopicStats>,
     sequence: u32,
     /// Message bytes in the current chunk, when the chunk before it ended (or the writer
     /// was created), and whether a group of messages is being written into it (see
@@ -72,6 +74,22 @@ pub struct BagWriter {
     failed: Option<String>,
     /// MCAP metadata records every storage file holds ([`BagWriter::set_metadata`]).
     metadata: Vec<mcap::records::Metadata>,
+}
+
+/// How a message of ours was recorded: not at all (no definition of its own, no QoS).
+static NOT_RECORDED: std::sync::LazyLock<std::sync::Arc<Recorded>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A topic as the bag holds it.
+struct TopicStats {
+    type_name: String,
+    messages: u64,
+    /// The definition its schema holds where the writer has none of its own (a copied
+    /// topic's).
+    definition: Option<Definition>,
+    /// Its offered QoS profiles, with rmw's numbers ([`qos::as_numbers`]), for its
+    /// channels and metadata.yaml.
+    offered_qos_profiles: String,
 }
 
 /// One storage file's part of the bag, for metadata.yaml's `files`.
@@ -203,17 +221,20 @@ impl BagWriter {
     }
 
     /// Whether `topic` can be written as `type_name`: one type per topic, as rosbag2
-    /// records them (metadata.yaml lists one), and a type whose definition we have.
-    fn check_topic(&self, topic: &str, type_name: &str) -> Result<(), BagError> {
+    /// records them (metadata.yaml lists one), and a type whose definition we have (a
+    /// `copied` message's may have none).
+    fn check_topic(&self, topic: &str, type_name: &str, copied: bool) -> Result<(), BagError> {
         match self.topics.get(topic) {
-            Some((written_type, _)) if written_type != type_name => Err(BagError::Invalid {
+            Some(t) if t.type_name != type_name => Err(BagError::Invalid {
                 path: self.dir.clone(),
                 message: format!(
-                    "topic {topic} is written as {written_type}, not also as {type_name}"
+                    "topic {topic} is written as {}, not also as {type_name}",
+                    t.type_name
                 ),
             }),
             Some(_) => Ok(()),
             // A topic's first message: is there a definition to write its schema from?
+            None if copied => Ok(()),
             None => self.definition(type_name).map(drop),
         }
     }
@@ -226,23 +247,32 @@ impl BagWriter {
         })
     }
 
-    fn channel(&mut self, topic: &str, type_name: &str) -> Result<u16, BagError> {
+    /// The channel of `topic` in the current file (its entry in `topics` made), with its
+    /// schema: our definition of the type, else the one a copied topic brought, else none
+    /// (encoding and data empty, as rosbags and Foxglove read a schema without one).
+    fn channel(&mut self, topic: &str) -> Result<u16, BagError> {
         if let Some(&id) = self.channels.get(topic) {
             return Ok(id);
         }
-        let schema_id = match self.schemas.get(type_name) {
+        let stats = &self.topics[topic];
+        let type_name = stats.type_name.clone();
+        let schema_id = match self.schemas.get(&type_name) {
             Some(&id) => id,
             None => {
-                let definition = self.definition(type_name)?;
+                let (encoding, definition) = match schema::definition(&type_name) {
+                    Some(ours) => ("ros2msg".to_owned(), ours.into_bytes()),
+                    None => stats.definition.clone().unwrap_or_default(),
+                };
                 let id = self
                     .mcap
-                    .add_schema(type_name, "ros2msg", definition.as_bytes())
+                    .add_schema(&type_name, &encoding, &definition)
                     .map_err(|e| self.mcap_error(e))?;
-                self.schemas.insert(type_name.to_owned(), id);
+                self.schemas.insert(type_name, id);
                 id
             }
         };
-        let metadata = BTreeMap::from([("offered_qos_profiles".to_owned(), String::new())]);
+        let qos = self.topics[topic].offered_qos_profiles.clone();
+        let metadata = BTreeMap::from([("offered_qos_profiles".to_owned(), qos)]);
         let id = self
             .mcap
             .add_channel(schema_id, topic, "cdr", &metadata)
@@ -251,8 +281,9 @@ impl BagWriter {
         Ok(id)
     }
 
-    /// Writes one CDR message logged at `log_time` (ns since the epoch). Outside a group
-    /// (`hold_chunk`), a chunk that is full ends first.
+    /// Writes one CDR message of ours (a type [`schema::definition`] knows) logged at
+    /// `log_time` (ns since the epoch). Outside a group (`hold_chunk`), a chunk that is
+    /// full ends first.
     pub fn write(
         &mut self,
         topic: &str,
@@ -260,31 +291,65 @@ impl BagWriter {
         log_time: u64,
         cdr: &[u8],
     ) -> Result<(), BagError> {
+        let message = BagMessage {
+            topic,
+            type_name,
+            log_time,
+            publish_time: log_time,
+            data: cdr,
+            recorded: &NOT_RECORDED,
+            unreadable: None,
+        };
+        self.write_message(&message, false)
+    }
+
+    /// Copies a message read from another bag, of any type: its bytes and times, and its
+    /// topic as it was recorded (the definition the input held, where we have none of our
+    /// own; the offered QoS profiles, so `ros2 bag play` offers a latched topic latched).
+    /// A topic's first message sets these for the topic.
+    pub fn copy(&mut self, message: &BagMessage) -> Result<(), BagError> {
+        self.write_message(message, true)
+    }
+
+    fn write_message(&mut self, m: &BagMessage, copied: bool) -> Result<(), BagError> {
         self.check_failed()?;
+        let (topic, type_name) = (m.topic, m.type_name);
         // Refused before it ends a chunk or begins a file.
-        self.check_topic(topic, type_name)?;
+        self.check_topic(topic, type_name, copied)?;
         if !self.holding && self.unflushed >= CHUNK_BYTES {
             self.flush()?;
         }
         if self.split_pending {
             self.next_file()?;
         }
-        let channel_id = self.channel(topic, type_name)?;
+        if !self.topics.contains_key(topic) {
+            // Profiles that do not read as rosbag2's are left out: the player offers its
+            // defaults, as for a bag without them.
+            let offered_qos_profiles =
+                qos::as_numbers(&m.recorded.offered_qos_profiles).unwrap_or_default();
+            let stats = TopicStats {
+                type_name: type_name.to_owned(),
+                messages: 0,
+                definition: m.recorded.definition.clone(),
+                offered_qos_profiles,
+            };
+            self.topics.insert(topic.to_owned(), stats);
+        }
+        let channel_id = self.channel(topic)?;
         self.sequence = self.sequence.wrapping_add(1);
         let header = mcap::records::MessageHeader {
             channel_id,
             sequence: self.sequence,
-            log_time,
-            publish_time: log_time,
+            log_time: m.log_time,
+            publish_time: m.publish_time,
         };
         self.mcap
-            .write_to_known_channel(&header, cdr)
+            .write_to_known_channel(&header, m.data)
             .map_err(|e| self.mcap_error(e))?;
-        let entry = self
-            .topics
-            .entry(topic.to_owned())
-            .or_insert_with(|| (type_name.to_owned(), 0));
-        entry.1 += 1;
+        if let Some(stats) = self.topics.get_mut(topic) {
+            stats.messages += 1;
+        }
+        let (log_time, cdr) = (m.log_time, m.data);
         let file = self.current();
         file.first_ns = Some(file.first_ns.map_or(log_time, |f| f.min(log_time)));
         file.last_ns = file.last_ns.max(log_time);
@@ -424,7 +489,7 @@ impl BagWriter {
             .min()
             .unwrap_or(0);
         let end = self.files.iter().map(|f| f.last_ns).max().unwrap_or(0);
-        let message_count: u64 = self.topics.values().map(|(_, n)| n).sum();
+        let message_count: u64 = self.topics.values().map(|t| t.messages).sum();
         let metadata = MetadataFile {
             rosbag2_bagfile_information: Metadata {
                 version: 5,
@@ -439,14 +504,14 @@ impl BagWriter {
                 topics_with_message_count: self
                     .topics
                     .iter()
-                    .map(|(name, (type_name, count))| TopicWithCount {
+                    .map(|(name, t)| TopicWithCount {
                         topic_metadata: TopicMetadata {
                             name: name.clone(),
-                            type_name: type_name.clone(),
+                            type_name: t.type_name.clone(),
                             serialization_format: "cdr",
-                            offered_qos_profiles: "",
+                            offered_qos_profiles: t.offered_qos_profiles.clone(),
                         },
-                        message_count: *count,
+                        message_count: t.messages,
                     })
                     .collect(),
                 compression_format: "",
@@ -482,7 +547,11 @@ impl BagWriter {
         Ok(WriteSummary {
             dir: self.dir.clone(),
             message_count,
-            topics: self.topics.clone(),
+            topics: self
+                .topics
+                .iter()
+                .map(|(name, t)| (name.clone(), (t.type_name.clone(), t.messages)))
+                .collect(),
             size_bytes,
             files: self.files.iter().map(|f| f.name.clone()).collect(),
         })
@@ -561,7 +630,7 @@ struct TopicMetadata {
     #[serde(rename = "type")]
     type_name: String,
     serialization_format: &'static str,
-    offered_qos_profiles: &'static str,
+    offered_qos_profiles: String,
 }
 
 #[derive(Serialize)]

@@ -1,18 +1,19 @@
 //! `bayes_perception bag process|info|sample`: rosbag2 files in and out, no ROS needed.
 //!
-//! `process` reads a camera bag, copies the camera topics (and their camera_info) byte for
-//! byte, runs the engine on every frame and writes the node's output topics under each
+//! `process` reads a camera bag, copies the camera topics (and their camera_info, and the
+//! topics `--copy` names, as recorded) byte for byte, runs the engine on every frame and writes the node's output topics under each
 //! camera's namespace with the input's header and log time, so the result plays back like
 //! a recording of the live node. Frames are predicted on one thread and their messages
 //! built and written on a second, while the next frame is in the network. It writes to a
 //! temporary directory and renames it at the end; Ctrl-C finishes the frames in hand and
 //! closes a valid bag of what was done.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::progress::Progress;
@@ -21,7 +22,7 @@ use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::read::{combined_damage, damage_met_before, BagEvent};
 use bayes_perception::bag::{
-    storage_file_number, BagError, BagInfo, BagMessage, BagReader, BagWriter, TopicInfo,
+    storage_file_number, BagError, BagInfo, BagMessage, BagReader, BagWriter, Recorded, TopicInfo,
 };
 use bayes_perception::config::{ColormapParams, Params};
 use bayes_perception::device::device_name;
@@ -81,6 +82,10 @@ struct Tally {
     failed: BTreeMap<String, u64>,
     failed_transient: bool,
     other_messages: u64,
+    /// Messages of the topics --copy names handed to the writer, and those whose data
+    /// could not be read (not copied), by reason.
+    copied: u64,
+    not_copied: BTreeMap<String, u64>,
     /// Camera frames before `--start` or after `--duration` (camera_info messages there
     /// are left out too, not counted).
     outside_window: u64,
@@ -218,30 +223,35 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     }
 
     // An input topic named like an output would mix two streams in one channel.
-    let copied: Vec<&String> = tally.cameras.keys().chain(info_topics.keys()).collect();
-    for camera in tally.cameras.values() {
-        let outputs = OutputTopic::ALL
-            .iter()
-            .map(|t| t.name())
-            .chain([DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC]);
-        for output in outputs.map(|name| format!("{}/{name}", camera.namespace)) {
-            if let Some(clash) = info
-                .topics
+    let output_names: HashSet<String> = tally
+        .cameras
+        .values()
+        .flat_map(|camera| {
+            OutputTopic::ALL
                 .iter()
-                .find(|t| t.name == output && copied.contains(&&t.name))
-            {
-                bail!("input topic {} has the name of an output topic; pick other camera topics with --topic", clash.name);
-            }
-        }
+                .map(|t| t.name())
+                .chain([DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC])
+                .map(|name| format!("{}/{name}", camera.namespace))
+        })
+        .collect();
+    if let Some(clash) = tally
+        .cameras
+        .keys()
+        .chain(info_topics.keys())
+        .find(|t| output_names.contains(*t) && info.topics.iter().any(|i| &i.name == *t))
+    {
+        bail!("input topic {clash} has the name of an output topic; pick other camera topics with --topic");
     }
+    let copy = topics_to_copy(&args, &info, &tally, &info_topics, &output_names)?;
 
     // The output keeps the camera topics only: replacing the input with it (--force), a
     // directory holding it or one of its files, would lose the rest of the recording.
     if let Some(file) = input_file_under(&args.input, &info, &args.output) {
         bail!(
             "{} is the input bag, holds it or is part of it ({}): the output keeps only the \
-             camera topics, their camera_info and the outputs, so the rest of the recording \
-             would be lost; write to another OUTPUT",
+             camera topics, their camera_info, the outputs and the topics copied, so the rest \
+             of the recording would be lost (and all of it with a run cut short); write to \
+             another OUTPUT",
             args.output.display(),
             file.display()
         );
@@ -470,6 +480,21 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                             );
                         }
                     }
+                } else if copy.contains(m.topic) {
+                    // A latched topic's messages before the window too (`/tf_static`, a
+                    // map, published once at the start): the window's frames need them.
+                    let latched_before = m.log_time < window_start && m.recorded.is_latched();
+                    if !(in_window || latched_before) {
+                        return ControlFlow::Continue(());
+                    }
+                    if let Some(reason) = m.unreadable {
+                        *tally.not_copied.entry(reason_key(reason)).or_default() += 1;
+                        return ControlFlow::Continue(());
+                    }
+                    tally.copied += 1;
+                    if !hand_over(Output::Copy(Copied::of(m))) {
+                        return ControlFlow::Break(());
+                    }
                 } else {
                     tally.other_messages += 1;
                 }
@@ -610,9 +635,19 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
              above); the output holds the input copies only"
         );
     }
+    if tally.copied > 0 {
+        println!(
+            "  {} message(s) of {} other topic(s) copied (--copy)",
+            tally.copied,
+            copy.len()
+        );
+    }
+    for (reason, count) in &tally.not_copied {
+        println!("  {count} message(s) of copied topics not copied: {reason}");
+    }
     if tally.other_messages > 0 {
         println!(
-            "  {} message(s) of other topics not copied",
+            "  {} message(s) of other topics not copied (--copy TOPIC or --copy-all copies them)",
             tally.other_messages
         );
     }
@@ -685,6 +720,8 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "skipped": tally.skipped,
             "failed": tally.failed,
             "not_sampled": tally.not_sampled,
+            "copied": tally.copied,
+            "not_copied": tally.not_copied,
             "outside_window": tally.outside_window,
             "frames_without_points": written.no_points.0,
             "no_points_reason": written.no_points.1,
@@ -795,6 +832,48 @@ fn camera_info_topics(
     Ok(pairs)
 }
 
+/// The topics `bag process` copies besides the cameras and their camera_info: those
+/// `--copy` names (each must be in the bag, none named like an output), or with
+/// `--copy-all` every topic whose messages are not processed or copied already, less
+/// those named like an output (said).
+fn topics_to_copy(
+    args: &BagProcessArgs,
+    bag: &BagInfo,
+    tally: &Tally,
+    info_topics: &HashMap<String, String>,
+    output_names: &HashSet<String>,
+) -> anyhow::Result<BTreeSet<String>> {
+    let clash = |topic: &str| {
+        format!("{topic} has the name of an output topic of this run, which writes its own")
+    };
+    if args.copy_all {
+        let mut copy = BTreeSet::new();
+        for t in &bag.topics {
+            let handled = tally.cameras.contains_key(&t.name)
+                || (info_topics.contains_key(&t.name) && t.type_name == CAMERA_INFO);
+            if handled {
+                continue;
+            }
+            if output_names.contains(&t.name) {
+                println!("{}; not copied", clash(&t.name));
+                continue;
+            }
+            copy.insert(t.name.clone());
+        }
+        return Ok(copy);
+    }
+    for topic in &args.copy {
+        if !bag.topics.iter().any(|t| &t.name == topic) {
+            let names: Vec<&str> = bag.topics.iter().map(|t| t.name.as_str()).collect();
+            bail!("--copy {topic} is not a topic of this bag (its topics: {names:?})");
+        }
+        if output_names.contains(topic) {
+            bail!("--copy {}", clash(topic));
+        }
+    }
+    Ok(args.copy.iter().cloned().collect())
+}
+
 /// Whether a run's output stays out of place of an earlier one (`--force`): only a run cut
 /// short (interrupted, the bag unreadable for a system reason) whose output holds fewer
 /// messages than a readable earlier output. A run through its whole input replaces it, and
@@ -816,12 +895,15 @@ enum Output {
     Frame(Box<PendingFrame>),
 }
 
-/// An input message as it is copied into the output.
+/// An input message as it is copied into the output: bytes, times, and its topic as
+/// recorded ([`BagWriter::copy`]).
 struct Copied {
     topic: String,
     type_name: String,
     log_time: u64,
+    publish_time: u64,
     data: Vec<u8>,
+    recorded: Arc<Recorded>,
 }
 
 impl Copied {
@@ -830,12 +912,22 @@ impl Copied {
             topic: m.topic.to_owned(),
             type_name: m.type_name.to_owned(),
             log_time: m.log_time,
+            publish_time: m.publish_time,
             data: m.data.to_vec(),
+            recorded: m.recorded.clone(),
         }
     }
 
     fn write(&self, writer: &mut BagWriter) -> Result<(), BagError> {
-        writer.write(&self.topic, &self.type_name, self.log_time, &self.data)
+        writer.copy(&BagMessage {
+            topic: &self.topic,
+            type_name: &self.type_name,
+            log_time: self.log_time,
+            publish_time: self.publish_time,
+            data: &self.data,
+            recorded: &self.recorded,
+            unreadable: None,
+        })
     }
 }
 
@@ -1255,7 +1347,7 @@ fn salvage(
         if next_ns.is_some_and(|next| m.log_time >= next) {
             return Ok(());
         }
-        writer.write(m.topic, m.type_name, m.log_time, m.data)?;
+        writer.copy(m)?;
         messages += 1;
         Ok(())
     })?;

@@ -1,0 +1,155 @@
+//! rosbag2's `offered_qos_profiles`: the QoS each publisher of a topic offered while it was
+//! recorded, as YAML text (a list of profiles). `ros2 bag play` offers them again, so a
+//! latched topic (`/tf_static`, durability transient_local) reaches late subscribers of
+//! the replay only if its profiles are kept. rosbag2 wrote the policies as numbers (rmw's
+//! enums) up to metadata version 8 and as names (`transient_local`) from version 9; a bag
+//! of version 5, as we write, is read with numbers.
+
+use serde_yaml::Value;
+
+/// rmw's enum values of each named policy, as rosbag2 wrote them before version 9.
+const POLICIES: [(&str, &[(&str, i64)]); 4] = [
+    (
+        "history",
+        &[
+            ("system_default", 0),
+            ("keep_last", 1),
+            ("keep_all", 2),
+            ("unknown", 3),
+        ],
+    ),
+    (
+        "reliability",
+        &[
+            ("system_default", 0),
+            ("reliable", 1),
+            ("best_effort", 2),
+            ("unknown", 3),
+            ("best_available", 4),
+        ],
+    ),
+    (
+        "durability",
+        &[
+            ("system_default", 0),
+            ("transient_local", 1),
+            ("volatile", 2),
+            ("unknown", 3),
+            ("best_available", 4),
+        ],
+    ),
+    (
+        "liveliness",
+        &[
+            ("system_default", 0),
+            ("automatic", 1),
+            ("manual_by_node", 2),
+            ("manual_by_topic", 3),
+            ("unknown", 4),
+            ("best_available", 5),
+        ],
+    ),
+];
+
+/// rmw's `RMW_QOS_POLICY_DURABILITY_TRANSIENT_LOCAL`.
+const TRANSIENT_LOCAL: i64 = 1;
+
+/// The profiles of `text` with each named policy as its number (how a bag of metadata
+/// version 5 is read); `None` when `text` is not a list of profiles or names a policy
+/// value rmw does not have. Empty text (no profiles recorded) stays empty.
+pub fn as_numbers(text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        return Some(String::new());
+    }
+    let Value::Sequence(mut profiles) = serde_yaml::from_str::<Value>(text).ok()? else {
+        return None;
+    };
+    for profile in &mut profiles {
+        let Value::Mapping(profile) = profile else {
+            return None;
+        };
+        for (policy, values) in POLICIES {
+            let Some(value) = profile.get_mut(policy) else {
+                continue;
+            };
+            if let Value::String(name) = value {
+                let number = values
+                    .iter()
+                    .find(|(known, _)| name.eq_ignore_ascii_case(known))?
+                    .1;
+                *value = Value::from(number);
+            }
+        }
+    }
+    let text = serde_yaml::to_string(&Value::Sequence(profiles)).ok()?;
+    Some(text.trim_end().to_owned())
+}
+
+/// Whether a publisher of the topic offered durability transient_local (a latched topic:
+/// `/tf_static`, a map, a robot description), by its recorded profiles.
+pub fn is_latched(text: &str) -> bool {
+    as_numbers(text)
+        .and_then(|numbers| serde_yaml::from_str::<Value>(&numbers).ok())
+        .and_then(|v| v.as_sequence().cloned())
+        .is_some_and(|profiles| {
+            profiles
+                .iter()
+                .any(|p| p.get("durability").and_then(Value::as_i64) == Some(TRANSIENT_LOCAL))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A profile as rosbag2 writes it, with the policies given.
+    fn profile(durability: &str, reliability: &str) -> String {
+        format!(
+            "- history: {h}\n  depth: 1\n  reliability: {reliability}\n  durability: {durability}\n  \
+             deadline:\n    sec: 2147483647\n    nsec: 4294967295\n  lifespan:\n    sec: 2147483647\n    \
+             nsec: 4294967295\n  liveliness: {l}\n  liveliness_lease_duration:\n    sec: 2147483647\n    \
+             nsec: 4294967295\n  avoid_ros_namespace_conventions: false",
+            h = if durability.parse::<i64>().is_ok() { "1" } else { "keep_last" },
+            l = if durability.parse::<i64>().is_ok() { "1" } else { "automatic" },
+        )
+    }
+
+    /// Names (metadata version 9) become rmw's numbers (version 8 and before), which stay
+    /// as they are; the two forms of one profile agree.
+    #[test]
+    fn named_policies_become_numbers() {
+        let named = profile("transient_local", "reliable");
+        let numbers = as_numbers(&named).unwrap();
+        let parsed: Value = serde_yaml::from_str(&numbers).unwrap();
+        let p = &parsed[0];
+        assert_eq!(p["history"], Value::from(1));
+        assert_eq!(p["reliability"], Value::from(1));
+        assert_eq!(p["durability"], Value::from(1));
+        assert_eq!(p["liveliness"], Value::from(1));
+        assert_eq!(p["depth"], Value::from(1));
+        assert_eq!(p["deadline"]["nsec"], Value::from(4294967295u64));
+        let as_numbered = profile("1", "1");
+        assert_eq!(as_numbers(&as_numbered).unwrap(), numbers);
+        assert_eq!(as_numbers(""), Some(String::new()));
+        assert_eq!(as_numbers("not: [a list"), None);
+        assert_eq!(as_numbers("a: mapping"), None);
+        assert_eq!(as_numbers(&profile("persistent", "reliable")), None);
+    }
+
+    #[test]
+    fn latched_by_transient_local_durability_of_any_publisher() {
+        assert!(is_latched(&profile("transient_local", "reliable")));
+        assert!(is_latched(&profile("1", "1")));
+        assert!(!is_latched(&profile("volatile", "reliable")));
+        assert!(!is_latched(&profile("2", "2")));
+        // Two publishers, the second latched.
+        let two = format!(
+            "{}\n{}",
+            profile("volatile", "best_effort"),
+            profile("transient_local", "reliable")
+        );
+        assert!(is_latched(&two));
+        assert!(!is_latched(""));
+        assert!(!is_latched("garbage: ["));
+    }
+}
