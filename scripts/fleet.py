@@ -268,7 +268,8 @@ def _run_bag(job):
             summary_path.unlink(missing_ok=True)
             t = time.monotonic()
             code = _run([job["bin"], "bag", "process", job["bag"], str(work / "processed"),
-                         "--force", "--json", str(summary_path), *job["args"]], log, env,
+                         "--force", "--json", str(summary_path), *job["args"],
+                         *job["process_args"]], log, env,
                         job["step_timeout"], output=work / "processed")
             summary = _load(summary_path) or {}
             summary["wall_seconds"] = time.monotonic() - t
@@ -415,7 +416,7 @@ def setup_digests(args, binary_path):
     _hash_tree(h, args.model)
     if args.config:
         _hash_tree(h, args.config)
-    h.update(json.dumps(run_args(args)).encode())
+    h.update(json.dumps(run_args(args) + process_args(args)).encode())
     process = h.hexdigest()
     whole = hashlib.sha256(process.encode())
     whole.update(json.dumps([args.process, args.eval, eval_args(args)]).encode())
@@ -456,6 +457,12 @@ def positive(unit):
             raise argparse.ArgumentTypeError(f"expected a positive number of {unit}")
         return value
     return parse
+
+
+def process_args(args):
+    """Arguments of the process step only: the topics copied besides the cameras."""
+    out = [arg for topic in args.copy or [] for arg in ("--copy", topic)]
+    return out + (["--copy-all"] if args.copy_all else [])
 
 
 def eval_args(args):
@@ -533,6 +540,11 @@ def main(argv=None):
     p.add_argument("--process", action="store_true", help="bag process every bag")
     p.add_argument("--eval", action="store_true",
                    help="evaluate every bag against its ground truth topics and merge the report")
+    p.add_argument("--copy", action="append", metavar="TOPIC",
+                   help="process: also copy this topic into the processed bag (repeatable; "
+                        "e.g. /tf, /tf_static)")
+    p.add_argument("--copy-all", action="store_true",
+                   help="process: copy every topic that is not processed")
     p.add_argument("--topic", help="eval: the camera topic, where a bag has several labelled ones")
     p.add_argument("--max-depth", type=positive("metres"), metavar="METRES",
                    help="eval: score depth only where the ground truth is nearer (e.g. 70)")
@@ -561,6 +573,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not (args.process or args.eval):
         p.error("say what to do: --process, --eval or both")
+    if (args.copy or args.copy_all) and not args.process:
+        p.error("--copy and --copy-all are for the process step (add --process)")
+    if args.copy and args.copy_all:
+        p.error("--copy-all copies every topic already: give --copy or --copy-all")
 
     if (args.max_retries < 0 or args.cpus_per_task <= 0 or args.gpus_per_task < 0
             or not args.retry_delay >= 0):
@@ -585,6 +601,7 @@ def main(argv=None):
             "process_fingerprint": fingerprint(process_setup, bag), "redo": args.redo,
             "process": args.process, "eval": args.eval,
             "args": run_args(args), "eval_args": eval_args(args),
+            "process_args": process_args(args),
             "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task,
             "max_retries": args.max_retries, "retry_delay": args.retry_delay,
             "step_timeout": args.step_timeout,
@@ -680,7 +697,7 @@ def main(argv=None):
         "bags": len(bags), "ok": len(ok), "failed": len(failed),
         "resumed": sum(1 for r in ordered if r.get("resumed")),
         "wall_seconds": wall, "binary": version,
-        "settings": run_args(args) + eval_args(args),
+        "settings": run_args(args) + process_args(args) + eval_args(args),
         "results": ordered,
     }
     report_code = 0

@@ -266,6 +266,35 @@ def test_which_endings_are_worth_another_try_and_how_long_to_wait():
     assert driver._ended(-signal.SIGSEGV) == "signal 11 (SIGSEGV)" and driver._ended(75) == "exit 75"
 
 
+def test_copied_topics_go_to_the_process_step_and_its_fingerprint():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fleet_driver", FLEET)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+
+    class Args:
+        model, config, mode, samples, seed, device, precision = (str(FLEET), None, "mc", 8, 3,
+                                                                 "cpu", None)
+        process, eval, topic, max_depth, copy, copy_all = True, True, None, None, None, False
+
+    plain = Args()
+    tf = Args()
+    tf.copy = ["/tf", "/tf_static"]
+    everything = Args()
+    everything.copy_all = True
+    assert driver.process_args(plain) == []
+    assert driver.process_args(tf) == ["--copy", "/tf", "--copy", "/tf_static"]
+    assert driver.process_args(everything) == ["--copy-all"]
+    # A bag processed without the copies is not taken as done with them.
+    digests = {tuple(driver.setup_digests(a, FLEET)) for a in (plain, tf, everything)}
+    assert len({process for process, _ in digests}) == 3
+    # Refused before Ray starts: copies without the process step, or both flags.
+    for extra in (["--eval", "--copy", "/tf"], ["--process", "--copy", "/tf", "--copy-all"]):
+        done = subprocess.run([sys.executable, str(FLEET), "x.mcap", "--out", "o", "--model", "m",
+                               *extra], capture_output=True, text=True)
+        assert done.returncode == 2 and "--copy" in done.stderr, done.stderr
+
+
 def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
     # Out of memory in every MC chunk (a fail point of the binary): exit 75 each time.
     failpoint = {"FAILPOINTS": "engine::mc_chunk=return(0)"}
