@@ -353,12 +353,22 @@ fn a_split_output_reads_as_one_bag_in_both_readers() {
     // our reader reads it; its parameters are a params file that gives the run's again.
     let metadata = result["metadata"].as_array().unwrap();
     assert_eq!(metadata.len() as u64, files);
-    assert!(metadata.iter().all(|m| m == &metadata[0]), "{metadata:?}");
     let record = &metadata[0]["bayes_perception"];
+    for (k, file) in metadata.iter().enumerate() {
+        assert_eq!(&file["bayes_perception"], record, "{metadata:?}");
+        // And rosbag2's own, saying the metadata version (5) by which to read the file.
+        let serialized = file["rosbag2"]["serialized_metadata"].as_str().unwrap();
+        let serialized: serde_yaml::Value = serde_yaml::from_str(serialized).unwrap();
+        assert_eq!(
+            serialized["version"],
+            serde_yaml::Value::from(5),
+            "file {k}"
+        );
+    }
     let ours = bayes_perception::bag::BagReader::open(&f.path("out_split"))
         .unwrap()
         .metadata_records();
-    assert_eq!(ours.len(), 1);
+    assert_eq!(ours.len(), 2);
     assert_eq!(ours[0].name, "bayes_perception");
     assert_eq!(serde_json::to_value(&ours[0].entries).unwrap(), *record);
     let absolute = |rel: &str| std::path::absolute(f.path(rel)).unwrap();
@@ -889,6 +899,7 @@ Time, Header = T['builtin_interfaces/msg/Time'], T['std_msgs/msg/Header']
 Vector3, Quaternion = T['geometry_msgs/msg/Vector3'], T['geometry_msgs/msg/Quaternion']
 Transform, Stamped = T['geometry_msgs/msg/Transform'], T['geometry_msgs/msg/TransformStamped']
 TF, Imu, Image = T['tf2_msgs/msg/TFMessage'], T['sensor_msgs/msg/Imu'], T['sensor_msgs/msg/Image']
+String = T['std_msgs/msg/String']
 
 NS = 10**9
 def header(t, frame):
@@ -915,17 +926,23 @@ def qos(durability, reliability):
     return [Qos(QosHistory.KEEP_LAST, 1, reliability, durability, forever, forever,
                 QosLiveliness.AUTOMATIC, forever, False)]
 
-latched = qos(QosDurability.TRANSIENT_LOCAL, QosReliability.RELIABLE)
+latched = qos(QosDurability.TRANSIENT_LOCAL, QosReliability.RELIABLE) * 2
 volatile = qos(QosDurability.VOLATILE, QosReliability.BEST_EFFORT)
 S = 100 * NS
-messages = [(S, '/tf_static', tf(S, 'base_link', 'camera', 0.3))]
+# Two latched publishers of /tf_static, the first publishing twice (its first message then
+# superseded: a late subscriber gets its depth, 1, of them).
+messages = [(S, '/tf_static', tf(S, 'base_link', 'camera', 0.1)),
+            (S + 1, '/tf_static', tf(S, 'base_link', 'camera', 0.3)),
+            (S + 2, '/tf_static', tf(S, 'base_link', 'imu', 0.5)),
+            # Named like an output of the camera's.
+            (S + 3, '/cam/depth', String(data='not a depth image'))]
 for k in range(3):
     t = S + k * NS
     messages += [(t + NS // 10, '/cam/image_raw', image(t + NS // 10)),
                  (t + 2 * NS // 10, '/tf', tf(t + 2 * NS // 10, 'odom', 'base_link', float(k))),
                  (t + 3 * NS // 10, '/imu', imu(t + 3 * NS // 10))]
 topics = {'/tf_static': (TF, latched), '/tf': (TF, volatile), '/imu': (Imu, volatile),
-          '/cam/image_raw': (Image, volatile)}
+          '/cam/image_raw': (Image, volatile), '/cam/depth': (String, volatile)}
 for name, plugin, version in [('tf_mcap', StoragePlugin.MCAP, 9), ('tf_sqlite', StoragePlugin.SQLITE3, 8)]:
     w = Writer(out / name, version=version, storage_plugin=plugin)
     with w:
@@ -973,10 +990,12 @@ print(json.dumps(result))
 /// `--copy` keeps other topics as they were recorded, from MCAP (QoS by name) and SQLite
 /// (by number) inputs: the messages' bytes and log times, the message definitions (so
 /// `mcap` decodes `/tf` without ROS) and the offered QoS (`/tf_static` stays latched, so
-/// `ros2 bag play` offers it to RViz's tf listener). With --start, the latched
-/// `/tf_static` published before the window is copied too, `/tf` only inside it; `/imu`,
-/// not named, is counted and left out. --copy-all copies every topic; a name that is not
-/// in the bag, or is an output's, is refused.
+/// `ros2 bag play` offers it to RViz's tf listener). With --start, `/tf_static`'s messages
+/// from before the window that a subscriber joining then would receive (two latched
+/// publishers of depth 1: the last two) are copied at the window's start; `/tf` only
+/// inside it, every message of it with --every. `/imu`, not named, is counted and left
+/// out. --copy-all copies every topic but one named like an output (said); --copy of a
+/// topic not in the bag, or of an output's name, is refused.
 #[test]
 fn copied_topics_keep_their_bytes_definitions_and_qos() {
     let Some(f) = Fixture::new() else { return };
@@ -990,27 +1009,49 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
         let (code, text) = f.process(
             input,
             &output,
-            &["--copy", "/tf", "--copy", "/tf_static", "--start", "1"],
+            &[
+                "--copy",
+                "/tf",
+                "--copy",
+                "/tf_static",
+                "--start",
+                "1",
+                "--every",
+                "2",
+            ],
         );
         assert_eq!(code, 0, "{input}: {text}");
         assert!(
-            text.contains("3 message(s) of 2 other topic(s) copied"),
+            text.contains("4 message(s) of 2 other topic(s) copied (--copy)"),
             "{input}: {text}"
         );
         assert!(
-            text.contains("3 message(s) of other topics not copied"),
+            text.contains("1 message(s) of copied topics outside --start/--duration"),
+            "{input}: {text}"
+        );
+        assert!(
+            text.contains("4 message(s) of other topics not copied"),
             "{input}: {text}"
         );
         let before = read(input);
         let after = read(&output);
         let (inp, out) = (&before["topics"], &after["topics"]);
-        // /tf_static from before the window; /tf's messages in [101 s, end].
+        // /tf_static's last two, logged at the window's start; /tf's messages in
+        // [101 s, end], both though --every 2 processes one frame of the two.
         let tf_static = &out["/tf_static"];
-        assert_eq!(tf_static["times"], serde_json::json!([S]), "{input}");
-        assert_eq!(tf_static["sha"], inp["/tf_static"]["sha"], "{input}");
+        assert_eq!(
+            tf_static["times"],
+            serde_json::json!([S + SECOND, S + SECOND]),
+            "{input}"
+        );
+        assert_eq!(
+            tf_static["sha"].as_array().unwrap()[..],
+            inp["/tf_static"]["sha"].as_array().unwrap()[1..],
+            "{input}"
+        );
         assert_eq!(
             tf_static["durability"],
-            serde_json::json!(["transient_local"]),
+            serde_json::json!(["transient_local", "transient_local"]),
             "{input}: /tf_static no longer latched"
         );
         let tf_times: Vec<u64> = [1, 2].iter().map(|k| S + k * SECOND + SECOND / 5).collect();
@@ -1035,39 +1076,60 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
         assert!(out.get("/imu").is_none(), "{input}: /imu copied unasked");
         // `mcap` decodes the copies through the copied definitions.
         assert_eq!(after["decoded"]["/tf"], 2, "{input}");
-        assert_eq!(after["decoded"]["/tf_static"], 1, "{input}");
+        assert_eq!(after["decoded"]["/tf_static"], 2, "{input}");
         assert_eq!(
             after["tf"],
-            serde_json::json!([["camera", 0.3], ["base_link", 1.0], ["base_link", 2.0]]),
+            serde_json::json!([
+                ["camera", 0.3],
+                ["imu", 0.5],
+                ["base_link", 1.0],
+                ["base_link", 2.0]
+            ]),
             "{input}"
         );
-        // The camera processed as ever.
+        // The camera: every second frame of the window processed, both copied.
         assert_eq!(
             out["/cam/semantic/labels"]["times"]
                 .as_array()
                 .unwrap()
                 .len(),
-            2
+            1
         );
+        assert_eq!(out["/cam/image_raw"]["times"].as_array().unwrap().len(), 2);
     }
-    // --copy-all: /imu too, every message (no window).
+    // --copy-all: every message of the others (no window), but the one named like an
+    // output.
     let (code, text) = f.process("tf_mcap", "all", &["--copy-all"]);
     assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("/cam/depth has the name of an output topic of this run, which writes its own; not copied")
+            && text.contains("copying 3 other topic(s): /imu, /tf, /tf_static"),
+        "{text}"
+    );
     let all = read("all");
+    let input = read("tf_mcap");
     for topic in ["/tf", "/tf_static", "/imu"] {
         assert_eq!(
-            all["topics"][topic]["sha"],
-            read("tf_mcap")["topics"][topic]["sha"],
+            all["topics"][topic]["sha"], input["topics"][topic]["sha"],
             "{topic}"
         );
     }
-    assert!(!text.contains("of other topics not copied"), "{text}");
-    // Refused before anything is written.
-    let (code, text) = f.process("tf_mcap", "missing", &["--copy", "/gps"]);
-    assert_eq!(code, 1, "{text}");
+    assert_ne!(all["topics"]["/cam/depth"]["type"], "std_msgs/msg/String");
     assert!(
-        text.contains("--copy /gps is not a topic of this bag"),
+        text.contains("1 message(s) of other topics not copied (named like an output"),
         "{text}"
     );
-    assert!(!f.path("missing").exists());
+    // Refused before anything is written.
+    for (copy, why) in [
+        ("/gps", "--copy /gps is not a topic of this bag"),
+        (
+            "/cam/depth",
+            "--copy /cam/depth has the name of an output topic",
+        ),
+    ] {
+        let (code, text) = f.process("tf_mcap", "refused", &["--copy", copy]);
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains(why), "{text}");
+        assert!(!f.path("refused").exists());
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 use std::ops::ControlFlow;
 
 use bayes_perception::bag::cdr::CdrMessage;
-use bayes_perception::bag::{BagError, BagReader, BagWriter, Storage};
+use bayes_perception::bag::{BagError, BagMessage, BagReader, BagWriter, Storage};
 use bayes_perception::msg::{Header, Image, Time};
 
 fn image(i: u32) -> Image {
@@ -1540,16 +1540,12 @@ fn damage_in_one_file_of_a_split_bag_loses_only_the_rest_of_that_file() {
     );
     assert!(!e.to_string().contains("later files damaged too"), "{e}");
 
-    // The first file damaged too: both named, the first first; the rest still read.
+    // The first file damaged too (inside its fourth chunk): both named, the first first;
+    // the rest still read.
     let first = dir.join("split_0.mcap");
-    let bytes = std::fs::read(&first).unwrap();
-    std::fs::write(&first, &bytes[..bytes.len() / 2]).unwrap();
+    cut_inside_chunk(&first, 3);
     let (messages, result) = read_all(&BagReader::open(&dir).unwrap());
-    assert!(
-        messages.len() < 25 && messages.len() >= 15,
-        "{}",
-        messages.len()
-    );
+    assert_eq!(messages.len(), 3 + 5 + 10);
     assert_eq!(messages.last().unwrap().3, image(29));
     let e = result.unwrap_err();
     assert!(
@@ -1919,16 +1915,25 @@ fn every_storage_file_holds_the_metadata_records() {
     }
     let summary = writer.finish().unwrap();
     assert_eq!(summary.files.len(), 3);
-    for file in &summary.files {
+    for (k, file) in summary.files.iter().enumerate() {
         let records = BagReader::open(&dir.join(file)).unwrap().metadata_records();
-        assert_eq!(records.len(), 1, "{file}");
+        assert_eq!(records.len(), 2, "{file}");
         assert_eq!(
             (records[0].name.as_str(), &records[0].entries),
             ("bayes_perception", &entries)
         );
+        // Each file ends with rosbag2's record: the bag's metadata up to that file, of the
+        // version metadata.yaml has (by which rosbag2 reads a file alone).
+        assert_eq!(records[1].name, "rosbag2");
+        let serialized: serde_yaml::Value =
+            serde_yaml::from_str(&records[1].entries["serialized_metadata"]).unwrap();
+        assert_eq!(serialized["version"], serde_yaml::Value::from(5));
+        assert_eq!(serialized["message_count"], serde_yaml::Value::from(k + 1));
+        let paths = serialized["relative_file_paths"].as_sequence().unwrap();
+        assert_eq!(paths.len(), k + 1);
     }
     // The bag directory reads its first file's.
-    assert_eq!(BagReader::open(&dir).unwrap().metadata_records().len(), 1);
+    assert_eq!(BagReader::open(&dir).unwrap().metadata_records().len(), 2);
 }
 
 /// A summary whose metadata indexes point outside the file, claim huge lengths or point at
@@ -2104,13 +2109,16 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
     let metadata = std::fs::read_to_string(bag.join("metadata.yaml")).unwrap();
     assert!(metadata.contains("durability: 1"), "{metadata}");
 
-    // Through bag process: a sample bag with these beside its camera, the window from
-    // 1 s on (the sample's frames are 0.1 s apart, /tf_static before them all).
+    // Through bag process: a sample bag with these beside its camera (each copy published
+    // a little before it was logged), the window from 1 s on (the sample's frames are
+    // 0.1 s apart, /tf_static before them all).
     let sample = sample_bag_and_model(tmp.path(), 20);
     let input = tmp.path().join("with_tf");
     let mut w = BagWriter::create(&input).unwrap();
     let start = BagReader::open(&sample).unwrap().info().unwrap().start_ns;
+    let window_start = start + 1_000_000_000;
     let mut first = true;
+    let mut custom_in_window = 0;
     BagReader::open(&sample)
         .unwrap()
         .read(|m| {
@@ -2126,7 +2134,11 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
                 .unwrap();
                 first = false;
             }
-            w.copy(m).unwrap();
+            w.copy(&BagMessage {
+                publish_time: m.log_time - 2,
+                ..*m
+            })
+            .unwrap();
             let times = (m.log_time, m.log_time - 1);
             w.copy(&copied(
                 "/custom",
@@ -2136,6 +2148,7 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
                 &bare,
             ))
             .unwrap();
+            custom_in_window += u64::from(m.log_time >= window_start);
             ControlFlow::Continue(())
         })
         .unwrap();
@@ -2145,17 +2158,27 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
     assert_eq!(code, Some(0), "{text}");
     let out = read_kept(&tmp.path().join("out"));
     let of = |topic: &str| -> Vec<&Kept> { out.iter().filter(|m| m.0 == topic).collect() };
+    // The latched message from before the window, logged at its start, published when it
+    // was.
     let tf_out = of("/tf_static");
     assert_eq!(tf_out.len(), 1, "the latched message before the window");
-    assert_eq!((tf_out[0].1, tf_out[0].2), (start, start - 3));
+    assert_eq!((tf_out[0].1, tf_out[0].2), (window_start, start - 3));
     assert_eq!(tf_out[0].4.definition, tf.definition);
     assert!(tf_out[0].4.is_latched());
     let custom = of("/custom");
-    let window_start = start + 1_000_000_000;
-    assert!(!custom.is_empty() && custom.iter().all(|m| m.1 >= window_start && m.2 == m.1 - 1));
+    assert_eq!(custom.len() as u64, custom_in_window);
+    assert!(custom.iter().all(|m| m.1 >= window_start && m.2 == m.1 - 1));
+    // Camera copies keep their publish times too.
+    let frames = of("/camera/image_raw");
+    assert!(!frames.is_empty() && frames.iter().all(|m| m.2 == m.1 - 2));
     assert_eq!(
-        report["copied"].as_u64(),
-        Some(1 + custom.len() as u64),
+        report["copied"],
+        serde_json::json!({"/custom": custom_in_window, "/tf_static": 1}),
         "{report}"
+    );
+    assert_eq!(
+        report["copies_outside_window"].as_u64(),
+        Some(20 * 2 - custom_in_window),
+        "/custom's messages before the window (one beside each of the 40 input messages): {report}"
     );
 }

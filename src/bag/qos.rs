@@ -88,14 +88,24 @@ pub fn as_numbers(text: &str) -> Option<String> {
 /// Whether a publisher of the topic offered durability transient_local (a latched topic:
 /// `/tf_static`, a map, a robot description), by its recorded profiles.
 pub fn is_latched(text: &str) -> bool {
-    as_numbers(text)
-        .and_then(|numbers| serde_yaml::from_str::<Value>(&numbers).ok())
-        .and_then(|v| v.as_sequence().cloned())
-        .is_some_and(|profiles| {
-            profiles
-                .iter()
-                .any(|p| p.get("durability").and_then(Value::as_i64) == Some(TRANSIENT_LOCAL))
-        })
+    latched_history(text).is_some()
+}
+
+/// For a latched topic (a publisher offered durability transient_local), how many of its
+/// messages a subscriber that joins late receives: each latched publisher's history depth
+/// (at least 1; keep_all counted as its depth too) summed over them. `None`: not latched.
+pub fn latched_history(text: &str) -> Option<usize> {
+    let numbers = as_numbers(text)?;
+    let profiles: Vec<Value> = serde_yaml::from_str::<Value>(&numbers)
+        .ok()?
+        .as_sequence()?
+        .clone();
+    let depths: Vec<usize> = profiles
+        .iter()
+        .filter(|p| p.get("durability").and_then(Value::as_i64) == Some(TRANSIENT_LOCAL))
+        .map(|p| p.get("depth").and_then(Value::as_u64).unwrap_or(1).max(1) as usize)
+        .collect();
+    (!depths.is_empty()).then(|| depths.iter().sum())
 }
 
 #[cfg(test)]
@@ -134,6 +144,74 @@ mod tests {
         assert_eq!(as_numbers("not: [a list"), None);
         assert_eq!(as_numbers("a: mapping"), None);
         assert_eq!(as_numbers(&profile("persistent", "reliable")), None);
+    }
+
+    /// Every name rosbag2 writes (version 9) against rmw's enum value (what versions up to
+    /// 8 wrote).
+    #[test]
+    fn every_policy_name_has_rmw_s_number() {
+        let expected: [(&str, &[(&str, i64)]); 4] = [
+            (
+                "history",
+                &[
+                    ("system_default", 0),
+                    ("keep_last", 1),
+                    ("keep_all", 2),
+                    ("unknown", 3),
+                ],
+            ),
+            (
+                "reliability",
+                &[
+                    ("system_default", 0),
+                    ("reliable", 1),
+                    ("best_effort", 2),
+                    ("unknown", 3),
+                    ("best_available", 4),
+                ],
+            ),
+            (
+                "durability",
+                &[
+                    ("system_default", 0),
+                    ("transient_local", 1),
+                    ("volatile", 2),
+                    ("unknown", 3),
+                    ("best_available", 4),
+                ],
+            ),
+            (
+                "liveliness",
+                &[
+                    ("system_default", 0),
+                    ("automatic", 1),
+                    ("manual_by_node", 2),
+                    ("manual_by_topic", 3),
+                    ("unknown", 4),
+                    ("best_available", 5),
+                ],
+            ),
+        ];
+        for (policy, values) in expected {
+            for (name, number) in values {
+                let converted = as_numbers(&format!("- {policy}: {name}")).unwrap();
+                let parsed: Value = serde_yaml::from_str(&converted).unwrap();
+                assert_eq!(parsed[0][policy], Value::from(*number), "{policy}: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_each_latched_publisher_s_depth() {
+        let two = format!(
+            "{}\n{}",
+            profile("transient_local", "reliable"),
+            profile("transient_local", "reliable").replace("depth: 1", "depth: 3")
+        );
+        assert_eq!(latched_history(&two), Some(4));
+        assert_eq!(latched_history(&profile("volatile", "reliable")), None);
+        assert_eq!(latched_history("- durability: 1\n  depth: 0"), Some(1));
+        assert_eq!(latched_history(""), None);
     }
 
     #[test]

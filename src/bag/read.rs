@@ -912,9 +912,7 @@ fn read_mcap(
             .map_err(|e| corrupt(read, e.to_string()))?;
         match record {
             mcap::records::Record::Schema { header, data } => {
-                // An empty encoding: no definition (rosbag2 writes one where it has none).
-                let definition =
-                    (!header.encoding.is_empty()).then(|| (header.encoding, data.into_owned()));
+                let definition = known_definition(header.encoding, data.into_owned());
                 schemas.insert(header.id, (header.name, definition));
             }
             mcap::records::Record::Channel(channel) => {
@@ -1207,12 +1205,16 @@ fn read_sqlite(
         .map_err(|e| corrupt(0, e.to_string()))?;
     let mut read = 0u64;
     for rowid in order {
-        let fields = statement.query_row([rowid], |row| -> rusqlite::Result<(i64, i64, Vec<u8>)> {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        });
+        let fields = statement.query_row(
+            [rowid],
+            |row| -> rusqlite::Result<(Option<i64>, i64, Vec<u8>)> {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            },
+        );
         let (topic_id, timestamp, data) = fields.map_err(|e| corrupt(read, e.to_string()))?;
-        // A message of no topic: rosbag2 joins messages with topics, so it is not played.
-        let Some((topic, type_name, recorded)) = topics.get(&topic_id) else {
+        // A message of no topic (no topic of its id, or NULL): rosbag2 joins messages with
+        // topics, so it is not played.
+        let Some((topic, type_name, recorded)) = topic_id.and_then(|id| topics.get(&id)) else {
             continue;
         };
         let log_time = timestamp.max(0) as u64;
@@ -1232,6 +1234,13 @@ fn read_sqlite(
         }
     }
     Ok(ControlFlow::Continue(()))
+}
+
+/// A message definition as a bag stores it, or `None` where it says it has none: an
+/// empty encoding (MCAP), or rosbag2's `unknown` with no text (a type its recorder did not
+/// find).
+fn known_definition(encoding: String, text: Vec<u8>) -> Option<Definition> {
+    (!encoding.is_empty() && encoding != "unknown" && !text.is_empty()).then_some((encoding, text))
 }
 
 /// A SQLite bag's topic: name, type and how it was recorded.
@@ -1263,9 +1272,8 @@ fn sqlite_topics(db: &rusqlite::Connection) -> rusqlite::Result<HashMap<i64, Sql
             ))
         })?;
         for (type_name, encoding, text) in rows.flatten() {
-            // rosbag2 stores `unknown` with no text where it found no definition.
-            if !text.is_empty() && encoding != "unknown" {
-                definitions.insert(type_name, (encoding, text.into_bytes()));
+            if let Some(definition) = known_definition(encoding, text.into_bytes()) {
+                definitions.insert(type_name, definition);
             }
         }
     }
@@ -1273,17 +1281,21 @@ fn sqlite_topics(db: &rusqlite::Connection) -> rusqlite::Result<HashMap<i64, Sql
     let rows = statement.query_map([], |row| {
         Ok((
             row.get::<_, i64>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, String>(3)?,
+            row.get::<_, Option<String>>(1)?,
+            row.get::<_, Option<String>>(2)?,
+            row.get::<_, Option<String>>(3)?,
         ))
     })?;
     let mut topics = HashMap::new();
     for row in rows {
-        let (id, name, type_name, offered_qos_profiles) = row?;
+        // A topic without a name or type is none (its messages are not read, as rosbag2's
+        // join of NULLs gives nothing to play); profiles that are NULL, none recorded.
+        let (id, Some(name), Some(type_name), qos) = row? else {
+            continue;
+        };
         let recorded = Recorded {
             definition: definitions.get(&type_name).cloned(),
-            offered_qos_profiles,
+            offered_qos_profiles: qos.unwrap_or_default(),
         };
         topics.insert(id, (name, type_name, std::sync::Arc::new(recorded)));
     }
@@ -1341,6 +1353,89 @@ mod tests {
                 .collect();
             assert_eq!(seen, expected, "index {index}, row ids {rowid}");
         }
+    }
+
+    /// How SQLite bags of every age say how a topic was recorded: an old one without the
+    /// `offered_qos_profiles` column (none recorded), a NULL there, Iron's
+    /// `message_definitions` (rosbag2's `unknown` with no text: none); a message whose
+    /// topic_id is NULL is one of no topic, left out as rosbag2's join leaves it.
+    #[test]
+    fn sqlite_topics_of_every_age_with_their_definitions_and_qos() {
+        let message = |db: &rusqlite::Connection, id: i64, topic: Option<i64>| {
+            db.execute(
+                "INSERT INTO messages VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, topic, 10 * id, vec![0u8, 1, 0, 0]],
+            )
+            .unwrap();
+        };
+        let read = |path: &Path| {
+            let mut seen = Vec::new();
+            BagReader::open(path)
+                .unwrap()
+                .read(|m| {
+                    seen.push((
+                        m.topic.to_owned(),
+                        m.log_time,
+                        m.publish_time,
+                        (**m.recorded).clone(),
+                    ));
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            seen
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // Foxy-era: no QoS column, no definitions.
+        let old = dir.path().join("old.db3");
+        let db = rusqlite::Connection::open(&old).unwrap();
+        db.execute_batch(
+            "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, \
+             serialization_format TEXT NOT NULL);
+             CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER, \
+             timestamp INTEGER NOT NULL, data BLOB NOT NULL);
+             INSERT INTO topics VALUES (1, '/a', 'std_msgs/msg/String', 'cdr');",
+        )
+        .unwrap();
+        message(&db, 1, Some(1));
+        message(&db, 2, None);
+        drop(db);
+        assert_eq!(
+            read(&old),
+            [("/a".to_owned(), 10, 10, Recorded::default())],
+            "a NULL topic_id is no topic's message"
+        );
+        // Iron and later: QoS (one NULL) and definitions (one `unknown`).
+        let new = dir.path().join("new.db3");
+        let db = rusqlite::Connection::open(&new).unwrap();
+        db.execute_batch(
+            "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, \
+             serialization_format TEXT NOT NULL, offered_qos_profiles TEXT);
+             CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, \
+             timestamp INTEGER NOT NULL, data BLOB NOT NULL);
+             CREATE TABLE message_definitions(id INTEGER PRIMARY KEY, topic_type TEXT NOT NULL, \
+             encoding TEXT NOT NULL, encoded_message_definition TEXT NOT NULL, \
+             type_description_hash TEXT NOT NULL);
+             INSERT INTO topics VALUES (1, '/a', 'std_msgs/msg/String', 'cdr', '- durability: 1');
+             INSERT INTO topics VALUES (2, '/b', 'my_msgs/msg/Thing', 'cdr', NULL);
+             INSERT INTO message_definitions VALUES (1, 'std_msgs/msg/String', 'ros2msg', \
+             'string data', '');
+             INSERT INTO message_definitions VALUES (2, 'my_msgs/msg/Thing', 'unknown', '', '');",
+        )
+        .unwrap();
+        message(&db, 1, Some(1));
+        message(&db, 2, Some(2));
+        drop(db);
+        let seen = read(&new);
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen[0].3,
+            Recorded {
+                definition: Some(("ros2msg".into(), b"string data".to_vec())),
+                offered_qos_profiles: "- durability: 1".into(),
+            }
+        );
+        assert!(seen[0].3.is_latched());
+        assert_eq!(seen[1].3, Recorded::default(), "unknown, NULL: none");
     }
 
     #[test]

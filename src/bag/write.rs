@@ -48,8 +48,9 @@ pub struct BagWriter {
     mcap: mcap::Writer<BufWriter<File>>,
     /// The storage files finished so far, then the one being written (last).
     files: Vec<FileStats>,
-    /// Per storage file: schema and channel ids of the current file.
-    schemas: HashMap<String, u16>,
+    /// Per storage file: schema ids of the current file, by type and definition (topics
+    /// of one type copied from other bags may bring different ones, or none).
+    schemas: HashMap<(String, Definition), u16>,
     /// Topic -> channel id in the current file.
     channels: HashMap<String, u16>,
     /// Each topic written, over all files.
@@ -256,18 +257,20 @@ impl BagWriter {
         }
         let stats = &self.topics[topic];
         let type_name = stats.type_name.clone();
-        let schema_id = match self.schemas.get(&type_name) {
+        let definition = match schema::definition(&type_name) {
+            Some(ours) => ("ros2msg".to_owned(), ours.into_bytes()),
+            None => stats.definition.clone().unwrap_or_default(),
+        };
+        let key = (type_name, definition);
+        let schema_id = match self.schemas.get(&key) {
             Some(&id) => id,
             None => {
-                let (encoding, definition) = match schema::definition(&type_name) {
-                    Some(ours) => ("ros2msg".to_owned(), ours.into_bytes()),
-                    None => stats.definition.clone().unwrap_or_default(),
-                };
+                let (type_name, (encoding, definition)) = &key;
                 let id = self
                     .mcap
-                    .add_schema(&type_name, &encoding, &definition)
+                    .add_schema(type_name, encoding, definition)
                     .map_err(|e| self.mcap_error(e))?;
-                self.schemas.insert(type_name, id);
+                self.schemas.insert(key, id);
                 id
             }
         };
@@ -436,9 +439,7 @@ impl BagWriter {
         // power loss later leaves the finished files whole and listed (a kill never
         // damages them), so that a salvage can copy them.
         let next = self
-            .mcap
-            .finish()
-            .map_err(|e| self.mcap_error(e))
+            .finish_file()
             .and_then(|_| sync(&finished))
             .and_then(|_| open_storage(&path))
             .and_then(|mut next| {
@@ -470,18 +471,9 @@ impl BagWriter {
         Ok(())
     }
 
-    /// Closes the MCAP file (summary and index) and writes metadata.yaml, all synced to
-    /// the disk with their directory: a bag renamed into place afterwards is whole even
-    /// after a power loss.
-    pub fn finish(mut self) -> Result<WriteSummary, BagError> {
-        self.check_failed()?;
-        self.mcap.finish().map_err(|e| self.mcap_error(e))?;
-        let mut size_bytes = 0;
-        for file in &self.files {
-            let path = self.dir.join(&file.name);
-            sync(&path)?;
-            size_bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
-        }
+    /// The bag's metadata as metadata.yaml holds it (version 5), with what is written so
+    /// far.
+    fn bag_metadata(&self) -> Metadata {
         let start = self
             .files
             .iter()
@@ -490,51 +482,85 @@ impl BagWriter {
             .unwrap_or(0);
         let end = self.files.iter().map(|f| f.last_ns).max().unwrap_or(0);
         let message_count: u64 = self.topics.values().map(|t| t.messages).sum();
-        let metadata = MetadataFile {
-            rosbag2_bagfile_information: Metadata {
-                version: 5,
-                storage_identifier: "mcap",
-                duration: Nanoseconds {
-                    nanoseconds: end.saturating_sub(start),
-                },
-                starting_time: NanosecondsSinceEpoch {
-                    nanoseconds_since_epoch: start,
-                },
-                message_count,
-                topics_with_message_count: self
-                    .topics
-                    .iter()
-                    .map(|(name, t)| TopicWithCount {
-                        topic_metadata: TopicMetadata {
-                            name: name.clone(),
-                            type_name: t.type_name.clone(),
-                            serialization_format: "cdr",
-                            offered_qos_profiles: t.offered_qos_profiles.clone(),
-                        },
-                        message_count: t.messages,
-                    })
-                    .collect(),
-                compression_format: "",
-                compression_mode: "",
-                relative_file_paths: self.files.iter().map(|f| f.name.clone()).collect(),
-                files: self
-                    .files
-                    .iter()
-                    .map(|f| {
-                        let start = f.first_ns.unwrap_or(0);
-                        FileInfo {
-                            path: f.name.clone(),
-                            starting_time: NanosecondsSinceEpoch {
-                                nanoseconds_since_epoch: start,
-                            },
-                            duration: Nanoseconds {
-                                nanoseconds: f.last_ns.saturating_sub(start),
-                            },
-                            message_count: f.messages,
-                        }
-                    })
-                    .collect(),
+        Metadata {
+            version: 5,
+            storage_identifier: "mcap",
+            duration: Nanoseconds {
+                nanoseconds: end.saturating_sub(start),
             },
+            starting_time: NanosecondsSinceEpoch {
+                nanoseconds_since_epoch: start,
+            },
+            message_count,
+            topics_with_message_count: self
+                .topics
+                .iter()
+                .map(|(name, t)| TopicWithCount {
+                    topic_metadata: TopicMetadata {
+                        name: name.clone(),
+                        type_name: t.type_name.clone(),
+                        serialization_format: "cdr",
+                        offered_qos_profiles: t.offered_qos_profiles.clone(),
+                    },
+                    message_count: t.messages,
+                })
+                .collect(),
+            compression_format: "",
+            compression_mode: "",
+            relative_file_paths: self.files.iter().map(|f| f.name.clone()).collect(),
+            files: self
+                .files
+                .iter()
+                .map(|f| {
+                    let start = f.first_ns.unwrap_or(0);
+                    FileInfo {
+                        path: f.name.clone(),
+                        starting_time: NanosecondsSinceEpoch {
+                            nanoseconds_since_epoch: start,
+                        },
+                        duration: Nanoseconds {
+                            nanoseconds: f.last_ns.saturating_sub(start),
+                        },
+                        message_count: f.messages,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Ends the current storage file with rosbag2's own metadata record (`rosbag2`,
+    /// `serialized_metadata`: the bag's metadata so far), as rosbag2 and rosbags end theirs,
+    /// so that rosbag2 reading the file alone knows its metadata version, by which it reads
+    /// the QoS profiles of the channels; then its summary.
+    fn finish_file(&mut self) -> Result<(), BagError> {
+        let yaml = serde_yaml::to_string(&self.bag_metadata()).expect("metadata serialises");
+        let record = mcap::records::Metadata {
+            name: "rosbag2".to_owned(),
+            metadata: BTreeMap::from([("serialized_metadata".to_owned(), yaml)]),
+        };
+        self.mcap
+            .write_metadata(&record)
+            .and_then(|_| self.mcap.finish())
+            .map(drop)
+            .map_err(|e| self.mcap_error(e))
+    }
+
+    /// Closes the MCAP file (summary and index) and writes metadata.yaml, all synced to
+    /// the disk with their directory: a bag renamed into place afterwards is whole even
+    /// after a power loss.
+    pub fn finish(mut self) -> Result<WriteSummary, BagError> {
+        self.check_failed()?;
+        self.finish_file()?;
+        let mut size_bytes = 0;
+        for file in &self.files {
+            let path = self.dir.join(&file.name);
+            sync(&path)?;
+            size_bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
+        }
+        let metadata = self.bag_metadata();
+        let message_count = metadata.message_count;
+        let metadata = MetadataFile {
+            rosbag2_bagfile_information: metadata,
         };
         let yaml = serde_yaml::to_string(&metadata).expect("metadata serialises");
         let meta_path = self.dir.join("metadata.yaml");

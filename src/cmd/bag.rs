@@ -8,7 +8,7 @@
 //! temporary directory and renames it at the end; Ctrl-C finishes the frames in hand and
 //! closes a valid bag of what was done.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +22,8 @@ use bayes_perception::bag::cdr::CdrMessage;
 use bayes_perception::bag::labelled::is_ground_truth_topic;
 use bayes_perception::bag::read::{combined_damage, damage_met_before, BagEvent};
 use bayes_perception::bag::{
-    storage_file_number, BagError, BagInfo, BagMessage, BagReader, BagWriter, Recorded, TopicInfo,
+    qos, storage_file_number, BagError, BagInfo, BagMessage, BagReader, BagWriter, Recorded,
+    TopicInfo,
 };
 use bayes_perception::config::{ColormapParams, Params};
 use bayes_perception::device::device_name;
@@ -82,10 +83,10 @@ struct Tally {
     failed: BTreeMap<String, u64>,
     failed_transient: bool,
     other_messages: u64,
-    /// Messages of the topics --copy names handed to the writer, and those whose data
-    /// could not be read (not copied), by reason.
-    copied: u64,
+    /// Messages of the topics --copy names whose data could not be read (not copied), by
+    /// reason, and those outside --start/--duration (not latched before it, or after it).
     not_copied: BTreeMap<String, u64>,
+    copies_outside_window: u64,
     /// Camera frames before `--start` or after `--duration` (camera_info messages there
     /// are left out too, not counted).
     outside_window: u64,
@@ -321,6 +322,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         window_end_ns: args.duration.is_some().then_some(window_end),
         every: args.every,
         provenance,
+        selection: selection(&args),
     };
     let mark_path = staged.path().join(RUN_MARK);
     write_file(&mark_path, serde_yaml::to_string(&mark)?.as_bytes())?;
@@ -347,10 +349,11 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     // This thread reads and runs the engine; a second one builds the output messages and
     // writes everything (the input copies too, so the output keeps the input's order)
     // while the next frame is in the network.
+    let mut copies = Copies::default();
     let read_result = pipeline::overlapped_with(
         WRITE_QUEUE,
         |hand_over| {
-            reader.read_events(|event| {
+            let read = reader.read_events(|event| {
                 let m = match event {
                     BagEvent::Message(m) => m,
                     BagEvent::Damage(error) => {
@@ -373,6 +376,10 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                 if interrupted.load(Ordering::SeqCst) || writer_stopped.load(Ordering::SeqCst) {
                     return ControlFlow::Break(());
                 }
+                // The window begins: the latched messages held from before it go first.
+                if m.log_time >= window_start && !copies.begin_window(window_start, hand_over) {
+                    return ControlFlow::Break(());
+                }
                 let in_window = m.log_time >= window_start && m.log_time <= window_end;
                 if let Some(camera) = tally.cameras.get_mut(m.topic) {
                     progress.inc();
@@ -388,7 +395,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     camera.read += 1;
                     if (camera.read - 1) % args.every != 0 {
                         tally.not_sampled += 1;
-                        return match copy.is_none_or(|c| hand_over(Output::Copy(c))) {
+                        return match copy.is_none_or(|c| copies.push(c, hand_over)) {
                             true => ControlFlow::Continue(()),
                             false => ControlFlow::Break(()),
                         };
@@ -421,7 +428,8 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                                 log_time: m.log_time,
                                 frame,
                             }));
-                            if !hand_over(output) {
+                            // The copies read before it go first.
+                            if !copies.flush(hand_over) || !hand_over(output) {
                                 return ControlFlow::Break(());
                             }
                         }
@@ -441,7 +449,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     }
                     // A frame skipped or failed: its copy alone.
                     if let Some(copy) = copy {
-                        if !hand_over(Output::Copy(copy)) {
+                        if !copies.push(copy, hand_over) {
                             return ControlFlow::Break(());
                         }
                     }
@@ -450,17 +458,21 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     .filter(|_| m.type_name == CAMERA_INFO)
                 {
                     // (A topic named like a camera_info but of another type is another
-                    // topic: not copied, as the writer knows no other types.)
-                    // Before the window: not copied, but the latest one is the calibration
-                    // of the window's first frames (a camera_info recorded once, say).
+                    // topic, copied only as --copy asks.)
+                    // Before the window: the latest one is the calibration of the window's
+                    // first frames (a camera_info recorded once, say); copied only where
+                    // the topic is latched, as other latched topics.
                     if m.log_time > window_end {
                         return ControlFlow::Continue(());
                     }
-                    if in_window
-                        && m.unreadable.is_none()
-                        && !hand_over(Output::Copy(Copied::of(m)))
-                    {
-                        return ControlFlow::Break(());
+                    if m.unreadable.is_none() {
+                        let kept = match in_window {
+                            true => copies.push(Copied::of(m), hand_over),
+                            false => copies.hold_if_latched(m, false),
+                        };
+                        if !kept {
+                            return ControlFlow::Break(());
+                        }
                     }
                     let decoded = match m.unreadable {
                         Some(reason) => Err(reason.to_owned()),
@@ -483,23 +495,35 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                 } else if copy.contains(m.topic) {
                     // A latched topic's messages before the window too (`/tf_static`, a
                     // map, published once at the start): the window's frames need them.
-                    let latched_before = m.log_time < window_start && m.recorded.is_latched();
-                    if !(in_window || latched_before) {
+                    if m.log_time > window_end {
+                        tally.copies_outside_window += 1;
                         return ControlFlow::Continue(());
                     }
                     if let Some(reason) = m.unreadable {
                         *tally.not_copied.entry(reason_key(reason)).or_default() += 1;
                         return ControlFlow::Continue(());
                     }
-                    tally.copied += 1;
-                    if !hand_over(Output::Copy(Copied::of(m))) {
+                    let latched = copies.is_latched(m);
+                    let kept = match in_window {
+                        true => copies.push(Copied::of(m).extra(), hand_over),
+                        false => {
+                            if !latched {
+                                tally.copies_outside_window += 1;
+                            }
+                            copies.hold_if_latched(m, true)
+                        }
+                    };
+                    if !kept {
                         return ControlFlow::Break(());
                     }
                 } else {
                     tally.other_messages += 1;
                 }
                 ControlFlow::Continue(())
-            })
+            });
+            // What was read before reading ended (the end, Ctrl-C, damage).
+            copies.flush(hand_over);
+            read
         },
         |output| match written.write(&mut writer, output, &palette, &params.colormap, points) {
             Ok(()) => ControlFlow::Continue(()),
@@ -534,11 +558,22 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     // read the bag) does not replace a larger earlier output (--force).
     let cut_short =
         interrupted || matches!(&read_result, Err(e) if !matches!(e, BagError::Corrupt { .. }));
+    // Compared without the topics this run copies (--copy): their messages, of a busy
+    // topic, can outnumber the frames and outputs.
     let earlier_messages = cut_short
         .then(|| BagReader::open(&args.output).and_then(|r| r.info()).ok())
         .flatten()
-        .map(|info| info.message_count);
-    let kept_earlier = keeps_earlier(cut_short, earlier_messages, summary.message_count);
+        .map(|info| {
+            messages_besides(
+                info.topics.iter().map(|t| (&t.name, t.message_count)),
+                &copy,
+            )
+        });
+    let this_run = messages_besides(
+        summary.topics.iter().map(|(name, (_, n))| (name, *n)),
+        &copy,
+    );
+    let kept_earlier = keeps_earlier(cut_short, earlier_messages, this_run);
     if kept_earlier {
         drop(staged);
     } else {
@@ -592,7 +627,8 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     for e in &outside {
         println!(
             "  input damaged outside --start/--duration (no frame of the window was lost \
-             to it; a camera_info in the lost part could not calibrate the window): {e}"
+             to it; a camera_info or latched message in the lost part could not reach the \
+             window): {e}"
         );
     }
     for (reason, count) in &tally.skipped {
@@ -635,29 +671,44 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
              above); the output holds the input copies only"
         );
     }
-    if tally.copied > 0 {
+    if !written.copied.is_empty() {
         println!(
-            "  {} message(s) of {} other topic(s) copied (--copy)",
-            tally.copied,
-            copy.len()
+            "  {} message(s) of {} other topic(s) copied ({})",
+            written.copied.values().sum::<u64>(),
+            written.copied.len(),
+            if args.copy_all {
+                "--copy-all"
+            } else {
+                "--copy"
+            }
+        );
+    }
+    if tally.copies_outside_window > 0 {
+        println!(
+            "  {} message(s) of copied topics outside --start/--duration were left out",
+            tally.copies_outside_window
         );
     }
     for (reason, count) in &tally.not_copied {
         println!("  {count} message(s) of copied topics not copied: {reason}");
     }
     if tally.other_messages > 0 {
+        let hint = match args.copy_all {
+            true => "named like an output, or without a type: see above",
+            false => "--copy TOPIC or --copy-all copies them",
+        };
         println!(
-            "  {} message(s) of other topics not copied (--copy TOPIC or --copy-all copies them)",
+            "  {} message(s) of other topics not copied ({hint})",
             tally.other_messages
         );
     }
     let size = if kept_earlier {
         println!(
             "{} left as it was: the earlier output there holds {} messages, this run stopped \
-             short with {}, which were not kept in its place",
+             short with {}, which were not kept in its place (topics --copy names not counted)",
             args.output.display(),
             earlier_messages.unwrap_or_default(),
-            summary.message_count
+            this_run
         );
         0
     } else {
@@ -720,8 +771,10 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "skipped": tally.skipped,
             "failed": tally.failed,
             "not_sampled": tally.not_sampled,
-            "copied": tally.copied,
+            "copied": written.copied,
             "not_copied": tally.not_copied,
+            "copies_outside_window": tally.copies_outside_window,
+            "other_messages_not_copied": tally.other_messages,
             "outside_window": tally.outside_window,
             "frames_without_points": written.no_points.0,
             "no_points_reason": written.no_points.1,
@@ -846,53 +899,201 @@ fn topics_to_copy(
     let clash = |topic: &str| {
         format!("{topic} has the name of an output topic of this run, which writes its own")
     };
+    // Copied already: the cameras processed and their camera_info.
+    let handled = |t: &TopicInfo| {
+        tally.cameras.contains_key(&t.name)
+            || (info_topics.contains_key(&t.name) && t.type_name == CAMERA_INFO)
+    };
+    // An MCAP channel without a schema has no type to copy it as.
+    let untyped =
+        |topic: &str| format!("{topic} has no message type (an MCAP channel without a schema)");
     if args.copy_all {
         let mut copy = BTreeSet::new();
-        for t in &bag.topics {
-            let handled = tally.cameras.contains_key(&t.name)
-                || (info_topics.contains_key(&t.name) && t.type_name == CAMERA_INFO);
-            if handled {
-                continue;
-            }
+        for t in bag.topics.iter().filter(|t| !handled(t)) {
             if output_names.contains(&t.name) {
                 println!("{}; not copied", clash(&t.name));
-                continue;
+            } else if t.type_name.is_empty() {
+                println!("{}; not copied", untyped(&t.name));
+            } else {
+                copy.insert(t.name.clone());
             }
-            copy.insert(t.name.clone());
+        }
+        if !copy.is_empty() {
+            let names: Vec<&str> = copy.iter().map(String::as_str).collect();
+            println!(
+                "copying {} other topic(s): {}",
+                copy.len(),
+                names.join(", ")
+            );
         }
         return Ok(copy);
     }
+    let mut copy = BTreeSet::new();
     for topic in &args.copy {
-        if !bag.topics.iter().any(|t| &t.name == topic) {
+        let Some(t) = bag.topics.iter().find(|t| &t.name == topic) else {
             let names: Vec<&str> = bag.topics.iter().map(|t| t.name.as_str()).collect();
             bail!("--copy {topic} is not a topic of this bag (its topics: {names:?})");
-        }
+        };
         if output_names.contains(topic) {
             bail!("--copy {}", clash(topic));
         }
+        if t.type_name.is_empty() {
+            bail!("--copy {}", untyped(topic));
+        }
+        if handled(t) {
+            println!(
+                "--copy {topic}: processed or a camera's camera_info, so in the output already"
+            );
+            continue;
+        }
+        copy.insert(topic.clone());
     }
-    Ok(args.copy.iter().cloned().collect())
+    Ok(copy)
+}
+
+/// The messages of a bag's topics but those of `copied` (the topics a run copies with
+/// --copy): what two bags are compared by ([`keeps_earlier`]).
+fn messages_besides<'a>(
+    topics: impl Iterator<Item = (&'a String, u64)>,
+    copied: &BTreeSet<String>,
+) -> u64 {
+    topics
+        .filter(|(name, _)| !copied.contains(*name))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Whether a run's output stays out of place of an earlier one (`--force`): only a run cut
 /// short (interrupted, the bag unreadable for a system reason) whose output holds fewer
-/// messages than a readable earlier output. A run through its whole input replaces it, and
+/// messages than a readable earlier output (both without the topics the run copies with
+/// --copy, [`messages_besides`]). A run through its whole input replaces it, and
 /// so does a longer cut-short one (the earlier one may itself be an interrupted run's).
 fn keeps_earlier(cut_short: bool, earlier_messages: Option<u64>, this_run: u64) -> bool {
     cut_short && earlier_messages.is_some_and(|earlier| earlier > this_run)
 }
 
-/// Input messages and frames handed over in a row before the reading thread waits for
-/// the writing one: a frame being written, and behind it its camera_info, the next frame's
-/// input copy and the next frame (per camera: more cameras share it).
+/// Hand-overs in a row before the reading thread waits for the writing one: a frame being
+/// written, and behind it the copies read after it, the next frame (with its input copy),
+/// and so on (per camera: more cameras share it).
 const WRITE_QUEUE: usize = 4;
 
 /// What the reading thread hands the writing one, in the input's order.
 enum Output {
-    /// An input message (camera image or camera_info), copied byte for byte.
-    Copy(Copied),
+    /// Input messages copied byte for byte (camera frames not processed, camera_info, the
+    /// topics --copy names), read since the last hand-over.
+    Copies(Vec<Copied>),
     /// A predicted camera frame.
     Frame(Box<PendingFrame>),
+}
+
+/// Copies gathered are handed over once they hold this many bytes or messages, or before
+/// the next frame: a copy alone would take a place in the writer's queue, so a busy topic
+/// (an IMU at 400 Hz beside a 10 Hz camera) would stall the reading thread behind the frame
+/// being written.
+const COPY_BATCH_BYTES: usize = 1 << 20;
+const COPY_BATCH_MESSAGES: usize = 1024;
+
+/// The input copies on their way to the writer, in the input's order: gathered between
+/// frames and handed over together; a latched topic's messages logged before the window
+/// held until it begins.
+#[derive(Default)]
+struct Copies {
+    batch: Vec<Copied>,
+    batch_bytes: usize,
+    /// Latched messages from before the window, per topic the last as many as a
+    /// subscriber joining at its start would receive; none once it has begun.
+    held: BTreeMap<String, VecDeque<Copied>>,
+    window_begun: bool,
+    /// Per topic: whether it is latched, and how many messages a late subscriber gets.
+    latched: HashMap<String, Option<usize>>,
+}
+
+impl Copies {
+    /// How many of the topic's messages a subscriber joining late receives, where it is
+    /// latched ([`qos::latched_history`]); a `/tf_static` recorded without QoS profiles
+    /// is taken as latched (every message of it), and said once: replayed, it is offered
+    /// with the player's default (volatile) QoS, which tf listeners do not take.
+    fn latched_history(&mut self, m: &BagMessage) -> Option<usize> {
+        if let Some(&history) = self.latched.get(m.topic) {
+            return history;
+        }
+        let profiles = &m.recorded.offered_qos_profiles;
+        let mut history = qos::latched_history(profiles);
+        if history.is_none() && profiles.trim().is_empty() && m.topic.ends_with("/tf_static") {
+            log::warn!(
+                "{} was recorded without QoS profiles: taken as latched here, but `ros2 bag \
+                 play` offers it volatile, which tf listeners (transient_local) do not take; \
+                 play it with --qos-profile-overrides-path",
+                m.topic
+            );
+            history = Some(usize::MAX);
+        }
+        self.latched.insert(m.topic.to_owned(), history);
+        history
+    }
+
+    fn is_latched(&mut self, m: &BagMessage) -> bool {
+        self.latched_history(m).is_some()
+    }
+
+    /// Holds a message logged before the window, if its topic is latched (`extra`: of a
+    /// topic --copy names); true (reading goes on) either way.
+    fn hold_if_latched(&mut self, m: &BagMessage, extra: bool) -> bool {
+        if self.window_begun {
+            return true;
+        }
+        if let Some(history) = self.latched_history(m) {
+            let held = self.held.entry(m.topic.to_owned()).or_default();
+            let mut copy = Copied::of(m);
+            copy.extra = extra;
+            held.push_back(copy);
+            while held.len() > history {
+                held.pop_front();
+            }
+        }
+        true
+    }
+
+    /// At the first message of the window: the held messages go first, in the order they
+    /// were logged, each logged at the window's start (when a recorder started then would
+    /// have received them). False: the writer has stopped.
+    fn begin_window(&mut self, start: u64, hand_over: &mut dyn FnMut(Output) -> bool) -> bool {
+        if self.window_begun {
+            return true;
+        }
+        self.window_begun = true;
+        let mut held: Vec<Copied> = std::mem::take(&mut self.held)
+            .into_values()
+            .flatten()
+            .collect();
+        held.sort_by_key(|c| c.log_time);
+        for mut copy in held {
+            copy.log_time = start;
+            if !self.push(copy, hand_over) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Adds a copy, handing the batch over when it is full. False: the writer has stopped.
+    fn push(&mut self, copy: Copied, hand_over: &mut dyn FnMut(Output) -> bool) -> bool {
+        self.batch_bytes += copy.data.len();
+        self.batch.push(copy);
+        if self.batch_bytes >= COPY_BATCH_BYTES || self.batch.len() >= COPY_BATCH_MESSAGES {
+            return self.flush(hand_over);
+        }
+        true
+    }
+
+    /// Hands the copies gathered over. False: the writer has stopped.
+    fn flush(&mut self, hand_over: &mut dyn FnMut(Output) -> bool) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        self.batch_bytes = 0;
+        hand_over(Output::Copies(std::mem::take(&mut self.batch)))
+    }
 }
 
 /// An input message as it is copied into the output: bytes, times, and its topic as
@@ -904,6 +1105,8 @@ struct Copied {
     publish_time: u64,
     data: Vec<u8>,
     recorded: Arc<Recorded>,
+    /// Of a topic --copy names (counted per topic as written).
+    extra: bool,
 }
 
 impl Copied {
@@ -915,6 +1118,15 @@ impl Copied {
             publish_time: m.publish_time,
             data: m.data.to_vec(),
             recorded: m.recorded.clone(),
+            extra: false,
+        }
+    }
+
+    /// As a message of a topic --copy names.
+    fn extra(self) -> Self {
+        Copied {
+            extra: true,
+            ..self
         }
     }
 
@@ -953,6 +1165,8 @@ struct Written {
     forward_ms: f64,
     /// Frames whose point cloud could not be built, and the first reason.
     no_points: (u64, Option<String>),
+    /// Messages of the topics --copy names written, per topic.
+    copied: BTreeMap<String, u64>,
     /// Why the output could not be written (the run stops).
     error: Option<anyhow::Error>,
 }
@@ -976,7 +1190,15 @@ impl Written {
             camera_info,
             camera_info_topic,
         } = match output {
-            Output::Copy(copied) => return copied.write(writer),
+            Output::Copies(copies) => {
+                for copied in copies {
+                    copied.write(writer)?;
+                    if copied.extra {
+                        *self.copied.entry(copied.topic).or_default() += 1;
+                    }
+                }
+                return Ok(());
+            }
             Output::Frame(frame) => *frame,
         };
         // The input and all its outputs in one chunk (end_group below).
@@ -1031,6 +1253,24 @@ impl Written {
         // them).
         writer.end_group()
     }
+}
+
+/// The options of a `bag process` run that choose what it processes and copies, as
+/// arguments.
+fn selection(args: &BagProcessArgs) -> Vec<String> {
+    let pairs = [
+        ("--topic", &args.topics),
+        ("--camera-info", &args.camera_infos),
+        ("--copy", &args.copy),
+    ];
+    let mut options: Vec<String> = pairs
+        .iter()
+        .flat_map(|(flag, values)| values.iter().flat_map(|v| [flag.to_string(), v.clone()]))
+        .collect();
+    if args.copy_all {
+        options.push("--copy-all".into());
+    }
+    options
 }
 
 /// The name of the MCAP metadata record, in each storage file of `bag process`'s output,
@@ -1098,6 +1338,10 @@ struct RunMark {
     /// How its output is made ([`provenance`]), for the salvaged bag to say too.
     #[serde(default)]
     provenance: BTreeMap<String, String>,
+    /// Its options choosing what is processed and copied (`--topic`, `--camera-info`,
+    /// `--copy`, `--copy-all`), for the rest to choose the same.
+    #[serde(default)]
+    selection: Vec<String>,
 }
 
 fn one() -> u64 {
@@ -1106,8 +1350,9 @@ fn one() -> u64 {
 
 impl RunMark {
     /// The options that process the rest of the killed run's window, from the messages
-    /// logged at `next_ns` on (the salvage kept those logged before): `--start`, the
-    /// `--duration` that ends where the window ended, and `--every`.
+    /// logged at `next_ns` on (the salvage kept those logged before): its topics and
+    /// copies, `--start`, the `--duration` that ends where the window ended, and
+    /// `--every`.
     fn rest(&self, next_ns: u64) -> String {
         let seconds = |ns: u64| format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000);
         // --start S takes messages logged at or after the input's start + S.
@@ -1121,6 +1366,9 @@ impl RunMark {
         }
         if self.every > 1 {
             options += &format!(" --every {}", self.every);
+        }
+        for option in &self.selection {
+            options += &format!(" {}", super::shell_quoted(option));
         }
         options
     }
@@ -1683,6 +1931,23 @@ mod tests {
         );
     }
 
+    /// The topics a run copies are left out of the comparison (a busy one would outweigh
+    /// the frames); every other topic counts.
+    #[test]
+    fn bags_are_compared_without_the_topics_copied() {
+        let topics = [
+            ("/cam/semantic/labels", 7),
+            ("/cam/image_raw", 9),
+            ("/tf", 500),
+            ("/imu", 4000),
+        ]
+        .map(|(name, n)| (name.to_owned(), n));
+        let copied = BTreeSet::from(["/tf".to_owned(), "/imu".to_owned()]);
+        let count = |copied| messages_besides(topics.iter().map(|(t, n)| (t, *n)), copied);
+        assert_eq!(count(&copied), 16);
+        assert_eq!(count(&BTreeSet::new()), 4516);
+    }
+
     #[test]
     fn a_killed_runs_rest_keeps_its_window_and_every() {
         let mark = RunMark {
@@ -1691,6 +1956,7 @@ mod tests {
             window_end_ns: None,
             every: 1,
             provenance: BTreeMap::new(),
+            selection: Vec::new(),
         };
         // From the input's start to the messages not kept, to the nanosecond.
         assert_eq!(mark.rest(7_250_000_001), "--start 2.250000001");
@@ -1709,12 +1975,29 @@ mod tests {
             mark.rest(9_000_000_000),
             "--start 4.000000000 --duration 0.000000000 --every 3"
         );
+        // Its topics and copies too, quoted for a shell.
+        let mark = RunMark {
+            selection: ["--topic", "/cam/image_raw", "--copy", "/odd name"]
+                .map(String::from)
+                .to_vec(),
+            ..mark
+        };
+        assert_eq!(
+            mark.rest(9_000_000_000),
+            "--start 4.000000000 --duration 0.000000000 --every 3 --topic /cam/image_raw \
+             --copy '/odd name'"
+        );
         // A mark of a version before the window was recorded reads as a whole run's.
         let old: RunMark =
             serde_yaml::from_str("input: /in\ninput_start_ns: 5000000000\n").unwrap();
         assert_eq!(
-            (old.window_end_ns, old.every, old.provenance.len()),
-            (None, 1, 0)
+            (
+                old.window_end_ns,
+                old.every,
+                old.provenance.len(),
+                old.selection.len()
+            ),
+            (None, 1, 0, 0)
         );
         assert_eq!(old.rest(99_000_000_000), "--start 94.000000000");
     }

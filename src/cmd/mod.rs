@@ -67,7 +67,7 @@ pub fn command_line(skip: usize) -> Vec<String> {
 
 /// `arg` as a POSIX shell reads it back: as it is when it has only characters no shell
 /// treats specially, else in single quotes.
-fn shell_quoted(arg: &str) -> String {
+pub fn shell_quoted(arg: &str) -> String {
     let plain = !arg.is_empty()
         && arg
             .chars()
