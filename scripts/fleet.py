@@ -111,25 +111,6 @@ class TransientFailure(RuntimeError):
 # The task: one bag, on a worker.
 
 
-def _die_with_parent():
-    """A pre-exec hook: the binary gets SIGKILL when the Ray worker that started it dies
-    (PR_SET_PDEATHSIG), so a killed worker leaves no process writing into the bag's
-    directory while the retry does. libc is loaded here, in the worker, so that the hook
-    itself (run between fork and exec) only makes two system calls; a worker that died
-    before the hook ran is noticed by the parent pid having changed."""
-    import ctypes
-
-    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    parent = os.getpid()
-
-    def hook():
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(EXIT_TRANSIENT)
-
-    return hook
-
-
 def _run(cmd, log, env, timeout=None, output=None):
     """Runs cmd, appending its output to the log; returns the exit code (negative: the
     signal that killed it). Past `timeout` seconds its process group is killed (SIGKILL,
@@ -137,11 +118,15 @@ def _run(cmd, log, env, timeout=None, output=None):
     script's child goes too), which the log says; one that does not end even then (stuck
     in the kernel) is left behind, said, rather than waited for. `output`: the bag a killed
     `bag process` was writing, whose temporary directory then goes."""
+    # The binary dies with the worker that started it (PR_SET_PDEATHSIG, set by the
+    # binary itself: a pre-exec hook is unsafe in a worker's threads), so a killed worker
+    # leaves no process writing into the bag's directory while the retry does.
+    env = dict(env if env is not None else os.environ, BAYES_PERCEPTION_PARENT_PID=str(os.getpid()))
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent(), start_new_session=True)
+                                start_new_session=True)
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    if let Err(why) = die_with_parent() {
+        eprintln!("error: {why}");
+        return ExitCode::from(EXIT_TRANSIENT);
+    }
     bayes_perception::configure_allocations();
     let _fail_points = bayes_perception::fail_points_from_env();
     let cli = cli::Cli::parse();
@@ -57,6 +61,48 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The variable a supervisor sets to its own process id for this process to die with it
+/// (scripts/fleet.py: a Ray worker that is killed leaves no binary writing where its
+/// retry will).
+const PARENT_PID: &str = "BAYES_PERCEPTION_PARENT_PID";
+
+/// With [`PARENT_PID`] set: this process gets SIGKILL when its parent dies (Linux's
+/// `PR_SET_PDEATHSIG`), and stops at once when the parent is gone already (a supervisor
+/// killed between starting it and here): `Err`, exit code 75. Set here rather than in a
+/// pre-exec hook of the supervisor's, which Python runs between fork and exec, unsafe in
+/// a process with threads (a Ray worker has many).
+fn die_with_parent() -> Result<(), String> {
+    let Some(value) = std::env::var_os(PARENT_PID) else {
+        return Ok(());
+    };
+    let parent: libc::pid_t = value.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| {
+        format!(
+            "{PARENT_PID}={} is not a process id",
+            value.to_string_lossy()
+        )
+    })?;
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number; getppid cannot fail.
+    let (set, now) = unsafe {
+        (
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong),
+            libc::getppid(),
+        )
+    };
+    if set != 0 {
+        return Err(format!(
+            "cannot tie this process to its parent ({PARENT_PID}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // Checked after the signal is set, so a parent that dies from now on is not missed.
+    if now != parent {
+        return Err(format!(
+            "the process that started this one ({PARENT_PID}={parent}) is gone (parent now {now})"
+        ));
+    }
+    Ok(())
 }
 
 /// The exit code of a command that stopped with `err`: 2 for a command-line value the

@@ -2199,3 +2199,64 @@ fn infer_says_what_it_does_not_read() {
         "{text}"
     );
 }
+
+/// Under a supervisor that names itself (`BAYES_PERCEPTION_PARENT_PID`, as fleet.py does),
+/// the binary dies with it (SIGKILL when that parent dies), and stops at once with exit
+/// code 75 where the parent it was given is not its parent (gone already); a value that is
+/// no process id is refused the same way.
+#[test]
+fn a_supervised_run_dies_with_its_supervisor() {
+    let ours = std::process::id().to_string();
+    let (out, text) = run(bin()
+        .arg("--version")
+        .env("BAYES_PERCEPTION_PARENT_PID", &ours));
+    assert!(out.status.success(), "{text}");
+    for (pid, why) in [("1", "is gone (parent now"), ("x1", "is not a process id")] {
+        let (out, text) = run(bin()
+            .arg("--version")
+            .env("BAYES_PERCEPTION_PARENT_PID", pid));
+        assert_eq!(out.status.code(), Some(75), "{text}");
+        assert!(text.contains(why), "{text}");
+    }
+    // A shell starts a long run naming itself, says the run's pid and is killed.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "BAYES_PERCEPTION_PARENT_PID=$$ '{}' bag sample '{}' --frames 100000000 --width 2 \
+         --height 2 >/dev/null 2>&1 & echo $!; wait",
+        env!("CARGO_BIN_EXE_bayes_perception"),
+        dir.path().join("long").display()
+    );
+    let mut shell = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(shell.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let run_pid: i32 = line.trim().parse().unwrap();
+    let stat = format!("/proc/{run_pid}/stat");
+    let gone = || {
+        std::fs::read_to_string(&stat).map_or(true, |s| {
+            s.rsplit(')').next().unwrap().split_whitespace().next() == Some("Z")
+        })
+    };
+    // Running before its parent goes (a run that had ended would pass for killed).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!gone(), "the run ended on its own");
+    shell.kill().unwrap();
+    shell.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gone() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let alive = !gone();
+    if alive {
+        // SAFETY: kill(2) of a pid this test started.
+        unsafe { libc::kill(run_pid, libc::SIGKILL) };
+    }
+    assert!(!alive, "the run outlived its supervisor");
+}
