@@ -929,20 +929,24 @@ def qos(durability, reliability):
 latched = qos(QosDurability.TRANSIENT_LOCAL, QosReliability.RELIABLE) * 2
 volatile = qos(QosDurability.VOLATILE, QosReliability.BEST_EFFORT)
 S = 100 * NS
-# Two latched publishers of /tf_static, the first publishing twice (its first message then
-# superseded: a late subscriber gets its depth, 1, of them).
-messages = [(S, '/tf_static', tf(S, 'base_link', 'camera', 0.1)),
-            (S + 1, '/tf_static', tf(S, 'base_link', 'camera', 0.3)),
-            (S + 2, '/tf_static', tf(S, 'base_link', 'imu', 0.5)),
+# Two latched broadcasters of /tf_static, the second sending twice (each of tf's
+# broadcasts latched: listeners merge them); a latched robot description published twice
+# (a late subscriber gets its publisher's depth, 1: the second).
+messages = [(S, '/tf_static', tf(S, 'base_link', 'imu', 0.5)),
+            (S + 1, '/tf_static', tf(S, 'base_link', 'camera', 0.1)),
+            (S + 2, '/tf_static', tf(S, 'base_link', 'camera', 0.3)),
+            (S + 3, '/robot_description', String(data='<robot name="v1"/>')),
+            (S + 4, '/robot_description', String(data='<robot name="v2"/>')),
             # Named like an output of the camera's.
-            (S + 3, '/cam/depth', String(data='not a depth image'))]
+            (S + 5, '/cam/depth', String(data='not a depth image'))]
 for k in range(3):
     t = S + k * NS
     messages += [(t + NS // 10, '/cam/image_raw', image(t + NS // 10)),
                  (t + 2 * NS // 10, '/tf', tf(t + 2 * NS // 10, 'odom', 'base_link', float(k))),
                  (t + 3 * NS // 10, '/imu', imu(t + 3 * NS // 10))]
 topics = {'/tf_static': (TF, latched), '/tf': (TF, volatile), '/imu': (Imu, volatile),
-          '/cam/image_raw': (Image, volatile), '/cam/depth': (String, volatile)}
+          '/cam/image_raw': (Image, volatile), '/cam/depth': (String, volatile),
+          '/robot_description': (String, latched[:1])}
 for name, plugin, version in [('tf_mcap', StoragePlugin.MCAP, 9), ('tf_sqlite', StoragePlugin.SQLITE3, 8)]:
     w = Writer(out / name, version=version, storage_plugin=plugin)
     with w:
@@ -990,11 +994,11 @@ print(json.dumps(result))
 /// `--copy` keeps other topics as they were recorded, from MCAP (QoS by name) and SQLite
 /// (by number) inputs: the messages' bytes and log times, the message definitions (so
 /// `mcap` decodes `/tf` without ROS) and the offered QoS (`/tf_static` stays latched, so
-/// `ros2 bag play` offers it to RViz's tf listener). With --start, `/tf_static`'s messages
-/// from before the window that a subscriber joining then would receive (two latched
-/// publishers of depth 1: the last two) are copied at the window's start; `/tf` only
-/// inside it, every message of it with --every. `/imu`, not named, is counted and left
-/// out. --copy-all copies every topic but one named like an output (said); --copy of a
+/// `ros2 bag play` offers it to RViz's tf listener). With --start, the latched messages from
+/// before the window that a subscriber joining then would receive are copied at the
+/// window's start: all of `/tf_static`'s (tf's broadcasts each latched), the last of
+/// `/robot_description` (one publisher of depth 1); `/tf` only inside the window, every
+/// message of it with --every. `/imu`, not named, is counted and left out. --copy-all copies every topic but one named like an output (said); --copy of a
 /// topic not in the bag, or of an output's name, is refused.
 #[test]
 fn copied_topics_keep_their_bytes_definitions_and_qos() {
@@ -1014,6 +1018,8 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
                 "/tf",
                 "--copy",
                 "/tf_static",
+                "--copy",
+                "/robot_description",
                 "--start",
                 "1",
                 "--every",
@@ -1022,11 +1028,12 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
         );
         assert_eq!(code, 0, "{input}: {text}");
         assert!(
-            text.contains("4 message(s) of 2 other topic(s) copied (--copy)"),
+            text.contains("6 message(s) of 3 other topic(s) copied (--copy)"),
             "{input}: {text}"
         );
+        // /tf's first, and the first robot description (superseded).
         assert!(
-            text.contains("1 message(s) of copied topics outside --start/--duration"),
+            text.contains("2 message(s) of copied topics outside --start/--duration"),
             "{input}: {text}"
         );
         assert!(
@@ -1036,18 +1043,22 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
         let before = read(input);
         let after = read(&output);
         let (inp, out) = (&before["topics"], &after["topics"]);
-        // /tf_static's last two, logged at the window's start; /tf's messages in
-        // [101 s, end], both though --every 2 processes one frame of the two.
+        // /tf_static's three, logged at the window's start; the second robot
+        // description; /tf's messages in [101 s, end], both though --every 2 processes
+        // one frame of the two.
         let tf_static = &out["/tf_static"];
         assert_eq!(
             tf_static["times"],
-            serde_json::json!([S + SECOND, S + SECOND]),
+            serde_json::json!([S + SECOND, S + SECOND, S + SECOND]),
             "{input}"
         );
+        assert_eq!(tf_static["sha"], inp["/tf_static"]["sha"], "{input}");
+        let description = &out["/robot_description"];
+        assert_eq!(description["times"], serde_json::json!([S + SECOND]));
+        assert_eq!(description["sha"][0], inp["/robot_description"]["sha"][1]);
         assert_eq!(
-            tf_static["sha"].as_array().unwrap()[..],
-            inp["/tf_static"]["sha"].as_array().unwrap()[1..],
-            "{input}"
+            description["durability"],
+            serde_json::json!(["transient_local"])
         );
         assert_eq!(
             tf_static["durability"],
@@ -1076,12 +1087,13 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
         assert!(out.get("/imu").is_none(), "{input}: /imu copied unasked");
         // `mcap` decodes the copies through the copied definitions.
         assert_eq!(after["decoded"]["/tf"], 2, "{input}");
-        assert_eq!(after["decoded"]["/tf_static"], 2, "{input}");
+        assert_eq!(after["decoded"]["/tf_static"], 3, "{input}");
         assert_eq!(
             after["tf"],
             serde_json::json!([
-                ["camera", 0.3],
                 ["imu", 0.5],
+                ["camera", 0.1],
+                ["camera", 0.3],
                 ["base_link", 1.0],
                 ["base_link", 2.0]
             ]),
@@ -1103,12 +1115,12 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("/cam/depth has the name of an output topic of this run, which writes its own; not copied")
-            && text.contains("copying 3 other topic(s): /imu, /tf, /tf_static"),
+            && text.contains("copying 4 other topic(s): /imu, /robot_description, /tf, /tf_static"),
         "{text}"
     );
     let all = read("all");
     let input = read("tf_mcap");
-    for topic in ["/tf", "/tf_static", "/imu"] {
+    for topic in ["/tf", "/tf_static", "/imu", "/robot_description"] {
         assert_eq!(
             all["topics"][topic]["sha"], input["topics"][topic]["sha"],
             "{topic}"

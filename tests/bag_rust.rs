@@ -2118,6 +2118,7 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
     let start = BagReader::open(&sample).unwrap().info().unwrap().start_ns;
     let window_start = start + 1_000_000_000;
     let mut first = true;
+    let mut late = true;
     let mut custom_in_window = 0;
     BagReader::open(&sample)
         .unwrap()
@@ -2133,6 +2134,20 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
                 ))
                 .unwrap();
                 first = false;
+            }
+            // A latched message logged before the window but stored after its first
+            // message (an input not in log-time order).
+            if late && m.log_time > window_start {
+                let times = (start + 5, start + 4);
+                w.copy(&copied(
+                    "/tf_static",
+                    "tf2_msgs/msg/TFMessage",
+                    times,
+                    &tf_data,
+                    &tf,
+                ))
+                .unwrap();
+                late = false;
             }
             w.copy(&BagMessage {
                 publish_time: m.log_time - 2,
@@ -2158,11 +2173,12 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
     assert_eq!(code, Some(0), "{text}");
     let out = read_kept(&tmp.path().join("out"));
     let of = |topic: &str| -> Vec<&Kept> { out.iter().filter(|m| m.0 == topic).collect() };
-    // The latched message from before the window, logged at its start, published when it
-    // was.
+    // The latched messages from before the window, logged at its start, published when
+    // they were (the one read late as well).
     let tf_out = of("/tf_static");
-    assert_eq!(tf_out.len(), 1, "the latched message before the window");
+    assert_eq!(tf_out.len(), 2, "the latched messages before the window");
     assert_eq!((tf_out[0].1, tf_out[0].2), (window_start, start - 3));
+    assert_eq!((tf_out[1].1, tf_out[1].2), (window_start, start + 4));
     assert_eq!(tf_out[0].4.definition, tf.definition);
     assert!(tf_out[0].4.is_latched());
     let custom = of("/custom");
@@ -2173,7 +2189,7 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
     assert!(!frames.is_empty() && frames.iter().all(|m| m.2 == m.1 - 2));
     assert_eq!(
         report["copied"],
-        serde_json::json!({"/custom": custom_in_window, "/tf_static": 1}),
+        serde_json::json!({"/custom": custom_in_window, "/tf_static": 2}),
         "{report}"
     );
     assert_eq!(

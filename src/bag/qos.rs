@@ -54,6 +54,9 @@ const POLICIES: [(&str, &[(&str, i64)]); 4] = [
 /// rmw's `RMW_QOS_POLICY_DURABILITY_TRANSIENT_LOCAL`.
 const TRANSIENT_LOCAL: i64 = 1;
 
+/// rmw's `RMW_QOS_POLICY_HISTORY_KEEP_ALL`.
+const KEEP_ALL: i64 = 2;
+
 /// The profiles of `text` with each named policy as its number (how a bag of metadata
 /// version 5 is read); `None` when `text` is not a list of profiles or names a policy
 /// value rmw does not have. Empty text (no profiles recorded) stays empty.
@@ -93,7 +96,7 @@ pub fn is_latched(text: &str) -> bool {
 
 /// For a latched topic (a publisher offered durability transient_local), how many of its
 /// messages a subscriber that joins late receives: each latched publisher's history depth
-/// (at least 1; keep_all counted as its depth too) summed over them. `None`: not latched.
+/// (at least 1; keep_all: all) summed over them. `None`: not latched.
 pub fn latched_history(text: &str) -> Option<usize> {
     let numbers = as_numbers(text)?;
     let profiles: Vec<Value> = serde_yaml::from_str::<Value>(&numbers)
@@ -103,9 +106,12 @@ pub fn latched_history(text: &str) -> Option<usize> {
     let depths: Vec<usize> = profiles
         .iter()
         .filter(|p| p.get("durability").and_then(Value::as_i64) == Some(TRANSIENT_LOCAL))
-        .map(|p| p.get("depth").and_then(Value::as_u64).unwrap_or(1).max(1) as usize)
+        .map(|p| match p.get("history").and_then(Value::as_i64) {
+            Some(KEEP_ALL) => usize::MAX,
+            _ => p.get("depth").and_then(Value::as_u64).unwrap_or(1).max(1) as usize,
+        })
         .collect();
-    (!depths.is_empty()).then(|| depths.iter().sum())
+    (!depths.is_empty()).then(|| depths.iter().fold(0usize, |a, &d| a.saturating_add(d)))
 }
 
 #[cfg(test)]
@@ -211,6 +217,9 @@ mod tests {
         assert_eq!(latched_history(&two), Some(4));
         assert_eq!(latched_history(&profile("volatile", "reliable")), None);
         assert_eq!(latched_history("- durability: 1\n  depth: 0"), Some(1));
+        let all = "- durability: transient_local\n  history: keep_all\n  depth: 0";
+        assert_eq!(latched_history(all), Some(usize::MAX));
+        assert_eq!(latched_history(&format!("{all}\n{all}")), Some(usize::MAX));
         assert_eq!(latched_history(""), None);
     }
 

@@ -1237,10 +1237,10 @@ fn read_sqlite(
 }
 
 /// A message definition as a bag stores it, or `None` where it says it has none: an
-/// empty encoding (MCAP), or rosbag2's `unknown` with no text (a type its recorder did not
-/// find).
+/// empty encoding (MCAP), or rosbag2's `unknown` (a type its recorder did not find). Empty
+/// text of a known encoding is a definition (`std_msgs/msg/Empty`'s).
 fn known_definition(encoding: String, text: Vec<u8>) -> Option<Definition> {
-    (!encoding.is_empty() && encoding != "unknown" && !text.is_empty()).then_some((encoding, text))
+    (!encoding.is_empty() && encoding != "unknown").then_some((encoding, text))
 }
 
 /// A SQLite bag's topic: name, type and how it was recorded.
@@ -1404,11 +1404,12 @@ mod tests {
             [("/a".to_owned(), 10, 10, Recorded::default())],
             "a NULL topic_id is no topic's message"
         );
-        // Iron and later: QoS (one NULL) and definitions (one `unknown`).
+        // Iron and later: QoS (one NULL) and definitions (one `unknown`, one empty, as
+        // std_msgs/msg/Empty's is); a topic without a type (made by hand) is none.
         let new = dir.path().join("new.db3");
         let db = rusqlite::Connection::open(&new).unwrap();
         db.execute_batch(
-            "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, \
+            "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT, type TEXT, \
              serialization_format TEXT NOT NULL, offered_qos_profiles TEXT);
              CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, \
              timestamp INTEGER NOT NULL, data BLOB NOT NULL);
@@ -1417,16 +1418,22 @@ mod tests {
              type_description_hash TEXT NOT NULL);
              INSERT INTO topics VALUES (1, '/a', 'std_msgs/msg/String', 'cdr', '- durability: 1');
              INSERT INTO topics VALUES (2, '/b', 'my_msgs/msg/Thing', 'cdr', NULL);
+             INSERT INTO topics VALUES (3, '/c', NULL, 'cdr', '');
+             INSERT INTO topics VALUES (4, '/d', 'std_msgs/msg/Empty', 'cdr', '');
              INSERT INTO message_definitions VALUES (1, 'std_msgs/msg/String', 'ros2msg', \
              'string data', '');
-             INSERT INTO message_definitions VALUES (2, 'my_msgs/msg/Thing', 'unknown', '', '');",
+             INSERT INTO message_definitions VALUES (2, 'my_msgs/msg/Thing', 'unknown', '', '');
+             INSERT INTO message_definitions VALUES (3, 'std_msgs/msg/Empty', 'ros2msg', '', '');",
         )
         .unwrap();
-        message(&db, 1, Some(1));
-        message(&db, 2, Some(2));
+        for (id, topic) in [(1, 1), (2, 2), (3, 3), (4, 4)] {
+            message(&db, id, Some(topic));
+        }
         drop(db);
         let seen = read(&new);
-        assert_eq!(seen.len(), 2);
+        let topics: Vec<&str> = seen.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(topics, ["/a", "/b", "/d"], "a topic without a type is none");
+        assert_eq!(seen[2].3.definition, Some(("ros2msg".into(), Vec::new())));
         assert_eq!(
             seen[0].3,
             Recorded {

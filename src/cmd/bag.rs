@@ -45,6 +45,7 @@ const IMAGE: &str = "sensor_msgs/msg/Image";
 const COMPRESSED: &str = "sensor_msgs/msg/CompressedImage";
 const CAMERA_INFO: &str = "sensor_msgs/msg/CameraInfo";
 const POINT_CLOUD2: &str = "sensor_msgs/msg/PointCloud2";
+const TF_MESSAGE: &str = "tf2_msgs/msg/TFMessage";
 
 /// The namespace a node processing `topic` would live in: the topic's parent, after
 /// dropping image_transport's `/compressed` suffix (`/cam/image_raw/compressed` -> `/cam`).
@@ -466,11 +467,13 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         return ControlFlow::Continue(());
                     }
                     if m.unreadable.is_none() {
-                        let kept = match in_window {
-                            true => copies.push(Copied::of(m), hand_over),
-                            false => copies.hold_if_latched(m, false),
+                        let stopped = match in_window {
+                            true => !copies.push(Copied::of(m), hand_over),
+                            false => {
+                                copies.hold_if_latched(m, false, hand_over) == Kept::WriterStopped
+                            }
                         };
-                        if !kept {
+                        if stopped {
                             return ControlFlow::Break(());
                         }
                     }
@@ -503,18 +506,20 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                         *tally.not_copied.entry(reason_key(reason)).or_default() += 1;
                         return ControlFlow::Continue(());
                     }
-                    let latched = copies.is_latched(m);
+                    // (Asked for every message of the topic, to say at once a doubt about
+                    // its QoS.)
+                    copies.latched_history(m);
                     let kept = match in_window {
-                        true => copies.push(Copied::of(m).extra(), hand_over),
-                        false => {
-                            if !latched {
-                                tally.copies_outside_window += 1;
-                            }
-                            copies.hold_if_latched(m, true)
-                        }
+                        true => match copies.push(Copied::of(m).extra(), hand_over) {
+                            true => Kept::Yes,
+                            false => Kept::WriterStopped,
+                        },
+                        false => copies.hold_if_latched(m, true, hand_over),
                     };
-                    if !kept {
-                        return ControlFlow::Break(());
+                    match kept {
+                        Kept::Yes => {}
+                        Kept::No => tally.copies_outside_window += 1,
+                        Kept::WriterStopped => return ControlFlow::Break(()),
                     }
                 } else {
                     tally.other_messages += 1;
@@ -523,6 +528,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             });
             // What was read before reading ended (the end, Ctrl-C, damage).
             copies.flush(hand_over);
+            tally.copies_outside_window += copies.left_out();
             read
         },
         |output| match written.write(&mut writer, output, &palette, &params.colormap, points) {
@@ -1003,22 +1009,33 @@ struct Copies {
     /// Latched messages from before the window, per topic the last as many as a
     /// subscriber joining at its start would receive; none once it has begun.
     held: BTreeMap<String, VecDeque<Copied>>,
-    window_begun: bool,
+    /// The window's start, once a message at or after it has been read.
+    window_begun: Option<u64>,
     /// Per topic: whether it is latched, and how many messages a late subscriber gets.
     latched: HashMap<String, Option<usize>>,
+    /// Messages of topics --copy names that were held and superseded (a later one of the
+    /// topic took their place).
+    superseded: u64,
 }
 
 impl Copies {
     /// How many of the topic's messages a subscriber joining late receives, where it is
-    /// latched ([`qos::latched_history`]); a `/tf_static` recorded without QoS profiles
-    /// is taken as latched (every message of it), and said once: replayed, it is offered
-    /// with the player's default (volatile) QoS, which tf listeners do not take.
+    /// latched ([`qos::latched_history`]). Every message of a latched tf topic: each of
+    /// tf's static broadcasters (one a node, joining the recording at any time, and
+    /// publishing again on each new transform) latches what it sent, and listeners merge
+    /// them, where the recorded profiles count only the broadcasters there when recording
+    /// began. A `/tf_static` recorded without QoS profiles is taken as latched too, and said
+    /// once: replayed, it is offered with the player's default (volatile) QoS, which tf
+    /// listeners do not take.
     fn latched_history(&mut self, m: &BagMessage) -> Option<usize> {
         if let Some(&history) = self.latched.get(m.topic) {
             return history;
         }
         let profiles = &m.recorded.offered_qos_profiles;
         let mut history = qos::latched_history(profiles);
+        if history.is_some() && m.type_name == TF_MESSAGE {
+            history = Some(usize::MAX);
+        }
         if history.is_none() && profiles.trim().is_empty() && m.topic.ends_with("/tf_static") {
             log::warn!(
                 "{} was recorded without QoS profiles: taken as latched here, but `ros2 bag \
@@ -1032,36 +1049,53 @@ impl Copies {
         history
     }
 
-    fn is_latched(&mut self, m: &BagMessage) -> bool {
-        self.latched_history(m).is_some()
-    }
-
-    /// Holds a message logged before the window, if its topic is latched (`extra`: of a
-    /// topic --copy names); true (reading goes on) either way.
-    fn hold_if_latched(&mut self, m: &BagMessage, extra: bool) -> bool {
-        if self.window_begun {
-            return true;
+    /// A message logged before the window (`extra`: of a topic --copy names): held, where
+    /// its topic is latched, until the window begins; read after it began (an input not in
+    /// log-time order), copied at once, logged at the window's start. What became of it
+    /// ([`Kept`]).
+    fn hold_if_latched(
+        &mut self,
+        m: &BagMessage,
+        extra: bool,
+        hand_over: &mut dyn FnMut(Output) -> bool,
+    ) -> Kept {
+        let Some(history) = self.latched_history(m) else {
+            return Kept::No;
+        };
+        let mut copy = Copied::of(m);
+        copy.extra = extra;
+        if let Some(start) = self.window_begun {
+            copy.log_time = start;
+            return match self.push(copy, hand_over) {
+                true => Kept::Yes,
+                false => Kept::WriterStopped,
+            };
         }
-        if let Some(history) = self.latched_history(m) {
-            let held = self.held.entry(m.topic.to_owned()).or_default();
-            let mut copy = Copied::of(m);
-            copy.extra = extra;
-            held.push_back(copy);
-            while held.len() > history {
-                held.pop_front();
+        let held = self.held.entry(m.topic.to_owned()).or_default();
+        held.push_back(copy);
+        while held.len() > history {
+            if held.pop_front().is_some_and(|c| c.extra) {
+                self.superseded += 1;
             }
         }
-        true
+        Kept::Yes
+    }
+
+    /// Messages of topics --copy names held from before the window and not written: those
+    /// superseded, and those still held where the window never began.
+    fn left_out(&self) -> u64 {
+        let held = self.held.values().flatten().filter(|c| c.extra).count();
+        self.superseded + held as u64
     }
 
     /// At the first message of the window: the held messages go first, in the order they
     /// were logged, each logged at the window's start (when a recorder started then would
     /// have received them). False: the writer has stopped.
     fn begin_window(&mut self, start: u64, hand_over: &mut dyn FnMut(Output) -> bool) -> bool {
-        if self.window_begun {
+        if self.window_begun.is_some() {
             return true;
         }
-        self.window_begun = true;
+        self.window_begun = Some(start);
         let mut held: Vec<Copied> = std::mem::take(&mut self.held)
             .into_values()
             .flatten()
@@ -1094,6 +1128,15 @@ impl Copies {
         self.batch_bytes = 0;
         hand_over(Output::Copies(std::mem::take(&mut self.batch)))
     }
+}
+
+/// What became of a message given to [`Copies::hold_if_latched`].
+#[derive(PartialEq)]
+enum Kept {
+    Yes,
+    /// Not latched: left out.
+    No,
+    WriterStopped,
 }
 
 /// An input message as it is copied into the output: bytes, times, and its topic as
