@@ -19,9 +19,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    if let Err(why) = die_with_parent() {
+    if let Err((code, why)) = die_with_parent() {
         eprintln!("error: {why}");
-        return ExitCode::from(EXIT_TRANSIENT);
+        return ExitCode::from(code);
     }
     bayes_perception::configure_allocations();
     let _fail_points = bayes_perception::fail_points_from_env();
@@ -69,40 +69,72 @@ fn main() -> ExitCode {
 const PARENT_PID: &str = "BAYES_PERCEPTION_PARENT_PID";
 
 /// With [`PARENT_PID`] set: this process gets SIGKILL when its parent dies (Linux's
-/// `PR_SET_PDEATHSIG`), and stops at once when the parent is gone already (a supervisor
-/// killed between starting it and here): `Err`, exit code 75. Set here rather than in a
-/// pre-exec hook of the supervisor's, which Python runs between fork and exec, unsafe in
-/// a process with threads (a Ray worker has many).
-fn die_with_parent() -> Result<(), String> {
+/// `PR_SET_PDEATHSIG`), and stops at once (exit code 75) when the supervisor it names is
+/// no longer among its ancestors: gone already, killed between starting it and here.
+/// Between the two, a wrapper script that does not `exec` the binary is its parent: the
+/// binary then dies with the wrapper, which is the wrapper's to pass on. Set here rather
+/// than in a pre-exec hook of the supervisor's, which Python runs between fork and exec,
+/// unsafe in a process with threads (a Ray worker has many). A value that is no process
+/// id is a usage error.
+fn die_with_parent() -> Result<(), (u8, String)> {
     let Some(value) = std::env::var_os(PARENT_PID) else {
         return Ok(());
     };
-    let parent: libc::pid_t = value.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| {
-        format!(
-            "{PARENT_PID}={} is not a process id",
-            value.to_string_lossy()
-        )
-    })?;
-    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number; getppid cannot fail.
-    let (set, now) = unsafe {
-        (
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong),
-            libc::getppid(),
-        )
-    };
-    if set != 0 {
-        return Err(format!(
-            "cannot tie this process to its parent ({PARENT_PID}): {}",
-            std::io::Error::last_os_error()
+    let supervisor: libc::pid_t = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| {
+            let value = value.to_string_lossy();
+            (
+                EXIT_USAGE,
+                format!("{PARENT_PID}={value} is not a process id"),
+            )
+        })?;
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
+        let why = std::io::Error::last_os_error();
+        return Err((
+            1,
+            format!("cannot tie this process to its parent ({PARENT_PID}): {why}"),
         ));
     }
-    // Checked after the signal is set, so a parent that dies from now on is not missed.
-    if now != parent {
-        return Err(format!(
-            "the process that started this one ({PARENT_PID}={parent}) is gone (parent now {now})"
+    // Looked for after the signal is set, so a parent that dies from now on is not missed.
+    let ancestors = ancestors();
+    if !ancestors.contains(&supervisor) {
+        return Err((
+            EXIT_TRANSIENT,
+            format!(
+                "the process that started this one ({PARENT_PID}={supervisor}) is gone \
+                 (ancestors now {ancestors:?})"
+            ),
         ));
     }
     Ok(())
+}
+
+/// This process's parent, its parent's, .. up to the first process (as /proc gives them;
+/// at most 64).
+fn ancestors() -> Vec<libc::pid_t> {
+    // SAFETY: getppid cannot fail.
+    let mut pid = unsafe { libc::getppid() };
+    let mut chain = Vec::new();
+    while pid > 0 && chain.len() < 64 {
+        chain.push(pid);
+        // The parent is the second field after the command name, which is in parentheses
+        // and may hold anything.
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after_name = stat.rsplit_once(')')?.1.to_owned();
+                after_name.split_whitespace().nth(1)?.parse().ok()
+            });
+        match parent {
+            Some(parent) if parent != pid => pid = parent,
+            _ => break,
+        }
+    }
+    chain
 }
 
 /// The exit code of a command that stopped with `err`: 2 for a command-line value the

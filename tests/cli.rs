@@ -2200,10 +2200,42 @@ fn infer_says_what_it_does_not_read() {
     );
 }
 
+/// A process's state letter and start time (clock ticks after boot), from /proc; `None`
+/// once it is gone and reaped.
+fn process_state(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(19)?.parse().ok()?,
+    ))
+}
+
+/// Kills what a test started (a shell and the run it started) when the test ends, however
+/// it ends: the run only if it is still the process first seen (not a reused pid).
+struct KillOnDrop {
+    shell: std::process::Child,
+    run: Option<(i32, u64)>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.shell.kill().ok();
+        self.shell.wait().ok();
+        if let Some((pid, started)) = self.run {
+            if process_state(pid).is_some_and(|(state, t)| t == started && state != 'Z') {
+                // SAFETY: kill(2) of the process this test started (its start time checked).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 /// Under a supervisor that names itself (`BAYES_PERCEPTION_PARENT_PID`, as fleet.py does),
-/// the binary dies with it (SIGKILL when that parent dies), and stops at once with exit
-/// code 75 where the parent it was given is not its parent (gone already); a value that is
-/// no process id is refused the same way.
+/// the binary dies with its parent (SIGKILL when the parent dies). It runs where the
+/// supervisor is its parent or an ancestor (a wrapper script in between), and stops at once
+/// with exit code 75 where the supervisor is not among its ancestors (gone already); a
+/// value that is no process id is a usage error (2).
 #[test]
 fn a_supervised_run_dies_with_its_supervisor() {
     let ours = std::process::id().to_string();
@@ -2211,52 +2243,84 @@ fn a_supervised_run_dies_with_its_supervisor() {
         .arg("--version")
         .env("BAYES_PERCEPTION_PARENT_PID", &ours));
     assert!(out.status.success(), "{text}");
-    for (pid, why) in [("1", "is gone (parent now"), ("x1", "is not a process id")] {
+    // Through a shell that does not exec it: the supervisor is its grandparent.
+    let wrapped = format!(
+        "'{}' --version; true",
+        env!("CARGO_BIN_EXE_bayes_perception")
+    );
+    let (out, text) = run(Command::new("sh")
+        .args(["-c", &wrapped])
+        .env("BAYES_PERCEPTION_PARENT_PID", &ours));
+    assert!(out.status.success(), "{text}");
+    let mut ended = Command::new("true").spawn().unwrap();
+    let gone = ended.id().to_string();
+    ended.wait().unwrap();
+    for (pid, code, why) in [
+        (gone.as_str(), 75, "is gone (ancestors now"),
+        ("x1", 2, "is not a process id"),
+        ("0", 2, "is not a process id"),
+    ] {
         let (out, text) = run(bin()
             .arg("--version")
             .env("BAYES_PERCEPTION_PARENT_PID", pid));
-        assert_eq!(out.status.code(), Some(75), "{text}");
-        assert!(text.contains(why), "{text}");
+        assert_eq!(out.status.code(), Some(code), "{pid}: {text}");
+        assert!(text.contains(why), "{pid}: {text}");
     }
-    // A shell starts a long run naming itself, says the run's pid and is killed.
+
+    // A shell starts a long run naming itself, says the run's pid and is killed once the
+    // run is under way (its output begun: past its start, where the signal is set).
     let dir = tempfile::tempdir().unwrap();
+    let (output, log) = (dir.path().join("long"), dir.path().join("stderr.txt"));
     let script = format!(
         "BAYES_PERCEPTION_PARENT_PID=$$ '{}' bag sample '{}' --frames 100000000 --width 2 \
-         --height 2 >/dev/null 2>&1 & echo $!; wait",
+         --height 2 >/dev/null 2>'{}' & echo $!; wait",
         env!("CARGO_BIN_EXE_bayes_perception"),
-        dir.path().join("long").display()
+        output.display(),
+        log.display()
     );
-    let mut shell = Command::new("sh")
+    let shell = Command::new("sh")
         .args(["-c", &script])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut started = KillOnDrop { shell, run: None };
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(shell.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(started.shell.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
     let run_pid: i32 = line.trim().parse().unwrap();
-    let stat = format!("/proc/{run_pid}/stat");
-    let gone = || {
-        std::fs::read_to_string(&stat).map_or(true, |s| {
-            s.rsplit(')').next().unwrap().split_whitespace().next() == Some("Z")
-        })
+    let (_, start_time) = process_state(run_pid).expect("the run started");
+    started.run = Some((run_pid, start_time));
+    // (Written under a temporary name beside it, `.long.partial-*`.)
+    let begun = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("long"))
     };
-    // Running before its parent goes (a run that had ended would pass for killed).
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(!gone(), "the run ended on its own");
-    shell.kill().unwrap();
-    shell.wait().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !gone() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !begun() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let alive = !gone();
-    if alive {
-        // SAFETY: kill(2) of a pid this test started.
-        unsafe { libc::kill(run_pid, libc::SIGKILL) };
+    assert!(begun(), "the run did not begin its output");
+    let alive = || process_state(run_pid).is_some_and(|(state, t)| t == start_time && state != 'Z');
+    assert!(
+        alive(),
+        "the run ended on its own: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    started.shell.kill().unwrap();
+    started.shell.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(!alive, "the run outlived its supervisor");
+    assert!(!alive(), "the run outlived its supervisor");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !said.contains("is gone"),
+        "it stopped by itself, not by the signal: {said}"
+    );
 }

@@ -82,8 +82,20 @@ def processes():
         yield int(entry.name), ppid, [c.decode(errors="replace") for c in cmdline if c]
 
 
+def _alive_since(pid):
+    """A process's start time (clock ticks after boot) while it runs; None once it has
+    ended (gone, or a zombie nobody waits for)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 def kill_worker_running(bag, killed):
-    """Waits for the binary to run on `bag` and SIGKILLs the Ray worker that started it."""
+    """Waits for the binary to run on `bag`, SIGKILLs the Ray worker that started it, and
+    records how soon the binary ended after it (`binary_ended_s`; None: it was still
+    running 10 s later)."""
 
     def watch(proc):
         deadline = time.monotonic() + 300
@@ -91,8 +103,17 @@ def kill_worker_running(bag, killed):
             for pid, ppid, cmd in processes():
                 if cmd and cmd[0] == BIN and str(bag) in cmd:
                     parent = Path(f"/proc/{ppid}/cmdline").read_bytes().decode(errors="replace")
-                    killed.append({"worker": ppid, "worker_cmd": parent, "binary": pid})
+                    record = {"worker": ppid, "worker_cmd": parent, "binary": pid,
+                              "binary_ended_s": None}
+                    killed.append(record)
+                    started = _alive_since(pid)
                     os.kill(ppid, signal.SIGKILL)
+                    t = time.monotonic()
+                    while time.monotonic() - t < 10:
+                        if _alive_since(pid) != started:
+                            record["binary_ended_s"] = time.monotonic() - t
+                            break
+                        time.sleep(0.01)
                     return
             time.sleep(0.01)
 
@@ -130,9 +151,8 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     code, output, summary = fleet(data, out, [*data["parts"], data["damaged"]],
                                   on_start=kill_worker_running(data["parts"][3], killed))
     assert killed and "ray::" in killed[0]["worker_cmd"], (killed, output)
-    # The binary died with its worker (gone, or a zombie nobody waits for).
-    state = Path(f"/proc/{killed[0]['binary']}/stat")
-    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z", killed
+    # The binary ended with its worker (within 5 s of the kill), without finishing its bag.
+    assert killed[0]["binary_ended_s"] is not None and killed[0]["binary_ended_s"] < 5, killed
     # The damaged bag fails the run's exit code, after one try.
     assert code == 1, output
     results = by_bag(summary)
@@ -143,6 +163,8 @@ def test_killed_worker_is_retried_and_the_merged_report_equals_one_run(data, tmp
     # The bag whose worker was killed ran again and finished.
     part3 = results["part3.mcap"]
     assert (part3["status"], part3["attempts"]) == ("ok", 2), (part3, output)
+    first_try = (Path(part3["dir"]) / "log.txt").read_text().split("\n$ ")[1]
+    assert " bag process " in first_try and "wrote " not in first_try, first_try
     # What the killed run had written (if anything) is not left beside the whole output.
     assert not list(Path(part3["dir"]).glob("processed.salvaged*")), part3
     # Every part: both steps, 2 frames processed into a bag of the node's outputs.
