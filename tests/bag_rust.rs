@@ -2123,30 +2123,18 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
     BagReader::open(&sample)
         .unwrap()
         .read(|m| {
+            let mut tf_static = |times| {
+                let message = copied("/tf_static", "tf2_msgs/msg/TFMessage", times, &tf_data, &tf);
+                w.copy(&message).unwrap();
+            };
             if first {
-                let times = (m.log_time, m.log_time - 3);
-                w.copy(&copied(
-                    "/tf_static",
-                    "tf2_msgs/msg/TFMessage",
-                    times,
-                    &tf_data,
-                    &tf,
-                ))
-                .unwrap();
+                tf_static((m.log_time, m.log_time - 3));
                 first = false;
             }
             // A latched message logged before the window but stored after its first
             // message (an input not in log-time order).
             if late && m.log_time > window_start {
-                let times = (start + 5, start + 4);
-                w.copy(&copied(
-                    "/tf_static",
-                    "tf2_msgs/msg/TFMessage",
-                    times,
-                    &tf_data,
-                    &tf,
-                ))
-                .unwrap();
+                tf_static((start + 5, start + 4));
                 late = false;
             }
             w.copy(&BagMessage {

@@ -1016,7 +1016,15 @@ struct Copies {
     /// Messages of topics --copy names that were held and superseded (a later one of the
     /// topic took their place).
     superseded: u64,
+    /// Per latched topic, the latest log time of its messages from before the window
+    /// that were written (at the window's start).
+    released: HashMap<String, u64>,
 }
+
+/// The most messages held from before the window for one latched topic (the last of
+/// them): a `/tf_static` republished every second over an hour's --start would otherwise
+/// be held, and written, whole.
+const MAX_HELD: usize = 10_000;
 
 impl Copies {
     /// How many of the topic's messages a subscriber joining late receives, where it is
@@ -1065,20 +1073,40 @@ impl Copies {
         let mut copy = Copied::of(m);
         copy.extra = extra;
         if let Some(start) = self.window_begun {
+            // Older than one written already, it would replace that on replay (the player
+            // latches the last): superseded, but for tf, whose broadcasts each add their
+            // own frames (listeners merge them).
+            let newest = self.released.get(m.topic).copied();
+            if m.type_name != TF_MESSAGE && newest.is_some_and(|newest| m.log_time < newest) {
+                self.superseded += u64::from(extra);
+                return Kept::Yes;
+            }
+            self.release(&copy);
             copy.log_time = start;
             return match self.push(copy, hand_over) {
                 true => Kept::Yes,
                 false => Kept::WriterStopped,
             };
         }
+        // In log-time order (the input's may not be), the oldest superseded first.
         let held = self.held.entry(m.topic.to_owned()).or_default();
-        held.push_back(copy);
-        while held.len() > history {
+        let at = held.partition_point(|c| c.log_time <= copy.log_time);
+        held.insert(at, copy);
+        while held.len() > history.min(MAX_HELD) {
             if held.pop_front().is_some_and(|c| c.extra) {
                 self.superseded += 1;
             }
         }
         Kept::Yes
+    }
+
+    /// Notes a latched message from before the window as written.
+    fn release(&mut self, copy: &Copied) {
+        let newest = self
+            .released
+            .entry(copy.topic.clone())
+            .or_insert(copy.log_time);
+        *newest = (*newest).max(copy.log_time);
     }
 
     /// Messages of topics --copy names held from before the window and not written: those
@@ -1102,6 +1130,7 @@ impl Copies {
             .collect();
         held.sort_by_key(|c| c.log_time);
         for mut copy in held {
+            self.release(&copy);
             copy.log_time = start;
             if !self.push(copy, hand_over) {
                 return false;
@@ -1133,6 +1162,7 @@ impl Copies {
 /// What became of a message given to [`Copies::hold_if_latched`].
 #[derive(PartialEq)]
 enum Kept {
+    /// Held, copied, or counted as superseded.
     Yes,
     /// Not latched: left out.
     No,
@@ -1958,6 +1988,106 @@ fn test_pattern(width: u32, height: u32, frame: u32) -> image::RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The latched messages from before the window: held in log-time order (the input's
+    /// may differ), the last as many as the history (tf: all, up to MAX_HELD), written at
+    /// the window's start; one read after it began copied then if newer than those
+    /// written (tf: whatever its time); the rest counted as left out.
+    #[test]
+    fn latched_messages_from_before_the_window() {
+        let latched = Arc::new(Recorded {
+            definition: None,
+            offered_qos_profiles: "- durability: 1\n  depth: 1".into(),
+        });
+        let message = |topic: &'static str, type_name: &'static str, log_time: u64| Copied {
+            topic: topic.into(),
+            type_name: type_name.into(),
+            log_time,
+            publish_time: log_time,
+            data: vec![log_time as u8],
+            recorded: latched.clone(),
+            extra: true,
+        };
+        let mut written: Vec<(String, u64, u64)> = Vec::new();
+        let mut hand_over = |output: Output| {
+            if let Output::Copies(copies) = output {
+                written.extend(
+                    copies
+                        .into_iter()
+                        .map(|c| (c.topic, c.log_time, c.publish_time)),
+                );
+            }
+            true
+        };
+        let mut copies = Copies::default();
+        let offer = |copies: &mut Copies, c: &Copied, hand_over: &mut dyn FnMut(Output) -> bool| {
+            let m = BagMessage {
+                topic: &c.topic,
+                type_name: &c.type_name,
+                log_time: c.log_time,
+                publish_time: c.publish_time,
+                data: &c.data,
+                recorded: &c.recorded,
+                unreadable: None,
+            };
+            copies.hold_if_latched(&m, true, hand_over)
+        };
+        const MAP: &str = "nav_msgs/msg/OccupancyGrid";
+        // Depth 1, read out of order: the later one (5) is kept, 3 superseded.
+        for t in [5, 3] {
+            assert!(offer(&mut copies, &message("/map", MAP, t), &mut hand_over) == Kept::Yes);
+        }
+        // tf: all of them.
+        for t in [2, 4, 1] {
+            offer(
+                &mut copies,
+                &message("/tf_static", TF_MESSAGE, t),
+                &mut hand_over,
+            );
+        }
+        assert!(copies.begin_window(100, &mut hand_over));
+        copies.flush(&mut hand_over);
+        // Read after the window began: an older map superseded, a newer one copied; an
+        // older tf broadcast copied.
+        for (topic, type_name, t) in [
+            ("/map", MAP, 4),
+            ("/map", MAP, 7),
+            ("/tf_static", TF_MESSAGE, 0),
+        ] {
+            offer(&mut copies, &message(topic, type_name, t), &mut hand_over);
+        }
+        copies.flush(&mut hand_over);
+        let expected = [
+            ("/tf_static", 100, 1),
+            ("/tf_static", 100, 2),
+            ("/tf_static", 100, 4),
+            ("/map", 100, 5),
+            ("/map", 100, 7),
+            ("/tf_static", 100, 0),
+        ]
+        .map(|(topic, log, publish)| (topic.to_owned(), log, publish));
+        assert_eq!(written, expected);
+        assert_eq!(
+            copies.left_out(),
+            2,
+            "the map at 3, and the one at 4 read late"
+        );
+        // At most MAX_HELD of a topic held; the rest counted.
+        let mut many = Copies::default();
+        for t in 0..MAX_HELD as u64 + 3 {
+            offer(
+                &mut many,
+                &message("/tf_static", TF_MESSAGE, t),
+                &mut |_| true,
+            );
+        }
+        assert_eq!(many.held["/tf_static"].len(), MAX_HELD);
+        assert_eq!(
+            many.left_out(),
+            MAX_HELD as u64 + 3,
+            "none written: the window never began"
+        );
+    }
 
     #[test]
     fn only_a_cut_short_run_with_less_than_a_readable_earlier_output_leaves_it() {
