@@ -21,6 +21,9 @@ fn main() -> ExitCode {
     }
     if let Err((code, why)) = die_with_parent() {
         eprintln!("error: {why}");
+        if code == EXIT_TRANSIENT {
+            eprintln!("{TRANSIENT_NOTE}");
+        }
         return ExitCode::from(code);
     }
     bayes_perception::configure_allocations();
@@ -54,9 +57,7 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&*err));
             let code = exit_code(&err);
             if code == EXIT_TRANSIENT {
-                eprintln!(
-                    "(a temporary failure: another try may succeed; exit code {EXIT_TRANSIENT})"
-                );
+                eprintln!("{TRANSIENT_NOTE}");
             }
             ExitCode::from(code)
         }
@@ -167,6 +168,9 @@ pub const EXIT_USAGE: u8 = 2;
 
 /// The origin config errors of command-line overrides carry (or the flag's name, `--...`).
 pub(crate) const COMMAND_LINE: &str = "command line";
+
+/// What a failure worth retrying ([`EXIT_TRANSIENT`]) adds to its error line.
+const TRANSIENT_NOTE: &str = "(a temporary failure: another try may succeed; exit code 75)";
 
 /// Exit code of a failure worth retrying (EX_TEMPFAIL): out of memory during inference,
 /// an output that could not be written for lack of space. Every other failure exits 1.

@@ -2186,3 +2186,59 @@ fn copies_keep_times_definitions_and_qos_across_files_and_through_bag_process() 
         "/custom's messages before the window (one beside each of the 40 input messages): {report}"
     );
 }
+
+/// In an input out of log-time order, a camera_info read later but logged earlier than the
+/// one in use does not replace it: the frames after it keep the latest calibration.
+#[test]
+fn a_camera_info_logged_earlier_but_read_later_does_not_replace_the_latest() {
+    use bayes_perception::msg::CameraInfo;
+    let tmp = tempfile::tempdir().unwrap();
+    common::tiny_model(3, true)
+        .save(&tmp.path().join("model"))
+        .unwrap();
+    let bag = tmp.path().join("bag");
+    let mut w = BagWriter::create(&bag).unwrap();
+    let header = |sec: i32| Header {
+        stamp: Time { sec, nanosec: 0 },
+        frame_id: "front".into(),
+    };
+    let info = |fx: f64| CameraInfo::pinhole(header(100), 40, 30, fx, 19.5, 14.5).to_cdr();
+    let frame = |sec: i32| {
+        Image {
+            header: header(sec),
+            height: 30,
+            width: 40,
+            encoding: "rgb8".into(),
+            is_bigendian: 0,
+            step: 120,
+            data: common::pattern(40, 30).into_raw(),
+        }
+        .to_cdr()
+    };
+    const INFO: &str = "sensor_msgs/msg/CameraInfo";
+    const IMAGE: &str = "sensor_msgs/msg/Image";
+    w.write("/front/camera_info", INFO, 1_000, &info(40.0))
+        .unwrap();
+    w.write("/front/image_raw", IMAGE, 1_001, &frame(101))
+        .unwrap();
+    // Logged before the one above, stored after it.
+    w.write("/front/camera_info", INFO, 500, &info(80.0))
+        .unwrap();
+    w.write("/front/image_raw", IMAGE, 2_001, &frame(102))
+        .unwrap();
+    w.finish().unwrap();
+    let out = tmp.path().join("out");
+    let (code, _, stderr) = bag_process(tmp.path(), &[bag.as_os_str(), out.as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut focal = Vec::new();
+    BagReader::open(&out)
+        .unwrap()
+        .read(|m| {
+            if m.topic == "/front/depth/camera_info" {
+                focal.push(CameraInfo::from_cdr(m.data).unwrap().k[0]);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(focal, [40.0, 40.0]);
+}

@@ -327,7 +327,9 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     };
     let mark_path = staged.path().join(RUN_MARK);
     write_file(&mark_path, serde_yaml::to_string(&mark)?.as_bytes())?;
-    let mut latest_info: HashMap<String, CameraInfo> = HashMap::new();
+    // Each camera's latest camera_info by log time, and that time (one read later but
+    // logged earlier, in an input out of log-time order, does not replace it).
+    let mut latest_info: HashMap<String, (u64, CameraInfo)> = HashMap::new();
     let doubts = LogOnce::new();
     let mut written = Written::default();
     let points = params
@@ -407,7 +409,8 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     };
                     match predicted {
                         Ok(frame) => {
-                            let camera_info = latest_info.get(&camera.namespace).cloned();
+                            let camera_info =
+                                latest_info.get(&camera.namespace).map(|(_, i)| i.clone());
                             // As the node: each doubt about the frame_id or the
                             // calibration said once.
                             let (width, height) = frame.rgb.dimensions();
@@ -483,7 +486,12 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     };
                     match decoded {
                         Ok(info) => {
-                            latest_info.insert(namespace.clone(), info);
+                            let newer = latest_info
+                                .get(namespace)
+                                .is_none_or(|(t, _)| m.log_time >= *t);
+                            if newer {
+                                latest_info.insert(namespace.clone(), (m.log_time, info));
+                            }
                         }
                         Err(_) if !in_window => {}
                         Err(e) => {
@@ -1022,8 +1030,8 @@ struct Copies {
 }
 
 /// The most messages held from before the window for one latched topic (the last of
-/// them): a `/tf_static` republished every second over an hour's --start would otherwise
-/// be held, and written, whole.
+/// them): a `/tf_static` republished at 10 Hz over an hour's --start (36 000) would
+/// otherwise be held, and written, whole.
 const MAX_HELD: usize = 10_000;
 
 impl Copies {

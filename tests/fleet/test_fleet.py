@@ -101,12 +101,15 @@ def kill_worker_running(bag, killed):
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             for pid, ppid, cmd in processes():
-                if cmd and cmd[0] == BIN and str(bag) in cmd:
+                if cmd[:3] == [BIN, "bag", "process"] and str(bag) in cmd:
                     parent = Path(f"/proc/{ppid}/cmdline").read_bytes().decode(errors="replace")
                     record = {"worker": ppid, "worker_cmd": parent, "binary": pid,
                               "binary_ended_s": None}
                     killed.append(record)
                     started = _alive_since(pid)
+                    if started is None:  # ended by itself already: the assertions say so
+                        record["binary_ended_s"] = 0.0
+                        return
                     os.kill(ppid, signal.SIGKILL)
                     t = time.monotonic()
                     while time.monotonic() - t < 10:
