@@ -929,6 +929,27 @@ fn a_start_past_the_end_and_an_unwritable_json_are_refused_up_front() {
 /// A bag of 40x30 rgb8 frames on /front/image_raw, one a second, with a calibrated
 /// camera_info (of size `info_size`) on `info_topic` before each frame (`once`: before the
 /// first only, as a latched publisher records it).
+/// The header of the `/front` test camera's messages at `sec` seconds.
+fn front_header(sec: i32) -> Header {
+    Header {
+        stamp: Time { sec, nanosec: 0 },
+        frame_id: "front".into(),
+    }
+}
+
+/// A frame of the `/front` test camera: the 40x30 test pattern, rgb8.
+fn front_image(header: Header) -> Image {
+    Image {
+        header,
+        height: 30,
+        width: 40,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: 120,
+        data: common::pattern(40, 30).into_raw(),
+    }
+}
+
 fn write_camera_bag(
     dir: &std::path::Path,
     frames: u32,
@@ -939,13 +960,7 @@ fn write_camera_bag(
     use bayes_perception::msg::CameraInfo;
     let mut w = BagWriter::create(dir).unwrap();
     for i in 0..frames {
-        let header = Header {
-            stamp: Time {
-                sec: 100 + i as i32,
-                nanosec: 0,
-            },
-            frame_id: "front".into(),
-        };
+        let header = front_header(100 + i as i32);
         let (width, height) = info_size;
         let info = CameraInfo::pinhole(
             header.clone(),
@@ -960,21 +975,11 @@ fn write_camera_bag(
             w.write(info_topic, "sensor_msgs/msg/CameraInfo", t, &info.to_cdr())
                 .unwrap();
         }
-        let rgb = common::pattern(40, 30);
-        let image = Image {
-            header,
-            height: 30,
-            width: 40,
-            encoding: "rgb8".into(),
-            is_bigendian: 0,
-            step: 120,
-            data: rgb.into_raw(),
-        };
         w.write(
             "/front/image_raw",
             "sensor_msgs/msg/Image",
             t + 1,
-            &image.to_cdr(),
+            &front_image(header).to_cdr(),
         )
         .unwrap();
     }
@@ -2198,23 +2203,8 @@ fn a_camera_info_logged_earlier_but_read_later_does_not_replace_the_latest() {
         .unwrap();
     let bag = tmp.path().join("bag");
     let mut w = BagWriter::create(&bag).unwrap();
-    let header = |sec: i32| Header {
-        stamp: Time { sec, nanosec: 0 },
-        frame_id: "front".into(),
-    };
-    let info = |fx: f64| CameraInfo::pinhole(header(100), 40, 30, fx, 19.5, 14.5).to_cdr();
-    let frame = |sec: i32| {
-        Image {
-            header: header(sec),
-            height: 30,
-            width: 40,
-            encoding: "rgb8".into(),
-            is_bigendian: 0,
-            step: 120,
-            data: common::pattern(40, 30).into_raw(),
-        }
-        .to_cdr()
-    };
+    let info = |fx: f64| CameraInfo::pinhole(front_header(100), 40, 30, fx, 19.5, 14.5).to_cdr();
+    let frame = |sec: i32| front_image(front_header(sec)).to_cdr();
     const INFO: &str = "sensor_msgs/msg/CameraInfo";
     const IMAGE: &str = "sensor_msgs/msg/Image";
     w.write("/front/camera_info", INFO, 1_000, &info(40.0))

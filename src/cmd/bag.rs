@@ -394,7 +394,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     // decompress) is not copied; the frame is skipped. A processed frame's
                     // copy goes to the writer with its outputs (one chunk: a run killed
                     // meanwhile leaves both or neither), any other frame's at once.
-                    let mut copy = m.unreadable.is_none().then(|| Copied::of(m));
+                    let mut copy = m.unreadable.is_none().then(|| Copied::of(m, false));
                     camera.read += 1;
                     if (camera.read - 1) % args.every != 0 {
                         tally.not_sampled += 1;
@@ -471,7 +471,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     }
                     if m.unreadable.is_none() {
                         let stopped = match in_window {
-                            true => !copies.push(Copied::of(m), hand_over),
+                            true => !copies.push(Copied::of(m, false), hand_over),
                             false => {
                                 copies.hold_if_latched(m, false, hand_over) == Kept::WriterStopped
                             }
@@ -518,7 +518,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
                     // its QoS.)
                     copies.latched_history(m);
                     let kept = match in_window {
-                        true => match copies.push(Copied::of(m).extra(), hand_over) {
+                        true => match copies.push(Copied::of(m, true), hand_over) {
                             true => Kept::Yes,
                             false => Kept::WriterStopped,
                         },
@@ -1078,8 +1078,7 @@ impl Copies {
         let Some(history) = self.latched_history(m) else {
             return Kept::No;
         };
-        let mut copy = Copied::of(m);
-        copy.extra = extra;
+        let mut copy = Copied::of(m, extra);
         if let Some(start) = self.window_begun {
             // Older than one written already, it would replace that on replay (the player
             // latches the last): superseded, but for tf, whose broadcasts each add their
@@ -1191,7 +1190,8 @@ struct Copied {
 }
 
 impl Copied {
-    fn of(m: &BagMessage) -> Self {
+    /// `m` as it is copied (`extra`: of a topic --copy names).
+    fn of(m: &BagMessage, extra: bool) -> Self {
         Copied {
             topic: m.topic.to_owned(),
             type_name: m.type_name.to_owned(),
@@ -1199,15 +1199,7 @@ impl Copied {
             publish_time: m.publish_time,
             data: m.data.to_vec(),
             recorded: m.recorded.clone(),
-            extra: false,
-        }
-    }
-
-    /// As a message of a topic --copy names.
-    fn extra(self) -> Self {
-        Copied {
-            extra: true,
-            ..self
+            extra,
         }
     }
 
