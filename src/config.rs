@@ -3,7 +3,8 @@
 //! It has the ROS 2 params-file shape (`/**:` or a node name, then `ros__parameters:`,
 //! then the keys), so `ros2 launch` can pass it to the node unchanged and the CLI reads the
 //! same `ros__parameters` block. Unknown keys and out-of-range values are errors naming
-//! the dotted key. Integers are i64 and reals f64, the ROS parameter types.
+//! the dotted key, except another node's keys in an entry for every node
+//! ([`is_other_nodes_key`]), which are passed over with a warning. Integers are i64 and reals f64, the ROS parameter types.
 
 use std::path::Path;
 
@@ -72,6 +73,92 @@ pub fn node_name_matches(pattern: &str, node: &str) -> bool {
         segments
     }
     matches(&segments(pattern), &segments(node))
+}
+
+/// Whether a params-file entry named `pattern` is for any node rather than one by name:
+/// its last segment is a wildcard (`/**`, `/front/*`). rcl files `-p name:=value` under
+/// `/**` too.
+pub fn entry_is_for_any_node(pattern: &str) -> bool {
+    matches!(pattern.rsplit('/').next(), Some("*" | "**"))
+}
+
+/// Every parameter's dotted name (`mode`, `mc.samples`), in the order of [`Params`].
+pub fn parameter_names() -> &'static [String] {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let defaults = serde_yaml::to_value(Params::default()).expect("Params serialise to YAML");
+        let mut names = Vec::new();
+        leaf_names("", &defaults, &mut names);
+        names
+    })
+}
+
+/// The dotted names of the values in `value`, named `prefix` (an empty mapping is a value).
+fn leaf_names(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<String>) {
+    match value {
+        serde_yaml::Value::Mapping(map) if !map.is_empty() => {
+            for (key, value) in map {
+                let key = match key {
+                    serde_yaml::Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                };
+                let name = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaf_names(&name, value, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+/// The parameter `name` most likely misspells (`mdoe`: `mode`; `mc.sample`:
+/// `mc.samples`), if one is near enough: at most 2 edits, or a quarter of its length.
+pub fn nearest_parameter(name: &str) -> Option<&'static str> {
+    parameter_names()
+        .iter()
+        .map(|known| (strsim::levenshtein(name, known), known.as_str()))
+        .min()
+        .filter(|(edits, _)| *edits <= 2.max(name.len() / 4))
+        .map(|(_, known)| known)
+}
+
+/// Whether `name`, not a parameter of this node, is taken for another node's when an
+/// entry for any node gives it (see [`entry_is_for_any_node`]): one params file may set
+/// the camera driver's `camera_name` under `/**` for every node, and rclcpp passes over
+/// the overrides a node does not declare. It is not when it could be meant for this node:
+/// a name of ours, the client library's, under a first segment of ours (`mc.sample`), or
+/// a near misspelling of one ([`nearest_parameter`]: `mdoe`). Those are errors.
+pub fn is_other_nodes_key(name: &str) -> bool {
+    let first = name.split('.').next().unwrap_or(name);
+    let ours = parameter_names()
+        .iter()
+        .any(|known| known.split('.').next() == Some(first));
+    !ours
+        && !ROS_RESERVED.contains(&first)
+        && first != QOS_OVERRIDES
+        && nearest_parameter(name).is_none()
+}
+
+/// The warning for the keys passed over as other nodes' ([`is_other_nodes_key`]), None
+/// when there are none.
+pub fn other_nodes_keys_warning(names: &[String]) -> Option<String> {
+    let (first, rest) = names.split_first()?;
+    let more = match rest.len() {
+        0 => String::new(),
+        1 => format!(" and `{}`", rest[0]),
+        n => format!(", `{}` and {} more", rest[0], n - 1),
+    };
+    Some(format!(
+        "`{first}`{more} passed over: not parameters of {NODE_NAME}, taken for another \
+         node's (an entry for every node, `/**` or `-p`, gave them; a key of ours misspelt \
+         there is refused, and any unknown key in an entry naming this node)"
+    ))
 }
 
 /// Real-time (one deterministic pass), sampling-free epistemic (one pass of moments) or
@@ -484,6 +571,8 @@ impl Params {
         let node_name = node.rsplit('/').next().unwrap_or(node);
         let mut entries = Vec::new();
         node_entries(&nodes, "", &mut entries);
+        // Keys an entry for any node gives that are another node's (is_other_nodes_key).
+        let mut passed_over: Vec<String> = Vec::new();
         for (name, entry) in &entries {
             let name = name.as_str();
             // rcl refuses a file with an entry without parameters (a misspelt
@@ -526,7 +615,15 @@ impl Params {
                      node refuses",
                 )
             };
-            merge(&mut merged, &dotted_names_nested(params).map_err(both)?).map_err(both)?;
+            let mut params = dotted_names_nested(params).map_err(both)?;
+            if entry_is_for_any_node(name) {
+                for key in take_other_nodes_keys(&mut params) {
+                    if !passed_over.contains(&key) {
+                        passed_over.push(key);
+                    }
+                }
+            }
+            merge(&mut merged, &params).map_err(both)?;
             found = true;
         }
         let choose = || {
@@ -546,6 +643,9 @@ impl Params {
         }
         if !others.is_empty() {
             log::warn!("{origin}: read the entries for {node}; {}", choose());
+        }
+        if let Some(warning) = other_nodes_keys_warning(&passed_over) {
+            log::warn!("{origin}: {warning}");
         }
         take_client_library_keys(&mut merged, origin)?;
         let defaults = serde_yaml::to_value(Params::default()).expect("Params serialise to YAML");
@@ -721,6 +821,26 @@ fn take_client_library_keys(merged: &mut serde_yaml::Mapping, origin: &str) -> R
         merged.remove(QOS_OVERRIDES);
     }
     Ok(())
+}
+
+/// Removes from a `ros__parameters` block (nested) the keys that are another node's
+/// ([`is_other_nodes_key`]), and returns their dotted names. A key is removed with all
+/// under it, and only when every value under it is another node's.
+fn take_other_nodes_keys(params: &mut serde_yaml::Mapping) -> Vec<String> {
+    let mut taken = Vec::new();
+    params.retain(|key, value| {
+        let Some(key) = key.as_str() else {
+            return true;
+        };
+        let mut names = Vec::new();
+        leaf_names(key, value, &mut names);
+        let theirs = names.iter().all(|name| is_other_nodes_key(name));
+        if theirs {
+            taken.extend(names);
+        }
+        !theirs
+    });
+    taken
 }
 
 /// A `ros__parameters` block with its dotted names (`mc.samples: 8`, which rcl reads as the
@@ -1165,6 +1285,60 @@ mod tests {
                 && e.contains("--node"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn another_nodes_keys_in_an_entry_for_every_node_are_passed_over() {
+        // A camera driver's keys beside ours under `/**` (rclcpp passes over the overrides
+        // a node does not declare): read, and taken out of the block.
+        let shared = "/**:\n  ros__parameters:\n    mode: mc\n    camera_name: front\n\
+                      \x20   image_width: 640\n    camera:\n      fps: 30.0\n";
+        let p = Params::from_yaml(shared, "t", ROOT_NODE).unwrap();
+        assert_eq!(p.mode, Mode::Mc);
+        let doc: serde_yaml::Value = serde_yaml::from_str(shared).unwrap();
+        let block = doc["/**"]["ros__parameters"].as_mapping().unwrap();
+        let mut block = dotted_names_nested(block).unwrap();
+        assert_eq!(
+            take_other_nodes_keys(&mut block),
+            ["camera_name", "image_width", "camera.fps"]
+        );
+        assert_eq!(block.keys().collect::<Vec<_>>(), ["mode"]);
+        let warning = other_nodes_keys_warning(&["camera_name".into(), "camera.fps".into()]);
+        assert!(
+            warning
+                .unwrap()
+                .starts_with("`camera_name` and `camera.fps` passed over: not parameters of"),
+            "one warning names them"
+        );
+        assert_eq!(other_nodes_keys_warning(&[]), None);
+        // `/front/*` is an entry for any node in /front.
+        let front = "/front/*:\n  ros__parameters:\n    camera_name: front\n";
+        assert!(Params::from_yaml(front, "t", "/front/bayes_perception").is_ok());
+        // What may be meant for this node is refused there too: a name of ours misspelt,
+        // one under a group of ours, the client library's with a wrong type.
+        for (key, named) in [
+            ("mdoe: mc", "mdoe"),
+            ("mc_samples: 3", "mc_samples"),
+            ("mc:\n      sample: 3", "mc.sample"),
+            ("points.foo: 1", "points.foo"),
+            ("speed: 1.0", "speed"),
+            ("qos_overrides: 5", "qos_overrides"),
+            ("use_sim_time: 1", "use_sim_time"),
+        ] {
+            let text = format!("/**:\n  ros__parameters:\n    {key}\n");
+            let e = Params::from_yaml(&text, "t", ROOT_NODE)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{named}`")), "{key}: {e}");
+        }
+        // An entry that names this node takes no key it does not know.
+        for entry in ["/**/bayes_perception", "bayes_perception"] {
+            let text = format!("{entry}:\n  ros__parameters:\n    camera_name: front\n");
+            let e = Params::from_yaml(&text, "t", ROOT_NODE)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`camera_name`"), "{entry}: {e}");
+        }
     }
 
     #[test]

@@ -193,15 +193,9 @@ fn flatten(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<(String, Param
 /// The error for a name the node does not have, with the nearest one it has (a typo
 /// such as `mdoe` or `mc.sample`).
 fn unknown_parameter(name: &str) -> String {
-    let nearest = declared(&Params::default())
-        .into_iter()
-        .map(|(known, _)| (strsim::levenshtein(name, &known), known))
-        .min();
-    match nearest {
-        Some((d, known)) if d <= 2.max(name.len() / 4) => {
-            format!("unknown parameter `{name}` (did you mean `{known}`?)")
-        }
-        _ => format!("unknown parameter `{name}`"),
+    match crate::config::nearest_parameter(name) {
+        Some(known) => format!("unknown parameter `{name}` (did you mean `{known}`?)"),
+        None => format!("unknown parameter `{name}`"),
     }
 }
 
@@ -296,6 +290,19 @@ pub struct ParamServer {
     client_library: Vec<(String, ParamValue)>,
     /// `qos_overrides.*` parameters given at start-up, which this node does not read.
     qos_overrides: Vec<String>,
+    /// Other nodes' keys given at start-up by entries for any node, passed over
+    /// ([`crate::config::is_other_nodes_key`]).
+    other_nodes: Vec<String>,
+}
+
+/// Which params-file entries gave a start-up value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// One that names this node (`/front/bayes_perception`, `/**/bayes_perception`).
+    ThisNode,
+    /// Only entries for any node ([`crate::config::entry_is_for_any_node`]: `/**`,
+    /// `/front/*`; rcl files `-p name:=value` under `/**`).
+    AnyNode,
 }
 
 impl ParamServer {
@@ -304,14 +311,30 @@ impl ParamServer {
     /// order of the file does not matter (a depth range moved up entirely is fine). Unknown
     /// names are errors, except the client library's own and rclcpp's `qos_overrides.*`
     /// (accepted as rclcpp accepts them for a node that did not opt in, and named by
-    /// [`ParamServer::ignored_warning`]).
+    /// [`ParamServer::ignored_warnings`]). Every value is taken as given by an entry that
+    /// names this node ([`ParamServer::from_entries`] tells them apart).
     pub fn from_ros<'a>(
         values: impl IntoIterator<Item = (&'a str, ParamValue)>,
+    ) -> Result<Self, String> {
+        Self::from_entries(
+            values
+                .into_iter()
+                .map(|(name, value)| (name, value, Entry::ThisNode)),
+        )
+    }
+
+    /// [`ParamServer::from_ros`] with the entries that gave each value: an unknown name
+    /// that only entries for any node gave and that is another node's
+    /// ([`crate::config::is_other_nodes_key`]) is passed over, as the CLI passes it over,
+    /// and named by [`ParamServer::ignored_warnings`].
+    pub fn from_entries<'a>(
+        values: impl IntoIterator<Item = (&'a str, ParamValue, Entry)>,
     ) -> Result<Self, String> {
         let mut ours = Vec::new();
         let mut client_library = Vec::new();
         let mut qos_overrides = Vec::new();
-        for (name, value) in values {
+        let mut other_nodes = Vec::new();
+        for (name, value, entry) in values {
             if ROS_RESERVED.contains(&name) {
                 // Both are bools (rclcpp refuses any other type): `use_sim_time: "true"`
                 // would otherwise leave the node on the wall clock without a word.
@@ -327,6 +350,8 @@ impl ParamServer {
                 .is_some_and(|rest| rest.starts_with('.'))
             {
                 qos_overrides.push(name.to_owned());
+            } else if entry == Entry::AnyNode && crate::config::is_other_nodes_key(name) {
+                other_nodes.push(name.to_owned());
             } else {
                 ours.push((name.to_owned(), value));
             }
@@ -342,23 +367,28 @@ impl ParamServer {
             params: with_values(&Params::default(), &ours)?,
             client_library,
             qos_overrides,
+            other_nodes,
         })
     }
 
-    /// A warning naming the `qos_overrides.*` parameters given, which change nothing here
-    /// (rclcpp reads them only for publishers and subscriptions created with
-    /// `QosOverridingOptions`); None if there are none.
-    pub fn ignored_warning(&self) -> Option<String> {
-        let first = self.qos_overrides.first()?;
-        let more = match self.qos_overrides.len() {
-            1 => String::new(),
-            n => format!(" and {} more", n - 1),
-        };
-        Some(format!(
-            "`{first}`{more} ignored: this node takes no qos_overrides; set \
-             qos.input_reliability (camera subscriptions) and qos.output_reliability \
-             (outputs) instead"
-        ))
+    /// Warnings naming the start-up values passed over: `qos_overrides.*` parameters,
+    /// which change nothing here (rclcpp reads them only for publishers and subscriptions
+    /// created with `QosOverridingOptions`), and other nodes' keys.
+    pub fn ignored_warnings(&self) -> Vec<String> {
+        let qos = self.qos_overrides.first().map(|first| {
+            let more = match self.qos_overrides.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            format!(
+                "`{first}`{more} ignored: this node takes no qos_overrides; set \
+                 qos.input_reliability (camera subscriptions) and qos.output_reliability \
+                 (outputs) instead"
+            )
+        });
+        qos.into_iter()
+            .chain(crate::config::other_nodes_keys_warning(&self.other_nodes))
+            .collect()
     }
 
     pub fn params(&self) -> &Params {
@@ -867,6 +897,30 @@ mod tests {
     }
 
     #[test]
+    fn another_nodes_keys_from_entries_for_any_node_are_passed_over() {
+        let any = |name: &'static str| (name, ParamValue::Integer(640), Entry::AnyNode);
+        let s = ParamServer::from_entries([
+            any("image_width"),
+            ("mode", ParamValue::String("mc".into()), Entry::AnyNode),
+        ])
+        .unwrap();
+        assert_eq!(s.params().mode, crate::config::Mode::Mc);
+        assert_eq!(s.get("image_width"), None);
+        assert!(!s.names().contains(&"image_width".to_owned()));
+        let warnings = s.ignored_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("`image_width` passed over:"), "{warnings:?}");
+        // Given by this node's entry, or like a name of ours: refused.
+        let e = ParamServer::from_entries([("image_width", ParamValue::Integer(640), Entry::ThisNode)])
+            .unwrap_err();
+        assert_eq!(e, "unknown parameter `image_width`");
+        let e = ParamServer::from_entries([any("mc.sample")]).unwrap_err();
+        assert!(e.contains("unknown parameter `mc.sample` (did you mean `mc.samples`?)"), "{e}");
+        let e = ParamServer::from_entries([any("mdoe")]).unwrap_err();
+        assert!(e.contains("did you mean `mode`?"), "{e}");
+    }
+
+    #[test]
     fn start_up_values_from_ros() {
         let values = [
             ("use_sim_time", ParamValue::Bool(true)),
@@ -882,7 +936,9 @@ mod tests {
         assert_eq!(s.params().mc.samples, 20);
         assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(true)));
         assert_eq!(s.get("qos_overrides./image.subscription.reliability"), None);
-        let warning = s.ignored_warning().unwrap();
+        let [warning] = &s.ignored_warnings()[..] else {
+            panic!("one warning: {:?}", s.ignored_warnings());
+        };
         assert!(
             warning.starts_with("`qos_overrides./image.subscription.reliability` ignored:"),
             "{warning}"
@@ -893,11 +949,9 @@ mod tests {
             ("qos_overrides./b.publisher.depth", ParamValue::Integer(3)),
         ])
         .unwrap();
-        assert!(two
-            .ignored_warning()
-            .unwrap()
+        assert!(two.ignored_warnings()[0]
             .starts_with("`qos_overrides./a.publisher.depth` and 1 more ignored:"));
-        assert_eq!(ParamServer::from_ros([]).unwrap().ignored_warning(), None);
+        assert!(ParamServer::from_ros([]).unwrap().ignored_warnings().is_empty());
         let e = ParamServer::from_ros([("mcsamples", ParamValue::Integer(3))]).unwrap_err();
         assert!(
             e.contains("unknown parameter `mcsamples` (did you mean `mc.samples`?)"),

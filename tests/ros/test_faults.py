@@ -296,6 +296,12 @@ def test_start_up_failures_exit_non_zero_with_the_reason(model_dir, tmp_path, ro
     unknown.write_text(f"/**:\n  ros__parameters:\n    model: {model_dir}\n    mc:\n      sample: 3\n")
     out = run("unknown-key", ["--params-file", str(unknown)])
     assert "unknown parameter `mc.sample`" in out, out
+    # Another node's key is passed over only in an entry for every node (test_params);
+    # an entry that names this node takes no key it does not know.
+    named = tmp_path / "named.yaml"
+    named.write_text(f"/**/bayes_perception:\n  ros__parameters:\n    model: {model_dir}\n    camera_name: front\n")
+    out = run("unknown-key-named", ["--params-file", str(named)])
+    assert "unknown parameter `camera_name`" in out, out
 
     invalid = write_params(tmp_path / "invalid.yaml", model_dir, **{"mode": "mc", "mc.samples": 1})
     out = run("invalid-value", ["--params-file", str(invalid)])

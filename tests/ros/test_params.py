@@ -91,7 +91,9 @@ def test_params_file_entries_apply_to_the_node_as_in_rclpy(start_node, probe, mo
     # `bayes_perception:` is the root namespace's node only, another namespace's is not
     # this one's. rclpy, given the same file in the same namespace, is the reference. The
     # client library's own keys (use_sim_time, rclcpp's qos_overrides) may be there: the
-    # node names the ignored overrides, and the CLI reads the same file for that node.
+    # node names the ignored overrides, and the CLI reads the same file for that node. So
+    # may a camera driver's keys in an entry for every node in the namespace: passed over
+    # with a warning, as rclcpp passes over overrides a node does not declare.
     namespace = "/front_e2e"
     base = yaml.safe_load(write_params(tmp_path / "base.yaml", model_dir).read_text())
     client_library = {
@@ -101,7 +103,7 @@ def test_params_file_entries_apply_to_the_node_as_in_rclpy(start_node, probe, mo
     doc = {
         **base,
         f"{namespace[1:]}/bayes_perception": {"ros__parameters": {"mode": "mc", "seed": 11, **client_library}},
-        f"{namespace}/*": {"ros__parameters": {"mc": {"samples": 3}}},
+        f"{namespace}/*": {"ros__parameters": {"mc": {"samples": 3}, "camera_name": "front", "image_width": 640}},
         "bayes_perception": {"ros__parameters": {"points": {"stride": 7}}},
         "/rear_e2e/bayes_perception": {"ros__parameters": {"mc": {"batch_size": 2}}},
         f"{namespace}/**": {"ros__parameters": {"seed": 12}},
@@ -126,6 +128,12 @@ def test_params_file_entries_apply_to_the_node_as_in_rclpy(start_node, probe, mo
     assert got == expected
     warning = "`qos_overrides./image.subscription.reliability` ignored: this node takes no qos_overrides"
     assert warning in node.process.output(), node.process.output()
+    warning = "`camera_name` and `image_width` passed over: not parameters of bayes_perception"
+    assert warning in node.process.output(), node.process.output()
+    listed = node.probe.call(
+        ListParameters, f"{node.fqn}/list_parameters", ListParameters.Request()
+    ).result.names
+    assert "mc.samples" in listed and "camera_name" not in listed and "image_width" not in listed, listed
     checked = run_cli("model", "check", "--config", params_file, "--node", f"{namespace}/bayes_perception")
     assert "mode mc (3 passes" in checked, checked
 

@@ -29,7 +29,7 @@ use bayes_perception::error::one_line;
 use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
 use bayes_perception::msg::{self, Header, Time};
 use bayes_perception::node::diagnostics::{NodeInfo, Subscribed, TopicPublishers};
-use bayes_perception::node::params::{LiveParams, ParamServer, ParamValue};
+use bayes_perception::node::params::{Entry, LiveParams, ParamServer, ParamValue};
 use bayes_perception::node::worker::{NodeState, Sink, Worker};
 use bayes_perception::pipeline::CameraFrame;
 use convert::{
@@ -556,20 +556,24 @@ fn start_up_params(
         Some(ros_args) => ros_args.param_overrides(&node.fully_qualified_name()?),
         None => None,
     };
-    let values: Vec<(String, ParamValue)> = overrides.unwrap_or_else(|| {
+    let values: Vec<(String, ParamValue, Entry)> = overrides.unwrap_or_else(|| {
         log::warn!(
             "rcl could not read the parameter overrides again: params-file entries are \
              chosen by r2r's rule (a bare `{NODE_NAME}:` entry applies in every namespace, \
-             no wildcard but /**)"
+             no wildcard but /**), and every unknown name is refused"
         );
         lock(&node.params)
             .iter()
-            .map(|(name, p)| (name.clone(), param_from_r2r(&p.value)))
+            .map(|(name, p)| (name.clone(), param_from_r2r(&p.value), Entry::ThisNode))
             .collect()
     });
-    let server = ParamServer::from_ros(values.iter().map(|(n, v)| (n.as_str(), v.clone())))
-        .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))?;
-    if let Some(warning) = server.ignored_warning() {
+    let server = ParamServer::from_entries(
+        values
+            .iter()
+            .map(|(n, v, entry)| (n.as_str(), v.clone(), *entry)),
+    )
+    .map_err(|e| anyhow::anyhow!("bad parameters: {e}"))?;
+    for warning in server.ignored_warnings() {
         log::warn!("{warning}");
     }
     Ok(server)
