@@ -2,7 +2,7 @@
 
     ros2 launch bayes_perception perception.launch.py model:=/path/to/model \
         image:=/camera/image_raw camera_info:=/camera/camera_info [mode:=mc|moments] [rviz:=true] \
-        [respawn:=true]
+        [respawn:=true [respawn_max_retries:=N]]
 
 The node's parameters given as launch arguments (model, mode, use_sim_time) keep the params
 file's value when left empty.
@@ -48,6 +48,14 @@ def launch_setup(context):
         respawn_delay = -1.0
     if not 0.0 <= respawn_delay < float("inf"):
         raise ValueError(f"respawn_delay:={arg('respawn_delay')}: expected seconds >= 0")
+    # Given only when set: Humble's launch has no respawn_max_retries (Iron added it).
+    process_options = {}
+    retries = arg("respawn_max_retries").strip()
+    if retries:
+        if not retries.isdigit():
+            raise ValueError(
+                f"respawn_max_retries:={retries}: expected a whole number >= 0 (empty: no limit)")
+        process_options["respawn_max_retries"] = int(retries)
     node = Node(
         package=PACKAGE,
         executable="bayes_perception_node",
@@ -66,6 +74,7 @@ def launch_setup(context):
         # A node that exits (a dead device, a crashed thread, bad parameters) started again.
         respawn=as_bool("respawn", arg("respawn")),
         respawn_delay=respawn_delay,
+        **process_options,
     )
     rviz = Node(
         package="rviz2",
@@ -109,6 +118,11 @@ def generate_launch_description():
             "parameters, which fail every time)"),
         DeclareLaunchArgument(
             "respawn_delay", default_value="2.0", description="Seconds before a respawn"),
+        DeclareLaunchArgument(
+            "respawn_max_retries", default_value="",
+            description="With respawn: at most this many respawns, then the node stays down "
+            "(bad parameters would otherwise restart it for ever); empty: no limit. ROS 2 Iron "
+            "and later (Humble's launch has no such option: leave it empty there)"),
         DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz2"),
         DeclareLaunchArgument(
             "rviz_config", default_value=PathJoinSubstitution([share, "rviz", "bayes_perception.rviz"]),

@@ -131,14 +131,25 @@ def test_use_sim_time_is_the_params_files_unless_the_launch_argument_gives_it(mo
 
 def test_respawn_is_off_unless_asked_for():
     """`respawn:=true` has launch start the node again when it exits (it exits with the
-    reason when a thread it needs dies, test_faults.py), `respawn_delay` seconds later."""
+    reason when a thread it needs dies, test_faults.py), `respawn_delay` seconds later, at
+    most `respawn_max_retries` times when that is given (launch's default: no limit)."""
 
     def options(**arguments):
         return launch_process_options(
             SHARE / "launch" / "perception.launch.py", arguments, {"bayes_perception": str(SHARE)}
         )
 
-    assert options() == {"respawn": False, "respawn_delay": 2.0, "sigterm_timeout": "15"}
+    assert options() == {
+        "respawn": False,
+        "respawn_delay": 2.0,
+        "respawn_max_retries": None,
+        "sigterm_timeout": "15",
+    }
+    assert options(respawn="true", respawn_max_retries=" 3 ")["respawn_max_retries"] == 3
+    assert options(respawn="true", respawn_max_retries="0")["respawn_max_retries"] == 0
+    for bad in ("-1", "three", "2.5"):
+        with pytest.raises(ValueError, match="respawn_max_retries:=.*expected a whole number >= 0"):
+            options(respawn_max_retries=bad)
     assert options(respawn="true", respawn_delay="0.5")["respawn"] is True
     assert options(respawn="yes", respawn_delay="0.5")["respawn_delay"] == 0.5
     with pytest.raises(ValueError, match="respawn:=always: expected true or false"):

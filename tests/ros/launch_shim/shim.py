@@ -24,13 +24,15 @@ def launch_command(launch_file, arguments, package_shares, tmp_dir):
 
 
 def launch_process_options(launch_file, arguments, package_shares):
-    """How launch runs the node's process: its `respawn`, `respawn_delay` and
-    `sigterm_timeout` arguments (None where not given)."""
+    """How launch runs the node's process: its `respawn`, `respawn_delay`,
+    `respawn_max_retries` and `sigterm_timeout` arguments (None where not given)."""
     return _evaluate(
         launch_file,
         arguments,
         package_shares,
-        lambda kw, context: {k: kw.get(k) for k in ("respawn", "respawn_delay", "sigterm_timeout")},
+        lambda kw, context: {
+            k: kw.get(k) for k in ("respawn", "respawn_delay", "respawn_max_retries", "sigterm_timeout")
+        },
     )
 
 
