@@ -52,7 +52,7 @@ def launch_setup(context):
     process_options = {}
     retries = arg("respawn_max_retries").strip()
     if retries:
-        if not retries.isdigit():
+        if not retries.isdecimal():
             raise ValueError(
                 f"respawn_max_retries:={retries}: expected a whole number >= 0 (empty: no limit)")
         process_options["respawn_max_retries"] = int(retries)

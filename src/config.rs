@@ -98,13 +98,7 @@ fn leaf_names(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<String>) {
     match value {
         serde_yaml::Value::Mapping(map) if !map.is_empty() => {
             for (key, value) in map {
-                let key = match key {
-                    serde_yaml::Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_owned(),
-                };
+                let key = key_name(key);
                 let name = if prefix.is_empty() {
                     key
                 } else {
@@ -114,6 +108,18 @@ fn leaf_names(prefix: &str, value: &serde_yaml::Value, out: &mut Vec<String>) {
             }
         }
         _ => out.push(prefix.to_owned()),
+    }
+}
+
+/// A YAML key as a name: a string as it is, another scalar (`1`, `true`) as YAML writes
+/// it, which is how rcl names the parameter.
+fn key_name(key: &serde_yaml::Value) -> String {
+    match key {
+        serde_yaml::Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
     }
 }
 
@@ -132,17 +138,22 @@ pub fn nearest_parameter(name: &str) -> Option<&'static str> {
 /// entry for any node gives it (see [`entry_is_for_any_node`]): one params file may set
 /// the camera driver's `camera_name` under `/**` for every node, and rclcpp passes over
 /// the overrides a node does not declare. It is not when it could be meant for this node:
-/// a name of ours, the client library's, under a first segment of ours (`mc.sample`), or
-/// a near misspelling of one ([`nearest_parameter`]: `mdoe`). Those are errors.
+/// a name of ours, the client library's (or one misspelt: `qos_override`), under a first
+/// segment of ours (`mc.sample`),
+/// ending as one of ours does (`samples`, `transport`: a key of ours without its group),
+/// or a near misspelling of one ([`nearest_parameter`]: `mdoe`). Those are errors.
 pub fn is_other_nodes_key(name: &str) -> bool {
     let first = name.split('.').next().unwrap_or(name);
-    let ours = parameter_names()
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let ours = parameter_names().iter().any(|known| {
+        known.split('.').next() == Some(first) || known.rsplit('.').next() == Some(last)
+    });
+    // The client library's own names, and their misspellings (`qos_override`).
+    let client_library = ROS_RESERVED
         .iter()
-        .any(|known| known.split('.').next() == Some(first));
-    !ours
-        && !ROS_RESERVED.contains(&first)
-        && first != QOS_OVERRIDES
-        && nearest_parameter(name).is_none()
+        .chain([&QOS_OVERRIDES])
+        .any(|known| strsim::levenshtein(first, known) <= 2.max(first.len() / 4));
+    !ours && !client_library && nearest_parameter(name).is_none()
 }
 
 /// The warning for the keys passed over as other nodes' ([`is_other_nodes_key`]), None
@@ -156,8 +167,9 @@ pub fn other_nodes_keys_warning(names: &[String]) -> Option<String> {
     };
     Some(format!(
         "`{first}`{more} passed over: not parameters of {NODE_NAME}, taken for another \
-         node's (an entry for every node, `/**` or `-p`, gave them; a key of ours misspelt \
-         there is refused, and any unknown key in an entry naming this node)"
+         node's, as an entry for any node gave them (`/**`, `/front/*`); a key that may be \
+         a misspelt one of ours is refused there, and any unknown key in an entry naming \
+         this node"
     ))
 }
 
@@ -615,7 +627,8 @@ impl Params {
                      node refuses",
                 )
             };
-            let mut params = dotted_names_nested(params).map_err(both)?;
+            // Another node's keys go before the nesting, which would check them too.
+            let mut params = params.clone();
             if entry_is_for_any_node(name) {
                 for key in take_other_nodes_keys(&mut params) {
                     if !passed_over.contains(&key) {
@@ -623,6 +636,7 @@ impl Params {
                     }
                 }
             }
+            let params = dotted_names_nested(&params).map_err(both)?;
             merge(&mut merged, &params).map_err(both)?;
             found = true;
         }
@@ -829,11 +843,8 @@ fn take_client_library_keys(merged: &mut serde_yaml::Mapping, origin: &str) -> R
 fn take_other_nodes_keys(params: &mut serde_yaml::Mapping) -> Vec<String> {
     let mut taken = Vec::new();
     params.retain(|key, value| {
-        let Some(key) = key.as_str() else {
-            return true;
-        };
         let mut names = Vec::new();
-        leaf_names(key, value, &mut names);
+        leaf_names(&key_name(key), value, &mut names);
         let theirs = names.iter().all(|name| is_other_nodes_key(name));
         if theirs {
             taken.extend(names);
@@ -1291,16 +1302,25 @@ mod tests {
     fn another_nodes_keys_in_an_entry_for_every_node_are_passed_over() {
         // A camera driver's keys beside ours under `/**` (rclcpp passes over the overrides
         // a node does not declare): read, and taken out of the block.
+        // Nested or dotted, a value and a group at once (rcl takes both), a key that is no
+        // string (rcl names it `1`).
         let shared = "/**:\n  ros__parameters:\n    mode: mc\n    camera_name: front\n\
-                      \x20   image_width: 640\n    camera:\n      fps: 30.0\n";
+                      \x20   image_width: 640\n    camera:\n      fps: 30.0\n\
+                      \x20   lens: 5\n    lens.k1: 0.1\n    1: one\n";
         let p = Params::from_yaml(shared, "t", ROOT_NODE).unwrap();
         assert_eq!(p.mode, Mode::Mc);
         let doc: serde_yaml::Value = serde_yaml::from_str(shared).unwrap();
-        let block = doc["/**"]["ros__parameters"].as_mapping().unwrap();
-        let mut block = dotted_names_nested(block).unwrap();
+        let mut block = doc["/**"]["ros__parameters"].as_mapping().unwrap().clone();
         assert_eq!(
             take_other_nodes_keys(&mut block),
-            ["camera_name", "image_width", "camera.fps"]
+            [
+                "camera_name",
+                "image_width",
+                "camera.fps",
+                "lens",
+                "lens.k1",
+                "1"
+            ]
         );
         assert_eq!(block.keys().collect::<Vec<_>>(), ["mode"]);
         let warning = other_nodes_keys_warning(&["camera_name".into(), "camera.fps".into()]);
@@ -1321,9 +1341,12 @@ mod tests {
             ("mc_samples: 3", "mc_samples"),
             ("mc:\n      sample: 3", "mc.sample"),
             ("points.foo: 1", "points.foo"),
+            ("samples: 20", "samples"),
+            ("transport: compressed", "transport"),
             ("speed: 1.0", "speed"),
             ("qos_overrides: 5", "qos_overrides"),
             ("use_sim_time: 1", "use_sim_time"),
+            ("qos_override:\n      x: 1", "qos_override"),
         ] {
             let text = format!("/**:\n  ros__parameters:\n    {key}\n");
             let e = Params::from_yaml(&text, "t", ROOT_NODE)

@@ -282,6 +282,62 @@ pub struct SetOutcome {
     pub changed: Vec<String>,
 }
 
+/// The parameter overrides rcl gives the node, merged: `entries` are the params-file
+/// entries that apply to it, in rcl's order (entry name, its values), a later value over
+/// an earlier one. A value is [`Entry::ThisNode`]'s when an entry naming this node gives
+/// its name, wherever in the order, or when `-p` gave it on the command line
+/// (`command_line`, [`command_line_param_names`]: rcl files `-p` under `/**`, but a
+/// process's own command line is meant for its node); otherwise [`Entry::AnyNode`]'s.
+pub fn merge_overrides(
+    entries: Vec<(String, Vec<(String, ParamValue)>)>,
+    command_line: &[String],
+) -> Vec<(String, ParamValue, Entry)> {
+    let mut merged: Vec<(String, ParamValue, Entry)> = Vec::new();
+    for (entry, values) in entries {
+        let given_by = if crate::config::entry_is_for_any_node(&entry) {
+            Entry::AnyNode
+        } else {
+            Entry::ThisNode
+        };
+        for (name, value) in values {
+            let mut meant = given_by;
+            if command_line.contains(&name) {
+                meant = Entry::ThisNode;
+            }
+            merged.retain(|(known, _, earlier)| {
+                if *known == name && *earlier == Entry::ThisNode {
+                    meant = Entry::ThisNode;
+                }
+                *known != name
+            });
+            merged.push((name, value, meant));
+        }
+    }
+    merged
+}
+
+/// The names `-p NAME:=VALUE` (or `--param`) sets in the `--ros-args` sections of a
+/// command line (`node:NAME:=VALUE` counts as NAME).
+pub fn command_line_param_names(arguments: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut ros_args = false;
+    let mut rest = arguments.iter();
+    while let Some(argument) = rest.next() {
+        match argument.as_str() {
+            "--ros-args" => ros_args = true,
+            "--" => ros_args = false,
+            "-p" | "--param" if ros_args => {
+                let rule = rest.next().and_then(|rule| rule.split_once(":="));
+                if let Some((name, _)) = rule {
+                    names.push(name.rsplit(':').next().unwrap_or(name).to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
 /// The node's parameters as the ROS parameter services see them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamServer {
@@ -295,13 +351,14 @@ pub struct ParamServer {
     other_nodes: Vec<String>,
 }
 
-/// Which params-file entries gave a start-up value.
+/// Whom a start-up value was given to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
-    /// One that names this node (`/front/bayes_perception`, `/**/bayes_perception`).
+    /// This node by name: a params-file entry that names it (`/front/bayes_perception`,
+    /// `/**/bayes_perception`), or `-p` on its command line.
     ThisNode,
-    /// Only entries for any node ([`crate::config::entry_is_for_any_node`]: `/**`,
-    /// `/front/*`; rcl files `-p name:=value` under `/**`).
+    /// Only params-file entries for any node ([`crate::config::entry_is_for_any_node`]:
+    /// `/**`, `/front/*`).
     AnyNode,
 }
 
@@ -897,6 +954,52 @@ mod tests {
     }
 
     #[test]
+    fn overrides_named_for_this_node_anywhere_or_by_p_are_its_own() {
+        let int = |n: &str, v: i64| (n.to_owned(), ParamValue::Integer(v));
+        let entries = |first: &str, second: &str| {
+            vec![
+                (first.to_owned(), vec![int("a", 1), int("b", 1)]),
+                (second.to_owned(), vec![int("a", 2), int("c", 2)]),
+            ]
+        };
+        let tags = |merged: Vec<(String, ParamValue, Entry)>| {
+            merged
+                .into_iter()
+                .map(|(n, v, e)| (n, v, e == Entry::ThisNode))
+                .collect::<Vec<_>>()
+        };
+        let v = |n: &str, x: i64, this: bool| (n.to_owned(), ParamValue::Integer(x), this);
+        // The later value wins; named by this node's entry, before or after, it is its own.
+        assert_eq!(
+            tags(merge_overrides(
+                entries("/**", "/front/bayes_perception"),
+                &[]
+            )),
+            [v("b", 1, false), v("a", 2, true), v("c", 2, true)]
+        );
+        assert_eq!(
+            tags(merge_overrides(
+                entries("/front/bayes_perception", "/front/*"),
+                &[]
+            )),
+            [v("b", 1, true), v("a", 2, true), v("c", 2, false)]
+        );
+        // -p values are filed under /** by rcl: the command line names them.
+        assert_eq!(
+            tags(merge_overrides(entries("/**", "/**"), &["c".to_owned()])),
+            [v("b", 1, false), v("a", 2, false), v("c", 2, true)]
+        );
+        let line = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            command_line_param_names(&line(
+                "node -p x:=1 --ros-args -r a:=b -p mode:=mc --param bayes_perception:seed:=3 \
+                 --params-file f.yaml -- -p after:=1 --ros-args -p last:=2 -p"
+            )),
+            ["mode", "seed", "last"]
+        );
+    }
+
+    #[test]
     fn another_nodes_keys_from_entries_for_any_node_are_passed_over() {
         let any = |name: &'static str| (name, ParamValue::Integer(640), Entry::AnyNode);
         let s = ParamServer::from_entries([
@@ -906,16 +1009,22 @@ mod tests {
         .unwrap();
         assert_eq!(s.params().mode, crate::config::Mode::Mc);
         assert_eq!(s.get("image_width"), None);
-        assert!(!s.names().contains(&"image_width".to_owned()));
         let warnings = s.ignored_warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].starts_with("`image_width` passed over:"), "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("`image_width` passed over:"),
+            "{warnings:?}"
+        );
         // Given by this node's entry, or like a name of ours: refused.
-        let e = ParamServer::from_entries([("image_width", ParamValue::Integer(640), Entry::ThisNode)])
-            .unwrap_err();
+        let e =
+            ParamServer::from_entries([("image_width", ParamValue::Integer(640), Entry::ThisNode)])
+                .unwrap_err();
         assert_eq!(e, "unknown parameter `image_width`");
         let e = ParamServer::from_entries([any("mc.sample")]).unwrap_err();
-        assert!(e.contains("unknown parameter `mc.sample` (did you mean `mc.samples`?)"), "{e}");
+        assert!(
+            e.contains("unknown parameter `mc.sample` (did you mean `mc.samples`?)"),
+            "{e}"
+        );
         let e = ParamServer::from_entries([any("mdoe")]).unwrap_err();
         assert!(e.contains("did you mean `mode`?"), "{e}");
     }
@@ -951,7 +1060,10 @@ mod tests {
         .unwrap();
         assert!(two.ignored_warnings()[0]
             .starts_with("`qos_overrides./a.publisher.depth` and 1 more ignored:"));
-        assert!(ParamServer::from_ros([]).unwrap().ignored_warnings().is_empty());
+        assert!(ParamServer::from_ros([])
+            .unwrap()
+            .ignored_warnings()
+            .is_empty());
         let e = ParamServer::from_ros([("mcsamples", ParamValue::Integer(3))]).unwrap_err();
         assert!(
             e.contains("unknown parameter `mcsamples` (did you mean `mc.samples`?)"),

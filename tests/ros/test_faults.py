@@ -302,6 +302,10 @@ def test_start_up_failures_exit_non_zero_with_the_reason(model_dir, tmp_path, ro
     named.write_text(f"/**/bayes_perception:\n  ros__parameters:\n    model: {model_dir}\n    camera_name: front\n")
     out = run("unknown-key-named", ["--params-file", str(named)])
     assert "unknown parameter `camera_name`" in out, out
+    # Nor does -p on its command line (rcl files it under `/**`).
+    valid = write_params(tmp_path / "valid.yaml", model_dir)
+    out = run("unknown-key-p", ["--params-file", str(valid), "-p", "camera_name:=front"])
+    assert "unknown parameter `camera_name`" in out, out
 
     invalid = write_params(tmp_path / "invalid.yaml", model_dir, **{"mode": "mc", "mc.samples": 1})
     out = run("invalid-value", ["--params-file", str(invalid)])

@@ -130,10 +130,6 @@ def test_params_file_entries_apply_to_the_node_as_in_rclpy(start_node, probe, mo
     assert warning in node.process.output(), node.process.output()
     warning = "`camera_name` and `image_width` passed over: not parameters of bayes_perception"
     assert warning in node.process.output(), node.process.output()
-    listed = node.probe.call(
-        ListParameters, f"{node.fqn}/list_parameters", ListParameters.Request()
-    ).result.names
-    assert "mc.samples" in listed and "camera_name" not in listed and "image_width" not in listed, listed
     checked = run_cli("model", "check", "--config", params_file, "--node", f"{namespace}/bayes_perception")
     assert "mode mc (3 passes" in checked, checked
 

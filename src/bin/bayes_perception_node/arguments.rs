@@ -8,8 +8,10 @@
 
 use std::ffi::{c_char, CStr, CString};
 
-use bayes_perception::config::{entry_is_for_any_node, node_name_matches};
-use bayes_perception::node::params::{parameter_type, Entry, ParamValue};
+use bayes_perception::config::node_name_matches;
+use bayes_perception::node::params::{
+    command_line_param_names, merge_overrides, parameter_type, Entry, ParamValue,
+};
 use r2r_rcl::{
     rcl_allocator_t, rcl_arguments_fini, rcl_arguments_get_param_overrides, rcl_arguments_t,
     rcl_get_zero_initialized_arguments, rcl_params_t, rcl_parse_arguments, rcl_ret_t,
@@ -116,8 +118,8 @@ impl RosArguments {
     /// no wildcard but `/**`) and `-p` values. As in rclcpp, entries are taken in rcl's
     /// order, a later one over an earlier one: rcl keeps one entry per name in the order
     /// it first met them and puts `-p name:=value` into `/**`, so a node's own entry in a
-    /// params file wins over `-p`. Each value says whether an entry naming this node gave
-    /// it ([`Entry`]). `None` when rcl cannot give them.
+    /// params file wins over `-p`. Each value says whether it is meant for this node by
+    /// name ([`merge_overrides`]). `None` when rcl cannot give them.
     pub fn param_overrides(&self, node: &str) -> Option<Vec<(String, ParamValue, Entry)>> {
         let mut params: *mut rcl_params_t = std::ptr::null_mut();
         // SAFETY: the arguments were parsed by rcl; `params`, when rcl sets it, is owned
@@ -131,36 +133,30 @@ impl RosArguments {
                 return Some(Vec::new()); // no params file, no -p
             }
             let all = &*params;
-            let mut values: Vec<(String, ParamValue, Entry)> = Vec::new();
+            let mut entries = Vec::new();
             for n in 0..all.num_nodes {
                 let entry = CStr::from_ptr(*all.node_names.add(n)).to_string_lossy();
                 if !node_name_matches(&entry, node) {
                     continue;
                 }
                 let entry_params = &*all.params.add(n);
-                let given_by = if entry_is_for_any_node(&entry) {
-                    Entry::AnyNode
-                } else {
-                    Entry::ThisNode
-                };
-                for p in 0..entry_params.num_params {
-                    let name = CStr::from_ptr(*entry_params.parameter_names.add(p))
-                        .to_string_lossy()
-                        .into_owned();
-                    let value = param_from_rcl(&*entry_params.parameter_values.add(p));
-                    // Named by this node's entry anywhere, it is meant for this node.
-                    let mut entry = given_by;
-                    values.retain(|(known, _, earlier)| {
-                        if *known == name && *earlier == Entry::ThisNode {
-                            entry = Entry::ThisNode;
-                        }
-                        *known != name
-                    });
-                    values.push((name, value, entry));
-                }
+                let values = (0..entry_params.num_params)
+                    .map(|p| {
+                        let name = CStr::from_ptr(*entry_params.parameter_names.add(p));
+                        let value = param_from_rcl(&*entry_params.parameter_values.add(p));
+                        (name.to_string_lossy().into_owned(), value)
+                    })
+                    .collect();
+                entries.push((entry.into_owned(), values));
             }
             rcl_yaml_node_struct_fini(params);
-            Some(values)
+            let arguments: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            Some(merge_overrides(
+                entries,
+                &command_line_param_names(&arguments),
+            ))
         }
     }
 }
