@@ -394,6 +394,61 @@ fn baseline_config_is_the_demo_config_with_the_homoscedastic_loss() {
     assert_eq!(baseline, demo);
 }
 
+#[test]
+fn examples_read_for_each_batch_are_those_held_and_a_file_gone_since_is_an_error() {
+    use bayes_perception::train::data::{Dataset, Sample};
+    use bayes_perception::train::examples::{decoded_bytes, Examples};
+    let tmp = tempfile::tempdir().unwrap();
+    synth_data(tmp.path());
+    let dataset = Dataset::camvid(&tmp.path().join("data"), "train").unwrap();
+    let n = dataset.len();
+    assert_eq!(n, 6);
+    // 64x48 images with labels (2 bytes a pixel) and depth (4).
+    assert_eq!(
+        decoded_bytes(&dataset, n).unwrap(),
+        6 * 64 * 48 * (3 + 2 + 4)
+    );
+    let held = Examples::read(dataset.clone(), n, true).unwrap();
+    let read = Examples::read(dataset.clone(), n, false).unwrap();
+    assert!(held.held() && !read.held());
+    assert_eq!(held.sizes, vec![(64, 48); 6]);
+    assert_eq!(
+        (&held.sizes, &held.class_pixels),
+        (&read.sizes, &read.class_pixels)
+    );
+    let pixels = held.class_pixels.as_ref().unwrap();
+    assert!(pixels.labelled.iter().sum::<u64>() > 0);
+    let same = |a: &Sample, b: &Sample| {
+        let bits = |d: &Option<Vec<f32>>| {
+            d.as_ref()
+                .map(|d| d.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        };
+        a.rgb == b.rgb && a.labels == b.labels && bits(&a.depth) == bits(&b.depth)
+    };
+    let order = vec![vec![3, 1], vec![0], vec![5, 4, 2]];
+    let from_memory: Vec<_> = held.batches(order.clone()).map(Result::unwrap).collect();
+    let from_disk: Vec<_> = read.batches(order.clone()).map(Result::unwrap).collect();
+    assert_eq!(from_disk.len(), 3);
+    for (a, b) in from_memory.iter().zip(&from_disk) {
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().zip(b).all(|(a, b)| same(&**a, &**b)));
+    }
+    // Batches left half way (an interrupted epoch) stop their reader.
+    let mut left = read.batches(order.clone());
+    assert!(left.next().unwrap().is_ok());
+    drop(left);
+    // A file gone since the start ends the batches with its error, at its batch.
+    let gone = dataset.files[4].image.clone();
+    std::fs::remove_file(&gone).unwrap();
+    let results: Vec<_> = read.batches(order).collect();
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok() && results[1].is_ok());
+    let e = results[2].as_ref().err().unwrap().to_string();
+    assert!(e.contains(&gone.display().to_string()), "{e}");
+    // At the start, it stops the run before it trains.
+    assert!(Examples::read(dataset, n, false).is_err());
+}
+
 /// Stops a run as Ctrl-C does, after `stop_after` batches; keeps the start-up line.
 struct StopAfter<'a> {
     stop_after: usize,
@@ -452,6 +507,7 @@ impl Drop for OneThread {
 /// never stopped ended 0.005 apart), so bit-for-bit equality is only defined on one.
 #[test]
 fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
+    use bayes_perception::train::examples::InMemory;
     use bayes_perception::train::trainer::{train, Stop, TrainConfig};
     use std::sync::atomic::AtomicBool;
     let _lock = common::rng_lock();
@@ -505,10 +561,18 @@ fn resumed_training_takes_the_steps_of_the_uninterrupted_run() {
             .collect::<Vec<_>>()
     };
 
-    run(&config("whole"), 0);
-    // 3 batches an epoch: stop in epoch 1, then in epoch 2, then run to the end.
-    let parts = config("parts");
-    run(&parts, 2);
+    let line = run(&config("whole"), 0);
+    assert!(!line.contains("read from disk"), "{line}");
+    // 3 batches an epoch: stop in epoch 1, then in epoch 2, then run to the end. The
+    // parts read their examples from disk for each batch: the same steps as the whole
+    // run, which holds them.
+    let mut parts = config("parts");
+    parts.data.in_memory = InMemory::Never;
+    let line = run(&parts, 2);
+    assert!(
+        line.contains("images read from disk for each batch (data.in_memory: never"),
+        "{line}"
+    );
     let line = run(&parts, 2);
     assert!(
         line.contains("resumed at epoch 1, batch 3, optimiser state restored"),

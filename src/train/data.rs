@@ -130,8 +130,8 @@ pub struct Dataset {
 }
 
 /// One loaded example: labels as class ids (C = void), depth in metres (NaN = none).
-/// Training holds every example in memory, so labels are 16-bit (a quarter of int64's 8
-/// bytes a pixel: 0.5 instead of 2 GB for NYUv2's training split); batches widen them.
+/// Training may hold every example in memory, so labels are 16-bit (a quarter of int64's
+/// 8 bytes a pixel: 0.5 instead of 2 GB for NYUv2's training split); batches widen them.
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub rgb: RgbImage,

@@ -2,6 +2,7 @@
 //! training loop.
 
 pub mod data;
+pub mod examples;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

@@ -19,7 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::data::{make_batch, Augment, Dataset, Sample};
+use super::data::{make_batch, Augment, Dataset};
+use super::examples::{decoded_bytes, hold, memory_available, Examples, InMemory};
 use super::loss::{cross_entropy, depth_l1, depth_loss, median_frequency_weights, semantic_loss};
 use super::metrics::{Confusion, DepthErrors};
 use super::optim::{Optimizer, Rule};
@@ -60,6 +61,10 @@ pub struct DataConfig {
     /// Validate on at most this many images (0 = all).
     #[serde(default)]
     pub val_max_images: usize,
+    /// Hold the decoded examples in memory (`auto`: when both splits take at most half the
+    /// memory available), or read them from disk for each batch (`never`).
+    #[serde(default)]
+    pub in_memory: InMemory,
 }
 
 fn default_train_split() -> String {
@@ -463,13 +468,53 @@ impl TrainConfig {
     }
 }
 
-fn load_all(ds: &Dataset, limit: usize) -> Result<Vec<Sample>> {
-    let n = if limit == 0 {
-        ds.len()
-    } else {
-        ds.len().min(limit)
+/// Reads both splits' examples (validation: at most `val_max_images`), held in memory or
+/// not as `data.in_memory` and the memory available say; with them, what the start-up
+/// line says of it (nothing when they are held).
+fn read_examples(
+    cfg: &TrainConfig,
+    train_set: Dataset,
+    val_set: Dataset,
+) -> Result<(Examples, Examples, String)> {
+    let val_count = match cfg.data.val_max_images {
+        0 => val_set.len(),
+        limit => val_set.len().min(limit),
     };
-    (0..n).map(|i| ds.load(i)).collect()
+    let bytes = decoded_bytes(&train_set, train_set.len())? + decoded_bytes(&val_set, val_count)?;
+    let available = memory_available();
+    let held = hold(cfg.data.in_memory, bytes, available);
+    let gb = |bytes: u64| bytes as f64 / 1e9;
+    let memory = available.map_or_else(
+        || "the memory available is unknown".to_owned(),
+        |a| format!("{:.1} GB available", gb(a)),
+    );
+    let note = match (held, cfg.data.in_memory) {
+        (true, _) => String::new(),
+        (false, InMemory::Auto) => format!(
+            "; images read from disk for each batch: {:.2} GB decoded, more than half the \
+             {memory} (data.in_memory: always holds them anyway)",
+            gb(bytes)
+        ),
+        (false, _) => format!(
+            "; images read from disk for each batch (data.in_memory: never; {:.2} GB \
+             decoded, {memory})",
+            gb(bytes)
+        ),
+    };
+    log::info!(
+        "{} training and {val_count} validation images, {:.2} GB decoded, {memory}: {}",
+        train_set.len(),
+        gb(bytes),
+        if held {
+            "held in memory"
+        } else {
+            "read from disk for each batch"
+        }
+    );
+    let count = train_set.len();
+    let train = Examples::read(train_set, count, held)?;
+    let val = Examples::read(val_set, val_count, held)?;
+    Ok((train, val, note))
 }
 
 /// Where a training run wrote its checkpoints.
@@ -579,23 +624,23 @@ pub fn train(
             ),
         ));
     }
-    let train_samples = load_all(&train_set, 0)?;
-    let val_samples = load_all(&val_set, cfg.data.val_max_images)?;
-    let (native_w, native_h) = train_samples[0].rgb.dimensions();
+    let (train_examples, val_examples, reading) = read_examples(cfg, train_set.clone(), val_set)?;
+    let sizes = &train_examples.sizes;
+    let (native_w, native_h) = sizes[0];
     // The model's input size, to which the engine resizes every frame, is the first
     // training image's: images of other sizes are trained on, but inference will not see
     // frames at their scale.
-    let other_sizes: Vec<usize> = (0..train_samples.len())
-        .filter(|&i| train_samples[i].rgb.dimensions() != (native_w, native_h))
+    let other_sizes: Vec<usize> = (0..sizes.len())
+        .filter(|&i| sizes[i] != (native_w, native_h))
         .collect();
     if let Some(&odd) = other_sizes.first() {
-        let (w, h) = train_samples[odd].rgb.dimensions();
+        let (w, h) = sizes[odd];
         log::warn!(
             "{} of {} training images are not {native_w}x{native_h}, the first one's ({}), \
              which becomes the model's input size (inference resizes every frame to it): {} \
              is {w}x{h}, say; train on one resolution, or resize the data to it",
             other_sizes.len(),
-            train_samples.len(),
+            sizes.len(),
             train_set.files[0].image.display(),
             train_set.files[odd].image.display()
         );
@@ -694,7 +739,7 @@ pub fn train(
     provenance.insert("seed".into(), cfg.training.seed.into());
     provenance.insert(
         "training_images".into(),
-        (train_samples.len() as u64).into(),
+        (train_examples.len() as u64).into(),
     );
     if cfg.training.channels_last {
         model.use_channels_last();
@@ -707,23 +752,9 @@ pub fn train(
 
     let class_weights =
         (want_semantic && cfg.loss.class_weights == "median_frequency").then(|| {
-            let classes = void_id as usize;
-            let (mut counts, mut pixels) = (vec![0u64; classes], vec![0u64; classes]);
-            for s in &train_samples {
-                let labels = s.labels.as_ref().expect("semantic data has labels");
-                let mut here = vec![0u64; classes];
-                labels
-                    .iter()
-                    .filter(|&&l| i64::from(l) < void_id)
-                    .for_each(|&l| here[l as usize] += 1);
-                for c in 0..classes {
-                    if here[c] > 0 {
-                        counts[c] += here[c];
-                        pixels[c] += labels.len() as u64;
-                    }
-                }
-            }
-            Tensor::from_slice(&median_frequency_weights(&counts, &pixels)).to_device(device)
+            let pixels = (train_examples.class_pixels.as_ref()).expect("semantic data has labels");
+            let weights = median_frequency_weights(&pixels.labelled, &pixels.in_images_with);
+            Tensor::from_slice(&weights).to_device(device)
         });
 
     let o = &cfg.optimizer;
@@ -741,12 +772,12 @@ pub fn train(
     let batching = (
         cfg.training.batch_size,
         cfg.training.seed,
-        train_samples.len(),
+        train_examples.len(),
     );
     // A resumed run continues the optimiser where it stopped; a checkpoint without its
     // state (one written before the state was saved, or for another optimiser) restarts
     // the optimiser, and says so.
-    let batches_per_epoch = train_samples.len().div_ceil(cfg.training.batch_size);
+    let batches_per_epoch = train_examples.len().div_ceil(cfg.training.batch_size);
     let mut resumed_note = String::new();
     if cfg.output.resume && !resumed {
         resumed_note = format!(
@@ -796,10 +827,17 @@ pub fn train(
     // image: the crops of a batch must share a size.
     let crop = (cfg.training.crop != [0, 0]).then(|| {
         let [height, width] = cfg.training.crop;
-        let smallest = |side: fn(&Sample) -> u32| train_samples.iter().map(side).min();
         let fitted = (
-            smallest(|s| s.rgb.height()).map_or(height, |h| height.min(h)),
-            smallest(|s| s.rgb.width()).map_or(width, |w| width.min(w)),
+            sizes
+                .iter()
+                .map(|s| s.1)
+                .min()
+                .map_or(height, |h| height.min(h)),
+            sizes
+                .iter()
+                .map(|s| s.0)
+                .min()
+                .map_or(width, |w| width.min(w)),
         );
         if fitted != (height, width) {
             log::warn!(
@@ -813,9 +851,8 @@ pub fn train(
     });
     // Full frames are batched as they are: a batch's images must share a size.
     if crop.is_none() && cfg.training.batch_size > 1 {
-        let size = |i: usize| train_samples[i].rgb.dimensions();
-        if let Some(odd) = (0..train_samples.len()).find(|&i| size(i) != size(0)) {
-            let ((w0, h0), (w, h)) = (size(0), size(odd));
+        if let Some(odd) = (0..sizes.len()).find(|&i| sizes[i] != sizes[0]) {
+            let ((w0, h0), (w, h)) = (sizes[0], sizes[odd]);
             return Err(Error::config(
                 "train config",
                 "training.crop",
@@ -836,12 +873,12 @@ pub fn train(
     };
     progress.started(&format!(
         "training {} ({} parameters) on {}: {} training and {} validation images, \
-         {} batches of {} per epoch{resumed_note}",
+         {} batches of {} per epoch{reading}{resumed_note}",
         model.spec.name,
         model.num_parameters(),
         device_name(device),
-        train_samples.len(),
-        val_samples.len(),
+        train_examples.len(),
+        val_examples.len(),
         batches_per_epoch,
         cfg.training.batch_size,
     ));
@@ -887,16 +924,28 @@ pub fn train(
         let epoch = state.epoch;
         let lr = lr_at(epoch);
         optimizer.set_lr(lr);
-        let mut order: Vec<usize> = (0..train_samples.len()).collect();
+        let mut order: Vec<usize> = (0..train_examples.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
             cfg.training.seed.wrapping_add(epoch as u64 * 7919),
         ));
         let batches: Vec<&[usize]> = order.chunks(cfg.training.batch_size).collect();
         progress.epoch_started(epoch + 1, batches.len(), state.batches_done);
-        for (index, batch_ids) in batches.iter().enumerate().skip(state.batches_done) {
+        let to_do = batches.iter().skip(state.batches_done);
+        let mut examples = train_examples.batches(to_do.map(|ids| ids.to_vec()).collect());
+        for index in state.batches_done..batches.len() {
             let t = Instant::now();
             let mut rng = batch_rng(cfg.training.seed, epoch, index);
-            let samples: Vec<&Sample> = batch_ids.iter().map(|&i| &train_samples[i]).collect();
+            let read = examples.next().expect("the examples of each batch");
+            let read = read.map_err(|e| {
+                Error::Training(format!(
+                    "epoch {}, batch {}: {e} (read without trouble at the start: changed \
+                     since?); last/ holds the last checkpoint saved: --resume continues \
+                     from it",
+                    epoch + 1,
+                    index + 1
+                ))
+            })?;
+            let samples: Vec<&_> = read.iter().map(|s| &**s).collect();
             let batch = make_batch(
                 &samples,
                 &model.spec.input,
@@ -1017,7 +1066,7 @@ pub fn train(
                 });
             }
         }
-        let validation = validate(&model, &val_samples, size_multiple, void_id, device)?;
+        let validation = validate(&model, &val_examples, size_multiple, void_id, device)?;
         // No finite loss in the whole epoch: NaN, not a mean of nothing (0).
         let train_loss = match state.loss_count {
             0 => f64::NAN,
@@ -1393,7 +1442,7 @@ fn save_checkpoint(
 /// Full-frame evaluation with dropout off: labels are the argmax of the logits.
 pub fn validate(
     model: &Model,
-    samples: &[Sample],
+    examples: &Examples,
     size_multiple: i64,
     void_id: i64,
     device: Device,
@@ -1407,9 +1456,11 @@ pub fn validate(
         color_jitter: 0.0,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    for sample in samples {
+    let one_by_one = (0..examples.len()).map(|i| vec![i]).collect();
+    for read in examples.batches(one_by_one) {
+        let read = read?;
         let batch = make_batch(
-            &[sample],
+            &[&*read[0]],
             &model.spec.input,
             no_augment,
             void_id,
