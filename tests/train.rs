@@ -433,9 +433,11 @@ fn examples_read_for_each_batch_are_those_held_and_a_file_gone_since_is_an_error
         assert_eq!(a.len(), b.len());
         assert!(a.iter().zip(b).all(|(a, b)| same(&**a, &**b)));
     }
-    // Batches left half way (an interrupted epoch) stop their reader.
-    let mut left = read.batches(order.clone());
+    // Batches left half way (an interrupted epoch) stop their reader, also while it waits
+    // for room to hand over the next (six batches of one: two wait, one is in its hands).
+    let mut left = read.batches((0..n).map(|i| vec![i]).collect());
     assert!(left.next().unwrap().is_ok());
+    std::thread::sleep(std::time::Duration::from_millis(200));
     drop(left);
     // A file gone since the start ends the batches with its error, at its batch.
     let gone = dataset.files[4].image.clone();
@@ -445,8 +447,34 @@ fn examples_read_for_each_batch_are_those_held_and_a_file_gone_since_is_an_error
     assert!(results[0].is_ok() && results[1].is_ok());
     let e = results[2].as_ref().err().unwrap().to_string();
     assert!(e.contains(&gone.display().to_string()), "{e}");
-    // At the start, it stops the run before it trains.
-    assert!(Examples::read(dataset, n, false).is_err());
+    // So does one of another size now (the crops were fitted to the sizes at the start).
+    let files = &dataset.files[1];
+    image::RgbImage::new(32, 24).save(&files.image).unwrap();
+    let label = files.label.as_ref().unwrap();
+    image::GrayImage::new(32, 24).save(label).unwrap();
+    let depth = files.depth.as_ref().unwrap();
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::new(32, 24)
+        .save(depth)
+        .unwrap();
+    let e = read
+        .batches(vec![vec![1]])
+        .next()
+        .unwrap()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("is 32x24 now, 64x48 at the start"), "{e}");
+    // At the start, a file that cannot be read stops the run before it trains, the
+    // first such file in the split's order named.
+    std::fs::write(&dataset.files[0].image, b"not an image").unwrap();
+    let e = Examples::read(dataset.clone(), n, false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&dataset.files[0].image.display().to_string()),
+        "{e}"
+    );
 }
 
 /// Stops a run as Ctrl-C does, after `stop_after` batches; keeps the start-up line.

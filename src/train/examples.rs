@@ -46,9 +46,11 @@ pub fn decoded_bytes(dataset: &Dataset, count: usize) -> Result<u64> {
         .par_iter()
         .map(|files| {
             let (w, h) = image_size(&files.image)?;
-            Ok(u64::from(w) * u64::from(h) * per_pixel)
+            Ok(u64::from(w)
+                .saturating_mul(u64::from(h))
+                .saturating_mul(per_pixel))
         })
-        .sum()
+        .try_reduce(|| 0, |a, b| Ok(a.saturating_add(b)))
 }
 
 /// An image's width and height from its header.
@@ -64,12 +66,53 @@ fn image_size(path: &Path) -> Result<(u32, u32)> {
         })
 }
 
-/// The memory the kernel says is available for new work (`MemAvailable`), in bytes.
+/// The memory available for new work, in bytes: what the kernel says is
+/// (`MemAvailable`), or less where this process's control group is limited below it (a
+/// container's memory limit, which MemAvailable does not show).
 pub fn memory_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let host = kib.saturating_mul(1024);
+    Some(cgroup_memory_left().map_or(host, |left| left.min(host)))
+}
+
+/// What this process's control group may still take: its limit less its use (cgroup v2
+/// `memory.max` and `memory.current`, v1 `memory.limit_in_bytes` and
+/// `memory.usage_in_bytes`); None where no limit can be read.
+fn cgroup_memory_left() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let v2 = cgroups.lines().find_map(|l| l.strip_prefix("0::"));
+    let v1 = (cgroups.lines()).find_map(|l| l.split_once(":memory:").map(|(_, path)| path));
+    let v2 = v2.map(|p| ("/sys/fs/cgroup", p, "memory.max", "memory.current"));
+    let v1 = v1.map(|p| {
+        let names = ("memory.limit_in_bytes", "memory.usage_in_bytes");
+        ("/sys/fs/cgroup/memory", p, names.0, names.1)
+    });
+    // (A hybrid system has both lines; its memory controller is v1's.)
+    v2.into_iter()
+        .chain(v1)
+        .find_map(|(root, path, limit, usage)| {
+            // The group's own directory, or the mount's root where a container shows its
+            // group as the root.
+            let relative = path.trim().trim_start_matches('/');
+            [
+                Path::new(root).join(relative),
+                Path::new(root).to_path_buf(),
+            ]
+            .into_iter()
+            .find_map(|dir| {
+                let read = |name: &str| -> Option<u64> {
+                    // v2 writes "max" for no limit: no number, so no limit read.
+                    std::fs::read_to_string(dir.join(name))
+                        .ok()?
+                        .trim()
+                        .parse()
+                        .ok()
+                };
+                Some(read(limit)?.saturating_sub(read(usage)?))
+            })
+        })
 }
 
 /// Whether examples of `bytes` decoded are held, by the setting and the memory
@@ -99,32 +142,26 @@ impl ClassPixels {
         }
     }
 
-    /// Adds one image's labels (class ids; `classes` and above are void).
-    fn add(&mut self, labels: &[i16]) {
-        let classes = self.labelled.len();
-        let mut here = vec![0u64; classes];
-        for &l in labels {
-            if let Some(count) = usize::try_from(l).ok().and_then(|l| here.get_mut(l)) {
-                *count += 1;
-            }
-        }
-        for (c, &n) in here.iter().enumerate() {
-            if n > 0 {
-                self.labelled[c] += n;
-                self.in_images_with[c] += labels.len() as u64;
-            }
+    /// Adds one image's [`image_classes`].
+    fn add(&mut self, (present, pixels): &(Vec<(usize, u64)>, u64)) {
+        for &(class, n) in present {
+            self.labelled[class] += n;
+            self.in_images_with[class] += pixels;
         }
     }
+}
 
-    fn merge(mut self, other: &ClassPixels) -> Self {
-        for (a, b) in self.labelled.iter_mut().zip(&other.labelled) {
-            *a += b;
+/// The classes an image's labels hold (class ids below `classes`; the others are void),
+/// each with its pixel count, and the image's pixel count.
+fn image_classes(labels: &[i16], classes: usize) -> (Vec<(usize, u64)>, u64) {
+    let mut here = vec![0u64; classes];
+    for &l in labels {
+        if let Some(count) = usize::try_from(l).ok().and_then(|l| here.get_mut(l)) {
+            *count += 1;
         }
-        for (a, b) in self.in_images_with.iter_mut().zip(&other.in_images_with) {
-            *a += b;
-        }
-        self
     }
+    let present = here.into_iter().enumerate().filter(|&(_, n)| n > 0);
+    (present.collect(), labels.len() as u64)
 }
 
 /// The examples of one split, checked, with what the run needs to know of them.
@@ -141,30 +178,28 @@ pub struct Examples {
 impl Examples {
     /// Decodes the first `count` examples of `dataset` (several at a time), checking each,
     /// and holds them when `held`.
+    /// The error of a file that cannot be read is the first one's in the split's order.
     pub fn read(dataset: Dataset, count: usize, held: bool) -> Result<Self> {
         let classes = usize::try_from(dataset.void_id()).unwrap_or(0);
-        let labelled = dataset.has_labels();
-        let read: Vec<(Option<Sample>, (u32, u32), Option<ClassPixels>)> = (0..count)
+        type Read = (Option<Sample>, (u32, u32), Option<(Vec<(usize, u64)>, u64)>);
+        let read: Vec<Result<Read>> = (0..count)
             .into_par_iter()
             .map(|i| {
                 let sample = dataset.load(i)?;
                 let size = sample.rgb.dimensions();
-                let pixels = sample.labels.as_ref().map(|labels| {
-                    let mut pixels = ClassPixels::new(classes);
-                    pixels.add(labels);
-                    pixels
-                });
-                Ok((held.then_some(sample), size, pixels))
+                let present = (sample.labels.as_ref()).map(|l| image_classes(l, classes));
+                Ok((held.then_some(sample), size, present))
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let mut samples = Vec::with_capacity(if held { count } else { 0 });
         let mut sizes = Vec::with_capacity(count);
-        let mut class_pixels = labelled.then(|| ClassPixels::new(classes));
-        for (sample, size, pixels) in read {
+        let mut class_pixels = dataset.has_labels().then(|| ClassPixels::new(classes));
+        for read in read {
+            let (sample, size, present) = read?;
             samples.extend(sample);
             sizes.push(size);
-            if let (Some(total), Some(pixels)) = (class_pixels.take(), pixels) {
-                class_pixels = Some(total.merge(&pixels));
+            if let (Some(total), Some(present)) = (class_pixels.as_mut(), present) {
+                total.add(&present);
             }
         }
         Ok(Examples {
@@ -201,12 +236,25 @@ impl Examples {
             None => {
                 let (sender, receiver) = sync_channel(READ_AHEAD);
                 let dataset = self.dataset.clone();
+                let sizes = self.sizes.clone();
+                // A file changed since the start into another size would break the crops
+                // fitted to the sizes then.
+                let load = move |i: usize| {
+                    let sample = dataset.load(i)?;
+                    let ((w, h), (w0, h0)) = (sample.rgb.dimensions(), sizes[i]);
+                    if (w, h) != (w0, h0) {
+                        return Err(Error::Image {
+                            path: dataset.files[i].image.clone(),
+                            message: format!("is {w}x{h} now, {w0}x{h0} at the start"),
+                        });
+                    }
+                    Ok(sample)
+                };
                 let thread = std::thread::Builder::new()
                     .name("training-data".into())
                     .spawn(move || {
                         for ids in batches {
-                            let read: Result<Vec<Sample>> =
-                                ids.iter().map(|&i| dataset.load(i)).collect();
+                            let read: Result<Vec<Sample>> = ids.iter().map(|&i| load(i)).collect();
                             let failed = read.is_err();
                             // The trainer stopped taking them (finished, interrupted).
                             if sender.send(read).is_err() || failed {
@@ -246,10 +294,13 @@ impl<'a> Iterator for Batches<'a> {
             // Every batch sent, or the thread ended without its error (a panic).
             Err(_) => {
                 let (_, thread) = self.reader.take()?;
-                thread.join().err().map(|_| {
-                    Err(Error::Training(
-                        "the thread reading the training data stopped unexpectedly".into(),
-                    ))
+                thread.join().err().map(|panic| {
+                    let reason = (panic.downcast_ref::<String>().cloned())
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Err(Error::Training(format!(
+                        "the thread reading the training data stopped unexpectedly: {reason}"
+                    )))
                 })
             }
         }
@@ -283,19 +334,23 @@ mod tests {
 
     #[test]
     fn class_pixels_count_labelled_pixels_and_images_with_the_class() {
-        let mut a = ClassPixels::new(3);
-        a.add(&[0, 0, 1, 3, 3, 3]); // 3 is void
-        let mut b = ClassPixels::new(3);
-        b.add(&[1, 1, 2, 2]);
-        let both = a.merge(&b);
+        let mut both = ClassPixels::new(3);
+        let a = image_classes(&[0, 0, 1, 3, 3, 3, -1], 3); // 3 and -1 are void
+        assert_eq!(a, (vec![(0, 2), (1, 1)], 7));
+        both.add(&a);
+        both.add(&image_classes(&[1, 1, 2, 2], 3));
         assert_eq!(both.labelled, [2, 3, 2]);
-        assert_eq!(both.in_images_with, [6, 10, 4]);
+        assert_eq!(both.in_images_with, [7, 11, 4]);
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn the_memory_available_is_read() {
         // Linux always has /proc/meminfo with MemAvailable (since 3.14).
         let available = memory_available().expect("MemAvailable in /proc/meminfo");
         assert!(available > 0);
+        if let Some(left) = cgroup_memory_left() {
+            assert!(available <= left);
+        }
     }
 }

@@ -517,6 +517,18 @@ fn read_examples(
     Ok((train, val, note))
 }
 
+/// The error for an example that was read at the start and cannot be read now, at
+/// `when` (`epoch 3, batch 7`), with what `last/` holds.
+fn data_changed(run_dir: &Path, when: &str, e: Error) -> Error {
+    let kept = match run_dir.join("last/model.yaml").is_file() {
+        true => "last/ holds the last checkpoint saved: --resume continues from it",
+        false => "no checkpoint was saved yet",
+    };
+    Error::Training(format!(
+        "{when}: {e} (read without trouble at the start: changed since?); {kept}"
+    ))
+}
+
 /// Where a training run wrote its checkpoints.
 #[derive(Debug, Clone)]
 pub struct Trained {
@@ -937,13 +949,11 @@ pub fn train(
             let mut rng = batch_rng(cfg.training.seed, epoch, index);
             let read = examples.next().expect("the examples of each batch");
             let read = read.map_err(|e| {
-                Error::Training(format!(
-                    "epoch {}, batch {}: {e} (read without trouble at the start: changed \
-                     since?); last/ holds the last checkpoint saved: --resume continues \
-                     from it",
-                    epoch + 1,
-                    index + 1
-                ))
+                data_changed(
+                    &run_dir,
+                    &format!("epoch {}, batch {}", epoch + 1, index + 1),
+                    e,
+                )
             })?;
             let samples: Vec<&_> = read.iter().map(|s| &**s).collect();
             let batch = make_batch(
@@ -1066,7 +1076,15 @@ pub fn train(
                 });
             }
         }
-        let validation = validate(&model, &val_examples, size_multiple, void_id, device)?;
+        let validation = validate(&model, &val_examples, size_multiple, void_id, device).map_err(
+            |e| match e {
+                // A validation image that cannot be read any more.
+                e @ (Error::Image { .. } | Error::Io { .. }) => {
+                    data_changed(&run_dir, &format!("epoch {}, validation", epoch + 1), e)
+                }
+                e => e,
+            },
+        )?;
         // No finite loss in the whole epoch: NaN, not a mean of nothing (0).
         let train_loss = match state.loss_count {
             0 => f64::NAN,
