@@ -4,7 +4,8 @@
 //! then the keys), so `ros2 launch` can pass it to the node unchanged and the CLI reads the
 //! same `ros__parameters` block. Unknown keys and out-of-range values are errors naming
 //! the dotted key, except another node's keys in an entry for every node
-//! ([`is_other_nodes_key`]), which are passed over with a warning. Integers are i64 and reals f64, the ROS parameter types.
+//! ([`is_other_nodes_key`]), which are passed over with a warning. Integers are i64 and
+//! reals f64, the ROS parameter types.
 
 use std::path::Path;
 
@@ -76,8 +77,7 @@ pub fn node_name_matches(pattern: &str, node: &str) -> bool {
 }
 
 /// Whether a params-file entry named `pattern` is for any node rather than one by name:
-/// its last segment is a wildcard (`/**`, `/front/*`). rcl files `-p name:=value` under
-/// `/**` too.
+/// its last segment is a wildcard (`/**`, `/front/*`).
 pub fn entry_is_for_any_node(pattern: &str) -> bool {
     matches!(pattern.rsplit('/').next(), Some("*" | "**"))
 }
@@ -138,10 +138,10 @@ pub fn nearest_parameter(name: &str) -> Option<&'static str> {
 /// entry for any node gives it (see [`entry_is_for_any_node`]): one params file may set
 /// the camera driver's `camera_name` under `/**` for every node, and rclcpp passes over
 /// the overrides a node does not declare. It is not when it could be meant for this node:
-/// a name of ours, the client library's (or one misspelt: `qos_override`), under a first
-/// segment of ours (`mc.sample`),
-/// ending as one of ours does (`samples`, `transport`: a key of ours without its group),
-/// or a near misspelling of one ([`nearest_parameter`]: `mdoe`). Those are errors.
+/// a name of ours, the client library's (or one misspelt: `qos_override`), one under a
+/// first segment of ours (`mc.sample`), one ending as one of ours does (`samples`,
+/// `transport`: a key of ours without its group), or a near misspelling of one
+/// ([`nearest_parameter`]: `mdoe`). Those are errors.
 pub fn is_other_nodes_key(name: &str) -> bool {
     let first = name.split('.').next().unwrap_or(name);
     let last = name.rsplit('.').next().unwrap_or(name);

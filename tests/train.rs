@@ -431,7 +431,7 @@ fn examples_read_for_each_batch_are_those_held_and_a_file_gone_since_is_an_error
     assert_eq!(from_disk.len(), 3);
     for (a, b) in from_memory.iter().zip(&from_disk) {
         assert_eq!(a.len(), b.len());
-        assert!(a.iter().zip(b).all(|(a, b)| same(&**a, &**b)));
+        assert!(a.iter().zip(b).all(|(a, b)| same(a, b)));
     }
     // Batches left half way (an interrupted epoch) stop their reader, also while it waits
     // for room to hand over the next (six batches of one: two wait, one is in its hands).

@@ -224,8 +224,8 @@ impl Examples {
     }
 
     /// The examples of each of `batches` (indices), in order: the held ones, or read on a
-    /// thread [`READ_AHEAD`] batches ahead. A file that cannot be read any more (changed
-    /// since the start) ends the batches with its error.
+    /// thread two batches ahead. A file that cannot be read any more, or is another size
+    /// than at the start, ends the batches with its error.
     pub fn batches(&self, batches: Vec<Vec<usize>>) -> Batches<'_> {
         match &self.held {
             Some(held) => Batches {
@@ -277,8 +277,11 @@ impl Examples {
 pub struct Batches<'a> {
     held: Option<&'a [Sample]>,
     order: std::vec::IntoIter<Vec<usize>>,
-    reader: Option<(Receiver<Result<Vec<Sample>>>, JoinHandle<()>)>,
+    reader: Option<Reader>,
 }
+
+/// The reading thread of [`Batches`] and what it hands over.
+type Reader = (Receiver<Result<Vec<Sample>>>, JoinHandle<()>);
 
 impl<'a> Iterator for Batches<'a> {
     type Item = Result<Vec<Cow<'a, Sample>>>;
