@@ -447,7 +447,9 @@ def positive(unit):
 def process_args(args):
     """Arguments of the process step only: the topics copied besides the cameras."""
     out = [arg for topic in args.copy or [] for arg in ("--copy", topic)]
-    return out + (["--copy-all"] if args.copy_all else [])
+    out += [arg for regex in args.copy_regex or [] for arg in ("--copy-regex", regex)]
+    out += ["--copy-all"] if args.copy_all else []
+    return out + [arg for regex in args.exclude_regex or [] for arg in ("--exclude-regex", regex)]
 
 
 def eval_args(args):
@@ -528,8 +530,14 @@ def main(argv=None):
     p.add_argument("--copy", action="append", metavar="TOPIC",
                    help="process: also copy this topic into the processed bag (repeatable; "
                         "e.g. /tf, /tf_static)")
+    p.add_argument("--copy-regex", action="append", metavar="REGEX",
+                   help="process: also copy every topic this regular expression matches "
+                        "(anywhere in the name; repeatable)")
     p.add_argument("--copy-all", action="store_true",
                    help="process: copy every topic that is not processed")
+    p.add_argument("--exclude-regex", action="append", metavar="REGEX",
+                   help="process: leave the topics this matches out of --copy-all and "
+                        "--copy-regex (repeatable)")
     p.add_argument("--topic", help="eval: the camera topic, where a bag has several labelled ones")
     p.add_argument("--max-depth", type=positive("metres"), metavar="METRES",
                    help="eval: score depth only where the ground truth is nearer (e.g. 70)")
@@ -558,10 +566,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not (args.process or args.eval):
         p.error("say what to do: --process, --eval or both")
-    if (args.copy or args.copy_all) and not args.process:
-        p.error("--copy and --copy-all are for the process step (add --process)")
-    if args.copy and args.copy_all:
-        p.error("--copy-all copies every topic already: give --copy or --copy-all")
+    if (args.copy or args.copy_regex or args.copy_all or args.exclude_regex) and not args.process:
+        p.error("--copy, --copy-regex, --copy-all and --exclude-regex are for the process "
+                "step (add --process)")
+    if (args.copy or args.copy_regex) and args.copy_all:
+        p.error("--copy-all copies every topic already: give --copy/--copy-regex or --copy-all")
+    if args.exclude_regex and not (args.copy_all or args.copy_regex):
+        p.error("--exclude-regex leaves topics out of --copy-all or --copy-regex: give one of them")
 
     if (args.max_retries < 0 or args.cpus_per_task <= 0 or args.gpus_per_task < 0
             or not args.retry_delay >= 0):

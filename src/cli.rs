@@ -211,8 +211,17 @@ pub struct BagProcessArgs {
     pub copy: Vec<String>,
     /// Copy every topic that is not processed, as --copy does (a topic named like one of
     /// the outputs is not copied: said).
-    #[arg(long, conflicts_with = "copy")]
+    #[arg(long, conflicts_with_all = ["copy", "copy_regex"])]
     pub copy_all: bool,
+    /// Also copy, as --copy does, every topic whose name this regular expression matches
+    /// (anywhere in the name, as grep: anchor it with ^ and $; repeatable). Those copied
+    /// are listed at the start.
+    #[arg(long = "copy-regex", value_name = "REGEX")]
+    pub copy_regex: Vec<String>,
+    /// Leave out of --copy-all and --copy-regex the topics this regular expression matches
+    /// (repeatable; topics --copy names are copied still).
+    #[arg(long = "exclude-regex", value_name = "REGEX")]
+    pub exclude_regex: Vec<String>,
     /// Skip this many seconds from the start of the bag.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub start: f64,

@@ -998,8 +998,9 @@ print(json.dumps(result))
 /// before the window that a subscriber joining then would receive are copied at the
 /// window's start: all of `/tf_static`'s (tf's broadcasts each latched), the last of
 /// `/robot_description` (one publisher of depth 1); `/tf` only inside the window, every
-/// message of it with --every. `/imu`, not named, is counted and left out. --copy-all copies every topic but one named like an output (said); --copy of a
-/// topic not in the bag, or of an output's name, is refused.
+/// message of it with --every. `/imu`, not named, is counted and left out. --copy-all copies every topic but one named like an output (said); --copy-regex and
+/// --exclude-regex choose by pattern; --copy of a topic not in the bag, or of an output's
+/// name, a regex that does not parse, an exclusion from nothing are refused.
 #[test]
 fn copied_topics_keep_their_bytes_definitions_and_qos() {
     let Some(f) = Fixture::new() else { return };
@@ -1131,7 +1132,71 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
         text.contains("1 message(s) of other topics not copied (named like an output"),
         "{text}"
     );
+    // By pattern: --copy-regex (anywhere in the name), --exclude-regex out of it or out
+    // of --copy-all; --copy names a topic whatever they exclude.
+    for (name, flags, copied) in [
+        (
+            "regex",
+            &["--copy-regex", "^/tf", "--copy-regex", "imu"][..],
+            &["/imu", "/tf", "/tf_static"][..],
+        ),
+        (
+            "excluded",
+            &["--copy-all", "--exclude-regex", "^/(imu|robot_)"][..],
+            &["/tf", "/tf_static"][..],
+        ),
+        (
+            "named",
+            &[
+                "--copy",
+                "/imu",
+                "--copy-regex",
+                "tf",
+                "--exclude-regex",
+                "static|imu",
+            ][..],
+            &["/imu", "/tf"][..],
+        ),
+    ] {
+        let (code, text) = f.process("tf_mcap", name, flags);
+        assert_eq!(code, 0, "{name}: {text}");
+        let listed = format!(
+            "copying {} other topic(s): {}",
+            copied.len(),
+            copied.join(", ")
+        );
+        assert!(text.contains(&listed), "{name}: {text}");
+        let out = read(name);
+        for topic in ["/tf", "/tf_static", "/imu", "/robot_description"] {
+            assert_eq!(
+                out["topics"].get(topic).is_some(),
+                copied.contains(&topic),
+                "{name}: {topic}"
+            );
+        }
+    }
+    let (code, text) = f.process("tf_mcap", "nothing", &["--copy-regex", "^/gps"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("--copy-regex ^/gps matches no topic of this bag"),
+        "{text}"
+    );
     // Refused before anything is written.
+    for (flags, why) in [
+        (
+            &["--copy-regex", "(/tf"][..],
+            "--copy-regex (/tf: regex parse error",
+        ),
+        (
+            &["--exclude-regex", "imu"][..],
+            "--exclude-regex leaves topics out of --copy-all or --copy-regex",
+        ),
+    ] {
+        let (code, text) = f.process("tf_mcap", "refused", flags);
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains(why), "{text}");
+        assert!(!f.path("refused").exists());
+    }
     for (copy, why) in [
         ("/gps", "--copy /gps is not a topic of this bag"),
         (

@@ -690,11 +690,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
             "  {} message(s) of {} other topic(s) copied ({})",
             written.copied.values().sum::<u64>(),
             written.copied.len(),
-            if args.copy_all {
-                "--copy-all"
-            } else {
-                "--copy"
-            }
+            copy_flags(&args)
         );
     }
     if tally.copies_outside_window > 0 {
@@ -707,9 +703,13 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         println!("  {count} message(s) of copied topics not copied: {reason}");
     }
     if tally.other_messages > 0 {
-        let hint = match args.copy_all {
-            true => "named like an output, or without a type: see above",
-            false => "--copy TOPIC or --copy-all copies them",
+        let hint = match (args.copy_all, args.exclude_regex.is_empty()) {
+            (true, true) => "named like an output, or without a type: see above",
+            (true, false) => {
+                "left out by --exclude-regex, named like an output, or without a \
+                              type: see above"
+            }
+            (false, _) => "--copy TOPIC, --copy-regex or --copy-all copies them",
         };
         println!(
             "  {} message(s) of other topics not copied ({hint})",
@@ -900,9 +900,10 @@ fn camera_info_topics(
 }
 
 /// The topics `bag process` copies besides the cameras and their camera_info: those
-/// `--copy` names (each must be in the bag, none named like an output), or with
-/// `--copy-all` every topic whose messages are not processed or copied already, less
-/// those named like an output (said).
+/// `--copy` names (each must be in the bag, none named like an output), and those
+/// `--copy-all` (every topic) or `--copy-regex` choose whose messages are not processed
+/// or copied already, less those `--exclude-regex` matches and those named like an output
+/// or without a type (said).
 fn topics_to_copy(
     args: &BagProcessArgs,
     bag: &BagInfo,
@@ -921,27 +922,6 @@ fn topics_to_copy(
     // An MCAP channel without a schema has no type to copy it as.
     let untyped =
         |topic: &str| format!("{topic} has no message type (an MCAP channel without a schema)");
-    if args.copy_all {
-        let mut copy = BTreeSet::new();
-        for t in bag.topics.iter().filter(|t| !handled(t)) {
-            if output_names.contains(&t.name) {
-                println!("{}; not copied", clash(&t.name));
-            } else if t.type_name.is_empty() {
-                println!("{}; not copied", untyped(&t.name));
-            } else {
-                copy.insert(t.name.clone());
-            }
-        }
-        if !copy.is_empty() {
-            let names: Vec<&str> = copy.iter().map(String::as_str).collect();
-            println!(
-                "copying {} other topic(s): {}",
-                copy.len(),
-                names.join(", ")
-            );
-        }
-        return Ok(copy);
-    }
     let mut copy = BTreeSet::new();
     for topic in &args.copy {
         let Some(t) = bag.topics.iter().find(|t| &t.name == topic) else {
@@ -961,6 +941,49 @@ fn topics_to_copy(
             continue;
         }
         copy.insert(topic.clone());
+    }
+    // By pattern: --copy-all or --copy-regex, less --exclude-regex.
+    let patterns = |flag: &str, sources: &[String]| -> anyhow::Result<Vec<regex::Regex>> {
+        (sources.iter())
+            .map(|r| regex::Regex::new(r).map_err(|e| anyhow::anyhow!("{flag} {r}: {e}")))
+            .collect()
+    };
+    let wanted = patterns("--copy-regex", &args.copy_regex)?;
+    let excluded = patterns("--exclude-regex", &args.exclude_regex)?;
+    let by_pattern = args.copy_all || !wanted.is_empty();
+    if !excluded.is_empty() && !by_pattern {
+        bail!("--exclude-regex leaves topics out of --copy-all or --copy-regex: give one of them");
+    }
+    if !by_pattern {
+        return Ok(copy);
+    }
+    for r in &wanted {
+        if !bag.topics.iter().any(|t| r.is_match(&t.name)) {
+            println!("--copy-regex {r} matches no topic of this bag");
+        }
+    }
+    let chosen = |name: &str| {
+        (args.copy_all || wanted.iter().any(|r| r.is_match(name)))
+            && !excluded.iter().any(|r| r.is_match(name))
+    };
+    for t in bag.topics.iter().filter(|t| !handled(t) && chosen(&t.name)) {
+        if copy.contains(&t.name) {
+            continue;
+        } else if output_names.contains(&t.name) {
+            println!("{}; not copied", clash(&t.name));
+        } else if t.type_name.is_empty() {
+            println!("{}; not copied", untyped(&t.name));
+        } else {
+            copy.insert(t.name.clone());
+        }
+    }
+    if !copy.is_empty() {
+        let names: Vec<&str> = copy.iter().map(String::as_str).collect();
+        println!(
+            "copying {} other topic(s): {}",
+            copy.len(),
+            names.join(", ")
+        );
     }
     Ok(copy)
 }
@@ -1328,6 +1351,18 @@ impl Written {
     }
 }
 
+/// The options that chose the topics copied, for the summary (`--copy, --copy-regex`).
+fn copy_flags(args: &BagProcessArgs) -> String {
+    let used = [
+        ("--copy", !args.copy.is_empty()),
+        ("--copy-regex", !args.copy_regex.is_empty()),
+        ("--copy-all", args.copy_all),
+        ("--exclude-regex", !args.exclude_regex.is_empty()),
+    ];
+    let flags: Vec<&str> = used.iter().filter(|u| u.1).map(|u| u.0).collect();
+    flags.join(", ")
+}
+
 /// The options of a `bag process` run that choose what it processes and copies, as
 /// arguments.
 fn selection(args: &BagProcessArgs) -> Vec<String> {
@@ -1335,6 +1370,8 @@ fn selection(args: &BagProcessArgs) -> Vec<String> {
         ("--topic", &args.topics),
         ("--camera-info", &args.camera_infos),
         ("--copy", &args.copy),
+        ("--copy-regex", &args.copy_regex),
+        ("--exclude-regex", &args.exclude_regex),
     ];
     let mut options: Vec<String> = pairs
         .iter()

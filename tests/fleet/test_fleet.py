@@ -301,20 +301,27 @@ def test_copied_topics_go_to_the_process_step_and_its_fingerprint():
         model, config, mode, samples, seed, device, precision = (str(FLEET), None, "mc", 8, 3,
                                                                  "cpu", None)
         process, eval, topic, max_depth, copy, copy_all = True, True, None, None, None, False
+        copy_regex, exclude_regex = None, None
 
     plain = Args()
     tf = Args()
     tf.copy = ["/tf", "/tf_static"]
     everything = Args()
     everything.copy_all = True
+    most = Args()
+    most.copy_all, most.exclude_regex = True, ["^/lidar/"]
     assert driver.process_args(plain) == []
     assert driver.process_args(tf) == ["--copy", "/tf", "--copy", "/tf_static"]
     assert driver.process_args(everything) == ["--copy-all"]
+    assert driver.process_args(most) == ["--copy-all", "--exclude-regex", "^/lidar/"]
     # A bag processed without the copies is not taken as done with them.
-    digests = {tuple(driver.setup_digests(a, FLEET)) for a in (plain, tf, everything)}
-    assert len({process for process, _ in digests}) == 3
-    # Refused before Ray starts: copies without the process step, or both flags.
-    for extra in (["--eval", "--copy", "/tf"], ["--process", "--copy", "/tf", "--copy-all"]):
+    digests = {tuple(driver.setup_digests(a, FLEET)) for a in (plain, tf, everything, most)}
+    assert len({process for process, _ in digests}) == 4
+    # Refused before Ray starts: copies without the process step, both kinds at once, an
+    # exclusion from nothing.
+    for extra in (["--eval", "--copy", "/tf"], ["--process", "--copy", "/tf", "--copy-all"],
+                  ["--eval", "--copy-regex", "^/tf"], ["--process", "--copy-regex", "x", "--copy-all"],
+                  ["--process", "--exclude-regex", "x"]):
         done = subprocess.run([sys.executable, str(FLEET), "x.mcap", "--out", "o", "--model", "m",
                                *extra], capture_output=True, text=True)
         assert done.returncode == 2 and "--copy" in done.stderr, done.stderr
