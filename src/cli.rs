@@ -216,11 +216,15 @@ pub struct BagProcessArgs {
     /// Also copy, as --copy does, every topic whose name this regular expression matches
     /// (anywhere in the name, as grep: anchor it with ^ and $; repeatable). Those copied
     /// are listed at the start.
-    #[arg(long = "copy-regex", value_name = "REGEX")]
+    #[arg(long = "copy-regex", value_name = "REGEX", allow_hyphen_values = true)]
     pub copy_regex: Vec<String>,
     /// Leave out of --copy-all and --copy-regex the topics this regular expression matches
     /// (repeatable; topics --copy names are copied still).
-    #[arg(long = "exclude-regex", value_name = "REGEX")]
+    #[arg(
+        long = "exclude-regex",
+        value_name = "REGEX",
+        allow_hyphen_values = true
+    )]
     pub exclude_regex: Vec<String>,
     /// Skip this many seconds from the start of the bag.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]

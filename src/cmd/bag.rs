@@ -136,6 +136,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     {
         super::usage!("--start and --duration must be numbers >= 0 (seconds)");
     }
+    let patterns = copy_patterns(&args)?;
     let (params, model_dir) = super::params_and_model(&args.run)?;
     super::warn_unused_overrides(&args.run.overrides, params.mode);
     let reader = BagReader::open(&args.input)?;
@@ -244,7 +245,7 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
     {
         bail!("input topic {clash} has the name of an output topic; pick other camera topics with --topic");
     }
-    let copy = topics_to_copy(&args, &info, &tally, &info_topics, &output_names)?;
+    let copy = topics_to_copy(&args, &patterns, &info, &tally, &info_topics, &output_names)?;
 
     // The output keeps the camera topics only: replacing the input with it (--force), a
     // directory holding it or one of its files, would lose the rest of the recording.
@@ -703,13 +704,14 @@ fn run_process(args: BagProcessArgs) -> anyhow::Result<ExitCode> {
         println!("  {count} message(s) of copied topics not copied: {reason}");
     }
     if tally.other_messages > 0 {
-        let hint = match (args.copy_all, args.exclude_regex.is_empty()) {
-            (true, true) => "named like an output, or without a type: see above",
-            (true, false) => {
-                "left out by --exclude-regex, named like an output, or without a \
-                              type: see above"
+        let excluding = !args.exclude_regex.is_empty();
+        let hint = match (args.copy_all, !args.copy_regex.is_empty()) {
+            (true, _) if !excluding => "named like an output, or without a type: see above",
+            (true, _) | (_, true) => {
+                "not matched by --copy-regex, left out by --exclude-regex, named like an \
+                 output, or without a type: see above"
             }
-            (false, _) => "--copy TOPIC, --copy-regex or --copy-all copies them",
+            (false, false) => "--copy TOPIC, --copy-regex or --copy-all copies them",
         };
         println!(
             "  {} message(s) of other topics not copied ({hint})",
@@ -899,6 +901,37 @@ fn camera_info_topics(
     Ok(pairs)
 }
 
+/// `--copy-regex` and `--exclude-regex`, compiled.
+struct CopyPatterns {
+    wanted: Vec<regex::Regex>,
+    excluded: Vec<regex::Regex>,
+}
+
+/// Compiles `--copy-regex` and `--exclude-regex`: one that does not parse, or an exclusion
+/// with nothing to exclude from, is a usage error.
+fn copy_patterns(args: &BagProcessArgs) -> anyhow::Result<CopyPatterns> {
+    let compile = |flag: &str, sources: &[String]| -> anyhow::Result<Vec<regex::Regex>> {
+        let mut compiled = Vec::new();
+        for r in sources {
+            match regex::Regex::new(r) {
+                Ok(regex) => compiled.push(regex),
+                Err(e) => super::usage!("{flag} {r}: {e}"),
+            }
+        }
+        Ok(compiled)
+    };
+    let patterns = CopyPatterns {
+        wanted: compile("--copy-regex", &args.copy_regex)?,
+        excluded: compile("--exclude-regex", &args.exclude_regex)?,
+    };
+    if !patterns.excluded.is_empty() && !args.copy_all && patterns.wanted.is_empty() {
+        super::usage!(
+            "--exclude-regex leaves topics out of --copy-all or --copy-regex: give one of them"
+        );
+    }
+    Ok(patterns)
+}
+
 /// The topics `bag process` copies besides the cameras and their camera_info: those
 /// `--copy` names (each must be in the bag, none named like an output), and those
 /// `--copy-all` (every topic) or `--copy-regex` choose whose messages are not processed
@@ -906,6 +939,7 @@ fn camera_info_topics(
 /// or without a type (said).
 fn topics_to_copy(
     args: &BagProcessArgs,
+    patterns: &CopyPatterns,
     bag: &BagInfo,
     tally: &Tally,
     info_topics: &HashMap<String, String>,
@@ -943,29 +977,25 @@ fn topics_to_copy(
         copy.insert(topic.clone());
     }
     // By pattern: --copy-all or --copy-regex, less --exclude-regex.
-    let patterns = |flag: &str, sources: &[String]| -> anyhow::Result<Vec<regex::Regex>> {
-        (sources.iter())
-            .map(|r| regex::Regex::new(r).map_err(|e| anyhow::anyhow!("{flag} {r}: {e}")))
-            .collect()
-    };
-    let wanted = patterns("--copy-regex", &args.copy_regex)?;
-    let excluded = patterns("--exclude-regex", &args.exclude_regex)?;
-    let by_pattern = args.copy_all || !wanted.is_empty();
-    if !excluded.is_empty() && !by_pattern {
-        bail!("--exclude-regex leaves topics out of --copy-all or --copy-regex: give one of them");
-    }
-    if !by_pattern {
+    let CopyPatterns { wanted, excluded } = patterns;
+    if !(args.copy_all || !wanted.is_empty()) {
         return Ok(copy);
     }
-    for r in &wanted {
-        if !bag.topics.iter().any(|t| r.is_match(&t.name)) {
-            println!("--copy-regex {r} matches no topic of this bag");
+    let left_out = |name: &str| excluded.iter().any(|r| r.is_match(name));
+    for r in wanted {
+        let mut candidates = bag
+            .topics
+            .iter()
+            .filter(|t| !handled(t) && !left_out(&t.name));
+        if !candidates.any(|t| r.is_match(&t.name)) {
+            println!(
+                "--copy-regex {r} matches no topic to copy in this bag (none but those \
+                 processed, their camera_info, or those --exclude-regex leaves out)"
+            );
         }
     }
-    let chosen = |name: &str| {
-        (args.copy_all || wanted.iter().any(|r| r.is_match(name)))
-            && !excluded.iter().any(|r| r.is_match(name))
-    };
+    let chosen =
+        |name: &str| (args.copy_all || wanted.iter().any(|r| r.is_match(name))) && !left_out(name);
     for t in bag.topics.iter().filter(|t| !handled(t) && chosen(&t.name)) {
         if copy.contains(&t.name) {
             continue;
@@ -1449,7 +1479,8 @@ struct RunMark {
     #[serde(default)]
     provenance: BTreeMap<String, String>,
     /// Its options choosing what is processed and copied (`--topic`, `--camera-info`,
-    /// `--copy`, `--copy-all`), for the rest to choose the same.
+    /// `--copy`, `--copy-regex`, `--copy-all`, `--exclude-regex`), for the rest to choose
+    /// the same.
     #[serde(default)]
     selection: Vec<String>,
 }
@@ -2187,15 +2218,24 @@ mod tests {
         );
         // Its topics and copies too, quoted for a shell.
         let mark = RunMark {
-            selection: ["--topic", "/cam/image_raw", "--copy", "/odd name"]
-                .map(String::from)
-                .to_vec(),
+            selection: [
+                "--topic",
+                "/cam/image_raw",
+                "--copy",
+                "/odd name",
+                "--copy-regex",
+                "^/(tf|imu)$",
+                "--exclude-regex",
+                "-it's",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..mark
         };
         assert_eq!(
             mark.rest(9_000_000_000),
             "--start 4.000000000 --duration 0.000000000 --every 3 --topic /cam/image_raw \
-             --copy '/odd name'"
+             --copy '/odd name' --copy-regex '^/(tf|imu)$' --exclude-regex '-it'\\''s'"
         );
         // A mark of a version before the window was recorded reads as a whole run's.
         let old: RunMark =

@@ -319,12 +319,16 @@ def test_copied_topics_go_to_the_process_step_and_its_fingerprint():
     assert len({process for process, _ in digests}) == 4
     # Refused before Ray starts: copies without the process step, both kinds at once, an
     # exclusion from nothing.
-    for extra in (["--eval", "--copy", "/tf"], ["--process", "--copy", "/tf", "--copy-all"],
-                  ["--eval", "--copy-regex", "^/tf"], ["--process", "--copy-regex", "x", "--copy-all"],
-                  ["--process", "--exclude-regex", "x"]):
+    for extra, why in (
+        (["--eval", "--copy", "/tf"], "are for the process step"),
+        (["--process", "--copy", "/tf", "--copy-all"], "--copy-all copies every topic already"),
+        (["--eval", "--copy-regex", "^/tf"], "are for the process step"),
+        (["--process", "--copy-regex", "x", "--copy-all"], "--copy-all copies every topic already"),
+        (["--process", "--exclude-regex", "x"], "--exclude-regex leaves topics out"),
+    ):
         done = subprocess.run([sys.executable, str(FLEET), "x.mcap", "--out", "o", "--model", "m",
                                *extra], capture_output=True, text=True)
-        assert done.returncode == 2 and "--copy" in done.stderr, done.stderr
+        assert done.returncode == 2 and why in done.stderr, (extra, done.stderr)
 
 
 def test_a_temporary_failure_is_retried_then_reported(data, tmp_path):
