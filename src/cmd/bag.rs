@@ -978,7 +978,7 @@ fn topics_to_copy(
     }
     // By pattern: --copy-all or --copy-regex, less --exclude-regex.
     let CopyPatterns { wanted, excluded } = patterns;
-    if !(args.copy_all || !wanted.is_empty()) {
+    if !args.copy_all && wanted.is_empty() {
         return Ok(copy);
     }
     let left_out = |name: &str| excluded.iter().any(|r| r.is_match(name));
