@@ -307,6 +307,16 @@ impl Monitor {
         self.trim(now);
     }
 
+    /// The node's clock changed (`use_sim_time` set while it runs): the latencies measured
+    /// on the other clock, and the frames found far ahead of it, are forgotten (the
+    /// outputs still count for the rates).
+    pub fn clock_changed(&mut self) {
+        for (_, latency) in &mut self.outputs {
+            *latency = None;
+        }
+        self.far_ahead.recent.clear();
+    }
+
     /// The publishers of the camera or the camera_info topic as the node looked them up
     /// at `now`; returns the problem they pose when it is new (to be logged once, not
     /// every second).
@@ -890,6 +900,42 @@ mod tests {
                 "waiting for images: none for 10 s (the camera stopped?)"
             )
         );
+    }
+
+    /// `use_sim_time` set while the node runs: what was measured on the wall clock against
+    /// a bag's stamps (days of latency, or frames far ahead) is forgotten at the switch.
+    #[test]
+    fn a_clock_switch_forgets_the_latencies_of_the_old_clock() {
+        let t0 = Instant::now();
+        let mut m = Monitor::new();
+        for i in 0..20u64 {
+            let t = t0 + Duration::from_millis(100 * i);
+            m.on_input(t);
+            m.on_output(t, Some(if i % 2 == 0 { 9e7 } else { -5e6 }));
+        }
+        let counts = SlotCounts {
+            received: 20,
+            dropped: 0,
+        };
+        let now = t0 + Duration::from_millis(2000);
+        let s = m.report(now, &info(), &[], counts, defaults());
+        assert_eq!(value(&s, "latency p50 (ms)"), "90000000.0");
+        assert_eq!(s.level, Level::Warn, "{}", s.message);
+        assert!(
+            s.message.contains("ahead of the node's clock"),
+            "{}",
+            s.message
+        );
+
+        m.clock_changed();
+        let s = m.report(now, &info(), &[], counts, defaults());
+        assert_eq!(value(&s, "latency p50 (ms)"), "n/a");
+        assert_eq!((s.level, s.message.as_str()), (Level::Ok, "running"));
+        assert_eq!(value(&s, "output rate (Hz)"), "10.00");
+        // Measured on the new clock from then on.
+        m.on_output(now, Some(12.0));
+        let s = m.report(now, &info(), &[], counts, defaults());
+        assert_eq!(value(&s, "latency p95 (ms)"), "12.0");
     }
 
     /// A frame that stays in the engine far longer than the frames before it is an ERROR

@@ -162,6 +162,10 @@ pub const RESTART_ONLY: &[&str] = &[
     "input.transport",
 ];
 
+/// The client library's parameters ([`ROS_RESERVED`]) a running node may change, as in
+/// rclcpp: `use_sim_time` moves the node's clock to `/clock` and back.
+pub const CLIENT_LIBRARY_LIVE: &[&str] = &["use_sim_time"];
+
 /// Every parameter the node declares, with its value in `params`, in file order.
 pub fn declared(params: &Params) -> Vec<(String, ParamValue)> {
     let value = serde_yaml::to_value(params).expect("Params serialise to YAML");
@@ -393,14 +397,9 @@ impl ParamServer {
         let mut other_nodes = Vec::new();
         for (name, value, entry) in values {
             if ROS_RESERVED.contains(&name) {
-                // Both are bools (rclcpp refuses any other type): `use_sim_time: "true"`
-                // would otherwise leave the node on the wall clock without a word.
-                if !matches!(value, ParamValue::Bool(_)) {
-                    return Err(format!(
-                        "`{name}` {}",
-                        reserved_type_error(value.type_name())
-                    ));
-                }
+                // `use_sim_time: "true"` would otherwise leave the node on the wall clock
+                // without a word.
+                check_client_library_value(name, &value)?;
                 client_library.push((name.to_owned(), value));
             } else if name
                 .strip_prefix(QOS_OVERRIDES)
@@ -545,10 +544,35 @@ impl ParamServer {
                 "`{name}` is given more than once in one atomic request"
             ));
         }
-        let updated = with_values(&self.params, request)?;
-        let changed = changed(&self.params, &updated);
+        let (client_library, ours): (Vec<_>, Vec<_>) = request
+            .iter()
+            .cloned()
+            .partition(|(name, _)| CLIENT_LIBRARY_LIVE.contains(&name.as_str()));
+        for (name, value) in &client_library {
+            check_client_library_value(name, value)?;
+        }
+        let updated = with_values(&self.params, &ours)?;
+        let before = self.clone();
         self.params = updated;
-        Ok(changed)
+        for (name, value) in client_library {
+            match self.client_library.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, old)) => *old = value,
+                None => self.client_library.push((name, value)),
+            }
+        }
+        Ok(self.changed_since(&before))
+    }
+
+    /// The names whose values differ from those in `before`.
+    fn changed_since(&self, before: &ParamServer) -> Vec<String> {
+        let mut names = changed(&before.params, &self.params);
+        names.extend(
+            self.client_library
+                .iter()
+                .filter(|(name, value)| before.get(name).as_ref() != Some(value))
+                .map(|(name, _)| name.clone()),
+        );
+        names
     }
 
     /// `set_parameters`: one result per value. Values refused on their own (read-only,
@@ -559,7 +583,7 @@ impl ParamServer {
     /// the valid ones take effect, the others are refused with their reason and change
     /// nothing.
     pub fn set_each(&mut self, request: &[(String, ParamValue)]) -> SetOutcome {
-        let before = self.params.clone();
+        let before = self.clone();
         let mut results: Vec<Result<(), String>> = request
             .iter()
             .map(|(name, value)| self.check_alone(name, value))
@@ -581,13 +605,16 @@ impl ParamServer {
         }
         SetOutcome {
             results,
-            changed: changed(&before, &self.params),
+            changed: self.changed_since(&before),
         }
     }
 
     /// Whether `name` may be set to a value of this type at all, whatever the others.
     fn check_alone(&self, name: &str, value: &ParamValue) -> Result<(), String> {
         check_runtime_change(name)?;
+        if CLIENT_LIBRARY_LIVE.contains(&name) {
+            return check_client_library_value(name, value);
+        }
         let mut tree = serde_yaml::to_value(&self.params).expect("Params serialise to YAML");
         set_in_tree(&mut tree, name, value)
     }
@@ -697,7 +724,19 @@ impl LiveParams {
 }
 
 fn is_read_only(name: &str) -> bool {
-    RESTART_ONLY.contains(&name) || ROS_RESERVED.contains(&name)
+    RESTART_ONLY.contains(&name)
+        || (ROS_RESERVED.contains(&name) && !CLIENT_LIBRARY_LIVE.contains(&name))
+}
+
+/// The client library's parameters are bools (rclcpp refuses any other type).
+fn check_client_library_value(name: &str, value: &ParamValue) -> Result<(), String> {
+    match value {
+        ParamValue::Bool(_) => Ok(()),
+        other => Err(format!(
+            "`{name}` {}",
+            reserved_type_error(other.type_name())
+        )),
+    }
 }
 
 /// Checks that a running node may change `name`.
@@ -809,7 +848,10 @@ mod tests {
     #[test]
     fn restart_only_and_client_library_parameters_are_read_only_at_runtime() {
         let mut s = server();
-        for name in RESTART_ONLY.iter().chain(ROS_RESERVED) {
+        let client_library = ROS_RESERVED
+            .iter()
+            .filter(|name| !CLIENT_LIBRARY_LIVE.contains(name));
+        for name in RESTART_ONLY.iter().chain(client_library) {
             let value = s.get(name).unwrap_or(ParamValue::Bool(false));
             let reason = s
                 .set_atomically(&req(&[(name, value.clone())]))
@@ -831,6 +873,68 @@ mod tests {
         ] {
             assert!(!s.describe(name).read_only, "{name}");
         }
+    }
+
+    /// As in rclcpp, `use_sim_time` moves a running node to `/clock` and back: a bool only,
+    /// alone or with the node's own parameters, announced when it changes.
+    #[test]
+    fn use_sim_time_changes_at_runtime() {
+        let mut s = server(); // started with use_sim_time true
+        assert!(!s.describe("use_sim_time").read_only);
+        let changed = s
+            .set_atomically(&req(&[
+                ("use_sim_time", ParamValue::Bool(false)),
+                ("mode", ParamValue::String("mc".into())),
+            ]))
+            .unwrap();
+        assert_eq!(changed, ["mode", "use_sim_time"]);
+        assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(false)));
+        // The same value again changes nothing.
+        let outcome = s.set_each(&req(&[("use_sim_time", ParamValue::Bool(false))]));
+        assert_eq!((outcome.results, outcome.changed), (vec![Ok(())], vec![]));
+        let outcome = s.set_each(&req(&[
+            ("use_sim_time", ParamValue::String("true".into())),
+            ("mc.samples", ParamValue::Integer(7)),
+            ("use_sim_time", ParamValue::Bool(true)),
+        ]));
+        assert_eq!(
+            outcome.results[0].as_ref().unwrap_err(),
+            "`use_sim_time` has type bool, not string (write true or false, unquoted)"
+        );
+        assert_eq!(outcome.results[1..], [Ok(()), Ok(())]);
+        assert_eq!(outcome.changed, ["mc.samples", "use_sim_time"]);
+        assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(true)));
+        // Refused atomically with the rest of its request.
+        let e = s
+            .set_atomically(&req(&[
+                ("use_sim_time", ParamValue::Integer(0)),
+                ("mode", ParamValue::String("moments".into())),
+            ]))
+            .unwrap_err();
+        assert!(e.contains("has type bool, not integer"), "{e}");
+        let e = s
+            .set_atomically(&req(&[
+                ("use_sim_time", ParamValue::Bool(false)),
+                ("mode", ParamValue::String("turbo".into())),
+            ]))
+            .unwrap_err();
+        assert!(e.contains("turbo"), "{e}");
+        assert_eq!(s.get("use_sim_time"), Some(ParamValue::Bool(true)));
+        assert_eq!((s.params().mode, s.params().mc.samples), (Mode::Mc, 7));
+        // A node started without it declared it false; set, it is announced by name.
+        let mut plain = ParamServer::from_ros([("mode", ParamValue::String("mc".into()))]).unwrap();
+        let changed = plain
+            .set_atomically(&req(&[("use_sim_time", ParamValue::Bool(true))]))
+            .unwrap();
+        assert_eq!(changed, ["use_sim_time"]);
+        assert_eq!(
+            plain
+                .names()
+                .iter()
+                .filter(|n| *n == "use_sim_time")
+                .count(),
+            1
+        );
     }
 
     /// Issue 9: a range moved entirely above the old one was refused, because each value

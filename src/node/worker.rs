@@ -372,8 +372,11 @@ impl Publishing {
                     .on_error(Instant::now(), &format!("nothing published: {reason}"));
             }
             _ => {
+                // Measured under the monitor's lock, which a clock switch (use_sim_time)
+                // holds: no latency on the old clock comes after it.
+                let mut monitor = lock(&state.monitor);
                 let latency = latency_ms(sink.now(), predicted.frame.header.stamp);
-                lock(&state.monitor).on_output(Instant::now(), latency);
+                monitor.on_output(Instant::now(), latency);
             }
         }
     }

@@ -323,6 +323,55 @@ def test_start_up_failures_exit_non_zero_with_the_reason(model_dir, tmp_path, ro
 def test_sim_time_latencies_come_from_the_clock(start_node, probe):
     node = start_node(ros_args=["-p", "use_sim_time:=true"])
     assert node.get_params(["use_sim_time"]) == {"use_sim_time": True}
+    assert_latencies_from_sim_clock(node, probe)
+
+
+def test_use_sim_time_set_while_running_moves_the_clock_and_back(start_node, probe):
+    """As in rclcpp: `ros2 param set /bayes_perception use_sim_time true` once a bag plays
+    with --clock, no restart; false returns to the system clock."""
+    node = start_node()
+    # A bag's frames (stamped 1000 s after 1970) measured on the system clock first: the
+    # latencies are decades; the switch must forget them (the helper's check fails else).
+    outputs = Outputs(node, ["depth"])
+    camera = probe.publisher(node.topic("image"))
+    frame = test_pattern(10)
+    stamp = send_until_output(
+        node, camera, lambda s: rgb8_msg(frame, s), outputs, ["depth"], first_stamp=990 * 10**9
+    )
+    for i in range(1, 4):
+        camera.publish(rgb8_msg(frame, stamp + i))
+        outputs.wait_frame(stamp + i, ["depth"])
+    node.wait_status(
+        lambda s: status_values(s)["latency p50 (ms)"] != "n/a"
+        and float(status_values(s)["latency p50 (ms)"]) > 1e9,
+        10,
+        "the wall-clock latencies of sim-stamped frames",
+    )
+    [result] = node.set_params({"use_sim_time": True})
+    assert result.successful, result.reason
+    wait_for(lambda: "the node's clock follows /clock" in node.process.output(), 10, "the switch logged")
+    assert_latencies_from_sim_clock(node, probe)
+    [result] = node.set_params({"use_sim_time": False})
+    assert result.successful, result.reason
+    wait_for(
+        lambda: "the node's clock is the system clock again" in node.process.output(), 10, "the switch back logged"
+    )
+    after = time.time_ns()
+    name = node.wait_status(lambda s: True, 10, "a status").name
+    wait_for(
+        lambda: any(
+            stamp_ns(a.header) >= after - 10**9
+            for _, a in probe.diagnostics.timed()
+            if a.status and a.status[0].name == name
+        ),
+        10,
+        "/diagnostics stamped on the system clock again",
+    )
+    [result] = node.set_params({"use_sim_time": "true"})
+    assert not result.successful and "has type bool, not string" in result.reason, result.reason
+
+
+def assert_latencies_from_sim_clock(node, probe):
     clock = probe.publisher("/clock", Clock)
     outputs = Outputs(node, ["depth"])
     camera = probe.publisher(node.topic("image"))

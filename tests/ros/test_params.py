@@ -187,7 +187,7 @@ def test_invalid_values_are_refused_with_a_reason_and_change_nothing(start_node,
         "channels_last": (True, "restart the node"),
         "mc.max_gpu_memory_mb": (-1, "0 (no limit but the free memory)"),
         "input.transport": ("compressed", "restart the node"),
-        "use_sim_time": (True, "restart the node"),
+        "start_type_description_service": (False, "restart the node"),
     }
     for name, (value, reason) in cases.items():
         [result] = node.set_params({name: value})

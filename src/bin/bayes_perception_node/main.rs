@@ -76,8 +76,7 @@ Usage:
 
 Parameters come from the params file (config/params.yaml lists every one; `model`, the
 model directory, is required); all but model, device, precision, channels_last,
-cpu_threads, input.transport and use_sim_time can be changed while it runs (ros2 param
-set).
+cpu_threads and input.transport can be changed while it runs (ros2 param set).
 Subscribes to `image` (or `image/compressed`) and `camera_info`; publishes semantic/*,
 depth, depth/camera_info, uncertainty/*, points and /diagnostics. README.md: \"ROS 2 node\".
 
@@ -438,6 +437,9 @@ async fn run() -> anyhow::Result<()> {
                     break Err(anyhow::anyhow!("the parameter announcements stopped"));
                 };
                 publish_parameter_event(&glue, &parameter_events, &fqn, &changed);
+                if let Some((_, ParamValue::Bool(sim_time))) = changed.iter().find(|(n, _)| n == "use_sim_time") {
+                    jobs.send(clock_job(&glue, *sim_time)).ok();
+                }
                 let changed: Vec<String> = changed.into_iter().map(|(name, _)| name).collect();
                 ros_log(&logger, r2r::LogSeverity::Info, &format!("parameters changed: {}", changed.join(", ")));
                 if let Some(job) = qos_job(&glue, &topics, &changed) {
@@ -640,6 +642,40 @@ fn graph_job(
 }
 
 /// The QoS change a set of changed parameters needs, run by the spin thread.
+/// Moves the node's clock to `/clock` (`use_sim_time` set true while it runs) or back to
+/// the system clock, as rclcpp does. Latencies measured on the old clock are forgotten,
+/// under the monitor's lock, which the inference thread holds while it measures one.
+fn clock_job(glue: &Arc<Glue>, sim_time: bool) -> NodeJob {
+    let glue = glue.clone();
+    Box::new(move |node: &mut r2r::Node| {
+        let mut monitor = lock(&glue.state.monitor);
+        let time_source = node.get_time_source();
+        let message = if sim_time {
+            match time_source.enable_sim_time(node) {
+                Ok(()) => "use_sim_time: the node's clock follows /clock from now on".to_owned(),
+                Err(e) => {
+                    drop(monitor);
+                    ros_log(
+                        &glue.logger,
+                        r2r::LogSeverity::Error,
+                        &format!(
+                            "use_sim_time: cannot subscribe to /clock ({e}); the node stays on \
+                             the system clock"
+                        ),
+                    );
+                    return;
+                }
+            }
+        } else {
+            time_source.disable_sim_time();
+            "use_sim_time: the node's clock is the system clock again".to_owned()
+        };
+        monitor.clock_changed();
+        drop(monitor);
+        ros_log(&glue.logger, r2r::LogSeverity::Info, &message);
+    })
+}
+
 fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Option<NodeJob> {
     let params = glue.state.params.params();
     let outputs = changed.iter().any(|n| n == "qos.output_reliability");
