@@ -1110,6 +1110,73 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
         );
         assert_eq!(out["/cam/image_raw"]["times"].as_array().unwrap().len(), 2);
     }
+    // `bag info` shows the QoS recorded: from metadata.yaml (version 9 by name, 8 by
+    // number), an MCAP file's summary and a SQLite file's topics table alone, and the
+    // copies' (which keep it); a topic recorded without any (the outputs) shows none.
+    let info_lines = |bag: &Path| -> Vec<String> {
+        let out = Command::new(env!("CARGO_BIN_EXE_bayes_perception"))
+            .args(["bag", "info"])
+            .arg(bag)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", bag.display());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let topic_line = |lines: &[String], topic: &str| -> String {
+        let name = format!("Topic: {topic} ");
+        lines
+            .iter()
+            .find(|line| line.contains(&name))
+            .unwrap_or_else(|| panic!("{topic} not in {lines:?}"))
+            .clone()
+    };
+    let storage_file = |bag: &str| -> PathBuf {
+        std::fs::read_dir(f.path(bag))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().is_some_and(|n| n != "metadata.yaml"))
+            .unwrap()
+    };
+    for input in ["tf_mcap", "tf_sqlite"] {
+        for (bag, copy) in [
+            (f.path(input), false),
+            (storage_file(input), false),
+            (f.path(&format!("{input}_out")), true),
+        ] {
+            let lines = info_lines(&bag);
+            let line = |topic| topic_line(&lines, topic);
+            let shown = bag.display();
+            assert!(
+                line("/tf_static").ends_with(
+                    "| Count: 3 | Serialization Format: cdr | QoS: reliable, transient_local, \
+                     keep_last 1 (2 publishers)"
+                ),
+                "{shown}: {lines:?}"
+            );
+            assert!(
+                line("/tf").ends_with("| QoS: best_effort, volatile, keep_last 1"),
+                "{shown}: {lines:?}"
+            );
+            if copy {
+                assert!(
+                    line("/cam/semantic/labels").ends_with("| Serialization Format: cdr"),
+                    "{shown}: {lines:?}"
+                );
+            } else {
+                assert!(
+                    line("/imu").ends_with(
+                        "| Count: 3 | Serialization Format: cdr | QoS: \
+                         best_effort, volatile, keep_last 1"
+                    ),
+                    "{shown}: {lines:?}"
+                );
+            }
+        }
+    }
+
     // --copy-all: every message of the others (no window), but the one named like an
     // output.
     let (code, text) = f.process("tf_mcap", "all", &["--copy-all"]);

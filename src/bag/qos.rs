@@ -114,6 +114,70 @@ pub fn latched_history(text: &str) -> Option<usize> {
     (!depths.is_empty()).then(|| depths.iter().fold(0usize, |a, &d| a.saturating_add(d)))
 }
 
+/// The QoS a topic was recorded with, in a line for `bag info`: each distinct profile's
+/// reliability, durability and history (`reliable, transient_local, keep_last 1`), with
+/// the number of publishers that offered it where more than one did. `None` when no
+/// profile was recorded; the text is said unreadable when it is not a list of profiles.
+pub fn summary(text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    let unreadable = || Some("unreadable (not a list of QoS profiles)".to_owned());
+    let Some(profiles) = as_numbers(text)
+        .and_then(|numbers| serde_yaml::from_str::<Value>(&numbers).ok())
+        .and_then(|value| value.as_sequence().cloned())
+    else {
+        return unreadable();
+    };
+    // The name of a policy's number, or the number where rmw has no such value.
+    let name = |profile: &Value, policy: &str| -> String {
+        let Some(number) = profile.get(policy).and_then(Value::as_i64) else {
+            return "?".to_owned();
+        };
+        let (_, values) = POLICIES
+            .iter()
+            .find(|(p, _)| *p == policy)
+            .expect("a policy");
+        values
+            .iter()
+            .find(|(_, n)| *n == number)
+            .map_or_else(|| number.to_string(), |(known, _)| (*known).to_owned())
+    };
+    let mut distinct: Vec<(String, usize)> = Vec::new();
+    for profile in &profiles {
+        if !profile.is_mapping() {
+            return unreadable();
+        }
+        let history = match name(profile, "history").as_str() {
+            "keep_last" => match profile.get("depth").and_then(Value::as_u64) {
+                Some(depth) => format!("keep_last {depth}"),
+                None => "keep_last".to_owned(),
+            },
+            other => other.to_owned(),
+        };
+        let line = format!(
+            "{}, {}, {history}",
+            name(profile, "reliability"),
+            name(profile, "durability")
+        );
+        match distinct.iter_mut().find(|(known, _)| *known == line) {
+            Some((_, publishers)) => *publishers += 1,
+            None => distinct.push((line, 1)),
+        }
+    }
+    if distinct.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = distinct
+        .into_iter()
+        .map(|(line, publishers)| match publishers {
+            1 => line,
+            n => format!("{line} ({n} publishers)"),
+        })
+        .collect();
+    Some(shown.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +214,42 @@ mod tests {
         assert_eq!(as_numbers("not: [a list"), None);
         assert_eq!(as_numbers("a: mapping"), None);
         assert_eq!(as_numbers(&profile("persistent", "reliable")), None);
+    }
+
+    /// `bag info`'s line: names or numbers alike, identical publishers counted, distinct
+    /// ones listed in the order recorded.
+    #[test]
+    fn summary_names_each_distinct_profile() {
+        let latched = profile("transient_local", "reliable");
+        assert_eq!(
+            summary(&latched).unwrap(),
+            "reliable, transient_local, keep_last 1"
+        );
+        assert_eq!(
+            summary(&profile("1", "1")).unwrap(),
+            "reliable, transient_local, keep_last 1"
+        );
+        let two = format!(
+            "{latched}\n{latched}\n{}",
+            profile("volatile", "best_effort")
+        );
+        assert_eq!(
+            summary(&two).unwrap(),
+            "reliable, transient_local, keep_last 1 (2 publishers); best_effort, volatile, \
+             keep_last 1"
+        );
+        let keep_all = "- history: 2\n  depth: 0\n  reliability: 0\n  durability: 9";
+        assert_eq!(summary(keep_all).unwrap(), "system_default, 9, keep_all");
+        assert_eq!(summary(""), None);
+        assert_eq!(summary("[]"), None);
+        for bad in [
+            "not: [a list",
+            "a: mapping",
+            "- 3",
+            "- reliability: sometimes",
+        ] {
+            assert!(summary(bad).unwrap().starts_with("unreadable"), "{bad}");
+        }
     }
 
     /// Every name rosbag2 writes (version 9) against rmw's enum value (what versions up to

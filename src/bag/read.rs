@@ -103,6 +103,9 @@ pub struct TopicInfo {
     /// ROS type, e.g. `sensor_msgs/msg/Image`.
     pub type_name: String,
     pub message_count: u64,
+    /// rosbag2's `offered_qos_profiles` ([`super::qos`]); empty when not recorded. Of
+    /// several MCAP channels of one topic, the first that has them.
+    pub offered_qos_profiles: String,
 }
 
 /// What `bag info` shows.
@@ -274,6 +277,21 @@ struct TopicMetadata {
     name: String,
     #[serde(rename = "type")]
     type_name: String,
+    /// YAML text as rosbag2 writes it; a list written as YAML itself is read too.
+    #[serde(default)]
+    offered_qos_profiles: serde_yaml::Value,
+}
+
+impl TopicMetadata {
+    fn offered_qos_profiles(&self) -> String {
+        match &self.offered_qos_profiles {
+            serde_yaml::Value::String(text) => text.clone(),
+            list @ serde_yaml::Value::Sequence(_) => serde_yaml::to_string(list)
+                .map(|text| text.trim_end().to_owned())
+                .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
 }
 
 /// Where a storage file metadata.yaml lists as `listed` is, in bag directory `dir`:
@@ -449,6 +467,7 @@ impl BagReader {
                     name: t.topic_metadata.name.clone(),
                     type_name: t.topic_metadata.type_name.clone(),
                     message_count: t.message_count,
+                    offered_qos_profiles: t.topic_metadata.offered_qos_profiles(),
                 })
                 .collect();
             return Ok(bag_info(
@@ -474,12 +493,16 @@ impl BagReader {
             }
         }
         // Otherwise count by reading (fast: no message is decoded).
-        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut counts: TopicCounts = BTreeMap::new();
         let (mut first, mut last) = (u64::MAX, 0u64);
         let damage = match self.read(|m| {
-            *counts
-                .entry((m.topic.to_owned(), m.type_name.to_owned()))
-                .or_default() += 1;
+            count_topic(
+                &mut counts,
+                m.topic,
+                m.type_name,
+                1,
+                &m.recorded.offered_qos_profiles,
+            );
             first = first.min(m.log_time);
             last = last.max(m.log_time);
             ControlFlow::Continue(())
@@ -701,14 +724,31 @@ pub fn damage_met_before(error: BagError, damage: &[BagError]) -> BagError {
 }
 
 /// Message counts per (topic, type) as the topics of a [`BagInfo`].
-fn topic_infos(counts: BTreeMap<(String, String), u64>) -> Vec<TopicInfo> {
+/// Messages and recorded QoS by topic and type.
+type TopicCounts = BTreeMap<(String, String), (u64, String)>;
+
+/// Adds `count` messages of `topic`, keeping the first QoS profiles recorded for it.
+fn count_topic(counts: &mut TopicCounts, topic: &str, type_name: &str, count: u64, qos: &str) {
+    let (total, profiles) = counts
+        .entry((topic.to_owned(), type_name.to_owned()))
+        .or_default();
+    *total += count;
+    if profiles.is_empty() {
+        qos.clone_into(profiles);
+    }
+}
+
+fn topic_infos(counts: TopicCounts) -> Vec<TopicInfo> {
     counts
         .into_iter()
-        .map(|((name, type_name), message_count)| TopicInfo {
-            name,
-            type_name,
-            message_count,
-        })
+        .map(
+            |((name, type_name), (message_count, offered_qos_profiles))| TopicInfo {
+                name,
+                type_name,
+                message_count,
+                offered_qos_profiles,
+            },
+        )
         .collect()
 }
 
@@ -807,19 +847,21 @@ fn mcap_metadata_records(path: &Path) -> Vec<MetadataRecord> {
 fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
     let summary = mcap_summary(path)?;
     let stats = summary.stats.as_ref()?;
-    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut counts: TopicCounts = BTreeMap::new();
     for (id, channel) in &summary.channels {
-        let type_name = channel
-            .schema
-            .as_ref()
-            .map_or_else(String::new, |s| s.name.clone());
+        let type_name = channel.schema.as_ref().map_or("", |s| s.name.as_str());
         let count = stats.channel_message_counts.get(id).copied().unwrap_or(0);
-        *counts
-            .entry((channel.topic.clone(), type_name))
-            .or_default() += count;
+        let qos = channel.metadata.get("offered_qos_profiles");
+        count_topic(
+            &mut counts,
+            &channel.topic,
+            type_name,
+            count,
+            qos.map_or("", String::as_str),
+        );
     }
     // Statistics that do not add up are not trusted.
-    if counts.values().sum::<u64>() != stats.message_count {
+    if counts.values().map(|(n, _)| n).sum::<u64>() != stats.message_count {
         return None;
     }
     Some((

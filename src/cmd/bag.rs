@@ -1858,8 +1858,8 @@ pub fn info(args: BagInfoArgs) -> anyhow::Result<ExitCode> {
         .collect();
     println!("Files:             {}", files.join(", "));
     println!(
-        "Bag size:          {:.1} MiB",
-        info.size_bytes as f64 / (1024.0 * 1024.0)
+        "Bag size:          {}",
+        indicatif::HumanBytes(info.size_bytes)
     );
     println!("Storage id:        {}", info.storage.identifier());
     println!("Compression:       {}", reader.compression().describe());
@@ -1909,8 +1909,12 @@ pub fn info(args: BagInfoArgs) -> anyhow::Result<ExitCode> {
         } else {
             "                   "
         };
+        // As `ros2 bag info` shows a topic, and the QoS its publishers offered, which `ros2
+        // bag play` offers again (a latched /tf_static is transient_local).
+        let qos = bayes_perception::bag::qos::summary(&t.offered_qos_profiles)
+            .map_or_else(String::new, |qos| format!(" | QoS: {qos}"));
         println!(
-            "{label}Topic: {:width$} | Type: {} | Count: {} | Serialization Format: cdr",
+            "{label}Topic: {:width$} | Type: {} | Count: {} | Serialization Format: cdr{qos}",
             t.name, t.type_name, t.message_count
         );
     }
