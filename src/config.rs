@@ -22,8 +22,9 @@ pub const NODE_NAME: &str = "bayes_perception";
 /// node in the root namespace, as the launch file starts it without `namespace:=`.
 pub const ROOT_NODE: &str = "/bayes_perception";
 
-/// Parameters the ROS client library itself sets (both bools): the node leaves them to it,
-/// the CLI has no use for them; a params file may hold them.
+/// Parameters the ROS client library itself sets (both bools): the node hands them to it
+/// (`use_sim_time` also while it runs), the CLI has no use for them; a params file may hold
+/// them.
 pub const ROS_RESERVED: &[&str] = &["use_sim_time", "start_type_description_service"];
 
 /// Why a client-library parameter ([`ROS_RESERVED`]) given as a `type_name` is refused, as

@@ -346,7 +346,8 @@ pub fn command_line_param_names(arguments: &[String]) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamServer {
     params: Params,
-    /// The client library's own parameters ([`ROS_RESERVED`]) as given at start-up.
+    /// The client library's own parameters ([`ROS_RESERVED`]): as given at start-up, and
+    /// those of [`CLIENT_LIBRARY_LIVE`] as set since.
     client_library: Vec<(String, ParamValue)>,
     /// `qos_overrides.*` parameters given at start-up, which this node does not read.
     qos_overrides: Vec<String>,
@@ -475,7 +476,12 @@ impl ParamServer {
     /// numbers that have one.
     pub fn describe(&self, name: &str) -> Descriptor {
         let read_only = is_read_only(name);
-        let mut description = descriptions().get(name).cloned().unwrap_or_default();
+        let mut description = match name {
+            "use_sim_time" => "true: the node's clock follows /clock (a bag played with \
+                               --clock); false: the system clock. Settable while it runs."
+                .to_owned(),
+            _ => descriptions().get(name).cloned().unwrap_or_default(),
+        };
         if read_only {
             if !description.is_empty() {
                 description.push(' ');
@@ -880,7 +886,9 @@ mod tests {
     #[test]
     fn use_sim_time_changes_at_runtime() {
         let mut s = server(); // started with use_sim_time true
-        assert!(!s.describe("use_sim_time").read_only);
+        let described = s.describe("use_sim_time");
+        assert!(!described.read_only);
+        assert!(described.description.contains("Settable while it runs"));
         let changed = s
             .set_atomically(&req(&[
                 ("use_sim_time", ParamValue::Bool(false)),

@@ -350,6 +350,10 @@ def test_use_sim_time_set_while_running_moves_the_clock_and_back(start_node, pro
     [result] = node.set_params({"use_sim_time": True})
     assert result.successful, result.reason
     wait_for(lambda: "the node's clock follows /clock" in node.process.output(), 10, "the switch logged")
+    # Forgotten at once: before any /clock message no latency can be measured.
+    switched = time.monotonic()
+    status = node.wait_status(lambda s: True, 10, "a status after the switch", after=switched + 0.1)
+    assert status_values(status)["latency p50 (ms)"] == "n/a", status_values(status)
     assert_latencies_from_sim_clock(node, probe)
     [result] = node.set_params({"use_sim_time": False})
     assert result.successful, result.reason

@@ -641,10 +641,11 @@ fn graph_job(
     })
 }
 
-/// The QoS change a set of changed parameters needs, run by the spin thread.
 /// Moves the node's clock to `/clock` (`use_sim_time` set true while it runs) or back to
 /// the system clock, as rclcpp does. Latencies measured on the old clock are forgotten,
-/// under the monitor's lock, which the inference thread holds while it measures one.
+/// under the monitor's lock, which the inference thread holds while it measures one. Should
+/// `/clock` not be subscribed, the node stays on the system clock and the parameter is set
+/// back to false (so a later true tries again).
 fn clock_job(glue: &Arc<Glue>, sim_time: bool) -> NodeJob {
     let glue = glue.clone();
     Box::new(move |node: &mut r2r::Node| {
@@ -654,15 +655,19 @@ fn clock_job(glue: &Arc<Glue>, sim_time: bool) -> NodeJob {
             match time_source.enable_sim_time(node) {
                 Ok(()) => "use_sim_time: the node's clock follows /clock from now on".to_owned(),
                 Err(e) => {
+                    // r2r marks sim time on before it subscribes: marked off again.
+                    time_source.disable_sim_time();
                     drop(monitor);
                     ros_log(
                         &glue.logger,
                         r2r::LogSeverity::Error,
                         &format!(
                             "use_sim_time: cannot subscribe to /clock ({e}); the node stays on \
-                             the system clock"
+                             the system clock and use_sim_time is set back to false"
                         ),
                     );
+                    let back = [("use_sim_time".to_owned(), ParamValue::Bool(false))];
+                    glue.state.params.set_atomically(&back).ok();
                     return;
                 }
             }
@@ -676,6 +681,7 @@ fn clock_job(glue: &Arc<Glue>, sim_time: bool) -> NodeJob {
     })
 }
 
+/// The QoS change a set of changed parameters needs, run by the spin thread.
 fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Option<NodeJob> {
     let params = glue.state.params.params();
     let outputs = changed.iter().any(|n| n == "qos.output_reliability");
