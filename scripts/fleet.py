@@ -569,8 +569,8 @@ def main(argv=None):
     if (args.copy or args.copy_regex or args.copy_all or args.exclude_regex) and not args.process:
         p.error("--copy, --copy-regex, --copy-all and --exclude-regex are for the process "
                 "step (add --process)")
-    if (args.copy or args.copy_regex) and args.copy_all:
-        p.error("--copy-all copies every topic already: give --copy/--copy-regex or --copy-all")
+    if args.copy_regex and args.copy_all:
+        p.error("--copy-all copies every topic already: give --copy-regex or --copy-all")
     if args.exclude_regex and not (args.copy_all or args.copy_regex):
         p.error("--exclude-regex leaves topics out of --copy-all or --copy-regex: give one of them")
 

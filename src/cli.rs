@@ -210,8 +210,9 @@ pub struct BagProcessArgs {
     #[arg(long = "copy", value_name = "TOPIC")]
     pub copy: Vec<String>,
     /// Copy every topic that is not processed, as --copy does (a topic named like one of
-    /// the outputs is not copied: said).
-    #[arg(long, conflicts_with_all = ["copy", "copy_regex"])]
+    /// the outputs is not copied: said). With --exclude-regex, --copy brings back a topic
+    /// it leaves out.
+    #[arg(long, conflicts_with = "copy_regex")]
     pub copy_all: bool,
     /// Also copy, as --copy does, every topic whose name this regular expression matches
     /// (anywhere in the name, as grep: anchor it with ^ and $; repeatable). Those copied

@@ -1224,6 +1224,17 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
             ][..],
             &["/imu", "/tf"][..],
         ),
+        (
+            "all_but",
+            &[
+                "--copy-all",
+                "--exclude-regex",
+                "^/(imu|robot_)",
+                "--copy",
+                "/imu",
+            ][..],
+            &["/imu", "/tf", "/tf_static"][..],
+        ),
     ] {
         let (code, text) = f.process("tf_mcap", name, flags);
         assert_eq!(code, 0, "{name}: {text}");

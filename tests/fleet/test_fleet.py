@@ -310,18 +310,21 @@ def test_copied_topics_go_to_the_process_step_and_its_fingerprint():
     everything.copy_all = True
     most = Args()
     most.copy_all, most.exclude_regex = True, ["^/lidar/"]
+    # All but the lidars, and the front one after all.
+    front = Args()
+    front.copy_all, front.exclude_regex, front.copy = True, ["^/lidar/"], ["/lidar/front"]
     assert driver.process_args(plain) == []
     assert driver.process_args(tf) == ["--copy", "/tf", "--copy", "/tf_static"]
     assert driver.process_args(everything) == ["--copy-all"]
     assert driver.process_args(most) == ["--copy-all", "--exclude-regex", "^/lidar/"]
+    assert driver.process_args(front) == ["--copy", "/lidar/front", "--copy-all", "--exclude-regex", "^/lidar/"]
     # A bag processed without the copies is not taken as done with them.
-    digests = {tuple(driver.setup_digests(a, FLEET)) for a in (plain, tf, everything, most)}
-    assert len({process for process, _ in digests}) == 4
+    digests = {tuple(driver.setup_digests(a, FLEET)) for a in (plain, tf, everything, most, front)}
+    assert len({process for process, _ in digests}) == 5
     # Refused before Ray starts: copies without the process step, both kinds at once, an
     # exclusion from nothing.
     for extra, why in (
         (["--eval", "--copy", "/tf"], "are for the process step"),
-        (["--process", "--copy", "/tf", "--copy-all"], "--copy-all copies every topic already"),
         (["--eval", "--copy-regex", "^/tf"], "are for the process step"),
         (["--process", "--copy-regex", "x", "--copy-all"], "--copy-all copies every topic already"),
         (["--process", "--exclude-regex", "x"], "--exclude-regex leaves topics out"),
