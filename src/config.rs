@@ -296,6 +296,8 @@ pub struct Params {
     pub colormap: ColormapParams,
     /// ROS node only: which camera topic to subscribe to.
     pub input: InputParams,
+    /// ROS node only: image_transport's compressed twins of the 8-bit outputs.
+    pub output: OutputParams,
     /// ROS node only: quality of service of subscriptions and publications.
     pub qos: QosParams,
     /// ROS node only: when `/diagnostics` reports WARN.
@@ -315,6 +317,26 @@ pub enum Transport {
 #[serde(deny_unknown_fields, default)]
 pub struct InputParams {
     pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputParams {
+    /// Advertise `TOPIC/compressed` (sensor_msgs/CompressedImage, as image_transport's
+    /// compressed plugin names and fills it) beside each 8-bit output: the labels as PNG,
+    /// the colour images as JPEG; encoded only while someone subscribes (read at start-up).
+    pub compressed: bool,
+    /// JPEG quality of the colour images' compressed twins, 1..=100.
+    pub jpeg_quality: i64,
+}
+
+impl Default for OutputParams {
+    fn default() -> Self {
+        OutputParams {
+            compressed: true,
+            jpeg_quality: 80,
+        }
+    }
 }
 
 /// ROS 2 QoS reliability.
@@ -453,6 +475,7 @@ impl Default for Params {
             points: PointsParams::default(),
             colormap: ColormapParams::default(),
             input: InputParams::default(),
+            output: OutputParams::default(),
             qos: QosParams::default(),
             diagnostics: DiagnosticsParams::default(),
         }
@@ -701,6 +724,7 @@ impl Params {
             ("moments.head_samples", self.moments.head_samples),
             ("points.stride", self.points.stride),
             ("cpu_threads", self.cpu_threads),
+            ("output.jpeg_quality", self.output.jpeg_quality),
         ] {
             let (lo, hi) = integer_range(key).expect("a range for each of these keys");
             if !(lo..=hi).contains(&value) {
@@ -966,6 +990,7 @@ const INTEGER_RANGES: &[(&str, i64, i64)] = &[
     ("moments.head_samples", 2, 10_000),
     ("points.stride", 1, 64),
     ("cpu_threads", 0, MAX_CPU_THREADS as i64),
+    ("output.jpeg_quality", 1, 100),
 ];
 
 /// The most libtorch CPU threads asked for (`cpu_threads`, `bench --threads`): libtorch

@@ -29,6 +29,9 @@ struct TestSink {
     camera_info_subscriber: bool,
     failing: HashSet<OutputTopic>,
     unwanted: HashSet<OutputTopic>,
+    /// Compressed twins someone subscribes to, and those published.
+    compressed_wanted: HashSet<OutputTopic>,
+    compressed: Vec<(OutputTopic, CompressedImage)>,
     clock: Option<Time>,
 }
 
@@ -42,6 +45,19 @@ impl Sink for TestSink {
             return Err("publisher is gone".into());
         }
         self.images.push((topic, image));
+        Ok(())
+    }
+
+    fn wants_compressed(&self, topic: OutputTopic) -> bool {
+        self.compressed_wanted.contains(&topic)
+    }
+
+    fn publish_compressed(
+        &mut self,
+        topic: OutputTopic,
+        image: CompressedImage,
+    ) -> Result<(), String> {
+        self.compressed.push((topic, image));
         Ok(())
     }
 
@@ -553,6 +569,73 @@ fn unwanted_colour_twins_are_not_rendered_and_publish_failures_are_counted() {
     );
 }
 
+/// image_transport's compressed twins: made only for those subscribed (a colour image
+/// whose raw topic nobody takes is rendered for its twin alone), with the frame's header,
+/// decodable to the raw message (labels exactly), and at the JPEG quality set at runtime.
+#[test]
+fn compressed_twins_are_made_for_their_subscribers_only() {
+    let _rng = common::rng_lock();
+    let state = state(&[]);
+    let mut worker = worker(&state);
+    let mut sink = TestSink {
+        unwanted: [OutputTopic::SemanticColor].into(),
+        compressed_wanted: [
+            OutputTopic::SemanticLabels,
+            OutputTopic::SemanticColor,
+            // No twin: a float image.
+            OutputTopic::Depth,
+        ]
+        .into(),
+        ..TestSink::default()
+    };
+    worker.handle(rgb8(1, 32, 32), &state, &mut sink);
+    let stamp = Time { sec: 1, nanosec: 5 };
+    assert!(!sink.topics_of(stamp).contains(&OutputTopic::SemanticColor));
+    let twins: Vec<OutputTopic> = sink.compressed.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        twins,
+        [OutputTopic::SemanticLabels, OutputTopic::SemanticColor]
+    );
+    let (_, labels) = &sink.compressed[0];
+    assert_eq!(labels.header, header(1));
+    assert_eq!(labels.format, "mono8; png compressed mono8");
+    let raw = sink
+        .images
+        .iter()
+        .find(|(t, _)| *t == OutputTopic::SemanticLabels)
+        .unwrap();
+    let decoded = image::load_from_memory(&labels.data).unwrap().into_luma8();
+    assert_eq!(decoded.into_raw(), raw.1.data);
+    let (_, color) = &sink.compressed[1];
+    assert_eq!(color.format, "rgb8; jpeg compressed bgr8");
+    let decoded = bayes_perception::msg::encoding::decode_compressed(color).unwrap();
+    assert_eq!(decoded.dimensions(), (32, 32));
+    let default_size = color.data.len();
+    assert_eq!(value(&report(&state), "frames failed"), "0");
+
+    // The JPEG quality is live; out of its range it is refused.
+    let set = |quality| {
+        state
+            .params
+            .set_atomically(&[("output.jpeg_quality".into(), ParamValue::Integer(quality))])
+    };
+    let e = set(0).unwrap_err();
+    assert!(e.contains("0 is out of range 1..=100"), "{e}");
+    set(5).unwrap();
+    worker.handle(rgb8(2, 32, 32), &state, &mut sink);
+    let (_, coarse) = sink.compressed.last().unwrap();
+    assert_eq!(coarse.header, header(2));
+    assert!(
+        coarse.data.len() < default_size,
+        "{} {default_size}",
+        coarse.data.len()
+    );
+    // Nobody subscribed: nothing compressed.
+    sink.compressed_wanted.clear();
+    worker.handle(rgb8(3, 32, 32), &state, &mut sink);
+    assert_eq!(sink.compressed.len(), 4);
+}
+
 #[test]
 fn latency_comes_from_the_sink_clock_and_stamps_ahead_of_it_are_counted() {
     let _rng = common::rng_lock();
@@ -633,6 +716,14 @@ impl Sink for SharedSink {
         if topic == OutputTopic::Depth {
             self.published.lock().unwrap().push(image.header.stamp);
         }
+        Ok(())
+    }
+
+    fn wants_compressed(&self, _: OutputTopic) -> bool {
+        false
+    }
+
+    fn publish_compressed(&mut self, _: OutputTopic, _: CompressedImage) -> Result<(), String> {
         Ok(())
     }
 

@@ -8,7 +8,7 @@
 use image::RgbImage;
 use rayon::prelude::*;
 
-use super::{Header, Image};
+use super::{CompressedImage, Header, Image};
 use crate::colormap::{ColorScale, FloatImage};
 use crate::config::ColormapParams;
 use crate::engine::{LabelImage, Prediction};
@@ -70,6 +70,13 @@ impl OutputTopic {
             DepthEpistemic => "uncertainty/depth/epistemic",
             DepthEpistemicColor => "uncertainty/depth/epistemic/color",
         }
+    }
+
+    /// Whether the topic has image_transport's compressed twin, `TOPIC/compressed`
+    /// ([`compress`]): the 8-bit and 16-bit images (labels, colour), not the float ones,
+    /// which image_transport's compressed plugin refuses too.
+    pub fn has_compressed_twin(self) -> bool {
+        self == OutputTopic::SemanticLabels || self.is_color()
     }
 
     /// Whether the topic belongs to the semantic task (else depth).
@@ -257,6 +264,65 @@ pub fn label_message(header: &Header, labels: &LabelImage) -> Image {
     }
 }
 
+/// The name of `topic`'s compressed twin, relative to the node namespace.
+pub fn compressed_topic_name(topic: OutputTopic) -> String {
+    format!("{}/compressed", topic.name())
+}
+
+/// The compressed twin of an output image (`TOPIC/compressed`) as image_transport's
+/// compressed plugin fills it: `rgb8` as JPEG of `jpeg_quality` (1..=100), `mono8` and
+/// `16UC1` (labels) as lossless PNG. `format` says the image's encoding and the
+/// compression (`rgb8; jpeg compressed bgr8`: decoded with OpenCV, as image_transport
+/// does, the pixels come out bgr8), so image_transport's subscribers, RViz and
+/// rqt_image_view decode it. Other encodings are refused.
+pub fn compress(image: &Image, jpeg_quality: u8) -> Result<CompressedImage, String> {
+    use image::codecs::jpeg::JpegEncoder;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::{ExtendedColorType, ImageEncoder};
+
+    let (width, height) = (image.width, image.height);
+    let (bytes_per_pixel, color, format) = match image.encoding.as_str() {
+        "rgb8" => (3, ExtendedColorType::Rgb8, "rgb8; jpeg compressed bgr8"),
+        "mono8" => (1, ExtendedColorType::L8, "mono8; png compressed mono8"),
+        "16UC1" => (2, ExtendedColorType::L16, "16UC1; png compressed mono16"),
+        other => return Err(format!("no compressed twin for encoding {other}")),
+    };
+    let row = width as usize * bytes_per_pixel;
+    let step = image.step as usize;
+    if step < row || image.data.len() < step * height.saturating_sub(1) as usize + row {
+        return Err(format!(
+            "{} bytes for a {width}x{height} {} image of step {step}",
+            image.data.len(),
+            image.encoding
+        ));
+    }
+    // The rows without padding; 16-bit samples in the host's order, as the encoder takes them.
+    let mut pixels: Vec<u8> = (0..height as usize)
+        .flat_map(|y| &image.data[y * step..y * step + row])
+        .copied()
+        .collect();
+    if bytes_per_pixel == 2 && (image.is_bigendian != 0) != cfg!(target_endian = "big") {
+        pixels
+            .chunks_exact_mut(2)
+            .for_each(|sample| sample.swap(0, 1));
+    }
+    let mut data = Vec::new();
+    let written = match color {
+        ExtendedColorType::Rgb8 => {
+            JpegEncoder::new_with_quality(&mut data, jpeg_quality.clamp(1, 100))
+                .write_image(&pixels, width, height, color)
+        }
+        _ => PngEncoder::new_with_quality(&mut data, CompressionType::Fast, FilterType::Adaptive)
+            .write_image(&pixels, width, height, color),
+    };
+    written.map_err(|e| format!("encoding {}: {e}", image.encoding))?;
+    Ok(CompressedImage {
+        header: image.header.clone(),
+        format: format.to_owned(),
+        data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +454,129 @@ mod tests {
             OutputTopic::ALL.iter().map(|t| t.name()).collect();
         assert_eq!(names.len(), 12);
         assert!(names.iter().all(|n| !n.starts_with('/')));
+    }
+
+    /// A raw message of `encoding` from `rows`, each padded to `step`.
+    fn padded(encoding: &str, width: u32, rows: &[Vec<u8>], step: u32, big: u8) -> Image {
+        let data = rows
+            .iter()
+            .flat_map(|r| {
+                let mut r = r.clone();
+                r.resize(step as usize, 0xEE);
+                r
+            })
+            .collect();
+        Image {
+            header: header(),
+            height: rows.len() as u32,
+            width,
+            encoding: encoding.into(),
+            is_bigendian: big,
+            step,
+            data,
+        }
+    }
+
+    /// Labels come back exactly (PNG), 16-bit ones in either byte order and above 255;
+    /// padding at the ends of rows is left out.
+    #[test]
+    fn compressed_labels_are_lossless_png() {
+        let rows: Vec<Vec<u8>> = (0..5u8)
+            .map(|y| (0..7u8).map(|x| x * 3 + y).collect())
+            .collect();
+        for step in [7, 9] {
+            let c = compress(&padded("mono8", 7, &rows, step, 0), 80).unwrap();
+            assert_eq!(c.format, "mono8; png compressed mono8");
+            assert_eq!(c.header, header());
+            assert!(c.data.starts_with(b"\x89PNG"));
+            let back = image::load_from_memory(&c.data).unwrap().into_luma8();
+            assert_eq!(back.dimensions(), (7, 5));
+            assert_eq!(back.into_raw(), rows.concat(), "step {step}");
+        }
+        let values: Vec<Vec<u16>> = (0..3u16)
+            .map(|y| (0..4u16).map(|x| 300 * x + y).collect())
+            .collect();
+        for big in [0u8, 1] {
+            let rows: Vec<Vec<u8>> = values
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .flat_map(|v| {
+                            if big == 1 {
+                                v.to_be_bytes()
+                            } else {
+                                v.to_le_bytes()
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let c = compress(&padded("16UC1", 4, &rows, 10, big), 80).unwrap();
+            assert_eq!(c.format, "16UC1; png compressed mono16");
+            let back = image::load_from_memory(&c.data).unwrap().into_luma16();
+            assert_eq!(back.into_raw(), values.concat(), "big endian {big}");
+        }
+    }
+
+    /// Colour images as JPEG of the quality asked for: close to the original, decoded by
+    /// the node's own compressed input too; a higher quality is closer and larger.
+    #[test]
+    fn compressed_colour_images_are_jpeg_of_the_quality_asked() {
+        let (w, h) = (32u32, 24u32);
+        let rgb = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 10) as u8, ((x + y) * 4) as u8])
+        });
+        let message = rgb_message(&header(), rgb.clone());
+        let error = |quality: u8| {
+            let c = compress(&message, quality).unwrap();
+            assert_eq!(c.format, "rgb8; jpeg compressed bgr8");
+            let back = crate::msg::encoding::decode_compressed(&c).unwrap();
+            assert_eq!(back.dimensions(), (w, h));
+            let diff: f64 = back
+                .as_raw()
+                .iter()
+                .zip(rgb.as_raw())
+                .map(|(a, b)| (*a as f64 - *b as f64).abs())
+                .sum::<f64>()
+                / (w * h * 3) as f64;
+            (diff, c.data.len())
+        };
+        let (fine, fine_size) = error(95);
+        let (coarse, coarse_size) = error(10);
+        assert!(fine < 3.0, "mean error {fine} at quality 95");
+        assert!(
+            coarse > fine && coarse_size < fine_size,
+            "{coarse} {coarse_size}"
+        );
+    }
+
+    #[test]
+    fn only_eight_and_sixteen_bit_outputs_have_compressed_twins() {
+        let twins: Vec<&str> = OutputTopic::ALL
+            .into_iter()
+            .filter(|t| t.has_compressed_twin())
+            .map(|t| t.name())
+            .collect();
+        assert_eq!(
+            twins,
+            [
+                "semantic/labels",
+                "semantic/color",
+                "uncertainty/semantic/aleatoric/color",
+                "uncertainty/semantic/epistemic/color",
+                "uncertainty/depth/aleatoric/color",
+                "uncertainty/depth/epistemic/color"
+            ]
+        );
+        let float = float_message(&header(), &FloatImage::new(4, 3));
+        assert_eq!(
+            compress(&float, 80).unwrap_err(),
+            "no compressed twin for encoding 32FC1"
+        );
+        let mut short = padded("mono8", 4, &[vec![1; 4], vec![2; 4]], 4, 0);
+        short.data.pop();
+        assert!(compress(&short, 80)
+            .unwrap_err()
+            .contains("7 bytes for a 4x2 mono8"));
     }
 }

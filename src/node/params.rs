@@ -160,6 +160,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "channels_last",
     "cpu_threads",
     "input.transport",
+    "output.compressed",
 ];
 
 /// The client library's parameters ([`ROS_RESERVED`]) a running node may change, as in

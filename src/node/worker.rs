@@ -18,8 +18,8 @@ use crate::config::{ColormapParams, Mode, Params};
 use crate::engine::{Engine, EngineConfig};
 use crate::log_once::LogOnce;
 use crate::msg::encoding::DecodeError;
-use crate::msg::outputs::{OutputTopic, POINTS_TOPIC};
-use crate::msg::{CameraInfo, Image, PointCloud2, Time};
+use crate::msg::outputs::{compress, compressed_topic_name, OutputTopic, POINTS_TOPIC};
+use crate::msg::{CameraInfo, CompressedImage, Image, PointCloud2, Time};
 use crate::pipeline::{
     frame_outputs, overlapped, predict_frame, CameraFrame, FrameError, PredictedFrame,
 };
@@ -30,9 +30,17 @@ pub const LOG_PERIOD: Duration = Duration::from_secs(5);
 
 /// Where outputs go: publishers and the ROS clock in the node.
 pub trait Sink {
-    /// Whether `topic` is worth rendering (the node skips colour twins nobody subscribes to).
+    /// Whether `topic` is worth publishing (the node skips colour twins nobody subscribes to).
     fn wants(&self, topic: OutputTopic) -> bool;
     fn publish_image(&mut self, topic: OutputTopic, image: Image) -> Result<(), String>;
+    /// Whether someone subscribes to `topic`'s compressed twin (`TOPIC/compressed`,
+    /// [`compress`]); false where none is advertised (`output.compressed: false`).
+    fn wants_compressed(&self, topic: OutputTopic) -> bool;
+    fn publish_compressed(
+        &mut self,
+        topic: OutputTopic,
+        image: CompressedImage,
+    ) -> Result<(), String>;
     /// `depth/camera_info`.
     fn publish_camera_info(&mut self, info: CameraInfo) -> Result<(), String>;
     /// Whether someone subscribes to `depth/camera_info` (depth_image_proc, say).
@@ -164,6 +172,8 @@ struct Predicted {
     colormap: ColormapParams,
     /// The point cloud's filter, where `points.enabled`.
     points: Option<CloudOptions>,
+    /// `output.jpeg_quality`.
+    jpeg_quality: u8,
 }
 
 impl Worker {
@@ -247,6 +257,8 @@ impl Inference {
                     .points
                     .enabled
                     .then(|| CloudOptions::from_params(&self.params.points)),
+                // (Checked to be 1..=100 with the parameters.)
+                jpeg_quality: self.params.output.jpeg_quality.clamp(1, 100) as u8,
             }),
             Err(FrameError::BadInput(e)) => {
                 lock(&state.monitor).on_skip(Instant::now(), &e.to_string());
@@ -326,7 +338,7 @@ impl Publishing {
             &predicted.colormap,
             camera_info.as_ref(),
             points,
-            |topic| sink.wants(topic),
+            |topic| sink.wants(topic) || sink.wants_compressed(topic),
         );
         // Outputs a subscriber waits for that need the camera's calibration.
         let info_wanted = outputs.points_without_camera_info
@@ -344,6 +356,19 @@ impl Publishing {
         let mut published = 0;
         let mut failure = None;
         for (topic, image) in outputs.images {
+            // The compressed twin first: the raw message takes the image.
+            if topic.has_compressed_twin() && sink.wants_compressed(topic) {
+                let name = compressed_topic_name(topic);
+                match compress(&image, predicted.jpeg_quality)
+                    .and_then(|c| sink.publish_compressed(topic, c))
+                {
+                    Ok(()) => published += 1,
+                    Err(e) => failure = Some(self.publish_failed(&name, &e, state)),
+                }
+            }
+            if !sink.wants(topic) {
+                continue;
+            }
             match sink.publish_image(topic, image) {
                 Ok(()) => published += 1,
                 Err(e) => failure = Some(self.publish_failed(topic.name(), &e, state)),

@@ -103,6 +103,14 @@ pub fn image_to_ros(image: msg::Image) -> sensor::Image {
     }
 }
 
+pub fn compressed_image_to_ros(image: msg::CompressedImage) -> sensor::CompressedImage {
+    sensor::CompressedImage {
+        header: header_to_ros(&image.header),
+        format: image.format,
+        data: image.data,
+    }
+}
+
 /// Fixed-size arrays arrive with their sizes; anything else reads as zeros.
 pub fn fixed<const N: usize>(values: &[f64]) -> [f64; N] {
     values.try_into().unwrap_or([0.0; N])

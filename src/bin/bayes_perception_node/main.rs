@@ -26,15 +26,17 @@ use bayes_perception::config::{Mode, Reliability, Transport};
 use bayes_perception::device::device_name;
 use bayes_perception::engine::{Engine, EngineConfig};
 use bayes_perception::error::one_line;
-use bayes_perception::msg::outputs::{OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC};
+use bayes_perception::msg::outputs::{
+    compressed_topic_name, OutputTopic, DEPTH_CAMERA_INFO_TOPIC, POINTS_TOPIC,
+};
 use bayes_perception::msg::{self, Header, Time};
 use bayes_perception::node::diagnostics::{NodeInfo, Subscribed, TopicPublishers};
 use bayes_perception::node::params::{Entry, LiveParams, ParamServer, ParamValue};
 use bayes_perception::node::worker::{NodeState, Sink, Worker};
 use bayes_perception::pipeline::CameraFrame;
 use convert::{
-    camera_info_from_ros, camera_info_to_ros, header_from_ros, header_to_ros, image_from_ros,
-    image_to_ros, param_from_r2r, point_cloud_to_ros, status_to_ros,
+    camera_info_from_ros, camera_info_to_ros, compressed_image_to_ros, header_from_ros,
+    header_to_ros, image_from_ros, image_to_ros, param_from_r2r, point_cloud_to_ros, status_to_ros,
 };
 use futures::{Stream, StreamExt};
 use r2r::diagnostic_msgs::msg as diagnostic;
@@ -147,6 +149,8 @@ static STARTED_LOGGER: OnceLock<String> = OnceLock::new();
 #[derive(Clone)]
 struct Publishers {
     images: HashMap<OutputTopic, r2r::Publisher<sensor::Image>>,
+    /// The compressed twins (`TOPIC/compressed`) where `output.compressed`.
+    compressed: HashMap<OutputTopic, r2r::Publisher<sensor::CompressedImage>>,
     camera_info: Option<r2r::Publisher<sensor::CameraInfo>>,
     points: Option<r2r::Publisher<sensor::PointCloud2>>,
     /// Their QoS (which `qos.output_reliability` reads only while a change of it has
@@ -158,6 +162,7 @@ impl Publishers {
     /// Whether any output has a subscriber in another process.
     fn subscribed(&self) -> bool {
         self.images.values().any(has_subscribers)
+            || self.compressed.values().any(has_subscribers)
             || self.camera_info.iter().any(has_subscribers)
             || self.points.iter().any(has_subscribers)
     }
@@ -165,6 +170,9 @@ impl Publishers {
     /// Takes the publishers off the graph (the node owns them: dropping a handle does not).
     fn destroy(self, node: &mut r2r::Node) {
         self.images
+            .into_values()
+            .for_each(|p| node.destroy_publisher(p));
+        self.compressed
             .into_values()
             .for_each(|p| node.destroy_publisher(p));
         self.camera_info
@@ -289,7 +297,12 @@ async fn run() -> anyhow::Result<()> {
         spec.tasks.depth.is_some(),
         spec.tasks.depth.as_ref().is_some_and(|d| d.aleatoric),
     );
-    let publishers = create_publishers(&mut node, &topics, params.qos.output_reliability)?;
+    let publishers = create_publishers(
+        &mut node,
+        &topics,
+        params.qos.output_reliability,
+        params.output.compressed,
+    )?;
     let advertised = publishers.images.len()
         + usize::from(publishers.camera_info.is_some())
         + usize::from(publishers.points.is_some());
@@ -705,7 +718,7 @@ fn qos_job(glue: &Arc<Glue>, topics: &[OutputTopic], changed: &[String]) -> Opti
         };
         if outputs {
             let wanted = params.qos.output_reliability;
-            match create_publishers(node, &topics, wanted) {
+            match create_publishers(node, &topics, wanted, params.output.compressed) {
                 Ok(new) => {
                     let old = std::mem::replace(&mut *lock(&glue.publishers), new);
                     old.destroy(node);
@@ -748,10 +761,12 @@ fn create_publishers(
     node: &mut r2r::Node,
     topics: &[OutputTopic],
     reliability: Reliability,
+    compressed: bool,
 ) -> anyhow::Result<Publishers> {
     let qos = output_qos(reliability);
     let mut created = Publishers {
         images: HashMap::new(),
+        compressed: HashMap::new(),
         camera_info: None,
         points: None,
         reliability,
@@ -768,6 +783,13 @@ fn create_publishers(
                 .create_publisher::<sensor::Image>(topic.name(), qos.clone())
                 .with_context(|| advertise(topic.name()))?;
             created.images.insert(topic, publisher);
+            if compressed && topic.has_compressed_twin() {
+                let name = compressed_topic_name(topic);
+                let publisher = node
+                    .create_publisher::<sensor::CompressedImage>(&name, qos.clone())
+                    .with_context(|| advertise(&name))?;
+                created.compressed.insert(topic, publisher);
+            }
         }
         if topics.contains(&OutputTopic::Depth) {
             created.camera_info = Some(
@@ -866,6 +888,24 @@ impl Sink for RosSink<'_> {
         let message = image_to_ros(image);
         let publishers = lock(&self.glue.publishers);
         let publisher = publishers.images.get(&topic).ok_or("not advertised")?;
+        self.glue.published(publisher.publish(&message))
+    }
+
+    fn wants_compressed(&self, topic: OutputTopic) -> bool {
+        lock(&self.glue.publishers)
+            .compressed
+            .get(&topic)
+            .is_some_and(has_subscribers)
+    }
+
+    fn publish_compressed(
+        &mut self,
+        topic: OutputTopic,
+        image: msg::CompressedImage,
+    ) -> Result<(), String> {
+        let message = compressed_image_to_ros(image);
+        let publishers = lock(&self.glue.publishers);
+        let publisher = publishers.compressed.get(&topic).ok_or("not advertised")?;
         self.glue.published(publisher.publish(&message))
     }
 
