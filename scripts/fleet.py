@@ -537,7 +537,7 @@ def main(argv=None):
                    help="process: copy every topic that is not processed")
     p.add_argument("--exclude-regex", action="append", metavar="REGEX",
                    help="process: leave the topics this matches out of --copy-all and "
-                        "--copy-regex (repeatable)")
+                        "--copy-regex (repeatable; a topic --copy names is copied still)")
     p.add_argument("--topic", help="eval: the camera topic, where a bag has several labelled ones")
     p.add_argument("--max-depth", type=positive("metres"), metavar="METRES",
                    help="eval: score depth only where the ground truth is nearer (e.g. 70)")

@@ -1271,6 +1271,10 @@ fn copied_topics_keep_their_bytes_definitions_and_qos() {
             &["--exclude-regex", "imu"][..],
             "--exclude-regex leaves topics out of --copy-all or --copy-regex",
         ),
+        (
+            &["--copy-all", "--copy-regex", "imu"][..],
+            "'--copy-all' cannot be used with '--copy-regex <REGEX>'",
+        ),
     ] {
         let (code, text) = f.process("tf_mcap", "refused", flags);
         assert_eq!(code, 2, "{text}");

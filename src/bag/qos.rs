@@ -114,10 +114,34 @@ pub fn latched_history(text: &str) -> Option<usize> {
     (!depths.is_empty()).then(|| depths.iter().fold(0usize, |a, &d| a.saturating_add(d)))
 }
 
+/// The profiles of several recordings of one topic (MCAP channels, SQLite connections) as
+/// one list, in the order given; the first text that is not a list of profiles is
+/// returned as it is (so [`summary`] says it is unreadable). Empty texts add nothing.
+pub fn merge<'a>(texts: impl IntoIterator<Item = &'a str>) -> String {
+    let texts: Vec<&str> = texts.into_iter().filter(|t| !t.trim().is_empty()).collect();
+    if texts.len() < 2 {
+        return texts.first().map_or_else(String::new, |t| (*t).to_owned());
+    }
+    let mut all = Vec::new();
+    for text in &texts {
+        match serde_yaml::from_str::<Value>(text) {
+            Ok(Value::Sequence(profiles)) => all.extend(profiles),
+            _ => return (*text).to_owned(),
+        }
+    }
+    serde_yaml::to_string(&Value::Sequence(all))
+        .map(|text| text.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+/// The most distinct profiles [`summary`] lists; more are counted.
+const SUMMARY_PROFILES: usize = 4;
+
 /// The QoS a topic was recorded with, in a line for `bag info`: each distinct profile's
 /// reliability, durability and history (`reliable, transient_local, keep_last 1`), with
-/// the number of publishers that offered it where more than one did. `None` when no
-/// profile was recorded; the text is said unreadable when it is not a list of profiles.
+/// the number of publishers that offered it where more than one did (at most
+/// [`SUMMARY_PROFILES`] listed). `None` when no profile was recorded; the text is said
+/// unreadable when it is not a list of profiles.
 pub fn summary(text: &str) -> Option<String> {
     if text.trim().is_empty() {
         return None;
@@ -129,19 +153,20 @@ pub fn summary(text: &str) -> Option<String> {
     else {
         return unreadable();
     };
-    // The name of a policy's number, or the number where rmw has no such value.
+    // The name of a policy's number, or the policy and the number where rmw has no such
+    // value.
     let name = |profile: &Value, policy: &str| -> String {
         let Some(number) = profile.get(policy).and_then(Value::as_i64) else {
-            return "?".to_owned();
+            return format!("{policy} ?");
         };
         let (_, values) = POLICIES
             .iter()
             .find(|(p, _)| *p == policy)
             .expect("a policy");
-        values
-            .iter()
-            .find(|(_, n)| *n == number)
-            .map_or_else(|| number.to_string(), |(known, _)| (*known).to_owned())
+        values.iter().find(|(_, n)| *n == number).map_or_else(
+            || format!("{policy} {number}"),
+            |(known, _)| (*known).to_owned(),
+        )
     };
     let mut distinct: Vec<(String, usize)> = Vec::new();
     for profile in &profiles {
@@ -168,13 +193,18 @@ pub fn summary(text: &str) -> Option<String> {
     if distinct.is_empty() {
         return None;
     }
-    let shown: Vec<String> = distinct
+    let more = distinct.len().saturating_sub(SUMMARY_PROFILES);
+    let mut shown: Vec<String> = distinct
         .into_iter()
+        .take(SUMMARY_PROFILES)
         .map(|(line, publishers)| match publishers {
             1 => line,
             n => format!("{line} ({n} publishers)"),
         })
         .collect();
+    if more > 0 {
+        shown.push(format!("{more} more profile(s)"));
+    }
     Some(shown.join("; "))
 }
 
@@ -239,7 +269,33 @@ mod tests {
              keep_last 1"
         );
         let keep_all = "- history: 2\n  depth: 0\n  reliability: 0\n  durability: 9";
-        assert_eq!(summary(keep_all).unwrap(), "system_default, 9, keep_all");
+        assert_eq!(
+            summary(keep_all).unwrap(),
+            "system_default, durability 9, keep_all"
+        );
+        // Several recordings of one topic: their profiles together.
+        let volatile = profile("2", "2");
+        let merged = merge([latched.as_str(), "", volatile.as_str(), latched.as_str()]);
+        assert_eq!(
+            summary(&merged).unwrap(),
+            "reliable, transient_local, keep_last 1 (2 publishers); best_effort, volatile, \
+             keep_last 1"
+        );
+        assert_eq!(merge(["", latched.as_str()]), latched);
+        assert!(summary(&merge([latched.as_str(), "a: b"]))
+            .unwrap()
+            .starts_with("unreadable"));
+        // Many distinct ones are counted, not listed.
+        let many: String = (1..=6)
+            .map(|depth| {
+                format!("- history: 1\n  depth: {depth}\n  reliability: 1\n  durability: 2\n")
+            })
+            .collect();
+        let line = summary(&many).unwrap();
+        assert!(
+            line.ends_with("reliable, volatile, keep_last 4; 2 more profile(s)"),
+            "{line}"
+        );
         assert_eq!(summary(""), None);
         assert_eq!(summary("[]"), None);
         for bad in [

@@ -103,8 +103,9 @@ pub struct TopicInfo {
     /// ROS type, e.g. `sensor_msgs/msg/Image`.
     pub type_name: String,
     pub message_count: u64,
-    /// rosbag2's `offered_qos_profiles` ([`super::qos`]); empty when not recorded. Of
-    /// several MCAP channels of one topic, the first that has them.
+    /// rosbag2's `offered_qos_profiles` ([`super::qos`]); empty when not recorded. Those of
+    /// several recordings of one topic (MCAP channels, SQLite connections) together
+    /// ([`super::qos::merge`]).
     pub offered_qos_profiles: String,
 }
 
@@ -277,7 +278,7 @@ struct TopicMetadata {
     name: String,
     #[serde(rename = "type")]
     type_name: String,
-    /// YAML text as rosbag2 writes it; a list written as YAML itself is read too.
+    /// YAML text (rosbag2 up to metadata version 8, and the storage files) or a YAML list.
     #[serde(default)]
     offered_qos_profiles: serde_yaml::Value,
 }
@@ -724,31 +725,29 @@ pub fn damage_met_before(error: BagError, damage: &[BagError]) -> BagError {
 }
 
 /// Message counts per (topic, type) as the topics of a [`BagInfo`].
-/// Messages and recorded QoS by topic and type.
-type TopicCounts = BTreeMap<(String, String), (u64, String)>;
+/// Messages and the distinct QoS recordings by topic and type.
+type TopicCounts = BTreeMap<(String, String), (u64, Vec<String>)>;
 
-/// Adds `count` messages of `topic`, keeping the first QoS profiles recorded for it.
+/// Adds `count` messages of `topic`, and its QoS profiles where they are new.
 fn count_topic(counts: &mut TopicCounts, topic: &str, type_name: &str, count: u64, qos: &str) {
     let (total, profiles) = counts
         .entry((topic.to_owned(), type_name.to_owned()))
         .or_default();
     *total += count;
-    if profiles.is_empty() {
-        qos.clone_into(profiles);
+    if !profiles.iter().any(|known| known == qos) {
+        profiles.push(qos.to_owned());
     }
 }
 
 fn topic_infos(counts: TopicCounts) -> Vec<TopicInfo> {
     counts
         .into_iter()
-        .map(
-            |((name, type_name), (message_count, offered_qos_profiles))| TopicInfo {
-                name,
-                type_name,
-                message_count,
-                offered_qos_profiles,
-            },
-        )
+        .map(|((name, type_name), (message_count, profiles))| TopicInfo {
+            name,
+            type_name,
+            message_count,
+            offered_qos_profiles: super::qos::merge(profiles.iter().map(String::as_str)),
+        })
         .collect()
 }
 
@@ -848,7 +847,10 @@ fn mcap_statistics(path: &Path) -> Option<(Vec<TopicInfo>, u64, u64)> {
     let summary = mcap_summary(path)?;
     let stats = summary.stats.as_ref()?;
     let mut counts: TopicCounts = BTreeMap::new();
-    for (id, channel) in &summary.channels {
+    // In channel order: the summary's map has none.
+    let mut channels: Vec<_> = summary.channels.iter().collect();
+    channels.sort_by_key(|(id, _)| **id);
+    for (id, channel) in channels {
         let type_name = channel.schema.as_ref().map_or("", |s| s.name.as_str());
         let count = stats.channel_message_counts.get(id).copied().unwrap_or(0);
         let qos = channel.metadata.get("offered_qos_profiles");

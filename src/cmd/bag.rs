@@ -1857,10 +1857,7 @@ pub fn info(args: BagInfoArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     println!("Files:             {}", files.join(", "));
-    println!(
-        "Bag size:          {}",
-        indicatif::HumanBytes(info.size_bytes)
-    );
+    println!("Bag size:          {}", file_size(info.size_bytes));
     println!("Storage id:        {}", info.storage.identifier());
     println!("Compression:       {}", reader.compression().describe());
     println!("Duration:          {:.3}s", seconds(info.duration_ns));
@@ -2035,6 +2032,22 @@ pub fn sample(args: BagSampleArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A size as `ros2 bag info` writes it: bytes whole, larger sizes in KiB, MiB, GiB or TiB
+/// with one decimal.
+fn file_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{size:.1} {}", UNITS[unit]),
+    }
+}
+
 /// A synthetic street-like test pattern: sky gradient, road, and a box moving across.
 fn test_pattern(width: u32, height: u32, frame: u32) -> image::RgbImage {
     let horizon = height / 2;
@@ -2060,6 +2073,24 @@ fn test_pattern(width: u32, height: u32, frame: u32) -> image::RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_as_ros2_bag_info_writes_them() {
+        let sizes = [0, 1023, 1024, 28_184, 5 << 20, 3 << 30, 1 << 50];
+        let shown: Vec<String> = sizes.into_iter().map(file_size).collect();
+        assert_eq!(
+            shown,
+            [
+                "0 B",
+                "1023 B",
+                "1.0 KiB",
+                "27.5 KiB",
+                "5.0 MiB",
+                "3.0 GiB",
+                "1024.0 TiB"
+            ]
+        );
+    }
 
     /// The latched messages from before the window: held in log-time order (the input's
     /// may differ), the last as many as the history (tf: all, up to MAX_HELD), written at
