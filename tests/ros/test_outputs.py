@@ -368,3 +368,63 @@ def test_images_without_frame_id_are_processed_and_said_once(start_node, probe):
     messages = outputs.wait_frame(second, ALEATORIC_TOPICS)
     assert all(m.header.frame_id == "" for m in messages.values())
     assert node.process.output().count("the images have an empty frame_id") == 1, node.process.output()
+
+
+def test_compressed_twins_decode_to_the_outputs_and_follow_the_jpeg_quality(start_node, probe):
+    """image_transport's compressed twins (what RViz's Image display takes with the
+    `compressed` transport, over a network): the labels' PNG decodes to the labels exactly,
+    a colour image's JPEG (its raw topic unsubscribed) close to the colour image; the JPEG
+    quality changes while the node runs; `output.compressed: false` advertises none."""
+    node = start_node()
+    outputs = Outputs(node, ["semantic/labels", "uncertainty/semantic/aleatoric/color"])
+    twins = {
+        name: probe.subscribe(node.topic(f"{name}/compressed"), CompressedImage)
+        for name in ("semantic/labels", "semantic/color", "uncertainty/semantic/aleatoric/color")
+    }
+    camera = probe.publisher(node.topic("image"))
+    frame = test_pattern(12)
+    make = lambda stamp: rgb8_msg(frame, stamp)  # noqa: E731
+    stamp = send_until_output(
+        node, camera, make, outputs, ["semantic/labels", "uncertainty/semantic/aleatoric/color"],
+        first_stamp=200, also=list(twins.values()),
+    )
+    raw = outputs.wait_frame(stamp, ["semantic/labels", "uncertainty/semantic/aleatoric/color"])
+    got = {name: recorder.by_stamp(stamp)[0] for name, recorder in twins.items()}
+    for message in got.values():
+        assert stamp_ns(message.header) == stamp and message.header.frame_id == make(stamp).header.frame_id
+    labels = got["semantic/labels"]
+    assert labels.format == "mono8; png compressed mono8"
+    decoded = np.asarray(PILImage.open(io.BytesIO(bytes(labels.data))))
+    assert np.array_equal(decoded, as_array(raw["semantic/labels"]))
+    for name in ("semantic/color", "uncertainty/semantic/aleatoric/color"):
+        assert got[name].format == "rgb8; jpeg compressed bgr8", name
+        decoded = np.asarray(PILImage.open(io.BytesIO(bytes(got[name].data))).convert("RGB"))
+        assert decoded.shape == (*CAMERA_HW, 3), name
+    colour = np.asarray(PILImage.open(io.BytesIO(bytes(got["uncertainty/semantic/aleatoric/color"].data))))
+    error = np.abs(colour.astype(np.float32) - as_array(raw["uncertainty/semantic/aleatoric/color"])).mean()
+    assert error < 4.0, error
+
+    [result] = node.set_params({"output.jpeg_quality": 5})
+    assert result.successful, result.reason
+    [refused] = node.set_params({"output.jpeg_quality": 101})
+    assert not refused.successful and "out of range 1..=100" in refused.reason, refused.reason
+    [restart] = node.set_params({"output.compressed": False})
+    assert not restart.successful and "restart the node" in restart.reason, restart.reason
+    later = send_until_output(
+        node, camera, make, outputs, ["semantic/labels"], first_stamp=stamp + 1000,
+        also=[twins["uncertainty/semantic/aleatoric/color"]],
+    )
+    coarse = twins["uncertainty/semantic/aleatoric/color"].by_stamp(later)[0]
+    assert len(coarse.data) < len(got["uncertainty/semantic/aleatoric/color"].data)
+
+    # Without them: the raw topics are in the graph (the twins of the first node too), no
+    # twin of this one's.
+    plain = start_node(params={"output.compressed": False})
+
+    def graph():
+        names = [name for name, _ in probe.node.get_topic_names_and_types()]
+        wanted = [plain.topic("semantic/labels"), node.topic("semantic/color/compressed")]
+        return names if all(n in names for n in wanted) else None
+
+    names = wait_for(graph, 10, "the outputs in the graph")
+    assert not [n for n in names if n.startswith(plain.topic("")) and n.endswith("/compressed")], names
