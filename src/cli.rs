@@ -469,6 +469,11 @@ pub struct BenchArgs {
     /// the host (the same bytes).
     #[arg(long)]
     pub device_colors: bool,
+    /// Also encode every compressed twin of the node's outputs (`TOPIC/compressed`: labels
+    /// as PNG, colour images as JPEG of quality 80, the node's default) in the host outputs,
+    /// as the node does while each has a subscriber.
+    #[arg(long)]
+    pub compressed_twins: bool,
     /// Also time the frames with the network of one and the output messages of the
     /// previous one on two threads at once, as the node runs them (reported as
     /// overlapped frames/s).

@@ -57,6 +57,9 @@ impl Sink for TestSink {
         topic: OutputTopic,
         image: CompressedImage,
     ) -> Result<(), String> {
+        if self.failing.contains(&topic) {
+            return Err("publisher is gone".into());
+        }
         self.compressed.push((topic, image));
         Ok(())
     }
@@ -598,7 +601,7 @@ fn compressed_twins_are_made_for_their_subscribers_only() {
     );
     let (_, labels) = &sink.compressed[0];
     assert_eq!(labels.header, header(1));
-    assert_eq!(labels.format, "mono8; png compressed mono8");
+    assert_eq!(labels.format, "mono8; png compressed ");
     let raw = sink
         .images
         .iter()
@@ -634,6 +637,25 @@ fn compressed_twins_are_made_for_their_subscribers_only() {
     sink.compressed_wanted.clear();
     worker.handle(rgb8(3, 32, 32), &state, &mut sink);
     assert_eq!(sink.compressed.len(), 4);
+
+    // A frame whose only wanted output is a twin is published by it; one whose twin
+    // cannot be published is a failed frame with the twin's name.
+    sink.unwanted = OutputTopic::ALL.into();
+    sink.compressed_wanted = [OutputTopic::SemanticColor].into();
+    worker.handle(rgb8(4, 32, 32), &state, &mut sink);
+    assert!(sink.topics_of(Time { sec: 4, nanosec: 5 }).is_empty());
+    assert_eq!(sink.compressed.last().unwrap().1.header, header(4));
+    assert_eq!(value(&report(&state), "frames failed"), "0");
+    sink.failing = [OutputTopic::SemanticColor].into();
+    worker.handle(rgb8(5, 32, 32), &state, &mut sink);
+    let s = report(&state);
+    assert_eq!(value(&s, "frames failed"), "1");
+    assert!(
+        s.message
+            .contains("nothing published: publishing semantic/color/compressed: publisher is gone"),
+        "{}",
+        s.message
+    );
 }
 
 #[test]

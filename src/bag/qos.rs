@@ -140,7 +140,7 @@ const SUMMARY_PROFILES: usize = 4;
 /// The QoS a topic was recorded with, in a line for `bag info`: each distinct profile's
 /// reliability, durability and history (`reliable, transient_local, keep_last 1`), with
 /// the number of publishers that offered it where more than one did (at most
-/// [`SUMMARY_PROFILES`] listed). `None` when no profile was recorded; the text is said
+/// four listed). `None` when no profile was recorded; the text is said
 /// unreadable when it is not a list of profiles.
 pub fn summary(text: &str) -> Option<String> {
     if text.trim().is_empty() {

@@ -10,7 +10,7 @@ use bayes_perception::device::{
 };
 use bayes_perception::engine::StageTimes;
 use bayes_perception::model::{random_spec, Model};
-use bayes_perception::msg::outputs::build_outputs;
+use bayes_perception::msg::outputs::{build_outputs, compress_twins};
 use bayes_perception::msg::{CameraInfo, Header};
 use bayes_perception::pipeline::overlapped;
 use bayes_perception::points::{camera_info_from_calibration, frame_cloud, CloudOptions};
@@ -74,6 +74,8 @@ struct Report {
     pinned_download: Option<bool>,
     /// The colour images were made on the device (`--device-colors`).
     device_colors: bool,
+    /// The host outputs include every compressed twin (`--compressed-twins`).
+    compressed_twins: bool,
     cpu_threads: i32,
     frames: usize,
     /// Whole frames: image in, every output message of the node built (engine + host
@@ -230,6 +232,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.frames,
         args.points_stride,
         camera_info.as_ref(),
+        args.compressed_twins,
     )?;
     let mut report = summarise(&args, &engine, parameters, device, &timings);
     if let Device::Cuda(index) = device {
@@ -242,11 +245,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ..config.clone()
     })?;
     if device.is_cuda() {
-        report.unprofiled_median_ms = Some(unprofiled_median_ms(&engine, &frames, args.frames)?);
+        report.unprofiled_median_ms = Some(unprofiled_median_ms(
+            &engine,
+            &frames,
+            args.frames,
+            args.compressed_twins,
+        )?);
     }
     if args.overlap {
-        report.overlapped_frames_per_s =
-            Some(overlapped_frames_per_s(&engine, &frames, args.frames)?);
+        report.overlapped_frames_per_s = Some(overlapped_frames_per_s(
+            &engine,
+            &frames,
+            args.frames,
+            args.compressed_twins,
+        )?);
     }
     engine.set_config(config.clone())?;
     if args.mode.epistemic() {
@@ -263,6 +275,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.frames,
             args.points_stride,
             camera_info.as_ref(),
+            args.compressed_twins,
         )?;
         let single_median = percentile(&single.iter().map(|t| t.total_ms).collect::<Vec<_>>(), 0.5);
         report.single_pass_median_ms = Some(single_median);
@@ -301,13 +314,24 @@ fn bench_camera_info(rgb: &image::RgbImage) -> CameraInfo {
     )
 }
 
-/// Builds every output message of a prediction as the node does, and drops them.
-fn message_builder(engine: &Engine) -> impl Fn(&bayes_perception::engine::Prediction) + Send {
+/// The node's default `output.jpeg_quality`, for `--compressed-twins`.
+const TWIN_JPEG_QUALITY: u8 = 80;
+
+/// Builds every output message of a prediction as the node does (with `compressed_twins`,
+/// each compressed twin too), and drops them.
+fn message_builder(
+    engine: &Engine,
+    compressed_twins: bool,
+) -> impl Fn(&bayes_perception::engine::Prediction) + Send {
     let palette = engine.model().spec.palette();
     let colormap = ColormapParams::default();
     let header = Header::default();
     move |prediction| {
         let messages = build_outputs(prediction, &header, &palette, &colormap, |_| true);
+        if compressed_twins {
+            let twins = compress_twins(&messages, |_| true, TWIN_JPEG_QUALITY);
+            std::hint::black_box(twins);
+        }
         std::hint::black_box(messages);
     }
 }
@@ -319,8 +343,9 @@ fn time_frames(
     count: usize,
     points_stride: u32,
     camera_info: Option<&CameraInfo>,
+    compressed_twins: bool,
 ) -> anyhow::Result<Vec<FrameTime>> {
-    let build_messages = message_builder(engine);
+    let build_messages = message_builder(engine, compressed_twins);
     let header = Header::default();
     let cloud_options = CloudOptions {
         stride: points_stride,
@@ -388,8 +413,9 @@ fn unprofiled_median_ms(
     engine: &Engine,
     frames: &[image::RgbImage],
     count: usize,
+    compressed_twins: bool,
 ) -> anyhow::Result<f64> {
-    let build_messages = message_builder(engine);
+    let build_messages = message_builder(engine, compressed_twins);
     let totals = (0..count)
         .map(|i| -> anyhow::Result<f64> {
             let started = std::time::Instant::now();
@@ -406,8 +432,9 @@ fn overlapped_frames_per_s(
     engine: &Engine,
     frames: &[image::RgbImage],
     count: usize,
+    compressed_twins: bool,
 ) -> anyhow::Result<f64> {
-    let build_messages = message_builder(engine);
+    let build_messages = message_builder(engine, compressed_twins);
     let mut failure = None;
     let started = std::time::Instant::now();
     overlapped(
@@ -460,6 +487,7 @@ fn summarise(
         cudnn_benchmark: device.is_cuda().then_some(!args.no_cudnn_benchmark),
         pinned_download: device.is_cuda().then(|| engine.pinned_download()),
         device_colors: args.device_colors,
+        compressed_twins: args.compressed_twins,
         cpu_threads: tch::get_num_threads(),
         frames: timings.len(),
         median_ms: percentile(&totals, 0.5),
@@ -508,10 +536,11 @@ fn print_report(r: &Report) {
             (false, true) => ", CUDA graphs",
             (false, false) => "",
         },
-        if r.device_colors {
-            ", colours on the device"
-        } else {
-            ""
+        match (r.device_colors, r.compressed_twins) {
+            (true, true) => ", colours on the device, compressed twins",
+            (true, false) => ", colours on the device",
+            (false, true) => ", compressed twins",
+            (false, false) => "",
         },
         r.mode,
         match (r.batch_size, r.head_samples) {

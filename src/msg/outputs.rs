@@ -74,7 +74,8 @@ impl OutputTopic {
 
     /// Whether the topic has image_transport's compressed twin, `TOPIC/compressed`
     /// ([`compress`]): the 8-bit and 16-bit images (labels, colour), not the float ones,
-    /// which image_transport's compressed plugin refuses too.
+    /// which image_transport's compressed plugin cannot encode (it advertises a twin for
+    /// them and logs an error at each message).
     pub fn has_compressed_twin(self) -> bool {
         self == OutputTopic::SemanticLabels || self.is_color()
     }
@@ -269,12 +270,30 @@ pub fn compressed_topic_name(topic: OutputTopic) -> String {
     format!("{}/compressed", topic.name())
 }
 
+/// The compressed twins of the `images` whose topic `wanted` accepts (and has one), each
+/// encoded as its own task on rayon's thread pool, in the order of `images`.
+pub fn compress_twins(
+    images: &[(OutputTopic, Image)],
+    wanted: impl Fn(OutputTopic) -> bool,
+    jpeg_quality: u8,
+) -> Vec<(OutputTopic, Result<CompressedImage, String>)> {
+    let chosen: Vec<&(OutputTopic, Image)> = images
+        .iter()
+        .filter(|(topic, _)| topic.has_compressed_twin() && wanted(*topic))
+        .collect();
+    chosen
+        .into_par_iter()
+        .map(|(topic, image)| (*topic, compress(image, jpeg_quality)))
+        .collect()
+}
+
 /// The compressed twin of an output image (`TOPIC/compressed`) as image_transport's
 /// compressed plugin fills it: `rgb8` as JPEG of `jpeg_quality` (1..=100), `mono8` and
-/// `16UC1` (labels) as lossless PNG. `format` says the image's encoding and the
-/// compression (`rgb8; jpeg compressed bgr8`: decoded with OpenCV, as image_transport
-/// does, the pixels come out bgr8), so image_transport's subscribers, RViz and
-/// rqt_image_view decode it. Other encodings are refused.
+/// `16UC1` (labels) as lossless PNG. `format` is the plugin's: the image's encoding and
+/// the compression, with the decoded colour order for colour images (`rgb8; jpeg
+/// compressed bgr8`: decoded with OpenCV, as image_transport does, the pixels come out
+/// bgr8), so image_transport's subscribers, RViz and rqt_image_view decode it. Other
+/// encodings are refused.
 pub fn compress(image: &Image, jpeg_quality: u8) -> Result<CompressedImage, String> {
     use image::codecs::jpeg::JpegEncoder;
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
@@ -283,8 +302,8 @@ pub fn compress(image: &Image, jpeg_quality: u8) -> Result<CompressedImage, Stri
     let (width, height) = (image.width, image.height);
     let (bytes_per_pixel, color, format) = match image.encoding.as_str() {
         "rgb8" => (3, ExtendedColorType::Rgb8, "rgb8; jpeg compressed bgr8"),
-        "mono8" => (1, ExtendedColorType::L8, "mono8; png compressed mono8"),
-        "16UC1" => (2, ExtendedColorType::L16, "16UC1; png compressed mono16"),
+        "mono8" => (1, ExtendedColorType::L8, "mono8; png compressed "),
+        "16UC1" => (2, ExtendedColorType::L16, "16UC1; png compressed "),
         other => return Err(format!("no compressed twin for encoding {other}")),
     };
     let row = width as usize * bytes_per_pixel;
@@ -486,7 +505,7 @@ mod tests {
             .collect();
         for step in [7, 9] {
             let c = compress(&padded("mono8", 7, &rows, step, 0), 80).unwrap();
-            assert_eq!(c.format, "mono8; png compressed mono8");
+            assert_eq!(c.format, "mono8; png compressed ");
             assert_eq!(c.header, header());
             assert!(c.data.starts_with(b"\x89PNG"));
             let back = image::load_from_memory(&c.data).unwrap().into_luma8();
@@ -512,7 +531,7 @@ mod tests {
                 })
                 .collect();
             let c = compress(&padded("16UC1", 4, &rows, 10, big), 80).unwrap();
-            assert_eq!(c.format, "16UC1; png compressed mono16");
+            assert_eq!(c.format, "16UC1; png compressed ");
             let back = image::load_from_memory(&c.data).unwrap().into_luma16();
             assert_eq!(back.into_raw(), values.concat(), "big endian {big}");
         }

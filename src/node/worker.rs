@@ -18,7 +18,7 @@ use crate::config::{ColormapParams, Mode, Params};
 use crate::engine::{Engine, EngineConfig};
 use crate::log_once::LogOnce;
 use crate::msg::encoding::DecodeError;
-use crate::msg::outputs::{compress, compressed_topic_name, OutputTopic, POINTS_TOPIC};
+use crate::msg::outputs::{compress_twins, compressed_topic_name, OutputTopic, POINTS_TOPIC};
 use crate::msg::{CameraInfo, CompressedImage, Image, PointCloud2, Time};
 use crate::pipeline::{
     frame_outputs, overlapped, predict_frame, CameraFrame, FrameError, PredictedFrame,
@@ -34,7 +34,8 @@ pub trait Sink {
     fn wants(&self, topic: OutputTopic) -> bool;
     fn publish_image(&mut self, topic: OutputTopic, image: Image) -> Result<(), String>;
     /// Whether someone subscribes to `topic`'s compressed twin (`TOPIC/compressed`,
-    /// [`compress`]); false where none is advertised (`output.compressed: false`).
+    /// [`crate::msg::outputs::compress`]); false where none is advertised
+    /// (`output.compressed: false`).
     fn wants_compressed(&self, topic: OutputTopic) -> bool;
     fn publish_compressed(
         &mut self,
@@ -355,23 +356,30 @@ impl Publishing {
         }
         let mut published = 0;
         let mut failure = None;
+        // The raw images go out first; the compressed twins (encoding a JPEG takes longer
+        // than building its image) from copies after them.
+        let twin_sources: Vec<(OutputTopic, Image)> = outputs
+            .images
+            .iter()
+            .filter(|(topic, _)| topic.has_compressed_twin() && sink.wants_compressed(*topic))
+            .cloned()
+            .collect();
         for (topic, image) in outputs.images {
-            // The compressed twin first: the raw message takes the image.
-            if topic.has_compressed_twin() && sink.wants_compressed(topic) {
-                let name = compressed_topic_name(topic);
-                match compress(&image, predicted.jpeg_quality)
-                    .and_then(|c| sink.publish_compressed(topic, c))
-                {
-                    Ok(()) => published += 1,
-                    Err(e) => failure = Some(self.publish_failed(&name, &e, state)),
-                }
-            }
             if !sink.wants(topic) {
                 continue;
             }
             match sink.publish_image(topic, image) {
                 Ok(()) => published += 1,
                 Err(e) => failure = Some(self.publish_failed(topic.name(), &e, state)),
+            }
+        }
+        for (topic, twin) in compress_twins(&twin_sources, |_| true, predicted.jpeg_quality) {
+            match twin.and_then(|twin| sink.publish_compressed(topic, twin)) {
+                Ok(()) => published += 1,
+                Err(e) => {
+                    let name = compressed_topic_name(topic);
+                    failure = Some(self.publish_failed(&name, &e, state));
+                }
             }
         }
         if let Some(info) = outputs.camera_info {

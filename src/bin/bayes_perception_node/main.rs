@@ -306,6 +306,10 @@ async fn run() -> anyhow::Result<()> {
     let advertised = publishers.images.len()
         + usize::from(publishers.camera_info.is_some())
         + usize::from(publishers.points.is_some());
+    let twins = match publishers.compressed.len() {
+        0 => String::new(),
+        n => format!(" (and {n} compressed twins)"),
+    };
     let diagnostics = node
         .create_publisher::<diagnostic::DiagnosticArray>("/diagnostics", QosProfile::default())
         .context("cannot advertise /diagnostics")?;
@@ -351,7 +355,7 @@ async fn run() -> anyhow::Result<()> {
         r2r::LogSeverity::Info,
         &format!(
             "ready: subscribed to {camera_topic} and {camera_info_topic}, publishing {advertised} output \
-             topics and /diagnostics"
+             topics{twins} and /diagnostics"
         ),
     );
     if let Some(doubt) = params.points.doubt_for_topic(&camera_topic) {
