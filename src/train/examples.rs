@@ -224,8 +224,10 @@ impl Examples {
     }
 
     /// The examples of each of `batches` (indices), in order: the held ones, or read on a
-    /// thread two batches ahead. A file that cannot be read any more, or is another size
-    /// than at the start, ends the batches with its error.
+    /// thread two batches ahead, the examples of a batch decoded at once on rayon's
+    /// threads (a GPU would wait on one thread decoding large images). A file that cannot
+    /// be read any more, or is another size than at the start, ends the batches with its
+    /// error (the first of the batch's in its order).
     pub fn batches(&self, batches: Vec<Vec<usize>>) -> Batches<'_> {
         match &self.held {
             Some(held) => Batches {
@@ -254,7 +256,9 @@ impl Examples {
                     .name("training-data".into())
                     .spawn(move || {
                         for ids in batches {
-                            let read: Result<Vec<Sample>> = ids.iter().map(|&i| load(i)).collect();
+                            let read: Vec<Result<Sample>> =
+                                ids.par_iter().map(|&i| load(i)).collect();
+                            let read: Result<Vec<Sample>> = read.into_iter().collect();
                             let failed = read.is_err();
                             // The trainer stopped taking them (finished, interrupted).
                             if sender.send(read).is_err() || failed {
