@@ -244,6 +244,10 @@ bench 103_360x480_aleatoric_fp16_cl_devcolors --height 360 --width 480 --precisi
     --device-colors --frames 50 --warmup 5
 bench 103_360x480_mc50_b25_fp16_cl_devcolors --height 360 --width 480 --precision fp16 --channels-last \
     --device-colors --mode mc --samples 50 --batch-size 25 --frames 5 --warmup 2
+# The node's compressed twins encoded too (labels PNG, colour images JPEG), as while each
+# has a subscriber: their cost on this machine's host.
+bench 103_360x480_aleatoric_fp16_cl_twins --height 360 --width 480 --precision fp16 --channels-last \
+    --compressed-twins --frames 50 --warmup 5
 # MC chunks sized from the GPU memory (no --batch-size): up to 16 on a free card, and under
 # a 4 GiB budget (an 8 GB Jetson's share): the chosen batch size and the peak.
 for budget in 0 4096; do
