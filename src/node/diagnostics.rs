@@ -599,8 +599,8 @@ impl Monitor {
             let hint = match p95 > Self::STAMPS_BEHIND_MS {
                 true => {
                     " (the images are stamped hours behind the node's clock: zero stamps, \
-                     or a bag replayed without use_sim_time and --clock? `ros2 param set` \
-                     use_sim_time true on this node switches it to /clock)"
+                     or a bag replayed without use_sim_time and --clock? `ros2 param set \
+                     <node> use_sim_time true` switches it to /clock)"
                 }
                 false => "",
             };

@@ -357,17 +357,22 @@ impl Publishing {
         let mut published = 0;
         let mut failure = None;
         // The raw images go out first; the compressed twins (encoding a JPEG takes longer
-        // than building its image) from copies after them.
-        let twin_sources: Vec<(OutputTopic, Image)> = outputs
-            .images
-            .iter()
-            .filter(|(topic, _)| topic.has_compressed_twin() && sink.wants_compressed(*topic))
-            .cloned()
-            .collect();
+        // than building its image) after them, from copies where both are wanted.
+        let mut raw = Vec::new();
+        let mut twin_sources: Vec<(OutputTopic, Image)> = Vec::new();
         for (topic, image) in outputs.images {
-            if !sink.wants(topic) {
-                continue;
+            let twin = topic.has_compressed_twin() && sink.wants_compressed(topic);
+            match (sink.wants(topic), twin) {
+                (true, true) => {
+                    twin_sources.push((topic, image.clone()));
+                    raw.push((topic, image));
+                }
+                (true, false) => raw.push((topic, image)),
+                (false, true) => twin_sources.push((topic, image)),
+                (false, false) => {}
             }
+        }
+        for (topic, image) in raw {
             match sink.publish_image(topic, image) {
                 Ok(()) => published += 1,
                 Err(e) => failure = Some(self.publish_failed(topic.name(), &e, state)),

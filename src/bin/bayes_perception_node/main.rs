@@ -205,6 +205,9 @@ struct Glue {
     /// it has succeeded).
     input_reliability: Mutex<Reliability>,
     clock: Arc<Mutex<r2r::Clock>>,
+    /// Whether the clock follows /clock (`use_sim_time` in effect; a switch that failed
+    /// left it off).
+    sim_time: AtomicBool,
     logger: String,
     runtime: tokio::runtime::Handle,
     /// When a message was last published (see [`DELIVERY_LINGER`]).
@@ -330,6 +333,7 @@ async fn run() -> anyhow::Result<()> {
         logger: logger.clone(),
         runtime: tokio::runtime::Handle::current(),
         last_publish: Mutex::new(None),
+        sim_time: AtomicBool::new(use_sim_time),
     });
     let mut param_changes = serve_parameters(&mut node, &glue)?;
     replace_subscriptions(
@@ -666,6 +670,10 @@ fn graph_job(
 fn clock_job(glue: &Arc<Glue>, sim_time: bool) -> NodeJob {
     let glue = glue.clone();
     Box::new(move |node: &mut r2r::Node| {
+        // Already so: a false that sets back a failed switch, say.
+        if glue.sim_time.load(Ordering::SeqCst) == sim_time {
+            return;
+        }
         let mut monitor = lock(&glue.state.monitor);
         let time_source = node.get_time_source();
         let message = if sim_time {
@@ -692,6 +700,7 @@ fn clock_job(glue: &Arc<Glue>, sim_time: bool) -> NodeJob {
             time_source.disable_sim_time();
             "use_sim_time: the node's clock is the system clock again".to_owned()
         };
+        glue.sim_time.store(sim_time, Ordering::SeqCst);
         monitor.clock_changed();
         drop(monitor);
         ros_log(&glue.logger, r2r::LogSeverity::Info, &message);
