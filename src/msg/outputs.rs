@@ -295,7 +295,6 @@ pub fn compress_twins(
 /// bgr8), so image_transport's subscribers, RViz and rqt_image_view decode it. Other
 /// encodings are refused.
 pub fn compress(image: &Image, jpeg_quality: u8) -> Result<CompressedImage, String> {
-    use image::codecs::jpeg::JpegEncoder;
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     use image::{ExtendedColorType, ImageEncoder};
 
@@ -328,11 +327,17 @@ pub fn compress(image: &Image, jpeg_quality: u8) -> Result<CompressedImage, Stri
     let mut data = Vec::new();
     let written = match color {
         ExtendedColorType::Rgb8 => {
-            JpegEncoder::new_with_quality(&mut data, jpeg_quality.clamp(1, 100))
-                .write_image(&pixels, width, height, color)
+            // JPEG sizes are 16-bit.
+            let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
+                return Err(format!("{width}x{height} is too large for a JPEG"));
+            };
+            jpeg_encoder::Encoder::new(&mut data, jpeg_quality.clamp(1, 100))
+                .encode(&pixels, w, h, jpeg_encoder::ColorType::Rgb)
+                .map_err(|e| e.to_string())
         }
         _ => PngEncoder::new_with_quality(&mut data, CompressionType::Fast, FilterType::Adaptive)
-            .write_image(&pixels, width, height, color),
+            .write_image(&pixels, width, height, color)
+            .map_err(|e| e.to_string()),
     };
     written.map_err(|e| format!("encoding {}: {e}", image.encoding))?;
     Ok(CompressedImage {
@@ -591,6 +596,11 @@ mod tests {
         assert_eq!(
             compress(&float, 80).unwrap_err(),
             "no compressed twin for encoding 32FC1"
+        );
+        let wide = rgb_message(&header(), RgbImage::new(70_000, 1));
+        assert_eq!(
+            compress(&wide, 80).unwrap_err(),
+            "70000x1 is too large for a JPEG"
         );
         let mut short = padded("mono8", 4, &[vec![1; 4], vec![2; 4]], 4, 0);
         short.data.pop();
