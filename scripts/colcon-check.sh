@@ -32,6 +32,7 @@ install="$ws/install/bayes_perception"
 for needed in lib/bayes_perception/bayes_perception_node lib/bayes_perception/bayes_perception \
               share/bayes_perception/package.xml share/bayes_perception/launch/perception.launch.py \
               share/bayes_perception/config/params.yaml share/bayes_perception/rviz/bayes_perception.rviz \
+              share/bayes_perception/LICENSE share/bayes_perception/NOTICE \
               share/ament_index/resource_index/packages/bayes_perception; do
     if [[ ! -e "$install/$needed" ]]; then
         echo "colcon-check: $install/$needed was not installed" >&2
