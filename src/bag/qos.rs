@@ -88,6 +88,15 @@ pub fn as_numbers(text: &str) -> Option<String> {
     Some(text.trim_end().to_owned())
 }
 
+/// The profiles of `text` with their policies as numbers ([`as_numbers`]); `None` when
+/// `text` is not a list of profiles (empty text included).
+fn numbered_profiles(text: &str) -> Option<Vec<Value>> {
+    match serde_yaml::from_str::<Value>(&as_numbers(text)?).ok()? {
+        Value::Sequence(profiles) => Some(profiles),
+        _ => None,
+    }
+}
+
 /// Whether a publisher of the topic offered durability transient_local (a latched topic:
 /// `/tf_static`, a map, a robot description), by its recorded profiles.
 pub fn is_latched(text: &str) -> bool {
@@ -98,11 +107,7 @@ pub fn is_latched(text: &str) -> bool {
 /// messages a subscriber that joins late receives: each latched publisher's history depth
 /// (at least 1; keep_all: all) summed over them. `None`: not latched.
 pub fn latched_history(text: &str) -> Option<usize> {
-    let numbers = as_numbers(text)?;
-    let profiles: Vec<Value> = serde_yaml::from_str::<Value>(&numbers)
-        .ok()?
-        .as_sequence()?
-        .clone();
+    let profiles = numbered_profiles(text)?;
     let depths: Vec<usize> = profiles
         .iter()
         .filter(|p| p.get("durability").and_then(Value::as_i64) == Some(TRANSIENT_LOCAL))
@@ -147,10 +152,7 @@ pub fn summary(text: &str) -> Option<String> {
         return None;
     }
     let unreadable = || Some("unreadable (not a list of QoS profiles)".to_owned());
-    let Some(profiles) = as_numbers(text)
-        .and_then(|numbers| serde_yaml::from_str::<Value>(&numbers).ok())
-        .and_then(|value| value.as_sequence().cloned())
-    else {
+    let Some(profiles) = numbered_profiles(text) else {
         return unreadable();
     };
     // The name of a policy's number, or the policy and the number where rmw has no such

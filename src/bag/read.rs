@@ -724,7 +724,6 @@ pub fn damage_met_before(error: BagError, damage: &[BagError]) -> BagError {
     error
 }
 
-/// Message counts per (topic, type) as the topics of a [`BagInfo`].
 /// Messages and the distinct QoS recordings by topic and type.
 type TopicCounts = BTreeMap<(String, String), (u64, Vec<String>)>;
 
@@ -739,6 +738,7 @@ fn count_topic(counts: &mut TopicCounts, topic: &str, type_name: &str, count: u6
     }
 }
 
+/// The counts as the topics of a [`BagInfo`].
 fn topic_infos(counts: TopicCounts) -> Vec<TopicInfo> {
     counts
         .into_iter()

@@ -329,7 +329,7 @@ fn message_builder(
     move |prediction| {
         let messages = build_outputs(prediction, &header, &palette, &colormap, |_| true);
         if compressed_twins {
-            let twins = compress_twins(&messages, |_| true, TWIN_JPEG_QUALITY);
+            let twins = compress_twins(&messages, TWIN_JPEG_QUALITY);
             std::hint::black_box(twins);
         }
         std::hint::black_box(messages);

@@ -270,19 +270,15 @@ pub fn compressed_topic_name(topic: OutputTopic) -> String {
     format!("{}/compressed", topic.name())
 }
 
-/// The compressed twins of the `images` whose topic `wanted` accepts (and has one), each
-/// encoded as its own task on rayon's thread pool, in the order of `images`.
+/// The compressed twins of those of `images` whose topic has one, each encoded as its own
+/// task on rayon's thread pool, in the order of `images`.
 pub fn compress_twins(
     images: &[(OutputTopic, Image)],
-    wanted: impl Fn(OutputTopic) -> bool,
     jpeg_quality: u8,
 ) -> Vec<(OutputTopic, Result<CompressedImage, String>)> {
-    let chosen: Vec<&(OutputTopic, Image)> = images
-        .iter()
-        .filter(|(topic, _)| topic.has_compressed_twin() && wanted(*topic))
-        .collect();
-    chosen
-        .into_par_iter()
+    images
+        .par_iter()
+        .filter(|(topic, _)| topic.has_compressed_twin())
         .map(|(topic, image)| (*topic, compress(image, jpeg_quality)))
         .collect()
 }

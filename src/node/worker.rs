@@ -333,13 +333,20 @@ impl Publishing {
             self.doubts.warn(&doubt);
         }
         let points = predicted.points.filter(|_| sink.wants_points());
+        // Who subscribes, asked once a frame: the images built are those published.
+        let raw_wanted: Vec<OutputTopic> = (OutputTopic::ALL.into_iter())
+            .filter(|&topic| sink.wants(topic))
+            .collect();
+        let twins_wanted: Vec<OutputTopic> = (OutputTopic::ALL.into_iter())
+            .filter(|&topic| topic.has_compressed_twin() && sink.wants_compressed(topic))
+            .collect();
         let outputs = frame_outputs(
             &predicted.frame,
             &self.palette,
             &predicted.colormap,
             camera_info.as_ref(),
             points,
-            |topic| sink.wants(topic) || sink.wants_compressed(topic),
+            |topic| raw_wanted.contains(&topic) || twins_wanted.contains(&topic),
         );
         // Outputs a subscriber waits for that need the camera's calibration.
         let info_wanted = outputs.points_without_camera_info
@@ -361,8 +368,7 @@ impl Publishing {
         let mut raw = Vec::new();
         let mut twin_sources: Vec<(OutputTopic, Image)> = Vec::new();
         for (topic, image) in outputs.images {
-            let twin = topic.has_compressed_twin() && sink.wants_compressed(topic);
-            match (sink.wants(topic), twin) {
+            match (raw_wanted.contains(&topic), twins_wanted.contains(&topic)) {
                 (true, true) => {
                     twin_sources.push((topic, image.clone()));
                     raw.push((topic, image));
@@ -378,7 +384,7 @@ impl Publishing {
                 Err(e) => failure = Some(self.publish_failed(topic.name(), &e, state)),
             }
         }
-        for (topic, twin) in compress_twins(&twin_sources, |_| true, predicted.jpeg_quality) {
+        for (topic, twin) in compress_twins(&twin_sources, predicted.jpeg_quality) {
             match twin.and_then(|twin| sink.publish_compressed(topic, twin)) {
                 Ok(()) => published += 1,
                 Err(e) => {
